@@ -1,0 +1,312 @@
+//! Configuration: one TOML file (`--config` / `PV_CONFIG`) plus `PV_*` environment
+//! variables and flags, which win over the file. Unknown keys are rejected by name.
+//!
+//! With nothing configured, the embedded default applies: a filesystem store under
+//! `<data_dir>/store` and a dev master key generated under `<data_dir>/keys` (0600).
+//! Every key is documented in `deploy/config.example.toml`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::KeySources;
+use crate::profile::archive::{Compression, Limits, PackOptions};
+use crate::profile::exclude::Excludes;
+use crate::store::StoreOptions;
+use crate::vault::VaultOptions;
+
+/// Errors of loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid (syntax, types, unknown keys).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What toml said (names the key).
+        message: String,
+    },
+    /// An environment variable has a bad value.
+    #[error("environment variable {name}: {message}")]
+    Env {
+        /// Variable.
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The config file's shape.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    /// Data directory (`PV_DATA_DIR`).
+    pub data_dir: Option<PathBuf>,
+    /// Store URL (`PV_STORE`).
+    pub store: Option<String>,
+    /// Default tenant for CLI jobs (`PV_TENANT`).
+    pub tenant: Option<String>,
+    /// Master keys.
+    pub keys: KeysConfig,
+    /// Packing.
+    pub archive: ArchiveConfig,
+    /// Limits on restored archives.
+    pub limits: Limits,
+    /// Retention.
+    pub retention: RetentionConfig,
+    /// S3 backend settings.
+    pub s3: StoreOptions,
+}
+
+/// `[keys]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// Directory of `<id>.key` files (`PV_KEYS_DIR`), default `<data_dir>/keys`.
+    pub dir: Option<PathBuf>,
+    /// Active key id (`PV_ACTIVE_KEY`).
+    pub active: Option<String>,
+    /// Allow generating a dev key even with a non-default store (`PV_ALLOW_DEV_KEY`).
+    pub allow_dev_key: bool,
+}
+
+/// `[archive]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveConfig {
+    /// `zstd` (default) or `deflate` (`PV_COMPRESSION`).
+    pub compression: Compression,
+    /// Compression level (zstd 1-19, deflate 1-9).
+    pub level: i32,
+    /// Extra leave-out patterns, added to the defaults.
+    pub exclude: Vec<String>,
+    /// Plaintext bytes per encrypted chunk.
+    pub chunk_size: u32,
+    /// Worker threads for compression (0: one per core).
+    pub threads: usize,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        ArchiveConfig {
+            compression: Compression::Zstd,
+            level: 1,
+            exclude: Vec::new(),
+            chunk_size: crate::crypt::stream::DEFAULT_CHUNK_SIZE,
+            threads: 0,
+        }
+    }
+}
+
+/// `[retention]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Generations kept per profile (`PV_KEEP_GENERATIONS`).
+    pub keep_generations: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep_generations: 5,
+        }
+    }
+}
+
+/// Values given on the command line / environment (already merged by clap).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--data-dir` / `PV_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--config` / `PV_CONFIG`.
+    pub config: Option<PathBuf>,
+    /// `--store` / `PV_STORE`.
+    pub store: Option<String>,
+    /// `--tenant` / `PV_TENANT`.
+    pub tenant: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Store URL.
+    pub store_url: String,
+    /// Whether the store is the embedded default.
+    pub embedded_default: bool,
+    /// Tenant for CLI jobs.
+    pub tenant: String,
+    /// The file part.
+    pub file: FileConfig,
+    /// Inline master keys from `PV_MASTER_KEYS` (kept out of `Debug`).
+    inline_keys: Option<String>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn env_bool(name: &'static str) -> Result<Option<bool>, Error> {
+    env(name)
+        .map(|v| match v.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(Error::Env {
+                name,
+                message: format!("expected true/false, got {v:?}"),
+            }),
+        })
+        .transpose()
+}
+
+impl Config {
+    /// Loads the file (if any), applies `PV_*` variables and `over`.
+    ///
+    /// # Errors
+    /// Unreadable or invalid file, bad environment values.
+    pub fn load(over: &Overrides) -> Result<Self, Error> {
+        let mut file = match &over.config {
+            Some(path) => Self::parse_file(path)?,
+            None => FileConfig::default(),
+        };
+        if let Some(v) = env("PV_KEYS_DIR") {
+            file.keys.dir = Some(v.into());
+        }
+        if let Some(v) = env("PV_ACTIVE_KEY") {
+            file.keys.active = Some(v);
+        }
+        if let Some(v) = env_bool("PV_ALLOW_DEV_KEY")? {
+            file.keys.allow_dev_key = v;
+        }
+        if let Some(v) = env_bool("PV_S3_PATH_STYLE")? {
+            file.s3.path_style = v;
+        }
+        if let Some(v) = env("PV_KEEP_GENERATIONS") {
+            file.retention.keep_generations = v.parse().map_err(|_| Error::Env {
+                name: "PV_KEEP_GENERATIONS",
+                message: format!("not a number: {v:?}"),
+            })?;
+        }
+        if let Some(v) = env("PV_COMPRESSION") {
+            file.archive.compression = match v.as_str() {
+                "zstd" => Compression::Zstd,
+                "deflate" => Compression::Deflate,
+                _ => {
+                    return Err(Error::Env {
+                        name: "PV_COMPRESSION",
+                        message: "expected zstd or deflate".into(),
+                    })
+                }
+            };
+        }
+        let data_dir = over
+            .data_dir
+            .clone()
+            .or_else(|| file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("./pv-data"));
+        let (store_url, embedded_default) = match over.store.clone().or_else(|| file.store.clone())
+        {
+            Some(s) => (s, false),
+            None => {
+                let abs = std::path::absolute(data_dir.join("store"))
+                    .unwrap_or_else(|_| data_dir.join("store"));
+                (format!("file://{}", abs.display()), true)
+            }
+        };
+        let tenant = over
+            .tenant
+            .clone()
+            .or_else(|| file.tenant.clone())
+            .unwrap_or_else(|| "default".into());
+        Ok(Config {
+            data_dir,
+            store_url,
+            embedded_default,
+            tenant,
+            file,
+            inline_keys: env("PV_MASTER_KEYS"),
+        })
+    }
+
+    /// Parses one config file.
+    ///
+    /// # Errors
+    /// Unreadable or invalid file.
+    pub fn parse_file(path: &Path) -> Result<FileConfig, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Read {
+            path: path.into(),
+            source: e,
+        })?;
+        toml::from_str(&text).map_err(|e| Error::Parse {
+            path: path.into(),
+            message: e.to_string().trim().replace('\n', " "),
+        })
+    }
+
+    /// Where master keys come from.
+    pub fn key_sources(&self) -> KeySources {
+        KeySources {
+            dir: self
+                .file
+                .keys
+                .dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("keys")),
+            inline: self.inline_keys.clone(),
+            active: self.file.keys.active.clone(),
+            allow_dev_key: self.embedded_default || self.file.keys.allow_dev_key,
+        }
+    }
+
+    /// Vault tunables.
+    pub fn vault_options(&self) -> VaultOptions {
+        let a = &self.file.archive;
+        let mut pack = PackOptions {
+            compression: a.compression,
+            level: a.level,
+            excludes: Excludes::new(&a.exclude),
+            ..PackOptions::default()
+        };
+        if a.threads > 0 {
+            pack.threads = a.threads;
+        }
+        VaultOptions {
+            spool_dir: self.data_dir.join("spool"),
+            pack,
+            limits: self.file.limits.clone(),
+            chunk_size: a.chunk_size,
+            keep: self.file.retention.keep_generations,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "store = \"file:///x\"\n[archive]\nlevle = 3\n").unwrap();
+        let err = Config::parse_file(&p).unwrap_err().to_string();
+        assert!(err.contains("levle"), "{err}");
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.example.toml");
+        let c = Config::parse_file(&p).unwrap();
+        assert_eq!(c.retention.keep_generations, 5);
+    }
+}

@@ -1,0 +1,223 @@
+use super::*;
+use crate::crypt::stream;
+use std::io::Read;
+
+const CS: u32 = MIN_CHUNK_SIZE;
+
+fn expected() -> Expected<'static> {
+    Expected {
+        tenant: "t1",
+        profile: "p1",
+        generation: Some(3),
+        object_id: Some("obj-1"),
+    }
+}
+
+fn seal(dek: &DataKey, body: &[u8]) -> Vec<u8> {
+    let s = Sealer::new(dek, CS);
+    let mut out = s.header_bytes("t1", "p1", 3, "obj-1", 1_700_000_000);
+    let mut w = s.body_writer(Vec::new());
+    w.write_all(body).unwrap();
+    let (b, _) = w.finish().unwrap();
+    out.extend_from_slice(&b);
+    out
+}
+
+fn read_all(dek: &DataKey, data: &[u8], exp: &Expected<'_>) -> Result<Vec<u8>, Error> {
+    let (_, mut r) = open(data, dek, exp)?;
+    let mut out = Vec::new();
+    r.read_to_end(&mut out)
+        .map_err(|e| Error::Crypt(stream::unwrap_io(e)))?;
+    Ok(out)
+}
+
+fn body(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn round_trip_sizes() {
+    let dek = DataKey::generate();
+    for n in [
+        0,
+        1,
+        CS as usize - 1,
+        CS as usize,
+        CS as usize + 1,
+        10 * CS as usize + 5,
+    ] {
+        let obj = seal(&dek, &body(n));
+        assert_eq!(
+            read_all(&dek, &obj, &expected()).unwrap(),
+            body(n),
+            "size {n}"
+        );
+    }
+}
+
+#[test]
+fn header_checks_each_have_their_error() {
+    let dek = DataKey::generate();
+    let obj = seal(&dek, &body(100));
+    let mut m = obj.clone();
+    m[0] ^= 1;
+    assert!(matches!(
+        read_all(&dek, &m, &expected()),
+        Err(Error::BadMagic)
+    ));
+    let mut v = obj.clone();
+    v[9] = 2;
+    assert!(matches!(
+        read_all(&dek, &v, &expected()),
+        Err(Error::UnsupportedVersion(2))
+    ));
+    let mut s = obj.clone();
+    s[11] = 9;
+    assert!(matches!(
+        read_all(&dek, &s, &expected()),
+        Err(Error::UnsupportedSuite(9))
+    ));
+    let mut l = obj.clone();
+    l[12] = 0xff;
+    assert!(matches!(
+        read_all(&dek, &l, &expected()),
+        Err(Error::HeaderTooLarge(_))
+    ));
+    for cut in [0, 5, 16, 40, header_len(&obj).unwrap() - 1] {
+        assert!(
+            matches!(
+                read_all(&dek, &obj[..cut], &expected()),
+                Err(Error::TruncatedHeader)
+            ),
+            "cut {cut}"
+        );
+    }
+}
+
+#[test]
+fn header_edit_is_detected() {
+    let dek = DataKey::generate();
+    let obj = seal(&dek, &body(100));
+    // Change created_at digits in the JSON without breaking its syntax.
+    let pos = obj.windows(10).position(|w| w == b"1700000000").unwrap();
+    let mut e = obj.clone();
+    e[pos] = b'2';
+    assert!(matches!(
+        read_all(&dek, &e, &expected()),
+        Err(Error::Crypt(crypt::Error::HeaderTampered))
+    ));
+    // A flipped MAC byte.
+    let mut m = obj.clone();
+    m[header_len(&obj).unwrap() - 1] ^= 1;
+    assert!(matches!(
+        read_all(&dek, &m, &expected()),
+        Err(Error::Crypt(crypt::Error::HeaderTampered))
+    ));
+    // Broken JSON.
+    let mut j = obj.clone();
+    j[PREFIX_LEN] = b'[';
+    assert!(matches!(
+        read_all(&dek, &j, &expected()),
+        Err(Error::MalformedHeader(_))
+    ));
+}
+
+#[test]
+fn object_from_elsewhere_is_rejected() {
+    let dek = DataKey::generate();
+    let obj = seal(&dek, &body(100));
+    for (exp, field) in [
+        (
+            Expected {
+                tenant: "t2",
+                ..expected()
+            },
+            "tenant",
+        ),
+        (
+            Expected {
+                profile: "p2",
+                ..expected()
+            },
+            "profile",
+        ),
+        (
+            Expected {
+                generation: Some(4),
+                ..expected()
+            },
+            "generation",
+        ),
+        (
+            Expected {
+                object_id: Some("obj-2"),
+                ..expected()
+            },
+            "object id",
+        ),
+    ] {
+        match read_all(&dek, &obj, &exp) {
+            Err(Error::Misplaced { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn wrong_data_key_fails_commitment_before_decrypting() {
+    let obj = seal(&DataKey::generate(), &body(100));
+    assert!(matches!(
+        read_all(&DataKey::generate(), &obj, &expected()),
+        Err(Error::Crypt(crypt::Error::CommitmentMismatch))
+    ));
+}
+
+#[test]
+fn body_tampering_truncation_and_trailing() {
+    let dek = DataKey::generate();
+    let obj = seal(&dek, &body(3 * CS as usize));
+    let h = header_len(&obj).unwrap();
+    let full = CS as usize + stream::TAG_LEN;
+    let mut flip = obj.clone();
+    flip[h + 10] ^= 1;
+    assert!(matches!(
+        read_all(&dek, &flip, &expected()),
+        Err(Error::Crypt(crypt::Error::ChunkTampered { index: 0 }))
+    ));
+    assert!(matches!(
+        read_all(&dek, &obj[..h + full], &expected()),
+        Err(Error::Crypt(crypt::Error::TruncatedAtBoundary { after: 0 }))
+    ));
+    assert!(matches!(
+        read_all(&dek, &obj[..h], &expected()),
+        Err(Error::Crypt(crypt::Error::Truncated { index: 0 }))
+    ));
+    let mut trailing = obj.clone();
+    trailing.push(0);
+    assert!(matches!(
+        read_all(&dek, &trailing, &expected()),
+        Err(Error::Crypt(crypt::Error::TrailingData { .. }))
+    ));
+    let mut swapped = obj[..h].to_vec();
+    swapped.extend_from_slice(&obj[h + full..h + 2 * full]);
+    swapped.extend_from_slice(&obj[h..h + full]);
+    swapped.extend_from_slice(&obj[h + 2 * full..]);
+    assert!(matches!(
+        read_all(&dek, &swapped, &expected()),
+        Err(Error::Crypt(crypt::Error::ChunkOutOfOrder {
+            index: 0,
+            found: 1
+        }))
+    ));
+}
+
+#[test]
+fn bodies_cannot_be_swapped_between_objects() {
+    let dek = DataKey::generate();
+    let a = seal(&dek, &body(100));
+    let b = seal(&dek, &body(100)); // same DEK, different salt
+    let ha = header_len(&a).unwrap();
+    let mut mixed = a[..ha].to_vec();
+    mixed.extend_from_slice(&b[header_len(&b).unwrap()..]);
+    assert!(read_all(&dek, &mixed, &expected()).is_err());
+}

@@ -1,0 +1,255 @@
+//! The conformance suite every [`Store`] backend must pass.
+//!
+//! Run by the filesystem backend's unit tests and, against real S3-compatible servers
+//! (LocalStack, s3s-fs), by the integration tests. It panics on the first deviation.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Error, PutBody, PutMode, Store};
+
+/// Runs every check under `prefix` (which should be unique per run).
+pub async fn run(store: &dyn Store, prefix: &str) {
+    let k = |s: &str| format!("{prefix}/{s}");
+
+    // Missing objects.
+    assert!(
+        matches!(store.get(&k("missing")).await, Err(Error::NotFound { .. })),
+        "get missing"
+    );
+    assert!(
+        matches!(store.head(&k("missing")).await, Err(Error::NotFound { .. })),
+        "head missing"
+    );
+    store
+        .delete(&k("missing"))
+        .await
+        .expect("delete of a missing key succeeds");
+
+    // Round trip.
+    let e1 = store
+        .put(
+            &k("a/one"),
+            PutBody::Bytes(Bytes::from_static(b"hello")),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    let got = store.get(&k("a/one")).await.unwrap();
+    assert_eq!(got.meta.size, 5);
+    assert_eq!(got.bytes().await.unwrap(), Bytes::from_static(b"hello"));
+    let h = store.head(&k("a/one")).await.unwrap();
+    assert_eq!(h.size, 5);
+    assert_eq!(h.etag, e1, "put returns the etag head reports");
+
+    // Create-only.
+    assert!(matches!(
+        store
+            .put(
+                &k("a/one"),
+                PutBody::Bytes(Bytes::from_static(b"x")),
+                PutMode::Create
+            )
+            .await,
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert_eq!(
+        store.get(&k("a/one")).await.unwrap().bytes().await.unwrap(),
+        Bytes::from_static(b"hello")
+    );
+    store
+        .put(
+            &k("a/two"),
+            PutBody::Bytes(Bytes::from_static(b"2")),
+            PutMode::Create,
+        )
+        .await
+        .unwrap();
+
+    // Compare-and-swap.
+    let e2 = store
+        .put(
+            &k("a/one"),
+            PutBody::Bytes(Bytes::from_static(b"v2")),
+            PutMode::Update(e1.clone()),
+        )
+        .await
+        .unwrap();
+    assert_ne!(e1, e2);
+    assert!(matches!(
+        store
+            .put(
+                &k("a/one"),
+                PutBody::Bytes(Bytes::from_static(b"v3")),
+                PutMode::Update(e1.clone())
+            )
+            .await,
+        Err(Error::Precondition { .. })
+    ));
+    assert_eq!(
+        store.get(&k("a/one")).await.unwrap().bytes().await.unwrap(),
+        Bytes::from_static(b"v2")
+    );
+    assert!(matches!(
+        store
+            .put(
+                &k("a/none"),
+                PutBody::Bytes(Bytes::from_static(b"v")),
+                PutMode::Update(e1)
+            )
+            .await,
+        Err(Error::Precondition { .. } | Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.head(&k("a/none")).await,
+        Err(Error::NotFound { .. })
+    ));
+
+    // Overwrite.
+    store
+        .put(
+            &k("a/two"),
+            PutBody::Bytes(Bytes::from_static(b"22")),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&k("a/two")).await.unwrap().bytes().await.unwrap(),
+        Bytes::from_static(b"22")
+    );
+
+    // Listing.
+    store
+        .put(
+            &k("b/three"),
+            PutBody::Bytes(Bytes::from_static(b"333")),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    let all = store.list(&format!("{prefix}/")).await.unwrap();
+    let keys: Vec<_> = all.iter().map(|m| m.key.clone()).collect();
+    assert_eq!(keys, vec![k("a/one"), k("a/two"), k("b/three")]);
+    assert_eq!(all[2].size, 3);
+    let a = store.list(&k("a/")).await.unwrap();
+    assert_eq!(a.len(), 2);
+    let partial = store.list(&k("a/t")).await.unwrap();
+    assert_eq!(partial.len(), 1);
+    assert!(store.list(&k("zzz/")).await.unwrap().is_empty());
+
+    // Large bodies from a file (multipart on S3), create-only included.
+    let dir = tempfile_dir();
+    let path = dir.join("big");
+    let data: Vec<u8> = (0..(21 * 1024 * 1024 + 123))
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&path, &data).unwrap();
+    let eb = store
+        .put(&k("big"), PutBody::File(path.clone()), PutMode::Create)
+        .await
+        .unwrap();
+    let got = store.get(&k("big")).await.unwrap();
+    assert_eq!(got.meta.size, data.len() as u64);
+    assert!(got.bytes().await.unwrap() == data, "large body round trip");
+    assert!(matches!(
+        store
+            .put(&k("big"), PutBody::File(path.clone()), PutMode::Create)
+            .await,
+        Err(Error::AlreadyExists { .. })
+    ));
+    store
+        .put(
+            &k("big"),
+            PutBody::File(path.clone()),
+            PutMode::Update(eb.clone()),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .put(&k("big"), PutBody::File(path.clone()), PutMode::Update(eb))
+            .await,
+        Err(Error::Precondition { .. })
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Invalid keys never reach the backend.
+    for bad in ["", "/abs", "a/../b", "a//b", "a/./b", "a\\b"] {
+        assert!(
+            matches!(store.head(bad).await, Err(Error::InvalidKey { .. })),
+            "key {bad:?}"
+        );
+    }
+
+    // Delete.
+    store.delete(&k("a/one")).await.unwrap();
+    assert!(matches!(
+        store.get(&k("a/one")).await,
+        Err(Error::NotFound { .. })
+    ));
+    for m in store.list(&format!("{prefix}/")).await.unwrap() {
+        store.delete(&m.key).await.unwrap();
+    }
+    assert!(store.list(&format!("{prefix}/")).await.unwrap().is_empty());
+}
+
+/// Races: `n` concurrent create-only puts and `n` concurrent updates from one etag each
+/// have exactly one winner.
+pub async fn races(store: Arc<dyn Store>, prefix: &str, n: usize) {
+    let key = format!("{prefix}/race");
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let s = store.clone();
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            s.put(
+                &key,
+                PutBody::Bytes(Bytes::from(format!("c{i}"))),
+                PutMode::Create,
+            )
+            .await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(Error::AlreadyExists { .. } | Error::Precondition { .. }) => {}
+            Err(e) => panic!("unexpected create error: {e}"),
+        }
+    }
+    assert_eq!(wins, 1, "exactly one create-only put wins");
+    let etag = store.head(&key).await.unwrap().etag;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let s = store.clone();
+        let key = key.clone();
+        let etag = etag.clone();
+        tasks.push(tokio::spawn(async move {
+            s.put(
+                &key,
+                PutBody::Bytes(Bytes::from(format!("u{i}"))),
+                PutMode::Update(etag),
+            )
+            .await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(Error::Precondition { .. }) => {}
+            Err(e) => panic!("unexpected update error: {e}"),
+        }
+    }
+    assert_eq!(wins, 1, "exactly one compare-and-swap wins");
+    store.delete(&key).await.unwrap();
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("pv-conformance-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -1,0 +1,269 @@
+//! Object storage: a small object-safe [`Store`] trait and its backends.
+//!
+//! - [`fs::LocalFileSystem`]: a directory (the embedded default); atomic writes by
+//!   temp file + rename, conditional writes under a per-key lock that holds across processes;
+//! - [`s3::AmazonS3`] (feature `s3`): aws-sdk-s3 with the standard credential chain, streaming
+//!   multipart uploads, and `If-None-Match: *` / `If-Match` conditional writes.
+//!
+//! [`conformance`] is the one test suite every backend must pass. Keys are `/`-separated
+//! relative paths validated by [`validate_key`]; callers namespace them by tenant.
+
+pub mod conformance;
+pub mod fs;
+#[cfg(feature = "s3")]
+pub mod s3;
+
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use bytes::Bytes;
+
+/// Errors every backend maps its failures onto.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No object at that key.
+    #[error("object not found: {key}")]
+    NotFound {
+        /// The key.
+        key: String,
+    },
+    /// `PutMode::Create` and the object exists.
+    #[error("object already exists: {key}")]
+    AlreadyExists {
+        /// The key.
+        key: String,
+    },
+    /// `PutMode::Update` and the object changed (or vanished) since that version.
+    #[error("object changed concurrently: {key}")]
+    Precondition {
+        /// The key.
+        key: String,
+    },
+    /// A key that is not a clean relative path.
+    #[error("invalid object key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The backend failed in a way that may pass (network, 5xx, throttling).
+    #[error("storage unavailable ({op} {key}): {message}")]
+    Unavailable {
+        /// Operation.
+        op: &'static str,
+        /// Key or prefix.
+        key: String,
+        /// Backend message.
+        message: String,
+    },
+    /// Access denied, bad credentials, missing bucket, or another permanent failure.
+    #[error("storage error ({op} {key}): {message}")]
+    Backend {
+        /// Operation.
+        op: &'static str,
+        /// Key or prefix.
+        key: String,
+        /// Backend message.
+        message: String,
+    },
+    /// Local I/O failed (reading the body, local backend).
+    #[error("storage i/o ({key}): {source}")]
+    Io {
+        /// Key or path.
+        key: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable { .. })
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How a put treats an existing object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutMode {
+    /// Replace whatever is there.
+    Overwrite,
+    /// Fail with [`Error::AlreadyExists`] if the key exists.
+    Create,
+    /// Replace only the version with this etag, else [`Error::Precondition`].
+    Update(String),
+}
+
+/// What to upload.
+#[derive(Debug, Clone)]
+pub enum PutBody {
+    /// Small data in memory.
+    Bytes(Bytes),
+    /// A local file, streamed (and re-readable, so uploads can retry).
+    File(PathBuf),
+}
+
+/// Metadata of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Version tag for [`PutMode::Update`].
+    pub etag: String,
+    /// Last modification, Unix seconds.
+    pub modified: u64,
+}
+
+/// A streamed object body.
+pub type Body = Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+
+/// An object being read.
+pub struct GetResult {
+    /// Its metadata.
+    pub meta: ObjectMeta,
+    /// Its bytes.
+    pub body: Body,
+}
+
+impl Debug for GetResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetResult")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GetResult {
+    /// Reads the whole body into memory (small objects only).
+    ///
+    /// # Errors
+    /// I/O errors of the body.
+    pub async fn bytes(mut self) -> Result<Bytes> {
+        use tokio::io::AsyncReadExt;
+        let mut v = Vec::with_capacity(self.meta.size.min(16 << 20) as usize);
+        self.body
+            .read_to_end(&mut v)
+            .await
+            .map_err(|e| Error::Unavailable {
+                op: "get",
+                key: self.meta.key.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(v.into())
+    }
+}
+
+/// The storage interface. Object-safe; hold it as `Arc<dyn Store>`.
+#[async_trait::async_trait]
+pub trait Store: Debug + Send + Sync {
+    /// Stores `body` at `key` according to `mode`; returns the new etag.
+    async fn put(&self, key: &str, body: PutBody, mode: PutMode) -> Result<String>;
+    /// Opens the object at `key` for streaming.
+    async fn get(&self, key: &str) -> Result<GetResult>;
+    /// Metadata of the object at `key`.
+    async fn head(&self, key: &str) -> Result<ObjectMeta>;
+    /// Every object whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+    /// Deletes the object at `key`; deleting a missing key succeeds.
+    async fn delete(&self, key: &str) -> Result<()>;
+    /// A short description for logs and `readyz` (no secrets).
+    fn describe(&self) -> String;
+}
+
+/// Checks that a key is a clean relative path: no empty, `.` or `..` components, no
+/// leading `/`, no NUL or backslash, at most 1024 bytes.
+///
+/// # Errors
+/// [`Error::InvalidKey`].
+pub fn validate_key(key: &str) -> Result<()> {
+    let bad = |reason| {
+        Err(Error::InvalidKey {
+            key: key.into(),
+            reason,
+        })
+    };
+    if key.is_empty() || key.len() > 1024 {
+        return bad("empty or longer than 1024 bytes");
+    }
+    if key.contains('\0') || key.contains('\\') {
+        return bad("contains NUL or backslash");
+    }
+    if key
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return bad("empty, '.' or '..' path component");
+    }
+    if key.split('/').any(|c| c.starts_with(".pv-")) {
+        return bad("components starting with '.pv-' are reserved");
+    }
+    Ok(())
+}
+
+/// Opens the store named by a URL: `file:///path` or `s3://bucket[/prefix]`.
+///
+/// # Errors
+/// An unknown scheme, or a backend that cannot be set up.
+pub async fn from_url(url: &str, opts: &StoreOptions) -> Result<std::sync::Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if path.is_empty() {
+            return Err(Error::InvalidKey {
+                key: url.into(),
+                reason: "file:// needs a path",
+            });
+        }
+        return Ok(std::sync::Arc::new(fs::LocalFileSystem::new(path)?));
+    }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        #[cfg(feature = "s3")]
+        {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            return Ok(std::sync::Arc::new(
+                s3::AmazonS3::from_env(bucket, prefix, opts).await?,
+            ));
+        }
+        #[cfg(not(feature = "s3"))]
+        {
+            let _ = (rest, opts);
+            return Err(Error::Backend {
+                op: "open",
+                key: url.into(),
+                message: "built without the `s3` feature".into(),
+            });
+        }
+    }
+    Err(Error::InvalidKey {
+        key: url.into(),
+        reason: "store URL must be file:///PATH or s3://BUCKET[/PREFIX]",
+    })
+}
+
+/// Backend settings from the config.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreOptions {
+    /// Force path-style S3 addressing (MinIO, LocalStack). Env `PV_S3_PATH_STYLE`.
+    pub path_style: bool,
+    /// Multipart part size in bytes (min 5 MiB).
+    pub part_size: u64,
+    /// Parts uploaded at once.
+    pub concurrency: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            path_style: false,
+            part_size: 8 << 20,
+            concurrency: 4,
+        }
+    }
+}

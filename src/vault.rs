@@ -1,0 +1,1062 @@
+//! The vault: profiles as encrypted, versioned generations in a [`Store`].
+//!
+//! Object layout (all keys under `tenants/<tenant>/profiles/<profile>/`):
+//! - `gens/<generation:020>.pvo`: the encrypted payload (format v1, `docs/FORMAT.md`),
+//!   written create-only, so writing it claims the generation number;
+//! - `gens/<generation:020>.json`: the generation record ([`GenerationRecord`]): the wrapped
+//!   data key, its master key id, and what the pack recorded. Rekey rewrites only these;
+//! - `head.json`: which generation loads by default ([`Head`]), moved by compare-and-swap.
+//!
+//! A save packs and encrypts into a private spool file first (constant memory, and an
+//! upload can be retried from it), uploads the payload, writes the record, then moves the
+//! head. A failed or interrupted save leaves the previous head untouched; a save that
+//! loses the head race gets [`Error::Conflict`] and its generation stays listed.
+
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio_util::io::SyncIoBridge;
+
+use crate::crypt::envelope::WrapContext;
+use crate::crypt::{stream, DataKey};
+use crate::fsutil;
+use crate::keys::{self, Keyring};
+use crate::profile::archive::{self, Limits, PackOptions, PackStats, UnpackStats};
+use crate::profile::format::{self, Expected, Sealer};
+use crate::progress::Progress;
+use crate::store::{self, PutBody, PutMode, Store};
+
+/// Version of the JSON records (head and generation record).
+pub const RECORD_FORMAT: u32 = 1;
+
+/// Errors of vault operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tenant or profile id that is not allowed.
+    #[error("invalid {what} id {id:?}: use 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit")]
+    InvalidId {
+        /// "tenant" or "profile".
+        what: &'static str,
+        /// The id.
+        id: String,
+    },
+    /// No such profile for this tenant.
+    #[error("profile {profile:?} not found for tenant {tenant:?}")]
+    ProfileNotFound {
+        /// Tenant.
+        tenant: String,
+        /// Profile.
+        profile: String,
+    },
+    /// No such generation.
+    #[error("generation {generation} of profile {profile:?} not found (see `profile-vault versions {profile}`)")]
+    GenerationNotFound {
+        /// Profile.
+        profile: String,
+        /// Generation.
+        generation: u64,
+    },
+    /// Another save moved the head first.
+    #[error("conflict: profile {profile:?} head moved to generation {head:?} during this save; this save's generation {kept} is kept (roll back to it with `profile-vault rollback {profile} --to {kept}`)")]
+    Conflict {
+        /// Profile.
+        profile: String,
+        /// The generation this save stored.
+        kept: u64,
+        /// The head now.
+        head: Option<u64>,
+    },
+    /// A generation record that cannot be used.
+    #[error("generation record {key} is invalid: {reason}")]
+    BadRecord {
+        /// Object key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// Packing or unpacking failed (including hostile archives).
+    #[error(transparent)]
+    Archive(#[from] archive::Error),
+    /// The object failed its format or integrity checks.
+    #[error(transparent)]
+    Format(#[from] format::Error),
+    /// Master key problems.
+    #[error(transparent)]
+    Keys(#[from] keys::Error),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// Local I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Whether the cause is tampering, corruption, a wrong key or a hostile archive.
+    pub fn is_integrity(&self) -> bool {
+        match self {
+            Error::Format(_) | Error::BadRecord { .. } => true,
+            Error::Keys(keys::Error::Crypt(_)) => true,
+            Error::Archive(a) => !matches!(
+                a,
+                archive::Error::Io { .. }
+                    | archive::Error::Write(_)
+                    | archive::Error::NotADirectory(_)
+                    | archive::Error::TargetNotEmpty(_)
+            ),
+            _ => false,
+        }
+    }
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Checks a tenant or profile id.
+///
+/// # Errors
+/// [`Error::InvalidId`].
+pub fn validate_id(what: &'static str, id: &str) -> Result<()> {
+    let b = id.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidId {
+            what,
+            id: id.into(),
+        })
+    }
+}
+
+/// The head record: which generation a profile loads by default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Head {
+    /// Record format version.
+    pub format: u32,
+    /// Tenant.
+    pub tenant: String,
+    /// Profile id.
+    pub profile: String,
+    /// Current generation.
+    pub generation: u64,
+    /// Its object id.
+    pub object_id: String,
+    /// When the head last moved, Unix seconds.
+    pub updated_at: u64,
+}
+
+/// Plaintext facts about one generation, stored beside its payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationRecord {
+    /// Record format version.
+    pub format: u32,
+    /// Tenant.
+    pub tenant: String,
+    /// Profile id.
+    pub profile: String,
+    /// Generation number.
+    pub generation: u64,
+    /// Object id of the payload.
+    pub object_id: String,
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+    /// Master key that wraps the data key.
+    pub key_id: String,
+    /// Wrapped data key, base64.
+    pub wrapped_key: String,
+    /// Size of the payload object.
+    pub object_size: u64,
+    /// The generation this one was based on (loaded from), if any.
+    pub base: Option<u64>,
+    /// What packing recorded.
+    pub stats: PackStats,
+}
+
+/// What a save expects the head to be when it moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Base {
+    /// Whatever the head is when the save starts.
+    #[default]
+    Current,
+    /// Exactly this generation (`None`: the profile must not exist yet).
+    Expect(Option<u64>),
+}
+
+/// The outcome of a save (the `--json` output of `save`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SaveReport {
+    /// Tenant.
+    pub tenant: String,
+    /// Profile id.
+    pub profile: String,
+    /// New generation.
+    pub generation: u64,
+    /// Its object id.
+    pub object_id: String,
+    /// Files archived.
+    pub files: u64,
+    /// Bytes of archived files.
+    pub bytes_in: u64,
+    /// Bytes stored (payload object).
+    pub bytes_stored: u64,
+    /// Master key used.
+    pub key_id: String,
+    /// Everything packing recorded.
+    pub stats: PackStats,
+    /// Generations removed by retention.
+    pub pruned: Vec<u64>,
+}
+
+/// One generation as listed by `versions`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerationInfo {
+    /// Number.
+    pub generation: u64,
+    /// Whether the head points at it.
+    pub head: bool,
+    /// Record, when present.
+    pub record: Option<GenerationRecord>,
+    /// Whether the payload object exists.
+    pub payload: bool,
+}
+
+/// One profile as listed by `list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileSummary {
+    /// Profile id.
+    pub profile: String,
+    /// Head generation.
+    pub generation: u64,
+    /// When the head moved.
+    pub updated_at: u64,
+}
+
+/// The outcome of a restore.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// Profile id.
+    pub profile: String,
+    /// Generation restored.
+    pub generation: u64,
+    /// Files, dirs, bytes.
+    #[serde(flatten)]
+    pub unpacked: UnpackStats,
+    /// Chromium version that wrote it.
+    pub chromium_version: Option<String>,
+}
+
+/// Tunables of the vault.
+#[derive(Debug, Clone)]
+pub struct VaultOptions {
+    /// Private local directory for spool and download files.
+    pub spool_dir: PathBuf,
+    /// Packing.
+    pub pack: PackOptions,
+    /// Unpacking limits.
+    pub limits: Limits,
+    /// Plaintext bytes per chunk.
+    pub chunk_size: u32,
+    /// Generations kept per profile.
+    pub keep: usize,
+}
+
+/// Encrypted, versioned profiles in a store.
+#[derive(Debug, Clone)]
+pub struct Vault {
+    store: Arc<dyn Store>,
+    keys: Arc<Keyring>,
+    opts: Arc<VaultOptions>,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn prefix(tenant: &str, profile: &str) -> String {
+    format!("tenants/{tenant}/profiles/{profile}/")
+}
+
+fn payload_key(tenant: &str, profile: &str, generation: u64) -> String {
+    format!("{}gens/{generation:020}.pvo", prefix(tenant, profile))
+}
+
+fn record_key(tenant: &str, profile: &str, generation: u64) -> String {
+    format!("{}gens/{generation:020}.json", prefix(tenant, profile))
+}
+
+fn head_key(tenant: &str, profile: &str) -> String {
+    format!("{}head.json", prefix(tenant, profile))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Io {
+            path: "<blocking task>".into(),
+            source: std::io::Error::other(e),
+        })?
+}
+
+/// Removes a file when dropped (spool and download files).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Vault {
+    /// A vault over `store` with `keys`.
+    ///
+    /// # Errors
+    /// The spool directory cannot be created.
+    pub fn new(store: Arc<dyn Store>, keys: Arc<Keyring>, opts: VaultOptions) -> Result<Self> {
+        fsutil::create_private_dir(&opts.spool_dir).map_err(io_at(&opts.spool_dir))?;
+        Ok(Vault {
+            store,
+            keys,
+            opts: Arc::new(opts),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The keyring.
+    pub fn keys(&self) -> &Arc<Keyring> {
+        &self.keys
+    }
+
+    fn spool_file(&self, what: &str) -> PathBuf {
+        self.opts
+            .spool_dir
+            .join(format!("{what}-{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// Reads the head record, with its etag.
+    ///
+    /// # Errors
+    /// Storage errors; a malformed head.
+    pub async fn head(&self, tenant: &str, profile: &str) -> Result<Option<(Head, String)>> {
+        validate_id("tenant", tenant)?;
+        validate_id("profile", profile)?;
+        let key = head_key(tenant, profile);
+        match self.store.get(&key).await {
+            Ok(g) => {
+                let etag = g.meta.etag.clone();
+                let bytes = g.bytes().await?;
+                let head: Head = serde_json::from_slice(&bytes).map_err(|e| Error::BadRecord {
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })?;
+                if head.tenant != tenant || head.profile != profile {
+                    return Err(Error::BadRecord {
+                        key,
+                        reason: "names another tenant or profile".into(),
+                    });
+                }
+                Ok(Some((head, etag)))
+            }
+            Err(store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn generation_numbers(
+        &self,
+        tenant: &str,
+        profile: &str,
+    ) -> Result<(Vec<u64>, Vec<u64>)> {
+        let mut payloads = Vec::new();
+        let mut records = Vec::new();
+        let p = format!("{}gens/", prefix(tenant, profile));
+        for m in self.store.list(&p).await? {
+            let name = &m.key[p.len()..];
+            if let Some(n) = name
+                .strip_suffix(".pvo")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                payloads.push(n);
+            } else if let Some(n) = name
+                .strip_suffix(".json")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                records.push(n);
+            }
+        }
+        Ok((payloads, records))
+    }
+
+    /// Packs `dir`, encrypts it and stores it as a new generation, then moves the head.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when another save moved the head (this generation is kept);
+    /// packing, key, and storage errors (the head is untouched).
+    pub async fn save(
+        &self,
+        tenant: &str,
+        profile: &str,
+        dir: &Path,
+        base: Base,
+        progress: Arc<dyn Progress>,
+    ) -> Result<SaveReport> {
+        validate_id("tenant", tenant)?;
+        validate_id("profile", profile)?;
+        let head = self.head(tenant, profile).await?;
+        let (payloads, records) = self.generation_numbers(tenant, profile).await?;
+        let mut generation = payloads
+            .iter()
+            .chain(records.iter())
+            .copied()
+            .chain(head.as_ref().map(|h| h.0.generation))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let object_id = uuid::Uuid::new_v4().to_string();
+        let created_at = now();
+
+        // Pack + encrypt into the spool file, off the async runtime.
+        let spool = TempFile(self.spool_file("save"));
+        let (dek, sealer, stats, mut header_len) = {
+            let (dir, path, opts) = (dir.to_path_buf(), spool.0.clone(), self.opts.clone());
+            let (tenant, profile, object_id) =
+                (tenant.to_string(), profile.to_string(), object_id.clone());
+            let progress = progress.clone();
+            blocking(move || {
+                let dek = DataKey::generate();
+                let sealer = Sealer::new(&dek, opts.chunk_size);
+                let header =
+                    sealer.header_bytes(&tenant, &profile, generation, &object_id, created_at);
+                let mut f = fsutil::create_private_new(&path).map_err(io_at(&path))?;
+                f.write_all(&header).map_err(io_at(&path))?;
+                let w = sealer.body_writer(std::io::BufWriter::with_capacity(1 << 20, f));
+                let (w, stats) = archive::pack(&dir, w, &opts.pack, progress.as_ref())?;
+                let (buf, _) = w.finish().map_err(io_at(&path))?;
+                let f = buf.into_inner().map_err(|e| Error::Io {
+                    path: path.clone(),
+                    source: e.into_error(),
+                })?;
+                f.sync_all().map_err(io_at(&path))?;
+                Ok((dek, sealer, stats, header.len()))
+            })
+            .await?
+        };
+        if stats.cookie_v11_warning {
+            tracing::warn!(tenant, profile, "cookie store holds v11 (keyring-encrypted) values: those cookies will be lost when restored on another machine; start Chromium with --password-store=basic");
+        }
+
+        // Upload, claiming the generation number with a create-only write.
+        let mut attempts = 0;
+        loop {
+            let key = payload_key(tenant, profile, generation);
+            progress.start("uploading", 0);
+            match self
+                .store
+                .put(&key, PutBody::File(spool.0.clone()), PutMode::Create)
+                .await
+            {
+                Ok(_) => break,
+                Err(store::Error::AlreadyExists { .. }) if attempts < 16 => {
+                    attempts += 1;
+                    generation += 1;
+                    tracing::info!(
+                        tenant,
+                        profile,
+                        generation,
+                        "generation number taken by a concurrent save; retrying with the next"
+                    );
+                    let header =
+                        sealer.header_bytes(tenant, profile, generation, &object_id, created_at);
+                    let path = spool.0.clone();
+                    let old_len = std::mem::replace(&mut header_len, header.len());
+                    blocking(move || rewrite_header(&path, old_len, &header)).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        progress.finish();
+        let object_size = std::fs::metadata(&spool.0).map_err(io_at(&spool.0))?.len();
+        drop(spool);
+
+        let ctx = WrapContext {
+            tenant,
+            profile,
+            object_id: &object_id,
+        };
+        let (key_id, wrapped) = self.keys.wrap(None, &dek, &ctx)?;
+        let record = GenerationRecord {
+            format: RECORD_FORMAT,
+            tenant: tenant.into(),
+            profile: profile.into(),
+            generation,
+            object_id: object_id.clone(),
+            created_at,
+            key_id: key_id.clone(),
+            wrapped_key: base64::engine::general_purpose::STANDARD.encode(wrapped),
+            object_size,
+            base: head.as_ref().map(|h| h.0.generation),
+            stats: stats.clone(),
+        };
+        let rec_bytes = serde_json::to_vec_pretty(&record).expect("record serializes");
+        self.store
+            .put(
+                &record_key(tenant, profile, generation),
+                PutBody::Bytes(rec_bytes.into()),
+                PutMode::Create,
+            )
+            .await?;
+
+        // Move the head.
+        let current = head.as_ref().map(|h| h.0.generation);
+        if let Base::Expect(expected) = base {
+            if expected != current {
+                return Err(Error::Conflict {
+                    profile: profile.into(),
+                    kept: generation,
+                    head: current,
+                });
+            }
+        }
+        let new_head = Head {
+            format: RECORD_FORMAT,
+            tenant: tenant.into(),
+            profile: profile.into(),
+            generation,
+            object_id: object_id.clone(),
+            updated_at: now(),
+        };
+        let mode = match &head {
+            None => PutMode::Create,
+            Some((_, etag)) => PutMode::Update(etag.clone()),
+        };
+        let body = Bytes::from(serde_json::to_vec_pretty(&new_head).expect("head serializes"));
+        match self
+            .store
+            .put(&head_key(tenant, profile), PutBody::Bytes(body), mode)
+            .await
+        {
+            Ok(_) => {}
+            Err(store::Error::Precondition { .. } | store::Error::AlreadyExists { .. }) => {
+                let now_head = self
+                    .head(tenant, profile)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|h| h.0.generation);
+                return Err(Error::Conflict {
+                    profile: profile.into(),
+                    kept: generation,
+                    head: now_head,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let pruned = match self.prune(tenant, profile, generation).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(tenant, profile, error = %e, "retention pruning failed; it will be retried on the next save");
+                Vec::new()
+            }
+        };
+        tracing::info!(
+            tenant,
+            profile,
+            generation,
+            files = stats.files,
+            bytes_in = stats.bytes_in,
+            bytes_stored = object_size,
+            "profile saved"
+        );
+        Ok(SaveReport {
+            tenant: tenant.into(),
+            profile: profile.into(),
+            generation,
+            object_id,
+            files: stats.files,
+            bytes_in: stats.bytes_in,
+            bytes_stored: object_size,
+            key_id,
+            stats,
+            pruned,
+        })
+    }
+
+    /// Keeps the newest `keep` generations and the head; removes older ones (record first).
+    async fn prune(&self, tenant: &str, profile: &str, head: u64) -> Result<Vec<u64>> {
+        let (payloads, records) = self.generation_numbers(tenant, profile).await?;
+        let mut all: Vec<u64> = payloads.iter().chain(records.iter()).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        let keep = self.opts.keep.max(1);
+        let cutoff = all.len().saturating_sub(keep);
+        let mut removed = Vec::new();
+        for &g in &all[..cutoff] {
+            if g == head {
+                continue;
+            }
+            self.store.delete(&record_key(tenant, profile, g)).await?;
+            self.store.delete(&payload_key(tenant, profile, g)).await?;
+            removed.push(g);
+        }
+        Ok(removed)
+    }
+
+    /// Reads and checks a generation record, and unwraps its data key.
+    async fn open_record(
+        &self,
+        tenant: &str,
+        profile: &str,
+        generation: u64,
+    ) -> Result<(GenerationRecord, DataKey)> {
+        let key = record_key(tenant, profile, generation);
+        let bytes = match self.store.get(&key).await {
+            Ok(g) => g.bytes().await?,
+            Err(store::Error::NotFound { .. }) => {
+                return Err(Error::GenerationNotFound {
+                    profile: profile.into(),
+                    generation,
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let rec: GenerationRecord =
+            serde_json::from_slice(&bytes).map_err(|e| Error::BadRecord {
+                key: key.clone(),
+                reason: e.to_string(),
+            })?;
+        if rec.format != RECORD_FORMAT {
+            return Err(Error::BadRecord {
+                key,
+                reason: format!("record format {} is not supported", rec.format),
+            });
+        }
+        if rec.tenant != tenant || rec.profile != profile || rec.generation != generation {
+            return Err(Error::BadRecord {
+                key,
+                reason: format!(
+                    "names tenant {:?} profile {:?} generation {} (copied from elsewhere?)",
+                    rec.tenant, rec.profile, rec.generation
+                ),
+            });
+        }
+        let wrapped = base64::engine::general_purpose::STANDARD
+            .decode(&rec.wrapped_key)
+            .map_err(|_| Error::BadRecord {
+                key: key.clone(),
+                reason: "wrapped_key is not base64".into(),
+            })?;
+        let ctx = WrapContext {
+            tenant,
+            profile,
+            object_id: &rec.object_id,
+        };
+        let dek = self.keys.unwrap(&rec.key_id, &wrapped, &ctx)?;
+        Ok((rec, dek))
+    }
+
+    async fn resolve(&self, tenant: &str, profile: &str, generation: Option<u64>) -> Result<u64> {
+        validate_id("tenant", tenant)?;
+        validate_id("profile", profile)?;
+        match generation {
+            Some(g) => Ok(g),
+            None => match self.head(tenant, profile).await? {
+                Some((h, _)) => Ok(h.generation),
+                None => Err(Error::ProfileNotFound {
+                    tenant: tenant.into(),
+                    profile: profile.into(),
+                }),
+            },
+        }
+    }
+
+    /// Downloads, authenticates and decrypts a generation into `zip_path` (complete before
+    /// returning; nothing partial is ever used).
+    async fn fetch(
+        &self,
+        tenant: &str,
+        profile: &str,
+        generation: u64,
+        zip_path: &Path,
+        progress: Arc<dyn Progress>,
+    ) -> Result<GenerationRecord> {
+        let (rec, dek) = self.open_record(tenant, profile, generation).await?;
+        let got = match self
+            .store
+            .get(&payload_key(tenant, profile, generation))
+            .await
+        {
+            Ok(g) => g,
+            Err(store::Error::NotFound { .. }) => {
+                return Err(Error::GenerationNotFound {
+                    profile: profile.into(),
+                    generation,
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        progress.start("downloading", got.meta.size);
+        let reader = SyncIoBridge::new(got.body);
+        let (tenant_s, profile_s, object_id, path) = (
+            tenant.to_string(),
+            profile.to_string(),
+            rec.object_id.clone(),
+            zip_path.to_path_buf(),
+        );
+        let p2 = progress.clone();
+        blocking(move || {
+            let expected = Expected {
+                tenant: &tenant_s,
+                profile: &profile_s,
+                generation: Some(generation),
+                object_id: Some(&object_id),
+            };
+            let counted = CountingReader {
+                inner: std::io::BufReader::with_capacity(1 << 20, reader),
+                progress: p2.as_ref(),
+            };
+            let (_, mut body) = format::open(counted, &dek, &expected)?;
+            let mut out = std::io::BufWriter::with_capacity(
+                1 << 20,
+                fsutil::create_private_new(&path).map_err(io_at(&path))?,
+            );
+            std::io::copy(&mut body, &mut out)
+                .map_err(|e| Error::Format(format::Error::Crypt(stream::unwrap_io(e))))?;
+            let f = out.into_inner().map_err(|e| Error::Io {
+                path: path.clone(),
+                source: e.into_error(),
+            })?;
+            drop(f);
+            Ok(())
+        })
+        .await?;
+        progress.finish();
+        Ok(rec)
+    }
+
+    /// Restores a generation (the head when `None`) into `target`, which must be new or empty.
+    ///
+    /// # Errors
+    /// Not found, integrity, hostile-archive, key and storage errors; on any error nothing is
+    /// left at `target` or beside it.
+    pub async fn restore(
+        &self,
+        tenant: &str,
+        profile: &str,
+        generation: Option<u64>,
+        target: &Path,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RestoreReport> {
+        let generation = self.resolve(tenant, profile, generation).await?;
+        archive::check_target(target)?;
+        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsutil::create_private_dir(parent).map_err(io_at(parent))?;
+        }
+        let download = TempFile(archive::staging_path(target, "download"));
+        let rec = self
+            .fetch(tenant, profile, generation, &download.0, progress.clone())
+            .await?;
+        let (zip, target_p, limits) = (
+            download.0.clone(),
+            target.to_path_buf(),
+            self.opts.limits.clone(),
+        );
+        let unpacked = blocking(move || {
+            Ok(archive::unpack(
+                &zip,
+                &target_p,
+                &limits,
+                progress.as_ref(),
+            )?)
+        })
+        .await?;
+        drop(download);
+        tracing::info!(
+            tenant,
+            profile,
+            generation,
+            files = unpacked.files,
+            bytes = unpacked.bytes,
+            "profile restored"
+        );
+        Ok(RestoreReport {
+            profile: profile.into(),
+            generation,
+            unpacked,
+            chromium_version: rec.stats.chromium_version,
+        })
+    }
+
+    /// Fully verifies a generation (the head when `None`): record, key, every chunk, and
+    /// every archive entry (names, limits, sizes and CRCs), writing nothing.
+    ///
+    /// # Errors
+    /// The first problem found.
+    pub async fn verify(
+        &self,
+        tenant: &str,
+        profile: &str,
+        generation: Option<u64>,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RestoreReport> {
+        let generation = self.resolve(tenant, profile, generation).await?;
+        let download = TempFile(self.spool_file("verify"));
+        let rec = self
+            .fetch(tenant, profile, generation, &download.0, progress)
+            .await?;
+        let (zip, limits) = (download.0.clone(), self.opts.limits.clone());
+        let unpacked = blocking(move || Ok(archive::check(&zip, &limits)?)).await?;
+        Ok(RestoreReport {
+            profile: profile.into(),
+            generation,
+            unpacked,
+            chromium_version: rec.stats.chromium_version,
+        })
+    }
+
+    /// Every generation of a profile, oldest first.
+    ///
+    /// # Errors
+    /// Storage errors; [`Error::ProfileNotFound`] when nothing exists.
+    pub async fn versions(&self, tenant: &str, profile: &str) -> Result<Vec<GenerationInfo>> {
+        let head = self.head(tenant, profile).await?.map(|h| h.0.generation);
+        let (payloads, records) = self.generation_numbers(tenant, profile).await?;
+        let mut all: Vec<u64> = payloads.iter().chain(records.iter()).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        if all.is_empty() && head.is_none() {
+            return Err(Error::ProfileNotFound {
+                tenant: tenant.into(),
+                profile: profile.into(),
+            });
+        }
+        let mut out = Vec::with_capacity(all.len());
+        for g in all {
+            let record = if records.contains(&g) {
+                let key = record_key(tenant, profile, g);
+                match self.store.get(&key).await {
+                    Ok(r) => serde_json::from_slice(&r.bytes().await?).ok(),
+                    Err(store::Error::NotFound { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                None
+            };
+            out.push(GenerationInfo {
+                generation: g,
+                head: Some(g) == head,
+                record,
+                payload: payloads.contains(&g),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Profiles of a tenant that have a head.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn list(&self, tenant: &str) -> Result<Vec<ProfileSummary>> {
+        validate_id("tenant", tenant)?;
+        let p = format!("tenants/{tenant}/profiles/");
+        let mut out = Vec::new();
+        for m in self.store.list(&p).await? {
+            let rest = &m.key[p.len()..];
+            if let Some(profile) = rest.strip_suffix("/head.json") {
+                if let Ok(Some((h, _))) = self.head(tenant, profile).await {
+                    out.push(ProfileSummary {
+                        profile: profile.into(),
+                        generation: h.generation,
+                        updated_at: h.updated_at,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tenants that have any object.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn tenants(&self) -> Result<Vec<String>> {
+        let mut out: Vec<String> = Vec::new();
+        for m in self.store.list("tenants/").await? {
+            if let Some(t) = m.key["tenants/".len()..].split('/').next() {
+                if out.last().map(String::as_str) != Some(t) {
+                    out.push(t.to_string());
+                }
+            }
+        }
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Moves the head to an earlier (or any existing) generation after verifying its record and key.
+    ///
+    /// # Errors
+    /// Not found, key, storage errors; [`Error::Conflict`] when the head moved meanwhile.
+    pub async fn rollback(&self, tenant: &str, profile: &str, to: u64) -> Result<Head> {
+        let Some((head, etag)) = self.head(tenant, profile).await? else {
+            return Err(Error::ProfileNotFound {
+                tenant: tenant.into(),
+                profile: profile.into(),
+            });
+        };
+        let (rec, _) = self.open_record(tenant, profile, to).await?;
+        self.store
+            .head(&payload_key(tenant, profile, to))
+            .await
+            .map_err(|e| match e {
+                store::Error::NotFound { .. } => Error::GenerationNotFound {
+                    profile: profile.into(),
+                    generation: to,
+                },
+                e => e.into(),
+            })?;
+        let new_head = Head {
+            generation: to,
+            object_id: rec.object_id,
+            updated_at: now(),
+            ..head
+        };
+        let body = Bytes::from(serde_json::to_vec_pretty(&new_head).expect("head serializes"));
+        match self
+            .store
+            .put(
+                &head_key(tenant, profile),
+                PutBody::Bytes(body),
+                PutMode::Update(etag),
+            )
+            .await
+        {
+            Ok(_) => Ok(new_head),
+            Err(store::Error::Precondition { .. }) => Err(Error::Conflict {
+                profile: profile.into(),
+                kept: to,
+                head: None,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes every object of a profile (head first, so nothing loads it meanwhile).
+    ///
+    /// # Errors
+    /// Not found, storage errors.
+    pub async fn delete(&self, tenant: &str, profile: &str) -> Result<usize> {
+        validate_id("tenant", tenant)?;
+        validate_id("profile", profile)?;
+        let objects = self.store.list(&prefix(tenant, profile)).await?;
+        if objects.is_empty() {
+            return Err(Error::ProfileNotFound {
+                tenant: tenant.into(),
+                profile: profile.into(),
+            });
+        }
+        self.store.delete(&head_key(tenant, profile)).await?;
+        for m in &objects {
+            self.store.delete(&m.key).await?;
+        }
+        tracing::info!(tenant, profile, objects = objects.len(), "profile deleted");
+        Ok(objects.len())
+    }
+
+    /// Re-wraps every data key of `tenant` not yet under `to` with the master key `to`.
+    /// Payloads are not touched. Returns (rewrapped, already under `to`).
+    ///
+    /// # Errors
+    /// Unknown keys, storage errors, or a record whose key cannot be unwrapped.
+    pub async fn rekey(&self, tenant: &str, to: &str, dry_run: bool) -> Result<(u64, u64)> {
+        if !self.keys.contains(to) {
+            return Err(keys::Error::UnknownKey(to.into()).into());
+        }
+        let (mut rewrapped, mut already) = (0, 0);
+        for p in self.list(tenant).await? {
+            let (_, records) = self.generation_numbers(tenant, &p.profile).await?;
+            for g in records {
+                let key = record_key(tenant, &p.profile, g);
+                let meta = self.store.head(&key).await?;
+                let (mut rec, dek) = self.open_record(tenant, &p.profile, g).await?;
+                if rec.key_id == to {
+                    already += 1;
+                    continue;
+                }
+                if !dry_run {
+                    let ctx = WrapContext {
+                        tenant,
+                        profile: &p.profile,
+                        object_id: &rec.object_id,
+                    };
+                    let (id, wrapped) = self.keys.wrap(Some(to), &dek, &ctx)?;
+                    rec.key_id = id;
+                    rec.wrapped_key = base64::engine::general_purpose::STANDARD.encode(wrapped);
+                    let body =
+                        Bytes::from(serde_json::to_vec_pretty(&rec).expect("record serializes"));
+                    self.store
+                        .put(&key, PutBody::Bytes(body), PutMode::Update(meta.etag))
+                        .await?;
+                }
+                rewrapped += 1;
+            }
+        }
+        Ok((rewrapped, already))
+    }
+}
+
+/// Replaces the header of a spool file (same body) after a generation number changed.
+fn rewrite_header(path: &Path, old_len: usize, header: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("rehead");
+    let res = (|| {
+        let mut src = std::fs::File::open(path)?;
+        src.seek(std::io::SeekFrom::Start(old_len as u64))?;
+        let mut dst = fsutil::create_private_new(&tmp)?;
+        dst.write_all(header)?;
+        std::io::copy(&mut src, &mut dst)?;
+        dst.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.map_err(io_at(path))
+}
+
+struct CountingReader<'a, R> {
+    inner: R,
+    progress: &'a dyn Progress,
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests: one binary with submodules (cheaper to build on 2 cores).
+//!
+//! S3 tests need `PV_TEST_LOCALSTACK` and `PV_TEST_S3S` (set by `scripts/test.sh`, which
+//! starts both servers); without them they FAIL rather than skip.
+
+mod common;
+
+mod cli;
+mod s3;
+mod vault;

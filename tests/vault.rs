@@ -1,0 +1,296 @@
+//! The vault on the filesystem store: generations, conflicts, integrity, rekey.
+
+use std::sync::Arc;
+
+use profile_vault::vault::{Base, Error};
+use profile_vault::{NoProgress, Vault};
+
+use crate::common::*;
+
+fn np() -> Arc<dyn profile_vault::Progress> {
+    Arc::new(NoProgress)
+}
+
+#[tokio::test]
+async fn save_restore_round_trip_and_nothing_readable_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, root) = fs_vault(dir.path());
+    let src = dir.path().join("src");
+    make_profile(&src, "a");
+    let r = vault
+        .save("t1", "p1", &src, Base::Current, np())
+        .await
+        .unwrap();
+    assert_eq!(r.generation, 1);
+    assert!(r.files >= 5);
+    assert_eq!(r.stats.chromium_version.as_deref(), Some("156.0.8078.79"));
+
+    let dst = dir.path().join("dst");
+    let rr = vault.restore("t1", "p1", None, &dst, np()).await.unwrap();
+    assert_eq!(rr.generation, 1);
+    let mut expected = tree(&src);
+    expected.retain(|(p, _)| !p.contains("Cache"));
+    assert_eq!(tree(&dst), expected);
+
+    // No stored byte carries a marker of the profile.
+    for (path, bytes) in tree(&root) {
+        for m in [COOKIE_MARKER, FILE_NAME_MARKER, CONTENT_MARKER] {
+            assert!(
+                !bytes.windows(m.len()).any(|w| w == m.as_bytes()),
+                "{m} found in {path}"
+            );
+            assert!(!path.contains(m), "{m} in object name {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn generations_rollback_retention_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, _) = fs_vault(dir.path());
+    for i in 1..=7u64 {
+        let src = dir.path().join(format!("src{i}"));
+        make_profile(&src, &format!("v{i}"));
+        let r = vault
+            .save("t1", "p1", &src, Base::Current, np())
+            .await
+            .unwrap();
+        assert_eq!(r.generation, i);
+    }
+    let gens: Vec<u64> = vault
+        .versions("t1", "p1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|g| g.generation)
+        .collect();
+    assert_eq!(gens, vec![3, 4, 5, 6, 7], "keeps the last 5");
+    vault.rollback("t1", "p1", 4).await.unwrap();
+    let dst = dir.path().join("dst");
+    let r = vault.restore("t1", "p1", None, &dst, np()).await.unwrap();
+    assert_eq!(r.generation, 4);
+    assert!(std::fs::read_to_string(dst.join("Local State"))
+        .unwrap()
+        .contains("v4"));
+    // A save after a rollback gets a new number, and the old head survives pruning.
+    let src = dir.path().join("src8");
+    make_profile(&src, "v8");
+    assert_eq!(
+        vault
+            .save("t1", "p1", &src, Base::Current, np())
+            .await
+            .unwrap()
+            .generation,
+        8
+    );
+    assert!(matches!(
+        vault.rollback("t1", "p1", 1).await,
+        Err(Error::GenerationNotFound { .. })
+    ));
+    let n = vault.delete("t1", "p1").await.unwrap();
+    assert!(n >= 10);
+    assert!(matches!(
+        vault
+            .restore("t1", "p1", None, &dir.path().join("d2"), np())
+            .await,
+        Err(Error::ProfileNotFound { .. })
+    ));
+    assert!(vault.list("t1").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn racing_saves_one_head_every_generation_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, _) = fs_vault(dir.path());
+    let src = dir.path().join("src");
+    make_profile(&src, "base");
+    vault
+        .save("t1", "p1", &src, Base::Current, np())
+        .await
+        .unwrap();
+    let vault = Vault::clone(&vault);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let v = vault.clone();
+        let src = dir.path().join(format!("s{i}"));
+        make_profile(&src, &format!("r{i}"));
+        tasks.push(tokio::spawn(async move {
+            v.save("t1", "p1", &src, Base::Expect(Some(1)), np()).await
+        }));
+    }
+    let mut wins = Vec::new();
+    let mut kept = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) => wins.push(r.generation),
+            Err(Error::Conflict { kept: k, .. }) => kept.push(k),
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(wins.len(), 1, "exactly one save moves the head");
+    assert_eq!(kept.len(), 19);
+    let mut all: Vec<u64> = wins.iter().chain(kept.iter()).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 20, "every save got its own generation");
+    let (head, _) = vault.head("t1", "p1").await.unwrap().unwrap();
+    assert_eq!(head.generation, wins[0]);
+    // Every kept generation still verifies (pruning never removes the newest ones).
+    for g in kept.iter().filter(|g| **g > *all.iter().max().unwrap() - 5) {
+        vault.verify("t1", "p1", Some(*g), np()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn tampering_wrong_keys_and_copies_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, root) = fs_vault(dir.path());
+    let src = dir.path().join("src");
+    make_profile(&src, "a");
+    vault
+        .save("t1", "p1", &src, Base::Current, np())
+        .await
+        .unwrap();
+    vault
+        .save("t1", "p2", &src, Base::Current, np())
+        .await
+        .unwrap();
+    let gen_dir = |t: &str, p: &str| root.join(format!("tenants/{t}/profiles/{p}/gens"));
+    let pvo = gen_dir("t1", "p1").join(format!("{:020}.pvo", 1));
+    let original = std::fs::read(&pvo).unwrap();
+
+    // A flipped bit in the header, the MAC, the first and the last chunk.
+    let hl = profile_vault::profile::format::header_len(&original).unwrap();
+    for pos in [20, hl - 5, hl + 3, original.len() - 2] {
+        let mut bad = original.clone();
+        bad[pos] ^= 0x08;
+        std::fs::write(&pvo, &bad).unwrap();
+        let target = dir.path().join(format!("t{pos}"));
+        let err = vault
+            .restore("t1", "p1", None, &target, np())
+            .await
+            .unwrap_err();
+        assert!(err.is_integrity(), "pos {pos}: {err}");
+        assert!(!target.exists());
+    }
+    // Truncated.
+    std::fs::write(&pvo, &original[..original.len() - 100]).unwrap();
+    assert!(vault
+        .verify("t1", "p1", None, np())
+        .await
+        .unwrap_err()
+        .is_integrity());
+    std::fs::write(&pvo, &original).unwrap();
+    vault.verify("t1", "p1", None, np()).await.unwrap();
+
+    // Another profile's object and record copied over this one.
+    for ext in ["pvo", "json"] {
+        let from = gen_dir("t1", "p2").join(format!("{:020}.{ext}", 1));
+        std::fs::copy(&from, gen_dir("t1", "p1").join(format!("{:020}.{ext}", 1))).unwrap();
+    }
+    let err = vault.verify("t1", "p1", None, np()).await.unwrap_err();
+    assert!(err.is_integrity(), "{err}");
+    // Only the payload copied: the commitment or header check catches it.
+    std::fs::remove_dir_all(root.join("tenants/t1/profiles/p1")).unwrap();
+    vault
+        .save("t1", "p1", &src, Base::Current, np())
+        .await
+        .unwrap();
+    std::fs::copy(
+        gen_dir("t1", "p2").join(format!("{:020}.pvo", 1)),
+        gen_dir("t1", "p1").join(format!("{:020}.pvo", 1)),
+    )
+    .unwrap();
+    let err = vault.verify("t1", "p1", None, np()).await.unwrap_err();
+    assert!(err.to_string().contains("profile"), "{err}");
+
+    // Another tenant asking for p2 sees nothing.
+    assert!(matches!(
+        vault.verify("t2", "p2", None, np()).await,
+        Err(Error::ProfileNotFound { .. })
+    ));
+
+    // Wrong and unknown master keys.
+    let store = vault.store().clone();
+    let wrong = Vault::new(
+        store.clone(),
+        keyring("k1", 9),
+        options(&dir.path().join("spool2")),
+    )
+    .unwrap();
+    let err = wrong.verify("t1", "p2", None, np()).await.unwrap_err();
+    assert!(
+        err.is_integrity() && err.to_string().contains("k1"),
+        "{err}"
+    );
+    let unknown = Vault::new(store, keyring("k2", 1), options(&dir.path().join("spool3"))).unwrap();
+    let err = unknown.verify("t1", "p2", None, np()).await.unwrap_err();
+    assert!(err.to_string().contains("unknown master key 'k1'"), "{err}");
+}
+
+#[tokio::test]
+async fn rekey_rewraps_without_touching_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store: Arc<dyn profile_vault::Store> =
+        Arc::new(profile_vault::store::fs::LocalFileSystem::new(&root).unwrap());
+    let both = Arc::new(
+        profile_vault::Keyring::from_keys(
+            vec![("old".into(), [1; 32]), ("new".into(), [2; 32])],
+            "old",
+        )
+        .unwrap(),
+    );
+    let vault = Vault::new(store.clone(), both, options(&dir.path().join("spool"))).unwrap();
+    let src = dir.path().join("src");
+    make_profile(&src, "a");
+    vault
+        .save("t1", "p1", &src, Base::Current, np())
+        .await
+        .unwrap();
+    vault
+        .save("t1", "p1", &src, Base::Current, np())
+        .await
+        .unwrap();
+    let pvo = root
+        .join("tenants/t1/profiles/p1/gens")
+        .join(format!("{:020}.pvo", 1));
+    let before = std::fs::read(&pvo).unwrap();
+    assert_eq!(vault.rekey("t1", "new", true).await.unwrap(), (2, 0));
+    assert_eq!(vault.rekey("t1", "new", false).await.unwrap(), (2, 0));
+    assert_eq!(vault.rekey("t1", "new", false).await.unwrap(), (0, 2));
+    assert_eq!(std::fs::read(&pvo).unwrap(), before, "payload untouched");
+    let only_new = Vault::new(
+        store,
+        keyring("new", 2),
+        options(&dir.path().join("spool2")),
+    )
+    .unwrap();
+    only_new.verify("t1", "p1", Some(1), np()).await.unwrap();
+    only_new
+        .restore("t1", "p1", None, &dir.path().join("dst"), np())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bad_ids_are_rejected_before_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, _) = fs_vault(dir.path());
+    for id in ["../x", "a/b", "", ".x", "x y"] {
+        assert!(
+            matches!(
+                vault.verify("t1", id, None, np()).await,
+                Err(Error::InvalidId { .. })
+            ),
+            "{id:?}"
+        );
+        assert!(
+            matches!(
+                vault.verify(id, "p", None, np()).await,
+                Err(Error::InvalidId { .. })
+            ),
+            "{id:?}"
+        );
+    }
+}
