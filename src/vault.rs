@@ -483,9 +483,17 @@ impl Vault {
                 .await
             {
                 Ok(_) => break,
-                Err(store::Error::AlreadyExists { .. }) if attempts < 16 => {
+                Err(store::Error::AlreadyExists { .. }) if attempts < 64 => {
                     attempts += 1;
-                    generation += 1;
+                    let (p, r) = self.generation_numbers(tenant, profile).await?;
+                    generation = p
+                        .iter()
+                        .chain(r.iter())
+                        .copied()
+                        .max()
+                        .unwrap_or(generation)
+                        .max(generation)
+                        + 1;
                     tracing::info!(
                         tenant,
                         profile,

@@ -188,7 +188,9 @@ fn config_file_with_unknown_key_is_refused_by_name() {
 
 #[test]
 fn s3_through_the_standard_aws_environment() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
     for (name, ep, secret) in servers() {
+        rt.block_on(ensure_bucket(&s3_client(&ep, secret), BUCKET));
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let src = dir.path().join("src");

@@ -16,7 +16,12 @@ async fn conformance_on_every_server() {
         let store = s3_store(&ep, secret, &prefix).await;
         eprintln!("conformance on {name}");
         conformance::run(store.as_ref(), "suite").await;
-        conformance::races(store, "races", 8).await;
+        // s3s-fs checks If-None-Match/If-Match one request at a time but not atomically
+        // under concurrent writers (measured: 8 of 8 racing create-only puts "won"), so the
+        // race suite runs on LocalStack, which, like AWS, serialises conditional writes.
+        if name == "localstack" {
+            conformance::races(store, "races", 8).await;
+        }
     }
 }
 
@@ -57,9 +62,8 @@ async fn vault_on_s3_multipart_round_trip_and_no_plaintext() {
         let src = dir.path().join("src");
         make_profile(&src, name);
         // 12 MiB of incompressible data: the payload goes up as a multipart upload.
-        let noise: Vec<u8> = (0..12u32 << 20)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
-            .collect();
+        let mut noise = vec![0u8; 12 << 20];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut noise);
         write(&src, "Default/IndexedDB/blob/1", &noise);
         let r = vault
             .save("t1", "p1", &src, Base::Current, Arc::new(NoProgress))

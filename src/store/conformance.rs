@@ -159,6 +159,10 @@ pub async fn run(store: &dyn Store, prefix: &str) {
             .await,
         Err(Error::AlreadyExists { .. })
     ));
+    // S3 etags follow content: the update must change it for the stale etag to be stale.
+    let mut changed = data.clone();
+    changed[0] ^= 0xff;
+    std::fs::write(&path, &changed).unwrap();
     store
         .put(
             &k("big"),
@@ -167,12 +171,13 @@ pub async fn run(store: &dyn Store, prefix: &str) {
         )
         .await
         .unwrap();
-    assert!(matches!(
-        store
-            .put(&k("big"), PutBody::File(path.clone()), PutMode::Update(eb))
-            .await,
-        Err(Error::Precondition { .. })
-    ));
+    let stale = store
+        .put(&k("big"), PutBody::File(path.clone()), PutMode::Update(eb))
+        .await;
+    assert!(
+        matches!(stale, Err(Error::Precondition { .. })),
+        "multipart update with a stale etag: {stale:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 
     // Invalid keys never reach the backend.

@@ -69,6 +69,11 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
         },
     };
     match (status, code.as_deref(), mode) {
+        (_, Some("NoSuchBucket"), _) => Error::Backend {
+            op,
+            key,
+            message: format!("{message} (create the bucket, or check the store URL)"),
+        },
         (Some(412), _, Op::Put(true)) => Error::AlreadyExists { key },
         (Some(409), Some("ConditionalRequestConflict"), Op::Put(true)) => {
             Error::AlreadyExists { key }

@@ -23,5 +23,5 @@ $AWS_CMD s3api put-bucket-lifecycle-configuration --bucket "$BUCKET" --lifecycle
     "Filter": {"Prefix": ""},
     "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}
   }]
-}'
+}' >/dev/null
 echo "lifecycle rule on $BUCKET: abort incomplete multipart uploads after 1 day"
