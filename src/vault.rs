@@ -12,14 +12,13 @@
 //! head. A failed or interrupted save leaves the previous head untouched; a save that
 //! loses the head race gets [`Error::Conflict`] and its generation stays listed.
 
-use std::io::{Read, Seek, Write};
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio_util::io::SyncIoBridge;
 
 use crate::crypt::envelope::WrapContext;
 use crate::crypt::{stream, DataKey};
@@ -704,68 +703,64 @@ impl Vault {
         }
     }
 
-    /// Downloads, authenticates and decrypts a generation into `zip_path` (complete before
-    /// returning; nothing partial is ever used).
+    /// Makes a generation's payload available as a local file and authenticates all of it.
+    ///
+    /// On a local store the stored file itself is read; otherwise the (encrypted) object is
+    /// downloaded into a private temporary file first. Then every chunk is verified, before
+    /// anything is extracted; extraction reads the plaintext through [`stream::RandomAccess`],
+    /// which authenticates each chunk again. No plaintext copy is ever written.
     async fn fetch(
         &self,
         tenant: &str,
         profile: &str,
         generation: u64,
-        zip_path: &Path,
         progress: Arc<dyn Progress>,
-    ) -> Result<GenerationRecord> {
+    ) -> Result<(GenerationRecord, stream::RandomAccess, Option<TempFile>)> {
         let (rec, dek) = self.open_record(tenant, profile, generation).await?;
-        let got = match self
-            .store
-            .get(&payload_key(tenant, profile, generation))
-            .await
-        {
-            Ok(g) => g,
-            Err(store::Error::NotFound { .. }) => {
-                return Err(Error::GenerationNotFound {
-                    profile: profile.into(),
-                    generation,
-                })
-            }
-            Err(e) => return Err(e.into()),
+        let key = payload_key(tenant, profile, generation);
+        let not_found = || Error::GenerationNotFound {
+            profile: profile.into(),
+            generation,
         };
-        progress.start("downloading", got.meta.size);
-        let reader = SyncIoBridge::new(got.body);
-        let (tenant_s, profile_s, object_id, path) = (
+        let (file, temp) = match self.store.local_path(&key) {
+            Some(path) => match std::fs::File::open(&path) {
+                Ok(f) => (f, None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+                Err(e) => return Err(Error::Io { path, source: e }),
+            },
+            None => {
+                let got = match self.store.get(&key).await {
+                    Ok(g) => g,
+                    Err(store::Error::NotFound { .. }) => return Err(not_found()),
+                    Err(e) => return Err(e.into()),
+                };
+                let temp = TempFile(self.spool_file("download"));
+                progress.start("downloading", got.meta.size);
+                download(got, &temp.0, progress.as_ref()).await?;
+                progress.finish();
+                let f = std::fs::File::open(&temp.0).map_err(io_at(&temp.0))?;
+                (f, Some(temp))
+            }
+        };
+        let (tenant_s, profile_s, object_id) = (
             tenant.to_string(),
             profile.to_string(),
             rec.object_id.clone(),
-            zip_path.to_path_buf(),
         );
-        let p2 = progress.clone();
-        blocking(move || {
+        progress.start("verifying", 0);
+        let reader = blocking(move || {
             let expected = Expected {
                 tenant: &tenant_s,
                 profile: &profile_s,
                 generation: Some(generation),
                 object_id: Some(&object_id),
             };
-            let counted = CountingReader {
-                inner: std::io::BufReader::with_capacity(1 << 20, reader),
-                progress: p2.as_ref(),
-            };
-            let (_, mut body) = format::open(counted, &dek, &expected)?;
-            let mut out = std::io::BufWriter::with_capacity(
-                1 << 20,
-                fsutil::create_private_new(&path).map_err(io_at(&path))?,
-            );
-            std::io::copy(&mut body, &mut out)
-                .map_err(|e| Error::Format(format::Error::Crypt(stream::unwrap_io(e))))?;
-            let f = out.into_inner().map_err(|e| Error::Io {
-                path: path.clone(),
-                source: e.into_error(),
-            })?;
-            drop(f);
-            Ok(())
+            let (_, reader) = format::verify_file(Arc::new(file), &dek, &expected)?;
+            Ok(reader)
         })
         .await?;
         progress.finish();
-        Ok(rec)
+        Ok((rec, reader, temp))
     }
 
     /// Restores a generation (the head when `None`) into `target`, which must be new or empty.
@@ -786,25 +781,20 @@ impl Vault {
         if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
             fsutil::create_private_dir(parent).map_err(io_at(parent))?;
         }
-        let download = TempFile(archive::staging_path(target, "download"));
-        let rec = self
-            .fetch(tenant, profile, generation, &download.0, progress.clone())
+        let (rec, reader, temp) = self
+            .fetch(tenant, profile, generation, progress.clone())
             .await?;
-        let (zip, target_p, limits) = (
-            download.0.clone(),
-            target.to_path_buf(),
-            self.opts.limits.clone(),
-        );
+        let (target_p, limits) = (target.to_path_buf(), self.opts.limits.clone());
         let unpacked = blocking(move || {
-            Ok(archive::unpack(
-                &zip,
+            Ok(archive::unpack_from(
+                &|| Ok(reader.clone()),
                 &target_p,
                 &limits,
                 progress.as_ref(),
             )?)
         })
         .await?;
-        drop(download);
+        drop(temp);
         tracing::info!(
             tenant,
             profile,
@@ -834,12 +824,11 @@ impl Vault {
         progress: Arc<dyn Progress>,
     ) -> Result<RestoreReport> {
         let generation = self.resolve(tenant, profile, generation).await?;
-        let download = TempFile(self.spool_file("verify"));
-        let rec = self
-            .fetch(tenant, profile, generation, &download.0, progress)
-            .await?;
-        let (zip, limits) = (download.0.clone(), self.opts.limits.clone());
-        let unpacked = blocking(move || Ok(archive::check(&zip, &limits)?)).await?;
+        let (rec, reader, temp) = self.fetch(tenant, profile, generation, progress).await?;
+        let limits = self.opts.limits.clone();
+        let unpacked =
+            blocking(move || Ok(archive::check_from(&|| Ok(reader.clone()), &limits)?)).await?;
+        drop(temp);
         Ok(RestoreReport {
             profile: profile.into(),
             generation,
@@ -1056,15 +1045,33 @@ fn rewrite_header(path: &Path, old_len: usize, header: &[u8]) -> Result<()> {
     res.map_err(io_at(path))
 }
 
-struct CountingReader<'a, R> {
-    inner: R,
-    progress: &'a dyn Progress,
-}
-
-impl<R: Read> Read for CountingReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.progress.advance(n as u64);
-        Ok(n)
+/// Streams an object into a new private file.
+async fn download(got: store::GetResult, path: &Path, progress: &dyn Progress) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let key = got.meta.key.clone();
+    let mut body = got.body;
+    let mut out = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .await
+        .map_err(io_at(path))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = body.read(&mut buf).await.map_err(|e| {
+            Error::Store(store::Error::Unavailable {
+                op: "get",
+                key: key.clone(),
+                message: e.to_string(),
+            })
+        })?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n]).await.map_err(io_at(path))?;
+        progress.advance(n as u64);
     }
+    out.flush().await.map_err(io_at(path))?;
+    Ok(())
 }

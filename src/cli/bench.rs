@@ -1,5 +1,284 @@
-pub async fn run(_ctx: &super::Ctx, _a: Args) -> anyhow::Result<()> {
+//! `profile-vault bench`: save and restore speed and peak memory on a synthetic profile.
+//!
+//! The generated profile mimics a long-lived Chromium profile: thousands of small
+//! SQLite-like files (4 KiB pages, mostly empty), JSON and text, incompressible LevelDB
+//! tables and IndexedDB blobs, plus HTTP and code caches that must be left out. Sizes
+//! count kept bytes. Peak RSS is the process's `VmHWM`, reset before each phase.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::{Rng, RngCore, SeedableRng};
+
+use super::{human_bytes, Ctx};
+use profile_vault::vault::Base;
+use profile_vault::{Keyring, NoProgress, Vault};
+
+/// Arguments of `bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Kept size of the synthetic profile, in MB (10^6 bytes).
+    #[arg(long, default_value_t = 500)]
+    pub size_mb: u64,
+    /// Store to benchmark (default: a temporary filesystem store in the data dir).
+    #[arg(long = "bench-store")]
+    pub bench_store: Option<String>,
+    /// Keep the generated profile for the next run (in <data_dir>/bench).
+    #[arg(long)]
+    pub keep_profile: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Report {
+    store: String,
+    files: u64,
+    kept_bytes: u64,
+    excluded_bytes: u64,
+    stored_bytes: u64,
+    save_seconds: f64,
+    save_mb_per_s: f64,
+    save_peak_rss_mib: f64,
+    restore_seconds: f64,
+    restore_mb_per_s: f64,
+    restore_peak_rss_mib: f64,
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn reset_peak_rss() {
+    // "5" resets VmHWM to the current RSS (Linux >= 4.0).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(path.parent().expect("has parent"))?;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)
+}
+
+/// Writes the synthetic profile; returns kept bytes.
+fn generate(root: &Path, kept: u64) -> std::io::Result<u64> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let mut written = 0u64;
+    let budget_sqlite = kept * 30 / 100;
+    let budget_text = kept * 15 / 100;
+    let mut chunk = vec![0u8; 1 << 20];
+    write_file(&root.join("Last Version"), b"156.0.8078.79")?;
+    write_file(
+        &root.join("Local State"),
+        br#"{"browser":{"enabled_labs_experiments":[]}}"#,
+    )?;
+    write_file(
+        &root.join("Default/Preferences"),
+        br#"{"profile":{"exit_type":"Normal","name":"bench"}}"#,
+    )?;
+    // SQLite-like: 4 KiB pages, a little text at the start of each, the rest zero.
+    let mut i = 0;
+    let mut sqlite_bytes = 0;
+    while sqlite_bytes < budget_sqlite {
+        let pages = rng.gen_range(1..=16usize);
+        let mut data = vec![0u8; pages * 4096];
+        data[..16].copy_from_slice(b"SQLite format 3\0");
+        for p in 0..pages {
+            let n = rng.gen_range(0..1200);
+            for b in &mut data[p * 4096 + 100..p * 4096 + 100 + n] {
+                *b = b"abcdefghijklmnopqrstuvwxyz0123456789 .:/"[rng.gen_range(0..40)];
+            }
+        }
+        let dir = [
+            "Default",
+            "Default/databases",
+            "Default/Service Worker/Database",
+            "Default/WebStorage",
+        ][i % 4];
+        write_file(&root.join(format!("{dir}/db_{i:05}")), &data)?;
+        sqlite_bytes += data.len() as u64;
+        i += 1;
+    }
+    written += sqlite_bytes;
+    // JSON / text files, 1-64 KiB.
+    let mut text_bytes = 0;
+    let mut j = 0;
+    while text_bytes < budget_text {
+        let n = rng.gen_range(1024..65536);
+        let mut s = String::with_capacity(n + 64);
+        while s.len() < n {
+            s.push_str(&format!(
+                "{{\"url\":\"https://site{}.example/path/{}\",\"visits\":{}}},\n",
+                rng.gen_range(0..500),
+                rng.gen::<u32>(),
+                rng.gen_range(0..99)
+            ));
+        }
+        write_file(
+            &root.join(format!(
+                "Default/Extension State/{:03}/state_{j:05}.json",
+                j % 100
+            )),
+            s.as_bytes(),
+        )?;
+        text_bytes += s.len() as u64;
+        j += 1;
+    }
+    written += text_bytes;
+    // Incompressible: LevelDB tables (64 KiB - 2 MiB) and IndexedDB blobs (1 - 32 MiB).
+    let mut k = 0;
+    while written < kept {
+        let big = k % 8 == 7;
+        let n = if big {
+            rng.gen_range(1 << 20..32 << 20)
+        } else {
+            rng.gen_range(64 << 10..2 << 20)
+        }
+        .min((kept - written) as usize)
+        .max(1);
+        let path = if big {
+            root.join(format!(
+                "Default/IndexedDB/https_site{}_0.indexeddb.blob/1/{:02x}/{k}",
+                k % 7,
+                k % 256
+            ))
+        } else {
+            root.join(format!("Default/Local Storage/leveldb/{k:06}.ldb"))
+        };
+        std::fs::create_dir_all(path.parent().expect("has parent"))?;
+        let mut f = std::fs::File::create(&path)?;
+        let mut left = n;
+        while left > 0 {
+            let m = left.min(chunk.len());
+            rng.fill_bytes(&mut chunk[..m]);
+            f.write_all(&chunk[..m])?;
+            left -= m;
+        }
+        written += n as u64;
+        k += 1;
+    }
+    // Caches that must be left out: another 20%.
+    let mut c = 0u64;
+    let mut cache_bytes = 0;
+    while cache_bytes < kept / 5 {
+        let n = rng.gen_range(4096..512 << 10);
+        rng.fill_bytes(&mut chunk[..n]);
+        let dir = [
+            "Default/Cache/Cache_Data",
+            "Default/Code Cache/js",
+            "Default/GPUCache",
+        ][(c % 3) as usize];
+        write_file(&root.join(format!("{dir}/f_{c:06}")), &chunk[..n])?;
+        cache_bytes += n as u64;
+        c += 1;
+    }
+    write_file(
+        &root.join("Default/Local Storage/leveldb/LOG"),
+        b"leveldb log",
+    )?;
+    Ok(written)
+}
+
+/// Runs `bench`.
+pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
+    let bench_dir = ctx.cfg.data_dir.join("bench");
+    profile_vault::fsutil::create_private_dir(&bench_dir)?;
+    let kept = a.size_mb * 1_000_000;
+    let src = bench_dir.join(format!("profile-{}mb", a.size_mb));
+    if !src.join(".complete").exists() {
+        let _ = std::fs::remove_dir_all(&src);
+        eprintln!(
+            "generating a {} MB synthetic profile in {} ...",
+            a.size_mb,
+            src.display()
+        );
+        let s = src.clone();
+        tokio::task::spawn_blocking(move || generate(&s, kept)).await??;
+        std::fs::write(src.join(".complete"), b"")?;
+    }
+    let tmp_store: PathBuf = bench_dir.join(format!("store-{}", uuid::Uuid::new_v4().simple()));
+    let url = a.bench_store.clone().unwrap_or_else(|| {
+        format!(
+            "file://{}",
+            std::path::absolute(&tmp_store)
+                .unwrap_or(tmp_store.clone())
+                .display()
+        )
+    });
+    let store = profile_vault::store::from_url(&url, &ctx.cfg.file.s3).await?;
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    let ring = Arc::new(Keyring::from_keys(vec![("bench".into(), key)], "bench")?);
+    let mut opts = ctx.cfg.vault_options();
+    opts.spool_dir = bench_dir.join("spool");
+    let vault = Vault::new(store, ring, opts)?;
+    let profile = format!("bench-{}", uuid::Uuid::new_v4().simple());
+
+    reset_peak_rss();
+    let t = Instant::now();
+    let saved = vault
+        .save("bench", &profile, &src, Base::Current, Arc::new(NoProgress))
+        .await?;
+    let save_s = t.elapsed().as_secs_f64();
+    let save_rss = peak_rss_mib();
+
+    let dst = bench_dir.join(format!("restore-{}", uuid::Uuid::new_v4().simple()));
+    reset_peak_rss();
+    let t = Instant::now();
+    let restored = vault
+        .restore("bench", &profile, None, &dst, Arc::new(NoProgress))
+        .await?;
+    let restore_s = t.elapsed().as_secs_f64();
+    let restore_rss = peak_rss_mib();
+    anyhow::ensure!(
+        restored.unpacked.bytes == saved.bytes_in,
+        "restored {} bytes, saved {}",
+        restored.unpacked.bytes,
+        saved.bytes_in
+    );
+
+    vault.delete("bench", &profile).await?;
+    let _ = std::fs::remove_dir_all(&dst);
+    let _ = std::fs::remove_dir_all(&tmp_store);
+    if !a.keep_profile {
+        let _ = std::fs::remove_dir_all(&src);
+    }
+    let mb = saved.bytes_in as f64 / 1e6;
+    let r = Report {
+        store: url.split('?').next().unwrap_or_default().to_string(),
+        files: saved.files,
+        kept_bytes: saved.bytes_in,
+        excluded_bytes: saved.stats.excluded_bytes,
+        stored_bytes: saved.bytes_stored,
+        save_seconds: save_s,
+        save_mb_per_s: mb / save_s,
+        save_peak_rss_mib: save_rss,
+        restore_seconds: restore_s,
+        restore_mb_per_s: mb / restore_s,
+        restore_peak_rss_mib: restore_rss,
+    };
+    ctx.print(&r, || {
+        format!(
+            "store {}\nprofile: {} files, {} kept ({} left out), {} stored\nsave:    {:.2} s, {:.0} MB/s, peak RSS {:.1} MiB\nrestore: {:.2} s, {:.0} MB/s, peak RSS {:.1} MiB",
+            r.store,
+            r.files,
+            human_bytes(r.kept_bytes),
+            human_bytes(r.excluded_bytes),
+            human_bytes(r.stored_bytes),
+            r.save_seconds,
+            r.save_mb_per_s,
+            r.save_peak_rss_mib,
+            r.restore_seconds,
+            r.restore_mb_per_s,
+            r.restore_peak_rss_mib
+        )
+    });
     Ok(())
 }
-#[derive(Debug, clap::Args)]
-pub struct Args {}

@@ -351,6 +351,139 @@ impl<R: Read> Read for StreamReader<R> {
     }
 }
 
+impl<R: Read> StreamReader<R> {
+    /// Reads and authenticates the whole stream, discarding plaintext; returns the
+    /// plaintext length and the derived keys (for [`RandomAccess`] over the same bytes).
+    ///
+    /// # Errors
+    /// The first failure, diagnosed as in [`Read::read`].
+    pub fn verify_all(mut self) -> Result<(u64, ObjectKeys), Error> {
+        let mut len = 0u64;
+        while !self.done {
+            self.next_chunk()?;
+            len += self.plain.len() as u64;
+        }
+        Ok((len, self.keys))
+    }
+}
+
+/// Random access (`Read + Seek`) to the plaintext of a stream stored in a file, for use
+/// after [`StreamReader::verify_all`] checked it. Every chunk is authenticated again when
+/// it is read (a file changed after verification fails with `InvalidData`). Reads use
+/// positional I/O, so several readers can share one file.
+#[derive(Clone)]
+pub struct RandomAccess {
+    file: std::sync::Arc<std::fs::File>,
+    keys: ObjectKeys,
+    body_offset: u64,
+    chunk_size: u64,
+    plain_len: u64,
+    chunks: u64,
+    pos: u64,
+    cached: Option<(u64, Vec<u8>)>,
+}
+
+impl RandomAccess {
+    /// A reader of the verified stream starting at `body_offset` in `file`.
+    pub fn new(
+        file: std::sync::Arc<std::fs::File>,
+        keys: ObjectKeys,
+        body_offset: u64,
+        chunk_size: u32,
+        plain_len: u64,
+    ) -> Self {
+        let cs = u64::from(chunk_size);
+        let chunks = if plain_len == 0 {
+            1
+        } else {
+            plain_len.div_ceil(cs)
+        };
+        RandomAccess {
+            file,
+            keys,
+            body_offset,
+            chunk_size: cs,
+            plain_len,
+            chunks,
+            pos: 0,
+            cached: None,
+        }
+    }
+
+    /// Plaintext length.
+    pub fn len(&self) -> u64 {
+        self.plain_len
+    }
+
+    /// Whether the plaintext is empty.
+    pub fn is_empty(&self) -> bool {
+        self.plain_len == 0
+    }
+
+    fn load(&mut self, idx: u64) -> io::Result<()> {
+        if self.cached.as_ref().is_some_and(|(i, _)| *i == idx) {
+            return Ok(());
+        }
+        use std::os::unix::fs::FileExt;
+        let last = idx + 1 == self.chunks;
+        let plain = if last {
+            self.plain_len - idx * self.chunk_size
+        } else {
+            self.chunk_size
+        };
+        let mut buf = self.cached.take().map(|(_, b)| b).unwrap_or_default();
+        buf.resize(plain as usize + TAG_LEN, 0);
+        self.file.read_exact_at(
+            &mut buf,
+            self.body_offset + idx * (self.chunk_size + TAG_LEN as u64),
+        )?;
+        if !self.keys.open(idx, last, &mut buf) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                Error::ChunkTampered { index: idx },
+            ));
+        }
+        self.cached = Some((idx, buf));
+        Ok(())
+    }
+}
+
+impl Read for RandomAccess {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.plain_len || out.is_empty() {
+            return Ok(0);
+        }
+        let idx = self.pos / self.chunk_size;
+        self.load(idx)?;
+        let (_, plain) = self.cached.as_ref().expect("loaded");
+        let off = (self.pos - idx * self.chunk_size) as usize;
+        let n = out.len().min(plain.len() - off);
+        out[..n].copy_from_slice(&plain[off..off + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl io::Seek for RandomAccess {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let new = match to {
+            io::SeekFrom::Start(p) => Some(p),
+            io::SeekFrom::End(d) => self.plain_len.checked_add_signed(d),
+            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match new {
+            Some(p) => {
+                self.pos = p;
+                Ok(p)
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before start",
+            )),
+        }
+    }
+}
+
 /// Recovers a crypto [`Error`] carried inside an `io::Error` by [`StreamReader`].
 pub fn unwrap_io(e: io::Error) -> Error {
     if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {

@@ -242,9 +242,11 @@ fn walk(root: &Path, ex: &Excludes, stats: &mut PackStats) -> Result<Vec<Entry>,
             }
             if ex.is_excluded(&refs, ft.is_dir()) {
                 stats.excluded += 1;
-                if ft.is_file() {
-                    stats.excluded_bytes += meta.len();
-                }
+                stats.excluded_bytes += if ft.is_dir() {
+                    tree_size(&path)
+                } else {
+                    meta.len()
+                };
                 continue;
             }
             let rel = c.join("/");
@@ -267,6 +269,18 @@ fn walk(root: &Path, ex: &Excludes, stats: &mut PackStats) -> Result<Vec<Entry>,
     }
     visit(root, &[], ex, stats, &mut out)?;
     Ok(out)
+}
+
+/// Bytes of regular files under `dir` (for reporting what was left out).
+fn tree_size(dir: &Path) -> u64 {
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    rd.filter_map(Result::ok)
+        .map(|e| match fs::symlink_metadata(e.path()) {
+            Ok(m) if m.is_dir() => tree_size(&e.path()),
+            Ok(m) if m.is_file() => m.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 enum Ready {
@@ -607,13 +621,13 @@ fn validate_name(raw: &[u8]) -> Result<(String, bool), Error> {
 
 /// The entry count the end-of-central-directory record declares (ZIP64 aware). The `zip`
 /// crate keys entries by name, so a duplicate name would otherwise vanish silently.
-fn declared_entries(path: &Path) -> Result<u64, Error> {
-    let mut f = File::open(path).map_err(io_at(path))?;
-    let len = f.metadata().map_err(io_at(path))?.len();
+fn declared_entries<R: Read + io::Seek>(f: &mut R) -> Result<u64, Error> {
+    let rd = |e: io::Error| Error::Corrupt(format!("reading the archive: {e}"));
+    let len = f.seek(io::SeekFrom::End(0)).map_err(rd)?;
     let tail_len = len.min(22 + 65_535 + 20);
-    io::Seek::seek(&mut f, io::SeekFrom::Start(len - tail_len)).map_err(io_at(path))?;
+    f.seek(io::SeekFrom::Start(len - tail_len)).map_err(rd)?;
     let mut tail = vec![0u8; tail_len as usize];
-    f.read_exact(&mut tail).map_err(io_at(path))?;
+    f.read_exact(&mut tail).map_err(rd)?;
     let corrupt = || Error::Corrupt("no end of central directory record".into());
     let pos = (0..tail.len().saturating_sub(21))
         .rev()
@@ -629,7 +643,7 @@ fn declared_entries(path: &Path) -> Result<u64, Error> {
     }
     let off = u64::from_le_bytes(tail[pos - 12..pos - 4].try_into().expect("8 bytes"));
     let mut rec = [0u8; 56];
-    io::Seek::seek(&mut f, io::SeekFrom::Start(off)).map_err(io_at(path))?;
+    f.seek(io::SeekFrom::Start(off)).map_err(rd)?;
     f.read_exact(&mut rec).map_err(|_| corrupt())?;
     if rec[..4] != [0x50, 0x4b, 0x06, 0x06] {
         return Err(corrupt());
@@ -783,7 +797,23 @@ fn copy_entry<R: Read + io::Seek>(
 /// # Errors
 /// Any validation or integrity error.
 pub fn check(zip_path: &Path, limits: &Limits) -> Result<UnpackStats, Error> {
-    let (mut zip, declared) = open_zip(zip_path)?;
+    check_from(&|| open_path(zip_path), limits)
+}
+
+/// A buffered reader of an archive file.
+fn open_path(zip_path: &Path) -> io::Result<BufReader<File>> {
+    Ok(BufReader::with_capacity(256 * 1024, File::open(zip_path)?))
+}
+
+/// [`check`] over any seekable source; `open` is called once per reader needed.
+///
+/// # Errors
+/// Any validation or integrity error.
+pub fn check_from<R: Read + io::Seek, F: Fn() -> io::Result<R> + Sync>(
+    open: &F,
+    limits: &Limits,
+) -> Result<UnpackStats, Error> {
+    let (mut zip, declared) = open_zip(open)?;
     let planned = plan(&mut zip, declared, limits)?;
     let mut stats = UnpackStats::default();
     for p in &planned {
@@ -797,11 +827,12 @@ pub fn check(zip_path: &Path, limits: &Limits) -> Result<UnpackStats, Error> {
     Ok(stats)
 }
 
-fn open_zip(zip_path: &Path) -> Result<(zip::ZipArchive<BufReader<File>>, u64), Error> {
-    let declared = declared_entries(zip_path)?;
-    let f = File::open(zip_path).map_err(io_at(zip_path))?;
-    let zip = zip::ZipArchive::new(BufReader::with_capacity(256 * 1024, f))
-        .map_err(|e| Error::Corrupt(e.to_string()))?;
+fn open_zip<R: Read + io::Seek, F: Fn() -> io::Result<R>>(
+    open: &F,
+) -> Result<(zip::ZipArchive<R>, u64), Error> {
+    let mut r = open().map_err(|e| Error::Corrupt(format!("opening the archive: {e}")))?;
+    let declared = declared_entries(&mut r)?;
+    let zip = zip::ZipArchive::new(r).map_err(|e| Error::Corrupt(e.to_string()))?;
     Ok((zip, declared))
 }
 
@@ -857,8 +888,21 @@ pub fn unpack(
     limits: &Limits,
     progress: &dyn Progress,
 ) -> Result<UnpackStats, Error> {
+    unpack_from(&|| open_path(zip_path), target, limits, progress)
+}
+
+/// [`unpack`] over any seekable source; `open` is called once per extraction thread.
+///
+/// # Errors
+/// As [`unpack`].
+pub fn unpack_from<R: Read + io::Seek, F: Fn() -> io::Result<R> + Sync>(
+    open: &F,
+    target: &Path,
+    limits: &Limits,
+    progress: &dyn Progress,
+) -> Result<UnpackStats, Error> {
     check_target(target)?;
-    let (mut zip, declared) = open_zip(zip_path)?;
+    let (mut zip, declared) = open_zip(open)?;
     let planned = plan(&mut zip, declared, limits)?;
     let total: u64 = planned.iter().map(|p| p.size).sum();
     progress.start("extracting", total);
@@ -866,27 +910,74 @@ pub fn unpack(
     fsutil::create_private_dir(&staging).map_err(io_at(&staging))?;
     let res = (|| {
         let mut stats = UnpackStats::default();
+        // Directories first (sequentially), then files on every core: each worker opens
+        // its own reader of the archive and takes a contiguous share of the entries.
+        let mut files: Vec<&Planned> = Vec::new();
         for p in &planned {
             if p.skip {
                 stats.skipped += 1;
-                continue;
-            }
-            let path = staging.join(&p.rel);
-            if p.dir {
+            } else if p.dir {
+                let path = staging.join(&p.rel);
                 fsutil::create_private_dir(&path).map_err(io_at(&path))?;
                 stats.dirs += 1;
-                continue;
+            } else {
+                let path = staging.join(&p.rel);
+                if let Some(parent) = path.parent() {
+                    fsutil::create_private_dir(parent).map_err(io_at(parent))?;
+                }
+                files.push(p);
             }
-            if let Some(parent) = path.parent() {
-                fsutil::create_private_dir(parent).map_err(io_at(parent))?;
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(4)
+            .max(1);
+        let share = total / threads as u64 + 1;
+        let mut groups: Vec<Vec<&Planned>> = vec![Vec::new()];
+        let mut acc = 0u64;
+        for p in files {
+            if acc >= share && groups.len() < threads {
+                groups.push(Vec::new());
+                acc = 0;
             }
-            let f = fsutil::create_private_new(&path).map_err(io_at(&path))?;
-            let mut w = io::BufWriter::with_capacity(256 * 1024, f);
-            let n = copy_entry(&mut zip, p, &mut w)?;
-            w.flush().map_err(io_at(&path))?;
-            stats.files += 1;
-            stats.bytes += n;
-            progress.advance(n);
+            acc += p.size;
+            groups.last_mut().expect("one group").push(p);
+        }
+        let results: Vec<Result<(u64, u64), Error>> = std::thread::scope(|s| {
+            let handles: Vec<_> = groups
+                .iter()
+                .map(|group| {
+                    let staging = &staging;
+                    s.spawn(move || -> Result<(u64, u64), Error> {
+                        let (mut zip, _) = open_zip(open)?;
+                        let (mut n_files, mut n_bytes) = (0, 0);
+                        for p in group {
+                            let path = staging.join(&p.rel);
+                            let f = fsutil::create_private_new(&path).map_err(io_at(&path))?;
+                            let mut w = io::BufWriter::with_capacity(256 * 1024, f);
+                            let n = copy_entry(&mut zip, p, &mut w)?;
+                            w.flush().map_err(io_at(&path))?;
+                            n_files += 1;
+                            n_bytes += n;
+                            progress.advance(n);
+                        }
+                        Ok((n_files, n_bytes))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Corrupt("extraction worker panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        for r in results {
+            let (f, b) = r?;
+            stats.files += f;
+            stats.bytes += b;
         }
         check_target(target)?;
         if target.is_dir() {

@@ -18,7 +18,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::crypt::stream::{
-    ObjectKeys, StreamReader, StreamWriter, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, SALT_LEN,
+    self, ObjectKeys, StreamReader, StreamWriter, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, SALT_LEN,
 };
 use crate::crypt::{self, DataKey, KEY_LEN};
 
@@ -175,10 +175,19 @@ impl Sealer {
 /// Every check listed in the module docs has its own variant. Body errors surface from
 /// the returned reader as `io::Error`s of kind `InvalidData` (see [`crate::crypt::stream::unwrap_io`]).
 pub fn open<R: Read>(
-    mut r: R,
+    r: R,
     dek: &DataKey,
     expected: &Expected<'_>,
 ) -> Result<(Header, StreamReader<R>), Error> {
+    open_inner(r, dek, expected).map(|(h, _, r)| (h, r))
+}
+
+/// [`open`], also returning the offset of the body (prefix + header + MAC).
+fn open_inner<R: Read>(
+    mut r: R,
+    dek: &DataKey,
+    expected: &Expected<'_>,
+) -> Result<(Header, u64, StreamReader<R>), Error> {
     let mut prefix = [0u8; PREFIX_LEN];
     read_exact_or(&mut r, &mut prefix)?;
     if prefix[..8] != MAGIC {
@@ -238,7 +247,33 @@ pub fn open<R: Read>(
     keys.check_commitment(&commitment)?;
     keys.check_header_mac(&authed, &mac)?;
     let chunk_size = h.chunk_size;
-    Ok((h, StreamReader::new(keys, chunk_size, r)))
+    let body_offset = (authed.len() + MAC_LEN) as u64;
+    Ok((h, body_offset, StreamReader::new(keys, chunk_size, r)))
+}
+
+/// Reads the header and authenticates the whole object stored in `file`, then returns
+/// random access to its plaintext (used by restore and verify: nothing is extracted before
+/// every chunk verified, and no plaintext copy is written).
+///
+/// # Errors
+/// As [`open`], plus every body error (truncation, trailing data, tampering...).
+pub fn verify_file(
+    file: std::sync::Arc<std::fs::File>,
+    dek: &DataKey,
+    expected: &Expected<'_>,
+) -> Result<(Header, stream::RandomAccess), Error> {
+    use std::io::Seek;
+    let mut f: &std::fs::File = &file;
+    f.seek(io::SeekFrom::Start(0))
+        .map_err(|e| Error::Crypt(crypt::Error::Io(e)))?;
+    let (header, body_offset, reader) =
+        open_inner(io::BufReader::with_capacity(1 << 20, f), dek, expected)?;
+    let (plain_len, keys) = reader.verify_all()?;
+    let chunk_size = header.chunk_size;
+    Ok((
+        header,
+        stream::RandomAccess::new(file, keys, body_offset, chunk_size, plain_len),
+    ))
 }
 
 fn decode32(s: &str, what: &str) -> Result<[u8; 32], Error> {

@@ -162,6 +162,7 @@ pub async fn run(store: &dyn Store, prefix: &str) {
     // S3 etags follow content: the update must change it for the stale etag to be stale.
     let mut changed = data.clone();
     changed[0] ^= 0xff;
+    let path = dir.join("big2");
     std::fs::write(&path, &changed).unwrap();
     store
         .put(

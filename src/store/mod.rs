@@ -105,7 +105,8 @@ pub enum PutMode {
 pub enum PutBody {
     /// Small data in memory.
     Bytes(Bytes),
-    /// A local file, streamed (and re-readable, so uploads can retry).
+    /// A local file, streamed (and re-readable, so uploads can retry). It must not be
+    /// modified in place afterwards (the filesystem store may hard-link it).
     File(PathBuf),
 }
 
@@ -176,6 +177,11 @@ pub trait Store: Debug + Send + Sync {
     async fn delete(&self, key: &str) -> Result<()>;
     /// A short description for logs and `readyz` (no secrets).
     fn describe(&self) -> String;
+    /// Where the object lives on this machine, for stores that keep objects as local files
+    /// (lets restore read it in place instead of copying it).
+    fn local_path(&self, _key: &str) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// Checks that a key is a clean relative path: no empty, `.` or `..` components, no

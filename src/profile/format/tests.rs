@@ -1,5 +1,5 @@
 use super::*;
-use crate::crypt::stream;
+
 use std::io::Read;
 
 const CS: u32 = MIN_CHUNK_SIZE;
@@ -220,4 +220,47 @@ fn bodies_cannot_be_swapped_between_objects() {
     let mut mixed = a[..ha].to_vec();
     mixed.extend_from_slice(&b[header_len(&b).unwrap()..]);
     assert!(read_all(&dek, &mixed, &expected()).is_err());
+}
+
+#[test]
+fn verify_file_then_random_access() {
+    use std::io::{Seek, SeekFrom};
+    let dek = DataKey::generate();
+    let data = body(5 * CS as usize + 123);
+    let obj = seal(&dek, &data);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o");
+    std::fs::write(&path, &obj).unwrap();
+    let file = std::sync::Arc::new(std::fs::File::open(&path).unwrap());
+    let (_, mut ra) = verify_file(file.clone(), &dek, &expected()).unwrap();
+    assert_eq!(ra.len(), data.len() as u64);
+    for (pos, n) in [
+        (0usize, 10usize),
+        (CS as usize - 5, 10),
+        (3 * CS as usize + 7, 2 * CS as usize),
+        (data.len() - 3, 3),
+    ] {
+        ra.seek(SeekFrom::Start(pos as u64)).unwrap();
+        let mut buf = vec![0u8; n];
+        ra.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, &data[pos..pos + n], "at {pos}");
+    }
+    ra.seek(SeekFrom::End(0)).unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(ra.read_to_end(&mut rest).unwrap(), 0);
+    // A truncated or tampered file fails verification before any plaintext is handed out.
+    std::fs::write(&path, &obj[..obj.len() - 1]).unwrap();
+    let f = std::sync::Arc::new(std::fs::File::open(&path).unwrap());
+    assert!(verify_file(f, &dek, &expected()).is_err());
+    // A file changed after verification fails when the changed chunk is read.
+    let mut bad = obj.clone();
+    let hl = header_len(&obj).unwrap();
+    bad[hl + (CS as usize + stream::TAG_LEN) + 5] ^= 1; // inside chunk 1
+    std::fs::write(&path, &bad).unwrap(); // same inode: the open handle sees it
+    let mut ra2 = ra.clone();
+    ra2.seek(SeekFrom::Start(CS as u64 + 3)).unwrap();
+    let mut buf = [0u8; 10];
+    let _ = file;
+    let err = ra2.read_exact(&mut buf).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
 }
