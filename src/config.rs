@@ -64,6 +64,60 @@ pub struct FileConfig {
     pub retention: RetentionConfig,
     /// S3 backend settings.
     pub s3: StoreOptions,
+    /// The session daemon.
+    pub server: ServerConfig,
+}
+
+/// `[server]`: the session daemon (`profile-vault serve`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Listen address (`PV_LISTEN`, `--listen`).
+    pub listen: String,
+    /// Base of `embed_url`/`cdp_url` (`PV_PUBLIC_URL`); default `http://` + listen address.
+    pub public_url: Option<String>,
+    /// Browser binary (`PV_CHROMIUM`); default: chromium on PATH.
+    pub chromium: Option<PathBuf>,
+    /// File of `tenant:key` lines, mode 0600 (`PV_API_KEYS_FILE`); `PV_API_KEYS` gives them inline.
+    pub api_keys_file: Option<PathBuf>,
+    /// Most concurrent sessions.
+    pub max_sessions: usize,
+    /// Default inactivity timeout in seconds (0: none).
+    pub inactive_timeout: u64,
+    /// Default absolute timeout in seconds (0: none).
+    pub absolute_timeout: u64,
+    /// Seconds a browser may take to exit cleanly before its process group is killed.
+    pub close_deadline: u64,
+    /// Seconds a profile restore may take before the session start fails.
+    pub restore_deadline: u64,
+    /// Seconds Chromium may take to open DevTools.
+    pub start_deadline: u64,
+    /// Seconds the daemon waits for saves when stopped (SIGTERM/SIGINT).
+    pub shutdown_grace: u64,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// Saves running at once; more queue.
+    pub max_concurrent_saves: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_url: None,
+            chromium: None,
+            api_keys_file: None,
+            max_sessions: 8,
+            inactive_timeout: 1200,
+            absolute_timeout: 0,
+            close_deadline: 30,
+            restore_deadline: 300,
+            start_deadline: 30,
+            shutdown_grace: 120,
+            max_body_bytes: 64 * 1024,
+            max_concurrent_saves: 2,
+        }
+    }
 }
 
 /// `[keys]`.
@@ -136,7 +190,7 @@ pub struct Overrides {
 }
 
 /// The resolved configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// Data directory.
     pub data_dir: PathBuf,
@@ -148,8 +202,29 @@ pub struct Config {
     pub tenant: String,
     /// The file part.
     pub file: FileConfig,
-    /// Inline master keys from `PV_MASTER_KEYS` (kept out of `Debug`).
+    /// Inline master keys from `PV_MASTER_KEYS`.
     inline_keys: Option<String>,
+    /// Inline API keys from `PV_API_KEYS`.
+    inline_api_keys: Option<String>,
+}
+
+impl Config {
+    /// API keys given inline (`PV_API_KEYS`).
+    pub fn inline_api_keys(&self) -> Option<&str> {
+        self.inline_api_keys.as_deref()
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("store_url", &self.store_url)
+            .field("embedded_default", &self.embedded_default)
+            .field("tenant", &self.tenant)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
 }
 
 fn env(name: &str) -> Option<String> {
@@ -197,6 +272,18 @@ impl Config {
                 message: format!("not a number: {v:?}"),
             })?;
         }
+        if let Some(v) = env("PV_LISTEN") {
+            file.server.listen = v;
+        }
+        if let Some(v) = env("PV_PUBLIC_URL") {
+            file.server.public_url = Some(v.trim_end_matches('/').to_string());
+        }
+        if let Some(v) = env("PV_CHROMIUM") {
+            file.server.chromium = Some(v.into());
+        }
+        if let Some(v) = env("PV_API_KEYS_FILE") {
+            file.server.api_keys_file = Some(v.into());
+        }
         if let Some(v) = env("PV_COMPRESSION") {
             file.archive.compression = match v.as_str() {
                 "zstd" => Compression::Zstd,
@@ -235,6 +322,7 @@ impl Config {
             tenant,
             file,
             inline_keys: env("PV_MASTER_KEYS"),
+            inline_api_keys: env("PV_API_KEYS"),
         })
     }
 

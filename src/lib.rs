@@ -32,3 +32,5 @@ pub use profile::archive::{Limits, PackOptions, PackStats};
 pub use progress::{NoProgress, Progress};
 pub use store::{PutBody, PutMode, Store};
 pub use vault::{Base, Vault, VaultOptions};
+pub mod api;
+pub mod session;

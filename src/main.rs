@@ -8,7 +8,12 @@ mod cli;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    profile_vault::telemetry::init("warn");
+    let level = if matches!(args.command, cli::Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    profile_vault::telemetry::init(level);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -307,6 +307,10 @@ fn record_key(tenant: &str, profile: &str, generation: u64) -> String {
     format!("{}gens/{generation:020}.json", prefix(tenant, profile))
 }
 
+fn alias_key(tenant: &str, alias: &str) -> String {
+    format!("tenants/{tenant}/aliases/{alias}")
+}
+
 fn head_key(tenant: &str, profile: &str) -> String {
     format!("{}head.json", prefix(tenant, profile))
 }
@@ -633,6 +637,52 @@ impl Vault {
             removed.push(g);
         }
         Ok(removed)
+    }
+
+    /// Resolves an id a client uses to load a profile: the profile's own id, or the id of
+    /// any later session that continued it (recorded with [`Vault::write_alias`]).
+    ///
+    /// # Errors
+    /// Invalid ids and storage errors; `Ok(None)` when nothing matches.
+    pub async fn resolve_profile(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<(String, Option<u64>)>> {
+        if let Some((h, _)) = self.head(tenant, id).await? {
+            return Ok(Some((id.to_string(), Some(h.generation))));
+        }
+        let key = alias_key(tenant, id);
+        let profile = match self.store.get(&key).await {
+            Ok(g) => String::from_utf8_lossy(&g.bytes().await?)
+                .trim()
+                .to_string(),
+            Err(store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        validate_id("profile", &profile)?;
+        Ok(self
+            .head(tenant, &profile)
+            .await?
+            .map(|(h, _)| (profile, Some(h.generation))))
+    }
+
+    /// Records that session `alias` continued `profile`, so loading by `alias` finds it.
+    ///
+    /// # Errors
+    /// Invalid ids and storage errors.
+    pub async fn write_alias(&self, tenant: &str, alias: &str, profile: &str) -> Result<()> {
+        validate_id("tenant", tenant)?;
+        validate_id("profile", alias)?;
+        validate_id("profile", profile)?;
+        self.store
+            .put(
+                &alias_key(tenant, alias),
+                PutBody::Bytes(Bytes::from(profile.to_string())),
+                PutMode::Overwrite,
+            )
+            .await?;
+        Ok(())
     }
 
     /// Reads and checks a generation record, and unwraps its data key.

@@ -19,6 +19,7 @@ mod rekey;
 mod restore;
 mod rollback;
 mod save;
+mod serve;
 mod verify;
 
 use std::io::IsTerminal;
@@ -59,6 +60,8 @@ pub struct Cli {
 /// Jobs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the session daemon (POST /v0/vm) until SIGTERM/SIGINT.
+    Serve(serve::Args),
     /// Pack, encrypt and store a profile directory as a new generation.
     Save(save::Args),
     /// Restore a profile (head or a generation) into a new or empty directory.
@@ -147,6 +150,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         bars: !cli.quiet && !cli.json && std::io::stderr().is_terminal(),
     };
     match cli.command {
+        Command::Serve(a) => serve::run(&ctx, a).await,
         Command::Save(a) => save::run(&ctx, a).await,
         Command::Restore(a) => restore::run(&ctx, a).await,
         Command::Verify(a) => verify::run(&ctx, a).await,

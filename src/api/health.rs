@@ -1,0 +1,121 @@
+//! `/healthz` (alive), `/readyz` (store reachable, keys loaded, Chromium found, not
+//! shutting down or recovering) and `/metrics` (Prometheus text format).
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+
+use super::AppState;
+
+/// `GET /healthz`.
+pub(super) async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /readyz`.
+pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let store = state.manager.vault().store().clone();
+    let store_ok = tokio::time::timeout(std::time::Duration::from_secs(5), store.list("readyz/"))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    let chromium_ok = state.manager.config().chromium.is_file();
+    let keys_ok = state.manager.vault().keys().ids().next().is_some();
+    let recovering = state.manager.recovering();
+    let ready = store_ok && chromium_ok && keys_ok && recovering == 0;
+    let body = serde_json::json!({
+        "ready": ready,
+        "checks": {"store": store_ok, "chromium": chromium_ok, "keys": keys_ok, "recovering_sessions": recovering},
+    });
+    (
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(body),
+    )
+}
+
+/// `GET /metrics`.
+pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let m = &state.manager;
+    let c = &m.counters;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, lines: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in lines {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    metric(
+        "pv_sessions_active",
+        "gauge",
+        "Sessions running now.",
+        &[("", m.active_count() as u64)],
+    );
+    metric(
+        "pv_sessions_started_total",
+        "counter",
+        "Sessions started.",
+        &[("", c.started.load(Ordering::Relaxed))],
+    );
+    metric(
+        "pv_sessions_ended_total",
+        "counter",
+        "Sessions ended (stop and save finished).",
+        &[("", c.ended.load(Ordering::Relaxed))],
+    );
+    metric(
+        "pv_saves_total",
+        "counter",
+        "Profile saves by outcome.",
+        &[
+            ("{outcome=\"ok\"}", c.saves_ok.load(Ordering::Relaxed)),
+            (
+                "{outcome=\"failed\"}",
+                c.saves_failed.load(Ordering::Relaxed),
+            ),
+        ],
+    );
+    metric(
+        "pv_restores_total",
+        "counter",
+        "Profile restores by outcome.",
+        &[
+            ("{outcome=\"ok\"}", c.restores_ok.load(Ordering::Relaxed)),
+            (
+                "{outcome=\"failed\"}",
+                c.restores_failed.load(Ordering::Relaxed),
+            ),
+        ],
+    );
+    metric(
+        "pv_saved_bytes_total",
+        "counter",
+        "Bytes stored by saves.",
+        &[("", c.bytes_saved.load(Ordering::Relaxed))],
+    );
+    metric(
+        "pv_save_milliseconds_total",
+        "counter",
+        "Time spent saving.",
+        &[("", c.save_ms.load(Ordering::Relaxed))],
+    );
+    metric(
+        "pv_restore_milliseconds_total",
+        "counter",
+        "Time spent restoring.",
+        &[("", c.restore_ms.load(Ordering::Relaxed))],
+    );
+    metric(
+        "pv_recovering_sessions",
+        "gauge",
+        "Sessions of a previous daemon still being saved.",
+        &[("", m.recovering() as u64)],
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

@@ -1,0 +1,78 @@
+//! `/v0/profiles`: the tenant's saved profiles.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::{auth, AppState};
+
+fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let token = auth::bearer(headers).ok_or_else(ApiError::unauthorized)?;
+    state
+        .keys
+        .tenant_of(token)
+        .map(str::to_string)
+        .ok_or_else(ApiError::unauthorized)
+}
+
+/// `GET /v0/profiles`.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let t = tenant(&state, &headers)?;
+    let profiles = state.manager.vault().list(&t).await?;
+    Ok(Json(serde_json::json!({"profiles": profiles})))
+}
+
+/// `GET /v0/profiles/{id}`: generations, sizes, last use.
+pub(super) async fn get_one(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let t = tenant(&state, &headers)?;
+    if crate::vault::validate_id("profile", &id).is_err() {
+        return Err(ApiError::not_found("profile"));
+    }
+    let vault = state.manager.vault();
+    let Some((head, _)) = vault.head(&t, &id).await? else {
+        return Err(ApiError::not_found("profile"));
+    };
+    let gens = vault.versions(&t, &id).await?;
+    let gens: Vec<Value> = gens
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "generation": g.generation,
+                "head": g.head,
+                "complete": g.payload && g.record.is_some(),
+                "created_at": g.record.as_ref().map(|r| r.created_at),
+                "bytes_stored": g.record.as_ref().map(|r| r.object_size),
+                "files": g.record.as_ref().map(|r| r.stats.files),
+                "bytes": g.record.as_ref().map(|r| r.stats.bytes_in),
+                "chromium_version": g.record.as_ref().and_then(|r| r.stats.chromium_version.clone()),
+                "clean_exit": g.record.as_ref().and_then(|r| r.stats.clean_exit),
+            })
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({"id": id, "generation": head.generation, "last_saved": head.updated_at, "generations": gens}),
+    ))
+}
+
+/// `DELETE /v0/profiles/{id}`.
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let t = tenant(&state, &headers)?;
+    if crate::vault::validate_id("profile", &id).is_err() {
+        return Err(ApiError::not_found("profile"));
+    }
+    let n = state.manager.vault().delete(&t, &id).await?;
+    Ok(Json(serde_json::json!({"id": id, "deleted_objects": n})))
+}

@@ -1,0 +1,417 @@
+//! `/v0/vm`: start, list, inspect, ping and end sessions.
+
+use std::collections::BTreeSet;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::{auth, AppState};
+use crate::session::{CreateSession, EndReason, LaunchOptions, ProfileRequest, Session, Timeouts};
+
+/// The accepted body of `POST /v0/vm`: our fields plus Hyperbeam's documented ones.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VmRequest {
+    profile: Option<Value>,
+    timeout: Option<TimeoutRequest>,
+    start_url: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    user_agent: Option<String>,
+    locale: Option<String>,
+    // Accepted for Hyperbeam compatibility, not honoured by a headless Chromium:
+    kiosk: Option<Value>,
+    ublock: Option<Value>,
+    adblock: Option<Value>,
+    draw: Option<Value>,
+    webgl: Option<Value>,
+    fps: Option<Value>,
+    hide_cursor: Option<Value>,
+    region: Option<Value>,
+    extension: Option<Value>,
+    tag: Option<Value>,
+    quality: Option<Value>,
+    dark: Option<Value>,
+    touch_gestures: Option<Value>,
+    search_engine: Option<Value>,
+    hide_bar: Option<Value>,
+    tabs: Option<Value>,
+    webrtc: Option<Value>,
+    timezone: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimeoutRequest {
+    #[serde(default, deserialize_with = "present")]
+    absolute: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    inactive: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    offline: Option<Option<u64>>,
+    warning: Option<Value>,
+    webhook: Option<Value>,
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Ok(Some(Option::<u64>::deserialize(d)?))
+}
+
+fn parse_body(body: &[u8]) -> Result<VmRequest, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(VmRequest::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("unknown field") {
+            ApiError::bad_request("unknown_field", msg)
+        } else if e.is_syntax() || e.is_eof() {
+            ApiError::bad_request("invalid_json", msg)
+        } else {
+            ApiError::bad_request("invalid_request", msg)
+        }
+    })
+}
+
+fn parse_profile(v: Option<&Value>) -> Result<ProfileRequest, ApiError> {
+    let bad = |m: &str| ApiError::bad_request("invalid_request", format!("profile: {m}"));
+    Ok(match v {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => ProfileRequest::None,
+        Some(Value::Bool(true)) => ProfileRequest::New,
+        Some(Value::String(id)) => ProfileRequest::Load {
+            id: id.clone(),
+            save: true,
+        },
+        Some(Value::Object(o)) => {
+            for k in o.keys() {
+                if k != "save" && k != "load" {
+                    return Err(ApiError::bad_request(
+                        "unknown_field",
+                        format!("unknown field `profile.{k}`, expected `save` or `load`"),
+                    ));
+                }
+            }
+            let save = match o.get("save") {
+                None | Some(Value::Null) => None,
+                Some(Value::Bool(b)) => Some(*b),
+                _ => return Err(bad("`save` must be a boolean")),
+            };
+            match o.get("load") {
+                None | Some(Value::Null) => match save {
+                    Some(true) => ProfileRequest::New,
+                    _ => ProfileRequest::None,
+                },
+                Some(Value::String(id)) => ProfileRequest::Load {
+                    id: id.clone(),
+                    save: save.unwrap_or(false),
+                },
+                _ => return Err(bad("`load` must be a profile id string")),
+            }
+        }
+        _ => {
+            return Err(bad(
+                "expected true, a profile id, or {\"save\": bool, \"load\": id}",
+            ))
+        }
+    })
+}
+
+/// Resolves the caller's tenant from an API key.
+fn api_tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let token = auth::bearer(headers).ok_or_else(ApiError::unauthorized)?;
+    state
+        .keys
+        .tenant_of(token)
+        .map(str::to_string)
+        .ok_or_else(ApiError::unauthorized)
+}
+
+/// Who may act on a session: an API key of its tenant, or its own admin token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Actor {
+    ApiKey,
+    AdminToken,
+}
+
+/// Finds session `id` for a caller holding `token`. Unknown ids and other tenants' ids
+/// answer 404 alike; a token that is neither a key nor this session's admin token, 401.
+pub(super) fn authorize(
+    state: &AppState,
+    token: Option<&str>,
+    id: &str,
+) -> Result<(std::sync::Arc<Session>, Actor), ApiError> {
+    let token = token.ok_or_else(ApiError::unauthorized)?;
+    let tenant = state.keys.tenant_of(token);
+    let session = state.manager.get(id);
+    match (tenant, session) {
+        (Some(t), Some(s)) if s.tenant == t => Ok((s, Actor::ApiKey)),
+        (Some(_), _) => Err(ApiError::not_found("session")),
+        (None, Some(s)) if s.admin_token_matches(token) => Ok((s, Actor::AdminToken)),
+        (None, _) => Err(ApiError::unauthorized()),
+    }
+}
+
+fn vm_urls(state: &AppState, id: &str, token: &str) -> (String, String) {
+    let ws_base = state
+        .public_url
+        .replacen("http://", "ws://", 1)
+        .replacen("https://", "wss://", 1);
+    (
+        format!("{}/v0/vm/{id}/embed?token={token}", state.public_url),
+        format!("{ws_base}/v0/vm/{id}/cdp?token={token}"),
+    )
+}
+
+/// `POST /v0/vm`.
+pub(super) async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let tenant = api_tenant(&state, &headers)?;
+    let req = parse_body(&body)?;
+    let profile = parse_profile(req.profile.as_ref())?;
+    let cfg = state.manager.config();
+    let mut ignored = BTreeSet::new();
+    let mut timeouts = Timeouts {
+        absolute: cfg.absolute_timeout,
+        inactive: cfg.inactive_timeout,
+        offline: None,
+    };
+    if let Some(t) = &req.timeout {
+        if let Some(v) = t.absolute {
+            timeouts.absolute = v;
+        }
+        if let Some(v) = t.inactive {
+            timeouts.inactive = v;
+        }
+        if let Some(v) = t.offline {
+            timeouts.offline = v;
+        }
+        if t.warning.is_some() {
+            ignored.insert("timeout.warning".to_string());
+        }
+        if t.webhook.is_some() {
+            ignored.insert("timeout.webhook".to_string());
+        }
+    }
+    if let Some(u) = &req.start_url {
+        let ok = (u.starts_with("http://") || u.starts_with("https://") || u == "about:blank")
+            && u.len() <= 8192
+            && !u.chars().any(char::is_control);
+        if !ok {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "start_url must be an http(s) URL or about:blank",
+            ));
+        }
+    }
+    let window = match (req.width, req.height) {
+        (None, None) => None,
+        (w, h) => {
+            let (w, h) = (w.unwrap_or(1280), h.unwrap_or(720));
+            if !(100..=7680).contains(&w) || !(100..=4320).contains(&h) {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "width must be 100-7680 and height 100-4320",
+                ));
+            }
+            Some((w, h))
+        }
+    };
+    for (name, v) in [("user_agent", &req.user_agent), ("locale", &req.locale)] {
+        if v.as_ref()
+            .is_some_and(|s| s.len() > 512 || s.chars().any(char::is_control))
+        {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!("{name} is too long or has control characters"),
+            ));
+        }
+    }
+    for (name, v) in [
+        ("kiosk", &req.kiosk),
+        ("ublock", &req.ublock),
+        ("adblock", &req.adblock),
+        ("draw", &req.draw),
+        ("webgl", &req.webgl),
+        ("fps", &req.fps),
+        ("hide_cursor", &req.hide_cursor),
+        ("region", &req.region),
+        ("extension", &req.extension),
+        ("tag", &req.tag),
+        ("quality", &req.quality),
+        ("dark", &req.dark),
+        ("touch_gestures", &req.touch_gestures),
+        ("search_engine", &req.search_engine),
+        ("hide_bar", &req.hide_bar),
+        ("tabs", &req.tabs),
+        ("webrtc", &req.webrtc),
+        ("timezone", &req.timezone),
+    ] {
+        if v.is_some() {
+            ignored.insert(name.to_string());
+        }
+    }
+    let ignored: Vec<String> = ignored.into_iter().collect();
+    let launch = LaunchOptions {
+        window,
+        user_agent: req.user_agent.clone(),
+        locale: req.locale.clone(),
+        start_url: req.start_url.clone(),
+        restore_last_session: false,
+    };
+    let (session, token) = state
+        .manager
+        .create(
+            &tenant,
+            CreateSession {
+                profile,
+                timeouts,
+                launch,
+            },
+            ignored.clone(),
+        )
+        .await?;
+    let info = session.info();
+    let (embed_url, cdp_url) = vm_urls(&state, &session.id, &token);
+    let body = serde_json::json!({
+        "session_id": session.id,
+        "embed_url": embed_url,
+        "admin_token": token,
+        "cdp_url": cdp_url,
+        "expires_at": info.expires_at,
+        "profile": info.profile.map(|p| serde_json::json!({"id": p.id, "loaded": p.loaded, "generation": p.generation, "save": p.save})),
+        "ignored": ignored,
+    });
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    after_id: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v0/vm`: the tenant's active sessions, `after_id` pagination.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = api_tenant(&state, &headers)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let all = state.manager.list(&tenant, true);
+    let page: Vec<_> = all
+        .iter()
+        .filter(|s| {
+            q.after_id
+                .as_ref()
+                .is_none_or(|a| s.id.as_str() > a.as_str())
+        })
+        .take(limit + 1)
+        .collect();
+    let more = page.len() > limit;
+    let items: Vec<_> = page.iter().take(limit).map(|s| s.info()).collect();
+    let next = if more {
+        items.last().map(|i| i.session_id.clone())
+    } else {
+        None
+    };
+    Ok(Json(
+        serde_json::json!({"sessions": items, "next_after_id": next}),
+    ))
+}
+
+/// `GET /v0/vm/{id}`: state, including after the end (termination date, save state).
+pub(super) async fn get_one(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (s, _) = authorize(&state, auth::bearer(&headers), &id)?;
+    Ok(Json(
+        serde_json::to_value(s.info()).expect("info serializes"),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct DeleteQuery {
+    wait: Option<bool>,
+}
+
+/// `DELETE /v0/vm/{id}[?wait=true]`.
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let (s, actor) = authorize(&state, auth::bearer(&headers), &id)?;
+    if !s.is_active() {
+        return Err(ApiError::expired());
+    }
+    let reason = if actor == Actor::AdminToken {
+        EndReason::Admin
+    } else {
+        EndReason::Client
+    };
+    state.manager.end(&s, reason);
+    if q.wait.unwrap_or(false) {
+        s.wait_done().await;
+        let info = s.info();
+        return Ok(Json(
+            serde_json::json!({"session_id": s.id, "save": info.save, "profile": info.profile}),
+        ));
+    }
+    Ok(Json(serde_json::json!({"session_id": s.id})))
+}
+
+/// `POST /v0/vm/{id}/ping`: renews the inactivity timeout.
+pub(super) async fn ping(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (s, _) = authorize(&state, auth::bearer(&headers), &id)?;
+    if !s.is_active() {
+        return Err(ApiError::expired());
+    }
+    s.touch();
+    Ok(Json(
+        serde_json::json!({"session_id": s.id, "expires_at": s.info().expires_at}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct TokenQuery {
+    pub(super) token: Option<String>,
+}
+
+/// `GET /v0/vm/{id}/embed?token=`: a small page about the session for its token holder.
+pub(super) async fn embed(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+) -> Result<Response, ApiError> {
+    let token = q.token.as_deref().or(auth::bearer(&headers));
+    let (s, _) = authorize(&state, token, &id)?;
+    if !s.is_active() {
+        return Err(ApiError::expired());
+    }
+    s.touch();
+    let page = format!(
+        "<!doctype html><meta charset=utf-8><title>profile-vault session</title><h1>Session {}</h1>\
+         <p>Connect a DevTools client (Playwright <code>connectOverCDP</code>, Puppeteer <code>connect</code>) to this session's <code>cdp_url</code>.</p>",
+        s.id
+    );
+    Ok(Html(page).into_response())
+}

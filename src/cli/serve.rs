@@ -1,0 +1,114 @@
+//! `profile-vault serve`: the session daemon.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Ctx;
+use profile_vault::api::{self, auth::ApiKeys, AppState};
+use profile_vault::session::{chromium, Manager, SessionConfig};
+
+/// Arguments of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Listen address (default 127.0.0.1:8080).
+    #[arg(long, env = "PV_LISTEN")]
+    pub listen: Option<String>,
+}
+
+fn secs(n: u64) -> Option<u64> {
+    (n > 0).then_some(n)
+}
+
+/// Loads API keys: `PV_API_KEYS`, else `server.api_keys_file`, else `<data_dir>/api-keys`;
+/// on the embedded default with none, generates one there.
+fn api_keys(ctx: &Ctx) -> anyhow::Result<ApiKeys> {
+    if let Some(inline) = ctx.cfg.inline_api_keys() {
+        return Ok(ApiKeys::parse(inline)?);
+    }
+    if let Some(file) = &ctx.cfg.file.server.api_keys_file {
+        return Ok(ApiKeys::from_file(file)?);
+    }
+    let default_file = ctx.cfg.data_dir.join("api-keys");
+    if default_file.exists() {
+        return Ok(ApiKeys::from_file(&default_file)?);
+    }
+    if ctx.cfg.embedded_default {
+        let keys = ApiKeys::generate(&default_file, &ctx.cfg.tenant)?;
+        eprintln!("generated an API key for tenant '{}' in {} (mode 0600); send it as 'Authorization: Bearer <key>'", ctx.cfg.tenant, default_file.display());
+        return Ok(keys);
+    }
+    anyhow::bail!("no API keys configured: set PV_API_KEYS=tenant:key or server.api_keys_file")
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("stop signal received: ending sessions and saving them");
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
+    let s = &ctx.cfg.file.server;
+    let vault = ctx.vault().await?;
+    let chromium = chromium::find_binary(s.chromium.as_deref())?;
+    let keys = api_keys(ctx)?;
+    let listen = a.listen.unwrap_or_else(|| s.listen.clone());
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    let public_url = s
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let manager = Manager::new(
+        vault,
+        SessionConfig {
+            chromium: chromium.clone(),
+            data_dir: ctx.cfg.data_dir.clone(),
+            max_sessions: s.max_sessions,
+            inactive_timeout: secs(s.inactive_timeout),
+            absolute_timeout: secs(s.absolute_timeout),
+            close_deadline: Duration::from_secs(s.close_deadline.max(1)),
+            restore_deadline: Duration::from_secs(s.restore_deadline.max(1)),
+            start_deadline: Duration::from_secs(s.start_deadline.max(1)),
+            max_concurrent_saves: s.max_concurrent_saves,
+        },
+    )?;
+    {
+        let m = manager.clone();
+        tokio::spawn(async move {
+            let n = m.recover().await;
+            if n > 0 {
+                tracing::warn!(
+                    sessions = n,
+                    "saved the sessions a previous daemon left running"
+                );
+            }
+        });
+    }
+    tracing::info!(listen = %addr, public_url, store = %ctx.cfg.store_url, chromium = %chromium.display(), api_keys = keys.len(), "profile-vault serving");
+    eprintln!(
+        "profile-vault listening on http://{addr} (store {})",
+        ctx.cfg.store_url
+    );
+    let state = AppState {
+        manager,
+        keys: Arc::new(keys),
+        public_url,
+        max_body: s.max_body_bytes,
+    };
+    api::serve(
+        listener,
+        state,
+        shutdown_signal(),
+        Duration::from_secs(s.shutdown_grace),
+    )
+    .await?;
+    tracing::info!("profile-vault stopped");
+    Ok(())
+}
