@@ -5,6 +5,7 @@
 
 mod common;
 
+mod api;
 mod cli;
 mod s3;
 mod vault;
