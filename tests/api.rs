@@ -14,8 +14,15 @@ fn state(v: &Value) -> Value {
 /// The bytes of the restored profile's History file (to check the visited URL is there).
 fn history_of(d: &Daemon, profile: &str, dir: &std::path::Path) -> Vec<u8> {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_profile-vault"));
-    c.arg("--data-dir").arg(&d.data).args(["--tenant", "t1", "restore", profile, "--to"]).arg(dir);
-    c.env("PV_MASTER_KEYS", "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=").env_remove("PV_STORE");
+    c.arg("--data-dir")
+        .arg(&d.data)
+        .args(["--tenant", "t1", "restore", profile, "--to"])
+        .arg(dir);
+    c.env(
+        "PV_MASTER_KEYS",
+        "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+    )
+    .env_remove("PV_STORE");
     if let StoreKind::LocalStack(prefix) = &d.store {
         c.env("PV_STORE", format!("s3://{BUCKET}/{prefix}"))
             .env("AWS_ENDPOINT_URL", endpoint("PV_TEST_LOCALSTACK"))
@@ -25,7 +32,11 @@ fn history_of(d: &Daemon, profile: &str, dir: &std::path::Path) -> Vec<u8> {
             .env("PV_S3_PATH_STYLE", "true");
     }
     let out = c.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::read(dir.join("Default/History")).unwrap()
 }
 
@@ -36,12 +47,20 @@ async fn full_cycle(store: StoreKind) {
     let marker = format!("v{}", uuid::Uuid::new_v4().simple());
 
     // 1. A fresh saving session writes cookie, localStorage, IndexedDB and history.
-    let s1 = d.create(KEY_T1, json!({"profile": {"save": true}, "width": 1024, "height": 768, "kiosk": true})).await;
+    let s1 = d
+        .create(
+            KEY_T1,
+            json!({"profile": {"save": true}, "width": 1024, "height": 768, "kiosk": true}),
+        )
+        .await;
     let id1 = s1["session_id"].as_str().unwrap().to_string();
     assert_eq!(s1["profile"]["id"], id1);
     assert_eq!(s1["profile"]["loaded"], false);
     assert_eq!(s1["ignored"], json!(["kiosk"]));
-    assert!(s1["embed_url"].as_str().unwrap().starts_with(&format!("http://{}/v0/vm/{id1}", d.addr)));
+    assert!(s1["embed_url"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("http://{}/v0/vm/{id1}", d.addr)));
     let mut cdp = Cdp::connect(s1["cdp_url"].as_str().unwrap()).await;
     cdp.goto(&format!("{site}/set?v={marker}")).await;
     cdp.goto(&format!("{site}/visited-{marker}")).await;
@@ -51,17 +70,29 @@ async fn full_cycle(store: StoreKind) {
     assert_eq!(ended["save"]["state"], "saved", "{ended}");
     assert_eq!(ended["save"]["generation"], 1);
     // Later calls on the ended session: GET shows it, the rest answer 410.
-    let (st, v) = d.call("GET", &format!("/v0/vm/{id1}"), Some(KEY_T1), None).await;
+    let (st, v) = d
+        .call("GET", &format!("/v0/vm/{id1}"), Some(KEY_T1), None)
+        .await;
     assert_eq!(st, 200);
-    assert!(v["termination_date"].is_u64() && v["end_reason"] == "client", "{v}");
-    let (st, v) = d.call("POST", &format!("/v0/vm/{id1}/ping"), Some(KEY_T1), None).await;
+    assert!(
+        v["termination_date"].is_u64() && v["end_reason"] == "client",
+        "{v}"
+    );
+    let (st, v) = d
+        .call("POST", &format!("/v0/vm/{id1}/ping"), Some(KEY_T1), None)
+        .await;
     assert_eq!((st, v["error"].as_str()), (410, Some("session_expired")));
-    let (st, _) = d.call("DELETE", &format!("/v0/vm/{id1}"), Some(KEY_T1), None).await;
+    let (st, _) = d
+        .call("DELETE", &format!("/v0/vm/{id1}"), Some(KEY_T1), None)
+        .await;
     assert_eq!(st, 410);
     // History reached the saved profile.
     let hist = history_of(&d, &id1, &dir.path().join("h1"));
     let visited = format!("visited-{marker}");
-    assert!(hist.windows(visited.len()).any(|w| w == visited.as_bytes()), "history lacks the visited URL");
+    assert!(
+        hist.windows(visited.len()).any(|w| w == visited.as_bytes()),
+        "history lacks the visited URL"
+    );
 
     // 2. A read-only load sees everything; it does not save.
     let s2 = d.create(KEY_T1, json!({"profile": {"load": id1}})).await;
@@ -80,19 +111,39 @@ async fn full_cycle(store: StoreKind) {
     let s3 = d.create(KEY_T1, json!({"profile": id1})).await;
     let id3 = s3["session_id"].as_str().unwrap().to_string();
     assert_eq!(s3["profile"]["id"], id1);
-    let (st, v) = d.call("POST", "/v0/vm", Some(KEY_T1), Some(&json!({"profile": {"load": id1, "save": true}}).to_string())).await;
-    assert_eq!((st, v["error"].as_str()), (409, Some("profile_in_use")), "{v}");
+    let (st, v) = d
+        .call(
+            "POST",
+            "/v0/vm",
+            Some(KEY_T1),
+            Some(&json!({"profile": {"load": id1, "save": true}}).to_string()),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (409, Some("profile_in_use")),
+        "{v}"
+    );
     // One session's admin token cannot act on another session.
     let tok3 = s3["admin_token"].as_str().unwrap();
     let id2 = s2["session_id"].as_str().unwrap();
-    let (st, _) = d.call("DELETE", &format!("/v0/vm/{id2}"), Some(tok3), None).await;
+    let (st, _) = d
+        .call("DELETE", &format!("/v0/vm/{id2}"), Some(tok3), None)
+        .await;
     assert_eq!(st, 401);
     let mut cdp = Cdp::connect(s3["cdp_url"].as_str().unwrap()).await;
     cdp.goto(&format!("{site}/get")).await;
     cdp.eval("localStorage.setItem('pv_ls', 'second-' + localStorage.getItem('pv_ls')); window.__done = true").await;
     cdp.close().await;
     // Its own admin token ends it.
-    let (st, ended) = d.call("DELETE", &format!("/v0/vm/{id3}?wait=true"), Some(tok3), None).await;
+    let (st, ended) = d
+        .call(
+            "DELETE",
+            &format!("/v0/vm/{id3}?wait=true"),
+            Some(tok3),
+            None,
+        )
+        .await;
     assert_eq!(st, 200);
     assert_eq!(ended["save"]["generation"], 2, "{ended}");
     assert_eq!(ended["profile"]["id"], id1);
@@ -111,42 +162,86 @@ async fn full_cycle(store: StoreKind) {
     cdp.close().await;
     // GET /v0/vm lists the tenant's active sessions only.
     let (_, list) = d.call("GET", "/v0/vm", Some(KEY_T1), None).await;
-    let ids: Vec<&str> = list["sessions"].as_array().unwrap().iter().map(|s| s["session_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec![s4["session_id"].as_str().unwrap()]);
-    d.end_and_wait(KEY_T1, s4["session_id"].as_str().unwrap()).await;
+    d.end_and_wait(KEY_T1, s4["session_id"].as_str().unwrap())
+        .await;
 
     // 5. Another tenant can neither load the profile nor see sessions or profiles.
-    let (st, v) = d.call("POST", "/v0/vm", Some(KEY_T2), Some(&json!({"profile": {"load": id1}}).to_string())).await;
+    let (st, v) = d
+        .call(
+            "POST",
+            "/v0/vm",
+            Some(KEY_T2),
+            Some(&json!({"profile": {"load": id1}}).to_string()),
+        )
+        .await;
     assert_eq!((st, v["error"].as_str()), (404, Some("profile_not_found")));
-    let (st, _) = d.call("GET", &format!("/v0/vm/{id1}"), Some(KEY_T2), None).await;
+    let (st, _) = d
+        .call("GET", &format!("/v0/vm/{id1}"), Some(KEY_T2), None)
+        .await;
     assert_eq!(st, 404);
-    let (st, _) = d.call("GET", &format!("/v0/profiles/{id1}"), Some(KEY_T2), None).await;
+    let (st, _) = d
+        .call("GET", &format!("/v0/profiles/{id1}"), Some(KEY_T2), None)
+        .await;
     assert_eq!(st, 404);
     let (_, v) = d.call("GET", "/v0/profiles", Some(KEY_T2), None).await;
     assert_eq!(v["profiles"], json!([]));
-    let (st, v) = d.call("GET", &format!("/v0/profiles/{id1}"), Some(KEY_T1), None).await;
+    let (st, v) = d
+        .call("GET", &format!("/v0/profiles/{id1}"), Some(KEY_T1), None)
+        .await;
     assert_eq!(st, 200);
     assert_eq!(v["generation"], 2);
     assert_eq!(v["generations"].as_array().unwrap().len(), 2);
 
     // 6. Inactivity ends and saves a session.
-    let s5 = d.create(KEY_T1, json!({"profile": {"save": true}, "timeout": {"inactive": 2, "absolute": null}})).await;
+    let s5 = d
+        .create(
+            KEY_T1,
+            json!({"profile": {"save": true}, "timeout": {"inactive": 2, "absolute": null}}),
+        )
+        .await;
     let id5 = s5["session_id"].as_str().unwrap().to_string();
-    let v = d.wait_for(KEY_T1, &id5, 60, |v| v["save"]["state"] == "saved").await;
+    let v = d
+        .wait_for(KEY_T1, &id5, 60, |v| v["save"]["state"] == "saved")
+        .await;
     assert_eq!(v["end_reason"], "inactive");
 
     // 7. Deleting a profile.
-    let (st, _) = d.call("DELETE", &format!("/v0/profiles/{id5}"), Some(KEY_T1), None).await;
+    let (st, _) = d
+        .call("DELETE", &format!("/v0/profiles/{id5}"), Some(KEY_T1), None)
+        .await;
     assert_eq!(st, 200);
-    let (st, _) = d.call("POST", "/v0/vm", Some(KEY_T1), Some(&json!({"profile": {"load": id5}}).to_string())).await;
+    let (st, _) = d
+        .call(
+            "POST",
+            "/v0/vm",
+            Some(KEY_T1),
+            Some(&json!({"profile": {"load": id5}}).to_string()),
+        )
+        .await;
     assert_eq!(st, 404);
 
     // Secrets never reach the log, even at trace level.
     let log = d.log_text();
-    for secret in [KEY_T1, KEY_T2, s1["admin_token"].as_str().unwrap(), tok3, "AQEBAQEBAQEBAQEBAQEB"] {
+    for secret in [
+        KEY_T1,
+        KEY_T2,
+        s1["admin_token"].as_str().unwrap(),
+        tok3,
+        "AQEBAQEBAQEBAQEBAQEB",
+    ] {
         assert!(!log.contains(secret), "a secret leaked into the log");
     }
-    assert!(!log.contains(&marker) || !log.contains("pv_cookie"), "a cookie value leaked into the log");
+    assert!(
+        !log.contains(&marker) || !log.contains("pv_cookie"),
+        "a cookie value leaked into the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,22 +271,39 @@ async fn a_killed_daemon_saves_orphaned_sessions_on_restart() {
     let d2 = Daemon::start(&data, StoreKind::Fs, &[]);
     let start = std::time::Instant::now();
     loop {
-        let (st, v) = d2.call("GET", &format!("/v0/profiles/{id}"), Some(KEY_T1), None).await;
+        let (st, v) = d2
+            .call("GET", &format!("/v0/profiles/{id}"), Some(KEY_T1), None)
+            .await;
         if st == 200 {
             assert_eq!(v["generation"], 1);
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "orphan not saved: {v}\n{}", d2.log_text());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "orphan not saved: {v}\n{}",
+            d2.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let s2 = d2.create(KEY_T1, json!({"profile": {"load": id}})).await;
     let mut cdp = Cdp::connect(s2["cdp_url"].as_str().unwrap()).await;
     cdp.goto(&format!("{site}/get")).await;
     let st = state(&cdp.eval(READ_STATE).await);
-    assert_eq!(st["cookie"], format!("pv_cookie={marker}"), "cookie survived the crash: {st}");
+    assert_eq!(
+        st["cookie"],
+        format!("pv_cookie={marker}"),
+        "cookie survived the crash: {st}"
+    );
     assert_eq!(st["ls"], marker);
     cdp.close().await;
-    assert!(std::fs::read_dir(data.join("sessions")).unwrap().filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count() <= 1);
+    assert!(
+        std::fs::read_dir(data.join("sessions"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .count()
+            <= 1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,10 +316,21 @@ async fn sigterm_ends_and_saves_every_session() {
     assert!(d.stop().success());
     let d2 = Daemon::start(&data, StoreKind::Fs, &[]);
     for (key, s) in [(KEY_T1, &a), (KEY_T2, &b)] {
-        let (st, v) = d2.call("GET", &format!("/v0/profiles/{}", s["session_id"].as_str().unwrap()), Some(key), None).await;
+        let (st, v) = d2
+            .call(
+                "GET",
+                &format!("/v0/profiles/{}", s["session_id"].as_str().unwrap()),
+                Some(key),
+                None,
+            )
+            .await;
         assert_eq!(st, 200, "{v}");
     }
-    assert_eq!(std::fs::read_dir(data.join("browsers")).unwrap().count(), 0, "browser dirs removed after saving");
+    assert_eq!(
+        std::fs::read_dir(data.join("browsers")).unwrap().count(),
+        0,
+        "browser dirs removed after saving"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,17 +339,67 @@ async fn bad_requests_change_nothing() {
     let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
     let cases: Vec<(Option<&str>, String, u16, &str)> = vec![
         (Some(KEY_T1), "{bad json".into(), 400, "invalid_json"),
-        (Some(KEY_T1), r#"{"profile": 5}"#.into(), 400, "invalid_request"),
-        (Some(KEY_T1), r#"{"width": "wide"}"#.into(), 400, "invalid_request"),
-        (Some(KEY_T1), r#"{"frobnicate": true}"#.into(), 400, "unknown_field"),
-        (Some(KEY_T1), r#"{"timeout": {"forever": 1}}"#.into(), 400, "unknown_field"),
-        (Some(KEY_T1), r#"{"profile": {"load": "x", "mode": 1}}"#.into(), 400, "unknown_field"),
-        (Some(KEY_T1), r#"{"start_url": "file:///etc/passwd"}"#.into(), 400, "invalid_request"),
-        (Some(KEY_T1), r#"{"profile": {"load": "../../etc"}}"#.into(), 404, "profile_not_found"),
-        (Some(KEY_T1), r#"{"profile": {"load": "no-such-profile"}}"#.into(), 404, "profile_not_found"),
+        (
+            Some(KEY_T1),
+            r#"{"profile": 5}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            Some(KEY_T1),
+            r#"{"width": "wide"}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            Some(KEY_T1),
+            r#"{"frobnicate": true}"#.into(),
+            400,
+            "unknown_field",
+        ),
+        (
+            Some(KEY_T1),
+            r#"{"timeout": {"forever": 1}}"#.into(),
+            400,
+            "unknown_field",
+        ),
+        (
+            Some(KEY_T1),
+            r#"{"profile": {"load": "x", "mode": 1}}"#.into(),
+            400,
+            "unknown_field",
+        ),
+        (
+            Some(KEY_T1),
+            r#"{"start_url": "file:///etc/passwd"}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            Some(KEY_T1),
+            r#"{"profile": {"load": "../../etc"}}"#.into(),
+            404,
+            "profile_not_found",
+        ),
+        (
+            Some(KEY_T1),
+            r#"{"profile": {"load": "no-such-profile"}}"#.into(),
+            404,
+            "profile_not_found",
+        ),
         (None, "{}".into(), 401, "unauthorized"),
-        (Some("wrong-key-wrong-key"), "{}".into(), 401, "unauthorized"),
-        (Some(KEY_T1), format!(r#"{{"tag": "{}"}}"#, "x".repeat(100_000)), 413, ""),
+        (
+            Some("wrong-key-wrong-key"),
+            "{}".into(),
+            401,
+            "unauthorized",
+        ),
+        (
+            Some(KEY_T1),
+            format!(r#"{{"tag": "{}"}}"#, "x".repeat(100_000)),
+            413,
+            "",
+        ),
     ];
     for (token, body, status, code) in cases {
         let (st, v) = d.call("POST", "/v0/vm", token, Some(&body)).await;
@@ -238,8 +411,15 @@ async fn bad_requests_change_nothing() {
     }
     let (_, list) = d.call("GET", "/v0/vm", Some(KEY_T1), None).await;
     assert_eq!(list["sessions"], json!([]), "no session was started");
-    assert_eq!(std::fs::read_dir(dir.path().join("data/browsers")).unwrap().count(), 0);
-    let (st, v) = d.call("GET", "/v0/vm/not-a-session", Some(KEY_T1), None).await;
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("data/browsers"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let (st, v) = d
+        .call("GET", "/v0/vm/not-a-session", Some(KEY_T1), None)
+        .await;
     assert_eq!((st, v["error"].as_str()), (404, Some("not_found")));
     let (st, _) = d.call("GET", "/healthz", None, None).await;
     assert_eq!(st, 200);
@@ -247,5 +427,8 @@ async fn bad_requests_change_nothing() {
     assert_eq!(st, 200, "{v}");
     let (st, m) = http_raw(&d.addr, "GET", "/metrics", None, None).await;
     assert_eq!(st, 200);
-    assert!(m.contains("pv_sessions_active 0") && m.contains("pv_saves_total{outcome=\"ok\"}"), "{m}");
+    assert!(
+        m.contains("pv_sessions_active 0") && m.contains("pv_saves_total{outcome=\"ok\"}"),
+        "{m}"
+    );
 }

@@ -763,7 +763,7 @@ impl Manager {
             self.release_profile(&s.tenant, p, &s.id);
         }
         self.counters.ended.fetch_add(1, Ordering::Relaxed);
-        let _ = s.done.send(true);
+        s.done.send_replace(true);
     }
 
     /// Saves a stopped browser's directory; returns whether nothing is left to do.

@@ -33,9 +33,14 @@ impl Daemon {
         std::fs::create_dir_all(data).unwrap();
         let log = data.join(format!("daemon-{}.log", uuid::Uuid::new_v4().simple()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_profile-vault"));
-        cmd.arg("--data-dir").arg(data).args(["serve", "--listen", "127.0.0.1:0"]);
+        cmd.arg("--data-dir")
+            .arg(data)
+            .args(["serve", "--listen", "127.0.0.1:0"]);
         cmd.env("PV_API_KEYS", format!("t1:{KEY_T1},t2:{KEY_T2}"))
-            .env("PV_MASTER_KEYS", "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=")
+            .env(
+                "PV_MASTER_KEYS",
+                "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+            )
             .env("PV_LOG", "info,profile_vault=trace")
             .env_remove("PV_STORE")
             .env_remove("PV_CONFIG");
@@ -50,7 +55,12 @@ impl Daemon {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let log_path = log.clone();
@@ -68,8 +78,21 @@ impl Daemon {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("daemon did not start; log: {}", std::fs::read_to_string(&log).unwrap_or_default()));
-        Daemon { child: Some(child), addr, data: data.to_path_buf(), store, log }
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "daemon did not start; log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        Daemon {
+            child: Some(child),
+            addr,
+            data: data.to_path_buf(),
+            store,
+            log,
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -79,7 +102,11 @@ impl Daemon {
     /// SIGTERM and wait (the daemon ends and saves every session).
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
-        Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
         child.wait().unwrap()
     }
 
@@ -90,31 +117,58 @@ impl Daemon {
         child.wait().unwrap();
     }
 
-    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
         http(&self.addr, method, path, token, body).await
     }
 
     pub async fn create(&self, token: &str, body: Value) -> Value {
-        let (status, v) = self.call("POST", "/v0/vm", Some(token), Some(&body.to_string())).await;
+        let (status, v) = self
+            .call("POST", "/v0/vm", Some(token), Some(&body.to_string()))
+            .await;
         assert_eq!(status, 200, "create failed: {v}\nlog:\n{}", self.log_text());
         v
     }
 
     pub async fn end_and_wait(&self, token: &str, id: &str) -> Value {
-        let (status, v) = self.call("DELETE", &format!("/v0/vm/{id}?wait=true"), Some(token), None).await;
+        let (status, v) = self
+            .call(
+                "DELETE",
+                &format!("/v0/vm/{id}?wait=true"),
+                Some(token),
+                None,
+            )
+            .await;
         assert_eq!(status, 200, "delete failed: {v}");
         v
     }
 
     /// Polls GET /v0/vm/{id} until `pred` holds.
-    pub async fn wait_for(&self, token: &str, id: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for(
+        &self,
+        token: &str,
+        id: &str,
+        secs: u64,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let start = std::time::Instant::now();
         loop {
-            let (_, v) = self.call("GET", &format!("/v0/vm/{id}"), Some(token), None).await;
+            let (_, v) = self
+                .call("GET", &format!("/v0/vm/{id}"), Some(token), None)
+                .await;
             if pred(&v) {
                 return v;
             }
-            assert!(start.elapsed() < Duration::from_secs(secs), "condition not reached in {secs}s: {v}\nlog:\n{}", self.log_text());
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "condition not reached in {secs}s: {v}\nlog:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -123,20 +177,35 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let _ = c.wait();
         }
     }
 }
 
 /// One HTTP/1.1 request with `Connection: close`; returns status and JSON (or the text as a JSON string).
-pub async fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+pub async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
     let (status, text) = http_raw(addr, method, path, token, body.map(str::as_bytes)).await;
     let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, v)
 }
 
-pub async fn http_raw(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<&[u8]>) -> (u16, String) {
+pub async fn http_raw(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let body = body.unwrap_or_default();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
@@ -149,29 +218,59 @@ pub async fn http_raw(addr: &str, method: &str, path: &str, token: Option<&str>,
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out).await;
     let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
 /// A CDP client attached to the first page of a browser, through the daemon's proxy.
 pub struct Cdp {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
     next_id: u64,
     session: Option<String>,
 }
 
 impl Cdp {
     pub async fn connect(url: &str) -> Cdp {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap_or_else(|e| panic!("connect {url}: {e}"));
-        let mut c = Cdp { ws, next_id: 1, session: None };
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        let mut c = Cdp {
+            ws,
+            next_id: 1,
+            session: None,
+        };
         let targets = c.send("Target.getTargets", json!({})).await;
-        let page = targets["targetInfos"].as_array().unwrap().iter().find(|t| t["type"] == "page").map(|t| t["targetId"].as_str().unwrap().to_string());
+        let page = targets["targetInfos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == "page")
+            .map(|t| t["targetId"].as_str().unwrap().to_string());
         let target = match page {
             Some(t) => t,
-            None => c.send("Target.createTarget", json!({"url": "about:blank"})).await["targetId"].as_str().unwrap().to_string(),
+            None => c
+                .send("Target.createTarget", json!({"url": "about:blank"}))
+                .await["targetId"]
+                .as_str()
+                .unwrap()
+                .to_string(),
         };
-        let att = c.send("Target.attachToTarget", json!({"targetId": target, "flatten": true})).await;
+        let att = c
+            .send(
+                "Target.attachToTarget",
+                json!({"targetId": target, "flatten": true}),
+            )
+            .await;
         c.session = Some(att["sessionId"].as_str().unwrap().to_string());
         c
     }
@@ -185,10 +284,19 @@ impl Cdp {
                 msg["sessionId"] = json!(s);
             }
         }
-        self.ws.send(tokio_tungstenite::tungstenite::Message::Text(msg.to_string().into())).await.unwrap();
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                msg.to_string().into(),
+            ))
+            .await
+            .unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let m = tokio::time::timeout_at(deadline, self.ws.next()).await.expect("CDP reply timed out").expect("CDP closed").unwrap();
+            let m = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("CDP reply timed out")
+                .expect("CDP closed")
+                .unwrap();
             if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
                 let v: Value = serde_json::from_str(t.as_str()).unwrap();
                 if v["id"] == id {
@@ -201,7 +309,12 @@ impl Cdp {
 
     /// Evaluates `expr` in the page (awaiting promises) and returns its value.
     pub async fn eval(&mut self, expr: &str) -> Value {
-        let r = self.send("Runtime.evaluate", json!({"expression": expr, "awaitPromise": true, "returnByValue": true})).await;
+        let r = self
+            .send(
+                "Runtime.evaluate",
+                json!({"expression": expr, "awaitPromise": true, "returnByValue": true}),
+            )
+            .await;
         r["result"]["value"].clone()
     }
 
@@ -252,8 +365,15 @@ req.onsuccess = () => {{
                 ))
             }),
         )
-        .route("/get", axum::routing::get(|| async { Html("<!doctype html><title>get</title><script>window.__done = true;</script>") }))
-        .fallback(|| async { Html("<!doctype html><title>page</title><script>window.__done = true;</script>") });
+        .route(
+            "/get",
+            axum::routing::get(|| async {
+                Html("<!doctype html><title>get</title><script>window.__done = true;</script>")
+            }),
+        )
+        .fallback(|| async {
+            Html("<!doctype html><title>page</title><script>window.__done = true;</script>")
+        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
