@@ -6,7 +6,21 @@ use clap::Parser;
 
 mod cli;
 
+/// Caps glibc's per-thread malloc arenas. With one arena per worker thread, memory freed by
+/// compression workers is retained per arena and peak RSS grows with the amount of data
+/// handled; one arena keeps it flat (measured with `profile-vault bench`).
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator tunables; called first thing in main, before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let args = cli::Cli::parse();
     let level = if matches!(args.command, cli::Command::Serve(_)) {
         "info"

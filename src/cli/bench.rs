@@ -28,6 +28,13 @@ pub struct Args {
     /// Keep the generated profile for the next run (in <data_dir>/bench).
     #[arg(long)]
     pub keep_profile: bool,
+    /// Measure the session service instead: POST /v0/vm with a load of the profile until
+    /// the browser answers on CDP, and DELETE until the generation is saved.
+    #[arg(long)]
+    pub session: bool,
+    /// Repetitions of the session measurement.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
 }
 
 #[derive(serde::Serialize)]
@@ -203,6 +210,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || generate(&s, kept)).await??;
         std::fs::write(src.join(".complete"), b"")?;
     }
+    if a.session {
+        return session_bench(ctx, &a, &src, &bench_dir).await;
+    }
     let tmp_store: PathBuf = bench_dir.join(format!("store-{}", uuid::Uuid::new_v4().simple()));
     let url = a.bench_store.clone().unwrap_or_else(|| {
         format!(
@@ -278,6 +288,169 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             r.restore_seconds,
             r.restore_mb_per_s,
             r.restore_peak_rss_mib
+        )
+    });
+    Ok(())
+}
+
+/// A minimal HTTP/1.1 exchange on loopback (the bench talks to its own in-process daemon).
+async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or_default();
+    Ok((status, json))
+}
+
+#[derive(serde::Serialize)]
+struct SessionReport {
+    profile_bytes: u64,
+    rounds: u32,
+    load_to_cdp_seconds: Vec<f64>,
+    delete_to_saved_seconds: Vec<f64>,
+}
+
+async fn session_bench(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> anyhow::Result<()> {
+    use futures_util::{SinkExt, StreamExt};
+    use profile_vault::api::{self, auth::ApiKeys, AppState};
+    use profile_vault::session::{chromium, Manager, SessionConfig};
+
+    let data = bench_dir.join(format!("daemon-{}", uuid::Uuid::new_v4().simple()));
+    let store_path = data.join("store");
+    let url = a.bench_store.clone().unwrap_or_else(|| {
+        format!(
+            "file://{}",
+            std::path::absolute(&store_path)
+                .unwrap_or(store_path.clone())
+                .display()
+        )
+    });
+    let store = profile_vault::store::from_url(&url, &ctx.cfg.file.s3).await?;
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    let ring = Arc::new(Keyring::from_keys(vec![("bench".into(), key)], "bench")?);
+    let mut opts = ctx.cfg.vault_options();
+    opts.spool_dir = data.join("spool");
+    let vault = Vault::new(store, ring, opts)?;
+    let profile = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let saved = vault
+        .save("bench", &profile, src, Base::Current, Arc::new(NoProgress))
+        .await?;
+
+    let manager = Manager::new(
+        vault.clone(),
+        SessionConfig {
+            chromium: chromium::find_binary(ctx.cfg.file.server.chromium.as_deref())?,
+            data_dir: data.clone(),
+            max_sessions: 4,
+            inactive_timeout: None,
+            absolute_timeout: None,
+            close_deadline: std::time::Duration::from_secs(30),
+            restore_deadline: std::time::Duration::from_secs(600),
+            start_deadline: std::time::Duration::from_secs(60),
+            max_concurrent_saves: 2,
+        },
+    )?;
+    let token = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let keys = ApiKeys::parse(&format!("bench:{token}"))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let state = AppState {
+        manager,
+        keys: Arc::new(keys),
+        public_url: format!("http://{addr}"),
+        max_body: 65536,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(
+        listener,
+        state,
+        async move {
+            let _ = stop_rx.await;
+        },
+        std::time::Duration::from_secs(60),
+    ));
+
+    let mut report = SessionReport {
+        profile_bytes: saved.bytes_in,
+        rounds: a.rounds,
+        load_to_cdp_seconds: vec![],
+        delete_to_saved_seconds: vec![],
+    };
+    for _ in 0..a.rounds {
+        let t = Instant::now();
+        let body = serde_json::json!({"profile": {"load": profile, "save": true}}).to_string();
+        let (st, vm) = http(&addr, "POST", "/v0/vm", &token, &body).await?;
+        anyhow::ensure!(st == 200, "POST /v0/vm answered {st}: {vm}");
+        let cdp_url = vm["cdp_url"].as_str().unwrap_or_default().to_string();
+        let (mut ws, _) = tokio_tungstenite::connect_async(cdp_url).await?;
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(
+            r#"{"id":1,"method":"Browser.getVersion"}"#.into(),
+        ))
+        .await?;
+        while let Some(m) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = m? {
+                if t.as_str().contains("\"id\":1") {
+                    break;
+                }
+            }
+        }
+        report.load_to_cdp_seconds.push(t.elapsed().as_secs_f64());
+        let _ = ws.close(None).await;
+        let id = vm["session_id"].as_str().unwrap_or_default().to_string();
+        let t = Instant::now();
+        let (st, ended) = http(
+            &addr,
+            "DELETE",
+            &format!("/v0/vm/{id}?wait=true"),
+            &token,
+            "",
+        )
+        .await?;
+        anyhow::ensure!(
+            st == 200 && ended["save"]["state"] == "saved",
+            "DELETE answered {st}: {ended}"
+        );
+        report
+            .delete_to_saved_seconds
+            .push(t.elapsed().as_secs_f64());
+    }
+    let _ = stop_tx.send(());
+    server.await??;
+    vault.delete("bench", &profile).await?;
+    let _ = std::fs::remove_dir_all(&data);
+    if !a.keep_profile {
+        let _ = std::fs::remove_dir_all(src);
+    }
+    ctx.print(&report, || {
+        let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
+        format!(
+            "session bench on a {} profile ({} rounds)\nPOST /v0/vm with load -> browser answers on CDP: {} s\nDELETE -> generation saved: {} s",
+            human_bytes(report.profile_bytes),
+            report.rounds,
+            fmt(&report.load_to_cdp_seconds),
+            fmt(&report.delete_to_saved_seconds)
         )
     });
     Ok(())
