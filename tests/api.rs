@@ -432,3 +432,46 @@ async fn bad_requests_change_nothing() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_browser_is_saved_as_unclean_and_limits_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(dir.path().join("c.toml"), "[server]\nmax_sessions = 2\n").unwrap();
+    let d = Daemon::start(
+        &data,
+        StoreKind::Fs,
+        &[("PV_CONFIG", dir.path().join("c.toml").to_str().unwrap())],
+    );
+    let s = d.create(KEY_T1, json!({"profile": true})).await;
+    let id = s["session_id"].as_str().unwrap().to_string();
+    // Session limit (max_sessions = 2 in the config below).
+    let s2 = d.create(KEY_T1, json!({})).await;
+    let (st, v) = d.call("POST", "/v0/vm", Some(KEY_T2), Some("{}")).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (429, Some("too_many_sessions")),
+        "{v}"
+    );
+    d.end_and_wait(KEY_T1, s2["session_id"].as_str().unwrap())
+        .await;
+    // Kill the browser process itself.
+    let rec: Value =
+        serde_json::from_slice(&std::fs::read(data.join(format!("sessions/{id}.json"))).unwrap())
+            .unwrap();
+    let pid = rec["pid"].as_u64().unwrap();
+    assert!(pid > 1);
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let v = d
+        .wait_for(KEY_T1, &id, 30, |v| v["save"]["state"] == "saved")
+        .await;
+    assert_eq!(v["end_reason"], "crash");
+    let (st, p) = d
+        .call("GET", &format!("/v0/profiles/{id}"), Some(KEY_T1), None)
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(p["generations"][0]["clean_exit"], false, "{p}");
+}

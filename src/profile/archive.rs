@@ -514,6 +514,11 @@ fn inspect(root: &Path, stats: &mut PackStats) {
                 .map(|s| s == "Normal");
         }
     }
+    // Chromium removes its Singleton* links on a clean exit and leaves them after a crash,
+    // SIGTERM or SIGKILL: their presence marks a crash snapshot whatever Preferences says.
+    if fs::symlink_metadata(root.join("SingletonLock")).is_ok() {
+        stats.clean_exit = Some(false);
+    }
     for rel in ["Default/Cookies", "Default/Network/Cookies"] {
         if let Ok(meta) = fs::metadata(root.join(rel)) {
             if meta.len() <= 256 * 1024 * 1024 {

@@ -949,9 +949,6 @@ impl Manager {
                 tracing::warn!(session = %r.id, pid = r.pid, "stopping a browser left by the previous daemon");
                 chromium::stop_orphan(r.pid, self.cfg.close_deadline).await;
             }
-            for name in ["SingletonLock", "SingletonSocket", "SingletonCookie"] {
-                let _ = std::fs::remove_file(r.dir.join(name));
-            }
             let ok = self
                 .save_dir(
                     &r.tenant,

@@ -68,7 +68,12 @@ fn round_trip_keeps_what_matters_and_leaves_out_the_rest() {
         };
         let stats = pack_to_file(&src, &zip_path, &opts);
         assert_eq!(stats.chromium_version.as_deref(), Some("156.0.8078.79"));
-        assert_eq!(stats.clean_exit, Some(true));
+        // exit_type says Normal, but a SingletonLock was left behind: a crash snapshot.
+        assert_eq!(stats.clean_exit, Some(false));
+        fs::remove_file(src.join("SingletonLock")).unwrap();
+        let again = pack_to_file(&src, &tmp.path().join("p2.zip"), &opts);
+        assert_eq!(again.clean_exit, Some(true));
+        std::os::unix::fs::symlink("host-123", src.join("SingletonLock")).unwrap();
         assert!(!stats.cookie_v11_warning);
         assert_eq!(stats.skipped_special, 2, "two symlinks skipped");
         assert!(stats.excluded >= 4, "{stats:?}");
