@@ -146,6 +146,8 @@ pub struct ArchiveConfig {
     pub chunk_size: u32,
     /// Worker threads for compression (0: one per core).
     pub threads: usize,
+    /// Saves/restores packing or unpacking at once (each uses `threads` cores); more queue.
+    pub parallel_jobs: usize,
 }
 
 impl Default for ArchiveConfig {
@@ -156,6 +158,7 @@ impl Default for ArchiveConfig {
             exclude: Vec::new(),
             chunk_size: crate::crypt::stream::DEFAULT_CHUNK_SIZE,
             threads: 0,
+            parallel_jobs: 2,
         }
     }
 }
@@ -374,6 +377,7 @@ impl Config {
             limits: self.file.limits.clone(),
             chunk_size: a.chunk_size,
             keep: self.file.retention.keep_generations,
+            max_parallel_jobs: a.parallel_jobs.max(1),
         }
     }
 }

@@ -19,8 +19,18 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Everything this process (and the browsers it starts) creates is owner-only.
+#[allow(unsafe_code)]
+fn private_umask() {
+    // SAFETY: umask(2) only sets the process file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    private_umask();
     let args = cli::Cli::parse();
     let level = if matches!(args.command, cli::Command::Serve(_)) {
         "info"

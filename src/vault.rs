@@ -279,6 +279,8 @@ pub struct VaultOptions {
     pub chunk_size: u32,
     /// Generations kept per profile.
     pub keep: usize,
+    /// Packs and unpacks running at once (each uses every core); more wait.
+    pub max_parallel_jobs: usize,
 }
 
 /// Encrypted, versioned profiles in a store.
@@ -287,6 +289,9 @@ pub struct Vault {
     store: Arc<dyn Store>,
     keys: Arc<Keyring>,
     opts: Arc<VaultOptions>,
+    /// Bounds the CPU/memory-heavy phases (pack, unpack) running at once, so many
+    /// sessions ending together queue instead of all buffering at once.
+    work: Arc<tokio::sync::Semaphore>,
 }
 
 fn now() -> u64 {
@@ -340,10 +345,12 @@ impl Vault {
     /// The spool directory cannot be created.
     pub fn new(store: Arc<dyn Store>, keys: Arc<Keyring>, opts: VaultOptions) -> Result<Self> {
         fsutil::create_private_dir(&opts.spool_dir).map_err(io_at(&opts.spool_dir))?;
+        let work = Arc::new(tokio::sync::Semaphore::new(opts.max_parallel_jobs.max(1)));
         Ok(Vault {
             store,
             keys,
             opts: Arc::new(opts),
+            work,
         })
     }
 
@@ -446,6 +453,12 @@ impl Vault {
         let created_at = now();
 
         // Pack + encrypt into the spool file, off the async runtime.
+        let slot = self
+            .work
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
         let spool = TempFile(self.spool_file("save"));
         let (dek, sealer, stats, mut header_len) = {
             let (dir, path, opts) = (dir.to_path_buf(), spool.0.clone(), self.opts.clone());
@@ -471,6 +484,7 @@ impl Vault {
             })
             .await?
         };
+        drop(slot);
         if stats.cookie_v11_warning {
             tracing::warn!(tenant, profile, "cookie store holds v11 (keyring-encrypted) values: those cookies will be lost when restored on another machine; start Chromium with --password-store=basic");
         }
@@ -486,6 +500,14 @@ impl Vault {
                 .await
             {
                 Ok(_) => break,
+                // A retried create may find its own first attempt, which landed before its
+                // answer was lost.
+                Err(store::Error::AlreadyExists { .. })
+                    if self.payload_object_id(&key).await.as_deref()
+                        == Some(object_id.as_str()) =>
+                {
+                    break
+                }
                 Err(store::Error::AlreadyExists { .. }) if attempts < 64 => {
                     attempts += 1;
                     let (p, r) = self.generation_numbers(tenant, profile).await?;
@@ -536,13 +558,17 @@ impl Vault {
             stats: stats.clone(),
         };
         let rec_bytes = serde_json::to_vec_pretty(&record).expect("record serializes");
-        self.store
-            .put(
-                &record_key(tenant, profile, generation),
-                PutBody::Bytes(rec_bytes.into()),
-                PutMode::Create,
-            )
-            .await?;
+        let rkey = record_key(tenant, profile, generation);
+        match self
+            .store
+            .put(&rkey, PutBody::Bytes(rec_bytes.into()), PutMode::Create)
+            .await
+        {
+            Ok(_) => {}
+            Err(store::Error::AlreadyExists { .. })
+                if self.record_object_id(&rkey).await.as_deref() == Some(object_id.as_str()) => {}
+            Err(e) => return Err(e.into()),
+        }
 
         // Move the head.
         let current = head.as_ref().map(|h| h.0.generation);
@@ -575,17 +601,22 @@ impl Vault {
         {
             Ok(_) => {}
             Err(store::Error::Precondition { .. } | store::Error::AlreadyExists { .. }) => {
-                let now_head = self
-                    .head(tenant, profile)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|h| h.0.generation);
-                return Err(Error::Conflict {
-                    profile: profile.into(),
-                    kept: generation,
-                    head: now_head,
-                });
+                let now = self.head(tenant, profile).await.ok().flatten().map(|h| h.0);
+                // Our own earlier attempt may have moved the head before its answer was lost.
+                if now.as_ref().is_some_and(|h| h.object_id == object_id) {
+                    tracing::info!(
+                        tenant,
+                        profile,
+                        generation,
+                        "head already moved by a retried write"
+                    );
+                } else {
+                    return Err(Error::Conflict {
+                        profile: profile.into(),
+                        kept: generation,
+                        head: now.map(|h| h.generation),
+                    });
+                }
             }
             Err(e) => return Err(e.into()),
         }
@@ -637,6 +668,31 @@ impl Vault {
             removed.push(g);
         }
         Ok(removed)
+    }
+
+    /// The object id in a payload's header (unauthenticated; only used to recognise our own
+    /// earlier write after an ambiguous retry).
+    async fn payload_object_id(&self, key: &str) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let got = self.store.get(key).await.ok()?;
+        let mut buf = Vec::new();
+        got.body
+            .take((format::PREFIX_LEN + format::MAX_HEADER_LEN as usize) as u64)
+            .read_to_end(&mut buf)
+            .await
+            .ok()?;
+        let len = u32::from_be_bytes(buf.get(12..16)?.try_into().ok()?) as usize;
+        let json = buf.get(format::PREFIX_LEN..format::PREFIX_LEN + len)?;
+        let h: format::Header = serde_json::from_slice(json).ok()?;
+        Some(h.object_id)
+    }
+
+    /// The object id a generation record names.
+    async fn record_object_id(&self, key: &str) -> Option<String> {
+        let bytes = self.store.get(key).await.ok()?.bytes().await.ok()?;
+        serde_json::from_slice::<GenerationRecord>(&bytes)
+            .ok()
+            .map(|r| r.object_id)
     }
 
     /// Resolves an id a client uses to load a profile: the profile's own id, or the id of
@@ -786,7 +842,28 @@ impl Vault {
                 };
                 let temp = TempFile(self.spool_file("download"));
                 progress.start("downloading", got.meta.size);
-                download(got, &temp.0, progress.as_ref()).await?;
+                // A body cut mid-way is retried from the start a few times.
+                let mut got = Some(got);
+                let mut attempt = 0u32;
+                loop {
+                    let g = match got.take() {
+                        Some(g) => g,
+                        None => self.store.get(&key).await?,
+                    };
+                    let _ = std::fs::remove_file(&temp.0);
+                    match download(g, &temp.0, progress.as_ref()).await {
+                        Ok(()) => break,
+                        Err(Error::Store(e)) if e.is_transient() && attempt < 4 => {
+                            attempt += 1;
+                            tracing::info!(key, attempt, error = %e, "download interrupted; starting it again");
+                            tokio::time::sleep(std::time::Duration::from_millis(
+                                200 * u64::from(attempt),
+                            ))
+                            .await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 progress.finish();
                 let f = std::fs::File::open(&temp.0).map_err(io_at(&temp.0))?;
                 (f, Some(temp))
@@ -835,6 +912,12 @@ impl Vault {
             .fetch(tenant, profile, generation, progress.clone())
             .await?;
         let (target_p, limits) = (target.to_path_buf(), self.opts.limits.clone());
+        let _slot = self
+            .work
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
         let unpacked = blocking(move || {
             Ok(archive::unpack_from(
                 &|| Ok(reader.clone()),

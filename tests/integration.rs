@@ -7,5 +7,6 @@ mod common;
 
 mod api;
 mod cli;
+mod faults;
 mod s3;
 mod vault;

@@ -10,6 +10,7 @@
 
 pub mod conformance;
 pub mod fs;
+pub mod retry;
 #[cfg(feature = "s3")]
 pub mod s3;
 
@@ -219,6 +220,15 @@ pub fn validate_key(key: &str) -> Result<()> {
 /// # Errors
 /// An unknown scheme, or a backend that cannot be set up.
 pub async fn from_url(url: &str, opts: &StoreOptions) -> Result<std::sync::Arc<dyn Store>> {
+    let backend = open_backend(url, opts).await?;
+    let policy = retry::RetryPolicy {
+        deadline: std::time::Duration::from_secs(opts.retry_deadline),
+        ..Default::default()
+    };
+    Ok(std::sync::Arc::new(retry::RetryStore::new(backend, policy)))
+}
+
+async fn open_backend(url: &str, opts: &StoreOptions) -> Result<std::sync::Arc<dyn Store>> {
     if let Some(path) = url.strip_prefix("file://") {
         if path.is_empty() {
             return Err(Error::InvalidKey {
@@ -262,6 +272,10 @@ pub struct StoreOptions {
     pub part_size: u64,
     /// Parts uploaded at once.
     pub concurrency: usize,
+    /// Seconds one storage operation may keep retrying transient errors.
+    pub retry_deadline: u64,
+    /// Seconds one S3 request attempt may take before it is abandoned and retried.
+    pub attempt_timeout: u64,
 }
 
 impl Default for StoreOptions {
@@ -270,6 +284,8 @@ impl Default for StoreOptions {
             path_style: false,
             part_size: 8 << 20,
             concurrency: 4,
+            retry_deadline: 60,
+            attempt_timeout: 60,
         }
     }
 }

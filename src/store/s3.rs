@@ -121,6 +121,14 @@ impl AmazonS3 {
             .response_checksum_validation(
                 aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
             )
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(std::time::Duration::from_secs(10))
+                    .operation_attempt_timeout(std::time::Duration::from_secs(
+                        opts.attempt_timeout.max(1),
+                    ))
+                    .build(),
+            )
             .build();
         Ok(Self::with_client(
             Client::from_conf(conf),

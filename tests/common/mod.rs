@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod faults;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,6 +62,7 @@ pub fn options(spool: &Path) -> VaultOptions {
         limits: Default::default(),
         chunk_size: 64 * 1024,
         keep: 5,
+        max_parallel_jobs: 2,
     }
 }
 
