@@ -508,3 +508,84 @@ async fn playwright_and_puppeteer_connect_through_the_proxy() {
     // The browser's own DevTools port is loopback-only and never in any answer.
     assert!(!s.to_string().contains("devtools/browser"));
 }
+
+fn assert_owner_only(root: &std::path::Path) -> usize {
+    use std::os::unix::fs::PermissionsExt;
+    let mut n = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(m) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if m.file_type().is_symlink() || !(m.is_file() || m.is_dir()) {
+                continue;
+            }
+            if e.file_name().to_string_lossy().starts_with("daemon-") {
+                continue; // the test's own log capture
+            }
+            assert_eq!(
+                m.permissions().mode() & 0o077,
+                0,
+                "{} is readable by others",
+                e.path().display()
+            );
+            n += 1;
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_logs_and_every_file_is_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = test_site().await;
+    let aws_secret = format!("aws-secret-{}", uuid::Uuid::new_v4().simple());
+    let data = dir.path().join("data");
+    let d = Daemon::start(
+        &data,
+        StoreKind::LocalStack(unique("secrets")),
+        &[("PV_LOG", "trace"), ("AWS_SECRET_ACCESS_KEY", &aws_secret)],
+    );
+    let marker = format!("c{}", uuid::Uuid::new_v4().simple());
+    let s1 = d.create(KEY_T1, json!({"profile": true})).await;
+    let id1 = s1["session_id"].as_str().unwrap().to_string();
+    let mut cdp = Cdp::connect(s1["cdp_url"].as_str().unwrap()).await;
+    cdp.goto(&format!("{site}/set?v={marker}")).await;
+    cdp.close().await;
+    // While the browser runs, everything under the data dir is owner-only (umask 077).
+    assert!(assert_owner_only(&data) > 20);
+    d.end_and_wait(KEY_T1, &id1).await;
+    let s2 = d.create(KEY_T1, json!({"profile": {"load": id1}})).await;
+    d.end_and_wait(
+        s2["admin_token"].as_str().unwrap(),
+        s2["session_id"].as_str().unwrap(),
+    )
+    .await;
+    assert_owner_only(&data);
+    let log = d.log_text();
+    assert!(
+        log.contains("TRACE") || log.contains("trace"),
+        "the log was captured at trace level"
+    );
+    for (what, secret) in [
+        ("API key", KEY_T1.to_string()),
+        ("other API key", KEY_T2.to_string()),
+        (
+            "admin token",
+            s1["admin_token"].as_str().unwrap().to_string(),
+        ),
+        (
+            "admin token",
+            s2["admin_token"].as_str().unwrap().to_string(),
+        ),
+        ("master key", "AQEBAQEBAQEBAQEBAQEB".to_string()),
+        ("AWS secret key", aws_secret.clone()),
+        ("cookie value", marker.clone()),
+    ] {
+        assert!(!log.contains(&secret), "{what} found in the trace log");
+    }
+}

@@ -8,5 +8,6 @@ mod common;
 mod api;
 mod cli;
 mod faults;
+mod hostile;
 mod s3;
 mod vault;

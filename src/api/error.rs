@@ -85,15 +85,7 @@ impl From<session::Error> for ApiError {
             ),
             E::Restore { source, .. } => {
                 let (status, code) = vault_status(source);
-                Self::new(
-                    status,
-                    if code == "storage_unavailable" {
-                        code
-                    } else {
-                        "restore_failed"
-                    },
-                    e.to_string(),
-                )
+                Self::new(status, code, e.to_string())
             }
             E::Vault(v) => {
                 let (status, code) = vault_status(v);

@@ -723,13 +723,6 @@ fn plan<R: Read + io::Seek>(
             }
         }
         let size = if dir { 0 } else { f.size() };
-        if size > limits.max_file_size {
-            return Err(Error::FileTooLarge {
-                name: rel,
-                size,
-                limit: limits.max_file_size,
-            });
-        }
         if size > SMALL_FILE {
             let ratio = size / f.compressed_size().max(1);
             if ratio > limits.max_ratio {
@@ -739,6 +732,13 @@ fn plan<R: Read + io::Seek>(
                     limit: limits.max_ratio,
                 });
             }
+        }
+        if size > limits.max_file_size {
+            return Err(Error::FileTooLarge {
+                name: rel,
+                size,
+                limit: limits.max_file_size,
+            });
         }
         total = total.saturating_add(size);
         if total > limits.max_total_size {
