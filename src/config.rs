@@ -98,6 +98,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Saves running at once; more queue.
     pub max_concurrent_saves: usize,
+    /// Seconds between retries of failed saves (their profile directories are kept).
+    pub retry_failed_every: u64,
 }
 
 impl Default for ServerConfig {
@@ -116,6 +118,7 @@ impl Default for ServerConfig {
             shutdown_grace: 120,
             max_body_bytes: 64 * 1024,
             max_concurrent_saves: 2,
+            retry_failed_every: 60,
         }
     }
 }

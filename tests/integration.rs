@@ -7,6 +7,7 @@ mod common;
 
 mod api;
 mod cli;
+mod crash;
 mod faults;
 mod hostile;
 mod s3;

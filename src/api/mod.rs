@@ -43,6 +43,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v0/vm/{id}/embed", get(vm::embed))
         .route("/v0/vm/{id}/cdp", get(cdp::proxy))
         .route("/v0/vm/{id}/cdp/json/version", get(cdp::version))
+        .route("/v0/saves", get(profiles::failed_saves))
+        .route("/v0/saves/{id}/retry", post(profiles::retry_save))
         .route("/v0/profiles", get(profiles::list))
         .route(
             "/v0/profiles/{id}",

@@ -76,3 +76,36 @@ pub(super) async fn delete(
     let n = state.manager.vault().delete(&t, &id).await?;
     Ok(Json(serde_json::json!({"id": id, "deleted_objects": n})))
 }
+
+/// `GET /v0/saves`: the tenant's sessions whose save failed (kept on disk, retried).
+pub(super) async fn failed_saves(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let t = tenant(&state, &headers)?;
+    let list: Vec<Value> = state
+        .manager
+        .failed_saves(Some(&t))
+        .into_iter()
+        .map(|r| serde_json::json!({"session_id": r.id, "profile": r.profile_id, "base_generation": r.base_generation, "created_at": r.created_at}))
+        .collect();
+    Ok(Json(serde_json::json!({"failed_saves": list})))
+}
+
+/// `POST /v0/saves/{id}/retry`: retry one failed save now.
+pub(super) async fn retry_save(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let t = tenant(&state, &headers)?;
+    match state.manager.retry_save(Some(&t), &id).await {
+        Ok(true) => Ok(Json(serde_json::json!({"session_id": id, "saved": true}))),
+        Ok(false) => Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "save_failed",
+            "the save failed again; it stays queued for retry",
+        )),
+        Err(_) => Err(ApiError::not_found("failed save")),
+    }
+}

@@ -370,6 +370,7 @@ async fn session_bench(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> any
             restore_deadline: std::time::Duration::from_secs(600),
             start_deadline: std::time::Duration::from_secs(60),
             max_concurrent_saves: 2,
+            retry_failed_every: std::time::Duration::from_secs(60),
         },
     )?;
     let token = format!("bench-{}", uuid::Uuid::new_v4().simple());

@@ -77,6 +77,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             restore_deadline: Duration::from_secs(s.restore_deadline.max(1)),
             start_deadline: Duration::from_secs(s.start_deadline.max(1)),
             max_concurrent_saves: s.max_concurrent_saves,
+            retry_failed_every: Duration::from_secs(s.retry_failed_every.max(1)),
         },
     )?;
     {

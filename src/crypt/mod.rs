@@ -31,8 +31,8 @@ impl DataKey {
         DataKey(k)
     }
 
-    /// Wraps raw key bytes (used when unwrapping).
-    pub(crate) fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+    /// A data key from raw bytes (unwrapping, tests, fuzzing).
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
         DataKey(bytes)
     }
 

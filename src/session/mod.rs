@@ -91,6 +91,8 @@ pub struct SessionConfig {
     pub start_deadline: Duration,
     /// Saves running at once (the rest queue).
     pub max_concurrent_saves: usize,
+    /// How often failed saves are retried from their kept directories.
+    pub retry_failed_every: Duration,
 }
 
 /// Per-session timeouts in seconds.
@@ -169,10 +171,17 @@ pub enum SaveState {
         /// Generation written.
         generation: u64,
     },
-    /// The save failed; the profile directory is kept.
+    /// The save failed; the profile directory is kept and the save is retried.
     Failed {
         /// What went wrong.
         error: String,
+    },
+    /// Saved as a generation that is not the head, because another save moved the head first.
+    Conflict {
+        /// Generation written (listed by `versions`).
+        generation: u64,
+        /// The head at that time.
+        head: Option<u64>,
     },
 }
 
@@ -420,6 +429,7 @@ pub struct Manager {
     /// Metrics.
     pub counters: Counters,
     recovering: AtomicUsize,
+    retrying: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -456,6 +466,7 @@ impl Manager {
             save_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             counters: Counters::default(),
             recovering: AtomicUsize::new(0),
+            retrying: Mutex::new(std::collections::HashSet::new()),
         }))
     }
 
@@ -819,6 +830,19 @@ impl Manager {
                 }
                 true
             }
+            // Another save moved the head first: this generation is stored and listed, so
+            // nothing is lost and the directory can go; the head is not moved over theirs.
+            Err(vault::Error::Conflict { kept, head, .. }) => {
+                self.counters.saves_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(tenant, profile, kept, ?head, "the profile moved on while this session ran: saved as a non-head generation (roll back to it to use it)");
+                if let Some(s) = s {
+                    s.status.lock().expect("status lock").save = SaveState::Conflict {
+                        generation: kept,
+                        head,
+                    };
+                }
+                true
+            }
             Err(e) => {
                 self.counters.saves_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(tenant, profile, error = %e, dir = %dir.display(), "saving the profile failed; its directory is kept");
@@ -830,6 +854,71 @@ impl Manager {
                 false
             }
         }
+    }
+
+    /// Session records whose save failed (their directories are kept), for `tenant` or all.
+    pub fn failed_saves(&self, tenant: Option<&str>) -> Vec<Record> {
+        let dir = self.cfg.data_dir.join("sessions");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Record> = rd
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<Record>(&b).ok())
+            .filter(|r| r.state == "failed" && tenant.is_none_or(|t| r.tenant == t))
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Retries the failed save of session `id` now. Returns whether it is saved.
+    ///
+    /// # Errors
+    /// [`Error::ProfileNotFound`] when there is no failed save with that id.
+    pub async fn retry_save(
+        self: &Arc<Self>,
+        tenant: Option<&str>,
+        id: &str,
+    ) -> Result<bool, Error> {
+        let Some(r) = self.failed_saves(tenant).into_iter().find(|r| r.id == id) else {
+            return Err(Error::ProfileNotFound(id.into()));
+        };
+        {
+            let mut busy = self.retrying.lock().expect("retrying lock");
+            if !busy.insert(r.id.clone()) {
+                return Ok(false);
+            }
+        }
+        let session = self.get(&r.id);
+        let ok = self
+            .save_dir(
+                &r.tenant,
+                r.profile_id.as_deref(),
+                r.save,
+                r.base_generation,
+                &r.dir,
+                session.as_deref(),
+            )
+            .await;
+        if ok {
+            let _ = std::fs::remove_dir_all(&r.dir);
+            let _ = std::fs::remove_file(self.record_path(&r.id));
+            tracing::info!(session = %r.id, profile = ?r.profile_id, "failed save retried successfully");
+        }
+        self.retrying.lock().expect("retrying lock").remove(&r.id);
+        Ok(ok)
+    }
+
+    /// Retries every failed save once; returns how many are now saved.
+    pub async fn retry_failed_saves(self: &Arc<Self>) -> usize {
+        let mut n = 0;
+        for r in self.failed_saves(None) {
+            if let Ok(true) = self.retry_save(None, &r.id).await {
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Checks timeouts and crashed browsers once; returns how many sessions it ended.
@@ -878,9 +967,17 @@ impl Manager {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut tick = tokio::time::interval(every);
+        let mut last_retry = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                _ = tick.tick() => { self.sweep().await; }
+                _ = tick.tick() => {
+                    self.sweep().await;
+                    if last_retry.elapsed() >= self.cfg.retry_failed_every {
+                        last_retry = tokio::time::Instant::now();
+                        let this = self.clone();
+                        tokio::spawn(async move { this.retry_failed_saves().await });
+                    }
+                }
                 r = stop.changed() => {
                     if r.is_err() || *stop.borrow() {
                         break;

@@ -1,0 +1,156 @@
+//! The daemon under storage faults and kill -9 at chosen points of a save, against
+//! LocalStack through the fault-injecting proxy.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::daemon::*;
+use crate::common::faults::*;
+use crate::common::*;
+
+async fn proxy() -> FaultProxy {
+    let ls = endpoint("PV_TEST_LOCALSTACK");
+    ensure_bucket(&s3_client(&ls, "test"), BUCKET).await;
+    FaultProxy::start(&ls).await
+}
+
+fn fast_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let cfg = dir.join("fast.toml");
+    std::fs::write(
+        &cfg,
+        "[s3]\nretry_deadline = 2\nattempt_timeout = 2\n[server]\nretry_failed_every = 3600\n",
+    )
+    .unwrap();
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_save_keeps_the_profile_and_can_be_retried() {
+    let p = proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = fast_config(dir.path());
+    let ep = p.endpoint();
+    let d = Daemon::start(
+        &data,
+        StoreKind::LocalStack(unique("failsave")),
+        &[
+            ("AWS_ENDPOINT_URL", &ep),
+            ("PV_CONFIG", cfg.to_str().unwrap()),
+        ],
+    );
+    let s = d.create(KEY_T1, json!({"profile": true})).await;
+    let id = s["session_id"].as_str().unwrap().to_string();
+    p.set_rules(vec![Rule::new(
+        "payload-down",
+        |q| q.is_put(".pvo"),
+        &[],
+        Action::Status(503, "SlowDown"),
+    )]);
+    let ended = d.end_and_wait(KEY_T1, &id).await;
+    assert_eq!(ended["save"]["state"], "failed", "{ended}");
+    assert!(
+        data.join("browsers").join(&id).is_dir(),
+        "the profile directory is kept"
+    );
+    let (_, v) = d.call("GET", "/v0/saves", Some(KEY_T1), None).await;
+    assert_eq!(v["failed_saves"][0]["session_id"], id.as_str(), "{v}");
+    let (_, v) = d.call("GET", "/v0/saves", Some(KEY_T2), None).await;
+    assert_eq!(v["failed_saves"], json!([]), "other tenants do not see it");
+    // Still failing: the retry says so and keeps it.
+    let (st, _) = d
+        .call("POST", &format!("/v0/saves/{id}/retry"), Some(KEY_T1), None)
+        .await;
+    assert_eq!(st, 503);
+    p.set_rules(vec![]);
+    let (st, v) = d
+        .call("POST", &format!("/v0/saves/{id}/retry"), Some(KEY_T1), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (_, v) = d
+        .call("GET", &format!("/v0/vm/{id}"), Some(KEY_T1), None)
+        .await;
+    assert_eq!(v["save"]["state"], "saved", "{v}");
+    assert!(!data.join("browsers").join(&id).exists());
+    let s2 = d.create(KEY_T1, json!({"profile": {"load": id}})).await;
+    assert_eq!(s2["profile"]["generation"], 1);
+}
+
+/// kill -9 of the daemon while a save is stuck at `rule`, then a restart without faults:
+/// the session's profile is saved and loads.
+async fn kill_during(rule: fn(&Req) -> bool, name: &'static str) {
+    let p = proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let site = test_site().await;
+    let prefix = unique("crash");
+    let ep = p.endpoint();
+    let mut d = Daemon::start(
+        &data,
+        StoreKind::LocalStack(prefix.clone()),
+        &[("AWS_ENDPOINT_URL", &ep)],
+    );
+    let marker = format!("m{}", uuid::Uuid::new_v4().simple());
+    let s = d.create(KEY_T1, json!({"profile": true})).await;
+    let id = s["session_id"].as_str().unwrap().to_string();
+    let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
+    cdp.goto(&format!("{site}/set?v={marker}")).await;
+    cdp.close().await;
+    p.set_rules(vec![Rule::new(
+        name,
+        rule,
+        &[],
+        Action::Stall(Duration::from_secs(120)),
+    )]);
+    let (st, _) = d
+        .call("DELETE", &format!("/v0/vm/{id}"), Some(KEY_T1), None)
+        .await;
+    assert_eq!(st, 200);
+    let start = std::time::Instant::now();
+    while p.applied(name) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{name}: the save never reached the stalled request"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.kill9();
+    p.set_rules(vec![]);
+    // Restart straight against LocalStack.
+    let d2 = Daemon::start(&data, StoreKind::LocalStack(prefix), &[]);
+    let start = std::time::Instant::now();
+    loop {
+        let (st, v) = d2
+            .call("GET", &format!("/v0/profiles/{id}"), Some(KEY_T1), None)
+            .await;
+        if st == 200 {
+            assert!(v["generation"].as_u64().unwrap() >= 1);
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{name}: not saved after restart: {v}\n{}",
+            d2.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let s2 = d2.create(KEY_T1, json!({"profile": {"load": id}})).await;
+    let mut cdp = Cdp::connect(s2["cdp_url"].as_str().unwrap()).await;
+    cdp.goto(&format!("{site}/get")).await;
+    let st: serde_json::Value =
+        serde_json::from_str(cdp.eval(READ_STATE).await.as_str().unwrap()).unwrap();
+    assert_eq!(st["ls"], marker, "{name}: {st}");
+    assert_eq!(st["cookie"], format!("pv_cookie={marker}"), "{name}: {st}");
+    cdp.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_upload_then_restart() {
+    kill_during(|q| q.is_put(".pvo"), "stall-payload").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_between_generation_and_head_move_then_restart() {
+    kill_during(|q| q.is_put("head.json"), "stall-head").await;
+}
