@@ -100,6 +100,9 @@ pub struct ServerConfig {
     pub max_concurrent_saves: usize,
     /// Seconds between retries of failed saves (their profile directories are kept).
     pub retry_failed_every: u64,
+    /// Seconds a profile lease lives without renewal (another node can take the profile
+    /// over that long after this one died).
+    pub lease_ttl: u64,
 }
 
 impl Default for ServerConfig {
@@ -119,6 +122,7 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             max_concurrent_saves: 2,
             retry_failed_every: 60,
+            lease_ttl: 30,
         }
     }
 }

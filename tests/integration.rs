@@ -10,5 +10,6 @@ mod cli;
 mod crash;
 mod faults;
 mod hostile;
+mod nodes;
 mod s3;
 mod vault;

@@ -371,6 +371,7 @@ async fn session_bench(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> any
             start_deadline: std::time::Duration::from_secs(60),
             max_concurrent_saves: 2,
             retry_failed_every: std::time::Duration::from_secs(60),
+            lease_ttl: std::time::Duration::from_secs(30),
         },
     )?;
     let token = format!("bench-{}", uuid::Uuid::new_v4().simple());

@@ -78,6 +78,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             start_deadline: Duration::from_secs(s.start_deadline.max(1)),
             max_concurrent_saves: s.max_concurrent_saves,
             retry_failed_every: Duration::from_secs(s.retry_failed_every.max(1)),
+            lease_ttl: Duration::from_secs(s.lease_ttl.max(2)),
         },
     )?;
     {

@@ -93,6 +93,8 @@ pub struct SessionConfig {
     pub max_concurrent_saves: usize,
     /// How often failed saves are retried from their kept directories.
     pub retry_failed_every: Duration,
+    /// Lifetime of a profile lease; renewed every third of it while the session lives.
+    pub lease_ttl: Duration,
 }
 
 /// Per-session timeouts in seconds.
@@ -219,6 +221,8 @@ pub struct Session {
     last_activity_ms: AtomicU64,
     clients: AtomicUsize,
     offline_since_ms: AtomicU64,
+    lease: tokio::sync::Mutex<Option<vault::Lease>>,
+    lease_renewed_ms: AtomicU64,
     status: Mutex<Status>,
     done: tokio::sync::watch::Sender<bool>,
 }
@@ -430,6 +434,7 @@ pub struct Manager {
     pub counters: Counters,
     recovering: AtomicUsize,
     retrying: Mutex<std::collections::HashSet<String>>,
+    node_id: String,
 }
 
 impl std::fmt::Debug for Manager {
@@ -438,6 +443,19 @@ impl std::fmt::Debug for Manager {
             .field("cfg", &self.cfg)
             .finish_non_exhaustive()
     }
+}
+
+/// This node's id, kept in `<data_dir>/node-id` so a restarted daemon is the same node.
+fn node_id(data_dir: &Path) -> Result<String, Error> {
+    let path = data_dir.join("node-id");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        if !s.trim().is_empty() {
+            return Ok(s.trim().to_string());
+        }
+    }
+    let id = format!("node-{}", uuid::Uuid::new_v4().simple());
+    fsutil::write_private_atomic(&path, id.as_bytes()).map_err(io_at(&path))?;
+    Ok(id)
 }
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -457,6 +475,7 @@ impl Manager {
             fsutil::create_private_dir(&d).map_err(io_at(&d))?;
         }
         let slots = cfg.max_concurrent_saves.max(1);
+        let node_id = node_id(&cfg.data_dir)?;
         Ok(Arc::new(Manager {
             vault,
             cfg,
@@ -467,6 +486,7 @@ impl Manager {
             counters: Counters::default(),
             recovering: AtomicUsize::new(0),
             retrying: Mutex::new(std::collections::HashSet::new()),
+            node_id,
         }))
     }
 
@@ -593,6 +613,31 @@ impl Manager {
                 this.release_profile(tenant, p, &id);
             }
         };
+        // Across nodes: a lease in the store (only a continued profile can be contended).
+        let mut lease = None;
+        if let (Some(p), true, true) = (&profile_id, save, loaded) {
+            match self
+                .vault
+                .acquire_lease(tenant, p, &self.node_id, &id, self.cfg.lease_ttl)
+                .await
+            {
+                Ok(Some(l)) => lease = Some(l),
+                Ok(None) => {
+                    cleanup_lock(self);
+                    return Err(Error::ProfileInUse(p.clone()));
+                }
+                Err(e) => {
+                    cleanup_lock(self);
+                    return Err(e.into());
+                }
+            }
+        }
+        let release_lease = |this: &Self, lease: &Option<vault::Lease>| {
+            if let Some(l) = lease.clone() {
+                let v = this.vault.clone();
+                tokio::spawn(async move { v.release_lease(&l).await });
+            }
+        };
         let dir = self.cfg.data_dir.join("browsers").join(&id);
         let mut record = Record {
             id: id.clone(),
@@ -612,6 +657,7 @@ impl Manager {
                 let _ = std::fs::remove_dir_all(&dir);
                 let _ = std::fs::remove_file(self.record_path(&id));
                 cleanup_lock(self);
+                release_lease(self, &lease);
                 return Err(e);
             }
         };
@@ -644,6 +690,8 @@ impl Manager {
             last_activity_ms: AtomicU64::new(now),
             clients: AtomicUsize::new(0),
             offline_since_ms: AtomicU64::new(now),
+            lease: tokio::sync::Mutex::new(lease),
+            lease_renewed_ms: AtomicU64::new(now),
             status: Mutex::new(Status {
                 ended: None,
                 save: if save {
@@ -772,6 +820,13 @@ impl Manager {
         }
         if let (Some(p), true) = (&s.profile_id, s.save) {
             self.release_profile(&s.tenant, p, &s.id);
+        }
+        if let Some(l) = s.lease.lock().await.take() {
+            if ok {
+                if let Err(e) = self.vault.release_lease(&l).await {
+                    tracing::warn!(session = %s.id, error = %e, "could not release the profile lease; it expires by itself");
+                }
+            }
         }
         self.counters.ended.fetch_add(1, Ordering::Relaxed);
         s.done.send_replace(true);
@@ -933,6 +988,28 @@ impl Manager {
             .collect();
         let now = now_ms();
         let mut n = 0;
+        let renew_every = (self.cfg.lease_ttl.as_millis() as u64 / 3).max(1);
+        for s in &active {
+            if now.saturating_sub(s.lease_renewed_ms.load(Ordering::Relaxed)) < renew_every {
+                continue;
+            }
+            s.lease_renewed_ms.store(now, Ordering::Relaxed);
+            let (this, s) = (self.clone(), s.clone());
+            tokio::spawn(async move {
+                let mut g = s.lease.lock().await;
+                if let Some(l) = g.as_mut() {
+                    match this.vault.renew_lease(l, this.cfg.lease_ttl).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::error!(session = %s.id, "profile lease lost to another node; its save will be kept as a non-head generation if the profile moved")
+                        }
+                        Err(e) => {
+                            tracing::warn!(session = %s.id, error = %e, "could not renew the profile lease; retrying")
+                        }
+                    }
+                }
+            });
+        }
         for s in active {
             let crashed = match s.browser.try_lock() {
                 Ok(mut g) => g.as_mut().is_some_and(|b| b.try_exited()),

@@ -1,0 +1,130 @@
+//! Several daemons sharing one bucket: never two saving sessions of one profile at once,
+//! and a dead node's lease expires so another node takes over.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::daemon::*;
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_leases_hold_across_nodes_and_expire_with_their_node() {
+    let ls = endpoint("PV_TEST_LOCALSTACK");
+    ensure_bucket(&s3_client(&ls, "test"), BUCKET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("lease.toml");
+    std::fs::write(&cfg, "[server]\nlease_ttl = 3\n").unwrap();
+    let prefix = unique("nodes");
+    let env = [("PV_CONFIG", cfg.to_str().unwrap())];
+    let mut a = Daemon::start(
+        &dir.path().join("a"),
+        StoreKind::LocalStack(prefix.clone()),
+        &env,
+    );
+    let b = Daemon::start(
+        &dir.path().join("b"),
+        StoreKind::LocalStack(prefix.clone()),
+        &env,
+    );
+    let c = Daemon::start(
+        &dir.path().join("c"),
+        StoreKind::LocalStack(prefix.clone()),
+        &env,
+    );
+
+    // A profile exists (saved on node A).
+    let first = a.create(KEY_T1, json!({"profile": true})).await;
+    let pid = first["session_id"].as_str().unwrap().to_string();
+    a.end_and_wait(KEY_T1, &pid).await;
+
+    // Node A continues it; B and C may not open a saving session of it, but may read it.
+    let on_a = a.create(KEY_T1, json!({"profile": pid})).await;
+    assert_eq!(on_a["profile"]["id"], pid.as_str());
+    for node in [&b, &c] {
+        let (st, v) = node
+            .call(
+                "POST",
+                "/v0/vm",
+                Some(KEY_T1),
+                Some(&json!({"profile": pid}).to_string()),
+            )
+            .await;
+        assert_eq!(
+            (st, v["error"].as_str()),
+            (409, Some("profile_in_use")),
+            "{v}"
+        );
+        let ro = node.create(KEY_T1, json!({"profile": {"load": pid}})).await;
+        node.end_and_wait(KEY_T1, ro["session_id"].as_str().unwrap())
+            .await;
+    }
+    // A keeps renewing: still refused after more than one TTL.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (st, _) = b
+        .call(
+            "POST",
+            "/v0/vm",
+            Some(KEY_T1),
+            Some(&json!({"profile": pid}).to_string()),
+        )
+        .await;
+    assert_eq!(st, 409, "the holder renews its lease");
+
+    // Node A dies; its lease expires; B takes the profile over, and C is then refused.
+    a.kill9();
+    let start = std::time::Instant::now();
+    let on_b = loop {
+        let (st, v) = b
+            .call(
+                "POST",
+                "/v0/vm",
+                Some(KEY_T1),
+                Some(&json!({"profile": pid}).to_string()),
+            )
+            .await;
+        if st == 200 {
+            break v;
+        }
+        assert_eq!(st, 409, "{v}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "taken over only after expiry"
+    );
+    let (st, _) = c
+        .call(
+            "POST",
+            "/v0/vm",
+            Some(KEY_T1),
+            Some(&json!({"profile": pid}).to_string()),
+        )
+        .await;
+    assert_eq!(st, 409);
+    let ended = b
+        .end_and_wait(KEY_T1, on_b["session_id"].as_str().unwrap())
+        .await;
+    assert_eq!(ended["save"]["state"], "saved", "{ended}");
+    // Released after the save: C may continue it now.
+    let on_c = c.create(KEY_T1, json!({"profile": pid})).await;
+    c.end_and_wait(KEY_T1, on_c["session_id"].as_str().unwrap())
+        .await;
+    // Stop the browser node A left behind.
+    for e in std::fs::read_dir(dir.path().join("a/sessions"))
+        .unwrap()
+        .flatten()
+    {
+        let rec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+        if let Some(pid) = rec["pid"].as_u64().filter(|p| *p > 1) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &format!("-{pid}")])
+                .status();
+        }
+    }
+}
