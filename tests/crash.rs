@@ -58,6 +58,26 @@ async fn a_failed_save_keeps_the_profile_and_can_be_retried() {
     assert_eq!(v["failed_saves"][0]["session_id"], id.as_str(), "{v}");
     let (_, v) = d.call("GET", "/v0/saves", Some(KEY_T2), None).await;
     assert_eq!(v["failed_saves"], json!([]), "other tenants do not see it");
+    // The operator sees it from the CLI on the node as well.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_profile-vault"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["saves", "--json"])
+        .env("PV_STORE", format!("s3://{BUCKET}/x"))
+        .env(
+            "PV_MASTER_KEYS",
+            "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+        )
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["session_id"], id.as_str(), "{listed}");
     // Still failing: the retry says so and keeps it.
     let (st, _) = d
         .call("POST", &format!("/v0/saves/{id}/retry"), Some(KEY_T1), None)
@@ -153,4 +173,14 @@ async fn kill_9_mid_upload_then_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_between_generation_and_head_move_then_restart() {
     kill_during(|q| q.is_put("head.json"), "stall-head").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_as_archiving_starts_then_restart() {
+    // The save lists the profile's generations right before it packs the directory.
+    kill_during(
+        |q| q.method == "GET" && q.target.contains("list-type=2") && q.target.contains("gens"),
+        "stall-before-pack",
+    )
+    .await;
 }

@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 
 use base64::Engine;
 use profile_vault::crypt::envelope::WrapContext;

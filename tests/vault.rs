@@ -294,3 +294,30 @@ async fn bad_ids_are_rejected_before_storage() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_profiles_ending_at_once_are_all_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, _) = fs_vault(dir.path());
+    let src = dir.path().join("src");
+    make_profile(&src, "shared");
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let v = vault.clone();
+        let src = src.clone();
+        tasks.push(tokio::spawn(async move {
+            v.save("t1", &format!("p{i}"), &src, Base::Expect(None), np())
+                .await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().generation, 1);
+    }
+    assert_eq!(vault.list("t1").await.unwrap().len(), 50);
+    for i in [0, 17, 49] {
+        vault
+            .verify("t1", &format!("p{i}"), None, np())
+            .await
+            .unwrap();
+    }
+}

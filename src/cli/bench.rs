@@ -35,6 +35,10 @@ pub struct Args {
     /// Repetitions of the session measurement.
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
+    /// Save the profile as this many different profiles at once (sessions ending together)
+    /// and report total time and peak RSS.
+    #[arg(long)]
+    pub concurrent: Option<usize>,
 }
 
 #[derive(serde::Serialize)]
@@ -231,6 +235,40 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let vault = Vault::new(store, ring, opts)?;
     let profile = format!("bench-{}", uuid::Uuid::new_v4().simple());
 
+    if let Some(n) = a.concurrent {
+        reset_peak_rss();
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let (v, src, p) = (vault.clone(), src.clone(), format!("{profile}-{i}"));
+            tasks.push(tokio::spawn(async move {
+                v.save("bench", &p, &src, Base::Expect(None), Arc::new(NoProgress))
+                    .await
+            }));
+        }
+        let mut bytes = 0;
+        for task in tasks {
+            bytes += task.await??.bytes_in;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let rss = peak_rss_mib();
+        for i in 0..n {
+            vault.delete("bench", &format!("{profile}-{i}")).await?;
+        }
+        let _ = std::fs::remove_dir_all(&tmp_store);
+        if !a.keep_profile {
+            let _ = std::fs::remove_dir_all(&src);
+        }
+        let r = serde_json::json!({"profiles": n, "kept_bytes_total": bytes, "seconds": secs, "mb_per_s": bytes as f64 / 1e6 / secs, "peak_rss_mib": rss});
+        ctx.print(&r, || {
+            format!(
+                "{n} saves at once: {} kept in {secs:.2} s ({:.0} MB/s), peak RSS {rss:.1} MiB",
+                human_bytes(bytes),
+                bytes as f64 / 1e6 / secs
+            )
+        });
+        return Ok(());
+    }
     reset_peak_rss();
     let t = Instant::now();
     let saved = vault

@@ -19,6 +19,7 @@ mod rekey;
 mod restore;
 mod rollback;
 mod save;
+mod saves;
 mod serve;
 mod verify;
 
@@ -80,6 +81,8 @@ pub enum Command {
     Keygen(rekey::KeygenArgs),
     /// Re-wrap data keys with another master key (payloads are not rewritten).
     Rekey(rekey::Args),
+    /// List failed session saves kept on this node, or retry them.
+    Saves(saves::Args),
     /// Measure save and restore speed and memory on a synthetic profile.
     Bench(bench::Args),
 }
@@ -160,6 +163,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(a) => delete::run(&ctx, a).await,
         Command::Keygen(a) => rekey::run_keygen(&ctx, a),
         Command::Rekey(a) => rekey::run(&ctx, a).await,
+        Command::Saves(a) => saves::run(&ctx, a).await,
         Command::Bench(a) => bench::run(&ctx, a).await,
     }
 }

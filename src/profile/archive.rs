@@ -556,7 +556,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_files: 200_000,
+            max_files: 50_000,
             max_file_size: 8 << 30,
             max_total_size: 32 << 30,
             max_ratio: 2_000,

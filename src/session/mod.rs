@@ -1087,9 +1087,35 @@ impl Manager {
         }
     }
 
+    /// Removes what killed processes leave on local disk: restore staging directories and
+    /// downloads beside browser dirs, and spool files older than an hour (a CLI job may share
+    /// the spool directory, so young files are left alone).
+    fn collect_garbage(&self) {
+        let browsers = self.cfg.data_dir.join("browsers");
+        for e in std::fs::read_dir(&browsers).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".pv-") {
+                tracing::info!(path = %e.path().display(), "removing a staging directory left by a killed restore");
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let spool = self.cfg.data_dir.join("spool");
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for e in std::fs::read_dir(&spool).into_iter().flatten().flatten() {
+            if e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < hour_ago)
+            {
+                tracing::info!(path = %e.path().display(), "removing a spool file left by a killed save");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
     /// Finds sessions left by a previous daemon (crash, kill -9): stops their browsers and
     /// saves their profiles. Returns how many were recovered.
     pub async fn recover(self: &Arc<Self>) -> usize {
+        self.collect_garbage();
         let dir = self.cfg.data_dir.join("sessions");
         let Ok(rd) = std::fs::read_dir(&dir) else {
             return 0;

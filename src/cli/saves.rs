@@ -1,0 +1,85 @@
+//! `profile-vault saves [--retry ID | --retry-all]`: failed session saves kept on this node.
+
+use std::time::Duration;
+
+use super::Ctx;
+use profile_vault::session::{Manager, SessionConfig};
+
+/// Arguments of `saves`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Retry this session's save now.
+    #[arg(long, conflicts_with = "retry_all")]
+    pub retry: Option<String>,
+    /// Retry every failed save now.
+    #[arg(long)]
+    pub retry_all: bool,
+}
+
+/// Runs `saves`.
+pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
+    let vault = ctx.vault().await?;
+    let s = &ctx.cfg.file.server;
+    // No browser is started: only the kept directories are saved.
+    let manager = Manager::new(
+        vault,
+        SessionConfig {
+            chromium: "/nonexistent".into(),
+            data_dir: ctx.cfg.data_dir.clone(),
+            max_sessions: 0,
+            inactive_timeout: None,
+            absolute_timeout: None,
+            close_deadline: Duration::from_secs(s.close_deadline.max(1)),
+            restore_deadline: Duration::from_secs(s.restore_deadline.max(1)),
+            start_deadline: Duration::from_secs(1),
+            max_concurrent_saves: s.max_concurrent_saves,
+            retry_failed_every: Duration::from_secs(3600),
+            lease_ttl: Duration::from_secs(s.lease_ttl.max(2)),
+        },
+    )?;
+    if let Some(id) = &a.retry {
+        let ok = manager.retry_save(None, id).await?;
+        ctx.print(&serde_json::json!({"session_id": id, "saved": ok}), || {
+            if ok {
+                format!("session {id}: saved")
+            } else {
+                format!("session {id}: the save failed again; its directory is kept")
+            }
+        });
+        anyhow::ensure!(ok, "the save of session {id} failed again");
+        return Ok(());
+    }
+    if a.retry_all {
+        let n = manager.retry_failed_saves().await;
+        let left = manager.failed_saves(None).len();
+        ctx.print(
+            &serde_json::json!({"saved": n, "still_failed": left}),
+            || format!("saved {n}; {left} still failing"),
+        );
+        anyhow::ensure!(left == 0, "{left} saves still failing");
+        return Ok(());
+    }
+    let list = manager.failed_saves(None);
+    let out: Vec<serde_json::Value> = list
+        .iter()
+        .map(|r| serde_json::json!({"session_id": r.id, "tenant": r.tenant, "profile": r.profile_id, "dir": r.dir, "created_at": r.created_at}))
+        .collect();
+    ctx.print(&out, || {
+        if list.is_empty() {
+            return "no failed saves".into();
+        }
+        list.iter()
+            .map(|r| {
+                format!(
+                    "{}\ttenant {}\tprofile {}\t{}",
+                    r.id,
+                    r.tenant,
+                    r.profile_id.as_deref().unwrap_or("-"),
+                    r.dir.display()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    Ok(())
+}
