@@ -8,6 +8,7 @@ mod common;
 mod api;
 mod cli;
 mod crash;
+mod deploy;
 mod faults;
 mod hostile;
 mod nodes;
