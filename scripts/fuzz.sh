@@ -10,5 +10,8 @@ export RUSTC_BOOTSTRAP=1
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   echo "== fuzzing $t for ${secs}s"
-  cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=1048576 2>&1 | tail -n 5
+  mkdir -p logs
+  cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=1048576 >"logs/$t.log" 2>&1 \
+    || { echo "fuzzer $t failed; see fuzz/logs/$t.log and fuzz/artifacts/$t"; tail -n 30 "logs/$t.log"; exit 1; }
+  grep -E "^#[0-9]+.*(DONE|pulse)|Done [0-9]+ runs" "logs/$t.log" | tail -n 2
 done
