@@ -6,23 +6,15 @@ use axum::Json;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::{auth, AppState};
-
-fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
-    let token = auth::bearer(headers).ok_or_else(ApiError::unauthorized)?;
-    state
-        .keys
-        .tenant_of(token)
-        .map(str::to_string)
-        .ok_or_else(ApiError::unauthorized)
-}
+use super::vm::api_tenant;
+use super::AppState;
 
 /// `GET /v0/profiles`.
 pub(super) async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let t = tenant(&state, &headers)?;
+    let t = api_tenant(&state, &headers)?;
     let profiles = state.manager.vault().list(&t).await?;
     Ok(Json(serde_json::json!({"profiles": profiles})))
 }
@@ -33,7 +25,7 @@ pub(super) async fn get_one(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let t = tenant(&state, &headers)?;
+    let t = api_tenant(&state, &headers)?;
     if crate::vault::validate_id("profile", &id).is_err() {
         return Err(ApiError::not_found("profile"));
     }
@@ -69,7 +61,7 @@ pub(super) async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let t = tenant(&state, &headers)?;
+    let t = api_tenant(&state, &headers)?;
     if crate::vault::validate_id("profile", &id).is_err() {
         return Err(ApiError::not_found("profile"));
     }
@@ -82,7 +74,7 @@ pub(super) async fn failed_saves(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let t = tenant(&state, &headers)?;
+    let t = api_tenant(&state, &headers)?;
     let list: Vec<Value> = state
         .manager
         .failed_saves(Some(&t))
@@ -98,7 +90,7 @@ pub(super) async fn retry_save(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let t = tenant(&state, &headers)?;
+    let t = api_tenant(&state, &headers)?;
     match state.manager.retry_save(Some(&t), &id).await {
         Ok(true) => Ok(Json(serde_json::json!({"session_id": id, "saved": true}))),
         Ok(false) => Err(ApiError::new(

@@ -124,7 +124,7 @@ fn parse_profile(v: Option<&Value>) -> Result<ProfileRequest, ApiError> {
 }
 
 /// Resolves the caller's tenant from an API key.
-fn api_tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+pub(super) fn api_tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
     let token = auth::bearer(headers).ok_or_else(ApiError::unauthorized)?;
     state
         .keys

@@ -197,6 +197,17 @@ fn generate(root: &Path, kept: u64) -> std::io::Result<u64> {
     Ok(written)
 }
 
+/// A vault on `url` with a throw-away in-memory master key.
+async fn bench_vault(ctx: &Ctx, url: &str, spool: &Path) -> anyhow::Result<Vault> {
+    let store = profile_vault::store::from_url(url, &ctx.cfg.file.s3).await?;
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    let ring = Arc::new(Keyring::from_keys(vec![("bench".into(), key)], "bench")?);
+    let mut opts = ctx.cfg.vault_options();
+    opts.spool_dir = spool.to_path_buf();
+    Ok(Vault::new(store, ring, opts)?)
+}
+
 /// Runs `bench`.
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let bench_dir = ctx.cfg.data_dir.join("bench");
@@ -226,13 +237,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
                 .display()
         )
     });
-    let store = profile_vault::store::from_url(&url, &ctx.cfg.file.s3).await?;
-    let mut key = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut key);
-    let ring = Arc::new(Keyring::from_keys(vec![("bench".into(), key)], "bench")?);
-    let mut opts = ctx.cfg.vault_options();
-    opts.spool_dir = bench_dir.join("spool");
-    let vault = Vault::new(store, ring, opts)?;
+    let vault = bench_vault(ctx, &url, &bench_dir.join("spool")).await?;
     let profile = format!("bench-{}", uuid::Uuid::new_v4().simple());
 
     if let Some(n) = a.concurrent {
@@ -384,13 +389,7 @@ async fn session_bench(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> any
                 .display()
         )
     });
-    let store = profile_vault::store::from_url(&url, &ctx.cfg.file.s3).await?;
-    let mut key = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut key);
-    let ring = Arc::new(Keyring::from_keys(vec![("bench".into(), key)], "bench")?);
-    let mut opts = ctx.cfg.vault_options();
-    opts.spool_dir = data.join("spool");
-    let vault = Vault::new(store, ring, opts)?;
+    let vault = bench_vault(ctx, &url, &data.join("spool")).await?;
     let profile = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let saved = vault
         .save("bench", &profile, src, Base::Current, Arc::new(NoProgress))

@@ -632,12 +632,6 @@ impl Manager {
                 }
             }
         }
-        let release_lease = |this: &Self, lease: &Option<vault::Lease>| {
-            if let Some(l) = lease.clone() {
-                let v = this.vault.clone();
-                tokio::spawn(async move { v.release_lease(&l).await });
-            }
-        };
         let dir = self.cfg.data_dir.join("browsers").join(&id);
         let mut record = Record {
             id: id.clone(),
@@ -656,8 +650,13 @@ impl Manager {
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 let _ = std::fs::remove_file(self.record_path(&id));
+                // Released before answering, so the client's next attempt finds it free.
+                if let Some(l) = &lease {
+                    if let Err(le) = self.vault.release_lease(l).await {
+                        tracing::warn!(session = %id, error = %le, "could not release the profile lease; it expires by itself");
+                    }
+                }
                 cleanup_lock(self);
-                release_lease(self, &lease);
                 return Err(e);
             }
         };
@@ -801,32 +800,23 @@ impl Manager {
             self.write_record(&record);
             b.close(self.cfg.close_deadline).await;
         }
-        let ok = self
-            .save_dir(
-                &s.tenant,
-                s.profile_id.as_deref(),
-                s.save,
-                s.base_generation,
-                &s.dir,
-                Some(&s),
-            )
-            .await;
+        let ok = self.save_record(&record, Some(&s)).await;
         if ok {
-            let _ = std::fs::remove_dir_all(&s.dir);
-            let _ = std::fs::remove_file(self.record_path(&s.id));
+            self.forget(&s.id, &s.dir);
         } else {
             record.state = "failed".into();
             self.write_record(&record);
         }
-        if let (Some(p), true) = (&s.profile_id, s.save) {
-            self.release_profile(&s.tenant, p, &s.id);
-        }
+        // The store lease first, then the local lock: whoever takes the profile next finds both free.
         if let Some(l) = s.lease.lock().await.take() {
             if ok {
                 if let Err(e) = self.vault.release_lease(&l).await {
                     tracing::warn!(session = %s.id, error = %e, "could not release the profile lease; it expires by itself");
                 }
             }
+        }
+        if let (Some(p), true) = (&s.profile_id, s.save) {
+            self.release_profile(&s.tenant, p, &s.id);
         }
         self.counters.ended.fetch_add(1, Ordering::Relaxed);
         s.done.send_replace(true);
@@ -911,6 +901,25 @@ impl Manager {
         }
     }
 
+    /// Saves the directory a session record names (see [`Manager::save_dir`]).
+    async fn save_record(&self, r: &Record, s: Option<&Session>) -> bool {
+        self.save_dir(
+            &r.tenant,
+            r.profile_id.as_deref(),
+            r.save,
+            r.base_generation,
+            &r.dir,
+            s,
+        )
+        .await
+    }
+
+    /// Removes a finished session's directory and record.
+    fn forget(&self, id: &str, dir: &Path) {
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_file(self.record_path(id));
+    }
+
     /// Session records whose save failed (their directories are kept), for `tenant` or all.
     pub fn failed_saves(&self, tenant: Option<&str>) -> Vec<Record> {
         let dir = self.cfg.data_dir.join("sessions");
@@ -946,19 +955,9 @@ impl Manager {
             }
         }
         let session = self.get(&r.id);
-        let ok = self
-            .save_dir(
-                &r.tenant,
-                r.profile_id.as_deref(),
-                r.save,
-                r.base_generation,
-                &r.dir,
-                session.as_deref(),
-            )
-            .await;
+        let ok = self.save_record(&r, session.as_deref()).await;
         if ok {
-            let _ = std::fs::remove_dir_all(&r.dir);
-            let _ = std::fs::remove_file(self.record_path(&r.id));
+            self.forget(&r.id, &r.dir);
             tracing::info!(session = %r.id, profile = ?r.profile_id, "failed save retried successfully");
         }
         self.retrying.lock().expect("retrying lock").remove(&r.id);
@@ -1149,19 +1148,9 @@ impl Manager {
                 tracing::warn!(session = %r.id, pid = r.pid, "stopping a browser left by the previous daemon");
                 chromium::stop_orphan(r.pid, self.cfg.close_deadline).await;
             }
-            let ok = self
-                .save_dir(
-                    &r.tenant,
-                    r.profile_id.as_deref(),
-                    r.save,
-                    r.base_generation,
-                    &r.dir,
-                    None,
-                )
-                .await;
+            let ok = self.save_record(&r, None).await;
             if ok {
-                let _ = std::fs::remove_dir_all(&r.dir);
-                let _ = std::fs::remove_file(self.record_path(&r.id));
+                self.forget(&r.id, &r.dir);
                 tracing::info!(session = %r.id, profile = ?r.profile_id, "recovered session saved");
                 n += 1;
             }
