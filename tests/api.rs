@@ -445,6 +445,14 @@ async fn a_crashed_browser_is_saved_as_unclean_and_limits_hold() {
     );
     let s = d.create(KEY_T1, json!({"profile": true})).await;
     let id = s["session_id"].as_str().unwrap().to_string();
+    // Every log line of a request carries its request id.
+    let started = d
+        .log_text()
+        .lines()
+        .find(|l| l.contains("session started") && l.contains(&id))
+        .map(str::to_string)
+        .unwrap();
+    assert!(started.contains("request_id="), "{started}");
     // Session limit (max_sessions = 2 in the config below).
     let s2 = d.create(KEY_T1, json!({})).await;
     let (st, v) = d.call("POST", "/v0/vm", Some(KEY_T2), Some("{}")).await;
