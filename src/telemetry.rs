@@ -17,10 +17,13 @@ pub fn init(default_level: &str) {
             ))
         });
     let json = std::env::var("PV_LOG_FORMAT").is_ok_and(|v| v == "json");
+    // Colours only on a terminal: files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(ansi);
     let _ = if json {
         builder.json().try_init()
     } else {

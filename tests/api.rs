@@ -597,3 +597,41 @@ async fn no_secret_reaches_the_logs_and_every_file_is_owner_only() {
         assert!(!log.contains(&secret), "{what} found in the trace log");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_lists_every_route_and_every_listed_route_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
+    let (st, doc) = d.call("GET", "/v0/openapi.json", None, None).await;
+    assert_eq!(st, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut listed = 0;
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().unwrap() {
+            listed += 1;
+            assert!(op["summary"].is_string(), "{method} {path}");
+            let concrete = path.replace("{id}", "no-such-id");
+            let (_, v) = d
+                .call(&method.to_uppercase(), &concrete, None, Some("{}"))
+                .await;
+            assert_ne!(
+                v["message"], "route not found",
+                "{method} {path} is documented but not served"
+            );
+        }
+    }
+    // Every route the router is built from is documented.
+    assert_eq!(listed, profile_vault::api::ROUTES.len());
+    for r in profile_vault::api::ROUTES {
+        assert!(
+            paths[r.path][r.method.to_lowercase()].is_object(),
+            "{} {} undocumented",
+            r.method,
+            r.path
+        );
+    }
+    // The check can fail: an unknown route is the fallback.
+    let (st, v) = d.call("GET", "/v0/nope", None, None).await;
+    assert_eq!((st, v["message"].as_str()), (404, Some("route not found")));
+}

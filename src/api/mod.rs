@@ -9,13 +9,13 @@ pub mod auth;
 mod cdp;
 pub mod error;
 mod health;
+pub mod openapi;
 mod profiles;
 mod vm;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::{get, post};
 use axum::Router;
 
 use crate::session::Manager;
@@ -33,27 +33,156 @@ pub struct AppState {
     pub max_body: usize,
 }
 
-/// Builds the router.
+/// One route of the API: the single source of both the router and the OpenAPI document.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path with `{id}` parameters.
+    pub path: &'static str,
+    /// What it does.
+    pub summary: &'static str,
+    /// Whether it needs a bearer token (an API key or a session's admin token).
+    pub auth: bool,
+}
+
+const fn r(method: &'static str, path: &'static str, summary: &'static str, auth: bool) -> Route {
+    Route {
+        method,
+        path,
+        summary,
+        auth,
+    }
+}
+
+/// Every route the daemon serves.
+pub const ROUTES: &[Route] = &[
+    r(
+        "POST",
+        "/v0/vm",
+        "Start a browser session (optionally restoring and/or saving a profile)",
+        true,
+    ),
+    r(
+        "GET",
+        "/v0/vm",
+        "List the tenant's active sessions (after_id pagination)",
+        true,
+    ),
+    r(
+        "GET",
+        "/v0/vm/{id}",
+        "One session, including after it ended (termination date, save state)",
+        true,
+    ),
+    r(
+        "DELETE",
+        "/v0/vm/{id}",
+        "End a session: stop the browser cleanly, then save (?wait=true waits)",
+        true,
+    ),
+    r(
+        "POST",
+        "/v0/vm/{id}/ping",
+        "Renew the inactivity timeout",
+        true,
+    ),
+    r(
+        "GET",
+        "/v0/vm/{id}/embed",
+        "The session page for its token holder (?token=)",
+        true,
+    ),
+    r(
+        "GET",
+        "/v0/vm/{id}/cdp",
+        "WebSocket proxy to the browser's DevTools protocol (?token=)",
+        true,
+    ),
+    r(
+        "GET",
+        "/v0/vm/{id}/cdp/json/version",
+        "DevTools discovery for http:// CDP endpoints (?token=)",
+        true,
+    ),
+    r(
+        "GET",
+        "/v0/saves",
+        "Sessions whose save failed (kept on disk, retried)",
+        true,
+    ),
+    r(
+        "POST",
+        "/v0/saves/{id}/retry",
+        "Retry one failed save now",
+        true,
+    ),
+    r("GET", "/v0/profiles", "The tenant's saved profiles", true),
+    r(
+        "GET",
+        "/v0/profiles/{id}",
+        "A profile's generations, sizes and last save",
+        true,
+    ),
+    r(
+        "DELETE",
+        "/v0/profiles/{id}",
+        "Delete every generation of a profile",
+        true,
+    ),
+    r("GET", "/v0/openapi.json", "This OpenAPI document", false),
+    r("GET", "/healthz", "Liveness", false),
+    r(
+        "GET",
+        "/readyz",
+        "Readiness: store reachable, keys loaded, Chromium found, recovery done",
+        false,
+    ),
+    r("GET", "/metrics", "Prometheus metrics", false),
+];
+
+fn handler(method: &str, path: &str) -> axum::routing::MethodRouter<AppState> {
+    use axum::routing::{delete as del, get, post};
+    match (method, path) {
+        ("POST", "/v0/vm") => post(vm::create),
+        ("GET", "/v0/vm") => get(vm::list),
+        ("GET", "/v0/vm/{id}") => get(vm::get_one),
+        ("DELETE", "/v0/vm/{id}") => del(vm::delete),
+        ("POST", "/v0/vm/{id}/ping") => post(vm::ping),
+        ("GET", "/v0/vm/{id}/embed") => get(vm::embed),
+        ("GET", "/v0/vm/{id}/cdp") => get(cdp::proxy),
+        ("GET", "/v0/vm/{id}/cdp/json/version") => get(cdp::version),
+        ("GET", "/v0/saves") => get(profiles::failed_saves),
+        ("POST", "/v0/saves/{id}/retry") => post(profiles::retry_save),
+        ("GET", "/v0/profiles") => get(profiles::list),
+        ("GET", "/v0/profiles/{id}") => get(profiles::get_one),
+        ("DELETE", "/v0/profiles/{id}") => del(profiles::delete),
+        ("GET", "/v0/openapi.json") => get(openapi::serve),
+        ("GET", "/healthz") => get(health::healthz),
+        ("GET", "/readyz") => get(health::readyz),
+        ("GET", "/metrics") => get(health::metrics),
+        _ => panic!("route {method} {path} is listed in ROUTES but has no handler"),
+    }
+}
+
+/// Builds the router from [`ROUTES`].
 pub fn router(state: AppState) -> Router {
     let max_body = state.max_body;
-    Router::new()
-        .route("/v0/vm", post(vm::create).get(vm::list))
-        .route("/v0/vm/{id}", get(vm::get_one).delete(vm::delete))
-        .route("/v0/vm/{id}/ping", post(vm::ping))
-        .route("/v0/vm/{id}/embed", get(vm::embed))
-        .route("/v0/vm/{id}/cdp", get(cdp::proxy))
-        .route("/v0/vm/{id}/cdp/json/version", get(cdp::version))
-        .route("/v0/saves", get(profiles::failed_saves))
-        .route("/v0/saves/{id}/retry", post(profiles::retry_save))
-        .route("/v0/profiles", get(profiles::list))
-        .route(
-            "/v0/profiles/{id}",
-            get(profiles::get_one).delete(profiles::delete),
-        )
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .fallback(|| async { error::ApiError::not_found("route") })
+    let mut paths: Vec<&str> = ROUTES.iter().map(|r| r.path).collect();
+    paths.dedup();
+    let mut app = Router::new();
+    let mut seen = std::collections::HashSet::new();
+    for path in ROUTES.iter().map(|r| r.path) {
+        if !seen.insert(path) {
+            continue;
+        }
+        let mut mr: axum::routing::MethodRouter<AppState> = axum::routing::MethodRouter::new();
+        for route in ROUTES.iter().filter(|r| r.path == path) {
+            mr = mr.merge(handler(route.method, route.path));
+        }
+        app = app.route(path, mr);
+    }
+    app.fallback(|| async { error::ApiError::not_found("route") })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
