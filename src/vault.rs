@@ -354,6 +354,20 @@ impl Vault {
         })
     }
 
+    /// Waits for a pack/unpack slot (counted as queue depth while waiting).
+    async fn work_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        let waiting = &crate::metrics::METRICS.jobs_waiting;
+        waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let permit = self
+            .work
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        permit
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
@@ -453,12 +467,7 @@ impl Vault {
         let created_at = now();
 
         // Pack + encrypt into the spool file, off the async runtime.
-        let slot = self
-            .work
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
+        let slot = self.work_slot().await;
         let spool = TempFile(self.spool_file("save"));
         let (dek, sealer, stats, mut header_len) = {
             let (dir, path, opts) = (dir.to_path_buf(), spool.0.clone(), self.opts.clone());
@@ -912,12 +921,7 @@ impl Vault {
             .fetch(tenant, profile, generation, progress.clone())
             .await?;
         let (target_p, limits) = (target.to_path_buf(), self.opts.limits.clone());
-        let _slot = self
-            .work
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
+        let _slot = self.work_slot().await;
         let unpacked = blocking(move || {
             Ok(archive::unpack_from(
                 &|| Ok(reader.clone()),

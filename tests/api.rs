@@ -431,6 +431,13 @@ async fn bad_requests_change_nothing() {
         m.contains("pv_sessions_active 0") && m.contains("pv_saves_total{outcome=\"ok\"}"),
         "{m}"
     );
+    for family in [
+        "pv_save_duration_seconds_bucket{le=\"+Inf\"}",
+        "pv_store_errors_total{kind=\"unavailable\"}",
+        "pv_queue_depth{queue=\"saves\"}",
+    ] {
+        assert!(m.contains(family), "{family} missing: {m}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,13 +452,20 @@ async fn a_crashed_browser_is_saved_as_unclean_and_limits_hold() {
     );
     let s = d.create(KEY_T1, json!({"profile": true})).await;
     let id = s["session_id"].as_str().unwrap().to_string();
-    // Every log line of a request carries its request id.
-    let started = d
-        .log_text()
-        .lines()
-        .find(|l| l.contains("session started") && l.contains(&id))
-        .map(str::to_string)
-        .unwrap();
+    // Every log line of a request carries its request id (the log is read as it arrives).
+    let mut started = None;
+    for _ in 0..50 {
+        started = d
+            .log_text()
+            .lines()
+            .find(|l| l.contains("session started") && l.contains(&id))
+            .map(str::to_string);
+        if started.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = started.expect("a 'session started' log line");
     assert!(started.contains("request_id="), "{started}");
     // Session limit (max_sessions = 2 in the config below).
     let s2 = d.create(KEY_T1, json!({})).await;

@@ -117,5 +117,6 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         "Sessions of a previous daemon still being saved.",
         &[("", m.recovering() as u64)],
     );
+    crate::metrics::METRICS.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

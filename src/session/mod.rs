@@ -739,6 +739,7 @@ impl Manager {
                     self.counters
                         .restore_ms
                         .fetch_add(t.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    crate::metrics::METRICS.restore_seconds.observe(t.elapsed());
                 }
                 Ok(Err(e)) => {
                     self.counters
@@ -838,11 +839,14 @@ impl Manager {
         if !dir.is_dir() {
             return true;
         }
+        let waiting = &crate::metrics::METRICS.saves_waiting;
+        waiting.fetch_add(1, Ordering::Relaxed);
         let _slot = self
             .save_slots
             .acquire()
             .await
             .expect("semaphore never closed");
+        waiting.fetch_sub(1, Ordering::Relaxed);
         if let Some(s) = s {
             s.status.lock().expect("status lock").save = SaveState::Saving;
         }
@@ -860,6 +864,7 @@ impl Manager {
         self.counters
             .save_ms
             .fetch_add(t.elapsed().as_millis() as u64, Ordering::Relaxed);
+        crate::metrics::METRICS.save_seconds.observe(t.elapsed());
         match r {
             Ok(rep) => {
                 self.counters.saves_ok.fetch_add(1, Ordering::Relaxed);

@@ -81,6 +81,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// The metrics label of this kind of error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "not_found",
+            Error::AlreadyExists { .. } => "already_exists",
+            Error::Precondition { .. } => "precondition",
+            Error::InvalidKey { .. } => "invalid_key",
+            Error::Unavailable { .. } => "unavailable",
+            Error::Backend { .. } => "backend",
+            Error::Io { .. } => "io",
+        }
+    }
+
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Unavailable { .. })

@@ -56,7 +56,11 @@ impl RetryStore {
         let start = tokio::time::Instant::now();
         let mut attempt: u32 = 0;
         loop {
-            match f().await {
+            let result = f().await;
+            if let Err(e) = &result {
+                crate::metrics::METRICS.store_error(e.kind());
+            }
+            match result {
                 Err(e) if e.is_transient() => {
                     let backoff = self
                         .policy
