@@ -34,4 +34,5 @@ pub use progress::{NoProgress, Progress};
 pub use store::{PutBody, PutMode, Store};
 pub use vault::{Base, Vault, VaultOptions};
 pub mod api;
+pub mod audit;
 pub mod session;

@@ -292,6 +292,8 @@ pub struct Vault {
     /// Bounds the CPU/memory-heavy phases (pack, unpack) running at once, so many
     /// sessions ending together queue instead of all buffering at once.
     work: Arc<tokio::sync::Semaphore>,
+    audit: crate::audit::Audit,
+    actor: Arc<str>,
 }
 
 fn now() -> u64 {
@@ -346,12 +348,42 @@ impl Vault {
     pub fn new(store: Arc<dyn Store>, keys: Arc<Keyring>, opts: VaultOptions) -> Result<Self> {
         fsutil::create_private_dir(&opts.spool_dir).map_err(io_at(&opts.spool_dir))?;
         let work = Arc::new(tokio::sync::Semaphore::new(opts.max_parallel_jobs.max(1)));
+        let audit = crate::audit::Audit::new(store.clone());
         Ok(Vault {
             store,
             keys,
             opts: Arc::new(opts),
             work,
+            audit,
+            actor: Arc::from("library"),
         })
+    }
+
+    /// The same vault, recording `actor` in the audit trail for what it does.
+    pub fn with_actor(&self, actor: &str) -> Vault {
+        Vault {
+            actor: Arc::from(actor),
+            ..self.clone()
+        }
+    }
+
+    /// The audit trail.
+    pub fn audit(&self) -> &crate::audit::Audit {
+        &self.audit
+    }
+
+    async fn record<T>(
+        &self,
+        action: crate::audit::Action,
+        tenant: &str,
+        profile: Option<&str>,
+        generation: Option<u64>,
+        r: &Result<T>,
+    ) {
+        let error = r.as_ref().err().map(ToString::to_string);
+        self.audit
+            .record(action, tenant, profile, generation, &self.actor, error)
+            .await;
     }
 
     /// Waits for a pack/unpack slot (counted as queue depth while waiting).
@@ -444,6 +476,31 @@ impl Vault {
     /// [`Error::Conflict`] when another save moved the head (this generation is kept);
     /// packing, key, and storage errors (the head is untouched).
     pub async fn save(
+        &self,
+        tenant: &str,
+        profile: &str,
+        dir: &Path,
+        base: Base,
+        progress: Arc<dyn Progress>,
+    ) -> Result<SaveReport> {
+        let r = self.save_inner(tenant, profile, dir, base, progress).await;
+        let generation = match &r {
+            Ok(rep) => Some(rep.generation),
+            Err(Error::Conflict { kept, .. }) => Some(*kept),
+            Err(_) => None,
+        };
+        self.record(
+            crate::audit::Action::Save,
+            tenant,
+            Some(profile),
+            generation,
+            &r,
+        )
+        .await;
+        r
+    }
+
+    async fn save_inner(
         &self,
         tenant: &str,
         profile: &str,
@@ -912,6 +969,25 @@ impl Vault {
         target: &Path,
         progress: Arc<dyn Progress>,
     ) -> Result<RestoreReport> {
+        let r = self
+            .restore_inner(tenant, profile, generation, target, progress)
+            .await;
+        let g = r.as_ref().ok().map(|rep| rep.generation).or(generation);
+        if !matches!(r, Err(Error::InvalidId { .. })) {
+            self.record(crate::audit::Action::Load, tenant, Some(profile), g, &r)
+                .await;
+        }
+        r
+    }
+
+    async fn restore_inner(
+        &self,
+        tenant: &str,
+        profile: &str,
+        generation: Option<u64>,
+        target: &Path,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RestoreReport> {
         let generation = self.resolve(tenant, profile, generation).await?;
         archive::check_target(target)?;
         if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -1057,6 +1133,21 @@ impl Vault {
     /// # Errors
     /// Not found, key, storage errors; [`Error::Conflict`] when the head moved meanwhile.
     pub async fn rollback(&self, tenant: &str, profile: &str, to: u64) -> Result<Head> {
+        let r = self.rollback_inner(tenant, profile, to).await;
+        if !matches!(r, Err(Error::InvalidId { .. })) {
+            self.record(
+                crate::audit::Action::Rollback,
+                tenant,
+                Some(profile),
+                Some(to),
+                &r,
+            )
+            .await;
+        }
+        r
+    }
+
+    async fn rollback_inner(&self, tenant: &str, profile: &str, to: u64) -> Result<Head> {
         let Some((head, etag)) = self.head(tenant, profile).await? else {
             return Err(Error::ProfileNotFound {
                 tenant: tenant.into(),
@@ -1107,6 +1198,19 @@ impl Vault {
     pub async fn delete(&self, tenant: &str, profile: &str) -> Result<usize> {
         validate_id("tenant", tenant)?;
         validate_id("profile", profile)?;
+        let r = self.delete_inner(tenant, profile).await;
+        self.record(
+            crate::audit::Action::Delete,
+            tenant,
+            Some(profile),
+            None,
+            &r,
+        )
+        .await;
+        r
+    }
+
+    async fn delete_inner(&self, tenant: &str, profile: &str) -> Result<usize> {
         let objects = self.store.list(&prefix(tenant, profile)).await?;
         if objects.is_empty() {
             return Err(Error::ProfileNotFound {
@@ -1128,6 +1232,15 @@ impl Vault {
     /// # Errors
     /// Unknown keys, storage errors, or a record whose key cannot be unwrapped.
     pub async fn rekey(&self, tenant: &str, to: &str, dry_run: bool) -> Result<(u64, u64)> {
+        let r = self.rekey_inner(tenant, to, dry_run).await;
+        if !dry_run {
+            self.record(crate::audit::Action::Rekey, tenant, None, None, &r)
+                .await;
+        }
+        r
+    }
+
+    async fn rekey_inner(&self, tenant: &str, to: &str, dry_run: bool) -> Result<(u64, u64)> {
         if !self.keys.contains(to) {
             return Err(keys::Error::UnknownKey(to.into()).into());
         }

@@ -13,11 +13,21 @@ fn state(v: &Value) -> Value {
 
 /// The bytes of the restored profile's History file (to check the visited URL is there).
 fn history_of(d: &Daemon, profile: &str, dir: &std::path::Path) -> Vec<u8> {
+    let mut c = cli_for(d);
+    c.args(["restore", profile, "--to"]).arg(dir);
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(dir.join("Default/History")).unwrap()
+}
+
+/// The CLI on the daemon's data dir and store, as tenant t1.
+fn cli_for(d: &Daemon) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_profile-vault"));
-    c.arg("--data-dir")
-        .arg(&d.data)
-        .args(["--tenant", "t1", "restore", profile, "--to"])
-        .arg(dir);
+    c.arg("--data-dir").arg(&d.data).args(["--tenant", "t1"]);
     c.env(
         "PV_MASTER_KEYS",
         "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
@@ -31,13 +41,7 @@ fn history_of(d: &Daemon, profile: &str, dir: &std::path::Path) -> Vec<u8> {
             .env("AWS_REGION", "us-east-1")
             .env("PV_S3_PATH_STYLE", "true");
     }
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read(dir.join("Default/History")).unwrap()
+    c
 }
 
 async fn full_cycle(store: StoreKind) {
@@ -226,6 +230,39 @@ async fn full_cycle(store: StoreKind) {
         )
         .await;
     assert_eq!(st, 404);
+
+    // The audit trail names who did what: API keys, admin tokens, timeouts.
+    let out = cli_for(&d).args(["audit", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let actors: Vec<String> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["action"].as_str().unwrap(),
+                e["actor"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for want in [
+        "load api-key:t1#",
+        "save api-key:t1",
+        "save admin-token:",
+        "save daemon:inactive",
+        "delete api-key:t1#",
+    ] {
+        assert!(
+            actors.iter().any(|a| a.starts_with(want)),
+            "{want} missing from {actors:?}"
+        );
+    }
 
     // Secrets never reach the log, even at trace level.
     let log = d.log_text();

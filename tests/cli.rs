@@ -149,8 +149,23 @@ fn embedded_default_full_cycle() {
         "--json",
     ])));
 
-    // Delete.
+    // Delete, and the audit trail of all of it.
     json(&run(pv(&data).args(["delete", "p1", "--json"])));
+    let audit = json(&run(pv(&data).args(["audit", "--json"])));
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for want in ["save", "load", "rollback", "rekey", "delete"] {
+        assert!(actions.contains(&want), "{want} not audited: {actions:?}");
+    }
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["actor"].as_str().unwrap().starts_with("cli:")));
     assert_eq!(
         run(pv(&data).args(["versions", "p1"])).status.code(),
         Some(3)

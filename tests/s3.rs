@@ -113,8 +113,34 @@ async fn vault_on_s3_multipart_round_trip_and_no_plaintext() {
         assert_eq!(vault.list("t1").await.unwrap().len(), 1);
         vault.delete("t1", "p1").await.unwrap();
         assert!(
-            store.list("").await.unwrap().is_empty(),
+            store.list("tenants/").await.unwrap().is_empty(),
             "{name}: delete removes everything"
         );
+        // The audit trail recorded it all, failures included.
+        let events = vault.audit().list("t1", Some("p1")).await.unwrap();
+        let kinds: Vec<(String, String)> = events
+            .iter()
+            .map(|e| {
+                (
+                    serde_json::to_value(e.action)
+                        .unwrap()
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                    e.outcome.clone(),
+                )
+            })
+            .collect();
+        for want in [
+            ("save", "ok"),
+            ("load", "ok"),
+            ("save", "error"),
+            ("delete", "ok"),
+        ] {
+            assert!(
+                kinds.iter().any(|(a, o)| a == want.0 && o == want.1),
+                "{name}: {want:?} not in {kinds:?}"
+            );
+        }
     }
 }

@@ -98,6 +98,16 @@ impl ApiKeys {
         self.keys.is_empty()
     }
 
+    /// The audit id of a presented key: `api-key:<tenant>#<first 4 bytes of its SHA-256>`.
+    pub fn actor_of(&self, presented: &str) -> Option<String> {
+        let tenant = self.tenant_of(presented)?;
+        let digest: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
+        Some(format!(
+            "api-key:{tenant}#{:02x}{:02x}{:02x}{:02x}",
+            digest[0], digest[1], digest[2], digest[3]
+        ))
+    }
+
     /// The tenant of a presented key, comparing against every key in constant time.
     pub fn tenant_of(&self, presented: &str) -> Option<&str> {
         let digest: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();

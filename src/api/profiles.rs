@@ -65,7 +65,15 @@ pub(super) async fn delete(
     if crate::vault::validate_id("profile", &id).is_err() {
         return Err(ApiError::not_found("profile"));
     }
-    let n = state.manager.vault().delete(&t, &id).await?;
+    let actor = super::auth::bearer(&headers)
+        .and_then(|k| state.keys.actor_of(k))
+        .unwrap_or_else(|| format!("api-key:{t}"));
+    let n = state
+        .manager
+        .vault()
+        .with_actor(&actor)
+        .delete(&t, &id)
+        .await?;
     Ok(Json(serde_json::json!({"id": id, "deleted_objects": n})))
 }
 

@@ -261,6 +261,9 @@ pub(super) async fn create(
         }
     }
     let ignored: Vec<String> = ignored.into_iter().collect();
+    let actor = auth::bearer(&headers)
+        .and_then(|t| state.keys.actor_of(t))
+        .unwrap_or_else(|| format!("api-key:{tenant}"));
     let launch = LaunchOptions {
         window,
         user_agent: req.user_agent.clone(),
@@ -276,6 +279,7 @@ pub(super) async fn create(
                 profile,
                 timeouts,
                 launch,
+                actor,
             },
             ignored.clone(),
         )

@@ -12,6 +12,7 @@
 //! | 5 | integrity failure: tampered/truncated object, wrong or unknown key, hostile archive |
 //! | 6 | storage unavailable (network, 5xx, throttling): retry later |
 
+mod audit;
 mod bench;
 mod delete;
 mod list;
@@ -81,6 +82,8 @@ pub enum Command {
     Keygen(rekey::KeygenArgs),
     /// Re-wrap data keys with another master key (payloads are not rewritten).
     Rekey(rekey::Args),
+    /// Show the audit trail: loads, saves, rollbacks, rekeys and deletes.
+    Audit(audit::Args),
     /// List failed session saves kept on this node, or retry them.
     Saves(saves::Args),
     /// Measure save and restore speed and memory on a synthetic profile.
@@ -102,7 +105,9 @@ impl Ctx {
     pub async fn vault(&self) -> anyhow::Result<Vault> {
         let ring = self.keyring()?;
         let store = store::from_url(&self.cfg.store_url, &self.cfg.file.s3).await?;
-        Ok(Vault::new(store, Arc::new(ring), self.cfg.vault_options())?)
+        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+        Ok(Vault::new(store, Arc::new(ring), self.cfg.vault_options())?
+            .with_actor(&format!("cli:{user}")))
     }
 
     /// Loads the master keys.
@@ -164,6 +169,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen(a) => rekey::run_keygen(&ctx, a),
         Command::Rekey(a) => rekey::run(&ctx, a).await,
         Command::Saves(a) => saves::run(&ctx, a).await,
+        Command::Audit(a) => audit::run(&ctx, a).await,
         Command::Bench(a) => bench::run(&ctx, a).await,
     }
 }

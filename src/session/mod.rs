@@ -134,6 +134,8 @@ pub struct CreateSession {
     pub timeouts: Timeouts,
     /// Browser options.
     pub launch: LaunchOptions,
+    /// Who asks, for the audit trail (`api-key:<tenant>#<key id>`).
+    pub actor: String,
 }
 
 /// Why a session ended.
@@ -726,7 +728,8 @@ impl Manager {
                 .as_deref()
                 .expect("loaded sessions have a profile");
             let t = std::time::Instant::now();
-            let restore = self.vault.restore(
+            let vault = self.vault.with_actor(&req.actor);
+            let restore = vault.restore(
                 tenant,
                 profile,
                 record.base_generation,
@@ -851,8 +854,24 @@ impl Manager {
             s.status.lock().expect("status lock").save = SaveState::Saving;
         }
         let t = std::time::Instant::now();
+        let actor = match s {
+            Some(s) => match s.status.lock().expect("status lock").ended.map(|(_, r)| r) {
+                Some(EndReason::Client) => format!("api-key:{tenant}"),
+                Some(EndReason::Admin) => format!("admin-token:{}", s.id),
+                Some(other) => format!(
+                    "daemon:{}",
+                    serde_json::to_value(other)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                ),
+                None => "daemon".into(),
+            },
+            None => "daemon:recovery".into(),
+        };
         let r = self
             .vault
+            .with_actor(&actor)
             .save(
                 tenant,
                 profile,
