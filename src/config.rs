@@ -176,12 +176,18 @@ impl Default for ArchiveConfig {
 pub struct RetentionConfig {
     /// Generations kept per profile (`PV_KEEP_GENERATIONS`).
     pub keep_generations: usize,
+    /// Profiles not loaded or saved for this many days are deleted (0: never).
+    pub max_idle_days: u64,
+    /// Seconds between retention sweeps of the daemon.
+    pub sweep_every: u64,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {
             keep_generations: 5,
+            max_idle_days: 90,
+            sweep_every: 3600,
         }
     }
 }

@@ -686,3 +686,71 @@ async fn openapi_document_lists_every_route_and_every_listed_route_exists() {
     let (st, v) = d.call("GET", "/v0/nope", None, None).await;
     assert_eq!((st, v["message"].as_str()), (404, Some("route not found")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retention_sweeper_deletes_idle_profiles_but_not_ones_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[retention]\nsweep_every = 1\n").unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        StoreKind::Fs,
+        &[
+            ("PV_CONFIG", cfg.to_str().unwrap()),
+            ("PV_RETENTION_MAX_IDLE_SECS", "3"),
+        ],
+    );
+    let idle = d.create(KEY_T1, json!({"profile": true})).await;
+    let idle_id = idle["session_id"].as_str().unwrap().to_string();
+    d.end_and_wait(KEY_T1, &idle_id).await;
+    let busy = d.create(KEY_T1, json!({"profile": true})).await;
+    let busy_id = busy["session_id"].as_str().unwrap().to_string();
+    d.end_and_wait(KEY_T1, &busy_id).await;
+    // Keep "busy" in use by a live session past the idle limit.
+    let live = d.create(KEY_T1, json!({"profile": busy_id})).await;
+    let start = std::time::Instant::now();
+    loop {
+        let (st, _) = d
+            .call(
+                "GET",
+                &format!("/v0/profiles/{idle_id}"),
+                Some(KEY_T1),
+                None,
+            )
+            .await;
+        if st == 404 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "idle profile never deleted\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (st, _) = d
+        .call(
+            "GET",
+            &format!("/v0/profiles/{busy_id}"),
+            Some(KEY_T1),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "a profile in use is kept");
+    d.end_and_wait(KEY_T1, live["session_id"].as_str().unwrap())
+        .await;
+    let out = cli_for(&d)
+        .args(["audit", "--json", "--profile", &idle_id])
+        .output()
+        .unwrap();
+    let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "delete" && e["actor"] == "daemon:retention"),
+        "{audit}"
+    );
+}

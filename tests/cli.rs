@@ -261,3 +261,47 @@ fn s3_through_the_standard_aws_environment() {
         }
     }
 }
+
+#[test]
+fn gc_deletes_idle_profiles_and_dry_run_only_shows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let src = dir.path().join("src");
+    make_profile(&src, "gc");
+    json(&run(pv(&data)
+        .args(["save", "--json", "--profile", "old"])
+        .arg(&src)));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    json(&run(pv(&data)
+        .args(["save", "--json", "--profile", "fresh"])
+        .arg(&src)));
+    // 0.00002 days = 1.7 s: "old" is idle for longer, "fresh" is not.
+    let dry = json(&run(pv(&data).args([
+        "gc",
+        "--older-than-days",
+        "0.00002",
+        "--dry-run",
+        "--json",
+    ])));
+    assert_eq!(
+        dry["profiles"],
+        serde_json::json!([{"tenant": "default", "profile": "old"}])
+    );
+    assert_eq!(
+        json(&run(pv(&data).args(["list", "--json"])))
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "dry run deletes nothing"
+    );
+    json(&run(pv(&data).args([
+        "gc",
+        "--older-than-days",
+        "0.00002",
+        "--json",
+    ])));
+    let left = json(&run(pv(&data).args(["list", "--json"])));
+    assert_eq!(left.as_array().unwrap().len(), 1);
+    assert_eq!(left[0]["profile"], "fresh");
+}

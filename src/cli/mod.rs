@@ -15,6 +15,7 @@
 mod audit;
 mod bench;
 mod delete;
+mod gc;
 mod list;
 mod rekey;
 mod restore;
@@ -82,6 +83,8 @@ pub enum Command {
     Keygen(rekey::KeygenArgs),
     /// Re-wrap data keys with another master key (payloads are not rewritten).
     Rekey(rekey::Args),
+    /// Retention: delete profiles not used for N days (--dry-run shows them).
+    Gc(gc::Args),
     /// Show the audit trail: loads, saves, rollbacks, rekeys and deletes.
     Audit(audit::Args),
     /// List failed session saves kept on this node, or retry them.
@@ -170,6 +173,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rekey(a) => rekey::run(&ctx, a).await,
         Command::Saves(a) => saves::run(&ctx, a).await,
         Command::Audit(a) => audit::run(&ctx, a).await,
+        Command::Gc(a) => gc::run(&ctx, a).await,
         Command::Bench(a) => bench::run(&ctx, a).await,
     }
 }

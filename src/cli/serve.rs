@@ -50,6 +50,49 @@ async fn shutdown_signal() {
     tracing::info!("stop signal received: ending sessions and saving them");
 }
 
+/// The retention sweeper: every `retention.sweep_every` seconds, deletes profiles not loaded
+/// or saved for `retention.max_idle_days` (`PV_RETENTION_MAX_IDLE_SECS` overrides, in seconds),
+/// skipping profiles that live sessions use.
+fn spawn_retention(ctx: &Ctx, manager: Arc<Manager>) {
+    let r = &ctx.cfg.file.retention;
+    let max_idle = std::env::var("PV_RETENTION_MAX_IDLE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(r.max_idle_days.saturating_mul(86_400)));
+    if max_idle.is_zero() {
+        return;
+    }
+    let every = Duration::from_secs(r.sweep_every.max(1));
+    tokio::spawn(async move {
+        let vault = manager.vault().with_actor("daemon:retention");
+        loop {
+            tokio::time::sleep(every).await;
+            let tenants = match vault.tenants().await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention sweep could not list tenants");
+                    continue;
+                }
+            };
+            for t in tenants {
+                let in_use: Vec<String> = manager
+                    .list(&t, true)
+                    .iter()
+                    .filter_map(|s| s.profile_id.clone())
+                    .collect();
+                match vault.gc(&t, max_idle, false, &in_use).await {
+                    Ok(gone) if !gone.is_empty() => {
+                        tracing::info!(tenant = %t, profiles = ?gone, "retention deleted idle profiles")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(tenant = %t, error = %e, "retention sweep failed"),
+                }
+            }
+        }
+    });
+}
+
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let s = &ctx.cfg.file.server;
@@ -93,6 +136,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             }
         });
     }
+    spawn_retention(ctx, manager.clone());
     tracing::info!(listen = %addr, public_url, store = %ctx.cfg.store_url, chromium = %chromium.display(), api_keys = keys.len(), "profile-vault serving");
     eprintln!(
         "profile-vault listening on http://{addr} (store {})",
