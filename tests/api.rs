@@ -202,6 +202,10 @@ async fn full_cycle(store: StoreKind) {
     assert_eq!(st, 200);
     assert_eq!(v["generation"], 2);
     assert_eq!(v["generations"].as_array().unwrap().len(), 2);
+    assert!(
+        v["last_used"].as_u64().unwrap() >= v["last_saved"].as_u64().unwrap(),
+        "{v}"
+    );
 
     // 6. Inactivity ends and saves a session.
     let s5 = d
@@ -753,4 +757,92 @@ async fn the_retention_sweeper_deletes_idle_profiles_but_not_ones_in_use() {
             .any(|e| e["action"] == "delete" && e["actor"] == "daemon:retention"),
         "{audit}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_webhooks_warn_before_and_report_the_end() {
+    use std::sync::{Arc, Mutex};
+    let got: Arc<Mutex<Vec<(Option<String>, Value)>>> = Arc::default();
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let sink = sink.clone();
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    sink.lock()
+                        .unwrap()
+                        .push((auth, serde_json::from_slice(&body).unwrap()));
+                    "ok"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
+    let bearer = format!("hook-secret-{}", uuid::Uuid::new_v4().simple());
+    let s = d
+        .create(KEY_T1, json!({"profile": true, "timeout": {"inactive": 4, "warning": 2, "webhook": {"url": format!("http://{hook_addr}/hook"), "bearer": bearer}}}))
+        .await;
+    let id = s["session_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        s["ignored"],
+        json!([]),
+        "warning and webhook are honoured now"
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let events: Vec<String> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, v)| v["type"].as_str().unwrap_or("").to_string())
+            .collect();
+        if events.contains(&"ended".to_string()) {
+            assert_eq!(events[0], "timeout_warning", "{events:?}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no webhook calls: {events:?}\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let calls = got.lock().unwrap().clone();
+    for (auth, v) in &calls {
+        assert_eq!(auth.as_deref(), Some(format!("Bearer {bearer}").as_str()));
+        assert_eq!(v["session_id"], id.as_str());
+    }
+    let ended = calls.iter().find(|(_, v)| v["type"] == "ended").unwrap();
+    assert_eq!(ended.1["reason"], "inactive");
+    assert_eq!(ended.1["save"]["state"], "saved");
+    assert!(
+        !d.log_text().contains(&bearer),
+        "the webhook bearer leaked into the log"
+    );
+    // Bad webhooks are refused up front.
+    for bad in [
+        json!({"url": "ftp://x"}),
+        json!({"url": "http://x", "token": "y"}),
+        json!("http://x"),
+    ] {
+        let (st, v) = d
+            .call(
+                "POST",
+                "/v0/vm",
+                Some(KEY_T1),
+                Some(&json!({"timeout": {"webhook": bad}}).to_string()),
+            )
+            .await;
+        assert_eq!(st, 400, "{v}");
+    }
 }

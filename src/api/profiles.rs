@@ -50,8 +50,9 @@ pub(super) async fn get_one(
             })
         })
         .collect();
+    let last_used = vault.last_used_ms(&t, &id).await?.map(|ms| ms / 1000);
     Ok(Json(
-        serde_json::json!({"id": id, "generation": head.generation, "last_saved": head.updated_at, "generations": gens}),
+        serde_json::json!({"id": id, "generation": head.generation, "last_saved": head.updated_at, "last_used": last_used, "generations": gens}),
     ))
 }
 

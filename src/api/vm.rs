@@ -180,6 +180,8 @@ pub(super) async fn create(
     let profile = parse_profile(req.profile.as_ref())?;
     let cfg = state.manager.config();
     let mut ignored = BTreeSet::new();
+    let mut warning = None;
+    let mut webhook = None;
     let mut timeouts = Timeouts {
         absolute: cfg.absolute_timeout,
         inactive: cfg.inactive_timeout,
@@ -195,11 +197,61 @@ pub(super) async fn create(
         if let Some(v) = t.offline {
             timeouts.offline = v;
         }
-        if t.warning.is_some() {
-            ignored.insert("timeout.warning".to_string());
+        match &t.warning {
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                warning = Some(v.as_u64().ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_request",
+                        "timeout.warning must be a number of seconds",
+                    )
+                })?)
+            }
         }
-        if t.webhook.is_some() {
-            ignored.insert("timeout.webhook".to_string());
+        match &t.webhook {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(o)) => {
+                if let Some(k) = o.keys().find(|k| *k != "url" && *k != "bearer") {
+                    return Err(ApiError::bad_request(
+                        "unknown_field",
+                        format!("unknown field `timeout.webhook.{k}`, expected `url` or `bearer`"),
+                    ));
+                }
+                let url = o
+                    .get("url")
+                    .and_then(Value::as_str)
+                    .filter(|u| crate::session::webhook::valid_url(u));
+                let Some(url) = url else {
+                    return Err(ApiError::bad_request(
+                        "invalid_request",
+                        "timeout.webhook.url must be an http(s) URL",
+                    ));
+                };
+                let bearer = match o.get("bearer") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(b))
+                        if b.len() <= 4096 && !b.chars().any(char::is_control) =>
+                    {
+                        Some(b.clone())
+                    }
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "invalid_request",
+                            "timeout.webhook.bearer must be a string",
+                        ))
+                    }
+                };
+                webhook = Some(crate::session::webhook::Webhook {
+                    url: url.to_string(),
+                    bearer,
+                });
+            }
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "timeout.webhook must be {\"url\", \"bearer\"}",
+                ))
+            }
         }
     }
     if let Some(u) = &req.start_url {
@@ -280,6 +332,8 @@ pub(super) async fn create(
                 timeouts,
                 launch,
                 actor,
+                webhook,
+                warning,
             },
             ignored.clone(),
         )

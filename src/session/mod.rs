@@ -11,6 +11,7 @@
 //! their orphaned browsers, and saves their profiles ([`Manager::recover`]).
 
 pub mod chromium;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -136,6 +137,10 @@ pub struct CreateSession {
     pub launch: LaunchOptions,
     /// Who asks, for the audit trail (`api-key:<tenant>#<key id>`).
     pub actor: String,
+    /// Timeout webhook.
+    pub webhook: Option<webhook::Webhook>,
+    /// Seconds before a timeout at which the webhook gets a warning.
+    pub warning: Option<u64>,
 }
 
 /// Why a session ended.
@@ -224,6 +229,9 @@ pub struct Session {
     clients: AtomicUsize,
     offline_since_ms: AtomicU64,
     lease: tokio::sync::Mutex<Option<vault::Lease>>,
+    webhook: Option<webhook::Webhook>,
+    warning: u64,
+    warned: std::sync::atomic::AtomicBool,
     lease_renewed_ms: AtomicU64,
     status: Mutex<Status>,
     done: tokio::sync::watch::Sender<bool>,
@@ -692,6 +700,9 @@ impl Manager {
             clients: AtomicUsize::new(0),
             offline_since_ms: AtomicU64::new(now),
             lease: tokio::sync::Mutex::new(lease),
+            webhook: req.webhook.clone(),
+            warning: req.warning.unwrap_or(60),
+            warned: false.into(),
             lease_renewed_ms: AtomicU64::new(now),
             status: Mutex::new(Status {
                 ended: None,
@@ -824,6 +835,13 @@ impl Manager {
         }
         self.counters.ended.fetch_add(1, Ordering::Relaxed);
         s.done.send_replace(true);
+        if let Some(hook) = &s.webhook {
+            let info = s.info();
+            let body = serde_json::json!({"session_id": s.id, "type": "ended", "reason": info.end_reason, "termination_date": info.termination_date, "save": info.save});
+            if let Err(e) = webhook::send(hook, &body).await {
+                tracing::warn!(session = %s.id, error = %e, "timeout webhook (ended) not delivered");
+            }
+        }
     }
 
     /// Saves a stopped browser's directory; returns whether nothing is left to do.
@@ -1038,6 +1056,20 @@ impl Manager {
                 Ok(mut g) => g.as_mut().is_some_and(|b| b.try_exited()),
                 Err(_) => false,
             };
+            if let (Some(hook), Some((at, why))) = (&s.webhook, s.deadline()) {
+                if at > now + s.warning * 1000 {
+                    // The deadline moved away again (activity): re-arm the warning.
+                    s.warned.store(false, Ordering::SeqCst);
+                } else if at > now && !s.warned.swap(true, Ordering::SeqCst) {
+                    let (hook, id) = (hook.clone(), s.id.clone());
+                    let body = serde_json::json!({"session_id": id, "type": "timeout_warning", "reason": why, "expires_at": at.div_ceil(1000)});
+                    tokio::spawn(async move {
+                        if let Err(e) = webhook::send(&hook, &body).await {
+                            tracing::warn!(session = %id, error = %e, "timeout webhook (warning) not delivered");
+                        }
+                    });
+                }
+            }
             if crashed {
                 tracing::warn!(session = %s.id, "browser exited by itself; saving what reached disk");
                 n += usize::from(self.end(&s, EndReason::Crash));
