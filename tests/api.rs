@@ -846,3 +846,23 @@ async fn timeout_webhooks_warn_before_and_report_the_end() {
         assert_eq!(st, 400, "{v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_chromium_the_daemon_runs_but_is_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        StoreKind::Fs,
+        &[("PV_CHROMIUM", "/nonexistent/chromium")],
+    );
+    let (st, v) = d.call("GET", "/readyz", None, None).await;
+    assert_eq!((st, &v["checks"]["chromium"]), (503, &json!(false)), "{v}");
+    let (st, v) = d.call("POST", "/v0/vm", Some(KEY_T1), Some("{}")).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (503, Some("browser_failed")),
+        "{v}"
+    );
+    let (st, _) = d.call("GET", "/healthz", None, None).await;
+    assert_eq!(st, 200);
+}

@@ -97,7 +97,15 @@ fn spawn_retention(ctx: &Ctx, manager: Arc<Manager>) {
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let s = &ctx.cfg.file.server;
     let vault = ctx.vault().await?;
-    let chromium = chromium::find_binary(s.chromium.as_deref())?;
+    // Without a browser the daemon still starts (profiles API, health): /readyz reports it
+    // and POST /v0/vm answers 503 browser_failed until Chromium is installed.
+    let chromium = match chromium::find_binary(s.chromium.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "no Chromium found: sessions cannot start (apt-get install chromium, or set PV_CHROMIUM)");
+            s.chromium.clone().unwrap_or_else(|| "chromium".into())
+        }
+    };
     let keys = api_keys(ctx)?;
     let listen = a.listen.unwrap_or_else(|| s.listen.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
