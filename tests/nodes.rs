@@ -123,7 +123,7 @@ async fn profile_leases_hold_across_nodes_and_expire_with_their_node() {
             serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
         if let Some(pid) = rec["pid"].as_u64().filter(|p| *p > 1) {
             let _ = std::process::Command::new("kill")
-                .args(["-KILL", &format!("-{pid}")])
+                .args(["-KILL", "--", &format!("-{pid}")])
                 .status();
         }
     }
