@@ -314,6 +314,14 @@ fn record_key(tenant: &str, profile: &str, generation: u64) -> String {
     format!("{}gens/{generation:020}.json", prefix(tenant, profile))
 }
 
+/// Every generation number that has a payload or a record, sorted, once each.
+fn merged(payloads: &[u64], records: &[u64]) -> Vec<u64> {
+    let mut all: Vec<u64> = payloads.iter().chain(records).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
 fn alias_key(tenant: &str, alias: &str) -> String {
     format!("tenants/{tenant}/aliases/{alias}")
 }
@@ -512,12 +520,10 @@ impl Vault {
         validate_id("profile", profile)?;
         let head = self.head(tenant, profile).await?;
         let (payloads, records) = self.generation_numbers(tenant, profile).await?;
-        let mut generation = payloads
-            .iter()
-            .chain(records.iter())
+        let mut generation = merged(&payloads, &records)
+            .last()
             .copied()
-            .chain(head.as_ref().map(|h| h.0.generation))
-            .max()
+            .max(head.as_ref().map(|h| h.0.generation))
             .unwrap_or(0)
             + 1;
         let object_id = uuid::Uuid::new_v4().to_string();
@@ -577,13 +583,9 @@ impl Vault {
                 Err(store::Error::AlreadyExists { .. }) if attempts < 64 => {
                     attempts += 1;
                     let (p, r) = self.generation_numbers(tenant, profile).await?;
-                    generation = p
-                        .iter()
-                        .chain(r.iter())
-                        .copied()
-                        .max()
-                        .unwrap_or(generation)
-                        .max(generation)
+                    generation = merged(&p, &r)
+                        .last()
+                        .map_or(generation, |&m| m.max(generation))
                         + 1;
                     tracing::info!(
                         tenant,
@@ -719,9 +721,7 @@ impl Vault {
     /// Keeps the newest `keep` generations and the head; removes older ones (record first).
     async fn prune(&self, tenant: &str, profile: &str, head: u64) -> Result<Vec<u64>> {
         let (payloads, records) = self.generation_numbers(tenant, profile).await?;
-        let mut all: Vec<u64> = payloads.iter().chain(records.iter()).copied().collect();
-        all.sort_unstable();
-        all.dedup();
+        let all = merged(&payloads, &records);
         let keep = self.opts.keep.max(1);
         let cutoff = all.len().saturating_sub(keep);
         let mut removed = Vec::new();
@@ -1060,9 +1060,7 @@ impl Vault {
     pub async fn versions(&self, tenant: &str, profile: &str) -> Result<Vec<GenerationInfo>> {
         let head = self.head(tenant, profile).await?.map(|h| h.0.generation);
         let (payloads, records) = self.generation_numbers(tenant, profile).await?;
-        let mut all: Vec<u64> = payloads.iter().chain(records.iter()).copied().collect();
-        all.sort_unstable();
-        all.dedup();
+        let all = merged(&payloads, &records);
         if all.is_empty() && head.is_none() {
             return Err(Error::ProfileNotFound {
                 tenant: tenant.into(),
