@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the S3-compatible servers the tests use, on 127.0.0.1, and prints `export` lines
 # for their endpoints. Source-able helpers: start_servers / stop_servers.
-#   LocalStack (host runtime)  -> PV_TEST_LOCALSTACK=http://127.0.0.1:$PV_LOCALSTACK_PORT
+#   LocalStack (host runtime, S3 + KMS) -> PV_TEST_LOCALSTACK=http://127.0.0.1:$PV_LOCALSTACK_PORT
 #   s3s-fs (checks SigV4)      -> PV_TEST_S3S=http://127.0.0.1:$PV_S3S_PORT
 set -euo pipefail
 TOOLS="${PV_TOOLS:-$HOME/.cache/profile-vault/tools}"
@@ -21,7 +21,7 @@ wait_for() { # url seconds
 
 start_servers() {
   mkdir -p "$RUN_DIR/localstack" "$RUN_DIR/s3s"
-  GATEWAY_SERVER=hypercorn GATEWAY_LISTEN="127.0.0.1:$PV_LOCALSTACK_PORT" SERVICES=s3 EAGER_SERVICE_LOADING=1 \
+  GATEWAY_SERVER=hypercorn GATEWAY_LISTEN="127.0.0.1:$PV_LOCALSTACK_PORT" SERVICES=s3,kms EAGER_SERVICE_LOADING=1 \
     DNS_ADDRESS=0 DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 LOCALSTACK_VOLUME_DIR="$RUN_DIR/localstack" \
     setsid "$TOOLS/localstack-venv/bin/python" -m localstack.runtime.main >"$RUN_DIR/localstack.log" 2>&1 &
   echo $! >"$RUN_DIR/localstack.pid"
@@ -36,11 +36,13 @@ start_servers() {
     sleep 0.1
   done
   [ "$code" != "000" ] || { echo "s3s-fs did not start:"; cat "$RUN_DIR/s3s.log"; return 1; }
-  # The LocalStack init hook, run for real against the server we started.
-  AWS="$TOOLS/localstack-venv/bin/aws --endpoint-url http://127.0.0.1:$PV_LOCALSTACK_PORT" \
-    bash "$(dirname "${BASH_SOURCE[0]}")/../localstack/init/ready.d/10-bucket.sh"
-  AWS="$TOOLS/localstack-venv/bin/aws --endpoint-url http://127.0.0.1:$PV_LOCALSTACK_PORT" \
-    bash "$(dirname "${BASH_SOURCE[0]}")/../localstack/init/ready.d/10-bucket.sh" >/dev/null # idempotent
+  # The LocalStack init hooks (bucket, KMS key), run for real against the server we
+  # started, in the order LocalStack runs them; twice, since they must be idempotent.
+  local hook
+  for hook in "$(dirname "${BASH_SOURCE[0]}")"/../localstack/init/ready.d/*.sh; do
+    AWS="$TOOLS/localstack-venv/bin/aws --endpoint-url http://127.0.0.1:$PV_LOCALSTACK_PORT" bash "$hook"
+    AWS="$TOOLS/localstack-venv/bin/aws --endpoint-url http://127.0.0.1:$PV_LOCALSTACK_PORT" bash "$hook" >/dev/null
+  done
   export PV_TEST_LOCALSTACK="http://127.0.0.1:$PV_LOCALSTACK_PORT"
   export PV_TEST_S3S="http://127.0.0.1:$PV_S3S_PORT"
 }

@@ -5,6 +5,7 @@
 //! `<data_dir>/store` and a dev master key generated under `<data_dir>/keys` (0600).
 //! Every key is documented in `deploy/config.example.toml`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -137,6 +138,15 @@ pub struct KeysConfig {
     pub active: Option<String>,
     /// Allow generating a dev key even with a non-default store (`PV_ALLOW_DEV_KEY`).
     pub allow_dev_key: bool,
+    /// KMS master keys: keyring id -> KMS key id, key ARN, alias name or alias ARN
+    /// (`PV_KMS_KEYS="id=alias/x,id2=arn:..."`).
+    pub kms: BTreeMap<String, String>,
+    /// KMS endpoint (`PV_KMS_ENDPOINT`); default: the AWS chain's (`AWS_ENDPOINT_URL_KMS`,
+    /// `AWS_ENDPOINT_URL`, else the regional AWS endpoint).
+    pub kms_endpoint: Option<String>,
+    /// Master key per tenant: tenant -> keyring id (`PV_TENANT_KEYS="acme=id,..."`); other
+    /// tenants use `active`.
+    pub tenants: BTreeMap<String, String>,
 }
 
 /// `[archive]`.
@@ -260,6 +270,23 @@ fn env_bool(name: &'static str) -> Result<Option<bool>, Error> {
         .transpose()
 }
 
+/// Parses `a=x,b=y` (the value may contain `=` and `:`, as ARNs do).
+fn env_map(name: &'static str, v: &str) -> Result<BTreeMap<String, String>, Error> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => Err(Error::Env {
+                name,
+                message: format!("expected name=value entries, got {item:?}"),
+            }),
+        })
+        .collect()
+}
+
 impl Config {
     /// Loads the file (if any), applies `PV_*` variables and `over`.
     ///
@@ -278,6 +305,15 @@ impl Config {
         }
         if let Some(v) = env_bool("PV_ALLOW_DEV_KEY")? {
             file.keys.allow_dev_key = v;
+        }
+        if let Some(v) = env("PV_KMS_KEYS") {
+            file.keys.kms = env_map("PV_KMS_KEYS", &v)?;
+        }
+        if let Some(v) = env("PV_KMS_ENDPOINT") {
+            file.keys.kms_endpoint = Some(v);
+        }
+        if let Some(v) = env("PV_TENANT_KEYS") {
+            file.keys.tenants = env_map("PV_TENANT_KEYS", &v)?;
         }
         if let Some(v) = env_bool("PV_S3_PATH_STYLE")? {
             file.s3.path_style = v;
@@ -367,6 +403,9 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| self.data_dir.join("keys")),
             inline: self.inline_keys.clone(),
+            kms: self.file.keys.kms.clone(),
+            kms_endpoint: self.file.keys.kms_endpoint.clone(),
+            tenants: self.file.keys.tenants.clone(),
             active: self.file.keys.active.clone(),
             allow_dev_key: self.embedded_default || self.file.keys.allow_dev_key,
         }
@@ -406,6 +445,22 @@ mod tests {
         std::fs::write(&p, "store = \"file:///x\"\n[archive]\nlevle = 3\n").unwrap();
         let err = Config::parse_file(&p).unwrap_err().to_string();
         assert!(err.contains("levle"), "{err}");
+    }
+
+    #[test]
+    fn env_maps_parse_arns_and_reject_junk() {
+        let m = env_map(
+            "PV_KMS_KEYS",
+            "prod=arn:aws:kms:eu-west-1:1:key/ab=c, dev = alias/x",
+        )
+        .unwrap();
+        assert_eq!(m["prod"], "arn:aws:kms:eu-west-1:1:key/ab=c");
+        assert_eq!(m["dev"], "alias/x");
+        let err = env_map("PV_TENANT_KEYS", "acme").unwrap_err().to_string();
+        assert!(
+            err.contains("PV_TENANT_KEYS") && err.contains("acme"),
+            "{err}"
+        );
     }
 
     #[test]

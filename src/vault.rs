@@ -20,17 +20,20 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::crypt::envelope::WrapContext;
 use crate::crypt::{stream, DataKey};
 use crate::fsutil;
-use crate::keys::{self, Keyring};
+use crate::keys::{self, Keyring, WrapContext, Wrapped};
 use crate::profile::archive::{self, Limits, PackOptions, PackStats, UnpackStats};
 use crate::profile::format::{self, Expected, Sealer};
 use crate::progress::Progress;
 use crate::store::{self, PutBody, PutMode, Store};
 
-/// Version of the JSON records (head and generation record).
+/// Version of the head record.
+pub const HEAD_FORMAT: u32 = 1;
+/// Version of a generation record whose data key a local master key wraps.
 pub const RECORD_FORMAT: u32 = 1;
+/// Version of a generation record whose data key a KMS key wraps (adds `kms_key_arn`).
+pub const RECORD_FORMAT_KMS: u32 = 2;
 
 /// Errors of vault operations.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +107,7 @@ impl Error {
     pub fn is_integrity(&self) -> bool {
         match self {
             Error::Format(_) | Error::BadRecord { .. } => true,
-            Error::Keys(keys::Error::Crypt(_)) => true,
+            Error::Keys(k) => k.is_integrity(),
             Error::Archive(a) => !matches!(
                 a,
                 archive::Error::Io { .. }
@@ -185,6 +188,9 @@ pub struct GenerationRecord {
     pub key_id: String,
     /// Wrapped data key, base64.
     pub wrapped_key: String,
+    /// KMS key (ARN) that wrapped the data key; present exactly in format 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_arn: Option<String>,
     /// Size of the payload object.
     pub object_size: u64,
     /// The generation this one was based on (loaded from), if any.
@@ -528,6 +534,20 @@ impl Vault {
             + 1;
         let object_id = uuid::Uuid::new_v4().to_string();
         let created_at = now();
+        let first_generation = generation;
+        let master = self.keys.active_for(tenant).to_string();
+        let (dek, first_wrap) = self
+            .keys
+            .new_data_key(
+                &master,
+                &WrapContext {
+                    tenant,
+                    profile,
+                    generation,
+                    object_id: &object_id,
+                },
+            )
+            .await?;
 
         // Pack + encrypt into the spool file, off the async runtime.
         let slot = self.work_slot().await;
@@ -538,7 +558,6 @@ impl Vault {
                 (tenant.to_string(), profile.to_string(), object_id.clone());
             let progress = progress.clone();
             blocking(move || {
-                let dek = DataKey::generate();
                 let sealer = Sealer::new(&dek, opts.chunk_size);
                 let header =
                     sealer.header_bytes(&tenant, &profile, generation, &object_id, created_at);
@@ -606,21 +625,34 @@ impl Vault {
         let object_size = std::fs::metadata(&spool.0).map_err(io_at(&spool.0))?.len();
         drop(spool);
 
-        let ctx = WrapContext {
-            tenant,
-            profile,
-            object_id: &object_id,
+        // A KMS wrap binds the generation: re-wrap when a concurrent save took the first number.
+        let wrapped = if generation == first_generation {
+            first_wrap
+        } else {
+            let ctx = WrapContext {
+                tenant,
+                profile,
+                generation,
+                object_id: &object_id,
+            };
+            self.keys.wrap(&master, &dek, &ctx).await?
         };
-        let (key_id, wrapped) = self.keys.wrap(None, &dek, &ctx)?;
+        drop(dek);
+        let key_id = wrapped.key_id.clone();
         let record = GenerationRecord {
-            format: RECORD_FORMAT,
+            format: if wrapped.kms_key_arn.is_some() {
+                RECORD_FORMAT_KMS
+            } else {
+                RECORD_FORMAT
+            },
             tenant: tenant.into(),
             profile: profile.into(),
             generation,
             object_id: object_id.clone(),
             created_at,
             key_id: key_id.clone(),
-            wrapped_key: base64::engine::general_purpose::STANDARD.encode(wrapped),
+            wrapped_key: base64::engine::general_purpose::STANDARD.encode(&wrapped.blob),
+            kms_key_arn: wrapped.kms_key_arn,
             object_size,
             base: head.as_ref().map(|h| h.0.generation),
             stats: stats.clone(),
@@ -650,7 +682,7 @@ impl Vault {
             }
         }
         let new_head = Head {
-            format: RECORD_FORMAT,
+            format: HEAD_FORMAT,
             tenant: tenant.into(),
             profile: profile.into(),
             generation,
@@ -830,11 +862,28 @@ impl Vault {
                 key: key.clone(),
                 reason: e.to_string(),
             })?;
-        if rec.format != RECORD_FORMAT {
-            return Err(Error::BadRecord {
-                key,
-                reason: format!("record format {} is not supported", rec.format),
-            });
+        match (rec.format, &rec.kms_key_arn) {
+            (RECORD_FORMAT, None) | (RECORD_FORMAT_KMS, Some(_)) => {}
+            (RECORD_FORMAT | RECORD_FORMAT_KMS, _) => {
+                return Err(Error::BadRecord {
+                    key,
+                    reason: format!(
+                        "record format {} {} kms_key_arn",
+                        rec.format,
+                        if rec.kms_key_arn.is_some() {
+                            "must not have"
+                        } else {
+                            "needs"
+                        }
+                    ),
+                })
+            }
+            (f, _) => {
+                return Err(Error::BadRecord {
+                    key,
+                    reason: format!("record format {f} is not supported"),
+                })
+            }
         }
         if rec.tenant != tenant || rec.profile != profile || rec.generation != generation {
             return Err(Error::BadRecord {
@@ -854,9 +903,15 @@ impl Vault {
         let ctx = WrapContext {
             tenant,
             profile,
+            generation,
             object_id: &rec.object_id,
         };
-        let dek = self.keys.unwrap(&rec.key_id, &wrapped, &ctx)?;
+        let w = Wrapped {
+            key_id: rec.key_id.clone(),
+            blob: wrapped,
+            kms_key_arn: rec.kms_key_arn.clone(),
+        };
+        let dek = self.keys.unwrap(&w, &ctx).await?;
         Ok((rec, dek))
     }
 
@@ -1260,11 +1315,18 @@ impl Vault {
                     let ctx = WrapContext {
                         tenant,
                         profile: &p.profile,
+                        generation: g,
                         object_id: &rec.object_id,
                     };
-                    let (id, wrapped) = self.keys.wrap(Some(to), &dek, &ctx)?;
-                    rec.key_id = id;
-                    rec.wrapped_key = base64::engine::general_purpose::STANDARD.encode(wrapped);
+                    let w = self.keys.wrap(to, &dek, &ctx).await?;
+                    rec.format = if w.kms_key_arn.is_some() {
+                        RECORD_FORMAT_KMS
+                    } else {
+                        RECORD_FORMAT
+                    };
+                    rec.key_id = w.key_id;
+                    rec.wrapped_key = base64::engine::general_purpose::STANDARD.encode(&w.blob);
+                    rec.kms_key_arn = w.kms_key_arn;
                     let body =
                         Bytes::from(serde_json::to_vec_pretty(&rec).expect("record serializes"));
                     self.store

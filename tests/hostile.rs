@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::Path;
 
 use base64::Engine;
-use profile_vault::crypt::envelope::WrapContext;
 use profile_vault::crypt::DataKey;
+use profile_vault::keys::WrapContext;
 use profile_vault::profile::format::Sealer;
 use profile_vault::profile::zipw::{Method, ZipWriter};
 use profile_vault::store::fs::LocalFileSystem;
@@ -41,16 +41,18 @@ async fn plant(store: &dyn Store, tenant: &str, profile: &str, zip: &[u8]) {
         )
         .await
         .unwrap();
-    let (key_id, wrapped) = ring
+    let wrapped = ring
         .wrap(
-            None,
+            "k1",
             &dek,
             &WrapContext {
                 tenant,
                 profile,
+                generation: 1,
                 object_id: &object_id,
             },
         )
+        .await
         .unwrap();
     let rec = GenerationRecord {
         format: 1,
@@ -59,8 +61,9 @@ async fn plant(store: &dyn Store, tenant: &str, profile: &str, zip: &[u8]) {
         generation: 1,
         object_id: object_id.clone(),
         created_at: 1_700_000_000,
-        key_id,
-        wrapped_key: base64::engine::general_purpose::STANDARD.encode(wrapped),
+        key_id: wrapped.key_id,
+        wrapped_key: base64::engine::general_purpose::STANDARD.encode(&wrapped.blob),
+        kms_key_arn: None,
         object_size,
         base: None,
         stats: Default::default(),

@@ -117,6 +117,7 @@ fn vault_status(e: &vault::Error) -> (StatusCode, &'static str) {
         }
         V::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
         V::Store(s) if s.is_transient() => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
+        V::Keys(k) if k.is_transient() => (StatusCode::SERVICE_UNAVAILABLE, "keys_unavailable"),
         e if e.is_integrity() => (StatusCode::UNPROCESSABLE_ENTITY, "profile_corrupt"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }

@@ -106,7 +106,7 @@ pub struct Ctx {
 impl Ctx {
     /// Opens the store and keys and builds the vault.
     pub async fn vault(&self) -> anyhow::Result<Vault> {
-        let ring = self.keyring()?;
+        let ring = self.keyring().await?;
         let store = store::from_url(&self.cfg.store_url, &self.cfg.file.s3).await?;
         let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
         Ok(Vault::new(store, Arc::new(ring), self.cfg.vault_options())?
@@ -114,8 +114,8 @@ impl Ctx {
     }
 
     /// Loads the master keys.
-    pub fn keyring(&self) -> anyhow::Result<Keyring> {
-        Ok(Keyring::load(&self.cfg.key_sources())?)
+    pub async fn keyring(&self) -> anyhow::Result<Keyring> {
+        Ok(Keyring::load(&self.cfg.key_sources()).await?)
     }
 
     /// A progress reporter for one job.
@@ -187,6 +187,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             vault::Error::Conflict { .. } => 4,
             vault::Error::Archive(profile_vault::profile::archive::Error::TargetNotEmpty(_)) => 2,
             vault::Error::Keys(keys::Error::UnknownKey(_)) => 5,
+            vault::Error::Keys(k) if k.is_transient() => 6,
             vault::Error::Store(s) => store_code(s),
             e if e.is_integrity() => 5,
             _ => 1,
@@ -195,9 +196,10 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     if let Some(s) = err.downcast_ref::<store::Error>() {
         return store_code(s);
     }
-    if err.downcast_ref::<keys::Error>().is_some()
-        || err.downcast_ref::<profile_vault::config::Error>().is_some()
-    {
+    if let Some(k) = err.downcast_ref::<keys::Error>() {
+        return if k.is_transient() { 6 } else { 2 };
+    }
+    if err.downcast_ref::<profile_vault::config::Error>().is_some() {
         return 2;
     }
     1

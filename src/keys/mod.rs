@@ -1,28 +1,61 @@
-//! Master keys (key-encryption keys): where they come from, their ids, and the keyring.
+//! Master keys (key-encryption keys): where they come from, their ids, and the keyring
+//! that wraps and unwraps data keys with them.
 //!
-//! Sources, in order: key files `<keys_dir>/<id>.key` (base64 of 32 bytes, refused when
-//! group/other can read them), `PV_MASTER_KEYS` (`id:base64,id2:base64`), and, on the
-//! embedded default only, a dev key generated into the keys dir with a warning.
-//! The active key (used for new saves) is `keys.active` in the config / `PV_ACTIVE_KEY`,
-//! else the id in `<keys_dir>/ACTIVE`, else the only key there is.
+//! Two sources, one id space:
+//! - local keys ([`local`]): key files `<keys_dir>/<id>.key` (base64 of 32 bytes, refused
+//!   when group/other can read them), `PV_MASTER_KEYS` (`id:base64,id2:base64`), and, on the
+//!   embedded default only, a dev key generated into the keys dir with a warning;
+//! - KMS keys ([`kms`]): `[keys.kms] <id> = "<KMS key id, ARN or alias>"` /
+//!   `PV_KMS_KEYS` (`id=alias/x,id2=arn:...`).
+//!
+//! The active key (used for new saves) is `keys.active` / `PV_ACTIVE_KEY`, else the id in
+//! `<keys_dir>/ACTIVE`, else the only key there is; `[keys.tenants] <tenant> = "<id>"` /
+//! `PV_TENANT_KEYS` gives tenants their own. A local wrap is record format 1, a KMS wrap
+//! record format 2 (see `docs/FORMAT.md`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-use base64::Engine;
-use zeroize::Zeroizing;
+use std::path::PathBuf;
 
 use crate::crypt::{self, envelope, DataKey, KEY_LEN};
-use crate::fsutil;
+
+#[cfg(feature = "kms")]
+pub mod kms;
+pub mod local;
+
+pub use local::{generate_key_file, read_secret_file, MasterKey};
+
+/// Why a KMS call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KmsFailure {
+    /// KMS could not be reached or is overloaded (retry later).
+    Unavailable,
+    /// KMS refused the ciphertext: the wrapped key, its context (tenant, profile,
+    /// generation, object) or its key were changed.
+    Rejected,
+    /// KMS refused the request: access denied, key disabled or missing, bad configuration.
+    Refused,
+}
+
+impl std::fmt::Display for KmsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KmsFailure::Unavailable => "unavailable",
+            KmsFailure::Rejected => {
+                "ciphertext rejected: wrapped key, its context or its key was changed"
+            }
+            KmsFailure::Refused => "refused",
+        })
+    }
+}
 
 /// Errors about master keys.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No key with this id is loaded.
-    #[error("unknown master key '{0}': add its key file to the keys directory or PV_MASTER_KEYS")]
+    #[error("unknown master key '{0}': add its key file to the keys directory, PV_MASTER_KEYS, or [keys.kms] / PV_KMS_KEYS")]
     UnknownKey(String),
     /// No key at all, and no dev key allowed.
-    #[error("no master key configured: run `profile-vault keygen` or set PV_MASTER_KEYS")]
+    #[error("no master key configured: run `profile-vault keygen`, set PV_MASTER_KEYS, or configure a KMS key ([keys.kms] / PV_KMS_KEYS)")]
     NoKeys,
     /// Several keys and none marked active.
     #[error("several master keys and none is active: set keys.active / PV_ACTIVE_KEY or run `keygen --activate`")]
@@ -57,51 +90,55 @@ pub enum Error {
     /// Wrapping or unwrapping failed.
     #[error(transparent)]
     Crypt(#[from] crypt::Error),
+    /// A record's wrap does not fit the key it names (a local key with a KMS wrap, or back).
+    #[error("master key '{key}' is a {held} key, but the record was wrapped by a {wrapped} key")]
+    SourceMismatch {
+        /// Key id.
+        key: String,
+        /// What the keyring holds under that id.
+        held: &'static str,
+        /// What the record says.
+        wrapped: &'static str,
+    },
+    /// KMS configuration problems (no region, built without KMS support).
+    #[error("KMS: {0}")]
+    KmsConfig(String),
+    /// A KMS call failed.
+    #[error("KMS {op} with master key '{key}' failed ({kind}): {message}")]
+    Kms {
+        /// Key id in the keyring.
+        key: String,
+        /// The KMS operation.
+        op: &'static str,
+        /// Why.
+        kind: KmsFailure,
+        /// What the SDK said (never key material).
+        message: String,
+    },
 }
 
-/// A named 256-bit master key. Zeroized on drop; `Debug` shows only the id.
-pub struct MasterKey {
-    id: String,
-    bytes: Zeroizing<[u8; KEY_LEN]>,
-}
-
-impl std::fmt::Debug for MasterKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MasterKey")
-            .field("id", &self.id)
-            .field("bytes", &"<redacted>")
-            .finish()
+impl Error {
+    /// Whether retrying later may succeed (KMS unreachable or throttling).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Kms {
+                kind: KmsFailure::Unavailable,
+                ..
+            }
+        )
     }
-}
 
-impl MasterKey {
-    /// The key id recorded with every wrapped data key.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn parse(id: &str, b64: &str) -> Result<Self, Error> {
-        validate_id(id)?;
-        let raw = Zeroizing::new(
-            base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .map_err(|_| Error::Invalid {
-                    id: id.into(),
-                    reason: "not base64".into(),
-                })?,
-        );
-        if raw.len() != KEY_LEN {
-            return Err(Error::Invalid {
-                id: id.into(),
-                reason: format!("{} bytes, expected {KEY_LEN}", raw.len()),
-            });
-        }
-        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
-        bytes.copy_from_slice(&raw);
-        Ok(MasterKey {
-            id: id.into(),
-            bytes,
-        })
+    /// Whether the cause is a changed or misplaced wrapped key (or a wrong key).
+    pub fn is_integrity(&self) -> bool {
+        matches!(
+            self,
+            Error::Crypt(_)
+                | Error::Kms {
+                    kind: KmsFailure::Rejected,
+                    ..
+                }
+        )
     }
 }
 
@@ -123,11 +160,80 @@ pub fn validate_id(id: &str) -> Result<(), Error> {
     }
 }
 
+/// What a wrapped data key is bound to. Changing any field makes unwrapping fail (a local
+/// wrap binds tenant, profile and object id; a KMS wrap all four).
+#[derive(Debug, Clone, Copy)]
+pub struct WrapContext<'a> {
+    /// Tenant that owns the profile.
+    pub tenant: &'a str,
+    /// Profile id.
+    pub profile: &'a str,
+    /// Generation number.
+    pub generation: u64,
+    /// Object id (uuid) of the generation payload.
+    pub object_id: &'a str,
+}
+
+impl<'a> WrapContext<'a> {
+    fn envelope(&self) -> envelope::WrapContext<'a> {
+        envelope::WrapContext {
+            tenant: self.tenant,
+            profile: self.profile,
+            object_id: self.object_id,
+        }
+    }
+}
+
+/// A wrapped data key and what unwraps it.
+#[derive(Debug, Clone)]
+pub struct Wrapped {
+    /// Keyring id of the master key.
+    pub key_id: String,
+    /// The wrapped key (local: 60 bytes; KMS: its ciphertext blob).
+    pub blob: Vec<u8>,
+    /// For a KMS wrap, the ARN of the KMS key that wrapped it.
+    pub kms_key_arn: Option<String>,
+}
+
+/// What a keyring entry is.
+#[derive(Debug)]
+enum Entry {
+    Local(MasterKey),
+    #[cfg(feature = "kms")]
+    Kms(kms::KmsKey),
+}
+
+impl Entry {
+    fn source(&self) -> &'static str {
+        match self {
+            Entry::Local(_) => "local",
+            #[cfg(feature = "kms")]
+            Entry::Kms(_) => "kms",
+        }
+    }
+}
+
+/// One key as `profile-vault keys` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    /// Keyring id.
+    pub id: String,
+    /// `local` or `kms`.
+    pub source: &'static str,
+    /// For KMS keys, the KMS key as configured.
+    pub kms_key: Option<String>,
+    /// Whether new saves use it by default.
+    pub active: bool,
+    /// Tenants whose saves use it.
+    pub tenants: Vec<String>,
+}
+
 /// All loaded master keys and which one new saves use.
 #[derive(Debug)]
 pub struct Keyring {
-    keys: BTreeMap<String, MasterKey>,
+    keys: BTreeMap<String, Entry>,
     active: String,
+    tenants: BTreeMap<String, String>,
 }
 
 /// Where to load keys from.
@@ -137,6 +243,12 @@ pub struct KeySources {
     pub dir: PathBuf,
     /// `id:base64,...` list (from `PV_MASTER_KEYS`).
     pub inline: Option<String>,
+    /// KMS keys: keyring id -> KMS key id, ARN or alias.
+    pub kms: BTreeMap<String, String>,
+    /// KMS endpoint override (else the AWS chain's).
+    pub kms_endpoint: Option<String>,
+    /// Master key per tenant (keyring ids); others use `active`.
+    pub tenants: BTreeMap<String, String>,
     /// Explicit active key id.
     pub active: Option<String>,
     /// Generate a dev key when none exists (embedded default only).
@@ -144,11 +256,12 @@ pub struct KeySources {
 }
 
 impl Keyring {
-    /// Loads every key from the sources.
+    /// Loads every key from the sources (KMS keys are not contacted: see [`Keyring::probe`]).
     ///
     /// # Errors
-    /// Insecure or malformed key files, no keys, or an active key that is not loaded.
-    pub fn load(src: &KeySources) -> Result<Self, Error> {
+    /// Insecure or malformed key files, no keys, an id defined twice, KMS keys in a build
+    /// without KMS support, or an active/tenant key that is not loaded.
+    pub async fn load(src: &KeySources) -> Result<Self, Error> {
         let mut keys = BTreeMap::new();
         if src.dir.is_dir() {
             let rd = std::fs::read_dir(&src.dir).map_err(|e| Error::Io {
@@ -167,7 +280,7 @@ impl Keyring {
                     .unwrap_or_default()
                     .to_string();
                 let text = read_secret_file(&path)?;
-                keys.insert(id.clone(), MasterKey::parse(&id, &text)?);
+                keys.insert(id.clone(), Entry::Local(MasterKey::parse(&id, &text)?));
             }
         }
         if let Some(inline) = &src.inline {
@@ -176,8 +289,11 @@ impl Keyring {
                     id: "PV_MASTER_KEYS".into(),
                     reason: "expected id:base64 entries".into(),
                 })?;
-                keys.insert(id.to_string(), MasterKey::parse(id, b64)?);
+                keys.insert(id.to_string(), Entry::Local(MasterKey::parse(id, b64)?));
             }
+        }
+        if !src.kms.is_empty() {
+            Self::load_kms(src, &mut keys).await?;
         }
         if keys.is_empty() {
             if !src.allow_dev_key {
@@ -190,7 +306,7 @@ impl Keyring {
                 path: src.dir.join("ACTIVE"),
                 source: e,
             })?;
-            keys.insert(id, key);
+            keys.insert(id, Entry::Local(key));
         }
         let active = match &src.active {
             Some(a) => a.clone(),
@@ -203,21 +319,58 @@ impl Keyring {
         if !keys.contains_key(&active) {
             return Err(Error::UnknownKey(active));
         }
-        Ok(Keyring { keys, active })
+        for key in src.tenants.values() {
+            if !keys.contains_key(key) {
+                return Err(Error::UnknownKey(key.clone()));
+            }
+        }
+        Ok(Keyring {
+            keys,
+            active,
+            tenants: src.tenants.clone(),
+        })
     }
 
-    /// A keyring holding exactly these keys (tests and benchmarks).
+    #[cfg(feature = "kms")]
+    async fn load_kms(src: &KeySources, keys: &mut BTreeMap<String, Entry>) -> Result<(), Error> {
+        let client = kms::client(src.kms_endpoint.as_deref()).await?;
+        for (id, key) in &src.kms {
+            validate_id(id)?;
+            if key.trim().is_empty() {
+                return Err(Error::Invalid {
+                    id: id.clone(),
+                    reason: "empty KMS key id".into(),
+                });
+            }
+            if keys.contains_key(id) {
+                return Err(Error::Invalid {
+                    id: id.clone(),
+                    reason: "defined both as a local key and as a KMS key".into(),
+                });
+            }
+            keys.insert(
+                id.clone(),
+                Entry::Kms(kms::KmsKey::new(id, key.trim(), client.clone())),
+            );
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "kms"))]
+    async fn load_kms(_: &KeySources, _: &mut BTreeMap<String, Entry>) -> Result<(), Error> {
+        Err(Error::KmsConfig(
+            "KMS keys are configured but this build has no KMS support (feature `kms`)".into(),
+        ))
+    }
+
+    /// A keyring holding exactly these local keys (tests and benchmarks).
+    ///
+    /// # Errors
+    /// Bad ids, or `active` not among them.
     pub fn from_keys(keys: Vec<(String, [u8; KEY_LEN])>, active: &str) -> Result<Self, Error> {
         let mut map = BTreeMap::new();
         for (id, bytes) in keys {
-            validate_id(&id)?;
-            map.insert(
-                id.clone(),
-                MasterKey {
-                    id,
-                    bytes: Zeroizing::new(bytes),
-                },
-            );
+            map.insert(id.clone(), Entry::Local(MasterKey::new(&id, bytes)?));
         }
         if !map.contains_key(active) {
             return Err(Error::UnknownKey(active.into()));
@@ -225,12 +378,20 @@ impl Keyring {
         Ok(Keyring {
             keys: map,
             active: active.into(),
+            tenants: BTreeMap::new(),
         })
     }
 
-    /// The id new saves wrap their data keys with.
+    /// The id new saves wrap their data keys with by default.
     pub fn active_id(&self) -> &str {
         &self.active
+    }
+
+    /// The id new saves of `tenant` wrap their data keys with.
+    pub fn active_for(&self, tenant: &str) -> &str {
+        self.tenants
+            .get(tenant)
+            .map_or(&self.active, String::as_str)
     }
 
     /// Ids of all loaded keys.
@@ -243,89 +404,124 @@ impl Keyring {
         self.keys.contains_key(id)
     }
 
-    /// Wraps a data key with the key `key_id` (the active one when `None`).
-    ///
-    /// # Errors
-    /// [`Error::UnknownKey`].
-    pub fn wrap(
-        &self,
-        key_id: Option<&str>,
-        dek: &DataKey,
-        ctx: &envelope::WrapContext<'_>,
-    ) -> Result<(String, Vec<u8>), Error> {
-        let id = key_id.unwrap_or(&self.active);
-        let k = self
-            .keys
-            .get(id)
-            .ok_or_else(|| Error::UnknownKey(id.into()))?;
-        Ok((k.id.clone(), envelope::wrap(&k.bytes, &k.id, dek, ctx)))
+    /// Every key with its source, for listings.
+    pub fn infos(&self) -> Vec<KeyInfo> {
+        self.keys
+            .iter()
+            .map(|(id, e)| KeyInfo {
+                id: id.clone(),
+                source: e.source(),
+                kms_key: match e {
+                    Entry::Local(_) => None,
+                    #[cfg(feature = "kms")]
+                    Entry::Kms(k) => Some(k.kms_key().to_string()),
+                },
+                active: *id == self.active,
+                tenants: self
+                    .tenants
+                    .iter()
+                    .filter(|(_, k)| *k == id)
+                    .map(|(t, _)| t.clone())
+                    .collect(),
+            })
+            .collect()
     }
 
-    /// Unwraps a data key wrapped by `key_id`.
+    fn entry(&self, id: &str) -> Result<&Entry, Error> {
+        self.keys
+            .get(id)
+            .ok_or_else(|| Error::UnknownKey(id.into()))
+    }
+
+    /// A new data key for a save, wrapped by `key_id` for `ctx` (KMS: `GenerateDataKey`).
     ///
     /// # Errors
-    /// [`Error::UnknownKey`] when that key is not loaded; [`crypt::Error::UnwrapFailed`] when it is the wrong key.
-    pub fn unwrap(
+    /// [`Error::UnknownKey`], [`Error::Kms`].
+    pub async fn new_data_key(
         &self,
         key_id: &str,
-        wrapped: &[u8],
-        ctx: &envelope::WrapContext<'_>,
-    ) -> Result<DataKey, Error> {
-        let k = self
-            .keys
-            .get(key_id)
-            .ok_or_else(|| Error::UnknownKey(key_id.into()))?;
-        Ok(envelope::unwrap(&k.bytes, &k.id, wrapped, ctx)?)
-    }
-}
-
-/// Reads a secret file, refusing one that group or others may read.
-///
-/// # Errors
-/// [`Error::InsecureFile`], [`Error::Io`].
-pub fn read_secret_file(path: &Path) -> Result<String, Error> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| Error::Io {
-        path: path.into(),
-        source: e,
-    })?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(Error::InsecureFile {
-            path: path.into(),
-            mode,
-        });
-    }
-    std::fs::read_to_string(path).map_err(|e| Error::Io {
-        path: path.into(),
-        source: e,
-    })
-}
-
-/// Generates a new random key and writes it to `<dir>/<id>.key` (0600, create-only).
-///
-/// # Errors
-/// Bad id, existing file, or I/O failure.
-pub fn generate_key_file(dir: &Path, id: &str) -> Result<MasterKey, Error> {
-    validate_id(id)?;
-    fsutil::create_private_dir(dir).map_err(|e| Error::Io {
-        path: dir.into(),
-        source: e,
-    })?;
-    let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, bytes.as_mut());
-    let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()));
-    let path = dir.join(format!("{id}.key"));
-    fsutil::write_private_new(&path, format!("{}\n", b64.as_str()).as_bytes()).map_err(|e| {
-        Error::Io {
-            path: path.clone(),
-            source: e,
+        ctx: &WrapContext<'_>,
+    ) -> Result<(DataKey, Wrapped), Error> {
+        match self.entry(key_id)? {
+            Entry::Local(k) => {
+                let dek = DataKey::generate();
+                let blob = k.wrap(&dek, ctx);
+                Ok((
+                    dek,
+                    Wrapped {
+                        key_id: k.id().into(),
+                        blob,
+                        kms_key_arn: None,
+                    },
+                ))
+            }
+            #[cfg(feature = "kms")]
+            Entry::Kms(k) => k.generate(ctx).await,
         }
-    })?;
-    Ok(MasterKey {
-        id: id.into(),
-        bytes,
-    })
+    }
+
+    /// Wraps an existing data key with `key_id` for `ctx` (KMS: `Encrypt`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownKey`], [`Error::Kms`].
+    pub async fn wrap(
+        &self,
+        key_id: &str,
+        dek: &DataKey,
+        ctx: &WrapContext<'_>,
+    ) -> Result<Wrapped, Error> {
+        match self.entry(key_id)? {
+            Entry::Local(k) => Ok(Wrapped {
+                key_id: k.id().into(),
+                blob: k.wrap(dek, ctx),
+                kms_key_arn: None,
+            }),
+            #[cfg(feature = "kms")]
+            Entry::Kms(k) => k.wrap(dek, ctx).await,
+        }
+    }
+
+    /// Unwraps a data key (KMS: `Decrypt` naming the recorded key ARN).
+    ///
+    /// # Errors
+    /// [`Error::UnknownKey`] when that key is not loaded; [`Error::SourceMismatch`];
+    /// [`crypt::Error::UnwrapFailed`] or [`KmsFailure::Rejected`] when it is the wrong key or
+    /// the wrap or its context was changed.
+    pub async fn unwrap(&self, w: &Wrapped, ctx: &WrapContext<'_>) -> Result<DataKey, Error> {
+        let entry = self.entry(&w.key_id)?;
+        match (entry, w.kms_key_arn.as_deref()) {
+            (Entry::Local(k), None) => k.unwrap(&w.blob, ctx),
+            #[cfg(feature = "kms")]
+            (Entry::Kms(k), Some(arn)) => k.unwrap(&w.blob, arn, ctx).await,
+            (e, arn) => Err(Error::SourceMismatch {
+                key: w.key_id.clone(),
+                held: e.source(),
+                wrapped: if arn.is_some() { "kms" } else { "local" },
+            }),
+        }
+    }
+
+    /// Checks that the keys new saves use can be used: KMS keys exist, are enabled and are
+    /// symmetric encryption keys (`DescribeKey`). Local keys always can.
+    ///
+    /// # Errors
+    /// The first failing key's error.
+    pub async fn probe(&self) -> Result<(), Error> {
+        let mut ids: Vec<&str> = vec![self.active.as_str()];
+        ids.extend(self.tenants.values().map(String::as_str));
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            match self.entry(id)? {
+                Entry::Local(_) => {}
+                #[cfg(feature = "kms")]
+                Entry::Kms(k) => {
+                    k.describe().await?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -333,15 +529,15 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    #[test]
-    fn dev_key_is_generated_private_and_reloaded() {
+    #[tokio::test]
+    async fn dev_key_is_generated_private_and_reloaded() {
         let dir = tempfile::tempdir().unwrap();
         let src = KeySources {
             dir: dir.path().join("keys"),
             allow_dev_key: true,
             ..Default::default()
         };
-        let k1 = Keyring::load(&src).unwrap();
+        let k1 = Keyring::load(&src).await.unwrap();
         assert!(k1.active_id().starts_with("dev-"));
         let file = dir
             .path()
@@ -351,21 +547,30 @@ mod tests {
             std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        let k2 = Keyring::load(&src).unwrap();
+        let k2 = Keyring::load(&src).await.unwrap();
         assert_eq!(k1.active_id(), k2.active_id());
         // The same key unwraps what the first wrapped.
-        let ctx = envelope::WrapContext {
+        let ctx = WrapContext {
             tenant: "t",
             profile: "p",
+            generation: 1,
             object_id: "o",
         };
-        let dek = DataKey::generate();
-        let (id, w) = k1.wrap(None, &dek, &ctx).unwrap();
-        assert_eq!(k2.unwrap(&id, &w, &ctx).unwrap().as_bytes(), dek.as_bytes());
+        let (dek, w) = k1.new_data_key(k1.active_id(), &ctx).await.unwrap();
+        assert_eq!(
+            k2.unwrap(&w, &ctx).await.unwrap().as_bytes(),
+            dek.as_bytes()
+        );
+        // Another profile's context does not unwrap it.
+        let other = WrapContext {
+            profile: "q",
+            ..ctx
+        };
+        assert!(k2.unwrap(&w, &other).await.unwrap_err().is_integrity());
     }
 
-    #[test]
-    fn insecure_key_file_is_refused() {
+    #[tokio::test]
+    async fn insecure_key_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         generate_key_file(dir.path(), "k1").unwrap();
         let path = dir.path().join("k1.key");
@@ -375,19 +580,19 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            Keyring::load(&src),
+            Keyring::load(&src).await,
             Err(Error::InsecureFile { .. })
         ));
     }
 
-    #[test]
-    fn no_keys_without_dev_is_an_error() {
+    #[tokio::test]
+    async fn no_keys_without_dev_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let src = KeySources {
             dir: dir.path().into(),
             ..Default::default()
         };
-        assert!(matches!(Keyring::load(&src), Err(Error::NoKeys)));
+        assert!(matches!(Keyring::load(&src).await, Err(Error::NoKeys)));
     }
 
     #[test]
@@ -406,5 +611,42 @@ mod tests {
             assert!(validate_id(id).is_err(), "{id}");
         }
         validate_id("prod-2026.1_a").unwrap();
+    }
+
+    #[tokio::test]
+    async fn tenant_keys_and_source_mismatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut src = KeySources {
+            dir: dir.path().into(),
+            inline: Some(format!(
+                "a:{},b:{}",
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [1u8; 32]),
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [2u8; 32])
+            )),
+            active: Some("a".into()),
+            ..Default::default()
+        };
+        src.tenants.insert("acme".into(), "b".into());
+        let ring = Keyring::load(&src).await.unwrap();
+        assert_eq!(ring.active_for("acme"), "b");
+        assert_eq!(ring.active_for("other"), "a");
+        let info = ring.infos();
+        assert_eq!(info[1].tenants, vec!["acme".to_string()]);
+        // A record claiming a KMS wrap under a local key is refused, not misread.
+        let ctx = WrapContext {
+            tenant: "acme",
+            profile: "p",
+            generation: 3,
+            object_id: "o",
+        };
+        let (_, mut w) = ring.new_data_key("b", &ctx).await.unwrap();
+        w.kms_key_arn = Some("arn:aws:kms:us-east-1:0:key/x".into());
+        assert!(matches!(
+            ring.unwrap(&w, &ctx).await,
+            Err(Error::SourceMismatch { .. })
+        ));
+        // A tenant key that is not loaded is an error at load.
+        src.tenants.insert("zeta".into(), "nope".into());
+        assert!(matches!(Keyring::load(&src).await, Err(Error::UnknownKey(k)) if k == "nope"));
     }
 }
