@@ -7,10 +7,6 @@ use serde_json::{json, Value};
 use crate::common::daemon::*;
 use crate::common::*;
 
-fn state(v: &Value) -> Value {
-    serde_json::from_str(v.as_str().expect("READ_STATE returns a string")).unwrap()
-}
-
 /// The bytes of the restored profile's History file (to check the visited URL is there).
 fn history_of(d: &Daemon, profile: &str, dir: &std::path::Path) -> Vec<u8> {
     let mut c = cli_for(d);

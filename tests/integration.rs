@@ -11,6 +11,7 @@ mod crash;
 mod deploy;
 mod faults;
 mod hostile;
+mod kms;
 mod nodes;
 mod s3;
 mod vault;

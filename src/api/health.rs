@@ -1,4 +1,5 @@
-//! `/healthz` (alive), `/readyz` (store reachable, keys loaded, Chromium found, not
+//! `/healthz` (alive), `/readyz` (store reachable, keys usable (KMS keys answer
+//! `DescribeKey`), Chromium found, not
 //! shutting down or recovering) and `/metrics` (Prometheus text format).
 
 use std::fmt::Write;
@@ -23,7 +24,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         .await
         .is_ok_and(|r| r.is_ok());
     let chromium_ok = state.manager.config().chromium.is_file();
-    let keys_ok = state.manager.vault().keys().ids().next().is_some();
+    let keys_ok = state.manager.vault().keys().ready().await;
     let recovering = state.manager.recovering();
     let ready = store_ok && chromium_ok && keys_ok && recovering == 0;
     let body = serde_json::json!({

@@ -81,7 +81,9 @@ pub enum Command {
     Delete(delete::Args),
     /// Generate a new master key file in the keys directory.
     Keygen(rekey::KeygenArgs),
-    /// Re-wrap data keys with another master key (payloads are not rewritten).
+    /// List the master keys: source (local file or KMS), active, per-tenant keys.
+    Keys(rekey::KeysArgs),
+    /// Re-wrap data keys with another master key, local or KMS (payloads are not rewritten).
     Rekey(rekey::Args),
     /// Retention: delete profiles not used for N days (--dry-run shows them).
     Gc(gc::Args),
@@ -170,6 +172,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollback(a) => rollback::run(&ctx, a).await,
         Command::Delete(a) => delete::run(&ctx, a).await,
         Command::Keygen(a) => rekey::run_keygen(&ctx, a),
+        Command::Keys(a) => rekey::run_keys(&ctx, a).await,
         Command::Rekey(a) => rekey::run(&ctx, a).await,
         Command::Saves(a) => saves::run(&ctx, a).await,
         Command::Audit(a) => audit::run(&ctx, a).await,
@@ -190,6 +193,8 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             vault::Error::Keys(k) if k.is_transient() => 6,
             vault::Error::Store(s) => store_code(s),
             e if e.is_integrity() => 5,
+            // A KMS key missing, disabled or forbidden, or a key source mismatch: configuration.
+            vault::Error::Keys(_) => 2,
             _ => 1,
         };
     }

@@ -1,4 +1,4 @@
-//! `profile-vault keygen` and `profile-vault rekey --to KEY_ID`.
+//! `profile-vault keygen`, `profile-vault keys` and `profile-vault rekey [--to KEY_ID]`.
 
 use super::Ctx;
 
@@ -13,12 +13,21 @@ pub struct KeygenArgs {
     pub activate: bool,
 }
 
+/// Arguments of `keys`.
+#[derive(Debug, clap::Args)]
+pub struct KeysArgs {
+    /// Also check that the keys new saves use work (KMS: DescribeKey).
+    #[arg(long)]
+    pub check: bool,
+}
+
 /// Arguments of `rekey`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Master key id to wrap every data key with.
+    /// Master key id (local or KMS) to wrap every data key with; default: each tenant's
+    /// configured key ([keys.tenants], else the active key).
     #[arg(long)]
-    pub to: String,
+    pub to: Option<String>,
     /// Rekey every tenant, not just --tenant.
     #[arg(long)]
     pub all_tenants: bool,
@@ -43,6 +52,52 @@ pub fn run_keygen(ctx: &Ctx, a: KeygenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `keys`.
+pub async fn run_keys(ctx: &Ctx, a: KeysArgs) -> anyhow::Result<()> {
+    let ring = ctx.keyring().await?;
+    let check = if a.check {
+        Some(ring.probe().await.map_err(|e| e.to_string()))
+    } else {
+        None
+    };
+    let infos = ring.infos();
+    let ok = check.as_ref().is_none_or(Result::is_ok);
+    ctx.print(
+        &serde_json::json!({"keys": infos, "check": check.as_ref().map(|c| match c {
+            Ok(()) => serde_json::json!({"ok": true}),
+            Err(e) => serde_json::json!({"ok": false, "error": e}),
+        })}),
+        || {
+            let mut out = String::new();
+            for k in &infos {
+                out.push_str(&format!(
+                    "{:<24} {:<5} {}{}{}\n",
+                    k.id,
+                    k.source,
+                    k.kms_key.as_deref().unwrap_or("-"),
+                    if k.active { "  [active]" } else { "" },
+                    if k.tenants.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  [tenants: {}]", k.tenants.join(", "))
+                    }
+                ));
+            }
+            match &check {
+                Some(Ok(())) => out.push_str("check: ok"),
+                Some(Err(e)) => out.push_str(&format!("check: FAILED: {e}")),
+                None => out.truncate(out.trim_end().len()),
+            }
+            out
+        },
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("key check failed"))
+    }
+}
+
 /// Runs `rekey`.
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let vault = ctx.vault().await?;
@@ -52,13 +107,26 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         vec![ctx.tenant().to_string()]
     };
     let (mut rewrapped, mut already) = (0, 0);
+    let mut targets = std::collections::BTreeMap::new();
     for t in &tenants {
-        let (r, k) = vault.rekey(t, &a.to, a.dry_run).await?;
+        let to =
+            a.to.clone()
+                .unwrap_or_else(|| vault.keys().active_for(t).to_string());
+        let (r, k) = vault.rekey(t, &to, a.dry_run).await?;
         rewrapped += r;
         already += k;
+        targets.insert(t.clone(), to);
     }
-    ctx.print(&serde_json::json!({"to": a.to, "tenants": tenants, "rewrapped": rewrapped, "already": already, "dry_run": a.dry_run}), || {
-        format!("{} {rewrapped} data keys to master key {} ({already} already used it)", if a.dry_run { "would re-wrap" } else { "re-wrapped" }, a.to)
+    let to_text = match &a.to {
+        Some(to) => to.clone(),
+        None => {
+            let mut v: Vec<&String> = targets.values().collect();
+            v.dedup();
+            v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        }
+    };
+    ctx.print(&serde_json::json!({"to": targets, "tenants": tenants, "rewrapped": rewrapped, "already": already, "dry_run": a.dry_run}), || {
+        format!("{} {rewrapped} data keys to master key {to_text} ({already} already used it)", if a.dry_run { "would re-wrap" } else { "re-wrapped" })
     });
     Ok(())
 }

@@ -97,6 +97,15 @@ fn spawn_retention(ctx: &Ctx, manager: Arc<Manager>) {
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let s = &ctx.cfg.file.server;
     let vault = ctx.vault().await?;
+    // A KMS key that is missing, disabled or forbidden is a configuration error: stop now.
+    // One that cannot be reached yet is not: /readyz stays false until it can.
+    match vault.keys().probe().await {
+        Ok(()) => {}
+        Err(e) if e.is_transient() => {
+            tracing::warn!(error = %e, "master key not reachable yet; /readyz reports not ready until it is");
+        }
+        Err(e) => return Err(e.into()),
+    }
     // Without a browser the daemon still starts (profiles API, health): /readyz reports it
     // and POST /v0/vm answers 503 browser_failed until Chromium is installed.
     let chromium = match chromium::find_binary(s.chromium.as_deref()) {

@@ -234,6 +234,8 @@ pub struct Keyring {
     keys: BTreeMap<String, Entry>,
     active: String,
     tenants: BTreeMap<String, String>,
+    /// When [`Keyring::probe`] last succeeded (readiness checks reuse it for a minute).
+    probed_ok: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// Where to load keys from.
@@ -328,6 +330,7 @@ impl Keyring {
             keys,
             active,
             tenants: src.tenants.clone(),
+            probed_ok: Default::default(),
         })
     }
 
@@ -379,6 +382,7 @@ impl Keyring {
             keys: map,
             active: active.into(),
             tenants: BTreeMap::new(),
+            probed_ok: Default::default(),
         })
     }
 
@@ -499,6 +503,24 @@ impl Keyring {
                 wrapped: if arn.is_some() { "kms" } else { "local" },
             }),
         }
+    }
+
+    /// Readiness: [`Keyring::probe`] within 5 s; a success is reused for 60 s, so a probe
+    /// every few seconds costs one KMS call a minute.
+    pub async fn ready(&self) -> bool {
+        const FRESH: std::time::Duration = std::time::Duration::from_secs(60);
+        let last = *self.probed_ok.lock().expect("probe lock");
+        if last.is_some_and(|t| t.elapsed() < FRESH) {
+            return true;
+        }
+        let ok = matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), self.probe()).await,
+            Ok(Ok(()))
+        );
+        if ok {
+            *self.probed_ok.lock().expect("probe lock") = Some(std::time::Instant::now());
+        }
+        ok
     }
 
     /// Checks that the keys new saves use can be used: KMS keys exist, are enabled and are

@@ -380,6 +380,11 @@ req.onsuccess = () => {{
     format!("http://{addr}")
 }
 
+/// The JSON that [`READ_STATE`] returned (as a string) from the page.
+pub fn state(v: &Value) -> Value {
+    serde_json::from_str(v.as_str().expect("READ_STATE returns a string")).unwrap()
+}
+
 /// Reads what a page can see of the stored state: (cookie, localStorage, IndexedDB).
 pub const READ_STATE: &str = r#"(async () => {
   const idb = await new Promise((resolve) => {
