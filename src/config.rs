@@ -464,6 +464,21 @@ mod tests {
     }
 
     #[test]
+    fn kms_and_tenant_keys_parse_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[keys]\nactive = \"vault\"\nkms_endpoint = \"http://127.0.0.1:4566\"\n[keys.kms]\nvault = \"alias/profile-vault\"\n[keys.tenants]\nacme = \"vault\"\n",
+        )
+        .unwrap();
+        let c = Config::parse_file(&p).unwrap();
+        assert_eq!(c.keys.kms["vault"], "alias/profile-vault");
+        assert_eq!(c.keys.tenants["acme"], "vault");
+        assert_eq!(c.keys.kms_endpoint.as_deref(), Some("http://127.0.0.1:4566"));
+    }
+
+    #[test]
     fn example_config_parses() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.example.toml");
         let c = Config::parse_file(&p).unwrap();

@@ -99,6 +99,13 @@ fn compose_file_runs_localstack_and_minio_profiles() {
         "{mounts}"
     );
     assert!(root().join("localstack/init/ready.d/10-bucket.sh").exists());
+    assert!(root().join("localstack/init/ready.d/20-kms.sh").exists());
+    let services = s["localstack"]["environment"]["SERVICES"].as_str().unwrap();
+    assert!(services.split(',').any(|x| x == "kms"), "{services}");
+    assert_eq!(
+        s["profile-vault"]["environment"]["PV_KMS_KEYS"],
+        "vault=alias/profile-vault"
+    );
     assert_eq!(
         s["profile-vault"]["environment"]["PV_S3_PATH_STYLE"],
         "true"

@@ -229,6 +229,43 @@ async fn tampering_wrong_keys_and_copies_are_rejected() {
 }
 
 #[tokio::test]
+async fn record_formats_are_told_apart_and_unknown_ones_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, root) = fs_vault(dir.path());
+    let src = dir.path().join("src");
+    make_profile(&src, "f");
+    vault
+        .save("t1", "p1", &src, Base::Current, np())
+        .await
+        .unwrap();
+    let rec_path = root.join(format!("tenants/t1/profiles/p1/gens/{:020}.json", 1));
+    let original: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&rec_path).unwrap()).unwrap();
+    assert_eq!(original["format"], 1, "a local key writes format 1");
+    assert!(original.get("kms_key_arn").is_none());
+    let cases = [
+        (serde_json::json!({"format": 2}), "needs kms_key_arn"),
+        (
+            serde_json::json!({"format": 1, "kms_key_arn": "arn:aws:kms:us-east-1:0:key/x"}),
+            "must not have kms_key_arn",
+        ),
+        (serde_json::json!({"format": 3}), "record format 3 is not supported"),
+    ];
+    for (patch, want) in cases {
+        let mut rec = original.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            rec[k] = v.clone();
+        }
+        std::fs::write(&rec_path, serde_json::to_vec(&rec).unwrap()).unwrap();
+        let err = vault.verify("t1", "p1", None, np()).await.unwrap_err();
+        assert!(err.to_string().contains(want), "{patch}: {err}");
+        assert!(err.is_integrity(), "{err}");
+    }
+    std::fs::write(&rec_path, serde_json::to_vec(&original).unwrap()).unwrap();
+    vault.verify("t1", "p1", None, np()).await.unwrap();
+}
+
+#[tokio::test]
 async fn rekey_rewraps_without_touching_payloads() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
