@@ -475,7 +475,10 @@ mod tests {
         let c = Config::parse_file(&p).unwrap();
         assert_eq!(c.keys.kms["vault"], "alias/profile-vault");
         assert_eq!(c.keys.tenants["acme"], "vault");
-        assert_eq!(c.keys.kms_endpoint.as_deref(), Some("http://127.0.0.1:4566"));
+        assert_eq!(
+            c.keys.kms_endpoint.as_deref(),
+            Some("http://127.0.0.1:4566")
+        );
     }
 
     #[test]

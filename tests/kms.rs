@@ -406,8 +406,8 @@ async fn the_daemon_saves_and_loads_through_a_kms_key() {
         ("PV_KMS_ENDPOINT", ls.clone()),
         ("PV_ACTIVE_KEY", "k1".to_string()),
     ];
-    let env: Vec<(&str, &str)> = kms_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut d = Daemon::start(&data, StoreKind::LocalStack(prefix.clone()), &env);
+    let env_ok: Vec<(&str, &str)> = kms_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut d = Daemon::start(&data, StoreKind::LocalStack(prefix.clone()), &env_ok);
     let (st, ready) = d.call("GET", "/readyz", None, None).await;
     assert_eq!(ready["checks"]["keys"], true, "{st} {ready}");
 
@@ -464,6 +464,7 @@ async fn the_daemon_saves_and_loads_through_a_kms_key() {
         ("PV_KMS_ENDPOINT", "http://127.0.0.1:9"),
         ("PV_ACTIVE_KEY", "k1"),
     ];
+    let prefix2 = prefix.clone();
     let d = Daemon::start(&data, StoreKind::LocalStack(prefix), &env);
     let (st, ready) = d.call("GET", "/readyz", None, None).await;
     assert_eq!(st, 503, "{ready}");
@@ -478,8 +479,50 @@ async fn the_daemon_saves_and_loads_through_a_kms_key() {
         .await;
     assert_eq!(st, 503, "{v}");
     assert_eq!(v["error"], "keys_unavailable", "{v}");
+    // A session that ends while KMS is down loses nothing: its save fails, the profile
+    // directory is kept and listed, and a retry once KMS is back stores it.
+    let marker2 = format!("k{}", uuid::Uuid::new_v4().simple());
+    let s3s = d.create(KEY_T1, json!({"profile": {"save": true}})).await;
+    let id2 = s3s["session_id"].as_str().unwrap().to_string();
+    let mut cdp = Cdp::connect(s3s["cdp_url"].as_str().unwrap()).await;
+    cdp.goto(&format!("{site}/set?v={marker2}")).await;
+    cdp.close().await;
+    let (st, v) = d
+        .call(
+            "DELETE",
+            &format!("/v0/vm/{id2}?wait=true"),
+            Some(KEY_T1),
+            None,
+        )
+        .await;
+    assert!(st == 200 || st == 503, "{st} {v}");
+    let (_, v) = d.call("GET", "/v0/saves", Some(KEY_T1), None).await;
+    assert_eq!(v["failed_saves"][0]["session_id"], id2.as_str(), "{v}");
     assert!(
-        !d.log_text().contains(&marker),
+        !d.log_text().contains(&marker) && !d.log_text().contains(&marker2),
         "profile content never logged"
     );
+    let mut d = d;
+    assert!(d.stop().success());
+    let d = Daemon::start(&data, StoreKind::LocalStack(prefix2), &env_ok);
+    let (st, v) = d
+        .call(
+            "POST",
+            &format!("/v0/saves/{id2}/retry"),
+            Some(KEY_T1),
+            None,
+        )
+        .await;
+    // Saved by this retry, or already by the start-up retry of kept saves.
+    assert!(st == 200 && v["saved"] == true || st == 404, "{st} {v}");
+    let (st, v) = d
+        .call("GET", &format!("/v0/profiles/{id2}"), Some(KEY_T1), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let s4 = d.create(KEY_T1, json!({"profile": {"load": id2}})).await;
+    let mut cdp = Cdp::connect(s4["cdp_url"].as_str().unwrap()).await;
+    cdp.goto(&format!("{site}/get")).await;
+    let st = state(&cdp.eval(READ_STATE).await);
+    assert_eq!(st["cookie"], format!("pv_cookie={marker2}"), "{st}");
+    cdp.close().await;
 }
