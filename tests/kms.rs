@@ -96,6 +96,24 @@ fn restore_ok(env: &Env, tenant: &str, profile: &str, src: &Path, dst: &Path) {
     assert_eq!(tree(dst), expected, "{tenant}/{profile}");
 }
 
+/// Saves `src` as `tenant`/p1 and checks that the KMS data-key request fails as expected.
+fn assert_save_fails(env: &Env, tenant: &str, src: &Path, code: i32, why: &str) {
+    let out = run(&mut env.pv(&[
+        "save",
+        "--tenant",
+        tenant,
+        "--profile",
+        "p1",
+        src.to_str().unwrap(),
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert!(
+        err.contains("KMS GenerateDataKey") && err.contains(why),
+        "{err}"
+    );
+}
+
 fn kms_client() -> aws_sdk_kms::Client {
     use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
     let conf = aws_sdk_kms::Config::builder()
@@ -105,6 +123,32 @@ fn kms_client() -> aws_sdk_kms::Client {
         .credentials_provider(Credentials::new("test", "test", None, None, "static"))
         .build();
     aws_sdk_kms::Client::from_conf(conf)
+}
+
+/// A new symmetric key in LocalStack's KMS; its ARN.
+async fn new_kms_key(client: &aws_sdk_kms::Client) -> String {
+    let out = client
+        .create_key()
+        .description("profile-vault test key")
+        .send()
+        .await
+        .unwrap();
+    out.key_metadata.unwrap().arn.unwrap()
+}
+
+/// Writes a generation record straight into the bucket.
+async fn put_record(env: &Env, s3: &aws_sdk_s3::Client, at: (&str, &str, u64), rec: &Value) {
+    let key = format!(
+        "{}/tenants/{}/profiles/{}/gens/{:020}.json",
+        env.prefix, at.0, at.1, at.2
+    );
+    s3.put_object()
+        .bucket(BUCKET)
+        .key(&key)
+        .body(serde_json::to_vec(rec).unwrap().into())
+        .send()
+        .await
+        .unwrap();
 }
 
 /// Copies a generation record to another place (tenant/profile/generation edited to fit
@@ -119,17 +163,7 @@ async fn assert_moved_record_is_refused(
     moved["tenant"] = json!(to.0);
     moved["profile"] = json!(to.1);
     moved["generation"] = json!(to.2);
-    let key = format!(
-        "{}/tenants/{}/profiles/{}/gens/{:020}.json",
-        env.prefix, to.0, to.1, to.2
-    );
-    s3.put_object()
-        .bucket(BUCKET)
-        .key(&key)
-        .body(serde_json::to_vec(&moved).unwrap().into())
-        .send()
-        .await
-        .unwrap();
+    put_record(env, s3, to, &moved).await;
     let out = run(&mut env.pv(&[
         "verify",
         to.1,
@@ -225,14 +259,7 @@ async fn kms_keys_per_tenant_context_binding_and_rekey_between_sources() {
         ("acme", "p2", 1, p2[0].clone()),
         ("other", "p1", 1, other[0].clone()),
     ] {
-        let key = format!("{}/tenants/{t}/profiles/{p}/gens/{g:020}.json", env.prefix);
-        s3.put_object()
-            .bucket(BUCKET)
-            .key(&key)
-            .body(serde_json::to_vec(&rec).unwrap().into())
-            .send()
-            .await
-            .unwrap();
+        put_record(&env, &s3, (t, p, g), &rec).await;
     }
     for (t, p) in [("acme", "p1"), ("acme", "p2"), ("other", "p1")] {
         ok_json(&run(
@@ -243,20 +270,7 @@ async fn kms_keys_per_tenant_context_binding_and_rekey_between_sources() {
     // KMS down: a save for a KMS tenant fails cleanly (exit 6, retry later) and changes
     // nothing; the local-key tenant is unaffected.
     let good_endpoint = std::mem::replace(&mut env.kms_endpoint, "http://127.0.0.1:9".into());
-    let out = run(&mut env.pv(&[
-        "save",
-        "--tenant",
-        "acme",
-        "--profile",
-        "p1",
-        src.to_str().unwrap(),
-    ]));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(6), "{err}");
-    assert!(
-        err.contains("KMS GenerateDataKey") && err.contains("unavailable"),
-        "{err}"
-    );
+    assert_save_fails(&env, "acme", &src, 6, "unavailable");
     assert_eq!(records(&env, "acme", "p1").len(), 2, "nothing was written");
     ok_json(&run(&mut env.pv(&[
         "save",
@@ -281,16 +295,7 @@ async fn kms_keys_per_tenant_context_binding_and_rekey_between_sources() {
     restore_ok(&env, "other", "p1", &src, &dir.path().join("r2"));
 
     // rekey KMS -> another KMS key (made here), then back to each tenant's configured key.
-    let second = kms_client()
-        .create_key()
-        .description("profile-vault test: second key")
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .arn
-        .unwrap();
+    let second = new_kms_key(&kms_client()).await;
     env.kms_keys = format!("vault={HOOK_ALIAS},second={second}");
     let v = ok_json(&run(
         &mut env.pv(&["rekey", "--tenant", "acme", "--to", "second", "--json"])
@@ -359,15 +364,7 @@ async fn a_missing_or_disabled_kms_key_is_a_clear_configuration_error() {
     );
     // A disabled key: refused (not "unavailable"), exit 2, nothing stored.
     let client = kms_client();
-    let arn = client
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .arn
-        .unwrap();
+    let arn = new_kms_key(&client).await;
     client.disable_key().key_id(&arn).send().await.unwrap();
     let env = Env {
         kms_keys: format!("vault={arn}"),
@@ -375,20 +372,7 @@ async fn a_missing_or_disabled_kms_key_is_a_clear_configuration_error() {
     };
     let src = dir.path().join("src");
     make_profile(&src, "bad");
-    let out = run(&mut env.pv(&[
-        "save",
-        "--tenant",
-        "acme",
-        "--profile",
-        "p1",
-        src.to_str().unwrap(),
-    ]));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("KMS GenerateDataKey") && err.contains("refused"),
-        "{err}"
-    );
+    assert_save_fails(&env, "acme", &src, 2, "refused");
     let out = run(&mut env.pv(&["list", "--tenant", "acme", "--json"]));
     assert_eq!(ok_json(&out).as_array().map(Vec::len), Some(0));
 }
