@@ -1,5 +1,5 @@
 //! Process-wide metrics rendered by `/metrics` in the Prometheus text format: duration
-//! histograms, storage errors by kind, and queue depths. Counters of the session service
+//! histograms, storage errors by kind, KMS requests by outcome, and queue depths. Counters of the session service
 //! live in [`crate::session::Counters`].
 
 use std::fmt::Write;
@@ -78,6 +78,11 @@ pub const STORE_ERROR_KINDS: [&str; 7] = [
     "io",
 ];
 
+/// KMS operations, as labels.
+pub const KMS_OPS: [&str; 4] = ["GenerateDataKey", "Encrypt", "Decrypt", "DescribeKey"];
+/// KMS request outcomes, as labels.
+pub const KMS_OUTCOMES: [&str; 4] = ["ok", "unavailable", "rejected", "refused"];
+
 /// All process-wide metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -86,6 +91,7 @@ pub struct Metrics {
     /// Durations of profile restores.
     pub restore_seconds: Histogram,
     store_errors: [AtomicU64; STORE_ERROR_KINDS.len()],
+    kms_requests: [[AtomicU64; KMS_OUTCOMES.len()]; KMS_OPS.len()],
     /// Saves waiting for a save slot.
     pub saves_waiting: AtomicU64,
     /// Packs/unpacks waiting for a work slot.
@@ -97,6 +103,7 @@ pub static METRICS: Metrics = Metrics {
     save_seconds: Histogram::new(),
     restore_seconds: Histogram::new(),
     store_errors: [const { AtomicU64::new(0) }; STORE_ERROR_KINDS.len()],
+    kms_requests: [const { [const { AtomicU64::new(0) }; KMS_OUTCOMES.len()] }; KMS_OPS.len()],
     saves_waiting: AtomicU64::new(0),
     jobs_waiting: AtomicU64::new(0),
 };
@@ -106,6 +113,16 @@ impl Metrics {
     pub fn store_error(&self, kind: &str) {
         if let Some(i) = STORE_ERROR_KINDS.iter().position(|k| *k == kind) {
             self.store_errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a KMS request `op` (one of [`KMS_OPS`]) that ended in `outcome` (one of
+    /// [`KMS_OUTCOMES`]; the SDK's own retries are inside one request).
+    pub fn kms_request(&self, op: &str, outcome: &str) {
+        let o = KMS_OPS.iter().position(|k| *k == op);
+        let r = KMS_OUTCOMES.iter().position(|k| *k == outcome);
+        if let (Some(o), Some(r)) = (o, r) {
+            self.kms_requests[o][r].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -128,6 +145,16 @@ impl Metrics {
                 "pv_store_errors_total{{kind=\"{k}\"}} {}",
                 self.store_errors[i].load(Ordering::Relaxed)
             );
+        }
+        let _ = writeln!(out, "# HELP pv_kms_requests_total KMS requests by operation and outcome.\n# TYPE pv_kms_requests_total counter");
+        for (o, op) in KMS_OPS.iter().enumerate() {
+            for (r, outcome) in KMS_OUTCOMES.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "pv_kms_requests_total{{op=\"{op}\",outcome=\"{outcome}\"}} {}",
+                    self.kms_requests[o][r].load(Ordering::Relaxed)
+                );
+            }
         }
         let _ = writeln!(
             out,

@@ -758,7 +758,8 @@ async fn the_retention_sweeper_deletes_idle_profiles_but_not_ones_in_use() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_webhooks_warn_before_and_report_the_end() {
     use std::sync::{Arc, Mutex};
-    let got: Arc<Mutex<Vec<(Option<String>, Value)>>> = Arc::default();
+    type Calls = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+    let got: Calls = Arc::default();
     let sink = got.clone();
     let app = axum::Router::new().route(
         "/hook",

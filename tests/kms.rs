@@ -125,6 +125,18 @@ fn kms_client() -> aws_sdk_kms::Client {
     aws_sdk_kms::Client::from_conf(conf)
 }
 
+/// The daemon's `pv_kms_requests_total` for one operation and outcome.
+async fn kms_requests(d: &Daemon, op: &str, outcome: &str) -> u64 {
+    let (st, m) = http_raw(&d.addr, "GET", "/metrics", None, None).await;
+    assert_eq!(st, 200);
+    let prefix = format!("pv_kms_requests_total{{op=\"{op}\",outcome=\"{outcome}\"}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {m}"))
+        .parse()
+        .unwrap()
+}
+
 /// A new symmetric key in LocalStack's KMS; its ARN.
 async fn new_kms_key(client: &aws_sdk_kms::Client) -> String {
     let out = client
@@ -438,6 +450,13 @@ async fn the_daemon_saves_and_loads_through_a_kms_key() {
     cdp.close().await;
     d.end_and_wait(KEY_T1, s2["session_id"].as_str().unwrap())
         .await;
+    for (op, outcome) in [
+        ("GenerateDataKey", "ok"),
+        ("Decrypt", "ok"),
+        ("DescribeKey", "ok"),
+    ] {
+        assert!(kms_requests(&d, op, outcome).await >= 1, "{op} {outcome}");
+    }
     assert!(d.stop().success());
 
     // With KMS unreachable the daemon still starts, says it is not ready, and a load of a
@@ -463,6 +482,7 @@ async fn the_daemon_saves_and_loads_through_a_kms_key() {
         .await;
     assert_eq!(st, 503, "{v}");
     assert_eq!(v["error"], "keys_unavailable", "{v}");
+    assert!(kms_requests(&d, "Decrypt", "unavailable").await >= 1);
     // A session that ends while KMS is down loses nothing: its save fails, the profile
     // directory is kept and listed, and a retry once KMS is back stores it.
     let marker2 = format!("k{}", uuid::Uuid::new_v4().simple());

@@ -114,6 +114,26 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     }
 }
 
+/// Counts a finished request in the metrics and maps its error.
+fn counted<T, E: ProvideErrorMetadata + std::error::Error + 'static>(
+    id: &str,
+    op: &'static str,
+    r: Result<T, SdkError<E>>,
+) -> Result<T, Error> {
+    let r = r.map_err(|e| classify(id, op, e));
+    let outcome = match &r {
+        Ok(_) => "ok",
+        Err(Error::Kms { kind, .. }) => match kind {
+            KmsFailure::Unavailable => "unavailable",
+            KmsFailure::Rejected => "rejected",
+            KmsFailure::Refused => "refused",
+        },
+        Err(_) => "refused",
+    };
+    crate::metrics::METRICS.kms_request(op, outcome);
+    r
+}
+
 fn data_key(id: &str, op: &'static str, blob: Option<Blob>) -> Result<DataKey, Error> {
     let raw = Zeroizing::new(blob.map(Blob::into_inner).unwrap_or_default());
     if raw.len() != KEY_LEN {
@@ -160,15 +180,15 @@ impl KmsKey {
     /// [`Error::Kms`].
     pub async fn generate(&self, ctx: &WrapContext<'_>) -> Result<(DataKey, Wrapped), Error> {
         const OP: &str = "GenerateDataKey";
-        let mut out = self
+        let out = self
             .client
             .generate_data_key()
             .key_id(&self.key)
             .key_spec(DataKeySpec::Aes256)
             .set_encryption_context(Some(encryption_context(ctx)))
             .send()
-            .await
-            .map_err(|e| classify(&self.id, OP, e))?;
+            .await;
+        let mut out = counted(&self.id, OP, out)?;
         let dek = data_key(&self.id, OP, out.plaintext.take())?;
         Ok((dek, self.wrapped(OP, out.ciphertext_blob, out.key_id)?))
     }
@@ -186,8 +206,8 @@ impl KmsKey {
             .plaintext(Blob::new(dek.as_bytes().to_vec()))
             .set_encryption_context(Some(encryption_context(ctx)))
             .send()
-            .await
-            .map_err(|e| classify(&self.id, OP, e))?;
+            .await;
+        let out = counted(&self.id, OP, out)?;
         self.wrapped(OP, out.ciphertext_blob, out.key_id)
     }
 
@@ -223,15 +243,15 @@ impl KmsKey {
         ctx: &WrapContext<'_>,
     ) -> Result<DataKey, Error> {
         const OP: &str = "Decrypt";
-        let mut out = self
+        let out = self
             .client
             .decrypt()
             .key_id(arn)
             .ciphertext_blob(Blob::new(blob.to_vec()))
             .set_encryption_context(Some(encryption_context(ctx)))
             .send()
-            .await
-            .map_err(|e| classify(&self.id, OP, e))?;
+            .await;
+        let mut out = counted(&self.id, OP, out)?;
         data_key(&self.id, OP, out.plaintext.take())
     }
 
@@ -241,13 +261,8 @@ impl KmsKey {
     /// [`Error::Kms`].
     pub async fn describe(&self) -> Result<String, Error> {
         const OP: &str = "DescribeKey";
-        let out = self
-            .client
-            .describe_key()
-            .key_id(&self.key)
-            .send()
-            .await
-            .map_err(|e| classify(&self.id, OP, e))?;
+        let out = self.client.describe_key().key_id(&self.key).send().await;
+        let out = counted(&self.id, OP, out)?;
         let refused = |message: String| Error::Kms {
             key: self.id.clone(),
             op: OP,

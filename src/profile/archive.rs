@@ -363,10 +363,9 @@ pub fn pack<W: Write + Send>(
     let window = threads * WINDOW_PER_THREAD;
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let state: (
-        Mutex<(usize, BTreeMap<usize, Result<Ready, Error>>)>,
-        Condvar,
-    ) = (Mutex::new((0, BTreeMap::new())), Condvar::new());
+    // (next index to write, finished entries by index), and a wake-up for both sides.
+    type Window = Mutex<(usize, BTreeMap<usize, Result<Ready, Error>>)>;
+    let state: (Window, Condvar) = (Mutex::new((0, BTreeMap::new())), Condvar::new());
 
     let mut zip = ZipWriter::new(out);
     let result: Result<(), Error> = std::thread::scope(|s| {
@@ -935,8 +934,7 @@ pub fn unpack_from<R: Read + io::Seek, F: Fn() -> io::Result<R> + Sync>(
         }
         let threads = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
-            .min(4)
-            .max(1);
+            .clamp(1, 4);
         let share = total / threads as u64 + 1;
         let mut groups: Vec<Vec<&Planned>> = vec![Vec::new()];
         let mut acc = 0u64;

@@ -252,7 +252,7 @@ impl<W: Write> ZipWriter<W> {
             }
             let zip64 = !extra.is_empty();
             let mode: u32 = if e.dir { 0o040_700 } else { 0o100_600 };
-            let external = (mode << 16) | u32::from(e.dir) * 0x10;
+            let external = (mode << 16) | (u32::from(e.dir) * 0x10);
             buf.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
             buf.extend_from_slice(&(0x0300u16 | 63).to_le_bytes());
             buf.extend_from_slice(
