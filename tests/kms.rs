@@ -369,7 +369,11 @@ async fn a_missing_or_disabled_kms_key_is_a_clear_configuration_error() {
     let out = run(&mut env.pv(&["keys", "--check"]));
     let err = String::from_utf8_lossy(&out.stderr);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a missing key is a configuration error"
+    );
     assert!(
         text.contains("check: FAILED") && text.contains("DescribeKey"),
         "{text} {err}"

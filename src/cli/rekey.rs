@@ -16,7 +16,7 @@ pub struct KeygenArgs {
 /// Arguments of `keys`.
 #[derive(Debug, clap::Args)]
 pub struct KeysArgs {
-    /// Also check that the keys new saves use work (KMS: DescribeKey).
+    /// Also check that every key works (KMS: DescribeKey: exists, enabled, symmetric).
     #[arg(long)]
     pub check: bool,
 }
@@ -55,13 +55,15 @@ pub fn run_keygen(ctx: &Ctx, a: KeygenArgs) -> anyhow::Result<()> {
 /// Runs `keys`.
 pub async fn run_keys(ctx: &Ctx, a: KeysArgs) -> anyhow::Result<()> {
     let ring = ctx.keyring().await?;
-    let check = if a.check {
-        Some(ring.probe().await.map_err(|e| e.to_string()))
+    let (check, failure) = if a.check {
+        match ring.probe_all().await {
+            Ok(()) => (Some(Ok(())), None),
+            Err(e) => (Some(Err(e.to_string())), Some(e)),
+        }
     } else {
-        None
+        (None, None)
     };
     let infos = ring.infos();
-    let ok = check.as_ref().is_none_or(Result::is_ok);
     ctx.print(
         &serde_json::json!({"keys": infos, "check": check.as_ref().map(|c| match c {
             Ok(()) => serde_json::json!({"ok": true}),
@@ -91,11 +93,8 @@ pub async fn run_keys(ctx: &Ctx, a: KeysArgs) -> anyhow::Result<()> {
             out
         },
     );
-    if ok {
-        Ok(())
-    } else {
-        Err(anyhow::anyhow!("key check failed"))
-    }
+    // Exit 6 when KMS cannot be reached (retry later), 2 for a key that is wrong.
+    failure.map_or(Ok(()), |e| Err(e.into()))
 }
 
 /// Runs `rekey`.

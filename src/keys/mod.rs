@@ -533,6 +533,18 @@ impl Keyring {
         ids.extend(self.tenants.values().map(String::as_str));
         ids.sort_unstable();
         ids.dedup();
+        self.probe_ids(ids).await
+    }
+
+    /// [`Keyring::probe`] for every loaded key, in use or not (`keys --check`).
+    ///
+    /// # Errors
+    /// The first failing key's error.
+    pub async fn probe_all(&self) -> Result<(), Error> {
+        self.probe_ids(self.ids().collect()).await
+    }
+
+    async fn probe_ids(&self, ids: Vec<&str>) -> Result<(), Error> {
         for id in ids {
             match self.entry(id)? {
                 Entry::Local(_) => {}
