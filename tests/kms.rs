@@ -378,6 +378,31 @@ async fn a_missing_or_disabled_kms_key_is_a_clear_configuration_error() {
         text.contains("check: FAILED") && text.contains("DescribeKey"),
         "{text} {err}"
     );
+    // The daemon refuses to start with a key in use that KMS does not have.
+    let mut serve = env
+        .pv(&["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = serve.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = serve.kill();
+            panic!("serve kept running with a missing KMS key");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("DescribeKey") && err.contains("'vault'"),
+        "{err}"
+    );
     // A disabled key: refused (not "unavailable"), exit 2, nothing stored.
     let client = kms_client();
     let arn = new_kms_key(&client).await;
