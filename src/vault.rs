@@ -188,8 +188,13 @@ pub struct GenerationRecord {
     pub key_id: String,
     /// Wrapped data key, base64.
     pub wrapped_key: String,
-    /// KMS key (ARN) that wrapped the data key; present exactly in format 2.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// KMS key (ARN) that wrapped the data key; present exactly in format 2 (absent, not
+    /// `null`, in format 1).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_string"
+    )]
     pub kms_key_arn: Option<String>,
     /// Size of the payload object.
     pub object_size: u64,
@@ -197,6 +202,11 @@ pub struct GenerationRecord {
     pub base: Option<u64>,
     /// What packing recorded.
     pub stats: PackStats,
+}
+
+/// An optional member that, when present, must be a string (`null` is refused).
+fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 /// What a save expects the head to be when it moves it.
@@ -446,6 +456,12 @@ impl Vault {
                     key: key.clone(),
                     reason: e.to_string(),
                 })?;
+                if head.format != HEAD_FORMAT {
+                    return Err(Error::BadRecord {
+                        key,
+                        reason: format!("head format {} is not supported", head.format),
+                    });
+                }
                 if head.tenant != tenant || head.profile != profile {
                     return Err(Error::BadRecord {
                         key,
@@ -635,7 +651,12 @@ impl Vault {
                 generation,
                 object_id: &object_id,
             };
-            self.keys.wrap(&master, &dek, &ctx).await?
+            self.keys
+                .wrap(&master, &dek, &ctx)
+                .await
+                .inspect_err(|e| {
+                    tracing::warn!(tenant, profile, generation, error = %e, "re-wrapping the data key for the new generation number failed; the uploaded payload has no record and goes with retention");
+                })?
         };
         drop(dek);
         let key_id = wrapped.key_id.clone();
@@ -846,6 +867,18 @@ impl Vault {
         profile: &str,
         generation: u64,
     ) -> Result<(GenerationRecord, DataKey)> {
+        let rec = self.read_record(tenant, profile, generation).await?;
+        let dek = self.unwrap_record(&rec).await?;
+        Ok((rec, dek))
+    }
+
+    /// Reads a generation record and checks its format and place (not its key).
+    async fn read_record(
+        &self,
+        tenant: &str,
+        profile: &str,
+        generation: u64,
+    ) -> Result<GenerationRecord> {
         let key = record_key(tenant, profile, generation);
         let bytes = match self.store.get(&key).await {
             Ok(g) => g.bytes().await?,
@@ -894,16 +927,21 @@ impl Vault {
                 ),
             });
         }
+        Ok(rec)
+    }
+
+    /// Unwraps the data key of a record read by [`Vault::read_record`].
+    async fn unwrap_record(&self, rec: &GenerationRecord) -> Result<DataKey> {
         let wrapped = base64::engine::general_purpose::STANDARD
             .decode(&rec.wrapped_key)
             .map_err(|_| Error::BadRecord {
-                key: key.clone(),
+                key: record_key(&rec.tenant, &rec.profile, rec.generation),
                 reason: "wrapped_key is not base64".into(),
             })?;
         let ctx = WrapContext {
-            tenant,
-            profile,
-            generation,
+            tenant: &rec.tenant,
+            profile: &rec.profile,
+            generation: rec.generation,
             object_id: &rec.object_id,
         };
         let w = Wrapped {
@@ -911,8 +949,7 @@ impl Vault {
             blob: wrapped,
             kms_key_arn: rec.kms_key_arn.clone(),
         };
-        let dek = self.keys.unwrap(&w, &ctx).await?;
-        Ok((rec, dek))
+        Ok(self.keys.unwrap(&w, &ctx).await?)
     }
 
     async fn resolve(&self, tenant: &str, profile: &str, generation: Option<u64>) -> Result<u64> {
@@ -1297,20 +1334,22 @@ impl Vault {
     }
 
     async fn rekey_inner(&self, tenant: &str, to: &str, dry_run: bool) -> Result<(u64, u64)> {
-        if !self.keys.contains(to) {
-            return Err(keys::Error::UnknownKey(to.into()).into());
-        }
+        // For a KMS key, the key its alias names now: records still under an older key
+        // behind the same alias are moved too (before that key is deleted).
+        let target_arn = self.keys.current_arn(to).await?;
         let (mut rewrapped, mut already) = (0, 0);
         for p in self.list(tenant).await? {
             let (_, records) = self.generation_numbers(tenant, &p.profile).await?;
             for g in records {
                 let key = record_key(tenant, &p.profile, g);
                 let meta = self.store.head(&key).await?;
-                let (mut rec, dek) = self.open_record(tenant, &p.profile, g).await?;
-                if rec.key_id == to {
+                let mut rec = self.read_record(tenant, &p.profile, g).await?;
+                if rec.key_id == to && rec.kms_key_arn == target_arn {
                     already += 1;
                     continue;
                 }
+                // Also on a dry run: shows that every record can still be unwrapped.
+                let dek = self.unwrap_record(&rec).await?;
                 if !dry_run {
                     let ctx = WrapContext {
                         tenant,

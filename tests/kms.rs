@@ -511,6 +511,12 @@ async fn the_daemon_saves_and_loads_through_a_kms_key() {
         .await;
     assert_eq!(st, 503, "{v}");
     assert_eq!(v["error"], "keys_unavailable", "{v}");
+    let msg = v["message"].as_str().unwrap();
+    assert!(
+        !msg.contains("arn:") && !msg.contains("127.0.0.1:9") && msg.contains("retry later"),
+        "clients get no KMS details: {msg}"
+    );
+    assert!(d.log_text().contains("master key failure"), "the log has them");
     assert!(kms_requests(&d, "Decrypt", "unavailable").await >= 1);
     // A session that ends while KMS is down loses nothing: its save fails, the profile
     // directory is kept and listed, and a retry once KMS is back stores it.
@@ -558,4 +564,135 @@ async fn the_daemon_saves_and_loads_through_a_kms_key() {
     let st = state(&cdp.eval(READ_STATE).await);
     assert_eq!(st["cookie"], format!("pv_cookie={marker2}"), "{st}");
     cdp.close().await;
+}
+
+/// Racing saves of one profile under a KMS key: the losers of a generation number take the
+/// next one, and their data keys are re-wrapped (KMS `Encrypt`) for the generation they
+/// end up with, so every kept generation unwraps and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_saves_under_kms_rewrap_for_the_generation_they_get() {
+    use profile_vault::keys::{kms::KmsKey, Keyring};
+    use profile_vault::vault::{Base, Error as VaultError};
+    use profile_vault::{NoProgress, Store, Vault};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ring = Keyring::from_keys(vec![("k1".into(), [1u8; 32])], "k1")
+        .unwrap()
+        .with_kms_key(KmsKey::new("vault", HOOK_ALIAS, kms_client()))
+        .unwrap()
+        .with_tenant_key("t1", "vault")
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        profile_vault::store::fs::LocalFileSystem::new(&dir.path().join("store")).unwrap(),
+    );
+    let mut opts = options(&dir.path().join("spool"));
+    opts.keep = 50;
+    let vault = Vault::new(store, Arc::new(ring), opts).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let v = vault.clone();
+        let src = dir.path().join(format!("s{i}"));
+        make_profile(&src, &format!("r{i}"));
+        tasks.push(tokio::spawn(async move {
+            v.save("t1", "p1", &src, Base::Current, Arc::new(NoProgress))
+                .await
+        }));
+    }
+    let mut gens = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) => {
+                assert_eq!(r.key_id, "vault");
+                gens.push(r.generation);
+            }
+            Err(VaultError::Conflict { kept, .. }) => gens.push(kept),
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    gens.sort_unstable();
+    assert_eq!(
+        gens,
+        (1..=8).collect::<Vec<u64>>(),
+        "each save its own generation"
+    );
+    for g in gens {
+        vault
+            .verify("t1", "p1", Some(g), Arc::new(NoProgress))
+            .await
+            .unwrap_or_else(|e| panic!("generation {g}: {e}"));
+    }
+}
+
+/// An alias repointed to a new KMS key: `rekey --to` that alias moves the records still
+/// wrapped under the old key (their recorded ARN differs), then finds nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_follows_an_alias_to_its_new_key() {
+    use profile_vault::keys::{kms::KmsKey, Keyring};
+    use profile_vault::vault::Base;
+    use profile_vault::{NoProgress, Store, Vault};
+    use std::sync::Arc;
+
+    let client = kms_client();
+    let (old, new) = (new_kms_key(&client).await, new_kms_key(&client).await);
+    let alias = format!("alias/{}", unique("pv-test"));
+    client
+        .create_alias()
+        .alias_name(&alias)
+        .target_key_id(&old)
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ring = Keyring::from_keys(vec![("k1".into(), [1u8; 32])], "k1")
+        .unwrap()
+        .with_kms_key(KmsKey::new("moving", &alias, client.clone()))
+        .unwrap()
+        .with_tenant_key("t1", "moving")
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        profile_vault::store::fs::LocalFileSystem::new(&dir.path().join("store")).unwrap(),
+    );
+    let vault = Vault::new(store, Arc::new(ring), options(&dir.path().join("spool"))).unwrap();
+    let src = dir.path().join("src");
+    make_profile(&src, "alias");
+    for _ in 0..2 {
+        vault
+            .save("t1", "p1", &src, Base::Current, Arc::new(NoProgress))
+            .await
+            .unwrap();
+    }
+    let arns = |v: Vec<profile_vault::vault::GenerationInfo>| -> Vec<String> {
+        v.into_iter()
+            .map(|g| g.record.unwrap().kms_key_arn.unwrap())
+            .collect()
+    };
+    assert_eq!(
+        arns(vault.versions("t1", "p1").await.unwrap()),
+        vec![old.clone(), old.clone()]
+    );
+    assert_eq!(vault.rekey("t1", "moving", false).await.unwrap(), (0, 2));
+    // By key id: LocalStack (2026.3) breaks an alias updated to a key ARN, which AWS accepts.
+    client
+        .update_alias()
+        .alias_name(&alias)
+        .target_key_id(new.rsplit('/').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vault.rekey("t1", "moving", true).await.unwrap(), (2, 0));
+    assert_eq!(vault.rekey("t1", "moving", false).await.unwrap(), (2, 0));
+    assert_eq!(
+        arns(vault.versions("t1", "p1").await.unwrap()),
+        vec![new.clone(), new]
+    );
+    assert_eq!(vault.rekey("t1", "moving", false).await.unwrap(), (0, 2));
+    // The old key can go: nothing needs it any more.
+    client.disable_key().key_id(&old).send().await.unwrap();
+    for g in [1, 2] {
+        vault
+            .verify("t1", "p1", Some(g), Arc::new(NoProgress))
+            .await
+            .unwrap();
+    }
 }

@@ -253,6 +253,10 @@ async fn record_formats_are_told_apart_and_unknown_ones_refused() {
             serde_json::json!({"format": 3}),
             "record format 3 is not supported",
         ),
+        (
+            serde_json::json!({"format": 1, "kms_key_arn": null}),
+            "invalid type: null",
+        ),
     ];
     for (patch, want) in cases {
         let mut rec = original.clone();

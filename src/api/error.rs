@@ -83,13 +83,9 @@ impl From<session::Error> for ApiError {
                 "restore_timeout",
                 e.to_string(),
             ),
-            E::Restore { source, .. } => {
-                let (status, code) = vault_status(source);
-                Self::new(status, code, e.to_string())
-            }
-            E::Vault(v) => {
+            E::Restore { source: v, .. } | E::Vault(v) => {
                 let (status, code) = vault_status(v);
-                Self::new(status, code, e.to_string())
+                Self::new(status, code, client_message(v, e.to_string()))
             }
             E::Browser(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -123,9 +119,28 @@ fn vault_status(e: &vault::Error) -> (StatusCode, &'static str) {
     }
 }
 
+/// What a client is told of a vault error. Master-key errors are logged in full but
+/// answered in general terms: KMS messages name key ARNs, the account and IAM roles.
+fn client_message(e: &vault::Error, full: String) -> String {
+    match e {
+        vault::Error::Keys(k) => {
+            tracing::error!(error = %full, "master key failure");
+            if k.is_transient() {
+                "the key service is unavailable; retry later".into()
+            } else if k.is_integrity() {
+                "the profile's wrapped data key was rejected (changed, moved or wrong key)".into()
+            } else {
+                "master key failure; see the daemon log".into()
+            }
+        }
+        _ => full,
+    }
+}
+
 impl From<vault::Error> for ApiError {
     fn from(e: vault::Error) -> Self {
         let (status, code) = vault_status(&e);
-        Self::new(status, code, e.to_string())
+        let full = e.to_string();
+        Self::new(status, code, client_message(&e, full))
     }
 }

@@ -44,8 +44,19 @@ impl std::fmt::Debug for KmsKey {
 /// Builds a KMS client from the standard AWS chain, with `endpoint` when given.
 ///
 /// # Errors
-/// [`Error::KmsConfig`] when no region is configured.
+/// [`Error::KmsConfig`] for an endpoint that is not an http(s) URL or when no region is
+/// configured.
 pub async fn client(endpoint: Option<&str>) -> Result<Client, Error> {
+    if let Some(ep) = endpoint {
+        let ok = (ep.starts_with("http://") || ep.starts_with("https://"))
+            && ep.len() > "https://".len()
+            && !ep.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !ok {
+            return Err(Error::KmsConfig(format!(
+                "KMS endpoint {ep:?} is not an http(s):// URL"
+            )));
+        }
+    }
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await;
@@ -89,7 +100,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     op: &'static str,
     err: SdkError<E>,
 ) -> Error {
-    let message = aws_sdk_kms::error::DisplayErrorContext(&err).to_string();
+    let message = describe(&err);
     let kind = match &err {
         SdkError::ServiceError(_) => match err.code().unwrap_or_default() {
             "InvalidCiphertextException" | "IncorrectKeyException" => KmsFailure::Rejected,
@@ -100,11 +111,12 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
             | "LimitExceededException" => KmsFailure::Unavailable,
             _ => KmsFailure::Refused,
         },
-        SdkError::ResponseError(_) => KmsFailure::Unavailable,
-        // Construction failures (bad endpoint, no credentials) are configuration errors;
-        // dispatch and timeout failures mean KMS could not be reached.
-        SdkError::ConstructionFailure(_) => KmsFailure::Refused,
-        _ => KmsFailure::Unavailable,
+        SdkError::ResponseError(_) | SdkError::TimeoutError(_) => KmsFailure::Unavailable,
+        // Connection failures and timeouts mean KMS could not be reached; the rest of the
+        // dispatch failures (no credentials, an endpoint that cannot be applied) are
+        // configuration errors that retrying will not fix.
+        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => KmsFailure::Unavailable,
+        _ => KmsFailure::Refused,
     };
     Error::Kms {
         key: id.into(),
@@ -112,6 +124,26 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         kind,
         message,
     }
+}
+
+/// The error's chain of messages, without `Debug` output. A message that embeds the HTTP
+/// request (the SDK does so when an endpoint cannot be applied) is withheld: the body of an
+/// `Encrypt` request holds the plaintext data key.
+fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if s.contains("SdkBody") || s.contains("Plaintext") || s.contains("Request {") {
+            parts.push("<request details withheld>".to_string());
+            break;
+        }
+        if parts.last() != Some(&s) {
+            parts.push(s);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
 }
 
 /// Counts a finished request in the metrics and maps its error.
@@ -288,5 +320,70 @@ impl KmsKey {
             )));
         }
         Ok(meta.arn().unwrap_or_default().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layer(String, Option<Box<Layer>>);
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn messages_that_embed_the_request_are_withheld() {
+        let secret = "c2VjcmV0LWRhdGEta2V5LWJ5dGVzLTAxMjM0NTY3ODk=";
+        let err = Layer(
+            "dispatch failure".into(),
+            Some(Box::new(Layer(
+                format!("other: failed to apply endpoint `x` to request `Request {{ body: SdkBody {{ inner: Once(Some(b\"{{\\\"Plaintext\\\":\\\"{secret}\\\"}}\")) }} }}`"),
+                None,
+            ))),
+        );
+        let msg = describe(&err);
+        assert_eq!(msg, "dispatch failure: <request details withheld>");
+        assert!(!msg.contains(secret));
+        let io = Layer(
+            "dispatch failure".into(),
+            Some(Box::new(Layer("io error: connection refused".into(), None))),
+        );
+        assert_eq!(
+            describe(&io),
+            "dispatch failure: io error: connection refused"
+        );
+    }
+
+    #[test]
+    fn context_names_tenant_profile_generation_and_object() {
+        let ctx = WrapContext {
+            tenant: "t",
+            profile: "p",
+            generation: 7,
+            object_id: "o",
+        };
+        let c = encryption_context(&ctx);
+        assert_eq!(c.len(), 4);
+        assert_eq!(c["profile-vault:generation"], "7");
+        assert_eq!(c["profile-vault:tenant"], "t");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_endpoint_is_refused_before_any_request() {
+        for ep in ["not a url", "ftp://x", "http://a b"] {
+            match client(Some(ep)).await {
+                Err(Error::KmsConfig(m)) => assert!(m.contains("endpoint"), "{m}"),
+                other => panic!("{ep}: {:?}", other.map(|_| ())),
+            }
+        }
     }
 }

@@ -134,6 +134,7 @@ impl Error {
         matches!(
             self,
             Error::Crypt(_)
+                | Error::SourceMismatch { .. }
                 | Error::Kms {
                     kind: KmsFailure::Rejected,
                     ..
@@ -386,6 +387,33 @@ impl Keyring {
         })
     }
 
+    /// Adds a KMS key (tests and embedding; the daemon and CLI load them from config).
+    ///
+    /// # Errors
+    /// A bad id or one already loaded.
+    #[cfg(feature = "kms")]
+    pub fn with_kms_key(mut self, key: kms::KmsKey) -> Result<Self, Error> {
+        validate_id(key.id())?;
+        if self.keys.contains_key(key.id()) {
+            return Err(Error::Invalid {
+                id: key.id().into(),
+                reason: "already loaded".into(),
+            });
+        }
+        self.keys.insert(key.id().to_string(), Entry::Kms(key));
+        Ok(self)
+    }
+
+    /// Makes `tenant`'s new saves use the loaded key `id`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownKey`].
+    pub fn with_tenant_key(mut self, tenant: &str, id: &str) -> Result<Self, Error> {
+        self.entry(id)?;
+        self.tenants.insert(tenant.into(), id.into());
+        Ok(self)
+    }
+
     /// The id new saves wrap their data keys with by default.
     pub fn active_id(&self) -> &str {
         &self.active
@@ -502,6 +530,18 @@ impl Keyring {
                 held: e.source(),
                 wrapped: if arn.is_some() { "kms" } else { "local" },
             }),
+        }
+    }
+
+    /// The KMS key ARN that `id` names now (`DescribeKey`); `None` for a local key.
+    ///
+    /// # Errors
+    /// [`Error::UnknownKey`], [`Error::Kms`].
+    pub async fn current_arn(&self, id: &str) -> Result<Option<String>, Error> {
+        match self.entry(id)? {
+            Entry::Local(_) => Ok(None),
+            #[cfg(feature = "kms")]
+            Entry::Kms(k) => Ok(Some(k.describe().await?)),
         }
     }
 
