@@ -516,7 +516,10 @@ async fn the_daemon_saves_and_loads_through_a_kms_key() {
         !msg.contains("arn:") && !msg.contains("127.0.0.1:9") && msg.contains("retry later"),
         "clients get no KMS details: {msg}"
     );
-    assert!(d.log_text().contains("master key failure"), "the log has them");
+    assert!(
+        d.log_text().contains("master key failure"),
+        "the log has them"
+    );
     assert!(kms_requests(&d, "Decrypt", "unavailable").await >= 1);
     // A session that ends while KMS is down loses nothing: its save fails, the profile
     // directory is kept and listed, and a retry once KMS is back stores it.
@@ -566,29 +569,41 @@ async fn the_daemon_saves_and_loads_through_a_kms_key() {
     cdp.close().await;
 }
 
+/// A vault on a filesystem store in `dir` whose tenant t1 saves under the KMS key `kms_key`
+/// (keyring id `id`); other tenants use a local key.
+fn kms_vault(
+    dir: &Path,
+    id: &str,
+    kms_key: &str,
+    client: aws_sdk_kms::Client,
+    keep: usize,
+) -> profile_vault::Vault {
+    use profile_vault::keys::{kms::KmsKey, Keyring};
+    let ring = Keyring::from_keys(vec![("k1".into(), [1u8; 32])], "k1")
+        .unwrap()
+        .with_kms_key(KmsKey::new(id, kms_key, client))
+        .unwrap()
+        .with_tenant_key("t1", id)
+        .unwrap();
+    let store: std::sync::Arc<dyn profile_vault::Store> = std::sync::Arc::new(
+        profile_vault::store::fs::LocalFileSystem::new(dir.join("store")).unwrap(),
+    );
+    let mut opts = options(&dir.join("spool"));
+    opts.keep = keep;
+    profile_vault::Vault::new(store, std::sync::Arc::new(ring), opts).unwrap()
+}
+
 /// Racing saves of one profile under a KMS key: the losers of a generation number take the
 /// next one, and their data keys are re-wrapped (KMS `Encrypt`) for the generation they
 /// end up with, so every kept generation unwraps and verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_saves_under_kms_rewrap_for_the_generation_they_get() {
-    use profile_vault::keys::{kms::KmsKey, Keyring};
     use profile_vault::vault::{Base, Error as VaultError};
-    use profile_vault::{NoProgress, Store, Vault};
+    use profile_vault::NoProgress;
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
-    let ring = Keyring::from_keys(vec![("k1".into(), [1u8; 32])], "k1")
-        .unwrap()
-        .with_kms_key(KmsKey::new("vault", HOOK_ALIAS, kms_client()))
-        .unwrap()
-        .with_tenant_key("t1", "vault")
-        .unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        profile_vault::store::fs::LocalFileSystem::new(&dir.path().join("store")).unwrap(),
-    );
-    let mut opts = options(&dir.path().join("spool"));
-    opts.keep = 50;
-    let vault = Vault::new(store, Arc::new(ring), opts).unwrap();
+    let vault = kms_vault(dir.path(), "vault", HOOK_ALIAS, kms_client(), 50);
     let mut tasks = Vec::new();
     for i in 0..8 {
         let v = vault.clone();
@@ -628,9 +643,8 @@ async fn racing_saves_under_kms_rewrap_for_the_generation_they_get() {
 /// wrapped under the old key (their recorded ARN differs), then finds nothing to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rekey_follows_an_alias_to_its_new_key() {
-    use profile_vault::keys::{kms::KmsKey, Keyring};
     use profile_vault::vault::Base;
-    use profile_vault::{NoProgress, Store, Vault};
+    use profile_vault::NoProgress;
     use std::sync::Arc;
 
     let client = kms_client();
@@ -644,16 +658,7 @@ async fn rekey_follows_an_alias_to_its_new_key() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ring = Keyring::from_keys(vec![("k1".into(), [1u8; 32])], "k1")
-        .unwrap()
-        .with_kms_key(KmsKey::new("moving", &alias, client.clone()))
-        .unwrap()
-        .with_tenant_key("t1", "moving")
-        .unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        profile_vault::store::fs::LocalFileSystem::new(&dir.path().join("store")).unwrap(),
-    );
-    let vault = Vault::new(store, Arc::new(ring), options(&dir.path().join("spool"))).unwrap();
+    let vault = kms_vault(dir.path(), "moving", &alias, client.clone(), 5);
     let src = dir.path().join("src");
     make_profile(&src, "alias");
     for _ in 0..2 {
