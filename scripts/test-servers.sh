@@ -38,10 +38,16 @@ start_servers() {
   [ "$code" != "000" ] || { echo "s3s-fs did not start:"; cat "$RUN_DIR/s3s.log"; return 1; }
   # The LocalStack init hooks (bucket, KMS key), run for real against the server we
   # started, in the order LocalStack runs them; twice, since they must be idempotent.
+  # The tests use us-east-1 and LocalStack's test credentials, whatever the caller's are.
   local hook
+  run_hook() {
+    env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 \
+      AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+      AWS="$TOOLS/localstack-venv/bin/aws --endpoint-url http://127.0.0.1:$PV_LOCALSTACK_PORT" bash "$1"
+  }
   for hook in "$(dirname "${BASH_SOURCE[0]}")"/../localstack/init/ready.d/*.sh; do
-    AWS="$TOOLS/localstack-venv/bin/aws --endpoint-url http://127.0.0.1:$PV_LOCALSTACK_PORT" bash "$hook"
-    AWS="$TOOLS/localstack-venv/bin/aws --endpoint-url http://127.0.0.1:$PV_LOCALSTACK_PORT" bash "$hook" >/dev/null
+    run_hook "$hook"
+    run_hook "$hook" >/dev/null
   done
   export PV_TEST_LOCALSTACK="http://127.0.0.1:$PV_LOCALSTACK_PORT"
   export PV_TEST_S3S="http://127.0.0.1:$PV_S3S_PORT"

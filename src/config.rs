@@ -315,6 +315,13 @@ impl Config {
         if let Some(v) = env("PV_TENANT_KEYS") {
             file.keys.tenants = env_map("PV_TENANT_KEYS", &v)?;
         }
+        // A misspelt tenant would silently fall back to the active key.
+        for t in file.keys.tenants.keys() {
+            crate::vault::validate_id("tenant", t).map_err(|e| Error::Env {
+                name: "PV_TENANT_KEYS / keys.tenants",
+                message: e.to_string(),
+            })?;
+        }
         if let Some(v) = env_bool("PV_S3_PATH_STYLE")? {
             file.s3.path_style = v;
         }

@@ -106,6 +106,21 @@ fn compose_file_runs_localstack_and_minio_profiles() {
         s["profile-vault"]["environment"]["PV_KMS_KEYS"],
         "vault=alias/profile-vault"
     );
+    assert_eq!(s["profile-vault"]["restart"], "on-failure");
+    // The LocalStack healthcheck, run against the LocalStack the tests started (whose
+    // hooks scripts/test-servers.sh ran): it passes there.
+    let check = &s["localstack"]["healthcheck"]["test"];
+    assert_eq!(check[0], "CMD-SHELL");
+    let ep = crate::common::endpoint("PV_TEST_LOCALSTACK");
+    let cmd = check[1]
+        .as_str()
+        .unwrap()
+        .replace("http://localhost:4566", &ep);
+    let ok = std::process::Command::new("sh")
+        .args(["-c", &cmd])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "healthcheck failed: {cmd}");
     assert_eq!(
         s["profile-vault"]["environment"]["PV_S3_PATH_STYLE"],
         "true"

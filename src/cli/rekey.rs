@@ -120,6 +120,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         Some(to) => to.clone(),
         None => {
             let mut v: Vec<&String> = targets.values().collect();
+            v.sort_unstable();
             v.dedup();
             v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
         }

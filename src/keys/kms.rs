@@ -10,7 +10,18 @@
 //!
 //! Credentials and region come from the standard AWS chain; the endpoint from
 //! `keys.kms_endpoint` / `PV_KMS_ENDPOINT`, else `AWS_ENDPOINT_URL_KMS` / `AWS_ENDPOINT_URL`.
-//! Plaintext data keys from KMS are copied into a [`DataKey`] and the SDK's buffer zeroized.
+//!
+//! Key material: a plaintext data key from KMS is copied into a [`DataKey`] (zeroized on
+//! drop) and the decoded output buffer is zeroized; the SDK's own HTTP buffers (the base64
+//! JSON of `GenerateDataKey`/`Decrypt` answers and of `Encrypt` requests) and the copy made
+//! for an `Encrypt` request are not. Error messages never embed requests ([`describe`]).
+//!
+//! Trust: the recorded `kms_key_arn` is the key `Decrypt` must use; it is not checked
+//! against the configured key of the record's `key_id` (a repointed alias, or a rekey,
+//! legitimately differs). Whoever can write records can therefore name any KMS key the
+//! daemon's role may use — but KMS still requires the encryption context (tenant,
+//! profile, generation, object), so a record cannot be moved between profiles. Scope the
+//! role's `kms:Decrypt` to the keys in use.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -179,11 +190,9 @@ fn data_key(id: &str, op: &'static str, blob: Option<Blob>) -> Result<DataKey, E
             ),
         });
     }
-    let mut bytes = [0u8; KEY_LEN];
+    let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
     bytes.copy_from_slice(&raw);
-    let dek = DataKey::from_bytes(bytes);
-    zeroize::Zeroize::zeroize(&mut bytes);
-    Ok(dek)
+    Ok(DataKey::from_bytes(*bytes))
 }
 
 impl KmsKey {
@@ -235,6 +244,7 @@ impl KmsKey {
             .client
             .encrypt()
             .key_id(&self.key)
+            // The SDK takes ownership of this copy and does not wipe it (see module docs).
             .plaintext(Blob::new(dek.as_bytes().to_vec()))
             .set_encryption_context(Some(encryption_context(ctx)))
             .send()
