@@ -112,12 +112,7 @@ async fn full_cycle(store: StoreKind) {
     let id3 = s3["session_id"].as_str().unwrap().to_string();
     assert_eq!(s3["profile"]["id"], id1);
     let (st, v) = d
-        .call(
-            "POST",
-            "/v0/vm",
-            Some(KEY_T1),
-            Some(&json!({"profile": {"load": id1, "save": true}}).to_string()),
-        )
+        .post_vm(KEY_T1, json!({"profile": {"load": id1, "save": true}}))
         .await;
     assert_eq!(
         (st, v["error"].as_str()),
@@ -173,14 +168,7 @@ async fn full_cycle(store: StoreKind) {
         .await;
 
     // 5. Another tenant can neither load the profile nor see sessions or profiles.
-    let (st, v) = d
-        .call(
-            "POST",
-            "/v0/vm",
-            Some(KEY_T2),
-            Some(&json!({"profile": {"load": id1}}).to_string()),
-        )
-        .await;
+    let (st, v) = d.post_vm(KEY_T2, json!({"profile": {"load": id1}})).await;
     assert_eq!((st, v["error"].as_str()), (404, Some("profile_not_found")));
     let (st, _) = d
         .call("GET", &format!("/v0/vm/{id1}"), Some(KEY_T2), None)
@@ -221,14 +209,7 @@ async fn full_cycle(store: StoreKind) {
         .call("DELETE", &format!("/v0/profiles/{id5}"), Some(KEY_T1), None)
         .await;
     assert_eq!(st, 200);
-    let (st, _) = d
-        .call(
-            "POST",
-            "/v0/vm",
-            Some(KEY_T1),
-            Some(&json!({"profile": {"load": id5}}).to_string()),
-        )
-        .await;
+    let (st, _) = d.post_vm(KEY_T1, json!({"profile": {"load": id5}})).await;
     assert_eq!(st, 404);
 
     // The audit trail names who did what: API keys, admin tokens, timeouts.
@@ -306,22 +287,8 @@ async fn a_killed_daemon_saves_orphaned_sessions_on_restart() {
     d.kill9();
     // The browser outlived the daemon; a new daemon stops it cleanly and saves the profile.
     let d2 = Daemon::start(&data, StoreKind::Fs, &[]);
-    let start = std::time::Instant::now();
-    loop {
-        let (st, v) = d2
-            .call("GET", &format!("/v0/profiles/{id}"), Some(KEY_T1), None)
-            .await;
-        if st == 200 {
-            assert_eq!(v["generation"], 1);
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "orphan not saved: {v}\n{}",
-            d2.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let v = d2.wait_saved(KEY_T1, &id, 60).await;
+    assert_eq!(v["generation"], 1, "orphan saved");
     let s2 = d2.create(KEY_T1, json!({"profile": {"load": id}})).await;
     let mut cdp = Cdp::connect(s2["cdp_url"].as_str().unwrap()).await;
     cdp.goto(&format!("{site}/get")).await;
@@ -833,12 +800,7 @@ async fn timeout_webhooks_warn_before_and_report_the_end() {
         json!("http://x"),
     ] {
         let (st, v) = d
-            .call(
-                "POST",
-                "/v0/vm",
-                Some(KEY_T1),
-                Some(&json!({"timeout": {"webhook": bad}}).to_string()),
-            )
+            .post_vm(KEY_T1, json!({"timeout": {"webhook": bad}}))
             .await;
         assert_eq!(st, 400, "{v}");
     }

@@ -139,27 +139,12 @@ async fn kill_during(rule: fn(&Req) -> bool, name: &'static str) {
     p.set_rules(vec![]);
     // Restart straight against LocalStack.
     let d2 = Daemon::start(&data, StoreKind::LocalStack(prefix), &[]);
-    let start = std::time::Instant::now();
-    loop {
-        let (st, v) = d2
-            .call("GET", &format!("/v0/profiles/{id}"), Some(KEY_T1), None)
-            .await;
-        if st == 200 {
-            assert!(v["generation"].as_u64().unwrap() >= 1);
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{name}: not saved after restart: {v}\n{}",
-            d2.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let v = d2.wait_saved(KEY_T1, &id, 60).await;
+    assert!(v["generation"].as_u64().unwrap() >= 1, "{name}: {v}");
     let s2 = d2.create(KEY_T1, json!({"profile": {"load": id}})).await;
     let mut cdp = Cdp::connect(s2["cdp_url"].as_str().unwrap()).await;
     cdp.goto(&format!("{site}/get")).await;
-    let st: serde_json::Value =
-        serde_json::from_str(cdp.eval(READ_STATE).await.as_str().unwrap()).unwrap();
+    let st = state(&cdp.eval(READ_STATE).await);
     assert_eq!(st["ls"], marker, "{name}: {st}");
     assert_eq!(st["cookie"], format!("pv_cookie={marker}"), "{name}: {st}");
     cdp.close().await;

@@ -280,12 +280,7 @@ async fn hostile_archives_are_rejected_by_restore_and_by_post_vm() {
     );
     for (name, _, expect) in cases() {
         let (st, v) = d
-            .call(
-                "POST",
-                "/v0/vm",
-                Some(KEY_T1),
-                Some(&json!({"profile": {"load": format!("h-{name}")}}).to_string()),
-            )
+            .post_vm(KEY_T1, json!({"profile": {"load": format!("h-{name}")}}))
             .await;
         assert_eq!(
             (st, v["error"].as_str()),
@@ -349,14 +344,7 @@ async fn damaged_or_misplaced_objects_are_rejected_by_post_vm() {
     variants.push(("appended".into(), appended));
     for (name, bytes) in variants {
         std::fs::write(&pvo, &bytes).unwrap();
-        let (st, v) = d
-            .call(
-                "POST",
-                "/v0/vm",
-                Some(KEY_T1),
-                Some(&json!({"profile": id}).to_string()),
-            )
-            .await;
+        let (st, v) = d.post_vm(KEY_T1, json!({"profile": id})).await;
         assert_eq!(
             (st, v["error"].as_str()),
             (422, Some("profile_corrupt")),
@@ -373,14 +361,7 @@ async fn damaged_or_misplaced_objects_are_rejected_by_post_vm() {
         1
     ));
     std::fs::copy(&other, &pvo).unwrap();
-    let (st, v) = d
-        .call(
-            "POST",
-            "/v0/vm",
-            Some(KEY_T1),
-            Some(&json!({"profile": id}).to_string()),
-        )
-        .await;
+    let (st, v) = d.post_vm(KEY_T1, json!({"profile": id})).await;
     assert_eq!(
         (st, v["error"].as_str()),
         (422, Some("profile_corrupt")),

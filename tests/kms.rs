@@ -501,14 +501,7 @@ async fn the_daemon_saves_and_loads_through_a_kms_key() {
     let (st, ready) = d.call("GET", "/readyz", None, None).await;
     assert_eq!(st, 503, "{ready}");
     assert_eq!(ready["checks"]["keys"], false, "{ready}");
-    let (st, v) = d
-        .call(
-            "POST",
-            "/v0/vm",
-            Some(KEY_T1),
-            Some(&json!({"profile": {"load": id}}).to_string()),
-        )
-        .await;
+    let (st, v) = d.post_vm(KEY_T1, json!({"profile": {"load": id}})).await;
     assert_eq!(st, 503, "{v}");
     assert_eq!(v["error"], "keys_unavailable", "{v}");
     let msg = v["message"].as_str().unwrap();

@@ -42,14 +42,7 @@ async fn profile_leases_hold_across_nodes_and_expire_with_their_node() {
     let on_a = a.create(KEY_T1, json!({"profile": pid})).await;
     assert_eq!(on_a["profile"]["id"], pid.as_str());
     for node in [&b, &c] {
-        let (st, v) = node
-            .call(
-                "POST",
-                "/v0/vm",
-                Some(KEY_T1),
-                Some(&json!({"profile": pid}).to_string()),
-            )
-            .await;
+        let (st, v) = node.post_vm(KEY_T1, json!({"profile": pid})).await;
         assert_eq!(
             (st, v["error"].as_str()),
             (409, Some("profile_in_use")),
@@ -61,28 +54,14 @@ async fn profile_leases_hold_across_nodes_and_expire_with_their_node() {
     }
     // A keeps renewing: still refused after more than one TTL.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let (st, _) = b
-        .call(
-            "POST",
-            "/v0/vm",
-            Some(KEY_T1),
-            Some(&json!({"profile": pid}).to_string()),
-        )
-        .await;
+    let (st, _) = b.post_vm(KEY_T1, json!({"profile": pid})).await;
     assert_eq!(st, 409, "the holder renews its lease");
 
     // Node A dies; its lease expires; B takes the profile over, and C is then refused.
     a.kill9();
     let start = std::time::Instant::now();
     let on_b = loop {
-        let (st, v) = b
-            .call(
-                "POST",
-                "/v0/vm",
-                Some(KEY_T1),
-                Some(&json!({"profile": pid}).to_string()),
-            )
-            .await;
+        let (st, v) = b.post_vm(KEY_T1, json!({"profile": pid})).await;
         if st == 200 {
             break v;
         }
@@ -97,14 +76,7 @@ async fn profile_leases_hold_across_nodes_and_expire_with_their_node() {
         start.elapsed() >= Duration::from_secs(1),
         "taken over only after expiry"
     );
-    let (st, _) = c
-        .call(
-            "POST",
-            "/v0/vm",
-            Some(KEY_T1),
-            Some(&json!({"profile": pid}).to_string()),
-        )
-        .await;
+    let (st, _) = c.post_vm(KEY_T1, json!({"profile": pid})).await;
     assert_eq!(st, 409);
     let ended = b
         .end_and_wait(KEY_T1, on_b["session_id"].as_str().unwrap())

@@ -116,14 +116,12 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         already += k;
         targets.insert(t.clone(), to);
     }
-    let to_text = match &a.to {
-        Some(to) => to.clone(),
-        None => {
-            let mut v: Vec<&String> = targets.values().collect();
-            v.sort_unstable();
-            v.dedup();
-            v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        }
+    let mut to_ids: Vec<&str> = targets.values().map(String::as_str).collect();
+    to_ids.sort_unstable();
+    to_ids.dedup();
+    let to_text = match (&a.to, to_ids.is_empty()) {
+        (Some(to), true) => to.clone(),
+        _ => to_ids.join(", "),
     };
     ctx.print(&serde_json::json!({"to": targets, "tenants": tenants, "rewrapped": rewrapped, "already": already, "dry_run": a.dry_run}), || {
         format!("{} {rewrapped} data keys to master key {to_text} ({already} already used it)", if a.dry_run { "would re-wrap" } else { "re-wrapped" })

@@ -127,12 +127,35 @@ impl Daemon {
         http(&self.addr, method, path, token, body).await
     }
 
+    /// `POST /v0/vm`, whatever it answers.
+    pub async fn post_vm(&self, token: &str, body: Value) -> (u16, Value) {
+        self.call("POST", "/v0/vm", Some(token), Some(&body.to_string()))
+            .await
+    }
+
     pub async fn create(&self, token: &str, body: Value) -> Value {
-        let (status, v) = self
-            .call("POST", "/v0/vm", Some(token), Some(&body.to_string()))
-            .await;
+        let (status, v) = self.post_vm(token, body).await;
         assert_eq!(status, 200, "create failed: {v}\nlog:\n{}", self.log_text());
         v
+    }
+
+    /// Polls `GET /v0/profiles/{id}` until the profile is stored (within `secs`); its answer.
+    pub async fn wait_saved(&self, token: &str, id: &str, secs: u64) -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            let (st, v) = self
+                .call("GET", &format!("/v0/profiles/{id}"), Some(token), None)
+                .await;
+            if st == 200 {
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "profile {id} not saved in {secs}s: {v}\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     pub async fn end_and_wait(&self, token: &str, id: &str) -> Value {
