@@ -10,4 +10,5 @@ trap stop_servers EXIT
 start_servers
 echo "S3 servers: LocalStack $PV_TEST_LOCALSTACK, s3s-fs $PV_TEST_S3S"
 export PV_TEST_NODE_DIR="${PV_TOOLS:-$HOME/.cache/profile-vault/tools}/node"
+export PV_TEST_SCHEMATHESIS="${PV_TOOLS:-$HOME/.cache/profile-vault/tools}/schemathesis-venv/bin/st"
 cargo test --all-targets "$@"

@@ -87,6 +87,18 @@ pub struct ServerConfig {
     pub inactive_timeout: u64,
     /// Default absolute timeout in seconds (0: none).
     pub absolute_timeout: u64,
+    /// Longest a session may run, in seconds (0: no cap); a request's absolute timeout,
+    /// or its asking for none, is capped to it.
+    pub max_session_secs: u64,
+    /// Most live-view viewers per session.
+    pub max_viewers: usize,
+    /// Input messages per second one viewer may send.
+    pub viewer_input_rate: u32,
+    /// Origins whose pages may open the live-view socket (empty: the daemon's own origin,
+    /// i.e. its embed page, wherever that is framed).
+    pub viewer_origins: Vec<String>,
+    /// CSP `frame-ancestors` of the embed page (`*`: any site may frame it, as Hyperbeam's).
+    pub frame_ancestors: String,
     /// Seconds a browser may take to exit cleanly before its process group is killed.
     pub close_deadline: u64,
     /// Seconds a profile restore may take before the session start fails.
@@ -116,6 +128,11 @@ impl Default for ServerConfig {
             max_sessions: 8,
             inactive_timeout: 1200,
             absolute_timeout: 0,
+            max_session_secs: 0,
+            max_viewers: 20,
+            viewer_input_rate: 400,
+            viewer_origins: Vec::new(),
+            frame_ancestors: "*".into(),
             close_deadline: 30,
             restore_deadline: 300,
             start_deadline: 30,

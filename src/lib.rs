@@ -21,6 +21,7 @@ pub mod config;
 pub mod crypt;
 pub mod fsutil;
 pub mod keys;
+pub mod live;
 pub mod metrics;
 pub mod profile;
 pub mod progress;

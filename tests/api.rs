@@ -382,8 +382,26 @@ async fn bad_requests_change_nothing() {
         (
             Some(KEY_T1),
             r#"{"profile": {"load": "../../etc"}}"#.into(),
-            404,
-            "profile_not_found",
+            400,
+            "invalid_request",
+        ),
+        (
+            Some(KEY_T1),
+            r#"{"user_agent": "\n"}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            Some(KEY_T1),
+            r#"{"start_url": 5}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            Some(KEY_T1),
+            r#"{"timeout": {"absolute": 1e40}}"#.into(),
+            400,
+            "invalid_request",
         ),
         (
             Some(KEY_T1),
@@ -402,7 +420,7 @@ async fn bad_requests_change_nothing() {
             Some(KEY_T1),
             format!(r#"{{"tag": "{}"}}"#, "x".repeat(100_000)),
             413,
-            "",
+            "body_too_large",
         ),
     ];
     for (token, body, status, code) in cases {
@@ -412,6 +430,33 @@ async fn bad_requests_change_nothing() {
             assert_eq!(v["error"], code, "{v}");
             assert!(v["message"].is_string());
         }
+    }
+    // Errors the framework answers itself are the documented JSON too.
+    let raw = |method: &'static str, path: &'static str, ct: &'static str, body: &'static str| {
+        let addr = d.addr.clone();
+        async move {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {KEY_T1}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out).await.unwrap();
+            out
+        }
+    };
+    for (method, path, ct, body, status, code) in [
+        ("POST", "/v0/vm", "text/plain", "{}", 415, "unsupported_media_type"),
+        ("PATCH", "/v0/vm", "application/json", "", 405, "method_not_allowed"),
+        ("GET", "/v0/nope", "application/json", "", 404, "not_found"),
+        ("GET", "/v0/vm?limit=0", "application/json", "", 400, "invalid_request"),
+        ("GET", "/v0/vm?limit=x", "application/json", "", 400, "invalid_request"),
+    ] {
+        let out = raw(method, path, ct, body).await;
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with(&format!("HTTP/1.1 {status}")), "{method} {path}: {out}");
+        assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{out}");
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {out}"));
+        assert_eq!(v["error"], code, "{method} {path}: {v}");
+        assert!(v["message"].is_string(), "{v}");
     }
     let (_, list) = d.call("GET", "/v0/vm", Some(KEY_T1), None).await;
     assert_eq!(list["sessions"], json!([]), "no session was started");

@@ -2,6 +2,7 @@
 //! session's admin token (or an API key of its tenant), relayed to the browser's loopback
 //! DevTools endpoint. Traffic counts as activity; connected clients drive `timeout.offline`.
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message as AxMsg, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -22,13 +23,14 @@ pub(super) async fn proxy(
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<TokenQuery>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let token = q.token.as_deref().or(auth::bearer(&headers));
+    let token = auth::bearer(&headers).or(q.token.as_deref());
     let (s, _) = authorize(&state, token, &id)?;
     if !s.is_active() {
         return Err(ApiError::expired());
     }
+    let ws = ws.map_err(upgrade_error)?;
     let upstream_url = s.browser_ws().to_string();
     let mut cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
     cfg.max_message_size = Some(MAX_MESSAGE);
@@ -51,6 +53,15 @@ pub(super) async fn proxy(
             relay(client, upstream, &s).await;
             s.client_disconnected();
         }))
+}
+
+/// A socket route requested without a usable WebSocket upgrade.
+pub(super) fn upgrade_error(e: WebSocketUpgradeRejection) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::UPGRADE_REQUIRED,
+        "upgrade_required",
+        format!("this endpoint is a WebSocket: {e}"),
+    )
 }
 
 async fn relay(
@@ -108,7 +119,7 @@ pub(super) async fn version(
     Path(id): Path<String>,
     Query(q): Query<TokenQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let token = q.token.as_deref().or(auth::bearer(&headers));
+    let token = auth::bearer(&headers).or(q.token.as_deref());
     let (s, _) = authorize(&state, token, &id)?;
     if !s.is_active() {
         return Err(ApiError::expired());

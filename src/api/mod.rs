@@ -12,11 +12,14 @@ mod health;
 pub mod openapi;
 mod profiles;
 mod vm;
+pub mod wire;
+pub mod schema;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::Router;
+use serde_json::Value;
 
 use crate::session::Manager;
 
@@ -31,114 +34,292 @@ pub struct AppState {
     pub public_url: String,
     /// Largest request body accepted.
     pub max_body: usize,
+    /// Origins allowed to open the live-view socket besides the daemon's own.
+    pub viewer_origins: Vec<String>,
+    /// CSP `frame-ancestors` of the embed page.
+    pub frame_ancestors: String,
 }
 
-/// One route of the API: the single source of both the router and the OpenAPI document.
+/// How a route authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Open.
+    None,
+    /// `Authorization: Bearer` with an API key (or, on session routes, the admin token).
+    Bearer,
+    /// A bearer token or `?token=` (pages and sockets opened by browsers).
+    BearerOrToken,
+}
+
+/// What a route answers on success.
+#[derive(Debug, Clone, Copy)]
+pub enum Reply {
+    /// 200 with a JSON body of this schema.
+    Json(&'static LazyLock<Value>),
+    /// 200 `text/html`.
+    Html,
+    /// 200 `text/plain`.
+    Text,
+    /// 101: a WebSocket.
+    Upgrade,
+}
+
+/// An OpenAPI link from a route's success response to another operation.
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    /// The target's operation id.
+    pub op: &'static str,
+    /// Target parameter name and the runtime expression filling it.
+    pub params: &'static [(&'static str, &'static str)],
+}
+
+/// One route of the API: the single source of the router, the OpenAPI document, and the
+/// schemas the handler enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
     /// HTTP method.
     pub method: &'static str,
     /// Path with `{id}` parameters.
     pub path: &'static str,
+    /// OpenAPI operation id.
+    pub op: &'static str,
     /// What it does.
     pub summary: &'static str,
-    /// Whether it needs a bearer token (an API key or a session's admin token).
-    pub auth: bool,
+    /// How it authenticates.
+    pub auth: Auth,
+    /// Query parameters.
+    pub query: &'static [wire::Param],
+    /// JSON request body.
+    pub body: Option<&'static LazyLock<Value>>,
+    /// Success answer.
+    pub reply: Reply,
+    /// Error statuses it can answer (each with the error body).
+    pub errors: &'static [u16],
+    /// Links from its success response.
+    pub links: &'static [Link],
 }
 
-const fn r(method: &'static str, path: &'static str, summary: &'static str, auth: bool) -> Route {
-    Route {
-        method,
-        path,
-        summary,
-        auth,
-    }
-}
+const SESSION_ERRORS: &[u16] = &[400, 401, 404, 410];
+const BY_SESSION: &[(&str, &str)] = &[("id", "$response.body#/session_id")];
+const BY_PROFILE: &[(&str, &str)] = &[("id", "$response.body#/profile/id")];
+const BY_PATH_ID: &[(&str, &str)] = &[("id", "$request.path.id")];
 
 /// Every route the daemon serves.
-pub const ROUTES: &[Route] = &[
-    r(
-        "POST",
-        "/v0/vm",
-        "Start a browser session (optionally restoring and/or saving a profile)",
-        true,
-    ),
-    r(
-        "GET",
-        "/v0/vm",
-        "List the tenant's active sessions (after_id pagination)",
-        true,
-    ),
-    r(
-        "GET",
-        "/v0/vm/{id}",
-        "One session, including after it ended (termination date, save state)",
-        true,
-    ),
-    r(
-        "DELETE",
-        "/v0/vm/{id}",
-        "End a session: stop the browser cleanly, then save (?wait=true waits)",
-        true,
-    ),
-    r(
-        "POST",
-        "/v0/vm/{id}/ping",
-        "Renew the inactivity timeout",
-        true,
-    ),
-    r(
-        "GET",
-        "/v0/vm/{id}/embed",
-        "The session page for its token holder (?token=)",
-        true,
-    ),
-    r(
-        "GET",
-        "/v0/vm/{id}/cdp",
-        "WebSocket proxy to the browser's DevTools protocol (?token=)",
-        true,
-    ),
-    r(
-        "GET",
-        "/v0/vm/{id}/cdp/json/version",
-        "DevTools discovery for http:// CDP endpoints (?token=)",
-        true,
-    ),
-    r(
-        "GET",
-        "/v0/saves",
-        "Sessions whose save failed (kept on disk, retried)",
-        true,
-    ),
-    r(
-        "POST",
-        "/v0/saves/{id}/retry",
-        "Retry one failed save now",
-        true,
-    ),
-    r("GET", "/v0/profiles", "The tenant's saved profiles", true),
-    r(
-        "GET",
-        "/v0/profiles/{id}",
-        "A profile's generations, sizes and last save",
-        true,
-    ),
-    r(
-        "DELETE",
-        "/v0/profiles/{id}",
-        "Delete every generation of a profile",
-        true,
-    ),
-    r("GET", "/v0/openapi.json", "This OpenAPI document", false),
-    r("GET", "/healthz", "Liveness", false),
-    r(
-        "GET",
-        "/readyz",
-        "Readiness: store reachable, keys loaded, Chromium found, recovery done",
-        false,
-    ),
-    r("GET", "/metrics", "Prometheus metrics", false),
+pub static ROUTES: &[Route] = &[
+    Route {
+        method: "POST",
+        path: "/v0/vm",
+        op: "createSession",
+        summary: "Start a browser session (optionally restoring and/or saving a profile)",
+        auth: Auth::Bearer,
+        query: &[],
+        body: Some(&wire::VM_REQUEST),
+        reply: Reply::Json(&wire::VM_CREATED),
+        errors: &[400, 401, 404, 409, 413, 415, 422, 429, 500, 503, 504],
+        links: &[
+            Link { op: "getSession", params: BY_SESSION },
+            Link { op: "endSession", params: BY_SESSION },
+            Link { op: "pingSession", params: BY_SESSION },
+            Link { op: "sessionPage", params: BY_SESSION },
+            Link { op: "cdpSocket", params: BY_SESSION },
+            Link { op: "cdpVersion", params: BY_SESSION },
+            Link { op: "retrySave", params: BY_SESSION },
+            Link { op: "getProfile", params: BY_PROFILE },
+            Link { op: "deleteProfile", params: BY_PROFILE },
+        ],
+    },
+    Route {
+        method: "GET",
+        path: "/v0/vm",
+        op: "listSessions",
+        summary: "List the tenant's active sessions (after_id pagination)",
+        auth: Auth::Bearer,
+        query: vm::LIST_QUERY,
+        body: None,
+        reply: Reply::Json(&wire::SESSION_LIST),
+        errors: &[400, 401],
+        links: &[],
+    },
+    Route {
+        method: "GET",
+        path: "/v0/vm/{id}",
+        op: "getSession",
+        summary: "One session, including after it ended (termination date, save state)",
+        auth: Auth::Bearer,
+        query: &[],
+        body: None,
+        reply: Reply::Json(&wire::SESSION),
+        errors: &[400, 401, 404],
+        links: &[],
+    },
+    Route {
+        method: "DELETE",
+        path: "/v0/vm/{id}",
+        op: "endSession",
+        summary: "End a session: stop the browser cleanly, then save (?wait=true waits)",
+        auth: Auth::Bearer,
+        query: vm::DELETE_QUERY,
+        body: None,
+        reply: Reply::Json(&wire::VM_ENDED),
+        errors: SESSION_ERRORS,
+        links: &[Link { op: "getSession", params: BY_PATH_ID }],
+    },
+    Route {
+        method: "POST",
+        path: "/v0/vm/{id}/ping",
+        op: "pingSession",
+        summary: "Renew the inactivity timeout",
+        auth: Auth::Bearer,
+        query: &[],
+        body: None,
+        reply: Reply::Json(&wire::PINGED),
+        errors: SESSION_ERRORS,
+        links: &[],
+    },
+    Route {
+        method: "GET",
+        path: "/v0/vm/{id}/embed",
+        op: "sessionPage",
+        summary: "The session page for its token holder (?token=)",
+        auth: Auth::BearerOrToken,
+        query: &[],
+        body: None,
+        reply: Reply::Html,
+        errors: SESSION_ERRORS,
+        links: &[],
+    },
+    Route {
+        method: "GET",
+        path: "/v0/vm/{id}/cdp",
+        op: "cdpSocket",
+        summary: "WebSocket proxy to the browser's DevTools protocol (?token=)",
+        auth: Auth::BearerOrToken,
+        query: &[],
+        body: None,
+        reply: Reply::Upgrade,
+        errors: &[400, 401, 404, 410, 426, 502],
+        links: &[],
+    },
+    Route {
+        method: "GET",
+        path: "/v0/vm/{id}/cdp/json/version",
+        op: "cdpVersion",
+        summary: "DevTools discovery for http:// CDP endpoints (?token=)",
+        auth: Auth::BearerOrToken,
+        query: &[],
+        body: None,
+        reply: Reply::Json(&wire::CDP_VERSION),
+        errors: SESSION_ERRORS,
+        links: &[],
+    },
+    Route {
+        method: "GET",
+        path: "/v0/saves",
+        op: "listFailedSaves",
+        summary: "Sessions whose save failed (kept on disk, retried)",
+        auth: Auth::Bearer,
+        query: &[],
+        body: None,
+        reply: Reply::Json(&wire::FAILED_SAVES),
+        errors: &[401],
+        links: &[],
+    },
+    Route {
+        method: "POST",
+        path: "/v0/saves/{id}/retry",
+        op: "retrySave",
+        summary: "Retry one failed save now",
+        auth: Auth::Bearer,
+        query: &[],
+        body: None,
+        reply: Reply::Json(&wire::SAVE_RETRIED),
+        errors: &[400, 401, 404, 503],
+        links: &[],
+    },
+    Route {
+        method: "GET",
+        path: "/v0/profiles",
+        op: "listProfiles",
+        summary: "The tenant's saved profiles",
+        auth: Auth::Bearer,
+        query: &[],
+        body: None,
+        reply: Reply::Json(&wire::PROFILE_LIST),
+        errors: &[401, 503],
+        links: &[],
+    },
+    Route {
+        method: "GET",
+        path: "/v0/profiles/{id}",
+        op: "getProfile",
+        summary: "A profile's generations, sizes and last save",
+        auth: Auth::Bearer,
+        query: &[],
+        body: None,
+        reply: Reply::Json(&wire::PROFILE),
+        errors: &[400, 401, 404, 503],
+        links: &[],
+    },
+    Route {
+        method: "DELETE",
+        path: "/v0/profiles/{id}",
+        op: "deleteProfile",
+        summary: "Delete every generation of a profile",
+        auth: Auth::Bearer,
+        query: &[],
+        body: None,
+        reply: Reply::Json(&wire::PROFILE_DELETED),
+        errors: &[400, 401, 404, 409, 503],
+        links: &[Link { op: "getProfile", params: BY_PATH_ID }],
+    },
+    Route {
+        method: "GET",
+        path: "/v0/openapi.json",
+        op: "openapi",
+        summary: "This OpenAPI document",
+        auth: Auth::None,
+        query: &[],
+        body: None,
+        reply: Reply::Json(&wire::DOCUMENT),
+        errors: &[],
+        links: &[],
+    },
+    Route {
+        method: "GET",
+        path: "/healthz",
+        op: "healthz",
+        summary: "Liveness",
+        auth: Auth::None,
+        query: &[],
+        body: None,
+        reply: Reply::Json(&wire::HEALTH),
+        errors: &[],
+        links: &[],
+    },
+    Route {
+        method: "GET",
+        path: "/readyz",
+        op: "readyz",
+        summary: "Readiness: store reachable, keys loaded, Chromium found, recovery done (503 with the same body when not)",
+        auth: Auth::None,
+        query: &[],
+        body: None,
+        reply: Reply::Json(&wire::READY),
+        errors: &[],
+        links: &[],
+    },
+    Route {
+        method: "GET",
+        path: "/metrics",
+        op: "metrics",
+        summary: "Prometheus metrics",
+        auth: Auth::None,
+        query: &[],
+        body: None,
+        reply: Reply::Text,
+        errors: &[],
+        links: &[],
+    },
 ];
 
 fn handler(method: &str, path: &str) -> axum::routing::MethodRouter<AppState> {
@@ -168,8 +349,6 @@ fn handler(method: &str, path: &str) -> axum::routing::MethodRouter<AppState> {
 /// Builds the router from [`ROUTES`].
 pub fn router(state: AppState) -> Router {
     let max_body = state.max_body;
-    let mut paths: Vec<&str> = ROUTES.iter().map(|r| r.path).collect();
-    paths.dedup();
     let mut app = Router::new();
     let mut seen = std::collections::HashSet::new();
     for path in ROUTES.iter().map(|r| r.path) {
@@ -184,8 +363,49 @@ pub fn router(state: AppState) -> Router {
     }
     app.fallback(|| async { error::ApiError::not_found("route") })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// Turns every error the framework answers by itself (405 of a wrong method, 413 of a body
+/// over the limit, rejected extractors, failed WebSocket upgrades) into the documented JSON
+/// error body with a stable code; handlers' own errors are JSON already.
+async fn json_errors(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let message = match status.as_u16() {
+        405 => "this route does not take that method (see the Allow header)".to_string(),
+        413 => "the body is larger than server.max_body_bytes".to_string(),
+        _ if text.trim().is_empty() => status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_string(),
+        _ => text.trim().to_string(),
+    };
+    let mut out =
+        error::ApiError::new(status, wire::code_for_status(status), message).into_response();
+    for (k, v) in &parts.headers {
+        if k != axum::http::header::CONTENT_TYPE && k != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// Gives every request an id (the client's `X-Request-Id` when it is a sane token, else a

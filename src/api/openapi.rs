@@ -1,98 +1,120 @@
-//! The OpenAPI 3 document of the API, generated from [`super::ROUTES`] (the same table the
-//! router is built from), served at `/v0/openapi.json`.
+//! The OpenAPI 3 document of the API, generated from [`super::ROUTES`] (the table the router
+//! is built from) and the schemas in [`super::wire`] (the ones the handlers enforce), served
+//! at `/v0/openapi.json`.
 
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::ROUTES;
+use super::{wire, Auth, Reply, ROUTES};
 
-/// Fields `POST /v0/vm` honours, and Hyperbeam's fields it accepts and reports as `ignored`.
-pub const VM_FIELDS: &[&str] = &[
-    "profile",
-    "timeout",
-    "start_url",
-    "width",
-    "height",
-    "user_agent",
-    "locale",
-];
-/// Accepted for compatibility, not honoured.
-pub const VM_IGNORED_FIELDS: &[&str] = &[
-    "kiosk",
-    "ublock",
-    "adblock",
-    "draw",
-    "webgl",
-    "fps",
-    "hide_cursor",
-    "region",
-    "extension",
-    "tag",
-    "quality",
-    "dark",
-    "touch_gestures",
-    "search_engine",
-    "hide_bar",
-    "tabs",
-    "webrtc",
-    "timezone",
-];
+fn error_response(status: u16) -> Value {
+    let codes: Vec<String> = wire::ERRORS
+        .iter()
+        .filter(|e| e.1 == status)
+        .map(|e| format!("`{}` ({})", e.0, e.2))
+        .collect();
+    let description = if codes.is_empty() {
+        "An error".to_string()
+    } else {
+        codes.join("; ")
+    };
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
 
 /// Builds the document.
 pub fn document() -> Value {
     let mut paths = Map::new();
     for r in ROUTES {
+        let mut responses = Map::new();
+        let mut ok = match r.reply {
+            Reply::Json(schema) => json!({"description": "OK", "content": {"application/json": {"schema": Value::clone(schema)}}}),
+            Reply::Html => json!({"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}),
+            Reply::Text => json!({"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}),
+            Reply::Upgrade => json!({"description": "Switching protocols: the WebSocket"}),
+        };
+        if !r.links.is_empty() {
+            let mut links = Map::new();
+            for l in r.links {
+                let params: Map<String, Value> = l
+                    .params
+                    .iter()
+                    .map(|(k, v)| ((*k).to_string(), json!(v)))
+                    .collect();
+                links.insert(l.op.to_string(), json!({"operationId": l.op, "parameters": params}));
+            }
+            ok["links"] = Value::Object(links);
+        }
+        let ok_status = match r.reply {
+            Reply::Upgrade => "101",
+            _ => "200",
+        };
+        responses.insert(ok_status.into(), ok);
+        if r.path == "/readyz" {
+            responses.insert(
+                "503".into(),
+                json!({"description": "Not ready", "content": {"application/json": {"schema": Value::clone(&wire::READY)}}}),
+            );
+        }
+        let mut errors: Vec<u16> = r.errors.to_vec();
+        if r.body.is_some() {
+            errors.extend([400, 413, 415]);
+        }
+        if !r.query.is_empty() || r.path.contains("{id}") {
+            errors.push(400);
+        }
+        errors.sort_unstable();
+        errors.dedup();
+        for s in errors {
+            responses.insert(s.to_string(), error_response(s));
+        }
         let mut op = json!({
             "summary": r.summary,
-            "operationId": format!("{}_{}", r.method.to_lowercase(), r.path.trim_start_matches('/').replace(['/', '.'], "_").replace(['{', '}'], "")),
-            "responses": {
-                "200": {"description": "OK"},
-                "default": {"$ref": "#/components/responses/Error"},
-            },
+            "operationId": r.op,
+            "responses": responses,
         });
+        let mut params = Vec::new();
         if r.path.contains("{id}") {
-            op["parameters"] = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
+            params.push(json!({"name": "id", "in": "path", "required": true,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": wire::ID}}));
         }
-        if r.auth {
-            op["security"] = json!([{"bearer": []}]);
+        for q in r.query {
+            params.push(json!({"name": q.name, "in": "query", "required": false, "description": q.description, "schema": (q.schema)()}));
         }
-        if r.method == "POST" && r.path == "/v0/vm" {
-            let mut props = Map::new();
-            props.insert(
-                "profile".into(),
-                json!({"description": "true | profile id | {\"save\": bool, \"load\": id}"}),
-            );
-            props.insert("timeout".into(), json!({"type": "object", "properties": {
-                "absolute": {"type": "integer", "nullable": true}, "inactive": {"type": "integer", "nullable": true},
-                "offline": {"type": "integer", "nullable": true}, "warning": {}, "webhook": {}}, "additionalProperties": false}));
-            props.insert("start_url".into(), json!({"type": "string"}));
-            props.insert(
-                "width".into(),
-                json!({"type": "integer", "minimum": 100, "maximum": 7680}),
-            );
-            props.insert(
-                "height".into(),
-                json!({"type": "integer", "minimum": 100, "maximum": 4320}),
-            );
-            props.insert("user_agent".into(), json!({"type": "string"}));
-            props.insert("locale".into(), json!({"type": "string"}));
-            for f in VM_IGNORED_FIELDS {
-                props.insert((*f).into(), json!({"description": "accepted for Hyperbeam compatibility; listed under `ignored`"}));
-            }
-            op["requestBody"] = json!({"content": {"application/json": {"schema": {"type": "object", "properties": props, "additionalProperties": false}}}});
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
         }
-        let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
+        match r.auth {
+            Auth::None => op["security"] = json!([]),
+            Auth::Bearer => op["security"] = json!([{"bearer": []}]),
+            Auth::BearerOrToken => op["security"] = json!([{"bearer": []}, {"token": []}]),
+        }
+        if let Some(schema) = r.body {
+            op["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": Value::clone(schema)}}});
+        }
+        let entry = paths
+            .entry(r.path.to_string())
+            .or_insert_with(|| json!({}));
         entry[r.method.to_lowercase()] = op;
     }
+    let codes: Vec<Value> = wire::ERRORS
+        .iter()
+        .map(|(code, status, when)| json!({"code": code, "status": status, "when": when}))
+        .collect();
     json!({
         "openapi": "3.0.3",
-        "info": {"title": "profile-vault", "version": env!("CARGO_PKG_VERSION"), "description": "Browser sessions with a memory (Hyperbeam-compatible /v0/vm)."},
+        "info": {
+            "title": "profile-vault",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Browser sessions with a memory (Hyperbeam-compatible /v0/vm). Every error is the `Error` JSON body; `x-error-codes` lists every code with its status.",
+        },
+        "x-error-codes": codes,
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "responses": {"Error": {"description": "An error", "content": {"application/json": {"schema": {
-                "type": "object", "required": ["error", "message"],
-                "properties": {"error": {"type": "string"}, "message": {"type": "string"}}}}}}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "an API key, or a session's admin token on that session's routes"},
+                "token": {"type": "apiKey", "in": "query", "name": "token", "description": "a session token in the URL (pages and sockets opened by browsers)"},
+            },
+            "schemas": {"Error": Value::clone(&wire::ERROR)},
         },
     })
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::{auth, AppState};
+use super::{auth, wire, AppState};
 use crate::session::{CreateSession, EndReason, LaunchOptions, ProfileRequest, Session, Timeouts};
 
 /// The accepted body of `POST /v0/vm`: our fields plus Hyperbeam's documented ones.
@@ -25,6 +25,8 @@ struct VmRequest {
     height: Option<u32>,
     user_agent: Option<String>,
     locale: Option<String>,
+    default_roles: Option<Vec<String>>,
+    control_disable_default: Option<bool>,
     // Accepted for Hyperbeam compatibility, not honoured by a headless Chromium:
     kiosk: Option<Value>,
     ublock: Option<Value>,
@@ -55,29 +57,21 @@ struct TimeoutRequest {
     inactive: Option<Option<u64>>,
     #[serde(default, deserialize_with = "present")]
     offline: Option<Option<u64>>,
-    warning: Option<Value>,
-    webhook: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    warning: Option<Option<u64>>,
+    webhook: Option<Option<WebhookRequest>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookRequest {
+    url: String,
+    bearer: Option<String>,
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
     Ok(Some(Option::<u64>::deserialize(d)?))
-}
-
-fn parse_body(body: &[u8]) -> Result<VmRequest, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(VmRequest::default());
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        let msg = e.to_string();
-        if msg.contains("unknown field") {
-            ApiError::bad_request("unknown_field", msg)
-        } else if e.is_syntax() || e.is_eof() {
-            ApiError::bad_request("invalid_json", msg)
-        } else {
-            ApiError::bad_request("invalid_request", msg)
-        }
-    })
 }
 
 fn parse_profile(v: Option<&Value>) -> Result<ProfileRequest, ApiError> {
@@ -176,7 +170,8 @@ pub(super) async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let tenant = api_tenant(&state, &headers)?;
-    let req = parse_body(&body)?;
+    // Everything the schema says is enforced here; what follows only interprets the request.
+    let req: VmRequest = wire::body(&wire::VM_REQUEST, &headers, &body)?;
     let profile = parse_profile(req.profile.as_ref())?;
     let cfg = state.manager.config();
     let mut ignored = BTreeSet::new();
@@ -197,97 +192,24 @@ pub(super) async fn create(
         if let Some(v) = t.offline {
             timeouts.offline = v;
         }
-        match &t.warning {
-            None | Some(Value::Null) => {}
-            Some(v) => {
-                warning = Some(v.as_u64().ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_request",
-                        "timeout.warning must be a number of seconds",
-                    )
-                })?)
-            }
-        }
-        match &t.webhook {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(o)) => {
-                if let Some(k) = o.keys().find(|k| *k != "url" && *k != "bearer") {
-                    return Err(ApiError::bad_request(
-                        "unknown_field",
-                        format!("unknown field `timeout.webhook.{k}`, expected `url` or `bearer`"),
-                    ));
-                }
-                let url = o
-                    .get("url")
-                    .and_then(Value::as_str)
-                    .filter(|u| crate::session::webhook::valid_url(u));
-                let Some(url) = url else {
-                    return Err(ApiError::bad_request(
-                        "invalid_request",
-                        "timeout.webhook.url must be an http(s) URL",
-                    ));
-                };
-                let bearer = match o.get("bearer") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(b))
-                        if b.len() <= 4096 && !b.chars().any(char::is_control) =>
-                    {
-                        Some(b.clone())
-                    }
-                    _ => {
-                        return Err(ApiError::bad_request(
-                            "invalid_request",
-                            "timeout.webhook.bearer must be a string",
-                        ))
-                    }
-                };
-                webhook = Some(crate::session::webhook::Webhook {
-                    url: url.to_string(),
-                    bearer,
-                });
-            }
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    "invalid_request",
-                    "timeout.webhook must be {\"url\", \"bearer\"}",
-                ))
-            }
+        warning = t.warning.flatten();
+        if let Some(Some(w)) = &t.webhook {
+            webhook = Some(crate::session::webhook::Webhook {
+                url: w.url.clone(),
+                bearer: w.bearer.clone(),
+            });
         }
     }
-    if let Some(u) = &req.start_url {
-        let ok = (u.starts_with("http://") || u.starts_with("https://") || u == "about:blank")
-            && u.len() <= 8192
-            && !u.chars().any(char::is_control);
-        if !ok {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "start_url must be an http(s) URL or about:blank",
-            ));
-        }
+    if let Some(cap) = cfg.max_session_secs {
+        timeouts.absolute = Some(timeouts.absolute.map_or(cap, |a| a.min(cap)));
     }
     let window = match (req.width, req.height) {
         (None, None) => None,
         (w, h) => {
             let (w, h) = (w.unwrap_or(1280), h.unwrap_or(720));
-            if !(100..=7680).contains(&w) || !(100..=4320).contains(&h) {
-                return Err(ApiError::bad_request(
-                    "invalid_request",
-                    "width must be 100-7680 and height 100-4320",
-                ));
-            }
             Some((w, h))
         }
     };
-    for (name, v) in [("user_agent", &req.user_agent), ("locale", &req.locale)] {
-        if v.as_ref()
-            .is_some_and(|s| s.len() > 512 || s.chars().any(char::is_control))
-        {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                format!("{name} is too long or has control characters"),
-            ));
-        }
-    }
     for (name, v) in [
         ("kiosk", &req.kiosk),
         ("ublock", &req.ublock),
@@ -334,12 +256,21 @@ pub(super) async fn create(
                 actor,
                 webhook,
                 warning,
+                default_roles: match &req.default_roles {
+                    None => crate::live::roles::DEFAULT.iter().copied().collect(),
+                    Some(names) => crate::live::roles::parse_all(names.iter().map(String::as_str))
+                        .map_err(|r| ApiError::bad_request("invalid_request", format!("default_roles: unknown role `{r}`")))?,
+                },
+                control_disable_default: req.control_disable_default.unwrap_or(false),
             },
             ignored.clone(),
         )
         .await?;
     let info = session.info();
-    let (embed_url, cdp_url) = vm_urls(&state, &session.id, &token);
+    // embed_url carries a viewer token of its own: the admin token never reaches a viewer.
+    let viewer = session.live.mint(session.default_roles.clone());
+    let (embed_url, _) = vm_urls(&state, &session.id, &viewer);
+    let (_, cdp_url) = vm_urls(&state, &session.id, &token);
     let body = serde_json::json!({
         "session_id": session.id,
         "embed_url": embed_url,
@@ -352,6 +283,27 @@ pub(super) async fn create(
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 
+/// Query parameters of `GET /v0/vm`.
+pub(super) const LIST_QUERY: &[wire::Param] = &[
+    wire::Param {
+        name: "after_id",
+        schema: wire::after_id,
+        description: "list sessions whose id sorts after this one",
+    },
+    wire::Param {
+        name: "limit",
+        schema: wire::limit,
+        description: "page size (1-1000, default 100)",
+    },
+];
+
+/// Query parameters of `DELETE /v0/vm/{id}`.
+pub(super) const DELETE_QUERY: &[wire::Param] = &[wire::Param {
+    name: "wait",
+    schema: wire::wait,
+    description: "answer only after the browser stopped and the save finished",
+}];
+
 #[derive(Debug, Deserialize)]
 pub(super) struct ListQuery {
     after_id: Option<String>,
@@ -362,10 +314,11 @@ pub(super) struct ListQuery {
 pub(super) async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = api_tenant(&state, &headers)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let q: ListQuery = wire::query(LIST_QUERY, raw.as_deref())?;
+    let limit = q.limit.unwrap_or(100);
     let all = state.manager.list(&tenant, true);
     let page: Vec<_> = all
         .iter()
@@ -410,9 +363,10 @@ pub(super) async fn delete(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<DeleteQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let (s, actor) = authorize(&state, auth::bearer(&headers), &id)?;
+    let q: DeleteQuery = wire::query(DELETE_QUERY, raw.as_deref())?;
     if !s.is_active() {
         return Err(ApiError::expired());
     }
@@ -460,7 +414,7 @@ pub(super) async fn embed(
     Path(id): Path<String>,
     Query(q): Query<TokenQuery>,
 ) -> Result<Response, ApiError> {
-    let token = q.token.as_deref().or(auth::bearer(&headers));
+    let token = auth::bearer(&headers).or(q.token.as_deref());
     let (s, _) = authorize(&state, token, &id)?;
     if !s.is_active() {
         return Err(ApiError::expired());

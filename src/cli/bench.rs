@@ -403,12 +403,14 @@ async fn session_bench(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> any
             max_sessions: 4,
             inactive_timeout: None,
             absolute_timeout: None,
+            max_session_secs: None,
             close_deadline: std::time::Duration::from_secs(30),
             restore_deadline: std::time::Duration::from_secs(600),
             start_deadline: std::time::Duration::from_secs(60),
             max_concurrent_saves: 2,
             retry_failed_every: std::time::Duration::from_secs(60),
             lease_ttl: std::time::Duration::from_secs(30),
+            live: Default::default(),
         },
     )?;
     let token = format!("bench-{}", uuid::Uuid::new_v4().simple());
@@ -420,6 +422,8 @@ async fn session_bench(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> any
         keys: Arc::new(keys),
         public_url: format!("http://{addr}"),
         max_body: 65536,
+        viewer_origins: Vec::new(),
+        frame_ancestors: "*".into(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(

@@ -29,12 +29,14 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             max_sessions: 0,
             inactive_timeout: None,
             absolute_timeout: None,
+            max_session_secs: None,
             close_deadline: Duration::from_secs(s.close_deadline.max(1)),
             restore_deadline: Duration::from_secs(s.restore_deadline.max(1)),
             start_deadline: Duration::from_secs(1),
             max_concurrent_saves: s.max_concurrent_saves,
             retry_failed_every: Duration::from_secs(3600),
             lease_ttl: Duration::from_secs(s.lease_ttl.max(2)),
+            live: Default::default(),
         },
     )?;
     if let Some(id) = &a.retry {

@@ -133,6 +133,12 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             max_sessions: s.max_sessions,
             inactive_timeout: secs(s.inactive_timeout),
             absolute_timeout: secs(s.absolute_timeout),
+            max_session_secs: secs(s.max_session_secs),
+            live: profile_vault::live::LiveConfig {
+                max_viewers: s.max_viewers.max(1),
+                max_input_rate: s.viewer_input_rate.max(10),
+                ..Default::default()
+            },
             close_deadline: Duration::from_secs(s.close_deadline.max(1)),
             restore_deadline: Duration::from_secs(s.restore_deadline.max(1)),
             start_deadline: Duration::from_secs(s.start_deadline.max(1)),
@@ -164,6 +170,8 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         keys: Arc::new(keys),
         public_url,
         max_body: s.max_body_bytes,
+        viewer_origins: s.viewer_origins.clone(),
+        frame_ancestors: s.frame_ancestors.clone(),
     };
     api::serve(
         listener,

@@ -84,6 +84,8 @@ pub struct SessionConfig {
     pub inactive_timeout: Option<u64>,
     /// Default absolute timeout, seconds.
     pub absolute_timeout: Option<u64>,
+    /// Cap on every session's absolute timeout, seconds.
+    pub max_session_secs: Option<u64>,
     /// How long a browser may take to exit after `Browser.close` before it is killed.
     pub close_deadline: Duration,
     /// How long a restore may take.
@@ -96,6 +98,8 @@ pub struct SessionConfig {
     pub retry_failed_every: Duration,
     /// Lifetime of a profile lease; renewed every third of it while the session lives.
     pub lease_ttl: Duration,
+    /// Live-view limits.
+    pub live: crate::live::LiveConfig,
 }
 
 /// Per-session timeouts in seconds.
@@ -141,6 +145,10 @@ pub struct CreateSession {
     pub webhook: Option<webhook::Webhook>,
     /// Seconds before a timeout at which the webhook gets a warning.
     pub warning: Option<u64>,
+    /// Roles of the users `embed_url` admits.
+    pub default_roles: std::collections::BTreeSet<crate::live::Role>,
+    /// New viewers start with control disabled.
+    pub control_disable_default: bool,
 }
 
 /// Why a session ended.
@@ -222,6 +230,8 @@ pub struct Session {
     pub timeouts: Timeouts,
     /// Fields accepted but not honoured.
     pub ignored: Vec<String>,
+    /// Roles of the users `embed_url` admits.
+    pub default_roles: std::collections::BTreeSet<crate::live::Role>,
     dir: PathBuf,
     browser: tokio::sync::Mutex<Option<chromium::Browser>>,
     browser_ws: String,
@@ -235,6 +245,10 @@ pub struct Session {
     lease_renewed_ms: AtomicU64,
     status: Mutex<Status>,
     done: tokio::sync::watch::Sender<bool>,
+    /// The live view: viewers, their tokens and roles, the screencast.
+    pub live: crate::live::Live,
+    /// Bookmarks to merge into the profile after the browser stopped (`POST <base_url>/bookmarks`).
+    pending_bookmarks: Mutex<Vec<crate::live::bookmarks::Node>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -274,8 +288,10 @@ pub struct SessionInfo {
     pub profile: Option<ProfileInfo>,
     /// Save state.
     pub save: SaveState,
-    /// DevTools clients connected through the proxy.
+    /// DevTools clients connected through the proxy, and viewers of the live view.
     pub cdp_clients: usize,
+    /// Users connected to the live view.
+    pub viewers: Vec<crate::live::UserInfo>,
 }
 
 /// Profile part of [`SessionInfo`].
@@ -375,7 +391,18 @@ impl Session {
             }),
             save: st.save.clone(),
             cdp_clients: self.clients.load(Ordering::SeqCst),
+            viewers: self.live.users(),
         }
+    }
+
+    /// Queues bookmarks for the profile (merged after the browser stops, before the save).
+    /// False when the session does not save (nothing would keep them).
+    pub fn add_bookmarks(&self, nodes: Vec<crate::live::bookmarks::Node>) -> bool {
+        if !self.save {
+            return false;
+        }
+        self.pending_bookmarks.lock().expect("bookmarks").extend(nodes);
+        true
     }
 
     /// Waits until the session has ended and its save finished (or failed).
@@ -682,6 +709,12 @@ impl Manager {
         }
         let now = now_ms();
         let (done, _) = tokio::sync::watch::channel(false);
+        let browser_ws = browser.ws_url();
+        let live = crate::live::Live::new(
+            self.cfg.live.clone(),
+            browser_ws.clone(),
+            req.control_disable_default,
+        );
         let session = Arc::new(Session {
             id: id.clone(),
             tenant: tenant.into(),
@@ -693,8 +726,9 @@ impl Manager {
             created_at: record.created_at,
             timeouts: req.timeouts,
             ignored,
+            default_roles: req.default_roles.clone(),
             dir,
-            browser_ws: browser.ws_url(),
+            browser_ws,
             browser: tokio::sync::Mutex::new(Some(browser)),
             last_activity_ms: AtomicU64::new(now),
             clients: AtomicUsize::new(0),
@@ -714,6 +748,8 @@ impl Manager {
                 generation: base_generation,
             }),
             done,
+            live,
+            pending_bookmarks: Mutex::new(Vec::new()),
         });
         self.sessions
             .lock()
@@ -792,6 +828,11 @@ impl Manager {
             st.ended = Some((now_ms() / 1000, reason));
         }
         tracing::info!(session = %session.id, ?reason, "session ending");
+        let why = serde_json::to_value(reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        session.live.end(&why);
         let this = self.clone();
         let s = session.clone();
         tokio::spawn(async move { this.finish(s).await });
@@ -814,6 +855,13 @@ impl Manager {
             record.pid = b.pid();
             self.write_record(&record);
             b.close(self.cfg.close_deadline).await;
+        }
+        let bookmarks = std::mem::take(&mut *s.pending_bookmarks.lock().expect("bookmarks"));
+        if !bookmarks.is_empty() {
+            match crate::live::bookmarks::merge_into(&s.dir, &bookmarks) {
+                Ok(n) => tracing::info!(session = %s.id, added = n, "bookmarks merged into the profile"),
+                Err(e) => tracing::warn!(session = %s.id, error = %e, "could not merge bookmarks into the profile"),
+            }
         }
         let ok = self.save_record(&record, Some(&s)).await;
         if ok {

@@ -1,0 +1,579 @@
+//! The wire contract: the JSON Schema of every request and response body, every query
+//! parameter, and every error code of the API. [`super::openapi`] publishes these exact
+//! values, and the handlers enforce the request schemas with [`super::schema::validate`]
+//! ([`body`], [`query`]), so a constraint cannot be documented without being enforced or
+//! the other way round.
+
+use std::sync::LazyLock;
+
+use axum::http::StatusCode;
+use serde_json::{json, Map, Value};
+
+use super::error::ApiError;
+use super::schema::{self, Violation};
+
+/// No control characters (C0, DEL, C1) anywhere in the string.
+pub const NO_CONTROL: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*$";
+/// A profile, session or tenant id (`vault::validate_id`).
+pub const ID: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$";
+/// An http(s) URL of plain printable ASCII with a host (and an optional port).
+pub const HTTP_URL: &str =
+    "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][A-Za-z0-9._~:/?#@!$&'()*+,;=%-]*)?$";
+/// `start_url`: an http(s) URL or `about:blank`.
+pub const START_URL: &str = "^(https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][A-Za-z0-9._~:/?#@!$&'()*+,;=%-]*)?|about:blank)$";
+
+/// Longest timeout accepted, seconds (ten years).
+pub const MAX_TIMEOUT: u64 = 315_360_000;
+
+/// Every error code the API answers, with its status and when it happens.
+pub const ERRORS: &[(&str, u16, &str)] = &[
+    ("invalid_json", 400, "the body is not JSON"),
+    ("invalid_request", 400, "a field or query parameter breaks its schema"),
+    ("unknown_field", 400, "the body has a field the schema does not list"),
+    ("invalid_id", 400, "an id is malformed"),
+    ("unauthorized", 401, "missing or invalid bearer token"),
+    ("forbidden", 403, "the token is valid but may not do this"),
+    ("not_found", 404, "no such route, session or profile (also another tenant's)"),
+    ("profile_not_found", 404, "no profile under that id"),
+    ("method_not_allowed", 405, "the route exists, the method does not"),
+    ("conflict", 409, "another save moved the profile's head"),
+    ("profile_in_use", 409, "a saving session holds the profile"),
+    ("session_expired", 410, "the session has ended"),
+    ("body_too_large", 413, "the body is larger than server.max_body_bytes"),
+    ("unsupported_media_type", 415, "a body that is not application/json"),
+    ("profile_corrupt", 422, "the stored profile failed authentication or validation"),
+    ("upgrade_required", 426, "a WebSocket endpoint requested without an upgrade"),
+    ("too_many_sessions", 429, "server.max_sessions sessions are running"),
+    ("internal", 500, "a bug or local I/O failure; see the daemon log"),
+    ("browser_unreachable", 502, "the session's browser does not answer"),
+    ("storage_unavailable", 503, "the object store is unavailable; retry"),
+    ("keys_unavailable", 503, "the key service is unavailable; retry"),
+    ("browser_failed", 503, "Chromium could not be started"),
+    ("shutting_down", 503, "the daemon is shutting down"),
+    ("save_failed", 503, "a retried save failed again (it stays queued)"),
+    ("restore_timeout", 504, "restoring the profile took too long"),
+];
+
+/// The error code of a status the framework produced itself (no handler ran).
+pub fn code_for_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 422 => "invalid_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "body_too_large",
+        415 => "unsupported_media_type",
+        426 => "upgrade_required",
+        429 => "too_many_sessions",
+        503 => "shutting_down",
+        _ => "internal",
+    }
+}
+
+fn nullable(mut s: Value) -> Value {
+    s["nullable"] = json!(true);
+    s
+}
+
+fn str_max(max: u64) -> Value {
+    json!({"type": "string", "maxLength": max, "pattern": NO_CONTROL})
+}
+
+fn id_schema(description: &str) -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": 128, "pattern": ID, "description": description})
+}
+
+fn timeout_secs(description: &str) -> Value {
+    json!({"type": "integer", "minimum": 0, "maximum": MAX_TIMEOUT, "nullable": true, "description": description})
+}
+
+fn object(props: Value, required: &[&str]) -> Value {
+    let mut o = json!({"type": "object", "additionalProperties": false, "properties": props});
+    if !required.is_empty() {
+        o["required"] = json!(required);
+    }
+    o
+}
+
+/// The body of `POST /v0/vm`.
+pub static VM_REQUEST: LazyLock<Value> = LazyLock::new(|| {
+    let mut props = Map::new();
+    props.insert(
+        "profile".into(),
+        json!({"description": "true (fresh, saved), a profile id (restore and save back), or {\"save\": bool, \"load\": id}",
+            "oneOf": [
+                {"type": "boolean"},
+                id_schema("a profile id: restore it, save back under its first id"),
+                nullable(object(json!({
+                    "save": {"type": "boolean", "nullable": true},
+                    "load": nullable(id_schema("the profile to restore")),
+                }), &[])),
+            ]}),
+    );
+    props.insert(
+        "timeout".into(),
+        nullable(object(
+            json!({
+                "absolute": timeout_secs("seconds from the start (null: none)"),
+                "inactive": timeout_secs("seconds without activity (null: none)"),
+                "offline": timeout_secs("seconds without a connected client (null: none)"),
+                "warning": timeout_secs("seconds before a timeout at which the webhook is warned (default 60)"),
+                "webhook": nullable(object(json!({
+                    "url": {"type": "string", "maxLength": 2048, "pattern": HTTP_URL, "description": "an http(s) URL"},
+                    "bearer": nullable(str_max(4096)),
+                }), &["url"])),
+            }),
+            &[],
+        )),
+    );
+    props.insert(
+        "start_url".into(),
+        json!({"type": "string", "maxLength": 8192, "pattern": START_URL, "nullable": true, "description": "an http(s) URL or about:blank"}),
+    );
+    props.insert(
+        "width".into(),
+        json!({"type": "integer", "minimum": 100, "maximum": 7680, "nullable": true}),
+    );
+    props.insert(
+        "height".into(),
+        json!({"type": "integer", "minimum": 100, "maximum": 4320, "nullable": true}),
+    );
+    props.insert("user_agent".into(), nullable(str_max(512)));
+    props.insert("locale".into(), nullable(str_max(64)));
+    let role_names: Vec<&str> = crate::live::roles::ALL.iter().map(|r| r.1).collect();
+    props.insert(
+        "default_roles".into(),
+        json!({"type": "array", "nullable": true, "maxItems": 16, "items": {"type": "string", "enum": role_names},
+            "description": "roles of the users embed_url admits (default: chrome_apis, resize, control)"}),
+    );
+    props.insert(
+        "control_disable_default".into(),
+        json!({"type": "boolean", "nullable": true, "description": "viewers start with control disabled"}),
+    );
+    for f in VM_IGNORED_FIELDS {
+        props.insert(
+            (*f).into(),
+            json!({"description": "accepted for Hyperbeam compatibility, not honoured; listed under `ignored`"}),
+        );
+    }
+    json!({"type": "object", "additionalProperties": false, "properties": props})
+});
+
+/// Hyperbeam's fields that `POST /v0/vm` accepts and reports as `ignored`.
+pub const VM_IGNORED_FIELDS: &[&str] = &[
+    "kiosk",
+    "ublock",
+    "adblock",
+    "draw",
+    "webgl",
+    "fps",
+    "hide_cursor",
+    "region",
+    "extension",
+    "tag",
+    "quality",
+    "dark",
+    "touch_gestures",
+    "search_engine",
+    "hide_bar",
+    "tabs",
+    "webrtc",
+    "timezone",
+];
+
+fn unix_secs() -> Value {
+    json!({"type": "integer", "minimum": 0})
+}
+
+fn profile_info() -> Value {
+    nullable(object(
+        json!({
+            "id": {"type": "string"},
+            "loaded": {"type": "boolean"},
+            "generation": {"type": "integer", "minimum": 0, "nullable": true},
+            "save": {"type": "boolean"},
+        }),
+        &["id", "loaded", "generation", "save"],
+    ))
+}
+
+fn save_state() -> Value {
+    object(
+        json!({
+            "state": {"type": "string", "enum": ["none", "pending", "saving", "saved", "failed", "conflict"]},
+            "generation": {"type": "integer", "minimum": 0},
+            "error": {"type": "string"},
+            "head": {"type": "integer", "minimum": 0, "nullable": true},
+        }),
+        &["state"],
+    )
+}
+
+fn session_info() -> Value {
+    object(
+        json!({
+            "session_id": {"type": "string"},
+            "created_at": unix_secs(),
+            "expires_at": nullable(unix_secs()),
+            "termination_date": nullable(unix_secs()),
+            "end_reason": {"type": "string", "nullable": true,
+                "enum": ["client", "admin", "inactive", "absolute", "offline", "crash", "shutdown", "recovered", null]},
+            "profile": profile_info(),
+            "save": save_state(),
+            "cdp_clients": {"type": "integer", "minimum": 0},
+        }),
+        &[
+            "session_id",
+            "created_at",
+            "expires_at",
+            "termination_date",
+            "end_reason",
+            "profile",
+            "save",
+            "cdp_clients",
+        ],
+    )
+}
+
+/// `POST /v0/vm` 200.
+pub static VM_CREATED: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({
+            "session_id": {"type": "string"},
+            "embed_url": {"type": "string"},
+            "admin_token": {"type": "string"},
+            "cdp_url": {"type": "string"},
+            "expires_at": nullable(unix_secs()),
+            "profile": profile_info(),
+            "ignored": {"type": "array", "items": {"type": "string"}},
+        }),
+        &[
+            "session_id",
+            "embed_url",
+            "admin_token",
+            "cdp_url",
+            "expires_at",
+            "profile",
+            "ignored",
+        ],
+    )
+});
+
+/// `GET /v0/vm/{id}` 200.
+pub static SESSION: LazyLock<Value> = LazyLock::new(session_info);
+
+/// `GET /v0/vm` 200.
+pub static SESSION_LIST: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({
+            "sessions": {"type": "array", "items": session_info()},
+            "next_after_id": {"type": "string", "nullable": true},
+        }),
+        &["sessions", "next_after_id"],
+    )
+});
+
+/// `DELETE /v0/vm/{id}` 200.
+pub static VM_ENDED: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({"session_id": {"type": "string"}, "save": save_state(), "profile": profile_info()}),
+        &["session_id"],
+    )
+});
+
+/// `POST /v0/vm/{id}/ping` 200.
+pub static PINGED: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({"session_id": {"type": "string"}, "expires_at": nullable(unix_secs())}),
+        &["session_id", "expires_at"],
+    )
+});
+
+/// `GET /v0/vm/{id}/cdp/json/version` 200.
+pub static CDP_VERSION: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({"Browser": {"type": "string"}, "Protocol-Version": {"type": "string"}, "webSocketDebuggerUrl": {"type": "string"}}),
+        &["Browser", "Protocol-Version", "webSocketDebuggerUrl"],
+    )
+});
+
+/// `GET /v0/saves` 200.
+pub static FAILED_SAVES: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({"failed_saves": {"type": "array", "items": object(json!({
+            "session_id": {"type": "string"},
+            "profile": {"type": "string", "nullable": true},
+            "base_generation": {"type": "integer", "minimum": 0, "nullable": true},
+            "created_at": unix_secs(),
+        }), &["session_id", "profile", "base_generation", "created_at"])}}),
+        &["failed_saves"],
+    )
+});
+
+/// `POST /v0/saves/{id}/retry` 200.
+pub static SAVE_RETRIED: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({"session_id": {"type": "string"}, "saved": {"type": "boolean"}}),
+        &["session_id", "saved"],
+    )
+});
+
+/// `GET /v0/profiles` 200.
+pub static PROFILE_LIST: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({"profiles": {"type": "array", "items": object(json!({
+            "profile": {"type": "string"},
+            "generation": {"type": "integer", "minimum": 0},
+            "updated_at": unix_secs(),
+        }), &["profile", "generation", "updated_at"])}}),
+        &["profiles"],
+    )
+});
+
+/// `GET /v0/profiles/{id}` 200.
+pub static PROFILE: LazyLock<Value> = LazyLock::new(|| {
+    let n = || json!({"type": "integer", "minimum": 0, "nullable": true});
+    object(
+        json!({
+            "id": {"type": "string"},
+            "generation": {"type": "integer", "minimum": 0},
+            "last_saved": unix_secs(),
+            "last_used": nullable(unix_secs()),
+            "generations": {"type": "array", "items": object(json!({
+                "generation": {"type": "integer", "minimum": 0},
+                "head": {"type": "boolean"},
+                "complete": {"type": "boolean"},
+                "created_at": n(),
+                "bytes_stored": n(),
+                "files": n(),
+                "bytes": n(),
+                "chromium_version": {"type": "string", "nullable": true},
+                "clean_exit": {"type": "boolean", "nullable": true},
+            }), &["generation", "head", "complete", "created_at", "bytes_stored", "files", "bytes", "chromium_version", "clean_exit"])},
+        }),
+        &["id", "generation", "last_saved", "last_used", "generations"],
+    )
+});
+
+/// `DELETE /v0/profiles/{id}` 200.
+pub static PROFILE_DELETED: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({"id": {"type": "string"}, "deleted_objects": {"type": "integer", "minimum": 0}}),
+        &["id", "deleted_objects"],
+    )
+});
+
+/// `GET /healthz` 200.
+pub static HEALTH: LazyLock<Value> =
+    LazyLock::new(|| object(json!({"status": {"type": "string", "enum": ["ok"]}}), &["status"]));
+
+/// `GET /readyz` 200 and 503.
+pub static READY: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({
+            "ready": {"type": "boolean"},
+            "checks": object(json!({
+                "store": {"type": "boolean"},
+                "chromium": {"type": "boolean"},
+                "keys": {"type": "boolean"},
+                "recovering_sessions": {"type": "integer", "minimum": 0},
+            }), &["store", "chromium", "keys", "recovering_sessions"]),
+        }),
+        &["ready", "checks"],
+    )
+});
+
+/// `GET /v0/openapi.json` 200.
+pub static DOCUMENT: LazyLock<Value> = LazyLock::new(
+    || json!({"type": "object", "required": ["openapi", "info", "paths"], "properties": {"openapi": {"type": "string"}}}),
+);
+
+/// The error body.
+pub static ERROR: LazyLock<Value> = LazyLock::new(|| {
+    let codes: Vec<&str> = ERRORS.iter().map(|e| e.0).collect();
+    object(
+        json!({"error": {"type": "string", "enum": codes}, "message": {"type": "string"}}),
+        &["error", "message"],
+    )
+});
+
+/// A query parameter of a route.
+#[derive(Debug, Clone, Copy)]
+pub struct Param {
+    /// Name.
+    pub name: &'static str,
+    /// Its schema.
+    pub schema: fn() -> Value,
+    /// What it does.
+    pub description: &'static str,
+}
+
+/// `after_id` of `GET /v0/vm`.
+pub fn after_id() -> Value {
+    json!({"type": "string", "maxLength": 128, "pattern": NO_CONTROL})
+}
+/// `limit` of `GET /v0/vm`.
+pub fn limit() -> Value {
+    json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100})
+}
+/// `wait` of `DELETE /v0/vm/{id}`.
+pub fn wait() -> Value {
+    json!({"type": "boolean", "default": false})
+}
+
+/// Checks a JSON body against `schema` and deserializes it.
+///
+/// # Errors
+/// `invalid_json`, `unknown_field`, `invalid_request`, `unsupported_media_type`.
+pub fn body<T: serde::de::DeserializeOwned>(
+    schema: &Value,
+    headers: &axum::http::HeaderMap,
+    raw: &[u8],
+) -> Result<T, ApiError> {
+    let empty = raw.iter().all(u8::is_ascii_whitespace);
+    if !empty {
+        let ct = headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let json = ct.is_some_and(|ct| {
+            let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            essence == "application/json" || essence.ends_with("+json")
+        });
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be JSON, sent with Content-Type: application/json",
+            ));
+        }
+    }
+    let v: Value = if empty {
+        json!({})
+    } else {
+        serde_json::from_slice(raw)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON: {e}")))?
+    };
+    check(schema, &v)?;
+    serde_json::from_value(v).map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))
+}
+
+/// Checks a value against `schema`.
+///
+/// # Errors
+/// `unknown_field` or `invalid_request`.
+pub fn check(schema: &Value, v: &Value) -> Result<(), ApiError> {
+    schema::validate(schema, v, "").map_err(|e| match e {
+        Violation::UnknownField(_) => ApiError::bad_request("unknown_field", e.to_string()),
+        Violation::Invalid { .. } => ApiError::bad_request("invalid_request", e.to_string()),
+    })
+}
+
+/// Parses a query string against the route's declared parameters (each converted to its
+/// schema's type, then validated); undeclared parameters are ignored.
+///
+/// # Errors
+/// `invalid_request` naming the parameter.
+pub fn query<T: serde::de::DeserializeOwned>(
+    params: &[Param],
+    raw: Option<&str>,
+) -> Result<T, ApiError> {
+    let mut out = Map::new();
+    for (k, v) in form_pairs(raw.unwrap_or("")) {
+        let Some(p) = params.iter().find(|p| p.name == k) else {
+            continue;
+        };
+        let schema = (p.schema)();
+        let bad = || {
+            ApiError::bad_request(
+                "invalid_request",
+                format!("query parameter `{k}`: expected {}", schema["type"].as_str().unwrap_or("a value")),
+            )
+        };
+        let value = match schema["type"].as_str() {
+            Some("integer") => Value::from(v.parse::<i64>().map_err(|_| bad())?),
+            Some("boolean") => match v.as_str() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => return Err(bad()),
+            },
+            _ => Value::String(v),
+        };
+        schema::validate(&schema, &value, &format!("query parameter `{k}`"))
+            .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+        out.insert(k, value);
+    }
+    serde_json::from_value(Value::Object(out))
+        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))
+}
+
+/// `application/x-www-form-urlencoded` pairs (`+` is a space, `%XX` decoded, bad escapes kept).
+fn form_pairs(q: &str) -> Vec<(String, String)> {
+    fn decode(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < b.len() => {
+                    let hex = |c: u8| (c as char).to_digit(16);
+                    match (hex(b[i + 1]), hex(b[i + 2])) {
+                        (Some(h), Some(l)) => {
+                            out.push((h * 16 + l) as u8);
+                            i += 3;
+                            continue;
+                        }
+                        _ => out.push(b'%'),
+                    }
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_decoding() {
+        assert_eq!(
+            form_pairs("a=1&b=x+y%21&c&d=%zz&e=%4"),
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "x y!".into()),
+                ("c".into(), "".into()),
+                ("d".into(), "%zz".into()),
+                ("e".into(), "%4".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_vm_request_schema_holds_the_handlers_rules() {
+        let ok = |v: Value| check(&VM_REQUEST, &v).is_ok();
+        assert!(ok(json!({"profile": {"save": true}, "start_url": "https://example.com/a?b=c#d"})));
+        assert!(ok(json!({"profile": "abc", "start_url": null, "width": 800, "height": null})));
+        assert!(ok(json!({"timeout": {"absolute": null, "webhook": {"url": "http://127.0.0.1:9/x"}}})));
+        assert!(!ok(json!({"start_url": "file:///etc/passwd"})));
+        assert!(!ok(json!({"start_url": "http://"})));
+        assert!(!ok(json!({"user_agent": "\n"})));
+        assert!(!ok(json!({"user_agent": "a\u{85}"})));
+        assert!(!ok(json!({"profile": {"load": "../x"}})));
+        assert!(!ok(json!({"profile": 5})));
+        assert!(!ok(json!({"timeout": {"absolute": MAX_TIMEOUT + 1}})));
+        assert!(!ok(json!({"width": 99})));
+        assert!(!ok(json!({"timeout": {"webhook": {"url": "ftp://x"}}})));
+    }
+}

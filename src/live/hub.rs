@@ -1,0 +1,496 @@
+//! The screencast hub of one session: ONE internal DevTools connection to the browser, shared
+//! by every viewer. It starts with the first viewer and stops with the last; it follows the
+//! browser's page targets (the tab strip), moves the view to popups and new tabs, and keeps
+//! only the latest frame (a `watch` channel): a viewer that joins gets it at once, and a slow
+//! viewer skips frames instead of queueing them, so memory stays bounded whatever viewers do.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+/// One screencast frame.
+#[derive(Debug)]
+pub struct Frame {
+    /// JPEG bytes.
+    pub jpeg: bytes::Bytes,
+    /// Viewport width in CSS px.
+    pub width: u32,
+    /// Viewport height in CSS px.
+    pub height: u32,
+    /// Sequence number (1, 2, ...).
+    pub seq: u64,
+}
+
+/// A tab (page target) of the browser.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Tab {
+    /// Target id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// URL.
+    pub url: String,
+    /// Shown in the view.
+    pub active: bool,
+}
+
+type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>;
+
+/// The running DevTools connection.
+struct Conn {
+    out: mpsc::UnboundedSender<String>,
+    pending: Pending,
+    next: AtomicU64,
+    /// target id -> flat session id.
+    attached: Mutex<HashMap<String, String>>,
+    /// (target, session) shown now.
+    active: Mutex<Option<(String, String)>>,
+    /// Page targets in creation order: (id, title, url).
+    pages: Mutex<Vec<(String, String, String)>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().expect("tasks").drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Conn {
+    async fn call(&self, session: Option<&str>, method: &str, params: Value) -> Result<Value, String> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut msg = json!({"id": id, "method": method, "params": params});
+        if let Some(s) = session {
+            msg["sessionId"] = json!(s);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("pending").insert(id, tx);
+        self.out
+            .send(msg.to_string())
+            .map_err(|_| "the browser connection is closed".to_string())?;
+        match tokio::time::timeout(Duration::from_secs(15), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("the browser connection is closed".into()),
+            Err(_) => {
+                self.pending.lock().expect("pending").remove(&id);
+                Err(format!("{method}: no answer from the browser"))
+            }
+        }
+    }
+
+    /// Sends without waiting for the answer (acks).
+    fn notify(&self, session: Option<&str>, method: &str, params: Value) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut msg = json!({"id": id, "method": method, "params": params});
+        if let Some(s) = session {
+            msg["sessionId"] = json!(s);
+        }
+        let _ = self.out.send(msg.to_string());
+    }
+
+    fn active_session(&self) -> Option<(String, String)> {
+        self.active.lock().expect("active").clone()
+    }
+}
+
+struct State {
+    viewers: usize,
+    conn: Option<Arc<Conn>>,
+}
+
+/// The hub.
+pub struct Hub {
+    browser_ws: String,
+    quality: u8,
+    frames: watch::Sender<Option<Arc<Frame>>>,
+    tabs: watch::Sender<Vec<Tab>>,
+    state: tokio::sync::Mutex<State>,
+    seq: AtomicU64,
+    me: std::sync::Weak<Hub>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("frames", &self.seq.load(Ordering::Relaxed)).finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A hub for the browser at `browser_ws`.
+    pub fn new(browser_ws: String, quality: u8) -> Arc<Hub> {
+        Arc::new_cyclic(|me| Hub {
+            browser_ws,
+            quality: quality.clamp(1, 100),
+            frames: watch::channel(None).0,
+            tabs: watch::channel(Vec::new()).0,
+            state: tokio::sync::Mutex::new(State { viewers: 0, conn: None }),
+            seq: AtomicU64::new(0),
+            me: me.clone(),
+        })
+    }
+
+    /// The latest frame, and every new one.
+    pub fn frames(&self) -> watch::Receiver<Option<Arc<Frame>>> {
+        self.frames.subscribe()
+    }
+
+    /// The tab strip.
+    pub fn tabs(&self) -> watch::Receiver<Vec<Tab>> {
+        self.tabs.subscribe()
+    }
+
+    /// Frames received from the browser so far.
+    pub fn frame_count(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
+    }
+
+    /// A viewer joins: the first one starts the screencast.
+    ///
+    /// # Errors
+    /// The browser's DevTools endpoint cannot be reached.
+    pub async fn join(&self) -> Result<(), String> {
+        let mut st = self.state.lock().await;
+        if st.conn.is_none() {
+            st.conn = Some(self.start().await?);
+        }
+        st.viewers += 1;
+        Ok(())
+    }
+
+    /// A viewer leaves: the last one stops the screencast and closes the connection.
+    pub async fn leave(&self) {
+        let mut st = self.state.lock().await;
+        st.viewers = st.viewers.saturating_sub(1);
+        if st.viewers == 0 {
+            if let Some(c) = st.conn.take() {
+                if let Some((_, s)) = c.active_session() {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        c.call(Some(&s), "Page.stopScreencast", json!({})),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// The session ended: drop the connection whoever is watching.
+    pub fn stop(&self) {
+        if let Ok(mut st) = self.state.try_lock() {
+            st.conn = None;
+        } else if let Some(me) = self.me.upgrade() {
+            tokio::spawn(async move {
+                me.state.lock().await.conn = None;
+            });
+        }
+    }
+
+    async fn conn(&self) -> Result<Arc<Conn>, String> {
+        self.state
+            .lock()
+            .await
+            .conn
+            .clone()
+            .ok_or_else(|| "the live view is not running".into())
+    }
+
+    async fn start(&self) -> Result<Arc<Conn>, String> {
+        let mut cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+        cfg.max_message_size = Some(64 << 20);
+        cfg.max_frame_size = Some(64 << 20);
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(&self.browser_ws, Some(cfg), false)
+            .await
+            .map_err(|e| format!("cannot reach the session's browser: {e}"))?;
+        let (mut tx, mut rx) = ws.split();
+        let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
+        let conn = Arc::new(Conn {
+            out,
+            pending: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            attached: Mutex::new(HashMap::new()),
+            active: Mutex::new(None),
+            pages: Mutex::new(Vec::new()),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let writer = tokio::spawn(async move {
+            while let Some(m) = out_rx.recv().await {
+                if tx.send(Message::Text(m.into())).await.is_err() {
+                    break;
+                }
+            }
+            let _ = tx.close().await;
+        });
+        let weak = Arc::downgrade(&conn);
+        let hub = self.me.clone();
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(m)) = rx.next().await {
+                let Message::Text(t) = m else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                    continue;
+                };
+                let (Some(conn), Some(hub)) = (weak.upgrade(), hub.upgrade()) else {
+                    break;
+                };
+                if let Some(id) = v["id"].as_u64() {
+                    if let Some(tx) = conn.pending.lock().expect("pending").remove(&id) {
+                        let r = if v.get("error").is_some() {
+                            Err(v["error"]["message"].as_str().unwrap_or("CDP error").to_string())
+                        } else {
+                            Ok(v["result"].clone())
+                        };
+                        let _ = tx.send(r);
+                    }
+                    continue;
+                }
+                hub.event(&conn, &v);
+            }
+        });
+        conn.tasks.lock().expect("tasks").extend([writer, reader]);
+        conn.call(None, "Target.setDiscoverTargets", json!({"discover": true}))
+            .await?;
+        let targets = conn.call(None, "Target.getTargets", json!({})).await?;
+        {
+            let mut pages = conn.pages.lock().expect("pages");
+            for t in targets["targetInfos"].as_array().into_iter().flatten() {
+                if t["type"] == "page" {
+                    let id = t["targetId"].as_str().unwrap_or_default().to_string();
+                    if !pages.iter().any(|p| p.0 == id) {
+                        pages.push((id, str_of(&t["title"]), str_of(&t["url"])));
+                    }
+                }
+            }
+        }
+        let first = conn.pages.lock().expect("pages").first().map(|p| p.0.clone());
+        let target = match first {
+            Some(t) => t,
+            None => str_of(&conn.call(None, "Target.createTarget", json!({"url": "about:blank"})).await?["targetId"]),
+        };
+        self.switch_to(&conn, &target).await?;
+        Ok(conn)
+    }
+
+    /// Shows `target` in the view: stops the old screencast, attaches, starts a new one.
+    async fn switch_to(&self, conn: &Arc<Conn>, target: &str) -> Result<(), String> {
+        if let Some((old, s)) = conn.active_session() {
+            if old == target {
+                return Ok(());
+            }
+            let _ = conn.call(Some(&s), "Page.stopScreencast", json!({})).await;
+        }
+        let known = conn.attached.lock().expect("attached").get(target).cloned();
+        let session = match known {
+            Some(s) => s,
+            None => {
+                let r = conn
+                    .call(None, "Target.attachToTarget", json!({"targetId": target, "flatten": true}))
+                    .await?;
+                let s = str_of(&r["sessionId"]);
+                conn.attached.lock().expect("attached").insert(target.to_string(), s.clone());
+                let _ = conn.call(Some(&s), "Page.enable", json!({})).await;
+                s
+            }
+        };
+        *conn.active.lock().expect("active") = Some((target.to_string(), session.clone()));
+        let _ = conn.call(None, "Target.activateTarget", json!({"targetId": target})).await;
+        conn.call(
+            Some(&session),
+            "Page.startScreencast",
+            json!({"format": "jpeg", "quality": self.quality, "everyNthFrame": 1}),
+        )
+        .await?;
+        self.publish_tabs(conn);
+        Ok(())
+    }
+
+    fn publish_tabs(&self, conn: &Conn) {
+        let active = conn.active_session().map(|(t, _)| t);
+        let tabs: Vec<Tab> = conn
+            .pages
+            .lock()
+            .expect("pages")
+            .iter()
+            .map(|(id, title, url)| Tab {
+                id: id.clone(),
+                title: title.clone(),
+                url: url.clone(),
+                active: active.as_deref() == Some(id.as_str()),
+            })
+            .collect();
+        self.tabs.send_if_modified(|t| {
+            if *t == tabs {
+                false
+            } else {
+                *t = tabs;
+                true
+            }
+        });
+    }
+
+    fn spawn_switch(&self, conn: &Arc<Conn>, target: String) {
+        let (Some(hub), conn) = (self.me.upgrade(), conn.clone()) else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Err(e) = hub.switch_to(&conn, &target).await {
+                tracing::debug!(error = %e, "live view: switching tabs failed");
+            }
+        });
+    }
+
+    fn event(&self, conn: &Arc<Conn>, v: &Value) {
+        let p = &v["params"];
+        match v["method"].as_str().unwrap_or_default() {
+            "Page.screencastFrame" => {
+                let from = v["sessionId"].as_str().unwrap_or_default();
+                conn.notify(Some(from), "Page.screencastFrameAck", json!({"sessionId": p["sessionId"]}));
+                if conn.active_session().map(|(_, s)| s).as_deref() != Some(from) {
+                    return;
+                }
+                let Ok(jpeg) = base64::Engine::decode(
+                    &base64::engine::general_purpose::STANDARD,
+                    p["data"].as_str().unwrap_or_default(),
+                ) else {
+                    return;
+                };
+                let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+                let m = &p["metadata"];
+                self.frames.send_replace(Some(Arc::new(Frame {
+                    jpeg: jpeg.into(),
+                    width: m["deviceWidth"].as_f64().unwrap_or(0.0).round() as u32,
+                    height: m["deviceHeight"].as_f64().unwrap_or(0.0).round() as u32,
+                    seq,
+                })));
+            }
+            "Target.targetCreated" | "Target.targetInfoChanged" => {
+                let t = &p["targetInfo"];
+                if t["type"] != "page" {
+                    return;
+                }
+                let id = str_of(&t["targetId"]);
+                let created = {
+                    let mut pages = conn.pages.lock().expect("pages");
+                    match pages.iter_mut().find(|x| x.0 == id) {
+                        Some(x) => {
+                            x.1 = str_of(&t["title"]);
+                            x.2 = str_of(&t["url"]);
+                            false
+                        }
+                        None => {
+                            pages.push((id.clone(), str_of(&t["title"]), str_of(&t["url"])));
+                            true
+                        }
+                    }
+                };
+                self.publish_tabs(conn);
+                // Popups and links opened in a new tab take the view, as in a real browser.
+                if created && t["openerId"].is_string() {
+                    self.spawn_switch(conn, id);
+                }
+            }
+            "Target.targetDestroyed" => {
+                let id = str_of(&p["targetId"]);
+                conn.pages.lock().expect("pages").retain(|x| x.0 != id);
+                conn.attached.lock().expect("attached").remove(&id);
+                let was_active = conn.active_session().is_some_and(|(t, _)| t == id);
+                if was_active {
+                    *conn.active.lock().expect("active") = None;
+                    let next = conn.pages.lock().expect("pages").last().map(|x| x.0.clone());
+                    if let Some(n) = next {
+                        self.spawn_switch(conn, n);
+                    }
+                }
+                self.publish_tabs(conn);
+            }
+            "Target.detachedFromTarget" => {
+                let s = p["sessionId"].as_str().unwrap_or_default();
+                conn.attached.lock().expect("attached").retain(|_, v| v != s);
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs a command on the page shown now.
+    ///
+    /// # Errors
+    /// No live view running, or the browser refused.
+    pub async fn on_active(&self, method: &str, params: Value) -> Result<Value, String> {
+        let conn = self.conn().await?;
+        let (_, s) = conn.active_session().ok_or("no tab is shown")?;
+        conn.call(Some(&s), method, params).await
+    }
+
+    /// Runs a browser-level command.
+    ///
+    /// # Errors
+    /// No live view running, or the browser refused.
+    pub async fn on_browser(&self, method: &str, params: Value) -> Result<Value, String> {
+        self.conn().await?.call(None, method, params).await
+    }
+
+    /// The target shown now.
+    pub async fn active_target(&self) -> Option<String> {
+        self.conn().await.ok()?.active_session().map(|(t, _)| t)
+    }
+
+    /// Shows another tab.
+    ///
+    /// # Errors
+    /// Unknown tab or browser failure.
+    pub async fn switch(&self, target: &str) -> Result<(), String> {
+        let conn = self.conn().await?;
+        if !conn.pages.lock().expect("pages").iter().any(|p| p.0 == target) {
+            return Err("no such tab".into());
+        }
+        self.switch_to(&conn, target).await
+    }
+
+    /// Opens a new tab and shows it.
+    ///
+    /// # Errors
+    /// Browser failure.
+    pub async fn new_tab(&self, url: &str) -> Result<(), String> {
+        let conn = self.conn().await?;
+        let r = conn.call(None, "Target.createTarget", json!({"url": url})).await?;
+        let id = str_of(&r["targetId"]);
+        {
+            let mut pages = conn.pages.lock().expect("pages");
+            if !pages.iter().any(|p| p.0 == id) {
+                pages.push((id.clone(), String::new(), url.to_string()));
+            }
+        }
+        self.switch_to(&conn, &id).await
+    }
+
+    /// Closes a tab (the last one is replaced by a blank tab first).
+    ///
+    /// # Errors
+    /// Unknown tab or browser failure.
+    pub async fn close_tab(&self, target: &str) -> Result<(), String> {
+        let conn = self.conn().await?;
+        let (known, count) = {
+            let pages = conn.pages.lock().expect("pages");
+            (pages.iter().any(|p| p.0 == target), pages.len())
+        };
+        if !known {
+            return Err("no such tab".into());
+        }
+        if count == 1 {
+            self.new_tab("about:blank").await?;
+        }
+        conn.call(None, "Target.closeTarget", json!({"targetId": target})).await?;
+        Ok(())
+    }
+}
+
+fn str_of(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}

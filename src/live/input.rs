@@ -1,0 +1,252 @@
+//! A viewer's messages, checked against its roles and turned into DevTools commands on the
+//! page shown (`Input.dispatchMouseEvent`, `Input.dispatchKeyEvent`, `Input.insertText`,
+//! `Input.imeSetComposition`, navigation, tabs, window size). Input the user may not send is
+//! dropped here and never reaches the browser.
+
+use serde_json::{json, Value};
+
+use super::{Live, Role, User};
+
+/// What handling one message produced for the viewer that sent it.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// Forwarded (or nothing to do).
+    Done,
+    /// Dropped: the user may not do this now.
+    Dropped,
+    /// A message for the viewer (JSON text).
+    Reply(Value),
+}
+
+fn num(v: &Value, max: f64) -> Option<f64> {
+    v.as_f64().filter(|n| n.is_finite()).map(|n| n.clamp(-max, max))
+}
+
+fn modifiers(m: &Value) -> u64 {
+    m["modifiers"].as_u64().unwrap_or(0) & 0b1111
+}
+
+/// Editing commands Chromium runs for shortcuts (headless Chromium has no menu accelerators).
+fn shortcut_command(key: &str, mods: u64) -> Option<&'static str> {
+    let ctrl_or_meta = mods & (2 | 4) != 0;
+    if !ctrl_or_meta || mods & 1 != 0 {
+        return None;
+    }
+    let shift = mods & 8 != 0;
+    Some(match (key.to_ascii_lowercase().as_str(), shift) {
+        ("a", false) => "selectAll",
+        ("c", false) => "copy",
+        ("x", false) => "cut",
+        ("z", false) => "undo",
+        ("z", true) | ("y", false) => "redo",
+        _ => return None,
+    })
+}
+
+/// Whether `url` may be opened from the address bar (no `javascript:`, `file:`, `chrome:`).
+pub fn navigable(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://") || url == "about:blank")
+        && url.len() <= 8192
+        && !url.chars().any(char::is_control)
+}
+
+/// Handles one message of `user`.
+///
+/// # Errors
+/// Malformed messages (the socket closes with this reason) or browser failures.
+pub async fn handle(live: &Live, user: &User, m: &Value) -> Result<Outcome, String> {
+    let hub = &live.hub;
+    let t = m["t"].as_str().ok_or("message without `t`")?;
+    let needs_control = matches!(
+        t,
+        "mouse" | "wheel" | "key" | "ime" | "text" | "paste" | "nav" | "goto"
+    );
+    if needs_control && !live.accept_input(user) {
+        return Ok(Outcome::Dropped);
+    }
+    match t {
+        "ping" => Ok(Outcome::Done),
+        "mouse" => {
+            let ty = m["type"].as_str().unwrap_or_default();
+            if !matches!(ty, "mousePressed" | "mouseReleased" | "mouseMoved") {
+                return Err("mouse.type must be mousePressed, mouseReleased or mouseMoved".into());
+            }
+            let (x, y) = (num(&m["x"], 1e5).ok_or("mouse.x")?, num(&m["y"], 1e5).ok_or("mouse.y")?);
+            let button = match m["button"].as_str().unwrap_or("none") {
+                b @ ("none" | "left" | "middle" | "right" | "back" | "forward") => b,
+                _ => return Err("mouse.button".into()),
+            };
+            if ty == "mouseMoved" {
+                live.share_cursor(user, x, y);
+            }
+            hub.on_active(
+                "Input.dispatchMouseEvent",
+                json!({
+                    "type": ty, "x": x, "y": y, "button": button,
+                    "buttons": m["buttons"].as_u64().unwrap_or(0) & 0x1f,
+                    "clickCount": m["clickCount"].as_u64().unwrap_or(if ty == "mouseMoved" { 0 } else { 1 }).min(3),
+                    "modifiers": modifiers(m),
+                }),
+            )
+            .await?;
+            Ok(Outcome::Done)
+        }
+        "wheel" => {
+            hub.on_active(
+                "Input.dispatchMouseEvent",
+                json!({
+                    "type": "mouseWheel",
+                    "x": num(&m["x"], 1e5).ok_or("wheel.x")?,
+                    "y": num(&m["y"], 1e5).ok_or("wheel.y")?,
+                    "deltaX": num(&m["deltaX"], 1e5).unwrap_or(0.0),
+                    "deltaY": num(&m["deltaY"], 1e5).unwrap_or(0.0),
+                    "modifiers": modifiers(m),
+                }),
+            )
+            .await?;
+            Ok(Outcome::Done)
+        }
+        "key" => key(live, user, m).await,
+        "text" | "paste" => {
+            let text = m["text"].as_str().ok_or("text")?;
+            if !text.is_empty() {
+                hub.on_active("Input.insertText", json!({"text": text})).await?;
+            }
+            Ok(Outcome::Done)
+        }
+        "ime" => {
+            let text = m["text"].as_str().ok_or("ime.text")?;
+            let n = text.chars().count();
+            hub.on_active(
+                "Input.imeSetComposition",
+                json!({"text": text, "selectionStart": n, "selectionEnd": n}),
+            )
+            .await?;
+            Ok(Outcome::Done)
+        }
+        "nav" => {
+            match m["action"].as_str().unwrap_or_default() {
+                "reload" => {
+                    hub.on_active("Page.reload", json!({})).await?;
+                }
+                a @ ("back" | "forward") => {
+                    let h = hub.on_active("Page.getNavigationHistory", json!({})).await?;
+                    let cur = h["currentIndex"].as_i64().unwrap_or(0);
+                    let to = if a == "back" { cur - 1 } else { cur + 1 };
+                    if let Some(e) = usize::try_from(to).ok().and_then(|i| h["entries"].get(i)) {
+                        hub.on_active("Page.navigateToHistoryEntry", json!({"entryId": e["id"]}))
+                            .await?;
+                    }
+                }
+                _ => return Err("nav.action must be back, forward or reload".into()),
+            }
+            Ok(Outcome::Done)
+        }
+        "goto" => {
+            let url = m["url"].as_str().ok_or("goto.url")?;
+            if !navigable(url) {
+                return Ok(Outcome::Reply(json!({"t": "error", "message": "only http(s) URLs and about:blank can be opened"})));
+            }
+            hub.on_active("Page.navigate", json!({"url": url})).await?;
+            Ok(Outcome::Done)
+        }
+        "tab" => {
+            let allowed = (user.has(Role::ChromeApis) && user.may_control()) || live.accept_input(user);
+            if !allowed {
+                return Ok(Outcome::Dropped);
+            }
+            let id = m["id"].as_str().unwrap_or_default();
+            match m["action"].as_str().unwrap_or_default() {
+                "switch" => hub.switch(id).await?,
+                "close" => hub.close_tab(id).await?,
+                "new" => hub.new_tab("about:blank").await?,
+                _ => return Err("tab.action must be switch, close or new".into()),
+            }
+            Ok(Outcome::Done)
+        }
+        "resize" => {
+            if !user.has(Role::Resize) {
+                return Ok(Outcome::Dropped);
+            }
+            let w = m["width"].as_u64().ok_or("resize.width")?.clamp(100, 3840);
+            let h = m["height"].as_u64().ok_or("resize.height")?.clamp(100, 2160);
+            let Some(target) = hub.active_target().await else {
+                return Ok(Outcome::Done);
+            };
+            let win = hub
+                .on_browser("Browser.getWindowForTarget", json!({"targetId": target}))
+                .await?;
+            hub.on_browser(
+                "Browser.setWindowBounds",
+                json!({"windowId": win["windowId"], "bounds": {"width": w, "height": h}}),
+            )
+            .await?;
+            Ok(Outcome::Done)
+        }
+        _ => Err(format!("unknown message type `{t}`")),
+    }
+}
+
+async fn key(live: &Live, user: &User, m: &Value) -> Result<Outcome, String> {
+    let hub = &live.hub;
+    let ty = m["type"].as_str().unwrap_or_default();
+    if !matches!(ty, "keyDown" | "keyUp") {
+        return Err("key.type must be keyDown or keyUp".into());
+    }
+    let key = m["key"].as_str().ok_or("key.key")?;
+    if key.len() > 32 {
+        return Err("key.key too long".into());
+    }
+    let mods = modifiers(m);
+    let code = m["keyCode"].as_u64().unwrap_or(0).min(255);
+    let text = m["text"].as_str().filter(|t| t.chars().count() <= 2 && ty == "keyDown");
+    let command = if ty == "keyDown" { shortcut_command(key, mods) } else { None };
+    let mut p = json!({
+        "type": if ty == "keyUp" { "keyUp" } else if text.is_some() { "keyDown" } else { "rawKeyDown" },
+        "key": key,
+        "code": m["code"].as_str().unwrap_or_default(),
+        "windowsVirtualKeyCode": code,
+        "nativeVirtualKeyCode": code,
+        "modifiers": mods,
+    });
+    if let Some(t) = text {
+        p["text"] = json!(t);
+        p["unmodifiedText"] = json!(t);
+    }
+    if let Some(c) = command {
+        p["commands"] = json!([c]);
+    }
+    hub.on_active("Input.dispatchKeyEvent", p).await?;
+    if command == Some("copy") && user.has(Role::ClipboardCopy) {
+        let r = hub
+            .on_active(
+                "Runtime.evaluate",
+                json!({"returnByValue": true, "expression": "(() => { const e = document.activeElement; \
+                    if (e && typeof e.selectionStart === 'number' && typeof e.value === 'string') \
+                    return e.value.substring(e.selectionStart, e.selectionEnd); \
+                    return String(getSelection()); })()"}),
+            )
+            .await?;
+        let text = r["result"]["value"].as_str().unwrap_or_default();
+        return Ok(Outcome::Reply(json!({"t": "clipboard", "text": text})));
+    }
+    Ok(Outcome::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortcuts_and_urls() {
+        assert_eq!(shortcut_command("a", 2), Some("selectAll"));
+        assert_eq!(shortcut_command("A", 4), Some("selectAll"));
+        assert_eq!(shortcut_command("z", 2 | 8), Some("redo"));
+        assert_eq!(shortcut_command("a", 0), None);
+        assert_eq!(shortcut_command("a", 8), None);
+        assert!(navigable("https://example.com"));
+        assert!(!navigable("javascript:alert(1)"));
+        assert!(!navigable("file:///etc/passwd"));
+        assert!(!navigable("chrome://settings"));
+    }
+}

@@ -1,0 +1,422 @@
+//! The live view of a session: who is watching (users with roles and permissions, in
+//! Hyperbeam's shape), the viewer tokens that admit them, and the screencast hub that feeds
+//! them frames and takes their input ([`hub::Hub`]).
+//!
+//! A viewer token opens the embed page and its socket, nothing else. Every connected socket
+//! is a [`User`] with a fresh id; its roles start from the token's (the session's
+//! `default_roles` for `embed_url`) and change with `addRoles`/`removeRoles`. Input of a user
+//! without `control`, with `control_disabled`, or preempted by a user of higher priority is
+//! dropped here, on the server.
+
+pub mod bookmarks;
+pub mod hub;
+mod input;
+pub mod roles;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use sha2::Digest;
+use subtle::ConstantTimeEq;
+
+pub use roles::Role;
+
+/// Live-view settings (from `[server]`).
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// Most viewers connected to one session.
+    pub max_viewers: usize,
+    /// Largest message a viewer may send, bytes.
+    pub max_message: usize,
+    /// Input messages per second a viewer may send (a burst of twice that is allowed).
+    pub max_input_rate: u32,
+    /// JPEG quality of the screencast (1-100).
+    pub jpeg_quality: u8,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            max_viewers: 20,
+            max_message: 64 * 1024,
+            max_input_rate: 400,
+            jpeg_quality: 70,
+        }
+    }
+}
+
+/// Hyperbeam's per-user permissions (`setPermissions`).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Permissions {
+    /// Higher preempts the control of lower.
+    pub priority: i64,
+    /// Milliseconds without input after which the user no longer preempts (0: never idle).
+    pub idle_timeout: u64,
+    /// All input ignored.
+    pub control_disabled: bool,
+}
+
+/// What the server tells one viewer besides frames.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// Roles or permissions changed.
+    Roles,
+    /// Text copied from the browser (`clipboard_copy`).
+    Clipboard(String),
+    /// Another user's cursor (`cursor_data`).
+    Cursor {
+        /// Whose.
+        user_id: String,
+        /// Remote CSS px.
+        x: f64,
+        /// Remote CSS px.
+        y: f64,
+    },
+    /// Removed by `DELETE <base_url>/users/{id}`.
+    Kicked,
+}
+
+/// One connected viewer.
+#[derive(Debug)]
+pub struct User {
+    /// User id (uuid).
+    pub id: String,
+    roles: Mutex<BTreeSet<Role>>,
+    perms: Mutex<Permissions>,
+    last_input_ms: AtomicU64,
+    connected_at: u64,
+    notices: tokio::sync::mpsc::Sender<Notice>,
+}
+
+impl User {
+    /// Current roles.
+    pub fn roles(&self) -> BTreeSet<Role> {
+        self.roles.lock().expect("roles").clone()
+    }
+    /// Whether the user has `role`.
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.lock().expect("roles").contains(&role)
+    }
+    /// Current permissions.
+    pub fn permissions(&self) -> Permissions {
+        *self.perms.lock().expect("perms")
+    }
+    /// Whether input is accepted at all (role and permission; preemption aside).
+    pub fn may_control(&self) -> bool {
+        self.has(Role::Control) && !self.permissions().control_disabled
+    }
+    fn notify(&self, n: Notice) {
+        // A viewer that does not read its notices loses them (bounded), never blocks others.
+        let _ = self.notices.try_send(n);
+    }
+}
+
+/// The JSON of a connected user (`GET /v0/vm/{id}/users`, `GET /v0/vm/{id}`).
+#[derive(Debug, Clone, Serialize)]
+pub struct UserInfo {
+    /// User id.
+    pub user_id: String,
+    /// Role names.
+    pub roles: Vec<&'static str>,
+    /// Permissions.
+    #[serde(flatten)]
+    pub permissions: Permissions,
+    /// Connected since (Unix seconds).
+    pub connected_at: u64,
+}
+
+struct ViewerToken {
+    hash: [u8; 32],
+    roles: BTreeSet<Role>,
+}
+
+/// Why a viewer could not join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// `server.max_viewers` reached.
+    #[error("this session has the most viewers it takes (server.max_viewers = {0})")]
+    TooManyViewers(usize),
+}
+
+/// The live-view state of one session.
+pub struct Live {
+    cfg: LiveConfig,
+    tokens: Mutex<Vec<ViewerToken>>,
+    users: Mutex<Vec<Arc<User>>>,
+    control_disable_default: bool,
+    /// Frames, tabs and input.
+    pub hub: Arc<hub::Hub>,
+    ended: tokio::sync::watch::Sender<Option<String>>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("users", &self.users.lock().map(|u| u.len()).unwrap_or(0))
+            .finish_non_exhaustive()
+    }
+}
+
+fn hash(token: &str) -> [u8; 32] {
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// A new random token (URL-safe base64 of 32 bytes).
+pub fn new_token() -> String {
+    let mut b = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
+    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Live {
+    /// The live view of a browser reachable at `browser_ws` (its loopback DevTools URL).
+    pub fn new(cfg: LiveConfig, browser_ws: String, control_disable_default: bool) -> Live {
+        let quality = cfg.jpeg_quality;
+        Live {
+            cfg,
+            tokens: Mutex::new(Vec::new()),
+            users: Mutex::new(Vec::new()),
+            control_disable_default,
+            hub: hub::Hub::new(browser_ws, quality),
+            ended: tokio::sync::watch::channel(None).0,
+        }
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &LiveConfig {
+        &self.cfg
+    }
+
+    /// Mints a viewer token whose users start with `roles`.
+    pub fn mint(&self, roles: BTreeSet<Role>) -> String {
+        let t = new_token();
+        self.tokens.lock().expect("tokens").push(ViewerToken {
+            hash: hash(&t),
+            roles,
+        });
+        t
+    }
+
+    /// The roles a viewer token admits with, comparing against every token in constant time.
+    pub fn token_roles(&self, token: &str) -> Option<BTreeSet<Role>> {
+        let h = hash(token);
+        let mut found = None;
+        for t in self.tokens.lock().expect("tokens").iter() {
+            if bool::from(t.hash.ct_eq(&h)) {
+                found = Some(t.roles.clone());
+            }
+        }
+        found
+    }
+
+    /// Admits a viewer with `roles`; its notices arrive on the returned receiver.
+    ///
+    /// # Errors
+    /// [`JoinError::TooManyViewers`].
+    pub fn join(
+        &self,
+        roles: BTreeSet<Role>,
+    ) -> Result<(Arc<User>, tokio::sync::mpsc::Receiver<Notice>), JoinError> {
+        let mut users = self.users.lock().expect("users");
+        if users.len() >= self.cfg.max_viewers {
+            return Err(JoinError::TooManyViewers(self.cfg.max_viewers));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let user = Arc::new(User {
+            id: uuid::Uuid::new_v4().to_string(),
+            roles: Mutex::new(roles),
+            perms: Mutex::new(Permissions {
+                control_disabled: self.control_disable_default,
+                ..Permissions::default()
+            }),
+            last_input_ms: AtomicU64::new(0),
+            connected_at: now_ms() / 1000,
+            notices: tx,
+        });
+        users.push(user.clone());
+        Ok((user, rx))
+    }
+
+    /// A viewer left.
+    pub fn leave(&self, user: &User) {
+        self.users
+            .lock()
+            .expect("users")
+            .retain(|u| u.id != user.id);
+    }
+
+    /// Connected viewers.
+    pub fn viewer_count(&self) -> usize {
+        self.users.lock().expect("users").len()
+    }
+
+    /// The connected users.
+    pub fn users(&self) -> Vec<UserInfo> {
+        self.users
+            .lock()
+            .expect("users")
+            .iter()
+            .map(|u| UserInfo {
+                user_id: u.id.clone(),
+                roles: roles::names(&u.roles()),
+                permissions: u.permissions(),
+                connected_at: u.connected_at,
+            })
+            .collect()
+    }
+
+    /// `addRoles`/`removeRoles`: changes the roles of the listed users (or, `exclusive`, of
+    /// every other user). Returns how many users changed.
+    pub fn change_roles(&self, ids: &[String], roles: &BTreeSet<Role>, exclusive: bool, add: bool) -> usize {
+        let users = self.users.lock().expect("users").clone();
+        let mut n = 0;
+        for u in users.iter().filter(|u| ids.contains(&u.id) != exclusive) {
+            {
+                let mut r = u.roles.lock().expect("roles");
+                if add {
+                    r.extend(roles.iter().copied());
+                } else {
+                    r.retain(|x| !roles.contains(x));
+                }
+            }
+            u.notify(Notice::Roles);
+            n += 1;
+        }
+        n
+    }
+
+    /// `setPermissions`: the keys given change, the others stay. False for an unknown user.
+    pub fn set_permissions(
+        &self,
+        id: &str,
+        priority: Option<i64>,
+        idle_timeout: Option<u64>,
+        control_disabled: Option<bool>,
+    ) -> bool {
+        let Some(u) = self.user(id) else {
+            return false;
+        };
+        {
+            let mut p = u.perms.lock().expect("perms");
+            if let Some(v) = priority {
+                p.priority = v;
+            }
+            if let Some(v) = idle_timeout {
+                p.idle_timeout = v;
+            }
+            if let Some(v) = control_disabled {
+                p.control_disabled = v;
+            }
+        }
+        u.notify(Notice::Roles);
+        true
+    }
+
+    /// Disconnects a user. False if no such user is connected.
+    pub fn kick(&self, id: &str) -> bool {
+        let Some(u) = self.user(id) else {
+            return false;
+        };
+        u.notify(Notice::Kicked);
+        self.leave(&u);
+        true
+    }
+
+    fn user(&self, id: &str) -> Option<Arc<User>> {
+        self.users
+            .lock()
+            .expect("users")
+            .iter()
+            .find(|u| u.id == id)
+            .cloned()
+    }
+
+    /// Whether `user`'s input is forwarded now: it may control and no connected user of
+    /// higher priority that may control is active (input within its `idle_timeout`, or any
+    /// time when that is 0). Records the input when it is.
+    pub fn accept_input(&self, user: &User) -> bool {
+        if !user.may_control() {
+            return false;
+        }
+        let now = now_ms();
+        let mine = user.permissions().priority;
+        let preempted = self.users.lock().expect("users").iter().any(|o| {
+            let p = o.permissions();
+            o.id != user.id
+                && p.priority > mine
+                && o.may_control()
+                && (p.idle_timeout == 0
+                    || now.saturating_sub(o.last_input_ms.load(Ordering::Relaxed)) < p.idle_timeout)
+        });
+        if !preempted {
+            user.last_input_ms.store(now, Ordering::Relaxed);
+        }
+        !preempted
+    }
+
+    /// Tells the users with `cursor_data` where `from` points.
+    pub fn share_cursor(&self, from: &User, x: f64, y: f64) {
+        for u in self.users.lock().expect("users").iter() {
+            if u.id != from.id && u.has(Role::CursorData) {
+                u.notify(Notice::Cursor {
+                    user_id: from.id.clone(),
+                    x,
+                    y,
+                });
+            }
+        }
+    }
+
+    /// The session ended (`reason` as in the API): every viewer is told and disconnected.
+    pub fn end(&self, reason: &str) {
+        self.ended.send_replace(Some(reason.to_string()));
+        self.hub.stop();
+    }
+
+    /// Resolves when the session has ended, with the reason.
+    pub fn ended(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.ended.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live() -> Live {
+        Live::new(LiveConfig { max_viewers: 2, ..LiveConfig::default() }, "ws://127.0.0.1:9/x".into(), false)
+    }
+
+    #[tokio::test]
+    async fn tokens_roles_preemption_and_limits() {
+        let l = live();
+        let t = l.mint(roles::DEFAULT.iter().copied().collect());
+        assert!(l.token_roles(&t).unwrap().contains(&Role::Control));
+        assert!(l.token_roles("nope").is_none());
+        let (a, _ra) = l.join(l.token_roles(&t).unwrap()).unwrap();
+        let (b, _rb) = l.join(BTreeSet::new()).unwrap();
+        assert_eq!(l.join(BTreeSet::new()).unwrap_err(), JoinError::TooManyViewers(2));
+        assert!(l.accept_input(&a));
+        assert!(!l.accept_input(&b), "no control role");
+        l.change_roles(&[a.id.clone()], &[Role::Control].into(), true, true);
+        assert!(l.accept_input(&b), "exclusive add gave b control");
+        l.set_permissions(&a.id, Some(5), Some(0), None);
+        assert!(!l.accept_input(&b), "a has higher priority and never idles");
+        l.set_permissions(&a.id, None, Some(1), None);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(l.accept_input(&b), "a is idle");
+        l.set_permissions(&b.id, None, None, Some(true));
+        assert!(!l.accept_input(&b), "control disabled");
+        assert!(l.kick(&b.id));
+        assert_eq!(l.viewer_count(), 1);
+        assert!(!l.kick(&b.id));
+    }
+}
