@@ -21,7 +21,7 @@ fn history_of(d: &Daemon, profile: &str, dir: &std::path::Path) -> Vec<u8> {
 }
 
 /// The CLI on the daemon's data dir and store, as tenant t1.
-fn cli_for(d: &Daemon) -> std::process::Command {
+pub(crate) fn cli_for(d: &Daemon) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_profile-vault"));
     c.arg("--data-dir").arg(&d.data).args(["--tenant", "t1"]);
     c.env(
@@ -437,23 +437,62 @@ async fn bad_requests_change_nothing() {
         async move {
             let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
             let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {KEY_T1}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-            tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes()).await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes())
+                .await
+                .unwrap();
             let mut out = String::new();
-            tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out).await.unwrap();
+            tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out)
+                .await
+                .unwrap();
             out
         }
     };
     for (method, path, ct, body, status, code) in [
-        ("POST", "/v0/vm", "text/plain", "{}", 415, "unsupported_media_type"),
-        ("PATCH", "/v0/vm", "application/json", "", 405, "method_not_allowed"),
+        (
+            "POST",
+            "/v0/vm",
+            "text/plain",
+            "{}",
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "PATCH",
+            "/v0/vm",
+            "application/json",
+            "",
+            405,
+            "method_not_allowed",
+        ),
         ("GET", "/v0/nope", "application/json", "", 404, "not_found"),
-        ("GET", "/v0/vm?limit=0", "application/json", "", 400, "invalid_request"),
-        ("GET", "/v0/vm?limit=x", "application/json", "", 400, "invalid_request"),
+        (
+            "GET",
+            "/v0/vm?limit=0",
+            "application/json",
+            "",
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            "/v0/vm?limit=x",
+            "application/json",
+            "",
+            400,
+            "invalid_request",
+        ),
     ] {
         let out = raw(method, path, ct, body).await;
         let (head, body) = out.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with(&format!("HTTP/1.1 {status}")), "{method} {path}: {out}");
-        assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{out}");
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")),
+            "{method} {path}: {out}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{out}"
+        );
         let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {out}"));
         assert_eq!(v["error"], code, "{method} {path}: {v}");
         assert!(v["message"].is_string(), "{v}");

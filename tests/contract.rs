@@ -40,7 +40,15 @@ async fn schemathesis_finds_no_contract_violation() {
         async move {
             let out = tokio::task::spawn_blocking(move || {
                 Command::new(st)
-                    .args(["--config-file", config, "run", &url, "--seed", &seed, "--no-color"])
+                    .args([
+                        "--config-file",
+                        config,
+                        "run",
+                        &url,
+                        "--seed",
+                        &seed,
+                        "--no-color",
+                    ])
                     .args(["--phases", phases, "--max-examples", examples])
                     .args(["--report", "junit", "--report-dir"])
                     .arg(&report)
@@ -68,13 +76,21 @@ async fn schemathesis_finds_no_contract_violation() {
     };
     let (status, text) = run("examples,coverage,fuzzing", "10").await;
     check("stateless", status, &text);
-    assert!(text.contains("Coverage") && text.contains("Fuzzing"), "{text}");
+    assert!(
+        text.contains("Coverage") && text.contains("Fuzzing"),
+        "{text}"
+    );
     // Room for the stateful phase: end what the generated requests started.
     let (_, list) = d.call("GET", "/v0/vm", Some(KEY_T1), None).await;
     for s in list["sessions"].as_array().unwrap() {
         let id = s["session_id"].as_str().unwrap();
-        d.call("DELETE", &format!("/v0/vm/{id}?wait=true"), Some(KEY_T1), None)
-            .await;
+        d.call(
+            "DELETE",
+            &format!("/v0/vm/{id}?wait=true"),
+            Some(KEY_T1),
+            None,
+        )
+        .await;
     }
     let (status, text) = run("stateful", "60").await;
     check("stateful", status, &text);

@@ -13,6 +13,7 @@ mod deploy;
 mod faults;
 mod hostile;
 mod kms;
+mod live;
 mod nodes;
 mod s3;
 mod vault;

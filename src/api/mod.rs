@@ -7,13 +7,14 @@
 
 pub mod auth;
 mod cdp;
+mod embed;
 pub mod error;
 mod health;
 pub mod openapi;
 mod profiles;
+pub mod schema;
 mod vm;
 pub mod wire;
-pub mod schema;
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -49,6 +50,8 @@ pub enum Auth {
     Bearer,
     /// A bearer token or `?token=` (pages and sockets opened by browsers).
     BearerOrToken,
+    /// A viewer token in `?token=` (the embed page and its socket).
+    ViewerToken,
 }
 
 /// What a route answers on success.
@@ -62,6 +65,17 @@ pub enum Reply {
     Text,
     /// 101: a WebSocket.
     Upgrade,
+}
+
+/// What a route takes as its body.
+#[derive(Debug, Clone, Copy)]
+pub enum Body {
+    /// Nothing.
+    None,
+    /// JSON of this schema.
+    Json(&'static LazyLock<Value>),
+    /// `text/html` (a Netscape bookmark file).
+    Html,
 }
 
 /// An OpenAPI link from a route's success response to another operation.
@@ -89,8 +103,8 @@ pub struct Route {
     pub auth: Auth,
     /// Query parameters.
     pub query: &'static [wire::Param],
-    /// JSON request body.
-    pub body: Option<&'static LazyLock<Value>>,
+    /// Request body.
+    pub body: Body,
     /// Success answer.
     pub reply: Reply,
     /// Error statuses it can answer (each with the error body).
@@ -113,14 +127,18 @@ pub static ROUTES: &[Route] = &[
         summary: "Start a browser session (optionally restoring and/or saving a profile)",
         auth: Auth::Bearer,
         query: &[],
-        body: Some(&wire::VM_REQUEST),
+        body: Body::Json(&wire::VM_REQUEST),
         reply: Reply::Json(&wire::VM_CREATED),
         errors: &[400, 401, 404, 409, 413, 415, 422, 429, 500, 503, 504],
         links: &[
             Link { op: "getSession", params: BY_SESSION },
             Link { op: "endSession", params: BY_SESSION },
             Link { op: "pingSession", params: BY_SESSION },
-            Link { op: "sessionPage", params: BY_SESSION },
+            Link { op: "listUsers", params: BY_SESSION },
+            Link { op: "mintViewer", params: BY_SESSION },
+            Link { op: "addRoles", params: BY_SESSION },
+            Link { op: "setPermissions", params: BY_SESSION },
+            Link { op: "addBookmarks", params: BY_SESSION },
             Link { op: "cdpSocket", params: BY_SESSION },
             Link { op: "cdpVersion", params: BY_SESSION },
             Link { op: "retrySave", params: BY_SESSION },
@@ -135,7 +153,7 @@ pub static ROUTES: &[Route] = &[
         summary: "List the tenant's active sessions (after_id pagination)",
         auth: Auth::Bearer,
         query: vm::LIST_QUERY,
-        body: None,
+        body: Body::None,
         reply: Reply::Json(&wire::SESSION_LIST),
         errors: &[400, 401],
         links: &[],
@@ -147,7 +165,7 @@ pub static ROUTES: &[Route] = &[
         summary: "One session, including after it ended (termination date, save state)",
         auth: Auth::Bearer,
         query: &[],
-        body: None,
+        body: Body::None,
         reply: Reply::Json(&wire::SESSION),
         errors: &[400, 401, 404],
         links: &[],
@@ -159,7 +177,7 @@ pub static ROUTES: &[Route] = &[
         summary: "End a session: stop the browser cleanly, then save (?wait=true waits)",
         auth: Auth::Bearer,
         query: vm::DELETE_QUERY,
-        body: None,
+        body: Body::None,
         reply: Reply::Json(&wire::VM_ENDED),
         errors: SESSION_ERRORS,
         links: &[Link { op: "getSession", params: BY_PATH_ID }],
@@ -171,7 +189,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Renew the inactivity timeout",
         auth: Auth::Bearer,
         query: &[],
-        body: None,
+        body: Body::None,
         reply: Reply::Json(&wire::PINGED),
         errors: SESSION_ERRORS,
         links: &[],
@@ -180,11 +198,107 @@ pub static ROUTES: &[Route] = &[
         method: "GET",
         path: "/v0/vm/{id}/embed",
         op: "sessionPage",
-        summary: "The session page for its token holder (?token=)",
-        auth: Auth::BearerOrToken,
+        summary: "The live view: one self-contained page showing the browser, for a viewer token (?token=)",
+        auth: Auth::ViewerToken,
         query: &[],
-        body: None,
+        body: Body::None,
         reply: Reply::Html,
+        errors: SESSION_ERRORS,
+        links: &[],
+    },
+    Route {
+        method: "GET",
+        path: "/v0/vm/{id}/embed/socket",
+        op: "viewerSocket",
+        summary: "The live view's WebSocket (frames out, input in) for a viewer token (?token=)",
+        auth: Auth::ViewerToken,
+        query: &[],
+        body: Body::None,
+        reply: Reply::Upgrade,
+        errors: &[400, 401, 403, 404, 410, 426],
+        links: &[],
+    },
+    Route {
+        method: "POST",
+        path: "/v0/vm/{id}/embed/addRoles",
+        op: "addRoles",
+        summary: "Hyperbeam addRoles: [[user ids], [roles], exclusive] (admin token)",
+        auth: Auth::Bearer,
+        query: &[],
+        body: Body::Json(&wire::ROLES_CHANGE),
+        reply: Reply::Json(&wire::USERS_CHANGED),
+        errors: SESSION_ERRORS,
+        links: &[],
+    },
+    Route {
+        method: "POST",
+        path: "/v0/vm/{id}/embed/removeRoles",
+        op: "removeRoles",
+        summary: "Hyperbeam removeRoles: [[user ids], [roles], exclusive] (admin token)",
+        auth: Auth::Bearer,
+        query: &[],
+        body: Body::Json(&wire::ROLES_CHANGE),
+        reply: Reply::Json(&wire::USERS_CHANGED),
+        errors: SESSION_ERRORS,
+        links: &[],
+    },
+    Route {
+        method: "POST",
+        path: "/v0/vm/{id}/embed/setPermissions",
+        op: "setPermissions",
+        summary: "Hyperbeam setPermissions: [user id, {priority, idle_timeout, control_disabled}] (admin token)",
+        auth: Auth::Bearer,
+        query: &[],
+        body: Body::Json(&wire::PERMISSIONS),
+        reply: Reply::Json(&wire::USERS_CHANGED),
+        errors: SESSION_ERRORS,
+        links: &[],
+    },
+    Route {
+        method: "DELETE",
+        path: "/v0/vm/{id}/embed/users/{user_id}",
+        op: "removeUser",
+        summary: "Disconnect a connected user (admin token)",
+        auth: Auth::Bearer,
+        query: &[],
+        body: Body::None,
+        reply: Reply::Json(&wire::USERS_CHANGED),
+        errors: SESSION_ERRORS,
+        links: &[],
+    },
+    Route {
+        method: "POST",
+        path: "/v0/vm/{id}/embed/bookmarks",
+        op: "addBookmarks",
+        summary: "Append a Netscape bookmark file to the profile's bookmarks (merged when the browser stops, before the save)",
+        auth: Auth::Bearer,
+        query: &[],
+        body: Body::Html,
+        reply: Reply::Json(&wire::BOOKMARKS_ADDED),
+        errors: &[400, 401, 404, 409, 410, 413, 415],
+        links: &[],
+    },
+    Route {
+        method: "POST",
+        path: "/v0/vm/{id}/viewers",
+        op: "mintViewer",
+        summary: "Mint another viewer URL whose users start with the given roles",
+        auth: Auth::Bearer,
+        query: &[],
+        body: Body::Json(&wire::VIEWER_REQUEST),
+        reply: Reply::Json(&wire::VIEWER_MINTED),
+        errors: SESSION_ERRORS,
+        links: &[],
+    },
+    Route {
+        method: "GET",
+        path: "/v0/vm/{id}/users",
+        op: "listUsers",
+        summary: "The users connected to the live view, with roles and permissions",
+        auth: Auth::Bearer,
+        query: &[],
+        body: Body::None,
+        reply: Reply::Json(&wire::USERS),
         errors: SESSION_ERRORS,
         links: &[],
     },
@@ -195,7 +309,7 @@ pub static ROUTES: &[Route] = &[
         summary: "WebSocket proxy to the browser's DevTools protocol (?token=)",
         auth: Auth::BearerOrToken,
         query: &[],
-        body: None,
+        body: Body::None,
         reply: Reply::Upgrade,
         errors: &[400, 401, 404, 410, 426, 502],
         links: &[],
@@ -207,7 +321,7 @@ pub static ROUTES: &[Route] = &[
         summary: "DevTools discovery for http:// CDP endpoints (?token=)",
         auth: Auth::BearerOrToken,
         query: &[],
-        body: None,
+        body: Body::None,
         reply: Reply::Json(&wire::CDP_VERSION),
         errors: SESSION_ERRORS,
         links: &[],
@@ -219,7 +333,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Sessions whose save failed (kept on disk, retried)",
         auth: Auth::Bearer,
         query: &[],
-        body: None,
+        body: Body::None,
         reply: Reply::Json(&wire::FAILED_SAVES),
         errors: &[401],
         links: &[],
@@ -231,7 +345,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Retry one failed save now",
         auth: Auth::Bearer,
         query: &[],
-        body: None,
+        body: Body::None,
         reply: Reply::Json(&wire::SAVE_RETRIED),
         errors: &[400, 401, 404, 503],
         links: &[],
@@ -243,7 +357,7 @@ pub static ROUTES: &[Route] = &[
         summary: "The tenant's saved profiles",
         auth: Auth::Bearer,
         query: &[],
-        body: None,
+        body: Body::None,
         reply: Reply::Json(&wire::PROFILE_LIST),
         errors: &[401, 503],
         links: &[],
@@ -255,7 +369,7 @@ pub static ROUTES: &[Route] = &[
         summary: "A profile's generations, sizes and last save",
         auth: Auth::Bearer,
         query: &[],
-        body: None,
+        body: Body::None,
         reply: Reply::Json(&wire::PROFILE),
         errors: &[400, 401, 404, 503],
         links: &[],
@@ -267,7 +381,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Delete every generation of a profile",
         auth: Auth::Bearer,
         query: &[],
-        body: None,
+        body: Body::None,
         reply: Reply::Json(&wire::PROFILE_DELETED),
         errors: &[400, 401, 404, 409, 503],
         links: &[Link { op: "getProfile", params: BY_PATH_ID }],
@@ -279,7 +393,7 @@ pub static ROUTES: &[Route] = &[
         summary: "This OpenAPI document",
         auth: Auth::None,
         query: &[],
-        body: None,
+        body: Body::None,
         reply: Reply::Json(&wire::DOCUMENT),
         errors: &[],
         links: &[],
@@ -291,7 +405,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Liveness",
         auth: Auth::None,
         query: &[],
-        body: None,
+        body: Body::None,
         reply: Reply::Json(&wire::HEALTH),
         errors: &[],
         links: &[],
@@ -303,7 +417,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Readiness: store reachable, keys loaded, Chromium found, recovery done (503 with the same body when not)",
         auth: Auth::None,
         query: &[],
-        body: None,
+        body: Body::None,
         reply: Reply::Json(&wire::READY),
         errors: &[],
         links: &[],
@@ -315,7 +429,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Prometheus metrics",
         auth: Auth::None,
         query: &[],
-        body: None,
+        body: Body::None,
         reply: Reply::Text,
         errors: &[],
         links: &[],
@@ -330,7 +444,15 @@ fn handler(method: &str, path: &str) -> axum::routing::MethodRouter<AppState> {
         ("GET", "/v0/vm/{id}") => get(vm::get_one),
         ("DELETE", "/v0/vm/{id}") => del(vm::delete),
         ("POST", "/v0/vm/{id}/ping") => post(vm::ping),
-        ("GET", "/v0/vm/{id}/embed") => get(vm::embed),
+        ("GET", "/v0/vm/{id}/embed") => get(embed::page),
+        ("GET", "/v0/vm/{id}/embed/socket") => get(embed::socket),
+        ("POST", "/v0/vm/{id}/embed/addRoles") => post(embed::add_roles),
+        ("POST", "/v0/vm/{id}/embed/removeRoles") => post(embed::remove_roles),
+        ("POST", "/v0/vm/{id}/embed/setPermissions") => post(embed::set_permissions),
+        ("DELETE", "/v0/vm/{id}/embed/users/{user_id}") => del(embed::remove_user),
+        ("POST", "/v0/vm/{id}/embed/bookmarks") => post(embed::bookmarks),
+        ("POST", "/v0/vm/{id}/viewers") => post(embed::mint),
+        ("GET", "/v0/vm/{id}/users") => get(embed::users),
         ("GET", "/v0/vm/{id}/cdp") => get(cdp::proxy),
         ("GET", "/v0/vm/{id}/cdp/json/version") => get(cdp::version),
         ("GET", "/v0/saves") => get(profiles::failed_saves),

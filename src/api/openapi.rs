@@ -5,7 +5,7 @@
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::{wire, Auth, Reply, ROUTES};
+use super::{wire, Auth, Body, Reply, ROUTES};
 
 fn error_response(status: u16) -> Value {
     let codes: Vec<String> = wire::ERRORS
@@ -27,9 +27,15 @@ pub fn document() -> Value {
     for r in ROUTES {
         let mut responses = Map::new();
         let mut ok = match r.reply {
-            Reply::Json(schema) => json!({"description": "OK", "content": {"application/json": {"schema": Value::clone(schema)}}}),
-            Reply::Html => json!({"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}),
-            Reply::Text => json!({"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}),
+            Reply::Json(schema) => {
+                json!({"description": "OK", "content": {"application/json": {"schema": Value::clone(schema)}}})
+            }
+            Reply::Html => {
+                json!({"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}})
+            }
+            Reply::Text => {
+                json!({"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}})
+            }
             Reply::Upgrade => json!({"description": "Switching protocols: the WebSocket"}),
         };
         if !r.links.is_empty() {
@@ -40,7 +46,10 @@ pub fn document() -> Value {
                     .iter()
                     .map(|(k, v)| ((*k).to_string(), json!(v)))
                     .collect();
-                links.insert(l.op.to_string(), json!({"operationId": l.op, "parameters": params}));
+                links.insert(
+                    l.op.to_string(),
+                    json!({"operationId": l.op, "parameters": params}),
+                );
             }
             ok["links"] = Value::Object(links);
         }
@@ -56,7 +65,7 @@ pub fn document() -> Value {
             );
         }
         let mut errors: Vec<u16> = r.errors.to_vec();
-        if r.body.is_some() {
+        if !matches!(r.body, Body::None) {
             errors.extend([400, 413, 415]);
         }
         if !r.query.is_empty() || r.path.contains("{id}") {
@@ -73,8 +82,12 @@ pub fn document() -> Value {
             "responses": responses,
         });
         let mut params = Vec::new();
-        if r.path.contains("{id}") {
-            params.push(json!({"name": "id", "in": "path", "required": true,
+        for name in r
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+        {
+            params.push(json!({"name": name, "in": "path", "required": true,
                 "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": wire::ID}}));
         }
         for q in r.query {
@@ -87,13 +100,18 @@ pub fn document() -> Value {
             Auth::None => op["security"] = json!([]),
             Auth::Bearer => op["security"] = json!([{"bearer": []}]),
             Auth::BearerOrToken => op["security"] = json!([{"bearer": []}, {"token": []}]),
+            Auth::ViewerToken => op["security"] = json!([{"viewer": []}]),
         }
-        if let Some(schema) = r.body {
-            op["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": Value::clone(schema)}}});
+        match r.body {
+            Body::None => {}
+            Body::Json(schema) => {
+                op["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": Value::clone(schema)}}});
+            }
+            Body::Html => {
+                op["requestBody"] = json!({"required": true, "content": {"text/html": {"schema": {"type": "string", "maxLength": 1_048_576}}}});
+            }
         }
-        let entry = paths
-            .entry(r.path.to_string())
-            .or_insert_with(|| json!({}));
+        let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
         entry[r.method.to_lowercase()] = op;
     }
     let codes: Vec<Value> = wire::ERRORS
@@ -112,7 +130,8 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "an API key, or a session's admin token on that session's routes"},
-                "token": {"type": "apiKey", "in": "query", "name": "token", "description": "a session token in the URL (pages and sockets opened by browsers)"},
+                "token": {"type": "apiKey", "in": "query", "name": "token", "description": "an API key or a session's admin token in the URL (DevTools clients)"},
+                "viewer": {"type": "apiKey", "in": "query", "name": "token", "description": "a viewer token (embed_url, POST /v0/vm/{id}/viewers): the live view only"},
             },
             "schemas": {"Error": Value::clone(&wire::ERROR)},
         },

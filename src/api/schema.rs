@@ -6,7 +6,8 @@
 //! Keywords: `type` (`string`, `integer`, `number`, `boolean`, `object`, `array`),
 //! `nullable`, `enum`, `minimum`, `maximum`, `minLength`, `maxLength` (in characters),
 //! `pattern` (anchored by the pattern itself), `properties`, `required`,
-//! `additionalProperties` (boolean or schema), `items`, `minItems`, `maxItems`, `oneOf`.
+//! `additionalProperties` (boolean or schema), `items` (one schema, or a tuple with
+//! `additionalItems`), `minItems`, `maxItems`, `oneOf`.
 //! Anything else in a schema (`description`, `example`, `format`, ...) is annotation only.
 
 use std::collections::HashMap;
@@ -32,7 +33,11 @@ pub enum Violation {
 
 fn invalid(path: &str, expected: impl Into<String>) -> Violation {
     Violation::Invalid {
-        path: if path.is_empty() { "body".into() } else { path.into() },
+        path: if path.is_empty() {
+            "body".into()
+        } else {
+            path.into()
+        },
         expected: expected.into(),
     }
 }
@@ -118,18 +123,27 @@ pub fn validate(schema: &Value, v: &Value, path: &str) -> Result<(), Violation> 
     if let Some(allowed) = schema["enum"].as_array() {
         if !allowed.contains(v) {
             let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-            return Err(invalid(path, format!("expected one of {}", list.join(", "))));
+            return Err(invalid(
+                path,
+                format!("expected one of {}", list.join(", ")),
+            ));
         }
     }
     if let Some(n) = v.as_f64() {
         if let Some(min) = schema["minimum"].as_f64() {
             if n < min {
-                return Err(invalid(path, format!("must be at least {}", schema["minimum"])));
+                return Err(invalid(
+                    path,
+                    format!("must be at least {}", schema["minimum"]),
+                ));
             }
         }
         if let Some(max) = schema["maximum"].as_f64() {
             if n > max {
-                return Err(invalid(path, format!("must be at most {}", schema["maximum"])));
+                return Err(invalid(
+                    path,
+                    format!("must be at most {}", schema["maximum"]),
+                ));
             }
         }
     }
@@ -183,10 +197,28 @@ pub fn validate(schema: &Value, v: &Value, path: &str) -> Result<(), Violation> 
                 return Err(invalid(path, format!("must have at most {max} items")));
             }
         }
-        if schema["items"].is_object() {
-            for (i, item) in a.iter().enumerate() {
-                validate(&schema["items"], item, &child(path, &i.to_string()))?;
+        match &schema["items"] {
+            items @ Value::Object(_) => {
+                for (i, item) in a.iter().enumerate() {
+                    validate(items, item, &child(path, &i.to_string()))?;
+                }
             }
+            // A tuple: one schema per position (`additionalItems: false` closes it).
+            Value::Array(tuple) => {
+                for (i, item) in a.iter().enumerate() {
+                    match tuple.get(i) {
+                        Some(s) => validate(s, item, &child(path, &i.to_string()))?,
+                        None if schema["additionalItems"] == Value::Bool(false) => {
+                            return Err(invalid(
+                                path,
+                                format!("must have at most {} items", tuple.len()),
+                            ))
+                        }
+                        None => {}
+                    }
+                }
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -206,7 +238,14 @@ mod tests {
             "d": {"oneOf": [{"type": "boolean"}, {"type": "object", "additionalProperties": false, "properties": {"x": {"type": "string"}}}]},
             "e": {"type": "string", "enum": ["p", "q"]},
         }});
-        assert_eq!(validate(&s, &json!({"a": 2, "b": null, "c": [true], "d": {"x": "y"}, "e": "q"}), ""), Ok(()));
+        assert_eq!(
+            validate(
+                &s,
+                &json!({"a": 2, "b": null, "c": [true], "d": {"x": "y"}, "e": "q"}),
+                ""
+            ),
+            Ok(())
+        );
         for (bad, unknown) in [
             (json!({}), false),
             (json!({"a": 0}), false),
@@ -224,9 +263,16 @@ mod tests {
         ] {
             let r = validate(&s, &bad, "");
             assert!(r.is_err(), "{bad} passed");
-            assert_eq!(matches!(r, Err(Violation::UnknownField(_))), unknown, "{bad}: {r:?}");
+            assert_eq!(
+                matches!(r, Err(Violation::UnknownField(_))),
+                unknown,
+                "{bad}: {r:?}"
+            );
         }
         // Lengths count characters, not bytes.
-        assert_eq!(validate(&json!({"type": "string", "maxLength": 2}), &json!("éé"), ""), Ok(()));
+        assert_eq!(
+            validate(&json!({"type": "string", "maxLength": 2}), &json!("éé"), ""),
+            Ok(())
+        );
     }
 }

@@ -3,9 +3,9 @@
 use std::collections::BTreeSet;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
@@ -259,7 +259,12 @@ pub(super) async fn create(
                 default_roles: match &req.default_roles {
                     None => crate::live::roles::DEFAULT.iter().copied().collect(),
                     Some(names) => crate::live::roles::parse_all(names.iter().map(String::as_str))
-                        .map_err(|r| ApiError::bad_request("invalid_request", format!("default_roles: unknown role `{r}`")))?,
+                        .map_err(|r| {
+                            ApiError::bad_request(
+                                "invalid_request",
+                                format!("default_roles: unknown role `{r}`"),
+                            )
+                        })?,
                 },
                 control_disable_default: req.control_disable_default.unwrap_or(false),
             },
@@ -405,25 +410,4 @@ pub(super) async fn ping(
 #[derive(Debug, Deserialize)]
 pub(super) struct TokenQuery {
     pub(super) token: Option<String>,
-}
-
-/// `GET /v0/vm/{id}/embed?token=`: a small page about the session for its token holder.
-pub(super) async fn embed(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<TokenQuery>,
-) -> Result<Response, ApiError> {
-    let token = auth::bearer(&headers).or(q.token.as_deref());
-    let (s, _) = authorize(&state, token, &id)?;
-    if !s.is_active() {
-        return Err(ApiError::expired());
-    }
-    s.touch();
-    let page = format!(
-        "<!doctype html><meta charset=utf-8><title>profile-vault session</title><h1>Session {}</h1>\
-         <p>Connect a DevTools client (Playwright <code>connectOverCDP</code>, Puppeteer <code>connect</code>) to this session's <code>cdp_url</code>.</p>",
-        s.id
-    );
-    Ok(Html(page).into_response())
 }

@@ -28,30 +28,90 @@ pub const MAX_TIMEOUT: u64 = 315_360_000;
 /// Every error code the API answers, with its status and when it happens.
 pub const ERRORS: &[(&str, u16, &str)] = &[
     ("invalid_json", 400, "the body is not JSON"),
-    ("invalid_request", 400, "a field or query parameter breaks its schema"),
-    ("unknown_field", 400, "the body has a field the schema does not list"),
+    (
+        "invalid_request",
+        400,
+        "a field or query parameter breaks its schema",
+    ),
+    (
+        "unknown_field",
+        400,
+        "the body has a field the schema does not list",
+    ),
     ("invalid_id", 400, "an id is malformed"),
     ("unauthorized", 401, "missing or invalid bearer token"),
     ("forbidden", 403, "the token is valid but may not do this"),
-    ("not_found", 404, "no such route, session or profile (also another tenant's)"),
+    (
+        "not_found",
+        404,
+        "no such route, session or profile (also another tenant's)",
+    ),
     ("profile_not_found", 404, "no profile under that id"),
-    ("method_not_allowed", 405, "the route exists, the method does not"),
+    (
+        "method_not_allowed",
+        405,
+        "the route exists, the method does not",
+    ),
     ("conflict", 409, "another save moved the profile's head"),
     ("profile_in_use", 409, "a saving session holds the profile"),
     ("session_expired", 410, "the session has ended"),
-    ("body_too_large", 413, "the body is larger than server.max_body_bytes"),
-    ("unsupported_media_type", 415, "a body that is not application/json"),
-    ("profile_corrupt", 422, "the stored profile failed authentication or validation"),
-    ("upgrade_required", 426, "a WebSocket endpoint requested without an upgrade"),
-    ("too_many_sessions", 429, "server.max_sessions sessions are running"),
-    ("internal", 500, "a bug or local I/O failure; see the daemon log"),
-    ("browser_unreachable", 502, "the session's browser does not answer"),
-    ("storage_unavailable", 503, "the object store is unavailable; retry"),
-    ("keys_unavailable", 503, "the key service is unavailable; retry"),
+    (
+        "body_too_large",
+        413,
+        "the body is larger than server.max_body_bytes",
+    ),
+    (
+        "unsupported_media_type",
+        415,
+        "a body that is not application/json",
+    ),
+    (
+        "profile_corrupt",
+        422,
+        "the stored profile failed authentication or validation",
+    ),
+    (
+        "upgrade_required",
+        426,
+        "a WebSocket endpoint requested without an upgrade",
+    ),
+    (
+        "too_many_sessions",
+        429,
+        "server.max_sessions sessions are running",
+    ),
+    (
+        "internal",
+        500,
+        "a bug or local I/O failure; see the daemon log",
+    ),
+    (
+        "browser_unreachable",
+        502,
+        "the session's browser does not answer",
+    ),
+    (
+        "storage_unavailable",
+        503,
+        "the object store is unavailable; retry",
+    ),
+    (
+        "keys_unavailable",
+        503,
+        "the key service is unavailable; retry",
+    ),
     ("browser_failed", 503, "Chromium could not be started"),
     ("shutting_down", 503, "the daemon is shutting down"),
-    ("save_failed", 503, "a retried save failed again (it stays queued)"),
-    ("restore_timeout", 504, "restoring the profile took too long"),
+    (
+        "save_failed",
+        503,
+        "a retried save failed again (it stays queued)",
+    ),
+    (
+        "restore_timeout",
+        504,
+        "restoring the profile took too long",
+    ),
 ];
 
 /// The error code of a status the framework produced itself (no handler ran).
@@ -222,6 +282,7 @@ fn session_info() -> Value {
             "profile": profile_info(),
             "save": save_state(),
             "cdp_clients": {"type": "integer", "minimum": 0},
+            "viewers": {"type": "array", "items": user_info()},
         }),
         &[
             "session_id",
@@ -232,6 +293,7 @@ fn session_info() -> Value {
             "profile",
             "save",
             "cdp_clients",
+            "viewers",
         ],
     )
 }
@@ -365,8 +427,12 @@ pub static PROFILE_DELETED: LazyLock<Value> = LazyLock::new(|| {
 });
 
 /// `GET /healthz` 200.
-pub static HEALTH: LazyLock<Value> =
-    LazyLock::new(|| object(json!({"status": {"type": "string", "enum": ["ok"]}}), &["status"]));
+pub static HEALTH: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({"status": {"type": "string", "enum": ["ok"]}}),
+        &["status"],
+    )
+});
 
 /// `GET /readyz` 200 and 503.
 pub static READY: LazyLock<Value> = LazyLock::new(|| {
@@ -388,6 +454,98 @@ pub static READY: LazyLock<Value> = LazyLock::new(|| {
 pub static DOCUMENT: LazyLock<Value> = LazyLock::new(
     || json!({"type": "object", "required": ["openapi", "info", "paths"], "properties": {"openapi": {"type": "string"}}}),
 );
+
+fn role_list() -> Value {
+    let names: Vec<&str> = crate::live::roles::ALL.iter().map(|r| r.1).collect();
+    json!({"type": "array", "maxItems": 16, "items": {"type": "string", "enum": names}})
+}
+
+fn user_ids() -> Value {
+    json!({"type": "array", "maxItems": 1000, "items": {"type": "string", "maxLength": 128, "pattern": NO_CONTROL}})
+}
+
+/// `addRoles` / `removeRoles`: `[[user ids], [roles], exclusive]`.
+pub static ROLES_CHANGE: LazyLock<Value> = LazyLock::new(|| {
+    json!({"type": "array", "minItems": 2, "maxItems": 3, "additionalItems": false,
+        "items": [user_ids(), role_list(), {"type": "boolean"}],
+        "description": "[[user ids], [roles], exclusive]: exclusive applies the change to every user except those listed"})
+});
+
+/// `setPermissions`: `[user id, {priority, idle_timeout, control_disabled}]`.
+pub static PERMISSIONS: LazyLock<Value> = LazyLock::new(|| {
+    json!({"type": "array", "minItems": 2, "maxItems": 2, "additionalItems": false,
+        "items": [
+            {"type": "string", "maxLength": 128, "pattern": NO_CONTROL},
+            object(json!({
+                "priority": {"type": "integer", "minimum": -1_000_000, "maximum": 1_000_000},
+                "idle_timeout": {"type": "integer", "minimum": 0, "maximum": 86_400_000},
+                "control_disabled": {"type": "boolean"},
+            }), &[]),
+        ],
+        "description": "[user id, permissions]: keys left out keep their value"})
+});
+
+fn user_info() -> Value {
+    object(
+        json!({
+            "user_id": {"type": "string"},
+            "roles": {"type": "array", "items": {"type": "string"}},
+            "priority": {"type": "integer"},
+            "idle_timeout": {"type": "integer", "minimum": 0},
+            "control_disabled": {"type": "boolean"},
+            "connected_at": unix_secs(),
+        }),
+        &[
+            "user_id",
+            "roles",
+            "priority",
+            "idle_timeout",
+            "control_disabled",
+            "connected_at",
+        ],
+    )
+}
+
+/// `GET /v0/vm/{id}/users` 200.
+pub static USERS: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({"users": {"type": "array", "items": user_info()}}),
+        &["users"],
+    )
+});
+
+/// Answer of the user-changing endpoints.
+pub static USERS_CHANGED: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({"changed": {"type": "integer", "minimum": 0}, "users": {"type": "array", "items": user_info()}}),
+        &["changed", "users"],
+    )
+});
+
+/// `POST <base_url>/bookmarks` 200.
+pub static BOOKMARKS_ADDED: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({"added": {"type": "integer", "minimum": 0}, "merged": {"type": "string", "enum": ["when the browser stops, before the save"]}}),
+        &["added", "merged"],
+    )
+});
+
+/// `POST /v0/vm/{id}/viewers` body.
+pub static VIEWER_REQUEST: LazyLock<Value> = LazyLock::new(|| {
+    let mut roles = role_list();
+    roles["nullable"] = json!(true);
+    roles["description"] =
+        json!("roles of the users this URL admits (default: the session's default_roles)");
+    object(json!({"roles": roles}), &[])
+});
+
+/// `POST /v0/vm/{id}/viewers` 200.
+pub static VIEWER_MINTED: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({"embed_url": {"type": "string"}, "roles": {"type": "array", "items": {"type": "string"}}}),
+        &["embed_url", "roles"],
+    )
+});
 
 /// The error body.
 pub static ERROR: LazyLock<Value> = LazyLock::new(|| {
@@ -437,7 +595,12 @@ pub fn body<T: serde::de::DeserializeOwned>(
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
         let json = ct.is_some_and(|ct| {
-            let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let essence = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             essence == "application/json" || essence.ends_with("+json")
         });
         if !json {
@@ -487,7 +650,10 @@ pub fn query<T: serde::de::DeserializeOwned>(
         let bad = || {
             ApiError::bad_request(
                 "invalid_request",
-                format!("query parameter `{k}`: expected {}", schema["type"].as_str().unwrap_or("a value")),
+                format!(
+                    "query parameter `{k}`: expected {}",
+                    schema["type"].as_str().unwrap_or("a value")
+                ),
             )
         };
         let value = match schema["type"].as_str() {
@@ -563,9 +729,15 @@ mod tests {
     #[test]
     fn the_vm_request_schema_holds_the_handlers_rules() {
         let ok = |v: Value| check(&VM_REQUEST, &v).is_ok();
-        assert!(ok(json!({"profile": {"save": true}, "start_url": "https://example.com/a?b=c#d"})));
-        assert!(ok(json!({"profile": "abc", "start_url": null, "width": 800, "height": null})));
-        assert!(ok(json!({"timeout": {"absolute": null, "webhook": {"url": "http://127.0.0.1:9/x"}}})));
+        assert!(ok(
+            json!({"profile": {"save": true}, "start_url": "https://example.com/a?b=c#d"})
+        ));
+        assert!(ok(
+            json!({"profile": "abc", "start_url": null, "width": 800, "height": null})
+        ));
+        assert!(ok(
+            json!({"timeout": {"absolute": null, "webhook": {"url": "http://127.0.0.1:9/x"}}})
+        ));
         assert!(!ok(json!({"start_url": "file:///etc/passwd"})));
         assert!(!ok(json!({"start_url": "http://"})));
         assert!(!ok(json!({"user_agent": "\n"})));

@@ -48,7 +48,9 @@ fn attr(tag: &str, name: &str) -> Option<String> {
         c @ ('"' | '\'') => (c, &rest[1..]),
         _ => (' ', rest),
     };
-    let end = rest.find(|c: char| c == q || (q == ' ' && c == '>')).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| c == q || (q == ' ' && c == '>'))
+        .unwrap_or(rest.len());
     Some(decode_entities(&rest[..end]))
 }
 
@@ -78,7 +80,10 @@ pub fn parse(html: &str) -> Result<Vec<Node>, String> {
         let after = &rest[gt + 1..];
         match name.as_str() {
             "H3" => {
-                let end = after.to_ascii_uppercase().find("</H3").unwrap_or(after.len());
+                let end = after
+                    .to_ascii_uppercase()
+                    .find("</H3")
+                    .unwrap_or(after.len());
                 pending_folder = Some(decode_entities(&after[..end]));
             }
             "DL" => {
@@ -90,14 +95,19 @@ pub fn parse(html: &str) -> Result<Vec<Node>, String> {
                 }
                 seen_root = true;
             }
-            "/DL" => {
-                if stack.len() > 1 {
-                    let (name, children) = stack.pop().expect("non-empty");
-                    stack.last_mut().expect("root").1.push(Node::Folder { name, children });
-                }
+            "/DL" if stack.len() > 1 => {
+                let (name, children) = stack.pop().expect("non-empty");
+                stack
+                    .last_mut()
+                    .expect("root")
+                    .1
+                    .push(Node::Folder { name, children });
             }
             "A" => {
-                let end = after.to_ascii_uppercase().find("</A").unwrap_or(after.len());
+                let end = after
+                    .to_ascii_uppercase()
+                    .find("</A")
+                    .unwrap_or(after.len());
                 if let Some(url) = attr(tag, "href") {
                     if (url.starts_with("http://") || url.starts_with("https://"))
                         && url.len() <= 8192
@@ -107,7 +117,11 @@ pub fn parse(html: &str) -> Result<Vec<Node>, String> {
                         if name.is_empty() {
                             name = url.clone();
                         }
-                        stack.last_mut().expect("root").1.push(Node::Url { name, url });
+                        stack
+                            .last_mut()
+                            .expect("root")
+                            .1
+                            .push(Node::Url { name, url });
                     }
                 }
             }
@@ -121,7 +135,11 @@ pub fn parse(html: &str) -> Result<Vec<Node>, String> {
     }
     while stack.len() > 1 {
         let (name, children) = stack.pop().expect("non-empty");
-        stack.last_mut().expect("root").1.push(Node::Folder { name, children });
+        stack
+            .last_mut()
+            .expect("root")
+            .1
+            .push(Node::Folder { name, children });
     }
     Ok(stack.pop().expect("root").1)
 }
@@ -135,7 +153,9 @@ fn webkit_now() -> String {
 
 fn max_id(v: &Value) -> u64 {
     let own = v["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let kids = v["children"].as_array().map_or(0, |c| c.iter().map(max_id).max().unwrap_or(0));
+    let kids = v["children"]
+        .as_array()
+        .map_or(0, |c| c.iter().map(max_id).max().unwrap_or(0));
     let roots = v["roots"]
         .as_object()
         .map_or(0, |r| r.values().map(max_id).max().unwrap_or(0));
@@ -147,7 +167,9 @@ fn to_json(n: &Node, next: &mut u64, now: &str) -> Value {
     let id = next.to_string();
     let guid = uuid::Uuid::new_v4().to_string();
     match n {
-        Node::Url { name, url } => json!({"date_added": now, "guid": guid, "id": id, "name": name, "type": "url", "url": url}),
+        Node::Url { name, url } => {
+            json!({"date_added": now, "guid": guid, "id": id, "name": name, "type": "url", "url": url})
+        }
         Node::Folder { name, children } => {
             let kids: Vec<Value> = children.iter().map(|c| to_json(c, next, now)).collect();
             json!({"children": kids, "date_added": now, "date_modified": now, "guid": guid, "id": id, "name": name, "type": "folder"})
@@ -175,7 +197,11 @@ pub fn merge_into(user_data_dir: &Path, nodes: &[Node]) -> std::io::Result<usize
     };
     let now = webkit_now();
     let mut next = max_id(&doc).max(3);
-    for (root, id, name) in [("bookmark_bar", "1", "Bookmarks bar"), ("other", "2", "Other bookmarks"), ("synced", "3", "Mobile bookmarks")] {
+    for (root, id, name) in [
+        ("bookmark_bar", "1", "Bookmarks bar"),
+        ("other", "2", "Other bookmarks"),
+        ("synced", "3", "Mobile bookmarks"),
+    ] {
         if !doc["roots"][root].is_object() {
             doc["roots"][root] = json!({"children": [], "date_added": now, "date_modified": "0", "guid": uuid::Uuid::new_v4().to_string(), "id": id, "name": name, "type": "folder"});
         }
@@ -216,19 +242,31 @@ mod tests {
         assert_eq!(
             nodes,
             vec![
-                Node::Url { name: "Example & co".into(), url: "https://example.com/a?x=1&y=2".into() },
-                Node::Folder { name: "Work".into(), children: vec![Node::Url { name: "Intranet".into(), url: "http://intranet.test/".into() }] },
+                Node::Url {
+                    name: "Example & co".into(),
+                    url: "https://example.com/a?x=1&y=2".into()
+                },
+                Node::Folder {
+                    name: "Work".into(),
+                    children: vec![Node::Url {
+                        name: "Intranet".into(),
+                        url: "http://intranet.test/".into()
+                    }]
+                },
             ]
         );
         assert!(parse("hello").is_err());
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(merge_into(dir.path(), &nodes).unwrap(), 2);
         assert_eq!(merge_into(dir.path(), &nodes[..1]).unwrap(), 1);
-        let doc: Value = serde_json::from_slice(&std::fs::read(dir.path().join("Default/Bookmarks")).unwrap()).unwrap();
+        let doc: Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("Default/Bookmarks")).unwrap())
+                .unwrap();
         let bar = doc["roots"]["bookmark_bar"]["children"].as_array().unwrap();
         assert_eq!(bar.len(), 3);
         assert_eq!(bar[1]["children"][0]["url"], "http://intranet.test/");
-        let ids: std::collections::BTreeSet<&str> = bar.iter().map(|b| b["id"].as_str().unwrap()).collect();
+        let ids: std::collections::BTreeSet<&str> =
+            bar.iter().map(|b| b["id"].as_str().unwrap()).collect();
         assert_eq!(ids.len(), 3, "ids are unique");
     }
 }

@@ -66,7 +66,12 @@ impl Drop for Conn {
 }
 
 impl Conn {
-    async fn call(&self, session: Option<&str>, method: &str, params: Value) -> Result<Value, String> {
+    async fn call(
+        &self,
+        session: Option<&str>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, String> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let mut msg = json!({"id": id, "method": method, "params": params});
         if let Some(s) = session {
@@ -120,7 +125,9 @@ pub struct Hub {
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hub").field("frames", &self.seq.load(Ordering::Relaxed)).finish_non_exhaustive()
+        f.debug_struct("Hub")
+            .field("frames", &self.seq.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 
@@ -132,7 +139,10 @@ impl Hub {
             quality: quality.clamp(1, 100),
             frames: watch::channel(None).0,
             tabs: watch::channel(Vec::new()).0,
-            state: tokio::sync::Mutex::new(State { viewers: 0, conn: None }),
+            state: tokio::sync::Mutex::new(State {
+                viewers: 0,
+                conn: None,
+            }),
             seq: AtomicU64::new(0),
             me: me.clone(),
         })
@@ -207,9 +217,10 @@ impl Hub {
         let mut cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
         cfg.max_message_size = Some(64 << 20);
         cfg.max_frame_size = Some(64 << 20);
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(&self.browser_ws, Some(cfg), false)
-            .await
-            .map_err(|e| format!("cannot reach the session's browser: {e}"))?;
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(&self.browser_ws, Some(cfg), false)
+                .await
+                .map_err(|e| format!("cannot reach the session's browser: {e}"))?;
         let (mut tx, mut rx) = ws.split();
         let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
         let conn = Arc::new(Conn {
@@ -243,7 +254,10 @@ impl Hub {
                 if let Some(id) = v["id"].as_u64() {
                     if let Some(tx) = conn.pending.lock().expect("pending").remove(&id) {
                         let r = if v.get("error").is_some() {
-                            Err(v["error"]["message"].as_str().unwrap_or("CDP error").to_string())
+                            Err(v["error"]["message"]
+                                .as_str()
+                                .unwrap_or("CDP error")
+                                .to_string())
                         } else {
                             Ok(v["result"].clone())
                         };
@@ -269,10 +283,19 @@ impl Hub {
                 }
             }
         }
-        let first = conn.pages.lock().expect("pages").first().map(|p| p.0.clone());
+        let first = conn
+            .pages
+            .lock()
+            .expect("pages")
+            .first()
+            .map(|p| p.0.clone());
         let target = match first {
             Some(t) => t,
-            None => str_of(&conn.call(None, "Target.createTarget", json!({"url": "about:blank"})).await?["targetId"]),
+            None => str_of(
+                &conn
+                    .call(None, "Target.createTarget", json!({"url": "about:blank"}))
+                    .await?["targetId"],
+            ),
         };
         self.switch_to(&conn, &target).await?;
         Ok(conn)
@@ -291,16 +314,25 @@ impl Hub {
             Some(s) => s,
             None => {
                 let r = conn
-                    .call(None, "Target.attachToTarget", json!({"targetId": target, "flatten": true}))
+                    .call(
+                        None,
+                        "Target.attachToTarget",
+                        json!({"targetId": target, "flatten": true}),
+                    )
                     .await?;
                 let s = str_of(&r["sessionId"]);
-                conn.attached.lock().expect("attached").insert(target.to_string(), s.clone());
+                conn.attached
+                    .lock()
+                    .expect("attached")
+                    .insert(target.to_string(), s.clone());
                 let _ = conn.call(Some(&s), "Page.enable", json!({})).await;
                 s
             }
         };
         *conn.active.lock().expect("active") = Some((target.to_string(), session.clone()));
-        let _ = conn.call(None, "Target.activateTarget", json!({"targetId": target})).await;
+        let _ = conn
+            .call(None, "Target.activateTarget", json!({"targetId": target}))
+            .await;
         conn.call(
             Some(&session),
             "Page.startScreencast",
@@ -351,7 +383,11 @@ impl Hub {
         match v["method"].as_str().unwrap_or_default() {
             "Page.screencastFrame" => {
                 let from = v["sessionId"].as_str().unwrap_or_default();
-                conn.notify(Some(from), "Page.screencastFrameAck", json!({"sessionId": p["sessionId"]}));
+                conn.notify(
+                    Some(from),
+                    "Page.screencastFrameAck",
+                    json!({"sessionId": p["sessionId"]}),
+                );
                 if conn.active_session().map(|(_, s)| s).as_deref() != Some(from) {
                     return;
                 }
@@ -403,7 +439,12 @@ impl Hub {
                 let was_active = conn.active_session().is_some_and(|(t, _)| t == id);
                 if was_active {
                     *conn.active.lock().expect("active") = None;
-                    let next = conn.pages.lock().expect("pages").last().map(|x| x.0.clone());
+                    let next = conn
+                        .pages
+                        .lock()
+                        .expect("pages")
+                        .last()
+                        .map(|x| x.0.clone());
                     if let Some(n) = next {
                         self.spawn_switch(conn, n);
                     }
@@ -412,7 +453,10 @@ impl Hub {
             }
             "Target.detachedFromTarget" => {
                 let s = p["sessionId"].as_str().unwrap_or_default();
-                conn.attached.lock().expect("attached").retain(|_, v| v != s);
+                conn.attached
+                    .lock()
+                    .expect("attached")
+                    .retain(|_, v| v != s);
             }
             _ => {}
         }
@@ -447,7 +491,13 @@ impl Hub {
     /// Unknown tab or browser failure.
     pub async fn switch(&self, target: &str) -> Result<(), String> {
         let conn = self.conn().await?;
-        if !conn.pages.lock().expect("pages").iter().any(|p| p.0 == target) {
+        if !conn
+            .pages
+            .lock()
+            .expect("pages")
+            .iter()
+            .any(|p| p.0 == target)
+        {
             return Err("no such tab".into());
         }
         self.switch_to(&conn, target).await
@@ -459,7 +509,9 @@ impl Hub {
     /// Browser failure.
     pub async fn new_tab(&self, url: &str) -> Result<(), String> {
         let conn = self.conn().await?;
-        let r = conn.call(None, "Target.createTarget", json!({"url": url})).await?;
+        let r = conn
+            .call(None, "Target.createTarget", json!({"url": url}))
+            .await?;
         let id = str_of(&r["targetId"]);
         {
             let mut pages = conn.pages.lock().expect("pages");
@@ -486,7 +538,8 @@ impl Hub {
         if count == 1 {
             self.new_tab("about:blank").await?;
         }
-        conn.call(None, "Target.closeTarget", json!({"targetId": target})).await?;
+        conn.call(None, "Target.closeTarget", json!({"targetId": target}))
+            .await?;
         Ok(())
     }
 }

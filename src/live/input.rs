@@ -19,7 +19,9 @@ pub enum Outcome {
 }
 
 fn num(v: &Value, max: f64) -> Option<f64> {
-    v.as_f64().filter(|n| n.is_finite()).map(|n| n.clamp(-max, max))
+    v.as_f64()
+        .filter(|n| n.is_finite())
+        .map(|n| n.clamp(-max, max))
 }
 
 fn modifiers(m: &Value) -> u64 {
@@ -52,11 +54,22 @@ pub fn navigable(url: &str) -> bool {
 
 /// Handles one message of `user`.
 ///
+/// Why a message was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The message breaks the protocol (the socket closes with this reason).
+    Malformed(String),
+    /// The browser refused or did not answer (logged; the viewer stays).
+    Browser(String),
+}
+
 /// # Errors
-/// Malformed messages (the socket closes with this reason) or browser failures.
-pub async fn handle(live: &Live, user: &User, m: &Value) -> Result<Outcome, String> {
+/// [`Fault`].
+pub async fn handle(live: &Live, user: &User, m: &Value) -> Result<Outcome, Fault> {
     let hub = &live.hub;
-    let t = m["t"].as_str().ok_or("message without `t`")?;
+    let t = m["t"]
+        .as_str()
+        .ok_or_else(|| Fault::Malformed("message without `t`".into()))?;
     let needs_control = matches!(
         t,
         "mouse" | "wheel" | "key" | "ime" | "text" | "paste" | "nav" | "goto"
@@ -69,12 +82,17 @@ pub async fn handle(live: &Live, user: &User, m: &Value) -> Result<Outcome, Stri
         "mouse" => {
             let ty = m["type"].as_str().unwrap_or_default();
             if !matches!(ty, "mousePressed" | "mouseReleased" | "mouseMoved") {
-                return Err("mouse.type must be mousePressed, mouseReleased or mouseMoved".into());
+                return Err(Fault::Malformed(
+                    "mouse.type must be mousePressed, mouseReleased or mouseMoved".into(),
+                ));
             }
-            let (x, y) = (num(&m["x"], 1e5).ok_or("mouse.x")?, num(&m["y"], 1e5).ok_or("mouse.y")?);
+            let (x, y) = (
+                num(&m["x"], 1e5).ok_or_else(|| Fault::Malformed("mouse.x".into()))?,
+                num(&m["y"], 1e5).ok_or_else(|| Fault::Malformed("mouse.y".into()))?,
+            );
             let button = match m["button"].as_str().unwrap_or("none") {
                 b @ ("none" | "left" | "middle" | "right" | "back" | "forward") => b,
-                _ => return Err("mouse.button".into()),
+                _ => return Err(Fault::Malformed("mouse.button".into())),
             };
             if ty == "mouseMoved" {
                 live.share_cursor(user, x, y);
@@ -88,7 +106,7 @@ pub async fn handle(live: &Live, user: &User, m: &Value) -> Result<Outcome, Stri
                     "modifiers": modifiers(m),
                 }),
             )
-            .await?;
+            .await.map_err(Fault::Browser)?;
             Ok(Outcome::Done)
         }
         "wheel" => {
@@ -96,71 +114,100 @@ pub async fn handle(live: &Live, user: &User, m: &Value) -> Result<Outcome, Stri
                 "Input.dispatchMouseEvent",
                 json!({
                     "type": "mouseWheel",
-                    "x": num(&m["x"], 1e5).ok_or("wheel.x")?,
-                    "y": num(&m["y"], 1e5).ok_or("wheel.y")?,
+                    "x": num(&m["x"], 1e5).ok_or_else(|| Fault::Malformed("wheel.x".into()))?,
+                    "y": num(&m["y"], 1e5).ok_or_else(|| Fault::Malformed("wheel.y".into()))?,
                     "deltaX": num(&m["deltaX"], 1e5).unwrap_or(0.0),
                     "deltaY": num(&m["deltaY"], 1e5).unwrap_or(0.0),
                     "modifiers": modifiers(m),
                 }),
             )
-            .await?;
+            .await
+            .map_err(Fault::Browser)?;
             Ok(Outcome::Done)
         }
         "key" => key(live, user, m).await,
         "text" | "paste" => {
-            let text = m["text"].as_str().ok_or("text")?;
+            let text = m["text"]
+                .as_str()
+                .ok_or_else(|| Fault::Malformed("text".into()))?;
             if !text.is_empty() {
-                hub.on_active("Input.insertText", json!({"text": text})).await?;
+                hub.on_active("Input.insertText", json!({"text": text}))
+                    .await
+                    .map_err(Fault::Browser)?;
             }
             Ok(Outcome::Done)
         }
         "ime" => {
-            let text = m["text"].as_str().ok_or("ime.text")?;
+            let text = m["text"]
+                .as_str()
+                .ok_or_else(|| Fault::Malformed("ime.text".into()))?;
             let n = text.chars().count();
             hub.on_active(
                 "Input.imeSetComposition",
                 json!({"text": text, "selectionStart": n, "selectionEnd": n}),
             )
-            .await?;
+            .await
+            .map_err(Fault::Browser)?;
             Ok(Outcome::Done)
         }
         "nav" => {
             match m["action"].as_str().unwrap_or_default() {
                 "reload" => {
-                    hub.on_active("Page.reload", json!({})).await?;
+                    hub.on_active("Page.reload", json!({}))
+                        .await
+                        .map_err(Fault::Browser)?;
                 }
                 a @ ("back" | "forward") => {
-                    let h = hub.on_active("Page.getNavigationHistory", json!({})).await?;
+                    let h = hub
+                        .on_active("Page.getNavigationHistory", json!({}))
+                        .await
+                        .map_err(Fault::Browser)?;
                     let cur = h["currentIndex"].as_i64().unwrap_or(0);
                     let to = if a == "back" { cur - 1 } else { cur + 1 };
                     if let Some(e) = usize::try_from(to).ok().and_then(|i| h["entries"].get(i)) {
                         hub.on_active("Page.navigateToHistoryEntry", json!({"entryId": e["id"]}))
-                            .await?;
+                            .await
+                            .map_err(Fault::Browser)?;
                     }
                 }
-                _ => return Err("nav.action must be back, forward or reload".into()),
+                _ => {
+                    return Err(Fault::Malformed(
+                        "nav.action must be back, forward or reload".into(),
+                    ))
+                }
             }
             Ok(Outcome::Done)
         }
         "goto" => {
-            let url = m["url"].as_str().ok_or("goto.url")?;
+            let url = m["url"]
+                .as_str()
+                .ok_or_else(|| Fault::Malformed("goto.url".into()))?;
             if !navigable(url) {
-                return Ok(Outcome::Reply(json!({"t": "error", "message": "only http(s) URLs and about:blank can be opened"})));
+                return Ok(Outcome::Reply(
+                    json!({"t": "error", "message": "only http(s) URLs and about:blank can be opened"}),
+                ));
             }
-            hub.on_active("Page.navigate", json!({"url": url})).await?;
+            hub.on_active("Page.navigate", json!({"url": url}))
+                .await
+                .map_err(Fault::Browser)?;
             Ok(Outcome::Done)
         }
         "tab" => {
-            let allowed = (user.has(Role::ChromeApis) && user.may_control()) || live.accept_input(user);
+            let allowed =
+                (user.has(Role::ChromeApis) && user.may_control()) || live.accept_input(user);
             if !allowed {
                 return Ok(Outcome::Dropped);
             }
             let id = m["id"].as_str().unwrap_or_default();
             match m["action"].as_str().unwrap_or_default() {
-                "switch" => hub.switch(id).await?,
-                "close" => hub.close_tab(id).await?,
-                "new" => hub.new_tab("about:blank").await?,
-                _ => return Err("tab.action must be switch, close or new".into()),
+                "switch" => hub.switch(id).await.map_err(Fault::Browser)?,
+                "close" => hub.close_tab(id).await.map_err(Fault::Browser)?,
+                "new" => hub.new_tab("about:blank").await.map_err(Fault::Browser)?,
+                _ => {
+                    return Err(Fault::Malformed(
+                        "tab.action must be switch, close or new".into(),
+                    ))
+                }
             }
             Ok(Outcome::Done)
         }
@@ -168,39 +215,55 @@ pub async fn handle(live: &Live, user: &User, m: &Value) -> Result<Outcome, Stri
             if !user.has(Role::Resize) {
                 return Ok(Outcome::Dropped);
             }
-            let w = m["width"].as_u64().ok_or("resize.width")?.clamp(100, 3840);
-            let h = m["height"].as_u64().ok_or("resize.height")?.clamp(100, 2160);
+            let w = m["width"]
+                .as_u64()
+                .ok_or_else(|| Fault::Malformed("resize.width".into()))?
+                .clamp(100, 3840);
+            let h = m["height"]
+                .as_u64()
+                .ok_or_else(|| Fault::Malformed("resize.height".into()))?
+                .clamp(100, 2160);
             let Some(target) = hub.active_target().await else {
                 return Ok(Outcome::Done);
             };
             let win = hub
                 .on_browser("Browser.getWindowForTarget", json!({"targetId": target}))
-                .await?;
+                .await
+                .map_err(Fault::Browser)?;
             hub.on_browser(
                 "Browser.setWindowBounds",
                 json!({"windowId": win["windowId"], "bounds": {"width": w, "height": h}}),
             )
-            .await?;
+            .await
+            .map_err(Fault::Browser)?;
             Ok(Outcome::Done)
         }
-        _ => Err(format!("unknown message type `{t}`")),
+        _ => Err(Fault::Malformed(format!("unknown message type `{t}`"))),
     }
 }
 
-async fn key(live: &Live, user: &User, m: &Value) -> Result<Outcome, String> {
+async fn key(live: &Live, user: &User, m: &Value) -> Result<Outcome, Fault> {
     let hub = &live.hub;
     let ty = m["type"].as_str().unwrap_or_default();
     if !matches!(ty, "keyDown" | "keyUp") {
-        return Err("key.type must be keyDown or keyUp".into());
+        return Err(Fault::Malformed("key.type must be keyDown or keyUp".into()));
     }
-    let key = m["key"].as_str().ok_or("key.key")?;
+    let key = m["key"]
+        .as_str()
+        .ok_or_else(|| Fault::Malformed("key.key".into()))?;
     if key.len() > 32 {
-        return Err("key.key too long".into());
+        return Err(Fault::Malformed("key.key too long".into()));
     }
     let mods = modifiers(m);
     let code = m["keyCode"].as_u64().unwrap_or(0).min(255);
-    let text = m["text"].as_str().filter(|t| t.chars().count() <= 2 && ty == "keyDown");
-    let command = if ty == "keyDown" { shortcut_command(key, mods) } else { None };
+    let text = m["text"]
+        .as_str()
+        .filter(|t| t.chars().count() <= 2 && ty == "keyDown");
+    let command = if ty == "keyDown" {
+        shortcut_command(key, mods)
+    } else {
+        None
+    };
     let mut p = json!({
         "type": if ty == "keyUp" { "keyUp" } else if text.is_some() { "keyDown" } else { "rawKeyDown" },
         "key": key,
@@ -216,7 +279,9 @@ async fn key(live: &Live, user: &User, m: &Value) -> Result<Outcome, String> {
     if let Some(c) = command {
         p["commands"] = json!([c]);
     }
-    hub.on_active("Input.dispatchKeyEvent", p).await?;
+    hub.on_active("Input.dispatchKeyEvent", p)
+        .await
+        .map_err(Fault::Browser)?;
     if command == Some("copy") && user.has(Role::ClipboardCopy) {
         let r = hub
             .on_active(
@@ -226,7 +291,7 @@ async fn key(live: &Live, user: &User, m: &Value) -> Result<Outcome, String> {
                     return e.value.substring(e.selectionStart, e.selectionEnd); \
                     return String(getSelection()); })()"}),
             )
-            .await?;
+            .await.map_err(Fault::Browser)?;
         let text = r["result"]["value"].as_str().unwrap_or_default();
         return Ok(Outcome::Reply(json!({"t": "clipboard", "text": text})));
     }

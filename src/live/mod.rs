@@ -10,7 +10,7 @@
 
 pub mod bookmarks;
 pub mod hub;
-mod input;
+pub mod input;
 pub mod roles;
 
 use std::collections::BTreeSet;
@@ -275,7 +275,13 @@ impl Live {
 
     /// `addRoles`/`removeRoles`: changes the roles of the listed users (or, `exclusive`, of
     /// every other user). Returns how many users changed.
-    pub fn change_roles(&self, ids: &[String], roles: &BTreeSet<Role>, exclusive: bool, add: bool) -> usize {
+    pub fn change_roles(
+        &self,
+        ids: &[String],
+        roles: &BTreeSet<Role>,
+        exclusive: bool,
+        add: bool,
+    ) -> usize {
         let users = self.users.lock().expect("users").clone();
         let mut n = 0;
         for u in users.iter().filter(|u| ids.contains(&u.id) != exclusive) {
@@ -392,7 +398,14 @@ mod tests {
     use super::*;
 
     fn live() -> Live {
-        Live::new(LiveConfig { max_viewers: 2, ..LiveConfig::default() }, "ws://127.0.0.1:9/x".into(), false)
+        Live::new(
+            LiveConfig {
+                max_viewers: 2,
+                ..LiveConfig::default()
+            },
+            "ws://127.0.0.1:9/x".into(),
+            false,
+        )
     }
 
     #[tokio::test]
@@ -403,10 +416,18 @@ mod tests {
         assert!(l.token_roles("nope").is_none());
         let (a, _ra) = l.join(l.token_roles(&t).unwrap()).unwrap();
         let (b, _rb) = l.join(BTreeSet::new()).unwrap();
-        assert_eq!(l.join(BTreeSet::new()).unwrap_err(), JoinError::TooManyViewers(2));
+        assert_eq!(
+            l.join(BTreeSet::new()).unwrap_err(),
+            JoinError::TooManyViewers(2)
+        );
         assert!(l.accept_input(&a));
         assert!(!l.accept_input(&b), "no control role");
-        l.change_roles(&[a.id.clone()], &[Role::Control].into(), true, true);
+        l.change_roles(
+            std::slice::from_ref(&a.id),
+            &[Role::Control].into(),
+            true,
+            true,
+        );
         assert!(l.accept_input(&b), "exclusive add gave b control");
         l.set_permissions(&a.id, Some(5), Some(0), None);
         assert!(!l.accept_input(&b), "a has higher priority and never idles");

@@ -401,7 +401,10 @@ impl Session {
         if !self.save {
             return false;
         }
-        self.pending_bookmarks.lock().expect("bookmarks").extend(nodes);
+        self.pending_bookmarks
+            .lock()
+            .expect("bookmarks")
+            .extend(nodes);
         true
     }
 
@@ -859,8 +862,12 @@ impl Manager {
         let bookmarks = std::mem::take(&mut *s.pending_bookmarks.lock().expect("bookmarks"));
         if !bookmarks.is_empty() {
             match crate::live::bookmarks::merge_into(&s.dir, &bookmarks) {
-                Ok(n) => tracing::info!(session = %s.id, added = n, "bookmarks merged into the profile"),
-                Err(e) => tracing::warn!(session = %s.id, error = %e, "could not merge bookmarks into the profile"),
+                Ok(n) => {
+                    tracing::info!(session = %s.id, added = n, "bookmarks merged into the profile")
+                }
+                Err(e) => {
+                    tracing::warn!(session = %s.id, error = %e, "could not merge bookmarks into the profile")
+                }
             }
         }
         let ok = self.save_record(&record, Some(&s)).await;

@@ -1,0 +1,442 @@
+//! The live view as a person uses it: a second headless Chromium (Playwright,
+//! `tests/node/viewer.mjs`) opens `embed_url` of a real session and clicks, types, scrolls,
+//! opens a popup; what it does is checked on the session's page over CDP, and what it sees
+//! by sampling pixels of a screenshot of the viewer. Roles, tokens, presence and bookmarks
+//! are checked through the API.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::api::cli_for;
+use crate::common::daemon::*;
+use crate::common::endpoint;
+
+/// The Playwright viewer process.
+struct Viewer {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    out: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    script: std::path::PathBuf,
+}
+
+impl Viewer {
+    async fn start() -> Viewer {
+        let node_dir = std::path::PathBuf::from(endpoint("PV_TEST_NODE_DIR"));
+        // ESM resolves packages from the script's folder: run a copy beside node_modules.
+        let script = node_dir.join(format!("viewer-{}.mjs", uuid::Uuid::new_v4().simple()));
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/viewer.mjs"),
+            &script,
+        )
+        .unwrap();
+        let chromium = profile_vault::session::chromium::find_binary(None).unwrap();
+        let mut child = tokio::process::Command::new("node")
+            .arg(&script)
+            .env("PV_VIEWER_CHROMIUM", chromium)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap()).lines();
+        Viewer {
+            child,
+            stdin,
+            out,
+            script,
+        }
+    }
+
+    async fn ask(&mut self, cmd: Value) -> Value {
+        self.stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .await
+            .unwrap();
+        let line = tokio::time::timeout(Duration::from_secs(60), self.out.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("viewer did not answer {cmd}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("viewer exited on {cmd}"));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v["ok"],
+            true,
+            "viewer command {cmd} failed: {}",
+            v["error"].as_str().unwrap_or_default()
+        );
+        v["value"].clone()
+    }
+
+    async fn quit(mut self) {
+        let _ = self.stdin.write_all(b"{\"cmd\":\"quit\"}\n").await;
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
+        let _ = std::fs::remove_file(&self.script);
+    }
+}
+
+/// The page the session shows: a button, a counter, a text field, a popup opener, and enough
+/// height to scroll. A click on the first button turns the background red.
+async fn site() -> String {
+    use axum::response::Html;
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|| async {
+                Html(
+                    r#"<!doctype html><title>live-test</title>
+<body style="margin:0;background:rgb(34,170,102);height:4000px">
+<button id=b style="position:absolute;left:50px;top:50px;width:200px;height:80px">Click</button>
+<button id=n style="position:absolute;left:50px;top:150px;width:200px;height:40px">Count</button>
+<input id=i style="position:absolute;left:50px;top:220px;width:300px;height:40px">
+<button id=p style="position:absolute;left:300px;top:50px;width:200px;height:80px">Popup</button>
+<script>
+window.count = 0;
+b.onclick = () => { document.body.style.background = 'rgb(204,51,51)'; window.clicked = true; };
+n.onclick = () => { window.count++; };
+p.onclick = () => { window.open('/popup'); };
+</script>"#,
+                )
+            }),
+        )
+        .route(
+            "/popup",
+            axum::routing::get(|| async {
+                Html("<!doctype html><title>popup</title><body style=\"margin:0;background:rgb(20,40,220)\">popup")
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+fn near(rgb: &Value, want: [i64; 3]) -> bool {
+    rgb.as_array().is_some_and(|a| {
+        a.iter()
+            .zip(want)
+            .all(|(v, w)| (v.as_i64().unwrap_or(-999) - w).abs() <= 40)
+    })
+}
+
+/// Polls `expr` on the session's page over CDP until it equals `want` (within 10 s).
+async fn page_until(cdp: &mut Cdp, expr: &str, want: Value, what: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let got = cdp.eval(expr).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what}: {expr} is {got}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn query_token(url: &str) -> String {
+    url.split_once("token=").unwrap().1.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_uses_the_session_through_embed_url() {
+    let site = site().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
+    let s = d
+        .create(
+            KEY_T1,
+            json!({"profile": {"save": true}, "start_url": format!("{site}/"), "width": 800, "height": 600,
+                "timeout": {"offline": 6}, "default_roles": ["control", "clipboard_copy"]}),
+        )
+        .await;
+    let id = s["session_id"].as_str().unwrap().to_string();
+    let admin = s["admin_token"].as_str().unwrap().to_string();
+    let embed = s["embed_url"].as_str().unwrap().to_string();
+    let viewer_token = query_token(&embed);
+    let base = format!("/v0/vm/{id}/embed");
+
+    // Tokens: embed_url carries its own; the viewer token opens the live view only.
+    assert!(!embed.contains(&admin), "the admin token is in embed_url");
+    assert_ne!(viewer_token, admin);
+    for (method, path) in [
+        ("GET", format!("/v0/vm/{id}")),
+        ("DELETE", format!("/v0/vm/{id}")),
+        ("POST", format!("/v0/vm/{id}/ping")),
+        (
+            "GET",
+            format!("/v0/vm/{id}/cdp/json/version?token={viewer_token}"),
+        ),
+        ("GET", format!("/v0/vm/{id}/cdp?token={viewer_token}")),
+        ("POST", format!("{base}/addRoles")),
+        ("GET", "/v0/vm".to_string()),
+    ] {
+        let (st, v) = d.call(method, &path, Some(&viewer_token), None).await;
+        assert_eq!(st, 401, "{method} {path} with a viewer token: {v}");
+    }
+    for t in [&admin, &KEY_T1.to_string()] {
+        let (st, v) = d
+            .call("GET", &format!("{base}/socket?token={t}"), None, None)
+            .await;
+        assert_eq!((st, v["error"].as_str()), (403, Some("forbidden")), "{v}");
+    }
+    let (st, page) = http_raw(
+        &d.addr,
+        "GET",
+        &format!("{base}?token={viewer_token}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(
+        !page.contains(&admin) && !page.contains(&viewer_token),
+        "a token is in the page"
+    );
+    let (_, head) = {
+        let mut sock = tokio::net::TcpStream::connect(&d.addr).await.unwrap();
+        sock.write_all(
+            format!(
+                "GET {base}?token={viewer_token} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut sock, &mut out)
+            .await
+            .unwrap();
+        (
+            (),
+            out.split("\r\n\r\n").next().unwrap().to_ascii_lowercase(),
+        )
+    };
+    for h in [
+        "content-security-policy: default-src 'none'",
+        "frame-ancestors *",
+        "referrer-policy: no-referrer",
+        "cache-control: no-store",
+    ] {
+        assert!(head.contains(h), "{h} missing in\n{head}");
+    }
+
+    let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
+    let mut v = Viewer::start().await;
+    let a = v
+        .ask(json!({"cmd": "open", "name": "a", "url": embed}))
+        .await;
+    assert_eq!(a["roles"], json!(["control", "clipboard_copy"]), "{a}");
+    let p = v.ask(json!({"cmd": "page", "name": "a"})).await;
+    assert!(
+        !p["url"].as_str().unwrap().contains("token="),
+        "the token stays in the address bar: {p}"
+    );
+    // It shows the page.
+    let px = v
+        .ask(json!({"cmd": "pixel", "name": "a", "x": 600, "y": 400}))
+        .await;
+    assert!(
+        near(&px, [34, 170, 102]),
+        "viewer does not show the page's green: {px}"
+    );
+
+    // A click through the viewer clicks the page; the viewer then shows its effect.
+    v.ask(json!({"cmd": "click", "name": "a", "x": 150, "y": 90}))
+        .await;
+    page_until(
+        &mut cdp,
+        "window.clicked === true",
+        json!(true),
+        "click reached the page",
+    )
+    .await;
+    let mut shown = false;
+    for _ in 0..50 {
+        let px = v
+            .ask(json!({"cmd": "pixel", "name": "a", "x": 600, "y": 400}))
+            .await;
+        if near(&px, [204, 51, 51]) {
+            shown = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(shown, "the viewer never showed the red background");
+
+    // Typing: Shift, plain keys and Backspace arrive exactly; Ctrl+A selects all.
+    v.ask(json!({"cmd": "click", "name": "a", "x": 200, "y": 240}))
+        .await;
+    v.ask(json!({"cmd": "press", "name": "a", "key": "Shift+KeyA"}))
+        .await;
+    v.ask(json!({"cmd": "type", "name": "a", "text": "bcx"}))
+        .await;
+    v.ask(json!({"cmd": "press", "name": "a", "key": "Backspace"}))
+        .await;
+    page_until(
+        &mut cdp,
+        "document.getElementById('i').value",
+        json!("Abc"),
+        "typed text arrived",
+    )
+    .await;
+    v.ask(json!({"cmd": "press", "name": "a", "key": "Control+a"}))
+        .await;
+    v.ask(json!({"cmd": "type", "name": "a", "text": "Zé"}))
+        .await;
+    page_until(
+        &mut cdp,
+        "document.getElementById('i').value",
+        json!("Zé"),
+        "Ctrl+A replaced the text",
+    )
+    .await;
+
+    // The wheel scrolls.
+    v.ask(json!({"cmd": "wheel", "name": "a", "x": 600, "y": 400, "dy": 600}))
+        .await;
+    page_until(
+        &mut cdp,
+        "window.scrollY > 0",
+        json!(true),
+        "the wheel scrolled",
+    )
+    .await;
+    cdp.eval("window.scrollTo(0, 0)").await;
+
+    // A view-only viewer (minted without roles) changes nothing ...
+    let (st, minted) = d
+        .call(
+            "POST",
+            &format!("/v0/vm/{id}/viewers"),
+            Some(&admin),
+            Some(r#"{"roles": []}"#),
+        )
+        .await;
+    assert_eq!(st, 200, "{minted}");
+    let b = v
+        .ask(json!({"cmd": "open", "name": "b", "url": minted["embed_url"]}))
+        .await;
+    let b_id = b["userId"].as_str().unwrap().to_string();
+    assert_eq!(b["control"], false, "{b}");
+    let (_, users) = d
+        .call("GET", &format!("/v0/vm/{id}/users"), Some(&admin), None)
+        .await;
+    assert_eq!(users["users"].as_array().unwrap().len(), 2, "{users}");
+    let (_, info) = d
+        .call("GET", &format!("/v0/vm/{id}"), Some(KEY_T1), None)
+        .await;
+    assert_eq!(info["viewers"].as_array().unwrap().len(), 2, "{info}");
+    v.ask(json!({"cmd": "click", "name": "b", "x": 150, "y": 170}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        cdp.eval("window.count").await,
+        json!(0),
+        "a view-only viewer clicked"
+    );
+    // ... until addRoles gives it control.
+    let (st, r) = d
+        .call(
+            "POST",
+            &format!("{base}/addRoles"),
+            Some(&admin),
+            Some(&json!([[b_id], ["control"]]).to_string()),
+        )
+        .await;
+    assert_eq!((st, r["changed"].as_u64()), (200, Some(1)), "{r}");
+    v.ask(json!({"cmd": "waitFor", "name": "b", "expr": "window.__pv.control === true"}))
+        .await;
+    v.ask(json!({"cmd": "click", "name": "b", "x": 150, "y": 170}))
+        .await;
+    page_until(
+        &mut cdp,
+        "window.count",
+        json!(1),
+        "control granted by addRoles",
+    )
+    .await;
+    // Removing a user disconnects it.
+    let (st, _) = d
+        .call(
+            "DELETE",
+            &format!("{base}/users/{b_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    v.ask(json!({"cmd": "waitFor", "name": "b", "expr": "window.__pv.lastEnded === 'kicked' || window.__pv.state === 'refused'"})).await;
+    let (_, users) = d
+        .call("GET", &format!("/v0/vm/{id}/users"), Some(&admin), None)
+        .await;
+    assert_eq!(users["users"].as_array().unwrap().len(), 1, "{users}");
+
+    // window.open moves the view to the new tab.
+    v.ask(json!({"cmd": "click", "name": "a", "x": 400, "y": 90}))
+        .await;
+    v.ask(json!({"cmd": "waitFor", "name": "a",
+        "expr": "window.__pv.tabs.length === 2 && window.__pv.tabs.some(t => t.active && t.url.endsWith('/popup'))"}))
+        .await;
+    let mut blue = false;
+    for _ in 0..50 {
+        let px = v
+            .ask(json!({"cmd": "pixel", "name": "a", "x": 400, "y": 300}))
+            .await;
+        if near(&px, [20, 40, 220]) {
+            blue = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(blue, "the viewer does not show the popup");
+
+    // Bookmarks posted to base_url are saved with the profile.
+    let bookmarks = r#"<!DOCTYPE NETSCAPE-Bookmark-file-1><DL><p><DT><A HREF="https://bookmarked.example/">Kept</A></DL>"#;
+    let resp = {
+        let mut sock = tokio::net::TcpStream::connect(&d.addr).await.unwrap();
+        sock.write_all(format!("POST {base}/bookmarks HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {admin}\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{bookmarks}", bookmarks.len()).as_bytes()).await.unwrap();
+        let mut out = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut sock, &mut out)
+            .await
+            .unwrap();
+        out
+    };
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.contains("\"added\":1"),
+        "{resp}"
+    );
+
+    // Presence: with a viewer connected the offline timeout (6 s) does not fire ...
+    cdp.close().await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (_, info) = d
+        .call("GET", &format!("/v0/vm/{id}"), Some(KEY_T1), None)
+        .await;
+    assert!(
+        info["termination_date"].is_null(),
+        "ended with a viewer connected: {info}"
+    );
+    // ... and does once the last viewer has left.
+    v.quit().await;
+    let ended = d
+        .wait_for(KEY_T1, &id, 40, |v| v["save"]["state"] == "saved")
+        .await;
+    assert_eq!(ended["end_reason"], "offline", "{ended}");
+    let to = dir.path().join("restored");
+    let out = cli_for(&d)
+        .args(["restore", &id, "--to"])
+        .arg(&to)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let marks = std::fs::read_to_string(to.join("Default/Bookmarks")).unwrap();
+    assert!(marks.contains("https://bookmarked.example/"), "{marks}");
+}
