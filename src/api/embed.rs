@@ -344,16 +344,14 @@ pub(super) async fn set_permissions(
     let s = admin(&state, &headers, &id)?;
     let v: Value = wire::body(&wire::PERMISSIONS, &headers, &body)?;
     let p = &v[1];
+    // Like addRoles, a user who is not (or no longer) connected changes nothing.
     let found = s.live.set_permissions(
         v[0].as_str().unwrap_or_default(),
         p["priority"].as_i64(),
         p["idle_timeout"].as_u64(),
         p["control_disabled"].as_bool(),
     );
-    if !found {
-        return Err(ApiError::not_found("user"));
-    }
-    Ok(changed(&s, 1))
+    Ok(changed(&s, usize::from(found)))
 }
 
 /// Path of `DELETE <base_url>/users/{user_id}`.
@@ -398,6 +396,7 @@ pub(super) async fn bookmarks(
     }
     let html = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_request", "the bookmark file is not UTF-8"))?;
+    wire::check(&wire::BOOKMARK_FILE, &Value::String(html.to_string()))?;
     let nodes = crate::live::bookmarks::parse(html)
         .map_err(|e| ApiError::bad_request("invalid_request", e))?;
     let n = nodes.len();

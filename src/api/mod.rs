@@ -74,8 +74,8 @@ pub enum Body {
     None,
     /// JSON of this schema.
     Json(&'static LazyLock<Value>),
-    /// `text/html` (a Netscape bookmark file).
-    Html,
+    /// `text/html` (a Netscape bookmark file) whose text matches this schema.
+    Html(&'static LazyLock<Value>),
 }
 
 /// An OpenAPI link from a route's success response to another operation.
@@ -273,7 +273,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Append a Netscape bookmark file to the profile's bookmarks (merged when the browser stops, before the save)",
         auth: Auth::Bearer,
         query: &[],
-        body: Body::Html,
+        body: Body::Html(&wire::BOOKMARK_FILE),
         reply: Reply::Json(&wire::BOOKMARKS_ADDED),
         errors: &[400, 401, 404, 409, 410, 413, 415],
         links: &[],

@@ -105,10 +105,12 @@ pub fn document() -> Value {
         match r.body {
             Body::None => {}
             Body::Json(schema) => {
-                op["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": Value::clone(schema)}}});
+                // Objects may be left out (every field is optional); tuples may not.
+                let required = schema["type"] == "array";
+                op["requestBody"] = json!({"required": required, "content": {"application/json": {"schema": Value::clone(schema)}}});
             }
-            Body::Html => {
-                op["requestBody"] = json!({"required": true, "content": {"text/html": {"schema": {"type": "string", "maxLength": 1_048_576}}}});
+            Body::Html(schema) => {
+                op["requestBody"] = json!({"required": true, "content": {"text/html": {"schema": Value::clone(schema)}}});
             }
         }
         let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));

@@ -461,7 +461,7 @@ fn role_list() -> Value {
 }
 
 fn user_ids() -> Value {
-    json!({"type": "array", "maxItems": 1000, "items": {"type": "string", "maxLength": 128, "pattern": NO_CONTROL}})
+    json!({"type": "array", "maxItems": 100, "items": {"type": "string", "maxLength": 128, "pattern": NO_CONTROL}})
 }
 
 /// `addRoles` / `removeRoles`: `[[user ids], [roles], exclusive]`.
@@ -529,6 +529,11 @@ pub static BOOKMARKS_ADDED: LazyLock<Value> = LazyLock::new(|| {
         &["added", "merged"],
     )
 });
+
+/// `POST <base_url>/bookmarks` body: a Netscape bookmark file (it has a `<DL>` list).
+pub static BOOKMARK_FILE: LazyLock<Value> = LazyLock::new(
+    || json!({"type": "string", "pattern": "<[Dd][Ll]", "description": "a Netscape bookmark file (as Chrome and Firefox export)"}),
+);
 
 /// `POST /v0/vm/{id}/viewers` body.
 pub static VIEWER_REQUEST: LazyLock<Value> = LazyLock::new(|| {
