@@ -39,6 +39,16 @@ pub struct Args {
     /// and report total time and peak RSS.
     #[arg(long)]
     pub concurrent: Option<usize>,
+    /// Measure the live view instead: frames per second on an animating page,
+    /// input-to-frame latency, and CPU of daemon and browser with 1 and `--viewers` viewers.
+    #[arg(long)]
+    pub live_view: bool,
+    /// Viewers of the second live-view measurement.
+    #[arg(long, default_value_t = 5)]
+    pub viewers: usize,
+    /// Seconds of each live-view measurement.
+    #[arg(long, default_value_t = 8)]
+    pub seconds: u64,
 }
 
 #[derive(serde::Serialize)]
@@ -198,7 +208,7 @@ fn generate(root: &Path, kept: u64) -> std::io::Result<u64> {
 }
 
 /// A vault on `url` with a throw-away in-memory master key.
-async fn bench_vault(ctx: &Ctx, url: &str, spool: &Path) -> anyhow::Result<Vault> {
+pub(super) async fn bench_vault(ctx: &Ctx, url: &str, spool: &Path) -> anyhow::Result<Vault> {
     let store = profile_vault::store::from_url(url, &ctx.cfg.file.s3).await?;
     let mut key = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut key);
@@ -212,6 +222,9 @@ async fn bench_vault(ctx: &Ctx, url: &str, spool: &Path) -> anyhow::Result<Vault
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let bench_dir = ctx.cfg.data_dir.join("bench");
     profile_vault::fsutil::create_private_dir(&bench_dir)?;
+    if a.live_view {
+        return super::bench_live::run(ctx, &a, &bench_dir).await;
+    }
     let kept = a.size_mb * 1_000_000;
     let src = bench_dir.join(format!("profile-{}mb", a.size_mb));
     if !src.join(".complete").exists() {
@@ -337,7 +350,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
 }
 
 /// A minimal HTTP/1.1 exchange on loopback (the bench talks to its own in-process daemon).
-async fn http(
+pub(super) async fn http(
     addr: &str,
     method: &str,
     path: &str,
@@ -374,10 +387,72 @@ struct SessionReport {
     delete_to_saved_seconds: Vec<f64>,
 }
 
+/// An in-process daemon on 127.0.0.1 for the session and live-view benches.
+pub(super) struct BenchDaemon {
+    /// Listen address.
+    pub addr: String,
+    /// Its one API key.
+    pub token: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl BenchDaemon {
+    pub(super) async fn start(ctx: &Ctx, vault: Vault, data: &Path) -> anyhow::Result<BenchDaemon> {
+        use profile_vault::api::{self, auth::ApiKeys, AppState};
+        use profile_vault::session::{chromium, Manager, SessionConfig};
+        let manager = Manager::new(
+            vault,
+            SessionConfig {
+                chromium: chromium::find_binary(ctx.cfg.file.server.chromium.as_deref())?,
+                data_dir: data.to_path_buf(),
+                max_sessions: 4,
+                inactive_timeout: None,
+                absolute_timeout: None,
+                max_session_secs: None,
+                close_deadline: std::time::Duration::from_secs(30),
+                restore_deadline: std::time::Duration::from_secs(600),
+                start_deadline: std::time::Duration::from_secs(60),
+                max_concurrent_saves: 2,
+                retry_failed_every: std::time::Duration::from_secs(60),
+                lease_ttl: std::time::Duration::from_secs(30),
+                live: Default::default(),
+            },
+        )?;
+        let token = format!("bench-{}", uuid::Uuid::new_v4().simple());
+        let keys = ApiKeys::parse(&format!("bench:{token}"))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let state = AppState {
+            manager,
+            keys: Arc::new(keys),
+            public_url: format!("http://{addr}"),
+            max_body: 65536,
+            viewer_origins: Vec::new(),
+            frame_ancestors: "*".into(),
+        };
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(api::serve(
+            listener,
+            state,
+            async move {
+                let _ = stop_rx.await;
+            },
+            std::time::Duration::from_secs(60),
+        ));
+        Ok(BenchDaemon { addr, token, stop, server })
+    }
+
+    /// Ends every session and stops serving.
+    pub(super) async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.server.await??;
+        Ok(())
+    }
+}
+
 async fn session_bench(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> anyhow::Result<()> {
     use futures_util::{SinkExt, StreamExt};
-    use profile_vault::api::{self, auth::ApiKeys, AppState};
-    use profile_vault::session::{chromium, Manager, SessionConfig};
 
     let data = bench_dir.join(format!("daemon-{}", uuid::Uuid::new_v4().simple()));
     let store_path = data.join("store");
@@ -395,45 +470,8 @@ async fn session_bench(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> any
         .save("bench", &profile, src, Base::Current, Arc::new(NoProgress))
         .await?;
 
-    let manager = Manager::new(
-        vault.clone(),
-        SessionConfig {
-            chromium: chromium::find_binary(ctx.cfg.file.server.chromium.as_deref())?,
-            data_dir: data.clone(),
-            max_sessions: 4,
-            inactive_timeout: None,
-            absolute_timeout: None,
-            max_session_secs: None,
-            close_deadline: std::time::Duration::from_secs(30),
-            restore_deadline: std::time::Duration::from_secs(600),
-            start_deadline: std::time::Duration::from_secs(60),
-            max_concurrent_saves: 2,
-            retry_failed_every: std::time::Duration::from_secs(60),
-            lease_ttl: std::time::Duration::from_secs(30),
-            live: Default::default(),
-        },
-    )?;
-    let token = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let keys = ApiKeys::parse(&format!("bench:{token}"))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?.to_string();
-    let state = AppState {
-        manager,
-        keys: Arc::new(keys),
-        public_url: format!("http://{addr}"),
-        max_body: 65536,
-        viewer_origins: Vec::new(),
-        frame_ancestors: "*".into(),
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(api::serve(
-        listener,
-        state,
-        async move {
-            let _ = stop_rx.await;
-        },
-        std::time::Duration::from_secs(60),
-    ));
+    let daemon = BenchDaemon::start(ctx, vault.clone(), &data).await?;
+    let (addr, token) = (daemon.addr.clone(), daemon.token.clone());
 
     let mut report = SessionReport {
         profile_bytes: saved.bytes_in,
@@ -479,8 +517,7 @@ async fn session_bench(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> any
             .delete_to_saved_seconds
             .push(t.elapsed().as_secs_f64());
     }
-    let _ = stop_tx.send(());
-    server.await??;
+    daemon.stop().await?;
     vault.delete("bench", &profile).await?;
     let _ = std::fs::remove_dir_all(&data);
     if !a.keep_profile {

@@ -14,6 +14,7 @@
 
 mod audit;
 mod bench;
+mod bench_live;
 mod delete;
 mod gc;
 mod list;
