@@ -440,7 +440,12 @@ impl BenchDaemon {
             },
             std::time::Duration::from_secs(60),
         ));
-        Ok(BenchDaemon { addr, token, stop, server })
+        Ok(BenchDaemon {
+            addr,
+            token,
+            stop,
+            server,
+        })
     }
 
     /// Ends every session and stops serving.

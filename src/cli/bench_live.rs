@@ -80,7 +80,9 @@ fn clk_tck() -> f64 {
 struct Viewer {
     frames: Arc<AtomicU64>,
     tx: futures_util::stream::SplitSink<
-        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
         Message,
     >,
     sizes: tokio::sync::mpsc::UnboundedReceiver<(Instant, usize)>,
@@ -101,7 +103,12 @@ async fn connect(socket_url: &str) -> anyhow::Result<Viewer> {
             }
         }
     });
-    Ok(Viewer { frames, tx, sizes, task })
+    Ok(Viewer {
+        frames,
+        tx,
+        sizes,
+        task,
+    })
 }
 
 #[derive(serde::Serialize)]
@@ -126,8 +133,15 @@ struct Report {
 async fn measure(viewers: &[Viewer], secs: u64, browser_pid: u32) -> Phase {
     let hz = clk_tck();
     let me = std::process::id();
-    let before: Vec<u64> = viewers.iter().map(|v| v.frames.load(Ordering::Relaxed)).collect();
-    let (d0, b0, t0) = (ticks(me).unwrap_or(0), group_ticks(browser_pid), Instant::now());
+    let before: Vec<u64> = viewers
+        .iter()
+        .map(|v| v.frames.load(Ordering::Relaxed))
+        .collect();
+    let (d0, b0, t0) = (
+        ticks(me).unwrap_or(0),
+        group_ticks(browser_pid),
+        Instant::now(),
+    );
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let el = t0.elapsed().as_secs_f64();
     let (d1, b1) = (ticks(me).unwrap_or(0), group_ticks(browser_pid));
@@ -154,11 +168,22 @@ async fn send(v: &mut Viewer, m: serde_json::Value) -> anyhow::Result<()> {
 pub async fn run(ctx: &Ctx, a: &Args, bench_dir: &Path) -> anyhow::Result<()> {
     let data = bench_dir.join(format!("live-{}", uuid::Uuid::new_v4().simple()));
     let store = std::path::absolute(data.join("store"))?;
-    let vault = bench_vault(ctx, &format!("file://{}", store.display()), &data.join("spool")).await?;
+    let vault = bench_vault(
+        ctx,
+        &format!("file://{}", store.display()),
+        &data.join("spool"),
+    )
+    .await?;
     let daemon = BenchDaemon::start(ctx, vault, &data).await?;
     let site = axum::Router::new()
-        .route("/anim", axum::routing::get(|| async { axum::response::Html(ANIMATED) }))
-        .route("/flip", axum::routing::get(|| async { axum::response::Html(FLIP) }));
+        .route(
+            "/anim",
+            axum::routing::get(|| async { axum::response::Html(ANIMATED) }),
+        )
+        .route(
+            "/flip",
+            axum::routing::get(|| async { axum::response::Html(FLIP) }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let site_addr = listener.local_addr()?;
     let site_task = tokio::spawn(async move {
@@ -166,7 +191,14 @@ pub async fn run(ctx: &Ctx, a: &Args, bench_dir: &Path) -> anyhow::Result<()> {
     });
     let body = json!({"start_url": format!("http://{site_addr}/anim"), "width": 800, "height": 600,
         "default_roles": ["control"]});
-    let (st, vm) = http(&daemon.addr, "POST", "/v0/vm", &daemon.token, &body.to_string()).await?;
+    let (st, vm) = http(
+        &daemon.addr,
+        "POST",
+        "/v0/vm",
+        &daemon.token,
+        &body.to_string(),
+    )
+    .await?;
     anyhow::ensure!(st == 200, "POST /v0/vm answered {st}: {vm}");
     let id = vm["session_id"].as_str().unwrap_or_default().to_string();
     let socket = vm["embed_url"]
@@ -174,8 +206,9 @@ pub async fn run(ctx: &Ctx, a: &Args, bench_dir: &Path) -> anyhow::Result<()> {
         .unwrap_or_default()
         .replacen("http://", "ws://", 1)
         .replacen("/embed?", "/embed/socket?", 1);
-    let rec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data.join("sessions").join(format!("{id}.json")))?)?;
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        data.join("sessions").join(format!("{id}.json")),
+    )?)?;
     let browser_pid = rec["pid"].as_u64().unwrap_or(0) as u32;
 
     let mut viewers = vec![connect(&socket).await?];
@@ -192,7 +225,11 @@ pub async fn run(ctx: &Ctx, a: &Args, bench_dir: &Path) -> anyhow::Result<()> {
 
     // Latency: a click flips the page between blank (a small JPEG) and noise (a large one).
     let v = &mut viewers[0];
-    send(v, json!({"t": "goto", "url": format!("http://{site_addr}/flip")})).await?;
+    send(
+        v,
+        json!({"t": "goto", "url": format!("http://{site_addr}/flip")}),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut last = 0;
     while let Ok(f) = v.sizes.try_recv() {
@@ -223,7 +260,14 @@ pub async fn run(ctx: &Ctx, a: &Args, bench_dir: &Path) -> anyhow::Result<()> {
             last = f.1;
         }
     }
-    let _ = http(&daemon.addr, "DELETE", &format!("/v0/vm/{id}?wait=true"), &daemon.token, "").await;
+    let _ = http(
+        &daemon.addr,
+        "DELETE",
+        &format!("/v0/vm/{id}?wait=true"),
+        &daemon.token,
+        "",
+    )
+    .await;
     daemon.stop().await?;
     site_task.abort();
     let _ = std::fs::remove_dir_all(&data);

@@ -1,0 +1,182 @@
+//! How a session ends: stop the browser cleanly, merge pending bookmarks, save a new
+//! generation (or keep the directory and record for a retry when the save fails), release
+//! the lease and the local lock, and forget the session.
+
+use super::*;
+
+impl Manager {
+    pub(super) async fn finish(self: Arc<Self>, s: Arc<Session>) {
+        let mut record = Record {
+            id: s.id.clone(),
+            tenant: s.tenant.clone(),
+            profile_id: s.profile_id.clone(),
+            save: s.save,
+            base_generation: s.base_generation,
+            dir: s.dir.clone(),
+            pid: 0,
+            created_at: s.created_at,
+            state: "ending".into(),
+        };
+        if let Some(mut b) = s.browser.lock().await.take() {
+            record.pid = b.pid();
+            self.write_record(&record);
+            b.close(self.cfg.close_deadline).await;
+        }
+        let bookmarks = std::mem::take(&mut *s.pending_bookmarks.lock().expect("bookmarks"));
+        if !bookmarks.is_empty() {
+            match crate::live::bookmarks::merge_into(&s.dir, &bookmarks) {
+                Ok(n) => {
+                    tracing::info!(session = %s.id, added = n, "bookmarks merged into the profile")
+                }
+                Err(e) => {
+                    tracing::warn!(session = %s.id, error = %e, "could not merge bookmarks into the profile")
+                }
+            }
+        }
+        let ok = self.save_record(&record, Some(&s)).await;
+        if ok {
+            self.forget(&s.id, &s.dir);
+        } else {
+            record.state = "failed".into();
+            self.write_record(&record);
+        }
+        // The store lease first, then the local lock: whoever takes the profile next finds both free.
+        if let Some(l) = s.lease.lock().await.take() {
+            if ok {
+                if let Err(e) = self.vault.release_lease(&l).await {
+                    tracing::warn!(session = %s.id, error = %e, "could not release the profile lease; it expires by itself");
+                }
+            }
+        }
+        if let (Some(p), true) = (&s.profile_id, s.save) {
+            self.release_profile(&s.tenant, p, &s.id);
+        }
+        self.counters.ended.fetch_add(1, Ordering::Relaxed);
+        s.done.send_replace(true);
+        if let Some(hook) = &s.webhook {
+            let info = s.info();
+            let body = serde_json::json!({"session_id": s.id, "type": "ended", "reason": info.end_reason, "termination_date": info.termination_date, "save": info.save});
+            if let Err(e) = webhook::send(hook, &body).await {
+                tracing::warn!(session = %s.id, error = %e, "timeout webhook (ended) not delivered");
+            }
+        }
+    }
+
+    /// Saves a stopped browser's directory; returns whether nothing is left to do.
+    pub(super) async fn save_dir(
+        &self,
+        tenant: &str,
+        profile: Option<&str>,
+        save: bool,
+        base: Option<u64>,
+        dir: &Path,
+        s: Option<&Session>,
+    ) -> bool {
+        let (Some(profile), true) = (profile, save) else {
+            return true;
+        };
+        if !dir.is_dir() {
+            return true;
+        }
+        let waiting = &crate::metrics::METRICS.saves_waiting;
+        waiting.fetch_add(1, Ordering::Relaxed);
+        let _slot = self
+            .save_slots
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        if let Some(s) = s {
+            s.status.lock().expect("status lock").save = SaveState::Saving;
+        }
+        let t = std::time::Instant::now();
+        let actor = match s {
+            Some(s) => match s.status.lock().expect("status lock").ended.map(|(_, r)| r) {
+                Some(EndReason::Client) => format!("api-key:{tenant}"),
+                Some(EndReason::Admin) => format!("admin-token:{}", s.id),
+                Some(other) => format!(
+                    "daemon:{}",
+                    serde_json::to_value(other)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                ),
+                None => "daemon".into(),
+            },
+            None => "daemon:recovery".into(),
+        };
+        let r = self
+            .vault
+            .with_actor(&actor)
+            .save(
+                tenant,
+                profile,
+                dir,
+                Base::Expect(base),
+                Arc::new(NoProgress),
+            )
+            .await;
+        self.counters
+            .save_ms
+            .fetch_add(t.elapsed().as_millis() as u64, Ordering::Relaxed);
+        crate::metrics::METRICS.save_seconds.observe(t.elapsed());
+        match r {
+            Ok(rep) => {
+                self.counters.saves_ok.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .bytes_saved
+                    .fetch_add(rep.bytes_stored, Ordering::Relaxed);
+                if let Some(s) = s {
+                    let mut st = s.status.lock().expect("status lock");
+                    st.save = SaveState::Saved {
+                        generation: rep.generation,
+                    };
+                    st.generation = Some(rep.generation);
+                }
+                true
+            }
+            // Another save moved the head first: this generation is stored and listed, so
+            // nothing is lost and the directory can go; the head is not moved over theirs.
+            Err(vault::Error::Conflict { kept, head, .. }) => {
+                self.counters.saves_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(tenant, profile, kept, ?head, "the profile moved on while this session ran: saved as a non-head generation (roll back to it to use it)");
+                if let Some(s) = s {
+                    s.status.lock().expect("status lock").save = SaveState::Conflict {
+                        generation: kept,
+                        head,
+                    };
+                }
+                true
+            }
+            Err(e) => {
+                self.counters.saves_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(tenant, profile, error = %e, dir = %dir.display(), "saving the profile failed; its directory is kept");
+                if let Some(s) = s {
+                    s.status.lock().expect("status lock").save = SaveState::Failed {
+                        error: e.to_string(),
+                    };
+                }
+                false
+            }
+        }
+    }
+
+    /// Saves the directory a session record names (see [`Manager::save_dir`]).
+    pub(super) async fn save_record(&self, r: &Record, s: Option<&Session>) -> bool {
+        self.save_dir(
+            &r.tenant,
+            r.profile_id.as_deref(),
+            r.save,
+            r.base_generation,
+            &r.dir,
+            s,
+        )
+        .await
+    }
+
+    /// Removes a finished session's directory and record.
+    pub(super) fn forget(&self, id: &str, dir: &Path) {
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_file(self.record_path(id));
+    }
+}

@@ -1,0 +1,289 @@
+//! One session's state: identity and admin token, timeouts and the deadline they give,
+//! connected clients, save progress, its live view, and the public view of all that
+//! ([`SessionInfo`], the JSON of `GET /v0/vm/{id}`).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use subtle::ConstantTimeEq;
+
+use super::{chromium, webhook};
+use crate::vault;
+
+/// Per-session timeouts in seconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From creation.
+    pub absolute: Option<u64>,
+    /// Since the last activity (CDP traffic, ping).
+    pub inactive: Option<u64>,
+    /// With no DevTools client connected.
+    pub offline: Option<u64>,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// DELETE with the API key.
+    Client,
+    /// DELETE with the session's admin token.
+    Admin,
+    /// Inactivity timeout.
+    Inactive,
+    /// Absolute timeout.
+    Absolute,
+    /// No DevTools client for too long.
+    Offline,
+    /// The browser exited by itself.
+    Crash,
+    /// The daemon shut down.
+    Shutdown,
+    /// Found running after a daemon crash.
+    Recovered,
+}
+
+/// Save progress of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SaveState {
+    /// The session does not save.
+    None,
+    /// Will save when it ends.
+    Pending,
+    /// Saving now.
+    Saving,
+    /// Saved as this generation.
+    Saved {
+        /// Generation written.
+        generation: u64,
+    },
+    /// The save failed; the profile directory is kept and the save is retried.
+    Failed {
+        /// What went wrong.
+        error: String,
+    },
+    /// Saved as a generation that is not the head, because another save moved the head first.
+    Conflict {
+        /// Generation written (listed by `versions`).
+        generation: u64,
+        /// The head at that time.
+        head: Option<u64>,
+    },
+}
+
+#[derive(Debug)]
+pub(super) struct Status {
+    pub(super) ended: Option<(u64, EndReason)>,
+    pub(super) save: SaveState,
+    pub(super) generation: Option<u64>,
+}
+
+/// One browser session.
+pub struct Session {
+    /// Session id (uuid).
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    pub(super) admin_token_hash: [u8; 32],
+    /// Profile id (the first session's id), if the session has a profile.
+    pub profile_id: Option<String>,
+    /// Whether it saves at the end.
+    pub save: bool,
+    /// Whether a profile was restored into it.
+    pub loaded: bool,
+    /// Head generation when it was loaded.
+    pub base_generation: Option<u64>,
+    /// Creation, Unix seconds.
+    pub created_at: u64,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Fields accepted but not honoured.
+    pub ignored: Vec<String>,
+    /// Roles of the users `embed_url` admits.
+    pub default_roles: std::collections::BTreeSet<crate::live::Role>,
+    pub(super) dir: PathBuf,
+    pub(super) browser: tokio::sync::Mutex<Option<chromium::Browser>>,
+    pub(super) browser_ws: String,
+    pub(super) last_activity_ms: AtomicU64,
+    pub(super) clients: AtomicUsize,
+    pub(super) offline_since_ms: AtomicU64,
+    pub(super) lease: tokio::sync::Mutex<Option<vault::Lease>>,
+    pub(super) webhook: Option<webhook::Webhook>,
+    pub(super) warning: u64,
+    pub(super) warned: std::sync::atomic::AtomicBool,
+    pub(super) lease_renewed_ms: AtomicU64,
+    pub(super) status: Mutex<Status>,
+    pub(super) done: tokio::sync::watch::Sender<bool>,
+    /// The live view: viewers, their tokens and roles, the screencast.
+    pub live: crate::live::Live,
+    /// Bookmarks to merge into the profile after the browser stopped (`POST <base_url>/bookmarks`).
+    pub(super) pending_bookmarks: Mutex<Vec<crate::live::bookmarks::Node>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .field("profile_id", &self.profile_id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(super) fn token_hash(token: &str) -> [u8; 32] {
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// A public view of a session (the JSON of `GET /v0/vm/{id}`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionInfo {
+    /// Session id.
+    pub session_id: String,
+    /// Creation, Unix seconds.
+    pub created_at: u64,
+    /// When a timeout would end it now (Unix seconds), if any.
+    pub expires_at: Option<u64>,
+    /// When it ended (Unix seconds).
+    pub termination_date: Option<u64>,
+    /// Why it ended.
+    pub end_reason: Option<EndReason>,
+    /// Profile state.
+    pub profile: Option<ProfileInfo>,
+    /// Save state.
+    pub save: SaveState,
+    /// DevTools clients connected through the proxy, and viewers of the live view.
+    pub cdp_clients: usize,
+    /// Users connected to the live view.
+    pub viewers: Vec<crate::live::UserInfo>,
+}
+
+/// Profile part of [`SessionInfo`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileInfo {
+    /// Profile id (the first session's id).
+    pub id: String,
+    /// Whether it was restored into this session.
+    pub loaded: bool,
+    /// Generation loaded, or the one saved last.
+    pub generation: Option<u64>,
+    /// Whether the session saves.
+    pub save: bool,
+}
+
+impl Session {
+    /// Checks an admin token in constant time.
+    pub fn admin_token_matches(&self, token: &str) -> bool {
+        bool::from(self.admin_token_hash.ct_eq(&token_hash(token)))
+    }
+
+    /// Whether the session is still running.
+    pub fn is_active(&self) -> bool {
+        self.status.lock().expect("status lock").ended.is_none()
+    }
+
+    /// Records activity (renews the inactivity timeout).
+    pub fn touch(&self) {
+        self.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// The loopback DevTools URL of the browser (for the proxy only).
+    pub fn browser_ws(&self) -> &str {
+        &self.browser_ws
+    }
+
+    /// A DevTools client connected.
+    pub fn client_connected(&self) {
+        self.clients.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+    }
+
+    /// A DevTools client disconnected.
+    pub fn client_disconnected(&self) {
+        if self.clients.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.offline_since_ms.store(now_ms(), Ordering::SeqCst);
+        }
+        self.touch();
+    }
+
+    /// When the session would time out now (Unix seconds), and why.
+    pub(super) fn deadline(&self) -> Option<(u64, EndReason)> {
+        let mut best: Option<(u64, EndReason)> = None;
+        let mut consider = |at_ms: u64, why| {
+            if best.is_none_or(|(b, _)| at_ms < b) {
+                best = Some((at_ms, why));
+            }
+        };
+        if let Some(a) = self.timeouts.absolute {
+            consider(self.created_at * 1000 + a * 1000, EndReason::Absolute);
+        }
+        if let Some(i) = self.timeouts.inactive {
+            consider(
+                self.last_activity_ms.load(Ordering::Relaxed) + i * 1000,
+                EndReason::Inactive,
+            );
+        }
+        if let Some(o) = self.timeouts.offline {
+            if self.clients.load(Ordering::SeqCst) == 0 {
+                consider(
+                    self.offline_since_ms.load(Ordering::SeqCst) + o * 1000,
+                    EndReason::Offline,
+                );
+            }
+        }
+        best
+    }
+
+    /// The public view.
+    pub fn info(&self) -> SessionInfo {
+        let st = self.status.lock().expect("status lock");
+        SessionInfo {
+            session_id: self.id.clone(),
+            created_at: self.created_at,
+            expires_at: if st.ended.is_none() {
+                self.deadline().map(|(ms, _)| ms.div_ceil(1000))
+            } else {
+                None
+            },
+            termination_date: st.ended.map(|(t, _)| t),
+            end_reason: st.ended.map(|(_, r)| r),
+            profile: self.profile_id.as_ref().map(|id| ProfileInfo {
+                id: id.clone(),
+                loaded: self.loaded,
+                generation: st.generation,
+                save: self.save,
+            }),
+            save: st.save.clone(),
+            cdp_clients: self.clients.load(Ordering::SeqCst),
+            viewers: self.live.users(),
+        }
+    }
+
+    /// Queues bookmarks for the profile (merged after the browser stops, before the save).
+    /// False when the session does not save (nothing would keep them).
+    pub fn add_bookmarks(&self, nodes: Vec<crate::live::bookmarks::Node>) -> bool {
+        if !self.save {
+            return false;
+        }
+        self.pending_bookmarks
+            .lock()
+            .expect("bookmarks")
+            .extend(nodes);
+        true
+    }
+
+    /// Waits until the session has ended and its save finished (or failed).
+    pub async fn wait_done(&self) {
+        let mut rx = self.done.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+}

@@ -1,0 +1,267 @@
+//! The manager's upkeep besides starting and ending sessions: failed saves (listed, retried),
+//! the sweeper (timeouts and their webhook warnings, lease renewal), shutdown, garbage
+//! collection of what crashes leave behind, and recovery of sessions a killed daemon left.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+
+impl Manager {
+    /// Session records whose save failed (their directories are kept), for `tenant` or all.
+    pub fn failed_saves(&self, tenant: Option<&str>) -> Vec<Record> {
+        let dir = self.cfg.data_dir.join("sessions");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Record> = rd
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<Record>(&b).ok())
+            .filter(|r| r.state == "failed" && tenant.is_none_or(|t| r.tenant == t))
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Retries the failed save of session `id` now. Returns whether it is saved.
+    ///
+    /// # Errors
+    /// [`Error::ProfileNotFound`] when there is no failed save with that id.
+    pub async fn retry_save(
+        self: &Arc<Self>,
+        tenant: Option<&str>,
+        id: &str,
+    ) -> Result<bool, Error> {
+        let Some(r) = self.failed_saves(tenant).into_iter().find(|r| r.id == id) else {
+            return Err(Error::ProfileNotFound(id.into()));
+        };
+        {
+            let mut busy = self.retrying.lock().expect("retrying lock");
+            if !busy.insert(r.id.clone()) {
+                return Ok(false);
+            }
+        }
+        let session = self.get(&r.id);
+        let ok = self.save_record(&r, session.as_deref()).await;
+        if ok {
+            self.forget(&r.id, &r.dir);
+            tracing::info!(session = %r.id, profile = ?r.profile_id, "failed save retried successfully");
+        }
+        self.retrying.lock().expect("retrying lock").remove(&r.id);
+        Ok(ok)
+    }
+
+    /// Retries every failed save once; returns how many are now saved.
+    pub async fn retry_failed_saves(self: &Arc<Self>) -> usize {
+        let mut n = 0;
+        for r in self.failed_saves(None) {
+            if let Ok(true) = self.retry_save(None, &r.id).await {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Checks timeouts and crashed browsers once; returns how many sessions it ended.
+    pub async fn sweep(self: &Arc<Self>) -> usize {
+        let active: Vec<Arc<Session>> = self
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .values()
+            .filter(|s| s.is_active())
+            .cloned()
+            .collect();
+        let now = now_ms();
+        let mut n = 0;
+        let renew_every = (self.cfg.lease_ttl.as_millis() as u64 / 3).max(1);
+        for s in &active {
+            if now.saturating_sub(s.lease_renewed_ms.load(Ordering::Relaxed)) < renew_every {
+                continue;
+            }
+            s.lease_renewed_ms.store(now, Ordering::Relaxed);
+            let (this, s) = (self.clone(), s.clone());
+            tokio::spawn(async move {
+                let mut g = s.lease.lock().await;
+                if let Some(l) = g.as_mut() {
+                    match this.vault.renew_lease(l, this.cfg.lease_ttl).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::error!(session = %s.id, "profile lease lost to another node; its save will be kept as a non-head generation if the profile moved")
+                        }
+                        Err(e) => {
+                            tracing::warn!(session = %s.id, error = %e, "could not renew the profile lease; retrying")
+                        }
+                    }
+                }
+            });
+        }
+        for s in active {
+            let crashed = match s.browser.try_lock() {
+                Ok(mut g) => g.as_mut().is_some_and(|b| b.try_exited()),
+                Err(_) => false,
+            };
+            if let (Some(hook), Some((at, why))) = (&s.webhook, s.deadline()) {
+                if at > now + s.warning * 1000 {
+                    // The deadline moved away again (activity): re-arm the warning.
+                    s.warned.store(false, Ordering::SeqCst);
+                } else if at > now && !s.warned.swap(true, Ordering::SeqCst) {
+                    let (hook, id) = (hook.clone(), s.id.clone());
+                    let body = serde_json::json!({"session_id": id, "type": "timeout_warning", "reason": why, "expires_at": at.div_ceil(1000)});
+                    tokio::spawn(async move {
+                        if let Err(e) = webhook::send(&hook, &body).await {
+                            tracing::warn!(session = %id, error = %e, "timeout webhook (warning) not delivered");
+                        }
+                    });
+                }
+            }
+            if crashed {
+                tracing::warn!(session = %s.id, "browser exited by itself; saving what reached disk");
+                n += usize::from(self.end(&s, EndReason::Crash));
+            } else if let Some((at, why)) = s.deadline() {
+                if at <= now {
+                    n += usize::from(self.end(&s, why));
+                }
+            }
+        }
+        // Forget sessions that ended more than an hour ago.
+        let cutoff = now / 1000 - 3600.min(now / 1000);
+        self.sessions.lock().expect("sessions lock").retain(|_, s| {
+            s.status
+                .lock()
+                .expect("status lock")
+                .ended
+                .is_none_or(|(t, _)| t > cutoff)
+                || !*s.done.borrow()
+        });
+        n
+    }
+
+    /// Runs [`Manager::sweep`] every `every` until `stop` fires.
+    pub async fn run_sweeper(
+        self: Arc<Self>,
+        every: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        let mut last_retry = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.sweep().await;
+                    if last_retry.elapsed() >= self.cfg.retry_failed_every {
+                        last_retry = tokio::time::Instant::now();
+                        let this = self.clone();
+                        tokio::spawn(async move { this.retry_failed_saves().await });
+                    }
+                }
+                r = stop.changed() => {
+                    if r.is_err() || *stop.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops taking sessions, ends every session and waits (up to `grace`) for their saves.
+    pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let all: Vec<Arc<Session>> = self
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .values()
+            .cloned()
+            .collect();
+        for s in &all {
+            self.end(s, EndReason::Shutdown);
+        }
+        let wait = async {
+            for s in &all {
+                s.wait_done().await;
+            }
+        };
+        if tokio::time::timeout(grace, wait).await.is_err() {
+            tracing::error!("shutdown grace period over with saves still running; their directories and records are kept and will be saved at the next start");
+        }
+    }
+
+    /// Removes what killed processes leave on local disk: restore staging directories and
+    /// downloads beside browser dirs, and spool files older than an hour (a CLI job may share
+    /// the spool directory, so young files are left alone).
+    pub(super) fn collect_garbage(&self) {
+        let browsers = self.cfg.data_dir.join("browsers");
+        for e in std::fs::read_dir(&browsers).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".pv-") {
+                tracing::info!(path = %e.path().display(), "removing a staging directory left by a killed restore");
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let spool = self.cfg.data_dir.join("spool");
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for e in std::fs::read_dir(&spool).into_iter().flatten().flatten() {
+            if e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < hour_ago)
+            {
+                tracing::info!(path = %e.path().display(), "removing a spool file left by a killed save");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// Finds sessions left by a previous daemon (crash, kill -9): stops their browsers and
+    /// saves their profiles. Returns how many were recovered.
+    pub async fn recover(self: &Arc<Self>) -> usize {
+        self.collect_garbage();
+        let dir = self.cfg.data_dir.join("sessions");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return 0;
+        };
+        let mut records = Vec::new();
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.extension().and_then(|x| x.to_str()) != Some("json") {
+                continue;
+            }
+            match std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+            {
+                Some(r) => records.push(r),
+                None => {
+                    tracing::warn!(path = %path.display(), "unreadable session record left alone")
+                }
+            }
+        }
+        self.recovering.store(records.len(), Ordering::SeqCst);
+        let mut n = 0;
+        for r in records {
+            if let (Some(p), true) = (&r.profile_id, r.save) {
+                self.saving
+                    .lock()
+                    .expect("saving lock")
+                    .insert((r.tenant.clone(), p.clone()), r.id.clone());
+            }
+            if r.pid > 0 && chromium::is_browser_on(r.pid, &r.dir) {
+                tracing::warn!(session = %r.id, pid = r.pid, "stopping a browser left by the previous daemon");
+                chromium::stop_orphan(r.pid, self.cfg.close_deadline).await;
+            }
+            let ok = self.save_record(&r, None).await;
+            if ok {
+                self.forget(&r.id, &r.dir);
+                tracing::info!(session = %r.id, profile = ?r.profile_id, "recovered session saved");
+                n += 1;
+            }
+            if let (Some(p), true) = (&r.profile_id, r.save) {
+                self.release_profile(&r.tenant, p, &r.id);
+            }
+            self.recovering.fetch_sub(1, Ordering::SeqCst);
+        }
+        n
+    }
+}
