@@ -113,6 +113,39 @@ p.onclick = () => { window.open('/popup'); };
     format!("http://{addr}")
 }
 
+/// A TCP relay to the daemon whose connections can all be cut at once (a network blip).
+struct Blip {
+    addr: String,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Blip {
+    async fn start(to: &str) -> Blip {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (to, list) = (to.to_string(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut a, _)) = l.accept().await {
+                let to = to.clone();
+                let h = tokio::spawn(async move {
+                    if let Ok(mut b) = tokio::net::TcpStream::connect(&to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                    }
+                });
+                list.lock().unwrap().push(h.abort_handle());
+            }
+        });
+        Blip { addr, conns }
+    }
+
+    fn cut(&self) {
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+}
+
 fn near(rgb: &Value, want: [i64; 3]) -> bool {
     rgb.as_array().is_some_and(|a| {
         a.iter()
@@ -177,6 +210,20 @@ async fn a_person_uses_the_session_through_embed_url() {
         let (st, v) = d.call(method, &path, Some(&viewer_token), None).await;
         assert_eq!(st, 401, "{method} {path} with a viewer token: {v}");
     }
+    // Another site's page may not open the viewer socket, even with the token.
+    let evil = {
+        let mut sock = tokio::net::TcpStream::connect(&d.addr).await.unwrap();
+        sock.write_all(format!("GET {base}/socket?token={viewer_token} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://evil.example\r\n\r\n", d.addr).as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::io::AsyncReadExt::read(&mut sock, &mut buf)
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    assert!(
+        evil.starts_with("HTTP/1.1 403") && evil.contains("viewer_origins"),
+        "{evil}"
+    );
     for t in [&admin, &KEY_T1.to_string()] {
         let (st, v) = d
             .call("GET", &format!("{base}/socket?token={t}"), None, None)
@@ -394,6 +441,35 @@ async fn a_person_uses_the_session_through_embed_url() {
     }
     assert!(blue, "the viewer does not show the popup");
 
+    // A viewer with `resize` gets the browser's viewport matched to its frame (900 x 500 page,
+    // less the 66 px toolbar), and one behind a network blip reconnects by itself.
+    let (st, minted) = d
+        .call(
+            "POST",
+            &format!("/v0/vm/{id}/viewers"),
+            Some(&admin),
+            Some(r#"{"roles": ["resize"]}"#),
+        )
+        .await;
+    assert_eq!(st, 200, "{minted}");
+    let proxy = Blip::start(&d.addr).await;
+    let url = minted["embed_url"]
+        .as_str()
+        .unwrap()
+        .replace(&d.addr, &proxy.addr);
+    let c = v
+        .ask(json!({"cmd": "open", "name": "c", "url": url, "width": 900, "height": 500}))
+        .await;
+    v.ask(json!({"cmd": "waitFor", "name": "c",
+        "expr": "Math.abs(window.__pv.meta.width - 900) <= 2 && Math.abs(window.__pv.meta.height - 434) <= 2"}))
+        .await;
+    proxy.cut();
+    let old = c["userId"].as_str().unwrap();
+    v.ask(json!({"cmd": "waitFor", "name": "c", "timeout": 20000,
+        "expr": format!("window.__pv.state === 'open' && window.__pv.userId !== '{old}'")}))
+        .await;
+    v.ask(json!({"cmd": "close", "name": "c"})).await;
+
     // Bookmarks posted to base_url are saved with the profile.
     let bookmarks = r#"<!DOCTYPE NETSCAPE-Bookmark-file-1><DL><p><DT><A HREF="https://bookmarked.example/">Kept</A></DL>"#;
     let resp = {
@@ -439,4 +515,13 @@ async fn a_person_uses_the_session_through_embed_url() {
     );
     let marks = std::fs::read_to_string(to.join("Default/Bookmarks")).unwrap();
     assert!(marks.contains("https://bookmarked.example/"), "{marks}");
+    // No token reached the daemon's log (it runs at trace level for profile-vault).
+    let log = d.log_text();
+    assert!(
+        log.contains("viewer connected"),
+        "the log is not the daemon's"
+    );
+    for (what, t) in [("admin token", &admin), ("viewer token", &viewer_token)] {
+        assert!(!log.contains(t.as_str()), "the {what} is in the daemon log");
+    }
 }
