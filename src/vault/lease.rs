@@ -1,0 +1,133 @@
+//! Profile leases across nodes: conditional writes in the store, renewed while a session lives.
+
+use super::*;
+
+/// A profile lease: which node's session may save a profile now. Held in the store with
+/// conditional writes, renewed while the session lives, and free once it expires (its node
+/// died) or is released.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRecord {
+    /// Node id of the holder (`<data_dir>/node-id`).
+    pub node: String,
+    /// Session id of the holder.
+    pub session: String,
+    /// Expiry, Unix milliseconds.
+    pub expires_at_ms: u64,
+}
+
+/// A lease this process holds.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    tenant: String,
+    profile: String,
+    record: LeaseRecord,
+    etag: String,
+}
+
+fn lease_key(tenant: &str, profile: &str) -> String {
+    format!("{}lease.json", prefix(tenant, profile))
+}
+
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Vault {
+    /// Takes the lease of a profile for `node`/`session` for `ttl`. Returns `Ok(None)` when a
+    /// live lease of another holder exists (the profile is in use elsewhere).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn acquire_lease(
+        &self,
+        tenant: &str,
+        profile: &str,
+        node: &str,
+        session: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>> {
+        validate_id("tenant", tenant)?;
+        validate_id("profile", profile)?;
+        let key = lease_key(tenant, profile);
+        let mode = match self.store.get(&key).await {
+            Ok(g) => {
+                let etag = g.meta.etag.clone();
+                let current: Option<LeaseRecord> = serde_json::from_slice(&g.bytes().await?).ok();
+                match current {
+                    Some(c)
+                        if c.expires_at_ms > now_ms()
+                            && !(c.node == node && c.session == session) =>
+                    {
+                        return Ok(None)
+                    }
+                    _ => PutMode::Update(etag),
+                }
+            }
+            Err(store::Error::NotFound { .. }) => PutMode::Create,
+            Err(e) => return Err(e.into()),
+        };
+        let record = LeaseRecord {
+            node: node.into(),
+            session: session.into(),
+            expires_at_ms: now_ms() + ttl.as_millis() as u64,
+        };
+        let body = Bytes::from(serde_json::to_vec(&record).expect("lease serializes"));
+        match self.store.put(&key, PutBody::Bytes(body), mode).await {
+            Ok(etag) => Ok(Some(Lease {
+                tenant: tenant.into(),
+                profile: profile.into(),
+                record,
+                etag,
+            })),
+            Err(store::Error::AlreadyExists { .. } | store::Error::Precondition { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Extends a held lease. Returns `false` when it was lost (taken over after expiring).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn renew_lease(&self, lease: &mut Lease, ttl: std::time::Duration) -> Result<bool> {
+        let mut record = lease.record.clone();
+        record.expires_at_ms = now_ms() + ttl.as_millis() as u64;
+        let body = Bytes::from(serde_json::to_vec(&record).expect("lease serializes"));
+        match self
+            .store
+            .put(
+                &lease_key(&lease.tenant, &lease.profile),
+                PutBody::Bytes(body),
+                PutMode::Update(lease.etag.clone()),
+            )
+            .await
+        {
+            Ok(etag) => {
+                lease.etag = etag;
+                lease.record = record;
+                Ok(true)
+            }
+            Err(store::Error::Precondition { .. } | store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Gives a lease up (if it is still ours).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        let key = lease_key(&lease.tenant, &lease.profile);
+        if let Ok(g) = self.store.get(&key).await {
+            let current: Option<LeaseRecord> = serde_json::from_slice(&g.bytes().await?).ok();
+            if current
+                .is_some_and(|c| c.node == lease.record.node && c.session == lease.record.session)
+            {
+                self.store.delete(&key).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,184 @@
+//! Listing profiles and their generations, rollback (moving the head), and delete.
+
+use super::*;
+
+impl Vault {
+    /// Every generation of a profile, oldest first.
+    ///
+    /// # Errors
+    /// Storage errors; [`Error::ProfileNotFound`] when nothing exists.
+    pub async fn versions(&self, tenant: &str, profile: &str) -> Result<Vec<GenerationInfo>> {
+        let head = self.head(tenant, profile).await?.map(|h| h.0.generation);
+        let (payloads, records) = self.generation_numbers(tenant, profile).await?;
+        let all = merged(&payloads, &records);
+        if all.is_empty() && head.is_none() {
+            return Err(Error::ProfileNotFound {
+                tenant: tenant.into(),
+                profile: profile.into(),
+            });
+        }
+        let mut out = Vec::with_capacity(all.len());
+        for g in all {
+            let record = if records.contains(&g) {
+                let key = record_key(tenant, profile, g);
+                match self.store.get(&key).await {
+                    Ok(r) => serde_json::from_slice(&r.bytes().await?).ok(),
+                    Err(store::Error::NotFound { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                None
+            };
+            out.push(GenerationInfo {
+                generation: g,
+                head: Some(g) == head,
+                record,
+                payload: payloads.contains(&g),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Profiles of a tenant that have a head.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn list(&self, tenant: &str) -> Result<Vec<ProfileSummary>> {
+        validate_id("tenant", tenant)?;
+        let p = format!("tenants/{tenant}/profiles/");
+        let mut out = Vec::new();
+        for m in self.store.list(&p).await? {
+            let rest = &m.key[p.len()..];
+            if let Some(profile) = rest.strip_suffix("/head.json") {
+                if let Ok(Some((h, _))) = self.head(tenant, profile).await {
+                    out.push(ProfileSummary {
+                        profile: profile.into(),
+                        generation: h.generation,
+                        updated_at: h.updated_at,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tenants that have any object.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn tenants(&self) -> Result<Vec<String>> {
+        let mut out: Vec<String> = Vec::new();
+        for m in self.store.list("tenants/").await? {
+            if let Some(t) = m.key["tenants/".len()..].split('/').next() {
+                if out.last().map(String::as_str) != Some(t) {
+                    out.push(t.to_string());
+                }
+            }
+        }
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Moves the head to an earlier (or any existing) generation after verifying its record and key.
+    ///
+    /// # Errors
+    /// Not found, key, storage errors; [`Error::Conflict`] when the head moved meanwhile.
+    pub async fn rollback(&self, tenant: &str, profile: &str, to: u64) -> Result<Head> {
+        let r = self.rollback_inner(tenant, profile, to).await;
+        if !matches!(r, Err(Error::InvalidId { .. })) {
+            self.record(
+                crate::audit::Action::Rollback,
+                tenant,
+                Some(profile),
+                Some(to),
+                &r,
+            )
+            .await;
+        }
+        r
+    }
+
+    pub(super) async fn rollback_inner(
+        &self,
+        tenant: &str,
+        profile: &str,
+        to: u64,
+    ) -> Result<Head> {
+        let Some((head, etag)) = self.head(tenant, profile).await? else {
+            return Err(Error::ProfileNotFound {
+                tenant: tenant.into(),
+                profile: profile.into(),
+            });
+        };
+        let (rec, _) = self.open_record(tenant, profile, to).await?;
+        self.store
+            .head(&payload_key(tenant, profile, to))
+            .await
+            .map_err(|e| match e {
+                store::Error::NotFound { .. } => Error::GenerationNotFound {
+                    profile: profile.into(),
+                    generation: to,
+                },
+                e => e.into(),
+            })?;
+        let new_head = Head {
+            generation: to,
+            object_id: rec.object_id,
+            updated_at: now(),
+            ..head
+        };
+        let body = Bytes::from(serde_json::to_vec_pretty(&new_head).expect("head serializes"));
+        match self
+            .store
+            .put(
+                &head_key(tenant, profile),
+                PutBody::Bytes(body),
+                PutMode::Update(etag),
+            )
+            .await
+        {
+            Ok(_) => Ok(new_head),
+            Err(store::Error::Precondition { .. }) => Err(Error::Conflict {
+                profile: profile.into(),
+                kept: to,
+                head: None,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes every object of a profile (head first, so nothing loads it meanwhile).
+    ///
+    /// # Errors
+    /// Not found, storage errors.
+    pub async fn delete(&self, tenant: &str, profile: &str) -> Result<usize> {
+        validate_id("tenant", tenant)?;
+        validate_id("profile", profile)?;
+        let r = self.delete_inner(tenant, profile).await;
+        self.record(
+            crate::audit::Action::Delete,
+            tenant,
+            Some(profile),
+            None,
+            &r,
+        )
+        .await;
+        r
+    }
+
+    pub(super) async fn delete_inner(&self, tenant: &str, profile: &str) -> Result<usize> {
+        let objects = self.store.list(&prefix(tenant, profile)).await?;
+        if objects.is_empty() {
+            return Err(Error::ProfileNotFound {
+                tenant: tenant.into(),
+                profile: profile.into(),
+            });
+        }
+        self.store.delete(&head_key(tenant, profile)).await?;
+        for m in &objects {
+            self.store.delete(&m.key).await?;
+        }
+        tracing::info!(tenant, profile, objects = objects.len(), "profile deleted");
+        Ok(objects.len())
+    }
+}

@@ -1,0 +1,664 @@
+//! The vault: profiles as encrypted, versioned generations in a [`Store`].
+//!
+//! Object layout (all keys under `tenants/<tenant>/profiles/<profile>/`):
+//! - `gens/<generation:020>.pvo`: the encrypted payload (format v1, `docs/FORMAT.md`),
+//!   written create-only, so writing it claims the generation number;
+//! - `gens/<generation:020>.json`: the generation record ([`GenerationRecord`]): the wrapped
+//!   data key, its master key id, and what the pack recorded. Rekey rewrites only these;
+//! - `head.json`: which generation loads by default ([`Head`]), moved by compare-and-swap.
+//!
+//! A save packs and encrypts into a private spool file first (constant memory, and an
+//! upload can be retried from it), uploads the payload, writes the record, then moves the
+//! head. A failed or interrupted save leaves the previous head untouched; a save that
+//! loses the head race gets [`Error::Conflict`] and its generation stays listed.
+
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::crypt::{stream, DataKey};
+use crate::fsutil;
+use crate::keys::{self, Keyring, WrapContext, Wrapped};
+use crate::profile::archive::{self, Limits, PackOptions, PackStats, UnpackStats};
+use crate::profile::format::{self, Expected, Sealer};
+use crate::progress::Progress;
+use crate::store::{self, PutBody, PutMode, Store};
+
+mod lease;
+mod manage;
+mod rekey;
+mod restore;
+mod retention;
+mod save;
+
+pub use lease::{Lease, LeaseRecord};
+
+/// Version of the head record.
+pub const HEAD_FORMAT: u32 = 1;
+/// Version of a generation record whose data key a local master key wraps.
+pub const RECORD_FORMAT: u32 = 1;
+/// Version of a generation record whose data key a KMS key wraps (adds `kms_key_arn`).
+pub const RECORD_FORMAT_KMS: u32 = 2;
+
+/// Errors of vault operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tenant or profile id that is not allowed.
+    #[error("invalid {what} id {id:?}: use 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit")]
+    InvalidId {
+        /// "tenant" or "profile".
+        what: &'static str,
+        /// The id.
+        id: String,
+    },
+    /// No such profile for this tenant.
+    #[error("profile {profile:?} not found for tenant {tenant:?}")]
+    ProfileNotFound {
+        /// Tenant.
+        tenant: String,
+        /// Profile.
+        profile: String,
+    },
+    /// No such generation.
+    #[error("generation {generation} of profile {profile:?} not found (see `profile-vault versions {profile}`)")]
+    GenerationNotFound {
+        /// Profile.
+        profile: String,
+        /// Generation.
+        generation: u64,
+    },
+    /// Another save moved the head first.
+    #[error("conflict: profile {profile:?} head moved to generation {head:?} during this save; this save's generation {kept} is kept (roll back to it with `profile-vault rollback {profile} --to {kept}`)")]
+    Conflict {
+        /// Profile.
+        profile: String,
+        /// The generation this save stored.
+        kept: u64,
+        /// The head now.
+        head: Option<u64>,
+    },
+    /// A generation record that cannot be used.
+    #[error("generation record {key} is invalid: {reason}")]
+    BadRecord {
+        /// Object key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// Packing or unpacking failed (including hostile archives).
+    #[error(transparent)]
+    Archive(#[from] archive::Error),
+    /// The object failed its format or integrity checks.
+    #[error(transparent)]
+    Format(#[from] format::Error),
+    /// Master key problems.
+    #[error(transparent)]
+    Keys(#[from] keys::Error),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// Local I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Whether the cause is tampering, corruption, a wrong key or a hostile archive.
+    pub fn is_integrity(&self) -> bool {
+        match self {
+            Error::Format(_) | Error::BadRecord { .. } => true,
+            Error::Keys(k) => k.is_integrity(),
+            Error::Archive(a) => !matches!(
+                a,
+                archive::Error::Io { .. }
+                    | archive::Error::Write(_)
+                    | archive::Error::NotADirectory(_)
+                    | archive::Error::TargetNotEmpty(_)
+            ),
+            _ => false,
+        }
+    }
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Checks a tenant or profile id.
+///
+/// # Errors
+/// [`Error::InvalidId`].
+pub fn validate_id(what: &'static str, id: &str) -> Result<()> {
+    let b = id.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidId {
+            what,
+            id: id.into(),
+        })
+    }
+}
+
+/// The head record: which generation a profile loads by default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Head {
+    /// Record format version.
+    pub format: u32,
+    /// Tenant.
+    pub tenant: String,
+    /// Profile id.
+    pub profile: String,
+    /// Current generation.
+    pub generation: u64,
+    /// Its object id.
+    pub object_id: String,
+    /// When the head last moved, Unix seconds.
+    pub updated_at: u64,
+}
+
+/// Plaintext facts about one generation, stored beside its payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationRecord {
+    /// Record format version.
+    pub format: u32,
+    /// Tenant.
+    pub tenant: String,
+    /// Profile id.
+    pub profile: String,
+    /// Generation number.
+    pub generation: u64,
+    /// Object id of the payload.
+    pub object_id: String,
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+    /// Master key that wraps the data key.
+    pub key_id: String,
+    /// Wrapped data key, base64.
+    pub wrapped_key: String,
+    /// KMS key (ARN) that wrapped the data key; present exactly in format 2 (absent, not
+    /// `null`, in format 1).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_string"
+    )]
+    pub kms_key_arn: Option<String>,
+    /// Size of the payload object.
+    pub object_size: u64,
+    /// The generation this one was based on (loaded from), if any.
+    pub base: Option<u64>,
+    /// What packing recorded.
+    pub stats: PackStats,
+}
+
+/// An optional member that, when present, must be a string (`null` is refused).
+fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
+}
+
+/// What a save expects the head to be when it moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Base {
+    /// Whatever the head is when the save starts.
+    #[default]
+    Current,
+    /// Exactly this generation (`None`: the profile must not exist yet).
+    Expect(Option<u64>),
+}
+
+/// The outcome of a save (the `--json` output of `save`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SaveReport {
+    /// Tenant.
+    pub tenant: String,
+    /// Profile id.
+    pub profile: String,
+    /// New generation.
+    pub generation: u64,
+    /// Its object id.
+    pub object_id: String,
+    /// Files archived.
+    pub files: u64,
+    /// Bytes of archived files.
+    pub bytes_in: u64,
+    /// Bytes stored (payload object).
+    pub bytes_stored: u64,
+    /// Master key used.
+    pub key_id: String,
+    /// Everything packing recorded.
+    pub stats: PackStats,
+    /// Generations removed by retention.
+    pub pruned: Vec<u64>,
+}
+
+/// One generation as listed by `versions`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerationInfo {
+    /// Number.
+    pub generation: u64,
+    /// Whether the head points at it.
+    pub head: bool,
+    /// Record, when present.
+    pub record: Option<GenerationRecord>,
+    /// Whether the payload object exists.
+    pub payload: bool,
+}
+
+/// One profile as listed by `list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileSummary {
+    /// Profile id.
+    pub profile: String,
+    /// Head generation.
+    pub generation: u64,
+    /// When the head moved.
+    pub updated_at: u64,
+}
+
+/// The outcome of a restore.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// Profile id.
+    pub profile: String,
+    /// Generation restored.
+    pub generation: u64,
+    /// Files, dirs, bytes.
+    #[serde(flatten)]
+    pub unpacked: UnpackStats,
+    /// Chromium version that wrote it.
+    pub chromium_version: Option<String>,
+}
+
+/// Tunables of the vault.
+#[derive(Debug, Clone)]
+pub struct VaultOptions {
+    /// Private local directory for spool and download files.
+    pub spool_dir: PathBuf,
+    /// Packing.
+    pub pack: PackOptions,
+    /// Unpacking limits.
+    pub limits: Limits,
+    /// Plaintext bytes per chunk.
+    pub chunk_size: u32,
+    /// Generations kept per profile.
+    pub keep: usize,
+    /// Packs and unpacks running at once (each uses every core); more wait.
+    pub max_parallel_jobs: usize,
+}
+
+/// Encrypted, versioned profiles in a store.
+#[derive(Debug, Clone)]
+pub struct Vault {
+    store: Arc<dyn Store>,
+    keys: Arc<Keyring>,
+    opts: Arc<VaultOptions>,
+    /// Bounds the CPU/memory-heavy phases (pack, unpack) running at once, so many
+    /// sessions ending together queue instead of all buffering at once.
+    work: Arc<tokio::sync::Semaphore>,
+    audit: crate::audit::Audit,
+    actor: Arc<str>,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn prefix(tenant: &str, profile: &str) -> String {
+    format!("tenants/{tenant}/profiles/{profile}/")
+}
+
+fn payload_key(tenant: &str, profile: &str, generation: u64) -> String {
+    format!("{}gens/{generation:020}.pvo", prefix(tenant, profile))
+}
+
+fn record_key(tenant: &str, profile: &str, generation: u64) -> String {
+    format!("{}gens/{generation:020}.json", prefix(tenant, profile))
+}
+
+/// Every generation number that has a payload or a record, sorted, once each.
+fn merged(payloads: &[u64], records: &[u64]) -> Vec<u64> {
+    let mut all: Vec<u64> = payloads.iter().chain(records).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+fn alias_key(tenant: &str, alias: &str) -> String {
+    format!("tenants/{tenant}/aliases/{alias}")
+}
+
+fn head_key(tenant: &str, profile: &str) -> String {
+    format!("{}head.json", prefix(tenant, profile))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Io {
+            path: "<blocking task>".into(),
+            source: std::io::Error::other(e),
+        })?
+}
+
+/// Removes a file when dropped (spool and download files).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Vault {
+    /// A vault over `store` with `keys`.
+    ///
+    /// # Errors
+    /// The spool directory cannot be created.
+    pub fn new(store: Arc<dyn Store>, keys: Arc<Keyring>, opts: VaultOptions) -> Result<Self> {
+        fsutil::create_private_dir(&opts.spool_dir).map_err(io_at(&opts.spool_dir))?;
+        let work = Arc::new(tokio::sync::Semaphore::new(opts.max_parallel_jobs.max(1)));
+        let audit = crate::audit::Audit::new(store.clone());
+        Ok(Vault {
+            store,
+            keys,
+            opts: Arc::new(opts),
+            work,
+            audit,
+            actor: Arc::from("library"),
+        })
+    }
+
+    /// The same vault, recording `actor` in the audit trail for what it does.
+    pub fn with_actor(&self, actor: &str) -> Vault {
+        Vault {
+            actor: Arc::from(actor),
+            ..self.clone()
+        }
+    }
+
+    /// The audit trail.
+    pub fn audit(&self) -> &crate::audit::Audit {
+        &self.audit
+    }
+
+    async fn record<T>(
+        &self,
+        action: crate::audit::Action,
+        tenant: &str,
+        profile: Option<&str>,
+        generation: Option<u64>,
+        r: &Result<T>,
+    ) {
+        let error = r.as_ref().err().map(ToString::to_string);
+        self.audit
+            .record(action, tenant, profile, generation, &self.actor, error)
+            .await;
+    }
+
+    /// Waits for a pack/unpack slot (counted as queue depth while waiting).
+    async fn work_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        let waiting = &crate::metrics::METRICS.jobs_waiting;
+        waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let permit = self
+            .work
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        permit
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The keyring.
+    pub fn keys(&self) -> &Arc<Keyring> {
+        &self.keys
+    }
+
+    fn spool_file(&self, what: &str) -> PathBuf {
+        self.opts
+            .spool_dir
+            .join(format!("{what}-{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// Reads the head record, with its etag.
+    ///
+    /// # Errors
+    /// Storage errors; a malformed head.
+    pub async fn head(&self, tenant: &str, profile: &str) -> Result<Option<(Head, String)>> {
+        validate_id("tenant", tenant)?;
+        validate_id("profile", profile)?;
+        let key = head_key(tenant, profile);
+        match self.store.get(&key).await {
+            Ok(g) => {
+                let etag = g.meta.etag.clone();
+                let bytes = g.bytes().await?;
+                let head: Head = serde_json::from_slice(&bytes).map_err(|e| Error::BadRecord {
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })?;
+                if head.format != HEAD_FORMAT {
+                    return Err(Error::BadRecord {
+                        key,
+                        reason: format!("head format {} is not supported", head.format),
+                    });
+                }
+                if head.tenant != tenant || head.profile != profile {
+                    return Err(Error::BadRecord {
+                        key,
+                        reason: "names another tenant or profile".into(),
+                    });
+                }
+                Ok(Some((head, etag)))
+            }
+            Err(store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn generation_numbers(
+        &self,
+        tenant: &str,
+        profile: &str,
+    ) -> Result<(Vec<u64>, Vec<u64>)> {
+        let mut payloads = Vec::new();
+        let mut records = Vec::new();
+        let p = format!("{}gens/", prefix(tenant, profile));
+        for m in self.store.list(&p).await? {
+            let name = &m.key[p.len()..];
+            if let Some(n) = name
+                .strip_suffix(".pvo")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                payloads.push(n);
+            } else if let Some(n) = name
+                .strip_suffix(".json")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                records.push(n);
+            }
+        }
+        Ok((payloads, records))
+    }
+
+    /// Resolves an id a client uses to load a profile: the profile's own id, or the id of
+    /// any later session that continued it (recorded with [`Vault::write_alias`]).
+    ///
+    /// # Errors
+    /// Invalid ids and storage errors; `Ok(None)` when nothing matches.
+    pub async fn resolve_profile(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<(String, Option<u64>)>> {
+        if let Some((h, _)) = self.head(tenant, id).await? {
+            return Ok(Some((id.to_string(), Some(h.generation))));
+        }
+        let key = alias_key(tenant, id);
+        let profile = match self.store.get(&key).await {
+            Ok(g) => String::from_utf8_lossy(&g.bytes().await?)
+                .trim()
+                .to_string(),
+            Err(store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        validate_id("profile", &profile)?;
+        Ok(self
+            .head(tenant, &profile)
+            .await?
+            .map(|(h, _)| (profile, Some(h.generation))))
+    }
+
+    /// Records that session `alias` continued `profile`, so loading by `alias` finds it.
+    ///
+    /// # Errors
+    /// Invalid ids and storage errors.
+    pub async fn write_alias(&self, tenant: &str, alias: &str, profile: &str) -> Result<()> {
+        validate_id("tenant", tenant)?;
+        validate_id("profile", alias)?;
+        validate_id("profile", profile)?;
+        self.store
+            .put(
+                &alias_key(tenant, alias),
+                PutBody::Bytes(Bytes::from(profile.to_string())),
+                PutMode::Overwrite,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Reads and checks a generation record, and unwraps its data key.
+    async fn open_record(
+        &self,
+        tenant: &str,
+        profile: &str,
+        generation: u64,
+    ) -> Result<(GenerationRecord, DataKey)> {
+        let rec = self.read_record(tenant, profile, generation).await?;
+        let dek = self.unwrap_record(&rec).await?;
+        Ok((rec, dek))
+    }
+
+    /// Reads a generation record and checks its format and place (not its key).
+    async fn read_record(
+        &self,
+        tenant: &str,
+        profile: &str,
+        generation: u64,
+    ) -> Result<GenerationRecord> {
+        let key = record_key(tenant, profile, generation);
+        let bytes = match self.store.get(&key).await {
+            Ok(g) => g.bytes().await?,
+            Err(store::Error::NotFound { .. }) => {
+                return Err(Error::GenerationNotFound {
+                    profile: profile.into(),
+                    generation,
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let rec: GenerationRecord =
+            serde_json::from_slice(&bytes).map_err(|e| Error::BadRecord {
+                key: key.clone(),
+                reason: e.to_string(),
+            })?;
+        match (rec.format, &rec.kms_key_arn) {
+            (RECORD_FORMAT, None) | (RECORD_FORMAT_KMS, Some(_)) => {}
+            (RECORD_FORMAT | RECORD_FORMAT_KMS, _) => {
+                return Err(Error::BadRecord {
+                    key,
+                    reason: format!(
+                        "record format {} {} kms_key_arn",
+                        rec.format,
+                        if rec.kms_key_arn.is_some() {
+                            "must not have"
+                        } else {
+                            "needs"
+                        }
+                    ),
+                })
+            }
+            (f, _) => {
+                return Err(Error::BadRecord {
+                    key,
+                    reason: format!("record format {f} is not supported"),
+                })
+            }
+        }
+        if rec.tenant != tenant || rec.profile != profile || rec.generation != generation {
+            return Err(Error::BadRecord {
+                key,
+                reason: format!(
+                    "names tenant {:?} profile {:?} generation {} (copied from elsewhere?)",
+                    rec.tenant, rec.profile, rec.generation
+                ),
+            });
+        }
+        Ok(rec)
+    }
+
+    /// Unwraps the data key of a record read by [`Vault::read_record`].
+    async fn unwrap_record(&self, rec: &GenerationRecord) -> Result<DataKey> {
+        let wrapped = base64::engine::general_purpose::STANDARD
+            .decode(&rec.wrapped_key)
+            .map_err(|_| Error::BadRecord {
+                key: record_key(&rec.tenant, &rec.profile, rec.generation),
+                reason: "wrapped_key is not base64".into(),
+            })?;
+        let ctx = WrapContext {
+            tenant: &rec.tenant,
+            profile: &rec.profile,
+            generation: rec.generation,
+            object_id: &rec.object_id,
+        };
+        let w = Wrapped {
+            key_id: rec.key_id.clone(),
+            blob: wrapped,
+            kms_key_arn: rec.kms_key_arn.clone(),
+        };
+        Ok(self.keys.unwrap(&w, &ctx).await?)
+    }
+
+    async fn resolve(&self, tenant: &str, profile: &str, generation: Option<u64>) -> Result<u64> {
+        validate_id("tenant", tenant)?;
+        validate_id("profile", profile)?;
+        match generation {
+            Some(g) => Ok(g),
+            None => match self.head(tenant, profile).await? {
+                Some((h, _)) => Ok(h.generation),
+                None => Err(Error::ProfileNotFound {
+                    tenant: tenant.into(),
+                    profile: profile.into(),
+                }),
+            },
+        }
+    }
+}

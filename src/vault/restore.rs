@@ -1,0 +1,215 @@
+//! Reading a generation back: fetch and authenticate the whole object, extract through a
+//! re-authenticating reader into a staging directory renamed into place; verify.
+
+use super::*;
+
+impl Vault {
+    /// Makes a generation's payload available as a local file and authenticates all of it.
+    ///
+    /// On a local store the stored file itself is read; otherwise the (encrypted) object is
+    /// downloaded into a private temporary file first. Then every chunk is verified, before
+    /// anything is extracted; extraction reads the plaintext through [`stream::RandomAccess`],
+    /// which authenticates each chunk again. No plaintext copy is ever written.
+    pub(super) async fn fetch(
+        &self,
+        tenant: &str,
+        profile: &str,
+        generation: u64,
+        progress: Arc<dyn Progress>,
+    ) -> Result<(GenerationRecord, stream::RandomAccess, Option<TempFile>)> {
+        let (rec, dek) = self.open_record(tenant, profile, generation).await?;
+        let key = payload_key(tenant, profile, generation);
+        let not_found = || Error::GenerationNotFound {
+            profile: profile.into(),
+            generation,
+        };
+        let (file, temp) = match self.store.local_path(&key) {
+            Some(path) => match std::fs::File::open(&path) {
+                Ok(f) => (f, None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+                Err(e) => return Err(Error::Io { path, source: e }),
+            },
+            None => {
+                let got = match self.store.get(&key).await {
+                    Ok(g) => g,
+                    Err(store::Error::NotFound { .. }) => return Err(not_found()),
+                    Err(e) => return Err(e.into()),
+                };
+                let temp = TempFile(self.spool_file("download"));
+                progress.start("downloading", got.meta.size);
+                // A body cut mid-way is retried from the start a few times.
+                let mut got = Some(got);
+                let mut attempt = 0u32;
+                loop {
+                    let g = match got.take() {
+                        Some(g) => g,
+                        None => self.store.get(&key).await?,
+                    };
+                    let _ = std::fs::remove_file(&temp.0);
+                    match download(g, &temp.0, progress.as_ref()).await {
+                        Ok(()) => break,
+                        Err(Error::Store(e)) if e.is_transient() && attempt < 4 => {
+                            attempt += 1;
+                            tracing::info!(key, attempt, error = %e, "download interrupted; starting it again");
+                            tokio::time::sleep(std::time::Duration::from_millis(
+                                200 * u64::from(attempt),
+                            ))
+                            .await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                progress.finish();
+                let f = std::fs::File::open(&temp.0).map_err(io_at(&temp.0))?;
+                (f, Some(temp))
+            }
+        };
+        let (tenant_s, profile_s, object_id) = (
+            tenant.to_string(),
+            profile.to_string(),
+            rec.object_id.clone(),
+        );
+        progress.start("verifying", 0);
+        let reader = blocking(move || {
+            let expected = Expected {
+                tenant: &tenant_s,
+                profile: &profile_s,
+                generation: Some(generation),
+                object_id: Some(&object_id),
+            };
+            let (_, reader) = format::verify_file(Arc::new(file), &dek, &expected)?;
+            Ok(reader)
+        })
+        .await?;
+        progress.finish();
+        Ok((rec, reader, temp))
+    }
+
+    /// Restores a generation (the head when `None`) into `target`, which must be new or empty.
+    ///
+    /// # Errors
+    /// Not found, integrity, hostile-archive, key and storage errors; on any error nothing is
+    /// left at `target` or beside it.
+    pub async fn restore(
+        &self,
+        tenant: &str,
+        profile: &str,
+        generation: Option<u64>,
+        target: &Path,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RestoreReport> {
+        let r = self
+            .restore_inner(tenant, profile, generation, target, progress)
+            .await;
+        if r.is_ok() {
+            self.touch_last_used(tenant, profile).await;
+        }
+        let g = r.as_ref().ok().map(|rep| rep.generation).or(generation);
+        if !matches!(r, Err(Error::InvalidId { .. })) {
+            self.record(crate::audit::Action::Load, tenant, Some(profile), g, &r)
+                .await;
+        }
+        r
+    }
+
+    pub(super) async fn restore_inner(
+        &self,
+        tenant: &str,
+        profile: &str,
+        generation: Option<u64>,
+        target: &Path,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RestoreReport> {
+        let generation = self.resolve(tenant, profile, generation).await?;
+        archive::check_target(target)?;
+        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsutil::create_private_dir(parent).map_err(io_at(parent))?;
+        }
+        let (rec, reader, temp) = self
+            .fetch(tenant, profile, generation, progress.clone())
+            .await?;
+        let (target_p, limits) = (target.to_path_buf(), self.opts.limits.clone());
+        let _slot = self.work_slot().await;
+        let unpacked = blocking(move || {
+            Ok(archive::unpack_from(
+                &|| Ok(reader.clone()),
+                &target_p,
+                &limits,
+                progress.as_ref(),
+            )?)
+        })
+        .await?;
+        drop(temp);
+        tracing::info!(
+            tenant,
+            profile,
+            generation,
+            files = unpacked.files,
+            bytes = unpacked.bytes,
+            "profile restored"
+        );
+        Ok(RestoreReport {
+            profile: profile.into(),
+            generation,
+            unpacked,
+            chromium_version: rec.stats.chromium_version,
+        })
+    }
+
+    /// Fully verifies a generation (the head when `None`): record, key, every chunk, and
+    /// every archive entry (names, limits, sizes and CRCs), writing nothing.
+    ///
+    /// # Errors
+    /// The first problem found.
+    pub async fn verify(
+        &self,
+        tenant: &str,
+        profile: &str,
+        generation: Option<u64>,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RestoreReport> {
+        let generation = self.resolve(tenant, profile, generation).await?;
+        let (rec, reader, temp) = self.fetch(tenant, profile, generation, progress).await?;
+        let limits = self.opts.limits.clone();
+        let unpacked =
+            blocking(move || Ok(archive::check_from(&|| Ok(reader.clone()), &limits)?)).await?;
+        drop(temp);
+        Ok(RestoreReport {
+            profile: profile.into(),
+            generation,
+            unpacked,
+            chromium_version: rec.stats.chromium_version,
+        })
+    }
+}
+
+/// Streams an object into a new private file.
+async fn download(got: store::GetResult, path: &Path, progress: &dyn Progress) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let key = got.meta.key.clone();
+    let mut body = got.body;
+    let mut out = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .await
+        .map_err(io_at(path))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = body.read(&mut buf).await.map_err(|e| {
+            Error::Store(store::Error::Unavailable {
+                op: "get",
+                key: key.clone(),
+                message: e.to_string(),
+            })
+        })?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n]).await.map_err(io_at(path))?;
+        progress.advance(n as u64);
+    }
+    out.flush().await.map_err(io_at(path))?;
+    Ok(())
+}
