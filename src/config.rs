@@ -90,6 +90,8 @@ pub struct ServerConfig {
     /// Longest a session may run, in seconds (0: no cap); a request's absolute timeout,
     /// or its asking for none, is capped to it.
     pub max_session_secs: u64,
+    /// Load profiles saved by a newer Chromium than this node's all the same.
+    pub allow_older_browser: bool,
     /// Most live-view viewers per session.
     pub max_viewers: usize,
     /// Input messages per second one viewer may send.
@@ -129,6 +131,7 @@ impl Default for ServerConfig {
             inactive_timeout: 1200,
             absolute_timeout: 0,
             max_session_secs: 0,
+            allow_older_browser: false,
             max_viewers: 20,
             viewer_input_rate: 400,
             viewer_origins: Vec::new(),

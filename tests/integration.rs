@@ -16,4 +16,5 @@ mod kms;
 mod live;
 mod nodes;
 mod s3;
+mod upgrade;
 mod vault;

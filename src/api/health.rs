@@ -29,7 +29,8 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let ready = store_ok && chromium_ok && keys_ok && recovering == 0;
     let body = serde_json::json!({
         "ready": ready,
-        "checks": {"store": store_ok, "chromium": chromium_ok, "keys": keys_ok, "recovering_sessions": recovering},
+        "checks": {"store": store_ok, "chromium": chromium_ok, "keys": keys_ok, "recovering_sessions": recovering,
+            "browser_version": state.manager.config().browser_version},
     });
     (
         if ready {

@@ -417,6 +417,8 @@ impl BenchDaemon {
                 retry_failed_every: std::time::Duration::from_secs(60),
                 lease_ttl: std::time::Duration::from_secs(30),
                 live: Default::default(),
+                browser_version: None,
+                allow_older_browser: true,
             },
         )?;
         let token = format!("bench-{}", uuid::Uuid::new_v4().simple());

@@ -186,6 +186,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     if let Some(e) = err.downcast_ref::<vault::Error>() {
         return match e {
+            e if e.is_newer() => 7,
             vault::Error::InvalidId { .. } => 2,
             vault::Error::ProfileNotFound { .. } | vault::Error::GenerationNotFound { .. } => 3,
             vault::Error::Conflict { .. } => 4,

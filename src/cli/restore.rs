@@ -15,11 +15,24 @@ pub struct Args {
     /// Generation to restore (default: the head).
     #[arg(long)]
     pub generation: Option<u64>,
+    /// Restore a profile saved by a newer Chromium than this machine's all the same.
+    #[arg(long)]
+    pub allow_older_browser: bool,
 }
 
 /// Runs `restore`.
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let vault = ctx.vault().await?;
+    // The directory is for a browser: this machine's, when it has one.
+    if !a.allow_older_browser {
+        let browser =
+            profile_vault::session::chromium::find_binary(ctx.cfg.file.server.chromium.as_deref())
+                .ok()
+                .and_then(|b| profile_vault::session::chromium::version(&b));
+        vault
+            .check_browser(ctx.tenant(), &a.profile, a.generation, browser.as_deref())
+            .await?;
+    }
     let r = vault
         .restore(
             ctx.tenant(),

@@ -37,6 +37,8 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             retry_failed_every: Duration::from_secs(3600),
             lease_ttl: Duration::from_secs(s.lease_ttl.max(2)),
             live: Default::default(),
+            browser_version: None,
+            allow_older_browser: true,
         },
     )?;
     if let Some(id) = &a.retry {

@@ -115,6 +115,12 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             s.chromium.clone().unwrap_or_else(|| "chromium".into())
         }
     };
+    // Read once: loads compare it with the Chromium that saved the profile.
+    let browser_version = chromium::version(&chromium);
+    match &browser_version {
+        Some(v) => tracing::info!(version = %v, "browser"),
+        None => tracing::warn!("the browser's version is unknown: profiles are loaded without comparing Chromium versions"),
+    }
     let keys = api_keys(ctx)?;
     let listen = a.listen.unwrap_or_else(|| s.listen.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -145,6 +151,8 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             max_concurrent_saves: s.max_concurrent_saves,
             retry_failed_every: Duration::from_secs(s.retry_failed_every.max(1)),
             lease_ttl: Duration::from_secs(s.lease_ttl.max(2)),
+            browser_version,
+            allow_older_browser: s.allow_older_browser,
         },
     )?;
     {

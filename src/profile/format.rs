@@ -41,11 +41,12 @@ pub enum Error {
     /// Not a profile-vault object.
     #[error("not a profile-vault object (bad magic bytes)")]
     BadMagic,
-    /// A version this build cannot read.
-    #[error(
-        "unsupported object format version {0}; this build reads version 1 (upgrade profile-vault)"
-    )]
+    /// A version this build cannot read (0: never written by anyone).
+    #[error("unsupported object format version {0}; this build reads version 1")]
     UnsupportedVersion(u16),
+    /// A later version than this build reads: a newer profile-vault wrote it.
+    #[error("object written by a newer profile-vault (format {0}); upgrade this node (it reads format 1)")]
+    NewerVersion(u16),
     /// A cipher suite this build does not know.
     #[error("unsupported cipher suite {0}; this build knows suite 1")]
     UnsupportedSuite(u16),
@@ -194,6 +195,9 @@ fn open_inner<R: Read>(
         return Err(Error::BadMagic);
     }
     let version = u16::from_be_bytes([prefix[8], prefix[9]]);
+    if version > VERSION {
+        return Err(Error::NewerVersion(version));
+    }
     if version != VERSION {
         return Err(Error::UnsupportedVersion(version));
     }

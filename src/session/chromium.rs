@@ -47,6 +47,21 @@ pub struct LaunchOptions {
     pub restore_last_session: bool,
 }
 
+/// The browser's version (`chromium --version` prints "Chromium 156.0.8078.114 ..."), or
+/// `None` when it cannot be run or says nothing recognisable.
+pub fn version(binary: &Path) -> Option<String> {
+    let out = std::process::Command::new(binary)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|w| w.contains('.') && w.split('.').all(|p| p.parse::<u64>().is_ok()))
+        .map(str::to_string)
+}
+
 /// Finds the browser: `PV_CHROMIUM`, else `chromium`, `chromium-browser`, `google-chrome` on PATH.
 ///
 /// # Errors

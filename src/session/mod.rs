@@ -103,6 +103,11 @@ pub struct SessionConfig {
     pub lease_ttl: Duration,
     /// Live-view limits.
     pub live: crate::live::LiveConfig,
+    /// This node's browser version (read once at start), compared with the version that
+    /// saved a profile before it is loaded.
+    pub browser_version: Option<String>,
+    /// Load profiles saved by a newer Chromium all the same (`server.allow_older_browser`).
+    pub allow_older_browser: bool,
 }
 
 /// What to do with a profile.
@@ -143,9 +148,9 @@ pub struct CreateSession {
     pub control_disable_default: bool,
 }
 
-/// The on-disk session record (no secrets).
+/// The on-disk session record (no secrets). Unknown fields are tolerated (a later release may
+/// add some); a `format` above 1 means a newer profile-vault wrote it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Record {
     /// Session id.
     pub id: String,
@@ -363,7 +368,14 @@ impl Manager {
                 vault::validate_id("profile", load_id)
                     .map_err(|_| Error::ProfileNotFound(load_id.clone()))?;
                 match self.vault.resolve_profile(tenant, load_id).await? {
-                    Some((p, g)) => (Some(p), *save, true, g),
+                    Some((p, g)) => {
+                        if !self.cfg.allow_older_browser {
+                            self.vault
+                                .check_browser(tenant, &p, g, self.cfg.browser_version.as_deref())
+                                .await?;
+                        }
+                        (Some(p), *save, true, g)
+                    }
                     None => return Err(Error::ProfileNotFound(load_id.clone())),
                 }
             }

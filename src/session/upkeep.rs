@@ -228,10 +228,13 @@ impl Manager {
             if path.extension().and_then(|x| x.to_str()) != Some("json") {
                 continue;
             }
-            match std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
-            {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            let key = path.display().to_string();
+            if let Err(e) = crate::vault::check_not_newer("session record", &key, &bytes, 1) {
+                tracing::warn!(error = %e, "session record left alone");
+                continue;
+            }
+            match serde_json::from_slice::<Record>(&bytes).ok() {
                 Some(r) => records.push(r),
                 None => {
                     tracing::warn!(path = %path.display(), "unreadable session record left alone")

@@ -6,7 +6,8 @@ use super::*;
 /// conditional writes, renewed while the session lives, and free once it expires (its node
 /// died) or is released.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+// Unknown fields are tolerated: a later release may add some within format 1 (it writes a
+// `format` above 1 when old readers must not take the lease over).
 pub struct LeaseRecord {
     /// Node id of the holder (`<data_dir>/node-id`).
     pub node: String,
@@ -55,7 +56,9 @@ impl Vault {
         let mode = match self.store.get(&key).await {
             Ok(g) => {
                 let etag = g.meta.etag.clone();
-                let current: Option<LeaseRecord> = serde_json::from_slice(&g.bytes().await?).ok();
+                let bytes = g.bytes().await?;
+                check_not_newer("lease", &key, &bytes, 1)?;
+                let current: Option<LeaseRecord> = serde_json::from_slice(&bytes).ok();
                 match current {
                     Some(c)
                         if c.expires_at_ms > now_ms()

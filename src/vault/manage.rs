@@ -22,7 +22,11 @@ impl Vault {
             let record = if records.contains(&g) {
                 let key = record_key(tenant, profile, g);
                 match self.store.get(&key).await {
-                    Ok(r) => serde_json::from_slice(&r.bytes().await?).ok(),
+                    Ok(r) => {
+                        let bytes = r.bytes().await?;
+                        check_not_newer("generation record", &key, &bytes, RECORD_FORMAT_KMS)?;
+                        serde_json::from_slice(&bytes).ok()
+                    }
                     Err(store::Error::NotFound { .. }) => None,
                     Err(e) => return Err(e.into()),
                 }
@@ -39,6 +43,77 @@ impl Vault {
         Ok(out)
     }
 
+    /// Ids of the tenant's profiles that have a head object, whatever its format.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub(super) async fn profile_names(&self, tenant: &str) -> Result<Vec<String>> {
+        validate_id("tenant", tenant)?;
+        let p = format!("tenants/{tenant}/profiles/");
+        Ok(self
+            .store
+            .list(&p)
+            .await?
+            .iter()
+            .filter_map(|m| {
+                m.key[p.len()..]
+                    .strip_suffix("/head.json")
+                    .map(str::to_string)
+            })
+            .collect())
+    }
+
+    /// Whether any part of a profile — a generation record, a payload's format version, its
+    /// lease — is of a newer format than this build reads (what it cannot read, it must not
+    /// delete). Payloads are read only as far as their 10-byte prefix.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub(super) async fn has_newer_parts(&self, tenant: &str, profile: &str) -> Result<bool> {
+        use tokio::io::AsyncReadExt;
+        let (payloads, records) = self.generation_numbers(tenant, profile).await?;
+        for g in payloads {
+            match self.store.get(&payload_key(tenant, profile, g)).await {
+                Ok(mut r) => {
+                    let mut prefix = [0u8; 10];
+                    if r.body.read_exact(&mut prefix).await.is_ok()
+                        && u16::from_be_bytes([prefix[8], prefix[9]]) > format::VERSION
+                    {
+                        return Ok(true);
+                    }
+                }
+                Err(store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let lease = format!("{}lease.json", prefix(tenant, profile));
+        match self.store.get(&lease).await {
+            Ok(r) => {
+                if check_not_newer("lease", &lease, &r.bytes().await?, 1).is_err() {
+                    return Ok(true);
+                }
+            }
+            Err(store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        for g in records {
+            let key = record_key(tenant, profile, g);
+            match self.store.get(&key).await {
+                Ok(r) => {
+                    let bytes = r.bytes().await?;
+                    if check_not_newer("generation record", &key, &bytes, RECORD_FORMAT_KMS)
+                        .is_err()
+                    {
+                        return Ok(true);
+                    }
+                }
+                Err(store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(false)
+    }
+
     /// Profiles of a tenant that have a head.
     ///
     /// # Errors
@@ -50,12 +125,16 @@ impl Vault {
         for m in self.store.list(&p).await? {
             let rest = &m.key[p.len()..];
             if let Some(profile) = rest.strip_suffix("/head.json") {
-                if let Ok(Some((h, _))) = self.head(tenant, profile).await {
-                    out.push(ProfileSummary {
+                match self.head(tenant, profile).await {
+                    Ok(Some((h, _))) => out.push(ProfileSummary {
                         profile: profile.into(),
                         generation: h.generation,
                         updated_at: h.updated_at,
-                    });
+                    }),
+                    Err(e) if e.is_newer() => {
+                        tracing::warn!(error = %e, "profile left out of the list: a newer profile-vault wrote it");
+                    }
+                    _ => {}
                 }
             }
         }

@@ -89,6 +89,32 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A record of a later format than this build reads: a newer profile-vault wrote it.
+    /// Nothing was changed; upgrade this node.
+    #[error("{what} {key} was written by a newer profile-vault (format {format}); upgrade this node (it reads format {reads})")]
+    NewerFormat {
+        /// `head`, `generation record`, `lease`.
+        what: &'static str,
+        /// Object key.
+        key: String,
+        /// Its format.
+        format: u64,
+        /// The newest format this build reads.
+        reads: u32,
+    },
+    /// The profile was last opened by a newer Chromium than this node's: opening it with an
+    /// older one can silently break it (History stops recording, say).
+    #[error("profile {profile:?} generation {generation} was written by Chromium {profile_version}; this node's browser is Chromium {browser_version}, which is older (upgrade the browser, or override with server.allow_older_browser / --allow-older-browser)")]
+    BrowserTooOld {
+        /// Profile.
+        profile: String,
+        /// Generation.
+        generation: u64,
+        /// Chromium version recorded in the generation.
+        profile_version: String,
+        /// This node's browser version.
+        browser_version: String,
+    },
     /// Packing or unpacking failed (including hostile archives).
     #[error(transparent)]
     Archive(#[from] archive::Error),
@@ -112,9 +138,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether a newer profile-vault or a newer Chromium wrote what this node met (nothing
+    /// is wrong with it; this node is too old to use it).
+    pub fn is_newer(&self) -> bool {
+        matches!(
+            self,
+            Error::NewerFormat { .. }
+                | Error::BrowserTooOld { .. }
+                | Error::Format(format::Error::NewerVersion(_))
+        )
+    }
+
     /// Whether the cause is tampering, corruption, a wrong key or a hostile archive.
     pub fn is_integrity(&self) -> bool {
         match self {
+            Error::Format(format::Error::NewerVersion(_)) => false,
             Error::Format(_) | Error::BadRecord { .. } => true,
             Error::Keys(k) => k.is_integrity(),
             Error::Archive(a) => !matches!(
@@ -130,6 +168,33 @@ impl Error {
 }
 
 type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Refuses a JSON record whose `format` is later than `reads`, before it is parsed strictly
+/// (a newer format may have fields this build does not know).
+pub(crate) fn check_not_newer(
+    what: &'static str,
+    key: &str,
+    bytes: &[u8],
+    reads: u32,
+) -> Result<()> {
+    let format = serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("format").and_then(serde_json::Value::as_u64));
+    match format {
+        Some(f) if f > u64::from(reads) => Err(Error::NewerFormat {
+            what,
+            key: key.to_string(),
+            format: f,
+            reads,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The major number of a Chromium version (`"156.0.8078.114"` -> 156).
+pub fn major(version: &str) -> Option<u64> {
+    version.trim().split('.').next()?.parse().ok()
+}
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
@@ -461,6 +526,7 @@ impl Vault {
             Ok(g) => {
                 let etag = g.meta.etag.clone();
                 let bytes = g.bytes().await?;
+                check_not_newer("head", &key, &bytes, HEAD_FORMAT)?;
                 let head: Head = serde_json::from_slice(&bytes).map_err(|e| Error::BadRecord {
                     key: key.clone(),
                     reason: e.to_string(),
@@ -585,6 +651,7 @@ impl Vault {
             }
             Err(e) => return Err(e.into()),
         };
+        check_not_newer("generation record", &key, &bytes, RECORD_FORMAT_KMS)?;
         let rec: GenerationRecord =
             serde_json::from_slice(&bytes).map_err(|e| Error::BadRecord {
                 key: key.clone(),
@@ -645,6 +712,38 @@ impl Vault {
             kms_key_arn: rec.kms_key_arn.clone(),
         };
         Ok(self.keys.unwrap(&w, &ctx).await?)
+    }
+
+    /// Refuses to hand generation `generation` (the head when `None`) to a browser of
+    /// `browser_version` when a newer Chromium major version wrote it. Unknown versions on
+    /// either side pass (nothing to compare).
+    ///
+    /// # Errors
+    /// [`Error::BrowserTooOld`]; reading the record.
+    pub async fn check_browser(
+        &self,
+        tenant: &str,
+        profile: &str,
+        generation: Option<u64>,
+        browser_version: Option<&str>,
+    ) -> Result<()> {
+        let Some(browser) = browser_version else {
+            return Ok(());
+        };
+        let generation = self.resolve(tenant, profile, generation).await?;
+        let rec = self.read_record(tenant, profile, generation).await?;
+        let Some(saved) = rec.stats.chromium_version.as_deref() else {
+            return Ok(());
+        };
+        match (major(saved), major(browser)) {
+            (Some(s), Some(b)) if s > b => Err(Error::BrowserTooOld {
+                profile: profile.into(),
+                generation,
+                profile_version: saved.into(),
+                browser_version: browser.into(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     async fn resolve(&self, tenant: &str, profile: &str, generation: Option<u64>) -> Result<u64> {

@@ -27,12 +27,26 @@ impl Vault {
         // behind the same alias are moved too (before that key is deleted).
         let target_arn = self.keys.current_arn(to).await?;
         let (mut rewrapped, mut already) = (0, 0);
-        for p in self.list(tenant).await? {
+        // Records this build cannot read are left as they are, and reported at the end.
+        let mut newer = None;
+        for profile in self.profile_names(tenant).await? {
+            let p = ProfileSummary {
+                profile,
+                generation: 0,
+                updated_at: 0,
+            };
             let (_, records) = self.generation_numbers(tenant, &p.profile).await?;
             for g in records {
                 let key = record_key(tenant, &p.profile, g);
                 let meta = self.store.head(&key).await?;
-                let mut rec = self.read_record(tenant, &p.profile, g).await?;
+                let mut rec = match self.read_record(tenant, &p.profile, g).await {
+                    Err(e) if e.is_newer() => {
+                        tracing::warn!(error = %e, "rekey leaves a record of a newer format alone");
+                        newer.get_or_insert(e);
+                        continue;
+                    }
+                    r => r?,
+                };
                 if rec.key_id == to && rec.kms_key_arn == target_arn {
                     already += 1;
                     continue;
@@ -64,6 +78,9 @@ impl Vault {
                 rewrapped += 1;
             }
         }
-        Ok((rewrapped, already))
+        match newer {
+            Some(e) => Err(e),
+            None => Ok((rewrapped, already)),
+        }
     }
 }

@@ -66,6 +66,10 @@ impl Vault {
                 continue;
             };
             if last < cutoff {
+                if self.has_newer_parts(tenant, &p.profile).await? {
+                    tracing::warn!(tenant, profile = %p.profile, "idle profile kept: a newer profile-vault wrote some of it");
+                    continue;
+                }
                 if !dry_run {
                     self.delete(tenant, &p.profile).await?;
                 }

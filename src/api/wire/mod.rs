@@ -57,6 +57,16 @@ pub const ERRORS: &[(&str, u16, &str)] = &[
     ),
     ("conflict", 409, "another save moved the profile's head"),
     ("profile_in_use", 409, "a saving session holds the profile"),
+    (
+        "browser_too_old",
+        409,
+        "the profile was written by a newer Chromium than this node's (both versions named)",
+    ),
+    (
+        "newer_format",
+        409,
+        "a newer profile-vault wrote this profile's records or objects; upgrade this node",
+    ),
     ("session_expired", 410, "the session has ended"),
     (
         "body_too_large",

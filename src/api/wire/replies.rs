@@ -209,7 +209,8 @@ pub static READY: LazyLock<Value> = LazyLock::new(|| {
                 "chromium": {"type": "boolean"},
                 "keys": {"type": "boolean"},
                 "recovering_sessions": {"type": "integer", "minimum": 0},
-            }), &["store", "chromium", "keys", "recovering_sessions"]),
+                "browser_version": {"type": "string", "nullable": true},
+            }), &["store", "chromium", "keys", "recovering_sessions", "browser_version"]),
         }),
         &["ready", "checks"],
     )

@@ -69,7 +69,12 @@ fn header_checks_each_have_their_error() {
     v[9] = 2;
     assert!(matches!(
         read_all(&dek, &v, &expected()),
-        Err(Error::UnsupportedVersion(2))
+        Err(Error::NewerVersion(2))
+    ));
+    v[9] = 0;
+    assert!(matches!(
+        read_all(&dek, &v, &expected()),
+        Err(Error::UnsupportedVersion(0))
     ));
     let mut s = obj.clone();
     s[11] = 9;
