@@ -92,6 +92,16 @@ pub struct ServerConfig {
     pub max_session_secs: u64,
     /// Load profiles saved by a newer Chromium than this node's all the same.
     pub allow_older_browser: bool,
+    /// Largest value in a session's store, bytes.
+    pub store_max_value_bytes: usize,
+    /// Most keys in a session's store.
+    pub store_max_keys: usize,
+    /// Most bytes (keys and values) in a session's store.
+    pub store_max_bytes: usize,
+    /// Writes per second to one session's store.
+    pub store_writes_per_sec: u32,
+    /// Seconds one store watch (SSE) lasts before the client reconnects with Last-Event-ID.
+    pub store_watch_max_secs: u64,
     /// Most live-view viewers per session.
     pub max_viewers: usize,
     /// Input messages per second one viewer may send.
@@ -132,6 +142,11 @@ impl Default for ServerConfig {
             absolute_timeout: 0,
             max_session_secs: 0,
             allow_older_browser: false,
+            store_max_value_bytes: 16 * 1024,
+            store_max_keys: 256,
+            store_max_bytes: 1 << 20,
+            store_writes_per_sec: 5000,
+            store_watch_max_secs: 3600,
             max_viewers: 20,
             viewer_input_rate: 400,
             viewer_origins: Vec::new(),

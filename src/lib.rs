@@ -25,6 +25,7 @@ pub mod live;
 pub mod metrics;
 pub mod profile;
 pub mod progress;
+pub mod room;
 pub mod store;
 pub mod telemetry;
 pub mod vault;

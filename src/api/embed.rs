@@ -180,6 +180,19 @@ async fn viewer(s: Arc<Session>, roles: BTreeSet<Role>, socket: WebSocket) {
     let (mut budget, mut refilled) = (rate * 2.0, Instant::now());
     let mut meta = (0, 0);
     let mut ok = tx.send(text(hello(&s, &user))).await.is_ok();
+    // The session store reaches viewers too (the page passes it on to its parent window).
+    let snapshot =
+        |version: u64, entries: &std::collections::BTreeMap<String, crate::room::Entry>| {
+            text(
+                json!({"t": "store", "type": "snapshot", "version": version, "entries": super::room::entries_json(entries)}),
+            )
+        };
+    let (start, mut store) = s.room.watch(None);
+    let mut store_last = 0;
+    if let crate::room::Start::Snapshot(v, entries) = start {
+        store_last = v;
+        ok = ok && tx.send(snapshot(v, &entries)).await.is_ok();
+    }
     while ok {
         tokio::select! {
             r = frames.changed() => {
@@ -207,6 +220,19 @@ async fn viewer(s: Arc<Session>, roles: BTreeSet<Role>, socket: WebSocket) {
                     break;
                 }
             }
+            r = store.recv() => match r {
+                Ok(c) if c.version <= store_last => {}
+                Ok(c) => {
+                    store_last = c.version;
+                    ok = tx.send(text(json!({"t": "store", "type": "change", "version": c.version, "key": c.key, "value": c.value, "deleted": c.deleted}))).await.is_ok();
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let (v, entries) = s.room.snapshot();
+                    store_last = v;
+                    ok = tx.send(snapshot(v, &entries)).await.is_ok();
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+            },
             n = notices.recv() => match n {
                 None => break,
                 Some(Notice::Roles) => {

@@ -12,6 +12,7 @@ pub mod error;
 mod health;
 pub mod openapi;
 mod profiles;
+mod room;
 pub mod schema;
 mod vm;
 pub mod wire;
@@ -59,6 +60,8 @@ pub enum Auth {
 pub enum Reply {
     /// 200 with a JSON body of this schema.
     Json(&'static LazyLock<Value>),
+    /// 200 with a JSON body of this schema, or `text/event-stream` when asked to watch.
+    JsonOrEvents(&'static LazyLock<Value>),
     /// 200 `text/html`.
     Html,
     /// 200 `text/plain`.
@@ -103,6 +106,8 @@ pub struct Route {
     pub auth: Auth,
     /// Query parameters.
     pub query: &'static [wire::Param],
+    /// Request header parameters.
+    pub headers: &'static [wire::Param],
     /// Request body.
     pub body: Body,
     /// Success answer.
@@ -127,6 +132,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Start a browser session (optionally restoring and/or saving a profile)",
         auth: Auth::Bearer,
         query: &[],
+        headers: &[],
         body: Body::Json(&wire::VM_REQUEST),
         reply: Reply::Json(&wire::VM_CREATED),
         errors: &[400, 401, 404, 409, 413, 415, 422, 429, 500, 503, 504],
@@ -135,6 +141,7 @@ pub static ROUTES: &[Route] = &[
             Link { op: "endSession", params: BY_SESSION },
             Link { op: "pingSession", params: BY_SESSION },
             Link { op: "listUsers", params: BY_SESSION },
+            Link { op: "listStore", params: BY_SESSION },
             Link { op: "mintViewer", params: BY_SESSION },
             Link { op: "addRoles", params: BY_SESSION },
             Link { op: "setPermissions", params: BY_SESSION },
@@ -153,6 +160,7 @@ pub static ROUTES: &[Route] = &[
         summary: "List the tenant's active sessions (after_id pagination)",
         auth: Auth::Bearer,
         query: vm::LIST_QUERY,
+        headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::SESSION_LIST),
         errors: &[400, 401],
@@ -165,6 +173,7 @@ pub static ROUTES: &[Route] = &[
         summary: "One session, including after it ended (termination date, save state)",
         auth: Auth::Bearer,
         query: &[],
+        headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::SESSION),
         errors: &[400, 401, 404],
@@ -177,6 +186,7 @@ pub static ROUTES: &[Route] = &[
         summary: "End a session: stop the browser cleanly, then save (?wait=true waits)",
         auth: Auth::Bearer,
         query: vm::DELETE_QUERY,
+        headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::VM_ENDED),
         errors: SESSION_ERRORS,
@@ -189,6 +199,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Renew the inactivity timeout",
         auth: Auth::Bearer,
         query: &[],
+        headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::PINGED),
         errors: SESSION_ERRORS,
@@ -201,6 +212,7 @@ pub static ROUTES: &[Route] = &[
         summary: "The live view: one self-contained page showing the browser, for a viewer token (?token=)",
         auth: Auth::ViewerToken,
         query: &[],
+        headers: &[],
         body: Body::None,
         reply: Reply::Html,
         errors: SESSION_ERRORS,
@@ -213,6 +225,7 @@ pub static ROUTES: &[Route] = &[
         summary: "The live view's WebSocket (frames out, input in) for a viewer token (?token=)",
         auth: Auth::ViewerToken,
         query: &[],
+        headers: &[],
         body: Body::None,
         reply: Reply::Upgrade,
         errors: &[400, 401, 403, 404, 410, 426],
@@ -225,6 +238,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Hyperbeam addRoles: [[user ids], [roles], exclusive] (admin token)",
         auth: Auth::Bearer,
         query: &[],
+        headers: &[],
         body: Body::Json(&wire::ROLES_CHANGE),
         reply: Reply::Json(&wire::USERS_CHANGED),
         errors: SESSION_ERRORS,
@@ -237,6 +251,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Hyperbeam removeRoles: [[user ids], [roles], exclusive] (admin token)",
         auth: Auth::Bearer,
         query: &[],
+        headers: &[],
         body: Body::Json(&wire::ROLES_CHANGE),
         reply: Reply::Json(&wire::USERS_CHANGED),
         errors: SESSION_ERRORS,
@@ -249,6 +264,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Hyperbeam setPermissions: [user id, {priority, idle_timeout, control_disabled}] (admin token)",
         auth: Auth::Bearer,
         query: &[],
+        headers: &[],
         body: Body::Json(&wire::PERMISSIONS),
         reply: Reply::Json(&wire::USERS_CHANGED),
         errors: SESSION_ERRORS,
@@ -261,6 +277,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Disconnect a connected user (admin token)",
         auth: Auth::Bearer,
         query: &[],
+        headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::USERS_CHANGED),
         errors: SESSION_ERRORS,
@@ -273,6 +290,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Append a Netscape bookmark file to the profile's bookmarks (merged when the browser stops, before the save)",
         auth: Auth::Bearer,
         query: &[],
+        headers: &[],
         body: Body::Html(&wire::BOOKMARK_FILE),
         reply: Reply::Json(&wire::BOOKMARKS_ADDED),
         errors: &[400, 401, 404, 409, 410, 413, 415],
@@ -285,6 +303,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Mint another viewer URL whose users start with the given roles",
         auth: Auth::Bearer,
         query: &[],
+        headers: &[],
         body: Body::Json(&wire::VIEWER_REQUEST),
         reply: Reply::Json(&wire::VIEWER_MINTED),
         errors: SESSION_ERRORS,
@@ -297,6 +316,7 @@ pub static ROUTES: &[Route] = &[
         summary: "The users connected to the live view, with roles and permissions",
         auth: Auth::Bearer,
         query: &[],
+        headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::USERS),
         errors: SESSION_ERRORS,
@@ -309,6 +329,7 @@ pub static ROUTES: &[Route] = &[
         summary: "WebSocket proxy to the browser's DevTools protocol (?token=)",
         auth: Auth::BearerOrToken,
         query: &[],
+        headers: &[],
         body: Body::None,
         reply: Reply::Upgrade,
         errors: &[400, 401, 404, 410, 426, 502],
@@ -321,9 +342,62 @@ pub static ROUTES: &[Route] = &[
         summary: "DevTools discovery for http:// CDP endpoints (?token=)",
         auth: Auth::BearerOrToken,
         query: &[],
+        headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::CDP_VERSION),
         errors: SESSION_ERRORS,
+        links: &[],
+    },
+    Route {
+        method: "GET",
+        path: "/v0/vm/{id}/store",
+        op: "listStore",
+        summary: "The session's shared store: every key with its value and version (?watch=true: Server-Sent Events, a snapshot then every change; resume with Last-Event-ID)",
+        auth: Auth::BearerOrToken,
+        query: room::LIST_QUERY,
+        headers: &[],
+        body: Body::None,
+        reply: Reply::JsonOrEvents(&wire::STORE),
+        errors: SESSION_ERRORS,
+        links: &[],
+    },
+    Route {
+        method: "GET",
+        path: "/v0/vm/{id}/store/{key}",
+        op: "getStoreKey",
+        summary: "One key of the session's store",
+        auth: Auth::BearerOrToken,
+        query: &[],
+        headers: &[],
+        body: Body::None,
+        reply: Reply::Json(&wire::STORE_ENTRY),
+        errors: SESSION_ERRORS,
+        links: &[],
+    },
+    Route {
+        method: "PUT",
+        path: "/v0/vm/{id}/store/{key}",
+        op: "putStoreKey",
+        summary: "Set a key of the session's store (body: any JSON; If-Match / If-None-Match: * for compare-and-set)",
+        auth: Auth::BearerOrToken,
+        query: &[],
+        headers: room::WRITE_HEADERS,
+        body: Body::Json(&wire::ANY),
+        reply: Reply::Json(&wire::STORE_WRITTEN),
+        errors: &[400, 401, 403, 404, 410, 412, 413, 415, 422, 429],
+        links: &[],
+    },
+    Route {
+        method: "DELETE",
+        path: "/v0/vm/{id}/store/{key}",
+        op: "deleteStoreKey",
+        summary: "Delete a key of the session's store (If-Match for compare-and-set)",
+        auth: Auth::BearerOrToken,
+        query: &[],
+        headers: room::WRITE_HEADERS,
+        body: Body::None,
+        reply: Reply::Json(&wire::STORE_WRITTEN),
+        errors: &[400, 401, 403, 404, 410, 412, 429],
         links: &[],
     },
     Route {
@@ -333,6 +407,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Sessions whose save failed (kept on disk, retried)",
         auth: Auth::Bearer,
         query: &[],
+        headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::FAILED_SAVES),
         errors: &[401],
@@ -345,6 +420,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Retry one failed save now",
         auth: Auth::Bearer,
         query: &[],
+        headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::SAVE_RETRIED),
         errors: &[400, 401, 404, 503],
@@ -357,6 +433,7 @@ pub static ROUTES: &[Route] = &[
         summary: "The tenant's saved profiles",
         auth: Auth::Bearer,
         query: &[],
+        headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::PROFILE_LIST),
         errors: &[401, 503],
@@ -369,6 +446,7 @@ pub static ROUTES: &[Route] = &[
         summary: "A profile's generations, sizes and last save",
         auth: Auth::Bearer,
         query: &[],
+        headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::PROFILE),
         errors: &[400, 401, 404, 503],
@@ -381,6 +459,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Delete every generation of a profile",
         auth: Auth::Bearer,
         query: &[],
+        headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::PROFILE_DELETED),
         errors: &[400, 401, 404, 409, 503],
@@ -393,6 +472,7 @@ pub static ROUTES: &[Route] = &[
         summary: "This OpenAPI document",
         auth: Auth::None,
         query: &[],
+        headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::DOCUMENT),
         errors: &[],
@@ -405,6 +485,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Liveness",
         auth: Auth::None,
         query: &[],
+        headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::HEALTH),
         errors: &[],
@@ -417,6 +498,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Readiness: store reachable, keys loaded, Chromium found, recovery done (503 with the same body when not)",
         auth: Auth::None,
         query: &[],
+        headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::READY),
         errors: &[],
@@ -429,6 +511,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Prometheus metrics",
         auth: Auth::None,
         query: &[],
+        headers: &[],
         body: Body::None,
         reply: Reply::Text,
         errors: &[],
@@ -455,6 +538,10 @@ fn handler(method: &str, path: &str) -> axum::routing::MethodRouter<AppState> {
         ("GET", "/v0/vm/{id}/users") => get(embed::users),
         ("GET", "/v0/vm/{id}/cdp") => get(cdp::proxy),
         ("GET", "/v0/vm/{id}/cdp/json/version") => get(cdp::version),
+        ("GET", "/v0/vm/{id}/store") => get(room::list),
+        ("GET", "/v0/vm/{id}/store/{key}") => get(room::get_key),
+        ("PUT", "/v0/vm/{id}/store/{key}") => axum::routing::put(room::put_key),
+        ("DELETE", "/v0/vm/{id}/store/{key}") => del(room::delete_key),
         ("GET", "/v0/saves") => get(profiles::failed_saves),
         ("POST", "/v0/saves/{id}/retry") => post(profiles::retry_save),
         ("GET", "/v0/profiles") => get(profiles::list),
@@ -532,8 +619,8 @@ async fn json_errors(
 
 /// Gives every request an id (the client's `X-Request-Id` when it is a sane token, else a
 /// new one), runs the handler inside a `request` span carrying it — so every log line of the
-/// request has `request_id` — and echoes it in the response. Only the path is logged, never
-/// the query (it may hold a session token).
+/// request has `request_id` — and echoes it in the response. Only the path is logged (store
+/// keys left out), never the query (it may hold a session token).
 async fn request_id(
     req: axum::extract::Request,
     next: axum::middleware::Next,
@@ -551,7 +638,13 @@ async fn request_id(
         })
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    // Store keys are the users' data: the path is logged without them.
+    let path = match req.uri().path().split_once("/store/") {
+        Some((head, _)) => format!("{head}/store/{{key}}"),
+        None => req.uri().path().to_string(),
+    };
+    let span =
+        tracing::info_span!("request", request_id = %id, method = %req.method(), path = %path);
     let mut resp = next.run(req).instrument(span.clone()).await;
     span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "request done"));
     if let Ok(v) = axum::http::HeaderValue::from_str(&id) {

@@ -30,6 +30,10 @@ pub fn document() -> Value {
             Reply::Json(schema) => {
                 json!({"description": "OK", "content": {"application/json": {"schema": Value::clone(schema)}}})
             }
+            Reply::JsonOrEvents(schema) => json!({
+                "description": "OK: JSON, or with watch=true a text/event-stream of `snapshot` events (this schema) and `change` events (`x-change-event`), each with its version as the event id",
+                "content": {"application/json": {"schema": Value::clone(schema)}, "text/event-stream": {"schema": {"type": "string"}}},
+                "x-change-event": Value::clone(&wire::STORE_CHANGE)}),
             Reply::Html => {
                 json!({"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}})
             }
@@ -90,6 +94,9 @@ pub fn document() -> Value {
             params.push(json!({"name": name, "in": "path", "required": true,
                 "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": wire::ID}}));
         }
+        for h in r.headers {
+            params.push(json!({"name": h.name, "in": "header", "required": false, "description": h.description, "schema": (h.schema)()}));
+        }
         for q in r.query {
             params.push(json!({"name": q.name, "in": "query", "required": false, "description": q.description, "schema": (q.schema)()}));
         }
@@ -106,7 +113,7 @@ pub fn document() -> Value {
             Body::None => {}
             Body::Json(schema) => {
                 // Objects may be left out (every field is optional); tuples may not.
-                let required = schema["type"] == "array";
+                let required = schema["type"] == "array" || r.method == "PUT";
                 op["requestBody"] = json!({"required": required, "content": {"application/json": {"schema": Value::clone(schema)}}});
             }
             Body::Html(schema) => {

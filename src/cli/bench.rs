@@ -419,6 +419,8 @@ impl BenchDaemon {
                 live: Default::default(),
                 browser_version: None,
                 allow_older_browser: true,
+                room: Default::default(),
+                store_watch_max: std::time::Duration::from_secs(3600),
             },
         )?;
         let token = format!("bench-{}", uuid::Uuid::new_v4().simple());

@@ -39,6 +39,8 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             live: Default::default(),
             browser_version: None,
             allow_older_browser: true,
+            room: Default::default(),
+            store_watch_max: std::time::Duration::from_secs(3600),
         },
     )?;
     if let Some(id) = &a.retry {

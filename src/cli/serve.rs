@@ -153,6 +153,14 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             lease_ttl: Duration::from_secs(s.lease_ttl.max(2)),
             browser_version,
             allow_older_browser: s.allow_older_browser,
+            room: profile_vault::room::RoomConfig {
+                max_value_bytes: s.store_max_value_bytes,
+                max_keys: s.store_max_keys,
+                max_total_bytes: s.store_max_bytes,
+                max_writes_per_sec: s.store_writes_per_sec.max(1),
+                ..Default::default()
+            },
+            store_watch_max: Duration::from_secs(s.store_watch_max_secs.max(1)),
         },
     )?;
     {

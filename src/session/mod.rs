@@ -108,6 +108,10 @@ pub struct SessionConfig {
     pub browser_version: Option<String>,
     /// Load profiles saved by a newer Chromium all the same (`server.allow_older_browser`).
     pub allow_older_browser: bool,
+    /// Limits of each session's store.
+    pub room: crate::room::RoomConfig,
+    /// Longest one store watch (SSE) lasts before the client reconnects.
+    pub store_watch_max: Duration,
 }
 
 /// What to do with a profile.
@@ -492,6 +496,7 @@ impl Manager {
             }),
             done,
             live,
+            room: crate::room::Room::new(self.cfg.room.clone()),
             pending_bookmarks: Mutex::new(Vec::new()),
         });
         self.sessions

@@ -118,6 +118,8 @@ pub struct Session {
     pub(super) lease_renewed_ms: AtomicU64,
     pub(super) status: Mutex<Status>,
     pub(super) done: tokio::sync::watch::Sender<bool>,
+    /// The session's shared store (cleared with the session: it lives only here).
+    pub room: crate::room::Room,
     /// The live view: viewers, their tokens and roles, the screencast.
     pub live: crate::live::Live,
     /// Bookmarks to merge into the profile after the browser stopped (`POST <base_url>/bookmarks`).

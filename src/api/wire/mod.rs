@@ -58,6 +58,36 @@ pub const ERRORS: &[(&str, u16, &str)] = &[
     ("conflict", 409, "another save moved the profile's head"),
     ("profile_in_use", 409, "a saving session holds the profile"),
     (
+        "invalid_key",
+        400,
+        "a store key outside [A-Za-z0-9._:-]{1,128}",
+    ),
+    (
+        "precondition_failed",
+        412,
+        "If-Match / If-None-Match did not hold (the message names the current version)",
+    ),
+    (
+        "value_too_large",
+        413,
+        "a store value over server.store_max_value_bytes",
+    ),
+    (
+        "too_many_keys",
+        422,
+        "the session's store holds server.store_max_keys keys",
+    ),
+    (
+        "store_full",
+        422,
+        "the session's store would exceed server.store_max_bytes",
+    ),
+    (
+        "rate_limited",
+        429,
+        "more store writes per second than server.store_writes_per_sec",
+    ),
+    (
         "browser_too_old",
         409,
         "the profile was written by a newer Chromium than this node's (both versions named)",
@@ -138,6 +168,7 @@ pub fn code_for_status(status: StatusCode) -> &'static str {
         413 => "body_too_large",
         415 => "unsupported_media_type",
         426 => "upgrade_required",
+        412 => "precondition_failed",
         429 => "too_many_sessions",
         503 => "shutting_down",
         _ => "internal",
@@ -318,6 +349,26 @@ pub fn after_id() -> Value {
 pub fn limit() -> Value {
     json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100})
 }
+/// `If-Match` of store writes: an entry version (quoted or not).
+pub fn if_match() -> Value {
+    json!({"type": "string", "pattern": "^\"?[0-9]{1,19}\"?$"})
+}
+/// `If-None-Match` of store writes.
+pub fn if_none_match() -> Value {
+    json!({"type": "string", "enum": ["*"]})
+}
+
+/// Any JSON value (a store entry).
+pub static ANY: LazyLock<Value> = LazyLock::new(|| json!({"description": "any JSON value"}));
+
+/// The value of query parameter `name` (undecoded forms decoded), if given.
+pub fn query_value(raw: Option<&str>, name: &str) -> Option<String> {
+    form_pairs(raw.unwrap_or(""))
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
 /// `wait` of `DELETE /v0/vm/{id}`.
 pub fn wait() -> Value {
     json!({"type": "boolean", "default": false})

@@ -282,3 +282,44 @@ pub static ERROR: LazyLock<Value> = LazyLock::new(|| {
         &["error", "message"],
     )
 });
+
+fn store_entries() -> Value {
+    json!({"type": "object", "additionalProperties": object(json!({
+        "value": {"description": "any JSON value"},
+        "version": {"type": "integer", "minimum": 1},
+    }), &["value", "version"])})
+}
+
+/// `GET /v0/vm/{id}/store` 200 (JSON; with `watch=true` an SSE stream of `snapshot` and
+/// `change` events whose data are this and [`STORE_CHANGE`]).
+pub static STORE: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({"version": {"type": "integer", "minimum": 0}, "entries": store_entries()}),
+        &["version", "entries"],
+    )
+});
+
+/// A change event of the watch.
+pub static STORE_CHANGE: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({"version": {"type": "integer", "minimum": 1}, "key": {"type": "string"},
+            "value": {"description": "the new value (null when deleted)"}, "deleted": {"type": "boolean"}}),
+        &["version", "key", "value", "deleted"],
+    )
+});
+
+/// `GET /v0/vm/{id}/store/{key}` 200.
+pub static STORE_ENTRY: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({"key": {"type": "string"}, "value": {"description": "any JSON value"}, "version": {"type": "integer", "minimum": 1}}),
+        &["key", "value", "version"],
+    )
+});
+
+/// `PUT`/`DELETE /v0/vm/{id}/store/{key}` 200.
+pub static STORE_WRITTEN: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({"key": {"type": "string"}, "version": {"type": "integer", "minimum": 1}}),
+        &["key", "version"],
+    )
+});

@@ -1,0 +1,337 @@
+//! `/v0/vm/{id}/store`: the session room over HTTP — read, conditional writes, and a
+//! Server-Sent Events watch that resumes with `Last-Event-ID`. Open to the tenant's API key,
+//! the session's admin token, and its viewer tokens (writing needs the `control` role).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::vm::authorize;
+use super::{auth, wire, AppState};
+use crate::live::Role;
+use crate::room::{self, Change, Condition, Start};
+use crate::session::Session;
+
+/// Query parameters of `GET /v0/vm/{id}/store`.
+pub(super) const LIST_QUERY: &[wire::Param] = &[wire::Param {
+    name: "watch",
+    schema: wire::wait,
+    description:
+        "a Server-Sent Events stream: a snapshot, then every change (resume with Last-Event-ID)",
+}];
+
+/// Headers of conditional writes.
+pub(super) const WRITE_HEADERS: &[wire::Param] = &[
+    wire::Param {
+        name: "If-Match",
+        schema: wire::if_match,
+        description: "write only if the entry is at this version",
+    },
+    wire::Param {
+        name: "If-None-Match",
+        schema: wire::if_none_match,
+        description: "`*`: create only",
+    },
+];
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    watch: Option<bool>,
+}
+
+/// The session and whether the caller may write.
+fn authorize_room(
+    state: &AppState,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    id: &str,
+) -> Result<(Arc<Session>, bool), ApiError> {
+    let query_token = wire::query_value(raw, "token");
+    let token = auth::bearer(headers).or(query_token.as_deref());
+    match authorize(state, token, id) {
+        Ok((s, _)) => return Ok((s, true)),
+        Err(e) if e.status == StatusCode::NOT_FOUND => return Err(e),
+        Err(_) => {}
+    }
+    let s = state.manager.get(id).ok_or_else(ApiError::unauthorized)?;
+    let roles = token
+        .and_then(|t| s.live.token_roles(t))
+        .ok_or_else(ApiError::unauthorized)?;
+    let write = roles.contains(&Role::Control);
+    Ok((s, write))
+}
+
+fn active(s: &Session) -> Result<(), ApiError> {
+    if s.is_active() {
+        Ok(())
+    } else {
+        Err(ApiError::expired())
+    }
+}
+
+fn room_error(e: room::Error) -> ApiError {
+    use room::Error as E;
+    let (status, code) = match &e {
+        E::BadKey => (StatusCode::BAD_REQUEST, "invalid_key"),
+        E::ValueTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
+        E::TooManyKeys(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too_many_keys"),
+        E::Full(_) => (StatusCode::UNPROCESSABLE_ENTITY, "store_full"),
+        E::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        E::Precondition { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
+        E::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+    };
+    ApiError::new(status, code, e.to_string())
+}
+
+pub(super) fn entries_json(entries: &std::collections::BTreeMap<String, room::Entry>) -> Value {
+    Value::Object(
+        entries
+            .iter()
+            .map(|(k, e)| (k.clone(), json!({"value": e.value, "version": e.version})))
+            .collect(),
+    )
+}
+
+fn etag(version: u64) -> (axum::http::HeaderName, HeaderValue) {
+    (
+        axum::http::header::ETAG,
+        HeaderValue::from_str(&format!("\"{version}\"")).expect("digits"),
+    )
+}
+
+/// `GET /v0/vm/{id}/store[?watch=true]`.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let (s, _) = authorize_room(&state, &headers, raw.as_deref(), &id)?;
+    active(&s)?;
+    let q: ListQuery = wire::query(LIST_QUERY, raw.as_deref())?;
+    if q.watch != Some(true) {
+        let (version, entries) = s.room.snapshot();
+        return Ok(
+            Json(json!({"version": version, "entries": entries_json(&entries)})).into_response(),
+        );
+    }
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let max = state.manager.config().store_watch_max;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(16);
+    tokio::spawn(watch(s, after, tx, max));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+fn snapshot_event(
+    version: u64,
+    entries: &std::collections::BTreeMap<String, room::Entry>,
+) -> Event {
+    Event::default()
+        .event("snapshot")
+        .id(version.to_string())
+        .data(json!({"version": version, "entries": entries_json(entries)}).to_string())
+}
+
+fn change_event(c: &Change) -> Event {
+    Event::default()
+        .event("change")
+        .id(c.version.to_string())
+        .data(serde_json::to_string(c).expect("change serializes"))
+}
+
+/// Feeds one SSE watcher until it goes away, the session ends, or `max` has passed (it then
+/// reconnects with `Last-Event-ID`, as EventSource does by itself).
+async fn watch(
+    s: Arc<Session>,
+    after: Option<u64>,
+    tx: tokio::sync::mpsc::Sender<Event>,
+    max: Duration,
+) {
+    let (start, mut rx) = s.room.watch(after);
+    let mut last = match start {
+        Start::Snapshot(v, entries) => {
+            if tx.send(snapshot_event(v, &entries)).await.is_err() {
+                return;
+            }
+            v
+        }
+        Start::Replay(changes) => {
+            let mut last = after.unwrap_or(0);
+            for c in changes {
+                last = c.version;
+                if tx.send(change_event(&c)).await.is_err() {
+                    return;
+                }
+            }
+            last
+        }
+    };
+    let mut ended = s.live.ended();
+    if ended.borrow().is_some() {
+        return;
+    }
+    let deadline = tokio::time::sleep(max);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => return,
+            r = ended.changed() => {
+                if r.is_err() || ended.borrow().is_some() {
+                    return;
+                }
+            }
+            r = rx.recv() => match r {
+                Ok(c) if c.version <= last => {}
+                Ok(c) => {
+                    last = c.version;
+                    if tx.send(change_event(&c)).await.is_err() {
+                        return;
+                    }
+                }
+                // Fell behind (stopped reading): start again from a snapshot.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let (v, entries) = s.room.snapshot();
+                    last = v;
+                    if tx.send(snapshot_event(v, &entries)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+/// Path of the key routes.
+#[derive(Debug, Deserialize)]
+pub(super) struct KeyPath {
+    id: String,
+    key: String,
+}
+
+/// `GET /v0/vm/{id}/store/{key}`.
+pub(super) async fn get_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(p): Path<KeyPath>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let (s, _) = authorize_room(&state, &headers, raw.as_deref(), &p.id)?;
+    active(&s)?;
+    if !room::valid_key(&p.key) {
+        return Err(room_error(room::Error::BadKey));
+    }
+    let e = s
+        .room
+        .get(&p.key)
+        .ok_or_else(|| ApiError::not_found("key"))?;
+    Ok((
+        [etag(e.version)],
+        Json(json!({"key": p.key, "value": e.value, "version": e.version})),
+    )
+        .into_response())
+}
+
+fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
+    let bad = |h: &str| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("{h} must be a version number or *"),
+        )
+    };
+    if let Some(v) = headers.get(axum::http::header::IF_MATCH) {
+        let t = v
+            .to_str()
+            .map_err(|_| bad("If-Match"))?
+            .trim()
+            .trim_matches('"');
+        return t
+            .parse()
+            .map(Condition::Version)
+            .map_err(|_| bad("If-Match"));
+    }
+    if let Some(v) = headers.get(axum::http::header::IF_NONE_MATCH) {
+        return match v.to_str().map(str::trim) {
+            Ok("*") => Ok(Condition::Absent),
+            _ => Err(bad("If-None-Match")),
+        };
+    }
+    Ok(Condition::Always)
+}
+
+fn written(s: &Session, c: &Change) -> Response {
+    let _ = s;
+    (
+        [etag(c.version)],
+        Json(json!({"key": c.key, "version": c.version})),
+    )
+        .into_response()
+}
+
+/// `PUT /v0/vm/{id}/store/{key}` (body: any JSON value).
+pub(super) async fn put_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(p): Path<KeyPath>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (s, write) = authorize_room(&state, &headers, raw.as_deref(), &p.id)?;
+    active(&s)?;
+    if !write {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "writing the store needs the control role",
+        ));
+    }
+    let cond = condition(&headers)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the body is the value: any JSON",
+        ));
+    }
+    let value: Value = wire::body(&wire::ANY, &headers, &body)?;
+    let c = s.room.put(&p.key, value, cond).map_err(room_error)?;
+    Ok(written(&s, &c))
+}
+
+/// `DELETE /v0/vm/{id}/store/{key}`.
+pub(super) async fn delete_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(p): Path<KeyPath>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let (s, write) = authorize_room(&state, &headers, raw.as_deref(), &p.id)?;
+    active(&s)?;
+    if !write {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "writing the store needs the control role",
+        ));
+    }
+    let cond = condition(&headers)?;
+    let c = s.room.delete(&p.key, cond).map_err(room_error)?;
+    Ok(written(&s, &c))
+}
