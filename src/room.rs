@@ -297,7 +297,7 @@ mod tests {
         let r = Room::new(RoomConfig {
             max_keys: 2,
             max_value_bytes: 10,
-            max_total_bytes: 30,
+            max_total_bytes: 20,
             log_len: 3,
             ..Default::default()
         });
