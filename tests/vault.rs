@@ -250,10 +250,6 @@ async fn record_formats_are_told_apart_and_unknown_ones_refused() {
             "must not have kms_key_arn",
         ),
         (
-            serde_json::json!({"format": 3}),
-            "record format 3 is not supported",
-        ),
-        (
             serde_json::json!({"format": 1, "kms_key_arn": null}),
             "invalid type: null",
         ),
@@ -268,6 +264,17 @@ async fn record_formats_are_told_apart_and_unknown_ones_refused() {
         assert!(err.to_string().contains(want), "{patch}: {err}");
         assert!(err.is_integrity(), "{err}");
     }
+    // A later format is not damage: a newer profile-vault wrote it.
+    let mut rec = original.clone();
+    rec["format"] = serde_json::json!(3);
+    rec["field_of_the_future"] = serde_json::json!(true);
+    std::fs::write(&rec_path, serde_json::to_vec(&rec).unwrap()).unwrap();
+    let err = vault.verify("t1", "p1", None, np()).await.unwrap_err();
+    assert!(err.is_newer() && !err.is_integrity(), "{err}");
+    assert!(
+        err.to_string().contains("newer profile-vault (format 3)"),
+        "{err}"
+    );
     std::fs::write(&rec_path, serde_json::to_vec(&original).unwrap()).unwrap();
     vault.verify("t1", "p1", None, np()).await.unwrap();
 }

@@ -46,7 +46,13 @@ pub struct Args {
     /// Viewers of the second live-view measurement.
     #[arg(long, default_value_t = 5)]
     pub viewers: usize,
-    /// Seconds of each live-view measurement.
+    /// Measure the session store instead: one writer and `--watchers` SSE watchers.
+    #[arg(long = "session-store")]
+    pub session_store: bool,
+    /// Watchers of the store measurement.
+    #[arg(long, default_value_t = 20)]
+    pub watchers: usize,
+    /// Seconds of each live-view or store measurement.
     #[arg(long, default_value_t = 8)]
     pub seconds: u64,
 }
@@ -224,6 +230,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     profile_vault::fsutil::create_private_dir(&bench_dir)?;
     if a.live_view {
         return super::bench_live::run(ctx, &a, &bench_dir).await;
+    }
+    if a.session_store {
+        return super::bench_store::run(ctx, &a, &bench_dir).await;
     }
     let kept = a.size_mb * 1_000_000;
     let src = bench_dir.join(format!("profile-{}mb", a.size_mb));

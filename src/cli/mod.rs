@@ -15,6 +15,7 @@
 mod audit;
 mod bench;
 mod bench_live;
+mod bench_store;
 mod delete;
 mod gc;
 mod list;
