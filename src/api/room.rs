@@ -286,15 +286,14 @@ fn written(s: &Session, c: &Change) -> Response {
         .into_response()
 }
 
-/// `PUT /v0/vm/{id}/store/{key}` (body: any JSON value).
-pub(super) async fn put_key(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(p): Path<KeyPath>,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let (s, write) = authorize_room(&state, &headers, raw.as_deref(), &p.id)?;
+/// The running session of a caller who may write its store, and the write's condition.
+fn writer(
+    state: &AppState,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    id: &str,
+) -> Result<(Arc<Session>, Condition), ApiError> {
+    let (s, write) = authorize_room(state, headers, raw, id)?;
     active(&s)?;
     if !write {
         return Err(ApiError::new(
@@ -303,7 +302,18 @@ pub(super) async fn put_key(
             "writing the store needs the control role",
         ));
     }
-    let cond = condition(&headers)?;
+    Ok((s, condition(headers)?))
+}
+
+/// `PUT /v0/vm/{id}/store/{key}` (body: any JSON value).
+pub(super) async fn put_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(p): Path<KeyPath>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (s, cond) = writer(&state, &headers, raw.as_deref(), &p.id)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
             "invalid_json",
@@ -322,16 +332,7 @@ pub(super) async fn delete_key(
     Path(p): Path<KeyPath>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let (s, write) = authorize_room(&state, &headers, raw.as_deref(), &p.id)?;
-    active(&s)?;
-    if !write {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "writing the store needs the control role",
-        ));
-    }
-    let cond = condition(&headers)?;
+    let (s, cond) = writer(&state, &headers, raw.as_deref(), &p.id)?;
     let c = s.room.delete(&p.key, cond).map_err(room_error)?;
     Ok(written(&s, &c))
 }

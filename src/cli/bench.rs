@@ -214,7 +214,7 @@ fn generate(root: &Path, kept: u64) -> std::io::Result<u64> {
 }
 
 /// A vault on `url` with a throw-away in-memory master key.
-pub(super) async fn bench_vault(ctx: &Ctx, url: &str, spool: &Path) -> anyhow::Result<Vault> {
+async fn bench_vault(ctx: &Ctx, url: &str, spool: &Path) -> anyhow::Result<Vault> {
     let store = profile_vault::store::from_url(url, &ctx.cfg.file.s3).await?;
     let mut key = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut key);
@@ -459,6 +459,14 @@ impl BenchDaemon {
             stop,
             server,
         })
+    }
+
+    /// A daemon on a fresh filesystem store under `data`.
+    pub(super) async fn on_local_store(ctx: &Ctx, data: &Path) -> anyhow::Result<BenchDaemon> {
+        let store = std::path::absolute(data.join("store"))?;
+        let url = format!("file://{}", store.display());
+        let vault = bench_vault(ctx, &url, &data.join("spool")).await?;
+        Self::start(ctx, vault, data).await
     }
 
     /// Ends every session and stops serving.

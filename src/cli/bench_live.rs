@@ -15,7 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::bench::{bench_vault, http, Args, BenchDaemon};
+use super::bench::{http, Args, BenchDaemon};
 use super::Ctx;
 
 const ANIMATED: &str = r#"<!doctype html><title>anim</title><body style="margin:0">
@@ -167,14 +167,7 @@ async fn send(v: &mut Viewer, m: serde_json::Value) -> anyhow::Result<()> {
 /// Runs the bench.
 pub async fn run(ctx: &Ctx, a: &Args, bench_dir: &Path) -> anyhow::Result<()> {
     let data = bench_dir.join(format!("live-{}", uuid::Uuid::new_v4().simple()));
-    let store = std::path::absolute(data.join("store"))?;
-    let vault = bench_vault(
-        ctx,
-        &format!("file://{}", store.display()),
-        &data.join("spool"),
-    )
-    .await?;
-    let daemon = BenchDaemon::start(ctx, vault, &data).await?;
+    let daemon = BenchDaemon::on_local_store(ctx, &data).await?;
     let site = axum::Router::new()
         .route(
             "/anim",

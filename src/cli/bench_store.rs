@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use super::bench::{bench_vault, http, Args, BenchDaemon};
+use super::bench::{http, Args, BenchDaemon};
 use super::Ctx;
 
 fn rss_mib() -> f64 {
@@ -50,14 +50,7 @@ struct Report {
 /// Runs the bench.
 pub async fn run(ctx: &Ctx, a: &Args, bench_dir: &Path) -> anyhow::Result<()> {
     let data = bench_dir.join(format!("store-{}", uuid::Uuid::new_v4().simple()));
-    let store = std::path::absolute(data.join("store"))?;
-    let vault = bench_vault(
-        ctx,
-        &format!("file://{}", store.display()),
-        &data.join("spool"),
-    )
-    .await?;
-    let daemon = BenchDaemon::start(ctx, vault, &data).await?;
+    let daemon = BenchDaemon::on_local_store(ctx, &data).await?;
     let (st, vm) = http(&daemon.addr, "POST", "/v0/vm", &daemon.token, "{}").await?;
     anyhow::ensure!(st == 200, "POST /v0/vm answered {st}: {vm}");
     let id = vm["session_id"].as_str().unwrap_or_default().to_string();
