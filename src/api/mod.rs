@@ -672,18 +672,33 @@ pub async fn serve(
             .run_sweeper(Duration::from_secs(1), stop_rx.clone()),
     );
     let app = router(state);
-    let mut stop_for_server = stop_rx;
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
     let signal = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stop_for_server.wait_for(|s| *s).await;
-    });
+    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
     tokio::spawn(signal);
-    // Sessions end first (their proxies close with the browsers), then the server drains.
-    let result = server.await;
-    manager.shutdown(grace).await;
+    // On the signal the server stops accepting and the sessions end at once: that closes their
+    // proxies, viewer sockets and store watches, so the connections drain. A client that
+    // stops reading cannot hold the daemon: the drain is cut off after the grace period.
+    let drain = async {
+        tokio::select! {
+            r = server => r,
+            () = async {
+                stopped(stop_rx.clone()).await;
+                tokio::time::sleep(grace + Duration::from_secs(5)).await;
+                tracing::warn!("connections still open after the shutdown grace period: closing them");
+            } => Ok(()),
+        }
+    };
+    let end_sessions = async {
+        stopped(stop_rx.clone()).await;
+        manager.shutdown(grace).await;
+    };
+    let (result, ()) = tokio::join!(drain, end_sessions);
     let _ = sweeper.await;
     result
 }

@@ -12,6 +12,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use super::bench::{http, Args, BenchDaemon};
 use super::Ctx;
 
+const BUCKETS: usize = 20_000;
+
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -56,7 +58,9 @@ pub async fn run(ctx: &Ctx, a: &Args, bench_dir: &Path) -> anyhow::Result<()> {
     let id = vm["session_id"].as_str().unwrap_or_default().to_string();
     let watch = format!("/v0/vm/{id}/store?watch=true");
     let t0 = Instant::now();
-    let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
+    // A histogram of 10 µs buckets up to 200 ms (the last one holds the rest), so measuring
+    // takes no memory that grows with the run.
+    let latencies = Arc::new(Mutex::new(vec![0u64; BUCKETS]));
     let counts: Arc<Vec<std::sync::atomic::AtomicU64>> =
         Arc::new((0..a.watchers).map(|_| Default::default()).collect());
     let mut tasks = Vec::new();
@@ -74,9 +78,8 @@ pub async fn run(ctx: &Ctx, a: &Args, bench_dir: &Path) -> anyhow::Result<()> {
                 };
                 if let Some(sent_us) = v["value"].as_u64() {
                     let now = t0.elapsed().as_micros() as u64;
-                    lat.lock()
-                        .expect("latencies")
-                        .push(now.saturating_sub(sent_us) as f64 / 1000.0);
+                    let b = (now.saturating_sub(sent_us) / 10).min(BUCKETS as u64 - 1) as usize;
+                    lat.lock().expect("latencies")[b] += 1;
                     counts[w].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
@@ -144,12 +147,18 @@ pub async fn run(ctx: &Ctx, a: &Args, bench_dir: &Path) -> anyhow::Result<()> {
     .await;
     daemon.stop().await?;
     let _ = std::fs::remove_dir_all(&data);
-    let mut lat = latencies.lock().expect("latencies").clone();
-    lat.sort_by(f64::total_cmp);
+    let hist = latencies.lock().expect("latencies").clone();
+    let total: u64 = hist.iter().sum();
     let pct = |p: f64| {
-        lat.get(((lat.len().max(1) - 1) as f64 * p) as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
+        let want = (total as f64 * p).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in hist.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return (i as f64 + 0.5) * 0.01;
+            }
+        }
+        f64::NAN
     };
     let report = Report {
         watchers: a.watchers,
