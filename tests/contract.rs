@@ -53,6 +53,8 @@ async fn schemathesis_finds_no_contract_violation() {
                     .args(["--report", "junit", "--report-dir"])
                     .arg(&report)
                     .env("PV_ST_TOKEN", KEY_T1)
+                    // Its cache goes beside the report, not into the checkout.
+                    .current_dir(report.parent().expect("report dir has a parent"))
                     .output()
                     .expect("run schemathesis")
             })
