@@ -509,10 +509,16 @@ async fn the_daemon_saves_and_loads_through_a_kms_key() {
         !msg.contains("arn:") && !msg.contains("127.0.0.1:9") && msg.contains("retry later"),
         "clients get no KMS details: {msg}"
     );
-    assert!(
-        d.log_text().contains("master key failure"),
-        "the log has them"
-    );
+    // The log is copied from the daemon's stderr as it comes: give the line a moment.
+    let mut logged = false;
+    for _ in 0..50 {
+        logged = d.log_text().contains("master key failure");
+        if logged {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(logged, "the log has them");
     assert!(kms_requests(&d, "Decrypt", "unavailable").await >= 1);
     // A session that ends while KMS is down loses nothing: its save fails, the profile
     // directory is kept and listed, and a retry once KMS is back stores it.
