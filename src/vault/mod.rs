@@ -28,6 +28,7 @@ use crate::profile::format::{self, Expected, Sealer};
 use crate::progress::Progress;
 use crate::store::{self, PutBody, PutMode, Store};
 
+mod compat;
 mod lease;
 mod manage;
 mod rekey;
@@ -35,6 +36,8 @@ mod restore;
 mod retention;
 mod save;
 
+pub(crate) use compat::check_not_newer;
+pub use compat::major;
 pub use lease::{Lease, LeaseRecord};
 
 /// Version of the head record.
@@ -168,33 +171,6 @@ impl Error {
 }
 
 type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Refuses a JSON record whose `format` is later than `reads`, before it is parsed strictly
-/// (a newer format may have fields this build does not know).
-pub(crate) fn check_not_newer(
-    what: &'static str,
-    key: &str,
-    bytes: &[u8],
-    reads: u32,
-) -> Result<()> {
-    let format = serde_json::from_slice::<serde_json::Value>(bytes)
-        .ok()
-        .and_then(|v| v.get("format").and_then(serde_json::Value::as_u64));
-    match format {
-        Some(f) if f > u64::from(reads) => Err(Error::NewerFormat {
-            what,
-            key: key.to_string(),
-            format: f,
-            reads,
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// The major number of a Chromium version (`"156.0.8078.114"` -> 156).
-pub fn major(version: &str) -> Option<u64> {
-    version.trim().split('.').next()?.parse().ok()
-}
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
@@ -714,39 +690,12 @@ impl Vault {
         Ok(self.keys.unwrap(&w, &ctx).await?)
     }
 
-    /// Refuses to hand generation `generation` (the head when `None`) to a browser of
-    /// `browser_version` when a newer Chromium major version wrote it. Unknown versions on
-    /// either side pass (nothing to compare).
-    ///
-    /// # Errors
-    /// [`Error::BrowserTooOld`]; reading the record.
-    pub async fn check_browser(
+    pub(super) async fn resolve(
         &self,
         tenant: &str,
         profile: &str,
         generation: Option<u64>,
-        browser_version: Option<&str>,
-    ) -> Result<()> {
-        let Some(browser) = browser_version else {
-            return Ok(());
-        };
-        let generation = self.resolve(tenant, profile, generation).await?;
-        let rec = self.read_record(tenant, profile, generation).await?;
-        let Some(saved) = rec.stats.chromium_version.as_deref() else {
-            return Ok(());
-        };
-        match (major(saved), major(browser)) {
-            (Some(s), Some(b)) if s > b => Err(Error::BrowserTooOld {
-                profile: profile.into(),
-                generation,
-                profile_version: saved.into(),
-                browser_version: browser.into(),
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    async fn resolve(&self, tenant: &str, profile: &str, generation: Option<u64>) -> Result<u64> {
+    ) -> Result<u64> {
         validate_id("tenant", tenant)?;
         validate_id("profile", profile)?;
         match generation {
