@@ -24,6 +24,8 @@ pub enum Action {
     Rekey,
     /// A profile was deleted.
     Delete,
+    /// A profile's data document was written.
+    DataWrite,
 }
 
 /// One audit event.

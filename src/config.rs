@@ -102,6 +102,8 @@ pub struct ServerConfig {
     pub store_writes_per_sec: u32,
     /// Seconds one store watch (SSE) lasts before the client reconnects with Last-Event-ID.
     pub store_watch_max_secs: u64,
+    /// Largest profile data document (`/v0/profiles/{id}/data`), serialized, in bytes.
+    pub profile_data_max_bytes: usize,
     /// Most live-view viewers per session.
     pub max_viewers: usize,
     /// Input messages per second one viewer may send.
@@ -147,6 +149,7 @@ impl Default for ServerConfig {
             store_max_bytes: 1 << 20,
             store_writes_per_sec: 5000,
             store_watch_max_secs: 3600,
+            profile_data_max_bytes: crate::vault::DEFAULT_DATA_MAX_BYTES,
             max_viewers: 20,
             viewer_input_rate: 400,
             viewer_origins: Vec::new(),
@@ -472,6 +475,7 @@ impl Config {
             chunk_size: a.chunk_size,
             keep: self.file.retention.keep_generations,
             max_parallel_jobs: a.parallel_jobs.max(1),
+            data_max_bytes: self.file.server.profile_data_max_bytes,
         }
     }
 }

@@ -15,6 +15,7 @@ mod hostile;
 mod kms;
 mod live;
 mod nodes;
+mod profile_data;
 mod room;
 mod s3;
 mod upgrade;

@@ -78,6 +78,11 @@ async fn vault_on_s3_multipart_round_trip_and_no_plaintext() {
         let mut expected = tree(&src);
         expected.retain(|(p, _)| !p.contains("Cache"));
         assert_eq!(tree(&dst), expected, "{name}");
+        // The data document is sealed like the payload, and readable back.
+        let doc = serde_json::json!({"note": CONTENT_MARKER, "site": COOKIE_MARKER});
+        let cond = profile_vault::vault::DataCondition::Version(0);
+        assert_eq!(vault.set_data("t1", "p1", &doc, cond).await.unwrap(), 1);
+        assert_eq!(vault.data("t1", "p1").await.unwrap().data, doc, "{name}");
         // Nothing readable in any stored object.
         for m in store.list("").await.unwrap() {
             let bytes = store.get(&m.key).await.unwrap().bytes().await.unwrap();

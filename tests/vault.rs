@@ -303,13 +303,26 @@ async fn rekey_rewraps_without_touching_payloads() {
         .save("t1", "p1", &src, Base::Current, np())
         .await
         .unwrap();
+    // The data document moves with rekey too (its sealed body untouched).
+    let doc = serde_json::json!({"open": ["https://example.com"]});
+    let always = profile_vault::vault::DataCondition::Always;
+    assert_eq!(vault.set_data("t1", "p1", &doc, always).await.unwrap(), 1);
+    let sealed = |root: &std::path::Path| -> serde_json::Value {
+        let rec: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(root.join("tenants/t1/profiles/p1/data.json")).unwrap(),
+        )
+        .unwrap();
+        rec["sealed"].clone()
+    };
+    let sealed_before = sealed(&root);
     let pvo = root
         .join("tenants/t1/profiles/p1/gens")
         .join(format!("{:020}.pvo", 1));
     let before = std::fs::read(&pvo).unwrap();
-    assert_eq!(vault.rekey("t1", "new", true).await.unwrap(), (2, 0));
-    assert_eq!(vault.rekey("t1", "new", false).await.unwrap(), (2, 0));
-    assert_eq!(vault.rekey("t1", "new", false).await.unwrap(), (0, 2));
+    assert_eq!(vault.rekey("t1", "new", true).await.unwrap(), (3, 0));
+    assert_eq!(vault.rekey("t1", "new", false).await.unwrap(), (3, 0));
+    assert_eq!(vault.rekey("t1", "new", false).await.unwrap(), (0, 3));
+    assert_eq!(sealed(&root), sealed_before, "document untouched");
     assert_eq!(std::fs::read(&pvo).unwrap(), before, "payload untouched");
     let only_new = Vault::new(
         store,
@@ -318,6 +331,16 @@ async fn rekey_rewraps_without_touching_payloads() {
     )
     .unwrap();
     only_new.verify("t1", "p1", Some(1), np()).await.unwrap();
+    let d = only_new.data("t1", "p1").await.unwrap();
+    assert_eq!((d.version, d.data), (1, doc));
+    // The old key alone no longer opens it.
+    let only_old = Vault::new(
+        only_new.store().clone(),
+        keyring("old", 1),
+        options(&dir.path().join("spool3")),
+    )
+    .unwrap();
+    assert!(only_old.data("t1", "p1").await.is_err());
     only_new
         .restore("t1", "p1", None, &dir.path().join("dst"), np())
         .await

@@ -7,6 +7,7 @@
 
 pub mod auth;
 mod cdp;
+mod data;
 mod embed;
 pub mod error;
 mod health;
@@ -149,6 +150,8 @@ fn handler(method: &str, path: &str) -> axum::routing::MethodRouter<AppState> {
         ("GET", "/v0/profiles") => get(profiles::list),
         ("GET", "/v0/profiles/{id}") => get(profiles::get_one),
         ("DELETE", "/v0/profiles/{id}") => del(profiles::delete),
+        ("GET", "/v0/profiles/{id}/data") => get(data::get),
+        ("PUT", "/v0/profiles/{id}/data") => axum::routing::put(data::put),
         ("GET", "/v0/openapi.json") => get(openapi::serve),
         ("GET", "/healthz") => get(health::healthz),
         ("GET", "/readyz") => get(health::readyz),
@@ -169,6 +172,11 @@ pub fn router(state: AppState) -> Router {
         let mut mr: axum::routing::MethodRouter<AppState> = axum::routing::MethodRouter::new();
         for route in ROUTES.iter().filter(|r| r.path == path) {
             mr = mr.merge(handler(route.method, route.path));
+        }
+        if path == "/v0/profiles/{id}/data" {
+            // A document of the largest allowed size, with room for the client's whitespace.
+            let limit = max_body.max(state.manager.vault().data_max_bytes() * 2 + 1024);
+            mr = mr.layer(axum::extract::DefaultBodyLimit::max(limit));
         }
         app = app.route(path, mr);
     }

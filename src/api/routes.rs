@@ -2,7 +2,7 @@
 //! replies, errors and links — the one source of the router ([`super::router`]) and of the
 //! OpenAPI document ([`super::openapi`]).
 
-use super::{room, vm, wire, Auth, Body, Link, Reply, Route};
+use super::{data, room, vm, wire, Auth, Body, Link, Reply, Route};
 
 const SESSION_ERRORS: &[u16] = &[400, 401, 404, 410];
 const BY_SESSION: &[(&str, &str)] = &[("id", "$response.body#/session_id")];
@@ -37,6 +37,8 @@ pub static ROUTES: &[Route] = &[
             Link { op: "retrySave", params: BY_SESSION },
             Link { op: "getProfile", params: BY_PROFILE },
             Link { op: "deleteProfile", params: BY_PROFILE },
+            Link { op: "getProfileData", params: BY_PROFILE },
+            Link { op: "putProfileData", params: BY_PROFILE },
         ],
     },
     Route {
@@ -350,6 +352,32 @@ pub static ROUTES: &[Route] = &[
         reply: Reply::Json(&wire::PROFILE_DELETED),
         errors: &[400, 401, 404, 409, 503],
         links: &[Link { op: "getProfile", params: BY_PATH_ID }],
+    },
+    Route {
+        method: "GET",
+        path: "/v0/profiles/{id}/data",
+        op: "getProfileData",
+        summary: "The profile's data document: small application state kept, encrypted, with the profile (version 0 and null until written)",
+        auth: Auth::Bearer,
+        query: &[],
+        headers: &[],
+        body: Body::None,
+        reply: Reply::Json(&wire::PROFILE_DATA),
+        errors: &[400, 401, 404, 409, 422, 503],
+        links: &[],
+    },
+    Route {
+        method: "PUT",
+        path: "/v0/profiles/{id}/data",
+        op: "putProfileData",
+        summary: "Replace the profile's data document (body: any JSON, at most server.profile_data_max_bytes; If-Match / If-None-Match: * for compare-and-set). Also with the admin token of a running session that saves this profile",
+        auth: Auth::Bearer,
+        query: &[],
+        headers: data::WRITE_HEADERS,
+        body: Body::Json(&wire::ANY),
+        reply: Reply::Json(&wire::PROFILE_DATA_WRITTEN),
+        errors: &[400, 401, 403, 404, 409, 412, 413, 415, 422, 503],
+        links: &[Link { op: "getProfileData", params: BY_PATH_ID }],
     },
     Route {
         method: "GET",

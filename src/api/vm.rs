@@ -282,7 +282,14 @@ pub(super) async fn create(
         "admin_token": token,
         "cdp_url": cdp_url,
         "expires_at": info.expires_at,
-        "profile": info.profile.map(|p| serde_json::json!({"id": p.id, "loaded": p.loaded, "generation": p.generation, "save": p.save})),
+        "profile": info.profile.map(|p| {
+            let mut v = serde_json::json!({"id": p.id, "loaded": p.loaded, "generation": p.generation, "save": p.save});
+            if let Some(d) = &session.data_at_load {
+                v["data"] = d.data.clone();
+                v["data_version"] = d.version.into();
+            }
+            v
+        }),
         "ignored": ignored,
     });
     Ok((StatusCode::OK, Json(body)).into_response())

@@ -16,6 +16,7 @@ mod audit;
 mod bench;
 mod bench_live;
 mod bench_store;
+mod data;
 mod delete;
 mod gc;
 mod list;
@@ -89,6 +90,8 @@ pub enum Command {
     Rekey(rekey::Args),
     /// Retention: delete profiles not used for N days (--dry-run shows them).
     Gc(gc::Args),
+    /// Read a profile's data document, or replace it (--set FILE).
+    Data(data::Args),
     /// Show the audit trail: loads, saves, rollbacks, rekeys and deletes.
     Audit(audit::Args),
     /// List failed session saves kept on this node, or retry them.
@@ -178,6 +181,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rekey(a) => rekey::run(&ctx, a).await,
         Command::Saves(a) => saves::run(&ctx, a).await,
         Command::Audit(a) => audit::run(&ctx, a).await,
+        Command::Data(a) => data::run(&ctx, a).await,
         Command::Gc(a) => gc::run(&ctx, a).await,
         Command::Bench(a) => bench::run(&ctx, a).await,
     }
@@ -185,21 +189,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Maps an error to the documented exit code.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if let Some(e) = err.downcast_ref::<vault::Error>() {
+    if let Some(e) = err.downcast_ref::<vault::DataError>() {
         return match e {
-            e if e.is_newer() => 7,
-            vault::Error::InvalidId { .. } => 2,
-            vault::Error::ProfileNotFound { .. } | vault::Error::GenerationNotFound { .. } => 3,
-            vault::Error::Conflict { .. } => 4,
-            vault::Error::Archive(profile_vault::profile::archive::Error::TargetNotEmpty(_)) => 2,
-            vault::Error::Keys(keys::Error::UnknownKey(_)) => 5,
-            vault::Error::Keys(k) if k.is_transient() => 6,
-            vault::Error::Store(s) => store_code(s),
-            e if e.is_integrity() => 5,
-            // A KMS key missing, disabled or forbidden, or a key source mismatch: configuration.
-            vault::Error::Keys(_) => 2,
-            _ => 1,
+            vault::DataError::TooLarge { .. } => 2,
+            vault::DataError::Precondition { .. } => 4,
+            vault::DataError::Vault(v) => exit_code_vault(v),
         };
+    }
+    if err.downcast_ref::<data::BadInput>().is_some() {
+        return 2;
+    }
+    if let Some(e) = err.downcast_ref::<vault::Error>() {
+        return exit_code_vault(e);
     }
     if let Some(s) = err.downcast_ref::<store::Error>() {
         return store_code(s);
@@ -211,6 +212,23 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         return 2;
     }
     1
+}
+
+fn exit_code_vault(e: &vault::Error) -> u8 {
+    match e {
+        e if e.is_newer() => 7,
+        vault::Error::InvalidId { .. } => 2,
+        vault::Error::ProfileNotFound { .. } | vault::Error::GenerationNotFound { .. } => 3,
+        vault::Error::Conflict { .. } => 4,
+        vault::Error::Archive(profile_vault::profile::archive::Error::TargetNotEmpty(_)) => 2,
+        vault::Error::Keys(keys::Error::UnknownKey(_)) => 5,
+        vault::Error::Keys(k) if k.is_transient() => 6,
+        vault::Error::Store(s) => store_code(s),
+        e if e.is_integrity() => 5,
+        // A KMS key missing, disabled or forbidden, or a key source mismatch: configuration.
+        vault::Error::Keys(_) => 2,
+        _ => 1,
+    }
 }
 
 fn store_code(e: &store::Error) -> u8 {

@@ -1,14 +1,16 @@
 //! Cryptographic primitives, synchronous only.
 //!
-//! This module owns the two AEAD uses of the at-rest format (see `docs/FORMAT.md`):
+//! This module owns the AEAD uses of the at-rest format (see `docs/FORMAT.md`):
 //! - [`stream`]: the payload, a STREAM of AES-256-GCM chunks under a per-object chunk key
 //!   derived with HKDF-SHA256 from the data key and a random salt, with a key commitment
 //!   and a header MAC derived the same way;
+//! - [`doc`]: small documents (the profile data document) sealed as one AES-256-GCM message;
 //! - [`envelope`]: wrapping a per-object data key under a named master key.
 //!
 //! Nothing here does I/O beyond `std::io::{Read, Write}` adapters; async callers run it
 //! through `spawn_blocking`.
 
+pub mod doc;
 pub mod envelope;
 pub mod stream;
 
@@ -102,6 +104,9 @@ pub enum Error {
         /// Length expected.
         expected: usize,
     },
+    /// A sealed document did not open.
+    #[error("the sealed document failed authentication: it was modified, moved from another profile or version, or sealed under another key")]
+    DocumentTampered,
     /// Underlying I/O failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

@@ -301,6 +301,17 @@ impl Manager {
             .cloned()
     }
 
+    /// The active session whose admin token this is (each compared in constant time).
+    pub fn by_admin_token(&self, token: &str) -> Option<Arc<Session>> {
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .values()
+            .filter(|s| s.is_active())
+            .find(|s| s.admin_token_matches(token))
+            .cloned()
+    }
+
     /// The tenant's sessions, sorted by id.
     pub fn list(&self, tenant: &str, active_only: bool) -> Vec<Arc<Session>> {
         let mut v: Vec<_> = self
@@ -365,6 +376,7 @@ impl Manager {
             token_bytes,
         );
 
+        let mut data_at_load = None;
         let (profile_id, save, loaded, base_generation) = match &req.profile {
             ProfileRequest::None => (None, false, false, None),
             ProfileRequest::New => (Some(id.clone()), true, false, None),
@@ -378,6 +390,9 @@ impl Manager {
                                 .check_browser(tenant, &p, g, self.cfg.browser_version.as_deref())
                                 .await?;
                         }
+                        // Read before anything starts: a document that cannot be read
+                        // fails the request and changes nothing.
+                        data_at_load = Some(self.vault.data(tenant, &p).await?);
                         (Some(p), *save, true, g)
                     }
                     None => return Err(Error::ProfileNotFound(load_id.clone())),
@@ -498,6 +513,7 @@ impl Manager {
             live,
             room: crate::room::Room::new(self.cfg.room.clone()),
             pending_bookmarks: Mutex::new(Vec::new()),
+            data_at_load,
         });
         self.sessions
             .lock()

@@ -124,6 +124,8 @@ pub struct Session {
     pub live: crate::live::Live,
     /// Bookmarks to merge into the profile after the browser stopped (`POST <base_url>/bookmarks`).
     pub(super) pending_bookmarks: Mutex<Vec<crate::live::bookmarks::Node>>,
+    /// The profile's data document as it was when the profile was loaded.
+    pub data_at_load: Option<vault::DataDoc>,
 }
 
 impl std::fmt::Debug for Session {

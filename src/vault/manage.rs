@@ -96,6 +96,10 @@ impl Vault {
             Err(store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
+        match self.read_data_record(tenant, profile).await {
+            Err(e) if e.is_newer() => return Ok(true),
+            _ => {}
+        }
         for g in records {
             let key = record_key(tenant, profile, g);
             match self.store.get(&key).await {

@@ -5,7 +5,8 @@
 //!   written create-only, so writing it claims the generation number;
 //! - `gens/<generation:020>.json`: the generation record ([`GenerationRecord`]): the wrapped
 //!   data key, its master key id, and what the pack recorded. Rekey rewrites only these;
-//! - `head.json`: which generation loads by default ([`Head`]), moved by compare-and-swap.
+//! - `head.json`: which generation loads by default ([`Head`]), moved by compare-and-swap;
+//! - `data.json`: the profile's data document, sealed (`data.rs`).
 //!
 //! A save packs and encrypts into a private spool file first (constant memory, and an
 //! upload can be retried from it), uploads the payload, writes the record, then moves the
@@ -29,6 +30,7 @@ use crate::progress::Progress;
 use crate::store::{self, PutBody, PutMode, Store};
 
 mod compat;
+mod data;
 mod lease;
 mod manage;
 mod rekey;
@@ -38,6 +40,7 @@ mod save;
 
 pub(crate) use compat::check_not_newer;
 pub use compat::major;
+pub use data::{DataCondition, DataDoc, DataError, DATA_FORMAT, DEFAULT_DATA_MAX_BYTES};
 pub use lease::{Lease, LeaseRecord};
 
 /// Version of the head record.
@@ -347,6 +350,8 @@ pub struct VaultOptions {
     pub keep: usize,
     /// Packs and unpacks running at once (each uses every core); more wait.
     pub max_parallel_jobs: usize,
+    /// Largest profile data document, serialized, in bytes.
+    pub data_max_bytes: usize,
 }
 
 /// Encrypted, versioned profiles in a store.
@@ -482,6 +487,11 @@ impl Vault {
     /// The keyring.
     pub fn keys(&self) -> &Arc<Keyring> {
         &self.keys
+    }
+
+    /// The largest profile data document, serialized, in bytes.
+    pub fn data_max_bytes(&self) -> usize {
+        self.opts.data_max_bytes
     }
 
     fn spool_file(&self, what: &str) -> PathBuf {

@@ -1,4 +1,5 @@
-//! Rekey: re-wrap every generation's data key under another master key; payloads untouched.
+//! Rekey: re-wrap every generation's data key, and every data document's, under another
+//! master key; payloads and documents untouched.
 
 use super::*;
 
@@ -29,6 +30,21 @@ impl Vault {
         let (mut rewrapped, mut already) = (0, 0);
         // Records this build cannot read are left as they are, and reported at the end.
         let mut newer = None;
+        for profile in self.data_names(tenant).await? {
+            match self
+                .rekey_data(tenant, &profile, to, target_arn.as_deref(), dry_run)
+                .await
+            {
+                Err(e) if e.is_newer() => {
+                    tracing::warn!(error = %e, "rekey leaves a data document of a newer format alone");
+                    newer.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+                Ok(Some(true)) => rewrapped += 1,
+                Ok(Some(false)) => already += 1,
+                Ok(None) => {}
+            }
+        }
         for profile in self.profile_names(tenant).await? {
             let p = ProfileSummary {
                 profile,

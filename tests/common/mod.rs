@@ -63,6 +63,7 @@ pub fn options(spool: &Path) -> VaultOptions {
         chunk_size: 64 * 1024,
         keep: 5,
         max_parallel_jobs: 2,
+        data_max_bytes: 64 * 1024,
     }
 }
 

@@ -73,6 +73,11 @@ pub const ERRORS: &[(&str, u16, &str)] = &[
         "a store value over server.store_max_value_bytes",
     ),
     (
+        "data_too_large",
+        413,
+        "a profile data document over server.profile_data_max_bytes",
+    ),
+    (
         "too_many_keys",
         422,
         "the session's store holds server.store_max_keys keys",

@@ -18,6 +18,8 @@ fn profile_info() -> Value {
             "loaded": {"type": "boolean"},
             "generation": {"type": "integer", "minimum": 0, "nullable": true},
             "save": {"type": "boolean"},
+            "data": {"description": "POST /v0/vm with profile.load only: the profile's data document (null until written)"},
+            "data_version": {"type": "integer", "minimum": 0, "description": "POST /v0/vm with profile.load only: the data document's version"},
         }),
         &["id", "loaded", "generation", "save"],
     ))
@@ -180,6 +182,27 @@ pub static PROFILE: LazyLock<Value> = LazyLock::new(|| {
             }), &["generation", "head", "complete", "created_at", "bytes_stored", "files", "bytes", "chromium_version", "clean_exit"])},
         }),
         &["id", "generation", "last_saved", "last_used", "generations"],
+    )
+});
+
+/// `GET /v0/profiles/{id}/data` 200.
+pub static PROFILE_DATA: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({
+            "id": {"type": "string"},
+            "version": {"type": "integer", "minimum": 0},
+            "updated_at": nullable(unix_secs()),
+            "data": {"description": "the document, any JSON (null at version 0)"},
+        }),
+        &["id", "version", "updated_at", "data"],
+    )
+});
+
+/// `PUT /v0/profiles/{id}/data` 200.
+pub static PROFILE_DATA_WRITTEN: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({"id": {"type": "string"}, "version": {"type": "integer", "minimum": 1}}),
+        &["id", "version"],
     )
 });
 

@@ -1,0 +1,185 @@
+//! `/v0/profiles/{id}/data`: the profile data document — small application state that lives,
+//! encrypted, with a profile across sessions. Open to the tenant's API key, and to the admin
+//! token of a running session of that profile (reading; writing only if it saves it), so a
+//! session can set the document before it ends. Viewer tokens never reach it.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::vm::api_tenant;
+use super::{auth, wire, AppState};
+use crate::session::Session;
+use crate::vault::{DataCondition, DataError};
+
+/// Headers of a conditional write.
+pub(super) const WRITE_HEADERS: &[wire::Param] = &[
+    wire::Param {
+        name: "If-Match",
+        schema: wire::if_match,
+        description: "write only if the document is at this version (0: none written yet)",
+    },
+    wire::Param {
+        name: "If-None-Match",
+        schema: wire::if_none_match,
+        description: "`*`: write only if no document was written yet",
+    },
+];
+
+/// Who is asking: the tenant, the audit actor, and the session whose admin token it is.
+struct Caller {
+    tenant: String,
+    actor: String,
+    session: Option<Arc<Session>>,
+}
+
+fn caller(state: &AppState, headers: &HeaderMap, id: &str) -> Result<Caller, ApiError> {
+    if crate::vault::validate_id("profile", id).is_err() {
+        // Still refuse a missing or wrong token first: 401 says nothing about ids.
+        api_tenant(state, headers).or_else(|e| {
+            admin_session(state, headers)
+                .map(|_| String::new())
+                .ok_or(e)
+        })?;
+        return Err(ApiError::not_found("profile"));
+    }
+    if let Ok(tenant) = api_tenant(state, headers) {
+        let actor = auth::bearer(headers)
+            .and_then(|k| state.keys.actor_of(k))
+            .unwrap_or_else(|| format!("api-key:{tenant}"));
+        return Ok(Caller {
+            tenant,
+            actor,
+            session: None,
+        });
+    }
+    let s = admin_session(state, headers).ok_or_else(ApiError::unauthorized)?;
+    // An admin token reaches only its own session's profile, while the session runs.
+    if s.profile_id.as_deref() != Some(id) || !s.is_active() {
+        return Err(ApiError::not_found("profile"));
+    }
+    Ok(Caller {
+        tenant: s.tenant.clone(),
+        actor: format!("admin-token:{}", s.id),
+        session: Some(s),
+    })
+}
+
+fn admin_session(state: &AppState, headers: &HeaderMap) -> Option<Arc<Session>> {
+    auth::bearer(headers).and_then(|t| state.manager.by_admin_token(t))
+}
+
+/// Whether the profile may hold a document: it is stored, or a running session of the
+/// tenant will save it (a new profile is named by its first session before it is saved).
+async fn exists(state: &AppState, tenant: &str, id: &str) -> Result<bool, ApiError> {
+    let pending = state
+        .manager
+        .list(tenant, true)
+        .iter()
+        .any(|s| s.save && s.profile_id.as_deref() == Some(id));
+    Ok(pending || state.manager.vault().profile_exists(tenant, id).await?)
+}
+
+fn etag(version: u64) -> (axum::http::HeaderName, HeaderValue) {
+    (
+        axum::http::header::ETAG,
+        HeaderValue::from_str(&format!("\"{version}\"")).expect("digits"),
+    )
+}
+
+fn condition(headers: &HeaderMap) -> Result<DataCondition, ApiError> {
+    let bad = |h: &str| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("{h} must be a version number (If-Match) or * (If-None-Match)"),
+        )
+    };
+    if let Some(v) = headers.get(axum::http::header::IF_MATCH) {
+        let t = v
+            .to_str()
+            .map_err(|_| bad("If-Match"))?
+            .trim()
+            .trim_matches('"');
+        return t
+            .parse()
+            .map(DataCondition::Version)
+            .map_err(|_| bad("If-Match"));
+    }
+    if let Some(v) = headers.get(axum::http::header::IF_NONE_MATCH) {
+        return match v.to_str().map(str::trim) {
+            Ok("*") => Ok(DataCondition::Version(0)),
+            _ => Err(bad("If-None-Match")),
+        };
+    }
+    Ok(DataCondition::Always)
+}
+
+/// `GET /v0/profiles/{id}/data`.
+pub(super) async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let c = caller(&state, &headers, &id)?;
+    if c.session.is_none() && !exists(&state, &c.tenant, &id).await? {
+        return Err(ApiError::not_found("profile"));
+    }
+    let d = state.manager.vault().data(&c.tenant, &id).await?;
+    Ok((
+        [etag(d.version)],
+        Json(json!({"id": id, "version": d.version, "updated_at": d.updated_at, "data": d.data})),
+    )
+        .into_response())
+}
+
+/// `PUT /v0/profiles/{id}/data` (body: the document, any JSON).
+pub(super) async fn put(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let c = caller(&state, &headers, &id)?;
+    if let Some(s) = &c.session {
+        if !s.save {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this session does not save its profile, so its admin token may not write the profile's data",
+            ));
+        }
+    } else if !exists(&state, &c.tenant, &id).await? {
+        return Err(ApiError::not_found("profile"));
+    }
+    let cond = condition(&headers)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the body is the document: any JSON",
+        ));
+    }
+    let data: serde_json::Value = wire::body(&wire::ANY, &headers, &body)?;
+    let vault = state.manager.vault().with_actor(&c.actor);
+    match vault.set_data(&c.tenant, &id, &data, cond).await {
+        Ok(version) => {
+            Ok(([etag(version)], Json(json!({"id": id, "version": version}))).into_response())
+        }
+        Err(e @ DataError::TooLarge { .. }) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "data_too_large",
+            e.to_string(),
+        )),
+        Err(e @ DataError::Precondition { .. }) => Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            e.to_string(),
+        )),
+        Err(DataError::Vault(v)) => Err(v.into()),
+    }
+}
