@@ -26,6 +26,8 @@ pub enum Action {
     Delete,
     /// A profile's data document was written.
     DataWrite,
+    /// A generation's storage state (its cookies) was exported.
+    ExportState,
 }
 
 /// One audit event.

@@ -203,6 +203,8 @@ pub struct ArchiveConfig {
     pub threads: usize,
     /// Saves/restores packing or unpacking at once (each uses `threads` cores); more queue.
     pub parallel_jobs: usize,
+    /// Record what each generation holds (counts and site names, sealed in its sidecar).
+    pub contents_report: bool,
 }
 
 impl Default for ArchiveConfig {
@@ -214,6 +216,7 @@ impl Default for ArchiveConfig {
             chunk_size: crate::crypt::stream::DEFAULT_CHUNK_SIZE,
             threads: 0,
             parallel_jobs: 2,
+            contents_report: true,
         }
     }
 }
@@ -476,6 +479,7 @@ impl Config {
             keep: self.file.retention.keep_generations,
             max_parallel_jobs: a.parallel_jobs.max(1),
             data_max_bytes: self.file.server.profile_data_max_bytes,
+            contents_report: a.contents_report,
         }
     }
 }

@@ -37,4 +37,6 @@ pub use store::{PutBody, PutMode, Store};
 pub use vault::{Base, Vault, VaultOptions};
 pub mod api;
 pub mod audit;
+pub mod cdp;
 pub mod session;
+pub mod storage_state;

@@ -18,5 +18,6 @@ mod nodes;
 mod profile_data;
 mod room;
 mod s3;
+mod travel;
 mod upgrade;
 mod vault;

@@ -675,7 +675,19 @@ async fn rekey_follows_an_alias_to_its_new_key() {
         arns(vault.versions("t1", "p1").await.unwrap()),
         vec![old.clone(), old.clone()]
     );
-    assert_eq!(vault.rekey("t1", "moving", false).await.unwrap(), (0, 2));
+    // The profile's data document is wrapped by the same KMS key, and moves with it.
+    let doc = serde_json::json!({"open": ["https://example.com"]});
+    let always = profile_vault::vault::DataCondition::Always;
+    assert_eq!(vault.set_data("t1", "p1", &doc, always).await.unwrap(), 1);
+    let data_arn = || -> String {
+        let rec: Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("store/tenants/t1/profiles/p1/data.json")).unwrap(),
+        )
+        .unwrap();
+        rec["kms_key_arn"].as_str().unwrap().to_string()
+    };
+    assert_eq!(data_arn(), old);
+    assert_eq!(vault.rekey("t1", "moving", false).await.unwrap(), (0, 3));
     // By key id: LocalStack (2026.3) breaks an alias updated to a key ARN, which AWS accepts.
     client
         .update_alias()
@@ -684,15 +696,17 @@ async fn rekey_follows_an_alias_to_its_new_key() {
         .send()
         .await
         .unwrap();
-    assert_eq!(vault.rekey("t1", "moving", true).await.unwrap(), (2, 0));
-    assert_eq!(vault.rekey("t1", "moving", false).await.unwrap(), (2, 0));
+    assert_eq!(vault.rekey("t1", "moving", true).await.unwrap(), (3, 0));
+    assert_eq!(vault.rekey("t1", "moving", false).await.unwrap(), (3, 0));
     assert_eq!(
         arns(vault.versions("t1", "p1").await.unwrap()),
-        vec![new.clone(), new]
+        vec![new.clone(), new.clone()]
     );
-    assert_eq!(vault.rekey("t1", "moving", false).await.unwrap(), (0, 2));
+    assert_eq!(data_arn(), new);
+    assert_eq!(vault.rekey("t1", "moving", false).await.unwrap(), (0, 3));
     // The old key can go: nothing needs it any more.
     client.disable_key().key_id(&old).send().await.unwrap();
+    assert_eq!(vault.data("t1", "p1").await.unwrap().data, doc);
     for g in [1, 2] {
         vault
             .verify("t1", "p1", Some(g), Arc::new(NoProgress))

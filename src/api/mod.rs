@@ -16,6 +16,7 @@ mod profiles;
 mod room;
 mod routes;
 pub mod schema;
+mod storage_state;
 mod vm;
 pub mod wire;
 
@@ -151,6 +152,8 @@ fn handler(method: &str, path: &str) -> axum::routing::MethodRouter<AppState> {
         ("GET", "/v0/profiles/{id}") => get(profiles::get_one),
         ("DELETE", "/v0/profiles/{id}") => del(profiles::delete),
         ("GET", "/v0/profiles/{id}/data") => get(data::get),
+        ("POST", "/v0/profiles") => post(storage_state::import),
+        ("GET", "/v0/profiles/{id}/storage_state") => get(storage_state::export),
         ("PUT", "/v0/profiles/{id}/data") => axum::routing::put(data::put),
         ("GET", "/v0/openapi.json") => get(openapi::serve),
         ("GET", "/healthz") => get(health::healthz),
@@ -172,6 +175,12 @@ pub fn router(state: AppState) -> Router {
         let mut mr: axum::routing::MethodRouter<AppState> = axum::routing::MethodRouter::new();
         for route in ROUTES.iter().filter(|r| r.path == path) {
             mr = mr.merge(handler(route.method, route.path));
+        }
+        if path == "/v0/profiles" {
+            // A storage state can be large (localStorage is up to 5 MiB an origin).
+            mr = mr.layer(axum::extract::DefaultBodyLimit::max(
+                max_body.max(crate::storage_state::MAX_DOCUMENT_BYTES),
+            ));
         }
         if path == "/v0/profiles/{id}/data" {
             // A document of the largest allowed size, with room for the client's whitespace.

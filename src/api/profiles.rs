@@ -51,8 +51,15 @@ pub(super) async fn get_one(
         })
         .collect();
     let last_used = vault.last_used_ms(&t, &id).await?.map(|ms| ms / 1000);
+    // The head generation's sidecar: the pinned identity and what it holds (sealed, so
+    // this unwraps the head's data key).
+    let meta = vault
+        .meta(&t, &id, Some(head.generation))
+        .await?
+        .map(|(_, m)| m);
     Ok(Json(
-        serde_json::json!({"id": id, "generation": head.generation, "last_saved": head.updated_at, "last_used": last_used, "generations": gens}),
+        serde_json::json!({"id": id, "generation": head.generation, "last_saved": head.updated_at, "last_used": last_used, "generations": gens,
+            "identity": meta.as_ref().map(|m| &m.identity), "contents": meta.as_ref().and_then(|m| m.contents.as_ref())}),
     ))
 }
 

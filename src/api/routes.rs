@@ -2,12 +2,13 @@
 //! replies, errors and links — the one source of the router ([`super::router`]) and of the
 //! OpenAPI document ([`super::openapi`]).
 
-use super::{data, room, vm, wire, Auth, Body, Link, Reply, Route};
+use super::{data, room, storage_state, vm, wire, Auth, Body, Link, Reply, Route};
 
 const SESSION_ERRORS: &[u16] = &[400, 401, 404, 410];
 const BY_SESSION: &[(&str, &str)] = &[("id", "$response.body#/session_id")];
 const BY_PROFILE: &[(&str, &str)] = &[("id", "$response.body#/profile/id")];
 const BY_PATH_ID: &[(&str, &str)] = &[("id", "$request.path.id")];
+const BY_ID: &[(&str, &str)] = &[("id", "$response.body#/id")];
 
 /// Every route the daemon serves.
 pub static ROUTES: &[Route] = &[
@@ -38,6 +39,7 @@ pub static ROUTES: &[Route] = &[
             Link { op: "getProfile", params: BY_PROFILE },
             Link { op: "deleteProfile", params: BY_PROFILE },
             Link { op: "getProfileData", params: BY_PROFILE },
+            Link { op: "exportStorageState", params: BY_PROFILE },
             Link { op: "putProfileData", params: BY_PROFILE },
         ],
     },
@@ -325,6 +327,35 @@ pub static ROUTES: &[Route] = &[
         body: Body::None,
         reply: Reply::Json(&wire::PROFILE_LIST),
         errors: &[401, 503],
+        links: &[],
+    },
+    Route {
+        method: "POST",
+        path: "/v0/profiles",
+        op: "importProfile",
+        summary: "A new profile from a Playwright storageState (cookies, localStorage, IndexedDB): generation 1, written by a real Chromium",
+        auth: Auth::Bearer,
+        query: &[],
+        headers: &[],
+        body: Body::Json(&wire::IMPORT_REQUEST),
+        reply: Reply::Json(&wire::PROFILE_IMPORTED),
+        errors: &[400, 401, 409, 413, 415, 503],
+        links: &[
+            Link { op: "getProfile", params: BY_ID },
+            Link { op: "exportStorageState", params: BY_ID },
+        ],
+    },
+    Route {
+        method: "GET",
+        path: "/v0/profiles/{id}/storage_state",
+        op: "exportStorageState",
+        summary: "The Playwright storageState of a generation (HttpOnly and session cookies, every origin's localStorage), read by a real Chromium from a restored copy. Holds secrets: API key only",
+        auth: Auth::Bearer,
+        query: storage_state::EXPORT_QUERY,
+        headers: &[],
+        body: Body::None,
+        reply: Reply::Json(&wire::STORAGE_STATE),
+        errors: &[400, 401, 404, 409, 422, 503],
         links: &[],
     },
     Route {

@@ -25,6 +25,7 @@ struct VmRequest {
     height: Option<u32>,
     user_agent: Option<String>,
     locale: Option<String>,
+    timezone: Option<String>,
     default_roles: Option<Vec<String>>,
     control_disable_default: Option<bool>,
     // Accepted for Hyperbeam compatibility, not honoured by a headless Chromium:
@@ -45,7 +46,6 @@ struct VmRequest {
     hide_bar: Option<Value>,
     tabs: Option<Value>,
     webrtc: Option<Value>,
-    timezone: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,12 +203,13 @@ pub(super) async fn create(
     if let Some(cap) = cfg.max_session_secs {
         timeouts.absolute = Some(timeouts.absolute.map_or(cap, |a| a.min(cap)));
     }
-    let window = match (req.width, req.height) {
-        (None, None) => None,
-        (w, h) => {
-            let (w, h) = (w.unwrap_or(1280), h.unwrap_or(720));
-            Some((w, h))
-        }
+    // The identity fields override those pinned to a loaded profile, and are pinned with it.
+    let identity = crate::vault::Identity {
+        user_agent: req.user_agent.clone(),
+        width: req.width,
+        height: req.height,
+        locale: req.locale.clone(),
+        timezone: req.timezone.clone(),
     };
     for (name, v) in [
         ("kiosk", &req.kiosk),
@@ -228,7 +229,6 @@ pub(super) async fn create(
         ("hide_bar", &req.hide_bar),
         ("tabs", &req.tabs),
         ("webrtc", &req.webrtc),
-        ("timezone", &req.timezone),
     ] {
         if v.is_some() {
             ignored.insert(name.to_string());
@@ -239,11 +239,8 @@ pub(super) async fn create(
         .and_then(|t| state.keys.actor_of(t))
         .unwrap_or_else(|| format!("api-key:{tenant}"));
     let launch = LaunchOptions {
-        window,
-        user_agent: req.user_agent.clone(),
-        locale: req.locale.clone(),
         start_url: req.start_url.clone(),
-        restore_last_session: false,
+        ..LaunchOptions::default()
     };
     let (session, token) = state
         .manager
@@ -253,6 +250,7 @@ pub(super) async fn create(
                 profile,
                 timeouts,
                 launch,
+                identity,
                 actor,
                 webhook,
                 warning,

@@ -52,6 +52,10 @@ pub struct Args {
     /// Watchers of the store measurement.
     #[arg(long, default_value_t = 20)]
     pub watchers: usize,
+    /// Measure what the contents report adds to a save: the same profile saved with and
+    /// without it, `--rounds` times each, alternately.
+    #[arg(long)]
+    pub contents_report: bool,
     /// Seconds of each live-view or store measurement.
     #[arg(long, default_value_t = 8)]
     pub seconds: u64,
@@ -249,6 +253,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     }
     if a.session {
         return session_bench(ctx, &a, &src, &bench_dir).await;
+    }
+    if a.contents_report {
+        return super::bench_contents::run(ctx, &a, &src, &bench_dir).await;
     }
     let tmp_store: PathBuf = bench_dir.join(format!("store-{}", uuid::Uuid::new_v4().simple()));
     let url = a.bench_store.clone().unwrap_or_else(|| {

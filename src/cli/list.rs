@@ -1,4 +1,8 @@
-//! `profile-vault list` and `profile-vault versions ID`.
+//! `profile-vault list`, `profile-vault versions ID [--contents]` and
+//! `profile-vault diff ID A B`.
+
+use profile_vault::profile::contents::{self, Contents};
+use profile_vault::vault::{GenerationMeta, Vault};
 
 use super::{human_bytes, Ctx};
 
@@ -7,6 +11,88 @@ use super::{human_bytes, Ctx};
 pub struct VersionsArgs {
     /// Profile id.
     pub profile: String,
+    /// Also show what each generation holds (counts and site names; decrypts each sidecar)
+    /// and the browser identity pinned to it.
+    #[arg(long)]
+    pub contents: bool,
+}
+
+/// Arguments of `diff`.
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// Profile id.
+    pub profile: String,
+    /// The older generation.
+    pub a: u64,
+    /// The newer generation.
+    pub b: u64,
+}
+
+async fn meta_of(
+    vault: &Vault,
+    tenant: &str,
+    profile: &str,
+    g: u64,
+) -> anyhow::Result<GenerationMeta> {
+    Ok(vault
+        .meta(tenant, profile, Some(g))
+        .await?
+        .map(|(_, m)| m)
+        .unwrap_or_default())
+}
+
+/// One line per kind of content.
+fn summary(c: &Contents) -> String {
+    let (mut persistent, mut session) = (0, 0);
+    for n in c.cookies.values() {
+        persistent += n.persistent;
+        session += n.session;
+    }
+    let opt = |v: Option<u64>| v.map_or("?".to_string(), |n| n.to_string());
+    format!(
+        "{persistent} persistent + {session} session cookies on {} sites, localStorage {} / IndexedDB {} / service workers {} origins, {} history entries, {} bookmarks, {} saved logins, {} extensions{}",
+        c.cookies.len(),
+        c.local_storage.len(),
+        c.indexed_db.len(),
+        c.service_workers.len(),
+        opt(c.history_entries),
+        opt(c.bookmarks),
+        opt(c.saved_logins),
+        opt(c.extensions),
+        if c.unreadable.is_empty() {
+            String::new()
+        } else {
+            format!(" (unreadable: {})", c.unreadable.join("; "))
+        }
+    )
+}
+
+/// Runs `diff`: how generation B differs from generation A.
+pub async fn run_diff(ctx: &Ctx, a: DiffArgs) -> anyhow::Result<()> {
+    let vault = ctx.vault().await?;
+    let t = ctx.tenant();
+    let (ma, mb) = (
+        meta_of(&vault, t, &a.profile, a.a).await?,
+        meta_of(&vault, t, &a.profile, a.b).await?,
+    );
+    let (Some(ca), Some(cb)) = (&ma.contents, &mb.contents) else {
+        anyhow::bail!(
+            "generation {} has no contents report (saved before reports, or with archive.contents_report = false)",
+            if ma.contents.is_none() { a.a } else { a.b }
+        );
+    };
+    let lines = contents::diff(ca, cb);
+    ctx.print(
+        &serde_json::json!({"profile": a.profile, "from": a.a, "to": a.b, "changes": lines}),
+        || {
+            if lines.is_empty() {
+                format!("generations {} and {} hold the same", a.a, a.b)
+            } else {
+                lines.join("\n")
+            }
+        },
+    );
+    Ok(())
 }
 
 /// Runs `list`.
@@ -35,6 +121,53 @@ pub async fn run_list(ctx: &Ctx) -> anyhow::Result<()> {
 pub async fn run_versions(ctx: &Ctx, a: VersionsArgs) -> anyhow::Result<()> {
     let vault = ctx.vault().await?;
     let gens = vault.versions(ctx.tenant(), &a.profile).await?;
+    if a.contents {
+        let mut out = Vec::new();
+        for g in &gens {
+            let meta = match g.record {
+                Some(_) => Some(meta_of(&vault, ctx.tenant(), &a.profile, g.generation).await?),
+                None => None,
+            };
+            out.push((g, meta));
+        }
+        let json: Vec<serde_json::Value> = out
+            .iter()
+            .map(|(g, m)| {
+                let mut v = serde_json::to_value(g).expect("serializes");
+                v["identity"] =
+                    serde_json::to_value(m.as_ref().map(|m| &m.identity)).expect("serializes");
+                v["contents"] = serde_json::to_value(m.as_ref().and_then(|m| m.contents.as_ref()))
+                    .expect("serializes");
+                v
+            })
+            .collect();
+        ctx.print(&json, || {
+            out.iter()
+                .map(|(g, m)| {
+                    let mark = if g.head { "*" } else { " " };
+                    let c = m.as_ref().and_then(|m| m.contents.as_ref());
+                    let id = m
+                        .as_ref()
+                        .map(|m| &m.identity)
+                        .filter(|i| !i.is_empty())
+                        .map(|i| {
+                            format!(
+                                "\n        identity: {}",
+                                serde_json::to_string(i).expect("serializes")
+                            )
+                        })
+                        .unwrap_or_default();
+                    format!(
+                        "{mark} {:>4}  {}{id}",
+                        g.generation,
+                        c.map_or("no contents report".to_string(), summary)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+        return Ok(());
+    }
     ctx.print(&gens, || {
         gens.iter()
             .map(|g| {

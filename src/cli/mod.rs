@@ -14,6 +14,7 @@
 
 mod audit;
 mod bench;
+mod bench_contents;
 mod bench_live;
 mod bench_store;
 mod data;
@@ -26,6 +27,7 @@ mod rollback;
 mod save;
 mod saves;
 mod serve;
+mod state;
 mod verify;
 
 use std::io::IsTerminal;
@@ -78,6 +80,8 @@ pub enum Command {
     List,
     /// List a profile's generations.
     Versions(list::VersionsArgs),
+    /// What changed between two generations: "+3 cookies on example.com", "-1 origin".
+    Diff(list::DiffArgs),
     /// Move a profile's head to another generation.
     Rollback(rollback::Args),
     /// Delete every generation and wrapped key of a profile.
@@ -90,6 +94,10 @@ pub enum Command {
     Rekey(rekey::Args),
     /// Retention: delete profiles not used for N days (--dry-run shows them).
     Gc(gc::Args),
+    /// A new profile from a Playwright storageState file (cookies, localStorage, IndexedDB).
+    ImportState(state::ImportArgs),
+    /// A generation's Playwright storageState (HttpOnly and session cookies, localStorage).
+    ExportState(state::ExportArgs),
     /// Read a profile's data document, or replace it (--set FILE).
     Data(data::Args),
     /// Show the audit trail: loads, saves, rollbacks, rekeys and deletes.
@@ -174,6 +182,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(a) => verify::run(&ctx, a).await,
         Command::List => list::run_list(&ctx).await,
         Command::Versions(a) => list::run_versions(&ctx, a).await,
+        Command::Diff(a) => list::run_diff(&ctx, a).await,
         Command::Rollback(a) => rollback::run(&ctx, a).await,
         Command::Delete(a) => delete::run(&ctx, a).await,
         Command::Keygen(a) => rekey::run_keygen(&ctx, a),
@@ -182,6 +191,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Saves(a) => saves::run(&ctx, a).await,
         Command::Audit(a) => audit::run(&ctx, a).await,
         Command::Data(a) => data::run(&ctx, a).await,
+        Command::ImportState(a) => state::run_import(&ctx, a).await,
+        Command::ExportState(a) => state::run_export(&ctx, a).await,
         Command::Gc(a) => gc::run(&ctx, a).await,
         Command::Bench(a) => bench::run(&ctx, a).await,
     }

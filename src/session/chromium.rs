@@ -41,10 +41,15 @@ pub struct LaunchOptions {
     pub user_agent: Option<String>,
     /// UI / Accept-Language locale.
     pub locale: Option<String>,
+    /// IANA time zone (the browser's `TZ`).
+    pub timezone: Option<String>,
     /// First page.
     pub start_url: Option<String>,
     /// Reopen the last session's tabs (and keep its session cookies).
     pub restore_last_session: bool,
+    /// Send every request to a dead proxy (nothing reaches the network): the browsers the
+    /// daemon drives itself.
+    pub offline: bool,
 }
 
 /// The browser's version (`chromium --version` prints "Chromium 156.0.8078.114 ..."), or
@@ -175,7 +180,18 @@ impl Browser {
         }
         if let Some(l) = &opts.locale {
             cmd.arg(format!("--lang={l}"));
+            // Headless Chromium takes navigator.language and Accept-Language from here.
+            cmd.arg(format!("--accept-lang={l}"));
             cmd.env("LANGUAGE", l);
+        }
+        if opts.offline {
+            cmd.args([
+                "--proxy-server=http://127.0.0.1:9",
+                "--proxy-bypass-list=<-loopback>",
+            ]);
+        }
+        if let Some(tz) = &opts.timezone {
+            cmd.env("TZ", tz);
         }
         if opts.restore_last_session {
             cmd.arg("--restore-last-session");

@@ -12,6 +12,7 @@
 
 pub mod chromium;
 mod save;
+mod start;
 mod state;
 mod upkeep;
 pub mod webhook;
@@ -138,8 +139,10 @@ pub struct CreateSession {
     pub profile: ProfileRequest,
     /// Timeouts (already defaulted by the caller).
     pub timeouts: Timeouts,
-    /// Browser options.
+    /// Browser options (start URL; the identity fields come from `identity`).
     pub launch: LaunchOptions,
+    /// Identity fields the request set; they override those pinned to a loaded profile.
+    pub identity: vault::Identity,
     /// Who asks, for the audit trail (`api-key:<tenant>#<key id>`).
     pub actor: String,
     /// Timeout webhook.
@@ -174,6 +177,9 @@ pub struct Record {
     pub created_at: u64,
     /// `running`, `ending` or `failed`.
     pub state: String,
+    /// The browser identity the session ran with (pinned to the profile when it saves).
+    #[serde(default)]
+    pub identity: vault::Identity,
 }
 
 /// Counters the metrics endpoint reports.
@@ -377,6 +383,7 @@ impl Manager {
         );
 
         let mut data_at_load = None;
+        let mut pinned = vault::Identity::default();
         let (profile_id, save, loaded, base_generation) = match &req.profile {
             ProfileRequest::None => (None, false, false, None),
             ProfileRequest::New => (Some(id.clone()), true, false, None),
@@ -393,6 +400,9 @@ impl Manager {
                         // Read before anything starts: a document that cannot be read
                         // fails the request and changes nothing.
                         data_at_load = Some(self.vault.data(tenant, &p).await?);
+                        if let Some((_, meta)) = self.vault.meta(tenant, &p, g).await? {
+                            pinned = meta.identity;
+                        }
                         (Some(p), *save, true, g)
                     }
                     None => return Err(Error::ProfileNotFound(load_id.clone())),
@@ -442,6 +452,7 @@ impl Manager {
             pid: 0,
             created_at: now_ms() / 1000,
             state: "starting".into(),
+            identity: pinned.overridden_by(&req.identity),
         };
         let started = self.start_browser(tenant, &req, &record, loaded).await;
         let browser = match started {
@@ -514,6 +525,7 @@ impl Manager {
             room: crate::room::Room::new(self.cfg.room.clone()),
             pending_bookmarks: Mutex::new(Vec::new()),
             data_at_load,
+            identity: record.identity.clone(),
         });
         self.sessions
             .lock()
@@ -522,64 +534,6 @@ impl Manager {
         self.counters.started.fetch_add(1, Ordering::Relaxed);
         tracing::info!(session = %id, tenant, profile = ?session.profile_id, loaded, save, "session started");
         Ok((session, admin_token))
-    }
-
-    async fn start_browser(
-        &self,
-        tenant: &str,
-        req: &CreateSession,
-        record: &Record,
-        loaded: bool,
-    ) -> Result<chromium::Browser, Error> {
-        self.write_record(record);
-        let dir = &record.dir;
-        if loaded {
-            let profile = record
-                .profile_id
-                .as_deref()
-                .expect("loaded sessions have a profile");
-            let t = std::time::Instant::now();
-            let vault = self.vault.with_actor(&req.actor);
-            let restore = vault.restore(
-                tenant,
-                profile,
-                record.base_generation,
-                dir,
-                Arc::new(NoProgress) as Arc<dyn Progress>,
-            );
-            match tokio::time::timeout(self.cfg.restore_deadline, restore).await {
-                Ok(Ok(_)) => {
-                    self.counters.restores_ok.fetch_add(1, Ordering::Relaxed);
-                    self.counters
-                        .restore_ms
-                        .fetch_add(t.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    crate::metrics::METRICS.restore_seconds.observe(t.elapsed());
-                }
-                Ok(Err(e)) => {
-                    self.counters
-                        .restores_failed
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Err(Error::Restore {
-                        profile: profile.into(),
-                        source: e,
-                    });
-                }
-                Err(_) => {
-                    self.counters
-                        .restores_failed
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Err(Error::RestoreTimeout(profile.into()));
-                }
-            }
-        } else {
-            fsutil::create_private_dir(dir).map_err(io_at(dir))?;
-        }
-        let mut launch = req.launch.clone();
-        launch.restore_last_session = loaded;
-        Ok(
-            chromium::Browser::launch(&self.cfg.chromium, dir, &launch, self.cfg.start_deadline)
-                .await?,
-        )
     }
 
     /// Ends a session (idempotent): marks it ended now and runs stop + save in the background.

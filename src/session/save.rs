@@ -16,6 +16,7 @@ impl Manager {
             pid: 0,
             created_at: s.created_at,
             state: "ending".into(),
+            identity: s.identity.clone(),
         };
         if let Some(mut b) = s.browser.lock().await.take() {
             record.pid = b.pid();
@@ -70,6 +71,7 @@ impl Manager {
         save: bool,
         base: Option<u64>,
         dir: &Path,
+        identity: &vault::Identity,
         s: Option<&Session>,
     ) -> bool {
         let (Some(profile), true) = (profile, save) else {
@@ -108,11 +110,12 @@ impl Manager {
         let r = self
             .vault
             .with_actor(&actor)
-            .save(
+            .save_with(
                 tenant,
                 profile,
                 dir,
                 Base::Expect(base),
+                identity,
                 Arc::new(NoProgress),
             )
             .await;
@@ -169,6 +172,7 @@ impl Manager {
             r.save,
             r.base_generation,
             &r.dir,
+            &r.identity,
             s,
         )
         .await

@@ -126,6 +126,8 @@ pub struct Session {
     pub(super) pending_bookmarks: Mutex<Vec<crate::live::bookmarks::Node>>,
     /// The profile's data document as it was when the profile was loaded.
     pub data_at_load: Option<vault::DataDoc>,
+    /// The browser identity it runs with (pinned to the profile when it saves).
+    pub identity: vault::Identity,
 }
 
 impl std::fmt::Debug for Session {

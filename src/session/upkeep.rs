@@ -190,8 +190,8 @@ impl Manager {
     }
 
     /// Removes what killed processes leave on local disk: restore staging directories and
-    /// downloads beside browser dirs, and spool files older than an hour (a CLI job may share
-    /// the spool directory, so young files are left alone).
+    /// downloads beside browser dirs, and spool files and storage-state work directories older
+    /// than an hour (a CLI job may share them, so young ones are left alone).
     pub(super) fn collect_garbage(&self) {
         let browsers = self.cfg.data_dir.join("browsers");
         for e in std::fs::read_dir(&browsers).into_iter().flatten().flatten() {
@@ -210,6 +210,18 @@ impl Manager {
             {
                 tracing::info!(path = %e.path().display(), "removing a spool file left by a killed save");
                 let _ = std::fs::remove_file(e.path());
+            }
+        }
+        // Storage-state work directories hold plaintext profiles: an hour is longer than any
+        // import or export takes.
+        let work = crate::storage_state::work_dir(&self.cfg.data_dir);
+        for e in std::fs::read_dir(&work).into_iter().flatten().flatten() {
+            if e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < hour_ago)
+            {
+                tracing::info!(path = %e.path().display(), "removing a storage-state work directory left by a killed job");
+                let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }

@@ -6,6 +6,8 @@
 //! - `gens/<generation:020>.json`: the generation record ([`GenerationRecord`]): the wrapped
 //!   data key, its master key id, and what the pack recorded. Rekey rewrites only these;
 //! - `head.json`: which generation loads by default ([`Head`]), moved by compare-and-swap;
+//! - `gens/<generation:020>.meta`: the generation's sidecar, sealed: pinned browser identity
+//!   and contents report (`meta.rs`);
 //! - `data.json`: the profile's data document, sealed (`data.rs`).
 //!
 //! A save packs and encrypts into a private spool file first (constant memory, and an
@@ -33,6 +35,7 @@ mod compat;
 mod data;
 mod lease;
 mod manage;
+mod meta;
 mod rekey;
 mod restore;
 mod retention;
@@ -42,6 +45,7 @@ pub(crate) use compat::check_not_newer;
 pub use compat::major;
 pub use data::{DataCondition, DataDoc, DataError, DATA_FORMAT, DEFAULT_DATA_MAX_BYTES};
 pub use lease::{Lease, LeaseRecord};
+pub use meta::{GenerationMeta, Identity, META_FORMAT};
 
 /// Version of the head record.
 pub const HEAD_FORMAT: u32 = 1;
@@ -352,6 +356,8 @@ pub struct VaultOptions {
     pub max_parallel_jobs: usize,
     /// Largest profile data document, serialized, in bytes.
     pub data_max_bytes: usize,
+    /// Record a contents report with every save (in the generation's sidecar).
+    pub contents_report: bool,
 }
 
 /// Encrypted, versioned profiles in a store.

@@ -17,7 +17,26 @@ impl Vault {
         base: Base,
         progress: Arc<dyn Progress>,
     ) -> Result<SaveReport> {
-        let r = self.save_inner(tenant, profile, dir, base, progress).await;
+        self.save_with(tenant, profile, dir, base, &Identity::default(), progress)
+            .await
+    }
+
+    /// [`Vault::save`], pinning `identity` to the new generation (its sidecar).
+    ///
+    /// # Errors
+    /// As [`Vault::save`].
+    pub async fn save_with(
+        &self,
+        tenant: &str,
+        profile: &str,
+        dir: &Path,
+        base: Base,
+        identity: &Identity,
+        progress: Arc<dyn Progress>,
+    ) -> Result<SaveReport> {
+        let r = self
+            .save_inner(tenant, profile, dir, base, identity, progress)
+            .await;
         let generation = match &r {
             Ok(rep) => Some(rep.generation),
             Err(Error::Conflict { kept, .. }) => Some(*kept),
@@ -40,6 +59,7 @@ impl Vault {
         profile: &str,
         dir: &Path,
         base: Base,
+        identity: &Identity,
         progress: Arc<dyn Progress>,
     ) -> Result<SaveReport> {
         validate_id("tenant", tenant)?;
@@ -72,7 +92,7 @@ impl Vault {
         // Pack + encrypt into the spool file, off the async runtime.
         let slot = self.work_slot().await;
         let spool = TempFile(self.spool_file("save"));
-        let (dek, sealer, stats, mut header_len) = {
+        let (dek, sealer, stats, contents, mut header_len) = {
             let (dir, path, opts) = (dir.to_path_buf(), spool.0.clone(), self.opts.clone());
             let (tenant, profile, object_id) =
                 (tenant.to_string(), profile.to_string(), object_id.clone());
@@ -85,13 +105,17 @@ impl Vault {
                 f.write_all(&header).map_err(io_at(&path))?;
                 let w = sealer.body_writer(std::io::BufWriter::with_capacity(1 << 20, f));
                 let (w, stats) = archive::pack(&dir, w, &opts.pack, progress.as_ref())?;
+                // Read while the directory is as it was packed (the browser has stopped).
+                let contents = opts
+                    .contents_report
+                    .then(|| crate::profile::contents::read(&dir));
                 let (buf, _) = w.finish().map_err(io_at(&path))?;
                 let f = buf.into_inner().map_err(|e| Error::Io {
                     path: path.clone(),
                     source: e.into_error(),
                 })?;
                 f.sync_all().map_err(io_at(&path))?;
-                Ok((dek, sealer, stats, header.len()))
+                Ok((dek, sealer, stats, contents, header.len()))
             })
             .await?
         };
@@ -162,7 +186,27 @@ impl Vault {
                     tracing::warn!(tenant, profile, generation, error = %e, "re-wrapping the data key for the new generation number failed; the uploaded payload has no record and goes with retention");
                 })?
         };
+        // The sidecar: sealed under this generation's data key, bound to its place.
+        let meta = GenerationMeta {
+            identity: identity.clone(),
+            contents,
+        };
+        let body = meta::seal_meta(&dek, tenant, profile, generation, &object_id, &meta);
         drop(dek);
+        match self
+            .store
+            .put(
+                &meta::meta_key(tenant, profile, generation),
+                PutBody::Bytes(body),
+                PutMode::Create,
+            )
+            .await
+        {
+            // The payload's create-only write claimed this generation: an existing sidecar
+            // is this save's own earlier attempt.
+            Ok(_) | Err(store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
         let key_id = wrapped.key_id.clone();
         let record = GenerationRecord {
             format: if wrapped.kms_key_arn.is_some() {
@@ -288,6 +332,9 @@ impl Vault {
             }
             self.store.delete(&record_key(tenant, profile, g)).await?;
             self.store.delete(&payload_key(tenant, profile, g)).await?;
+            self.store
+                .delete(&meta::meta_key(tenant, profile, g))
+                .await?;
             removed.push(g);
         }
         Ok(removed)

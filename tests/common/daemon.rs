@@ -389,6 +389,33 @@ req.onsuccess = () => {{
             }),
         )
         .route(
+            // An HttpOnly session cookie, set by the server.
+            "/login",
+            axum::routing::get(|Query(q): Query<V>| async move {
+                (
+                    [(
+                        axum::http::header::SET_COOKIE,
+                        format!("pv_session={}; HttpOnly; Path=/", q.v.unwrap_or_default()),
+                    )],
+                    Html("<!doctype html><title>login</title><script>window.__done = true;</script>"),
+                )
+            }),
+        )
+        .route(
+            // The cookies the server received (HttpOnly ones included), as the page text.
+            "/echo",
+            axum::routing::get(|headers: axum::http::HeaderMap| async move {
+                let c = headers
+                    .get(axum::http::header::COOKIE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                Html(format!(
+                    "<!doctype html><title>echo</title><pre id=c>{c}</pre><script>window.__done = true;</script>"
+                ))
+            }),
+        )
+        .route(
             "/get",
             axum::routing::get(|| async {
                 Html("<!doctype html><title>get</title><script>window.__done = true;</script>")

@@ -64,6 +64,7 @@ pub fn options(spool: &Path) -> VaultOptions {
         keep: 5,
         max_parallel_jobs: 2,
         data_max_bytes: 64 * 1024,
+        contents_report: true,
     }
 }
 

@@ -25,6 +25,9 @@ pub const HTTP_URL: &str =
 /// `start_url`: an http(s) URL or `about:blank`.
 pub const START_URL: &str = "^(https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][A-Za-z0-9._~:/?#@!$&'()*+,;=%-]*)?|about:blank)$";
 
+/// An IANA time zone name (`UTC`, `Europe/Berlin`, `America/Argentina/Buenos_Aires`).
+pub const TIMEZONE: &str = "^[A-Za-z][A-Za-z0-9_+-]{0,31}(/[A-Za-z0-9_+-]{1,31}){0,2}$";
+
 /// Longest timeout accepted, seconds (ten years).
 pub const MAX_TIMEOUT: u64 = 315_360_000;
 
@@ -42,6 +45,11 @@ pub const ERRORS: &[(&str, u16, &str)] = &[
         "the body has a field the schema does not list",
     ),
     ("invalid_id", 400, "an id is malformed"),
+    (
+        "invalid_storage_state",
+        400,
+        "a storageState document that is malformed, has unknown members, or a cookie the browser refuses (a public suffix)",
+    ),
     ("unauthorized", 401, "missing or invalid bearer token"),
     ("forbidden", 403, "the token is valid but may not do this"),
     (
@@ -250,6 +258,11 @@ pub static VM_REQUEST: LazyLock<Value> = LazyLock::new(|| {
     );
     props.insert("user_agent".into(), nullable(str_max(512)));
     props.insert("locale".into(), nullable(str_max(64)));
+    props.insert(
+        "timezone".into(),
+        json!({"type": "string", "maxLength": 64, "pattern": TIMEZONE, "nullable": true,
+            "description": "IANA time zone, e.g. America/New_York (pinned to a saved profile)"}),
+    );
     let role_names: Vec<&str> = crate::live::roles::ALL.iter().map(|r| r.1).collect();
     props.insert(
         "default_roles".into(),
@@ -288,7 +301,6 @@ pub const VM_IGNORED_FIELDS: &[&str] = &[
     "hide_bar",
     "tabs",
     "webrtc",
-    "timezone",
 ];
 
 fn role_list() -> Value {
@@ -373,6 +385,64 @@ pub fn query_value(raw: Option<&str>, name: &str) -> Option<String> {
         .find(|(k, _)| k == name)
         .map(|(_, v)| v)
 }
+
+/// `generation` of `GET /v0/profiles/{id}/storage_state`.
+pub fn generation() -> Value {
+    json!({"type": "integer", "minimum": 1})
+}
+
+/// A Playwright storageState document, as `storage_state::parse` takes it (which also
+/// checks what a schema cannot: the browser must accept every cookie).
+fn storage_state_schema() -> Value {
+    let text = |max: u32| json!({"type": "string", "maxLength": max, "pattern": "^[^\\x00-\\x1f\\x7f;]*$"});
+    let b = || json!({"type": "boolean"});
+    let host = "^\\.?[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?){0,8}$";
+    let cookie = object(
+        json!({
+            "name": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[!#-'*+.0-9A-Z^-z|~-]+$"},
+            "value": text(3800),
+            "domain": {"type": "string", "maxLength": 253, "pattern": host},
+            "path": {"type": "string", "maxLength": 1024, "pattern": "^/[^\\x00-\\x1f\\x7f;]*$"},
+            "expires": {"type": "number", "description": "Unix seconds, or -1 for a session cookie"},
+            "httpOnly": b(), "secure": b(),
+            "sameSite": {"type": "string", "enum": ["Strict", "Lax", "None"], "description": "None needs secure: true"},
+            "partitionKey": {"type": "string", "maxLength": 300},
+        }),
+        &["name", "value", "domain", "path"],
+    );
+    let item = object(
+        json!({"name": {"type": "string", "maxLength": 4096}, "value": {"type": "string"}}),
+        &["name", "value"],
+    );
+    let origin = object(
+        json!({
+            "origin": {"type": "string", "maxLength": 300, "pattern": "^https?://[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?){0,8}(:[1-9][0-9]{0,4})?$"},
+            "localStorage": {"type": "array", "items": item},
+            "indexedDB": {"type": "array", "items": {"type": "object"}, "description": "as Playwright's storageState({indexedDB: true}) writes it; plain-JSON keys and values"},
+        }),
+        &["origin"],
+    );
+    let mut s = object(
+        json!({
+            "cookies": {"type": "array", "maxItems": crate::storage_state::MAX_COOKIES, "items": cookie},
+            "origins": {"type": "array", "maxItems": crate::storage_state::MAX_ORIGINS, "items": origin},
+        }),
+        &[],
+    );
+    s["description"] = json!("a Playwright storageState document");
+    s
+}
+
+/// `POST /v0/profiles`: a new profile from a Playwright storage state.
+pub static IMPORT_REQUEST: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({
+            "id": {"type": "string", "pattern": ID, "description": "the new profile's id (default: a new uuid)"},
+            "storage_state": storage_state_schema(),
+        }),
+        &["storage_state"],
+    )
+});
 
 /// `wait` of `DELETE /v0/vm/{id}`.
 pub fn wait() -> Value {

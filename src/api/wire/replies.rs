@@ -180,10 +180,30 @@ pub static PROFILE: LazyLock<Value> = LazyLock::new(|| {
                 "chromium_version": {"type": "string", "nullable": true},
                 "clean_exit": {"type": "boolean", "nullable": true},
             }), &["generation", "head", "complete", "created_at", "bytes_stored", "files", "bytes", "chromium_version", "clean_exit"])},
+            "identity": identity(),
+            "contents": {"type": "object", "nullable": true,
+                "description": "what the head generation holds, as counts and site names (cookies per site, origins with localStorage / IndexedDB / service workers, history entries, bookmarks, saved logins, extensions); null when not recorded"},
         }),
-        &["id", "generation", "last_saved", "last_used", "generations"],
+        &[
+            "id",
+            "generation",
+            "last_saved",
+            "last_used",
+            "generations",
+            "identity",
+            "contents",
+        ],
     )
 });
+
+fn identity() -> Value {
+    let s = || json!({"type": "string", "nullable": true});
+    let n = || json!({"type": "integer", "minimum": 0, "nullable": true});
+    nullable(object(
+        json!({"user_agent": s(), "width": n(), "height": n(), "locale": s(), "timezone": s()}),
+        &["user_agent", "width", "height", "locale", "timezone"],
+    ))
+}
 
 /// `GET /v0/profiles/{id}/data` 200.
 pub static PROFILE_DATA: LazyLock<Value> = LazyLock::new(|| {
@@ -203,6 +223,38 @@ pub static PROFILE_DATA_WRITTEN: LazyLock<Value> = LazyLock::new(|| {
     object(
         json!({"id": {"type": "string"}, "version": {"type": "integer", "minimum": 1}}),
         &["id", "version"],
+    )
+});
+
+/// `POST /v0/profiles` 200.
+pub static PROFILE_IMPORTED: LazyLock<Value> = LazyLock::new(|| {
+    let n = || json!({"type": "integer", "minimum": 0});
+    object(
+        json!({"id": {"type": "string"}, "generation": n(), "cookies": n(), "origins": n()}),
+        &["id", "generation", "cookies", "origins"],
+    )
+});
+
+/// `GET /v0/profiles/{id}/storage_state` 200: Playwright's storageState.
+pub static STORAGE_STATE: LazyLock<Value> = LazyLock::new(|| {
+    let s = || json!({"type": "string"});
+    let b = || json!({"type": "boolean"});
+    let cookie = object(
+        json!({"name": s(), "value": s(), "domain": s(), "path": s(), "expires": {"type": "number"},
+            "httpOnly": b(), "secure": b(), "sameSite": {"type": "string", "enum": ["Strict", "Lax", "None"]},
+            "partitionKey": s()}),
+        &[
+            "name", "value", "domain", "path", "expires", "httpOnly", "secure", "sameSite",
+        ],
+    );
+    let item = object(json!({"name": s(), "value": s()}), &["name", "value"]);
+    let origin = object(
+        json!({"origin": s(), "localStorage": {"type": "array", "items": item}}),
+        &["origin", "localStorage"],
+    );
+    object(
+        json!({"cookies": {"type": "array", "items": cookie}, "origins": {"type": "array", "items": origin}}),
+        &["cookies", "origins"],
     )
 });
 

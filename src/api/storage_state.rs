@@ -1,0 +1,140 @@
+//! Playwright storageState in and out: `POST /v0/profiles` (a new profile from a state) and
+//! `GET /v0/profiles/{id}/storage_state` (the state of a generation). API key only — an
+//! export holds every cookie of the profile — and audited; bodies are never logged.
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::vm::api_tenant;
+use super::{auth, wire, AppState};
+use crate::storage_state::{self, browser, Runner};
+
+/// Query parameters of `GET /v0/profiles/{id}/storage_state`.
+pub(super) const EXPORT_QUERY: &[wire::Param] = &[wire::Param {
+    name: "generation",
+    schema: wire::generation,
+    description: "the generation to read (default: the head)",
+}];
+
+#[derive(Debug, Deserialize)]
+struct ExportQuery {
+    generation: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportRequest {
+    id: Option<String>,
+    storage_state: Value,
+}
+
+fn runner(state: &AppState) -> Runner {
+    let cfg = state.manager.config();
+    Runner {
+        chromium: cfg.chromium.clone(),
+        work_dir: storage_state::work_dir(&cfg.data_dir),
+        deadline: cfg.start_deadline.max(std::time::Duration::from_secs(30)),
+    }
+}
+
+fn actor(state: &AppState, headers: &HeaderMap, tenant: &str) -> String {
+    auth::bearer(headers)
+        .and_then(|k| state.keys.actor_of(k))
+        .unwrap_or_else(|| format!("api-key:{tenant}"))
+}
+
+fn job_error(e: storage_state::Error) -> ApiError {
+    use storage_state::Error as E;
+    match e {
+        E::Invalid(i) => ApiError::bad_request("invalid_storage_state", i.to_string()),
+        E::Browser(
+            b @ (browser::Error::CookieRefused { .. } | browser::Error::OriginRefused { .. }),
+        ) => ApiError::bad_request("invalid_storage_state", b.to_string()),
+        E::Exists(id) => ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("profile {id:?} exists already; import creates new profiles only"),
+        ),
+        E::Browser(b) => {
+            tracing::warn!(error = %b, "storage state browser failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "browser_failed",
+                b.to_string(),
+            )
+        }
+        E::Vault(v) => v.into(),
+        E::Io(m) => {
+            tracing::error!(error = %m, "storage state work directory");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; see the daemon log",
+            )
+        }
+    }
+}
+
+/// `POST /v0/profiles`.
+pub(super) async fn import(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = api_tenant(&state, &headers)?;
+    let req: ImportRequest = wire::body(&wire::IMPORT_REQUEST, &headers, &body)?;
+    let doc = storage_state::parse(&req.storage_state)
+        .map_err(|e| ApiError::bad_request("invalid_storage_state", e.to_string()))?;
+    let id = req.id.unwrap_or_else(storage_state::new_id);
+    let vault = state
+        .manager
+        .vault()
+        .with_actor(&actor(&state, &headers, &tenant));
+    let rep = runner(&state)
+        .import(&vault, &tenant, &id, &doc)
+        .await
+        .map_err(job_error)?;
+    Ok(Json(
+        json!({"id": id, "generation": rep.generation, "cookies": doc.cookies.len(), "origins": doc.origins.len()}),
+    ))
+}
+
+/// `GET /v0/profiles/{id}/storage_state[?generation=N]`.
+pub(super) async fn export(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = api_tenant(&state, &headers)?;
+    let q: ExportQuery = wire::query(EXPORT_QUERY, raw.as_deref())?;
+    if crate::vault::validate_id("profile", &id).is_err() {
+        return Err(ApiError::not_found("profile"));
+    }
+    let vault = state
+        .manager
+        .vault()
+        .with_actor(&actor(&state, &headers, &tenant));
+    let r = runner(&state)
+        .export(&vault, &tenant, &id, q.generation)
+        .await;
+    let err = r.as_ref().err().map(ToString::to_string);
+    vault
+        .audit()
+        .record(
+            crate::audit::Action::ExportState,
+            &tenant,
+            Some(&id),
+            q.generation,
+            &actor(&state, &headers, &tenant),
+            err,
+        )
+        .await;
+    let s = r.map_err(job_error)?;
+    Ok(Json(serde_json::to_value(s).expect("serializes")))
+}

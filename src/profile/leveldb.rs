@@ -1,0 +1,551 @@
+//! A small, read-only, bounded LevelDB key reader for inspecting saved Chromium profiles.
+//!
+//! It reads the write-ahead `.log` files and the `.ldb`/`.sst` tables of one database
+//! directory (the live set named by `CURRENT` → `MANIFEST-*` when that is readable, else
+//! every such file), keeps the user keys a caller asks for and resolves them newest
+//! sequence first, so the answer says which keys are live and which were deleted. Values
+//! are skipped, never kept. The files come from users' browsers: every length is checked,
+//! sizes are capped, checksums are verified, and nothing panics; damage is reported as
+//! problems (file name and why) while whatever is intact is still used.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// Size of a log block.
+pub(crate) const LOG_BLOCK: usize = 32 * 1024;
+/// Magic number at the end of a table.
+pub(crate) const TABLE_MAGIC: u64 = 0xdb47_7524_8b80_fb57;
+const MAX_FILES: usize = 10_000;
+const MAX_LOG_BYTES: u64 = 512 << 20;
+const MAX_RECORD: usize = 64 << 20;
+const MAX_BLOCK: usize = 16 << 20;
+const MAX_KEYS: usize = 1_000_000;
+const MAX_KEY_BYTES: usize = 128 << 20;
+const MAX_TABLE_BYTES_READ: u64 = 2 << 30;
+
+/// What a caller wants done with a user key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// Track this key.
+    Yes,
+    /// Ignore this key.
+    No,
+    /// Ignore it and every later key of this table (the wanted keys sort before it).
+    SkipRestOfTable,
+}
+
+/// Kept user keys after newest-sequence-wins: `true` live, `false` deleted.
+#[derive(Debug, Default)]
+pub(crate) struct Keys {
+    /// Key → live.
+    pub keys: BTreeMap<Vec<u8>, bool>,
+    /// Damage found on the way, as "file: why" (never keys or values).
+    pub problems: Vec<String>,
+}
+
+struct Acc<'a> {
+    keep: &'a dyn Fn(&[u8]) -> Keep,
+    newest: BTreeMap<Vec<u8>, (u64, bool)>,
+    key_bytes: usize,
+    table_bytes: u64,
+}
+
+impl Acc<'_> {
+    fn add(&mut self, key: &[u8], seq: u64, live: bool) -> Result<(), String> {
+        if let Some(e) = self.newest.get_mut(key) {
+            if seq >= e.0 {
+                *e = (seq, live);
+            }
+            return Ok(());
+        }
+        if self.newest.len() >= MAX_KEYS || self.key_bytes + key.len() > MAX_KEY_BYTES {
+            return Err("too many keys".into());
+        }
+        self.key_bytes += key.len();
+        self.newest.insert(key.to_vec(), (seq, live));
+        Ok(())
+    }
+}
+
+/// Reads the database in `dir`. Err when the directory cannot be listed or a cap is hit.
+pub(crate) fn read_keys(dir: &Path, keep: &dyn Fn(&[u8]) -> Keep) -> Result<Keys, String> {
+    let mut files: Vec<(u64, String)> = Vec::new();
+    for ent in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
+        let name = ent
+            .map_err(|e| e.to_string())?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        let Some((num, ext)) = name.split_once('.') else {
+            continue;
+        };
+        let (Ok(n), true) = (num.parse::<u64>(), matches!(ext, "log" | "ldb" | "sst")) else {
+            continue;
+        };
+        if files.len() >= MAX_FILES {
+            return Err("too many files".into());
+        }
+        files.push((n, name));
+    }
+    files.sort();
+    let mut out = Keys::default();
+    let live = match read_manifest(dir) {
+        Ok(v) => v,
+        Err(Some(why)) => {
+            out.problems
+                .push(format!("MANIFEST: {why}; read every file"));
+            None
+        }
+        Err(None) => None,
+    };
+    let mut acc = Acc {
+        keep,
+        newest: BTreeMap::new(),
+        key_bytes: 0,
+        table_bytes: 0,
+    };
+    if let Some(v) = &live {
+        for n in &v.tables {
+            if !files.iter().any(|(m, f)| m == n && !f.ends_with(".log")) {
+                out.problems.push(format!("table {n:06}: missing"));
+            }
+        }
+    }
+    for (n, name) in &files {
+        let is_log = name.ends_with(".log");
+        if let Some(v) = &live {
+            let wanted = if is_log {
+                *n >= v.log_number || Some(*n) == v.prev_log
+            } else {
+                v.tables.contains(n)
+            };
+            if !wanted {
+                continue;
+            }
+        }
+        let path = dir.join(name);
+        let res = if is_log {
+            read_log_file(&path, &mut acc, &mut out.problems, name)
+        } else {
+            read_table(&path, &mut acc)
+        };
+        match res {
+            Ok(()) => {}
+            Err(Fatal::Cap(why)) => return Err(why),
+            Err(Fatal::File(why)) => out.problems.push(format!("{name}: {why}")),
+        }
+    }
+    out.keys = acc
+        .newest
+        .into_iter()
+        .map(|(k, (_, live))| (k, live))
+        .collect();
+    Ok(out)
+}
+
+enum Fatal {
+    /// A cap for the whole database was hit.
+    Cap(String),
+    /// This file is unusable from here on.
+    File(String),
+}
+
+impl From<std::io::Error> for Fatal {
+    fn from(e: std::io::Error) -> Self {
+        Fatal::File(e.to_string())
+    }
+}
+
+/// The live file set of a MANIFEST.
+struct Live {
+    tables: BTreeSet<u64>,
+    log_number: u64,
+    prev_log: Option<u64>,
+}
+
+/// Err(None): no CURRENT (fall back quietly); Err(Some): unreadable manifest.
+fn read_manifest(dir: &Path) -> Result<Option<Live>, Option<String>> {
+    let mut current = String::new();
+    match File::open(dir.join("CURRENT")) {
+        Ok(f) => f
+            .take(4096)
+            .read_to_string(&mut current)
+            .map_err(|e| Some(e.to_string()))?,
+        Err(_) => return Err(None),
+    };
+    let name = current.trim_end_matches('\n');
+    if !name
+        .strip_prefix("MANIFEST-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(Some("CURRENT names no manifest".into()));
+    }
+    let mut records = Vec::new();
+    let mut problems = Vec::new();
+    let f = File::open(dir.join(name)).map_err(|e| Some(e.to_string()))?;
+    log_records(f, &mut problems, &mut |r| {
+        records.push(r.to_vec());
+        Ok(())
+    })
+    .map_err(|_| Some("unreadable".to_string()))?;
+    if let Some(p) = problems.into_iter().next() {
+        return Err(Some(p));
+    }
+    let mut live = Live {
+        tables: BTreeSet::new(),
+        log_number: 0,
+        prev_log: None,
+    };
+    for r in &records {
+        apply_edit(r, &mut live).ok_or_else(|| Some("bad version edit".to_string()))?;
+    }
+    Ok(Some(live))
+}
+
+fn apply_edit(mut r: &[u8], live: &mut Live) -> Option<()> {
+    while !r.is_empty() {
+        match varint(&mut r)? {
+            1 => drop(slice(&mut r)?),
+            2 => live.log_number = varint(&mut r)?,
+            3 | 4 => drop(varint(&mut r)?),
+            5 => {
+                varint(&mut r)?;
+                slice(&mut r)?;
+            }
+            6 => {
+                varint(&mut r)?;
+                live.tables.remove(&varint(&mut r)?);
+            }
+            7 => {
+                varint(&mut r)?;
+                live.tables.insert(varint(&mut r)?);
+                varint(&mut r)?;
+                slice(&mut r)?;
+                slice(&mut r)?;
+            }
+            9 => live.prev_log = Some(varint(&mut r)?),
+            _ => return None,
+        }
+    }
+    Some(())
+}
+
+/// Reads a little-endian base-128 varint (at most 64 bits) off the front of `b`.
+pub(crate) fn varint(b: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let (&c, rest) = b.split_first()?;
+        *b = rest;
+        v |= u64::from(c & 0x7f) << (7 * i);
+        if c < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Reads a varint-length-prefixed slice off the front of `b`.
+fn slice<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let n = usize::try_from(varint(b)?).ok()?;
+    if n > b.len() {
+        return None;
+    }
+    let (s, rest) = b.split_at(n);
+    *b = rest;
+    Some(s)
+}
+
+const CRC_TABLE: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82f6_3b78
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+/// LevelDB's masked CRC-32C of the concatenation of `parts`.
+pub(crate) fn masked_crc(parts: &[&[u8]]) -> u32 {
+    let mut c = !0u32;
+    for p in parts {
+        for &b in *p {
+            c = CRC_TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+        }
+    }
+    (!c).rotate_right(15).wrapping_add(0xa282_ead8)
+}
+
+fn read_log_file(
+    path: &Path,
+    acc: &mut Acc,
+    problems: &mut Vec<String>,
+    name: &str,
+) -> Result<(), Fatal> {
+    let f = File::open(path)?;
+    if f.metadata()?.len() > MAX_LOG_BYTES {
+        return Err(Fatal::Cap(format!("{name}: log too large")));
+    }
+    let mut local = Vec::new();
+    let mut bad_batches = 0usize;
+    log_records(f, &mut local, &mut |rec| {
+        let Some((seq, ops)) = parse_batch(rec) else {
+            bad_batches += 1;
+            return Ok(());
+        };
+        for (i, (key, live)) in ops.into_iter().enumerate() {
+            if (acc.keep)(key) == Keep::Yes {
+                acc.add(key, seq.saturating_add(i as u64), live)
+                    .map_err(Fatal::Cap)?;
+            }
+        }
+        Ok(())
+    })?;
+    if bad_batches > 0 {
+        local.push(format!("{bad_batches} bad write batch(es)"));
+    }
+    problems.extend(local.into_iter().map(|p| format!("{name}: {p}")));
+    Ok(())
+}
+
+/// Splits a log file into records and hands each whole one to `on`. Damaged blocks are
+/// reported to `problems` and skipped; a torn tail at the end of the file is ignored.
+fn log_records(
+    mut f: File,
+    problems: &mut Vec<String>,
+    on: &mut dyn FnMut(&[u8]) -> Result<(), Fatal>,
+) -> Result<(), Fatal> {
+    let mut block = vec![0u8; LOG_BLOCK];
+    let mut rec: Option<Vec<u8>> = None;
+    let mut offset = 0u64;
+    loop {
+        let mut n = 0;
+        while n < LOG_BLOCK {
+            let got = f.read(&mut block[n..])?;
+            if got == 0 {
+                break;
+            }
+            n += got;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let last = n < LOG_BLOCK;
+        let b = &block[..n];
+        let mut i = 0;
+        while i + 7 <= b.len() {
+            let len = usize::from(u16::from_le_bytes([b[i + 4], b[i + 5]]));
+            let ty = b[i + 6];
+            if ty == 0 && len == 0 {
+                break; // preallocated zeroes
+            }
+            if i + 7 + len > b.len() {
+                let why = if last {
+                    "truncated record"
+                } else {
+                    "bad record length"
+                };
+                problems.push(format!("{why} at {}", offset + i as u64));
+                rec = None;
+                break;
+            }
+            let payload = &b[i + 7..i + 7 + len];
+            let crc = u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+            if crc != masked_crc(&[&[ty], payload]) {
+                problems.push(format!("checksum mismatch at {}", offset + i as u64));
+                rec = None;
+                break;
+            }
+            i += 7 + len;
+            match (ty, rec.as_mut()) {
+                (1, r) => {
+                    if r.is_some() {
+                        problems.push("record without its end".into());
+                    }
+                    rec = None;
+                    on(payload)?;
+                }
+                (2, r) => {
+                    if r.is_some() {
+                        problems.push("record without its end".into());
+                    }
+                    rec = Some(payload.to_vec());
+                }
+                (3 | 4, Some(r)) => {
+                    if r.len() + payload.len() > MAX_RECORD {
+                        return Err(Fatal::File("record too large".into()));
+                    }
+                    r.extend_from_slice(payload);
+                    if ty == 4 {
+                        let whole = rec.take().unwrap_or_default();
+                        on(&whole)?;
+                    }
+                }
+                (3 | 4, None) => problems.push("record without its start".into()),
+                _ => {
+                    problems.push(format!("unknown record type {ty}"));
+                    rec = None;
+                    break;
+                }
+            }
+        }
+        offset += n as u64;
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+/// (key, is-put) operations of a write batch.
+type Ops<'a> = Vec<(&'a [u8], bool)>;
+
+/// A write batch: its first sequence number and its operations.
+fn parse_batch(rec: &[u8]) -> Option<(u64, Ops<'_>)> {
+    let seq = u64::from_le_bytes(rec.get(..8)?.try_into().ok()?);
+    let count = u32::from_le_bytes(rec.get(8..12)?.try_into().ok()?);
+    let mut r = &rec[12..];
+    let mut ops = Vec::new();
+    for _ in 0..count {
+        let (&tag, rest) = r.split_first()?;
+        r = rest;
+        let key = slice(&mut r)?;
+        match tag {
+            1 => drop(slice(&mut r)?),
+            0 => {}
+            _ => return None,
+        }
+        ops.push((key, tag == 1));
+    }
+    r.is_empty().then_some((seq, ops))
+}
+
+fn read_block(f: &mut File, file_len: u64, mut h: &[u8], acc: &mut Acc) -> Result<Vec<u8>, Fatal> {
+    let bad = || Fatal::File("bad block handle".into());
+    let off = varint(&mut h).ok_or_else(bad)?;
+    let size = varint(&mut h).ok_or_else(bad)?;
+    if size > MAX_BLOCK as u64 || off.checked_add(size + 5).is_none_or(|end| end > file_len) {
+        return Err(bad());
+    }
+    acc.table_bytes += size + 5;
+    if acc.table_bytes > MAX_TABLE_BYTES_READ {
+        return Err(Fatal::Cap("tables too large".into()));
+    }
+    let mut buf = vec![0u8; size as usize + 5];
+    f.seek(SeekFrom::Start(off))?;
+    f.read_exact(&mut buf)?;
+    let (data, trailer) = buf.split_at(size as usize);
+    let crc = u32::from_le_bytes([trailer[1], trailer[2], trailer[3], trailer[4]]);
+    if crc != masked_crc(&[data, &trailer[..1]]) {
+        return Err(Fatal::File("block checksum mismatch".into()));
+    }
+    match trailer[0] {
+        0 => {
+            buf.truncate(size as usize);
+            Ok(buf)
+        }
+        1 => {
+            let n = snap::raw::decompress_len(data)
+                .map_err(|_| Fatal::File("bad snappy block".into()))?;
+            if n > MAX_BLOCK {
+                return Err(Fatal::File("block too large".into()));
+            }
+            snap::raw::Decoder::new()
+                .decompress_vec(data)
+                .map_err(|_| Fatal::File("bad snappy block".into()))
+        }
+        t => Err(Fatal::File(format!("unsupported compression {t}"))),
+    }
+}
+
+/// What a block's entries are handed to: false stops early.
+type OnEntry<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, Fatal> + 'a;
+
+/// Calls `on(key, value)` for each entry of a block.
+fn block_entries(b: &[u8], on: &mut OnEntry<'_>) -> Result<(), Fatal> {
+    let bad = || Fatal::File("bad block".into());
+    let n = b.len().checked_sub(4).ok_or_else(bad)?;
+    let restarts = u32::from_le_bytes(b[n..].try_into().map_err(|_| bad())?) as usize;
+    let end = restarts
+        .checked_mul(4)
+        .and_then(|r| n.checked_sub(r))
+        .ok_or_else(bad)?;
+    let mut r = &b[..end];
+    let mut key = Vec::new();
+    while !r.is_empty() {
+        let shared = varint(&mut r).ok_or_else(bad)? as usize;
+        let non_shared = varint(&mut r).ok_or_else(bad)? as usize;
+        let vlen = varint(&mut r).ok_or_else(bad)? as usize;
+        if shared > key.len() || non_shared.checked_add(vlen).is_none_or(|l| l > r.len()) {
+            return Err(bad());
+        }
+        key.truncate(shared);
+        key.extend_from_slice(&r[..non_shared]);
+        let value = &r[non_shared..non_shared + vlen];
+        r = &r[non_shared + vlen..];
+        if !on(&key, value)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn read_table(path: &Path, acc: &mut Acc) -> Result<(), Fatal> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    if len < 48 {
+        return Err(Fatal::File("too short for a table".into()));
+    }
+    let mut footer = [0u8; 48];
+    f.seek(SeekFrom::Start(len - 48))?;
+    f.read_exact(&mut footer)?;
+    if u64::from_le_bytes(footer[40..].try_into().unwrap_or_default()) != TABLE_MAGIC {
+        return Err(Fatal::File("bad table magic".into()));
+    }
+    let mut h = &footer[..40];
+    let bad = || Fatal::File("bad footer".into());
+    varint(&mut h).ok_or_else(bad)?;
+    varint(&mut h).ok_or_else(bad)?;
+    let index = read_block(&mut f, len, h, acc)?;
+    let mut handles = Vec::new();
+    block_entries(&index, &mut |_, v| {
+        handles.push(v.to_vec());
+        Ok(true)
+    })?;
+    for h in handles {
+        let block = read_block(&mut f, len, &h, acc)?;
+        let mut skip = false;
+        block_entries(&block, &mut |ikey, _| {
+            let n = ikey
+                .len()
+                .checked_sub(8)
+                .ok_or_else(|| Fatal::File("bad internal key".into()))?;
+            let tag = u64::from_le_bytes(ikey[n..].try_into().unwrap_or_default());
+            let user = &ikey[..n];
+            match (acc.keep)(user) {
+                Keep::Yes => match tag & 0xff {
+                    t @ (0 | 1) => acc.add(user, tag >> 8, t == 1).map_err(Fatal::Cap)?,
+                    _ => return Err(Fatal::File("bad internal key".into())),
+                },
+                Keep::No => {}
+                Keep::SkipRestOfTable => skip = true,
+            }
+            Ok(!skip)
+        })?;
+        if skip {
+            break;
+        }
+    }
+    Ok(())
+}
