@@ -100,24 +100,33 @@ fn condition(headers: &HeaderMap) -> Result<DataCondition, ApiError> {
             format!("{h} must be a version number (If-Match) or * (If-None-Match)"),
         )
     };
+    // Both headers are checked, whichever decides: a malformed one is refused.
+    let none_match = match headers.get(axum::http::header::IF_NONE_MATCH) {
+        None => None,
+        Some(v) => match v.to_str().map(str::trim) {
+            Ok("*") => Some(DataCondition::Version(0)),
+            _ => return Err(bad("If-None-Match")),
+        },
+    };
     if let Some(v) = headers.get(axum::http::header::IF_MATCH) {
         let t = v
             .to_str()
             .map_err(|_| bad("If-Match"))?
             .trim()
             .trim_matches('"');
-        return t
-            .parse()
-            .map(DataCondition::Version)
-            .map_err(|_| bad("If-Match"));
+        let version = t.parse().map_err(|_| bad("If-Match"))?;
+        if none_match.is_some() {
+            // "Exactly this version" and "nothing yet" at once: at most one can hold.
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                "If-Match and If-None-Match: * cannot both hold",
+            ));
+        }
+        return Ok(DataCondition::Version(version));
     }
-    if let Some(v) = headers.get(axum::http::header::IF_NONE_MATCH) {
-        return match v.to_str().map(str::trim) {
-            Ok("*") => Ok(DataCondition::Version(0)),
-            _ => Err(bad("If-None-Match")),
-        };
-    }
-    Ok(DataCondition::Always)
+
+    Ok(none_match.unwrap_or(DataCondition::Always))
 }
 
 /// `GET /v0/profiles/{id}/data`.
@@ -157,7 +166,6 @@ pub(super) async fn put(
     } else if !exists(&state, &c.tenant, &id).await? {
         return Err(ApiError::not_found("profile"));
     }
-    let cond = condition(&headers)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
             "invalid_json",
@@ -165,6 +173,7 @@ pub(super) async fn put(
         ));
     }
     let data: serde_json::Value = wire::body(&wire::ANY, &headers, &body)?;
+    let cond = condition(&headers)?;
     let vault = state.manager.vault().with_actor(&c.actor);
     match vault.set_data(&c.tenant, &id, &data, cond).await {
         Ok(version) => {

@@ -257,24 +257,33 @@ fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
             format!("{h} must be a version number or *"),
         )
     };
+    // Both headers are checked, whichever decides: a malformed one is refused.
+    let none_match = match headers.get(axum::http::header::IF_NONE_MATCH) {
+        None => None,
+        Some(v) => match v.to_str().map(str::trim) {
+            Ok("*") => Some(Condition::Absent),
+            _ => return Err(bad("If-None-Match")),
+        },
+    };
     if let Some(v) = headers.get(axum::http::header::IF_MATCH) {
         let t = v
             .to_str()
             .map_err(|_| bad("If-Match"))?
             .trim()
             .trim_matches('"');
-        return t
-            .parse()
-            .map(Condition::Version)
-            .map_err(|_| bad("If-Match"));
+        let version = t.parse().map_err(|_| bad("If-Match"))?;
+        if none_match.is_some() {
+            // "Exactly this version" and "nothing yet" at once: at most one can hold.
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                "If-Match and If-None-Match: * cannot both hold",
+            ));
+        }
+        return Ok(Condition::Version(version));
     }
-    if let Some(v) = headers.get(axum::http::header::IF_NONE_MATCH) {
-        return match v.to_str().map(str::trim) {
-            Ok("*") => Ok(Condition::Absent),
-            _ => Err(bad("If-None-Match")),
-        };
-    }
-    Ok(Condition::Always)
+
+    Ok(none_match.unwrap_or(Condition::Always))
 }
 
 fn written(s: &Session, c: &Change) -> Response {
@@ -286,13 +295,13 @@ fn written(s: &Session, c: &Change) -> Response {
         .into_response()
 }
 
-/// The running session of a caller who may write its store, and the write's condition.
+/// The running session of a caller who may write its store.
 fn writer(
     state: &AppState,
     headers: &HeaderMap,
     raw: Option<&str>,
     id: &str,
-) -> Result<(Arc<Session>, Condition), ApiError> {
+) -> Result<Arc<Session>, ApiError> {
     let (s, write) = authorize_room(state, headers, raw, id)?;
     active(&s)?;
     if !write {
@@ -302,7 +311,7 @@ fn writer(
             "writing the store needs the control role",
         ));
     }
-    Ok((s, condition(headers)?))
+    Ok(s)
 }
 
 /// `PUT /v0/vm/{id}/store/{key}` (body: any JSON value).
@@ -313,7 +322,7 @@ pub(super) async fn put_key(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (s, cond) = writer(&state, &headers, raw.as_deref(), &p.id)?;
+    let s = writer(&state, &headers, raw.as_deref(), &p.id)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
             "invalid_json",
@@ -321,6 +330,7 @@ pub(super) async fn put_key(
         ));
     }
     let value: Value = wire::body(&wire::ANY, &headers, &body)?;
+    let cond = condition(&headers)?;
     let c = s.room.put(&p.key, value, cond).map_err(room_error)?;
     Ok(written(&s, &c))
 }
@@ -332,7 +342,7 @@ pub(super) async fn delete_key(
     Path(p): Path<KeyPath>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let (s, cond) = writer(&state, &headers, raw.as_deref(), &p.id)?;
-    let c = s.room.delete(&p.key, cond).map_err(room_error)?;
+    let s = writer(&state, &headers, raw.as_deref(), &p.id)?;
+    let c = s.room.delete(&p.key, condition(&headers)?).map_err(room_error)?;
     Ok(written(&s, &c))
 }

@@ -518,24 +518,9 @@ fn inspect(root: &Path, stats: &mut PackStats) {
     if fs::symlink_metadata(root.join("SingletonLock")).is_ok() {
         stats.clean_exit = Some(false);
     }
-    for rel in ["Default/Cookies", "Default/Network/Cookies"] {
-        if let Ok(meta) = fs::metadata(root.join(rel)) {
-            if meta.len() <= 256 * 1024 * 1024 {
-                if let Ok(data) = fs::read(root.join(rel)) {
-                    if cookie_db_has_v11(&data) {
-                        stats.cookie_v11_warning = true;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Heuristic: an SQLite cookie store with `encrypted_value` blobs that start with `v11`.
-/// v10 blobs are 3 bytes `v10` followed by ciphertext; we look for `v11` followed by
-/// at least 16 more bytes inside a file that is an SQLite database.
-fn cookie_db_has_v11(data: &[u8]) -> bool {
-    data.starts_with(b"SQLite format 3\0") && data.windows(3).any(|w| w == b"v11")
+    // Read with a real SQLite reader (not a byte search): v11 values are encrypted with
+    // the desktop keyring and will not decrypt on another machine.
+    stats.cookie_v11_warning = super::contents::cookies_v11(root).is_some_and(|n| n > 0);
 }
 
 /// Limits applied to every archive that is unpacked or verified.

@@ -65,6 +65,18 @@ pub struct CookieCount {
 const MAX_BOOKMARKS_BYTES: u64 = 64 << 20;
 
 /// Reads the profile at `root` (a Chromium --user-data-dir; the profile is root/Default). Never fails: what it cannot read goes to `unreadable`. Synchronous and CPU/IO bound: callers run it on a blocking thread.
+/// How many cookies of the profile at `root` are `v11` (keyring-encrypted: they do not
+/// decrypt on another machine), read from the cookie database with SQLite; `None` when
+/// there is no readable cookie database.
+pub fn cookies_v11(root: &Path) -> Option<u64> {
+    let d = root.join("Default");
+    let p = ["Network/Cookies", "Cookies"]
+        .into_iter()
+        .find(|p| d.join(p).is_file())?;
+    read_cookies(&d.join(p)).ok().map(|(_, v11)| v11)
+}
+
+/// Reads what the profile at `root` holds (see [`Contents`]).
 pub fn read(root: &Path) -> Contents {
     let d = root.join("Default");
     let mut c = Contents::default();

@@ -119,15 +119,26 @@ fn v11_cookies_and_unclean_exit_are_recorded() {
     let src = tmp.path().join("src");
     write(
         &src,
-        "Default/Cookies",
-        b"SQLite format 3\0 ... v11abcdefabcdefabcdef",
-    );
-    write(
-        &src,
         "Default/Preferences",
         br#"{"profile":{"exit_type":"Crashed"}}"#,
     );
+    // A real cookie database: the warning comes from its rows, not from bytes that look alike.
+    let db = src.join("Default/Cookies");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE cookies (host_key TEXT, name TEXT, encrypted_value BLOB, is_persistent INTEGER);
+         INSERT INTO cookies VALUES ('.a.test', 'x', x'7631300102', 1), ('.v11.test', 'v11', x'763130ff', 1);",
+    )
+    .unwrap();
     let stats = pack_to_file(&src, &tmp.path().join("z"), &PackOptions::default());
+    assert!(!stats.cookie_v11_warning, "v10 values only (v11 in names)");
+    conn.execute(
+        "INSERT INTO cookies VALUES ('.b.test', 'y', x'7631310102', 1)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let stats = pack_to_file(&src, &tmp.path().join("z2"), &PackOptions::default());
     assert!(stats.cookie_v11_warning);
     assert_eq!(stats.clean_exit, Some(false));
 }
