@@ -717,15 +717,3 @@ fn serde_round_trip_is_strict() {
     assert!(serde_json::from_str::<Contents>(&extra).is_err());
 }
 
-/// `PV_REAL_PROFILE=<user-data-dir> cargo test --lib profile::contents -- --nocapture real`
-/// prints what a real Chromium profile holds (skipped without the variable).
-#[test]
-fn real_profile_when_given() {
-    let Ok(p) = std::env::var("PV_REAL_PROFILE") else {
-        return;
-    };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&read(Path::new(&p))).unwrap()
-    );
-}
