@@ -343,6 +343,9 @@ pub(super) async fn delete_key(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let s = writer(&state, &headers, raw.as_deref(), &p.id)?;
-    let c = s.room.delete(&p.key, condition(&headers)?).map_err(room_error)?;
+    let c = s
+        .room
+        .delete(&p.key, condition(&headers)?)
+        .map_err(room_error)?;
     Ok(written(&s, &c))
 }

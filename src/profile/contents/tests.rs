@@ -716,4 +716,3 @@ fn serde_round_trip_is_strict() {
     let extra = j.replacen('{', "{\"values\":[],", 1);
     assert!(serde_json::from_str::<Contents>(&extra).is_err());
 }
-
