@@ -94,39 +94,12 @@ fn etag(version: u64) -> (axum::http::HeaderName, HeaderValue) {
 }
 
 fn condition(headers: &HeaderMap) -> Result<DataCondition, ApiError> {
-    let bad = |h: &str| {
-        ApiError::bad_request(
-            "invalid_request",
-            format!("{h} must be a version number (If-Match) or * (If-None-Match)"),
-        )
-    };
-    // Both headers are checked, whichever decides: a malformed one is refused.
-    let none_match = match headers.get(axum::http::header::IF_NONE_MATCH) {
-        None => None,
-        Some(v) => match v.to_str().map(str::trim) {
-            Ok("*") => Some(DataCondition::Version(0)),
-            _ => return Err(bad("If-None-Match")),
-        },
-    };
-    if let Some(v) = headers.get(axum::http::header::IF_MATCH) {
-        let t = v
-            .to_str()
-            .map_err(|_| bad("If-Match"))?
-            .trim()
-            .trim_matches('"');
-        let version = t.parse().map_err(|_| bad("If-Match"))?;
-        if none_match.is_some() {
-            // "Exactly this version" and "nothing yet" at once: at most one can hold.
-            return Err(ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "precondition_failed",
-                "If-Match and If-None-Match: * cannot both hold",
-            ));
-        }
-        return Ok(DataCondition::Version(version));
-    }
-
-    Ok(none_match.unwrap_or(DataCondition::Always))
+    Ok(match wire::precondition(headers)? {
+        None => DataCondition::Always,
+        Some(wire::Precondition::Version(v)) => DataCondition::Version(v),
+        // Version 0 is "no document written yet".
+        Some(wire::Precondition::Absent) => DataCondition::Version(0),
+    })
 }
 
 /// `GET /v0/profiles/{id}/data`.

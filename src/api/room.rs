@@ -251,39 +251,11 @@ pub(super) async fn get_key(
 }
 
 fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
-    let bad = |h: &str| {
-        ApiError::bad_request(
-            "invalid_request",
-            format!("{h} must be a version number or *"),
-        )
-    };
-    // Both headers are checked, whichever decides: a malformed one is refused.
-    let none_match = match headers.get(axum::http::header::IF_NONE_MATCH) {
-        None => None,
-        Some(v) => match v.to_str().map(str::trim) {
-            Ok("*") => Some(Condition::Absent),
-            _ => return Err(bad("If-None-Match")),
-        },
-    };
-    if let Some(v) = headers.get(axum::http::header::IF_MATCH) {
-        let t = v
-            .to_str()
-            .map_err(|_| bad("If-Match"))?
-            .trim()
-            .trim_matches('"');
-        let version = t.parse().map_err(|_| bad("If-Match"))?;
-        if none_match.is_some() {
-            // "Exactly this version" and "nothing yet" at once: at most one can hold.
-            return Err(ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "precondition_failed",
-                "If-Match and If-None-Match: * cannot both hold",
-            ));
-        }
-        return Ok(Condition::Version(version));
-    }
-
-    Ok(none_match.unwrap_or(Condition::Always))
+    Ok(match wire::precondition(headers)? {
+        None => Condition::Always,
+        Some(wire::Precondition::Version(v)) => Condition::Version(v),
+        Some(wire::Precondition::Absent) => Condition::Absent,
+    })
 }
 
 fn written(s: &Session, c: &Change) -> Response {

@@ -367,17 +367,6 @@ impl Vault {
 
     /// Profiles of `tenant` that have a data document (also those not saved yet).
     pub(super) async fn data_names(&self, tenant: &str) -> Result<Vec<String>> {
-        let p = format!("tenants/{tenant}/profiles/");
-        Ok(self
-            .store
-            .list(&p)
-            .await?
-            .iter()
-            .filter_map(|m| {
-                m.key[p.len()..]
-                    .strip_suffix("/data.json")
-                    .map(str::to_string)
-            })
-            .collect())
+        self.profiles_with(tenant, "data.json").await
     }
 }

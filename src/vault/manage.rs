@@ -48,18 +48,20 @@ impl Vault {
     /// # Errors
     /// Storage errors.
     pub(super) async fn profile_names(&self, tenant: &str) -> Result<Vec<String>> {
+        self.profiles_with(tenant, "head.json").await
+    }
+
+    /// Ids of the tenant's profiles that hold an object named `file` at their top.
+    pub(super) async fn profiles_with(&self, tenant: &str, file: &str) -> Result<Vec<String>> {
         validate_id("tenant", tenant)?;
         let p = format!("tenants/{tenant}/profiles/");
+        let suffix = format!("/{file}");
         Ok(self
             .store
             .list(&p)
             .await?
             .iter()
-            .filter_map(|m| {
-                m.key[p.len()..]
-                    .strip_suffix("/head.json")
-                    .map(str::to_string)
-            })
+            .filter_map(|m| m.key[p.len()..].strip_suffix(&suffix).map(str::to_string))
             .collect())
     }
 

@@ -370,6 +370,55 @@ pub fn limit() -> Value {
 pub fn if_match() -> Value {
     json!({"type": "string", "pattern": "^\"?[0-9]{1,19}\"?$"})
 }
+/// What a conditional write's headers ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// `If-Match: <version>`.
+    Version(u64),
+    /// `If-None-Match: *`: nothing there yet.
+    Absent,
+}
+
+/// Reads `If-Match` / `If-None-Match` (`None`: neither given). Both are checked whichever
+/// decides: a malformed one is 400; both at once cannot hold (412).
+///
+/// # Errors
+/// `invalid_request`, `precondition_failed`.
+pub fn precondition(headers: &axum::http::HeaderMap) -> Result<Option<Precondition>, ApiError> {
+    let bad = |h: &str| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("{h} must be a version number (If-Match) or * (If-None-Match)"),
+        )
+    };
+    let none_match = match headers.get(axum::http::header::IF_NONE_MATCH) {
+        None => None,
+        Some(v) => match v.to_str().map(str::trim) {
+            Ok("*") => Some(Precondition::Absent),
+            _ => return Err(bad("If-None-Match")),
+        },
+    };
+    let Some(v) = headers.get(axum::http::header::IF_MATCH) else {
+        return Ok(none_match);
+    };
+    let version = v
+        .to_str()
+        .map_err(|_| bad("If-Match"))?
+        .trim()
+        .trim_matches('"')
+        .parse()
+        .map_err(|_| bad("If-Match"))?;
+    if none_match.is_some() {
+        // "Exactly this version" and "nothing yet" at once: at most one can hold.
+        return Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            "If-Match and If-None-Match: * cannot both hold",
+        ));
+    }
+    Ok(Some(Precondition::Version(version)))
+}
+
 /// `If-None-Match` of store writes.
 pub fn if_none_match() -> Value {
     json!({"type": "string", "enum": ["*"]})
