@@ -130,6 +130,52 @@ pub struct ServerConfig {
     /// Seconds a profile lease lives without renewal (another node can take the profile
     /// over that long after this one died).
     pub lease_ttl: u64,
+    /// The secret nodes of one cluster sign their requests to each other with
+    /// (`PV_CLUSTER_SECRET`, at least 16 characters). Required when more than one node runs
+    /// on a store.
+    pub cluster_secret: Option<Secret>,
+    /// The address other nodes reach this one at (`PV_NODE_URL`); default `http://` + the
+    /// listen address when that is not a wildcard.
+    pub node_url: Option<String>,
+    /// Seconds between heartbeats of this node's member record.
+    pub cluster_heartbeat_secs: u64,
+    /// Seconds after its last heartbeat a node counts as dead (its sessions show `node_lost`).
+    pub cluster_node_ttl_secs: u64,
+}
+
+/// A secret from the config: never printed (`Debug` and serialization show `***`).
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret of this text.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
 }
 
 impl Default for ServerConfig {
@@ -162,6 +208,10 @@ impl Default for ServerConfig {
             max_concurrent_saves: 2,
             retry_failed_every: 60,
             lease_ttl: 30,
+            cluster_secret: None,
+            node_url: None,
+            cluster_heartbeat_secs: 2,
+            cluster_node_ttl_secs: 10,
         }
     }
 }
@@ -377,6 +427,23 @@ impl Config {
         }
         if let Some(v) = env("PV_PUBLIC_URL") {
             file.server.public_url = Some(v.trim_end_matches('/').to_string());
+        }
+        if let Some(v) = env("PV_CLUSTER_SECRET") {
+            file.server.cluster_secret = Some(Secret::new(v));
+        }
+        if let Some(v) = env("PV_NODE_URL") {
+            file.server.node_url = Some(v.trim_end_matches('/').to_string());
+        }
+        if file
+            .server
+            .cluster_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().len() < 16)
+        {
+            return Err(Error::Env {
+                name: "PV_CLUSTER_SECRET / server.cluster_secret",
+                message: "must be at least 16 characters".into(),
+            });
         }
         if let Some(v) = env("PV_CHROMIUM") {
             file.server.chromium = Some(v.into());

@@ -11,6 +11,8 @@
 //! - [`profile`]: archives (pack, validate, unpack) and the versioned object format;
 //! - [`store`]: the [`Store`] trait with filesystem and S3 backends and their conformance suite;
 //! - [`vault`]: generations, head records, save/restore/verify/rollback/delete/rekey;
+//! - [`session`]: browser sessions; [`api`]: the HTTP API; [`cluster`]: nodes on one store
+//!   answering as one service;
 //! - [`config`]: the TOML config and `PV_*` environment;
 //! - [`progress`]: progress reporting for long work;
 //! - [`telemetry`]: tracing setup.
@@ -38,5 +40,6 @@ pub use vault::{Base, Vault, VaultOptions};
 pub mod api;
 pub mod audit;
 pub mod cdp;
+pub mod cluster;
 pub mod session;
 pub mod storage_state;

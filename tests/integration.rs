@@ -7,6 +7,7 @@ mod common;
 
 mod api;
 mod cli;
+mod cluster;
 mod contract;
 mod crash;
 mod deploy;

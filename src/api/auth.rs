@@ -121,6 +121,30 @@ impl ApiKeys {
     }
 }
 
+/// The actor another node of the cluster checked and vouched for (`api-key:<tenant>#<id>`,
+/// `admin-token:<session>`, or `-` for a caller only this node can check). Only the
+/// cluster middleware sets this header, after checking the request's signature; it strips
+/// it from every request that comes in from outside.
+pub fn forwarded(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers.get(crate::cluster::sign::H_VERIFIED)?.to_str().ok()
+}
+
+/// The tenant of a forwarded `api-key:<tenant>#<id>` actor.
+pub fn forwarded_tenant(actor: &str) -> Option<&str> {
+    let rest = actor.strip_prefix("api-key:")?;
+    let tenant = rest.split('#').next()?;
+    crate::vault::validate_id("tenant", tenant).ok()?;
+    Some(tenant)
+}
+
+/// The audit id of the caller's API key (or of the key another node checked).
+pub fn actor(keys: &ApiKeys, headers: &axum::http::HeaderMap) -> Option<String> {
+    if let Some(a) = forwarded(headers) {
+        return forwarded_tenant(a).map(|_| a.to_string());
+    }
+    keys.actor_of(bearer(headers)?)
+}
+
 /// The bearer token of a request (header `Authorization: Bearer X`).
 pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     headers

@@ -25,8 +25,7 @@ pub(super) async fn proxy(
     Query(q): Query<TokenQuery>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let token = auth::bearer(&headers).or(q.token.as_deref());
-    let (s, _) = authorize(&state, token, &id)?;
+    let (s, _) = authorize(&state, &headers, q.token.as_deref(), &id)?;
     if !s.is_active() {
         return Err(ApiError::expired());
     }
@@ -120,7 +119,7 @@ pub(super) async fn version(
     Query(q): Query<TokenQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let token = auth::bearer(&headers).or(q.token.as_deref());
-    let (s, _) = authorize(&state, token, &id)?;
+    let (s, _) = authorize(&state, &headers, q.token.as_deref(), &id)?;
     if !s.is_active() {
         return Err(ApiError::expired());
     }

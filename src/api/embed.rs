@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::vm::{authorize, TokenQuery};
-use super::{auth, wire, AppState};
+use super::{wire, AppState};
 use crate::live::{roles, Notice, Role};
 use crate::session::Session;
 
@@ -300,7 +300,7 @@ async fn viewer(s: Arc<Session>, roles: BTreeSet<Role>, socket: WebSocket) {
 
 /// The session of an admin-token or API-key caller, still running.
 fn admin(state: &AppState, headers: &HeaderMap, id: &str) -> Result<Arc<Session>, ApiError> {
-    let (s, _) = authorize(state, auth::bearer(headers), id)?;
+    let (s, _) = authorize(state, headers, None, id)?;
     if !s.is_active() {
         return Err(ApiError::expired());
     }
@@ -465,6 +465,6 @@ pub(super) async fn users(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (s, _) = authorize(&state, auth::bearer(&headers), &id)?;
+    let (s, _) = authorize(&state, &headers, None, &id)?;
     Ok(Json(json!({"users": s.live.users()})))
 }

@@ -7,6 +7,7 @@
 
 pub mod auth;
 mod cdp;
+mod cluster;
 mod data;
 mod embed;
 pub mod error;
@@ -192,6 +193,10 @@ pub fn router(state: AppState) -> Router {
     app.fallback(|| async { error::ApiError::not_found("route") })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cluster::edge,
+        ))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }
@@ -290,6 +295,14 @@ pub async fn serve(
             .clone()
             .run_sweeper(Duration::from_secs(1), stop_rx.clone()),
     );
+    let heartbeat = manager.cluster().cloned().map(|c| {
+        let (m1, m2) = (manager.clone(), manager.clone());
+        tokio::spawn(c.run_heartbeat(
+            move || m1.active_count(),
+            move |id| m2.get(id).is_some_and(|s| s.is_active()),
+            stop_rx.clone(),
+        ))
+    });
     let app = router(state);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -319,5 +332,12 @@ pub async fn serve(
     };
     let (result, ()) = tokio::join!(drain, end_sessions);
     let _ = sweeper.await;
+    if let Some(h) = heartbeat {
+        let _ = h.await;
+    }
+    // Every session ended and its record says so: the node leaves.
+    if let Some(c) = manager.cluster() {
+        c.leave().await;
+    }
     result
 }

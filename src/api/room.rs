@@ -58,7 +58,7 @@ fn authorize_room(
 ) -> Result<(Arc<Session>, bool), ApiError> {
     let query_token = wire::query_value(raw, "token");
     let token = auth::bearer(headers).or(query_token.as_deref());
-    match authorize(state, token, id) {
+    match authorize(state, headers, query_token.as_deref(), id) {
         Ok((s, _)) => return Ok((s, true)),
         Err(e) if e.status == StatusCode::NOT_FOUND => return Err(e),
         Err(_) => {}

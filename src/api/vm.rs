@@ -117,8 +117,14 @@ fn parse_profile(v: Option<&Value>) -> Result<ProfileRequest, ApiError> {
     })
 }
 
-/// Resolves the caller's tenant from an API key.
+/// Resolves the caller's tenant from an API key (or from the API key another node of the
+/// cluster checked, see [`auth::forwarded`]).
 pub(super) fn api_tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    if let Some(actor) = auth::forwarded(headers) {
+        return auth::forwarded_tenant(actor)
+            .map(str::to_string)
+            .ok_or_else(ApiError::unauthorized);
+    }
     let token = auth::bearer(headers).ok_or_else(ApiError::unauthorized)?;
     state
         .keys
@@ -134,14 +140,33 @@ pub(super) enum Actor {
     AdminToken,
 }
 
-/// Finds session `id` for a caller holding `token`. Unknown ids and other tenants' ids
-/// answer 404 alike; a token that is neither a key nor this session's admin token, 401.
+/// Finds session `id` for a caller holding the bearer token of `headers` (else
+/// `query_token`), or vouched for by another node. Unknown ids and other tenants' ids answer
+/// 404 alike; a token that is neither a key nor this session's admin token, 401.
 pub(super) fn authorize(
     state: &AppState,
-    token: Option<&str>,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
     id: &str,
 ) -> Result<(std::sync::Arc<Session>, Actor), ApiError> {
-    let token = token.ok_or_else(ApiError::unauthorized)?;
+    if let Some(actor) = auth::forwarded(headers) {
+        let session = state.manager.get(id);
+        if let Some(t) = auth::forwarded_tenant(actor) {
+            return match session {
+                Some(s) if s.tenant == t => Ok((s, Actor::ApiKey)),
+                _ => Err(ApiError::not_found("session")),
+            };
+        }
+        if actor.strip_prefix("admin-token:") == Some(id) {
+            return session
+                .map(|s| (s, Actor::AdminToken))
+                .ok_or_else(|| ApiError::not_found("session"));
+        }
+        // "-": the caller's own token came along; it is checked below.
+    }
+    let token = auth::bearer(headers)
+        .or(query_token)
+        .ok_or_else(ApiError::unauthorized)?;
     let tenant = state.keys.tenant_of(token);
     let session = state.manager.get(id);
     match (tenant, session) {
@@ -235,9 +260,7 @@ pub(super) async fn create(
         }
     }
     let ignored: Vec<String> = ignored.into_iter().collect();
-    let actor = auth::bearer(&headers)
-        .and_then(|t| state.keys.actor_of(t))
-        .unwrap_or_else(|| format!("api-key:{tenant}"));
+    let actor = auth::actor(&state.keys, &headers).unwrap_or_else(|| format!("api-key:{tenant}"));
     let launch = LaunchOptions {
         start_url: req.start_url.clone(),
         ..LaunchOptions::default()
@@ -329,20 +352,46 @@ pub(super) async fn list(
     let tenant = api_tenant(&state, &headers)?;
     let q: ListQuery = wire::query(LIST_QUERY, raw.as_deref())?;
     let limit = q.limit.unwrap_or(100);
-    let all = state.manager.list(&tenant, true);
-    let page: Vec<_> = all
+    // This node's sessions as they are now, and the other live nodes' from their records.
+    let mut all: std::collections::BTreeMap<String, Value> = state
+        .manager
+        .list(&tenant, true)
         .iter()
-        .filter(|s| {
-            q.after_id
-                .as_ref()
-                .is_none_or(|a| s.id.as_str() > a.as_str())
+        .map(|s| {
+            (
+                s.id.clone(),
+                serde_json::to_value(s.info()).expect("info serializes"),
+            )
         })
+        .collect();
+    if let Some(c) = state.manager.cluster() {
+        let records = c.records(Some(&tenant)).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                format!("cannot list the cluster's sessions: {e}"),
+            )
+        })?;
+        for r in records {
+            if !r.active || r.node == c.node() || all.contains_key(&r.session_id) {
+                continue;
+            }
+            if let crate::cluster::Owner::Alive(_) = c.owner(&r.node).await {
+                all.insert(r.session_id.clone(), r.info);
+            }
+        }
+    }
+    let page: Vec<_> = all
+        .into_iter()
+        .filter(|(id, _)| q.after_id.as_ref().is_none_or(|a| id.as_str() > a.as_str()))
         .take(limit + 1)
         .collect();
     let more = page.len() > limit;
-    let items: Vec<_> = page.iter().take(limit).map(|s| s.info()).collect();
+    let items: Vec<Value> = page.into_iter().take(limit).map(|(_, v)| v).collect();
     let next = if more {
-        items.last().map(|i| i.session_id.clone())
+        items
+            .last()
+            .and_then(|i| i["session_id"].as_str().map(str::to_string))
     } else {
         None
     };
@@ -357,7 +406,7 @@ pub(super) async fn get_one(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (s, _) = authorize(&state, auth::bearer(&headers), &id)?;
+    let (s, _) = authorize(&state, &headers, None, &id)?;
     Ok(Json(
         serde_json::to_value(s.info()).expect("info serializes"),
     ))
@@ -375,7 +424,7 @@ pub(super) async fn delete(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let (s, actor) = authorize(&state, auth::bearer(&headers), &id)?;
+    let (s, actor) = authorize(&state, &headers, None, &id)?;
     let q: DeleteQuery = wire::query(DELETE_QUERY, raw.as_deref())?;
     if !s.is_active() {
         return Err(ApiError::expired());
@@ -402,7 +451,7 @@ pub(super) async fn ping(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (s, _) = authorize(&state, auth::bearer(&headers), &id)?;
+    let (s, _) = authorize(&state, &headers, None, &id)?;
     if !s.is_active() {
         return Err(ApiError::expired());
     }

@@ -163,6 +163,34 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             store_watch_max: Duration::from_secs(s.store_watch_max_secs.max(1)),
         },
     )?;
+    // The cluster: a member record in the store (refused when other nodes run with another
+    // secret, or this node has none), and session records every node answers from.
+    let node_url = s
+        .node_url
+        .clone()
+        .or_else(|| (!addr.ip().is_unspecified()).then(|| format!("http://{addr}")));
+    if node_url.is_none() {
+        tracing::warn!("listening on a wildcard address without server.node_url (PV_NODE_URL): other nodes cannot forward requests to this one");
+    }
+    let cluster = profile_vault::cluster::Cluster::new(
+        manager.vault().store().clone(),
+        manager.node_id(),
+        profile_vault::cluster::ClusterConfig {
+            node_url: node_url.clone(),
+            secret: s.cluster_secret.clone(),
+            heartbeat: Duration::from_secs(s.cluster_heartbeat_secs.max(1)),
+            node_ttl: Duration::from_secs(
+                s.cluster_node_ttl_secs
+                    .max(s.cluster_heartbeat_secs.max(1) * 2),
+            ),
+            capacity: s.max_sessions,
+        },
+    );
+    cluster
+        .join(node_url, 0)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot join the cluster: {e}"))?;
+    manager.attach_cluster(cluster);
     {
         let m = manager.clone();
         tokio::spawn(async move {

@@ -218,6 +218,7 @@ pub struct Manager {
     recovering: AtomicUsize,
     retrying: Mutex<std::collections::HashSet<String>>,
     node_id: String,
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -270,7 +271,51 @@ impl Manager {
             recovering: AtomicUsize::new(0),
             retrying: Mutex::new(std::collections::HashSet::new()),
             node_id,
+            cluster: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// This node's id (`<data_dir>/node-id`).
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Makes this manager a cluster node: it publishes every session's record to `cluster`.
+    /// Set once; later calls are ignored.
+    pub fn attach_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The cluster this node belongs to, if any.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Writes the session's public record for the other nodes (best effort: a failure is
+    /// logged, and the next change writes it again).
+    pub(crate) async fn publish(&self, s: &Session) {
+        let Some(c) = self.cluster.get() else {
+            return;
+        };
+        let _order = s.published.lock().await;
+        let info = s.info();
+        let record = crate::cluster::SessionRecord {
+            format: 1,
+            session_id: s.id.clone(),
+            tenant: s.tenant.clone(),
+            node: self.node_id.clone(),
+            admin_token_sha256: s
+                .admin_token_hash
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            active: info.end_reason.is_none(),
+            updated_ms: now_ms(),
+            info: serde_json::to_value(&info).expect("info serializes"),
+        };
+        if let Err(e) = c.put_record(&record).await {
+            tracing::warn!(session = %s.id, error = %e, "could not publish the session record to the cluster");
+        }
     }
 
     /// The vault.
@@ -490,6 +535,7 @@ impl Manager {
         );
         let session = Arc::new(Session {
             id: id.clone(),
+            node: self.node_id.clone(),
             tenant: tenant.into(),
             admin_token_hash: token_hash(&admin_token),
             profile_id,
@@ -526,12 +572,14 @@ impl Manager {
             pending_bookmarks: Mutex::new(Vec::new()),
             data_at_load,
             identity: record.identity.clone(),
+            published: tokio::sync::Mutex::new(()),
         });
         self.sessions
             .lock()
             .expect("sessions lock")
             .insert(id.clone(), session.clone());
         self.counters.started.fetch_add(1, Ordering::Relaxed);
+        self.publish(&session).await;
         tracing::info!(session = %id, tenant, profile = ?session.profile_id, loaded, save, "session started");
         Ok((session, admin_token))
     }

@@ -18,6 +18,7 @@ impl Manager {
             state: "ending".into(),
             identity: s.identity.clone(),
         };
+        self.publish(&s).await;
         if let Some(mut b) = s.browser.lock().await.take() {
             record.pid = b.pid();
             self.write_record(&record);
@@ -53,6 +54,7 @@ impl Manager {
             self.release_profile(&s.tenant, p, &s.id);
         }
         self.counters.ended.fetch_add(1, Ordering::Relaxed);
+        self.publish(&s).await;
         s.done.send_replace(true);
         if let Some(hook) = &s.webhook {
             let info = s.info();
@@ -90,6 +92,7 @@ impl Manager {
         waiting.fetch_sub(1, Ordering::Relaxed);
         if let Some(s) = s {
             s.status.lock().expect("status lock").save = SaveState::Saving;
+            self.publish(s).await;
         }
         let t = std::time::Instant::now();
         let actor = match s {

@@ -44,6 +44,8 @@ pub enum EndReason {
     Shutdown,
     /// Found running after a daemon crash.
     Recovered,
+    /// The node running it stopped answering (seen from the other nodes of a cluster).
+    NodeLost,
 }
 
 /// Save progress of a session.
@@ -86,6 +88,8 @@ pub(super) struct Status {
 pub struct Session {
     /// Session id (uuid).
     pub id: String,
+    /// The node running it.
+    pub node: String,
     /// Owning tenant.
     pub tenant: String,
     pub(super) admin_token_hash: [u8; 32],
@@ -128,6 +132,8 @@ pub struct Session {
     pub data_at_load: Option<vault::DataDoc>,
     /// The browser identity it runs with (pinned to the profile when it saves).
     pub identity: vault::Identity,
+    /// Serializes writes of its cluster record, so the last state is the last written.
+    pub(super) published: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Session {
@@ -155,6 +161,8 @@ pub(super) fn token_hash(token: &str) -> [u8; 32] {
 pub struct SessionInfo {
     /// Session id.
     pub session_id: String,
+    /// The node running it.
+    pub node: String,
     /// Creation, Unix seconds.
     pub created_at: u64,
     /// When a timeout would end it now (Unix seconds), if any.
@@ -254,6 +262,7 @@ impl Session {
         let st = self.status.lock().expect("status lock");
         SessionInfo {
             session_id: self.id.clone(),
+            node: self.node.clone(),
             created_at: self.created_at,
             expires_at: if st.ended.is_none() {
                 self.deadline().map(|(ms, _)| ms.div_ceil(1000))

@@ -128,14 +128,31 @@ impl Manager {
         }
         // Forget sessions that ended more than an hour ago.
         let cutoff = now / 1000 - 3600.min(now / 1000);
-        self.sessions.lock().expect("sessions lock").retain(|_, s| {
-            s.status
-                .lock()
-                .expect("status lock")
-                .ended
-                .is_none_or(|(t, _)| t > cutoff)
-                || !*s.done.borrow()
-        });
+        let mut forgotten = Vec::new();
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .retain(|id, s| {
+                let keep = s
+                    .status
+                    .lock()
+                    .expect("status lock")
+                    .ended
+                    .is_none_or(|(t, _)| t > cutoff)
+                    || !*s.done.borrow();
+                if !keep {
+                    forgotten.push(id.clone());
+                }
+                keep
+            });
+        if let (Some(c), false) = (self.cluster.get(), forgotten.is_empty()) {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for id in forgotten {
+                    c.delete_record(&id).await;
+                }
+            });
+        }
         n
     }
 

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const KEY_T1: &str = "key-tenant-one-0123456789";
 pub const KEY_T2: &str = "key-tenant-two-0123456789";
+pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789";
 
 /// How the daemon stores profiles.
 #[derive(Clone, Debug)]
@@ -42,6 +43,8 @@ impl Daemon {
                 "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
             )
             .env("PV_LOG", "info,profile_vault=trace")
+            // Daemons that share a store form a cluster, which needs its secret.
+            .env("PV_CLUSTER_SECRET", CLUSTER_SECRET)
             .env_remove("PV_STORE")
             .env_remove("PV_CONFIG");
         if let StoreKind::LocalStack(prefix) = &store {

@@ -127,6 +127,11 @@ pub const ERRORS: &[(&str, u16, &str)] = &[
         "the stored profile failed authentication or validation",
     ),
     (
+        "cluster_auth_failed",
+        401,
+        "a request between nodes failed the cluster secret check",
+    ),
+    (
         "upgrade_required",
         426,
         "a WebSocket endpoint requested without an upgrade",
@@ -158,6 +163,11 @@ pub const ERRORS: &[(&str, u16, &str)] = &[
     ),
     ("browser_failed", 503, "Chromium could not be started"),
     ("shutting_down", 503, "the daemon is shutting down"),
+    (
+        "node_unreachable",
+        503,
+        "the cluster node running the session cannot be reached",
+    ),
     (
         "save_failed",
         503,

@@ -41,11 +41,12 @@ fn session_info() -> Value {
     object(
         json!({
             "session_id": {"type": "string"},
+            "node": {"type": "string", "description": "the node running it"},
             "created_at": unix_secs(),
             "expires_at": nullable(unix_secs()),
             "termination_date": nullable(unix_secs()),
             "end_reason": {"type": "string", "nullable": true,
-                "enum": ["client", "admin", "inactive", "absolute", "offline", "crash", "shutdown", "recovered", null]},
+                "enum": ["client", "admin", "inactive", "absolute", "offline", "crash", "shutdown", "recovered", "node_lost", null]},
             "profile": profile_info(),
             "save": save_state(),
             "cdp_clients": {"type": "integer", "minimum": 0},
@@ -53,6 +54,7 @@ fn session_info() -> Value {
         }),
         &[
             "session_id",
+            "node",
             "created_at",
             "expires_at",
             "termination_date",

@@ -1,0 +1,188 @@
+//! Public session records: `cluster/sessions/<id>.json`, written by the owner node at every
+//! change it makes (start, end, save progress) and deleted when it forgets the session. They
+//! hold no secret: the admin token only as its SHA-256.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+
+use super::{now_ms, Cluster, Owner};
+use crate::store::{self, PutBody, PutMode};
+
+/// Prefix of session records.
+pub const PREFIX: &str = "cluster/sessions/";
+
+/// Records of lost nodes are removed this long after the node was lost.
+const LOST_KEEP_MS: u64 = 3_600_000;
+
+/// One session as every node sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Record format (1).
+    pub format: u32,
+    /// Session id.
+    pub session_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// The node running it.
+    pub node: String,
+    /// SHA-256 of its admin token, hex.
+    pub admin_token_sha256: String,
+    /// Whether it still runs (as its owner last wrote).
+    pub active: bool,
+    /// Last write, Unix milliseconds.
+    pub updated_ms: u64,
+    /// The view `GET /v0/vm/{id}` answers.
+    pub info: Value,
+}
+
+impl SessionRecord {
+    /// Whether `token` is this session's admin token (constant time).
+    pub fn admin_token_matches(&self, token: &str) -> bool {
+        let hex = token_sha256(token);
+        bool::from(hex.as_bytes().ct_eq(self.admin_token_sha256.as_bytes()))
+    }
+
+    /// The view of a session whose node was lost at `since_ms`: ended with `node_lost`
+    /// (unless it had ended before), nobody connected, the save state as it was known.
+    pub fn lost_view(&self, since_ms: u64) -> Value {
+        let mut v = self.info.clone();
+        if self.active || v["end_reason"].is_null() {
+            v["end_reason"] = "node_lost".into();
+            v["termination_date"] = since_ms.div_ceil(1000).max(self.updated_ms / 1000).into();
+        }
+        v["expires_at"] = Value::Null;
+        v["cdp_clients"] = 0.into();
+        v["viewers"] = Value::Array(Vec::new());
+        v
+    }
+}
+
+/// SHA-256 of a token, lowercase hex (what records keep of admin tokens).
+pub fn token_sha256(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `id` can name a record (session ids are uuids).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn key(id: &str) -> String {
+    format!("{PREFIX}{id}.json")
+}
+
+fn parse(bytes: &[u8]) -> Option<SessionRecord> {
+    let r: SessionRecord = serde_json::from_slice(bytes).ok()?;
+    (r.format == 1 && valid_id(&r.session_id)).then_some(r)
+}
+
+impl Cluster {
+    /// Writes a record (the owner's latest view wins).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn put_record(&self, r: &SessionRecord) -> store::Result<()> {
+        let body = Bytes::from(serde_json::to_vec(r).expect("record serializes"));
+        self.store
+            .put(
+                &key(&r.session_id),
+                PutBody::Bytes(body),
+                PutMode::Overwrite,
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// The record of session `id`.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn record(&self, id: &str) -> store::Result<Option<SessionRecord>> {
+        if !valid_id(id) {
+            return Ok(None);
+        }
+        match self.store.get(&key(id)).await {
+            Ok(g) => Ok(parse(&g.bytes().await?).filter(|r| r.session_id == id)),
+            Err(store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every record (of one tenant, if given), read 16 at a time.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn records(&self, tenant: Option<&str>) -> store::Result<Vec<SessionRecord>> {
+        let keys: Vec<String> = self
+            .store
+            .list(PREFIX)
+            .await?
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        let mut reads = futures_util::stream::iter(keys)
+            .map(|k| async move {
+                match self.store.get(&k).await {
+                    Ok(g) => g.bytes().await.map(|b| parse(&b)),
+                    Err(store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(16);
+        let mut out = Vec::new();
+        while let Some(r) = reads.next().await {
+            if let Some(r) = r? {
+                if tenant.is_none_or(|t| t == r.tenant) {
+                    out.push(r);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        Ok(out)
+    }
+
+    /// Deletes the record of session `id`.
+    pub async fn delete_record(&self, id: &str) {
+        if !valid_id(id) {
+            return;
+        }
+        if let Err(e) = self.store.delete(&key(id)).await {
+            if !matches!(e, store::Error::NotFound { .. }) {
+                tracing::warn!(session = %id, error = %e, "could not delete the session record");
+            }
+        }
+    }
+
+    /// Removes records of nodes lost more than an hour ago, and marks this node's own records
+    /// of sessions it no longer runs (`running` says which it does) as ended.
+    pub async fn sweep_records(&self, running: &(dyn Fn(&str) -> bool + Sync)) {
+        let Ok(all) = self.records(None).await else {
+            return;
+        };
+        let now = now_ms();
+        for r in all {
+            match self.owner(&r.node).await {
+                Owner::Lost(since) if now.saturating_sub(since) > LOST_KEEP_MS => {
+                    self.delete_record(&r.session_id).await;
+                }
+                Owner::Me if r.active && !running(&r.session_id) => {
+                    // Left by a previous run of this node that ended without updating it.
+                    let mut r2 = r.clone();
+                    r2.info = r.lost_view(r.updated_ms);
+                    r2.info["end_reason"] = "recovered".into();
+                    r2.active = false;
+                    r2.updated_ms = now;
+                    let _ = self.put_record(&r2).await;
+                }
+                _ => {}
+            }
+        }
+    }
+}

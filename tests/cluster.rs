@@ -1,0 +1,502 @@
+//! One service behind one address: three real daemons on one store behind a real nginx
+//! (round robin). Every call of a session's life made through the balancer succeeds, a full
+//! node places sessions on the others, a node killed with -9 shows its sessions as
+//! `node_lost` from the others, a node without (or with another) cluster secret is refused,
+//! forged forwards are refused, and a restarted node rejoins.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::common::daemon::*;
+
+/// nginx from Debian, in the foreground, on its own prefix under a temp dir.
+struct Nginx {
+    child: Child,
+}
+
+impl Nginx {
+    fn start(dir: &Path, port: u16, upstreams: &[&str]) -> Nginx {
+        let bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "nginx"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("-v").output().is_ok())
+            .expect("nginx is installed (.ci/install-deps installs it from Debian)");
+        let servers: String = upstreams
+            .iter()
+            .map(|u| format!("server {u} max_fails=0;\n"))
+            .collect();
+        let d = dir.display();
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        let conf = format!(
+            r#"worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy;
+  fastcgi_temp_path {d}/tmp/fcgi; uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
+  upstream pv {{ {servers} }}
+  map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://pv;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header Host $host:$server_port;
+      proxy_buffering off;
+      proxy_read_timeout 300s;
+    }}
+  }}
+}}
+"#
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Nginx { child };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "nginx did not start: {}",
+            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ok(st: u16, v: &Value, what: &str) {
+    assert_eq!(st, 200, "{what}: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_behind_one_address_answer_for_every_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().join("store").display());
+    let cfg = dir.path().join("cluster.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nmax_sessions = 1\ncluster_heartbeat_secs = 1\ncluster_node_ttl_secs = 4\nlease_ttl = 3\n",
+    )
+    .unwrap();
+    let lb_port = free_port();
+    let lb = format!("127.0.0.1:{lb_port}");
+    let public = format!("http://{lb}");
+    let env = [
+        ("PV_STORE", store.as_str()),
+        ("PV_CONFIG", cfg.to_str().unwrap()),
+        ("PV_PUBLIC_URL", public.as_str()),
+    ];
+    let mut nodes = vec![
+        Daemon::start(&dir.path().join("a"), StoreKind::Fs, &env),
+        Daemon::start(&dir.path().join("b"), StoreKind::Fs, &env),
+        Daemon::start(&dir.path().join("c"), StoreKind::Fs, &env),
+    ];
+    let addrs: Vec<String> = nodes.iter().map(|d| d.addr.clone()).collect();
+    let _nginx = Nginx::start(
+        &dir.path().join("nginx"),
+        lb_port,
+        &addrs.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let site = test_site().await;
+
+    // Create through the balancer, then every call of the session through it.
+    let (st, s1) = http(
+        &lb,
+        "POST",
+        "/v0/vm",
+        Some(KEY_T1),
+        Some(r#"{"profile":{"save":true}}"#),
+    )
+    .await;
+    ok(st, &s1, "create");
+    let id1 = s1["session_id"].as_str().unwrap().to_string();
+    let admin1 = s1["admin_token"].as_str().unwrap().to_string();
+    assert!(
+        s1["cdp_url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("ws://{lb}/")),
+        "{s1}"
+    );
+    let mut owner = None;
+    for i in 0..6 {
+        let (st, v) = http(&lb, "GET", &format!("/v0/vm/{id1}"), Some(KEY_T1), None).await;
+        ok(st, &v, "get");
+        assert!(v["end_reason"].is_null(), "{v}");
+        let node = v["node"].as_str().unwrap().to_string();
+        assert!(owner.get_or_insert(node.clone()) == &node, "one owner");
+        let (st, v) = http(
+            &lb,
+            "POST",
+            &format!("/v0/vm/{id1}/ping"),
+            Some(&admin1),
+            None,
+        )
+        .await;
+        ok(st, &v, "ping with the admin token");
+        let (st, v) = http(&lb, "GET", "/v0/vm", Some(KEY_T1), None).await;
+        ok(st, &v, "list");
+        let ids: Vec<&str> = v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["session_id"].as_str())
+            .collect();
+        assert_eq!(ids, vec![id1.as_str()], "the cluster's sessions: {v}");
+        let (st, v) = http(
+            &lb,
+            "PUT",
+            &format!("/v0/vm/{id1}/store/k{i}"),
+            Some(&admin1),
+            Some(&i.to_string()),
+        )
+        .await;
+        ok(st, &v, "store put");
+        let (st, v) = http(
+            &lb,
+            "GET",
+            &format!("/v0/vm/{id1}/store/k{i}"),
+            Some(KEY_T1),
+            None,
+        )
+        .await;
+        ok(st, &v, "store get");
+        assert_eq!(v["value"], i, "{v}");
+        // Another tenant's key: 404 from every node, as on one node.
+        let (st, _) = http(&lb, "GET", &format!("/v0/vm/{id1}"), Some(KEY_T2), None).await;
+        assert_eq!(st, 404);
+    }
+    let owner = owner.unwrap();
+
+    // CDP through the balancer: Playwright and Puppeteer, then our own client writing state.
+    let node_dir = std::path::PathBuf::from(
+        std::env::var("PV_TEST_NODE_DIR").expect("PV_TEST_NODE_DIR (scripts/test.sh sets it)"),
+    );
+    let script = node_dir.join(format!("cdp-clients-{}.mjs", uuid::Uuid::new_v4().simple()));
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/cdp-clients.mjs"),
+        &script,
+    )
+    .unwrap();
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(s1["cdp_url"].as_str().unwrap())
+        .output()
+        .await
+        .unwrap();
+    let _ = std::fs::remove_file(&script);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("pw-ok") && text.contains("pp-ok"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cdp = Cdp::connect(s1["cdp_url"].as_str().unwrap()).await;
+    cdp.goto(&format!("{site}/set?v=clustered")).await;
+    cdp.close().await;
+
+    // The viewer through the balancer: the embed page and its socket's first message.
+    let embed = s1["embed_url"].as_str().unwrap();
+    let path = embed.strip_prefix(&public).unwrap();
+    let (st, page) = http_raw(&lb, "GET", path, None, None).await;
+    assert!(st == 200 && page.contains("<html"), "{st} {page:.200}");
+    let sock = format!("ws://{lb}{}", path.replacen("/embed?", "/embed/socket?", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&sock)
+        .await
+        .expect("viewer socket through the balancer");
+    let first = tokio::time::timeout(Duration::from_secs(20), ws.next())
+        .await
+        .expect("viewer message")
+        .unwrap()
+        .unwrap();
+    assert!(first.is_text(), "{first:?}");
+    drop(ws);
+    // The admin token does not open the live view on any node.
+    let (st, _) = http(
+        &lb,
+        "GET",
+        &format!("/v0/vm/{id1}/embed?token={admin1}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, 403);
+
+    // End with a save through the balancer.
+    let (st, v) = http(
+        &lb,
+        "DELETE",
+        &format!("/v0/vm/{id1}?wait=true"),
+        Some(KEY_T1),
+        None,
+    )
+    .await;
+    ok(st, &v, "delete");
+    assert_eq!(v["save"]["state"], "saved", "{v}");
+    let (st, v) = http(&lb, "GET", &format!("/v0/vm/{id1}"), Some(KEY_T1), None).await;
+    ok(st, &v, "get after the end");
+    assert_eq!(v["end_reason"], "client", "{v}");
+
+    // Load it on another node: its cookie is back.
+    // (Asked of a node other than the first owner: the balancer's round robin is in step
+    // with this test's calls.)
+    let other = nodes
+        .iter()
+        .position(|d| {
+            std::fs::read_to_string(d.data.join("node-id"))
+                .unwrap()
+                .trim()
+                != owner
+        })
+        .unwrap();
+    let (st, s2) = http(
+        &addrs[other],
+        "POST",
+        "/v0/vm",
+        Some(KEY_T1),
+        Some(&json!({"profile": {"load": id1, "save": true}}).to_string()),
+    )
+    .await;
+    ok(st, &s2, "load on another node");
+    let (_, info) = http(
+        &lb,
+        "GET",
+        &format!("/v0/vm/{}", s2["session_id"].as_str().unwrap()),
+        Some(KEY_T1),
+        None,
+    )
+    .await;
+    assert_ne!(info["node"], owner.as_str(), "{info}");
+    let id2 = s2["session_id"].as_str().unwrap().to_string();
+    let mut cdp = Cdp::connect(s2["cdp_url"].as_str().unwrap()).await;
+    cdp.goto(&format!("{site}/get")).await;
+    let cookies = cdp.eval("document.cookie").await;
+    assert!(
+        cookies.as_str().unwrap().contains("pv_cookie=clustered"),
+        "{cookies}"
+    );
+    cdp.close().await;
+    // A saving session of it elsewhere: 409 from any node.
+    for a in &addrs {
+        let (st, v) = http(
+            a,
+            "POST",
+            "/v0/vm",
+            Some(KEY_T1),
+            Some(&json!({"profile": {"load": id1, "save": true}}).to_string()),
+        )
+        .await;
+        assert_eq!(
+            (st, v["error"].as_str()),
+            (409, Some("profile_in_use")),
+            "{v}"
+        );
+    }
+
+    // Placement: the node running id2 is full; two more sessions asked of it start on the
+    // other two nodes; then every node is full.
+    let (_, info2) = http(&lb, "GET", &format!("/v0/vm/{id2}"), Some(KEY_T1), None).await;
+    let full = nodes
+        .iter()
+        .position(|d| {
+            let id_file = std::fs::read_to_string(d.data.join("node-id")).unwrap();
+            id_file.trim() == info2["node"].as_str().unwrap()
+        })
+        .unwrap();
+    let mut placed = Vec::new();
+    for _ in 0..2 {
+        let (st, v) = http(&addrs[full], "POST", "/v0/vm", Some(KEY_T1), Some("{}")).await;
+        ok(st, &v, "placed create");
+        let id = v["session_id"].as_str().unwrap().to_string();
+        let (_, info) = http(
+            &addrs[full],
+            "GET",
+            &format!("/v0/vm/{id}"),
+            Some(KEY_T1),
+            None,
+        )
+        .await;
+        placed.push((id, info["node"].as_str().unwrap().to_string()));
+    }
+    let mut on: Vec<&str> = placed.iter().map(|(_, n)| n.as_str()).collect();
+    on.push(info2["node"].as_str().unwrap());
+    on.sort();
+    on.dedup();
+    assert_eq!(on.len(), 3, "one session on each node: {placed:?}");
+    let (st, v) = http(&lb, "POST", "/v0/vm", Some(KEY_T1), Some("{}")).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (429, Some("too_many_sessions")),
+        "{v}"
+    );
+
+    // kill -9 of a node: its session shows node_lost from the others within the timeout.
+    let (victim_id, victim_node) = placed[0].clone();
+    let victim = nodes
+        .iter()
+        .position(|d| {
+            std::fs::read_to_string(d.data.join("node-id"))
+                .unwrap()
+                .trim()
+                == victim_node
+        })
+        .unwrap();
+    nodes[victim].kill9();
+    let start = std::time::Instant::now();
+    let survivor = &addrs[(victim + 1) % 3];
+    loop {
+        let (st, v) = http(
+            survivor,
+            "GET",
+            &format!("/v0/vm/{victim_id}"),
+            Some(KEY_T1),
+            None,
+        )
+        .await;
+        if st == 200 && v["end_reason"] == "node_lost" {
+            assert!(
+                v["termination_date"].is_u64() && v["expires_at"].is_null(),
+                "{v}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "never node_lost: {st} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (st, v) = http(survivor, "GET", "/v0/vm", Some(KEY_T1), None).await;
+    ok(st, &v, "list after the loss");
+    assert!(
+        !v.to_string().contains(&victim_id),
+        "a lost session is not listed: {v}"
+    );
+    let (st, v) = http(
+        survivor,
+        "DELETE",
+        &format!("/v0/vm/{victim_id}"),
+        Some(KEY_T1),
+        None,
+    )
+    .await;
+    assert_eq!(st, 410, "{v}");
+
+    // A node without the secret, or with another one, is refused.
+    for secret in ["", "another-cluster-secret-0123"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_profile-vault"))
+            .arg("--data-dir")
+            .arg(dir.path().join(format!("x{}", secret.len())))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("PV_API_KEYS", format!("t1:{KEY_T1}"))
+            .env(
+                "PV_MASTER_KEYS",
+                "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+            )
+            .env("PV_STORE", &store)
+            .env("PV_CONFIG", &cfg)
+            .env("PV_CLUSTER_SECRET", secret)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && err.contains("cannot join the cluster")
+                && err.contains("cluster_secret"),
+            "{err}"
+        );
+    }
+    // A forged forward (a made-up signature) is refused.
+    let forged = {
+        let mut s = tokio::net::TcpStream::connect(survivor.as_str())
+            .await
+            .unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let req = format!("GET /v0/vm HTTP/1.1\r\nHost: x\r\nConnection: close\r\nx-pv-cluster-node: n\r\nx-pv-cluster-target: n\r\nx-pv-cluster-time: 1\r\nx-pv-cluster-actor: api-key:t1#00000000\r\nx-pv-cluster-sig: {}\r\nx-pv-verified-actor: api-key:t1#0\r\n\r\n", "0".repeat(64));
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    assert!(
+        forged.starts_with("HTTP/1.1 401") && forged.contains("cluster_auth_failed"),
+        "{forged}"
+    );
+    // A header claiming an already checked caller, from outside, is ignored.
+    let (st, _) = {
+        let mut s = tokio::net::TcpStream::connect(survivor.as_str())
+            .await
+            .unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"GET /v0/vm HTTP/1.1\r\nHost: x\r\nConnection: close\r\nx-pv-verified-actor: api-key:t1#0\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        (out.split_whitespace().nth(1).unwrap_or("").to_string(), ())
+    };
+    assert_eq!(st, "401");
+
+    // The killed node restarts and rejoins: a session on it is reachable through the others.
+    let data = nodes[victim].data.clone();
+    let _old = std::mem::replace(
+        &mut nodes[victim],
+        Daemon::start(&data, StoreKind::Fs, &env),
+    );
+    let back = nodes[victim].addr.clone();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (st, v) = http(&back, "POST", "/v0/vm", Some(KEY_T1), Some("{}")).await;
+    ok(st, &v, "create on the restarted node");
+    let id3 = v["session_id"].as_str().unwrap().to_string();
+    let (st, v) = http(
+        survivor,
+        "GET",
+        &format!("/v0/vm/{id3}"),
+        Some(KEY_T1),
+        None,
+    )
+    .await;
+    ok(st, &v, "get through another node");
+    assert_eq!(v["node"], victim_node.as_str());
+    let (st, v) = http(
+        survivor,
+        "DELETE",
+        &format!("/v0/vm/{id3}?wait=true"),
+        Some(KEY_T1),
+        None,
+    )
+    .await;
+    ok(st, &v, "delete through another node");
+}
