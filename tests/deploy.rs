@@ -22,6 +22,8 @@ fn kubernetes_manifests_parse_and_fit_together() {
     let mut kinds = Vec::new();
     let mut grace = 0;
     let mut shutdown_grace = 0;
+    let mut cluster_secret = None;
+    let mut secrets = Vec::new();
     for e in std::fs::read_dir(root().join("deploy/k8s")).unwrap() {
         let p = e.unwrap().path();
         let rel = p
@@ -47,7 +49,24 @@ fn kubernetes_manifests_parse_and_fit_together() {
                     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
                     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
                     assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+                    // The cluster: each pod's own address, and the shared secret.
+                    let env = c["env"].as_sequence().unwrap();
+                    let var = |n: &str| env.iter().find(|e| e["name"] == n).cloned();
+                    assert_eq!(
+                        var("PV_POD_IP").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
+                        "status.podIP"
+                    );
+                    assert!(var("PV_NODE_URL").unwrap()["value"]
+                        .as_str()
+                        .unwrap()
+                        .contains("$(PV_POD_IP)"));
+                    let r = &var("PV_CLUSTER_SECRET").unwrap()["valueFrom"]["secretKeyRef"];
+                    cluster_secret = Some((
+                        r["name"].as_str().unwrap().to_string(),
+                        r["key"].as_str().unwrap().to_string(),
+                    ));
                 }
+                "Secret" => secrets.push(d.clone()),
                 "ConfigMap" => {
                     let toml_text = d["data"]["config.toml"].as_str().unwrap();
                     let dir = tempfile::tempdir().unwrap();
@@ -72,6 +91,14 @@ fn kubernetes_manifests_parse_and_fit_together() {
             "Secret",
             "Service"
         ]
+    );
+    let (name, key) = cluster_secret.expect("the Deployment sets PV_CLUSTER_SECRET");
+    assert!(
+        secrets
+            .iter()
+            .any(|s| s["metadata"]["name"] == name.as_str()
+                && s["stringData"][key.as_str()].is_string()),
+        "the cluster secret {name}/{key} is in secret.yaml"
     );
     assert!(
         grace > shutdown_grace,
