@@ -588,24 +588,10 @@ async fn a_crashed_browser_is_saved_as_unclean_and_limits_hold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn playwright_and_puppeteer_connect_through_the_proxy() {
-    let node_dir = std::path::PathBuf::from(endpoint("PV_TEST_NODE_DIR"));
-    // ESM resolves packages from the script's folder: run a copy placed beside node_modules.
-    let script = node_dir.join(format!("cdp-clients-{}.mjs", uuid::Uuid::new_v4().simple()));
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/cdp-clients.mjs"),
-        &script,
-    )
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
     let s = d.create(KEY_T1, json!({})).await;
-    let out = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg(s["cdp_url"].as_str().unwrap())
-        .output()
-        .await
-        .unwrap();
-    let _ = std::fs::remove_file(&script);
+    let out = run_cdp_clients(s["cdp_url"].as_str().unwrap()).await;
     assert!(
         out.status.success(),
         "node failed: {}",

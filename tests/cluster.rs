@@ -202,22 +202,7 @@ async fn three_nodes_behind_one_address_answer_for_every_session() {
     let owner = owner.unwrap();
 
     // CDP through the balancer: Playwright and Puppeteer, then our own client writing state.
-    let node_dir = std::path::PathBuf::from(
-        std::env::var("PV_TEST_NODE_DIR").expect("PV_TEST_NODE_DIR (scripts/test.sh sets it)"),
-    );
-    let script = node_dir.join(format!("cdp-clients-{}.mjs", uuid::Uuid::new_v4().simple()));
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/cdp-clients.mjs"),
-        &script,
-    )
-    .unwrap();
-    let out = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg(s1["cdp_url"].as_str().unwrap())
-        .output()
-        .await
-        .unwrap();
-    let _ = std::fs::remove_file(&script);
+    let out = run_cdp_clients(s1["cdp_url"].as_str().unwrap()).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && text.contains("pw-ok") && text.contains("pp-ok"),

@@ -4,7 +4,9 @@
 
 use super::{data, room, storage_state, vm, wire, Auth, Body, Link, Reply, Route};
 
-const SESSION_ERRORS: &[u16] = &[400, 401, 404, 410];
+/// 503: in a cluster, the node running the session cannot be reached (`node_unreachable`)
+/// or its record cannot be read (`storage_unavailable`).
+const SESSION_ERRORS: &[u16] = &[400, 401, 404, 410, 503];
 const BY_SESSION: &[(&str, &str)] = &[("id", "$response.body#/session_id")];
 const BY_PROFILE: &[(&str, &str)] = &[("id", "$response.body#/profile/id")];
 const BY_PATH_ID: &[(&str, &str)] = &[("id", "$request.path.id")];
@@ -53,7 +55,7 @@ pub static ROUTES: &[Route] = &[
         headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::SESSION_LIST),
-        errors: &[400, 401],
+        errors: &[400, 401, 503],
         links: &[],
     },
     Route {
@@ -66,7 +68,7 @@ pub static ROUTES: &[Route] = &[
         headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::SESSION),
-        errors: &[400, 401, 404],
+        errors: &[400, 401, 404, 503],
         links: &[],
     },
     Route {
@@ -118,7 +120,7 @@ pub static ROUTES: &[Route] = &[
         headers: &[],
         body: Body::None,
         reply: Reply::Upgrade,
-        errors: &[400, 401, 403, 404, 410, 426],
+        errors: &[400, 401, 403, 404, 410, 426, 503],
         links: &[],
     },
     Route {

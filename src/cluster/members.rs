@@ -174,13 +174,8 @@ impl Cluster {
             tracing::warn!(node = %self.node, error = %e, "cluster heartbeat not written; retrying");
         }
         match self.refresh().await {
-            Ok(all) => {
-                let now = now_ms();
-                if self.secret().is_none()
-                    && all
-                        .iter()
-                        .any(|m| m.node != self.node && m.expires_ms > now)
-                {
+            Ok(_) => {
+                if self.secret().is_none() && self.has_peers() {
                     tracing::error!(node = %self.node, "other nodes run on this store but this node has no cluster secret: sessions of other nodes cannot be reached from here");
                 }
             }

@@ -9,6 +9,11 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use super::{now_ms, Cluster, Owner};
+use crate::session::EndReason;
+
+fn reason(r: EndReason) -> Value {
+    serde_json::to_value(r).expect("end reasons serialize")
+}
 use crate::store::{self, PutBody, PutMode};
 
 /// Prefix of session records.
@@ -50,7 +55,7 @@ impl SessionRecord {
     pub fn lost_view(&self, since_ms: u64) -> Value {
         let mut v = self.info.clone();
         if self.active || v["end_reason"].is_null() {
-            v["end_reason"] = "node_lost".into();
+            v["end_reason"] = reason(EndReason::NodeLost);
             v["termination_date"] = since_ms.div_ceil(1000).max(self.updated_ms / 1000).into();
         }
         v["expires_at"] = Value::Null;
@@ -63,10 +68,7 @@ impl SessionRecord {
 /// SHA-256 of a token, lowercase hex (what records keep of admin tokens).
 pub fn token_sha256(token: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::hex(&sha2::Sha256::digest(token.as_bytes()))
 }
 
 /// Whether `id` can name a record (session ids are uuids).
@@ -176,7 +178,7 @@ impl Cluster {
                     // Left by a previous run of this node that ended without updating it.
                     let mut r2 = r.clone();
                     r2.info = r.lost_view(r.updated_ms);
-                    r2.info["end_reason"] = "recovered".into();
+                    r2.info["end_reason"] = reason(EndReason::Recovered);
                     r2.active = false;
                     r2.updated_ms = now;
                     let _ = self.put_record(&r2).await;

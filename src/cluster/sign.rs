@@ -61,10 +61,11 @@ fn mac(secret: &str, a: &Assertion, method: &str, path_and_query: &str) -> Hmac<
 
 /// The MAC of a request, lowercase hex.
 pub fn sign(secret: &str, a: &Assertion, method: &str, path_and_query: &str) -> String {
-    let tag = mac(secret, a, method, path_and_query)
-        .finalize()
-        .into_bytes();
-    tag.iter().map(|b| format!("{b:02x}")).collect()
+    super::hex(
+        &mac(secret, a, method, path_and_query)
+            .finalize()
+            .into_bytes(),
+    )
 }
 
 /// Why a forwarded request was refused.
@@ -128,10 +129,7 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 pub fn secret_check(secret: &str) -> String {
     let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     m.update(b"profile-vault/cluster/v1/secret-check");
-    m.finalize().into_bytes()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::hex(&m.finalize().into_bytes()[..16])
 }
 
 #[cfg(test)]

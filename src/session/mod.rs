@@ -304,11 +304,7 @@ impl Manager {
             session_id: s.id.clone(),
             tenant: s.tenant.clone(),
             node: self.node_id.clone(),
-            admin_token_sha256: s
-                .admin_token_hash
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            admin_token_sha256: crate::cluster::hex(&s.admin_token_hash),
             active: info.end_reason.is_none(),
             updated_ms: now_ms(),
             info: serde_json::to_value(&info).expect("info serializes"),

@@ -212,6 +212,27 @@ impl Drop for Daemon {
     }
 }
 
+/// Runs `tests/node/cdp-clients.mjs` (Playwright `connectOverCDP`, then Puppeteer) against
+/// `cdp_url`; the process output.
+pub async fn run_cdp_clients(cdp_url: &str) -> std::process::Output {
+    let node_dir = PathBuf::from(super::endpoint("PV_TEST_NODE_DIR"));
+    // ESM resolves packages from the script's folder: run a copy placed beside node_modules.
+    let script = node_dir.join(format!("cdp-clients-{}.mjs", uuid::Uuid::new_v4().simple()));
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/cdp-clients.mjs"),
+        &script,
+    )
+    .unwrap();
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(cdp_url)
+        .output()
+        .await
+        .unwrap();
+    let _ = std::fs::remove_file(&script);
+    out
+}
+
 /// One HTTP/1.1 request with `Connection: close`; returns status and JSON (or the text as a JSON string).
 pub async fn http(
     addr: &str,
