@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 
 use crate::common::daemon::*;
 
-/// nginx from Debian, in the foreground, on its own prefix under a temp dir.
+/// nginx from Debian, in the foreground, on its own prefix under a temp dir, running the
+/// deployed balancer config (`deploy/nginx/profile-vault.conf`, what docker-compose mounts)
+/// with this test's daemons as its upstream servers and a loopback port.
 struct Nginx {
     child: Child,
 }
@@ -24,12 +26,36 @@ impl Nginx {
             .into_iter()
             .find(|b| Command::new(b).arg("-v").output().is_ok())
             .expect("nginx is installed (.ci/install-deps installs it from Debian)");
-        let servers: String = upstreams
-            .iter()
-            .map(|u| format!("server {u} max_fails=0;\n"))
-            .collect();
+        let deployed = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx/profile-vault.conf"),
+        )
+        .unwrap();
+        // The deployed upstream servers (compose service names) become this test's daemons.
+        let mut site = String::new();
+        let mut replaced = false;
+        for line in deployed.lines() {
+            let t = line.trim_start();
+            if t.starts_with("server profile-vault-") {
+                if !replaced {
+                    for u in upstreams {
+                        site.push_str(&format!("    server {u} max_fails=0;\n"));
+                    }
+                    replaced = true;
+                }
+            } else if t == "listen 8080;" {
+                site.push_str(&format!("    listen 127.0.0.1:{port};\n"));
+            } else {
+                site.push_str(line);
+                site.push('\n');
+            }
+        }
+        assert!(
+            replaced && site.contains(&format!("listen 127.0.0.1:{port};")),
+            "deploy/nginx/profile-vault.conf has the upstream servers and `listen 8080;`"
+        );
         let d = dir.display();
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        std::fs::write(dir.join("site.conf"), site).unwrap();
         let conf = format!(
             r#"worker_processes 1;
 daemon off;
@@ -40,20 +66,7 @@ http {{
   access_log off;
   client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy;
   fastcgi_temp_path {d}/tmp/fcgi; uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
-  upstream pv {{ {servers} }}
-  map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{
-      proxy_pass http://pv;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection $connection_upgrade;
-      proxy_set_header Host $host:$server_port;
-      proxy_buffering off;
-      proxy_read_timeout 300s;
-    }}
-  }}
+  include {d}/site.conf;
 }}
 "#
         );
@@ -201,6 +214,54 @@ async fn three_nodes_behind_one_address_answer_for_every_session() {
     }
     let owner = owner.unwrap();
 
+    // The profile data document with the admin token, asked of every node directly: the
+    // others find the session through the admin-token index and forward to its owner.
+    for (i, addr) in addrs.iter().enumerate() {
+        let (st, v) = http(
+            addr,
+            "PUT",
+            &format!("/v0/profiles/{id1}/data"),
+            Some(&admin1),
+            Some(&json!({"written_by": i}).to_string()),
+        )
+        .await;
+        ok(st, &v, "data put with the admin token");
+        assert_eq!(v["version"], i + 1, "{v}");
+        let (st, v) = http(
+            addr,
+            "GET",
+            &format!("/v0/profiles/{id1}/data"),
+            Some(&admin1),
+            None,
+        )
+        .await;
+        ok(st, &v, "data get with the admin token");
+        assert_eq!(v["data"]["written_by"], i, "{v}");
+        // A token nobody issued is refused on every node, and another profile is not this
+        // token's to reach.
+        let (st, _) = http(
+            addr,
+            "GET",
+            &format!("/v0/profiles/{id1}/data"),
+            Some(&"f".repeat(43)),
+            None,
+        )
+        .await;
+        assert_eq!(st, 401);
+        let (st, _) = http(
+            addr,
+            "GET",
+            "/v0/profiles/other-profile/data",
+            Some(&admin1),
+            None,
+        )
+        .await;
+        assert!(
+            st == 404 || st == 401,
+            "another profile with the admin token: {st}"
+        );
+    }
+
     // CDP through the balancer: Playwright and Puppeteer, then our own client writing state.
     let out = run_cdp_clients(s1["cdp_url"].as_str().unwrap()).await;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -254,6 +315,18 @@ async fn three_nodes_behind_one_address_answer_for_every_session() {
     let (st, v) = http(&lb, "GET", &format!("/v0/vm/{id1}"), Some(KEY_T1), None).await;
     ok(st, &v, "get after the end");
     assert_eq!(v["end_reason"], "client", "{v}");
+    // The ended session's admin token reaches its data document from no node.
+    for addr in &addrs {
+        let (st, _) = http(
+            addr,
+            "GET",
+            &format!("/v0/profiles/{id1}/data"),
+            Some(&admin1),
+            None,
+        )
+        .await;
+        assert_eq!(st, 401, "an ended session's admin token on {addr}");
+    }
 
     // Load it on another node: its cookie is back.
     // (Asked of a node other than the first owner: the balancer's round robin is in step

@@ -107,12 +107,15 @@ fn kubernetes_manifests_parse_and_fit_together() {
 }
 
 #[test]
-fn compose_file_runs_localstack_and_minio_profiles() {
-    let d = &docs("deploy/docker-compose.yml")[0];
+fn compose_file_runs_a_cluster_and_the_minio_profile() {
+    let mut d = docs("deploy/docker-compose.yml").remove(0);
+    d.apply_merge().unwrap();
     let s = &d["services"];
     for name in [
         "localstack",
-        "profile-vault",
+        "profile-vault-1",
+        "profile-vault-2",
+        "balancer",
         "minio",
         "minio-init",
         "profile-vault-minio",
@@ -129,11 +132,54 @@ fn compose_file_runs_localstack_and_minio_profiles() {
     assert!(root().join("localstack/init/ready.d/20-kms.sh").exists());
     let services = s["localstack"]["environment"]["SERVICES"].as_str().unwrap();
     assert!(services.split(',').any(|x| x == "kms"), "{services}");
-    assert_eq!(
-        s["profile-vault"]["environment"]["PV_KMS_KEYS"],
-        "vault=alias/profile-vault"
-    );
-    assert_eq!(s["profile-vault"]["restart"], "on-failure");
+
+    // Two nodes of one cluster: one store, one public address (the balancer's), each its
+    // own node address (a service name the balancer and the other node resolve), its own
+    // data volume, and the secrets from the env file (the cluster secret among them).
+    let balancer = &s["balancer"];
+    let published = balancer["ports"][0].as_str().unwrap();
+    let public_port = published.rsplit(':').nth(1).unwrap();
+    let mut volumes = Vec::new();
+    for (i, name) in ["profile-vault-1", "profile-vault-2"].iter().enumerate() {
+        let n = &s[*name];
+        let env = &n["environment"];
+        assert_eq!(env["PV_STORE"], "s3://profile-vault/compose", "{name}");
+        assert_eq!(env["PV_S3_PATH_STYLE"], "true", "{name}");
+        assert_eq!(env["PV_KMS_KEYS"], "vault=alias/profile-vault", "{name}");
+        assert_eq!(
+            env["PV_PUBLIC_URL"].as_str().unwrap(),
+            format!("http://127.0.0.1:{public_port}"),
+            "{name}: cdp_url and embed_url point at the balancer"
+        );
+        assert_eq!(
+            env["PV_NODE_URL"].as_str().unwrap(),
+            format!("http://profile-vault-{}:8080", i + 1),
+            "{name}"
+        );
+        assert_eq!(n["env_file"], ".env", "{name}: PV_CLUSTER_SECRET from .env");
+        assert_eq!(n["restart"], "on-failure", "{name}");
+        assert!(
+            n["ports"].is_null(),
+            "{name} is reached through the balancer only"
+        );
+        assert_eq!(
+            n["depends_on"]["localstack"]["condition"], "service_healthy",
+            "{name}"
+        );
+        volumes.push(n["volumes"][0].as_str().unwrap().to_string());
+    }
+    assert_ne!(volumes[0], volumes[1], "each node has its own data dir");
+    // The balancer runs the nginx config the cluster test runs, over both nodes.
+    let mount = balancer["volumes"][0].as_str().unwrap();
+    let (src, dst) = mount.split_once(':').unwrap();
+    assert_eq!(src, "./nginx/profile-vault.conf");
+    assert!(dst.starts_with("/etc/nginx/conf.d/"), "{mount}");
+    let conf = std::fs::read_to_string(root().join("deploy").join(src)).unwrap();
+    for node in ["profile-vault-1:8080", "profile-vault-2:8080"] {
+        assert!(conf.contains(&format!("server {node}")), "{node} upstream");
+    }
+    assert!(published.ends_with(":8080") && conf.contains("listen 8080;"));
+
     // The LocalStack healthcheck, run against the LocalStack the tests started (whose
     // hooks scripts/test-servers.sh ran): it passes there.
     let check = &s["localstack"]["healthcheck"]["test"];
@@ -148,10 +194,6 @@ fn compose_file_runs_localstack_and_minio_profiles() {
         .status()
         .unwrap();
     assert!(ok.success(), "healthcheck failed: {cmd}");
-    assert_eq!(
-        s["profile-vault"]["environment"]["PV_S3_PATH_STYLE"],
-        "true"
-    );
 }
 
 #[test]

@@ -81,6 +81,9 @@ pub(super) async fn edge(State(state): State<AppState>, mut req: Request, next: 
     if req.method() == Method::POST && req.uri().path() == "/v0/vm" {
         return place(&state, &c, req, next).await;
     }
+    if is_data_path(req.uri().path()) {
+        return data_with_admin_token(&state, &c, req, next).await;
+    }
     let Some((id, rest)) = session_path(req.uri().path()) else {
         return next.run(req).await;
     };
@@ -141,24 +144,92 @@ pub(super) async fn edge(State(state): State<AppState>, mut req: Request, next: 
                 Who::Admin => (format!("admin-token:{id}"), true),
                 Who::Owner => ("-".to_string(), false),
             };
-            if checked {
-                req.headers_mut().remove(axum::http::header::AUTHORIZATION);
-            }
-            match c
-                .client()
-                .forward(c.node(), secret, &member, &actor, req, checked)
-                .await
-            {
-                Ok(resp) => resp,
-                Err(e) => {
-                    tracing::warn!(session = %id, error = %e, "cannot forward to the session's node");
-                    unreachable(format!(
-                        "the node running session {id} cannot be reached: {e}"
-                    ))
-                }
-            }
+            to_owner(&c, secret, &member, &id, &actor, req, checked).await
         }
     }
+}
+
+/// Sends a request to the node running session `id`, vouching for `actor` (the caller's
+/// credentials are removed when this node `checked` them).
+async fn to_owner(
+    c: &cluster::Cluster,
+    secret: &str,
+    member: &cluster::Member,
+    id: &str,
+    actor: &str,
+    mut req: Request,
+    checked: bool,
+) -> Response {
+    if checked {
+        req.headers_mut().remove(axum::http::header::AUTHORIZATION);
+    }
+    match c
+        .client()
+        .forward(c.node(), secret, member, actor, req, checked)
+        .await
+    {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::warn!(session = %id, error = %e, "cannot forward to the session's node");
+            unreachable(format!(
+                "the node running session {id} cannot be reached: {e}"
+            ))
+        }
+    }
+}
+
+/// `/v0/profiles/{id}/data`.
+fn is_data_path(path: &str) -> bool {
+    path.strip_prefix("/v0/profiles/")
+        .and_then(|r| r.strip_suffix("/data"))
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+}
+
+/// The profile data document with the admin token of a session running on another node:
+/// the token's hash is looked up in the admin-token index, checked against the session's
+/// record, and the request goes to the owner, which applies its own rules (its profile
+/// only, writes only if it saves). Anything else is answered here.
+async fn data_with_admin_token(
+    state: &AppState,
+    c: &std::sync::Arc<cluster::Cluster>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = auth::bearer(req.headers()).map(str::to_string) else {
+        return next.run(req).await;
+    };
+    if state.keys.tenant_of(&token).is_some() || state.manager.by_admin_token(&token).is_some() {
+        return next.run(req).await;
+    }
+    let sid = match c.admin_index(&cluster::records::token_sha256(&token)).await {
+        Ok(Some(sid)) => sid,
+        Ok(None) => return next.run(req).await,
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                format!("cannot read the cluster's admin-token index: {e}"),
+            )
+            .into_response()
+        }
+    };
+    let record = match c.record(&sid).await {
+        Ok(Some(r)) if r.active && r.admin_token_matches(&token) => r,
+        _ => return next.run(req).await,
+    };
+    let (Owner::Alive(member), Some(secret)) = (c.owner(&record.node).await, c.secret()) else {
+        return next.run(req).await;
+    };
+    to_owner(
+        c,
+        secret,
+        &member,
+        &sid,
+        &format!("admin-token:{sid}"),
+        req,
+        true,
+    )
+    .await
 }
 
 /// The actor a signed request vouches for, if its signature checks out.

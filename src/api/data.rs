@@ -71,7 +71,15 @@ fn caller(state: &AppState, headers: &HeaderMap, id: &str) -> Result<Caller, Api
     })
 }
 
+/// The running session whose admin token the caller holds (or whose admin token another
+/// node of the cluster checked and forwarded here).
 fn admin_session(state: &AppState, headers: &HeaderMap) -> Option<Arc<Session>> {
+    if let Some(actor) = auth::forwarded(headers) {
+        return actor
+            .strip_prefix("admin-token:")
+            .and_then(|sid| state.manager.get(sid))
+            .filter(|s| s.is_active());
+    }
     auth::bearer(headers).and_then(|t| state.manager.by_admin_token(t))
 }
 

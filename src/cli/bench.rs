@@ -59,6 +59,13 @@ pub struct Args {
     /// Seconds of each live-view or store measurement.
     #[arg(long, default_value_t = 8)]
     pub seconds: u64,
+    /// Bench a cluster: two in-process nodes on one store; the latency a forwarding node adds
+    /// to an API call and to a CDP round trip, against calling the owner directly.
+    #[arg(long)]
+    pub cluster: bool,
+    /// Calls (and CDP round trips) per path in `--cluster`.
+    #[arg(long, default_value_t = 300)]
+    pub calls: usize,
 }
 
 #[derive(serde::Serialize)]
@@ -218,7 +225,7 @@ fn generate(root: &Path, kept: u64) -> std::io::Result<u64> {
 }
 
 /// A vault on `url` with a throw-away in-memory master key.
-async fn bench_vault(ctx: &Ctx, url: &str, spool: &Path) -> anyhow::Result<Vault> {
+pub(super) async fn bench_vault(ctx: &Ctx, url: &str, spool: &Path) -> anyhow::Result<Vault> {
     let store = profile_vault::store::from_url(url, &ctx.cfg.file.s3).await?;
     let mut key = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut key);
@@ -237,6 +244,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     }
     if a.session_store {
         return super::bench_store::run(ctx, &a, &bench_dir).await;
+    }
+    if a.cluster {
+        return super::bench_cluster::run(ctx, &a, &bench_dir).await;
     }
     let kept = a.size_mb * 1_000_000;
     let src = bench_dir.join(format!("profile-{}mb", a.size_mb));
@@ -395,6 +405,61 @@ pub(super) async fn http(
     Ok((status, json))
 }
 
+/// One keep-alive HTTP/1.1 connection for measuring request latency (no connection setup
+/// in the figures).
+pub(super) struct KeepAlive {
+    conn: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl KeepAlive {
+    pub(super) async fn connect(addr: &str) -> anyhow::Result<KeepAlive> {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(KeepAlive {
+            conn: tokio::io::BufReader::new(s),
+        })
+    }
+
+    /// Sends one request; returns the status and the body.
+    pub(super) async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: &str,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        self.conn
+            .get_mut()
+            .write_all(format!("{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes())
+            .await?;
+        let (mut status, mut len) = (0, 0usize);
+        loop {
+            let mut l = String::new();
+            anyhow::ensure!(
+                self.conn.read_line(&mut l).await? > 0,
+                "the daemon closed the connection"
+            );
+            let l = l.trim_end();
+            if l.is_empty() && status != 0 {
+                break;
+            }
+            if let Some(s) = l.strip_prefix("HTTP/1.1 ") {
+                status = s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+            } else if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length: ") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut b = vec![0; len];
+        self.conn.read_exact(&mut b).await?;
+        Ok((status, b))
+    }
+}
+
 #[derive(serde::Serialize)]
 struct SessionReport {
     profile_bytes: u64,
@@ -415,6 +480,18 @@ pub(super) struct BenchDaemon {
 
 impl BenchDaemon {
     pub(super) async fn start(ctx: &Ctx, vault: Vault, data: &Path) -> anyhow::Result<BenchDaemon> {
+        Self::start_node(ctx, vault, data, "bench", None).await
+    }
+
+    /// A daemon whose API key is `bench:<token>` (`token` = "bench" makes a fresh one); with
+    /// `cluster_secret`, a node of the cluster on its vault's store (`data` is its own).
+    pub(super) async fn start_node(
+        ctx: &Ctx,
+        vault: Vault,
+        data: &Path,
+        token: &str,
+        cluster_secret: Option<&str>,
+    ) -> anyhow::Result<BenchDaemon> {
         use profile_vault::api::{self, auth::ApiKeys, AppState};
         use profile_vault::session::{chromium, Manager, SessionConfig};
         let manager = Manager::new(
@@ -439,10 +516,34 @@ impl BenchDaemon {
                 store_watch_max: std::time::Duration::from_secs(3600),
             },
         )?;
-        let token = format!("bench-{}", uuid::Uuid::new_v4().simple());
+        let token = if token == "bench" {
+            format!("bench-{}", uuid::Uuid::new_v4().simple())
+        } else {
+            token.to_string()
+        };
         let keys = ApiKeys::parse(&format!("bench:{token}"))?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();
+        if let Some(secret) = cluster_secret {
+            use profile_vault::cluster::{Cluster, ClusterConfig};
+            let url = format!("http://{addr}");
+            let cluster = Cluster::new(
+                manager.vault().store().clone(),
+                manager.node_id(),
+                ClusterConfig {
+                    node_url: Some(url.clone()),
+                    secret: Some(profile_vault::config::Secret::new(secret)),
+                    heartbeat: std::time::Duration::from_secs(2),
+                    node_ttl: std::time::Duration::from_secs(10),
+                    capacity: 4,
+                },
+            );
+            cluster
+                .join(Some(url), 0)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot join the cluster: {e}"))?;
+            manager.attach_cluster(cluster);
+        }
         let state = AppState {
             manager,
             keys: Arc::new(keys),

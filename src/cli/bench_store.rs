@@ -7,9 +7,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::bench::{http, Args, BenchDaemon};
+use super::bench::{http, Args, BenchDaemon, KeepAlive};
 use super::Ctx;
 
 const BUCKETS: usize = 20_000;
@@ -90,35 +90,13 @@ pub async fn run(ctx: &Ctx, a: &Args, bench_dir: &Path) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = rss_mib();
     // The writer: one keep-alive connection, one PUT after another, each value its send time.
-    let mut conn = BufReader::new(tokio::net::TcpStream::connect(&daemon.addr).await?);
+    let mut conn = KeepAlive::connect(&daemon.addr).await?;
     let path = format!("/v0/vm/{id}/store/counter");
     let start = Instant::now();
     let mut sent = 0u64;
     while start.elapsed() < Duration::from_secs(a.seconds) {
         let body = t0.elapsed().as_micros().to_string();
-        conn.get_mut()
-            .write_all(format!("PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", daemon.token, body.len()).as_bytes())
-            .await?;
-        let (mut status, mut len) = (0, 0usize);
-        loop {
-            let mut l = String::new();
-            conn.read_line(&mut l).await?;
-            let l = l.trim_end();
-            if l.is_empty() && status != 0 {
-                break;
-            }
-            if let Some(s) = l.strip_prefix("HTTP/1.1 ") {
-                status = s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0);
-            } else if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length: ") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut b = vec![0; len];
-        conn.read_exact(&mut b).await?;
+        let (status, b) = conn.call("PUT", &path, &daemon.token, &body).await?;
         if status == 200 {
             sent += 1;
         } else if status == 429 {

@@ -14,6 +14,7 @@
 
 mod audit;
 mod bench;
+mod bench_cluster;
 mod bench_contents;
 mod bench_live;
 mod bench_store;

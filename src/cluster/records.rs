@@ -19,6 +19,11 @@ use crate::store::{self, PutBody, PutMode};
 /// Prefix of session records.
 pub const PREFIX: &str = "cluster/sessions/";
 
+/// Prefix of the admin-token index: `cluster/admins/<SHA-256 of the token>` holds the session
+/// id, so a node can find the session of an admin token used on a route without a session id
+/// (the profile data document). A hash of a random 256-bit token reveals nothing.
+pub const ADMIN_PREFIX: &str = "cluster/admins/";
+
 /// Records of lost nodes are removed this long after the node was lost.
 const LOST_KEEP_MS: u64 = 3_600_000;
 
@@ -74,6 +79,10 @@ pub fn token_sha256(token: &str) -> String {
 /// Whether `id` can name a record (session ids are uuids).
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn key(id: &str) -> String {
@@ -162,6 +171,66 @@ impl Cluster {
         }
     }
 
+    /// Indexes an admin token's hash (`token_sha256` hex) to its session.
+    pub async fn put_admin_index(&self, token_sha256: &str, session_id: &str) {
+        if !is_hex64(token_sha256) {
+            return;
+        }
+        let body = Bytes::from(session_id.as_bytes().to_vec());
+        if let Err(e) = self
+            .store
+            .put(
+                &format!("{ADMIN_PREFIX}{token_sha256}"),
+                PutBody::Bytes(body),
+                PutMode::Overwrite,
+            )
+            .await
+        {
+            tracing::warn!(session = %session_id, error = %e, "could not index the session's admin token");
+        }
+    }
+
+    /// The session an admin token (by its hash) belongs to, as indexed.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn admin_index(&self, token_sha256: &str) -> store::Result<Option<String>> {
+        if !is_hex64(token_sha256) {
+            return Ok(None);
+        }
+        match self
+            .store
+            .get(&format!("{ADMIN_PREFIX}{token_sha256}"))
+            .await
+        {
+            Ok(g) => {
+                let b = g.bytes().await?;
+                Ok(std::str::from_utf8(&b)
+                    .ok()
+                    .filter(|id| valid_id(id))
+                    .map(str::to_string))
+            }
+            Err(store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes an admin token's index entry (the session ended).
+    pub async fn delete_admin_index(&self, token_sha256: &str) {
+        if !is_hex64(token_sha256) {
+            return;
+        }
+        if let Err(e) = self
+            .store
+            .delete(&format!("{ADMIN_PREFIX}{token_sha256}"))
+            .await
+        {
+            if !matches!(e, store::Error::NotFound { .. }) {
+                tracing::warn!(error = %e, "could not delete an admin token's index entry");
+            }
+        }
+    }
+
     /// Removes records of nodes lost more than an hour ago, and marks this node's own records
     /// of sessions it no longer runs (`running` says which it does) as ended.
     pub async fn sweep_records(&self, running: &(dyn Fn(&str) -> bool + Sync)) {
@@ -172,6 +241,7 @@ impl Cluster {
         for r in all {
             match self.owner(&r.node).await {
                 Owner::Lost(since) if now.saturating_sub(since) > LOST_KEEP_MS => {
+                    self.delete_admin_index(&r.admin_token_sha256).await;
                     self.delete_record(&r.session_id).await;
                 }
                 Owner::Me if r.active && !running(&r.session_id) => {

@@ -576,6 +576,11 @@ impl Manager {
             .insert(id.clone(), session.clone());
         self.counters.started.fetch_add(1, Ordering::Relaxed);
         self.publish(&session).await;
+        if let (Some(c), Some(_)) = (self.cluster.get(), &session.profile_id) {
+            // Its admin token reaches the profile's data document through any node.
+            c.put_admin_index(&crate::cluster::hex(&session.admin_token_hash), &id)
+                .await;
+        }
         tracing::info!(session = %id, tenant, profile = ?session.profile_id, loaded, save, "session started");
         Ok((session, admin_token))
     }

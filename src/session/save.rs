@@ -19,6 +19,10 @@ impl Manager {
             identity: s.identity.clone(),
         };
         self.publish(&s).await;
+        if let (Some(c), Some(_)) = (self.cluster.get(), &s.profile_id) {
+            c.delete_admin_index(&crate::cluster::hex(&s.admin_token_hash))
+                .await;
+        }
         if let Some(mut b) = s.browser.lock().await.take() {
             record.pid = b.pid();
             self.write_record(&record);
