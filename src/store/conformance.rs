@@ -43,6 +43,31 @@ pub async fn run(store: &dyn Store, prefix: &str) {
     assert_eq!(h.size, 5);
     assert_eq!(h.etag, e1, "put returns the etag head reports");
 
+    // Ranged reads: exact bytes, an empty range, and past the end.
+    assert_eq!(
+        store.get_range(&k("a/one"), 1, 3).await.unwrap(),
+        Bytes::from_static(b"ell")
+    );
+    assert_eq!(
+        store.get_range(&k("a/one"), 0, 5).await.unwrap(),
+        Bytes::from_static(b"hello")
+    );
+    assert!(store.get_range(&k("a/one"), 5, 0).await.unwrap().is_empty());
+    assert!(
+        matches!(
+            store.get_range(&k("a/one"), 3, 3).await,
+            Err(Error::OutOfRange { size: 5, .. })
+        ),
+        "range past the end"
+    );
+    assert!(
+        matches!(
+            store.get_range(&k("missing"), 0, 1).await,
+            Err(Error::NotFound { .. })
+        ),
+        "range of a missing object"
+    );
+
     // Create-only.
     assert!(matches!(
         store

@@ -247,6 +247,37 @@ impl Store for LocalFileSystem {
         })
     }
 
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<bytes::Bytes> {
+        use std::os::unix::fs::FileExt;
+        let path = self.path(key)?;
+        let k = key.to_string();
+        blocking(move || {
+            let f = File::open(&path).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => Error::NotFound { key: k.clone() },
+                _ => Error::Io {
+                    key: k.clone(),
+                    source: e,
+                },
+            })?;
+            let m = f.metadata().map_err(io_err(&k))?;
+            if !m.is_file() {
+                return Err(Error::NotFound { key: k });
+            }
+            if start.saturating_add(len) > m.len() {
+                return Err(Error::OutOfRange {
+                    key: k,
+                    start,
+                    len,
+                    size: m.len(),
+                });
+            }
+            let mut v = vec![0u8; len as usize];
+            f.read_exact_at(&mut v, start).map_err(io_err(&k))?;
+            Ok(v.into())
+        })
+        .await
+    }
+
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let path = self.path(key)?;
         let k = key.to_string();

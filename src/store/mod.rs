@@ -70,6 +70,18 @@ pub enum Error {
         /// Backend message.
         message: String,
     },
+    /// A ranged read past the end of the object.
+    #[error("range {start}+{len} is past the end of {key} ({size} bytes)")]
+    OutOfRange {
+        /// The key.
+        key: String,
+        /// First byte asked for.
+        start: u64,
+        /// Bytes asked for.
+        len: u64,
+        /// The object's size.
+        size: u64,
+    },
     /// Local I/O failed (reading the body, local backend).
     #[error("storage i/o ({key}): {source}")]
     Io {
@@ -90,6 +102,7 @@ impl Error {
             Error::InvalidKey { .. } => "invalid_key",
             Error::Unavailable { .. } => "unavailable",
             Error::Backend { .. } => "backend",
+            Error::OutOfRange { .. } => "out_of_range",
             Error::Io { .. } => "io",
         }
     }
@@ -189,6 +202,33 @@ pub trait Store: Debug + Send + Sync {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
     /// Deletes the object at `key`; deleting a missing key succeeds.
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Bytes `start .. start + len` of the object at `key`, read whole (a body cut short is
+    /// [`Error::Unavailable`], so retries cover it). A range past the end of the object is
+    /// [`Error::OutOfRange`]. The default reads the object from the start.
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Bytes> {
+        use tokio::io::AsyncReadExt;
+        let got = self.get(key).await?;
+        if start.saturating_add(len) > got.meta.size {
+            return Err(Error::OutOfRange {
+                key: key.into(),
+                start,
+                len,
+                size: got.meta.size,
+            });
+        }
+        let mut body = got.body;
+        let cut = |e: std::io::Error| Error::Unavailable {
+            op: "get",
+            key: key.into(),
+            message: e.to_string(),
+        };
+        tokio::io::copy(&mut (&mut body).take(start), &mut tokio::io::sink())
+            .await
+            .map_err(cut)?;
+        let mut v = vec![0u8; len as usize];
+        body.read_exact(&mut v).await.map_err(cut)?;
+        Ok(v.into())
+    }
     /// A short description for logs and `readyz` (no secrets).
     fn describe(&self) -> String;
     /// Where the object lives on this machine, for stores that keep objects as local files

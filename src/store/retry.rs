@@ -101,6 +101,11 @@ impl Store for RetryStore {
         self.run("head", key, || self.inner.head(key)).await
     }
 
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<bytes::Bytes> {
+        self.run("get", key, || self.inner.get_range(key, start, len))
+            .await
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         self.run("list", prefix, || self.inner.list(prefix)).await
     }

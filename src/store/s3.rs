@@ -17,6 +17,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{
@@ -393,6 +394,69 @@ impl Store for AmazonS3 {
             meta,
             body: Box::pin(out.body.into_async_read()),
         })
+    }
+
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Bytes> {
+        let full = self.full(key)?;
+        if len == 0 {
+            let m = self.head(key).await?;
+            if start > m.size {
+                return Err(Error::OutOfRange {
+                    key: key.into(),
+                    start,
+                    len,
+                    size: m.size,
+                });
+            }
+            return Ok(Bytes::new());
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .range(format!("bytes={start}-{}", start + len - 1))
+            .send()
+            .await;
+        let out = match out {
+            Ok(o) => o,
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(416) => {
+                let size = self.head(key).await.map(|m| m.size).unwrap_or(0);
+                return Err(Error::OutOfRange {
+                    key: key.into(),
+                    start,
+                    len,
+                    size,
+                });
+            }
+            Err(e) => return Err(classify("get", key, Op::Other, e)),
+        };
+        // A range that runs past the end is answered short (206 with what there is).
+        let got = out.content_length().unwrap_or(0).max(0) as u64;
+        if got != len {
+            let size = out
+                .content_range()
+                .and_then(|r| r.rsplit('/').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(start + got);
+            return Err(Error::OutOfRange {
+                key: key.into(),
+                start,
+                len,
+                size,
+            });
+        }
+        let mut v = vec![0u8; len as usize];
+        out.body
+            .into_async_read()
+            .read_exact(&mut v)
+            .await
+            .map_err(|e| Error::Unavailable {
+                op: "get",
+                key: key.into(),
+                message: e.to_string(),
+            })?;
+        Ok(v.into())
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
