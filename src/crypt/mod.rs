@@ -5,11 +5,13 @@
 //!   derived with HKDF-SHA256 from the data key and a random salt, with a key commitment
 //!   and a header MAC derived the same way;
 //! - [`doc`]: small documents (the profile data document) sealed as one AES-256-GCM message;
-//! - [`envelope`]: wrapping a per-object data key under a named master key.
+//! - [`envelope`]: wrapping a per-object data key under a named master key;
+//! - [`blob`]: format v2 chunks, named by a keyed hash and sealed one by one.
 //!
 //! Nothing here does I/O beyond `std::io::{Read, Write}` adapters; async callers run it
 //! through `spawn_blocking`.
 
+pub mod blob;
 pub mod doc;
 pub mod envelope;
 pub mod stream;

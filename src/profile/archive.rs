@@ -573,7 +573,7 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn validate_name(raw: &[u8]) -> Result<(String, bool), Error> {
+pub(crate) fn validate_name(raw: &[u8]) -> Result<(String, bool), Error> {
     let bad = |reason| Error::UnsafeName {
         name: lossy(raw),
         reason,

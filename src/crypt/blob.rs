@@ -1,0 +1,275 @@
+//! Chunks of format v2 (`docs/FORMAT.md` §10): each chunk of a profile's content is named by a
+//! keyed hash and sealed on its own, so a later generation can reuse it without reading it.
+//!
+//! From the profile's content key `PK` (the data key its v2 generation records wrap), with
+//! HKDF-SHA256 (no salt):
+//! - `id_key` (info `profile-vault/v2/chunk-id-key`): `chunk_id = HMAC-SHA256(id_key, raw)`.
+//!   Names reveal nothing without the key, and no two profiles share one.
+//! - `blob_secret` (info `profile-vault/v2/blob-key`): each chunk is sealed under its own
+//!   key `HMAC-SHA256(blob_secret, chunk_id)` with a random 96-bit nonce and the chunk id in
+//!   the associated data, so a blob never opens under another name.
+//!
+//! A blob is `nonce (12) ‖ AES-256-GCM(k, nonce, "profile-vault/v2/blob\0" ‖ chunk_id,
+//! P) ‖ tag (16)` with `P = method (1 byte: 0 stored, 1 zstd) ‖ data`. Opening checks the
+//! tag, decompresses into exactly the expected length (so a decompression bomb cannot grow),
+//! and hashes the result again: it must have the id it was asked for.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use super::{DataKey, KEY_LEN};
+
+/// Bytes of a chunk id.
+pub const ID_LEN: usize = 32;
+/// Bytes a blob adds to its compressed payload: nonce, method byte, tag.
+pub const OVERHEAD: usize = 12 + 1 + 16;
+/// Largest raw chunk a reader accepts (the chunker never cuts larger).
+pub const MAX_RAW_LEN: u32 = 4 << 20;
+
+const AAD_LABEL: &[u8] = b"profile-vault/v2/blob\0";
+const METHOD_STORED: u8 = 0;
+const METHOD_ZSTD: u8 = 1;
+
+/// A chunk id: HMAC-SHA256 of the chunk under the profile's id key.
+pub type ChunkId = [u8; ID_LEN];
+
+/// Why a blob did not open.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BlobError {
+    /// Too short to be a blob.
+    #[error("blob of {0} bytes is shorter than its overhead")]
+    Short(usize),
+    /// The tag did not verify: modified, another chunk's blob, or another profile's.
+    #[error("blob does not authenticate (modified, moved, or of another profile)")]
+    Tampered,
+    /// An unknown compression method byte.
+    #[error("blob uses unknown method {0}")]
+    Method(u8),
+    /// Decompressed into another length than the manifest says.
+    #[error("blob holds {found} bytes, the manifest says {expected}")]
+    Length {
+        /// What the manifest says.
+        expected: u32,
+        /// What it held (at most one more than expected is read).
+        found: u64,
+    },
+    /// Its content does not hash to its id.
+    #[error("blob content does not match its chunk id")]
+    IdMismatch,
+}
+
+/// The chunk keys of one profile (zeroized on drop; `Debug` prints nothing secret).
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct ChunkKeys {
+    id_key: [u8; KEY_LEN],
+    blob_secret: [u8; KEY_LEN],
+}
+
+impl std::fmt::Debug for ChunkKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChunkKeys(<redacted>)")
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("any key length");
+    m.update(data);
+    m.finalize().into_bytes().into()
+}
+
+impl ChunkKeys {
+    /// Derives the chunk keys from the profile's content key.
+    pub fn derive(pk: &DataKey) -> Self {
+        let hk = Hkdf::<Sha256>::new(None, pk.as_bytes());
+        let mut id_key = [0u8; KEY_LEN];
+        let mut blob_secret = [0u8; KEY_LEN];
+        hk.expand(b"profile-vault/v2/chunk-id-key", &mut id_key)
+            .expect("32 bytes is a valid HKDF output");
+        hk.expand(b"profile-vault/v2/blob-key", &mut blob_secret)
+            .expect("32 bytes is a valid HKDF output");
+        ChunkKeys {
+            id_key,
+            blob_secret,
+        }
+    }
+
+    /// The id of a chunk.
+    pub fn id(&self, raw: &[u8]) -> ChunkId {
+        hmac(&self.id_key, raw)
+    }
+
+    fn cipher(&self, id: &ChunkId) -> Aes256Gcm {
+        let mut k = hmac(&self.blob_secret, id);
+        let c = Aes256Gcm::new_from_slice(&k).expect("32-byte key");
+        k.zeroize();
+        c
+    }
+
+    /// Seals a chunk whose id is `id`: zstd at `level`, or stored when that does not help.
+    pub fn seal(&self, id: &ChunkId, raw: &[u8], level: i32) -> Vec<u8> {
+        let packed = if raw.is_empty() {
+            None
+        } else {
+            zstd::bulk::compress(raw, level)
+                .ok()
+                .filter(|c| c.len() < raw.len())
+        };
+        let mut p = Vec::with_capacity(1 + packed.as_ref().map_or(raw.len(), Vec::len));
+        match &packed {
+            Some(c) => {
+                p.push(METHOD_ZSTD);
+                p.extend_from_slice(c);
+            }
+            None => {
+                p.push(METHOD_STORED);
+                p.extend_from_slice(raw);
+            }
+        }
+        let mut nonce = [0u8; 12];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+        let aad = [AAD_LABEL, id.as_slice()].concat();
+        let ct = self
+            .cipher(id)
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &p,
+                    aad: &aad,
+                },
+            )
+            .expect("AES-GCM encryption of a bounded message");
+        p.zeroize();
+        let mut out = Vec::with_capacity(12 + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Opens the blob of chunk `id`, which must hold exactly `raw_len` bytes.
+    ///
+    /// # Errors
+    /// Each failure has its own [`BlobError`].
+    pub fn open(&self, id: &ChunkId, blob: &[u8], raw_len: u32) -> Result<Vec<u8>, BlobError> {
+        if blob.len() < OVERHEAD {
+            return Err(BlobError::Short(blob.len()));
+        }
+        let aad = [AAD_LABEL, id.as_slice()].concat();
+        let mut p = self
+            .cipher(id)
+            .decrypt(
+                Nonce::from_slice(&blob[..12]),
+                Payload {
+                    msg: &blob[12..],
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| BlobError::Tampered)?;
+        let raw = match p[0] {
+            METHOD_STORED => p[1..].to_vec(),
+            METHOD_ZSTD => {
+                use std::io::Read;
+                let mut out = Vec::with_capacity(raw_len as usize);
+                let dec = zstd::stream::read::Decoder::new(&p[1..]).map_err(|_| {
+                    BlobError::Length {
+                        expected: raw_len,
+                        found: 0,
+                    }
+                })?;
+                dec.take(u64::from(raw_len) + 1)
+                    .read_to_end(&mut out)
+                    .map_err(|_| BlobError::Length {
+                        expected: raw_len,
+                        found: out.len() as u64,
+                    })?;
+                out
+            }
+            m => {
+                p.zeroize();
+                return Err(BlobError::Method(m));
+            }
+        };
+        p.zeroize();
+        if raw.len() as u64 != u64::from(raw_len) {
+            return Err(BlobError::Length {
+                expected: raw_len,
+                found: raw.len() as u64,
+            });
+        }
+        if !bool::from(self.id(&raw).ct_eq(id)) {
+            return Err(BlobError::IdMismatch);
+        }
+        Ok(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(b: u8) -> ChunkKeys {
+        ChunkKeys::derive(&DataKey::from_bytes([b; 32]))
+    }
+
+    #[test]
+    fn round_trip_stored_and_compressed() {
+        let k = keys(1);
+        for raw in [
+            vec![],
+            b"x".to_vec(),
+            vec![0u8; 65536],
+            (0..70_000u32).map(|i| (i * 7919 % 251) as u8).collect(),
+        ] {
+            let id = k.id(&raw);
+            let blob = k.seal(&id, &raw, 1);
+            assert_eq!(k.open(&id, &blob, raw.len() as u32).unwrap(), raw);
+        }
+        // Zeros compress: the blob is much smaller than the chunk.
+        let z = vec![0u8; 65536];
+        assert!(k.seal(&k.id(&z), &z, 1).len() < 1000);
+    }
+
+    #[test]
+    fn ids_are_keyed_per_profile() {
+        assert_ne!(keys(1).id(b"same"), keys(2).id(b"same"));
+        assert_eq!(keys(1).id(b"same"), keys(1).id(b"same"));
+    }
+
+    #[test]
+    fn each_failure_has_its_error() {
+        let k = keys(1);
+        let raw = b"hello chunk".repeat(100);
+        let id = k.id(&raw);
+        let blob = k.seal(&id, &raw, 1);
+        let n = raw.len() as u32;
+        // A flipped bit anywhere.
+        for i in [0, 12, blob.len() / 2, blob.len() - 1] {
+            let mut b = blob.clone();
+            b[i] ^= 1;
+            assert_eq!(k.open(&id, &b, n), Err(BlobError::Tampered), "byte {i}");
+        }
+        // Asked for under another id, or with another profile's keys.
+        let other = k.id(b"other");
+        assert_eq!(k.open(&other, &blob, n), Err(BlobError::Tampered));
+        assert_eq!(keys(2).open(&id, &blob, n), Err(BlobError::Tampered));
+        assert_eq!(k.open(&id, &blob[..10], n), Err(BlobError::Short(10)));
+        // A length other than the manifest's (a bomb is cut at one byte more).
+        assert!(matches!(
+            k.open(&id, &blob, n - 1),
+            Err(BlobError::Length { found, .. }) if found == u64::from(n)
+        ));
+        assert!(matches!(
+            k.open(&id, &blob, n + 5),
+            Err(BlobError::Length { .. })
+        ));
+        // Sealed under a wrong id (by a buggy or hostile writer with the key).
+        let lie = k.seal(&other, &raw, 1);
+        assert_eq!(k.open(&other, &lie, n), Err(BlobError::IdMismatch));
+    }
+}
