@@ -255,6 +255,13 @@ pub struct ArchiveConfig {
     pub parallel_jobs: usize,
     /// Record what each generation holds (counts and site names, sealed in its sidecar).
     pub contents_report: bool,
+    /// Payload format new saves write (`PV_ARCHIVE_FORMAT`): 2 (chunked, deduplicated,
+    /// incremental; the default) or 1 (one archive per generation, for clusters that still
+    /// run nodes that only read version 1). Both are always read.
+    pub format: u16,
+    /// Format 2: every this many saves of a profile, every file is read again, even those
+    /// whose size and modification time did not change (1: every save reads everything).
+    pub full_read_every: u32,
 }
 
 impl Default for ArchiveConfig {
@@ -267,6 +274,8 @@ impl Default for ArchiveConfig {
             threads: 0,
             parallel_jobs: 2,
             contents_report: true,
+            format: 2,
+            full_read_every: 10,
         }
     }
 }
@@ -281,6 +290,9 @@ pub struct RetentionConfig {
     pub max_idle_days: u64,
     /// Seconds between retention sweeps of the daemon.
     pub sweep_every: u64,
+    /// Format 2 packs no generation uses are deleted by a garbage collection that finds them
+    /// unused at least this many seconds after one that marked them (`PV_PACK_GRACE_SECS`).
+    pub pack_grace_secs: u64,
 }
 
 impl Default for RetentionConfig {
@@ -289,6 +301,7 @@ impl Default for RetentionConfig {
             keep_generations: 5,
             max_idle_days: 90,
             sweep_every: 3600,
+            pack_grace_secs: 3600,
         }
     }
 }
@@ -422,6 +435,24 @@ impl Config {
                 message: format!("not a number: {v:?}"),
             })?;
         }
+        if let Some(v) = env("PV_PACK_GRACE_SECS") {
+            file.retention.pack_grace_secs = v.parse().map_err(|_| Error::Env {
+                name: "PV_PACK_GRACE_SECS",
+                message: format!("not a number: {v:?}"),
+            })?;
+        }
+        if let Some(v) = env("PV_ARCHIVE_FORMAT") {
+            file.archive.format = match v.as_str() {
+                "1" => 1,
+                "2" => 2,
+                _ => {
+                    return Err(Error::Env {
+                        name: "PV_ARCHIVE_FORMAT",
+                        message: format!("{v:?} is not 1 or 2"),
+                    })
+                }
+            };
+        }
         if let Some(v) = env("PV_LISTEN") {
             file.server.listen = v;
         }
@@ -547,6 +578,10 @@ impl Config {
             max_parallel_jobs: a.parallel_jobs.max(1),
             data_max_bytes: self.file.server.profile_data_max_bytes,
             contents_report: a.contents_report,
+            write_format: a.format,
+            full_read_every: a.full_read_every.max(1),
+            reread: false,
+            pack_grace: std::time::Duration::from_secs(self.file.retention.pack_grace_secs),
         }
     }
 }

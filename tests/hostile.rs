@@ -67,6 +67,8 @@ async fn plant(store: &dyn Store, tenant: &str, profile: &str, zip: &[u8]) {
         object_size,
         base: None,
         stats: Default::default(),
+        packs: None,
+        chunks: None,
     };
     store
         .put(

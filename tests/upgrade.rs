@@ -145,11 +145,11 @@ async fn records_and_objects_of_a_newer_profile_vault_are_refused_and_left_alone
     set_format(&profiles.join("new-head/head.json"), 2);
     set_format(
         &profiles.join("new-record/gens/00000000000000000001.json"),
-        3,
+        4,
     );
     let obj = profiles.join("new-object/gens/00000000000000000001.pvo");
     let mut bytes = std::fs::read(&obj).unwrap();
-    bytes[9] = 2; // payload format version (u16 BE at offset 8)
+    bytes[9] = 3; // payload format version (u16 BE at offset 8)
     std::fs::write(&obj, bytes).unwrap();
     std::fs::write(
         profiles.join("new-lease/lease.json"),

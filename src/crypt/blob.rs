@@ -137,13 +137,7 @@ impl ChunkKeys {
         let aad = [AAD_LABEL, id.as_slice()].concat();
         let ct = self
             .cipher(id)
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &p,
-                    aad: &aad,
-                },
-            )
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &p, aad: &aad })
             .expect("AES-GCM encryption of a bounded message");
         p.zeroize();
         let mut out = Vec::with_capacity(12 + ct.len());
@@ -176,12 +170,11 @@ impl ChunkKeys {
             METHOD_ZSTD => {
                 use std::io::Read;
                 let mut out = Vec::with_capacity(raw_len as usize);
-                let dec = zstd::stream::read::Decoder::new(&p[1..]).map_err(|_| {
-                    BlobError::Length {
+                let dec =
+                    zstd::stream::read::Decoder::new(&p[1..]).map_err(|_| BlobError::Length {
                         expected: raw_len,
                         found: 0,
-                    }
-                })?;
+                    })?;
                 dec.take(u64::from(raw_len) + 1)
                     .read_to_end(&mut out)
                     .map_err(|_| BlobError::Length {

@@ -197,15 +197,38 @@ pub struct PackStats {
     pub cookie_v11_warning: bool,
 }
 
-enum Kind {
+pub(crate) enum Kind {
     Dir,
     File(u64),
 }
 
-struct Entry {
-    rel: String,
-    abs: PathBuf,
-    kind: Kind,
+/// One directory or regular file of a profile being saved.
+pub(crate) struct Entry {
+    /// `/`-separated relative path.
+    pub(crate) rel: String,
+    /// Where it is.
+    pub(crate) abs: PathBuf,
+    /// Directory, or file with its size when walked.
+    pub(crate) kind: Kind,
+}
+
+/// The directories and regular files of `root` in sorted order, without what `excludes`
+/// leaves out, and the facts packing records (counts of what was left out, Chromium
+/// version, clean exit, v11 cookies); sizes and counts of kept files are left to the caller.
+///
+/// # Errors
+/// `root` is not a directory; file system errors while walking.
+pub(crate) fn walk_profile(
+    root: &Path,
+    excludes: &Excludes,
+) -> Result<(Vec<Entry>, PackStats), Error> {
+    if !root.is_dir() {
+        return Err(Error::NotADirectory(root.to_path_buf()));
+    }
+    let mut stats = PackStats::default();
+    let entries = walk(root, excludes, &mut stats)?;
+    inspect(root, &mut stats);
+    Ok((entries, stats))
 }
 
 fn walk(root: &Path, ex: &Excludes, stats: &mut PackStats) -> Result<Vec<Entry>, Error> {

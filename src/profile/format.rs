@@ -1,4 +1,4 @@
-//! The at-rest object format, version 1 (the contract is `docs/FORMAT.md`).
+//! The at-rest object format, versions 1 and 2 (the contract is `docs/FORMAT.md`).
 //!
 //! ```text
 //! magic "\x89PVOBJ\r\n" (8) | version u16 BE = 1 | suite u16 BE = 1 | header_len u32 BE
@@ -6,7 +6,9 @@
 //! header_mac: HMAC-SHA256(mac_key, all bytes above) (32)
 //! body: STREAM chunks, each AES-256-GCM(chunk_key, nonce(i, last), plaintext) ‖ tag
 //! ```
-//! The plaintext of the body is the ZIP archive of the profile.
+//! The plaintext of the body is the ZIP archive of the profile (version 1) or the manifest of
+//! a chunked generation (version 2, [`crate::profile::manifest`]); the version is in the
+//! prefix, which the header MAC covers.
 //!
 //! A reader is told what it expects ([`Expected`]) and checks, in order: magic, version,
 //! suite, header syntax, the header's tenant/profile/generation/object id, the key
@@ -24,8 +26,12 @@ use crate::crypt::{self, DataKey, KEY_LEN};
 
 /// Magic bytes at the start of every object. DO NOT CHANGE.
 pub const MAGIC: [u8; 8] = *b"\x89PVOBJ\r\n";
-/// The format version this code writes.
+/// Version 1: the plaintext is the ZIP archive of the profile.
 pub const VERSION: u16 = 1;
+/// Version 2: the plaintext is the generation's manifest (chunked, deduplicated; §10).
+pub const VERSION_CHUNKED: u16 = 2;
+/// The newest version this build reads.
+pub const NEWEST: u16 = VERSION_CHUNKED;
 /// Suite 1: AES-256-GCM STREAM, HKDF-SHA256 key derivation, HMAC-SHA256 header MAC.
 pub const SUITE_AES256GCM_HKDF_SHA256: u16 = 1;
 /// Largest header JSON a reader accepts.
@@ -42,10 +48,10 @@ pub enum Error {
     #[error("not a profile-vault object (bad magic bytes)")]
     BadMagic,
     /// A version this build cannot read (0: never written by anyone).
-    #[error("unsupported object format version {0}; this build reads version 1")]
+    #[error("unsupported object format version {0}; this build reads versions 1 and 2")]
     UnsupportedVersion(u16),
     /// A later version than this build reads: a newer profile-vault wrote it.
-    #[error("object written by a newer profile-vault (format {0}); upgrade this node (it reads format 1)")]
+    #[error("object written by a newer profile-vault (format {0}); upgrade this node (it reads formats 1 and 2)")]
     NewerVersion(u16),
     /// A cipher suite this build does not know.
     #[error("unsupported cipher suite {0}; this build knows suite 1")]
@@ -119,17 +125,24 @@ pub struct Sealer {
     salt: [u8; SALT_LEN],
     keys: ObjectKeys,
     chunk_size: u32,
+    version: u16,
 }
 
 impl Sealer {
-    /// Derives per-object keys from a fresh random salt.
+    /// Derives per-object keys from a fresh random salt (a version 1 object).
     pub fn new(dek: &DataKey, chunk_size: u32) -> Self {
+        Self::with_version(dek, chunk_size, VERSION)
+    }
+
+    /// [`Sealer::new`] for an object of `version` ([`VERSION`] or [`VERSION_CHUNKED`]).
+    pub fn with_version(dek: &DataKey, chunk_size: u32, version: u16) -> Self {
         let mut salt = [0u8; SALT_LEN];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
         Sealer {
             salt,
             keys: ObjectKeys::derive(dek, &salt),
             chunk_size: chunk_size.clamp(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE),
+            version,
         }
     }
 
@@ -155,7 +168,7 @@ impl Sealer {
         let json = serde_json::to_vec(&h).expect("header serializes");
         let mut out = Vec::with_capacity(PREFIX_LEN + json.len() + MAC_LEN);
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&VERSION.to_be_bytes());
+        out.extend_from_slice(&self.version.to_be_bytes());
         out.extend_from_slice(&SUITE_AES256GCM_HKDF_SHA256.to_be_bytes());
         out.extend_from_slice(&(json.len() as u32).to_be_bytes());
         out.extend_from_slice(&json);
@@ -180,25 +193,25 @@ pub fn open<R: Read>(
     dek: &DataKey,
     expected: &Expected<'_>,
 ) -> Result<(Header, StreamReader<R>), Error> {
-    open_inner(r, dek, expected).map(|(h, _, r)| (h, r))
+    open_inner(r, dek, expected).map(|(h, _, _, r)| (h, r))
 }
 
-/// [`open`], also returning the offset of the body (prefix + header + MAC).
+/// [`open`], also returning the version and the offset of the body (prefix + header + MAC).
 fn open_inner<R: Read>(
     mut r: R,
     dek: &DataKey,
     expected: &Expected<'_>,
-) -> Result<(Header, u64, StreamReader<R>), Error> {
+) -> Result<(Header, u16, u64, StreamReader<R>), Error> {
     let mut prefix = [0u8; PREFIX_LEN];
     read_exact_or(&mut r, &mut prefix)?;
     if prefix[..8] != MAGIC {
         return Err(Error::BadMagic);
     }
     let version = u16::from_be_bytes([prefix[8], prefix[9]]);
-    if version > VERSION {
+    if version > NEWEST {
         return Err(Error::NewerVersion(version));
     }
-    if version != VERSION {
+    if version == 0 {
         return Err(Error::UnsupportedVersion(version));
     }
     let suite = u16::from_be_bytes([prefix[10], prefix[11]]);
@@ -252,12 +265,17 @@ fn open_inner<R: Read>(
     keys.check_header_mac(&authed, &mac)?;
     let chunk_size = h.chunk_size;
     let body_offset = (authed.len() + MAC_LEN) as u64;
-    Ok((h, body_offset, StreamReader::new(keys, chunk_size, r)))
+    Ok((
+        h,
+        version,
+        body_offset,
+        StreamReader::new(keys, chunk_size, r),
+    ))
 }
 
-/// Reads the header and authenticates the whole object stored in `file`, then returns
-/// random access to its plaintext (used by restore and verify: nothing is extracted before
-/// every chunk verified, and no plaintext copy is written).
+/// Reads the header and authenticates the whole object stored in `file`, then returns its
+/// version and random access to its plaintext (used by restore and verify: nothing is
+/// extracted before every chunk verified, and no plaintext copy is written).
 ///
 /// # Errors
 /// As [`open`], plus every body error (truncation, trailing data, tampering...).
@@ -265,17 +283,18 @@ pub fn verify_file(
     file: std::sync::Arc<std::fs::File>,
     dek: &DataKey,
     expected: &Expected<'_>,
-) -> Result<(Header, stream::RandomAccess), Error> {
+) -> Result<(Header, u16, stream::RandomAccess), Error> {
     use std::io::Seek;
     let mut f: &std::fs::File = &file;
     f.seek(io::SeekFrom::Start(0))
         .map_err(|e| Error::Crypt(crypt::Error::Io(e)))?;
-    let (header, body_offset, reader) =
+    let (header, version, body_offset, reader) =
         open_inner(io::BufReader::with_capacity(1 << 20, f), dek, expected)?;
     let (plain_len, keys) = reader.verify_all()?;
     let chunk_size = header.chunk_size;
     Ok((
         header,
+        version,
         stream::RandomAccess::new(file, keys, body_offset, chunk_size, plain_len),
     ))
 }

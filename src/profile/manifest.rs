@@ -144,8 +144,7 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(Manifest, Vec<ChunkId>),
     if json.len() as u64 > MAX_LEN {
         return Err(Error::TooLarge);
     }
-    let m: Manifest =
-        serde_json::from_slice(&json).map_err(|e| Error::Malformed(e.to_string()))?;
+    let m: Manifest = serde_json::from_slice(&json).map_err(|e| Error::Malformed(e.to_string()))?;
     let ids = validate(&m, limits)?;
     Ok((m, ids))
 }
@@ -159,7 +158,9 @@ fn validate(m: &Manifest, limits: &Limits) -> Result<Vec<ChunkId>, Error> {
     let mut ids = Vec::with_capacity(m.chunks.len());
     for (index, c) in m.chunks.iter().enumerate() {
         let bad = |reason: String| Error::BadChunk { index, reason };
-        ids.push(parse_id(&c.id).ok_or_else(|| bad(format!("id {:?} is not 64 hex digits", c.id)))?);
+        ids.push(
+            parse_id(&c.id).ok_or_else(|| bad(format!("id {:?} is not 64 hex digits", c.id)))?,
+        );
         if c.pack as usize >= m.packs.len() {
             return Err(bad(format!("pack index {} out of range", c.pack)));
         }
@@ -317,12 +318,22 @@ mod tests {
 
     #[test]
     fn hostile_manifests_are_refused_each_with_its_error() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Manifest)>)> = vec![
+        type Edit = Box<dyn Fn(&mut Manifest)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("../", Box::new(|m| m.files[0].path = "../evil".into())),
-            ("absolute", Box::new(|m| m.files[0].path = "/etc/passwd".into())),
-            ("dup", Box::new(|m| m.files[1].path = "Default/History".into())),
+            (
+                "absolute",
+                Box::new(|m| m.files[0].path = "/etc/passwd".into()),
+            ),
+            (
+                "dup",
+                Box::new(|m| m.files[1].path = "Default/History".into()),
+            ),
             ("file/dir", Box::new(|m| m.dirs.push("Local State".into()))),
-            ("parent file", Box::new(|m| m.files[1].path = "Default/History/x".into())),
+            (
+                "parent file",
+                Box::new(|m| m.files[1].path = "Default/History/x".into()),
+            ),
             ("sizes", Box::new(|m| m.files[0].size = 31)),
             ("chunk index", Box::new(|m| m.files[0].chunks.push(9))),
             ("pack index", Box::new(|m| m.chunks[0].pack = 1)),

@@ -24,7 +24,7 @@ impl Vault {
                 match self.store.get(&key).await {
                     Ok(r) => {
                         let bytes = r.bytes().await?;
-                        check_not_newer("generation record", &key, &bytes, RECORD_FORMAT_KMS)?;
+                        check_not_newer("generation record", &key, &bytes, RECORD_FORMAT_CHUNKED)?;
                         serde_json::from_slice(&bytes).ok()
                     }
                     Err(store::Error::NotFound { .. }) => None,
@@ -79,7 +79,7 @@ impl Vault {
                 Ok(mut r) => {
                     let mut prefix = [0u8; 10];
                     if r.body.read_exact(&mut prefix).await.is_ok()
-                        && u16::from_be_bytes([prefix[8], prefix[9]]) > format::VERSION
+                        && u16::from_be_bytes([prefix[8], prefix[9]]) > format::NEWEST
                     {
                         return Ok(true);
                     }
@@ -107,7 +107,7 @@ impl Vault {
             match self.store.get(&key).await {
                 Ok(r) => {
                     let bytes = r.bytes().await?;
-                    if check_not_newer("generation record", &key, &bytes, RECORD_FORMAT_KMS)
+                    if check_not_newer("generation record", &key, &bytes, RECORD_FORMAT_CHUNKED)
                         .is_err()
                     {
                         return Ok(true);

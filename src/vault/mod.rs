@@ -8,7 +8,13 @@
 //! - `head.json`: which generation loads by default ([`Head`]), moved by compare-and-swap;
 //! - `gens/<generation:020>.meta`: the generation's sidecar, sealed: pinned browser identity
 //!   and contents report (`meta.rs`);
-//! - `data.json`: the profile's data document, sealed (`data.rs`).
+//! - `data.json`: the profile's data document, sealed (`data.rs`);
+//! - format 2 only: `packs/<id>.pvp`, sealed chunks shared by the generations that use them,
+//!   and `gc.json`, the marks of packs no generation uses (`chunked/`, `gc.rs`).
+//!
+//! Generations of format 2 (the default for new saves) keep the same meaning: the payload
+//! object is the generation's manifest, whose create-only write claims the number as before;
+//! a re-save uploads only the chunks its base generation does not have.
 //!
 //! A save packs and encrypts into a private spool file first (constant memory, and an
 //! upload can be retried from it), uploads the payload, writes the record, then moves the
@@ -31,8 +37,10 @@ use crate::profile::format::{self, Expected, Sealer};
 use crate::progress::Progress;
 use crate::store::{self, PutBody, PutMode, Store};
 
+mod chunked;
 mod compat;
 mod data;
+mod gc;
 mod lease;
 mod manage;
 mod meta;
@@ -41,9 +49,11 @@ mod restore;
 mod retention;
 mod save;
 
+pub use chunked::ChunkStats;
 pub(crate) use compat::check_not_newer;
 pub use compat::major;
 pub use data::{DataCondition, DataDoc, DataError, DATA_FORMAT, DEFAULT_DATA_MAX_BYTES};
+pub use gc::PackGcReport;
 pub use lease::{Lease, LeaseRecord};
 pub use meta::{GenerationMeta, Identity, META_FORMAT};
 
@@ -53,6 +63,9 @@ pub const HEAD_FORMAT: u32 = 1;
 pub const RECORD_FORMAT: u32 = 1;
 /// Version of a generation record whose data key a KMS key wraps (adds `kms_key_arn`).
 pub const RECORD_FORMAT_KMS: u32 = 2;
+/// Version of a generation record of a chunked (format 2) payload, local or KMS wrap
+/// (adds `packs` and `chunks`).
+pub const RECORD_FORMAT_CHUNKED: u32 = 3;
 
 /// Errors of vault operations.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +144,41 @@ pub enum Error {
     /// The object failed its format or integrity checks.
     #[error(transparent)]
     Format(#[from] format::Error),
+    /// A format 2 manifest that cannot be used.
+    #[error(transparent)]
+    Manifest(#[from] crate::profile::manifest::Error),
+    /// A pack of a format 2 generation with a bad prefix.
+    #[error(transparent)]
+    Pack(#[from] crate::profile::pack::PackError),
+    /// A chunk of a format 2 generation that does not open.
+    #[error("pack {pack}, chunk {chunk}: {source}")]
+    Blob {
+        /// Pack id.
+        pack: String,
+        /// Chunk id (hex).
+        chunk: String,
+        /// Why.
+        source: crate::crypt::blob::BlobError,
+    },
+    /// A pack a format 2 generation uses is gone or shorter than its manifest says.
+    #[error("pack {pack} used by generation {generation} of profile {profile:?} is missing or truncated: {reason}")]
+    PackMissing {
+        /// Profile.
+        profile: String,
+        /// Generation.
+        generation: u64,
+        /// Pack id.
+        pack: String,
+        /// What the store said.
+        reason: String,
+    },
+    /// A garbage collection deleted packs this save meant to reuse while it ran; nothing was
+    /// written; save again.
+    #[error("packs of profile {profile:?} this save reused were garbage-collected while it ran; save again")]
+    PacksCollected {
+        /// Profile.
+        profile: String,
+    },
     /// Master key problems.
     #[error(transparent)]
     Keys(#[from] keys::Error),
@@ -156,6 +204,7 @@ impl Error {
             Error::NewerFormat { .. }
                 | Error::BrowserTooOld { .. }
                 | Error::Format(format::Error::NewerVersion(_))
+                | Error::Pack(crate::profile::pack::PackError::NewerVersion { .. })
         )
     }
 
@@ -163,7 +212,13 @@ impl Error {
     pub fn is_integrity(&self) -> bool {
         match self {
             Error::Format(format::Error::NewerVersion(_)) => false,
-            Error::Format(_) | Error::BadRecord { .. } => true,
+            Error::Pack(crate::profile::pack::PackError::NewerVersion { .. }) => false,
+            Error::Format(_)
+            | Error::BadRecord { .. }
+            | Error::Manifest(_)
+            | Error::Pack(_)
+            | Error::Blob { .. }
+            | Error::PackMissing { .. } => true,
             Error::Keys(k) => k.is_integrity(),
             Error::Archive(a) => !matches!(
                 a,
@@ -259,6 +314,29 @@ pub struct GenerationRecord {
     pub base: Option<u64>,
     /// What packing recorded.
     pub stats: PackStats,
+    /// Format 3 only: every pack the generation's manifest uses (what garbage collection
+    /// keeps).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_packs"
+    )]
+    pub packs: Option<Vec<String>>,
+    /// Format 3 only: what the chunked save reused and sent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_chunks"
+    )]
+    pub chunks: Option<ChunkStats>,
+}
+
+fn present_packs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    Vec::<String>::deserialize(d).map(Some)
+}
+
+fn present_chunks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ChunkStats>, D::Error> {
+    ChunkStats::deserialize(d).map(Some)
 }
 
 /// An optional member that, when present, must be a string (`null` is refused).
@@ -299,6 +377,9 @@ pub struct SaveReport {
     pub stats: PackStats,
     /// Generations removed by retention.
     pub pruned: Vec<u64>,
+    /// Format 2: what the save reused and sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<ChunkStats>,
 }
 
 /// One generation as listed by `versions`.
@@ -358,6 +439,14 @@ pub struct VaultOptions {
     pub data_max_bytes: usize,
     /// Record a contents report with every save (in the generation's sidecar).
     pub contents_report: bool,
+    /// Payload format of new saves (1 or 2).
+    pub write_format: u16,
+    /// Format 2: every this many saves, every file is read again (1: always).
+    pub full_read_every: u32,
+    /// Format 2: read every file on the next saves, whatever their size and time say.
+    pub reread: bool,
+    /// Unused packs are deleted by a garbage collection this long after one marked them.
+    pub pack_grace: std::time::Duration,
 }
 
 /// Encrypted, versioned profiles in a store.
@@ -431,6 +520,15 @@ impl Vault {
     /// # Errors
     /// The spool directory cannot be created.
     pub fn new(store: Arc<dyn Store>, keys: Arc<Keyring>, opts: VaultOptions) -> Result<Self> {
+        if !(1..=2).contains(&opts.write_format) {
+            return Err(Error::BadRecord {
+                key: "archive.format".into(),
+                reason: format!(
+                    "payload format {} cannot be written; use 1 or 2",
+                    opts.write_format
+                ),
+            });
+        }
         fsutil::create_private_dir(&opts.spool_dir).map_err(io_at(&opts.spool_dir))?;
         let work = Arc::new(tokio::sync::Semaphore::new(opts.max_parallel_jobs.max(1)));
         let audit = crate::audit::Audit::new(store.clone());
@@ -643,14 +741,38 @@ impl Vault {
             }
             Err(e) => return Err(e.into()),
         };
-        check_not_newer("generation record", &key, &bytes, RECORD_FORMAT_KMS)?;
+        check_not_newer("generation record", &key, &bytes, RECORD_FORMAT_CHUNKED)?;
         let rec: GenerationRecord =
             serde_json::from_slice(&bytes).map_err(|e| Error::BadRecord {
                 key: key.clone(),
                 reason: e.to_string(),
             })?;
+        let chunked = rec.packs.is_some() || rec.chunks.is_some();
+        if chunked != (rec.format == RECORD_FORMAT_CHUNKED)
+            || (chunked && (rec.packs.is_none() || rec.chunks.is_none()))
+        {
+            return Err(Error::BadRecord {
+                key,
+                reason: format!(
+                    "record format {} {} packs and chunks",
+                    rec.format,
+                    if chunked { "must not have" } else { "needs" }
+                ),
+            });
+        }
+        if rec
+            .packs
+            .iter()
+            .flatten()
+            .any(|p| !crate::profile::pack::valid_id(p))
+        {
+            return Err(Error::BadRecord {
+                key,
+                reason: "names an invalid pack id".into(),
+            });
+        }
         match (rec.format, &rec.kms_key_arn) {
-            (RECORD_FORMAT, None) | (RECORD_FORMAT_KMS, Some(_)) => {}
+            (RECORD_FORMAT, None) | (RECORD_FORMAT_KMS, Some(_)) | (RECORD_FORMAT_CHUNKED, _) => {}
             (RECORD_FORMAT | RECORD_FORMAT_KMS, _) => {
                 return Err(Error::BadRecord {
                     key,

@@ -77,7 +77,9 @@ impl Vault {
                         object_id: &rec.object_id,
                     };
                     let w = self.keys.wrap(to, &dek, &ctx).await?;
-                    rec.format = if w.kms_key_arn.is_some() {
+                    rec.format = if rec.format == RECORD_FORMAT_CHUNKED {
+                        RECORD_FORMAT_CHUNKED
+                    } else if w.kms_key_arn.is_some() {
                         RECORD_FORMAT_KMS
                     } else {
                         RECORD_FORMAT

@@ -16,7 +16,7 @@ impl Vault {
         profile: &str,
         generation: u64,
         progress: Arc<dyn Progress>,
-    ) -> Result<(GenerationRecord, stream::RandomAccess, Option<TempFile>)> {
+    ) -> Result<Fetched> {
         let (rec, dek) = self.open_record(tenant, profile, generation).await?;
         let key = payload_key(tenant, profile, generation);
         let not_found = || Error::GenerationNotFound {
@@ -70,19 +70,36 @@ impl Vault {
             rec.object_id.clone(),
         );
         progress.start("verifying", 0);
-        let reader = blocking(move || {
+        let key2 = dek.clone();
+        let (version, reader) = blocking(move || {
             let expected = Expected {
                 tenant: &tenant_s,
                 profile: &profile_s,
                 generation: Some(generation),
                 object_id: Some(&object_id),
             };
-            let (_, reader) = format::verify_file(Arc::new(file), &dek, &expected)?;
-            Ok(reader)
+            let (_, version, reader) = format::verify_file(Arc::new(file), &key2, &expected)?;
+            Ok((version, reader))
         })
         .await?;
         progress.finish();
-        Ok((rec, reader, temp))
+        // The record and the payload must agree on what the payload is.
+        let chunked = rec.format == RECORD_FORMAT_CHUNKED;
+        if chunked != (version == format::VERSION_CHUNKED) {
+            return Err(Error::BadRecord {
+                key: record_key(tenant, profile, generation),
+                reason: format!(
+                    "record format {} does not go with payload version {version}",
+                    rec.format
+                ),
+            });
+        }
+        Ok(Fetched {
+            rec,
+            dek,
+            reader,
+            temp,
+        })
     }
 
     /// Restores a generation (the head when `None`) into `target`, which must be new or empty.
@@ -125,9 +142,19 @@ impl Vault {
         if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
             fsutil::create_private_dir(parent).map_err(io_at(parent))?;
         }
-        let (rec, reader, temp) = self
+        let fetched = self
             .fetch(tenant, profile, generation, progress.clone())
             .await?;
+        if fetched.rec.format == RECORD_FORMAT_CHUNKED {
+            let rec = fetched.rec.clone();
+            let unpacked = self
+                .restore_chunked(tenant, profile, generation, fetched, Some(target), progress)
+                .await?;
+            return Ok(self.restored(tenant, profile, generation, rec, unpacked));
+        }
+        let Fetched {
+            rec, reader, temp, ..
+        } = fetched;
         let (target_p, limits) = (target.to_path_buf(), self.opts.limits.clone());
         let _slot = self.work_slot().await;
         let unpacked = blocking(move || {
@@ -140,6 +167,17 @@ impl Vault {
         })
         .await?;
         drop(temp);
+        Ok(self.restored(tenant, profile, generation, rec, unpacked))
+    }
+
+    fn restored(
+        &self,
+        tenant: &str,
+        profile: &str,
+        generation: u64,
+        rec: GenerationRecord,
+        unpacked: UnpackStats,
+    ) -> RestoreReport {
         tracing::info!(
             tenant,
             profile,
@@ -148,12 +186,12 @@ impl Vault {
             bytes = unpacked.bytes,
             "profile restored"
         );
-        Ok(RestoreReport {
+        RestoreReport {
             profile: profile.into(),
             generation,
             unpacked,
             chromium_version: rec.stats.chromium_version,
-        })
+        }
     }
 
     /// Fully verifies a generation (the head when `None`): record, key, every chunk, and
@@ -169,7 +207,24 @@ impl Vault {
         progress: Arc<dyn Progress>,
     ) -> Result<RestoreReport> {
         let generation = self.resolve(tenant, profile, generation).await?;
-        let (rec, reader, temp) = self.fetch(tenant, profile, generation, progress).await?;
+        let fetched = self
+            .fetch(tenant, profile, generation, progress.clone())
+            .await?;
+        if fetched.rec.format == RECORD_FORMAT_CHUNKED {
+            let rec = fetched.rec.clone();
+            let unpacked = self
+                .restore_chunked(tenant, profile, generation, fetched, None, progress)
+                .await?;
+            return Ok(RestoreReport {
+                profile: profile.into(),
+                generation,
+                unpacked,
+                chromium_version: rec.stats.chromium_version,
+            });
+        }
+        let Fetched {
+            rec, reader, temp, ..
+        } = fetched;
         let limits = self.opts.limits.clone();
         let unpacked =
             blocking(move || Ok(archive::check_from(&|| Ok(reader.clone()), &limits)?)).await?;
@@ -181,6 +236,18 @@ impl Vault {
             chromium_version: rec.stats.chromium_version,
         })
     }
+}
+
+/// A generation's payload, authenticated, and what opened it.
+pub(super) struct Fetched {
+    /// Its record.
+    pub rec: GenerationRecord,
+    /// Its data key (format 2: the profile's content key).
+    pub dek: DataKey,
+    /// The verified plaintext.
+    pub reader: stream::RandomAccess,
+    /// The downloaded copy, removed when dropped.
+    pub temp: Option<TempFile>,
 }
 
 /// Streams an object into a new private file.

@@ -34,9 +34,24 @@ impl Vault {
         identity: &Identity,
         progress: Arc<dyn Progress>,
     ) -> Result<SaveReport> {
-        let r = self
-            .save_inner(tenant, profile, dir, base, identity, progress)
+        let mut r = self
+            .save_inner(tenant, profile, dir, base, identity, progress.clone())
             .await;
+        for _ in 0..2 {
+            // A collection took packs this save reused: the next attempt starts from the
+            // head as it is now, whose packs are all in use.
+            if !matches!(r, Err(Error::PacksCollected { .. })) {
+                break;
+            }
+            tracing::info!(
+                tenant,
+                profile,
+                "packs reused by this save were collected meanwhile; saving again"
+            );
+            r = self
+                .save_inner(tenant, profile, dir, base, identity, progress.clone())
+                .await;
+        }
         let generation = match &r {
             Ok(rep) => Some(rep.generation),
             Err(Error::Conflict { kept, .. }) => Some(*kept),
@@ -76,28 +91,54 @@ impl Vault {
         let created_at = now();
         let first_generation = generation;
         let master = self.keys.active_for(tenant).to_string();
-        let (dek, first_wrap) = self
-            .keys
-            .new_data_key(
-                &master,
-                &WrapContext {
-                    tenant,
-                    profile,
-                    generation,
-                    object_id: &object_id,
-                },
-            )
-            .await?;
+        let ctx = WrapContext {
+            tenant,
+            profile,
+            generation,
+            object_id: &object_id,
+        };
+        // Format 2 carries the profile's content key from the base generation, so its chunks
+        // can be reused; otherwise (and for format 1) a fresh data key.
+        let chunked = self.opts.write_format >= 2;
+        let base_gen = head.as_ref().map(|h| h.0.generation);
+        let reuse = if chunked {
+            self.chunked_base(tenant, profile, base_gen).await?
+        } else {
+            None
+        };
+        let (dek, first_wrap) = match &reuse {
+            Some(b) => (b.key.clone(), self.keys.wrap(&master, &b.key, &ctx).await?),
+            None => self.keys.new_data_key(&master, &ctx).await?,
+        };
 
-        // Pack + encrypt into the spool file, off the async runtime.
+        // Pack + encrypt into the spool file, off the async runtime (format 2 also uploads
+        // the packs on the way).
+        let started = std::time::Instant::now();
         let slot = self.work_slot().await;
         let spool = TempFile(self.spool_file("save"));
-        let (dek, sealer, stats, contents, mut header_len) = {
+        let (dek, sealer, stats, contents, mut header_len, chunks) = if chunked {
+            let p = self
+                .pack_chunked(
+                    tenant,
+                    profile,
+                    dir,
+                    &spool.0,
+                    &dek,
+                    reuse,
+                    generation,
+                    &object_id,
+                    created_at,
+                    progress.clone(),
+                )
+                .await?;
+            let c = (p.packs, p.chunks, p.uploaded);
+            (dek, p.sealer, p.stats, p.contents, p.header_len, Some(c))
+        } else {
             let (dir, path, opts) = (dir.to_path_buf(), spool.0.clone(), self.opts.clone());
             let (tenant, profile, object_id) =
                 (tenant.to_string(), profile.to_string(), object_id.clone());
             let progress = progress.clone();
-            blocking(move || {
+            let (dek, sealer, stats, contents, header_len) = blocking(move || {
                 let sealer = Sealer::new(&dek, opts.chunk_size);
                 let header =
                     sealer.header_bytes(&tenant, &profile, generation, &object_id, created_at);
@@ -117,9 +158,24 @@ impl Vault {
                 f.sync_all().map_err(io_at(&path))?;
                 Ok((dek, sealer, stats, contents, header.len()))
             })
-            .await?
+            .await?;
+            (dek, sealer, stats, contents, header_len, None)
         };
         drop(slot);
+        // Format 2: the packs it uses must not be collected from here on (gc.rs).
+        if let Some((packs, _, uploaded)) = &chunks {
+            let claimed = if started.elapsed() > super::gc::MAX_SAVE {
+                Err(Error::PacksCollected {
+                    profile: profile.into(),
+                })
+            } else {
+                self.claim_packs(tenant, profile, packs).await
+            };
+            if let Err(e) = claimed {
+                self.remove_packs(tenant, profile, uploaded).await;
+                return Err(e);
+            }
+        }
         if stats.cookie_v11_warning {
             tracing::warn!(tenant, profile, "cookie store holds v11 (keyring-encrypted) values: those cookies will be lost when restored on another machine; start Chromium with --password-store=basic");
         }
@@ -208,8 +264,14 @@ impl Vault {
             Err(e) => return Err(e.into()),
         }
         let key_id = wrapped.key_id.clone();
+        let (packs, chunk_stats) = match chunks {
+            Some((p, c, _)) => (Some(p), Some(c)),
+            None => (None, None),
+        };
         let record = GenerationRecord {
-            format: if wrapped.kms_key_arn.is_some() {
+            format: if chunk_stats.is_some() {
+                RECORD_FORMAT_CHUNKED
+            } else if wrapped.kms_key_arn.is_some() {
                 RECORD_FORMAT_KMS
             } else {
                 RECORD_FORMAT
@@ -225,6 +287,8 @@ impl Vault {
             object_size,
             base: head.as_ref().map(|h| h.0.generation),
             stats: stats.clone(),
+            packs,
+            chunks: chunk_stats.clone(),
         };
         let rec_bytes = serde_json::to_vec_pretty(&record).expect("record serializes");
         let rkey = record_key(tenant, profile, generation);
@@ -296,13 +360,20 @@ impl Vault {
                 Vec::new()
             }
         };
+        // Packs only pruned generations used: marked now, deleted by a later collection.
+        if !pruned.is_empty() {
+            if let Err(e) = self.gc_packs(tenant, profile, false).await {
+                tracing::warn!(tenant, profile, error = %e, "pack garbage collection after pruning failed; the sweeper retries");
+            }
+        }
+        let bytes_stored = object_size + chunk_stats.as_ref().map_or(0, |c| c.bytes_uploaded);
         tracing::info!(
             tenant,
             profile,
             generation,
             files = stats.files,
             bytes_in = stats.bytes_in,
-            bytes_stored = object_size,
+            bytes_stored,
             "profile saved"
         );
         Ok(SaveReport {
@@ -312,10 +383,11 @@ impl Vault {
             object_id,
             files: stats.files,
             bytes_in: stats.bytes_in,
-            bytes_stored: object_size,
+            bytes_stored,
             key_id,
             stats,
             pruned,
+            chunks: chunk_stats,
         })
     }
 

@@ -65,6 +65,10 @@ pub fn options(spool: &Path) -> VaultOptions {
         max_parallel_jobs: 2,
         data_max_bytes: 64 * 1024,
         contents_report: true,
+        write_format: 2,
+        full_read_every: 10,
+        reread: false,
+        pack_grace: std::time::Duration::from_secs(3600),
     }
 }
 

@@ -1,0 +1,321 @@
+//! Restoring (or verifying) a format 2 generation: the manifest is read and checked, the
+//! chunks are fetched with ranged reads of their packs ([`FETCHES`] at once, neighbouring
+//! blobs of a pack in one range), and every chunk is authenticated, decompressed to its
+//! exact length and hashed back to its id before a byte of it is written. The tree is built
+//! in a private staging directory beside the target and renamed into place; on any error the
+//! staging directory is removed and nothing is left.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+
+use futures_util::StreamExt;
+
+use super::*;
+use crate::crypt::blob::ChunkKeys;
+use crate::profile::pack;
+
+/// Ranged reads running at once.
+const FETCHES: usize = 8;
+/// Blobs of one pack closer than this are fetched in one range.
+const MERGE_GAP: u64 = 256 << 10;
+/// Longest range fetched at once.
+const MAX_RANGE: u64 = 8 << 20;
+
+/// One ranged read: a pack's bytes `start .. start + len`, and the chunks in it.
+struct Range {
+    pack: usize,
+    start: u64,
+    len: u64,
+    chunks: Vec<usize>,
+}
+
+/// What every range needs to place its chunks.
+struct Placing {
+    keys: ChunkKeys,
+    opened: Opened,
+    /// Per chunk: (file, offset in the file) of each use.
+    uses: Vec<Vec<(usize, u64)>>,
+    /// Staging path of each file (restore), or none (verify).
+    paths: Option<Vec<PathBuf>>,
+}
+
+impl Vault {
+    /// Restores the fetched format 2 `generation` into `target`, or only verifies every chunk
+    /// when `target` is `None`.
+    pub(in crate::vault) async fn restore_chunked(
+        &self,
+        tenant: &str,
+        profile: &str,
+        generation: u64,
+        fetched: restore_api::Fetched,
+        target: Option<&Path>,
+        progress: Arc<dyn Progress>,
+    ) -> Result<UnpackStats> {
+        let opened = self.open_manifest(generation, fetched).await?;
+        let m = &opened.manifest;
+        let mut stats = UnpackStats::default();
+        let mut uses: Vec<Vec<(usize, u64)>> = vec![Vec::new(); m.chunks.len()];
+        let mut skip = vec![false; m.files.len()];
+        let mut total = 0u64;
+        for (fi, f) in m.files.iter().enumerate() {
+            // As with format 1: the browser's singleton locks are never restored.
+            if f.path
+                .rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("Singleton"))
+            {
+                skip[fi] = true;
+                stats.skipped += 1;
+                continue;
+            }
+            let mut off = 0u64;
+            for &c in &f.chunks {
+                uses[c as usize].push((fi, off));
+                off += u64::from(m.chunks[c as usize].raw);
+            }
+            total += f.size;
+            stats.files += 1;
+            stats.bytes += f.size;
+        }
+        stats.dirs = m.dirs.len() as u64;
+        // Ranges: the used chunks of each pack by offset, neighbours merged.
+        let mut by_pack: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (c, u) in uses.iter().enumerate() {
+            if !u.is_empty() || target.is_none() {
+                by_pack
+                    .entry(m.chunks[c].pack as usize)
+                    .or_default()
+                    .push(c);
+            }
+        }
+        let mut ranges: Vec<Range> = Vec::new();
+        for (p, mut cs) in by_pack {
+            cs.sort_by_key(|&c| m.chunks[c].offset);
+            for c in cs {
+                let (off, len) = (m.chunks[c].offset, u64::from(m.chunks[c].len));
+                match ranges.last_mut() {
+                    Some(r)
+                        if r.pack == p
+                            && off >= r.start + r.len
+                            && off - (r.start + r.len) <= MERGE_GAP
+                            && off + len - r.start <= MAX_RANGE =>
+                    {
+                        r.len = off + len - r.start;
+                        r.chunks.push(c);
+                    }
+                    _ => ranges.push(Range {
+                        pack: p,
+                        start: off,
+                        len,
+                        chunks: vec![c],
+                    }),
+                }
+            }
+        }
+        let packs = m.packs.clone();
+        if target.is_none() {
+            // Verify also reads every pack's prefix.
+            for p in &packs {
+                let key = pack_key(tenant, profile, p);
+                let b = self
+                    .store
+                    .get_range(&key, 0, pack::PREFIX_LEN)
+                    .await
+                    .map_err(|e| missing(profile, generation, p, e))?;
+                pack::check_prefix(p, &b)?;
+            }
+        }
+
+        // Staging: directories, then every file at its size.
+        let staging = target.map(|t| archive::staging_path(t, "staging"));
+        let paths = match (&staging, target) {
+            (Some(st), Some(t)) => {
+                archive::check_target(t)?;
+                let (st, dirs, files) = (
+                    st.clone(),
+                    m.dirs.clone(),
+                    m.files
+                        .iter()
+                        .zip(&skip)
+                        .map(|(f, s)| (f.path.clone(), f.size, *s))
+                        .collect::<Vec<_>>(),
+                );
+                let made = blocking(move || {
+                    fsutil::create_private_dir(&st).map_err(io_at(&st))?;
+                    for d in &dirs {
+                        let p = st.join(d);
+                        fsutil::create_private_dir(&p).map_err(io_at(&p))?;
+                    }
+                    let mut paths = Vec::with_capacity(files.len());
+                    for (rel, size, skip) in files {
+                        let p = st.join(&rel);
+                        if !skip {
+                            if let Some(parent) = p.parent() {
+                                fsutil::create_private_dir(parent).map_err(io_at(parent))?;
+                            }
+                            let f = fsutil::create_private_new(&p).map_err(io_at(&p))?;
+                            f.set_len(size).map_err(io_at(&p))?;
+                        }
+                        paths.push(p);
+                    }
+                    Ok(paths)
+                })
+                .await;
+                match made {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        if let Some(st) = &staging {
+                            let _ = std::fs::remove_dir_all(st);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            _ => None,
+        };
+        let placing = Arc::new(Placing {
+            keys: ChunkKeys::derive(&opened.key),
+            opened,
+            uses,
+            paths,
+        });
+        progress.start(
+            if target.is_some() {
+                "restoring"
+            } else {
+                "verifying chunks"
+            },
+            total,
+        );
+        let res = self
+            .fetch_ranges(
+                tenant,
+                profile,
+                generation,
+                &packs,
+                ranges,
+                &placing,
+                progress.as_ref(),
+            )
+            .await;
+        let res = match (res, &staging, target) {
+            (Ok(()), Some(st), Some(t)) => {
+                let (st, t, placing) = (st.clone(), t.to_path_buf(), placing.clone());
+                blocking(move || finish_tree(&st, &t, &placing)).await
+            }
+            (r, _, _) => r,
+        };
+        progress.finish();
+        if let (Err(_), Some(st)) = (&res, &staging) {
+            let _ = std::fs::remove_dir_all(st);
+        }
+        res.map(|()| stats)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_ranges(
+        &self,
+        tenant: &str,
+        profile: &str,
+        generation: u64,
+        packs: &[String],
+        ranges: Vec<Range>,
+        placing: &Arc<Placing>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let mut work = futures_util::stream::iter(ranges)
+            .map(|r| {
+                let pack = packs[r.pack].clone();
+                let key = pack_key(tenant, profile, &pack);
+                let placing = placing.clone();
+                async move {
+                    let bytes = self
+                        .store
+                        .get_range(&key, r.start, r.len)
+                        .await
+                        .map_err(|e| missing(profile, generation, &pack, e))?;
+                    blocking(move || place(&placing, &pack, &r, &bytes)).await
+                }
+            })
+            .buffer_unordered(FETCHES);
+        while let Some(r) = work.next().await {
+            progress.advance(r?);
+        }
+        Ok(())
+    }
+}
+
+/// A pack that is gone or shorter than the manifest says: the generation is damaged.
+fn missing(profile: &str, generation: u64, pack: &str, e: store::Error) -> Error {
+    match e {
+        store::Error::NotFound { .. } | store::Error::OutOfRange { .. } => Error::PackMissing {
+            profile: profile.into(),
+            generation,
+            pack: pack.into(),
+            reason: e.to_string(),
+        },
+        e => Error::Store(e),
+    }
+}
+
+/// Opens every chunk of one fetched range and writes it where it is used; returns the bytes
+/// placed.
+fn place(p: &Placing, pack: &str, r: &Range, bytes: &[u8]) -> Result<u64> {
+    let m = &p.opened.manifest;
+    let mut placed = 0u64;
+    for &c in &r.chunks {
+        let cr = &m.chunks[c];
+        let at = (cr.offset - r.start) as usize;
+        let blob = &bytes[at..at + cr.len as usize];
+        let raw = p
+            .keys
+            .open(&p.opened.ids[c], blob, cr.raw)
+            .map_err(|source| Error::Blob {
+                pack: pack.into(),
+                chunk: cr.id.clone(),
+                source,
+            })?;
+        if let Some(paths) = &p.paths {
+            for &(file, off) in &p.uses[c] {
+                let path = &paths[file];
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io_at(path))?;
+                f.write_all_at(&raw, off).map_err(io_at(path))?;
+                placed += raw.len() as u64;
+            }
+        } else {
+            placed += raw.len() as u64 * p.uses[c].len() as u64;
+        }
+    }
+    Ok(placed)
+}
+
+/// Sets every file's modification time (the next save compares it), then renames the
+/// staging directory into place.
+fn finish_tree(staging: &Path, target: &Path, p: &Placing) -> Result<()> {
+    if let Some(paths) = &p.paths {
+        for (f, path) in p.opened.manifest.files.iter().zip(paths) {
+            if !path.exists() {
+                continue; // skipped (Singleton*)
+            }
+            let t = if f.mtime_ns >= 0 {
+                std::time::UNIX_EPOCH + std::time::Duration::from_nanos(f.mtime_ns as u64)
+            } else {
+                std::time::UNIX_EPOCH
+            };
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_at(path))?;
+            file.set_modified(t).map_err(io_at(path))?;
+        }
+    }
+    archive::check_target(target)?;
+    if target.is_dir() {
+        std::fs::remove_dir(target).map_err(io_at(target))?;
+    }
+    std::fs::rename(staging, target).map_err(io_at(target))?;
+    Ok(())
+}

@@ -1,0 +1,619 @@
+//! The chunked half of a format 2 save: from a profile directory to uploaded packs and a
+//! manifest in a spool file (the rest of the save, claiming the generation number and moving
+//! the head, is shared with format 1 in `vault/save.rs`).
+//!
+//! Three stages run at once with bounded queues between them, so memory does not grow with
+//! the profile and the save takes about the longer of packing and uploading:
+//! a reader thread reads the files to read chunk by chunk; worker threads hash each chunk and
+//! seal those neither the base generation nor this save has; the collecting thread appends
+//! sealed chunks to packs and hands full packs to async uploaders (at most [`IN_FLIGHT`]
+//! PUTs, [`QUEUED`] finished packs waiting).
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Mutex;
+
+use super::*;
+use crate::crypt::blob::ChunkKeys;
+use crate::profile::archive::{Entry, Kind};
+use crate::profile::manifest::{ChunkRef, FileEntry};
+use crate::profile::{chunker, pack};
+
+/// Pack uploads running at once.
+const IN_FLIGHT: usize = 4;
+/// Finished packs waiting for an upload slot.
+const QUEUED: usize = 2;
+/// A file modified within this many nanoseconds before the base's walk is read again
+/// (its time may not tell a later change apart).
+const RACY_NS: i64 = 2_000_000_000;
+
+/// Where a chunk's blob is.
+#[derive(Clone)]
+struct Loc {
+    pack: Arc<str>,
+    offset: u64,
+    len: u32,
+    raw: u32,
+}
+
+/// What packing produced.
+pub(in crate::vault) struct Packed {
+    /// Every pack the manifest uses.
+    pub packs: Vec<String>,
+    /// Packs this save uploaded (removed again if the save fails before its manifest).
+    pub uploaded: Vec<String>,
+    /// Counters.
+    pub chunks: ChunkStats,
+    /// What the walk found.
+    pub stats: PackStats,
+    /// The contents report, when recorded.
+    pub contents: Option<crate::profile::contents::Contents>,
+    /// The sealer of the manifest object in the spool file.
+    pub sealer: Sealer,
+    /// Bytes of its header.
+    pub header_len: usize,
+}
+
+struct Job {
+    file: usize,
+    index: usize,
+    data: Vec<u8>,
+}
+
+struct Done {
+    file: usize,
+    index: usize,
+    id: ChunkId,
+    raw: u32,
+    blob: Option<Vec<u8>>,
+}
+
+/// What the blocking part needs.
+struct Plan {
+    dir: PathBuf,
+    spool: PathBuf,
+    opts: Arc<VaultOptions>,
+    keys: ChunkKeys,
+    pk: DataKey,
+    base: Option<Opened>,
+    full_read: bool,
+    since_full: u32,
+    tenant: String,
+    profile: String,
+    generation: u64,
+    object_id: String,
+    created_at: u64,
+}
+
+impl Vault {
+    /// The base of a format 2 save: the manifest of the generation the head points at, when
+    /// it is of format 2 and reads cleanly (otherwise the save starts afresh, with a new
+    /// content key, and reads every file).
+    ///
+    /// # Errors
+    /// Storage and key-service errors (a damaged base is logged and not used).
+    pub(in crate::vault) async fn chunked_base(
+        &self,
+        tenant: &str,
+        profile: &str,
+        head: Option<u64>,
+    ) -> Result<Option<Opened>> {
+        let Some(g) = head else { return Ok(None) };
+        let rec = match self.read_record(tenant, profile, g).await {
+            Ok(r) => r,
+            Err(Error::GenerationNotFound { .. }) => return Ok(None),
+            Err(e) if e.is_integrity() => {
+                tracing::warn!(tenant, profile, generation = g, error = %e, "the head's record is damaged; saving without reusing its chunks");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if rec.format != RECORD_FORMAT_CHUNKED {
+            return Ok(None);
+        }
+        let opened = match self
+            .fetch(tenant, profile, g, Arc::new(crate::progress::NoProgress))
+            .await
+        {
+            Ok(f) => self.open_manifest(g, f).await,
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(o) => Ok(Some(o)),
+            Err(e) if e.is_integrity() || matches!(e, Error::GenerationNotFound { .. }) => {
+                tracing::warn!(tenant, profile, generation = g, error = %e, "the head's manifest cannot be used; saving without reusing its chunks");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Packs `dir` into chunks and packs (uploading them), and writes the manifest object
+    /// into `spool`.
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::vault) async fn pack_chunked(
+        &self,
+        tenant: &str,
+        profile: &str,
+        dir: &Path,
+        spool: &Path,
+        pk: &DataKey,
+        base: Option<Opened>,
+        generation: u64,
+        object_id: &str,
+        created_at: u64,
+        progress: Arc<dyn Progress>,
+    ) -> Result<Packed> {
+        let since_full = base.as_ref().map_or(0, |b| b.manifest.since_full + 1);
+        let full_read =
+            base.is_none() || self.opts.reread || since_full >= self.opts.full_read_every.max(1);
+        let plan = Plan {
+            dir: dir.to_path_buf(),
+            spool: spool.to_path_buf(),
+            opts: self.opts.clone(),
+            keys: ChunkKeys::derive(pk),
+            pk: pk.clone(),
+            base,
+            full_read,
+            since_full: if full_read { 0 } else { since_full },
+            tenant: tenant.into(),
+            profile: profile.into(),
+            generation,
+            object_id: object_id.into(),
+            created_at,
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Vec<u8>)>(QUEUED);
+        let packer = tokio::task::spawn_blocking(move || pack_blocking(plan, tx, progress));
+        // The uploaders: take finished packs as they come, at most IN_FLIGHT at once.
+        let mut uploaded: Vec<String> = Vec::new();
+        let mut bytes = 0u64;
+        let upload: Result<()> = async {
+            let mut set = tokio::task::JoinSet::new();
+            while let Some((id, buf)) = rx.recv().await {
+                while set.len() >= IN_FLIGHT {
+                    join_one(&mut set).await?;
+                }
+                bytes += buf.len() as u64;
+                uploaded.push(id.clone());
+                let store = self.store.clone();
+                let key = pack_key(tenant, profile, &id);
+                set.spawn(async move {
+                    match store
+                        .put(&key, PutBody::Bytes(buf.into()), PutMode::Create)
+                        .await
+                    {
+                        // A random id: only this save's own earlier attempt can hold it.
+                        Ok(_) | Err(store::Error::AlreadyExists { .. }) => Ok(()),
+                        Err(e) => Err(Error::from(e)),
+                    }
+                });
+            }
+            while !set.is_empty() {
+                join_one(&mut set).await?;
+            }
+            Ok(())
+        }
+        .await;
+        drop(rx);
+        let packed = packer.await.map_err(|e| Error::Io {
+            path: "<pack task>".into(),
+            source: std::io::Error::other(e),
+        })?;
+        let result = match (upload, packed) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(mut p)) => {
+                p.chunks.bytes_uploaded = bytes;
+                p.chunks.packs_new = uploaded.len() as u64;
+                p.uploaded = uploaded.clone();
+                Ok(p)
+            }
+        };
+        if result.is_err() {
+            self.remove_packs(tenant, profile, &uploaded).await;
+        }
+        result
+    }
+
+    /// Best effort: removes packs no manifest names (a save that failed before its manifest).
+    pub(in crate::vault) async fn remove_packs(
+        &self,
+        tenant: &str,
+        profile: &str,
+        packs: &[String],
+    ) {
+        for p in packs {
+            if let Err(e) = self.store.delete(&pack_key(tenant, profile, p)).await {
+                tracing::warn!(tenant, profile, pack = %p, error = %e, "could not remove a pack of a failed save; garbage collection will");
+            }
+        }
+    }
+}
+
+async fn join_one(set: &mut tokio::task::JoinSet<Result<()>>) -> Result<()> {
+    match set.join_next().await {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => Err(Error::Io {
+            path: "<upload task>".into(),
+            source: std::io::Error::other(e),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn mtime_ns(m: &std::fs::Metadata) -> i64 {
+    m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec()
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One file of the new generation.
+struct NewFile {
+    rel: String,
+    abs: PathBuf,
+    size: u64,
+    mtime_ns: i64,
+    /// Chunk ids, in order (reused from the base, or filled as chunks are hashed).
+    ids: Vec<Option<ChunkId>>,
+    read: bool,
+}
+
+fn pack_blocking(
+    plan: Plan,
+    tx: tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
+    progress: Arc<dyn Progress>,
+) -> Result<Packed> {
+    let opts = plan.opts.clone();
+    let walked_at = now();
+    let (entries, mut stats) = archive::walk_profile(&plan.dir, &opts.pack.excludes)?;
+    // What the base has: every chunk, and every file with its size, time and chunks.
+    let mut known: HashMap<ChunkId, Loc> = HashMap::new();
+    let mut base_files: HashMap<&str, &FileEntry> = HashMap::new();
+    let mut base_racy_ns = i64::MIN;
+    if let Some(b) = &plan.base {
+        let packs: Vec<Arc<str>> = b
+            .manifest
+            .packs
+            .iter()
+            .map(|p| Arc::from(p.as_str()))
+            .collect();
+        for (c, id) in b.manifest.chunks.iter().zip(&b.ids) {
+            known.insert(
+                *id,
+                Loc {
+                    pack: packs[c.pack as usize].clone(),
+                    offset: c.offset,
+                    len: c.len,
+                    raw: c.raw,
+                },
+            );
+        }
+        for f in &b.manifest.files {
+            base_files.insert(&f.path, f);
+        }
+        base_racy_ns = (b.manifest.walked_at as i64)
+            .saturating_mul(1_000_000_000)
+            .saturating_sub(RACY_NS);
+    }
+    let mut dirs = Vec::new();
+    let mut files: Vec<NewFile> = Vec::new();
+    let mut to_read = 0u64;
+    let mut counters = ChunkStats {
+        base: plan.base.as_ref().map(|b| b.generation),
+        full_read: plan.full_read,
+        ..ChunkStats::default()
+    };
+    for Entry { rel, abs, kind } in entries {
+        match kind {
+            Kind::Dir => dirs.push(rel),
+            Kind::File(_) => {
+                let m = std::fs::symlink_metadata(&abs).map_err(io_err(&abs))?;
+                let (size, mtime) = (m.len(), mtime_ns(&m));
+                let reuse = (!plan.full_read)
+                    .then(|| base_files.get(rel.as_str()))
+                    .flatten()
+                    .filter(|f| f.size == size && f.mtime_ns == mtime && mtime < base_racy_ns);
+                let (ids, read) = match (reuse, &plan.base) {
+                    (Some(f), Some(b)) => (
+                        f.chunks.iter().map(|&i| Some(b.ids[i as usize])).collect(),
+                        false,
+                    ),
+                    _ => {
+                        to_read += size;
+                        (Vec::new(), true)
+                    }
+                };
+                if read {
+                    counters.files_read += 1;
+                } else {
+                    counters.files_skipped += 1;
+                }
+                stats.files += 1;
+                stats.bytes_in += size;
+                files.push(NewFile {
+                    rel,
+                    abs,
+                    size,
+                    mtime_ns: mtime,
+                    ids,
+                    read,
+                });
+            }
+        }
+    }
+    stats.dirs = dirs.len() as u64;
+    progress.start("packing", to_read);
+
+    // Read, hash, seal and pack the files to read.
+    let threads = opts.pack.threads.clamp(1, 8);
+    let level = opts.pack.level;
+    let claimed: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
+    let mut new_locs: HashMap<ChunkId, Loc> = HashMap::new();
+    let reads: Vec<(usize, PathBuf)> = files
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.read)
+        .map(|(i, f)| (i, f.abs.clone()))
+        .collect();
+    let (job_tx, job_rx) = sync_channel::<Job>(threads * 2);
+    let (done_tx, done_rx) = sync_channel::<Result<Done>>(threads * 4);
+    let job_rx = Mutex::new(job_rx);
+    let keys = &plan.keys;
+    let known_ref = &known;
+    let result: Result<Vec<(usize, usize, ChunkId)>> = std::thread::scope(|s| {
+        {
+            let done_tx = done_tx.clone();
+            s.spawn(move || read_files(reads, job_tx, done_tx));
+        }
+        for _ in 0..threads {
+            let done_tx = done_tx.clone();
+            let (job_rx, claimed) = (&job_rx, &claimed);
+            s.spawn(move || seal_chunks(job_rx, done_tx, keys, known_ref, claimed, level));
+        }
+        drop(done_tx);
+        collect(
+            &done_rx,
+            &tx,
+            &mut new_locs,
+            &mut counters,
+            progress.as_ref(),
+        )
+    });
+    let placed = result?;
+    for (file, index, id) in placed {
+        let f = &mut files[file];
+        if f.ids.len() <= index {
+            f.ids.resize(index + 1, None);
+        }
+        f.ids[index] = Some(id);
+    }
+    progress.finish();
+
+    // The manifest: packs in order of first use, chunks once each.
+    let mut packs: Vec<String> = Vec::new();
+    let mut pack_index: HashMap<Arc<str>, u32> = HashMap::new();
+    let mut chunks: Vec<ChunkRef> = Vec::new();
+    let mut chunk_index: HashMap<ChunkId, u32> = HashMap::new();
+    let mut entries = Vec::with_capacity(files.len());
+    for f in &files {
+        let mut idx = Vec::with_capacity(f.ids.len());
+        for id in &f.ids {
+            let id = id.ok_or_else(|| Error::Io {
+                path: f.abs.clone(),
+                source: std::io::Error::other("a chunk of this file was not packed"),
+            })?;
+            let i = match chunk_index.get(&id) {
+                Some(&i) => i,
+                None => {
+                    let loc = new_locs
+                        .get(&id)
+                        .or_else(|| known.get(&id))
+                        .ok_or_else(|| Error::Io {
+                            path: f.abs.clone(),
+                            source: std::io::Error::other("a chunk of this file has no blob"),
+                        })?;
+                    let p = *pack_index.entry(loc.pack.clone()).or_insert_with(|| {
+                        packs.push(loc.pack.to_string());
+                        (packs.len() - 1) as u32
+                    });
+                    chunks.push(ChunkRef {
+                        id: manifest::id_hex(&id),
+                        pack: p,
+                        offset: loc.offset,
+                        len: loc.len,
+                        raw: loc.raw,
+                    });
+                    let i = (chunks.len() - 1) as u32;
+                    chunk_index.insert(id, i);
+                    i
+                }
+            };
+            idx.push(i);
+        }
+        entries.push(FileEntry {
+            path: f.rel.clone(),
+            size: f.size,
+            mtime_ns: f.mtime_ns,
+            chunks: idx,
+        });
+    }
+    counters.chunks = chunks.len() as u64;
+    let m = Manifest {
+        base: plan.base.as_ref().map(|b| b.generation),
+        since_full: plan.since_full,
+        walked_at,
+        packs: packs.clone(),
+        chunks,
+        dirs,
+        files: entries,
+    };
+    // Read while the directory is as it was packed (the browser has stopped).
+    let contents = opts
+        .contents_report
+        .then(|| crate::profile::contents::read(&plan.dir));
+    let encoded = manifest::encode(&m);
+    let sealer = Sealer::with_version(&plan.pk, opts.chunk_size, format::VERSION_CHUNKED);
+    let header = sealer.header_bytes(
+        &plan.tenant,
+        &plan.profile,
+        plan.generation,
+        &plan.object_id,
+        plan.created_at,
+    );
+    let path = &plan.spool;
+    let f = fsutil::create_private_new(path).map_err(io_err(path))?;
+    let mut w = std::io::BufWriter::new(f);
+    w.write_all(&header).map_err(io_err(path))?;
+    let mut body = sealer.body_writer(w);
+    body.write_all(&encoded).map_err(io_err(path))?;
+    let (w, _) = body.finish().map_err(io_err(path))?;
+    let f = w.into_inner().map_err(|e| Error::Io {
+        path: path.clone(),
+        source: e.into_error(),
+    })?;
+    f.sync_all().map_err(io_err(path))?;
+    stats.bytes_zip = encoded.len() as u64;
+    Ok(Packed {
+        packs,
+        uploaded: Vec::new(),
+        chunks: counters,
+        stats,
+        contents,
+        sealer,
+        header_len: header.len(),
+    })
+}
+
+/// The reader thread: each file to read, chunk by chunk, in order.
+fn read_files(reads: Vec<(usize, PathBuf)>, jobs: SyncSender<Job>, done: SyncSender<Result<Done>>) {
+    for (file, path) in reads {
+        let r = (|| -> Result<()> {
+            let mut f = std::fs::File::open(&path).map_err(io_err(&path))?;
+            let size = f.metadata().map_err(io_err(&path))?.len();
+            let mut head = [0u8; chunker::SNIFF_LEN];
+            let n = read_full(&mut f, &mut head).map_err(io_err(&path))?;
+            let mut carried = head[..n].to_vec();
+            for (index, (_, len)) in chunker::cuts(&head[..n], size).enumerate() {
+                let mut data = std::mem::take(&mut carried);
+                let have = data.len();
+                data.resize(len as usize, 0);
+                if have > len as usize {
+                    // The sniffed bytes span more than this chunk (files under 18 bytes).
+                    carried = data.split_off(len as usize);
+                } else {
+                    let got = read_full(&mut f, &mut data[have..]).map_err(io_err(&path))?;
+                    if have + got != len as usize {
+                        return Err(Error::Io {
+                            path: path.clone(),
+                            source: std::io::Error::other("file shrank while it was read"),
+                        });
+                    }
+                }
+                if jobs.send(Job { file, index, data }).is_err() {
+                    return Ok(()); // the collector stopped; it reports why
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            let _ = done.send(Err(e));
+            return;
+        }
+    }
+}
+
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// A worker: hashes each chunk and seals those nobody has yet.
+fn seal_chunks(
+    jobs: &Mutex<Receiver<Job>>,
+    done: SyncSender<Result<Done>>,
+    keys: &ChunkKeys,
+    known: &HashMap<ChunkId, Loc>,
+    claimed: &Mutex<HashSet<ChunkId>>,
+    level: i32,
+) {
+    loop {
+        let job = match jobs.lock().expect("job queue").recv() {
+            Ok(j) => j,
+            Err(_) => return,
+        };
+        let id = keys.id(&job.data);
+        let fresh = !known.contains_key(&id) && claimed.lock().expect("claimed").insert(id);
+        let blob = fresh.then(|| keys.seal(&id, &job.data, level));
+        let d = Done {
+            file: job.file,
+            index: job.index,
+            id,
+            raw: job.data.len() as u32,
+            blob,
+        };
+        if done.send(Ok(d)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The collecting thread: appends sealed chunks to packs and hands full packs on.
+fn collect(
+    done: &Receiver<Result<Done>>,
+    tx: &tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
+    locs: &mut HashMap<ChunkId, Loc>,
+    counters: &mut ChunkStats,
+    progress: &dyn Progress,
+) -> Result<Vec<(usize, usize, ChunkId)>> {
+    let mut placed = Vec::new();
+    let mut builder = pack::Builder::new();
+    let stopped = || {
+        Error::Store(store::Error::Unavailable {
+            op: "put",
+            key: "packs/".into(),
+            message: "the pack upload stopped".into(),
+        })
+    };
+    for d in done.iter() {
+        let d = d?;
+        progress.advance(u64::from(d.raw));
+        if let Some(blob) = d.blob {
+            let offset = builder.push(&blob);
+            let pack: Arc<str> = Arc::from(builder.id.as_str());
+            locs.insert(
+                d.id,
+                Loc {
+                    pack,
+                    offset,
+                    len: blob.len() as u32,
+                    raw: d.raw,
+                },
+            );
+            counters.chunks_new += 1;
+            if builder.is_full() {
+                let full = std::mem::take(&mut builder);
+                tx.blocking_send(full.finish()).map_err(|_| stopped())?;
+            }
+        }
+        placed.push((d.file, d.index, d.id));
+    }
+    if !builder.is_empty() {
+        tx.blocking_send(builder.finish()).map_err(|_| stopped())?;
+    }
+    Ok(placed)
+}
