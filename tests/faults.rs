@@ -1,6 +1,7 @@
 //! Storage faults between the vault and LocalStack, injected by a proxy: transient errors
 //! are retried, a save that cannot finish leaves the last good generation as the head, no
-//! multipart upload is left open, and ambiguous retried writes are recognised.
+//! multipart upload (format 1) or pack of a failed save (format 2) is left, ambiguous
+//! retried writes are recognised, and cut ranged reads of packs are retried.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,11 @@ struct Rig {
 }
 
 async fn rig(deadline: Duration) -> Rig {
+    rig_with(deadline, 2).await
+}
+
+/// A rig whose vault writes payload format `write_format`.
+async fn rig_with(deadline: Duration, write_format: u16) -> Rig {
     let ls = endpoint("PV_TEST_LOCALSTACK");
     ensure_bucket(&s3_client(&ls, "test"), BUCKET).await;
     let proxy = FaultProxy::start(&ls).await;
@@ -62,7 +68,9 @@ async fn rig(deadline: Duration) -> Rig {
     };
     let store: Arc<dyn Store> = Arc::new(RetryStore::new(s3, policy));
     let dir = tempfile::tempdir().unwrap();
-    let vault = Vault::new(store, keyring("k1", 5), options(&dir.path().join("spool"))).unwrap();
+    let mut o = options(&dir.path().join("spool"));
+    o.write_format = write_format;
+    let vault = Vault::new(store, keyring("k1", 5), o).unwrap();
     Rig {
         proxy,
         vault,
@@ -96,7 +104,8 @@ fn np() -> Arc<dyn profile_vault::Progress> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_errors_are_retried_and_the_save_lands() {
-    let r = rig(Duration::from_secs(30)).await;
+    // Format 1: one payload in a multipart upload.
+    let r = rig_with(Duration::from_secs(30), 1).await;
     let src = r.dir.path().join("src");
     profile_with_noise(&src, "a");
     r.proxy.set_rules(vec![
@@ -135,7 +144,8 @@ async fn transient_errors_are_retried_and_the_save_lands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_save_that_cannot_finish_leaves_the_last_good_generation() {
-    let r = rig(Duration::from_secs(3)).await;
+    // Format 1: one payload in a multipart upload.
+    let r = rig_with(Duration::from_secs(3), 1).await;
     let src = r.dir.path().join("src");
     profile_with_noise(&src, "good");
     r.vault
@@ -274,4 +284,120 @@ async fn cut_downloads_are_retried_or_fail_cleanly() {
         .unwrap()
         .count();
     assert_eq!(leftovers, 0, "no partial download left behind");
+}
+
+/// The packs stored under the rig's prefix.
+async fn packs(prefix: &str) -> Vec<String> {
+    let c = s3_client(&endpoint("PV_TEST_LOCALSTACK"), "test");
+    let r = c
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap();
+    r.contents()
+        .iter()
+        .filter_map(|o| o.key())
+        .filter(|k| k.ends_with(".pvp"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_2_pack_uploads_and_ranged_reads_survive_transient_faults() {
+    let r = rig(Duration::from_secs(30)).await;
+    let src = r.dir.path().join("src");
+    profile_with_noise(&src, "a");
+    r.proxy.set_rules(vec![
+        Rule::new(
+            "pack-503",
+            |q| q.is_put(".pvp"),
+            &[1, 2],
+            Action::Status(503, "SlowDown"),
+        ),
+        Rule::new("pack-reset", |q| q.is_put(".pvp"), &[4], Action::Reset),
+        Rule::new(
+            "manifest-500",
+            |q| q.is_put(".pvo"),
+            &[1],
+            Action::Status(500, "InternalError"),
+        ),
+        Rule::new(
+            "head-500",
+            |q| q.is_put("head.json"),
+            &[1],
+            Action::Status(500, "InternalError"),
+        ),
+    ]);
+    let rep = r
+        .vault
+        .save("t1", "p1", &src, Base::Current, np())
+        .await
+        .unwrap();
+    assert!(rep.chunks.as_ref().unwrap().packs_new >= 3, "{rep:?}");
+    for rule in ["pack-503", "pack-reset", "manifest-500", "head-500"] {
+        assert!(r.proxy.applied(rule) > 0, "rule {rule} never fired");
+    }
+    // Ranged reads answered 503, reset, or cut half-way: retried.
+    r.proxy.set_rules(vec![
+        Rule::new(
+            "range-503",
+            |q| q.is_get(".pvp"),
+            &[1],
+            Action::Status(503, "SlowDown"),
+        ),
+        Rule::new("range-cut", |q| q.is_get(".pvp"), &[2], Action::CutBody),
+        Rule::new("range-reset", |q| q.is_get(".pvp"), &[3], Action::Reset),
+    ]);
+    let dst = r.dir.path().join("dst");
+    r.vault.restore("t1", "p1", None, &dst, np()).await.unwrap();
+    for rule in ["range-503", "range-cut", "range-reset"] {
+        assert!(r.proxy.applied(rule) > 0, "rule {rule} never fired");
+    }
+    assert_eq!(
+        std::fs::read(dst.join("Default/IndexedDB/blob/1")).unwrap(),
+        std::fs::read(src.join("Default/IndexedDB/blob/1")).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_2_save_that_cannot_upload_leaves_the_head_and_no_packs() {
+    let r = rig(Duration::from_secs(3)).await;
+    let src = r.dir.path().join("src");
+    profile_with_noise(&src, "good");
+    r.vault
+        .save("t1", "p1", &src, Base::Current, np())
+        .await
+        .unwrap();
+    let good = packs(&r.prefix).await;
+    // The third pack upload of the next save keeps failing: the save fails after its
+    // deadline, and the packs it did upload are removed again.
+    let src2 = r.dir.path().join("src2");
+    profile_with_noise(&src2, "bad");
+    r.proxy.set_rules(vec![Rule::new(
+        "third-pack-down",
+        |q| q.is_put(".pvp"),
+        &(3..200).collect::<Vec<_>>(),
+        Action::Status(500, "InternalError"),
+    )]);
+    let err = r
+        .vault
+        .save("t1", "p1", &src2, Base::Current, np())
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::Store(e) if e.is_transient()), "{err}");
+    r.proxy.set_rules(vec![]);
+    let mut now = packs(&r.prefix).await;
+    now.sort();
+    let mut want = good.clone();
+    want.sort();
+    assert_eq!(now, want, "only the good generation's packs remain");
+    let (head, _) = r.vault.head("t1", "p1").await.unwrap().unwrap();
+    assert_eq!(head.generation, 1);
+    let dst = r.dir.path().join("dst");
+    r.vault.restore("t1", "p1", None, &dst, np()).await.unwrap();
+    assert!(std::fs::read_to_string(dst.join("Local State"))
+        .unwrap()
+        .contains("good"));
 }

@@ -6,6 +6,7 @@
 mod common;
 
 mod api;
+mod chunked;
 mod cli;
 mod cluster;
 mod contract;

@@ -96,7 +96,9 @@ fn restore_ok(env: &Env, tenant: &str, profile: &str, src: &Path, dst: &Path) {
     assert_eq!(tree(dst), expected, "{tenant}/{profile}");
 }
 
-/// Saves `src` as `tenant`/p1 and checks that the KMS data-key request fails as expected.
+/// Saves `src` as `tenant`/p1 and checks that the KMS request for its data key fails as
+/// expected (GenerateDataKey for a new profile; Decrypt of the content key a format 2
+/// profile carries from its head).
 fn assert_save_fails(env: &Env, tenant: &str, src: &Path, code: i32, why: &str) {
     let out = run(&mut env.pv(&[
         "save",
@@ -109,7 +111,7 @@ fn assert_save_fails(env: &Env, tenant: &str, src: &Path, code: i32, why: &str) 
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "{err}");
     assert!(
-        err.contains("KMS GenerateDataKey") && err.contains(why),
+        (err.contains("KMS GenerateDataKey") || err.contains("KMS Decrypt")) && err.contains(why),
         "{err}"
     );
 }
@@ -246,7 +248,9 @@ async fn kms_keys_per_tenant_context_binding_and_rekey_between_sources() {
     let arn = acme[0]["kms_key_arn"].as_str().unwrap().to_string();
     assert!(arn.starts_with("arn:aws:kms:"), "{arn}");
     for r in &acme {
-        assert_eq!(r["format"], 2, "{r}");
+        // Format 3 (a chunked generation) with the KMS key's ARN.
+        assert_eq!(r["format"], 3, "{r}");
+        assert!(r["kms_key_arn"].is_string(), "{r}");
         assert_eq!(r["key_id"], "vault");
         let blob = base64::engine::general_purpose::STANDARD
             .decode(r["wrapped_key"].as_str().unwrap())
@@ -254,7 +258,7 @@ async fn kms_keys_per_tenant_context_binding_and_rekey_between_sources() {
         assert!(blob.len() > 60, "a KMS ciphertext blob, not a local wrap");
     }
     let other = records(&env, "other", "p1");
-    assert_eq!(other[0]["format"], 1);
+    assert_eq!(other[0]["format"], 3);
     assert!(other[0].get("kms_key_arn").is_none(), "{}", other[0]);
     let p2 = records(&env, "acme", "p2");
     assert_ne!(p2[0]["object_id"], acme[0]["object_id"]);
@@ -295,13 +299,13 @@ async fn kms_keys_per_tenant_context_binding_and_rekey_between_sources() {
     ])));
     env.kms_endpoint = good_endpoint;
 
-    // rekey local -> KMS: tenant other's records become format 2 under the KMS key.
+    // rekey local -> KMS: tenant other's records move under the KMS key (format 3 stays 3).
     let v = ok_json(&run(
         &mut env.pv(&["rekey", "--tenant", "other", "--to", "vault", "--json"])
     ));
     assert_eq!(v["rewrapped"], 2, "{v}");
     let other = records(&env, "other", "p1");
-    assert_eq!(other[0]["format"], 2);
+    assert_eq!(other[0]["format"], 3);
     assert_eq!(other[0]["kms_key_arn"], arn.as_str());
     assert_eq!(other[0]["key_id"], "vault");
     restore_ok(&env, "other", "p1", &src, &dir.path().join("r2"));
@@ -330,7 +334,8 @@ async fn kms_keys_per_tenant_context_binding_and_rekey_between_sources() {
     assert_eq!(v["to"]["other"], "local", "{v}");
     assert_eq!(v["rewrapped"], 5, "{v}");
     let other = records(&env, "other", "p1");
-    assert_eq!(other[0]["format"], 1);
+    assert_eq!(other[0]["format"], 3);
+    assert!(other[0].get("kms_key_arn").is_none(), "{}", other[0]);
     assert_eq!(other[0]["key_id"], "local");
 
     // Local records no longer need KMS: other/p1 restores with KMS unreachable...
@@ -404,6 +409,7 @@ async fn a_missing_or_disabled_kms_key_is_a_clear_configuration_error() {
         "{err}"
     );
     // A disabled key: refused (not "unavailable"), exit 2, nothing stored.
+    ensure_bucket(&s3_client(&endpoint("PV_TEST_S3S"), "testtesttest"), BUCKET).await;
     let client = kms_client();
     let arn = new_kms_key(&client).await;
     client.disable_key().key_id(&arn).send().await.unwrap();
@@ -466,7 +472,8 @@ async fn the_daemon_saves_and_loads_through_a_kms_key() {
         .unwrap()
         .into_bytes();
     let rec: Value = serde_json::from_slice(&rec).unwrap();
-    assert_eq!(rec["format"], 2, "{rec}");
+    assert_eq!(rec["format"], 3, "{rec}");
+    assert!(rec["kms_key_arn"].is_string(), "{rec}");
     assert_eq!(rec["key_id"], "vault");
 
     // Loaded back (KMS Decrypt before Chromium starts): the cookie and storage are there.

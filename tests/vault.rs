@@ -231,7 +231,12 @@ async fn tampering_wrong_keys_and_copies_are_rejected() {
 #[tokio::test]
 async fn record_formats_are_told_apart_and_unknown_ones_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (vault, root) = fs_vault(dir.path());
+    let root = dir.path().join("store");
+    let store: Arc<dyn profile_vault::Store> =
+        Arc::new(profile_vault::store::fs::LocalFileSystem::new(&root).unwrap());
+    let mut o = options(&dir.path().join("spool"));
+    o.write_format = 1;
+    let vault = Vault::new(store.clone(), keyring("k1", 1), o).unwrap();
     let src = dir.path().join("src");
     make_profile(&src, "f");
     vault
@@ -253,6 +258,11 @@ async fn record_formats_are_told_apart_and_unknown_ones_refused() {
             serde_json::json!({"format": 1, "kms_key_arn": null}),
             "invalid type: null",
         ),
+        (
+            serde_json::json!({"format": 1, "packs": []}),
+            "must not have packs",
+        ),
+        (serde_json::json!({"format": 3}), "needs packs and chunks"),
     ];
     for (patch, want) in cases {
         let mut rec = original.clone();
@@ -266,17 +276,43 @@ async fn record_formats_are_told_apart_and_unknown_ones_refused() {
     }
     // A later format is not damage: a newer profile-vault wrote it.
     let mut rec = original.clone();
-    rec["format"] = serde_json::json!(3);
+    rec["format"] = serde_json::json!(4);
     rec["field_of_the_future"] = serde_json::json!(true);
     std::fs::write(&rec_path, serde_json::to_vec(&rec).unwrap()).unwrap();
     let err = vault.verify("t1", "p1", None, np()).await.unwrap_err();
     assert!(err.is_newer() && !err.is_integrity(), "{err}");
     assert!(
-        err.to_string().contains("newer profile-vault (format 3)"),
+        err.to_string().contains("newer profile-vault (format 4)"),
         "{err}"
     );
     std::fs::write(&rec_path, serde_json::to_vec(&original).unwrap()).unwrap();
     vault.verify("t1", "p1", None, np()).await.unwrap();
+    // A format 3 record (format 2 payload) says what it is; put under a format 1 payload's
+    // number it does not pass, nor does a format 1 record over a format 2 payload.
+    let v2 = Vault::new(store, keyring("k1", 1), options(&dir.path().join("spool"))).unwrap();
+    v2.save("t1", "p1", &src, Base::Current, np())
+        .await
+        .unwrap();
+    let rec2_path = root.join(format!("tenants/t1/profiles/p1/gens/{:020}.json", 2));
+    let rec2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&rec2_path).unwrap()).unwrap();
+    assert_eq!(rec2["format"], 3, "format 2 saves write record format 3");
+    assert!(
+        rec2["packs"].is_array() && rec2["chunks"].is_object(),
+        "{rec2}"
+    );
+    let mut as_v1 = rec2.clone();
+    as_v1["format"] = serde_json::json!(1);
+    as_v1.as_object_mut().unwrap().remove("packs");
+    as_v1.as_object_mut().unwrap().remove("chunks");
+    std::fs::write(&rec2_path, serde_json::to_vec(&as_v1).unwrap()).unwrap();
+    let err = v2.verify("t1", "p1", Some(2), np()).await.unwrap_err();
+    assert!(
+        err.is_integrity() && err.to_string().contains("does not go with"),
+        "{err}"
+    );
+    std::fs::write(&rec2_path, serde_json::to_vec(&rec2).unwrap()).unwrap();
+    v2.verify("t1", "p1", Some(2), np()).await.unwrap();
 }
 
 #[tokio::test]

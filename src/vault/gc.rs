@@ -11,14 +11,20 @@
 //!   ago (and stored at least that long ago) that is still unused is deleted, but only after
 //!   `gc.json` recording it as deleted was written on the version read. A collection that
 //!   cannot read every record deletes nothing.
-//! - A save, just before it writes its manifest, *claims* the packs it uses: any of them
-//!   marked is unmarked with a conditional write, and if any was already committed as
-//!   deleted the save stops ([`Error::PacksCollected`]) and is made again.
+//! - A save, right after its manifest is stored and before its record, *claims* the packs
+//!   it uses: any of them marked is unmarked with a conditional write, and if any was
+//!   already committed as deleted the save removes its manifest and stops
+//!   ([`Error::PacksCollected`]); it is then made again from the current head.
+//! - A collection deletes nothing while a manifest without a record (younger than
+//!   [`MAX_SAVE`]) is stored: a save is claiming.
 //!
-//! Either the save's write or the collection's lands first on the same version of `gc.json`:
-//! a pack a save uses is never deleted. Packs uploaded by a save that crashed are never used:
-//! marked, then deleted a grace period later. A save that takes longer than [`MAX_SAVE`]
-//! gives up before claiming, so tombstones it might need are always still there.
+//! So a pack a save uses is never deleted: a collection that read `gc.json` before the
+//! claim either finds it marked (then the claim's conditional write and the collection's
+//! commit race on one version of `gc.json`, and the loser backs off) or only marks it; every
+//! later collection sees the save's manifest or its record. No clock decides safety; the
+//! grace period only spares packs of saves still uploading from being marked and unmarked.
+//! Packs uploaded by a save that crashed are never used: marked, then deleted a grace
+//! period later. A save that takes longer than [`MAX_SAVE`] gives up before claiming.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -193,7 +199,23 @@ impl Vault {
         // Every pack a generation record names is used. A record this build cannot read
         // stops the collection: nothing is deleted on a guess.
         let mut used: HashSet<String> = HashSet::new();
-        let (_, records) = self.generation_numbers(tenant, profile).await?;
+        let (payloads, records) = self.generation_numbers(tenant, profile).await?;
+        // A payload without a record is a save between its manifest and its record (it has
+        // claimed, or is claiming, its packs): nothing is deleted while one is there. One
+        // older than MAX_SAVE was left by a crash and no longer holds collections back.
+        let mut in_flight = false;
+        for g in payloads.iter().filter(|g| !records.contains(g)) {
+            match self.store.head(&payload_key(tenant, profile, *g)).await {
+                Ok(m)
+                    if now_ms().saturating_sub(m.modified.saturating_mul(1000))
+                        < MAX_SAVE.as_millis() as u64 =>
+                {
+                    in_flight = true;
+                }
+                Ok(_) | Err(store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         for g in records {
             match self.read_record(tenant, profile, g).await {
                 Ok(r) => used.extend(r.packs.into_iter().flatten()),
@@ -229,7 +251,8 @@ impl Vault {
                     changed = true;
                 }
                 Some(&at)
-                    if now.saturating_sub(at) >= grace_ms
+                    if !in_flight
+                        && now.saturating_sub(at) >= grace_ms
                         && now.saturating_sub(m.modified.saturating_mul(1000)) >= grace_ms =>
                 {
                     to_delete.push((id.to_string(), m.size));
@@ -246,6 +269,9 @@ impl Vault {
         for (p, _) in &to_delete {
             s.marked.remove(p);
             s.deleted.insert(p.clone(), now);
+        }
+        if in_flight {
+            report.skipped = Some("a save is between its manifest and its record".into());
         }
         report.deleted = to_delete.iter().map(|(p, _)| p.clone()).collect();
         report.deleted_bytes = to_delete.iter().map(|(_, n)| n).sum();

@@ -162,20 +162,6 @@ impl Vault {
             (dek, sealer, stats, contents, header_len, None)
         };
         drop(slot);
-        // Format 2: the packs it uses must not be collected from here on (gc.rs).
-        if let Some((packs, _, uploaded)) = &chunks {
-            let claimed = if started.elapsed() > super::gc::MAX_SAVE {
-                Err(Error::PacksCollected {
-                    profile: profile.into(),
-                })
-            } else {
-                self.claim_packs(tenant, profile, packs).await
-            };
-            if let Err(e) = claimed {
-                self.remove_packs(tenant, profile, uploaded).await;
-                return Err(e);
-            }
-        }
         if stats.cookie_v11_warning {
             tracing::warn!(tenant, profile, "cookie store holds v11 (keyring-encrypted) values: those cookies will be lost when restored on another machine; start Chromium with --password-store=basic");
         }
@@ -224,6 +210,26 @@ impl Vault {
         progress.finish();
         let object_size = std::fs::metadata(&spool.0).map_err(io_at(&spool.0))?.len();
         drop(spool);
+        // Format 2: from here on the packs it uses must not be collected (gc.rs). Its
+        // manifest, now stored without a record, keeps collections from deleting anything
+        // while it claims them.
+        if let Some((packs, _, uploaded)) = &chunks {
+            let claimed = if started.elapsed() > super::gc::MAX_SAVE {
+                Err(Error::PacksCollected {
+                    profile: profile.into(),
+                })
+            } else {
+                self.claim_packs(tenant, profile, packs).await
+            };
+            if let Err(e) = claimed {
+                let _ = self
+                    .store
+                    .delete(&payload_key(tenant, profile, generation))
+                    .await;
+                self.remove_packs(tenant, profile, uploaded).await;
+                return Err(e);
+            }
+        }
 
         // A KMS wrap binds the generation: re-wrap when a concurrent save took the first number.
         let wrapped = if generation == first_generation {
