@@ -305,3 +305,74 @@ fn gc_deletes_idle_profiles_and_dry_run_only_shows_them() {
     assert_eq!(left.as_array().unwrap().len(), 1);
     assert_eq!(left[0]["profile"], "fresh");
 }
+
+#[test]
+fn gc_collects_unused_packs_and_save_reports_what_it_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let src = dir.path().join("src");
+    make_profile(&src, "packs");
+    // Saves mark what pruning left unused (an hour's grace); the collections below run
+    // with no grace.
+    let pvg = |grace: &str, args: &[&str]| {
+        let mut c = pv(&data);
+        c.env("PV_KEEP_GENERATIONS", "1")
+            .env("PV_PACK_GRACE_SECS", grace)
+            .args(args);
+        c
+    };
+    let pvk = |args: &[&str]| pvg("3600", args);
+    let now = |args: &[&str]| pvg("0", args);
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        write(&src, "Default/Bookmarks", &vec![b'a' + i; 300_000]);
+        let v = json(&run(
+            &mut pvk(&["save", "--json", "--profile", "p1"]).arg(&src)
+        ));
+        sent.push(v["chunks"]["bytes_uploaded"].as_u64().unwrap());
+        assert_eq!(
+            v["chunks"]["chunks_new"],
+            if i == 0 {
+                v["chunks"]["chunks"].clone()
+            } else {
+                1.into()
+            },
+            "{v}"
+        );
+    }
+    assert!(sent[1] < sent[0] && sent[2] < sent[0], "{sent:?}");
+    // The human output says what a re-save sent; --reread reads every file.
+    let out = run(&mut pvk(&["save", "--profile", "p1", "--reread"]).arg(&src));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("format 2: 0 of"),
+        "{text}"
+    );
+    let dry = json(&run(&mut now(&["gc", "--dry-run", "--json"])));
+    let packs = dry["packs"].as_array().unwrap();
+    assert_eq!(packs.len(), 1, "{dry}");
+    let doomed = packs[0]["deleted"].as_array().unwrap().len();
+    assert!(doomed >= 1, "packs only pruned generations used: {dry}");
+    let again = json(&run(&mut now(&["gc", "--dry-run", "--json"])));
+    assert_eq!(
+        again["packs"][0]["packs"], dry["packs"][0]["packs"],
+        "a dry run deletes nothing"
+    );
+    let done = json(&run(&mut now(&["gc", "--json"])));
+    assert_eq!(
+        done["packs"][0]["deleted"], dry["packs"][0]["deleted"],
+        "{done}"
+    );
+    let after = json(&run(&mut now(&["gc", "--json"])));
+    assert_eq!(after["packs"][0]["marked"], 0, "{after}");
+    assert_eq!(
+        after["packs"][0]["packs"], after["packs"][0]["used"],
+        "only used packs are left: {after}"
+    );
+    json(&run(&mut pvk(&["verify", "p1", "--all", "--json"])));
+    let out = run(&mut pvk(&["versions", "p1"]));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("format 2:"),
+        "versions names the format"
+    );
+}

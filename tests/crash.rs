@@ -156,6 +156,19 @@ async fn kill_9_mid_upload_then_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_pack_upload_then_restart() {
+    // Format 2: packs go up while later ones are still being made.
+    kill_during(|q| q.is_put(".pvp"), "stall-pack").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_between_manifest_and_record_then_restart() {
+    // Format 2: the manifest is stored (the generation number claimed), its sidecar and
+    // record are not.
+    kill_during(|q| q.is_put(".meta"), "stall-sidecar").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_between_generation_and_head_move_then_restart() {
     kill_during(|q| q.is_put("head.json"), "stall-head").await;
 }

@@ -1,4 +1,5 @@
-//! `profile-vault gc [--older-than-days N] [--dry-run] [--all-tenants]`: retention.
+//! `profile-vault gc [--older-than-days N] [--dry-run] [--all-tenants]`: retention, then
+//! collection of format 2 packs no kept generation uses.
 
 use std::time::Duration;
 
@@ -35,29 +36,50 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         vec![ctx.tenant().to_string()]
     };
     let mut out = Vec::new();
+    let mut packs = Vec::new();
     for t in &tenants {
         for p in vault.gc(t, max_idle, a.dry_run, &[]).await? {
             out.push(serde_json::json!({"tenant": t, "profile": p}));
         }
+        packs.extend(vault.gc_all_packs(t, a.dry_run).await?);
     }
+    packs.retain(|r| r.packs > 0);
     ctx.print(
-        &serde_json::json!({"dry_run": a.dry_run, "older_than_days": days, "profiles": out}),
+        &serde_json::json!({"dry_run": a.dry_run, "older_than_days": days, "profiles": out, "packs": packs}),
         || {
             let verb = if a.dry_run { "would delete" } else { "deleted" };
-            if out.is_empty() {
-                format!("no profile idle for {days} days")
-            } else {
-                out.iter()
-                    .map(|p| {
-                        format!(
-                            "{verb} {}/{}",
-                            p["tenant"].as_str().unwrap_or(""),
-                            p["profile"].as_str().unwrap_or("")
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+            let mut lines: Vec<String> = out
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{verb} {}/{}",
+                        p["tenant"].as_str().unwrap_or(""),
+                        p["profile"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            if lines.is_empty() {
+                lines.push(format!("no profile idle for {days} days"));
             }
+            for r in &packs {
+                let mut l = format!(
+                    "{}/{}: {} packs, {} used, {} unused (marked)",
+                    r.tenant, r.profile, r.packs, r.used, r.marked
+                );
+                if !r.deleted.is_empty() {
+                    l.push_str(&format!(
+                        "; {verb} {} ({}): {}",
+                        r.deleted.len(),
+                        super::human_bytes(r.deleted_bytes),
+                        r.deleted.join(" ")
+                    ));
+                }
+                if let Some(why) = &r.skipped {
+                    l.push_str(&format!("; nothing deleted: {why}"));
+                }
+                lines.push(l);
+            }
+            lines.join("\n")
         },
     );
     Ok(())

@@ -174,11 +174,17 @@ pub async fn run_versions(ctx: &Ctx, a: VersionsArgs) -> anyhow::Result<()> {
                 let mark = if g.head { "*" } else { " " };
                 match (&g.record, g.payload) {
                     (Some(r), true) => format!(
-                        "{mark} {:>4}  created {}  {} files  {} stored  key {}  chromium {}{}",
+                        "{mark} {:>4}  created {}  {} files  {} stored{}  key {}  chromium {}{}",
                         g.generation,
                         r.created_at,
                         r.stats.files,
-                        human_bytes(r.object_size),
+                        human_bytes(
+                            r.object_size + r.chunks.as_ref().map_or(0, |c| c.bytes_uploaded)
+                        ),
+                        r.chunks.as_ref().map_or(String::new(), |c| format!(
+                            " (format 2: {} of {} chunks new)",
+                            c.chunks_new, c.chunks
+                        )),
                         r.key_id,
                         r.stats.chromium_version.as_deref().unwrap_or("?"),
                         if r.stats.clean_exit == Some(false) {

@@ -122,11 +122,20 @@ pub struct Ctx {
 impl Ctx {
     /// Opens the store and keys and builds the vault.
     pub async fn vault(&self) -> anyhow::Result<Vault> {
+        self.vault_with(|_| {}).await
+    }
+
+    /// [`Ctx::vault`] with options changed for one job.
+    pub async fn vault_with(
+        &self,
+        edit: impl FnOnce(&mut profile_vault::VaultOptions),
+    ) -> anyhow::Result<Vault> {
         let ring = self.keyring().await?;
         let store = store::from_url(&self.cfg.store_url, &self.cfg.file.s3).await?;
         let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-        Ok(Vault::new(store, Arc::new(ring), self.cfg.vault_options())?
-            .with_actor(&format!("cli:{user}")))
+        let mut opts = self.cfg.vault_options();
+        edit(&mut opts);
+        Ok(Vault::new(store, Arc::new(ring), opts)?.with_actor(&format!("cli:{user}")))
     }
 
     /// Loads the master keys.

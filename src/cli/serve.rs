@@ -51,8 +51,9 @@ async fn shutdown_signal() {
 }
 
 /// The retention sweeper: every `retention.sweep_every` seconds, deletes profiles not loaded
-/// or saved for `retention.max_idle_days` (`PV_RETENTION_MAX_IDLE_SECS` overrides, in seconds),
-/// skipping profiles that live sessions use.
+/// or saved for `retention.max_idle_days` (`PV_RETENTION_MAX_IDLE_SECS` overrides, in seconds;
+/// 0: never), skipping profiles that live sessions use, then collects format 2 packs no
+/// kept generation uses.
 fn spawn_retention(ctx: &Ctx, manager: Arc<Manager>) {
     let r = &ctx.cfg.file.retention;
     let max_idle = std::env::var("PV_RETENTION_MAX_IDLE_SECS")
@@ -60,9 +61,6 @@ fn spawn_retention(ctx: &Ctx, manager: Arc<Manager>) {
         .and_then(|v| v.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(r.max_idle_days.saturating_mul(86_400)));
-    if max_idle.is_zero() {
-        return;
-    }
     let every = Duration::from_secs(r.sweep_every.max(1));
     tokio::spawn(async move {
         let vault = manager.vault().with_actor("daemon:retention");
@@ -81,12 +79,21 @@ fn spawn_retention(ctx: &Ctx, manager: Arc<Manager>) {
                     .iter()
                     .filter_map(|s| s.profile_id.clone())
                     .collect();
-                match vault.gc(&t, max_idle, false, &in_use).await {
+                let swept = if max_idle.is_zero() {
+                    Ok(Vec::new())
+                } else {
+                    vault.gc(&t, max_idle, false, &in_use).await
+                };
+                match swept {
                     Ok(gone) if !gone.is_empty() => {
                         tracing::info!(tenant = %t, profiles = ?gone, "retention deleted idle profiles")
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(tenant = %t, error = %e, "retention sweep failed"),
+                }
+                // Format 2 packs no kept generation uses (safe beside running saves).
+                if let Err(e) = vault.gc_all_packs(&t, false).await {
+                    tracing::warn!(tenant = %t, error = %e, "pack garbage collection failed");
                 }
             }
         }
