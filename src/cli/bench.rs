@@ -66,6 +66,14 @@ pub struct Args {
     /// Calls (and CDP round trips) per path in `--cluster`.
     #[arg(long, default_value_t = 300)]
     pub calls: usize,
+    /// Measure re-saves instead: format 1 against format 2 in one run (`--rounds` each,
+    /// alternating): first save, a re-save after `--change-pct` % of the files changed
+    /// (bytes sent), and restore.
+    #[arg(long)]
+    pub resave: bool,
+    /// Percent of the kept files `--resave` changes between the two saves.
+    #[arg(long, default_value_t = 2.0)]
+    pub change_pct: f64,
 }
 
 #[derive(serde::Serialize)]
@@ -83,7 +91,7 @@ struct Report {
     restore_peak_rss_mib: f64,
 }
 
-fn peak_rss_mib() -> f64 {
+pub(super) fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -94,7 +102,7 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn reset_peak_rss() {
+pub(super) fn reset_peak_rss() {
     // "5" resets VmHWM to the current RSS (Linux >= 4.0).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
@@ -106,7 +114,7 @@ fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 /// Writes the synthetic profile; returns kept bytes.
-fn generate(root: &Path, kept: u64) -> std::io::Result<u64> {
+pub(super) fn generate(root: &Path, kept: u64) -> std::io::Result<u64> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let mut written = 0u64;
     let budget_sqlite = kept * 30 / 100;
@@ -128,6 +136,7 @@ fn generate(root: &Path, kept: u64) -> std::io::Result<u64> {
         let pages = rng.gen_range(1..=16usize);
         let mut data = vec![0u8; pages * 4096];
         data[..16].copy_from_slice(b"SQLite format 3\0");
+        data[16..18].copy_from_slice(&4096u16.to_be_bytes()); // page size
         for p in 0..pages {
             let n = rng.gen_range(0..1200);
             for b in &mut data[p * 4096 + 100..p * 4096 + 100 + n] {
@@ -224,6 +233,21 @@ fn generate(root: &Path, kept: u64) -> std::io::Result<u64> {
     Ok(written)
 }
 
+/// Generates the synthetic profile of `size_mb` at `src` unless it is there.
+async fn ensure_profile(src: &Path, size_mb: u64) -> anyhow::Result<()> {
+    if !src.join(".complete").exists() {
+        let _ = std::fs::remove_dir_all(src);
+        eprintln!(
+            "generating a {size_mb} MB synthetic profile in {} ...",
+            src.display()
+        );
+        let s = src.to_path_buf();
+        tokio::task::spawn_blocking(move || generate(&s, size_mb * 1_000_000)).await??;
+        std::fs::write(src.join(".complete"), b"")?;
+    }
+    Ok(())
+}
+
 /// A vault on `url` with a throw-away in-memory master key.
 pub(super) async fn bench_vault(ctx: &Ctx, url: &str, spool: &Path) -> anyhow::Result<Vault> {
     let store = profile_vault::store::from_url(url, &ctx.cfg.file.s3).await?;
@@ -248,19 +272,14 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     if a.cluster {
         return super::bench_cluster::run(ctx, &a, &bench_dir).await;
     }
-    let kept = a.size_mb * 1_000_000;
-    let src = bench_dir.join(format!("profile-{}mb", a.size_mb));
-    if !src.join(".complete").exists() {
-        let _ = std::fs::remove_dir_all(&src);
-        eprintln!(
-            "generating a {} MB synthetic profile in {} ...",
-            a.size_mb,
-            src.display()
-        );
-        let s = src.clone();
-        tokio::task::spawn_blocking(move || generate(&s, kept)).await??;
-        std::fs::write(src.join(".complete"), b"")?;
+    let src_for = |mb: u64| bench_dir.join(format!("profile-{mb}mb"));
+    if a.resave {
+        let src = src_for(a.size_mb);
+        ensure_profile(&src, a.size_mb).await?;
+        return super::bench_resave::run(ctx, &a, &src, &bench_dir).await;
     }
+    let src = src_for(a.size_mb);
+    ensure_profile(&src, a.size_mb).await?;
     if a.session {
         return session_bench(ctx, &a, &src, &bench_dir).await;
     }
