@@ -615,8 +615,23 @@ async fn twenty_racing_saves_with_collections_running_lose_nothing() {
         o.keep = 3;
         o.pack_grace = Duration::ZERO;
     });
-    let src = dir.path().join("src");
-    sqlite_profile(&src);
+    race_with_collections(&vault, dir.path(), true).await;
+}
+
+/// 20 saves of one profile at once while collections (no grace) run in a loop: every save
+/// lands, loses the head race, or stops because packs it reused were collected; every
+/// generation kept afterwards verifies. `big` adds the large SQLite/LevelDB files.
+pub async fn race_with_collections(vault: &Vault, dir: &Path, big: bool) {
+    let prepare = |d: &Path, i: usize| {
+        if big {
+            sqlite_profile(d);
+        } else {
+            make_profile(d, "race");
+        }
+        write(d, "Default/Bookmarks", format!("{{\"n\":{i}}}").as_bytes());
+    };
+    let src = dir.join("src");
+    prepare(&src, 99);
     vault
         .save("t1", "p1", &src, Base::Current, np())
         .await
@@ -637,9 +652,8 @@ async fn twenty_racing_saves_with_collections_running_lose_nothing() {
     let mut tasks = Vec::new();
     for i in 0..20 {
         let v = vault.clone();
-        let s = dir.path().join(format!("s{i}"));
-        sqlite_profile(&s);
-        write(&s, "Default/Bookmarks", format!("{{\"n\":{i}}}").as_bytes());
+        let s = dir.join(format!("s{i}"));
+        prepare(&s, i);
         tasks.push(tokio::spawn(async move {
             v.save("t1", "p1", &s, Base::Current, np()).await
         }));

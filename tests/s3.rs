@@ -149,3 +149,15 @@ async fn vault_on_s3_multipart_round_trip_and_no_plaintext() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_racing_format_2_saves_with_collections_on_localstack() {
+    let prefix = unique("race2");
+    let store = s3_store(&endpoint("PV_TEST_LOCALSTACK"), "test", &prefix).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&dir.path().join("spool"));
+    o.keep = 3;
+    o.pack_grace = std::time::Duration::ZERO;
+    let vault = Vault::new(store, keyring("k1", 3), o).unwrap();
+    crate::chunked::race_with_collections(&vault, dir.path(), false).await;
+}

@@ -115,6 +115,7 @@ fn vault_status(e: &vault::Error) -> (StatusCode, &'static str) {
         V::BrowserTooOld { .. } => (StatusCode::CONFLICT, "browser_too_old"),
         e if e.is_newer() => (StatusCode::CONFLICT, "newer_format"),
         V::Store(s) if s.is_transient() => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
+        V::PacksCollected { .. } => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
         V::Keys(k) if k.is_transient() => (StatusCode::SERVICE_UNAVAILABLE, "keys_unavailable"),
         e if e.is_integrity() => (StatusCode::UNPROCESSABLE_ENTITY, "profile_corrupt"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

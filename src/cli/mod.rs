@@ -242,6 +242,7 @@ fn exit_code_vault(e: &vault::Error) -> u8 {
         vault::Error::InvalidId { .. } => 2,
         vault::Error::ProfileNotFound { .. } | vault::Error::GenerationNotFound { .. } => 3,
         vault::Error::Conflict { .. } => 4,
+        vault::Error::PacksCollected { .. } => 6,
         vault::Error::Archive(profile_vault::profile::archive::Error::TargetNotEmpty(_)) => 2,
         vault::Error::Keys(keys::Error::UnknownKey(_)) => 5,
         vault::Error::Keys(k) if k.is_transient() => 6,

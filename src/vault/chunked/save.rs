@@ -362,24 +362,26 @@ fn pack_blocking(
         .filter(|(_, f)| f.read)
         .map(|(i, f)| (i, f.abs.clone()))
         .collect();
+    // Each channel end belongs to exactly the threads that use it, so when one stage stops
+    // (an error, or the uploads failing) the others see a closed channel and stop too.
     let (job_tx, job_rx) = sync_channel::<Job>(threads * 2);
-    let (done_tx, done_rx) = sync_channel::<Result<Done>>(threads * 4);
-    let job_rx = Mutex::new(job_rx);
+    let (done_tx, done_rx) = sync_channel::<Result<Done>>(threads * 2);
+    let job_rx = Arc::new(Mutex::new(job_rx));
     let keys = &plan.keys;
     let known_ref = &known;
+    let claimed = &claimed;
     let result: Result<Vec<(usize, usize, ChunkId)>> = std::thread::scope(|s| {
         {
             let done_tx = done_tx.clone();
             s.spawn(move || read_files(reads, job_tx, done_tx));
         }
         for _ in 0..threads {
-            let done_tx = done_tx.clone();
-            let (job_rx, claimed) = (&job_rx, &claimed);
-            s.spawn(move || seal_chunks(job_rx, done_tx, keys, known_ref, claimed, level));
+            let (done_tx, job_rx) = (done_tx.clone(), job_rx.clone());
+            s.spawn(move || seal_chunks(&job_rx, done_tx, keys, known_ref, claimed, level));
         }
-        drop(done_tx);
+        drop((done_tx, job_rx));
         collect(
-            &done_rx,
+            done_rx,
             &tx,
             &mut new_locs,
             &mut counters,
@@ -572,9 +574,10 @@ fn seal_chunks(
     }
 }
 
-/// The collecting thread: appends sealed chunks to packs and hands full packs on.
+/// The collecting thread: appends sealed chunks to packs and hands full packs on. It owns
+/// the receiving end: returning (on error too) closes it, which stops the workers.
 fn collect(
-    done: &Receiver<Result<Done>>,
+    done: Receiver<Result<Done>>,
     tx: &tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
     locs: &mut HashMap<ChunkId, Loc>,
     counters: &mut ChunkStats,
