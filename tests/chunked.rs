@@ -615,19 +615,15 @@ async fn twenty_racing_saves_with_collections_running_lose_nothing() {
         o.keep = 3;
         o.pack_grace = Duration::ZERO;
     });
-    race_with_collections(&vault, dir.path(), false).await;
+    race_with_collections(&vault, dir.path()).await;
 }
 
 /// 20 saves of one profile at once while collections (no grace) run in a loop: every save
 /// lands, loses the head race, or stops because packs it reused were collected; every
-/// generation kept afterwards verifies. `big` adds the large SQLite/LevelDB files.
-pub async fn race_with_collections(vault: &Vault, dir: &Path, big: bool) {
+/// generation kept afterwards verifies.
+pub async fn race_with_collections(vault: &Vault, dir: &Path) {
     let prepare = |d: &Path, i: usize| {
-        if big {
-            sqlite_profile(d);
-        } else {
-            make_profile(d, "race");
-        }
+        make_profile(d, "race");
         write(d, "Default/Bookmarks", format!("{{\"n\":{i}}}").as_bytes());
     };
     let src = dir.join("src");

@@ -159,5 +159,5 @@ async fn twenty_racing_format_2_saves_with_collections_on_localstack() {
     o.keep = 3;
     o.pack_grace = std::time::Duration::ZERO;
     let vault = Vault::new(store, keyring("k1", 3), o).unwrap();
-    crate::chunked::race_with_collections(&vault, dir.path(), false).await;
+    crate::chunked::race_with_collections(&vault, dir.path()).await;
 }
