@@ -83,6 +83,25 @@ fn mtimes(root: &Path) -> Vec<(String, std::time::SystemTime)> {
         .collect()
 }
 
+/// A vault on a fresh filesystem store holding generation 1 of `t1/p1`, saved from the
+/// [`sqlite_profile`] at `src`.
+async fn saved_once() -> (
+    tempfile::TempDir,
+    Vault,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, root) = vault_with(dir.path(), |_| {});
+    let src = dir.path().join("src");
+    sqlite_profile(&src);
+    vault
+        .save("t1", "p1", &src, Base::Current, np())
+        .await
+        .unwrap();
+    (dir, vault, root, src)
+}
+
 fn kept(src: &Path) -> Vec<(String, Vec<u8>)> {
     let mut t = tree(src);
     t.retain(|(p, _)| !p.contains("Cache") && !p.contains("Singleton"));
@@ -157,27 +176,12 @@ async fn a_resave_sends_only_what_changed_and_restores_exactly() {
         vault.verify("t1", "p1", Some(g), np()).await.unwrap();
     }
     // Nothing readable is stored: names, contents and cookie values.
-    for (path, bytes) in tree(&root) {
-        for m in [COOKIE_MARKER, FILE_NAME_MARKER, CONTENT_MARKER] {
-            assert!(
-                !bytes.windows(m.len()).any(|w| w == m.as_bytes()),
-                "{m} found in {path}"
-            );
-            assert!(!path.contains(m), "{m} in object name {path}");
-        }
-    }
+    assert_nothing_readable(&root);
 }
 
 #[tokio::test]
 async fn unchanged_size_and_time_skip_the_read_and_a_full_read_catches_everything() {
-    let dir = tempfile::tempdir().unwrap();
-    let (vault, _) = vault_with(dir.path(), |_| {});
-    let src = dir.path().join("src");
-    sqlite_profile(&src);
-    vault
-        .save("t1", "p1", &src, Base::Current, np())
-        .await
-        .unwrap();
+    let (dir, vault, _, src) = saved_once().await;
     // Same size, same time, other bytes: a save that trusts size and time keeps the old.
     let pref = src.join("Default/Preferences");
     let t = std::fs::metadata(&pref).unwrap().modified().unwrap();
@@ -313,14 +317,7 @@ fn pack_files(root: &Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test]
 async fn damaged_or_missing_packs_fail_the_restore_and_leave_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (vault, root) = vault_with(dir.path(), |_| {});
-    let src = dir.path().join("src");
-    sqlite_profile(&src);
-    vault
-        .save("t1", "p1", &src, Base::Current, np())
-        .await
-        .unwrap();
+    let (dir, vault, root, _src) = saved_once().await;
     let packs = pack_files(&root);
     let target = dir.path().join("out");
     let nothing_left = |what: &str| {
@@ -448,14 +445,7 @@ async fn plant_manifest(vault: &Vault, root: &Path, edit: impl FnOnce(&mut Manif
 
 #[tokio::test]
 async fn hostile_manifests_are_refused_before_anything_is_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let (vault, root) = vault_with(dir.path(), |_| {});
-    let src = dir.path().join("src");
-    sqlite_profile(&src);
-    vault
-        .save("t1", "p1", &src, Base::Current, np())
-        .await
-        .unwrap();
+    let (dir, vault, root, _src) = saved_once().await;
     type Edit = Box<dyn FnOnce(&mut Manifest)>;
     let cases: Vec<(&str, Edit)> = vec![
         (
@@ -557,14 +547,7 @@ async fn unused_packs_are_collected_and_used_ones_never() {
 
 #[tokio::test]
 async fn a_save_claims_marked_packs_and_stops_on_collected_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let (vault, root) = vault_with(dir.path(), |_| {});
-    let src = dir.path().join("src");
-    sqlite_profile(&src);
-    vault
-        .save("t1", "p1", &src, Base::Current, np())
-        .await
-        .unwrap();
+    let (_dir, vault, root, src) = saved_once().await;
     let ids: Vec<String> = pack_files(&root)
         .iter()
         .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())

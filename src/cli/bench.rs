@@ -233,6 +233,40 @@ pub(super) fn generate(root: &Path, kept: u64) -> std::io::Result<u64> {
     Ok(written)
 }
 
+/// Restores `profile` (of tenant `bench`) into `dst`; returns the seconds it took, after
+/// checking that every kept byte came back.
+pub(super) async fn timed_restore(
+    vault: &Vault,
+    profile: &str,
+    dst: &Path,
+    kept_bytes: u64,
+) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let restored = vault
+        .restore("bench", profile, None, dst, Arc::new(NoProgress))
+        .await?;
+    let secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        restored.unpacked.bytes == kept_bytes,
+        "restored {} bytes, saved {kept_bytes}",
+        restored.unpacked.bytes
+    );
+    Ok(secs)
+}
+
+/// The store to bench: `--bench-store`, or a fresh filesystem store in `bench_dir` (the
+/// directory to remove afterwards).
+pub(super) fn store_url(a: &Args, bench_dir: &Path) -> (String, PathBuf) {
+    let tmp: PathBuf = bench_dir.join(format!("store-{}", uuid::Uuid::new_v4().simple()));
+    let url = a.bench_store.clone().unwrap_or_else(|| {
+        format!(
+            "file://{}",
+            std::path::absolute(&tmp).unwrap_or(tmp.clone()).display()
+        )
+    });
+    (url, tmp)
+}
+
 /// Generates the synthetic profile of `size_mb` at `src` unless it is there.
 async fn ensure_profile(src: &Path, size_mb: u64) -> anyhow::Result<()> {
     if !src.join(".complete").exists() {
@@ -286,15 +320,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     if a.contents_report {
         return super::bench_contents::run(ctx, &a, &src, &bench_dir).await;
     }
-    let tmp_store: PathBuf = bench_dir.join(format!("store-{}", uuid::Uuid::new_v4().simple()));
-    let url = a.bench_store.clone().unwrap_or_else(|| {
-        format!(
-            "file://{}",
-            std::path::absolute(&tmp_store)
-                .unwrap_or(tmp_store.clone())
-                .display()
-        )
-    });
+    let (url, tmp_store) = store_url(&a, &bench_dir);
     let vault = bench_vault(ctx, &url, &bench_dir.join("spool")).await?;
     let profile = format!("bench-{}", uuid::Uuid::new_v4().simple());
 
@@ -342,18 +368,8 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
 
     let dst = bench_dir.join(format!("restore-{}", uuid::Uuid::new_v4().simple()));
     reset_peak_rss();
-    let t = Instant::now();
-    let restored = vault
-        .restore("bench", &profile, None, &dst, Arc::new(NoProgress))
-        .await?;
-    let restore_s = t.elapsed().as_secs_f64();
+    let restore_s = timed_restore(&vault, &profile, &dst, saved.bytes_in).await?;
     let restore_rss = peak_rss_mib();
-    anyhow::ensure!(
-        restored.unpacked.bytes == saved.bytes_in,
-        "restored {} bytes, saved {}",
-        restored.unpacked.bytes,
-        saved.bytes_in
-    );
 
     vault.delete("bench", &profile).await?;
     let _ = std::fs::remove_dir_all(&dst);

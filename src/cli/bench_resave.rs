@@ -143,15 +143,7 @@ async fn vault_for(ctx: &Ctx, url: &str, spool: &Path, format: u16) -> anyhow::R
 
 /// Runs the bench.
 pub async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> anyhow::Result<()> {
-    let tmp_store = bench_dir.join(format!("store-{}", uuid::Uuid::new_v4().simple()));
-    let url = a.bench_store.clone().unwrap_or_else(|| {
-        format!(
-            "file://{}",
-            std::path::absolute(&tmp_store)
-                .unwrap_or(tmp_store.clone())
-                .display()
-        )
-    });
+    let (url, tmp_store) = super::bench::store_url(a, bench_dir);
     let rounds = a.rounds.max(1);
     // Per format: first save, re-save, restore seconds; bytes sent.
     let mut times: [[Vec<f64>; 3]; 2] = Default::default();
@@ -170,43 +162,27 @@ pub async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> anyhow::R
             }
             let vault = vault_for(ctx, &url, &bench_dir.join("spool"), format).await?;
             let profile = format!("resave-{}", uuid::Uuid::new_v4().simple());
-            let t = Instant::now();
-            let first = vault
-                .save(
+            let save = || {
+                vault.save(
                     "bench",
                     &profile,
                     &work,
                     Base::Current,
                     Arc::new(NoProgress),
                 )
-                .await?;
+            };
+            let t = Instant::now();
+            let first = save().await?;
             times[i][0].push(t.elapsed().as_secs_f64());
             kept = first.bytes_in;
             let (w, pct, seed) = (work.clone(), a.change_pct, u64::from(round) + 7);
             changed = tokio::task::spawn_blocking(move || mutate(&w, pct, seed)).await??;
             let t = Instant::now();
-            let second = vault
-                .save(
-                    "bench",
-                    &profile,
-                    &work,
-                    Base::Current,
-                    Arc::new(NoProgress),
-                )
-                .await?;
+            let second = save().await?;
             times[i][1].push(t.elapsed().as_secs_f64());
             sent[i] = (first.bytes_stored, second.bytes_stored);
-            let t = Instant::now();
-            let restored = vault
-                .restore("bench", &profile, None, &dst, Arc::new(NoProgress))
-                .await?;
-            times[i][2].push(t.elapsed().as_secs_f64());
-            anyhow::ensure!(
-                restored.unpacked.bytes == second.bytes_in,
-                "format {format}: restored {} bytes, saved {}",
-                restored.unpacked.bytes,
-                second.bytes_in
-            );
+            times[i][2]
+                .push(super::bench::timed_restore(&vault, &profile, &dst, second.bytes_in).await?);
             vault.delete("bench", &profile).await?;
             let _ = std::fs::remove_dir_all(&work);
             let _ = std::fs::remove_dir_all(&dst);

@@ -45,6 +45,22 @@ fn meta_of(key: &str, m: &fs::Metadata) -> ObjectMeta {
     }
 }
 
+/// Opens the file of an object (a missing file, or anything but a file, is not found).
+fn open_object(path: &Path, key: &str) -> Result<(File, fs::Metadata)> {
+    let f = File::open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Error::NotFound { key: key.into() },
+        _ => Error::Io {
+            key: key.into(),
+            source: e,
+        },
+    })?;
+    let m = f.metadata().map_err(io_err(key))?;
+    if !m.is_file() {
+        return Err(Error::NotFound { key: key.into() });
+    }
+    Ok((f, m))
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
@@ -226,17 +242,7 @@ impl Store for LocalFileSystem {
         let path = self.path(key)?;
         let k = key.to_string();
         let (file, meta) = blocking(move || {
-            let f = File::open(&path).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => Error::NotFound { key: k.clone() },
-                _ => Error::Io {
-                    key: k.clone(),
-                    source: e,
-                },
-            })?;
-            let m = f.metadata().map_err(io_err(&k))?;
-            if !m.is_file() {
-                return Err(Error::NotFound { key: k });
-            }
+            let (f, m) = open_object(&path, &k)?;
             let meta = meta_of(&k, &m);
             Ok((f, meta))
         })
@@ -252,17 +258,7 @@ impl Store for LocalFileSystem {
         let path = self.path(key)?;
         let k = key.to_string();
         blocking(move || {
-            let f = File::open(&path).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => Error::NotFound { key: k.clone() },
-                _ => Error::Io {
-                    key: k.clone(),
-                    source: e,
-                },
-            })?;
-            let m = f.metadata().map_err(io_err(&k))?;
-            if !m.is_file() {
-                return Err(Error::NotFound { key: k });
-            }
+            let (f, m) = open_object(&path, &k)?;
             if start.saturating_add(len) > m.len() {
                 return Err(Error::OutOfRange {
                     key: k,

@@ -145,53 +145,56 @@ impl Vault {
         let fetched = self
             .fetch(tenant, profile, generation, progress.clone())
             .await?;
-        if fetched.rec.format == RECORD_FORMAT_CHUNKED {
-            let rec = fetched.rec.clone();
-            let unpacked = self
-                .restore_chunked(tenant, profile, generation, fetched, Some(target), progress)
-                .await?;
-            return Ok(self.restored(tenant, profile, generation, rec, unpacked));
-        }
-        let Fetched {
-            rec, reader, temp, ..
-        } = fetched;
-        let (target_p, limits) = (target.to_path_buf(), self.opts.limits.clone());
-        let _slot = self.work_slot().await;
-        let unpacked = blocking(move || {
-            Ok(archive::unpack_from(
-                &|| Ok(reader.clone()),
-                &target_p,
-                &limits,
-                progress.as_ref(),
-            )?)
-        })
-        .await?;
-        drop(temp);
-        Ok(self.restored(tenant, profile, generation, rec, unpacked))
-    }
-
-    fn restored(
-        &self,
-        tenant: &str,
-        profile: &str,
-        generation: u64,
-        rec: GenerationRecord,
-        unpacked: UnpackStats,
-    ) -> RestoreReport {
+        let r = self
+            .unpack(tenant, profile, generation, fetched, Some(target), progress)
+            .await?;
         tracing::info!(
             tenant,
             profile,
             generation,
-            files = unpacked.files,
-            bytes = unpacked.bytes,
+            files = r.unpacked.files,
+            bytes = r.unpacked.bytes,
             "profile restored"
         );
-        RestoreReport {
+        Ok(r)
+    }
+
+    /// Extracts a fetched generation into `target` (new or empty), or with `None` checks
+    /// every entry (format 1) or chunk (format 2) and writes nothing.
+    async fn unpack(
+        &self,
+        tenant: &str,
+        profile: &str,
+        generation: u64,
+        fetched: Fetched,
+        target: Option<&Path>,
+        progress: Arc<dyn Progress>,
+    ) -> Result<RestoreReport> {
+        let chromium_version = fetched.rec.stats.chromium_version.clone();
+        let _slot = self.work_slot().await;
+        let unpacked = if fetched.rec.format == RECORD_FORMAT_CHUNKED {
+            self.restore_chunked(tenant, profile, generation, fetched, target, progress)
+                .await?
+        } else {
+            let Fetched { reader, temp, .. } = fetched;
+            let (target, limits) = (target.map(Path::to_path_buf), self.opts.limits.clone());
+            let unpacked = blocking(move || {
+                let open = || Ok(reader.clone());
+                Ok(match &target {
+                    Some(t) => archive::unpack_from(&open, t, &limits, progress.as_ref())?,
+                    None => archive::check_from(&open, &limits)?,
+                })
+            })
+            .await?;
+            drop(temp);
+            unpacked
+        };
+        Ok(RestoreReport {
             profile: profile.into(),
             generation,
             unpacked,
-            chromium_version: rec.stats.chromium_version,
-        }
+            chromium_version,
+        })
     }
 
     /// Fully verifies a generation (the head when `None`): record, key, every chunk, and
@@ -210,31 +213,8 @@ impl Vault {
         let fetched = self
             .fetch(tenant, profile, generation, progress.clone())
             .await?;
-        if fetched.rec.format == RECORD_FORMAT_CHUNKED {
-            let rec = fetched.rec.clone();
-            let unpacked = self
-                .restore_chunked(tenant, profile, generation, fetched, None, progress)
-                .await?;
-            return Ok(RestoreReport {
-                profile: profile.into(),
-                generation,
-                unpacked,
-                chromium_version: rec.stats.chromium_version,
-            });
-        }
-        let Fetched {
-            rec, reader, temp, ..
-        } = fetched;
-        let limits = self.opts.limits.clone();
-        let unpacked =
-            blocking(move || Ok(archive::check_from(&|| Ok(reader.clone()), &limits)?)).await?;
-        drop(temp);
-        Ok(RestoreReport {
-            profile: profile.into(),
-            generation,
-            unpacked,
-            chromium_version: rec.stats.chromium_version,
-        })
+        self.unpack(tenant, profile, generation, fetched, None, progress)
+            .await
     }
 }
 

@@ -51,6 +51,19 @@ pub fn make_profile(root: &Path, variant: &str) {
     std::os::unix::fs::symlink("host-1", root.join("SingletonLock")).unwrap();
 }
 
+/// No stored object under `root` carries a marker of [`make_profile`], in its bytes or name.
+pub fn assert_nothing_readable(root: &Path) {
+    for (path, bytes) in tree(root) {
+        for m in [COOKIE_MARKER, FILE_NAME_MARKER, CONTENT_MARKER] {
+            assert!(
+                !bytes.windows(m.len()).any(|w| w == m.as_bytes()),
+                "{m} found in {path}"
+            );
+            assert!(!path.contains(m), "{m} in object name {path}");
+        }
+    }
+}
+
 pub fn keyring(id: &str, byte: u8) -> Arc<Keyring> {
     Arc::new(Keyring::from_keys(vec![(id.into(), [byte; 32])], id).unwrap())
 }
