@@ -96,6 +96,12 @@ pub struct Metrics {
     pub saves_waiting: AtomicU64,
     /// Packs/unpacks waiting for a work slot.
     pub jobs_waiting: AtomicU64,
+    /// Format 2 chunks saves sealed and uploaded.
+    pub chunks_new: AtomicU64,
+    /// Format 2 chunks saves reused from their base generation.
+    pub chunks_reused: AtomicU64,
+    /// Packs deleted by pack collection.
+    pub packs_deleted: AtomicU64,
 }
 
 /// The process's metrics.
@@ -106,6 +112,9 @@ pub static METRICS: Metrics = Metrics {
     kms_requests: [const { [const { AtomicU64::new(0) }; KMS_OUTCOMES.len()] }; KMS_OPS.len()],
     saves_waiting: AtomicU64::new(0),
     jobs_waiting: AtomicU64::new(0),
+    chunks_new: AtomicU64::new(0),
+    chunks_reused: AtomicU64::new(0),
+    packs_deleted: AtomicU64::new(0),
 };
 
 impl Metrics {
@@ -156,6 +165,19 @@ impl Metrics {
                 );
             }
         }
+        let _ = writeln!(out, "# HELP pv_save_chunks_total Format 2 chunks of saved generations: sealed and uploaded (new) or reused from the base generation.\n# TYPE pv_save_chunks_total counter");
+        for (kind, n) in [("new", &self.chunks_new), ("reused", &self.chunks_reused)] {
+            let _ = writeln!(
+                out,
+                "pv_save_chunks_total{{kind=\"{kind}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP pv_packs_deleted_total Packs no kept generation used, deleted by pack collection.\n# TYPE pv_packs_deleted_total counter\npv_packs_deleted_total {}",
+            self.packs_deleted.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP pv_queue_depth Work waiting for a slot.\n# TYPE pv_queue_depth gauge"

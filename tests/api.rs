@@ -523,6 +523,8 @@ async fn bad_requests_change_nothing() {
         "pv_save_duration_seconds_bucket{le=\"+Inf\"}",
         "pv_store_errors_total{kind=\"unavailable\"}",
         "pv_queue_depth{queue=\"saves\"}",
+        "pv_save_chunks_total{kind=\"reused\"}",
+        "pv_packs_deleted_total",
     ] {
         assert!(m.contains(family), "{family} missing: {m}");
     }

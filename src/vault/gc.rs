@@ -290,6 +290,9 @@ impl Vault {
                 .await?;
         }
         if !to_delete.is_empty() {
+            crate::metrics::METRICS
+                .packs_deleted
+                .fetch_add(to_delete.len() as u64, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(
                 tenant,
                 profile,

@@ -373,6 +373,13 @@ impl Vault {
             }
         }
         let bytes_stored = object_size + chunk_stats.as_ref().map_or(0, |c| c.bytes_uploaded);
+        if let Some(c) = &chunk_stats {
+            use std::sync::atomic::Ordering::Relaxed;
+            let m = &crate::metrics::METRICS;
+            m.chunks_new.fetch_add(c.chunks_new, Relaxed);
+            m.chunks_reused
+                .fetch_add(c.chunks.saturating_sub(c.chunks_new), Relaxed);
+        }
         tracing::info!(
             tenant,
             profile,
