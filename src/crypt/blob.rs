@@ -50,12 +50,13 @@ pub enum BlobError {
     /// An unknown compression method byte.
     #[error("blob uses unknown method {0}")]
     Method(u8),
-    /// Decompressed into another length than the manifest says.
+    /// Holds (stored) or decompresses into another length than the manifest says.
     #[error("blob holds {found} bytes, the manifest says {expected}")]
     Length {
         /// What the manifest says.
         expected: u32,
-        /// What it held (at most one more than expected is read).
+        /// What it held: a stored chunk's length, or for a compressed one what decompressing
+        /// gave, stopped at one byte more than expected.
         found: u64,
     },
     /// Its content does not hash to its id.
@@ -166,6 +167,14 @@ impl ChunkKeys {
             )
             .map_err(|_| BlobError::Tampered)?;
         let raw = match p[0] {
+            METHOD_STORED if p.len() - 1 != raw_len as usize => {
+                let found = (p.len() - 1) as u64;
+                p.zeroize();
+                return Err(BlobError::Length {
+                    expected: raw_len,
+                    found,
+                });
+            }
             METHOD_STORED => p[1..].to_vec(),
             METHOD_ZSTD => {
                 use std::io::Read;
@@ -261,6 +270,23 @@ mod tests {
             k.open(&id, &blob, n + 5),
             Err(BlobError::Length { .. })
         ));
+        // A stored (incompressible) chunk of another length than the manifest says.
+        let mut noise = vec![0u8; 300];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut noise);
+        let nid = k.id(&noise);
+        let stored = k.seal(&nid, &noise, 1);
+        assert_eq!(
+            stored.len(),
+            noise.len() + OVERHEAD,
+            "stored, not compressed"
+        );
+        assert_eq!(
+            k.open(&nid, &stored, 10),
+            Err(BlobError::Length {
+                expected: 10,
+                found: 300
+            })
+        );
         // Sealed under a wrong id (by a buggy or hostile writer with the key).
         let lie = k.seal(&other, &raw, 1);
         assert_eq!(k.open(&other, &lie, n), Err(BlobError::IdMismatch));
