@@ -326,9 +326,7 @@ fn gc_collects_unused_packs_and_save_reports_what_it_sent() {
     let mut sent = Vec::new();
     for i in 0..3 {
         write(&src, "Default/Bookmarks", &vec![b'a' + i; 300_000]);
-        let v = json(&run(
-            &mut pvk(&["save", "--json", "--profile", "p1"]).arg(&src)
-        ));
+        let v = json(&run(pvk(&["save", "--json", "--profile", "p1"]).arg(&src)));
         sent.push(v["chunks"]["bytes_uploaded"].as_u64().unwrap());
         assert_eq!(
             v["chunks"]["chunks_new"],
@@ -342,7 +340,7 @@ fn gc_collects_unused_packs_and_save_reports_what_it_sent() {
     }
     assert!(sent[1] < sent[0] && sent[2] < sent[0], "{sent:?}");
     // The human output says what a re-save sent; --reread reads every file.
-    let out = run(&mut pvk(&["save", "--profile", "p1", "--reread"]).arg(&src));
+    let out = run(pvk(&["save", "--profile", "p1", "--reread"]).arg(&src));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && text.contains("format 2: 0 of"),
