@@ -284,12 +284,23 @@ async fn ensure_profile(src: &Path, size_mb: u64) -> anyhow::Result<()> {
 
 /// A vault on `url` with a throw-away in-memory master key.
 pub(super) async fn bench_vault(ctx: &Ctx, url: &str, spool: &Path) -> anyhow::Result<Vault> {
+    bench_vault_with(ctx, url, spool, |_| {}).await
+}
+
+/// [`bench_vault`] with its options changed.
+pub(super) async fn bench_vault_with(
+    ctx: &Ctx,
+    url: &str,
+    spool: &Path,
+    edit: impl FnOnce(&mut profile_vault::VaultOptions),
+) -> anyhow::Result<Vault> {
     let store = profile_vault::store::from_url(url, &ctx.cfg.file.s3).await?;
     let mut key = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut key);
     let ring = Arc::new(Keyring::from_keys(vec![("bench".into(), key)], "bench")?);
     let mut opts = ctx.cfg.vault_options();
     opts.spool_dir = spool.to_path_buf();
+    edit(&mut opts);
     Ok(Vault::new(store, ring, opts)?)
 }
 

@@ -16,7 +16,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use super::bench::Args;
 use super::{human_bytes, Ctx};
 use profile_vault::vault::Base;
-use profile_vault::{Keyring, NoProgress, Vault};
+use profile_vault::NoProgress;
 
 #[derive(serde::Serialize, Default)]
 struct Side {
@@ -130,17 +130,6 @@ fn mutate(root: &Path, pct: f64, seed: u64) -> std::io::Result<usize> {
     Ok(changed)
 }
 
-async fn vault_for(ctx: &Ctx, url: &str, spool: &Path, format: u16) -> anyhow::Result<Vault> {
-    let store = profile_vault::store::from_url(url, &ctx.cfg.file.s3).await?;
-    let mut key = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut key);
-    let ring = Arc::new(Keyring::from_keys(vec![("bench".into(), key)], "bench")?);
-    let mut opts = ctx.cfg.vault_options();
-    opts.spool_dir = spool.to_path_buf();
-    opts.write_format = format;
-    Ok(Vault::new(store, ring, opts)?)
-}
-
 /// Runs the bench.
 pub async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> anyhow::Result<()> {
     let (url, tmp_store) = super::bench::store_url(a, bench_dir);
@@ -160,7 +149,10 @@ pub async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> anyhow::R
                 let when = SystemTime::now() - Duration::from_secs(3600);
                 tokio::task::spawn_blocking(move || copy_tree(&s, &w, when)).await??;
             }
-            let vault = vault_for(ctx, &url, &bench_dir.join("spool"), format).await?;
+            let vault = super::bench::bench_vault_with(ctx, &url, &bench_dir.join("spool"), |o| {
+                o.write_format = format
+            })
+            .await?;
             let profile = format!("resave-{}", uuid::Uuid::new_v4().simple());
             let save = || {
                 vault.save(
