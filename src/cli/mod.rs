@@ -17,6 +17,7 @@ mod bench;
 mod bench_cluster;
 mod bench_contents;
 mod bench_live;
+mod bench_profile;
 mod bench_resave;
 mod bench_store;
 mod data;

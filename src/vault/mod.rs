@@ -40,10 +40,12 @@ use crate::store::{self, PutBody, PutMode, Store};
 mod chunked;
 mod compat;
 mod data;
+mod error;
 mod gc;
 mod lease;
 mod manage;
 mod meta;
+mod records;
 mod rekey;
 mod restore;
 mod retention;
@@ -53,9 +55,12 @@ pub use chunked::ChunkStats;
 pub(crate) use compat::check_not_newer;
 pub use compat::major;
 pub use data::{DataCondition, DataDoc, DataError, DATA_FORMAT, DEFAULT_DATA_MAX_BYTES};
+pub use error::Error;
 pub use gc::PackGcReport;
 pub use lease::{Lease, LeaseRecord};
 pub use meta::{GenerationMeta, Identity, META_FORMAT};
+use records::present_string;
+pub use records::{GenerationRecord, Head};
 
 /// Version of the head record.
 pub const HEAD_FORMAT: u32 = 1;
@@ -66,171 +71,6 @@ pub const RECORD_FORMAT_KMS: u32 = 2;
 /// Version of a generation record of a chunked (format 2) payload, local or KMS wrap
 /// (adds `packs` and `chunks`).
 pub const RECORD_FORMAT_CHUNKED: u32 = 3;
-
-/// Errors of vault operations.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A tenant or profile id that is not allowed.
-    #[error("invalid {what} id {id:?}: use 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit")]
-    InvalidId {
-        /// "tenant" or "profile".
-        what: &'static str,
-        /// The id.
-        id: String,
-    },
-    /// No such profile for this tenant.
-    #[error("profile {profile:?} not found for tenant {tenant:?}")]
-    ProfileNotFound {
-        /// Tenant.
-        tenant: String,
-        /// Profile.
-        profile: String,
-    },
-    /// No such generation.
-    #[error("generation {generation} of profile {profile:?} not found (see `profile-vault versions {profile}`)")]
-    GenerationNotFound {
-        /// Profile.
-        profile: String,
-        /// Generation.
-        generation: u64,
-    },
-    /// Another save moved the head first.
-    #[error("conflict: profile {profile:?} head moved to generation {head:?} during this save; this save's generation {kept} is kept (roll back to it with `profile-vault rollback {profile} --to {kept}`)")]
-    Conflict {
-        /// Profile.
-        profile: String,
-        /// The generation this save stored.
-        kept: u64,
-        /// The head now.
-        head: Option<u64>,
-    },
-    /// A generation record that cannot be used.
-    #[error("generation record {key} is invalid: {reason}")]
-    BadRecord {
-        /// Object key.
-        key: String,
-        /// Why.
-        reason: String,
-    },
-    /// A record of a later format than this build reads: a newer profile-vault wrote it.
-    /// Nothing was changed; upgrade this node.
-    #[error("{what} {key} was written by a newer profile-vault (format {format}); upgrade this node (it reads format {reads})")]
-    NewerFormat {
-        /// `head`, `generation record`, `lease`.
-        what: &'static str,
-        /// Object key.
-        key: String,
-        /// Its format.
-        format: u64,
-        /// The newest format this build reads.
-        reads: u32,
-    },
-    /// The profile was last opened by a newer Chromium than this node's: opening it with an
-    /// older one can silently break it (History stops recording, say).
-    #[error("profile {profile:?} generation {generation} was written by Chromium {profile_version}; this node's browser is Chromium {browser_version}, which is older (upgrade the browser, or override with server.allow_older_browser / --allow-older-browser)")]
-    BrowserTooOld {
-        /// Profile.
-        profile: String,
-        /// Generation.
-        generation: u64,
-        /// Chromium version recorded in the generation.
-        profile_version: String,
-        /// This node's browser version.
-        browser_version: String,
-    },
-    /// Packing or unpacking failed (including hostile archives).
-    #[error(transparent)]
-    Archive(#[from] archive::Error),
-    /// The object failed its format or integrity checks.
-    #[error(transparent)]
-    Format(#[from] format::Error),
-    /// A format 2 manifest that cannot be used.
-    #[error(transparent)]
-    Manifest(#[from] crate::profile::manifest::Error),
-    /// A pack of a format 2 generation with a bad prefix.
-    #[error(transparent)]
-    Pack(#[from] crate::profile::pack::PackError),
-    /// A chunk of a format 2 generation that does not open.
-    #[error("pack {pack}, chunk {chunk}: {source}")]
-    Blob {
-        /// Pack id.
-        pack: String,
-        /// Chunk id (hex).
-        chunk: String,
-        /// Why.
-        source: crate::crypt::blob::BlobError,
-    },
-    /// A pack a format 2 generation uses is gone or shorter than its manifest says.
-    #[error("pack {pack} used by generation {generation} of profile {profile:?} is missing or truncated: {reason}")]
-    PackMissing {
-        /// Profile.
-        profile: String,
-        /// Generation.
-        generation: u64,
-        /// Pack id.
-        pack: String,
-        /// What the store said.
-        reason: String,
-    },
-    /// A garbage collection deleted packs this save meant to reuse while it ran; nothing was
-    /// written; save again.
-    #[error("packs of profile {profile:?} this save reused were garbage-collected while it ran; save again")]
-    PacksCollected {
-        /// Profile.
-        profile: String,
-    },
-    /// Master key problems.
-    #[error(transparent)]
-    Keys(#[from] keys::Error),
-    /// Storage failed.
-    #[error(transparent)]
-    Store(#[from] store::Error),
-    /// Local I/O failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// Where.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-}
-
-impl Error {
-    /// Whether a newer profile-vault or a newer Chromium wrote what this node met (nothing
-    /// is wrong with it; this node is too old to use it).
-    pub fn is_newer(&self) -> bool {
-        matches!(
-            self,
-            Error::NewerFormat { .. }
-                | Error::BrowserTooOld { .. }
-                | Error::Format(format::Error::NewerVersion(_))
-                | Error::Pack(crate::profile::pack::PackError::NewerVersion { .. })
-        )
-    }
-
-    /// Whether the cause is tampering, corruption, a wrong key or a hostile archive.
-    pub fn is_integrity(&self) -> bool {
-        match self {
-            Error::Format(format::Error::NewerVersion(_)) => false,
-            Error::Pack(crate::profile::pack::PackError::NewerVersion { .. }) => false,
-            Error::Format(_)
-            | Error::BadRecord { .. }
-            | Error::Manifest(_)
-            | Error::Pack(_)
-            | Error::Blob { .. }
-            | Error::PackMissing { .. } => true,
-            Error::Keys(k) => k.is_integrity(),
-            Error::Archive(a) => !matches!(
-                a,
-                archive::Error::Io { .. }
-                    | archive::Error::Write(_)
-                    | archive::Error::NotADirectory(_)
-                    | archive::Error::TargetNotEmpty(_)
-            ),
-            _ => false,
-        }
-    }
-}
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -260,88 +100,6 @@ pub fn validate_id(what: &'static str, id: &str) -> Result<()> {
             id: id.into(),
         })
     }
-}
-
-/// The head record: which generation a profile loads by default.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Head {
-    /// Record format version.
-    pub format: u32,
-    /// Tenant.
-    pub tenant: String,
-    /// Profile id.
-    pub profile: String,
-    /// Current generation.
-    pub generation: u64,
-    /// Its object id.
-    pub object_id: String,
-    /// When the head last moved, Unix seconds.
-    pub updated_at: u64,
-}
-
-/// Plaintext facts about one generation, stored beside its payload.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GenerationRecord {
-    /// Record format version.
-    pub format: u32,
-    /// Tenant.
-    pub tenant: String,
-    /// Profile id.
-    pub profile: String,
-    /// Generation number.
-    pub generation: u64,
-    /// Object id of the payload.
-    pub object_id: String,
-    /// Creation time, Unix seconds.
-    pub created_at: u64,
-    /// Master key that wraps the data key.
-    pub key_id: String,
-    /// Wrapped data key, base64.
-    pub wrapped_key: String,
-    /// KMS key (ARN) that wrapped the data key; present exactly in format 2 (absent, not
-    /// `null`, in format 1).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "present_string"
-    )]
-    pub kms_key_arn: Option<String>,
-    /// Size of the payload object.
-    pub object_size: u64,
-    /// The generation this one was based on (loaded from), if any.
-    pub base: Option<u64>,
-    /// What packing recorded.
-    pub stats: PackStats,
-    /// Format 3 only: every pack the generation's manifest uses (what garbage collection
-    /// keeps).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "present_packs"
-    )]
-    pub packs: Option<Vec<String>>,
-    /// Format 3 only: what the chunked save reused and sent.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "present_chunks"
-    )]
-    pub chunks: Option<ChunkStats>,
-}
-
-fn present_packs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    Vec::<String>::deserialize(d).map(Some)
-}
-
-fn present_chunks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ChunkStats>, D::Error> {
-    ChunkStats::deserialize(d).map(Some)
-}
-
-/// An optional member that, when present, must be a string (`null` is refused).
-fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    String::deserialize(d).map(Some)
 }
 
 /// What a save expects the head to be when it moves it.
@@ -604,67 +362,6 @@ impl Vault {
             .join(format!("{what}-{}", uuid::Uuid::new_v4().simple()))
     }
 
-    /// Reads the head record, with its etag.
-    ///
-    /// # Errors
-    /// Storage errors; a malformed head.
-    pub async fn head(&self, tenant: &str, profile: &str) -> Result<Option<(Head, String)>> {
-        validate_id("tenant", tenant)?;
-        validate_id("profile", profile)?;
-        let key = head_key(tenant, profile);
-        match self.store.get(&key).await {
-            Ok(g) => {
-                let etag = g.meta.etag.clone();
-                let bytes = g.bytes().await?;
-                check_not_newer("head", &key, &bytes, HEAD_FORMAT)?;
-                let head: Head = serde_json::from_slice(&bytes).map_err(|e| Error::BadRecord {
-                    key: key.clone(),
-                    reason: e.to_string(),
-                })?;
-                if head.format != HEAD_FORMAT {
-                    return Err(Error::BadRecord {
-                        key,
-                        reason: format!("head format {} is not supported", head.format),
-                    });
-                }
-                if head.tenant != tenant || head.profile != profile {
-                    return Err(Error::BadRecord {
-                        key,
-                        reason: "names another tenant or profile".into(),
-                    });
-                }
-                Ok(Some((head, etag)))
-            }
-            Err(store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn generation_numbers(
-        &self,
-        tenant: &str,
-        profile: &str,
-    ) -> Result<(Vec<u64>, Vec<u64>)> {
-        let mut payloads = Vec::new();
-        let mut records = Vec::new();
-        let p = format!("{}gens/", prefix(tenant, profile));
-        for m in self.store.list(&p).await? {
-            let name = &m.key[p.len()..];
-            if let Some(n) = name
-                .strip_suffix(".pvo")
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                payloads.push(n);
-            } else if let Some(n) = name
-                .strip_suffix(".json")
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                records.push(n);
-            }
-        }
-        Ok((payloads, records))
-    }
-
     /// Resolves an id a client uses to load a profile: the profile's own id, or the id of
     /// any later session that continued it (recorded with [`Vault::write_alias`]).
     ///
@@ -709,123 +406,6 @@ impl Vault {
             )
             .await?;
         Ok(())
-    }
-
-    /// Reads and checks a generation record, and unwraps its data key.
-    async fn open_record(
-        &self,
-        tenant: &str,
-        profile: &str,
-        generation: u64,
-    ) -> Result<(GenerationRecord, DataKey)> {
-        let rec = self.read_record(tenant, profile, generation).await?;
-        let dek = self.unwrap_record(&rec).await?;
-        Ok((rec, dek))
-    }
-
-    /// Reads a generation record and checks its format and place (not its key).
-    async fn read_record(
-        &self,
-        tenant: &str,
-        profile: &str,
-        generation: u64,
-    ) -> Result<GenerationRecord> {
-        let key = record_key(tenant, profile, generation);
-        let bytes = match self.store.get(&key).await {
-            Ok(g) => g.bytes().await?,
-            Err(store::Error::NotFound { .. }) => {
-                return Err(Error::GenerationNotFound {
-                    profile: profile.into(),
-                    generation,
-                })
-            }
-            Err(e) => return Err(e.into()),
-        };
-        check_not_newer("generation record", &key, &bytes, RECORD_FORMAT_CHUNKED)?;
-        let rec: GenerationRecord =
-            serde_json::from_slice(&bytes).map_err(|e| Error::BadRecord {
-                key: key.clone(),
-                reason: e.to_string(),
-            })?;
-        let chunked = rec.packs.is_some() || rec.chunks.is_some();
-        if chunked != (rec.format == RECORD_FORMAT_CHUNKED)
-            || (chunked && (rec.packs.is_none() || rec.chunks.is_none()))
-        {
-            return Err(Error::BadRecord {
-                key,
-                reason: format!(
-                    "record format {} {} packs and chunks",
-                    rec.format,
-                    if chunked { "must not have" } else { "needs" }
-                ),
-            });
-        }
-        if rec
-            .packs
-            .iter()
-            .flatten()
-            .any(|p| !crate::profile::pack::valid_id(p))
-        {
-            return Err(Error::BadRecord {
-                key,
-                reason: "names an invalid pack id".into(),
-            });
-        }
-        match (rec.format, &rec.kms_key_arn) {
-            (RECORD_FORMAT, None) | (RECORD_FORMAT_KMS, Some(_)) | (RECORD_FORMAT_CHUNKED, _) => {}
-            (RECORD_FORMAT | RECORD_FORMAT_KMS, _) => {
-                return Err(Error::BadRecord {
-                    key,
-                    reason: format!(
-                        "record format {} {} kms_key_arn",
-                        rec.format,
-                        if rec.kms_key_arn.is_some() {
-                            "must not have"
-                        } else {
-                            "needs"
-                        }
-                    ),
-                })
-            }
-            (f, _) => {
-                return Err(Error::BadRecord {
-                    key,
-                    reason: format!("record format {f} is not supported"),
-                })
-            }
-        }
-        if rec.tenant != tenant || rec.profile != profile || rec.generation != generation {
-            return Err(Error::BadRecord {
-                key,
-                reason: format!(
-                    "names tenant {:?} profile {:?} generation {} (copied from elsewhere?)",
-                    rec.tenant, rec.profile, rec.generation
-                ),
-            });
-        }
-        Ok(rec)
-    }
-
-    /// Unwraps the data key of a record read by [`Vault::read_record`].
-    async fn unwrap_record(&self, rec: &GenerationRecord) -> Result<DataKey> {
-        let wrapped = base64::engine::general_purpose::STANDARD
-            .decode(&rec.wrapped_key)
-            .map_err(|_| Error::BadRecord {
-                key: record_key(&rec.tenant, &rec.profile, rec.generation),
-                reason: "wrapped_key is not base64".into(),
-            })?;
-        let ctx = WrapContext {
-            tenant: &rec.tenant,
-            profile: &rec.profile,
-            generation: rec.generation,
-            object_id: &rec.object_id,
-        };
-        let w = Wrapped {
-            key_id: rec.key_id.clone(),
-            blob: wrapped,
-            kms_key_arn: rec.kms_key_arn.clone(),
-        };
-        Ok(self.keys.unwrap(&w, &ctx).await?)
     }
 
     pub(super) async fn resolve(

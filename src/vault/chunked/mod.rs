@@ -5,6 +5,7 @@
 //!   cuts the other files into chunks ([`crate::profile::chunker`]), seals only the chunks
 //!   the base does not have, packs them and uploads the packs while later ones are still
 //!   being made; then the manifest is the generation's payload object.
+//!   The threads that read, hash, seal and pack are in `stages.rs`.
 //! - `restore.rs`: a restore (or verify) reads the manifest, fetches the chunks with ranged
 //!   reads in parallel, verifies each before writing a byte of it, and stages the tree.
 //!
@@ -16,6 +17,7 @@
 
 mod restore;
 mod save;
+mod stages;
 
 use serde::{Deserialize, Serialize};
 

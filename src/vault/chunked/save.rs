@@ -10,16 +10,15 @@
 //! PUTs, [`QUEUED`] finished packs waiting).
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::sync_channel;
 use std::sync::Mutex;
 
+use super::stages::{collect, read_files, seal_chunks, Done, Job};
 use super::*;
 use crate::crypt::blob::ChunkKeys;
 use crate::profile::archive::{Entry, Kind};
 use crate::profile::manifest::{ChunkRef, FileEntry};
-use crate::profile::{chunker, pack};
 
 /// Pack uploads running at once.
 const IN_FLIGHT: usize = 4;
@@ -31,11 +30,11 @@ const RACY_NS: i64 = 2_000_000_000;
 
 /// Where a chunk's blob is.
 #[derive(Clone)]
-struct Loc {
-    pack: Arc<str>,
-    offset: u64,
-    len: u32,
-    raw: u32,
+pub(super) struct Loc {
+    pub(super) pack: Arc<str>,
+    pub(super) offset: u64,
+    pub(super) len: u32,
+    pub(super) raw: u32,
 }
 
 /// What packing produced.
@@ -54,20 +53,6 @@ pub(in crate::vault) struct Packed {
     pub sealer: Sealer,
     /// Bytes of its header.
     pub header_len: usize,
-}
-
-struct Job {
-    file: usize,
-    index: usize,
-    data: Vec<u8>,
-}
-
-struct Done {
-    file: usize,
-    index: usize,
-    id: ChunkId,
-    raw: u32,
-    blob: Option<Vec<u8>>,
 }
 
 /// What the blocking part needs.
@@ -247,7 +232,7 @@ fn mtime_ns(m: &std::fs::Metadata) -> i64 {
     m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec()
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -491,132 +476,4 @@ fn pack_blocking(
         sealer,
         header_len: header.len(),
     })
-}
-
-/// The reader thread: each file to read, chunk by chunk, in order.
-fn read_files(reads: Vec<(usize, PathBuf)>, jobs: SyncSender<Job>, done: SyncSender<Result<Done>>) {
-    for (file, path) in reads {
-        let r = (|| -> Result<()> {
-            let mut f = std::fs::File::open(&path).map_err(io_err(&path))?;
-            let size = f.metadata().map_err(io_err(&path))?.len();
-            let mut head = [0u8; chunker::SNIFF_LEN];
-            let n = read_full(&mut f, &mut head).map_err(io_err(&path))?;
-            let mut carried = head[..n].to_vec();
-            for (index, (_, len)) in chunker::cuts(&head[..n], size).enumerate() {
-                let mut data = std::mem::take(&mut carried);
-                let have = data.len();
-                data.resize(len as usize, 0);
-                if have > len as usize {
-                    // The sniffed bytes span more than this chunk (files under 18 bytes).
-                    carried = data.split_off(len as usize);
-                } else {
-                    let got = read_full(&mut f, &mut data[have..]).map_err(io_err(&path))?;
-                    if have + got != len as usize {
-                        return Err(Error::Io {
-                            path: path.clone(),
-                            source: std::io::Error::other("file shrank while it was read"),
-                        });
-                    }
-                }
-                if jobs.send(Job { file, index, data }).is_err() {
-                    return Ok(()); // the collector stopped; it reports why
-                }
-            }
-            Ok(())
-        })();
-        if let Err(e) = r {
-            let _ = done.send(Err(e));
-            return;
-        }
-    }
-}
-
-fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
-/// A worker: hashes each chunk and seals those nobody has yet.
-fn seal_chunks(
-    jobs: &Mutex<Receiver<Job>>,
-    done: SyncSender<Result<Done>>,
-    keys: &ChunkKeys,
-    known: &HashMap<ChunkId, Loc>,
-    claimed: &Mutex<HashSet<ChunkId>>,
-    level: i32,
-) {
-    loop {
-        let job = match jobs.lock().expect("job queue").recv() {
-            Ok(j) => j,
-            Err(_) => return,
-        };
-        let id = keys.id(&job.data);
-        let fresh = !known.contains_key(&id) && claimed.lock().expect("claimed").insert(id);
-        let blob = fresh.then(|| keys.seal(&id, &job.data, level));
-        let d = Done {
-            file: job.file,
-            index: job.index,
-            id,
-            raw: job.data.len() as u32,
-            blob,
-        };
-        if done.send(Ok(d)).is_err() {
-            return;
-        }
-    }
-}
-
-/// The collecting thread: appends sealed chunks to packs and hands full packs on. It owns
-/// the receiving end: returning (on error too) closes it, which stops the workers.
-fn collect(
-    done: Receiver<Result<Done>>,
-    tx: &tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
-    locs: &mut HashMap<ChunkId, Loc>,
-    counters: &mut ChunkStats,
-    progress: &dyn Progress,
-) -> Result<Vec<(usize, usize, ChunkId)>> {
-    let mut placed = Vec::new();
-    let mut builder = pack::Builder::new();
-    let stopped = || {
-        Error::Store(store::Error::Unavailable {
-            op: "put",
-            key: "packs/".into(),
-            message: "the pack upload stopped".into(),
-        })
-    };
-    for d in done.iter() {
-        let d = d?;
-        progress.advance(u64::from(d.raw));
-        if let Some(blob) = d.blob {
-            let offset = builder.push(&blob);
-            let pack: Arc<str> = Arc::from(builder.id.as_str());
-            locs.insert(
-                d.id,
-                Loc {
-                    pack,
-                    offset,
-                    len: blob.len() as u32,
-                    raw: d.raw,
-                },
-            );
-            counters.chunks_new += 1;
-            if builder.is_full() {
-                let full = std::mem::take(&mut builder);
-                tx.blocking_send(full.finish()).map_err(|_| stopped())?;
-            }
-        }
-        placed.push((d.file, d.index, d.id));
-    }
-    if !builder.is_empty() {
-        tx.blocking_send(builder.finish()).map_err(|_| stopped())?;
-    }
-    Ok(placed)
 }

@@ -1,0 +1,169 @@
+//! The errors of vault operations, and how callers tell them apart: newer formats (this node
+//! is too old), integrity (tampering, wrong keys, hostile data), and the rest.
+
+use super::*;
+
+/// Errors of vault operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tenant or profile id that is not allowed.
+    #[error("invalid {what} id {id:?}: use 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit")]
+    InvalidId {
+        /// "tenant" or "profile".
+        what: &'static str,
+        /// The id.
+        id: String,
+    },
+    /// No such profile for this tenant.
+    #[error("profile {profile:?} not found for tenant {tenant:?}")]
+    ProfileNotFound {
+        /// Tenant.
+        tenant: String,
+        /// Profile.
+        profile: String,
+    },
+    /// No such generation.
+    #[error("generation {generation} of profile {profile:?} not found (see `profile-vault versions {profile}`)")]
+    GenerationNotFound {
+        /// Profile.
+        profile: String,
+        /// Generation.
+        generation: u64,
+    },
+    /// Another save moved the head first.
+    #[error("conflict: profile {profile:?} head moved to generation {head:?} during this save; this save's generation {kept} is kept (roll back to it with `profile-vault rollback {profile} --to {kept}`)")]
+    Conflict {
+        /// Profile.
+        profile: String,
+        /// The generation this save stored.
+        kept: u64,
+        /// The head now.
+        head: Option<u64>,
+    },
+    /// A generation record that cannot be used.
+    #[error("generation record {key} is invalid: {reason}")]
+    BadRecord {
+        /// Object key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// A record of a later format than this build reads: a newer profile-vault wrote it.
+    /// Nothing was changed; upgrade this node.
+    #[error("{what} {key} was written by a newer profile-vault (format {format}); upgrade this node (it reads format {reads})")]
+    NewerFormat {
+        /// `head`, `generation record`, `lease`.
+        what: &'static str,
+        /// Object key.
+        key: String,
+        /// Its format.
+        format: u64,
+        /// The newest format this build reads.
+        reads: u32,
+    },
+    /// The profile was last opened by a newer Chromium than this node's: opening it with an
+    /// older one can silently break it (History stops recording, say).
+    #[error("profile {profile:?} generation {generation} was written by Chromium {profile_version}; this node's browser is Chromium {browser_version}, which is older (upgrade the browser, or override with server.allow_older_browser / --allow-older-browser)")]
+    BrowserTooOld {
+        /// Profile.
+        profile: String,
+        /// Generation.
+        generation: u64,
+        /// Chromium version recorded in the generation.
+        profile_version: String,
+        /// This node's browser version.
+        browser_version: String,
+    },
+    /// Packing or unpacking failed (including hostile archives).
+    #[error(transparent)]
+    Archive(#[from] archive::Error),
+    /// The object failed its format or integrity checks.
+    #[error(transparent)]
+    Format(#[from] format::Error),
+    /// A format 2 manifest that cannot be used.
+    #[error(transparent)]
+    Manifest(#[from] crate::profile::manifest::Error),
+    /// A pack of a format 2 generation with a bad prefix.
+    #[error(transparent)]
+    Pack(#[from] crate::profile::pack::PackError),
+    /// A chunk of a format 2 generation that does not open.
+    #[error("pack {pack}, chunk {chunk}: {source}")]
+    Blob {
+        /// Pack id.
+        pack: String,
+        /// Chunk id (hex).
+        chunk: String,
+        /// Why.
+        source: crate::crypt::blob::BlobError,
+    },
+    /// A pack a format 2 generation uses is gone or shorter than its manifest says.
+    #[error("pack {pack} used by generation {generation} of profile {profile:?} is missing or truncated: {reason}")]
+    PackMissing {
+        /// Profile.
+        profile: String,
+        /// Generation.
+        generation: u64,
+        /// Pack id.
+        pack: String,
+        /// What the store said.
+        reason: String,
+    },
+    /// A garbage collection deleted packs this save meant to reuse while it ran; nothing was
+    /// written; save again.
+    #[error("packs of profile {profile:?} this save reused were garbage-collected while it ran; save again")]
+    PacksCollected {
+        /// Profile.
+        profile: String,
+    },
+    /// Master key problems.
+    #[error(transparent)]
+    Keys(#[from] keys::Error),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// Local I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Whether a newer profile-vault or a newer Chromium wrote what this node met (nothing
+    /// is wrong with it; this node is too old to use it).
+    pub fn is_newer(&self) -> bool {
+        matches!(
+            self,
+            Error::NewerFormat { .. }
+                | Error::BrowserTooOld { .. }
+                | Error::Format(format::Error::NewerVersion(_))
+                | Error::Pack(crate::profile::pack::PackError::NewerVersion { .. })
+        )
+    }
+
+    /// Whether the cause is tampering, corruption, a wrong key or a hostile archive.
+    pub fn is_integrity(&self) -> bool {
+        match self {
+            Error::Format(format::Error::NewerVersion(_)) => false,
+            Error::Pack(crate::profile::pack::PackError::NewerVersion { .. }) => false,
+            Error::Format(_)
+            | Error::BadRecord { .. }
+            | Error::Manifest(_)
+            | Error::Pack(_)
+            | Error::Blob { .. }
+            | Error::PackMissing { .. } => true,
+            Error::Keys(k) => k.is_integrity(),
+            Error::Archive(a) => !matches!(
+                a,
+                archive::Error::Io { .. }
+                    | archive::Error::Write(_)
+                    | archive::Error::NotADirectory(_)
+                    | archive::Error::TargetNotEmpty(_)
+            ),
+            _ => false,
+        }
+    }
+}
