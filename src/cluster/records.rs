@@ -81,8 +81,10 @@ pub fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+/// The index key of an admin token's SHA-256 (64 hex digits), if it is one.
+fn admin_key(token_sha256: &str) -> Option<String> {
+    (token_sha256.len() == 64 && token_sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("{ADMIN_PREFIX}{token_sha256}"))
 }
 
 fn key(id: &str) -> String {
@@ -173,17 +175,13 @@ impl Cluster {
 
     /// Indexes an admin token's hash (`token_sha256` hex) to its session.
     pub async fn put_admin_index(&self, token_sha256: &str, session_id: &str) {
-        if !is_hex64(token_sha256) {
+        let Some(key) = admin_key(token_sha256) else {
             return;
-        }
+        };
         let body = Bytes::from(session_id.as_bytes().to_vec());
         if let Err(e) = self
             .store
-            .put(
-                &format!("{ADMIN_PREFIX}{token_sha256}"),
-                PutBody::Bytes(body),
-                PutMode::Overwrite,
-            )
+            .put(&key, PutBody::Bytes(body), PutMode::Overwrite)
             .await
         {
             tracing::warn!(session = %session_id, error = %e, "could not index the session's admin token");
@@ -195,14 +193,10 @@ impl Cluster {
     /// # Errors
     /// Storage errors.
     pub async fn admin_index(&self, token_sha256: &str) -> store::Result<Option<String>> {
-        if !is_hex64(token_sha256) {
+        let Some(key) = admin_key(token_sha256) else {
             return Ok(None);
-        }
-        match self
-            .store
-            .get(&format!("{ADMIN_PREFIX}{token_sha256}"))
-            .await
-        {
+        };
+        match self.store.get(&key).await {
             Ok(g) => {
                 let b = g.bytes().await?;
                 Ok(std::str::from_utf8(&b)
@@ -217,14 +211,10 @@ impl Cluster {
 
     /// Removes an admin token's index entry (the session ended).
     pub async fn delete_admin_index(&self, token_sha256: &str) {
-        if !is_hex64(token_sha256) {
+        let Some(key) = admin_key(token_sha256) else {
             return;
-        }
-        if let Err(e) = self
-            .store
-            .delete(&format!("{ADMIN_PREFIX}{token_sha256}"))
-            .await
-        {
+        };
+        if let Err(e) = self.store.delete(&key).await {
             if !matches!(e, store::Error::NotFound { .. }) {
                 tracing::warn!(error = %e, "could not delete an admin token's index entry");
             }

@@ -17,7 +17,20 @@ impl Vault {
         generation: u64,
         progress: Arc<dyn Progress>,
     ) -> Result<Fetched> {
-        let (rec, dek) = self.open_record(tenant, profile, generation).await?;
+        let rec = self.read_record(tenant, profile, generation).await?;
+        self.fetch_record(rec, progress).await
+    }
+
+    /// [`Vault::fetch`] of the generation of a record already read (and checked) with
+    /// [`Vault::read_record`].
+    pub(super) async fn fetch_record(
+        &self,
+        rec: GenerationRecord,
+        progress: Arc<dyn Progress>,
+    ) -> Result<Fetched> {
+        let dek = self.unwrap_record(&rec).await?;
+        let (tenant, profile, generation) =
+            (rec.tenant.as_str(), rec.profile.as_str(), rec.generation);
         let key = payload_key(tenant, profile, generation);
         let not_found = || Error::GenerationNotFound {
             profile: profile.into(),

@@ -99,6 +99,9 @@ impl Vault {
         };
         // Format 2 carries the profile's content key from the base generation, so its chunks
         // can be reused; otherwise (and for format 1) a fresh data key.
+        // A save older than gc::MAX_SAVE (counted from before it read its base) gives up
+        // before claiming its packs.
+        let started = std::time::Instant::now();
         let chunked = self.opts.write_format >= 2;
         let base_gen = head.as_ref().map(|h| h.0.generation);
         let reuse = if chunked {
@@ -113,7 +116,6 @@ impl Vault {
 
         // Pack + encrypt into the spool file, off the async runtime (format 2 also uploads
         // the packs on the way).
-        let started = std::time::Instant::now();
         let slot = self.work_slot().await;
         let spool = TempFile(self.spool_file("save"));
         let (dek, sealer, stats, contents, mut header_len, chunks) = if chunked {

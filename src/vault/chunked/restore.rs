@@ -78,40 +78,7 @@ impl Vault {
             stats.bytes += f.size;
         }
         stats.dirs = m.dirs.len() as u64;
-        // Ranges: the used chunks of each pack by offset, neighbours merged.
-        let mut by_pack: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for (c, u) in uses.iter().enumerate() {
-            if !u.is_empty() || target.is_none() {
-                by_pack
-                    .entry(m.chunks[c].pack as usize)
-                    .or_default()
-                    .push(c);
-            }
-        }
-        let mut ranges: Vec<Range> = Vec::new();
-        for (p, mut cs) in by_pack {
-            cs.sort_by_key(|&c| m.chunks[c].offset);
-            for c in cs {
-                let (off, len) = (m.chunks[c].offset, u64::from(m.chunks[c].len));
-                match ranges.last_mut() {
-                    Some(r)
-                        if r.pack == p
-                            && off >= r.start + r.len
-                            && off - (r.start + r.len) <= MERGE_GAP
-                            && off + len - r.start <= MAX_RANGE =>
-                    {
-                        r.len = off + len - r.start;
-                        r.chunks.push(c);
-                    }
-                    _ => ranges.push(Range {
-                        pack: p,
-                        start: off,
-                        len,
-                        chunks: vec![c],
-                    }),
-                }
-            }
-        }
+        let ranges = plan_ranges(m, &uses, target.is_none());
         let packs = m.packs.clone();
         if target.is_none() {
             // Verify also reads every pack's prefix.
@@ -125,60 +92,9 @@ impl Vault {
                 pack::check_prefix(p, &b)?;
             }
         }
-
-        // Staging: directories, then every file at its size.
-        let staging = target.map(|t| archive::staging_path(t, "staging"));
-        let paths = match (&staging, target) {
-            (Some(st), Some(t)) => {
-                archive::check_target(t)?;
-                let (st, dirs, files) = (
-                    st.clone(),
-                    m.dirs.clone(),
-                    m.files
-                        .iter()
-                        .zip(&skip)
-                        .map(|(f, s)| (f.path.clone(), f.size, *s))
-                        .collect::<Vec<_>>(),
-                );
-                let made = blocking(move || {
-                    fsutil::create_private_dir(&st).map_err(io_at(&st))?;
-                    for d in &dirs {
-                        let p = st.join(d);
-                        fsutil::create_private_dir(&p).map_err(io_at(&p))?;
-                    }
-                    let mut paths = Vec::with_capacity(files.len());
-                    for (rel, size, skip) in files {
-                        let p = st.join(&rel);
-                        if !skip {
-                            if let Some(parent) = p.parent() {
-                                fsutil::create_private_dir(parent).map_err(io_at(parent))?;
-                            }
-                            let f = fsutil::create_private_new(&p).map_err(io_at(&p))?;
-                            f.set_len(size).map_err(io_at(&p))?;
-                        }
-                        paths.push(p);
-                    }
-                    Ok(paths)
-                })
-                .await;
-                match made {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        if let Some(st) = &staging {
-                            let _ = std::fs::remove_dir_all(st);
-                        }
-                        return Err(e);
-                    }
-                }
-            }
-            _ => None,
-        };
-        let placing = Arc::new(Placing {
-            keys: ChunkKeys::derive(&opened.key),
-            opened,
-            uses,
-            paths,
-        });
+        // Restoring: a staging directory beside the target, renamed into place at the end,
+        // removed on any error.
+        let stage = target.map(|t| (archive::staging_path(t, "staging"), t.to_path_buf()));
         progress.start(
             if target.is_some() {
                 "restoring"
@@ -187,8 +103,22 @@ impl Vault {
             },
             total,
         );
-        let res = self
-            .fetch_ranges(
+        let res = async {
+            let paths = match &stage {
+                Some((st, t)) => {
+                    archive::check_target(t)?;
+                    let (st, m) = (st.clone(), opened.manifest.clone());
+                    Some(blocking(move || make_staging(&st, &m, &skip)).await?)
+                }
+                None => None,
+            };
+            let placing = Arc::new(Placing {
+                keys: ChunkKeys::derive(&opened.key),
+                opened,
+                uses,
+                paths,
+            });
+            self.fetch_ranges(
                 tenant,
                 profile,
                 generation,
@@ -197,16 +127,15 @@ impl Vault {
                 &placing,
                 progress.as_ref(),
             )
-            .await;
-        let res = match (res, &staging, target) {
-            (Ok(()), Some(st), Some(t)) => {
-                let (st, t, placing) = (st.clone(), t.to_path_buf(), placing.clone());
-                blocking(move || finish_tree(&st, &t, &placing)).await
+            .await?;
+            if let Some((st, t)) = stage.clone() {
+                blocking(move || finish_tree(&st, &t, &placing)).await?;
             }
-            (r, _, _) => r,
-        };
+            Ok(())
+        }
+        .await;
         progress.finish();
-        if let (Err(_), Some(st)) = (&res, &staging) {
+        if let (Err(_), Some((st, _))) = (&res, &stage) {
             let _ = std::fs::remove_dir_all(st);
         }
         res.map(|()| stats)
@@ -243,6 +172,68 @@ impl Vault {
         }
         Ok(())
     }
+}
+
+/// The ranged reads that fetch the chunks some file uses (or every chunk, with `all`): each
+/// pack's chunks by offset, neighbours less than [`MERGE_GAP`] apart read together.
+fn plan_ranges(m: &Manifest, uses: &[Vec<(usize, u64)>], all: bool) -> Vec<Range> {
+    let mut by_pack: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (c, u) in uses.iter().enumerate() {
+        if all || !u.is_empty() {
+            by_pack
+                .entry(m.chunks[c].pack as usize)
+                .or_default()
+                .push(c);
+        }
+    }
+    let mut ranges: Vec<Range> = Vec::new();
+    for (p, mut cs) in by_pack {
+        cs.sort_by_key(|&c| m.chunks[c].offset);
+        for c in cs {
+            let (off, len) = (m.chunks[c].offset, u64::from(m.chunks[c].len));
+            match ranges.last_mut() {
+                Some(r)
+                    if r.pack == p
+                        && off >= r.start + r.len
+                        && off - (r.start + r.len) <= MERGE_GAP
+                        && off + len - r.start <= MAX_RANGE =>
+                {
+                    r.len = off + len - r.start;
+                    r.chunks.push(c);
+                }
+                _ => ranges.push(Range {
+                    pack: p,
+                    start: off,
+                    len,
+                    chunks: vec![c],
+                }),
+            }
+        }
+    }
+    ranges
+}
+
+/// Creates the staging directory with every directory and every file (but the skipped ones)
+/// at its size; returns each file's path.
+fn make_staging(st: &Path, m: &Manifest, skip: &[bool]) -> Result<Vec<PathBuf>> {
+    fsutil::create_private_dir(st).map_err(io_at(st))?;
+    for d in &m.dirs {
+        let p = st.join(d);
+        fsutil::create_private_dir(&p).map_err(io_at(&p))?;
+    }
+    let mut paths = Vec::with_capacity(m.files.len());
+    for (f, skip) in m.files.iter().zip(skip) {
+        let p = st.join(&f.path);
+        if !skip {
+            if let Some(parent) = p.parent() {
+                fsutil::create_private_dir(parent).map_err(io_at(parent))?;
+            }
+            let file = fsutil::create_private_new(&p).map_err(io_at(&p))?;
+            file.set_len(f.size).map_err(io_at(&p))?;
+        }
+        paths.push(p);
+    }
+    Ok(paths)
 }
 
 /// A pack that is gone or shorter than the manifest says: the generation is damaged.

@@ -99,7 +99,7 @@ impl Vault {
             return Ok(None);
         }
         let opened = match self
-            .fetch(tenant, profile, g, Arc::new(crate::progress::NoProgress))
+            .fetch_record(rec, Arc::new(crate::progress::NoProgress))
             .await
         {
             Ok(f) => self.open_manifest(g, f).await,
@@ -186,20 +186,18 @@ impl Vault {
             path: "<pack task>".into(),
             source: std::io::Error::other(e),
         })?;
-        let result = match (upload, packed) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Err(e)) => Err(e),
+        match (upload, packed) {
             (Ok(()), Ok(mut p)) => {
                 p.chunks.bytes_uploaded = bytes;
                 p.chunks.packs_new = uploaded.len() as u64;
-                p.uploaded = uploaded.clone();
+                p.uploaded = uploaded;
                 Ok(p)
             }
-        };
-        if result.is_err() {
-            self.remove_packs(tenant, profile, &uploaded).await;
+            (Err(e), _) | (Ok(()), Err(e)) => {
+                self.remove_packs(tenant, profile, &uploaded).await;
+                Err(e)
+            }
         }
-        result
     }
 
     /// Best effort: removes packs no manifest names (a save that failed before its manifest).
@@ -232,10 +230,36 @@ fn mtime_ns(m: &std::fs::Metadata) -> i64 {
     m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec()
 }
 
-pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
+/// The manifest's pack and chunk tables, filled as the files are listed.
+#[derive(Default)]
+struct Tables {
+    packs: Vec<String>,
+    pack_index: HashMap<Arc<str>, u32>,
+    chunks: Vec<ChunkRef>,
+    chunk_index: HashMap<ChunkId, u32>,
+}
+
+impl Tables {
+    /// The index of chunk `id` (stored at `loc`), added the first time it is seen.
+    fn chunk(&mut self, id: ChunkId, loc: &Loc) -> u32 {
+        if let Some(&i) = self.chunk_index.get(&id) {
+            return i;
+        }
+        let packs = &mut self.packs;
+        let pack = *self.pack_index.entry(loc.pack.clone()).or_insert_with(|| {
+            packs.push(loc.pack.to_string());
+            (packs.len() - 1) as u32
+        });
+        self.chunks.push(ChunkRef {
+            id: manifest::id_hex(&id),
+            pack,
+            offset: loc.offset,
+            len: loc.len,
+            raw: loc.raw,
+        });
+        let i = (self.chunks.len() - 1) as u32;
+        self.chunk_index.insert(id, i);
+        i
     }
 }
 
@@ -299,7 +323,7 @@ fn pack_blocking(
         match kind {
             Kind::Dir => dirs.push(rel),
             Kind::File(_) => {
-                let m = std::fs::symlink_metadata(&abs).map_err(io_err(&abs))?;
+                let m = std::fs::symlink_metadata(&abs).map_err(io_at(&abs))?;
                 let (size, mtime) = (m.len(), mtime_ns(&m));
                 let reuse = (!plan.full_read)
                     .then(|| base_files.get(rel.as_str()))
@@ -384,45 +408,21 @@ fn pack_blocking(
     progress.finish();
 
     // The manifest: packs in order of first use, chunks once each.
-    let mut packs: Vec<String> = Vec::new();
-    let mut pack_index: HashMap<Arc<str>, u32> = HashMap::new();
-    let mut chunks: Vec<ChunkRef> = Vec::new();
-    let mut chunk_index: HashMap<ChunkId, u32> = HashMap::new();
+    let mut t = Tables::default();
     let mut entries = Vec::with_capacity(files.len());
     for f in &files {
+        let missing = |what: &str| Error::Io {
+            path: f.abs.clone(),
+            source: std::io::Error::other(format!("a chunk of this file {what}")),
+        };
         let mut idx = Vec::with_capacity(f.ids.len());
         for id in &f.ids {
-            let id = id.ok_or_else(|| Error::Io {
-                path: f.abs.clone(),
-                source: std::io::Error::other("a chunk of this file was not packed"),
-            })?;
-            let i = match chunk_index.get(&id) {
-                Some(&i) => i,
-                None => {
-                    let loc = new_locs
-                        .get(&id)
-                        .or_else(|| known.get(&id))
-                        .ok_or_else(|| Error::Io {
-                            path: f.abs.clone(),
-                            source: std::io::Error::other("a chunk of this file has no blob"),
-                        })?;
-                    let p = *pack_index.entry(loc.pack.clone()).or_insert_with(|| {
-                        packs.push(loc.pack.to_string());
-                        (packs.len() - 1) as u32
-                    });
-                    chunks.push(ChunkRef {
-                        id: manifest::id_hex(&id),
-                        pack: p,
-                        offset: loc.offset,
-                        len: loc.len,
-                        raw: loc.raw,
-                    });
-                    let i = (chunks.len() - 1) as u32;
-                    chunk_index.insert(id, i);
-                    i
-                }
-            };
-            idx.push(i);
+            let id = id.ok_or_else(|| missing("was not packed"))?;
+            let loc = new_locs
+                .get(&id)
+                .or_else(|| known.get(&id))
+                .ok_or_else(|| missing("has no blob"))?;
+            idx.push(t.chunk(id, loc));
         }
         entries.push(FileEntry {
             path: f.rel.clone(),
@@ -431,6 +431,7 @@ fn pack_blocking(
             chunks: idx,
         });
     }
+    let Tables { packs, chunks, .. } = t;
     counters.chunks = chunks.len() as u64;
     let m = Manifest {
         base: plan.base.as_ref().map(|b| b.generation),
@@ -455,17 +456,17 @@ fn pack_blocking(
         plan.created_at,
     );
     let path = &plan.spool;
-    let f = fsutil::create_private_new(path).map_err(io_err(path))?;
+    let f = fsutil::create_private_new(path).map_err(io_at(path))?;
     let mut w = std::io::BufWriter::new(f);
-    w.write_all(&header).map_err(io_err(path))?;
+    w.write_all(&header).map_err(io_at(path))?;
     let mut body = sealer.body_writer(w);
-    body.write_all(&encoded).map_err(io_err(path))?;
-    let (w, _) = body.finish().map_err(io_err(path))?;
+    body.write_all(&encoded).map_err(io_at(path))?;
+    let (w, _) = body.finish().map_err(io_at(path))?;
     let f = w.into_inner().map_err(|e| Error::Io {
         path: path.clone(),
         source: e.into_error(),
     })?;
-    f.sync_all().map_err(io_err(path))?;
+    f.sync_all().map_err(io_at(path))?;
     stats.bytes_zip = encoded.len() as u64;
     Ok(Packed {
         packs,

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Mutex;
 
-use super::save::{io_err, Loc};
+use super::save::Loc;
 use super::*;
 use crate::crypt::blob::ChunkKeys;
 use crate::profile::{chunker, pack};
@@ -38,10 +38,10 @@ pub(super) fn read_files(
 ) {
     for (file, path) in reads {
         let r = (|| -> Result<()> {
-            let mut f = std::fs::File::open(&path).map_err(io_err(&path))?;
-            let size = f.metadata().map_err(io_err(&path))?.len();
+            let mut f = std::fs::File::open(&path).map_err(io_at(&path))?;
+            let size = f.metadata().map_err(io_at(&path))?.len();
             let mut head = [0u8; chunker::SNIFF_LEN];
-            let n = read_full(&mut f, &mut head).map_err(io_err(&path))?;
+            let n = read_full(&mut f, &mut head).map_err(io_at(&path))?;
             let mut carried = head[..n].to_vec();
             for (index, (_, len)) in chunker::cuts(&head[..n], size).enumerate() {
                 let mut data = std::mem::take(&mut carried);
@@ -51,7 +51,7 @@ pub(super) fn read_files(
                     // The sniffed bytes span more than this chunk (files under 18 bytes).
                     carried = data.split_off(len as usize);
                 } else {
-                    let got = read_full(&mut f, &mut data[have..]).map_err(io_err(&path))?;
+                    let got = read_full(&mut f, &mut data[have..]).map_err(io_at(&path))?;
                     if have + got != len as usize {
                         return Err(Error::Io {
                             path: path.clone(),
