@@ -1,15 +1,14 @@
 //! A minimal DevTools Protocol client for the short-lived browsers the daemon drives itself
-//! (storageState import and export): commands with replies, and events on a channel.
+//! (storageState import and export): commands with replies, and events on a channel, over a
+//! client connection of the browser's DevTools pipe ([`crate::browser::mux`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>;
 
@@ -31,33 +30,48 @@ impl std::fmt::Debug for Cdp {
 }
 
 impl Cdp {
-    /// Connects to `ws_url` (the browser endpoint); every command waits at most `timeout`.
+    /// Connects through the browser's DevTools pipe; every command waits at most `timeout`.
     ///
     /// # Errors
     /// The browser cannot be reached.
-    pub async fn connect(ws_url: &str, timeout: Duration) -> Result<(Cdp, Events), String> {
-        let mut cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
-        cfg.max_message_size = Some(64 << 20);
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(ws_url, Some(cfg), false)
+    pub async fn connect(
+        mux: &Arc<crate::browser::mux::Mux>,
+        timeout: Duration,
+    ) -> Result<(Cdp, Events), String> {
+        let mut link = mux
+            .connect()
             .await
             .map_err(|e| format!("cannot reach the browser: {e}"))?;
-        let (mut tx, mut rx) = ws.split();
         let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
         let (ev_tx, events) = mpsc::unbounded_channel();
+        let (in_tx, mut in_rx) = mpsc::unbounded_channel::<String>();
         let pending: Pending = Arc::default();
         tokio::spawn(async move {
-            while let Some(m) = out_rx.recv().await {
-                if tx.send(Message::Text(m.into())).await.is_err() {
-                    break;
+            loop {
+                tokio::select! {
+                    m = out_rx.recv() => match m {
+                        Some(m) => {
+                            if link.send(&m).is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                    m = link.recv() => match m {
+                        Some(m) => {
+                            if in_tx.send(m).is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
                 }
             }
-            let _ = tx.close().await;
         });
         let p = pending.clone();
         tokio::spawn(async move {
-            while let Some(Ok(m)) = rx.next().await {
-                let Message::Text(t) = m else { continue };
-                let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+            while let Some(t) = in_rx.recv().await {
+                let Ok(v) = serde_json::from_str::<Value>(&t) else {
                     continue;
                 };
                 if let Some(id) = v["id"].as_u64() {

@@ -141,6 +141,52 @@ pub struct ServerConfig {
     pub cluster_heartbeat_secs: u64,
     /// Seconds after its last heartbeat a node counts as dead (its sessions show `node_lost`).
     pub cluster_node_ttl_secs: u64,
+    /// Run browsers without the sandbox (`PV_UNSAFE_NO_SANDBOX`): every tenant and viewer
+    /// can then reach the host. Logged at start, shown in `/readyz` and `/metrics`.
+    pub unsafe_no_sandbox: bool,
+    /// Non-public address ranges (CIDRs) pages may reach all the same (`PV_EGRESS_ALLOW`,
+    /// comma-separated), e.g. an intranet.
+    pub egress_allow: Vec<String>,
+    /// Memory limit of one browser (its whole sandbox), MiB.
+    pub sandbox_memory_mb: u64,
+    /// Process (and thread) limit of one browser.
+    pub sandbox_pids: u64,
+    /// CPU limit of one browser, in cores.
+    pub sandbox_cpus: f64,
+    /// First uid of the browsers' uid range when the daemon runs as root (one uid per
+    /// browser, `max_sessions` + 16 of them).
+    pub sandbox_uid_base: u32,
+}
+
+impl ServerConfig {
+    /// The browser runtime's settings for a node with this config.
+    ///
+    /// # Errors
+    /// A range of `egress_allow` is not a CIDR.
+    pub fn browser_settings(
+        &self,
+        binary: PathBuf,
+        data_dir: &Path,
+    ) -> Result<crate::browser::Settings, String> {
+        let allow = self
+            .egress_allow
+            .iter()
+            .map(|c| c.parse())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::browser::Settings {
+            binary,
+            unsafe_no_sandbox: self.unsafe_no_sandbox,
+            run_dir: data_dir.join("run"),
+            egress: std::sync::Arc::new(crate::browser::egress::Policy { allow }),
+            limits: crate::browser::cgroup::Limits {
+                memory_mb: self.sandbox_memory_mb,
+                pids: self.sandbox_pids,
+                cpus: self.sandbox_cpus,
+            },
+            uid_base: self.sandbox_uid_base,
+            uid_count: u32::try_from(self.max_sessions + 16).unwrap_or(u32::MAX),
+        })
+    }
 }
 
 /// A secret from the config: never printed (`Debug` and serialization show `***`).
@@ -212,6 +258,12 @@ impl Default for ServerConfig {
             node_url: None,
             cluster_heartbeat_secs: 2,
             cluster_node_ttl_secs: 10,
+            unsafe_no_sandbox: false,
+            egress_allow: Vec::new(),
+            sandbox_memory_mb: 2048,
+            sandbox_pids: 1024,
+            sandbox_cpus: 1.0,
+            sandbox_uid_base: 1_800_000,
         }
     }
 }
@@ -475,6 +527,25 @@ impl Config {
                 name: "PV_CLUSTER_SECRET / server.cluster_secret",
                 message: "must be at least 16 characters".into(),
             });
+        }
+        if let Some(v) = env("PV_UNSAFE_NO_SANDBOX") {
+            file.server.unsafe_no_sandbox = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        if let Some(v) = env("PV_EGRESS_ALLOW") {
+            file.server.egress_allow = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        for c in &file.server.egress_allow {
+            if let Err(e) = c.parse::<crate::browser::egress::Cidr>() {
+                return Err(Error::Env {
+                    name: "PV_EGRESS_ALLOW / server.egress_allow",
+                    message: e,
+                });
+            }
         }
         if let Some(v) = env("PV_CHROMIUM") {
             file.server.chromium = Some(v.into());

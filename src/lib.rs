@@ -38,6 +38,7 @@ pub use progress::{NoProgress, Progress};
 pub use store::{PutBody, PutMode, Store};
 pub use vault::{Base, Vault, VaultOptions};
 pub mod api;
+pub mod browser;
 pub mod audit;
 pub mod cdp;
 pub mod cluster;

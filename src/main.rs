@@ -29,6 +29,12 @@ fn private_umask() {
 }
 
 fn main() -> ExitCode {
+    // The sandbox's init (PID 1 inside a browser's sandbox): no runtime, no config.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("sandbox-init") {
+        let code = profile_vault::browser::init::main(&argv[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     limit_malloc_arenas();
     private_umask();
     let args = cli::Cli::parse();

@@ -1,21 +1,22 @@
 //! The Chrome DevTools Protocol proxy: a WebSocket served by the daemon, authorized by the
-//! session's admin token (or an API key of its tenant), relayed to the browser's loopback
-//! DevTools endpoint. Traffic counts as activity; connected clients drive `timeout.offline`.
+//! session's admin token (or an API key of its tenant), relayed to the browser through its
+//! DevTools pipe (a client connection of [`crate::browser::mux`]; the browser has no port). Traffic counts as activity; connected clients drive `timeout.offline`.
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message as AxMsg, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message as AxMsg, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message as TMsg;
+use crate::browser::mux::{Conn, SendError};
 
 use super::error::ApiError;
 use super::vm::{authorize, TokenQuery};
 use super::{auth, AppState};
 
-const MAX_MESSAGE: usize = 256 << 20;
+/// The largest message a client may send (the pipe's own cap).
+const MAX_MESSAGE: usize = crate::browser::mux::MAX_CLIENT_MESSAGE;
 
 /// `GET /v0/vm/{id}/cdp` (WebSocket upgrade).
 pub(super) async fn proxy(
@@ -30,26 +31,19 @@ pub(super) async fn proxy(
         return Err(ApiError::expired());
     }
     let ws = ws.map_err(upgrade_error)?;
-    let upstream_url = s.browser_ws().to_string();
-    let mut cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
-    cfg.max_message_size = Some(MAX_MESSAGE);
-    cfg.max_frame_size = Some(MAX_MESSAGE);
-    let (upstream, _) =
-        tokio_tungstenite::connect_async_with_config(upstream_url, Some(cfg), false)
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    axum::http::StatusCode::BAD_GATEWAY,
-                    "browser_unreachable",
-                    format!("cannot reach the session's browser: {e}"),
-                )
-            })?;
+    let link = s.cdp().connect().await.map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "browser_unreachable",
+            format!("cannot reach the session's browser: {e}"),
+        )
+    })?;
     Ok(ws
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |client| async move {
             s.client_connected();
-            relay(client, upstream, &s).await;
+            relay(client, link, &s).await;
             s.client_disconnected();
         }))
 }
@@ -63,51 +57,50 @@ pub(super) fn upgrade_error(e: WebSocketUpgradeRejection) -> ApiError {
     )
 }
 
-async fn relay(
-    client: WebSocket,
-    upstream: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    s: &crate::session::Session,
-) {
+/// Close code for a message over [`MAX_MESSAGE`] (RFC 6455 "message too big").
+const TOO_BIG: u16 = 1009;
+
+async fn relay(client: WebSocket, mut link: Conn, s: &crate::session::Session) {
     let (mut c_tx, mut c_rx) = client.split();
-    let (mut u_tx, mut u_rx) = upstream.split();
-    let to_browser = async {
-        while let Some(Ok(m)) = c_rx.next().await {
-            s.touch();
-            let out = match m {
-                AxMsg::Text(t) => TMsg::Text(t.as_str().into()),
-                AxMsg::Binary(b) => TMsg::Binary(b),
-                AxMsg::Ping(p) => TMsg::Ping(p),
-                AxMsg::Pong(p) => TMsg::Pong(p),
-                AxMsg::Close(_) => break,
-            };
-            if u_tx.send(out).await.is_err() {
-                break;
+    loop {
+        tokio::select! {
+            m = c_rx.next() => {
+                let Some(Ok(m)) = m else { break };
+                s.touch();
+                let text = match m {
+                    AxMsg::Text(t) => t.as_str().to_string(),
+                    AxMsg::Binary(b) => match String::from_utf8(b.to_vec()) {
+                        Ok(t) => t,
+                        Err(_) => break,
+                    },
+                    AxMsg::Ping(_) | AxMsg::Pong(_) => continue,
+                    AxMsg::Close(_) => break,
+                };
+                match link.send(&text) {
+                    Ok(()) => {}
+                    Err(SendError::TooLarge(n)) => {
+                        let _ = c_tx
+                            .send(AxMsg::Close(Some(CloseFrame {
+                                code: TOO_BIG,
+                                reason: format!("a DevTools message may be at most {MAX_MESSAGE} bytes ({n} sent)").into(),
+                            })))
+                            .await;
+                        break;
+                    }
+                    Err(SendError::Malformed) => continue,
+                    Err(SendError::Closed) => break,
+                }
+            }
+            m = link.recv() => {
+                let Some(m) = m else { break };
+                s.touch();
+                if c_tx.send(AxMsg::Text(m.into())).await.is_err() {
+                    break;
+                }
             }
         }
-        let _ = u_tx.close().await;
-    };
-    let to_client = async {
-        while let Some(Ok(m)) = u_rx.next().await {
-            s.touch();
-            let out = match m {
-                TMsg::Text(t) => AxMsg::Text(t.as_str().into()),
-                TMsg::Binary(b) => AxMsg::Binary(b),
-                TMsg::Ping(p) => AxMsg::Ping(p),
-                TMsg::Pong(p) => AxMsg::Pong(p),
-                TMsg::Close(_) | TMsg::Frame(_) => break,
-            };
-            if c_tx.send(out).await.is_err() {
-                break;
-            }
-        }
-        let _ = c_tx.close().await;
-    };
-    tokio::select! {
-        () = to_browser => {},
-        () = to_client => {},
     }
+    let _ = c_tx.close().await;
 }
 
 /// `GET /v0/vm/{id}/cdp/json/version`: lets clients given an http:// endpoint (Playwright's
@@ -127,10 +120,15 @@ pub(super) async fn version(
         .public_url
         .replacen("http://", "ws://", 1)
         .replacen("https://", "wss://", 1);
-    let t = token.unwrap_or_default();
+    // Only the session's own admin token is echoed (it is in `cdp_url` already); an API key
+    // never is: such a client sends it again as a bearer header on the socket.
+    let query = match token {
+        Some(t) if s.admin_token_matches(t) => format!("?token={t}"),
+        _ => String::new(),
+    };
     Ok(Json(serde_json::json!({
         "Browser": "Chromium (profile-vault proxy)",
         "Protocol-Version": "1.3",
-        "webSocketDebuggerUrl": format!("{ws_base}/v0/vm/{}/cdp?token={t}", s.id),
+        "webSocketDebuggerUrl": format!("{ws_base}/v0/vm/{}/cdp{query}", s.id),
     })))
 }

@@ -87,6 +87,11 @@ impl From<session::Error> for ApiError {
                 let (status, code) = vault_status(v);
                 Self::new(status, code, client_message(v, e.to_string()))
             }
+            E::Browser(crate::browser::Error::SandboxUnavailable(_)) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sandbox_unavailable",
+                e.to_string(),
+            ),
             E::Browser(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "browser_failed",

@@ -23,14 +23,24 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let store_ok = tokio::time::timeout(std::time::Duration::from_secs(5), store.list("readyz/"))
         .await
         .is_ok_and(|r| r.is_ok());
-    let chromium_ok = state.manager.config().chromium.is_file();
+    let rt = &state.manager.config().browser;
+    let chromium_ok = rt.binary().is_file();
     let keys_ok = state.manager.vault().keys().ready().await;
     let recovering = state.manager.recovering();
-    let ready = store_ok && chromium_ok && keys_ok && recovering == 0;
+    let (sandbox_ok, sandbox_detail) = match rt.status() {
+        Ok(()) if rt.unsandboxed() => (
+            true,
+            "off: server.unsafe_no_sandbox is set, browsers run unconfined".to_string(),
+        ),
+        Ok(()) => (true, "on".to_string()),
+        Err(e) => (false, e.to_string()),
+    };
+    let ready = store_ok && chromium_ok && keys_ok && sandbox_ok && recovering == 0;
     let body = serde_json::json!({
         "ready": ready,
         "checks": {"store": store_ok, "chromium": chromium_ok, "keys": keys_ok, "recovering_sessions": recovering,
-            "browser_version": state.manager.config().browser_version},
+            "browser_version": state.manager.config().browser_version,
+            "sandbox": sandbox_ok, "sandbox_detail": sandbox_detail},
     });
     (
         if ready {
@@ -118,6 +128,24 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         "gauge",
         "Sessions of a previous daemon still being saved.",
         &[("", m.recovering() as u64)],
+    );
+    let rt = &m.config().browser;
+    metric(
+        "pv_sandbox_enabled",
+        "gauge",
+        "1 when browsers run sandboxed, 0 when server.unsafe_no_sandbox is set or the sandbox is unavailable.",
+        &[("", u64::from(rt.status().is_ok() && !rt.unsandboxed()))],
+    );
+    let e = &crate::browser::egress::COUNTERS;
+    metric(
+        "pv_egress_connections_total",
+        "counter",
+        "Connections of sandboxed browsers through the egress proxy, by outcome.",
+        &[
+            ("{outcome=\"allowed\"}", e.allowed.load(Ordering::Relaxed)),
+            ("{outcome=\"refused\"}", e.refused.load(Ordering::Relaxed)),
+            ("{outcome=\"failed\"}", e.failed.load(Ordering::Relaxed)),
+        ],
     );
     crate::metrics::METRICS.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)

@@ -36,7 +36,7 @@ struct ImportRequest {
 fn runner(state: &AppState) -> Runner {
     let cfg = state.manager.config();
     Runner {
-        chromium: cfg.chromium.clone(),
+        browser: cfg.browser.clone(),
         work_dir: storage_state::work_dir(&cfg.data_dir),
         deadline: cfg.start_deadline.max(std::time::Duration::from_secs(30)),
     }

@@ -394,11 +394,21 @@ impl BenchDaemon {
         cluster_secret: Option<&str>,
     ) -> anyhow::Result<BenchDaemon> {
         use profile_vault::api::{self, auth::ApiKeys, AppState};
-        use profile_vault::session::{chromium, Manager, SessionConfig};
+        use profile_vault::browser as chromium;
+        use profile_vault::session::{Manager, SessionConfig};
         let manager = Manager::new(
             vault,
             SessionConfig {
-                chromium: chromium::find_binary(ctx.cfg.file.server.chromium.as_deref())?,
+                browser: chromium::Runtime::new(
+                    ctx.cfg
+                        .file
+                        .server
+                        .browser_settings(
+                            chromium::find_binary(ctx.cfg.file.server.chromium.as_deref())?,
+                            data,
+                        )
+                        .map_err(anyhow::Error::msg)?,
+                ),
                 data_dir: data.to_path_buf(),
                 max_sessions: 4,
                 inactive_timeout: None,

@@ -26,9 +26,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     // The directory is for a browser: this machine's, when it has one.
     if !a.allow_older_browser {
         let browser =
-            profile_vault::session::chromium::find_binary(ctx.cfg.file.server.chromium.as_deref())
+            profile_vault::browser::find_binary(ctx.cfg.file.server.chromium.as_deref())
                 .ok()
-                .and_then(|b| profile_vault::session::chromium::version(&b));
+                .and_then(|b| profile_vault::browser::version(&b));
         vault
             .check_browser(ctx.tenant(), &a.profile, a.generation, browser.as_deref())
             .await?;

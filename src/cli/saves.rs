@@ -24,7 +24,15 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let manager = Manager::new(
         vault,
         SessionConfig {
-            chromium: "/nonexistent".into(),
+            browser: profile_vault::browser::Runtime::new(profile_vault::browser::Settings {
+                binary: "/nonexistent".into(),
+                unsafe_no_sandbox: true,
+                run_dir: ctx.cfg.data_dir.join("run"),
+                egress: Default::default(),
+                limits: Default::default(),
+                uid_base: 0,
+                uid_count: 0,
+            }),
             data_dir: ctx.cfg.data_dir.clone(),
             max_sessions: 0,
             inactive_timeout: None,

@@ -3,9 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::data::BadInput;
 use super::Ctx;
 use profile_vault::api::{self, auth::ApiKeys, AppState};
-use profile_vault::session::{chromium, Manager, SessionConfig};
+use profile_vault::browser as chromium;
+use profile_vault::session::{Manager, SessionConfig};
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
@@ -128,6 +130,15 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         Some(v) => tracing::info!(version = %v, "browser"),
         None => tracing::warn!("the browser's version is unknown: profiles are loaded without comparing Chromium versions"),
     }
+    let browser = chromium::Runtime::new(
+        s.browser_settings(chromium.clone(), &ctx.cfg.data_dir)
+            .map_err(|e| BadInput(format!("server.egress_allow: {e}")))?,
+    );
+    match browser.status() {
+        Ok(()) if browser.unsandboxed() => tracing::warn!("server.unsafe_no_sandbox is set: browsers run UNCONFINED with this daemon's privileges; any tenant or viewer can reach this host"),
+        Ok(()) => tracing::info!(egress_allow = ?s.egress_allow, "browsers run sandboxed"),
+        Err(e) => tracing::error!(reason = %e, "the browser sandbox cannot be built here: sessions are refused (see /readyz; server.unsafe_no_sandbox turns it off)"),
+    }
     let keys = api_keys(ctx)?;
     let listen = a.listen.unwrap_or_else(|| s.listen.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -141,7 +152,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let manager = Manager::new(
         vault,
         SessionConfig {
-            chromium: chromium.clone(),
+            browser,
             data_dir: ctx.cfg.data_dir.clone(),
             max_sessions: s.max_sessions,
             inactive_timeout: secs(s.inactive_timeout),

@@ -40,7 +40,13 @@ pub struct ExportArgs {
 fn runner(ctx: &Ctx, chromium: Option<&std::path::Path>) -> anyhow::Result<Runner> {
     let configured = chromium.or(ctx.cfg.file.server.chromium.as_deref());
     Ok(Runner {
-        chromium: profile_vault::session::chromium::find_binary(configured)?,
+        browser: profile_vault::browser::Runtime::new(
+            ctx.cfg
+                .file
+                .server
+                .browser_settings(profile_vault::browser::find_binary(configured)?, &ctx.cfg.data_dir)
+                .map_err(BadInput)?,
+        ),
         work_dir: storage_state::work_dir(&ctx.cfg.data_dir),
         deadline: std::time::Duration::from_secs(ctx.cfg.file.server.start_deadline.max(30)),
     })

@@ -9,11 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_tungstenite::tungstenite::Message;
 
 /// One screencast frame.
 #[derive(Debug)]
@@ -114,7 +112,7 @@ struct State {
 
 /// The hub.
 pub struct Hub {
-    browser_ws: String,
+    cdp: Arc<crate::browser::mux::Mux>,
     quality: u8,
     frames: watch::Sender<Option<Arc<Frame>>>,
     tabs: watch::Sender<Vec<Tab>>,
@@ -132,10 +130,10 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// A hub for the browser at `browser_ws`.
-    pub fn new(browser_ws: String, quality: u8) -> Arc<Hub> {
+    /// A hub for the browser behind `cdp`.
+    pub fn new(cdp: Arc<crate::browser::mux::Mux>, quality: u8) -> Arc<Hub> {
         Arc::new_cyclic(|me| Hub {
-            browser_ws,
+            cdp,
             quality: quality.clamp(1, 100),
             frames: watch::channel(None).0,
             tabs: watch::channel(Vec::new()).0,
@@ -214,14 +212,11 @@ impl Hub {
     }
 
     async fn start(&self) -> Result<Arc<Conn>, String> {
-        let mut cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
-        cfg.max_message_size = Some(64 << 20);
-        cfg.max_frame_size = Some(64 << 20);
-        let (ws, _) =
-            tokio_tungstenite::connect_async_with_config(&self.browser_ws, Some(cfg), false)
-                .await
-                .map_err(|e| format!("cannot reach the session's browser: {e}"))?;
-        let (mut tx, mut rx) = ws.split();
+        let mut link = self
+            .cdp
+            .connect()
+            .await
+            .map_err(|e| format!("cannot reach the session's browser: {e}"))?;
         let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
         let conn = Arc::new(Conn {
             out,
@@ -232,20 +227,35 @@ impl Hub {
             pages: Mutex::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
         });
+        let (in_tx, mut in_rx) = mpsc::unbounded_channel::<String>();
+        // One task owns the pipe client: commands go out, answers and events come in.
         let writer = tokio::spawn(async move {
-            while let Some(m) = out_rx.recv().await {
-                if tx.send(Message::Text(m.into())).await.is_err() {
-                    break;
+            loop {
+                tokio::select! {
+                    m = out_rx.recv() => match m {
+                        Some(m) => {
+                            if link.send(&m).is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                    m = link.recv() => match m {
+                        Some(m) => {
+                            if in_tx.send(m).is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
                 }
             }
-            let _ = tx.close().await;
         });
         let weak = Arc::downgrade(&conn);
         let hub = self.me.clone();
         let reader = tokio::spawn(async move {
-            while let Some(Ok(m)) = rx.next().await {
-                let Message::Text(t) = m else { continue };
-                let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+            while let Some(t) = in_rx.recv().await {
+                let Ok(v) = serde_json::from_str::<Value>(&t) else {
                     continue;
                 };
                 let (Some(conn), Some(hub)) = (weak.upgrade(), hub.upgrade()) else {

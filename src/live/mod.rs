@@ -177,15 +177,19 @@ fn now_ms() -> u64 {
 }
 
 impl Live {
-    /// The live view of a browser reachable at `browser_ws` (its loopback DevTools URL).
-    pub fn new(cfg: LiveConfig, browser_ws: String, control_disable_default: bool) -> Live {
+    /// The live view of a browser, through its DevTools pipe.
+    pub fn new(
+        cfg: LiveConfig,
+        cdp: Arc<crate::browser::mux::Mux>,
+        control_disable_default: bool,
+    ) -> Live {
         let quality = cfg.jpeg_quality;
         Live {
             cfg,
             tokens: Mutex::new(Vec::new()),
             users: Mutex::new(Vec::new()),
             control_disable_default,
-            hub: hub::Hub::new(browser_ws, quality),
+            hub: hub::Hub::new(cdp, quality),
             ended: tokio::sync::watch::channel(None).0,
         }
     }

@@ -1,6 +1,6 @@
 //! Browser sessions: their lifecycle, the registry, timeouts, and crash recovery.
 //!
-//! A session owns one Chromium process ([`chromium::Browser`]) on its own user-data-dir
+//! A session owns one sandboxed Chromium ([`crate::browser::Browser`]) on its own user-data-dir
 //! under `<data_dir>/browsers/<session_id>` (0700). However it ends (client, admin,
 //! inactivity/absolute/offline timeout, browser crash, daemon shutdown) the same path runs:
 //! stop the browser cleanly, save a new generation if the session saves, then remove the
@@ -10,7 +10,6 @@
 //! daemon that was killed finds the sessions that were running at its next start, stops
 //! their orphaned browsers, and saves their profiles ([`Manager::recover`]).
 
-pub mod chromium;
 mod save;
 mod start;
 mod state;
@@ -29,7 +28,7 @@ use crate::fsutil;
 use crate::vault::{self, Base, Vault};
 use crate::{NoProgress, Progress};
 
-pub use chromium::LaunchOptions;
+pub use crate::browser::LaunchOptions;
 use state::{now_ms, token_hash, Status};
 pub use state::{EndReason, ProfileInfo, SaveState, Session, SessionInfo, Timeouts};
 
@@ -64,7 +63,7 @@ pub enum Error {
     Vault(#[from] vault::Error),
     /// The browser failed to start.
     #[error(transparent)]
-    Browser(#[from] chromium::Error),
+    Browser(#[from] crate::browser::Error),
     /// Local I/O.
     #[error("{path}: {source}")]
     Io {
@@ -78,8 +77,8 @@ pub enum Error {
 /// Session settings (from the `[server]` config section).
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// Browser binary.
-    pub chromium: PathBuf,
+    /// Starts the sessions' browsers, sandboxed.
+    pub browser: Arc<crate::browser::Runtime>,
     /// Data directory (sessions/ and browsers/ live under it).
     pub data_dir: PathBuf,
     /// Most sessions at once.
@@ -523,10 +522,10 @@ impl Manager {
         }
         let now = now_ms();
         let (done, _) = tokio::sync::watch::channel(false);
-        let browser_ws = browser.ws_url();
+        let cdp = browser.mux().clone();
         let live = crate::live::Live::new(
             self.cfg.live.clone(),
-            browser_ws.clone(),
+            cdp.clone(),
             req.control_disable_default,
         );
         let session = Arc::new(Session {
@@ -543,7 +542,7 @@ impl Manager {
             ignored,
             default_roles: req.default_roles.clone(),
             dir,
-            browser_ws,
+            cdp,
             browser: tokio::sync::Mutex::new(Some(browser)),
             last_activity_ms: AtomicU64::new(now),
             clients: AtomicUsize::new(0),

@@ -22,7 +22,7 @@ impl Manager {
         req: &CreateSession,
         record: &Record,
         loaded: bool,
-    ) -> Result<chromium::Browser, Error> {
+    ) -> Result<crate::browser::Browser, Error> {
         self.write_record(record);
         let dir = &record.dir;
         if loaded {
@@ -69,9 +69,10 @@ impl Manager {
         let mut launch = req.launch.clone();
         launch.restore_last_session = loaded;
         apply_identity(&mut launch, &record.identity);
-        Ok(
-            chromium::Browser::launch(&self.cfg.chromium, dir, &launch, self.cfg.start_deadline)
-                .await?,
-        )
+        Ok(self
+            .cfg
+            .browser
+            .launch(&record.id, dir, &launch, self.cfg.start_deadline)
+            .await?)
     }
 }

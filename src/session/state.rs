@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use subtle::ConstantTimeEq;
 
-use super::{chromium, webhook};
+use super::webhook;
 use crate::vault;
 
 /// Per-session timeouts in seconds.
@@ -40,6 +40,8 @@ pub enum EndReason {
     Offline,
     /// The browser exited by itself.
     Crash,
+    /// The browser hit its memory or process limit (the sandbox's cgroup).
+    ResourceLimit,
     /// The daemon shut down.
     Shutdown,
     /// Found running after a daemon crash.
@@ -110,8 +112,8 @@ pub struct Session {
     /// Roles of the users `embed_url` admits.
     pub default_roles: std::collections::BTreeSet<crate::live::Role>,
     pub(super) dir: PathBuf,
-    pub(super) browser: tokio::sync::Mutex<Option<chromium::Browser>>,
-    pub(super) browser_ws: String,
+    pub(super) browser: tokio::sync::Mutex<Option<crate::browser::Browser>>,
+    pub(super) cdp: std::sync::Arc<crate::browser::mux::Mux>,
     pub(super) last_activity_ms: AtomicU64,
     pub(super) clients: AtomicUsize,
     pub(super) offline_since_ms: AtomicU64,
@@ -210,9 +212,10 @@ impl Session {
         self.last_activity_ms.store(now_ms(), Ordering::Relaxed);
     }
 
-    /// The loopback DevTools URL of the browser (for the proxy only).
-    pub fn browser_ws(&self) -> &str {
-        &self.browser_ws
+    /// The DevTools pipe of the browser (the proxy, the live view and the daemon connect
+    /// through it).
+    pub fn cdp(&self) -> &std::sync::Arc<crate::browser::mux::Mux> {
+        &self.cdp
     }
 
     /// A DevTools client connected.

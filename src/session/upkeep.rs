@@ -99,9 +99,14 @@ impl Manager {
             });
         }
         for s in active {
-            let crashed = match s.browser.try_lock() {
-                Ok(mut g) => g.as_mut().is_some_and(|b| b.try_exited()),
-                Err(_) => false,
+            let (crashed, limited) = match s.browser.try_lock() {
+                Ok(mut g) => (
+                    g.as_mut().is_some_and(|b| b.try_exited()),
+                    g.as_ref()
+                        .and_then(|b| b.group())
+                        .is_some_and(|c| c.oom_kills() > 0 || c.pids_exhausted()),
+                ),
+                Err(_) => (false, false),
             };
             if let (Some(hook), Some((at, why))) = (&s.webhook, s.deadline()) {
                 if at > now + s.warning * 1000 {
@@ -117,7 +122,10 @@ impl Manager {
                     });
                 }
             }
-            if crashed {
+            if limited {
+                tracing::warn!(session = %s.id, "the browser hit its memory or process limit; ending the session");
+                n += usize::from(self.end(&s, EndReason::ResourceLimit));
+            } else if crashed {
                 tracing::warn!(session = %s.id, "browser exited by itself; saving what reached disk");
                 n += usize::from(self.end(&s, EndReason::Crash));
             } else if let Some((at, why)) = s.deadline() {
@@ -279,10 +287,11 @@ impl Manager {
                     .expect("saving lock")
                     .insert((r.tenant.clone(), p.clone()), r.id.clone());
             }
-            if r.pid > 0 && chromium::is_browser_on(r.pid, &r.dir) {
+            if r.pid > 0 && crate::browser::is_browser_of(r.pid, &r.id, &r.dir) {
                 tracing::warn!(session = %r.id, pid = r.pid, "stopping a browser left by the previous daemon");
-                chromium::stop_orphan(r.pid, self.cfg.close_deadline).await;
+                crate::browser::stop_orphan(r.pid, self.cfg.close_deadline).await;
             }
+            self.cfg.browser.cleanup(&r.id);
             let ok = self.save_record(&r, None).await;
             if ok {
                 self.forget(&r.id, &r.dir);

@@ -7,6 +7,7 @@
 //! so the page runs no site code.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -14,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::{Cookie, Item, Origin, SameSite, StorageState};
 use crate::cdp::{Cdp, Events};
-use crate::session::chromium::{self, Browser, LaunchOptions};
+use crate::browser::{self as chromium, Browser, LaunchOptions, Runtime};
 
 /// Errors of driving the browser.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +123,7 @@ pub fn check_indexed_db(db: &Value) -> Result<(), String> {
 }
 
 async fn launch(
-    binary: &Path,
+    rt: &Arc<Runtime>,
     dir: &Path,
     restore_last_session: bool,
     deadline: Duration,
@@ -132,7 +133,8 @@ async fn launch(
         offline: true,
         ..LaunchOptions::default()
     };
-    Ok(Browser::launch(binary, dir, &opts, deadline).await?)
+    let name = format!("job-{}", uuid::Uuid::new_v4().simple());
+    Ok(rt.launch(&name, dir, &opts, deadline).await?)
 }
 
 /// A page of `origin` showing an empty document served by the browser itself. The
@@ -290,12 +292,12 @@ const IDB_IMPORT: &str = r#"(async (dbs) => {
 /// # Errors
 /// [`Error::CookieRefused`] when the browser would not keep a cookie; launch and browser failures.
 pub async fn import(
-    binary: &Path,
+    rt: &Arc<Runtime>,
     dir: &Path,
     state: &StorageState,
     deadline: Duration,
 ) -> Result<(), Error> {
-    let mut browser = launch(binary, dir, false, deadline).await?;
+    let mut browser = launch(rt, dir, false, deadline).await?;
     let r = import_into(&browser, state).await;
     let clean = browser.close(deadline).await;
     r?;
@@ -307,7 +309,7 @@ pub async fn import(
 }
 
 async fn import_into(browser: &Browser, state: &StorageState) -> Result<(), Error> {
-    let (cdp, mut events) = Cdp::connect(&browser.ws_url(), Duration::from_secs(30)).await?;
+    let (cdp, mut events) = Cdp::connect(browser.mux(), Duration::from_secs(30)).await?;
     if !state.cookies.is_empty() {
         let params: Vec<Value> = state.cookies.iter().map(cookie_param).collect();
         cdp.call(None, "Storage.setCookies", json!({"cookies": params}))
@@ -358,7 +360,7 @@ async fn import_into(browser: &Browser, state: &StorageState) -> Result<(), Erro
 /// # Errors
 /// Launch and browser failures.
 pub async fn export(
-    binary: &Path,
+    rt: &Arc<Runtime>,
     dir: &Path,
     origins: &[String],
     deadline: Duration,
@@ -366,14 +368,14 @@ pub async fn export(
     // The tabs of the last session are not reopened (they would load pages); the session
     // cookies are kept all the same by --restore-last-session.
     let _ = std::fs::remove_dir_all(dir.join("Default/Sessions"));
-    let mut browser = launch(binary, dir, true, deadline).await?;
+    let mut browser = launch(rt, dir, true, deadline).await?;
     let r = export_from(&browser, origins).await;
     browser.close(deadline).await;
     r
 }
 
 async fn export_from(browser: &Browser, origins: &[String]) -> Result<StorageState, Error> {
-    let (cdp, mut events) = Cdp::connect(&browser.ws_url(), Duration::from_secs(30)).await?;
+    let (cdp, mut events) = Cdp::connect(browser.mux(), Duration::from_secs(30)).await?;
     let got = cdp.call(None, "Storage.getCookies", json!({})).await?;
     let mut state = StorageState::default();
     for c in got["cookies"].as_array().into_iter().flatten() {

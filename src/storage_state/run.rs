@@ -34,8 +34,8 @@ pub enum Error {
 /// Where the browsers run.
 #[derive(Debug, Clone)]
 pub struct Runner {
-    /// The Chromium binary.
-    pub chromium: PathBuf,
+    /// Starts the (sandboxed, offline) browsers.
+    pub browser: Arc<crate::browser::Runtime>,
     /// A private directory for the work directories.
     pub work_dir: PathBuf,
     /// How long the browser may take to start and to stop.
@@ -78,7 +78,7 @@ impl Runner {
         }
         let dir = self.work("import")?;
         crate::fsutil::create_private_dir(&dir.0).map_err(|e| Error::Io(e.to_string()))?;
-        browser::import(&self.chromium, &dir.0, state, self.deadline).await?;
+        browser::import(&self.browser, &dir.0, state, self.deadline).await?;
         Ok(vault
             .save(tenant, id, &dir.0, Base::Expect(None), Arc::new(NoProgress))
             .await?)
@@ -105,7 +105,7 @@ impl Runner {
         })
         .await
         .map_err(|e| Error::Io(e.to_string()))?;
-        Ok(browser::export(&self.chromium, &dir.0, &origins, self.deadline).await?)
+        Ok(browser::export(&self.browser, &dir.0, &origins, self.deadline).await?)
     }
 }
 

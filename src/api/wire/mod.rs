@@ -162,6 +162,7 @@ pub const ERRORS: &[(&str, u16, &str)] = &[
         "the key service is unavailable; retry",
     ),
     ("browser_failed", 503, "Chromium could not be started"),
+    ("sandbox_unavailable", 503, "the browser sandbox cannot be built on this node (see /readyz); sessions are refused"),
     ("shutting_down", 503, "the daemon is shutting down"),
     (
         "node_unreachable",

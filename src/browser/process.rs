@@ -1,17 +1,18 @@
-//! One Chromium process: started so its profile is portable and its DevTools endpoint is
-//! private, and stopped so that everything reaches disk.
+//! One running browser and the facts about stopping it so that everything reaches disk.
 //!
 //! Facts this relies on (see `shared/chromium-profile-facts.md`):
 //! - `--password-store=basic` keeps cookies in the portable `v10` format;
-//! - `--remote-debugging-port=0` picks a free port and writes it to `DevToolsActivePort`;
 //! - SIGTERM is NOT a clean stop (cookies and history of the last seconds are lost): stop with
 //!   CDP `Browser.close`, else SIGINT, and SIGKILL the process group only after a deadline.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
+
+use super::cgroup::Group;
+use super::mux::Mux;
 
 /// Errors of starting or talking to Chromium.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,9 @@ pub enum Error {
     /// No browser binary found.
     #[error("no Chromium binary found: set PV_CHROMIUM or install chromium")]
     NotFound,
+    /// The sandbox cannot be built on this host.
+    #[error("the browser sandbox is unavailable: {0}")]
+    SandboxUnavailable(String),
     /// Spawning failed.
     #[error("cannot start {binary}: {source}")]
     Spawn {
@@ -27,7 +31,7 @@ pub enum Error {
         /// Cause.
         source: std::io::Error,
     },
-    /// The browser exited or never opened its DevTools port.
+    /// The browser exited or never answered on its DevTools pipe.
     #[error("Chromium did not start: {0}")]
     Startup(String),
 }
@@ -91,15 +95,21 @@ pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, Error> {
     Err(Error::NotFound)
 }
 
-/// A running browser.
-#[derive(Debug)]
+/// A running browser (in its sandbox), with the DevTools pipe to it.
 pub struct Browser {
-    child: Child,
-    pid: u32,
-    /// DevTools port on 127.0.0.1.
-    pub port: u16,
-    /// Browser-level DevTools WebSocket path (`/devtools/browser/<uuid>`).
-    pub ws_path: String,
+    pub(super) child: Child,
+    /// Host pid of the sandbox's init (or of the browser without a sandbox) = its process group.
+    pub(super) pid: u32,
+    pub(super) mux: Arc<Mux>,
+    /// Everything that lives as long as the browser: the egress proxy task, the cgroups,
+    /// the run directory and the uid lease (released on drop).
+    pub(super) resources: super::sandbox::Resources,
+}
+
+impl std::fmt::Debug for Browser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Browser").field("pid", &self.pid).finish()
+    }
 }
 
 /// Sends `sig` to the process group `pgid`.
@@ -113,6 +123,19 @@ pub fn signal_group(pgid: u32, sig: i32) -> bool {
     }
     // SAFETY: kill(2) has no memory-safety preconditions; a negative pid addresses a group.
     unsafe { libc::kill(-pgid, sig) == 0 }
+}
+
+/// Sends `sig` to one process.
+#[allow(unsafe_code)]
+pub fn signal_pid(pid: u32, sig: i32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    if pid <= 1 {
+        return false;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(pid, sig) == 0 }
 }
 
 /// Whether a process exists and is not a zombie.
@@ -130,124 +153,28 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// Whether `pid` is a browser started on `user_data_dir` (guards against pid reuse after a
-/// daemon restart).
-pub fn is_browser_on(pid: u32, user_data_dir: &Path) -> bool {
+/// Whether `pid` is the browser (or sandbox) of `session` on `user_data_dir` (guards
+/// against pid reuse after a daemon restart).
+pub fn is_browser_of(pid: u32, session: &str, user_data_dir: &Path) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
-    let needle = format!("--user-data-dir={}", user_data_dir.display());
-    cmdline
-        .split(|b| *b == 0)
-        .any(|arg| arg == needle.as_bytes())
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let unsandboxed = format!("--user-data-dir={}", user_data_dir.display());
+    let sandboxed = args.iter().any(|a| *a == b"sandbox-init")
+        && args.iter().any(|a| *a == session.as_bytes());
+    sandboxed || args.iter().any(|a| *a == unsandboxed.as_bytes())
 }
 
 impl Browser {
-    /// Starts Chromium on `user_data_dir` and waits for its DevTools endpoint.
-    ///
-    /// # Errors
-    /// Spawn failure, early exit, or no DevTools port within `deadline`.
-    pub async fn launch(
-        binary: &Path,
-        user_data_dir: &Path,
-        opts: &LaunchOptions,
-        deadline: Duration,
-    ) -> Result<Self, Error> {
-        let _ = std::fs::remove_file(user_data_dir.join("DevToolsActivePort"));
-        let mut cmd = Command::new(binary);
-        cmd.args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-breakpad",
-            "--password-store=basic",
-            "--use-mock-keychain",
-            "--remote-debugging-address=127.0.0.1",
-            "--remote-debugging-port=0",
-        ]);
-        cmd.arg(format!("--user-data-dir={}", user_data_dir.display()));
-        if let Some((w, h)) = opts.window {
-            cmd.arg(format!("--window-size={w},{h}"));
-        }
-        if let Some(ua) = &opts.user_agent {
-            cmd.arg(format!("--user-agent={ua}"));
-        }
-        if let Some(l) = &opts.locale {
-            cmd.arg(format!("--lang={l}"));
-            // Headless Chromium takes navigator.language and Accept-Language from here.
-            cmd.arg(format!("--accept-lang={l}"));
-            cmd.env("LANGUAGE", l);
-        }
-        if opts.offline {
-            cmd.args([
-                "--proxy-server=http://127.0.0.1:9",
-                "--proxy-bypass-list=<-loopback>",
-            ]);
-        }
-        if let Some(tz) = &opts.timezone {
-            cmd.env("TZ", tz);
-        }
-        if opts.restore_last_session {
-            cmd.arg("--restore-last-session");
-        }
-        cmd.arg(opts.start_url.as_deref().unwrap_or("about:blank"));
-        cmd.process_group(0)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(false);
-        let mut child = cmd.spawn().map_err(|e| Error::Spawn {
-            binary: binary.into(),
-            source: e,
-        })?;
-        let pid = child.id().unwrap_or(0);
-        let file = user_data_dir.join("DevToolsActivePort");
-        let start = tokio::time::Instant::now();
-        loop {
-            if let Ok(text) = tokio::fs::read_to_string(&file).await {
-                let mut lines = text.lines();
-                if let (Some(port), Some(path)) = (
-                    lines.next().and_then(|p| p.trim().parse::<u16>().ok()),
-                    lines.next(),
-                ) {
-                    return Ok(Browser {
-                        child,
-                        pid,
-                        port,
-                        ws_path: path.trim().to_string(),
-                    });
-                }
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(Error::Startup(format!(
-                    "exited with {status} before opening DevTools"
-                )));
-            }
-            if start.elapsed() > deadline {
-                signal_group(pid, libc::SIGKILL);
-                let _ = child.wait().await;
-                return Err(Error::Startup(format!(
-                    "no DevTools port after {deadline:?}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Process id (= process group id).
+    /// Process id (= process group id) of the browser's sandbox.
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
-    /// The browser's DevTools WebSocket URL (loopback only; never handed to clients).
-    pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}{}", self.port, self.ws_path)
+    /// The DevTools pipe (never handed to clients as such: they get a [`super::mux::Conn`]).
+    pub fn mux(&self) -> &Arc<Mux> {
+        &self.mux
     }
 
     /// Waits for the process to exit (a crash, or after [`Browser::close`]).
@@ -260,17 +187,24 @@ impl Browser {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
+    /// The cgroup of the browser, where the host gives one.
+    pub fn group(&self) -> Option<&Group> {
+        self.resources.group.as_ref()
+    }
+
     /// Stops the browser so everything reaches disk: CDP `Browser.close`, then SIGINT, and
     /// SIGKILL of the whole group only after `deadline`. Returns whether it exited cleanly
     /// (without SIGKILL).
     pub async fn close(&mut self, deadline: Duration) -> bool {
         if self.try_exited() {
-            signal_group(self.pid, libc::SIGKILL); // leftover helpers
+            self.kill_rest();
             return false;
         }
-        let closed_by_cdp = tokio::time::timeout(Duration::from_secs(5), cdp_close(&self.ws_url()))
+        let closed_by_cdp = self
+            .mux
+            .call("Browser.close", serde_json::json!({}), Duration::from_secs(5))
             .await
-            .is_ok_and(|r| r);
+            .is_ok();
         if !closed_by_cdp {
             tracing::debug!(pid = self.pid, "CDP Browser.close failed; sending SIGINT");
             signal_group(self.pid, libc::SIGINT);
@@ -284,35 +218,20 @@ impl Browser {
                 "browser did not exit in time; killing its process group"
             );
         }
-        // Renderer/utility processes that outlived the browser.
-        signal_group(self.pid, libc::SIGKILL);
+        self.kill_rest();
         if !clean {
             let _ = self.child.wait().await;
         }
         clean
     }
-}
 
-/// Sends `Browser.close` over the DevTools WebSocket.
-async fn cdp_close(url: &str) -> bool {
-    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
-        return false;
-    };
-    let msg = r#"{"id":1,"method":"Browser.close"}"#;
-    if ws
-        .send(tokio_tungstenite::tungstenite::Message::Text(msg.into()))
-        .await
-        .is_err()
-    {
-        return false;
-    }
-    // The browser answers, then drops the connection as it exits.
-    while let Some(m) = ws.next().await {
-        if m.is_err() {
-            break;
+    /// Renderer/utility processes that outlived the browser.
+    fn kill_rest(&self) {
+        signal_group(self.pid, libc::SIGKILL);
+        if let Some(g) = &self.resources.group {
+            g.kill_all();
         }
     }
-    true
 }
 
 /// Stops an orphaned browser found after a daemon crash: SIGINT to its group (a clean
@@ -328,5 +247,6 @@ pub async fn stop_orphan(pid: u32, deadline: Duration) -> bool {
     }
     let clean = !alive(pid);
     signal_group(pid, libc::SIGKILL);
+    signal_pid(pid, libc::SIGKILL);
     clean
 }

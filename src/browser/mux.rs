@@ -1,0 +1,483 @@
+//! The DevTools multiplexer: ONE pipe to the browser (`--remote-debugging-pipe`, so the
+//! browser opens no port at all), shared by every DevTools client of the session — the CDP
+//! proxy's clients, the live view, the daemon's own calls.
+//!
+//! Each client gets a browser session of its own (`Target.attachToBrowserTarget`), so what
+//! it enables, auto-attaches or discovers is its own. Command ids are rewritten per client
+//! and answers routed back; a client may only address the browser session it was given and
+//! the target sessions that were attached through it (anything else is answered with CDP's
+//! own "session not found" error). Messages are capped on the way in, and a client whose
+//! outgoing queue grows past its budget is cut off instead of holding memory.
+//!
+//! A browser session may not `Target.attachToTarget` ("Not allowed"; only auto-attach), so
+//! a client's attach (and attach to the browser target) runs on the root connection: its
+//! `Target.attachedToTarget` event (matched by target id) and the new session go to that
+//! client, as if it had attached itself.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+/// The largest message a client may send to the browser.
+pub const MAX_CLIENT_MESSAGE: usize = 16 << 20;
+/// The largest message the browser may send (screenshots, large DOM snapshots).
+pub const MAX_BROWSER_MESSAGE: usize = 256 << 20;
+/// How many bytes may wait for a client that does not read before it is cut off.
+pub const CLIENT_QUEUE_BUDGET: usize = 256 << 20;
+
+/// Why a message from a client was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Over [`MAX_CLIENT_MESSAGE`].
+    #[error("message of {0} bytes is over the {MAX_CLIENT_MESSAGE}-byte limit")]
+    TooLarge(usize),
+    /// Not a JSON object with an integer `id` and a string `method`.
+    #[error("not a DevTools command")]
+    Malformed,
+    /// The browser is gone, or this client was cut off.
+    #[error("the browser connection is closed")]
+    Closed,
+}
+
+enum Route {
+    Client {
+        client: u64,
+        id: Value,
+        strip: bool,
+        root_attach: bool,
+    },
+    Root(oneshot::Sender<Result<Value, String>>),
+}
+
+struct Client {
+    tx: mpsc::UnboundedSender<String>,
+    queued: Arc<AtomicUsize>,
+    browser_session: String,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    next_client: u64,
+    pending: HashMap<u64, Route>,
+    clients: HashMap<u64, Client>,
+    /// Target session id -> owning client.
+    sessions: HashMap<String, u64>,
+    /// Browser session id -> client.
+    browser_sessions: HashMap<String, u64>,
+    /// Attaches a client runs on the root connection: (target id or `None` for the browser
+    /// target, client), oldest first.
+    root_attaches: Vec<(Option<String>, u64)>,
+    closed: bool,
+}
+
+/// The pipe to one browser.
+pub struct Mux {
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    state: Mutex<State>,
+    closed: tokio::sync::watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Mux {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mux")
+    }
+}
+
+/// One client's connection: send commands with [`Conn::send`], read answers and events
+/// from `rx` (it ends when the browser exits or the client is cut off). Dropping it
+/// detaches the client's sessions.
+pub struct Conn {
+    id: u64,
+    mux: Arc<Mux>,
+    queued: Arc<AtomicUsize>,
+    /// Answers and events for this client, as the browser's JSON text.
+    pub rx: mpsc::UnboundedReceiver<String>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("id", &self.id).finish()
+    }
+}
+
+impl Mux {
+    /// Starts the reader and writer of the pipe: `to_browser` is the write end of the
+    /// browser's fd 3, `from_browser` the read end of its fd 4.
+    ///
+    /// # Errors
+    /// The fds are not pipes.
+    pub fn start(to_browser: OwnedFd, from_browser: OwnedFd) -> std::io::Result<Arc<Mux>> {
+        let mut writer = tokio::net::unix::pipe::Sender::from_owned_fd(to_browser)?;
+        let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(from_browser)?;
+        let (out, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (closed, _) = tokio::sync::watch::channel(false);
+        let mux = Arc::new(Mux {
+            out,
+            state: Mutex::new(State::default()),
+            closed,
+        });
+        tokio::spawn(async move {
+            while let Some(m) = out_rx.recv().await {
+                if writer.write_all(&m).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let weak = Arc::downgrade(&mux);
+        tokio::spawn(async move {
+            let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+            let mut chunk = vec![0u8; 1 << 16];
+            let mut scanned = 0;
+            loop {
+                let n = match reader.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(pos) = buf[scanned..].iter().position(|b| *b == 0) {
+                    let end = scanned + pos;
+                    let msg: Vec<u8> = buf.drain(..=end).take(end).collect();
+                    scanned = 0;
+                    let Some(mux) = weak.upgrade() else { return };
+                    mux.dispatch(&msg);
+                }
+                scanned = buf.len();
+                if buf.len() > MAX_BROWSER_MESSAGE {
+                    tracing::warn!("a DevTools message from the browser is over the limit; closing");
+                    break;
+                }
+            }
+            if let Some(mux) = weak.upgrade() {
+                mux.shut();
+            }
+        });
+        Ok(mux)
+    }
+
+    /// Whether the browser end is closed (the browser exited).
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().expect("mux").closed
+    }
+
+    /// Waits until the browser end is closed.
+    pub async fn wait_closed(&self) {
+        let mut rx = self.closed.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    fn shut(&self) {
+        let mut st = self.state.lock().expect("mux");
+        st.closed = true;
+        st.clients.clear();
+        st.sessions.clear();
+        st.browser_sessions.clear();
+        for (_, r) in st.pending.drain() {
+            if let Route::Root(tx) = r {
+                let _ = tx.send(Err("the browser connection closed".into()));
+            }
+        }
+        drop(st);
+        self.closed.send_replace(true);
+    }
+
+    fn write(&self, v: &Value) -> bool {
+        let mut bytes = serde_json::to_vec(v).unwrap_or_default();
+        bytes.push(0);
+        self.out.send(bytes).is_ok()
+    }
+
+    /// A command on the daemon's own root connection (not visible to clients).
+    ///
+    /// # Errors
+    /// The browser's error message, a closed pipe, or no answer within `timeout`.
+    pub async fn call(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, String> {
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut st = self.state.lock().expect("mux");
+            if st.closed {
+                return Err("the browser connection closed".into());
+            }
+            st.next_id += 1;
+            let id = st.next_id;
+            st.pending.insert(id, Route::Root(tx));
+            id
+        };
+        if !self.write(&json!({"id": id, "method": method, "params": params})) {
+            return Err("the browser connection closed".into());
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r.map_err(|e| format!("{method}: {e}")),
+            Ok(Err(_)) => Err("the browser connection closed".into()),
+            Err(_) => {
+                self.state.lock().expect("mux").pending.remove(&id);
+                Err(format!("{method}: no answer within {timeout:?}"))
+            }
+        }
+    }
+
+    /// A new client connection with a browser session of its own.
+    ///
+    /// # Errors
+    /// The browser is gone or did not answer.
+    pub async fn connect(self: &Arc<Self>) -> Result<Conn, String> {
+        let r = self
+            .call("Target.attachToBrowserTarget", json!({}), Duration::from_secs(10))
+            .await?;
+        let session = r["sessionId"]
+            .as_str()
+            .ok_or("no browser session")?
+            .to_string();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let mut st = self.state.lock().expect("mux");
+        if st.closed {
+            return Err("the browser connection closed".into());
+        }
+        st.next_client += 1;
+        let id = st.next_client;
+        st.browser_sessions.insert(session.clone(), id);
+        st.clients.insert(
+            id,
+            Client {
+                tx,
+                queued: queued.clone(),
+                browser_session: session,
+            },
+        );
+        Ok(Conn {
+            id,
+            mux: self.clone(),
+            queued,
+            rx,
+        })
+    }
+
+    fn deliver(st: &mut State, client: u64, text: String) {
+        let Some(c) = st.clients.get(&client) else { return };
+        let n = c.queued.fetch_add(text.len(), Ordering::Relaxed) + text.len();
+        if n > CLIENT_QUEUE_BUDGET || c.tx.send(text).is_err() {
+            tracing::warn!(client, "a DevTools client does not read its messages; cutting it off");
+            Self::drop_client(st, client);
+        }
+    }
+
+    fn drop_client(st: &mut State, client: u64) -> Vec<String> {
+        let mut detach = Vec::new();
+        st.root_attaches.retain(|(_, c)| *c != client);
+        if let Some(c) = st.clients.remove(&client) {
+            st.browser_sessions.remove(&c.browser_session);
+            detach.push(c.browser_session);
+        }
+        st.sessions.retain(|s, owner| {
+            if *owner == client {
+                detach.push(s.clone());
+                false
+            } else {
+                true
+            }
+        });
+        detach
+    }
+
+    fn root_event_owner(st: &mut State, v: &Value) -> Option<u64> {
+        let p = &v["params"];
+        match v["method"].as_str()? {
+            "Target.attachedToTarget" => {
+                let target = p["targetInfo"]["targetId"].as_str();
+                let browser = p["targetInfo"]["type"] == "browser";
+                let (_, client) = *st.root_attaches.iter().find(|(t, _)| match t {
+                    Some(t) => Some(t.as_str()) == target,
+                    None => browser,
+                })?;
+                st.sessions.insert(p["sessionId"].as_str()?.to_string(), client);
+                Some(client)
+            }
+            "Target.detachedFromTarget" => st.sessions.remove(p["sessionId"].as_str()?),
+            "Target.receivedMessageFromTarget" => st.sessions.get(p["sessionId"].as_str()?).copied(),
+            _ => None,
+        }
+    }
+
+    fn dispatch(&self, raw: &[u8]) {
+        let Ok(mut v) = serde_json::from_slice::<Value>(raw) else {
+            return;
+        };
+        let mut st = self.state.lock().expect("mux");
+        if let Some(id) = v.get("id").and_then(Value::as_u64) {
+            match st.pending.remove(&id) {
+                Some(Route::Root(tx)) => {
+                    let r = match v.get("error") {
+                        Some(e) => Err(e["message"].as_str().unwrap_or("CDP error").to_string()),
+                        None => Ok(v["result"].take()),
+                    };
+                    let _ = tx.send(r);
+                }
+                Some(Route::Client {
+                    client,
+                    id,
+                    strip,
+                    root_attach,
+                }) => {
+                    if root_attach {
+                        if let Some(i) = st.root_attaches.iter().position(|(_, c)| *c == client) {
+                            st.root_attaches.remove(i);
+                        }
+                    }
+                    if let Some(s) = v["result"]["sessionId"].as_str() {
+                        // Target.attachToTarget (flatten): the new session is the caller's.
+                        st.sessions.insert(s.to_string(), client);
+                    }
+                    v["id"] = id;
+                    if strip {
+                        if let Some(o) = v.as_object_mut() {
+                            o.remove("sessionId");
+                        }
+                    }
+                    Self::deliver(&mut st, client, v.to_string());
+                }
+                None => {}
+            }
+            return;
+        }
+        let Some(session) = v.get("sessionId").and_then(Value::as_str).map(str::to_string) else {
+            // Events of the root connection: those of attaches made for a client go to it.
+            if let Some(client) = Self::root_event_owner(&mut st, &v) {
+                Self::deliver(&mut st, client, String::from_utf8_lossy(raw).into_owned());
+            }
+            return;
+        };
+        let (client, strip) = match st.browser_sessions.get(&session) {
+            Some(c) => (*c, true),
+            None => match st.sessions.get(&session) {
+                Some(c) => (*c, false),
+                None => return,
+            },
+        };
+        match v["method"].as_str() {
+            Some("Target.attachedToTarget") => {
+                if let Some(s) = v["params"]["sessionId"].as_str() {
+                    st.sessions.insert(s.to_string(), client);
+                }
+            }
+            Some("Target.detachedFromTarget") => {
+                if let Some(s) = v["params"]["sessionId"].as_str() {
+                    st.sessions.remove(s);
+                }
+            }
+            _ => {}
+        }
+        if strip {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("sessionId");
+            }
+            Self::deliver(&mut st, client, v.to_string());
+        } else {
+            // Forwarded as the browser wrote it.
+            Self::deliver(&mut st, client, String::from_utf8_lossy(raw).into_owned());
+        }
+    }
+}
+
+impl Conn {
+    /// Sends one command (the client's JSON text).
+    ///
+    /// # Errors
+    /// [`SendError`]; a command for a session that is not this client's is answered with
+    /// an error message on `rx` instead.
+    pub fn send(&self, text: &str) -> Result<(), SendError> {
+        if text.len() > MAX_CLIENT_MESSAGE {
+            return Err(SendError::TooLarge(text.len()));
+        }
+        let mut v: Value = serde_json::from_str(text).map_err(|_| SendError::Malformed)?;
+        let (Some(orig), true) = (v.get("id").cloned(), v["method"].is_string()) else {
+            return Err(SendError::Malformed);
+        };
+        if !orig.is_u64() && !orig.is_i64() {
+            return Err(SendError::Malformed);
+        }
+        let mut st = self.mux.state.lock().expect("mux");
+        let Some(me) = st.clients.get(&self.id) else {
+            return Err(SendError::Closed);
+        };
+        let method = v["method"].as_str().unwrap_or_default();
+        let root_attach = v.get("sessionId").is_none()
+            && matches!(method, "Target.attachToTarget" | "Target.attachToBrowserTarget");
+        let (session, strip) = match v.get("sessionId").and_then(Value::as_str) {
+            None if root_attach => (String::new(), false),
+            None => (me.browser_session.clone(), true),
+            Some(s) if s == me.browser_session || st.sessions.get(s) == Some(&self.id) => {
+                (s.to_string(), false)
+            }
+            Some(s) => {
+                let answer = json!({"id": orig, "error": {"code": -32001,
+                    "message": "Session with given id not found."}, "sessionId": s});
+                Mux::deliver(&mut st, self.id, answer.to_string());
+                return Ok(());
+            }
+        };
+        if root_attach {
+            let target = v["params"]["targetId"].as_str().map(str::to_string);
+            st.root_attaches.push((target, self.id));
+        }
+        st.next_id += 1;
+        let id = st.next_id;
+        st.pending.insert(
+            id,
+            Route::Client {
+                client: self.id,
+                id: orig,
+                strip,
+                root_attach,
+            },
+        );
+        drop(st);
+        v["id"] = json!(id);
+        if !root_attach {
+            v["sessionId"] = json!(session);
+        }
+        if self.mux.write(&v) {
+            Ok(())
+        } else {
+            Err(SendError::Closed)
+        }
+    }
+
+    /// Marks `n` bytes taken from `rx` as read (the budget of [`CLIENT_QUEUE_BUDGET`]).
+    pub fn read_done(&self, n: usize) {
+        self.queued.fetch_sub(n.min(self.queued.load(Ordering::Relaxed)), Ordering::Relaxed);
+    }
+
+    /// Receives the next message, counting it as read.
+    pub async fn recv(&mut self) -> Option<String> {
+        let m = self.rx.recv().await?;
+        self.read_done(m.len());
+        Some(m)
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let detach = {
+            let mut st = self.mux.state.lock().expect("mux");
+            if st.closed {
+                return;
+            }
+            Mux::drop_client(&mut st, self.id)
+        };
+        // The browser session first; its target sessions normally go with it.
+        for s in detach {
+            let mut bytes = serde_json::to_vec(&json!({"id": 0, "method": "Target.detachFromTarget",
+                "params": {"sessionId": s}}))
+            .unwrap_or_default();
+            bytes.push(0);
+            let _ = self.mux.out.send(bytes);
+        }
+    }
+}
