@@ -156,6 +156,10 @@ pub struct ServerConfig {
     /// First uid of the browsers' uid range when the daemon runs as root (one uid per
     /// browser, `max_sessions` + 16 of them).
     pub sandbox_uid_base: u32,
+    /// Refuse sessions where per-browser cgroup limits cannot be set
+    /// (`PV_SANDBOX_REQUIRE_CGROUPS`). Off, browsers are still sandboxed, without limits of
+    /// their own (a Kubernetes pod, whose limits then bound them all).
+    pub sandbox_require_cgroups: bool,
 }
 
 impl ServerConfig {
@@ -185,6 +189,7 @@ impl ServerConfig {
             },
             uid_base: self.sandbox_uid_base,
             uid_count: u32::try_from(self.max_sessions + 16).unwrap_or(u32::MAX),
+            require_cgroups: self.sandbox_require_cgroups,
         })
     }
 }
@@ -264,6 +269,7 @@ impl Default for ServerConfig {
             sandbox_pids: 1024,
             sandbox_cpus: 1.0,
             sandbox_uid_base: 1_800_000,
+            sandbox_require_cgroups: true,
         }
     }
 }
@@ -530,6 +536,9 @@ impl Config {
         }
         if let Some(v) = env("PV_UNSAFE_NO_SANDBOX") {
             file.server.unsafe_no_sandbox = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        if let Some(v) = env("PV_SANDBOX_REQUIRE_CGROUPS") {
+            file.server.sandbox_require_cgroups = !matches!(v.as_str(), "0" | "false" | "no");
         }
         if let Some(v) = env("PV_EGRESS_ALLOW") {
             file.server.egress_allow = v

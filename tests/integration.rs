@@ -20,6 +20,7 @@ mod nodes;
 mod profile_data;
 mod room;
 mod s3;
+mod sandbox;
 mod travel;
 mod upgrade;
 mod vault;

@@ -31,7 +31,7 @@ impl Viewer {
             &script,
         )
         .unwrap();
-        let chromium = profile_vault::session::chromium::find_binary(None).unwrap();
+        let chromium = profile_vault::browser::find_binary(None).unwrap();
         let mut child = tokio::process::Command::new("node")
             .arg(&script)
             .env("PV_VIEWER_CHROMIUM", chromium)
@@ -107,7 +107,7 @@ p.onclick = () => { window.open('/popup'); };
                 Html("<!doctype html><title>popup</title><body style=\"margin:0;background:rgb(20,40,220)\">popup")
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(SITE_HOST).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{addr}")

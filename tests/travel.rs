@@ -157,7 +157,7 @@ async fn playwright_with_state(state: &Value, site: &str) -> Value {
     .unwrap();
     let file = node_dir.join(format!("state-{tag}.json"));
     std::fs::write(&file, state.to_string()).unwrap();
-    let chromium = profile_vault::session::chromium::find_binary(None).unwrap();
+    let chromium = profile_vault::browser::find_binary(None).unwrap();
     let out = tokio::process::Command::new("node")
         .env("PV_VIEWER_CHROMIUM", chromium)
         .arg(&script)
@@ -335,11 +335,17 @@ async fn storage_state_goes_out_to_playwright_and_comes_back_in() {
     );
 
     // Import: a Playwright state becomes generation 1 of a new profile...
+    let host = site
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
     let imported = json!({
         "cookies": [
-            {"name": "pv_session", "value": "IMP", "domain": "127.0.0.1", "path": "/", "expires": -1,
+            {"name": "pv_session", "value": "IMP", "domain": host, "path": "/", "expires": -1,
              "httpOnly": true, "secure": false, "sameSite": "Lax"},
-            {"name": "pv_cookie", "value": "IMPC", "domain": "127.0.0.1", "path": "/", "expires": 4102444800u64,
+            {"name": "pv_cookie", "value": "IMPC", "domain": host, "path": "/", "expires": 4102444800u64,
              "httpOnly": false, "secure": false, "sameSite": "Lax"}
         ],
         "origins": [{"origin": site, "localStorage": [{"name": "pv_ls", "value": "IMPLS"}],

@@ -32,7 +32,10 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             true,
             "off: server.unsafe_no_sandbox is set, browsers run unconfined".to_string(),
         ),
-        Ok(()) => (true, "on".to_string()),
+        Ok(()) => match rt.limits_note() {
+            Some(why) => (true, format!("on, without per-browser limits: {why}")),
+            None => (true, "on".to_string()),
+        },
         Err(e) => (false, e.to_string()),
     };
     let ready = store_ok && chromium_ok && keys_ok && sandbox_ok && recovering == 0;

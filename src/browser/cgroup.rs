@@ -185,7 +185,10 @@ impl Group {
         fs::read_to_string(self.dirs[0].join(file))
             .unwrap_or_default()
             .lines()
-            .find_map(|l| l.strip_prefix(key).map(|v| v.trim().parse().unwrap_or(0)))
+            .find_map(|l| match l.split_once(' ') {
+                Some((k, v)) if k == key => v.trim().parse().ok(),
+                _ => None,
+            })
             .unwrap_or(0)
     }
 
@@ -195,8 +198,11 @@ impl Group {
         let events = fs::read_to_string(d.join("pids.events")).unwrap_or_default();
         events
             .lines()
-            .find_map(|l| l.strip_prefix("max"))
-            .is_some_and(|v| v.trim().parse::<u64>().unwrap_or(0) > 0)
+            .find_map(|l| match l.split_once(' ') {
+                Some(("max", v)) => v.trim().parse::<u64>().ok(),
+                _ => None,
+            })
+            .is_some_and(|n| n > 0)
     }
 
     /// SIGKILLs every process inside.
@@ -237,5 +243,30 @@ impl Drop for Group {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_and_pids_events_are_read_by_their_own_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mem, pids) = (dir.path().join("m"), dir.path().join("p"));
+        fs::create_dir_all(&mem).unwrap();
+        fs::create_dir_all(&pids).unwrap();
+        fs::write(mem.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").unwrap();
+        fs::write(pids.join("pids.events"), "max 0\n").unwrap();
+        let g = Group {
+            v2: false,
+            dirs: vec![mem.clone(), pids.clone()],
+            procs: Vec::new(),
+        };
+        assert_eq!(g.oom_kills(), 2);
+        assert!(!g.pids_exhausted());
+        fs::write(pids.join("pids.events"), "max 3\n").unwrap();
+        assert!(g.pids_exhausted());
+        std::mem::forget(g); // nothing to kill or remove
     }
 }

@@ -161,6 +161,21 @@ impl Mux {
         Ok(mux)
     }
 
+    /// A pipe whose browser is already gone (every call fails): for code that needs a
+    /// [`Mux`] without a browser, such as unit tests.
+    pub fn closed() -> Arc<Mux> {
+        let (out, _) = mpsc::unbounded_channel();
+        let (closed, _) = tokio::sync::watch::channel(true);
+        Arc::new(Mux {
+            out,
+            state: Mutex::new(State {
+                closed: true,
+                ..State::default()
+            }),
+            closed,
+        })
+    }
+
     /// Whether the browser end is closed (the browser exited).
     pub fn is_closed(&self) -> bool {
         self.state.lock().expect("mux").closed

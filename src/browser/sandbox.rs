@@ -50,6 +50,10 @@ pub struct Settings {
     pub uid_base: u32,
     /// Size of that range.
     pub uid_count: u32,
+    /// Refuse sessions where no cgroup can be written (`server.sandbox_require_cgroups`,
+    /// default true). Off, browsers run sandboxed without per-browser limits (e.g. in a
+    /// Kubernetes pod, whose own limits then bound them all).
+    pub require_cgroups: bool,
 }
 
 /// Starts browsers, sandboxed.
@@ -57,6 +61,8 @@ pub struct Settings {
 pub struct Runtime {
     settings: Settings,
     status: Result<(), String>,
+    /// Why browsers run without per-browser limits, when they do.
+    limits_note: Option<String>,
     cgroups: Option<Hierarchy>,
     uids: Mutex<HashSet<u32>>,
     root: bool,
@@ -118,17 +124,24 @@ impl Runtime {
     /// Checks what this host offers (bubblewrap, user namespaces, cgroups) once.
     pub fn new(settings: Settings) -> Arc<Runtime> {
         let root = euid() == 0;
+        let mut limits_note = None;
         let (status, cgroups) = if settings.unsafe_no_sandbox {
             (Ok(()), None)
         } else {
             match probe(&settings, root) {
-                Ok(h) => (Ok(()), Some(h)),
+                Ok(Ok(h)) => (Ok(()), Some(h)),
+                Ok(Err(e)) if !settings.require_cgroups => {
+                    limits_note = Some(e);
+                    (Ok(()), None)
+                }
+                Ok(Err(e)) => (Err(format!("no per-browser limits: {e}")), None),
                 Err(e) => (Err(e), None),
             }
         };
         Arc::new(Runtime {
             settings,
             status,
+            limits_note,
             cgroups,
             uids: Mutex::new(HashSet::new()),
             root,
@@ -143,6 +156,12 @@ impl Runtime {
     /// Whether browsers can start here, and if not, why.
     pub fn status(&self) -> Result<(), &str> {
         self.status.as_ref().map(|_| ()).map_err(String::as_str)
+    }
+
+    /// Why browsers run without per-browser cgroup limits (`None`: they have them, or run
+    /// unconfined).
+    pub fn limits_note(&self) -> Option<&str> {
+        self.limits_note.as_deref()
     }
 
     /// Whether browsers run unconfined (`server.unsafe_no_sandbox`).
@@ -229,8 +248,12 @@ impl Runtime {
                 )
                 .map_err(io)?,
             );
-            std::fs::set_permissions(&layout.egress_sock, std::fs::Permissions::from_mode(0o666))
+            // Owner-only, owned by the browser's uid (read-only inside the sandbox).
+            std::fs::set_permissions(&layout.egress_sock, std::fs::Permissions::from_mode(0o600))
                 .map_err(io)?;
+            if self.root {
+                std::os::unix::fs::lchown(&layout.egress_sock, Some(u), Some(u)).map_err(io)?;
+            }
             if let Some(h) = &self.cgroups {
                 res.group = Some(
                     h.create(name, &self.settings.limits)
@@ -483,8 +506,8 @@ fn bwrap_args(
         ("PATH", "/usr/bin:/bin".into()),
         ("LANG", "C.UTF-8".into()),
         ("TMPDIR", "/tmp".into()),
-        ("XDG_CONFIG_HOME", format!("{HOME}/.config")),
-        ("XDG_CACHE_HOME", format!("{HOME}/.cache")),
+        ("XDG_CONFIG_HOME", "/tmp/.config".into()),
+        ("XDG_CACHE_HOME", "/tmp/.cache".into()),
     ];
     if let Some(tz) = &opts.timezone {
         env.push(("TZ", tz.clone()));
@@ -527,15 +550,15 @@ fn prepare_run_dir(
             egress_sock.display()
         )));
     }
-    // The sandbox reaches into these only through the descriptors it is given; the modes
-    // let its uid read the policy and connect to the socket.
-    std::fs::set_permissions(&egress_dir, std::fs::Permissions::from_mode(0o711))?;
+    // The sandbox reaches into these only through the descriptors it is given (the egress
+    // directory and the policy read-only): owner-only, owned by the browser's uid.
     let policy = run.join("policy.json");
-    std::fs::write(&policy, policy_json(opts).to_string())?;
-    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644))?;
+    crate::fsutil::write_private_new(&policy, policy_json(opts).to_string().as_bytes())?;
     if root {
         chown_tree(&home, uid)?;
         chown_tree(profile, uid)?;
+        std::os::unix::fs::lchown(&egress_dir, Some(uid), Some(uid))?;
+        std::os::unix::fs::lchown(&policy, Some(uid), Some(uid))?;
     }
     Ok(Layout {
         home,
@@ -585,8 +608,8 @@ fn policy_json(_opts: &LaunchOptions) -> serde_json::Value {
 }
 
 /// Checks that a sandbox can be built here: bubblewrap runs a trivial command in every
-/// namespace, and a cgroup hierarchy is writable.
-fn probe(settings: &Settings, root: bool) -> Result<Hierarchy, String> {
+/// namespace (the outer error), and a cgroup hierarchy is writable (the inner one).
+fn probe(settings: &Settings, root: bool) -> Result<Result<Hierarchy, String>, String> {
     let mut cmd = std::process::Command::new("bwrap");
     cmd.args([
         "--unshare-ipc",
@@ -629,7 +652,7 @@ fn probe(settings: &Settings, root: bool) -> Result<Hierarchy, String> {
     }
     std::fs::create_dir_all(&settings.run_dir)
         .map_err(|e| format!("cannot create {}: {e}", settings.run_dir.display()))?;
-    Hierarchy::probe()
+    Ok(Hierarchy::probe())
 }
 
 fn open_path(path: &Path, dir: bool) -> std::io::Result<OwnedFd> {

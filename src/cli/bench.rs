@@ -181,7 +181,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let src = src_for(a.size_mb);
     super::bench_profile::ensure(&src, a.size_mb).await?;
     if a.session {
-        return session_bench(ctx, &a, &src, &bench_dir).await;
+        return super::bench_session::run(ctx, &a, &src, &bench_dir).await;
     }
     if a.contents_report {
         return super::bench_contents::run(ctx, &a, &src, &bench_dir).await;
@@ -361,14 +361,6 @@ impl KeepAlive {
     }
 }
 
-#[derive(serde::Serialize)]
-struct SessionReport {
-    profile_bytes: u64,
-    rounds: u32,
-    load_to_cdp_seconds: Vec<f64>,
-    delete_to_saved_seconds: Vec<f64>,
-}
-
 /// An in-process daemon on 127.0.0.1 for the session and live-view benches.
 pub(super) struct BenchDaemon {
     /// Listen address.
@@ -384,6 +376,16 @@ impl BenchDaemon {
         Self::start_node(ctx, vault, data, "bench", None).await
     }
 
+    /// A daemon whose browsers run sandboxed or (to measure what the sandbox costs) not.
+    pub(super) async fn start_sandboxed(
+        ctx: &Ctx,
+        vault: Vault,
+        data: &Path,
+        sandboxed: bool,
+    ) -> anyhow::Result<BenchDaemon> {
+        Self::start_with(ctx, vault, data, "bench", None, sandboxed).await
+    }
+
     /// A daemon whose API key is `bench:<token>` (`token` = "bench" makes a fresh one); with
     /// `cluster_secret`, a node of the cluster on its vault's store (`data` is its own).
     pub(super) async fn start_node(
@@ -393,24 +395,40 @@ impl BenchDaemon {
         token: &str,
         cluster_secret: Option<&str>,
     ) -> anyhow::Result<BenchDaemon> {
+        Self::start_with(ctx, vault, data, token, cluster_secret, true).await
+    }
+
+    async fn start_with(
+        ctx: &Ctx,
+        vault: Vault,
+        data: &Path,
+        token: &str,
+        cluster_secret: Option<&str>,
+        sandboxed: bool,
+    ) -> anyhow::Result<BenchDaemon> {
         use profile_vault::api::{self, auth::ApiKeys, AppState};
         use profile_vault::browser as chromium;
         use profile_vault::session::{Manager, SessionConfig};
+        let mut settings = ctx
+            .cfg
+            .file
+            .server
+            .browser_settings(
+                chromium::find_binary(ctx.cfg.file.server.chromium.as_deref())?,
+                data,
+            )
+            .map_err(anyhow::Error::msg)?;
+        settings.unsafe_no_sandbox = !sandboxed;
+        let browser = chromium::Runtime::new(settings);
+        if let Err(e) = browser.status() {
+            anyhow::bail!("the browser sandbox is unavailable here: {e}");
+        }
         let manager = Manager::new(
             vault,
             SessionConfig {
-                browser: chromium::Runtime::new(
-                    ctx.cfg
-                        .file
-                        .server
-                        .browser_settings(
-                            chromium::find_binary(ctx.cfg.file.server.chromium.as_deref())?,
-                            data,
-                        )
-                        .map_err(anyhow::Error::msg)?,
-                ),
+                browser,
                 data_dir: data.to_path_buf(),
-                max_sessions: 4,
+                max_sessions: 10,
                 inactive_timeout: None,
                 absolute_timeout: None,
                 max_session_secs: None,
@@ -494,89 +512,4 @@ impl BenchDaemon {
         self.server.await??;
         Ok(())
     }
-}
-
-async fn session_bench(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> anyhow::Result<()> {
-    use futures_util::{SinkExt, StreamExt};
-
-    let data = bench_dir.join(format!("daemon-{}", uuid::Uuid::new_v4().simple()));
-    let store_path = data.join("store");
-    let url = a.bench_store.clone().unwrap_or_else(|| {
-        format!(
-            "file://{}",
-            std::path::absolute(&store_path)
-                .unwrap_or(store_path.clone())
-                .display()
-        )
-    });
-    let vault = bench_vault(ctx, &url, &data.join("spool")).await?;
-    let profile = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let saved = vault
-        .save("bench", &profile, src, Base::Current, Arc::new(NoProgress))
-        .await?;
-
-    let daemon = BenchDaemon::start(ctx, vault.clone(), &data).await?;
-    let (addr, token) = (daemon.addr.clone(), daemon.token.clone());
-
-    let mut report = SessionReport {
-        profile_bytes: saved.bytes_in,
-        rounds: a.rounds,
-        load_to_cdp_seconds: vec![],
-        delete_to_saved_seconds: vec![],
-    };
-    for _ in 0..a.rounds {
-        let t = Instant::now();
-        let body = serde_json::json!({"profile": {"load": profile, "save": true}}).to_string();
-        let (st, vm) = http(&addr, "POST", "/v0/vm", &token, &body).await?;
-        anyhow::ensure!(st == 200, "POST /v0/vm answered {st}: {vm}");
-        let cdp_url = vm["cdp_url"].as_str().unwrap_or_default().to_string();
-        let (mut ws, _) = tokio_tungstenite::connect_async(cdp_url).await?;
-        ws.send(tokio_tungstenite::tungstenite::Message::Text(
-            r#"{"id":1,"method":"Browser.getVersion"}"#.into(),
-        ))
-        .await?;
-        while let Some(m) = ws.next().await {
-            if let tokio_tungstenite::tungstenite::Message::Text(t) = m? {
-                if t.as_str().contains("\"id\":1") {
-                    break;
-                }
-            }
-        }
-        report.load_to_cdp_seconds.push(t.elapsed().as_secs_f64());
-        let _ = ws.close(None).await;
-        let id = vm["session_id"].as_str().unwrap_or_default().to_string();
-        let t = Instant::now();
-        let (st, ended) = http(
-            &addr,
-            "DELETE",
-            &format!("/v0/vm/{id}?wait=true"),
-            &token,
-            "",
-        )
-        .await?;
-        anyhow::ensure!(
-            st == 200 && ended["save"]["state"] == "saved",
-            "DELETE answered {st}: {ended}"
-        );
-        report
-            .delete_to_saved_seconds
-            .push(t.elapsed().as_secs_f64());
-    }
-    daemon.stop().await?;
-    vault.delete("bench", &profile).await?;
-    let _ = std::fs::remove_dir_all(&data);
-    if !a.keep_profile {
-        let _ = std::fs::remove_dir_all(src);
-    }
-    ctx.print(&report, || {
-        let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
-        format!(
-            "session bench on a {} profile ({} rounds)\nPOST /v0/vm with load -> browser answers on CDP: {} s\nDELETE -> generation saved: {} s",
-            human_bytes(report.profile_bytes),
-            report.rounds,
-            fmt(&report.load_to_cdp_seconds),
-            fmt(&report.delete_to_saved_seconds)
-        )
-    });
-    Ok(())
 }

@@ -19,6 +19,7 @@ mod bench_contents;
 mod bench_live;
 mod bench_profile;
 mod bench_resave;
+mod bench_session;
 mod bench_store;
 mod data;
 mod delete;

@@ -32,6 +32,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
                 limits: Default::default(),
                 uid_base: 0,
                 uid_count: 0,
+                require_cgroups: false,
             }),
             data_dir: ctx.cfg.data_dir.clone(),
             max_sessions: 0,

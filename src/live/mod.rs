@@ -407,7 +407,7 @@ mod tests {
                 max_viewers: 2,
                 ..LiveConfig::default()
             },
-            "ws://127.0.0.1:9/x".into(),
+            crate::browser::mux::Mux::closed(),
             false,
         )
     }

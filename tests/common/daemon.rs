@@ -13,6 +13,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const KEY_T1: &str = "key-tenant-one-0123456789";
 pub const KEY_T2: &str = "key-tenant-two-0123456789";
 pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789";
+/// Where test sites listen: a loopback address of its own, which the test daemons open to
+/// their browsers (`PV_EGRESS_ALLOW`); the rest of loopback (the daemons themselves, every
+/// other service on 127.0.0.1) stays out of the browsers' reach.
+pub const SITE_HOST: &str = "127.0.0.2:0";
+/// The egress range the test daemons allow.
+pub const SITE_ALLOW: &str = "127.0.0.2/32";
 
 /// How the daemon stores profiles.
 #[derive(Clone, Debug)]
@@ -45,6 +51,7 @@ impl Daemon {
             .env("PV_LOG", "info,profile_vault=trace")
             // Daemons that share a store form a cluster, which needs its secret.
             .env("PV_CLUSTER_SECRET", CLUSTER_SECRET)
+            .env("PV_EGRESS_ALLOW", SITE_ALLOW)
             .env_remove("PV_STORE")
             .env_remove("PV_CONFIG");
         if let StoreKind::LocalStack(prefix) = &store {
@@ -323,6 +330,13 @@ impl Cdp {
     }
 
     pub async fn send(&mut self, method: &str, params: Value) -> Value {
+        let v = self.raw(method, params).await;
+        assert!(v.get("error").is_none(), "{method}: {v}");
+        v["result"].clone()
+    }
+
+    /// Sends a command and returns the browser's whole answer (`result` or `error`).
+    pub async fn raw(&mut self, method: &str, params: Value) -> Value {
         let id = self.next_id;
         self.next_id += 1;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -347,8 +361,7 @@ impl Cdp {
             if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
                 let v: Value = serde_json::from_str(t.as_str()).unwrap();
                 if v["id"] == id {
-                    assert!(v.get("error").is_none(), "{method}: {v}");
-                    return v["result"].clone();
+                    return v;
                 }
             }
         }
@@ -448,7 +461,7 @@ req.onsuccess = () => {{
         .fallback(|| async {
             Html("<!doctype html><title>page</title><script>window.__done = true;</script>")
         });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(SITE_HOST).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{addr}")
