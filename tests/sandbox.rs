@@ -109,7 +109,10 @@ async fn no_tenant_viewer_or_page_reaches_outside_its_session() {
             "{url} was opened: {r}"
         );
         let text = page_text(&mut cdp).await;
-        assert!(!text.contains(&id2) && !text.contains("root:"), "{url}: {text}");
+        assert!(
+            !text.contains(&id2) && !text.contains("root:"),
+            "{url}: {text}"
+        );
     }
     // File inputs read only what the sandbox holds: the host's data dir is not there.
     cdp.goto(&format!("{site}/files")).await;
@@ -125,7 +128,10 @@ async fn no_tenant_viewer_or_page_reaches_outside_its_session() {
         .clone();
     let other_record = data.join(format!("sessions/{id2}.json"));
     let other_profile = data.join(format!("browsers/{id2}/Local State"));
-    assert!(other_record.is_file(), "the probe's target exists on the host");
+    assert!(
+        other_record.is_file(),
+        "the probe's target exists on the host"
+    );
     for path in [&other_record, &other_profile] {
         let _ = cdp
             .raw(
@@ -134,7 +140,9 @@ async fn no_tenant_viewer_or_page_reaches_outside_its_session() {
             )
             .await;
         let got = cdp
-            .eval("f.files.length ? f.files[0].text().then(t => t, e => 'ERR:' + e.name) : 'NOFILE'")
+            .eval(
+                "f.files.length ? f.files[0].text().then(t => t, e => 'ERR:' + e.name) : 'NOFILE'",
+            )
             .await;
         let got = got.as_str().unwrap_or_default();
         assert!(

@@ -2,6 +2,7 @@
 //! session's admin token (or an API key of its tenant), relayed to the browser through its
 //! DevTools pipe (a client connection of [`crate::browser::mux`]; the browser has no port). Traffic counts as activity; connected clients drive `timeout.offline`.
 
+use crate::browser::mux::{Conn, SendError};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as AxMsg, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -9,7 +10,6 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 use futures_util::{SinkExt, StreamExt};
-use crate::browser::mux::{Conn, SendError};
 
 use super::error::ApiError;
 use super::vm::{authorize, TokenQuery};

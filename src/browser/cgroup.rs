@@ -91,9 +91,17 @@ impl Hierarchy {
                 for d in &dirs {
                     let _ = fs::create_dir(d);
                 }
-                w(&dirs[0], "memory.limit_in_bytes", (limits.memory_mb << 20).to_string())?;
+                w(
+                    &dirs[0],
+                    "memory.limit_in_bytes",
+                    (limits.memory_mb << 20).to_string(),
+                )?;
                 // No swap beyond the memory limit where the kernel accounts it.
-                let _ = w(&dirs[0], "memory.memsw.limit_in_bytes", (limits.memory_mb << 20).to_string());
+                let _ = w(
+                    &dirs[0],
+                    "memory.memsw.limit_in_bytes",
+                    (limits.memory_mb << 20).to_string(),
+                );
                 w(&dirs[1], "pids.max", limits.pids.to_string())?;
                 w(&dirs[2], "cpu.cfs_period_us", "100000".into())?;
                 w(&dirs[2], "cpu.cfs_quota_us", quota.to_string())?;
@@ -139,8 +147,12 @@ fn v2_parent(root: &Path) -> Result<PathBuf, String> {
         .to_string();
     let mine = root.join(&rel);
     let enable = |dir: &Path| {
-        fs::write(dir.join("cgroup.subtree_control"), "+memory +pids +cpu")
-            .map_err(|e| format!("cannot delegate memory, pids and cpu in {}: {e}", dir.display()))
+        fs::write(dir.join("cgroup.subtree_control"), "+memory +pids +cpu").map_err(|e| {
+            format!(
+                "cannot delegate memory, pids and cpu in {}: {e}",
+                dir.display()
+            )
+        })
     };
     if rel.is_empty() {
         // The root cgroup may hold processes and delegate at once.
@@ -194,7 +206,11 @@ impl Group {
 
     /// Whether the process-count limit refused a fork.
     pub fn pids_exhausted(&self) -> bool {
-        let d = if self.v2 { &self.dirs[0] } else { &self.dirs[1] };
+        let d = if self.v2 {
+            &self.dirs[0]
+        } else {
+            &self.dirs[1]
+        };
         let events = fs::read_to_string(d.join("pids.events")).unwrap_or_default();
         events
             .lines()
@@ -256,7 +272,11 @@ mod tests {
         let (mem, pids) = (dir.path().join("m"), dir.path().join("p"));
         fs::create_dir_all(&mem).unwrap();
         fs::create_dir_all(&pids).unwrap();
-        fs::write(mem.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").unwrap();
+        fs::write(
+            mem.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
         fs::write(pids.join("pids.events"), "max 0\n").unwrap();
         let g = Group {
             v2: false,

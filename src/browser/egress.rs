@@ -55,11 +55,19 @@ impl Cidr {
         let ip = canonical(ip);
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let m = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                let m = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
                 u32::from(n) & m == u32::from(a) & m
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let m = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                let m = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
                 u128::from(n) & m == u128::from(a) & m
             }
             _ => false,
@@ -158,13 +166,18 @@ pub static COUNTERS: Counters = Counters {
 ///
 /// # Errors
 /// The socket cannot be bound.
-pub fn serve(path: &Path, policy: Arc<Policy>, session: String) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub fn serve(
+    path: &Path,
+    policy: Arc<Policy>,
+    session: String,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = UnixListener::bind(path)?;
     Ok(tokio::spawn(async move {
         while let Ok((conn, _)) = listener.accept().await {
             let (policy, session) = (policy.clone(), session.clone());
             tokio::spawn(async move {
-                let r = tokio::time::timeout(Duration::from_secs(30), handshake(conn, &policy)).await;
+                let r =
+                    tokio::time::timeout(Duration::from_secs(30), handshake(conn, &policy)).await;
                 match r {
                     Ok(Ok(Some((mut client, mut upstream)))) => {
                         COUNTERS.allowed.fetch_add(1, Ordering::Relaxed);
@@ -292,13 +305,32 @@ mod tests {
     #[test]
     fn internal_ranges_are_not_public() {
         for a in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-            "0.0.0.0", "224.0.0.1", "255.255.255.255", "::1", "fe80::1", "fd00::1", "ff02::1",
-            "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::a00:1", "2002:a00:1::",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::",
         ] {
             assert!(!is_public(a.parse().unwrap()), "{a}");
         }
-        for a in ["1.1.1.1", "93.184.216.34", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for a in [
+            "1.1.1.1",
+            "93.184.216.34",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(is_public(a.parse().unwrap()), "{a}");
         }
     }
@@ -306,7 +338,10 @@ mod tests {
     #[test]
     fn allow_list_opens_ranges() {
         let p = Policy {
-            allow: vec!["127.0.0.2/32".parse().unwrap(), "10.0.0.0/8".parse().unwrap()],
+            allow: vec![
+                "127.0.0.2/32".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap(),
+            ],
         };
         assert!(p.allows("127.0.0.2".parse().unwrap()));
         assert!(!p.allows("127.0.0.1".parse().unwrap()));

@@ -14,7 +14,9 @@
 
 pub mod cgroup;
 pub mod egress;
+mod fds;
 pub mod init;
+mod layout;
 pub mod mux;
 mod process;
 pub mod sandbox;

@@ -150,7 +150,9 @@ impl Mux {
                 }
                 scanned = buf.len();
                 if buf.len() > MAX_BROWSER_MESSAGE {
-                    tracing::warn!("a DevTools message from the browser is over the limit; closing");
+                    tracing::warn!(
+                        "a DevTools message from the browser is over the limit; closing"
+                    );
                     break;
                 }
             }
@@ -212,7 +214,12 @@ impl Mux {
     ///
     /// # Errors
     /// The browser's error message, a closed pipe, or no answer within `timeout`.
-    pub async fn call(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, String> {
+    pub async fn call(
+        &self,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+    ) -> Result<Value, String> {
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut st = self.state.lock().expect("mux");
@@ -243,7 +250,11 @@ impl Mux {
     /// The browser is gone or did not answer.
     pub async fn connect(self: &Arc<Self>) -> Result<Conn, String> {
         let r = self
-            .call("Target.attachToBrowserTarget", json!({}), Duration::from_secs(10))
+            .call(
+                "Target.attachToBrowserTarget",
+                json!({}),
+                Duration::from_secs(10),
+            )
             .await?;
         let session = r["sessionId"]
             .as_str()
@@ -275,10 +286,15 @@ impl Mux {
     }
 
     fn deliver(st: &mut State, client: u64, text: String) {
-        let Some(c) = st.clients.get(&client) else { return };
+        let Some(c) = st.clients.get(&client) else {
+            return;
+        };
         let n = c.queued.fetch_add(text.len(), Ordering::Relaxed) + text.len();
         if n > CLIENT_QUEUE_BUDGET || c.tx.send(text).is_err() {
-            tracing::warn!(client, "a DevTools client does not read its messages; cutting it off");
+            tracing::warn!(
+                client,
+                "a DevTools client does not read its messages; cutting it off"
+            );
             Self::drop_client(st, client);
         }
     }
@@ -311,11 +327,14 @@ impl Mux {
                     Some(t) => Some(t.as_str()) == target,
                     None => browser,
                 })?;
-                st.sessions.insert(p["sessionId"].as_str()?.to_string(), client);
+                st.sessions
+                    .insert(p["sessionId"].as_str()?.to_string(), client);
                 Some(client)
             }
             "Target.detachedFromTarget" => st.sessions.remove(p["sessionId"].as_str()?),
-            "Target.receivedMessageFromTarget" => st.sessions.get(p["sessionId"].as_str()?).copied(),
+            "Target.receivedMessageFromTarget" => {
+                st.sessions.get(p["sessionId"].as_str()?).copied()
+            }
             _ => None,
         }
     }
@@ -361,7 +380,11 @@ impl Mux {
             }
             return;
         }
-        let Some(session) = v.get("sessionId").and_then(Value::as_str).map(str::to_string) else {
+        let Some(session) = v
+            .get("sessionId")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
             // Events of the root connection: those of attaches made for a client go to it.
             if let Some(client) = Self::root_event_owner(&mut st, &v) {
                 Self::deliver(&mut st, client, String::from_utf8_lossy(raw).into_owned());
@@ -423,7 +446,10 @@ impl Conn {
         };
         let method = v["method"].as_str().unwrap_or_default();
         let root_attach = v.get("sessionId").is_none()
-            && matches!(method, "Target.attachToTarget" | "Target.attachToBrowserTarget");
+            && matches!(
+                method,
+                "Target.attachToTarget" | "Target.attachToBrowserTarget"
+            );
         let (session, strip) = match v.get("sessionId").and_then(Value::as_str) {
             None if root_attach => (String::new(), false),
             None => (me.browser_session.clone(), true),
@@ -466,7 +492,10 @@ impl Conn {
 
     /// Marks `n` bytes taken from `rx` as read (the budget of [`CLIENT_QUEUE_BUDGET`]).
     pub fn read_done(&self, n: usize) {
-        self.queued.fetch_sub(n.min(self.queued.load(Ordering::Relaxed)), Ordering::Relaxed);
+        self.queued.fetch_sub(
+            n.min(self.queued.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
     }
 
     /// Receives the next message, counting it as read.
@@ -488,9 +517,10 @@ impl Drop for Conn {
         };
         // The browser session first; its target sessions normally go with it.
         for s in detach {
-            let mut bytes = serde_json::to_vec(&json!({"id": 0, "method": "Target.detachFromTarget",
+            let mut bytes =
+                serde_json::to_vec(&json!({"id": 0, "method": "Target.detachFromTarget",
                 "params": {"sessionId": s}}))
-            .unwrap_or_default();
+                .unwrap_or_default();
             bytes.push(0);
             let _ = self.mux.out.send(bytes);
         }

@@ -161,9 +161,9 @@ pub fn is_browser_of(pid: u32, session: &str, user_data_dir: &Path) -> bool {
     };
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     let unsandboxed = format!("--user-data-dir={}", user_data_dir.display());
-    let sandboxed = args.iter().any(|a| *a == b"sandbox-init")
-        && args.iter().any(|a| *a == session.as_bytes());
-    sandboxed || args.iter().any(|a| *a == unsandboxed.as_bytes())
+    let sandboxed =
+        args.contains(&b"sandbox-init".as_slice()) && args.contains(&session.as_bytes());
+    sandboxed || args.contains(&unsandboxed.as_bytes())
 }
 
 impl Browser {
@@ -202,7 +202,11 @@ impl Browser {
         }
         let closed_by_cdp = self
             .mux
-            .call("Browser.close", serde_json::json!({}), Duration::from_secs(5))
+            .call(
+                "Browser.close",
+                serde_json::json!({}),
+                Duration::from_secs(5),
+            )
             .await
             .is_ok();
         if !closed_by_cdp {

@@ -19,16 +19,18 @@
 //! says why and every launch is refused, unless `server.unsafe_no_sandbox` is set.
 
 use std::collections::HashSet;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-
 use super::cgroup::{Group, Hierarchy, Limits};
 use super::egress::Policy;
+use super::fds::{open_path, pipe, pre_exec, read_child_pid};
+use super::layout::{
+    browser_log, bwrap_args, chromium_args, prepare_run_dir, Binds, EGRESS_DIR, INIT,
+};
 use super::mux::Mux;
 use super::process::{Browser, Error, LaunchOptions};
 
@@ -91,28 +93,6 @@ impl Drop for Resources {
         }
     }
 }
-
-/// Paths inside the sandbox.
-const PROFILE: &str = "/profile";
-const HOME: &str = "/home/browser";
-const EGRESS_DIR: &str = "/pv/egress";
-const INIT: &str = "/pv/init";
-const POLICY: &str = "/etc/chromium/policies/managed/profile-vault.json";
-/// The parts of `/etc` a browser needs (fonts, certificates, the dynamic linker's cache,
-/// the time zone database, MIME types, the chromium wrapper's settings).
-const ETC: &[&str] = &[
-    "/etc/fonts",
-    "/etc/ssl",
-    "/etc/ca-certificates",
-    "/etc/ld.so.cache",
-    "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d",
-    "/etc/localtime",
-    "/etc/mime.types",
-    "/etc/chromium.d",
-    "/etc/alternatives",
-    "/etc/nsswitch.conf",
-];
 
 #[allow(unsafe_code)]
 fn euid() -> u32 {
@@ -271,14 +251,16 @@ impl Runtime {
                 fds.push((f, n));
                 Ok(n)
             };
-            let profile = bind(user_data_dir, true)?;
-            let home = bind(&layout.home, true)?;
-            let egress = bind(&layout.egress_dir, true)?;
-            let policy = bind(&layout.policy, false)?;
             let exe = std::env::current_exe().map_err(io)?;
-            let init = bind(&exe, false)?;
+            let binds = Binds {
+                profile: bind(user_data_dir, true)?,
+                home: bind(&layout.home, true)?,
+                egress: bind(&layout.egress_dir, true)?,
+                policy: bind(&layout.policy, false)?,
+                init: bind(&exe, false)?,
+            };
             cmd = tokio::process::Command::new("bwrap");
-            cmd.args(bwrap_args(profile, home, egress, policy, init, opts, &self.settings.binary, self.root));
+            cmd.args(bwrap_args(&binds, opts, &self.settings.binary, self.root));
             cmd.args(["--", INIT, "sandbox-init", "--session", name]);
             if let Some(u) = uid {
                 cmd.args(["--uid".to_string(), u.to_string()]);
@@ -303,7 +285,9 @@ impl Runtime {
         } else {
             PathBuf::from("bwrap")
         };
-        let mut child = cmd.spawn().map_err(|e| Error::Spawn { binary, source: e })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Spawn { binary, source: e })?;
         drop(fds);
         let mut pid = child.id().unwrap_or(0);
         if let Some(info) = info {
@@ -341,270 +325,6 @@ impl Runtime {
         }
         Ok(browser)
     }
-}
-
-/// Where the browser's stderr goes: `PV_BROWSER_LOG` (a file, appended) for debugging,
-/// else nowhere (Chromium is chatty, and what it prints is the browser's to shape).
-fn browser_log() -> std::process::Stdio {
-    std::env::var_os("PV_BROWSER_LOG")
-        .and_then(|p| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .ok()
-        })
-        .map_or_else(std::process::Stdio::null, std::process::Stdio::from)
-}
-
-/// The browser's own flags (the same inside and outside the sandbox).
-fn chromium_args(user_data_dir: &Path, opts: &LaunchOptions, sandboxed: bool) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "--headless=new",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-breakpad",
-        "--password-store=basic",
-        "--use-mock-keychain",
-        "--remote-debugging-pipe",
-    ]
-    .map(String::from)
-    .to_vec();
-    let dir = if sandboxed {
-        PROFILE.to_string()
-    } else {
-        user_data_dir.display().to_string()
-    };
-    a.push(format!("--user-data-dir={dir}"));
-    if let Some((w, h)) = opts.window {
-        a.push(format!("--window-size={w},{h}"));
-    }
-    if let Some(ua) = &opts.user_agent {
-        a.push(format!("--user-agent={ua}"));
-    }
-    if let Some(l) = &opts.locale {
-        a.push(format!("--lang={l}"));
-        // Headless Chromium takes navigator.language and Accept-Language from here.
-        a.push(format!("--accept-lang={l}"));
-    }
-    if opts.offline {
-        a.push("--proxy-server=http://127.0.0.1:9".into());
-        a.push("--proxy-bypass-list=<-loopback>".into());
-    } else if sandboxed {
-        a.push(format!(
-            "--proxy-server=socks5://127.0.0.1:{}",
-            super::init::PROXY_PORT
-        ));
-        // Loopback too goes to the proxy, which refuses it.
-        a.push("--proxy-bypass-list=<-loopback>".into());
-    }
-    if opts.restore_last_session {
-        a.push("--restore-last-session".into());
-    }
-    a.push(opts.start_url.clone().unwrap_or_else(|| "about:blank".into()));
-    a
-}
-
-fn bwrap_args(
-    profile: RawFd,
-    home: RawFd,
-    egress: RawFd,
-    policy: RawFd,
-    init: RawFd,
-    opts: &LaunchOptions,
-    binary: &Path,
-    root: bool,
-) -> Vec<String> {
-    // As root, bubblewrap needs no user namespace (one made by root maps only root, and
-    // the browser's uid could not be entered): the sandbox's init drops to the browser's
-    // uid itself, first thing. Otherwise a user namespace of the daemon's uid.
-    let unshare: &[&str] = if root {
-        &["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
-    } else {
-        &["--unshare-all"]
-    };
-    let mut a: Vec<String> = unshare.iter().map(|s| (*s).to_string()).collect();
-    a.extend([
-        "--new-session",
-        "--as-pid-1",
-        "--clearenv",
-        "--info-fd",
-        "5",
-        "--ro-bind",
-        "/usr",
-        "/usr",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--perms",
-        "1777",
-        "--tmpfs",
-        "/tmp",
-        "--perms",
-        "1777",
-        "--tmpfs",
-        "/dev/shm",
-    ]
-    .map(String::from));
-    // bubblewrap makes missing parents 0700 (root's when the daemon is root): the browser's
-    // uid must traverse them.
-    for d in ["/etc", "/etc/chromium", "/etc/chromium/policies", "/etc/chromium/policies/managed", "/home", "/pv"] {
-        a.extend(["--perms".into(), "0755".into(), "--dir".into(), d.into()]);
-    }
-    for top in ["lib", "lib64", "lib32", "bin", "sbin"] {
-        let host = Path::new("/").join(top);
-        match std::fs::read_link(&host) {
-            Ok(target) => a.extend([
-                "--symlink".into(),
-                target.display().to_string(),
-                host.display().to_string(),
-            ]),
-            Err(_) if host.is_dir() => a.extend([
-                "--ro-bind".into(),
-                host.display().to_string(),
-                host.display().to_string(),
-            ]),
-            Err(_) => {}
-        }
-    }
-    for e in ETC {
-        a.extend(["--ro-bind-try".into(), (*e).into(), (*e).into()]);
-    }
-    // A browser installed outside /usr brings its directory.
-    if let Some(dir) = binary.parent().filter(|d| !d.starts_with("/usr")) {
-        let d = dir.display().to_string();
-        a.extend(["--ro-bind".into(), d.clone(), d]);
-    }
-    let fd = |n: RawFd| n.to_string();
-    a.extend([
-        "--bind-fd".into(),
-        fd(profile),
-        PROFILE.into(),
-        "--bind-fd".into(),
-        fd(home),
-        HOME.into(),
-        "--ro-bind-fd".into(),
-        fd(egress),
-        EGRESS_DIR.into(),
-        "--ro-bind-fd".into(),
-        fd(policy),
-        POLICY.into(),
-        "--ro-bind-fd".into(),
-        fd(init),
-        INIT.into(),
-        "--chdir".into(),
-        HOME.into(),
-    ]);
-    let mut env = vec![
-        ("HOME", HOME.to_string()),
-        ("PATH", "/usr/bin:/bin".into()),
-        ("LANG", "C.UTF-8".into()),
-        ("TMPDIR", "/tmp".into()),
-        ("XDG_CONFIG_HOME", "/tmp/.config".into()),
-        ("XDG_CACHE_HOME", "/tmp/.cache".into()),
-    ];
-    if let Some(tz) = &opts.timezone {
-        env.push(("TZ", tz.clone()));
-    }
-    if let Some(l) = &opts.locale {
-        env.push(("LANGUAGE", l.clone()));
-    }
-    for (k, v) in env {
-        a.extend(["--setenv".into(), k.into(), v]);
-    }
-    a
-}
-
-/// The host side of one browser's run directory.
-struct Layout {
-    home: PathBuf,
-    egress_dir: PathBuf,
-    egress_sock: PathBuf,
-    policy: PathBuf,
-}
-
-fn prepare_run_dir(
-    run: &Path,
-    profile: &Path,
-    uid: u32,
-    root: bool,
-    opts: &LaunchOptions,
-) -> std::io::Result<Layout> {
-    let _ = std::fs::remove_dir_all(run);
-    crate::fsutil::create_private_dir(run)?;
-    let home = run.join("home");
-    let egress_dir = run.join("egress");
-    for d in [&home, &home.join("Downloads"), &egress_dir] {
-        crate::fsutil::create_private_dir(d)?;
-    }
-    let egress_sock = egress_dir.join("egress.sock");
-    if egress_sock.as_os_str().len() > 100 {
-        return Err(std::io::Error::other(format!(
-            "the run directory path is too long for a Unix socket: {}",
-            egress_sock.display()
-        )));
-    }
-    // The sandbox reaches into these only through the descriptors it is given (the egress
-    // directory and the policy read-only): owner-only, owned by the browser's uid.
-    let policy = run.join("policy.json");
-    crate::fsutil::write_private_new(&policy, policy_json(opts).to_string().as_bytes())?;
-    if root {
-        chown_tree(&home, uid)?;
-        chown_tree(profile, uid)?;
-        std::os::unix::fs::lchown(&egress_dir, Some(uid), Some(uid))?;
-        std::os::unix::fs::lchown(&policy, Some(uid), Some(uid))?;
-    }
-    Ok(Layout {
-        home,
-        egress_dir,
-        egress_sock,
-        policy,
-    })
-}
-
-/// Hands a tree (the restored profile) to the browser's uid; symlinks are not followed.
-fn chown_tree(dir: &Path, uid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(dir, Some(uid), Some(uid))?;
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        let ft = e.file_type()?;
-        if ft.is_dir() {
-            chown_tree(&e.path(), uid)?;
-        } else {
-            std::os::unix::fs::lchown(e.path(), Some(uid), Some(uid))?;
-        }
-    }
-    Ok(())
-}
-
-/// The managed policy of every sandboxed browser.
-fn policy_json(_opts: &LaunchOptions) -> serde_json::Value {
-    serde_json::json!({
-        "URLBlocklist": ["file://*", "chrome://*", "chrome-untrusted://*", "devtools://*",
-                         "view-source:*", "javascript:*"],
-        "URLAllowlist": ["chrome://newtab", "chrome://new-tab-page", "chrome://history",
-                         "chrome://bookmarks", "chrome://downloads", "chrome://password-manager",
-                         "chrome://settings", "chrome://omnibox-popup.top-chrome"],
-        // Not DeveloperToolsAvailability = 2: it also refuses the daemon's and the tenants'
-        // Target.attachToTarget. The DevTools UI is a devtools:// page, blocked above.
-        "DownloadDirectory": format!("{HOME}/Downloads"),
-        "PromptForDownloadLocation": false,
-        "AllowFileSelectionDialogs": false,
-        "WebRtcIPHandling": "disable_non_proxied_udp",
-        "QuicAllowed": false,
-        "DnsOverHttpsMode": "off",
-        "BrowserSignin": 0,
-        "SyncDisabled": true,
-        "MetricsReportingEnabled": false,
-        "DefaultBrowserSettingEnabled": false,
-        "ExtensionInstallBlocklist": ["*"],
-    })
 }
 
 /// Checks that a sandbox can be built here: bubblewrap runs a trivial command in every
@@ -653,94 +373,4 @@ fn probe(settings: &Settings, root: bool) -> Result<Result<Hierarchy, String>, S
     std::fs::create_dir_all(&settings.run_dir)
         .map_err(|e| format!("cannot create {}: {e}", settings.run_dir.display()))?;
     Ok(Hierarchy::probe())
-}
-
-fn open_path(path: &Path, dir: bool) -> std::io::Result<OwnedFd> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut flags = libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW;
-    if dir {
-        flags |= libc::O_DIRECTORY;
-    }
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(path)?;
-    Ok(high_fd(OwnedFd::from(f))?)
-}
-
-/// Moves a descriptor to >= 100 so the child's `dup2`s onto 3, 4, 5… never clobber a source.
-#[allow(unsafe_code)]
-fn high_fd(fd: OwnedFd) -> std::io::Result<OwnedFd> {
-    // SAFETY: fcntl(F_DUPFD_CLOEXEC) returns a new descriptor we then own.
-    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `n` is a fresh descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(n) })
-}
-
-/// A pipe (read end, write end), both close-on-exec and above 100.
-#[allow(unsafe_code)]
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array we pass.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both are fresh descriptors we own.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    Ok((high_fd(r)?, high_fd(w)?))
-}
-
-/// Between fork and exec: join the cgroups (write `0` = this process) and put the
-/// inherited descriptors in place. Only async-signal-safe calls.
-#[allow(unsafe_code)]
-fn pre_exec(cmd: &mut tokio::process::Command, cgroups: Vec<RawFd>, fds: Vec<(RawFd, RawFd)>) {
-    // SAFETY: the closure only calls write(2), dup2(2), setsid(2) and umask(2) on values prepared
-    // before fork; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            for fd in &cgroups {
-                if libc::write(*fd, b"0\n".as_ptr().cast(), 2) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for (from, to) in &fds {
-                if libc::dup2(*from, *to) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The directories bubblewrap makes for its mount points must be traversable by
-            // the browser's uid; the init sets 077 again before the browser runs.
-            libc::umask(0o022);
-            Ok(())
-        });
-    }
-}
-
-/// bubblewrap writes `{"child-pid": N, …}` (the host pid of the sandbox's init) to its info fd.
-async fn read_child_pid(fd: OwnedFd) -> Option<u32> {
-    let mut r = tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok()?;
-    let mut buf = Vec::new();
-    let read = async {
-        let mut chunk = [0u8; 512];
-        loop {
-            match r.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
-                    if serde_json::from_slice::<serde_json::Value>(&buf).is_ok() {
-                        break;
-                    }
-                }
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read).await.ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&buf).ok()?;
-    v["child-pid"].as_u64().and_then(|p| u32::try_from(p).ok())
 }

@@ -68,8 +68,7 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
         .await?;
     let daemons = [
         BenchDaemon::start_sandboxed(ctx, vault.clone(), &data.join("sandboxed"), true).await?,
-        BenchDaemon::start_sandboxed(ctx, vault.clone(), &data.join("unsandboxed"), false)
-            .await?,
+        BenchDaemon::start_sandboxed(ctx, vault.clone(), &data.join("unsandboxed"), false).await?,
     ];
     let mut modes = [Mode::default(), Mode::default()];
     for _ in 0..a.rounds {
@@ -193,7 +192,14 @@ async fn idle_memory(d: &BenchDaemon, data: &Path, n: usize) -> anyhow::Result<f
         kib += tree_pss_kib(pid);
     }
     for id in &ids {
-        let _ = http(&d.addr, "DELETE", &format!("/v0/vm/{id}?wait=true"), &d.token, "").await?;
+        let _ = http(
+            &d.addr,
+            "DELETE",
+            &format!("/v0/vm/{id}?wait=true"),
+            &d.token,
+            "",
+        )
+        .await?;
     }
     Ok(kib as f64 / 1024.0)
 }

@@ -44,7 +44,10 @@ fn runner(ctx: &Ctx, chromium: Option<&std::path::Path>) -> anyhow::Result<Runne
             ctx.cfg
                 .file
                 .server
-                .browser_settings(profile_vault::browser::find_binary(configured)?, &ctx.cfg.data_dir)
+                .browser_settings(
+                    profile_vault::browser::find_binary(configured)?,
+                    &ctx.cfg.data_dir,
+                )
                 .map_err(BadInput)?,
         ),
         work_dir: storage_state::work_dir(&ctx.cfg.data_dir),

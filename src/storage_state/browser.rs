@@ -14,8 +14,8 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::{Cookie, Item, Origin, SameSite, StorageState};
-use crate::cdp::{Cdp, Events};
 use crate::browser::{self as chromium, Browser, LaunchOptions, Runtime};
+use crate::cdp::{Cdp, Events};
 
 /// Errors of driving the browser.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,326 @@
+//! What a sandbox is made of: bubblewrap's arguments (mounts, namespaces, environment),
+//! Chromium's flags, its managed policy, and the host side of a browser's run directory.
+
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+
+use super::process::LaunchOptions;
+
+/// Paths inside the sandbox.
+pub(super) const PROFILE: &str = "/profile";
+pub(super) const HOME: &str = "/home/browser";
+pub(super) const EGRESS_DIR: &str = "/pv/egress";
+pub(super) const INIT: &str = "/pv/init";
+pub(super) const POLICY: &str = "/etc/chromium/policies/managed/profile-vault.json";
+/// The parts of `/etc` a browser needs (fonts, certificates, the dynamic linker's cache,
+/// the time zone database, MIME types, the chromium wrapper's settings).
+const ETC: &[&str] = &[
+    "/etc/fonts",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/mime.types",
+    "/etc/chromium.d",
+    "/etc/alternatives",
+    "/etc/nsswitch.conf",
+];
+
+/// Where the browser's stderr goes: `PV_BROWSER_LOG` (a file, appended) for debugging,
+/// else nowhere (Chromium is chatty, and what it prints is the browser's to shape).
+pub(super) fn browser_log() -> std::process::Stdio {
+    std::env::var_os("PV_BROWSER_LOG")
+        .and_then(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .ok()
+        })
+        .map_or_else(std::process::Stdio::null, std::process::Stdio::from)
+}
+
+/// The browser's own flags (the same inside and outside the sandbox).
+pub(super) fn chromium_args(
+    user_data_dir: &Path,
+    opts: &LaunchOptions,
+    sandboxed: bool,
+) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--headless=new",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-breakpad",
+        "--password-store=basic",
+        "--use-mock-keychain",
+        "--remote-debugging-pipe",
+    ]
+    .map(String::from)
+    .to_vec();
+    let dir = if sandboxed {
+        PROFILE.to_string()
+    } else {
+        user_data_dir.display().to_string()
+    };
+    a.push(format!("--user-data-dir={dir}"));
+    if let Some((w, h)) = opts.window {
+        a.push(format!("--window-size={w},{h}"));
+    }
+    if let Some(ua) = &opts.user_agent {
+        a.push(format!("--user-agent={ua}"));
+    }
+    if let Some(l) = &opts.locale {
+        a.push(format!("--lang={l}"));
+        // Headless Chromium takes navigator.language and Accept-Language from here.
+        a.push(format!("--accept-lang={l}"));
+    }
+    if opts.offline {
+        a.push("--proxy-server=http://127.0.0.1:9".into());
+        a.push("--proxy-bypass-list=<-loopback>".into());
+    } else if sandboxed {
+        a.push(format!(
+            "--proxy-server=socks5://127.0.0.1:{}",
+            super::init::PROXY_PORT
+        ));
+        // Loopback too goes to the proxy, which refuses it.
+        a.push("--proxy-bypass-list=<-loopback>".into());
+    }
+    if opts.restore_last_session {
+        a.push("--restore-last-session".into());
+    }
+    a.push(
+        opts.start_url
+            .clone()
+            .unwrap_or_else(|| "about:blank".into()),
+    );
+    a
+}
+
+/// The descriptors bubblewrap mounts (numbers in the child).
+pub(super) struct Binds {
+    /// The profile directory (read-write, at [`PROFILE`]).
+    pub profile: RawFd,
+    /// The private home (read-write, at [`HOME`]).
+    pub home: RawFd,
+    /// The egress socket's directory (read-only, at [`EGRESS_DIR`]).
+    pub egress: RawFd,
+    /// The managed policy file (read-only, at [`POLICY`]).
+    pub policy: RawFd,
+    /// The init binary (read-only, at [`INIT`]).
+    pub init: RawFd,
+}
+
+pub(super) fn bwrap_args(
+    binds: &Binds,
+    opts: &LaunchOptions,
+    binary: &Path,
+    root: bool,
+) -> Vec<String> {
+    // As root, bubblewrap needs no user namespace (one made by root maps only root, and
+    // the browser's uid could not be entered): the sandbox's init drops to the browser's
+    // uid itself, first thing. Otherwise a user namespace of the daemon's uid.
+    let unshare: &[&str] = if root {
+        &[
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+        ]
+    } else {
+        &["--unshare-all"]
+    };
+    let mut a: Vec<String> = unshare.iter().map(|s| (*s).to_string()).collect();
+    a.extend(
+        [
+            "--new-session",
+            "--as-pid-1",
+            "--clearenv",
+            "--info-fd",
+            "5",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--perms",
+            "1777",
+            "--tmpfs",
+            "/tmp",
+            "--perms",
+            "1777",
+            "--tmpfs",
+            "/dev/shm",
+        ]
+        .map(String::from),
+    );
+    // bubblewrap makes missing parents 0700 (root's when the daemon is root): the browser's
+    // uid must traverse them.
+    for d in [
+        "/etc",
+        "/etc/chromium",
+        "/etc/chromium/policies",
+        "/etc/chromium/policies/managed",
+        "/home",
+        "/pv",
+    ] {
+        a.extend(["--perms".into(), "0755".into(), "--dir".into(), d.into()]);
+    }
+    for top in ["lib", "lib64", "lib32", "bin", "sbin"] {
+        let host = Path::new("/").join(top);
+        match std::fs::read_link(&host) {
+            Ok(target) => a.extend([
+                "--symlink".into(),
+                target.display().to_string(),
+                host.display().to_string(),
+            ]),
+            Err(_) if host.is_dir() => a.extend([
+                "--ro-bind".into(),
+                host.display().to_string(),
+                host.display().to_string(),
+            ]),
+            Err(_) => {}
+        }
+    }
+    for e in ETC {
+        a.extend(["--ro-bind-try".into(), (*e).into(), (*e).into()]);
+    }
+    // A browser installed outside /usr brings its directory.
+    if let Some(dir) = binary.parent().filter(|d| !d.starts_with("/usr")) {
+        let d = dir.display().to_string();
+        a.extend(["--ro-bind".into(), d.clone(), d]);
+    }
+    let fd = |n: RawFd| n.to_string();
+    a.extend([
+        "--bind-fd".into(),
+        fd(binds.profile),
+        PROFILE.into(),
+        "--bind-fd".into(),
+        fd(binds.home),
+        HOME.into(),
+        "--ro-bind-fd".into(),
+        fd(binds.egress),
+        EGRESS_DIR.into(),
+        "--ro-bind-fd".into(),
+        fd(binds.policy),
+        POLICY.into(),
+        "--ro-bind-fd".into(),
+        fd(binds.init),
+        INIT.into(),
+        "--chdir".into(),
+        HOME.into(),
+    ]);
+    let mut env = vec![
+        ("HOME", HOME.to_string()),
+        ("PATH", "/usr/bin:/bin".into()),
+        ("LANG", "C.UTF-8".into()),
+        ("TMPDIR", "/tmp".into()),
+        ("XDG_CONFIG_HOME", "/tmp/.config".into()),
+        ("XDG_CACHE_HOME", "/tmp/.cache".into()),
+    ];
+    if let Some(tz) = &opts.timezone {
+        env.push(("TZ", tz.clone()));
+    }
+    if let Some(l) = &opts.locale {
+        env.push(("LANGUAGE", l.clone()));
+    }
+    for (k, v) in env {
+        a.extend(["--setenv".into(), k.into(), v]);
+    }
+    a
+}
+
+/// The host side of one browser's run directory.
+pub(super) struct Layout {
+    pub home: PathBuf,
+    pub egress_dir: PathBuf,
+    pub egress_sock: PathBuf,
+    pub policy: PathBuf,
+}
+
+pub(super) fn prepare_run_dir(
+    run: &Path,
+    profile: &Path,
+    uid: u32,
+    root: bool,
+    opts: &LaunchOptions,
+) -> std::io::Result<Layout> {
+    let _ = std::fs::remove_dir_all(run);
+    crate::fsutil::create_private_dir(run)?;
+    let home = run.join("home");
+    let egress_dir = run.join("egress");
+    for d in [&home, &home.join("Downloads"), &egress_dir] {
+        crate::fsutil::create_private_dir(d)?;
+    }
+    let egress_sock = egress_dir.join("egress.sock");
+    if egress_sock.as_os_str().len() > 100 {
+        return Err(std::io::Error::other(format!(
+            "the run directory path is too long for a Unix socket: {}",
+            egress_sock.display()
+        )));
+    }
+    // The sandbox reaches into these only through the descriptors it is given (the egress
+    // directory and the policy read-only): owner-only, owned by the browser's uid.
+    let policy = run.join("policy.json");
+    crate::fsutil::write_private_new(&policy, policy_json(opts).to_string().as_bytes())?;
+    if root {
+        chown_tree(&home, uid)?;
+        chown_tree(profile, uid)?;
+        std::os::unix::fs::lchown(&egress_dir, Some(uid), Some(uid))?;
+        std::os::unix::fs::lchown(&policy, Some(uid), Some(uid))?;
+    }
+    Ok(Layout {
+        home,
+        egress_dir,
+        egress_sock,
+        policy,
+    })
+}
+
+/// Hands a tree (the restored profile) to the browser's uid; symlinks are not followed.
+pub(super) fn chown_tree(dir: &Path, uid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(uid))?;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            chown_tree(&e.path(), uid)?;
+        } else {
+            std::os::unix::fs::lchown(e.path(), Some(uid), Some(uid))?;
+        }
+    }
+    Ok(())
+}
+
+/// The managed policy of every sandboxed browser.
+pub(super) fn policy_json(_opts: &LaunchOptions) -> serde_json::Value {
+    serde_json::json!({
+        "URLBlocklist": ["file://*", "chrome://*", "chrome-untrusted://*", "devtools://*",
+                         "view-source:*", "javascript:*"],
+        "URLAllowlist": ["chrome://newtab", "chrome://new-tab-page", "chrome://history",
+                         "chrome://bookmarks", "chrome://downloads", "chrome://password-manager",
+                         "chrome://settings", "chrome://omnibox-popup.top-chrome"],
+        // Not DeveloperToolsAvailability = 2: it also refuses the daemon's and the tenants'
+        // Target.attachToTarget. The DevTools UI is a devtools:// page, blocked above.
+        "DownloadDirectory": format!("{HOME}/Downloads"),
+        "PromptForDownloadLocation": false,
+        "AllowFileSelectionDialogs": false,
+        "WebRtcIPHandling": "disable_non_proxied_udp",
+        "QuicAllowed": false,
+        "DnsOverHttpsMode": "off",
+        "BrowserSignin": 0,
+        "SyncDisabled": true,
+        "MetricsReportingEnabled": false,
+        "DefaultBrowserSettingEnabled": false,
+        "ExtensionInstallBlocklist": ["*"],
+    })
+}
