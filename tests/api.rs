@@ -818,7 +818,8 @@ async fn timeout_webhooks_warn_before_and_report_the_end() {
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // The hook listens where the test daemons' egress policy allows (127.0.0.2).
+    let listener = tokio::net::TcpListener::bind(SITE_HOST).await.unwrap();
     let hook_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 

@@ -22,5 +22,6 @@ mod room;
 mod s3;
 mod sandbox;
 mod travel;
+mod trust;
 mod upgrade;
 mod vault;

@@ -19,10 +19,10 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
 
 /// `GET /readyz`.
 pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let store = state.manager.vault().store().clone();
-    let store_ok = tokio::time::timeout(std::time::Duration::from_secs(5), store.list("readyz/"))
-        .await
-        .is_ok_and(|r| r.is_ok());
+    let store_ok = state
+        .manager
+        .store_reachable(std::time::Duration::from_secs(2))
+        .await;
     let rt = &state.manager.config().browser;
     let chromium_ok = rt.binary().is_file();
     let keys_ok = state.manager.vault().keys().ready().await;
@@ -138,6 +138,18 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         "gauge",
         "1 when browsers run sandboxed, 0 when server.unsafe_no_sandbox is set or the sandbox is unavailable.",
         &[("", u64::from(rt.status().is_ok() && !rt.unsandboxed()))],
+    );
+    metric(
+        "pv_session_records_rejected_total",
+        "counter",
+        "Session records that failed authentication or named another directory (forged or tampered); left alone.",
+        &[("", crate::session::records_rejected())],
+    );
+    metric(
+        "pv_webhooks_refused_total",
+        "counter",
+        "Webhook deliveries refused because their host is not a public address.",
+        &[("", crate::session::webhook::REFUSED.load(Ordering::Relaxed))],
     );
     let e = &crate::browser::egress::COUNTERS;
     metric(

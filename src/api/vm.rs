@@ -219,6 +219,12 @@ pub(super) async fn create(
         }
         warning = t.warning.flatten();
         if let Some(Some(w)) = &t.webhook {
+            if crate::session::webhook::refused_literal(&w.url, cfg.browser.egress()) {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "timeout.webhook.url: the daemon calls public addresses only (server.egress_allow opens ranges)",
+                ));
+            }
             webhook = Some(crate::session::webhook::Webhook {
                 url: w.url.clone(),
                 bearer: w.bearer.clone(),
@@ -261,6 +267,14 @@ pub(super) async fn create(
     }
     let ignored: Vec<String> = ignored.into_iter().collect();
     let actor = auth::actor(&state.keys, &headers).unwrap_or_else(|| format!("api-key:{tenant}"));
+    if let Some(u) = &req.start_url {
+        if crate::session::webhook::refused_literal(u, cfg.browser.egress()) {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "start_url: pages reach public addresses only (server.egress_allow opens ranges)",
+            ));
+        }
+    }
     let launch = LaunchOptions {
         start_url: req.start_url.clone(),
         ..LaunchOptions::default()

@@ -112,6 +112,17 @@ impl std::fmt::Debug for Browser {
     }
 }
 
+impl Drop for Browser {
+    /// A browser dropped while running (its session's start was abandoned) is killed, with
+    /// everything it started.
+    fn drop(&mut self) {
+        if !self.try_exited() {
+            signal_group(self.pid, libc::SIGKILL);
+            signal_pid(self.pid, libc::SIGKILL);
+        }
+    }
+}
+
 /// Sends `sig` to the process group `pgid`.
 #[allow(unsafe_code)]
 pub fn signal_group(pgid: u32, sig: i32) -> bool {

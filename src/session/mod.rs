@@ -10,6 +10,7 @@
 //! daemon that was killed finds the sessions that were running at its next start, stops
 //! their orphaned browsers, and saves their profiles ([`Manager::recover`]).
 
+mod records;
 mod save;
 mod start;
 mod state;
@@ -218,6 +219,11 @@ pub struct Manager {
     retrying: Mutex<std::collections::HashSet<String>>,
     node_id: String,
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    records: records::Records,
+    /// Sessions between their slot's reservation and their start's end.
+    starting: AtomicUsize,
+    /// When the store last answered `/readyz`'s probe, and how.
+    store_probe: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -226,6 +232,11 @@ impl std::fmt::Debug for Manager {
             .field("cfg", &self.cfg)
             .finish_non_exhaustive()
     }
+}
+
+/// Session records rejected since start (forged, tampered, misplaced).
+pub fn records_rejected() -> u64 {
+    records::REJECTED.load(Ordering::Relaxed)
 }
 
 /// This node's id, kept in `<data_dir>/node-id` so a restarted daemon is the same node.
@@ -259,7 +270,11 @@ impl Manager {
         }
         let slots = cfg.max_concurrent_saves.max(1);
         let node_id = node_id(&cfg.data_dir)?;
+        let records = records::Records::open(&cfg.data_dir).map_err(io_at(&cfg.data_dir))?;
         Ok(Arc::new(Manager {
+            records,
+            starting: AtomicUsize::new(0),
+            store_probe: tokio::sync::Mutex::new(None),
             vault,
             cfg,
             sessions: Mutex::new(HashMap::new()),
@@ -373,16 +388,11 @@ impl Manager {
     }
 
     fn record_path(&self, id: &str) -> PathBuf {
-        self.cfg
-            .data_dir
-            .join("sessions")
-            .join(format!("{id}.json"))
+        self.records.path(id)
     }
 
     fn write_record(&self, r: &Record) {
-        let path = self.record_path(&r.id);
-        let body = serde_json::to_vec_pretty(r).expect("record serializes");
-        if let Err(e) = fsutil::write_private_atomic(&path, &body) {
+        if let Err(e) = self.records.write(r) {
             tracing::error!(session = %r.id, error = %e, "cannot write the session record");
         }
     }
@@ -411,10 +421,11 @@ impl Manager {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(Error::ShuttingDown);
         }
-        if self.active_count() >= self.cfg.max_sessions {
-            return Err(Error::TooManySessions(self.cfg.max_sessions));
-        }
         let id = uuid::Uuid::new_v4().to_string();
+        // The slot is reserved atomically before the slow start, and the guard gives
+        // everything back if the start does not finish (an error, or a client that went
+        // away and dropped this future).
+        let mut guard = self.reserve_slot(tenant, &id)?;
         let mut token_bytes = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut token_bytes);
         let admin_token = base64::Engine::encode(
@@ -456,6 +467,7 @@ impl Manager {
                 return Err(Error::ProfileInUse(p.clone()));
             }
             m.insert(k, id.clone());
+            guard.profile = Some(p.clone());
         }
         let cleanup_lock = |this: &Self| {
             if let (Some(p), true) = (&profile_id, save) {
@@ -470,7 +482,10 @@ impl Manager {
                 .acquire_lease(tenant, p, &self.node_id, &id, self.cfg.lease_ttl)
                 .await
             {
-                Ok(Some(l)) => lease = Some(l),
+                Ok(Some(l)) => {
+                    guard.lease = Some(l.clone());
+                    lease = Some(l);
+                }
                 Ok(None) => {
                     cleanup_lock(self);
                     return Err(Error::ProfileInUse(p.clone()));
@@ -481,7 +496,7 @@ impl Manager {
                 }
             }
         }
-        let dir = self.cfg.data_dir.join("browsers").join(&id);
+        let dir = self.records.browser_dir(&id);
         let mut record = Record {
             id: id.clone(),
             tenant: tenant.into(),
@@ -513,6 +528,7 @@ impl Manager {
         record.pid = browser.pid();
         record.state = "running".into();
         self.write_record(&record);
+        guard.armed = false;
         if loaded {
             if let Some(p) = &profile_id {
                 if let Err(e) = self.vault.write_alias(tenant, &id, p).await {
@@ -582,6 +598,42 @@ impl Manager {
         }
         tracing::info!(session = %id, tenant, profile = ?session.profile_id, loaded, save, "session started");
         Ok((session, admin_token))
+    }
+
+    /// Whether the store answers (a LIST), probed at most once per `max_age`: `/readyz` may
+    /// be called by anyone, as often as they like.
+    pub async fn store_reachable(&self, max_age: Duration) -> bool {
+        let mut cache = self.store_probe.lock().await;
+        if let Some((at, ok)) = *cache {
+            if at.elapsed() < max_age {
+                return ok;
+            }
+        }
+        let store = self.vault.store().clone();
+        let ok = tokio::time::timeout(Duration::from_secs(5), store.list("readyz/"))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        *cache = Some((std::time::Instant::now(), ok));
+        ok
+    }
+
+    /// Reserves a session slot for `id` (counted with the running sessions until the start
+    /// finishes), or refuses when every slot is taken.
+    fn reserve_slot(self: &Arc<Self>, tenant: &str, id: &str) -> Result<start::StartGuard, Error> {
+        let sessions = self.sessions.lock().expect("sessions lock");
+        let active = sessions.values().filter(|s| s.is_active()).count();
+        if active + self.starting.load(Ordering::SeqCst) >= self.cfg.max_sessions {
+            return Err(Error::TooManySessions(self.cfg.max_sessions));
+        }
+        self.starting.fetch_add(1, Ordering::SeqCst);
+        Ok(start::StartGuard {
+            manager: self.clone(),
+            tenant: tenant.to_string(),
+            id: id.to_string(),
+            profile: None,
+            lease: None,
+            armed: true,
+        })
     }
 
     /// Ends a session (idempotent): marks it ended now and runs stop + save in the background.

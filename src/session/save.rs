@@ -63,7 +63,7 @@ impl Manager {
         if let Some(hook) = &s.webhook {
             let info = s.info();
             let body = serde_json::json!({"session_id": s.id, "type": "ended", "reason": info.end_reason, "termination_date": info.termination_date, "save": info.save});
-            if let Err(e) = webhook::send(hook, &body).await {
+            if let Err(e) = webhook::send(hook, &body, self.cfg.browser.egress()).await {
                 tracing::warn!(session = %s.id, error = %e, "timeout webhook (ended) not delivered");
             }
         }
@@ -187,7 +187,11 @@ impl Manager {
 
     /// Removes a finished session's directory and record.
     pub(super) fn forget(&self, id: &str, dir: &Path) {
-        let _ = std::fs::remove_dir_all(dir);
+        // Only ever the session's own browser directory (records are checked when read,
+        // and this holds whatever a caller passes).
+        if dir == self.records.browser_dir(id) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         let _ = std::fs::remove_file(self.record_path(id));
     }
 }

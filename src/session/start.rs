@@ -76,3 +76,41 @@ impl Manager {
             .await?)
     }
 }
+
+/// Gives back what a session start took if it does not finish: its slot always; while armed
+/// (the start failed, or its future was dropped because the client went away) also the
+/// profile lock, the lease, the directory and the record. A browser that had started is
+/// killed by its own drop.
+pub(super) struct StartGuard {
+    pub(super) manager: Arc<Manager>,
+    pub(super) tenant: String,
+    pub(super) id: String,
+    pub(super) profile: Option<String>,
+    pub(super) lease: Option<vault::Lease>,
+    pub(super) armed: bool,
+}
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        let m = &self.manager;
+        m.starting.fetch_sub(1, Ordering::SeqCst);
+        if !self.armed {
+            return;
+        }
+        tracing::info!(session = %self.id, "session start abandoned; releasing what it held");
+        if let Some(p) = &self.profile {
+            m.release_profile(&self.tenant, p, &self.id);
+        }
+        let _ = std::fs::remove_dir_all(m.records.browser_dir(&self.id));
+        let _ = std::fs::remove_file(m.records.path(&self.id));
+        m.cfg.browser.cleanup(&self.id);
+        if let Some(l) = self.lease.take() {
+            let vault = m.vault.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = vault.release_lease(&l).await;
+                });
+            }
+        }
+    }
+}

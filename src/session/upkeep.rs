@@ -11,18 +11,11 @@ use super::*;
 impl Manager {
     /// Session records whose save failed (their directories are kept), for `tenant` or all.
     pub fn failed_saves(&self, tenant: Option<&str>) -> Vec<Record> {
-        let dir = self.cfg.data_dir.join("sessions");
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            return Vec::new();
-        };
-        let mut out: Vec<Record> = rd
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path()).ok())
-            .filter_map(|b| serde_json::from_slice::<Record>(&b).ok())
+        self.records
+            .read_all()
+            .into_iter()
             .filter(|r| r.state == "failed" && tenant.is_none_or(|t| r.tenant == t))
-            .collect();
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        out
+            .collect()
     }
 
     /// Retries the failed save of session `id` now. Returns whether it is saved.
@@ -114,9 +107,10 @@ impl Manager {
                     s.warned.store(false, Ordering::SeqCst);
                 } else if at > now && !s.warned.swap(true, Ordering::SeqCst) {
                     let (hook, id) = (hook.clone(), s.id.clone());
+                    let policy = self.cfg.browser.egress().clone();
                     let body = serde_json::json!({"session_id": id, "type": "timeout_warning", "reason": why, "expires_at": at.div_ceil(1000)});
                     tokio::spawn(async move {
-                        if let Err(e) = webhook::send(&hook, &body).await {
+                        if let Err(e) = webhook::send(&hook, &body, &policy).await {
                             tracing::warn!(session = %id, error = %e, "timeout webhook (warning) not delivered");
                         }
                     });
@@ -255,29 +249,7 @@ impl Manager {
     /// saves their profiles. Returns how many were recovered.
     pub async fn recover(self: &Arc<Self>) -> usize {
         self.collect_garbage();
-        let dir = self.cfg.data_dir.join("sessions");
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            return 0;
-        };
-        let mut records = Vec::new();
-        for e in rd.flatten() {
-            let path = e.path();
-            if path.extension().and_then(|x| x.to_str()) != Some("json") {
-                continue;
-            }
-            let bytes = std::fs::read(&path).unwrap_or_default();
-            let key = path.display().to_string();
-            if let Err(e) = crate::vault::check_not_newer("session record", &key, &bytes, 1) {
-                tracing::warn!(error = %e, "session record left alone");
-                continue;
-            }
-            match serde_json::from_slice::<Record>(&bytes).ok() {
-                Some(r) => records.push(r),
-                None => {
-                    tracing::warn!(path = %path.display(), "unreadable session record left alone")
-                }
-            }
-        }
+        let records = self.records.read_all();
         self.recovering.store(records.len(), Ordering::SeqCst);
         let mut n = 0;
         for r in records {

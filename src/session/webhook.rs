@@ -2,9 +2,21 @@
 //! `{session_id, type, ...}` when a timeout is `timeout.warning` seconds away
 //! (`type: "timeout_warning"`) and when the session has ended (`type: "ended"`).
 //! Delivery is best effort (one attempt, 10 s timeout); the bearer token never reaches logs.
+//!
+//! The daemon never calls an internal address for a tenant: a literal non-public host is
+//! refused at `POST /v0/vm` ([`refused_literal`]), and a name is resolved by a resolver that
+//! checks every address against the egress policy at connect time (no DNS rebinding); a
+//! refusal is logged and counted (`pv_webhooks_refused_total`).
 
-use std::sync::OnceLock;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use crate::browser::egress::Policy;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -28,21 +40,61 @@ impl std::fmt::Debug for Webhook {
     }
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector<PolicyResolver>>, Full<Bytes>>;
 
-fn client() -> Option<&'static HttpsClient> {
-    static CLIENT: OnceLock<Option<HttpsClient>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
-                .ok()?
-                .https_or_http()
-                .enable_http1()
-                .build();
-            Some(Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
+/// Webhooks refused since start (an internal destination).
+pub static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// Resolves a webhook's host and lets the connection through only if every address is
+/// allowed by the egress policy.
+#[derive(Clone)]
+struct PolicyResolver(Arc<Policy>);
+
+impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for PolicyResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let policy = self.0.clone();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            if addrs.is_empty() || addrs.iter().any(|a| !policy.allows(a.ip())) {
+                REFUSED.fetch_add(1, Ordering::Relaxed);
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "the webhook's host resolves to an address that is not public",
+                ));
+            }
+            Ok(addrs.into_iter())
         })
-        .as_ref()
+    }
+}
+
+fn client(policy: &Arc<Policy>) -> Option<HttpsClient> {
+    let mut http = HttpConnector::new_with_resolver(PolicyResolver(policy.clone()));
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
+        .ok()?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Some(Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
+}
+
+/// Whether the URL's host is a literal address (or `localhost`) the policy refuses.
+pub fn refused_literal(url: &str, policy: &Policy) -> bool {
+    url.parse::<hyper::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_string))
+        .is_some_and(|h| policy.refuses_literal(&h))
 }
 
 /// Checks a webhook URL given by a client.
@@ -54,8 +106,16 @@ pub fn valid_url(url: &str) -> bool {
 }
 
 /// POSTs `body` to the hook; returns the status or an error text (never containing the token).
-pub async fn send(hook: &Webhook, body: &serde_json::Value) -> Result<u16, String> {
-    let client = client().ok_or("no TLS roots available for webhooks")?;
+pub async fn send(
+    hook: &Webhook,
+    body: &serde_json::Value,
+    policy: &Arc<Policy>,
+) -> Result<u16, String> {
+    if refused_literal(&hook.url, policy) {
+        REFUSED.fetch_add(1, Ordering::Relaxed);
+        return Err("refused: the webhook's host is not a public address".into());
+    }
+    let client = client(policy).ok_or("no TLS roots available for webhooks")?;
     let mut req = hyper::Request::post(&hook.url)
         .header("content-type", "application/json")
         .header("user-agent", "profile-vault");

@@ -1,0 +1,261 @@
+//! The daemon trusts nothing a browser, a tenant or a client can shape: forged session
+//! records, internal addresses given as `start_url` or webhook, clients that go away in the
+//! middle of a start, concurrent starts past the limit, and oversized DevTools messages.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+use crate::common::daemon::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_session_records_are_rejected_and_touch_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut d = Daemon::start(&data, StoreKind::Fs, &[]);
+    // What a forged record names: a directory outside browsers/, and a directory inside it.
+    let victim = dir.path().join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("precious"), b"keep me").unwrap();
+    let inside = data.join("browsers/forged-two");
+    std::fs::create_dir_all(inside.join("Default")).unwrap();
+    std::fs::write(inside.join("Default/Preferences"), b"{}").unwrap();
+    let forged = |id: &str, tenant: &str, dir: &std::path::Path, mac: Option<&str>| {
+        let mut r = json!({"id": id, "tenant": tenant, "profile_id": "stolen", "save": true,
+            "base_generation": null, "dir": dir, "pid": 0, "created_at": 1, "state": "failed"});
+        if let Some(m) = mac {
+            r["mac"] = json!(m);
+        }
+        std::fs::write(data.join(format!("sessions/{id}.json")), r.to_string()).unwrap();
+    };
+    forged("forged-one", "t1", &victim, None);
+    forged("forged-two", "t2", &inside, Some(&"ab".repeat(32)));
+    // A record copied under another name (its id is not its file name).
+    let (st, v) = d
+        .call("POST", "/v0/saves/forged-one/retry", Some(KEY_T1), None)
+        .await;
+    assert_eq!(st, 404, "{v}");
+    let (st, v) = d
+        .call("POST", "/v0/saves/forged-two/retry", Some(KEY_T2), None)
+        .await;
+    assert_eq!(st, 404, "{v}");
+    let (_, v) = d.call("GET", "/v0/saves", Some(KEY_T2), None).await;
+    assert!(!v.to_string().contains("forged"), "{v}");
+    // A restart (recovery reads every record) starts, and touches neither.
+    d.stop();
+    let d = Daemon::start(&data, StoreKind::Fs, &[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        std::fs::read(victim.join("precious")).unwrap(),
+        b"keep me",
+        "a forged record deleted a directory"
+    );
+    assert!(inside.join("Default/Preferences").exists());
+    for key in [KEY_T1, KEY_T2] {
+        let (st, _) = d.call("GET", "/v0/profiles/stolen", Some(key), None).await;
+        assert_eq!(st, 404, "a forged record was saved as a profile");
+    }
+    let (_, ready) = d.call("GET", "/readyz", None, None).await;
+    assert_eq!(ready["ready"], true, "{ready}");
+    let (_, metrics) = http_raw(&d.addr, "GET", "/metrics", None, None).await;
+    let rejected: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("pv_session_records_rejected_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(rejected >= 2, "{metrics}");
+    // The daemon's own records still work: a real session saves and is listed nowhere else.
+    let s = d.create(KEY_T1, json!({"profile": true})).await;
+    let v = d
+        .end_and_wait(KEY_T1, s["session_id"].as_str().unwrap())
+        .await;
+    assert_eq!(v["save"]["state"], "saved", "{v}");
+}
+
+/// A name of this machine that resolves to a non-public address (to show that names are
+/// checked after resolution, not only literals).
+fn internal_name() -> Option<String> {
+    use std::net::ToSocketAddrs;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    [host.trim().to_string(), "localhost.".to_string()]
+        .into_iter()
+        .filter(|h| !h.is_empty())
+        .find(|h| {
+            (h.as_str(), 80u16).to_socket_addrs().is_ok_and(|mut a| {
+                a.next()
+                    .is_some_and(|a| !profile_vault::browser::egress::is_public(a.ip()))
+            })
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_addresses_are_refused_as_start_url_and_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
+    // A hook on an internal address that counts what reaches it.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let h = h.clone();
+        async move {
+            h.fetch_add(1, Ordering::SeqCst);
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    for body in [
+        json!({"start_url": format!("http://127.0.0.1:{port}/")}),
+        json!({"start_url": "http://169.254.169.254/latest/meta-data/"}),
+        json!({"start_url": "http://[::1]:9222/json"}),
+        json!({"timeout": {"inactive": 60, "webhook": {"url": format!("http://127.0.0.1:{port}/hook"), "bearer": "x"}}}),
+        json!({"timeout": {"inactive": 60, "webhook": {"url": "http://10.1.2.3/hook"}}}),
+        json!({"timeout": {"inactive": 60, "webhook": {"url": format!("http://localhost:{port}/hook")}}}),
+    ] {
+        let (st, v) = d.post_vm(KEY_T1, body.clone()).await;
+        assert_eq!(
+            (st, v["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{body}: {v}"
+        );
+    }
+    let (_, list) = d.call("GET", "/v0/vm", Some(KEY_T1), None).await;
+    assert_eq!(list.to_string().matches("session_id").count(), 0, "{list}");
+    // A name that resolves inside is refused when the daemon connects.
+    if let Some(name) = internal_name() {
+        let s = d
+            .create(
+                KEY_T1,
+                json!({"timeout": {"inactive": 60, "webhook": {"url": format!("http://{name}:{port}/hook")}}}),
+            )
+            .await;
+        d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap())
+            .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (_, metrics) = http_raw(&d.addr, "GET", "/metrics", None, None).await;
+        assert!(metrics.contains("pv_webhooks_refused_total 1"), "{metrics}");
+    } else {
+        eprintln!("no name of this machine resolves to an internal address; name check not run");
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the daemon called an internal address"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_hold_their_limit_and_a_client_that_leaves_takes_nothing_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[server]\nmax_sessions = 1\n").unwrap();
+    let d = Daemon::start(
+        &data,
+        StoreKind::Fs,
+        &[("PV_CONFIG", cfg.to_str().unwrap())],
+    );
+    // Three concurrent starts with room for one.
+    let answers =
+        futures_util::future::join_all((0..3).map(|_| d.post_vm(KEY_T1, json!({"profile": true}))))
+            .await;
+    let ok: Vec<&Value> = answers
+        .iter()
+        .filter(|(st, _)| *st == 200)
+        .map(|(_, v)| v)
+        .collect();
+    let full = answers.iter().filter(|(st, _)| *st == 429).count();
+    assert_eq!((ok.len(), full), (1, 2), "{answers:?}");
+    d.end_and_wait(KEY_T1, ok[0]["session_id"].as_str().unwrap())
+        .await;
+    // A client that goes away in the middle of a start (a load with a restore, then the
+    // browser's launch) leaves no browser, directory, record, lock or slot behind.
+    let s = d.create(KEY_T1, json!({"profile": true})).await;
+    let profile = s["session_id"].as_str().unwrap().to_string();
+    d.end_and_wait(KEY_T1, &profile).await;
+    for delay in [50u64, 250, 500] {
+        let mut sock = tokio::net::TcpStream::connect(&d.addr).await.unwrap();
+        let body = json!({"profile": {"load": profile, "save": true}}).to_string();
+        let req = format!(
+            "POST /v0/vm HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY_T1}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            d.addr,
+            body.len()
+        );
+        sock.write_all(req.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        drop(sock);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (_, list) = d.call("GET", "/v0/vm", Some(KEY_T1), None).await;
+        // Either the start was abandoned (nothing left) or it had finished: end that one.
+        for s in list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(list["sessions"].as_array().into_iter().flatten())
+        {
+            if let Some(id) = s["session_id"].as_str() {
+                d.end_and_wait(KEY_T1, id).await;
+            }
+        }
+        let left = |sub: &str| std::fs::read_dir(data.join(sub)).map_or(0, |r| r.count());
+        assert_eq!(
+            (left("run"), left("browsers"), left("sessions")),
+            (0, 0, 0),
+            "after a client left at {delay} ms"
+        );
+        // The slot and the profile are free again.
+        let again = d
+            .create(KEY_T1, json!({"profile": {"load": profile, "save": true}}))
+            .await;
+        d.end_and_wait(KEY_T1, again["session_id"].as_str().unwrap())
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_devtools_messages_are_refused_without_holding_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
+    let s = d.create(KEY_T1, json!({})).await;
+    let url = s["cdp_url"].as_str().unwrap().to_string();
+    let pid = d.child.as_ref().unwrap().id();
+    let big = format!(
+        r#"{{"id":1,"method":"Runtime.evaluate","params":{{"expression":"'{}'"}}}}"#,
+        "x".repeat(150 << 20)
+    );
+    for _ in 0..2 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let _ = ws
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                big.clone().into(),
+            ))
+            .await;
+        // The daemon closes the socket rather than answering.
+        let next = tokio::time::timeout(Duration::from_secs(30), ws.next()).await;
+        let answered = matches!(
+            next,
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_))))
+        );
+        assert!(!answered, "a 150 MiB message was relayed");
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(
+        peak_kib < 200 * 1024,
+        "the daemon's memory peaked at {} MiB",
+        peak_kib / 1024
+    );
+    // The session still answers a client of normal size.
+    let mut cdp = Cdp::connect(&url).await;
+    assert_eq!(cdp.eval("6 * 7").await, json!(42));
+    cdp.close().await;
+}
