@@ -38,36 +38,13 @@ impl Cdp {
         mux: &Arc<crate::browser::mux::Mux>,
         timeout: Duration,
     ) -> Result<(Cdp, Events), String> {
-        let mut link = mux
+        let link = mux
             .connect()
             .await
             .map_err(|e| format!("cannot reach the browser: {e}"))?;
-        let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
+        let (out, mut in_rx, _pump) = link.into_channels();
         let (ev_tx, events) = mpsc::unbounded_channel();
-        let (in_tx, mut in_rx) = mpsc::unbounded_channel::<String>();
         let pending: Pending = Arc::default();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    m = out_rx.recv() => match m {
-                        Some(m) => {
-                            if link.send(&m).is_err() {
-                                break;
-                            }
-                        }
-                        None => break,
-                    },
-                    m = link.recv() => match m {
-                        Some(m) => {
-                            if in_tx.send(m).is_err() {
-                                break;
-                            }
-                        }
-                        None => break,
-                    },
-                }
-            }
-        });
         let p = pending.clone();
         tokio::spawn(async move {
             while let Some(t) = in_rx.recv().await {

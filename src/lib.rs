@@ -11,6 +11,8 @@
 //! - [`profile`]: archives (pack, validate, unpack) and the versioned object format;
 //! - [`store`]: the [`Store`] trait with filesystem and S3 backends and their conformance suite;
 //! - [`vault`]: generations, head records, save/restore/verify/rollback/delete/rekey;
+//! - [`browser`]: the browser runtime: each Chromium in a sandbox of its own (bubblewrap,
+//!   egress proxy, cgroup limits) and the one DevTools pipe everything talks to it through;
 //! - [`session`]: browser sessions; [`api`]: the HTTP API; [`cluster`]: nodes on one store
 //!   answering as one service;
 //! - [`config`]: the TOML config and `PV_*` environment;

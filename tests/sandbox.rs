@@ -20,19 +20,8 @@ struct Internal {
 }
 
 async fn internal() -> Internal {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
-    let app = axum::Router::new().fallback(move || {
-        let h = h.clone();
-        async move {
-            h.fetch_add(1, Ordering::SeqCst);
-            "AKIA-fake-credentials"
-        }
-    });
     // Not in the test daemons' egress allow-list (127.0.0.2/32).
-    let listener = tokio::net::TcpListener::bind("127.0.0.3:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (addr, hits) = counting_server("127.0.0.3:0", "AKIA-fake-credentials").await;
     Internal { addr, hits }
 }
 

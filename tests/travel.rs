@@ -193,12 +193,7 @@ async fn storage_state_goes_out_to_playwright_and_comes_back_in() {
     d.end_and_wait(KEY_T1, &id).await;
 
     // The contents report names what generation 1 holds, never values.
-    let host = site
-        .trim_start_matches("http://")
-        .split(':')
-        .next()
-        .unwrap()
-        .to_string();
+    let host = site_host(&site);
     let p = d.wait_saved(KEY_T1, &id, 60).await;
     let c = &p["contents"];
     assert_eq!(
@@ -335,12 +330,7 @@ async fn storage_state_goes_out_to_playwright_and_comes_back_in() {
     );
 
     // Import: a Playwright state becomes generation 1 of a new profile...
-    let host = site
-        .trim_start_matches("http://")
-        .split(':')
-        .next()
-        .unwrap()
-        .to_string();
+    let host = site_host(&site);
     let imported = json!({
         "cookies": [
             {"name": "pv_session", "value": "IMP", "domain": host, "path": "/", "expires": -1,

@@ -2,8 +2,7 @@
 //! records, internal addresses given as `start_url` or webhook, clients that go away in the
 //! middle of a start, concurrent starts past the limit, and oversized DevTools messages.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -97,18 +96,8 @@ async fn internal_addresses_are_refused_as_start_url_and_webhook() {
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
     // A hook on an internal address that counts what reaches it.
-    let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
-    let app = axum::Router::new().fallback(move || {
-        let h = h.clone();
-        async move {
-            h.fetch_add(1, Ordering::SeqCst);
-            "ok"
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (addr, hits) = counting_server("127.0.0.1:0", "ok").await;
+    let port = addr.rsplit(':').next().unwrap().to_string();
     for body in [
         json!({"start_url": format!("http://127.0.0.1:{port}/")}),
         json!({"start_url": "http://169.254.169.254/latest/meta-data/"}),

@@ -498,6 +498,39 @@ impl Conn {
         );
     }
 
+    /// Hands the connection to a task of its own: send commands on the first channel, read
+    /// answers and events on the second. The task ends (and the client detaches) when either
+    /// side closes; abort the handle to end it sooner.
+    pub fn into_channels(
+        mut self,
+    ) -> (
+        mpsc::UnboundedSender<String>,
+        mpsc::UnboundedReceiver<String>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
+        let (in_tx, in_rx) = mpsc::unbounded_channel::<String>();
+        let pump = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    m = out_rx.recv() => match m {
+                        Some(m) if self.send(&m).is_ok() => {}
+                        _ => break,
+                    },
+                    m = self.recv() => match m {
+                        Some(m) => {
+                            if in_tx.send(m).is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                }
+            }
+        });
+        (out, in_rx, pump)
+    }
+
     /// Receives the next message, counting it as read.
     pub async fn recv(&mut self) -> Option<String> {
         let m = self.rx.recv().await?;

@@ -159,19 +159,20 @@ async fn round(d: &BenchDaemon, profile: &str) -> anyhow::Result<(f64, f64)> {
     let _ = ws.close(None).await;
     let id = vm["session_id"].as_str().unwrap_or_default().to_string();
     let t = Instant::now();
-    let (st, ended) = http(
-        &d.addr,
-        "DELETE",
-        &format!("/v0/vm/{id}?wait=true"),
-        &d.token,
-        "",
-    )
-    .await?;
+    let ended = end(d, &id).await?;
     anyhow::ensure!(
-        st == 200 && ended["save"]["state"] == "saved",
-        "DELETE answered {st}: {ended}"
+        ended["save"]["state"] == "saved",
+        "DELETE did not save: {ended}"
     );
     Ok((start, t.elapsed().as_secs_f64()))
+}
+
+/// `DELETE /v0/vm/{id}?wait=true`: the session's final view.
+async fn end(d: &BenchDaemon, id: &str) -> anyhow::Result<serde_json::Value> {
+    let path = format!("/v0/vm/{id}?wait=true");
+    let (st, ended) = http(&d.addr, "DELETE", &path, &d.token, "").await?;
+    anyhow::ensure!(st == 200, "DELETE answered {st}: {ended}");
+    Ok(ended)
 }
 
 /// Starts `n` idle sessions (about:blank), lets them settle, and returns the PSS of their
@@ -192,14 +193,7 @@ async fn idle_memory(d: &BenchDaemon, data: &Path, n: usize) -> anyhow::Result<f
         kib += tree_pss_kib(pid);
     }
     for id in &ids {
-        let _ = http(
-            &d.addr,
-            "DELETE",
-            &format!("/v0/vm/{id}?wait=true"),
-            &d.token,
-            "",
-        )
-        .await?;
+        end(d, id).await?;
     }
     Ok(kib as f64 / 1024.0)
 }

@@ -212,12 +212,13 @@ impl Hub {
     }
 
     async fn start(&self) -> Result<Arc<Conn>, String> {
-        let mut link = self
+        let link = self
             .cdp
             .connect()
             .await
             .map_err(|e| format!("cannot reach the session's browser: {e}"))?;
-        let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
+        // One task owns the pipe client: commands go out, answers and events come in.
+        let (out, mut in_rx, pump) = link.into_channels();
         let conn = Arc::new(Conn {
             out,
             pending: Mutex::new(HashMap::new()),
@@ -227,30 +228,7 @@ impl Hub {
             pages: Mutex::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
         });
-        let (in_tx, mut in_rx) = mpsc::unbounded_channel::<String>();
-        // One task owns the pipe client: commands go out, answers and events come in.
-        let writer = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    m = out_rx.recv() => match m {
-                        Some(m) => {
-                            if link.send(&m).is_err() {
-                                break;
-                            }
-                        }
-                        None => break,
-                    },
-                    m = link.recv() => match m {
-                        Some(m) => {
-                            if in_tx.send(m).is_err() {
-                                break;
-                            }
-                        }
-                        None => break,
-                    },
-                }
-            }
-        });
+        let writer = pump;
         let weak = Arc::downgrade(&conn);
         let hub = self.me.clone();
         let reader = tokio::spawn(async move {

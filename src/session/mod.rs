@@ -509,7 +509,9 @@ impl Manager {
             state: "starting".into(),
             identity: pinned.overridden_by(&req.identity),
         };
-        let started = self.start_browser(tenant, &req, &record, loaded).await;
+        let started = self
+            .start_browser(tenant, &req, &record, loaded, &mut guard)
+            .await;
         let browser = match started {
             Ok(b) => b,
             Err(e) => {
@@ -633,6 +635,7 @@ impl Manager {
             profile: None,
             lease: None,
             armed: true,
+            restore: None,
         })
     }
 

@@ -22,6 +22,7 @@ impl Manager {
         req: &CreateSession,
         record: &Record,
         loaded: bool,
+        guard: &mut StartGuard,
     ) -> Result<crate::browser::Browser, Error> {
         self.write_record(record);
         let dir = &record.dir;
@@ -32,14 +33,33 @@ impl Manager {
                 .expect("loaded sessions have a profile");
             let t = std::time::Instant::now();
             let vault = self.vault.with_actor(&req.actor);
-            let restore = vault.restore(
-                tenant,
-                profile,
+            // A task of its own, so that an abandoned start (or a timeout) can wait for the
+            // restore's blocking work to end before it removes what the restore wrote.
+            let (tn, p, g, d) = (
+                tenant.to_string(),
+                profile.to_string(),
                 record.base_generation,
-                dir,
-                Arc::new(NoProgress) as Arc<dyn Progress>,
+                dir.clone(),
             );
-            match tokio::time::timeout(self.cfg.restore_deadline, restore).await {
+            let restore = tokio::spawn(async move {
+                vault
+                    .restore(&tn, &p, g, &d, Arc::new(NoProgress) as Arc<dyn Progress>)
+                    .await
+            });
+            let done = guard.restore.insert(restore);
+            let finished = tokio::time::timeout(self.cfg.restore_deadline, done).await;
+            if finished.is_ok() {
+                guard.restore = None;
+            }
+            let finished = finished.map(|r| {
+                r.unwrap_or_else(|e| {
+                    Err(vault::Error::Io {
+                        path: dir.clone(),
+                        source: std::io::Error::other(e),
+                    })
+                })
+            });
+            match finished {
                 Ok(Ok(_)) => {
                     self.counters.restores_ok.fetch_add(1, Ordering::Relaxed);
                     self.counters
@@ -88,6 +108,8 @@ pub(super) struct StartGuard {
     pub(super) profile: Option<String>,
     pub(super) lease: Option<vault::Lease>,
     pub(super) armed: bool,
+    /// A restore still running (its blocking work outlives a dropped future).
+    pub(super) restore: Option<tokio::task::JoinHandle<Result<vault::RestoreReport, vault::Error>>>,
 }
 
 impl Drop for StartGuard {
@@ -101,15 +123,26 @@ impl Drop for StartGuard {
         if let Some(p) = &self.profile {
             m.release_profile(&self.tenant, p, &self.id);
         }
-        let _ = std::fs::remove_dir_all(m.records.browser_dir(&self.id));
         let _ = std::fs::remove_file(m.records.path(&self.id));
         m.cfg.browser.cleanup(&self.id);
-        if let Some(l) = self.lease.take() {
-            let vault = m.vault.clone();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = vault.release_lease(&l).await;
-                });
+        let dir = m.records.browser_dir(&self.id);
+        let (restore, lease, vault) = (self.restore.take(), self.lease.take(), m.vault.clone());
+        let cleanup = async move {
+            // What a restore still running writes is removed once it has ended.
+            if let Some(r) = restore {
+                let _ = r.await;
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            if let Some(l) = lease {
+                let _ = vault.release_lease(&l).await;
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(cleanup);
+            }
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(m.records.browser_dir(&self.id));
             }
         }
     }

@@ -487,3 +487,33 @@ pub const READ_STATE: &str = r#"(async () => {
   });
   return JSON.stringify({cookie: document.cookie, ls: localStorage.getItem("pv_ls"), idb});
 })()"#;
+
+/// An HTTP service on `bind` that answers every request with `body` and counts them (what a
+/// browser or the daemon must never reach: an internal service, a metadata endpoint).
+pub async fn counting_server(
+    bind: &str,
+    body: &'static str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let h = h.clone();
+        async move {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            body
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, hits)
+}
+
+/// The host of a test site's URL (`http://127.0.0.2:PORT` -> `127.0.0.2`).
+pub fn site_host(site: &str) -> String {
+    site.trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string()
+}
