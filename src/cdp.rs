@@ -1,6 +1,6 @@
-//! A minimal DevTools Protocol client for the short-lived browsers the daemon drives itself
-//! (storageState import and export): commands with replies, and events on a channel, over a
-//! client connection of the browser's DevTools pipe ([`crate::browser::mux`]).
+//! The daemon's own DevTools Protocol client (the live view's hub and the storageState
+//! browsers): commands with replies, and events on a channel, over a client connection of
+//! the browser's DevTools pipe ([`crate::browser::mux`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,5 +106,15 @@ impl Cdp {
                 Err(format!("{method}: no answer within {:?}", self.timeout))
             }
         }
+    }
+
+    /// Sends `method` without waiting for its answer (acknowledgements).
+    pub fn notify(&self, session: Option<&str>, method: &str, params: Value) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut msg = json!({"id": id, "method": method, "params": params});
+        if let Some(s) = session {
+            msg["sessionId"] = json!(s);
+        }
+        let _ = self.out.send(msg.to_string());
     }
 }

@@ -83,6 +83,8 @@ pub struct ServerConfig {
     pub api_keys_file: Option<PathBuf>,
     /// Most concurrent sessions.
     pub max_sessions: usize,
+    /// Most concurrent sessions of one tenant (0: only `max_sessions`).
+    pub max_sessions_per_tenant: usize,
     /// Default inactivity timeout in seconds (0: none).
     pub inactive_timeout: u64,
     /// Default absolute timeout in seconds (0: none).
@@ -153,6 +155,8 @@ pub struct ServerConfig {
     pub sandbox_pids: u64,
     /// CPU limit of one browser, in cores.
     pub sandbox_cpus: f64,
+    /// Disk quota of one browser (its profile and downloads), MiB; 0: none.
+    pub sandbox_disk_mb: u64,
     /// First uid of the browsers' uid range when the daemon runs as root (one uid per
     /// browser, `max_sessions` + 16 of them).
     pub sandbox_uid_base: u32,
@@ -186,6 +190,7 @@ impl ServerConfig {
                 memory_mb: self.sandbox_memory_mb,
                 pids: self.sandbox_pids,
                 cpus: self.sandbox_cpus,
+                disk_mb: self.sandbox_disk_mb,
             },
             uid_base: self.sandbox_uid_base,
             uid_count: u32::try_from(self.max_sessions + 16).unwrap_or(u32::MAX),
@@ -237,9 +242,10 @@ impl Default for ServerConfig {
             chromium: None,
             api_keys_file: None,
             max_sessions: 8,
+            max_sessions_per_tenant: 0,
             inactive_timeout: 1200,
             absolute_timeout: 0,
-            max_session_secs: 0,
+            max_session_secs: 86_400,
             allow_older_browser: false,
             store_max_value_bytes: 16 * 1024,
             store_max_keys: 256,
@@ -268,6 +274,7 @@ impl Default for ServerConfig {
             sandbox_memory_mb: 2048,
             sandbox_pids: 1024,
             sandbox_cpus: 1.0,
+            sandbox_disk_mb: 4096,
             sandbox_uid_base: 1_800_000,
             sandbox_require_cgroups: true,
         }

@@ -236,3 +236,38 @@ fn systemd_unit_verifies() {
         "systemd-analyze verify: {text}"
     );
 }
+
+#[test]
+fn the_balancer_logs_no_query_strings() {
+    // cdp_url and embed_url carry tokens in their query: nginx's default log line ("$request")
+    // would write them to disk.
+    let conf = std::fs::read_to_string(root().join("deploy/nginx/profile-vault.conf")).unwrap();
+    let format = conf
+        .split("log_format profile_vault")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .expect("a log_format of its own");
+    for leak in [
+        "$request ",
+        "$request\"",
+        "$request_uri",
+        "$args",
+        "$query_string",
+        "$arg_",
+    ] {
+        assert!(!format.contains(leak), "the log format contains {leak}");
+    }
+    assert!(format.contains("$uri"), "{format}");
+    let access: Vec<&str> = conf
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("access_log"))
+        .collect();
+    assert!(!access.is_empty(), "an access_log line");
+    for l in access {
+        assert!(
+            l.ends_with("profile_vault;") || l == "access_log off;",
+            "{l}"
+        );
+    }
+}

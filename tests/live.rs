@@ -421,6 +421,28 @@ async fn a_person_uses_the_session_through_embed_url() {
         .call("GET", &format!("/v0/vm/{id}/users"), Some(&admin), None)
         .await;
     assert_eq!(users["users"].as_array().unwrap().len(), 1, "{users}");
+    // Its token is revoked: the page (or anyone holding the URL) cannot come back with it.
+    let b_token = minted["embed_url"]
+        .as_str()
+        .unwrap()
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let (st, _) = d
+        .call(
+            "GET",
+            &format!("/v0/vm/{id}/embed?token={b_token}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(st, 401, "a removed viewer's token still opens the view");
+    let socket = format!("ws://{}/v0/vm/{id}/embed/socket?token={b_token}", d.addr);
+    assert!(
+        tokio_tungstenite::connect_async(socket).await.is_err(),
+        "a removed viewer's token still opens the socket"
+    );
 
     // window.open moves the view to the new tab.
     v.ask(json!({"cmd": "click", "name": "a", "x": 400, "y": 90}))

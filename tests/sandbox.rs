@@ -1,7 +1,7 @@
 //! Escape probes against the browser sandbox, each played as the real actor: a tenant over
 //! `cdp_url`, an end user through the live-view socket only, page JavaScript, and another
-//! tenant beside them. Every probe must be held. Then a page that eats memory and one that
-//! spawns threads without end: each ends its own session only.
+//! tenant beside them. Every probe must be held. Then a page that eats memory, one that
+//! spawns threads without end and one that fills the disk: each ends its own session only.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -310,12 +310,12 @@ async fn no_tenant_viewer_or_page_reaches_outside_its_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_page_that_eats_memory_or_threads_ends_only_its_own_session() {
+async fn a_page_that_eats_memory_threads_or_disk_ends_only_its_own_session() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
-        "[server]\nsandbox_memory_mb = 700\nsandbox_pids = 600\n",
+        "[server]\nsandbox_memory_mb = 700\nsandbox_pids = 600\nsandbox_disk_mb = 48\n",
     )
     .unwrap();
     let d = Daemon::start(
@@ -336,11 +336,23 @@ async fn a_page_that_eats_memory_or_threads_ends_only_its_own_session() {
             "threads",
             "(() => { const src = URL.createObjectURL(new Blob(['setInterval(() => {}, 100000)'])); window.__w = []; for (let i = 0; i < 2000; i++) { try { window.__w.push(new Worker(src)); } catch (e) { break; } } return 1; })()",
         ),
+        (
+            "disk",
+            "(() => { const a = document.createElement('a'); a.href = URL.createObjectURL(new Blob([new Uint8Array(96 << 20).fill(1)])); a.download = 'big.bin'; document.body.appendChild(a); a.click(); return 1; })()",
+        ),
     ] {
         let s = d.create(KEY_T1, json!({"profile": true})).await;
         let id = s["session_id"].as_str().unwrap().to_string();
         let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
         cdp.goto(&format!("{site}/{what}")).await;
+        if what == "disk" {
+            // Downloads go to the session's own home (whatever path a tenant asks for).
+            cdp.send(
+                "Browser.setDownloadBehavior",
+                json!({"behavior": "allow", "downloadPath": "/home/browser/Downloads"}),
+            )
+            .await;
+        }
         let _ = cdp
             .raw(
                 "Runtime.evaluate",

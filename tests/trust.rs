@@ -248,3 +248,46 @@ async fn oversized_devtools_messages_are_refused_without_holding_memory() {
     assert_eq!(cdp.eval("6 * 7").await, json!(42));
     cdp.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_has_a_cap_of_its_own_and_no_session_lives_for_ever() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nmax_sessions = 3\nmax_sessions_per_tenant = 1\n",
+    )
+    .unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        StoreKind::Fs,
+        &[("PV_CONFIG", cfg.to_str().unwrap())],
+    );
+    // No timeout at all: the default lifetime (a day) still ends it.
+    let a = d
+        .create(
+            KEY_T1,
+            json!({"timeout": {"absolute": null, "inactive": null}}),
+        )
+        .await;
+    let expires = a["expires_at"].as_u64().expect("a session that never ends");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(expires > now && expires <= now + 86_400 + 5, "{a}");
+    let (st, v) = d.post_vm(KEY_T1, json!({})).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (429, Some("too_many_sessions")),
+        "{v}"
+    );
+    let b = d.create(KEY_T2, json!({})).await;
+    for (key, s) in [(KEY_T1, &a), (KEY_T2, &b)] {
+        d.end_and_wait(key, s["session_id"].as_str().unwrap()).await;
+    }
+    // Its slot is its own again once it ended.
+    let c = d.create(KEY_T1, json!({})).await;
+    d.end_and_wait(KEY_T1, c["session_id"].as_str().unwrap())
+        .await;
+}

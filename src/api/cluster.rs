@@ -331,10 +331,16 @@ fn cdp_version(state: &AppState, req: &Request, record: &SessionRecord) -> Respo
         .public_url
         .replacen("http://", "ws://", 1)
         .replacen("https://", "wss://", 1);
+    // As on the owner: only the session's admin token is echoed, never an API key.
+    let query = if state.keys.tenant_of(&token).is_none() && record.admin_token_matches(&token) {
+        format!("?token={token}")
+    } else {
+        String::new()
+    };
     Json(serde_json::json!({
         "Browser": "Chromium (profile-vault proxy)",
         "Protocol-Version": "1.3",
-        "webSocketDebuggerUrl": format!("{ws_base}/v0/vm/{}/cdp?token={token}", record.session_id),
+        "webSocketDebuggerUrl": format!("{ws_base}/v0/vm/{}/cdp{query}", record.session_id),
     }))
     .into_response()
 }

@@ -126,10 +126,11 @@ pub(super) async fn socket(
     }
     let ws = ws.map_err(super::cdp::upgrade_error)?;
     let max = s.live.config().max_message;
+    let token = q.token.clone().unwrap_or_default();
     Ok(ws
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| viewer(s, roles, socket)))
+        .on_upgrade(move |socket| viewer(s, roles, token, socket)))
 }
 
 async fn close(
@@ -156,10 +157,10 @@ fn hello(s: &Session, user: &crate::live::User) -> Value {
 
 /// One viewer's socket: frames and tab changes out, input in, until it leaves, is kicked,
 /// misbehaves, or the session ends.
-async fn viewer(s: Arc<Session>, roles: BTreeSet<Role>, socket: WebSocket) {
+async fn viewer(s: Arc<Session>, roles: BTreeSet<Role>, token: String, socket: WebSocket) {
     let live = &s.live;
     let (mut tx, mut rx) = socket.split();
-    let (user, mut notices) = match live.join(roles) {
+    let (user, mut notices) = match live.join(&token, roles) {
         Ok(u) => u,
         Err(e) => return close(&mut tx, 4008, &e.to_string()).await,
     };
@@ -244,12 +245,12 @@ async fn viewer(s: Arc<Session>, roles: BTreeSet<Role>, socket: WebSocket) {
                 Some(Notice::Cursor { user_id, x, y }) => {
                     ok = tx.send(text(json!({"t": "cursor", "user_id": user_id, "x": x, "y": y}))).await.is_ok();
                 }
-                Some(Notice::Kicked) => {
-                    let _ = tx.send(text(json!({"t": "ended", "reason": "kicked"}))).await;
-                    close(&mut tx, 4010, "removed from the session").await;
-                    break;
-                }
             },
+            () = user.removed() => {
+                let _ = tx.send(text(json!({"t": "ended", "reason": "kicked"}))).await;
+                close(&mut tx, 4010, "removed from the session").await;
+                break;
+            }
             m = rx.next() => {
                 let t = match m {
                     Some(Ok(Message::Text(t))) => t,

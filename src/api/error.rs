@@ -69,7 +69,7 @@ impl From<session::Error> for ApiError {
                 "shutting_down",
                 e.to_string(),
             ),
-            E::TooManySessions(_) => Self::new(
+            E::TooManySessions(_) | E::TenantLimit(_) => Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_sessions",
                 e.to_string(),

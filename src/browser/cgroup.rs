@@ -21,6 +21,9 @@ pub struct Limits {
     pub pids: u64,
     /// CPU, in cores (1.0 = one core).
     pub cpus: f64,
+    /// Disk: the profile directory and the home (downloads) together, in MiB (0: none).
+    /// Not a cgroup limit: the session manager measures it (`Runtime::disk_used`).
+    pub disk_mb: u64,
 }
 
 impl Default for Limits {
@@ -29,6 +32,7 @@ impl Default for Limits {
             memory_mb: 2048,
             pids: 1024,
             cpus: 1.0,
+            disk_mb: 4096,
         }
     }
 }

@@ -154,6 +154,37 @@ impl Runtime {
         &self.settings.egress
     }
 
+    /// The disk quota of one browser (its profile directory and home together), if any.
+    pub fn disk_limit(&self) -> Option<u64> {
+        (!self.unsandboxed() && self.settings.limits.disk_mb > 0)
+            .then_some(self.settings.limits.disk_mb << 20)
+    }
+
+    /// Bytes the browser `name` on `user_data_dir` occupies on disk (profile and home),
+    /// counted up to a little past `limit` only. Blocking: a directory walk.
+    pub fn disk_used(&self, name: &str, user_data_dir: &Path, limit: u64) -> u64 {
+        let home = self.settings.run_dir.join(name).join("home");
+        let mut used = 0;
+        for root in [user_data_dir, home.as_path()] {
+            let mut stack = vec![root.to_path_buf()];
+            while let Some(dir) = stack.pop() {
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let Ok(m) = std::fs::symlink_metadata(e.path()) else {
+                        continue;
+                    };
+                    if m.is_dir() {
+                        stack.push(e.path());
+                    }
+                    used += std::os::unix::fs::MetadataExt::blocks(&m) * 512;
+                    if used > limit {
+                        return used;
+                    }
+                }
+            }
+        }
+        used
+    }
+
     /// Removes what a browser of a previous daemon left (its run directory and cgroup).
     pub fn cleanup(&self, name: &str) {
         let _ = std::fs::remove_dir_all(self.settings.run_dir.join(name));

@@ -155,6 +155,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             browser,
             data_dir: ctx.cfg.data_dir.clone(),
             max_sessions: s.max_sessions,
+            max_sessions_per_tenant: s.max_sessions_per_tenant,
             inactive_timeout: secs(s.inactive_timeout),
             absolute_timeout: secs(s.absolute_timeout),
             max_session_secs: secs(s.max_session_secs),

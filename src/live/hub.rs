@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
 /// One screencast frame.
 #[derive(Debug)]
@@ -39,13 +39,9 @@ pub struct Tab {
     pub active: bool,
 }
 
-type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>;
-
 /// The running DevTools connection.
 struct Conn {
-    out: mpsc::UnboundedSender<String>,
-    pending: Pending,
-    next: AtomicU64,
+    cdp: crate::cdp::Cdp,
     /// target id -> flat session id.
     attached: Mutex<HashMap<String, String>>,
     /// (target, session) shown now.
@@ -70,34 +66,12 @@ impl Conn {
         method: &str,
         params: Value,
     ) -> Result<Value, String> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut msg = json!({"id": id, "method": method, "params": params});
-        if let Some(s) = session {
-            msg["sessionId"] = json!(s);
-        }
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().expect("pending").insert(id, tx);
-        self.out
-            .send(msg.to_string())
-            .map_err(|_| "the browser connection is closed".to_string())?;
-        match tokio::time::timeout(Duration::from_secs(15), rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("the browser connection is closed".into()),
-            Err(_) => {
-                self.pending.lock().expect("pending").remove(&id);
-                Err(format!("{method}: no answer from the browser"))
-            }
-        }
+        self.cdp.call(session, method, params).await
     }
 
     /// Sends without waiting for the answer (acks).
     fn notify(&self, session: Option<&str>, method: &str, params: Value) {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut msg = json!({"id": id, "method": method, "params": params});
-        if let Some(s) = session {
-            msg["sessionId"] = json!(s);
-        }
-        let _ = self.out.send(msg.to_string());
+        self.cdp.notify(session, method, params);
     }
 
     fn active_session(&self) -> Option<(String, String)> {
@@ -212,51 +186,27 @@ impl Hub {
     }
 
     async fn start(&self) -> Result<Arc<Conn>, String> {
-        let link = self
-            .cdp
-            .connect()
+        let (cdp, mut events) = crate::cdp::Cdp::connect(&self.cdp, Duration::from_secs(15))
             .await
             .map_err(|e| format!("cannot reach the session's browser: {e}"))?;
-        // One task owns the pipe client: commands go out, answers and events come in.
-        let (out, mut in_rx, pump) = link.into_channels();
         let conn = Arc::new(Conn {
-            out,
-            pending: Mutex::new(HashMap::new()),
-            next: AtomicU64::new(1),
+            cdp,
             attached: Mutex::new(HashMap::new()),
             active: Mutex::new(None),
             pages: Mutex::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
         });
-        let writer = pump;
         let weak = Arc::downgrade(&conn);
         let hub = self.me.clone();
         let reader = tokio::spawn(async move {
-            while let Some(t) = in_rx.recv().await {
-                let Ok(v) = serde_json::from_str::<Value>(&t) else {
-                    continue;
-                };
+            while let Some(v) = events.recv().await {
                 let (Some(conn), Some(hub)) = (weak.upgrade(), hub.upgrade()) else {
                     break;
                 };
-                if let Some(id) = v["id"].as_u64() {
-                    if let Some(tx) = conn.pending.lock().expect("pending").remove(&id) {
-                        let r = if v.get("error").is_some() {
-                            Err(v["error"]["message"]
-                                .as_str()
-                                .unwrap_or("CDP error")
-                                .to_string())
-                        } else {
-                            Ok(v["result"].clone())
-                        };
-                        let _ = tx.send(r);
-                    }
-                    continue;
-                }
                 hub.event(&conn, &v);
             }
         });
-        conn.tasks.lock().expect("tasks").extend([writer, reader]);
+        conn.tasks.lock().expect("tasks").push(reader);
         conn.call(None, "Target.setDiscoverTargets", json!({"discover": true}))
             .await?;
         let targets = conn.call(None, "Target.getTargets", json!({})).await?;

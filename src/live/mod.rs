@@ -74,8 +74,6 @@ pub enum Notice {
         /// Remote CSS px.
         y: f64,
     },
-    /// Removed by `DELETE <base_url>/users/{id}`.
-    Kicked,
 }
 
 /// One connected viewer.
@@ -88,6 +86,10 @@ pub struct User {
     last_input_ms: AtomicU64,
     connected_at: u64,
     notices: tokio::sync::mpsc::Sender<Notice>,
+    /// The viewer token it joined with (hash): revoked when it is removed.
+    token: [u8; 32],
+    /// Fired (never lost, unlike notices) when it is removed: its socket closes.
+    removed: tokio::sync::Notify,
 }
 
 impl User {
@@ -107,6 +109,11 @@ impl User {
     pub fn may_control(&self) -> bool {
         self.has(Role::Control) && !self.permissions().control_disabled
     }
+    /// Resolves once the user was removed (`DELETE <base_url>/users/{id}`).
+    pub async fn removed(&self) {
+        self.removed.notified().await;
+    }
+
     fn notify(&self, n: Notice) {
         // A viewer that does not read its notices loses them (bounded), never blocks others.
         let _ = self.notices.try_send(n);
@@ -221,12 +228,14 @@ impl Live {
         found
     }
 
-    /// Admits a viewer with `roles`; its notices arrive on the returned receiver.
+    /// Admits a viewer holding `token` with `roles`; its notices arrive on the returned
+    /// receiver.
     ///
     /// # Errors
     /// [`JoinError::TooManyViewers`].
     pub fn join(
         &self,
+        token: &str,
         roles: BTreeSet<Role>,
     ) -> Result<(Arc<User>, tokio::sync::mpsc::Receiver<Notice>), JoinError> {
         let mut users = self.users.lock().expect("users");
@@ -244,6 +253,8 @@ impl Live {
             last_input_ms: AtomicU64::new(0),
             connected_at: now_ms() / 1000,
             notices: tx,
+            token: hash(token),
+            removed: tokio::sync::Notify::new(),
         });
         users.push(user.clone());
         Ok((user, rx))
@@ -330,12 +341,18 @@ impl Live {
         true
     }
 
-    /// Disconnects a user. False if no such user is connected.
+    /// Removes a user: revokes the viewer token it joined with (it cannot come back with
+    /// it, nor can anyone else holding it) and closes its socket from the server, however
+    /// full its queue. False if no such user is connected.
     pub fn kick(&self, id: &str) -> bool {
         let Some(u) = self.user(id) else {
             return false;
         };
-        u.notify(Notice::Kicked);
+        self.tokens
+            .lock()
+            .expect("tokens")
+            .retain(|t| !bool::from(t.hash.ct_eq(&u.token)));
+        u.removed.notify_one();
         self.leave(&u);
         true
     }
@@ -418,10 +435,10 @@ mod tests {
         let t = l.mint(roles::DEFAULT.iter().copied().collect());
         assert!(l.token_roles(&t).unwrap().contains(&Role::Control));
         assert!(l.token_roles("nope").is_none());
-        let (a, _ra) = l.join(l.token_roles(&t).unwrap()).unwrap();
-        let (b, _rb) = l.join(BTreeSet::new()).unwrap();
+        let (a, _ra) = l.join(&t, l.token_roles(&t).unwrap()).unwrap();
+        let (b, _rb) = l.join("other", BTreeSet::new()).unwrap();
         assert_eq!(
-            l.join(BTreeSet::new()).unwrap_err(),
+            l.join("other", BTreeSet::new()).unwrap_err(),
             JoinError::TooManyViewers(2)
         );
         assert!(l.accept_input(&a));

@@ -42,6 +42,9 @@ pub enum Error {
     /// Too many concurrent sessions.
     #[error("too many concurrent sessions (limit {0})")]
     TooManySessions(usize),
+    /// Too many concurrent sessions of this tenant.
+    #[error("too many concurrent sessions for this tenant (server.max_sessions_per_tenant = {0})")]
+    TenantLimit(usize),
     /// A saving session already holds this profile.
     #[error("profile {0} is in use by another session that will save it")]
     ProfileInUse(String),
@@ -84,6 +87,8 @@ pub struct SessionConfig {
     pub data_dir: PathBuf,
     /// Most sessions at once.
     pub max_sessions: usize,
+    /// Most sessions of one tenant at once (0: only `max_sessions`).
+    pub max_sessions_per_tenant: usize,
     /// Default inactivity timeout, seconds (`None`: never).
     pub inactive_timeout: Option<u64>,
     /// Default absolute timeout, seconds.
@@ -220,8 +225,8 @@ pub struct Manager {
     node_id: String,
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     records: records::Records,
-    /// Sessions between their slot's reservation and their start's end.
-    starting: AtomicUsize,
+    /// Sessions between their slot's reservation and their start's end, by tenant.
+    starting: Mutex<HashMap<String, usize>>,
     /// When the store last answered `/readyz`'s probe, and how.
     store_probe: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
@@ -273,7 +278,7 @@ impl Manager {
         let records = records::Records::open(&cfg.data_dir).map_err(io_at(&cfg.data_dir))?;
         Ok(Arc::new(Manager {
             records,
-            starting: AtomicUsize::new(0),
+            starting: Mutex::new(HashMap::new()),
             store_probe: tokio::sync::Mutex::new(None),
             vault,
             cfg,
@@ -623,11 +628,17 @@ impl Manager {
     /// finishes), or refuses when every slot is taken.
     fn reserve_slot(self: &Arc<Self>, tenant: &str, id: &str) -> Result<start::StartGuard, Error> {
         let sessions = self.sessions.lock().expect("sessions lock");
-        let active = sessions.values().filter(|s| s.is_active()).count();
-        if active + self.starting.load(Ordering::SeqCst) >= self.cfg.max_sessions {
+        let mut starting = self.starting.lock().expect("starting lock");
+        let active = sessions.values().filter(|s| s.is_active());
+        let mine = active.clone().filter(|s| s.tenant == tenant).count()
+            + starting.get(tenant).copied().unwrap_or(0);
+        if active.count() + starting.values().sum::<usize>() >= self.cfg.max_sessions {
             return Err(Error::TooManySessions(self.cfg.max_sessions));
         }
-        self.starting.fetch_add(1, Ordering::SeqCst);
+        if self.cfg.max_sessions_per_tenant > 0 && mine >= self.cfg.max_sessions_per_tenant {
+            return Err(Error::TenantLimit(self.cfg.max_sessions_per_tenant));
+        }
+        *starting.entry(tenant.to_string()).or_default() += 1;
         Ok(start::StartGuard {
             manager: self.clone(),
             tenant: tenant.to_string(),

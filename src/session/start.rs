@@ -115,7 +115,14 @@ pub(super) struct StartGuard {
 impl Drop for StartGuard {
     fn drop(&mut self) {
         let m = &self.manager;
-        m.starting.fetch_sub(1, Ordering::SeqCst);
+        if let Some(n) = m
+            .starting
+            .lock()
+            .expect("starting lock")
+            .get_mut(&self.tenant)
+        {
+            *n = n.saturating_sub(1);
+        }
         if !self.armed {
             return;
         }

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use super::*;
 
+/// How often the browsers' disk use is measured against their quota.
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(5);
+
 impl Manager {
     /// Session records whose save failed (their directories are kept), for `tenant` or all.
     pub fn failed_saves(&self, tenant: Option<&str>) -> Vec<Record> {
@@ -158,6 +161,35 @@ impl Manager {
         n
     }
 
+    /// Ends the sessions whose browser occupies more disk than its quota (profile and
+    /// downloads): `end_reason: "resource_limit"`, what reached disk is saved.
+    pub async fn check_disk(self: &Arc<Self>) {
+        let Some(limit) = self.cfg.browser.disk_limit() else {
+            return;
+        };
+        let active: Vec<Arc<Session>> = self
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .values()
+            .filter(|s| s.is_active())
+            .cloned()
+            .collect();
+        let rt = self.cfg.browser.clone();
+        let over = tokio::task::spawn_blocking(move || {
+            active
+                .into_iter()
+                .filter(|s| rt.disk_used(&s.id, &s.dir, limit) > limit)
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for s in over {
+            tracing::warn!(session = %s.id, limit_mib = limit >> 20, "the browser is over its disk quota; ending the session");
+            self.end(&s, EndReason::ResourceLimit);
+        }
+    }
+
     /// Runs [`Manager::sweep`] every `every` until `stop` fires.
     pub async fn run_sweeper(
         self: Arc<Self>,
@@ -166,10 +198,16 @@ impl Manager {
     ) {
         let mut tick = tokio::time::interval(every);
         let mut last_retry = tokio::time::Instant::now();
+        let mut last_disk = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {
                     self.sweep().await;
+                    if last_disk.elapsed() >= DISK_CHECK_EVERY {
+                        last_disk = tokio::time::Instant::now();
+                        let this = self.clone();
+                        tokio::spawn(async move { this.check_disk().await });
+                    }
                     if last_retry.elapsed() >= self.cfg.retry_failed_every {
                         last_retry = tokio::time::Instant::now();
                         let this = self.clone();
