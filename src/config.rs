@@ -273,7 +273,7 @@ impl Default for ServerConfig {
             egress_allow: Vec::new(),
             sandbox_memory_mb: 2048,
             sandbox_pids: 1024,
-            sandbox_cpus: 1.0,
+            sandbox_cpus: 2.0,
             sandbox_disk_mb: 4096,
             sandbox_uid_base: 1_800_000,
             sandbox_require_cgroups: true,

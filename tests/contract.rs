@@ -34,9 +34,9 @@ async fn schemathesis_finds_no_contract_violation() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml");
     let seed = std::env::var("PV_ST_SEED").unwrap_or_else(|_| "20261202".into());
     let url = format!("http://{}/v0/openapi.json", d.addr);
-    let run = |phases: &'static str, examples: &'static str| {
-        let (st, seed, url) = (st.clone(), seed.clone(), url.clone());
-        let report = dir.path().join(format!("report-{phases}"));
+    let run = |phases: &'static str, examples: &'static str, seed: String| {
+        let (st, url) = (st.clone(), url.clone());
+        let report = dir.path().join(format!("report-{phases}-{seed}"));
         async move {
             let out = tokio::task::spawn_blocking(move || {
                 Command::new(st)
@@ -76,12 +76,19 @@ async fn schemathesis_finds_no_contract_violation() {
         );
         println!("{text}");
     };
-    let (status, text) = run("examples,coverage,fuzzing", "10").await;
+    let (status, text) = run("examples,coverage,fuzzing", "10", seed.clone()).await;
     check("stateless", status, &text);
     assert!(
         text.contains("Coverage") && text.contains("Fuzzing"),
         "{text}"
     );
+    // More seeds, fewer examples each: other corners of the same space (PV_ST_SEEDS replaces
+    // them, e.g. to hunt with random ones by hand).
+    let more = std::env::var("PV_ST_SEEDS").unwrap_or_else(|_| "7,424242".into());
+    for s in more.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (status, text) = run("fuzzing", "5", s.to_string()).await;
+        check(&format!("fuzzing, seed {s}"), status, &text);
+    }
     // Room for the stateful phase: end what the generated requests started.
     let (_, list) = d.call("GET", "/v0/vm", Some(KEY_T1), None).await;
     for s in list["sessions"].as_array().unwrap() {
@@ -94,7 +101,7 @@ async fn schemathesis_finds_no_contract_violation() {
         )
         .await;
     }
-    let (status, text) = run("stateful", "60").await;
+    let (status, text) = run("stateful", "60", seed.clone()).await;
     check("stateful", status, &text);
     // It really followed the links from created sessions to the operations on them.
     let covered: usize = text

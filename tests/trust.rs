@@ -291,3 +291,104 @@ async fn a_tenant_has_a_cap_of_its_own_and_no_session_lives_for_ever() {
     d.end_and_wait(KEY_T1, c["session_id"].as_str().unwrap())
         .await;
 }
+
+/// Sends `PUT path` with `body` and the cluster headers of `a` signed as `signed`.
+async fn put_signed(
+    addr: &str,
+    path: &str,
+    a: &profile_vault::cluster::sign::Assertion,
+    body: &[u8],
+) -> (u16, String) {
+    use profile_vault::cluster::sign;
+    use tokio::io::AsyncReadExt;
+    let sig = sign::sign(CLUSTER_SECRET, a, "PUT", path);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in [
+        (sign::H_NODE, a.node.as_str()),
+        (sign::H_TARGET, a.target.as_str()),
+        (sign::H_TIME, &a.time_ms.to_string()),
+        (sign::H_ACTOR, a.actor.as_str()),
+        (sign::H_NONCE, a.nonce.as_str()),
+        (sign::H_BODY, a.body_sha256.as_str()),
+        (sign::H_SIG, sig.as_str()),
+    ] {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captured_forwarded_request_is_neither_replayed_nor_given_another_body() {
+    use profile_vault::cluster::sign;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().join("store").display());
+    let env = [("PV_STORE", store.as_str())];
+    let a = Daemon::start(&dir.path().join("a"), StoreKind::Fs, &env);
+    let b = Daemon::start(&dir.path().join("b"), StoreKind::Fs, &env);
+    let s = b.create(KEY_T1, json!({})).await;
+    let id = s["session_id"].as_str().unwrap();
+    let node = |d: &Daemon| {
+        std::fs::read_to_string(d.data.join("node-id"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let path = format!("/v0/vm/{id}/store/pin");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // What node A sends node B for a tenant's write.
+    let mut asserted = sign::Assertion {
+        node: node(&a),
+        target: node(&b),
+        time_ms: now,
+        actor: "api-key:t1#captured".into(),
+        nonce: sign::Assertion::new_nonce(),
+        body_sha256: sign::body_hash(b"1"),
+    };
+    let (st, r) = put_signed(&b.addr, &path, &asserted, b"1").await;
+    assert_eq!(st, 200, "{r}");
+    // Captured and sent again: as it was, and with another body.
+    let (st, r) = put_signed(&b.addr, &path, &asserted, b"1").await;
+    assert!(
+        st == 401 && r.contains("cluster_auth_failed"),
+        "a replay was accepted: {r}"
+    );
+    let (st, r) = put_signed(&b.addr, &path, &asserted, b"2").await;
+    assert_eq!(st, 401, "a swapped body was accepted: {r}");
+    // A fresh nonce does not let another body through either.
+    asserted.nonce = sign::Assertion::new_nonce();
+    let (st, r) = put_signed(&b.addr, &path, &asserted, b"3").await;
+    assert_eq!(
+        st, 401,
+        "a body other than the signed one was accepted: {r}"
+    );
+    let (_, v) = b
+        .call("GET", &format!("/v0/vm/{id}/store"), Some(KEY_T1), None)
+        .await;
+    assert_eq!(v["entries"]["pin"]["value"], json!(1), "{v}");
+    // Forwarding itself still works: the store written through node A.
+    let (st, v) = a.call("PUT", &path, Some(KEY_T1), Some("5")).await;
+    assert_eq!(st, 200, "{v}");
+    let (_, v) = b
+        .call("GET", &format!("/v0/vm/{id}/store"), Some(KEY_T1), None)
+        .await;
+    assert_eq!(v["entries"]["pin"]["value"], json!(5), "{v}");
+    b.end_and_wait(KEY_T1, id).await;
+}

@@ -41,17 +41,52 @@ fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Nonces of forwarded requests seen within the replay window.
+static REPLAYS: std::sync::LazyLock<sign::ReplayCache> =
+    std::sync::LazyLock::new(sign::ReplayCache::default);
+
+fn refused(e: sign::Refused) -> Response {
+    tracing::warn!(error = %e, "refused a forwarded request");
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "cluster_auth_failed",
+        format!("forwarded request refused: {e}"),
+    )
+    .into_response()
+}
+
 /// The middleware (see the module doc).
 pub(super) async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     req.headers_mut().remove(sign::H_VERIFIED);
     if req.headers().contains_key(sign::H_SIG) {
-        return match verify(&state, &req) {
+        let checked = match verify(&state, &req) {
+            Ok((actor, body_sha256, nonce)) => {
+                // The signature covers the body's hash: read it (only now, from a holder of
+                // the secret) and compare, then refuse a nonce seen before.
+                let (parts, body) = req.into_parts();
+                match axum::body::to_bytes(body, 64 << 20).await {
+                    Ok(b) if sign::body_hash(&b) == body_sha256 => {
+                        req = Request::from_parts(parts, axum::body::Body::from(b));
+                        if REPLAYS.first_time(&nonce, cluster::now_ms()) {
+                            Ok(actor)
+                        } else {
+                            Err(sign::Refused::Replayed)
+                        }
+                    }
+                    _ => return refused(sign::Refused::BodyMismatch),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        return match checked {
             Ok(actor) => {
                 for h in [
                     sign::H_NODE,
                     sign::H_TARGET,
                     sign::H_TIME,
                     sign::H_ACTOR,
+                    sign::H_NONCE,
+                    sign::H_BODY,
                     sign::H_SIG,
                 ] {
                     req.headers_mut().remove(h);
@@ -64,15 +99,7 @@ pub(super) async fn edge(State(state): State<AppState>, mut req: Request, next: 
                     Err(_) => ApiError::unauthorized().into_response(),
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "refused a forwarded request");
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "cluster_auth_failed",
-                    format!("forwarded request refused: {e}"),
-                )
-                .into_response()
-            }
+            Err(e) => refused(e),
         };
     }
     let Some(c) = state.manager.cluster().cloned() else {
@@ -232,8 +259,9 @@ async fn data_with_admin_token(
     .await
 }
 
-/// The actor a signed request vouches for, if its signature checks out.
-fn verify(state: &AppState, req: &Request) -> Result<String, sign::Refused> {
+/// The actor a signed request vouches for, the body hash and nonce it was signed with, if its
+/// signature checks out.
+fn verify(state: &AppState, req: &Request) -> Result<(String, String, String), sign::Refused> {
     let c = state.manager.cluster().ok_or(sign::Refused::NoSecret)?;
     let get = |n| header(req, n).ok_or(sign::Refused::Malformed);
     let a = sign::Assertion {
@@ -243,6 +271,8 @@ fn verify(state: &AppState, req: &Request) -> Result<String, sign::Refused> {
             .parse()
             .map_err(|_| sign::Refused::Malformed)?,
         actor: get(sign::H_ACTOR)?.to_string(),
+        nonce: get(sign::H_NONCE)?.to_string(),
+        body_sha256: get(sign::H_BODY)?.to_string(),
     };
     let pq = req
         .uri()
@@ -257,7 +287,7 @@ fn verify(state: &AppState, req: &Request) -> Result<String, sign::Refused> {
         req.method().as_str(),
         &pq,
     )?;
-    Ok(a.actor)
+    Ok((a.actor, a.body_sha256, a.nonce))
 }
 
 /// Who the caller of a forwarded session route is, as far as this node can tell.

@@ -31,7 +31,7 @@ impl Default for Limits {
         Limits {
             memory_mb: 2048,
             pids: 1024,
-            cpus: 1.0,
+            cpus: 2.0,
             disk_mb: 4096,
         }
     }

@@ -171,7 +171,7 @@ pub fn serve(
     policy: Arc<Policy>,
     session: String,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = UnixListener::bind(path)?;
+    let listener = bind_short(path)?;
     Ok(tokio::spawn(async move {
         while let Ok((conn, _)) = listener.accept().await {
             let (policy, session) = (policy.clone(), session.clone());
@@ -199,6 +199,21 @@ pub fn serve(
             });
         }
     }))
+}
+
+/// Binds a Unix socket at `path` whatever its length (a socket address holds 107 bytes; a
+/// data directory may be deeper): through this process's descriptor of its directory.
+fn bind_short(path: &Path) -> std::io::Result<UnixListener> {
+    if path.as_os_str().len() < 100 {
+        return UnixListener::bind(path);
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path.file_name().unwrap_or_default();
+    let d = std::fs::File::open(dir)?;
+    let short = Path::new("/proc/self/fd")
+        .join(std::os::fd::AsRawFd::as_raw_fd(&d).to_string())
+        .join(name);
+    UnixListener::bind(short)
 }
 
 enum Refusal {

@@ -115,8 +115,10 @@ fn copy(from: &mut impl Read, to: &mut impl Write) {
 fn drop_to(uid: u32) -> std::io::Result<()> {
     // SAFETY: prctl/setgroups/setresgid/setresuid take plain integers (and a null list).
     unsafe {
-        for cap in 0..64 {
-            libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+        {
+            for cap in 0..64 {
+                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+            }
         }
         if libc::setgroups(0, std::ptr::null()) != 0
             || libc::setresgid(uid, uid, uid) != 0

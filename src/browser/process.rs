@@ -71,6 +71,23 @@ pub fn version(binary: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The browser executable behind a distribution's wrapper script (Debian's
+/// `/usr/bin/chromium` is a shell script that forks `uname`, `grep`, `findmnt`, `ls`… and
+/// adds flags of its own before it execs `/usr/lib/chromium/chromium`: ~140 ms a start).
+/// Anything that is not such a script is returned as it is.
+pub fn unwrapped(binary: &Path) -> PathBuf {
+    let script = std::fs::read(binary).is_ok_and(|b| b.starts_with(b"#!"));
+    let name = binary.file_name().unwrap_or_default();
+    let real = binary
+        .parent()
+        .and_then(Path::parent)
+        .map(|prefix| prefix.join("lib").join(name).join(name));
+    match real {
+        Some(r) if script && r.is_file() => r,
+        _ => binary.to_path_buf(),
+    }
+}
+
 /// Finds the browser: `PV_CHROMIUM`, else `chromium`, `chromium-browser`, `google-chrome` on PATH.
 ///
 /// # Errors

@@ -67,6 +67,8 @@ pub struct Runtime {
     limits_note: Option<String>,
     cgroups: Option<Hierarchy>,
     uids: Mutex<HashSet<u32>>,
+    /// What is executed: the browser itself, not a distribution's wrapper script.
+    exec: PathBuf,
     root: bool,
 }
 
@@ -118,7 +120,9 @@ impl Runtime {
                 Err(e) => (Err(e), None),
             }
         };
+        let exec = super::process::unwrapped(&settings.binary);
         Arc::new(Runtime {
+            exec,
             settings,
             status,
             limits_note,
@@ -233,7 +237,7 @@ impl Runtime {
         let mut cmd;
         let mut info = None;
         if self.unsandboxed() {
-            cmd = tokio::process::Command::new(&self.settings.binary);
+            cmd = tokio::process::Command::new(&self.exec);
             if self.root {
                 cmd.arg("--no-sandbox");
             }
@@ -250,7 +254,12 @@ impl Runtime {
             let uid = self.root.then_some(u);
             let run = self.settings.run_dir.join(name);
             res.run = Some(run.clone());
+            let t0 = std::time::Instant::now();
             let layout = prepare_run_dir(&run, user_data_dir, u, self.root, opts).map_err(io)?;
+            tracing::debug!(
+                ms = t0.elapsed().as_millis() as u64,
+                "sandbox: run directory ready"
+            );
             res.egress = Some(
                 super::egress::serve(
                     &layout.egress_sock,
@@ -291,7 +300,7 @@ impl Runtime {
                 init: bind(&exe, false)?,
             };
             cmd = tokio::process::Command::new("bwrap");
-            cmd.args(bwrap_args(&binds, opts, &self.settings.binary, self.root));
+            cmd.args(bwrap_args(&binds, opts, &self.exec, self.root));
             cmd.args(["--", INIT, "sandbox-init", "--session", name]);
             if let Some(u) = uid {
                 cmd.args(["--uid".to_string(), u.to_string()]);
@@ -299,7 +308,7 @@ impl Runtime {
             cmd.arg("--egress");
             cmd.arg(format!("{EGRESS_DIR}/egress.sock"));
             cmd.arg("--");
-            cmd.arg(&self.settings.binary);
+            cmd.arg(&self.exec);
             cmd.args(&args);
         }
         cmd.env_clear()
@@ -312,7 +321,7 @@ impl Runtime {
         let pairs: Vec<(RawFd, RawFd)> = fds.iter().map(|(f, n)| (f.as_raw_fd(), *n)).collect();
         pre_exec(&mut cmd, cgroup_fds, pairs);
         let binary = if self.unsandboxed() {
-            self.settings.binary.clone()
+            self.exec.clone()
         } else {
             PathBuf::from("bwrap")
         };
@@ -322,7 +331,13 @@ impl Runtime {
         drop(fds);
         let mut pid = child.id().unwrap_or(0);
         if let Some(info) = info {
-            match read_child_pid(info).await {
+            let t0 = std::time::Instant::now();
+            let child_pid = read_child_pid(info).await;
+            tracing::debug!(
+                ms = t0.elapsed().as_millis() as u64,
+                "sandbox: bubblewrap started"
+            );
+            match child_pid {
                 Some(p) => pid = p,
                 None => {
                     let _ = child.kill().await;
@@ -337,10 +352,15 @@ impl Runtime {
             mux,
             resources: res,
         };
+        let t0 = std::time::Instant::now();
         let ready = browser
             .mux
             .call("Browser.getVersion", serde_json::json!({}), deadline)
             .await;
+        tracing::debug!(
+            ms = t0.elapsed().as_millis() as u64,
+            "browser: answered on its DevTools pipe"
+        );
         if let Err(e) = ready {
             let exited = browser.try_exited();
             super::process::signal_group(pid, libc::SIGKILL);

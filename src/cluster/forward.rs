@@ -47,6 +47,9 @@ pub enum Error {
     },
 }
 
+/// The largest body a node forwards (it is read whole to be signed).
+const MAX_FORWARDED_BODY: usize = 64 << 20;
+
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -104,7 +107,7 @@ impl Client {
         secret: &str,
         target: &Member,
         actor: &str,
-        mut req: Request<Body>,
+        req: Request<Body>,
         strip_token: bool,
     ) -> Result<Response<Body>, Error> {
         let url = target
@@ -127,11 +130,28 @@ impl Client {
             None => path,
         };
         let method = req.method().clone();
+        let upgrade = is_upgrade(req.headers());
+        // The body is signed (its SHA-256), so it is read whole first: forwarded bodies are
+        // the API's, bounded by server.max_body_bytes on the owner.
+        let (parts, body) = req.into_parts();
+        let bytes = if upgrade {
+            bytes::Bytes::new()
+        } else {
+            axum::body::to_bytes(body, MAX_FORWARDED_BODY)
+                .await
+                .map_err(|e| Error::BadAddress {
+                    node: target.node.clone(),
+                    message: format!("the request body cannot be read: {e}"),
+                })?
+        };
+        let mut req = Request::from_parts(parts, Body::empty());
         let assertion = sign::Assertion {
             node: from.into(),
             target: target.node.clone(),
             time_ms: now_ms(),
             actor: actor.into(),
+            nonce: sign::Assertion::new_nonce(),
+            body_sha256: sign::body_hash(&bytes),
         };
         let sig = sign::sign(secret, &assertion, method.as_str(), &pq);
         let bad = |m: String| Error::BadAddress {
@@ -141,7 +161,6 @@ impl Client {
         let uri: Uri = format!("{}{pq}", url.trim_end_matches('/'))
             .parse()
             .map_err(|e: axum::http::uri::InvalidUri| bad(e.to_string()))?;
-        let upgrade = is_upgrade(req.headers());
         let mut headers = clean(req.headers());
         headers.remove(header::AUTHORIZATION);
         if upgrade {
@@ -155,6 +174,8 @@ impl Client {
             (sign::H_TARGET, assertion.target.as_str()),
             (sign::H_TIME, &assertion.time_ms.to_string()),
             (sign::H_ACTOR, assertion.actor.as_str()),
+            (sign::H_NONCE, assertion.nonce.as_str()),
+            (sign::H_BODY, assertion.body_sha256.as_str()),
             (sign::H_SIG, sig.as_str()),
         ] {
             headers.insert(
@@ -163,11 +184,7 @@ impl Client {
             );
         }
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let body = if upgrade {
-            Body::empty()
-        } else {
-            req.into_body()
-        };
+        let body = Body::from(bytes);
         let mut out = Request::builder()
             .method(method)
             .uri(uri)

@@ -2,10 +2,13 @@
 //!
 //! A forwarded request carries who the sending node found the caller to be (the *actor*:
 //! `api-key:<tenant>#<key id>`, `admin-token:<session id>`, or `-` when only the owner can
-//! check the caller, as for viewer tokens), the sender, the target node and the time, and an
-//! HMAC-SHA256 over all of that and the method and path under the cluster secret. The target
-//! checks the MAC in constant time, that it is the target, and that the time is within
-//! [`MAX_SKEW_MS`] of its clock.
+//! check the caller, as for viewer tokens), the sender, the target node, the time, a random
+//! nonce and the SHA-256 of the body, and an HMAC-SHA256 over all of that and the method and
+//! path under the cluster secret. The target checks the MAC in constant time, that it is the
+//! target, that the time is within [`MAX_SKEW_MS`] of its clock, that the body is the one
+//! signed, and that it has not seen the nonce within that window ([`ReplayCache`]): a
+//! captured request can be neither replayed nor given another body. Between nodes, use TLS
+//! (`PV_NODE_URL=https://…`): the signature protects integrity, not confidentiality.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -20,6 +23,10 @@ pub const H_TIME: &str = "x-pv-cluster-time";
 pub const H_ACTOR: &str = "x-pv-cluster-actor";
 /// The MAC (lowercase hex).
 pub const H_SIG: &str = "x-pv-cluster-sig";
+/// A random value, never accepted twice.
+pub const H_NONCE: &str = "x-pv-cluster-nonce";
+/// SHA-256 of the body (lowercase hex).
+pub const H_BODY: &str = "x-pv-cluster-body-sha256";
 /// Set by the receiving side only, after the MAC checked out: the actor to trust. Stripped
 /// from every request that comes in from outside.
 pub const H_VERIFIED: &str = "x-pv-verified-actor";
@@ -27,7 +34,7 @@ pub const H_VERIFIED: &str = "x-pv-verified-actor";
 /// Largest clock difference (and replay window) accepted.
 pub const MAX_SKEW_MS: u64 = 30_000;
 
-const LABEL: &[u8] = b"profile-vault/cluster/v1/request\0";
+const LABEL: &[u8] = b"profile-vault/cluster/v2/request\0";
 
 /// What a forwarded request asserts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +47,38 @@ pub struct Assertion {
     pub time_ms: u64,
     /// The caller as the sender found it.
     pub actor: String,
+    /// Random, unique per request.
+    pub nonce: String,
+    /// SHA-256 of the body, hex.
+    pub body_sha256: String,
+}
+
+impl Assertion {
+    /// A fresh nonce (16 random bytes, hex).
+    pub fn new_nonce() -> String {
+        let mut n = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut n);
+        super::hex(&n)
+    }
+}
+
+/// SHA-256 of `body`, hex (what [`Assertion::body_sha256`] holds).
+pub fn body_hash(body: &[u8]) -> String {
+    use sha2::Digest;
+    super::hex(&Sha256::digest(body))
+}
+
+/// The nonces seen within the replay window.
+#[derive(Debug, Default)]
+pub struct ReplayCache(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+impl ReplayCache {
+    /// Records `nonce` at `now_ms`; false if it was seen within the window.
+    pub fn first_time(&self, nonce: &str, now_ms: u64) -> bool {
+        let mut seen = self.0.lock().expect("replay cache");
+        seen.retain(|_, at| now_ms.saturating_sub(*at) <= 2 * MAX_SKEW_MS);
+        seen.insert(nonce.to_string(), now_ms).is_none()
+    }
 }
 
 fn mac(secret: &str, a: &Assertion, method: &str, path_and_query: &str) -> Hmac<Sha256> {
@@ -50,6 +89,8 @@ fn mac(secret: &str, a: &Assertion, method: &str, path_and_query: &str) -> Hmac<
         a.target.as_str(),
         &a.time_ms.to_string(),
         a.actor.as_str(),
+        a.nonce.as_str(),
+        a.body_sha256.as_str(),
         method,
         path_and_query,
     ] {
@@ -86,6 +127,12 @@ pub enum Refused {
     /// The MAC does not match.
     #[error("the request's signature does not match the cluster secret")]
     BadSignature,
+    /// The body is not the one that was signed.
+    #[error("the request's body is not the one that was signed")]
+    BodyMismatch,
+    /// The nonce was seen before (a replay).
+    #[error("the request was already received (a replay)")]
+    Replayed,
 }
 
 /// Checks a forwarded request's MAC (constant time), target and time.
@@ -142,7 +189,50 @@ mod tests {
             target: "node-b".into(),
             time_ms: 1_000_000,
             actor: "api-key:t1#01020304".into(),
+            nonce: "00112233445566778899aabbccddeeff".into(),
+            body_sha256: body_hash(b"{}"),
         }
+    }
+
+    #[test]
+    fn nonce_and_body_are_bound_and_nonces_are_used_once() {
+        let s = "a-cluster-secret-0123";
+        let sig = sign(s, &a(), "PUT", "/v0/vm/x/store/k");
+        let mut other = a();
+        other.body_sha256 = body_hash(b"another body");
+        assert_eq!(
+            verify(
+                Some(s),
+                "node-b",
+                1_000_000,
+                &other,
+                &sig,
+                "PUT",
+                "/v0/vm/x/store/k"
+            ),
+            Err(Refused::BadSignature)
+        );
+        let mut other = a();
+        other.nonce = Assertion::new_nonce();
+        assert_eq!(
+            verify(
+                Some(s),
+                "node-b",
+                1_000_000,
+                &other,
+                &sig,
+                "PUT",
+                "/v0/vm/x/store/k"
+            ),
+            Err(Refused::BadSignature)
+        );
+        let cache = ReplayCache::default();
+        assert!(cache.first_time("n1", 1_000_000));
+        assert!(!cache.first_time("n1", 1_020_000));
+        assert!(cache.first_time("n2", 1_020_000));
+        // Past the window it is forgotten (and the time check refuses it anyway).
+        assert!(cache.first_time("n1", 1_000_000 + 3 * MAX_SKEW_MS));
+        assert_ne!(Assertion::new_nonce(), Assertion::new_nonce());
     }
 
     #[test]

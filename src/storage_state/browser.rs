@@ -312,8 +312,27 @@ async fn import_into(browser: &Browser, state: &StorageState) -> Result<(), Erro
     let (cdp, mut events) = Cdp::connect(browser.mux(), Duration::from_secs(30)).await?;
     if !state.cookies.is_empty() {
         let params: Vec<Value> = state.cookies.iter().map(cookie_param).collect();
-        cdp.call(None, "Storage.setCookies", json!({"cookies": params}))
-            .await?;
+        if let Err(e) = cdp
+            .call(None, "Storage.setCookies", json!({"cookies": params}))
+            .await
+        {
+            // The browser refused the whole batch: name the cookie it will not take (the
+            // client's bad input, a 400), one at a time.
+            for (index, (c, p)) in state.cookies.iter().zip(&params).enumerate() {
+                if cdp
+                    .call(None, "Storage.setCookies", json!({"cookies": [p]}))
+                    .await
+                    .is_err()
+                {
+                    return Err(Error::CookieRefused {
+                        index,
+                        name: c.name.clone(),
+                        domain: c.domain.clone(),
+                    });
+                }
+            }
+            return Err(Error::Cdp(e));
+        }
         let got = cdp.call(None, "Storage.getCookies", json!({})).await?;
         let got = got["cookies"].as_array().cloned().unwrap_or_default();
         for (index, c) in state.cookies.iter().enumerate() {

@@ -404,7 +404,7 @@ pub fn precondition(headers: &axum::http::HeaderMap) -> Result<Option<Preconditi
     };
     let none_match = match headers.get(axum::http::header::IF_NONE_MATCH) {
         None => None,
-        Some(v) => match v.to_str().map(str::trim) {
+        Some(v) => match v.to_str() {
             Ok("*") => Some(Precondition::Absent),
             _ => return Err(bad("If-None-Match")),
         },
@@ -412,13 +412,15 @@ pub fn precondition(headers: &axum::http::HeaderMap) -> Result<Option<Preconditi
     let Some(v) = headers.get(axum::http::header::IF_MATCH) else {
         return Ok(none_match);
     };
-    let version = v
-        .to_str()
-        .map_err(|_| bad("If-Match"))?
-        .trim()
-        .trim_matches('"')
-        .parse()
-        .map_err(|_| bad("If-Match"))?;
+    // Exactly what the schema says (`if_match`): 1 to 19 digits, optionally quoted. A value
+    // outside it is a 400 whatever else is given.
+    let raw = v.to_str().map_err(|_| bad("If-Match"))?;
+    let digits = raw.strip_prefix('"').unwrap_or(raw);
+    let digits = digits.strip_suffix('"').unwrap_or(digits);
+    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad("If-Match"));
+    }
+    let version = digits.parse().map_err(|_| bad("If-Match"))?;
     if none_match.is_some() {
         // "Exactly this version" and "nothing yet" at once: at most one can hold.
         return Err(ApiError::new(
@@ -639,6 +641,33 @@ fn form_pairs(q: &str) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn preconditions_are_read_as_the_schema_says() {
+        use axum::http::{HeaderMap, HeaderValue};
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_static(v));
+            }
+            precondition(&m).map_err(|e| e.status.as_u16())
+        };
+        assert_eq!(
+            h(&[("if-match", "\"7\"")]),
+            Ok(Some(Precondition::Version(7)))
+        );
+        assert_eq!(h(&[("if-none-match", "*")]), Ok(Some(Precondition::Absent)));
+        // Malformed If-Match is a 400 whatever comes with it; a well-formed pair is a 412.
+        for bad in ["one", "7 ", "\"\"", "12345678901234567890", "-1"] {
+            assert_eq!(
+                h(&[("if-match", bad), ("if-none-match", "*")]),
+                Err(400),
+                "{bad}"
+            );
+        }
+        assert_eq!(h(&[("if-match", "7"), ("if-none-match", "*")]), Err(412));
+        assert_eq!(h(&[("if-none-match", "\"3\"")]), Err(400));
+    }
+
     use super::*;
 
     #[test]
