@@ -85,6 +85,8 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// Most concurrent sessions of one tenant (0: only `max_sessions`).
     pub max_sessions_per_tenant: usize,
+    /// Most DevTools connections to one session's browser, the live view's included (0: no cap).
+    pub max_cdp_clients: usize,
     /// Default inactivity timeout in seconds (0: none).
     pub inactive_timeout: u64,
     /// Default absolute timeout in seconds (0: none).
@@ -243,6 +245,7 @@ impl Default for ServerConfig {
             api_keys_file: None,
             max_sessions: 8,
             max_sessions_per_tenant: 0,
+            max_cdp_clients: 16,
             inactive_timeout: 1200,
             absolute_timeout: 0,
             max_session_secs: 86_400,

@@ -323,13 +323,7 @@ async fn put_signed(
     s.write_all(body).await.unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out).await;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    response_status(&out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,4 +385,35 @@ async fn a_captured_forwarded_request_is_neither_replayed_nor_given_another_body
         .await;
     assert_eq!(v["entries"]["pin"]["value"], json!(5), "{v}");
     b.end_and_wait(KEY_T1, id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_takes_a_bounded_number_of_devtools_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[server]\nmax_cdp_clients = 2\n").unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        StoreKind::Fs,
+        &[("PV_CONFIG", cfg.to_str().unwrap())],
+    );
+    let s = d.create(KEY_T1, json!({})).await;
+    let url = s["cdp_url"].as_str().unwrap().to_string();
+    let a = Cdp::connect(&url).await;
+    let mut b = Cdp::connect(&url).await;
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!(
+            "a third DevTools client was let in: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // The ones connected keep working, and a slot frees when one leaves.
+    assert_eq!(b.eval("1 + 2").await, json!(3));
+    a.close().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut c = Cdp::connect(&url).await;
+    assert_eq!(c.eval("2 + 2").await, json!(4));
+    b.close().await;
+    c.close().await;
 }

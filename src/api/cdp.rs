@@ -31,6 +31,15 @@ pub(super) async fn proxy(
         return Err(ApiError::expired());
     }
     let ws = ws.map_err(upgrade_error)?;
+    // The live view's and the daemon's own connections count too (one or two).
+    let max = state.manager.config().max_cdp_clients;
+    if max > 0 && s.cdp().client_count() >= max {
+        return Err(ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_clients",
+            format!("this session has the most DevTools clients it takes (server.max_cdp_clients = {max})"),
+        ));
+    }
     let link = s.cdp().connect().await.map_err(|e| {
         ApiError::new(
             axum::http::StatusCode::BAD_GATEWAY,

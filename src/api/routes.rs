@@ -224,7 +224,7 @@ pub static ROUTES: &[Route] = &[
         headers: &[],
         body: Body::None,
         reply: Reply::Upgrade,
-        errors: &[400, 401, 404, 410, 426, 502],
+        errors: &[400, 401, 404, 410, 426, 429, 502],
         links: &[],
     },
     Route {

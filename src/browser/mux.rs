@@ -244,6 +244,11 @@ impl Mux {
         }
     }
 
+    /// Clients connected now.
+    pub fn client_count(&self) -> usize {
+        self.state.lock().expect("mux").clients.len()
+    }
+
     /// A new client connection with a browser session of its own.
     ///
     /// # Errors

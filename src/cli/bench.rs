@@ -430,6 +430,7 @@ impl BenchDaemon {
                 data_dir: data.to_path_buf(),
                 max_sessions: 10,
                 max_sessions_per_tenant: 0,
+                max_cdp_clients: 0,
                 inactive_timeout: None,
                 absolute_timeout: None,
                 max_session_secs: None,

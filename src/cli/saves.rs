@@ -37,6 +37,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             data_dir: ctx.cfg.data_dir.clone(),
             max_sessions: 0,
             max_sessions_per_tenant: 0,
+            max_cdp_clients: 0,
             inactive_timeout: None,
             absolute_timeout: None,
             max_session_secs: None,

@@ -156,6 +156,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             data_dir: ctx.cfg.data_dir.clone(),
             max_sessions: s.max_sessions,
             max_sessions_per_tenant: s.max_sessions_per_tenant,
+            max_cdp_clients: s.max_cdp_clients,
             inactive_timeout: secs(s.inactive_timeout),
             absolute_timeout: secs(s.absolute_timeout),
             max_session_secs: secs(s.max_session_secs),

@@ -89,6 +89,8 @@ pub struct SessionConfig {
     pub max_sessions: usize,
     /// Most sessions of one tenant at once (0: only `max_sessions`).
     pub max_sessions_per_tenant: usize,
+    /// Most DevTools connections to one session's browser (0: no cap).
+    pub max_cdp_clients: usize,
     /// Default inactivity timeout, seconds (`None`: never).
     pub inactive_timeout: Option<u64>,
     /// Default absolute timeout, seconds.

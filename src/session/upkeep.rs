@@ -60,16 +60,19 @@ impl Manager {
         n
     }
 
-    /// Checks timeouts and crashed browsers once; returns how many sessions it ended.
-    pub async fn sweep(self: &Arc<Self>) -> usize {
-        let active: Vec<Arc<Session>> = self
-            .sessions
+    fn active_sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions
             .lock()
             .expect("sessions lock")
             .values()
             .filter(|s| s.is_active())
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Checks timeouts and crashed browsers once; returns how many sessions it ended.
+    pub async fn sweep(self: &Arc<Self>) -> usize {
+        let active = self.active_sessions();
         let now = now_ms();
         let mut n = 0;
         let renew_every = (self.cfg.lease_ttl.as_millis() as u64 / 3).max(1);
@@ -167,14 +170,7 @@ impl Manager {
         let Some(limit) = self.cfg.browser.disk_limit() else {
             return;
         };
-        let active: Vec<Arc<Session>> = self
-            .sessions
-            .lock()
-            .expect("sessions lock")
-            .values()
-            .filter(|s| s.is_active())
-            .cloned()
-            .collect();
+        let active = self.active_sessions();
         let rt = self.cfg.browser.clone();
         let over = tokio::task::spawn_blocking(move || {
             active

@@ -139,7 +139,12 @@ pub const ERRORS: &[(&str, u16, &str)] = &[
     (
         "too_many_sessions",
         429,
-        "server.max_sessions sessions are running",
+        "server.max_sessions sessions are running (or server.max_sessions_per_tenant of the tenant's)",
+    ),
+    (
+        "too_many_clients",
+        429,
+        "server.max_cdp_clients DevTools clients are connected to the session",
     ),
     (
         "internal",
