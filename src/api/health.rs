@@ -151,6 +151,12 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         "Webhook deliveries refused because their host is not a public address.",
         &[("", crate::session::webhook::REFUSED.load(Ordering::Relaxed))],
     );
+    metric(
+        "pv_key_files_skipped_total",
+        "counter",
+        "Key files in the keys directory skipped at start because they could not be used.",
+        &[("", crate::keys::SKIPPED_KEY_FILES.load(Ordering::Relaxed))],
+    );
     let e = &crate::browser::egress::COUNTERS;
     metric(
         "pv_egress_connections_total",

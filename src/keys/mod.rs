@@ -258,6 +258,10 @@ pub struct KeySources {
     pub allow_dev_key: bool,
 }
 
+
+/// Key files skipped at load because they could not be used (see [`Keyring::load`]).
+pub static SKIPPED_KEY_FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Keyring {
     /// Loads every key from the sources (KMS keys are not contacted: see [`Keyring::probe`]).
     ///
@@ -266,6 +270,21 @@ impl Keyring {
     /// without KMS support, or an active/tenant key that is not loaded.
     pub async fn load(src: &KeySources) -> Result<Self, Error> {
         let mut keys = BTreeMap::new();
+        // A key file that cannot be used is skipped (logged, counted) unless it is a key the
+        // configuration names, or no usable key is left: a file dropped into the keys
+        // directory must not stop the daemon.
+        let named: Vec<String> = src
+            .active
+            .iter()
+            .cloned()
+            .chain(
+                std::fs::read_to_string(src.dir.join("ACTIVE"))
+                    .ok()
+                    .map(|s| s.trim().to_string()),
+            )
+            .chain(src.tenants.values().cloned())
+            .collect();
+        let mut first_bad = None;
         if src.dir.is_dir() {
             let rd = std::fs::read_dir(&src.dir).map_err(|e| Error::Io {
                 path: src.dir.clone(),
@@ -282,8 +301,17 @@ impl Keyring {
                     .and_then(|s| s.to_str())
                     .unwrap_or_default()
                     .to_string();
-                let text = read_secret_file(&path)?;
-                keys.insert(id.clone(), Entry::Local(MasterKey::parse(&id, &text)?));
+                match read_secret_file(&path).and_then(|text| MasterKey::parse(&id, &text)) {
+                    Ok(k) => {
+                        keys.insert(id.clone(), Entry::Local(k));
+                    }
+                    Err(e) if named.contains(&id) => return Err(e),
+                    Err(e) => {
+                        SKIPPED_KEY_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(path = %path.display(), error = %e, "key file skipped: not usable, and no configured key");
+                        first_bad.get_or_insert(e);
+                    }
+                }
             }
         }
         if let Some(inline) = &src.inline {
@@ -299,6 +327,9 @@ impl Keyring {
             Self::load_kms(src, &mut keys).await?;
         }
         if keys.is_empty() {
+            if let Some(e) = first_bad {
+                return Err(e);
+            }
             if !src.allow_dev_key {
                 return Err(Error::NoKeys);
             }
@@ -655,6 +686,36 @@ mod tests {
         };
         assert!(matches!(
             Keyring::load(&src).await,
+            Err(Error::InsecureFile { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_planted_key_file_is_skipped_unless_it_is_a_configured_key() {
+        let dir = tempfile::tempdir().unwrap();
+        generate_key_file(dir.path(), "k1").unwrap();
+        std::fs::write(dir.path().join("ACTIVE"), "k1").unwrap();
+        // Dropped in by someone else: other mode, not a key at all.
+        std::fs::write(dir.path().join("planted.key"), "not base64").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("planted.key"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let src = KeySources {
+            dir: dir.path().into(),
+            ..Default::default()
+        };
+        let ring = Keyring::load(&src).await.unwrap();
+        assert_eq!(ring.active_id(), "k1");
+        assert!(!ring.contains("planted"));
+        // Named by the configuration, the same file is an error.
+        let named = KeySources {
+            tenants: [("acme".to_string(), "planted".to_string())].into(),
+            ..src
+        };
+        assert!(matches!(
+            Keyring::load(&named).await,
             Err(Error::InsecureFile { .. })
         ));
     }
