@@ -60,6 +60,10 @@ async fn forged_session_records_are_rejected_and_touch_nothing() {
     }
     let (_, ready) = d.call("GET", "/readyz", None, None).await;
     assert_eq!(ready["ready"], true, "{ready}");
+    assert!(
+        ready["checks"]["session_records_rejected"].as_u64() >= Some(2),
+        "{ready}"
+    );
     let (_, metrics) = http_raw(&d.addr, "GET", "/metrics", None, None).await;
     let rejected: u64 = metrics
         .lines()

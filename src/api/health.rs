@@ -43,7 +43,10 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         "ready": ready,
         "checks": {"store": store_ok, "chromium": chromium_ok, "keys": keys_ok, "recovering_sessions": recovering,
             "browser_version": state.manager.config().browser_version,
-            "sandbox": sandbox_ok, "sandbox_detail": sandbox_detail},
+            "sandbox": sandbox_ok, "sandbox_detail": sandbox_detail,
+            // Files left alone (forged or unusable): reported, never fatal.
+            "session_records_rejected": crate::session::records_rejected(),
+            "key_files_skipped": crate::keys::SKIPPED_KEY_FILES.load(Ordering::Relaxed)},
     });
     (
         if ready {

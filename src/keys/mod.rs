@@ -258,7 +258,6 @@ pub struct KeySources {
     pub allow_dev_key: bool,
 }
 
-
 /// Key files skipped at load because they could not be used (see [`Keyring::load`]).
 pub static SKIPPED_KEY_FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 

@@ -289,7 +289,9 @@ pub static READY: LazyLock<Value> = LazyLock::new(|| {
                 "browser_version": {"type": "string", "nullable": true},
                 "sandbox": {"type": "boolean"},
                 "sandbox_detail": {"type": "string"},
-            }), &["store", "chromium", "keys", "recovering_sessions", "browser_version", "sandbox", "sandbox_detail"]),
+                "session_records_rejected": {"type": "integer", "minimum": 0},
+                "key_files_skipped": {"type": "integer", "minimum": 0},
+            }), &["store", "chromium", "keys", "recovering_sessions", "browser_version", "sandbox", "sandbox_detail", "session_records_rejected", "key_files_skipped"]),
         }),
         &["ready", "checks"],
     )
