@@ -87,6 +87,14 @@ pub struct ServerConfig {
     pub max_sessions_per_tenant: usize,
     /// Most DevTools connections to one session's browser, the live view's included (0: no cap).
     pub max_cdp_clients: usize,
+    /// Most DevTools connections to all of one tenant's sessions on a node (0: no cap).
+    pub max_cdp_clients_per_tenant: usize,
+    /// Most live-view viewers of all of one tenant's sessions on a node (0: no cap).
+    pub max_viewers_per_tenant: usize,
+    /// Storage-state imports/exports at once on a node (each runs a browser; 0: no cap).
+    pub max_state_jobs: usize,
+    /// Storage-state imports/exports at once of one tenant on a node (0: no cap).
+    pub max_state_jobs_per_tenant: usize,
     /// Default inactivity timeout in seconds (0: none).
     pub inactive_timeout: u64,
     /// Default absolute timeout in seconds (0: none).
@@ -246,6 +254,10 @@ impl Default for ServerConfig {
             max_sessions: 8,
             max_sessions_per_tenant: 0,
             max_cdp_clients: 16,
+            max_cdp_clients_per_tenant: 0,
+            max_viewers_per_tenant: 0,
+            max_state_jobs: 2,
+            max_state_jobs_per_tenant: 1,
             inactive_timeout: 1200,
             absolute_timeout: 0,
             max_session_secs: 86_400,

@@ -395,7 +395,11 @@ async fn a_captured_forwarded_request_is_neither_replayed_nor_given_another_body
 async fn a_session_takes_a_bounded_number_of_devtools_clients() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, "[server]\nmax_cdp_clients = 2\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[server]\nmax_cdp_clients = 2\nmax_cdp_clients_per_tenant = 3\nmax_viewers_per_tenant = 1\n",
+    )
+    .unwrap();
     let d = Daemon::start(
         &dir.path().join("data"),
         StoreKind::Fs,
@@ -418,6 +422,95 @@ async fn a_session_takes_a_bounded_number_of_devtools_clients() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut c = Cdp::connect(&url).await;
     assert_eq!(c.eval("2 + 2").await, json!(4));
+    // Across the tenant's sessions: 2 here and 1 on another session make 3, the tenant's cap.
+    let other = d.create(KEY_T1, json!({})).await;
+    let other_url = other["cdp_url"].as_str().unwrap().to_string();
+    let e = Cdp::connect(&other_url).await;
+    match tokio_tungstenite::connect_async(&other_url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("the tenant's cap let a client in: {:?}", other.map(|_| ())),
+    }
+    // Another tenant is not held by it.
+    let t2 = d.create(KEY_T2, json!({})).await;
+    let t2c = Cdp::connect(t2["cdp_url"].as_str().unwrap()).await;
     b.close().await;
     c.close().await;
+    e.close().await;
+    t2c.close().await;
+    // Viewers: one for the tenant on this node; the second, on another session, is refused.
+    let viewer = |s: &Value| {
+        let token = s["embed_url"]
+            .as_str()
+            .unwrap()
+            .split("token=")
+            .nth(1)
+            .unwrap()
+            .to_string();
+        format!(
+            "ws://{}/v0/vm/{}/embed/socket?token={token}",
+            d.addr,
+            s["session_id"].as_str().unwrap()
+        )
+    };
+    let (mut first, _) = tokio_tungstenite::connect_async(viewer(&s)).await.unwrap();
+    let hello = tokio::time::timeout(Duration::from_secs(20), first.next()).await;
+    assert!(
+        matches!(hello, Ok(Some(Ok(_)))),
+        "the first viewer was let in"
+    );
+    let (mut second, _) = tokio_tungstenite::connect_async(viewer(&other))
+        .await
+        .unwrap();
+    let mut closed = None;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(20), second.next()).await {
+        if let tokio_tungstenite::tungstenite::Message::Close(Some(f)) = m {
+            closed = Some(u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(closed, Some(4008), "the tenant's second viewer was let in");
+    let _ = first.close(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_state_jobs_have_a_limit_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
+    // Two imports of one tenant at once (max_state_jobs_per_tenant = 1 by default): one runs,
+    // the other is refused at once and changes nothing.
+    let body =
+        |id: &str| json!({"id": id, "storage_state": {"cookies": [], "origins": []}}).to_string();
+    let (b1, b2) = (body("job-one"), body("job-two"));
+    let (r1, r2) = tokio::join!(
+        d.call("POST", "/v0/profiles", Some(KEY_T1), Some(&b1)),
+        d.call("POST", "/v0/profiles", Some(KEY_T1), Some(&b2)),
+    );
+    let mut codes = [r1.0, r2.0];
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 429], "{r1:?} {r2:?}");
+    let refused = if r1.0 == 429 {
+        (&r1.1, "job-one")
+    } else {
+        (&r2.1, "job-two")
+    };
+    assert_eq!(refused.0["error"], "too_many_jobs", "{}", refused.0);
+    let (st, _) = d
+        .call(
+            "GET",
+            &format!("/v0/profiles/{}", refused.1),
+            Some(KEY_T1),
+            None,
+        )
+        .await;
+    assert_eq!(st, 404, "a refused import left a profile");
+    // The slot is free again once the job ended.
+    let (st, v) = d
+        .call(
+            "POST",
+            "/v0/profiles",
+            Some(KEY_T1),
+            Some(&body("job-three")),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
 }

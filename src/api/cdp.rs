@@ -40,6 +40,14 @@ pub(super) async fn proxy(
             format!("this session has the most DevTools clients it takes (server.max_cdp_clients = {max})"),
         ));
     }
+    let tenant_max = state.manager.config().max_cdp_clients_per_tenant;
+    if tenant_max > 0 && state.manager.tenant_clients(&s.tenant).0 >= tenant_max {
+        return Err(ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_clients",
+            format!("this tenant has the most DevTools clients it may have on this node (server.max_cdp_clients_per_tenant = {tenant_max})"),
+        ));
+    }
     let link = s.cdp().connect().await.map_err(|e| {
         ApiError::new(
             axum::http::StatusCode::BAD_GATEWAY,

@@ -127,10 +127,13 @@ pub(super) async fn socket(
     let ws = ws.map_err(super::cdp::upgrade_error)?;
     let max = s.live.config().max_message;
     let token = q.token.clone().unwrap_or_default();
+    let viewers_max = state.manager.config().max_viewers_per_tenant;
+    let tenant_full = (viewers_max > 0 && state.manager.tenant_clients(&s.tenant).1 >= viewers_max)
+        .then_some(viewers_max);
     Ok(ws
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| viewer(s, roles, token, socket)))
+        .on_upgrade(move |socket| viewer(s, roles, token, tenant_full, socket)))
 }
 
 async fn close(
@@ -157,9 +160,18 @@ fn hello(s: &Session, user: &crate::live::User) -> Value {
 
 /// One viewer's socket: frames and tab changes out, input in, until it leaves, is kicked,
 /// misbehaves, or the session ends.
-async fn viewer(s: Arc<Session>, roles: BTreeSet<Role>, token: String, socket: WebSocket) {
+async fn viewer(
+    s: Arc<Session>,
+    roles: BTreeSet<Role>,
+    token: String,
+    tenant_full: Option<usize>,
+    socket: WebSocket,
+) {
     let live = &s.live;
     let (mut tx, mut rx) = socket.split();
+    if let Some(max) = tenant_full {
+        return close(&mut tx, 4008, &format!("this tenant has the most viewers it may have on this node (server.max_viewers_per_tenant = {max})")).await;
+    }
     let (user, mut notices) = match live.join(&token, roles) {
         Ok(u) => u,
         Err(e) => return close(&mut tx, 4008, &e.to_string()).await,

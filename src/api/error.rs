@@ -69,6 +69,11 @@ impl From<session::Error> for ApiError {
                 "shutting_down",
                 e.to_string(),
             ),
+            E::TooManyJobs(_) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_jobs",
+                e.to_string(),
+            ),
             E::TooManySessions(_) | E::TenantLimit(_) => Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_sessions",

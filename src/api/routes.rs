@@ -341,7 +341,7 @@ pub static ROUTES: &[Route] = &[
         headers: &[],
         body: Body::Json(&wire::IMPORT_REQUEST),
         reply: Reply::Json(&wire::PROFILE_IMPORTED),
-        errors: &[400, 401, 409, 413, 415, 503],
+        errors: &[400, 401, 409, 413, 415, 429, 503],
         links: &[
             Link { op: "getProfile", params: BY_ID },
             Link { op: "exportStorageState", params: BY_ID },
@@ -357,7 +357,7 @@ pub static ROUTES: &[Route] = &[
         headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::STORAGE_STATE),
-        errors: &[400, 401, 404, 409, 422, 503],
+        errors: &[400, 401, 404, 409, 422, 429, 503],
         links: &[],
     },
     Route {
@@ -396,7 +396,7 @@ pub static ROUTES: &[Route] = &[
         headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::PROFILE_DATA),
-        errors: &[400, 401, 404, 409, 422, 503],
+        errors: &[400, 401, 404, 409, 422, 429, 503],
         links: &[],
     },
     Route {

@@ -91,6 +91,7 @@ pub(super) async fn import(
     let doc = storage_state::parse(&req.storage_state)
         .map_err(|e| ApiError::bad_request("invalid_storage_state", e.to_string()))?;
     let id = req.id.unwrap_or_else(storage_state::new_id);
+    let _slot = state.manager.begin_state_job(&tenant)?;
     let vault = state
         .manager
         .vault()
@@ -116,6 +117,7 @@ pub(super) async fn export(
     if crate::vault::validate_id("profile", &id).is_err() {
         return Err(ApiError::not_found("profile"));
     }
+    let _slot = state.manager.begin_state_job(&tenant)?;
     let vault = state
         .manager
         .vault()

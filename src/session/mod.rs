@@ -42,6 +42,9 @@ pub enum Error {
     /// Too many concurrent sessions.
     #[error("too many concurrent sessions (limit {0})")]
     TooManySessions(usize),
+    /// Too many storage-state imports/exports at once (on this node, or of this tenant).
+    #[error("too many storage-state jobs at once ({0})")]
+    TooManyJobs(String),
     /// Too many concurrent sessions of this tenant.
     #[error("too many concurrent sessions for this tenant (server.max_sessions_per_tenant = {0})")]
     TenantLimit(usize),
@@ -91,6 +94,12 @@ pub struct SessionConfig {
     pub max_sessions_per_tenant: usize,
     /// Most DevTools connections to one session's browser (0: no cap).
     pub max_cdp_clients: usize,
+    /// Most DevTools connections to all of one tenant's sessions on this node (0: no cap).
+    pub max_cdp_clients_per_tenant: usize,
+    /// Most live-view viewers of all of one tenant's sessions on this node (0: no cap).
+    pub max_viewers_per_tenant: usize,
+    /// Storage-state imports/exports (each a browser) at once on this node, and per tenant.
+    pub max_state_jobs: (usize, usize),
     /// Default inactivity timeout, seconds (`None`: never).
     pub inactive_timeout: Option<u64>,
     /// Default absolute timeout, seconds.
@@ -229,6 +238,8 @@ pub struct Manager {
     records: records::Records,
     /// Sessions between their slot's reservation and their start's end, by tenant.
     starting: Mutex<HashMap<String, usize>>,
+    /// Storage-state jobs running, by tenant.
+    state_jobs: Arc<Mutex<HashMap<String, usize>>>,
     /// When the store last answered `/readyz`'s probe, and how.
     store_probe: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
@@ -244,6 +255,21 @@ impl std::fmt::Debug for Manager {
 /// Session records rejected since start (forged, tampered, misplaced).
 pub fn records_rejected() -> u64 {
     records::REJECTED.load(Ordering::Relaxed)
+}
+
+/// A running storage-state job's slot (see [`Manager::begin_state_job`]).
+#[derive(Debug)]
+pub struct JobSlot {
+    jobs: Arc<Mutex<HashMap<String, usize>>>,
+    tenant: String,
+}
+
+impl Drop for JobSlot {
+    fn drop(&mut self) {
+        if let Some(n) = self.jobs.lock().expect("jobs lock").get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 /// This node's id, kept in `<data_dir>/node-id` so a restarted daemon is the same node.
@@ -282,6 +308,7 @@ impl Manager {
             records,
             starting: Mutex::new(HashMap::new()),
             store_probe: tokio::sync::Mutex::new(None),
+            state_jobs: Arc::default(),
             vault,
             cfg,
             sessions: Mutex::new(HashMap::new()),
@@ -624,6 +651,39 @@ impl Manager {
             .is_ok_and(|r| r.is_ok());
         *cache = Some((std::time::Instant::now(), ok));
         ok
+    }
+
+    /// A slot for a storage-state import or export of `tenant` (a browser of its own), held
+    /// until the returned guard drops.
+    ///
+    /// # Errors
+    /// [`Error::TooManyJobs`] past `max_state_jobs` on this node or for the tenant.
+    pub fn begin_state_job(&self, tenant: &str) -> Result<JobSlot, Error> {
+        let (node_max, tenant_max) = self.cfg.max_state_jobs;
+        let mut jobs = self.state_jobs.lock().expect("jobs lock");
+        if node_max > 0 && jobs.values().sum::<usize>() >= node_max {
+            return Err(Error::TooManyJobs(format!(
+                "server.max_state_jobs = {node_max}"
+            )));
+        }
+        let mine = jobs.entry(tenant.to_string()).or_default();
+        if tenant_max > 0 && *mine >= tenant_max {
+            return Err(Error::TooManyJobs(format!(
+                "server.max_state_jobs_per_tenant = {tenant_max}"
+            )));
+        }
+        *mine += 1;
+        Ok(JobSlot {
+            jobs: self.state_jobs.clone(),
+            tenant: tenant.to_string(),
+        })
+    }
+
+    /// DevTools connections and live-view viewers of `tenant`'s sessions on this node.
+    pub fn tenant_clients(&self, tenant: &str) -> (usize, usize) {
+        self.list(tenant, true).iter().fold((0, 0), |(c, v), s| {
+            (c + s.cdp().client_count(), v + s.live.viewer_count())
+        })
     }
 
     /// Reserves a session slot for `id` (counted with the running sessions until the start

@@ -142,6 +142,11 @@ pub const ERRORS: &[(&str, u16, &str)] = &[
         "server.max_sessions sessions are running (or server.max_sessions_per_tenant of the tenant's)",
     ),
     (
+        "too_many_jobs",
+        429,
+        "server.max_state_jobs storage-state imports/exports are running (or the tenant's share)",
+    ),
+    (
         "too_many_clients",
         429,
         "server.max_cdp_clients DevTools clients are connected to the session",
