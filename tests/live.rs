@@ -170,10 +170,6 @@ async fn page_until(cdp: &mut Cdp, expr: &str, want: Value, what: &str) {
     }
 }
 
-fn query_token(url: &str) -> String {
-    url.split_once("token=").unwrap().1.to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_uses_the_session_through_embed_url() {
     let site = site().await;
@@ -422,13 +418,7 @@ async fn a_person_uses_the_session_through_embed_url() {
         .await;
     assert_eq!(users["users"].as_array().unwrap().len(), 1, "{users}");
     // Its token is revoked: the page (or anyone holding the URL) cannot come back with it.
-    let b_token = minted["embed_url"]
-        .as_str()
-        .unwrap()
-        .split("token=")
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let b_token = query_token(minted["embed_url"].as_str().unwrap());
     let (st, _) = d
         .call(
             "GET",

@@ -214,10 +214,9 @@ async fn no_tenant_viewer_or_page_reaches_outside_its_session() {
     );
 
     // --- An end user holding only embed_url ---
-    let embed = s1["embed_url"].as_str().unwrap();
-    let token = embed.split("token=").nth(1).unwrap();
-    let socket = format!("ws://{}/v0/vm/{id1}/embed/socket?token={token}", d.addr);
-    let (mut ws, _) = tokio_tungstenite::connect_async(socket).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s1))
+        .await
+        .unwrap();
     for url in [
         format!("http://{}/metrics", d.addr),
         format!("http://{}/viewer", inside.addr),
@@ -312,16 +311,9 @@ async fn no_tenant_viewer_or_page_reaches_outside_its_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_that_eats_memory_threads_or_disk_ends_only_its_own_session() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
+    let d = Daemon::with_config(
+        dir.path(),
         "[server]\nsandbox_memory_mb = 700\nsandbox_pids = 600\nsandbox_disk_mb = 48\n",
-    )
-    .unwrap();
-    let d = Daemon::start(
-        &dir.path().join("data"),
-        StoreKind::Fs,
-        &[("PV_CONFIG", cfg.to_str().unwrap())],
     );
     let site = test_site().await;
     let neighbour = d.create(KEY_T2, json!({"profile": true})).await;

@@ -32,21 +32,28 @@ pub(super) async fn proxy(
     }
     let ws = ws.map_err(upgrade_error)?;
     // The live view's and the daemon's own connections count too (one or two).
-    let max = state.manager.config().max_cdp_clients;
-    if max > 0 && s.cdp().client_count() >= max {
-        return Err(ApiError::new(
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            "too_many_clients",
-            format!("this session has the most DevTools clients it takes (server.max_cdp_clients = {max})"),
-        ));
-    }
-    let tenant_max = state.manager.config().max_cdp_clients_per_tenant;
-    if tenant_max > 0 && state.manager.tenant_clients(&s.tenant).0 >= tenant_max {
-        return Err(ApiError::new(
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            "too_many_clients",
-            format!("this tenant has the most DevTools clients it may have on this node (server.max_cdp_clients_per_tenant = {tenant_max})"),
-        ));
+    let cfg = state.manager.config();
+    for (max, now, whose, key) in [
+        (
+            cfg.max_cdp_clients,
+            s.cdp().client_count(),
+            "this session",
+            "max_cdp_clients",
+        ),
+        (
+            cfg.max_cdp_clients_per_tenant,
+            state.manager.tenant_clients(&s.tenant).0,
+            "this tenant on this node",
+            "max_cdp_clients_per_tenant",
+        ),
+    ] {
+        if max > 0 && now >= max {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_clients",
+                format!("{whose} has the most DevTools clients it may have (server.{key} = {max})"),
+            ));
+        }
     }
     let link = s.cdp().connect().await.map_err(|e| {
         ApiError::new(

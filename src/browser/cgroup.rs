@@ -80,6 +80,20 @@ impl Hierarchy {
         ))
     }
 
+    /// The cgroup(s) of a browser that may exist already (left by a previous daemon), without
+    /// touching their limits: dropping the result kills what is inside and removes them.
+    pub fn existing(&self, name: &str) -> Group {
+        let (v2, dirs) = match self {
+            Hierarchy::V1 { parents } => (false, parents.iter().map(|p| p.join(name)).collect()),
+            Hierarchy::V2 { parent } => (true, vec![parent.join(name)]),
+        };
+        Group {
+            v2,
+            dirs: dirs.into_iter().filter(|d: &PathBuf| d.exists()).collect(),
+            procs: Vec::new(),
+        }
+    }
+
     /// Creates the cgroup(s) of one browser with `limits`.
     ///
     /// # Errors

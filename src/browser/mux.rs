@@ -81,7 +81,6 @@ struct State {
 pub struct Mux {
     out: mpsc::UnboundedSender<Vec<u8>>,
     state: Mutex<State>,
-    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Mux {
@@ -117,11 +116,9 @@ impl Mux {
         let mut writer = tokio::net::unix::pipe::Sender::from_owned_fd(to_browser)?;
         let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(from_browser)?;
         let (out, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        let (closed, _) = tokio::sync::watch::channel(false);
         let mux = Arc::new(Mux {
             out,
             state: Mutex::new(State::default()),
-            closed,
         });
         tokio::spawn(async move {
             while let Some(m) = out_rx.recv().await {
@@ -167,26 +164,13 @@ impl Mux {
     /// [`Mux`] without a browser, such as unit tests.
     pub fn closed() -> Arc<Mux> {
         let (out, _) = mpsc::unbounded_channel();
-        let (closed, _) = tokio::sync::watch::channel(true);
         Arc::new(Mux {
             out,
             state: Mutex::new(State {
                 closed: true,
                 ..State::default()
             }),
-            closed,
         })
-    }
-
-    /// Whether the browser end is closed (the browser exited).
-    pub fn is_closed(&self) -> bool {
-        self.state.lock().expect("mux").closed
-    }
-
-    /// Waits until the browser end is closed.
-    pub async fn wait_closed(&self) {
-        let mut rx = self.closed.subscribe();
-        let _ = rx.wait_for(|c| *c).await;
     }
 
     fn shut(&self) {
@@ -200,8 +184,6 @@ impl Mux {
                 let _ = tx.send(Err("the browser connection closed".into()));
             }
         }
-        drop(st);
-        self.closed.send_replace(true);
     }
 
     fn write(&self, v: &Value) -> bool {
@@ -496,7 +478,7 @@ impl Conn {
     }
 
     /// Marks `n` bytes taken from `rx` as read (the budget of [`CLIENT_QUEUE_BUDGET`]).
-    pub fn read_done(&self, n: usize) {
+    fn read_done(&self, n: usize) {
         self.queued.fetch_sub(
             n.min(self.queued.load(Ordering::Relaxed)),
             Ordering::Relaxed,

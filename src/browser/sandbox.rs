@@ -193,9 +193,7 @@ impl Runtime {
     pub fn cleanup(&self, name: &str) {
         let _ = std::fs::remove_dir_all(self.settings.run_dir.join(name));
         if let Some(h) = &self.cgroups {
-            if let Ok(g) = h.create(name, &self.settings.limits) {
-                drop(g);
-            }
+            drop(h.existing(name));
         }
     }
 

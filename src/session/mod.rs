@@ -10,6 +10,7 @@
 //! daemon that was killed finds the sessions that were running at its next start, stops
 //! their orphaned browsers, and saves their profiles ([`Manager::recover`]).
 
+mod limits;
 mod records;
 mod save;
 mod start;
@@ -30,6 +31,7 @@ use crate::vault::{self, Base, Vault};
 use crate::{NoProgress, Progress};
 
 pub use crate::browser::LaunchOptions;
+pub use limits::JobSlot;
 use state::{now_ms, token_hash, Status};
 pub use state::{EndReason, ProfileInfo, SaveState, Session, SessionInfo, Timeouts};
 
@@ -255,21 +257,6 @@ impl std::fmt::Debug for Manager {
 /// Session records rejected since start (forged, tampered, misplaced).
 pub fn records_rejected() -> u64 {
     records::REJECTED.load(Ordering::Relaxed)
-}
-
-/// A running storage-state job's slot (see [`Manager::begin_state_job`]).
-#[derive(Debug)]
-pub struct JobSlot {
-    jobs: Arc<Mutex<HashMap<String, usize>>>,
-    tenant: String,
-}
-
-impl Drop for JobSlot {
-    fn drop(&mut self) {
-        if let Some(n) = self.jobs.lock().expect("jobs lock").get_mut(&self.tenant) {
-            *n = n.saturating_sub(1);
-        }
-    }
 }
 
 /// This node's id, kept in `<data_dir>/node-id` so a restarted daemon is the same node.
@@ -651,65 +638,6 @@ impl Manager {
             .is_ok_and(|r| r.is_ok());
         *cache = Some((std::time::Instant::now(), ok));
         ok
-    }
-
-    /// A slot for a storage-state import or export of `tenant` (a browser of its own), held
-    /// until the returned guard drops.
-    ///
-    /// # Errors
-    /// [`Error::TooManyJobs`] past `max_state_jobs` on this node or for the tenant.
-    pub fn begin_state_job(&self, tenant: &str) -> Result<JobSlot, Error> {
-        let (node_max, tenant_max) = self.cfg.max_state_jobs;
-        let mut jobs = self.state_jobs.lock().expect("jobs lock");
-        if node_max > 0 && jobs.values().sum::<usize>() >= node_max {
-            return Err(Error::TooManyJobs(format!(
-                "server.max_state_jobs = {node_max}"
-            )));
-        }
-        let mine = jobs.entry(tenant.to_string()).or_default();
-        if tenant_max > 0 && *mine >= tenant_max {
-            return Err(Error::TooManyJobs(format!(
-                "server.max_state_jobs_per_tenant = {tenant_max}"
-            )));
-        }
-        *mine += 1;
-        Ok(JobSlot {
-            jobs: self.state_jobs.clone(),
-            tenant: tenant.to_string(),
-        })
-    }
-
-    /// DevTools connections and live-view viewers of `tenant`'s sessions on this node.
-    pub fn tenant_clients(&self, tenant: &str) -> (usize, usize) {
-        self.list(tenant, true).iter().fold((0, 0), |(c, v), s| {
-            (c + s.cdp().client_count(), v + s.live.viewer_count())
-        })
-    }
-
-    /// Reserves a session slot for `id` (counted with the running sessions until the start
-    /// finishes), or refuses when every slot is taken.
-    fn reserve_slot(self: &Arc<Self>, tenant: &str, id: &str) -> Result<start::StartGuard, Error> {
-        let sessions = self.sessions.lock().expect("sessions lock");
-        let mut starting = self.starting.lock().expect("starting lock");
-        let active = sessions.values().filter(|s| s.is_active());
-        let mine = active.clone().filter(|s| s.tenant == tenant).count()
-            + starting.get(tenant).copied().unwrap_or(0);
-        if active.count() + starting.values().sum::<usize>() >= self.cfg.max_sessions {
-            return Err(Error::TooManySessions(self.cfg.max_sessions));
-        }
-        if self.cfg.max_sessions_per_tenant > 0 && mine >= self.cfg.max_sessions_per_tenant {
-            return Err(Error::TenantLimit(self.cfg.max_sessions_per_tenant));
-        }
-        *starting.entry(tenant.to_string()).or_default() += 1;
-        Ok(start::StartGuard {
-            manager: self.clone(),
-            tenant: tenant.to_string(),
-            id: id.to_string(),
-            profile: None,
-            lease: None,
-            armed: true,
-            restore: None,
-        })
     }
 
     /// Ends a session (idempotent): marks it ended now and runs stop + save in the background.

@@ -105,6 +105,18 @@ impl Daemon {
         }
     }
 
+    /// A daemon on the filesystem store under `dir/data` with `dir/c.toml` (`toml`) as its
+    /// config file.
+    pub fn with_config(dir: &Path, toml: &str) -> Daemon {
+        let cfg = dir.join("c.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        Daemon::start(
+            &dir.join("data"),
+            StoreKind::Fs,
+            &[("PV_CONFIG", cfg.to_str().unwrap())],
+        )
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -522,4 +534,19 @@ pub fn site_host(site: &str) -> String {
         .next()
         .unwrap()
         .to_string()
+}
+
+/// The token in a URL's query (`embed_url`'s viewer token, `cdp_url`'s admin token).
+pub fn query_token(url: &str) -> String {
+    url.split_once("token=").unwrap().1.to_string()
+}
+
+/// The live-view socket of a session (its `POST /v0/vm` answer) on `d`, with its viewer token.
+pub fn viewer_socket(d: &Daemon, s: &Value) -> String {
+    format!(
+        "ws://{}/v0/vm/{}/embed/socket?token={}",
+        d.addr,
+        s["session_id"].as_str().unwrap(),
+        query_token(s["embed_url"].as_str().unwrap())
+    )
 }
