@@ -210,6 +210,98 @@ impl Runtime {
         Ok(uid)
     }
 
+    /// The browser started directly (`server.unsafe_no_sandbox`).
+    fn unconfined_command(&self, args: &[String], opts: &LaunchOptions) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.exec);
+        if self.root {
+            cmd.arg("--no-sandbox");
+        }
+        cmd.args(args);
+        if let Some(tz) = &opts.timezone {
+            cmd.env("TZ", tz);
+        }
+        if let Some(l) = &opts.locale {
+            cmd.env("LANGUAGE", l);
+        }
+        cmd
+    }
+
+    /// bubblewrap around the browser: its uid, run directory, egress proxy and cgroups go
+    /// into `res`, the descriptors it is handed into `fds`. Returns the command and the read
+    /// end of bubblewrap's info pipe.
+    fn sandboxed_command(
+        self: &Arc<Self>,
+        name: &str,
+        user_data_dir: &Path,
+        opts: &LaunchOptions,
+        args: &[String],
+        res: &mut Resources,
+        fds: &mut Vec<(OwnedFd, RawFd)>,
+    ) -> Result<(tokio::process::Command, OwnedFd), Error> {
+        let io = |e: std::io::Error| Error::Startup(e.to_string());
+        let u = self.lease_uid()?;
+        res.uid = Some((self.clone(), u));
+        let uid = self.root.then_some(u);
+        let run = self.settings.run_dir.join(name);
+        res.run = Some(run.clone());
+        let t0 = std::time::Instant::now();
+        let layout = prepare_run_dir(&run, user_data_dir, u, self.root, opts).map_err(io)?;
+        tracing::debug!(
+            ms = t0.elapsed().as_millis() as u64,
+            "sandbox: run directory ready"
+        );
+        res.egress = Some(
+            super::egress::serve(
+                &layout.egress_sock,
+                self.settings.egress.clone(),
+                name.to_string(),
+            )
+            .map_err(io)?,
+        );
+        // Owner-only, owned by the browser's uid (read-only inside the sandbox).
+        std::fs::set_permissions(&layout.egress_sock, std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+        if self.root {
+            std::os::unix::fs::lchown(&layout.egress_sock, Some(u), Some(u)).map_err(io)?;
+        }
+        if let Some(h) = &self.cgroups {
+            res.group = Some(
+                h.create(name, &self.settings.limits)
+                    .map_err(Error::SandboxUnavailable)?,
+            );
+        }
+        let (info, info_w) = pipe().map_err(io)?;
+        fds.push((info_w, 5));
+        let mut next = 6;
+        let mut bind = |path: &Path, dir: bool| -> Result<RawFd, Error> {
+            let f = open_path(path, dir).map_err(io)?;
+            let n = next;
+            next += 1;
+            fds.push((f, n));
+            Ok(n)
+        };
+        let exe = std::env::current_exe().map_err(io)?;
+        let binds = Binds {
+            profile: bind(user_data_dir, true)?,
+            home: bind(&layout.home, true)?,
+            egress: bind(&layout.egress_dir, true)?,
+            policy: bind(&layout.policy, false)?,
+            init: bind(&exe, false)?,
+        };
+        let mut cmd = tokio::process::Command::new("bwrap");
+        cmd.args(bwrap_args(&binds, opts, &self.exec, self.root));
+        cmd.args(["--", INIT, "sandbox-init", "--session", name]);
+        if let Some(u) = uid {
+            cmd.args(["--uid".to_string(), u.to_string()]);
+        }
+        cmd.arg("--egress");
+        cmd.arg(format!("{EGRESS_DIR}/egress.sock"));
+        cmd.arg("--");
+        cmd.arg(&self.exec);
+        cmd.args(args);
+        Ok((cmd, info))
+    }
+
     /// Starts Chromium for `name` (a session id, or a job id) on `user_data_dir` and waits
     /// until it answers on its DevTools pipe.
     ///
@@ -232,83 +324,13 @@ impl Runtime {
         let (browser_in, to_browser) = pipe().map_err(io)?;
         let (from_browser, browser_out) = pipe().map_err(io)?;
         let mut fds: Vec<(OwnedFd, RawFd)> = vec![(browser_in, 3), (browser_out, 4)];
-        let mut cmd;
-        let mut info = None;
-        if self.unsandboxed() {
-            cmd = tokio::process::Command::new(&self.exec);
-            if self.root {
-                cmd.arg("--no-sandbox");
-            }
-            cmd.args(&args);
-            if let Some(tz) = &opts.timezone {
-                cmd.env("TZ", tz);
-            }
-            if let Some(l) = &opts.locale {
-                cmd.env("LANGUAGE", l);
-            }
+        let (mut cmd, info) = if self.unsandboxed() {
+            (self.unconfined_command(&args, opts), None)
         } else {
-            let u = self.lease_uid()?;
-            res.uid = Some((self.clone(), u));
-            let uid = self.root.then_some(u);
-            let run = self.settings.run_dir.join(name);
-            res.run = Some(run.clone());
-            let t0 = std::time::Instant::now();
-            let layout = prepare_run_dir(&run, user_data_dir, u, self.root, opts).map_err(io)?;
-            tracing::debug!(
-                ms = t0.elapsed().as_millis() as u64,
-                "sandbox: run directory ready"
-            );
-            res.egress = Some(
-                super::egress::serve(
-                    &layout.egress_sock,
-                    self.settings.egress.clone(),
-                    name.to_string(),
-                )
-                .map_err(io)?,
-            );
-            // Owner-only, owned by the browser's uid (read-only inside the sandbox).
-            std::fs::set_permissions(&layout.egress_sock, std::fs::Permissions::from_mode(0o600))
-                .map_err(io)?;
-            if self.root {
-                std::os::unix::fs::lchown(&layout.egress_sock, Some(u), Some(u)).map_err(io)?;
-            }
-            if let Some(h) = &self.cgroups {
-                res.group = Some(
-                    h.create(name, &self.settings.limits)
-                        .map_err(Error::SandboxUnavailable)?,
-                );
-            }
-            let (info_r, info_w) = pipe().map_err(io)?;
-            fds.push((info_w, 5));
-            info = Some(info_r);
-            let mut next = 6;
-            let mut bind = |path: &Path, dir: bool| -> Result<RawFd, Error> {
-                let f = open_path(path, dir).map_err(io)?;
-                let n = next;
-                next += 1;
-                fds.push((f, n));
-                Ok(n)
-            };
-            let exe = std::env::current_exe().map_err(io)?;
-            let binds = Binds {
-                profile: bind(user_data_dir, true)?,
-                home: bind(&layout.home, true)?,
-                egress: bind(&layout.egress_dir, true)?,
-                policy: bind(&layout.policy, false)?,
-                init: bind(&exe, false)?,
-            };
-            cmd = tokio::process::Command::new("bwrap");
-            cmd.args(bwrap_args(&binds, opts, &self.exec, self.root));
-            cmd.args(["--", INIT, "sandbox-init", "--session", name]);
-            if let Some(u) = uid {
-                cmd.args(["--uid".to_string(), u.to_string()]);
-            }
-            cmd.arg("--egress");
-            cmd.arg(format!("{EGRESS_DIR}/egress.sock"));
-            cmd.arg("--");
-            cmd.arg(&self.exec);
-            cmd.args(&args);
-        }
+            let (cmd, info) =
+                self.sandboxed_command(name, user_data_dir, opts, &args, &mut res, &mut fds)?;
+            (cmd, Some(info))
+        };
         cmd.env_clear()
             .current_dir("/")
             .stdin(std::process::Stdio::null())
