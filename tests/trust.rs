@@ -477,4 +477,60 @@ async fn storage_state_jobs_have_a_limit_of_their_own() {
         )
         .await;
     assert_eq!(st, 200, "{v}");
+    // A client that goes away in the middle of an import (its browser running) leaves no
+    // browser, work directory, profile or job slot behind.
+    let pid = d.child.as_ref().unwrap().id();
+    let cookies: Vec<Value> = (0..150)
+        .map(|i| json!({"name": format!("c{i}"), "value": "v", "domain": "example.com", "path": "/"}))
+        .collect();
+    let left_body = json!({"id": "job-left", "storage_state": {"cookies": cookies, "origins": [
+        {"origin": "https://example.com", "localStorage": [{"name": "k", "value": "v"}]}]}})
+    .to_string();
+    let mut saw_browser = false;
+    for delay in [300u64, 800, 1500] {
+        let mut sock = tokio::net::TcpStream::connect(&d.addr).await.unwrap();
+        let req = format!(
+            "POST /v0/profiles HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY_T1}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{left_body}",
+            d.addr,
+            left_body.len()
+        );
+        sock.write_all(req.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        saw_browser |= !descendants(pid).is_empty();
+        drop(sock);
+        let gone = async {
+            while !descendants(pid).is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), gone)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "an import left at {delay} ms left processes {:?}",
+                    descendants(pid)
+                )
+            });
+        let left = |sub: &str| std::fs::read_dir(d.data.join(sub)).map_or(0, |r| r.count());
+        assert_eq!((left("run"), left("state-work")), (0, 0), "at {delay} ms");
+        // Either the import finished before the client left, or nothing of it exists.
+        let (st, _) = d.call("GET", "/v0/profiles/job-left", Some(KEY_T1), None).await;
+        if st == 200 {
+            let (st, v) = d
+                .call("DELETE", "/v0/profiles/job-left", Some(KEY_T1), None)
+                .await;
+            assert!(st < 300, "{st} {v}");
+        } else {
+            assert_eq!(st, 404, "at {delay} ms");
+        }
+        let (st, v) = d
+            .call("POST", "/v0/profiles", Some(KEY_T1), Some(&body("job-after")))
+            .await;
+        assert_eq!(st, 200, "the job slot was not freed at {delay} ms: {v}");
+        let (st, v) = d
+            .call("DELETE", "/v0/profiles/job-after", Some(KEY_T1), None)
+            .await;
+        assert!(st < 300, "{st} {v}");
+    }
+    assert!(saw_browser, "no import browser ran while the client waited");
 }

@@ -550,3 +550,28 @@ pub fn viewer_socket(d: &Daemon, s: &Value) -> String {
         query_token(s["embed_url"].as_str().unwrap())
     )
 }
+
+/// The processes below `pid` (children, their children, …), from `/proc`.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let parent_of = |p: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        // The command is in parentheses and may hold spaces: fields follow the last `)`.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        rest.split(' ').nth(1)?.parse::<u32>().ok()
+    };
+    let all: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| Some((p, parent_of(p)?)))
+        .collect();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(all.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}

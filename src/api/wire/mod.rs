@@ -405,6 +405,15 @@ pub fn generation() -> Value {
     json!({"type": "integer", "minimum": 1})
 }
 
+/// The longest `origins[].origin`: with the shortest scheme (`http://`) the host stays within
+/// DNS's 253 characters, which `storage_state::parse` also enforces.
+const ORIGIN_MAX_LEN: usize = 260;
+/// `origins[].origin`: at most nine labels of 1-63 characters, an optional port 1-65535.
+const ORIGIN_PATTERN: &str = concat!(
+    "^https?://[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?){0,8}",
+    "(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$"
+);
+
 /// A Playwright storageState document, as `storage_state::parse` takes it (which also
 /// checks what a schema cannot: the browser must accept every cookie).
 fn storage_state_schema() -> Value {
@@ -430,7 +439,8 @@ fn storage_state_schema() -> Value {
     );
     let origin = object(
         json!({
-            "origin": {"type": "string", "maxLength": 300, "pattern": "^https?://[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?){0,8}(:[1-9][0-9]{0,4})?$"},
+            "origin": {"type": "string", "maxLength": ORIGIN_MAX_LEN, "pattern": ORIGIN_PATTERN,
+                "description": "http(s)://host[:port]: DNS labels of 1-63 characters, a host of at most 253, a port 1-65535"},
             "localStorage": {"type": "array", "items": item},
             "indexedDB": {"type": "array", "items": {"type": "object"}, "description": "as Playwright's storageState({indexedDB: true}) writes it; plain-JSON keys and values"},
         }),
@@ -630,5 +640,36 @@ mod tests {
         assert!(!ok(json!({"timeout": {"absolute": MAX_TIMEOUT + 1}})));
         assert!(!ok(json!({"width": 99})));
         assert!(!ok(json!({"timeout": {"webhook": {"url": "ftp://x"}}})));
+    }
+
+    /// The schema says what `storage_state::parse` enforces for an origin: whatever one
+    /// accepts, the other does.
+    #[test]
+    fn origin_schema_and_parser_agree() {
+        let schema = storage_state_schema();
+        let label = |n: usize| "a".repeat(n);
+        let host253 = [label(63), label(63), label(63), label(61)].join(".");
+        for origin in [
+            "http://a.b".to_string(),
+            "https://x:1".into(),
+            "https://x:65535".into(),
+            "https://x:65536".into(),
+            "https://x:99999".into(),
+            "https://x:080".into(),
+            format!("http://{host253}"),
+            format!("http://{host253}a"),
+            format!("https://{host253}:8080"),
+            format!("https://{}.b", label(63)),
+            format!("https://{}.b", label(64)),
+            format!("https://{}", ["a"; 10].join(".")),
+            "http://[::1]:3000".into(),
+        ] {
+            let doc = json!({"origins": [{"origin": origin, "localStorage": []}]});
+            let by_schema = check(&schema, &doc).is_ok();
+            let by_parser = crate::storage_state::parse(&doc).is_ok();
+            assert!(!by_schema || by_parser, "{origin}: the schema allows what the server refuses");
+        }
+        assert!(check(&schema, &json!({"origins": [{"origin": "https://x:65535"}]})).is_ok());
+        assert!(check(&schema, &json!({"origins": [{"origin": "https://x:65536"}]})).is_err());
     }
 }
