@@ -174,6 +174,21 @@ pub struct ServerConfig {
     /// (`PV_SANDBOX_REQUIRE_CGROUPS`). Off, browsers are still sandboxed, without limits of
     /// their own (a Kubernetes pod, whose limits then bound them all).
     pub sandbox_require_cgroups: bool,
+    /// How sessions' browsers show themselves to people (`PV_DISPLAY`): `virtual` (default:
+    /// headful on a virtual display of their own, Chromium's whole UI in the live view;
+    /// falls back to headless with a warning where Xvfb is missing) or `headless`.
+    pub display: DisplayMode,
+}
+
+/// `server.display`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DisplayMode {
+    /// Headful on a virtual display (Xvfb) inside the sandbox.
+    #[default]
+    Virtual,
+    /// Headless: the live view shows the page only (CDP screencast).
+    Headless,
 }
 
 impl ServerConfig {
@@ -205,6 +220,7 @@ impl ServerConfig {
             uid_base: self.sandbox_uid_base,
             uid_count: u32::try_from(self.max_sessions + 16).unwrap_or(u32::MAX),
             require_cgroups: self.sandbox_require_cgroups,
+            display: self.display == DisplayMode::Virtual,
         })
     }
 }
@@ -292,6 +308,7 @@ impl Default for ServerConfig {
             sandbox_disk_mb: 4096,
             sandbox_uid_base: 1_800_000,
             sandbox_require_cgroups: true,
+            display: DisplayMode::Virtual,
         }
     }
 }
@@ -558,6 +575,18 @@ impl Config {
         }
         if let Some(v) = env("PV_UNSAFE_NO_SANDBOX") {
             file.server.unsafe_no_sandbox = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        if let Some(v) = env("PV_DISPLAY") {
+            file.server.display = match v.as_str() {
+                "virtual" => DisplayMode::Virtual,
+                "headless" => DisplayMode::Headless,
+                _ => {
+                    return Err(Error::Env {
+                        name: "PV_DISPLAY",
+                        message: "must be `virtual` or `headless`".into(),
+                    })
+                }
+            };
         }
         if let Some(v) = env("PV_SANDBOX_REQUIRE_CGROUPS") {
             file.server.sandbox_require_cgroups = !matches!(v.as_str(), "0" | "false" | "no");

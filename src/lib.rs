@@ -13,6 +13,8 @@
 //! - [`vault`]: generations, head records, save/restore/verify/rollback/delete/rekey;
 //! - [`browser`]: the browser runtime: each Chromium in a sandbox of its own (bubblewrap,
 //!   egress proxy, cgroup limits) and the one DevTools pipe everything talks to it through;
+//! - [`display`]: a headful browser's virtual display: its capture (JPEG tiles of what
+//!   changed) and display-level input;
 //! - [`session`]: browser sessions; [`api`]: the HTTP API; [`cluster`]: nodes on one store
 //!   answering as one service;
 //! - [`config`]: the TOML config and `PV_*` environment;
@@ -44,5 +46,6 @@ pub mod audit;
 pub mod browser;
 pub mod cdp;
 pub mod cluster;
+pub mod display;
 pub mod session;
 pub mod storage_state;

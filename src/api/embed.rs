@@ -193,6 +193,29 @@ async fn viewer(
     let (mut budget, mut refilled) = (rate * 2.0, Instant::now());
     let mut meta = (0, 0);
     let mut ok = tx.send(text(hello(&s, &user))).await.is_ok();
+    // A display: the whole screen, then the tiles of what changes.
+    let mut tiles = None;
+    let mut key_seq = 0;
+    if let Some(d) = &live.display {
+        d.capture.viewer_joined();
+        match d.capture.watch().await {
+            Ok((rx, key)) => {
+                let (w, h) = d.size;
+                ok = ok
+                    && tx
+                        .send(text(json!({"t": "meta", "width": w, "height": h, "display": true})))
+                        .await
+                        .is_ok();
+                ok = ok && tx.send(Message::Binary(key.message())).await.is_ok();
+                key_seq = key.seq;
+                tiles = Some(rx);
+            }
+            Err(e) => {
+                tracing::warn!(session = %s.id, error = %e, "live view: the display cannot be captured");
+                ok = false;
+            }
+        }
+    }
     // The session store reaches viewers too (the page passes it on to its parent window).
     let snapshot =
         |version: u64, entries: &std::collections::BTreeMap<String, crate::room::Entry>| {
@@ -219,6 +242,24 @@ async fn viewer(
                     ok = ok && tx.send(Message::Binary(f.jpeg.clone())).await.is_ok();
                 }
             }
+            r = next_tile(&mut tiles) => match r {
+                Ok(t) if t.seq <= key_seq => {}
+                Ok(t) => ok = tx.send(Message::Binary(t.message())).await.is_ok(),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Behind: skip to the screen as it is now.
+                    match live.display.as_ref().map(|d| d.capture.clone()) {
+                        Some(c) => match c.keyframe().await {
+                            Ok(k) => {
+                                key_seq = k.seq;
+                                ok = tx.send(Message::Binary(k.message())).await.is_ok();
+                            }
+                            Err(_) => break,
+                        },
+                        None => break,
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
             r = tabs.changed() => {
                 if r.is_err() { break; }
                 let t = tabs.borrow_and_update().clone();
@@ -305,10 +346,26 @@ async fn viewer(
             }
         }
     }
+    if let Some(d) = &live.display {
+        d.capture.viewer_left();
+        if user.may_control() {
+            let _ = d.input.release_all().await;
+        }
+    }
     live.leave(&user);
     live.hub.leave().await;
     s.client_disconnected();
     tracing::info!(session = %s.id, user = %user.id, "viewer disconnected");
+}
+
+/// The next tile of a display's capture; never, without one.
+async fn next_tile(
+    tiles: &mut Option<tokio::sync::broadcast::Receiver<Arc<crate::display::Tile>>>,
+) -> Result<Arc<crate::display::Tile>, tokio::sync::broadcast::error::RecvError> {
+    match tiles {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The session of an admin-token or API-key caller, still running.

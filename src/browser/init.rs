@@ -1,8 +1,9 @@
 //! The sandbox's init (PID 1 of the session's PID namespace): `profile-vault sandbox-init`,
 //! run by bubblewrap inside the sandbox. It relays the browser's proxy port on the
 //! namespace's own loopback to the daemon's egress socket (the only way out), starts the
-//! browser with the DevTools pipe on fds 3 and 4, reaps orphans as an init must, and exits
-//! with the browser — which tears the whole namespace down.
+//! browser with the DevTools pipe on fds 3 and 4 — on a virtual display of its own when asked
+//! (`--display WxH`: Xvfb, whose socket directory the daemon reaches through a bind) — reaps
+//! orphans as an init must, and exits with the browser, which tears the whole namespace down.
 //!
 //! It is not a trust boundary: it runs as the browser's own user, and everything it relays
 //! is checked by the daemon (`browser::egress`). Plain threads, no runtime: it must be small.
@@ -16,14 +17,17 @@ use std::process::Command;
 pub const PROXY_PORT: u16 = 1080;
 
 /// Runs the init with `args` (after `sandbox-init`):
-/// `--session ID [--uid UID] --egress PATH -- BROWSER ARGS…`. Returns the exit code.
+/// `--session ID [--uid UID] [--display WxH] --egress PATH -- BROWSER ARGS…`. Returns the
+/// exit code.
 pub fn main(args: &[String]) -> i32 {
     let mut egress = None;
+    let mut display = None;
     let mut it = args.iter();
     let mut command = Vec::new();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--egress" => egress = it.next().cloned(),
+            "--display" => display = it.next().cloned(),
             "--session" => {
                 it.next();
             }
@@ -57,7 +61,20 @@ pub fn main(args: &[String]) -> i32 {
         }
     }
     owner_only();
-    let child = match Command::new(program).args(rest).spawn() {
+    let mut browser = Command::new(program);
+    browser.args(rest);
+    if let Some(size) = display {
+        match start_display(&size) {
+            Ok(d) => {
+                browser.env("DISPLAY", d);
+            }
+            Err(e) => {
+                eprintln!("sandbox-init: the virtual display did not start: {e}");
+                return 1;
+            }
+        }
+    }
+    let child = match browser.spawn() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sandbox-init: cannot start {program}: {e}");
@@ -65,6 +82,41 @@ pub fn main(args: &[String]) -> i32 {
         }
     };
     reap_until(child.id())
+}
+
+/// Where the display's socket directory is inside the sandbox (bound from the run directory,
+/// so the daemon connects to the same socket from outside).
+pub const X11_DIR: &str = "/tmp/.X11-unix";
+
+/// Starts Xvfb on display :0 at `size` ("WxH") and waits until it accepts clients (it writes
+/// its display number to `-displayfd` then). The server runs as the browser's own user and
+/// listens only on its socket in [`X11_DIR`] (no TCP; abstract sockets are this network
+/// namespace's own).
+fn start_display(size: &str) -> Result<String, String> {
+    let (w, h) = size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+        .ok_or_else(|| format!("bad size {size:?}"))?;
+    let (mut ready, ready_w) = std::io::pipe().map_err(|e| e.to_string())?;
+    let mut x = Command::new("Xvfb");
+    // Its stdout is the readiness pipe (it logs to stderr).
+    x.args([":0", "-screen", "0", &format!("{w}x{h}x24"), "-nolisten", "tcp"])
+        .args(["-displayfd", "1", "-nocursor", "-noreset"])
+        .stdin(std::process::Stdio::null())
+        .stdout(ready_w);
+    let child = x.spawn().map_err(|e| format!("cannot start Xvfb: {e}"))?;
+    drop(x);
+    let _ = child;
+    // It writes the number and a newline, and keeps the pipe open.
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while ready.read(&mut b).map_err(|e| e.to_string())? == 1 && b[0] != b'\n' {
+        out.push(b[0]);
+    }
+    match String::from_utf8_lossy(&out).trim() {
+        "" => Err("Xvfb exited before it was ready".into()),
+        n => Ok(format!(":{n}")),
+    }
 }
 
 fn relay_all(l: &TcpListener, egress: &str) {

@@ -51,8 +51,8 @@ pub(super) fn chromium_args(
     opts: &LaunchOptions,
     sandboxed: bool,
 ) -> Vec<String> {
+    let headful = sandboxed && opts.display;
     let mut a: Vec<String> = [
-        "--headless=new",
         "--disable-gpu",
         "--disable-quic",
         "--no-first-run",
@@ -67,13 +67,19 @@ pub(super) fn chromium_args(
     ]
     .map(String::from)
     .to_vec();
+    if headful {
+        // One window filling the display (there is no window manager to place it).
+        a.push("--window-position=0,0".into());
+    } else {
+        a.push("--headless=new".into());
+    }
     let dir = if sandboxed {
         PROFILE.to_string()
     } else {
         user_data_dir.display().to_string()
     };
     a.push(format!("--user-data-dir={dir}"));
-    if let Some((w, h)) = opts.window {
+    if let Some((w, h)) = opts.window.or(headful.then_some(super::sandbox::DEFAULT_SCREEN)) {
         a.push(format!("--window-size={w},{h}"));
     }
     if let Some(ua) = &opts.user_agent {
@@ -118,6 +124,8 @@ pub(super) struct Binds {
     pub policy: RawFd,
     /// The init binary (read-only, at [`INIT`]).
     pub init: RawFd,
+    /// The display's socket directory (read-write, at [`super::init::X11_DIR`]).
+    pub x11: Option<RawFd>,
 }
 
 pub(super) fn bwrap_args(
@@ -222,6 +230,13 @@ pub(super) fn bwrap_args(
         "--chdir".into(),
         HOME.into(),
     ]);
+    if let Some(x) = binds.x11 {
+        a.extend([
+            "--bind-fd".into(),
+            fd(x),
+            super::init::X11_DIR.into(),
+        ]);
+    }
     let mut env = vec![
         ("HOME", HOME.to_string()),
         ("PATH", "/usr/bin:/bin".into()),
@@ -230,6 +245,10 @@ pub(super) fn bwrap_args(
         ("XDG_CONFIG_HOME", "/tmp/.config".into()),
         ("XDG_CACHE_HOME", "/tmp/.cache".into()),
     ];
+    if opts.display {
+        // No session bus: Chromium gives up at once instead of trying to start one.
+        env.push(("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent".into()));
+    }
     if let Some(tz) = &opts.timezone {
         env.push(("TZ", tz.clone()));
     }
@@ -248,6 +267,8 @@ pub(super) struct Layout {
     pub egress_dir: PathBuf,
     pub egress_sock: PathBuf,
     pub policy: PathBuf,
+    /// The display's socket directory (headful browsers).
+    pub x11: Option<PathBuf>,
 }
 
 pub(super) fn prepare_run_dir(
@@ -265,6 +286,13 @@ pub(super) fn prepare_run_dir(
         crate::fsutil::create_private_dir(d)?;
     }
     let egress_sock = egress_dir.join("egress.sock");
+    let x11 = opts.display.then(|| run.join("x11"));
+    if let Some(x) = &x11 {
+        crate::fsutil::create_private_dir(x)?;
+        if root {
+            std::os::unix::fs::lchown(x, Some(uid), Some(uid))?;
+        }
+    }
     // The sandbox reaches into these only through the descriptors it is given (the egress
     // directory and the policy read-only): owner-only, owned by the browser's uid.
     let policy = run.join("policy.json");
@@ -280,6 +308,7 @@ pub(super) fn prepare_run_dir(
         egress_dir,
         egress_sock,
         policy,
+        x11,
     })
 }
 

@@ -51,6 +51,9 @@ pub struct LaunchOptions {
     pub start_url: Option<String>,
     /// Reopen the last session's tabs (and keep its session cookies).
     pub restore_last_session: bool,
+    /// Headful on a virtual display of its own (sandboxed browsers only; the others stay
+    /// headless): the person sees and uses Chromium's own UI through the live view.
+    pub display: bool,
     /// Send every request to a dead proxy (nothing reaches the network): the browsers the
     /// daemon drives itself.
     pub offline: bool,
@@ -88,6 +91,14 @@ pub fn unwrapped(binary: &Path) -> PathBuf {
     }
 }
 
+/// The first `name` on `PATH`.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|c| c.is_file())
+}
+
 /// Finds the browser: `PV_CHROMIUM`, else `chromium`, `chromium-browser`, `google-chrome` on PATH.
 ///
 /// # Errors
@@ -100,16 +111,10 @@ pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, Error> {
             Err(Error::NotFound)
         };
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        for dir in std::env::split_paths(&path) {
-            let c = dir.join(name);
-            if c.is_file() {
-                return Ok(c);
-            }
-        }
-    }
-    Err(Error::NotFound)
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find_map(on_path)
+        .ok_or(Error::NotFound)
 }
 
 /// A running browser (in its sandbox), with the DevTools pipe to it.
@@ -198,6 +203,11 @@ impl Browser {
     /// Process id (= process group id) of the browser's sandbox.
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The socket of the browser's virtual display on the host (`None`: headless).
+    pub fn display_socket(&self) -> Option<&Path> {
+        self.resources.display.as_deref()
     }
 
     /// The DevTools pipe (never handed to clients as such: they get a [`super::mux::Conn`]).

@@ -34,6 +34,9 @@ use super::layout::{
 use super::mux::Mux;
 use super::process::{Browser, Error, LaunchOptions};
 
+/// The virtual display's size when the launch names no window size.
+pub const DEFAULT_SCREEN: (u32, u32) = (1280, 720);
+
 /// How this node runs its browsers.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -56,6 +59,9 @@ pub struct Settings {
     /// default true). Off, browsers run sandboxed without per-browser limits (e.g. in a
     /// Kubernetes pod, whose own limits then bound them all).
     pub require_cgroups: bool,
+    /// `server.display`: sessions' browsers headful on a virtual display of their own
+    /// (`true`, the default) or headless.
+    pub display: bool,
 }
 
 /// Starts browsers, sandboxed.
@@ -70,6 +76,8 @@ pub struct Runtime {
     /// What is executed: the browser itself, not a distribution's wrapper script.
     exec: PathBuf,
     root: bool,
+    /// Whether sessions' browsers get a virtual display; if not, why.
+    display: Result<(), String>,
 }
 
 /// What lives as long as one browser; dropped (in this order) after it exited.
@@ -79,6 +87,8 @@ pub struct Resources {
     pub(super) group: Option<Group>,
     pub(super) run: Option<PathBuf>,
     pub(super) uid: Option<(Arc<Runtime>, u32)>,
+    /// The display's socket on the host (headful browsers).
+    pub(super) display: Option<PathBuf>,
 }
 
 impl Drop for Resources {
@@ -121,7 +131,22 @@ impl Runtime {
             }
         };
         let exec = super::process::unwrapped(&settings.binary);
+        let display = if !settings.display {
+            Err("headless (server.display = \"headless\")".to_string())
+        } else if settings.unsafe_no_sandbox {
+            Err("headless: a virtual display runs inside the sandbox only (server.unsafe_no_sandbox is set)".into())
+        } else if super::process::on_path("Xvfb").is_none() {
+            Err("headless: Xvfb is not installed (apt-get install xvfb), so the live view shows the page only".into())
+        } else {
+            Ok(())
+        };
+        if let Err(why) = &display {
+            if settings.display {
+                tracing::warn!("browsers run {why}");
+            }
+        }
         Arc::new(Runtime {
+            display,
             exec,
             settings,
             status,
@@ -146,6 +171,11 @@ impl Runtime {
     /// unconfined).
     pub fn limits_note(&self) -> Option<&str> {
         self.limits_note.as_deref()
+    }
+
+    /// Whether sessions' browsers get a virtual display of their own; if not, why.
+    pub fn display(&self) -> Result<(), &str> {
+        self.display.as_ref().map(|_| ()).map_err(String::as_str)
     }
 
     /// Whether browsers run unconfined (`server.unsafe_no_sandbox`).
@@ -287,6 +317,10 @@ impl Runtime {
             egress: bind(&layout.egress_dir, true)?,
             policy: bind(&layout.policy, false)?,
             init: bind(&exe, false)?,
+            x11: match &layout.x11 {
+                Some(x) => Some(bind(x, true)?),
+                None => None,
+            },
         };
         let mut cmd = tokio::process::Command::new("bwrap");
         cmd.args(bwrap_args(&binds, opts, &self.exec, self.root));
@@ -294,6 +328,11 @@ impl Runtime {
         if let Some(u) = uid {
             cmd.args(["--uid".to_string(), u.to_string()]);
         }
+        if opts.display {
+            let (w, h) = opts.window.unwrap_or(DEFAULT_SCREEN);
+            cmd.args(["--display".to_string(), format!("{w}x{h}")]);
+        }
+        res.display = layout.x11.map(|x| x.join("X0"));
         cmd.arg("--egress");
         cmd.arg(format!("{EGRESS_DIR}/egress.sock"));
         cmd.arg("--");

@@ -33,6 +33,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
                 uid_base: 0,
                 uid_count: 0,
                 require_cgroups: false,
+                display: false,
             }),
             data_dir: ctx.cfg.data_dir.clone(),
             max_sessions: 0,

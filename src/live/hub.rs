@@ -88,6 +88,8 @@ struct State {
 pub struct Hub {
     cdp: Arc<crate::browser::mux::Mux>,
     quality: u8,
+    /// Whether the picture is the page's screencast (not when a display is captured).
+    screencast: bool,
     frames: watch::Sender<Option<Arc<Frame>>>,
     tabs: watch::Sender<Vec<Tab>>,
     state: tokio::sync::Mutex<State>,
@@ -104,11 +106,13 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// A hub for the browser behind `cdp`.
-    pub fn new(cdp: Arc<crate::browser::mux::Mux>, quality: u8) -> Arc<Hub> {
+    /// A hub for the browser behind `cdp`; `screencast`: it also makes the picture (the
+    /// page's, through DevTools), else only tabs and DevTools commands.
+    pub fn new(cdp: Arc<crate::browser::mux::Mux>, quality: u8, screencast: bool) -> Arc<Hub> {
         Arc::new_cyclic(|me| Hub {
             cdp,
             quality: quality.clamp(1, 100),
+            screencast,
             frames: watch::channel(None).0,
             tabs: watch::channel(Vec::new()).0,
             state: tokio::sync::Mutex::new(State {
@@ -154,7 +158,7 @@ impl Hub {
         st.viewers = st.viewers.saturating_sub(1);
         if st.viewers == 0 {
             if let Some(c) = st.conn.take() {
-                if let Some((_, s)) = c.active_session() {
+                if let Some((_, s)) = c.active_session().filter(|_| self.screencast) {
                     let _ = tokio::time::timeout(
                         Duration::from_secs(2),
                         c.call(Some(&s), "Page.stopScreencast", json!({})),
@@ -245,7 +249,9 @@ impl Hub {
             if old == target {
                 return Ok(());
             }
-            let _ = conn.call(Some(&s), "Page.stopScreencast", json!({})).await;
+            if self.screencast {
+                let _ = conn.call(Some(&s), "Page.stopScreencast", json!({})).await;
+            }
         }
         let known = conn.attached.lock().expect("attached").get(target).cloned();
         let session = match known {
@@ -271,12 +277,14 @@ impl Hub {
         let _ = conn
             .call(None, "Target.activateTarget", json!({"targetId": target}))
             .await;
-        conn.call(
-            Some(&session),
-            "Page.startScreencast",
-            json!({"format": "jpeg", "quality": self.quality, "everyNthFrame": 1}),
-        )
-        .await?;
+        if self.screencast {
+            conn.call(
+                Some(&session),
+                "Page.startScreencast",
+                json!({"format": "jpeg", "quality": self.quality, "everyNthFrame": 1}),
+            )
+            .await?;
+        }
         self.publish_tabs(conn);
         Ok(())
     }

@@ -1,11 +1,13 @@
-//! A viewer's messages, checked against its roles and turned into DevTools commands on the
-//! page shown (`Input.dispatchMouseEvent`, `Input.dispatchKeyEvent`, `Input.insertText`,
-//! `Input.imeSetComposition`, navigation, tabs, window size). Input the user may not send is
-//! dropped here and never reaches the browser.
+//! A viewer's messages, checked against its roles and turned into input: on the browser's
+//! display when it has one (the whole browser, [`crate::display::Input`]), else DevTools
+//! commands on the page shown (`Input.dispatchMouseEvent`, `Input.dispatchKeyEvent`,
+//! `Input.insertText`, `Input.imeSetComposition`); navigation, tabs and window size through
+//! DevTools. Input the user may not send is dropped here and never reaches the browser.
 
 use serde_json::{json, Value};
 
 use super::{Live, Role, User};
+use crate::display::{input::Button, Display};
 
 /// What handling one message produced for the viewer that sent it.
 #[derive(Debug, PartialEq)]
@@ -76,6 +78,11 @@ pub async fn handle(live: &Live, user: &User, m: &Value) -> Result<Outcome, Faul
     );
     if needs_control && !live.accept_input(user) {
         return Ok(Outcome::Dropped);
+    }
+    if let Some(d) = &live.display {
+        if let Some(r) = on_display(d, live, user, t, m).await {
+            return r;
+        }
     }
     match t {
         "ping" => Ok(Outcome::Done),
@@ -256,6 +263,98 @@ pub async fn handle(live: &Live, user: &User, m: &Value) -> Result<Outcome, Faul
         }
         _ => Err(Fault::Malformed(format!("unknown message type `{t}`"))),
     }
+}
+
+fn button_of(m: &Value) -> Result<Option<Button>, Fault> {
+    Ok(match m["button"].as_str().unwrap_or("none") {
+        "none" => None,
+        "left" => Some(Button::Left),
+        "middle" => Some(Button::Middle),
+        "right" => Some(Button::Right),
+        "back" => Some(Button::Back),
+        "forward" => Some(Button::Forward),
+        _ => return Err(Fault::Malformed("mouse.button".into())),
+    })
+}
+
+/// Input on a display (the whole browser): pointer, wheel, keys and text go in at the X
+/// level. `None`: not a display message (tabs, navigation, resize go through the hub).
+async fn on_display(
+    d: &Display,
+    live: &Live,
+    user: &User,
+    t: &str,
+    m: &Value,
+) -> Option<Result<Outcome, Fault>> {
+    if !matches!(t, "mouse" | "wheel" | "key" | "text" | "paste" | "ime" | "resize") {
+        return None;
+    }
+    let browser = |e: crate::display::Error| Fault::Browser(e.to_string());
+    let xy = |what: &str| -> Result<(f64, f64), Fault> {
+        Ok((
+            num(&m["x"], 1e5).ok_or_else(|| Fault::Malformed(format!("{what}.x")))?,
+            num(&m["y"], 1e5).ok_or_else(|| Fault::Malformed(format!("{what}.y")))?,
+        ))
+    };
+    let r = async {
+        match t {
+            "mouse" => {
+                let ty = m["type"].as_str().unwrap_or_default();
+                let (x, y) = xy("mouse")?;
+                let button = button_of(m)?;
+                match (ty, button) {
+                    ("mouseMoved", _) | (_, None) => {
+                        live.share_cursor(user, x, y);
+                        d.input.pointer(x, y).await.map_err(browser)?;
+                    }
+                    ("mousePressed", Some(b)) => d.input.button(x, y, b, true).await.map_err(browser)?,
+                    ("mouseReleased", Some(b)) => d.input.button(x, y, b, false).await.map_err(browser)?,
+                    _ => {
+                        return Err(Fault::Malformed(
+                            "mouse.type must be mousePressed, mouseReleased or mouseMoved".into(),
+                        ))
+                    }
+                }
+                Ok(Outcome::Done)
+            }
+            "wheel" => {
+                let (x, y) = xy("wheel")?;
+                let (dx, dy) = (
+                    num(&m["deltaX"], 1e5).unwrap_or(0.0),
+                    num(&m["deltaY"], 1e5).unwrap_or(0.0),
+                );
+                d.input.wheel(x, y, dx, dy).await.map_err(browser)?;
+                Ok(Outcome::Done)
+            }
+            "key" => {
+                let ty = m["type"].as_str().unwrap_or_default();
+                if !matches!(ty, "keyDown" | "keyUp") {
+                    return Err(Fault::Malformed("key.type must be keyDown or keyUp".into()));
+                }
+                let key = m["key"].as_str().ok_or_else(|| Fault::Malformed("key.key".into()))?;
+                let code = m["code"].as_str().unwrap_or_default();
+                if key.len() > 32 || code.len() > 32 {
+                    return Err(Fault::Malformed("key.key too long".into()));
+                }
+                d.input
+                    .key(code.to_string(), key.to_string(), ty == "keyDown")
+                    .await
+                    .map_err(browser)?;
+                Ok(Outcome::Done)
+            }
+            "text" | "paste" => {
+                let text = m["text"].as_str().ok_or_else(|| Fault::Malformed("text".into()))?;
+                d.input.text(text.to_string()).await.map_err(browser)?;
+                Ok(Outcome::Done)
+            }
+            // The composition shows in the viewer's own input; its result comes as `text`.
+            "ime" => Ok(Outcome::Done),
+            // The screen has the size the session started with.
+            _ => Ok(Outcome::Dropped),
+        }
+    }
+    .await;
+    Some(r)
 }
 
 async fn key(live: &Live, user: &User, m: &Value) -> Result<Outcome, Fault> {

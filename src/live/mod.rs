@@ -153,8 +153,11 @@ pub struct Live {
     tokens: Mutex<Vec<ViewerToken>>,
     users: Mutex<Vec<Arc<User>>>,
     control_disable_default: bool,
-    /// Frames, tabs and input.
+    /// Frames (page-only view), tabs and input through DevTools.
     pub hub: Arc<hub::Hub>,
+    /// The browser's virtual display (its whole UI), when it has one: the picture and the
+    /// input then go through it instead of the hub's screencast.
+    pub display: Option<Arc<crate::display::Display>>,
     ended: tokio::sync::watch::Sender<Option<String>>,
 }
 
@@ -184,10 +187,11 @@ fn now_ms() -> u64 {
 }
 
 impl Live {
-    /// The live view of a browser, through its DevTools pipe.
+    /// The live view of a browser, through its DevTools pipe (and its display, if any).
     pub fn new(
         cfg: LiveConfig,
         cdp: Arc<crate::browser::mux::Mux>,
+        display: Option<Arc<crate::display::Display>>,
         control_disable_default: bool,
     ) -> Live {
         let quality = cfg.jpeg_quality;
@@ -196,7 +200,8 @@ impl Live {
             tokens: Mutex::new(Vec::new()),
             users: Mutex::new(Vec::new()),
             control_disable_default,
-            hub: hub::Hub::new(cdp, quality),
+            hub: hub::Hub::new(cdp, quality, display.is_none()),
+            display,
             ended: tokio::sync::watch::channel(None).0,
         }
     }
@@ -425,6 +430,7 @@ mod tests {
                 ..LiveConfig::default()
             },
             crate::browser::mux::Mux::closed(),
+            None,
             false,
         )
     }

@@ -562,9 +562,29 @@ impl Manager {
         let now = now_ms();
         let (done, _) = tokio::sync::watch::channel(false);
         let cdp = browser.mux().clone();
+        let display = match browser.display_socket() {
+            Some(sock) => {
+                let (sock, q) = (sock.to_path_buf(), self.cfg.live.jpeg_quality);
+                match tokio::task::spawn_blocking(move || crate::display::Display::open(&sock, q))
+                    .await
+                {
+                    Ok(Ok(d)) => Some(Arc::new(d)),
+                    Ok(Err(e)) => {
+                        tracing::warn!(session = %id, error = %e, "live view: the display cannot be captured; showing the page only");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %id, error = %e, "live view: the display cannot be captured");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let live = crate::live::Live::new(
             self.cfg.live.clone(),
             cdp.clone(),
+            display,
             req.control_disable_default,
         );
         let session = Arc::new(Session {

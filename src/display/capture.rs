@@ -1,0 +1,387 @@
+//! The capture of one display: a thread of its own with its own X connection. DAMAGE tells
+//! it what changed; it reads those rectangles (aligned to JPEG's 16-pixel blocks, so tiles
+//! meet without seams), encodes each as a JPEG [`Tile`] and broadcasts it to every viewer of
+//! the session. Tiles are numbered; a viewer that joins or lags asks for a keyframe (the
+//! whole screen) and drops any tile numbered before it.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, oneshot};
+use x11rb::connection::{Connection, RequestConnection};
+use x11rb::protocol::damage::{self, ConnectionExt as _};
+use x11rb::protocol::xfixes::{self, ConnectionExt as _};
+use x11rb::protocol::xproto::{ConnectionExt as _, ImageFormat, Rectangle, Window};
+use x11rb::protocol::Event;
+use x11rb::rust_connection::RustConnection;
+
+use super::Error;
+
+/// A rectangle of the screen as a JPEG, placed at (`x`, `y`).
+#[derive(Debug)]
+pub struct Tile {
+    /// Left edge, pixels.
+    pub x: u16,
+    /// Top edge, pixels.
+    pub y: u16,
+    /// Width, pixels.
+    pub width: u16,
+    /// Height, pixels.
+    pub height: u16,
+    /// Number: tiles are sent in increasing order; a keyframe holds everything before it.
+    pub seq: u64,
+    /// The whole screen (sent to one viewer that joined or fell behind).
+    pub key: bool,
+    /// JPEG bytes.
+    pub jpeg: Bytes,
+}
+
+impl Tile {
+    /// The viewer socket's binary message: `0x01`, x and y (u16 big-endian), then the JPEG.
+    /// (A bare JPEG, starting `0xFF`, is a whole frame of the page-only view.)
+    pub fn message(&self) -> Bytes {
+        let mut m = Vec::with_capacity(5 + self.jpeg.len());
+        m.push(1);
+        m.extend_from_slice(&self.x.to_be_bytes());
+        m.extend_from_slice(&self.y.to_be_bytes());
+        m.extend_from_slice(&self.jpeg);
+        m.into()
+    }
+}
+
+enum Command {
+    Keyframe(oneshot::Sender<Arc<Tile>>),
+    Stop,
+}
+
+/// The running capture of one display.
+pub struct Capture {
+    size: (u16, u16),
+    tiles: broadcast::Sender<Arc<Tile>>,
+    commands: mpsc::Sender<Command>,
+    wake: UnixStream,
+    viewers: Arc<AtomicUsize>,
+    /// Tiles and bytes sent so far (for `bench --live-view` and metrics).
+    pub sent: Arc<(AtomicU64, AtomicU64)>,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture").field("size", &self.size).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Stop);
+        let _ = (&self.wake).write_all_nb();
+    }
+}
+
+trait Wake {
+    fn write_all_nb(self) -> std::io::Result<()>;
+}
+
+impl Wake for &UnixStream {
+    fn write_all_nb(self) -> std::io::Result<()> {
+        use std::io::Write;
+        // A full wake pipe already wakes the thread: a failed write loses nothing.
+        let mut s = self;
+        s.write(&[1]).map(|_| ())
+    }
+}
+
+impl Capture {
+    /// Connects and starts the capture thread.
+    ///
+    /// # Errors
+    /// The connection, or DAMAGE / XFIXES missing.
+    pub fn start(socket: &Path, quality: u8) -> Result<Arc<Capture>, Error> {
+        let conn = super::connect(socket)?;
+        for (name, ext) in [("DAMAGE", damage::X11_EXTENSION_NAME), ("XFIXES", xfixes::X11_EXTENSION_NAME)] {
+            if conn.extension_information(ext)?.is_none() {
+                return Err(Error::Missing(name));
+            }
+        }
+        conn.damage_query_version(1, 1)?.reply()?;
+        conn.xfixes_query_version(5, 0)?.reply()?;
+        let screen = &conn.setup().roots[0];
+        let (root, size) = (screen.root, (screen.width_in_pixels, screen.height_in_pixels));
+        let damage = conn.generate_id()?;
+        conn.damage_create(damage, root, damage::ReportLevel::NON_EMPTY)?;
+        let region = conn.generate_id()?;
+        conn.xfixes_create_region(region, &[])?;
+        conn.flush()?;
+        let (wake, wake_rx) = UnixStream::pair().map_err(|e| Error::Connect(e.to_string()))?;
+        for s in [&wake, &wake_rx] {
+            s.set_nonblocking(true).map_err(|e| Error::Connect(e.to_string()))?;
+        }
+        let (commands, rx) = mpsc::channel();
+        let (tiles, _) = broadcast::channel(64);
+        let viewers = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let worker = Worker {
+            conn,
+            root,
+            size,
+            damage,
+            region,
+            quality: quality.clamp(1, 100),
+            tiles: tiles.clone(),
+            viewers: viewers.clone(),
+            sent: sent.clone(),
+            seq: 0,
+        };
+        std::thread::Builder::new()
+            .name("pv-display".into())
+            .spawn(move || {
+                if let Err(e) = worker.run(&rx, &wake_rx) {
+                    tracing::debug!(error = %e, "display capture ended");
+                }
+            })
+            .map_err(|e| Error::Connect(e.to_string()))?;
+        Ok(Arc::new(Capture {
+            size,
+            tiles,
+            commands,
+            wake,
+            viewers,
+            sent,
+        }))
+    }
+
+    /// The screen's size.
+    pub fn size(&self) -> (u16, u16) {
+        self.size
+    }
+
+    /// A viewer starts watching: the tiles from now on, and a keyframe to start from.
+    ///
+    /// # Errors
+    /// The capture has stopped (the browser is gone).
+    pub async fn watch(&self) -> Result<(broadcast::Receiver<Arc<Tile>>, Arc<Tile>), Error> {
+        let rx = self.tiles.subscribe();
+        let key = self.keyframe().await?;
+        Ok((rx, key))
+    }
+
+    /// The whole screen now.
+    ///
+    /// # Errors
+    /// The capture has stopped.
+    pub async fn keyframe(&self) -> Result<Arc<Tile>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Keyframe(tx))
+            .map_err(|_| Error::Request("the capture has stopped".into()))?;
+        let _ = (&self.wake).write_all_nb();
+        rx.await
+            .map_err(|_| Error::Request("the capture has stopped".into()))
+    }
+
+    /// Counts a viewer in (tiles are made only while someone watches).
+    pub fn viewer_joined(&self) {
+        self.viewers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Counts a viewer out.
+    pub fn viewer_left(&self) {
+        let _ = self
+            .viewers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+}
+
+struct Worker {
+    conn: RustConnection,
+    root: Window,
+    size: (u16, u16),
+    damage: damage::Damage,
+    region: xfixes::Region,
+    quality: u8,
+    tiles: broadcast::Sender<Arc<Tile>>,
+    viewers: Arc<AtomicUsize>,
+    sent: Arc<(AtomicU64, AtomicU64)>,
+    seq: u64,
+}
+
+impl Worker {
+    fn run(mut self, rx: &mpsc::Receiver<Command>, wake: &UnixStream) -> Result<(), Error> {
+        let frame = Duration::from_secs(1) / super::FPS;
+        let mut dirty = false;
+        let mut last = Instant::now().checked_sub(frame).unwrap_or_else(Instant::now);
+        loop {
+            while let Some(ev) = self.conn.poll_for_event()? {
+                if matches!(ev, Event::DamageNotify(_)) {
+                    dirty = true;
+                }
+            }
+            loop {
+                match rx.try_recv() {
+                    Ok(Command::Keyframe(tx)) => {
+                        let t = self.keyframe()?;
+                        let _ = tx.send(t);
+                    }
+                    Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => return Ok(()),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                }
+            }
+            let mut timeout = -1;
+            if dirty {
+                let since = last.elapsed();
+                if since >= frame {
+                    self.send_damage()?;
+                    dirty = false;
+                    last = Instant::now();
+                } else {
+                    timeout = i32::try_from((frame - since).as_millis()).unwrap_or(0).max(1);
+                }
+            }
+            wait(self.conn.stream().as_raw_fd(), wake.as_raw_fd(), timeout);
+            let mut buf = [0u8; 64];
+            while matches!(std::io::Read::read(&mut &*wake, &mut buf), Ok(n) if n > 0) {}
+        }
+    }
+
+    /// Takes what changed since the last call; tiles of it when someone watches.
+    fn send_damage(&mut self) -> Result<(), Error> {
+        self.conn.damage_subtract(self.damage, x11rb::NONE, self.region)?;
+        let rects = self.conn.xfixes_fetch_region(self.region)?.reply()?.rectangles;
+        if self.viewers.load(Ordering::SeqCst) == 0 || self.tiles.receiver_count() == 0 {
+            return Ok(());
+        }
+        for r in merge(&rects, self.size) {
+            let t = self.tile(r, false)?;
+            let _ = self.tiles.send(t);
+        }
+        Ok(())
+    }
+
+    fn keyframe(&mut self) -> Result<Arc<Tile>, Error> {
+        let whole = Rectangle {
+            x: 0,
+            y: 0,
+            width: self.size.0,
+            height: self.size.1,
+        };
+        self.tile(whole, true)
+    }
+
+    fn tile(&mut self, r: Rectangle, key: bool) -> Result<Arc<Tile>, Error> {
+        let x = u16::try_from(r.x).unwrap_or(0);
+        let y = u16::try_from(r.y).unwrap_or(0);
+        let img = self
+            .conn
+            .get_image(ImageFormat::Z_PIXMAP, self.root, r.x, r.y, r.width, r.height, !0)?
+            .reply()?;
+        let want = usize::from(r.width) * usize::from(r.height) * 4;
+        if img.depth != 24 || img.data.len() != want {
+            return Err(Error::Request(format!(
+                "unexpected image: depth {}, {} bytes for {}x{}",
+                img.depth,
+                img.data.len(),
+                r.width,
+                r.height
+            )));
+        }
+        let mut jpeg = Vec::with_capacity(want / 10);
+        jpeg_encoder::Encoder::new(&mut jpeg, self.quality)
+            .encode(&img.data, r.width, r.height, jpeg_encoder::ColorType::Bgra)
+            .map_err(|e| Error::Request(format!("JPEG: {e}")))?;
+        self.seq += 1;
+        self.sent.0.fetch_add(1, Ordering::Relaxed);
+        self.sent.1.fetch_add(jpeg.len() as u64, Ordering::Relaxed);
+        Ok(Arc::new(Tile {
+            x,
+            y,
+            width: r.width,
+            height: r.height,
+            seq: self.seq,
+            key,
+            jpeg: jpeg.into(),
+        }))
+    }
+}
+
+/// Blocks until the X socket or the wake socket is readable, or `timeout_ms` passed (-1:
+/// no timeout).
+#[allow(unsafe_code)]
+fn wait(x: i32, wake: i32, timeout_ms: i32) {
+    let mut fds = [
+        libc::pollfd { fd: x, events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: wake, events: libc::POLLIN, revents: 0 },
+    ];
+    // SAFETY: poll(2) reads and writes only the array we pass, of the length we pass.
+    unsafe {
+        libc::poll(fds.as_mut_ptr(), 2, timeout_ms);
+    }
+}
+
+/// The rectangles to send for what changed: each aligned outward to 16 pixels and clamped
+/// to the screen; many small ones become their bounding box (one JPEG costs less than many).
+pub fn merge(rects: &[Rectangle], size: (u16, u16)) -> Vec<Rectangle> {
+    let align = |r: &Rectangle| -> Option<Rectangle> {
+        let x0 = i32::from(r.x).max(0) & !15;
+        let y0 = i32::from(r.y).max(0) & !15;
+        let x1 = ((i32::from(r.x) + i32::from(r.width) + 15) & !15).min(i32::from(size.0));
+        let y1 = ((i32::from(r.y) + i32::from(r.height) + 15) & !15).min(i32::from(size.1));
+        (x1 > x0 && y1 > y0).then(|| Rectangle {
+            x: x0 as i16,
+            y: y0 as i16,
+            width: (x1 - x0) as u16,
+            height: (y1 - y0) as u16,
+        })
+    };
+    let aligned: Vec<Rectangle> = rects.iter().filter_map(align).collect();
+    if aligned.len() <= 1 {
+        return aligned;
+    }
+    let area = |r: &Rectangle| u64::from(r.width) * u64::from(r.height);
+    let bx0 = aligned.iter().map(|r| r.x).min().unwrap_or(0);
+    let by0 = aligned.iter().map(|r| r.y).min().unwrap_or(0);
+    let bx1 = aligned.iter().map(|r| i32::from(r.x) + i32::from(r.width)).max().unwrap_or(0);
+    let by1 = aligned.iter().map(|r| i32::from(r.y) + i32::from(r.height)).max().unwrap_or(0);
+    let bbox = Rectangle {
+        x: bx0,
+        y: by0,
+        width: (bx1 - i32::from(bx0)) as u16,
+        height: (by1 - i32::from(by0)) as u16,
+    };
+    let sum: u64 = aligned.iter().map(area).sum();
+    if aligned.len() > 8 || sum * 2 > area(&bbox) {
+        vec![bbox]
+    } else {
+        aligned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(x: i16, y: i16, w: u16, h: u16) -> Rectangle {
+        Rectangle { x, y, width: w, height: h }
+    }
+
+    #[test]
+    fn damage_becomes_aligned_tiles_within_the_screen() {
+        assert_eq!(merge(&[r(3, 5, 2, 2)], (100, 100)), vec![r(0, 0, 16, 16)]);
+        // Clamped to the screen.
+        assert_eq!(merge(&[r(90, 90, 20, 20)], (100, 100)), vec![r(80, 80, 20, 20)]);
+        // Hostile values from the server stay inside.
+        assert!(merge(&[r(-50, -50, 10, 10)], (100, 100)).is_empty());
+        // Two far-apart carets stay two tiles; a spread of pieces becomes one box.
+        assert_eq!(merge(&[r(0, 0, 8, 8), r(500, 500, 8, 8)], (1000, 1000)).len(), 2);
+        assert_eq!(
+            merge(&[r(0, 0, 16, 16), r(16, 0, 16, 16)], (1000, 1000)),
+            vec![r(0, 0, 32, 16)]
+        );
+        let many: Vec<Rectangle> = (0..20).map(|i| r(i * 40, 0, 8, 8)).collect();
+        assert_eq!(merge(&many, (1000, 1000)).len(), 1);
+    }
+}

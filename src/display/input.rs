@@ -1,0 +1,332 @@
+//! A person's hands on the display: pointer, buttons, wheel, keys and text as XTEST input,
+//! which the X server delivers as it would a real keyboard's and mouse's — so Chromium's own
+//! UI (menus, dialogs, bubbles, `<select>` lists, the address bar) answers them.
+//!
+//! Keys are found in the server's keyboard map; a character the map lacks (or has only in
+//! the other Shift column than the one held now) is put on a spare keycode for the moment
+//! it is typed, so text in any script arrives exactly. Whatever is held when a viewer leaves
+//! is released.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use x11rb::connection::{Connection, RequestConnection};
+use x11rb::protocol::xproto::{self, ConnectionExt as _, Window};
+use x11rb::protocol::xtest::{self, ConnectionExt as _};
+use x11rb::rust_connection::RustConnection;
+
+use super::{keys, Error};
+
+/// A mouse button as the live view names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Button {
+    /// Primary.
+    Left,
+    /// Wheel button.
+    Middle,
+    /// Secondary (context menu).
+    Right,
+    /// History back.
+    Back,
+    /// History forward.
+    Forward,
+}
+
+impl Button {
+    fn x11(self) -> u8 {
+        match self {
+            Button::Left => 1,
+            Button::Middle => 2,
+            Button::Right => 3,
+            Button::Back => 8,
+            Button::Forward => 9,
+        }
+    }
+}
+
+struct State {
+    conn: RustConnection,
+    root: Window,
+    size: (u16, u16),
+    /// keysym -> (keycode, column: 0 plain, 1 with Shift).
+    map: HashMap<u32, (u8, usize)>,
+    per_keycode: u8,
+    spare: Vec<u8>,
+    next_spare: usize,
+    /// Shift keys held now.
+    shift: u8,
+    /// Keycodes held, by the viewer's `code` (released by the same keycode).
+    held: HashMap<String, u8>,
+    buttons: Vec<u8>,
+}
+
+/// Input into one display (its own X connection).
+#[derive(Clone)]
+pub struct Input(Arc<Mutex<State>>);
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Input")
+    }
+}
+
+impl Input {
+    /// Connects and reads the keyboard map.
+    ///
+    /// # Errors
+    /// The connection, or XTEST missing.
+    pub fn open(socket: &Path) -> Result<Input, Error> {
+        let conn = super::connect(socket)?;
+        if conn.extension_information(xtest::X11_EXTENSION_NAME)?.is_none() {
+            return Err(Error::Missing("XTEST"));
+        }
+        conn.xtest_get_version(2, 2)?.reply()?;
+        let setup = conn.setup();
+        let (min, max) = (setup.min_keycode, setup.max_keycode);
+        let screen = &setup.roots[0];
+        let (root, size) = (screen.root, (screen.width_in_pixels, screen.height_in_pixels));
+        let km = conn.get_keyboard_mapping(min, max - min + 1)?.reply()?;
+        let per = km.keysyms_per_keycode;
+        let mut map = HashMap::new();
+        let mut spare = Vec::new();
+        for (i, syms) in km.keysyms.chunks(usize::from(per.max(1))).enumerate() {
+            let kc = min + i as u8;
+            if syms.iter().all(|s| *s == 0) {
+                spare.push(kc);
+                continue;
+            }
+            for (col, s) in syms.iter().take(2).enumerate() {
+                if *s != 0 {
+                    map.entry(*s).or_insert((kc, col));
+                }
+            }
+        }
+        // Keep a few spares for remapping (the last ones: least likely to mean anything).
+        spare.reverse();
+        spare.truncate(8);
+        Ok(Input(Arc::new(Mutex::new(State {
+            conn,
+            root,
+            size,
+            map,
+            per_keycode: per,
+            spare,
+            next_spare: 0,
+            shift: 0,
+            held: HashMap::new(),
+            buttons: Vec::new(),
+        }))))
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let me = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut s = me.lock().map_err(|_| Error::Request("input poisoned".into()))?;
+            let r = f(&mut s)?;
+            s.conn.flush()?;
+            Ok(r)
+        })
+        .await
+        .map_err(|e| Error::Request(e.to_string()))?
+    }
+
+    /// Moves the pointer to (`x`, `y`) (screen pixels, clamped to the screen).
+    ///
+    /// # Errors
+    /// The display is gone.
+    pub async fn pointer(&self, x: f64, y: f64) -> Result<(), Error> {
+        self.with(move |s| s.motion(x, y)).await
+    }
+
+    /// Presses or releases `button` at (`x`, `y`).
+    ///
+    /// # Errors
+    /// The display is gone.
+    pub async fn button(&self, x: f64, y: f64, button: Button, down: bool) -> Result<(), Error> {
+        self.with(move |s| {
+            s.motion(x, y)?;
+            let b = button.x11();
+            if down {
+                s.buttons.push(b);
+            } else {
+                s.buttons.retain(|x| *x != b);
+            }
+            s.fake(if down { xproto::BUTTON_PRESS_EVENT } else { xproto::BUTTON_RELEASE_EVENT }, b)
+        })
+        .await
+    }
+
+    /// Scrolls at (`x`, `y`): one wheel click per ~100 pixels of delta (at least one).
+    ///
+    /// # Errors
+    /// The display is gone.
+    pub async fn wheel(&self, x: f64, y: f64, dx: f64, dy: f64) -> Result<(), Error> {
+        self.with(move |s| {
+            s.motion(x, y)?;
+            for (d, neg, pos) in [(dy, 4u8, 5u8), (dx, 6, 7)] {
+                if d == 0.0 || !d.is_finite() {
+                    continue;
+                }
+                let clicks = ((d.abs() / 100.0).round() as u32).clamp(1, 10);
+                let b = if d < 0.0 { neg } else { pos };
+                for _ in 0..clicks {
+                    s.fake(xproto::BUTTON_PRESS_EVENT, b)?;
+                    s.fake(xproto::BUTTON_RELEASE_EVENT, b)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// A key goes down or up. `code` (the viewer's physical key) pairs a release with its
+    /// press; `key` (the DOM key value) says what the key means. Keys the display has no
+    /// keysym for are ignored.
+    ///
+    /// # Errors
+    /// The display is gone.
+    pub async fn key(&self, code: String, key: String, down: bool) -> Result<(), Error> {
+        self.with(move |s| {
+            let Some(ks) = keys::keysym(&key) else {
+                return Ok(());
+            };
+            let id = if code.is_empty() { key.clone() } else { code };
+            if !down {
+                let kc = match s.held.remove(&id) {
+                    Some(kc) => kc,
+                    None => match s.map.get(&ks) {
+                        Some((kc, _)) => *kc,
+                        None => return Ok(()),
+                    },
+                };
+                if keys::is_shift(ks) {
+                    s.shift = s.shift.saturating_sub(1);
+                }
+                return s.fake(xproto::KEY_RELEASE_EVENT, kc);
+            }
+            if let Some(old) = s.held.remove(&id) {
+                // A repeat: release first, as a real keyboard's autorepeat does under X.
+                s.fake(xproto::KEY_RELEASE_EVENT, old)?;
+                if keys::is_shift(ks) {
+                    s.shift = s.shift.saturating_sub(1);
+                }
+            }
+            let kc = s.keycode_for(ks)?;
+            if keys::is_shift(ks) {
+                s.shift += 1;
+            }
+            s.held.insert(id, kc);
+            s.fake(xproto::KEY_PRESS_EVENT, kc)
+        })
+        .await
+    }
+
+    /// Types `text` (committed IME text, a paste): every character exactly.
+    ///
+    /// # Errors
+    /// The display is gone.
+    pub async fn text(&self, text: String) -> Result<(), Error> {
+        self.with(move |s| {
+            for c in text.chars() {
+                let ks = keys::char_keysym(c);
+                let (kc, shift) = match s.map.get(&ks) {
+                    Some(&(kc, 0)) if s.shift == 0 => (kc, false),
+                    Some(&(kc, 1)) if s.shift == 0 => (kc, true),
+                    _ => (s.remap(ks)?, false),
+                };
+                let shift_kc = s.map.get(&0xffe1).map(|x| x.0);
+                if let (true, Some(sk)) = (shift, shift_kc) {
+                    s.fake(xproto::KEY_PRESS_EVENT, sk)?;
+                }
+                s.fake(xproto::KEY_PRESS_EVENT, kc)?;
+                s.fake(xproto::KEY_RELEASE_EVENT, kc)?;
+                if let (true, Some(sk)) = (shift, shift_kc) {
+                    s.fake(xproto::KEY_RELEASE_EVENT, sk)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Releases every key and button held (a viewer left or lost control).
+    ///
+    /// # Errors
+    /// The display is gone.
+    pub async fn release_all(&self) -> Result<(), Error> {
+        self.with(|s| {
+            let held: Vec<u8> = s.held.drain().map(|(_, kc)| kc).collect();
+            for kc in held {
+                s.fake(xproto::KEY_RELEASE_EVENT, kc)?;
+            }
+            s.shift = 0;
+            for b in std::mem::take(&mut s.buttons) {
+                s.fake(xproto::BUTTON_RELEASE_EVENT, b)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl State {
+    fn fake(&self, kind: u8, detail: u8) -> Result<(), Error> {
+        self.conn
+            .xtest_fake_input(kind, detail, x11rb::CURRENT_TIME, x11rb::NONE, 0, 0, 0)?;
+        Ok(())
+    }
+
+    fn motion(&self, x: f64, y: f64) -> Result<(), Error> {
+        let clamp = |v: f64, max: u16| {
+            if v.is_finite() {
+                v.round().clamp(0.0, f64::from(max.saturating_sub(1))) as i16
+            } else {
+                0
+            }
+        };
+        self.conn.xtest_fake_input(
+            xproto::MOTION_NOTIFY_EVENT,
+            0,
+            x11rb::CURRENT_TIME,
+            self.root,
+            clamp(x, self.size.0),
+            clamp(y, self.size.1),
+            0,
+        )?;
+        Ok(())
+    }
+
+    /// The keycode that gives `ks` with the Shift state held now.
+    fn keycode_for(&mut self, ks: u32) -> Result<u8, Error> {
+        match self.map.get(&ks) {
+            Some(&(kc, _)) if keys::is_modifier(ks) => Ok(kc),
+            Some(&(kc, col)) if (col == 1) == (self.shift > 0) => Ok(kc),
+            // A key named by a function keysym (Tab, Enter, arrows, F-keys) is the same key
+            // whatever Shift does (Shift+Tab is Tab with Shift held).
+            Some(&(kc, _)) if ks >= 0xff00 && ks < 0x0100_0000 => Ok(kc),
+            _ => self.remap(ks),
+        }
+    }
+
+    /// Puts `ks` on a spare keycode (both Shift columns) and returns it.
+    fn remap(&mut self, ks: u32) -> Result<u8, Error> {
+        if self.spare.is_empty() {
+            return Err(Error::Request("no spare keycode to type this character".into()));
+        }
+        let kc = self.spare[self.next_spare % self.spare.len()];
+        self.next_spare += 1;
+        let syms = vec![ks; usize::from(self.per_keycode.max(1))];
+        self.conn
+            .change_keyboard_mapping(1, kc, self.per_keycode.max(1), &syms)?;
+        // The browser must see the new mapping before the key: a round trip, then a moment
+        // for it to read the MappingNotify.
+        self.conn.get_input_focus()?.reply()?;
+        std::thread::sleep(Duration::from_millis(15));
+        Ok(kc)
+    }
+}

@@ -1,0 +1,88 @@
+//! DOM `KeyboardEvent.key` values to X keysyms: the named keys by table, any other single
+//! character by its code point (Latin-1 keysyms are the code point; the rest are
+//! `0x0100_0000 + code point`, X's Unicode keysyms).
+
+/// The keysym of a DOM key value, `None` for keys the display has no use for.
+pub fn keysym(key: &str) -> Option<u32> {
+    let mut chars = key.chars();
+    if let (Some(c), None) = (chars.next(), chars.next()) {
+        return Some(char_keysym(c));
+    }
+    Some(match key {
+        "Enter" => 0xff0d,
+        "Tab" => 0xff09,
+        "Backspace" => 0xff08,
+        "Escape" => 0xff1b,
+        "Delete" => 0xffff,
+        "Insert" => 0xff63,
+        "Home" => 0xff50,
+        "End" => 0xff57,
+        "PageUp" => 0xff55,
+        "PageDown" => 0xff56,
+        "ArrowLeft" => 0xff51,
+        "ArrowUp" => 0xff52,
+        "ArrowRight" => 0xff53,
+        "ArrowDown" => 0xff54,
+        "Shift" => 0xffe1,
+        "Control" => 0xffe3,
+        "Alt" => 0xffe9,
+        "AltGraph" => 0xfe03,
+        "Meta" => 0xffeb,
+        "CapsLock" => 0xffe5,
+        "NumLock" => 0xff7f,
+        "ScrollLock" => 0xff14,
+        "Pause" => 0xff13,
+        "PrintScreen" => 0xff61,
+        "ContextMenu" => 0xff67,
+        "F1" => 0xffbe,
+        "F2" => 0xffbf,
+        "F3" => 0xffc0,
+        "F4" => 0xffc1,
+        "F5" => 0xffc2,
+        "F6" => 0xffc3,
+        "F7" => 0xffc4,
+        "F8" => 0xffc5,
+        "F9" => 0xffc6,
+        "F10" => 0xffc7,
+        "F11" => 0xffc8,
+        "F12" => 0xffc9,
+        _ => return None,
+    })
+}
+
+/// The keysym of one character.
+pub fn char_keysym(c: char) -> u32 {
+    match c {
+        '\n' | '\r' => 0xff0d,
+        '\t' => 0xff09,
+        c if (' '..='~').contains(&c) || ('\u{a0}'..='\u{ff}').contains(&c) => u32::from(c),
+        c => 0x0100_0000 + u32::from(c),
+    }
+}
+
+/// Whether a keysym is a modifier (held across other keys, never remapped).
+pub fn is_modifier(keysym: u32) -> bool {
+    matches!(keysym, 0xffe1..=0xffee | 0xfe03)
+}
+
+/// Whether a keysym is Shift.
+pub fn is_shift(keysym: u32) -> bool {
+    matches!(keysym, 0xffe1 | 0xffe2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dom_keys_map_to_keysyms() {
+        assert_eq!(keysym("a"), Some(0x61));
+        assert_eq!(keysym("A"), Some(0x41));
+        assert_eq!(keysym("é"), Some(0xe9));
+        assert_eq!(keysym("中"), Some(0x0100_4e2d));
+        assert_eq!(keysym("Enter"), Some(0xff0d));
+        assert_eq!(keysym("F12"), Some(0xffc9));
+        assert_eq!(keysym("Unidentified"), None);
+        assert!(is_modifier(0xffe3) && !is_modifier(0x61));
+    }
+}

@@ -1,0 +1,99 @@
+//! A headful browser's virtual display, seen from the daemon: the X server (Xvfb) the
+//! sandbox's init started, reached through its socket in the browser's run directory.
+//!
+//! - [`capture`]: ONE capture per session, whatever the number of viewers. The X DAMAGE
+//!   extension says what changed; only those rectangles are read and sent, as JPEG tiles
+//!   ([`Tile`]), at most [`FPS`] times a second, and nothing at all while the screen is
+//!   still or nobody watches. A viewer that joins (or falls behind) gets a whole-screen
+//!   keyframe, then the tiles after it.
+//! - [`input`]: mouse, wheel, keys and text at the display level (XTEST), so Chromium's own
+//!   UI — tab strip, address bar, menus, bubbles, dialogs, `<select>` lists — answers them
+//!   as it answers a person's hands; text in any script arrives exactly.
+//! - [`keys`]: DOM key names to X keysyms.
+//!
+//! The X server is the browser's: it runs inside the sandbox as the browser's uid. Nothing it
+//! sends is trusted beyond "pixels": sizes are clamped to the screen the daemon asked for.
+
+pub mod capture;
+pub mod input;
+pub mod keys;
+
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+
+use x11rb::rust_connection::{DefaultStream, RustConnection};
+
+pub use capture::{Capture, Tile};
+pub use input::Input;
+
+/// Most frames per second the capture sends.
+pub const FPS: u32 = 30;
+
+/// Errors of talking to a display.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The socket or the X connection failed.
+    #[error("the virtual display: {0}")]
+    Connect(String),
+    /// The X server lacks an extension the live view needs.
+    #[error("the virtual display has no {0} extension")]
+    Missing(&'static str),
+    /// A request failed.
+    #[error("the virtual display: {0}")]
+    Request(String),
+}
+
+impl From<x11rb::errors::ConnectionError> for Error {
+    fn from(e: x11rb::errors::ConnectionError) -> Self {
+        Error::Request(e.to_string())
+    }
+}
+
+impl From<x11rb::errors::ReplyOrIdError> for Error {
+    fn from(e: x11rb::errors::ReplyOrIdError) -> Self {
+        Error::Request(e.to_string())
+    }
+}
+
+impl From<x11rb::errors::ReplyError> for Error {
+    fn from(e: x11rb::errors::ReplyError) -> Self {
+        Error::Request(e.to_string())
+    }
+}
+
+/// Opens a new X connection on the display's socket.
+pub(crate) fn connect(socket: &Path) -> Result<RustConnection, Error> {
+    let s = UnixStream::connect(socket)
+        .map_err(|e| Error::Connect(format!("{}: {e}", socket.display())))?;
+    let (stream, _) = DefaultStream::from_unix_stream(s).map_err(|e| Error::Connect(e.to_string()))?;
+    RustConnection::connect_to_stream(stream, 0).map_err(|e| Error::Connect(e.to_string()))
+}
+
+/// One session's display: its capture and its input.
+#[derive(Debug)]
+pub struct Display {
+    /// The screen's size in pixels.
+    pub size: (u16, u16),
+    /// What changes on it.
+    pub capture: Arc<Capture>,
+    /// Hands on it.
+    pub input: Input,
+}
+
+impl Display {
+    /// Connects to the display behind `socket` (two connections: the capture's own thread,
+    /// and input). Blocking: call it off the async runtime.
+    ///
+    /// # Errors
+    /// [`Error`]: the socket, or a missing extension (DAMAGE, XFIXES, XTEST).
+    pub fn open(socket: &Path, quality: u8) -> Result<Display, Error> {
+        let capture = Capture::start(socket, quality)?;
+        let input = Input::open(socket)?;
+        Ok(Display {
+            size: capture.size(),
+            capture,
+            input,
+        })
+    }
+}
