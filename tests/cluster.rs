@@ -72,7 +72,7 @@ http {{
         );
         let path = dir.join("nginx.conf");
         std::fs::write(&path, conf).unwrap();
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .arg("-p")
             .arg(dir)
             .arg("-c")
@@ -88,6 +88,8 @@ http {{
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!(
             "nginx did not start: {}",
             std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
@@ -132,7 +134,7 @@ async fn three_nodes_behind_one_address_answer_for_every_session() {
         ("PV_CONFIG", cfg.to_str().unwrap()),
         ("PV_PUBLIC_URL", public.as_str()),
     ];
-    let mut nodes = vec![
+    let mut nodes = [
         Daemon::start(&dir.path().join("a"), StoreKind::Fs, &env),
         Daemon::start(&dir.path().join("b"), StoreKind::Fs, &env),
         Daemon::start(&dir.path().join("c"), StoreKind::Fs, &env),

@@ -12,6 +12,7 @@ mod cluster;
 mod contract;
 mod crash;
 mod deploy;
+mod display;
 mod faults;
 mod hostile;
 mod kms;

@@ -7,75 +7,11 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 
 use crate::api::cli_for;
 use crate::common::daemon::*;
-use crate::common::endpoint;
-
-/// The Playwright viewer process.
-struct Viewer {
-    child: tokio::process::Child,
-    stdin: tokio::process::ChildStdin,
-    out: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    script: std::path::PathBuf,
-}
-
-impl Viewer {
-    async fn start() -> Viewer {
-        let node_dir = std::path::PathBuf::from(endpoint("PV_TEST_NODE_DIR"));
-        // ESM resolves packages from the script's folder: run a copy beside node_modules.
-        let script = node_dir.join(format!("viewer-{}.mjs", uuid::Uuid::new_v4().simple()));
-        std::fs::copy(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/viewer.mjs"),
-            &script,
-        )
-        .unwrap();
-        let chromium = profile_vault::browser::find_binary(None).unwrap();
-        let mut child = tokio::process::Command::new("node")
-            .arg(&script)
-            .env("PV_VIEWER_CHROMIUM", chromium)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap()).lines();
-        Viewer {
-            child,
-            stdin,
-            out,
-            script,
-        }
-    }
-
-    async fn ask(&mut self, cmd: Value) -> Value {
-        self.stdin
-            .write_all(format!("{cmd}\n").as_bytes())
-            .await
-            .unwrap();
-        let line = tokio::time::timeout(Duration::from_secs(60), self.out.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("viewer did not answer {cmd}"))
-            .unwrap()
-            .unwrap_or_else(|| panic!("viewer exited on {cmd}"));
-        let v: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(
-            v["ok"],
-            true,
-            "viewer command {cmd} failed: {}",
-            v["error"].as_str().unwrap_or_default()
-        );
-        v["value"].clone()
-    }
-
-    async fn quit(mut self) {
-        let _ = self.stdin.write_all(b"{\"cmd\":\"quit\"}\n").await;
-        let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
-        let _ = std::fs::remove_file(&self.script);
-    }
-}
+use crate::common::viewer::Viewer;
 
 /// The page the session shows: a button, a counter, a text field, a popup opener, and enough
 /// height to scroll. A click on the first button turns the background red.
@@ -174,7 +110,13 @@ async fn page_until(cdp: &mut Cdp, expr: &str, want: Value, what: &str) {
 async fn a_person_uses_the_session_through_embed_url() {
     let site = site().await;
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
+    // The page-only view (headless browsers: `server.display = "headless"`, or no Xvfb), with
+    // the embed page's own tab strip and address bar; tests/display.rs has the whole browser.
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        StoreKind::Fs,
+        &[("PV_DISPLAY", "headless")],
+    );
     let s = d
         .create(
             KEY_T1,

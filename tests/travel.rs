@@ -16,16 +16,12 @@ async fn identity_seen(s: &Value) -> Value {
             let mut cdp = Cdp::connect(&u).await;
             let v = cdp
                 .eval(
-                    "JSON.stringify({ua: navigator.userAgent, tz: Intl.DateTimeFormat().resolvedOptions().timeZone, lang: navigator.language})",
+                    "JSON.stringify({ua: navigator.userAgent, tz: Intl.DateTimeFormat().resolvedOptions().timeZone, lang: navigator.language, w: screen.width, h: screen.height})",
                 )
                 .await;
-            // The window the tab is in (a background tab has no outer size of its own).
-            let win = cdp.send("Browser.getWindowForTarget", json!({})).await;
             cdp.close().await;
-            let mut v: Value = serde_json::from_str(v.as_str().unwrap()).unwrap();
-            v["w"] = win["bounds"]["width"].clone();
-            v["h"] = win["bounds"]["height"].clone();
-            v
+            // width and height: the browser's screen (its window, Chromium's UI included).
+            serde_json::from_str::<Value>(v.as_str().unwrap()).unwrap()
         })
         .await;
         if let Ok(v) = attempt {

@@ -113,10 +113,18 @@ fn start_display(size: &str) -> Result<String, String> {
     while ready.read(&mut b).map_err(|e| e.to_string())? == 1 && b[0] != b'\n' {
         out.push(b[0]);
     }
-    match String::from_utf8_lossy(&out).trim() {
-        "" => Err("Xvfb exited before it was ready".into()),
-        n => Ok(format!(":{n}")),
+    let n = String::from_utf8_lossy(&out).trim().to_string();
+    if n.is_empty() {
+        return Err("Xvfb exited before it was ready".into());
     }
+    // Xvfb makes its socket directory 1777 and the socket 0777: owner-only again (the daemon
+    // connects as root, or as this very uid through the user namespace).
+    use std::os::unix::fs::PermissionsExt;
+    for p in [X11_DIR.to_string(), format!("{X11_DIR}/X{n}")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("{p}: {e}"))?;
+    }
+    Ok(format!(":{n}"))
 }
 
 fn relay_all(l: &TcpListener, egress: &str) {

@@ -78,6 +78,9 @@ pub struct Runtime {
     root: bool,
     /// Whether sessions' browsers get a virtual display; if not, why.
     display: Result<(), String>,
+    /// This binary (the sandbox's init), opened at start: an upgrade that replaces the file
+    /// under a running daemon does not stop it from starting browsers.
+    exe: Result<std::fs::File, String>,
 }
 
 /// What lives as long as one browser; dropped (in this order) after it exited.
@@ -145,7 +148,10 @@ impl Runtime {
                 tracing::warn!("browsers run {why}");
             }
         }
+        let exe = std::fs::File::open("/proc/self/exe")
+            .map_err(|e| format!("cannot open this binary (/proc/self/exe): {e}"));
         Arc::new(Runtime {
+            exe,
             display,
             exec,
             settings,
@@ -303,22 +309,27 @@ impl Runtime {
         let (info, info_w) = pipe().map_err(io)?;
         fds.push((info_w, 5));
         let mut next = 6;
-        let mut bind = |path: &Path, dir: bool| -> Result<RawFd, Error> {
-            let f = open_path(path, dir).map_err(io)?;
+        let exe = self.exe.as_ref().map_err(|e| Error::Startup(e.clone()))?;
+        let exe = super::fds::high_fd(OwnedFd::from(exe.try_clone().map_err(io)?)).map_err(io)?;
+        let mut exe = Some(exe);
+        let mut bind = |path: Option<&Path>, dir: bool| -> Result<RawFd, Error> {
+            let f = match path {
+                Some(p) => open_path(p, dir).map_err(io)?,
+                None => exe.take().expect("the init binary is bound once"),
+            };
             let n = next;
             next += 1;
             fds.push((f, n));
             Ok(n)
         };
-        let exe = std::env::current_exe().map_err(io)?;
         let binds = Binds {
-            profile: bind(user_data_dir, true)?,
-            home: bind(&layout.home, true)?,
-            egress: bind(&layout.egress_dir, true)?,
-            policy: bind(&layout.policy, false)?,
-            init: bind(&exe, false)?,
+            profile: bind(Some(user_data_dir), true)?,
+            home: bind(Some(&layout.home), true)?,
+            egress: bind(Some(&layout.egress_dir), true)?,
+            policy: bind(Some(&layout.policy), false)?,
+            init: bind(None, false)?,
             x11: match &layout.x11 {
-                Some(x) => Some(bind(x, true)?),
+                Some(x) => Some(bind(Some(x), true)?),
                 None => None,
             },
         };

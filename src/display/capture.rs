@@ -216,11 +216,7 @@ impl Worker {
         let mut dirty = false;
         let mut last = Instant::now().checked_sub(frame).unwrap_or_else(Instant::now);
         loop {
-            while let Some(ev) = self.conn.poll_for_event()? {
-                if matches!(ev, Event::DamageNotify(_)) {
-                    dirty = true;
-                }
-            }
+            dirty |= self.drain_events()?;
             loop {
                 match rx.try_recv() {
                     Ok(Command::Keyframe(tx)) => {
@@ -231,21 +227,33 @@ impl Worker {
                     Err(mpsc::TryRecvError::Empty) => break,
                 }
             }
-            let mut timeout = -1;
-            if dirty {
-                let since = last.elapsed();
-                if since >= frame {
-                    self.send_damage()?;
-                    dirty = false;
-                    last = Instant::now();
-                } else {
-                    timeout = i32::try_from((frame - since).as_millis()).unwrap_or(0).max(1);
-                }
+            if dirty && last.elapsed() >= frame {
+                self.send_damage()?;
+                dirty = false;
+                last = Instant::now();
             }
+            // Waiting for a reply reads whatever else the socket holds: events queued then
+            // are in the connection's buffer, not on the socket. Take them before sleeping.
+            dirty |= self.drain_events()?;
+            let timeout = if dirty {
+                let left = frame.saturating_sub(last.elapsed()).as_millis();
+                i32::try_from(left).unwrap_or(0).max(1)
+            } else {
+                -1
+            };
             wait(self.conn.stream().as_raw_fd(), wake.as_raw_fd(), timeout);
             let mut buf = [0u8; 64];
             while matches!(std::io::Read::read(&mut &*wake, &mut buf), Ok(n) if n > 0) {}
         }
+    }
+
+    /// Reads the events received so far; whether the screen changed.
+    fn drain_events(&self) -> Result<bool, Error> {
+        let mut changed = false;
+        while let Some(ev) = self.conn.poll_for_event()? {
+            changed |= matches!(ev, Event::DamageNotify(_));
+        }
+        Ok(changed)
     }
 
     /// Takes what changed since the last call; tiles of it when someone watches.

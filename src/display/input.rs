@@ -308,7 +308,7 @@ impl State {
             Some(&(kc, col)) if (col == 1) == (self.shift > 0) => Ok(kc),
             // A key named by a function keysym (Tab, Enter, arrows, F-keys) is the same key
             // whatever Shift does (Shift+Tab is Tab with Shift held).
-            Some(&(kc, _)) if ks >= 0xff00 && ks < 0x0100_0000 => Ok(kc),
+            Some(&(kc, _)) if (0xff00..0x0100_0000).contains(&ks) => Ok(kc),
             _ => self.remap(ks),
         }
     }

@@ -212,7 +212,6 @@ async fn open_origin(
             () = &mut deadline => return Err(refused("the page did not load".into())),
         }
     }
-    drop(nav);
     Ok((target, session.clone()))
 }
 

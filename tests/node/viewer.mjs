@@ -7,6 +7,10 @@
 //   {cmd:"type", name, text} / {cmd:"press", name, key}
 //   {cmd:"wheel", name, x, y, dy}
 //   {cmd:"pixel", name, x, y}               -> [r, g, b] of a screenshot of the viewer there
+//   {cmd:"sample", name, points: [[x, y], ...]} -> [[r, g, b], ...] of the picture (remote px)
+//   {cmd:"find", name, rgb, tol, rect: [x0, y0, x1, y1]} -> {count, x, y}: pixels of the picture
+//                                           within `tol` of `rgb` there, and their centre
+//   {cmd:"save", name, path}                -> writes the picture as a PNG (for failures)
 //   {cmd:"waitFor", name, expr, timeout?}   -> true once `expr` (on window.__pv) holds
 //   {cmd:"page", name}                      -> {url, html}
 //   {cmd:"close", name} / {cmd:"quit"}
@@ -73,6 +77,26 @@ async function run(c) {
       const s = await toScreen(page, c.x, c.y);
       const png = await page.screenshot({ clip: { x: Math.round(s.x), y: Math.round(s.y), width: 1, height: 1 } });
       return firstPixel(png);
+    }
+    case "sample": return page.evaluate((points) => {
+      const ctx = document.getElementById("view").getContext("2d");
+      return points.map(([x, y]) => Array.from(ctx.getImageData(x, y, 1, 1).data.slice(0, 3)));
+    }, c.points);
+    case "find": return page.evaluate(([rgb, tol, [x0, y0, x1, y1]]) => {
+      const d = document.getElementById("view").getContext("2d").getImageData(x0, y0, x1 - x0, y1 - y0).data;
+      let count = 0, sx = 0, sy = 0;
+      for (let i = 0; i < d.length; i += 4) {
+        if (Math.abs(d[i] - rgb[0]) <= tol && Math.abs(d[i + 1] - rgb[1]) <= tol && Math.abs(d[i + 2] - rgb[2]) <= tol) {
+          const p = i / 4;
+          count++; sx += x0 + (p % (x1 - x0)); sy += y0 + Math.floor(p / (x1 - x0));
+        }
+      }
+      return { count, x: count ? sx / count : -1, y: count ? sy / count : -1 };
+    }, [c.rgb, c.tol, c.rect]);
+    case "save": {
+      const url = await page.evaluate(() => document.getElementById("view").toDataURL("image/png"));
+      (await import("node:fs")).writeFileSync(c.path, Buffer.from(url.split(",")[1], "base64"));
+      return true;
     }
     case "waitFor": {
       // The page's CSP forbids evaluating strings there: poll its state and test it here.
