@@ -49,6 +49,17 @@ async fn site() -> String {
             }),
         )
         .route(
+            "/audio",
+            axum::routing::get(|| async {
+                Html(
+                    r#"<!doctype html><title>audio</title><body style="margin:0">
+<audio id=a src=/tone.wav loop></audio>
+<button id=play style="position:absolute;left:40px;top:40px;font-size:30px" onclick="a.play()">play</button>"#,
+                )
+            }),
+        )
+        .route("/tone.wav", axum::routing::get(|| async { tone_wav() }))
+        .route(
             "/welcome",
             axum::routing::get(|| async {
                 Html("<!doctype html><title>welcome</title><body style=\"background:rgb(170,255,170)\"><h1>Welcome</h1>")
@@ -60,6 +71,27 @@ async fn site() -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{addr}")
+}
+
+/// Five seconds of a 440 Hz sine (16-bit mono WAV at 24 kHz).
+fn tone_wav() -> ([(&'static str, &'static str); 1], Vec<u8>) {
+    let rate = 24_000u32;
+    let pcm: Vec<u8> = (0..rate * 5)
+        .flat_map(|i| {
+            let t = f64::from(i) / f64::from(rate);
+            ((12_000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16).to_le_bytes()
+        })
+        .collect();
+    let mut w = b"RIFF".to_vec();
+    w.extend_from_slice(&(36 + pcm.len() as u32).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    for v in [16u32, 1 | (1 << 16), rate, rate * 2, 2 | (16 << 16)] {
+        w.extend_from_slice(&v.to_le_bytes());
+    }
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&(pcm.len() as u32).to_le_bytes());
+    w.extend_from_slice(&pcm);
+    ([("content-type", "audio/wav")], w)
 }
 
 fn near(rgb: &Value, want: [i64; 3], tol: i64) -> bool {
@@ -303,4 +335,38 @@ async fn a_person_uses_the_whole_browser_and_it_is_remembered() {
     assert!(bookmarks.contains("/welcome"), "the bookmark is gone: {bookmarks}");
     cdp2.close().await;
     d2.end_and_wait(KEY_T1, sid2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_browser_plays_reaches_the_viewer() {
+    let site = site().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
+    let s = d
+        .create(
+            KEY_T1,
+            json!({"profile": {"save": false}, "start_url": format!("{site}/audio")}),
+        )
+        .await;
+    let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
+    page_until(&mut cdp, "document.title", json!("audio"), "the page loaded").await;
+    let mut v = Viewer::start().await;
+    let a = v
+        .ask(json!({"cmd": "open", "name": "a", "url": s["embed_url"], "width": 1300, "height": 760}))
+        .await;
+    assert_eq!(a["audio"]["muted"], true, "sound plays before a gesture: {a}");
+    // Silence costs nothing: nothing plays yet.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let quiet = v.ask(json!({"cmd": "state", "name": "a"})).await;
+    assert_eq!(quiet["audio"]["packets"], 0, "{quiet}");
+    // The person clicks the page's play button (a gesture here and there).
+    let (x, y, w, h) = on_screen(&mut cdp, "#play").await;
+    click(&mut v, x + w / 2.0, y + h / 2.0).await;
+    page_until(&mut cdp, "a.paused", json!(false), "the audio element plays").await;
+    v.ask(json!({"cmd": "waitFor", "name": "a",
+        "expr": "window.__pv.audio.packets > 25 && window.__pv.audio.rms > 0.1 && Math.abs(window.__pv.audio.freq - 440) < 30 && !window.__pv.audio.muted"}))
+        .await;
+    v.quit().await;
+    cdp.close().await;
+    d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap()).await;
 }

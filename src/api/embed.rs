@@ -195,6 +195,11 @@ async fn viewer(
     let mut ok = tx.send(text(hello(&s, &user))).await.is_ok();
     // A display: the whole screen, then the tiles of what changes.
     let mut tiles = None;
+    let mut sound = live
+        .display
+        .as_ref()
+        .and_then(|d| d.sound.as_ref())
+        .map(crate::display::Sound::subscribe);
     let mut key_seq = 0;
     if let Some(d) = &live.display {
         d.capture.viewer_joined();
@@ -259,6 +264,12 @@ async fn viewer(
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+            r = next_packet(&mut sound) => match r {
+                Ok(p) => ok = tx.send(Message::Binary(p)).await.is_ok(),
+                // A viewer behind on sound skips what it missed.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => sound = None,
             },
             r = tabs.changed() => {
                 if r.is_err() { break; }
@@ -363,6 +374,16 @@ async fn next_tile(
     tiles: &mut Option<tokio::sync::broadcast::Receiver<Arc<crate::display::Tile>>>,
 ) -> Result<Arc<crate::display::Tile>, tokio::sync::broadcast::error::RecvError> {
     match tiles {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next sound packet; never, without sound.
+async fn next_packet(
+    sound: &mut Option<tokio::sync::broadcast::Receiver<bytes::Bytes>>,
+) -> Result<bytes::Bytes, tokio::sync::broadcast::error::RecvError> {
+    match sound {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }

@@ -17,17 +17,19 @@ use std::process::Command;
 pub const PROXY_PORT: u16 = 1080;
 
 /// Runs the init with `args` (after `sandbox-init`):
-/// `--session ID [--uid UID] [--display WxH] --egress PATH -- BROWSER ARGS…`. Returns the
-/// exit code.
+/// `--session ID [--uid UID] [--display WxH] [--audio] --egress PATH -- BROWSER ARGS…`.
+/// Returns the exit code.
 pub fn main(args: &[String]) -> i32 {
     let mut egress = None;
     let mut display = None;
+    let mut audio = false;
     let mut it = args.iter();
     let mut command = Vec::new();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--egress" => egress = it.next().cloned(),
             "--display" => display = it.next().cloned(),
+            "--audio" => audio = true,
             "--session" => {
                 it.next();
             }
@@ -63,6 +65,8 @@ pub fn main(args: &[String]) -> i32 {
     owner_only();
     let mut browser = Command::new(program);
     browser.args(rest);
+    // The sound server starts while the display does; the browser waits for both.
+    let sound = audio.then(start_audio);
     if let Some(size) = display {
         match start_display(&size) {
             Ok(d) => {
@@ -73,6 +77,13 @@ pub fn main(args: &[String]) -> i32 {
                 return 1;
             }
         }
+    }
+    match sound.map(wait_audio) {
+        Some(Ok(server)) => {
+            browser.env("PULSE_SERVER", server);
+        }
+        Some(Err(e)) => eprintln!("sandbox-init: no sound: {e}"),
+        None => {}
     }
     let child = match browser.spawn() {
         Ok(c) => c,
@@ -125,6 +136,48 @@ fn start_display(size: &str) -> Result<String, String> {
             .map_err(|e| format!("{p}: {e}"))?;
     }
     Ok(format!(":{n}"))
+}
+
+/// Where the sound's FIFO is inside the sandbox (bound from the run directory: the daemon
+/// reads what the browser plays from its other end).
+pub const AUDIO_DIR: &str = "/tmp/pv-audio";
+/// The PCM the FIFO carries: signed 16-bit little-endian, interleaved stereo, at this rate.
+pub const AUDIO_RATE: u32 = 24_000;
+const PULSE_SOCKET: &str = "/tmp/pulse/native";
+
+/// Starts PulseAudio with one sink: a pipe into [`AUDIO_DIR`]`/pcm`, whose other end the
+/// daemon holds (nothing plays on the host). No default script, no D-Bus, no autospawn;
+/// clients connect on a socket inside the sandbox only.
+fn start_audio() -> Result<std::process::Child, String> {
+    let _ = std::fs::create_dir_all("/tmp/pulse");
+    Command::new("pulseaudio")
+        .args(["-n", "--daemonize=no", "--use-pid-file=no", "--exit-idle-time=-1"])
+        .args(["--disallow-exit", "--disable-shm=yes", "--log-target=stderr"])
+        .arg(format!(
+            "--load=module-pipe-sink sink_name=pv file={AUDIO_DIR}/pcm format=s16le rate={AUDIO_RATE} channels=2 use_system_clock_for_timing=yes"
+        ))
+        .arg(format!("--load=module-native-protocol-unix socket={PULSE_SOCKET} auth-anonymous=1"))
+        .env("HOME", "/tmp/pulse")
+        .env("XDG_RUNTIME_DIR", "/tmp/pulse")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start pulseaudio: {e}"))
+}
+
+/// Waits (up to 5 s) until the sound server accepts clients; its address for the browser.
+fn wait_audio(child: Result<std::process::Child, String>) -> Result<String, String> {
+    let mut child = child?;
+    for _ in 0..500 {
+        if UnixStream::connect(PULSE_SOCKET).is_ok() {
+            return Ok(format!("unix:{PULSE_SOCKET}"));
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!("pulseaudio exited: {st}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Err("pulseaudio did not start".into())
 }
 
 fn relay_all(l: &TcpListener, egress: &str) {

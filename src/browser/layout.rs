@@ -126,6 +126,8 @@ pub(super) struct Binds {
     pub init: RawFd,
     /// The display's socket directory (read-write, at [`super::init::X11_DIR`]).
     pub x11: Option<RawFd>,
+    /// The sound FIFO's directory (read-write, at [`super::init::AUDIO_DIR`]).
+    pub audio: Option<RawFd>,
 }
 
 pub(super) fn bwrap_args(
@@ -230,12 +232,13 @@ pub(super) fn bwrap_args(
         "--chdir".into(),
         HOME.into(),
     ]);
-    if let Some(x) = binds.x11 {
-        a.extend([
-            "--bind-fd".into(),
-            fd(x),
-            super::init::X11_DIR.into(),
-        ]);
+    for (b, at) in [
+        (binds.x11, super::init::X11_DIR),
+        (binds.audio, super::init::AUDIO_DIR),
+    ] {
+        if let Some(b) = b {
+            a.extend(["--bind-fd".into(), fd(b), at.into()]);
+        }
     }
     let mut env = vec![
         ("HOME", HOME.to_string()),
@@ -269,6 +272,8 @@ pub(super) struct Layout {
     pub policy: PathBuf,
     /// The display's socket directory (headful browsers).
     pub x11: Option<PathBuf>,
+    /// The sound FIFO's directory (browsers with sound).
+    pub audio: Option<PathBuf>,
 }
 
 pub(super) fn prepare_run_dir(
@@ -287,10 +292,18 @@ pub(super) fn prepare_run_dir(
     }
     let egress_sock = egress_dir.join("egress.sock");
     let x11 = opts.display.then(|| run.join("x11"));
-    if let Some(x) = &x11 {
-        crate::fsutil::create_private_dir(x)?;
+    let audio = (opts.display && opts.audio).then(|| run.join("audio"));
+    for d in x11.iter().chain(&audio) {
+        crate::fsutil::create_private_dir(d)?;
         if root {
-            std::os::unix::fs::lchown(x, Some(uid), Some(uid))?;
+            std::os::unix::fs::lchown(d, Some(uid), Some(uid))?;
+        }
+    }
+    if let Some(a) = &audio {
+        let fifo = a.join("pcm");
+        mkfifo(&fifo)?;
+        if root {
+            std::os::unix::fs::lchown(&fifo, Some(uid), Some(uid))?;
         }
     }
     // The sandbox reaches into these only through the descriptors it is given (the egress
@@ -309,7 +322,21 @@ pub(super) fn prepare_run_dir(
         egress_sock,
         policy,
         x11,
+        audio,
     })
+}
+
+/// An owner-only FIFO.
+#[allow(unsafe_code)]
+fn mkfifo(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("a NUL in the path"))?;
+    // SAFETY: mkfifo(3) reads the NUL-terminated path we own.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Hands a tree (the restored profile) to the browser's uid; symlinks are not followed.

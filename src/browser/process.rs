@@ -54,6 +54,8 @@ pub struct LaunchOptions {
     /// Headful on a virtual display of its own (sandboxed browsers only; the others stay
     /// headless): the person sees and uses Chromium's own UI through the live view.
     pub display: bool,
+    /// Sound (with `display`): a sound server in the sandbox whose output the daemon reads.
+    pub audio: bool,
     /// Send every request to a dead proxy (nothing reaches the network): the browsers the
     /// daemon drives itself.
     pub offline: bool,
@@ -208,6 +210,11 @@ impl Browser {
     /// The socket of the browser's virtual display on the host (`None`: headless).
     pub fn display_socket(&self) -> Option<&Path> {
         self.resources.display.as_deref()
+    }
+
+    /// The FIFO the browser's sound comes out of on the host (`None`: no sound).
+    pub fn audio_fifo(&self) -> Option<&Path> {
+        self.resources.audio.as_deref()
     }
 
     /// The DevTools pipe (never handed to clients as such: they get a [`super::mux::Conn`]).

@@ -78,6 +78,8 @@ pub struct Runtime {
     root: bool,
     /// Whether sessions' browsers get a virtual display; if not, why.
     display: Result<(), String>,
+    /// Whether they get sound; if not, why.
+    audio: Result<(), String>,
     /// This binary (the sandbox's init), opened at start: an upgrade that replaces the file
     /// under a running daemon does not stop it from starting browsers.
     exe: Result<std::fs::File, String>,
@@ -92,6 +94,8 @@ pub struct Resources {
     pub(super) uid: Option<(Arc<Runtime>, u32)>,
     /// The display's socket on the host (headful browsers).
     pub(super) display: Option<PathBuf>,
+    /// The sound FIFO on the host (browsers with sound).
+    pub(super) audio: Option<PathBuf>,
 }
 
 impl Drop for Resources {
@@ -148,11 +152,20 @@ impl Runtime {
                 tracing::warn!("browsers run {why}");
             }
         }
+        let audio = match &display {
+            Err(_) => Err("no sound: browsers are headless".to_string()),
+            Ok(()) if super::process::on_path("pulseaudio").is_none() => {
+                tracing::warn!("browsers have no sound: PulseAudio is not installed (apt-get install pulseaudio)");
+                Err("no sound: PulseAudio is not installed (apt-get install pulseaudio)".into())
+            }
+            Ok(()) => Ok(()),
+        };
         let exe = std::fs::File::open("/proc/self/exe")
             .map_err(|e| format!("cannot open this binary (/proc/self/exe): {e}"));
         Arc::new(Runtime {
             exe,
             display,
+            audio,
             exec,
             settings,
             status,
@@ -182,6 +195,11 @@ impl Runtime {
     /// Whether sessions' browsers get a virtual display of their own; if not, why.
     pub fn display(&self) -> Result<(), &str> {
         self.display.as_ref().map(|_| ()).map_err(String::as_str)
+    }
+
+    /// Whether sessions' browsers get sound; if not, why.
+    pub fn audio(&self) -> Result<(), &str> {
+        self.audio.as_ref().map(|_| ()).map_err(String::as_str)
     }
 
     /// Whether browsers run unconfined (`server.unsafe_no_sandbox`).
@@ -332,6 +350,10 @@ impl Runtime {
                 Some(x) => Some(bind(Some(x), true)?),
                 None => None,
             },
+            audio: match &layout.audio {
+                Some(x) => Some(bind(Some(x), true)?),
+                None => None,
+            },
         };
         let mut cmd = tokio::process::Command::new("bwrap");
         cmd.args(bwrap_args(&binds, opts, &self.exec, self.root));
@@ -344,6 +366,10 @@ impl Runtime {
             cmd.args(["--display".to_string(), format!("{w}x{h}")]);
         }
         res.display = layout.x11.map(|x| x.join("X0"));
+        if let Some(a) = layout.audio {
+            cmd.arg("--audio");
+            res.audio = Some(a.join("pcm"));
+        }
         cmd.arg("--egress");
         cmd.arg(format!("{EGRESS_DIR}/egress.sock"));
         cmd.arg("--");

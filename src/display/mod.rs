@@ -9,11 +9,14 @@
 //! - [`input`]: mouse, wheel, keys and text at the display level (XTEST), so Chromium's own
 //!   UI — tab strip, address bar, menus, bubbles, dialogs, `<select>` lists — answers them
 //!   as it answers a person's hands; text in any script arrives exactly.
-//! - [`keys`]: DOM key names to X keysyms.
+//! - [`keys`]: DOM key names to X keysyms;
+//! - [`audio`]: the session's sound (PulseAudio's pipe sink in the sandbox), as µ-law packets
+//!   to every viewer while something plays.
 //!
 //! The X server is the browser's: it runs inside the sandbox as the browser's uid. Nothing it
 //! sends is trusted beyond "pixels": sizes are clamped to the screen the daemon asked for.
 
+pub mod audio;
 pub mod capture;
 pub mod input;
 pub mod keys;
@@ -24,6 +27,7 @@ use std::sync::Arc;
 
 use x11rb::rust_connection::{DefaultStream, RustConnection};
 
+pub use audio::Sound;
 pub use capture::{Capture, Tile};
 pub use input::Input;
 
@@ -79,6 +83,8 @@ pub struct Display {
     pub capture: Arc<Capture>,
     /// Hands on it.
     pub input: Input,
+    /// Its sound, if it has any.
+    pub sound: Option<Sound>,
 }
 
 impl Display {
@@ -94,6 +100,7 @@ impl Display {
             size: capture.size(),
             capture,
             input,
+            sound: None,
         })
     }
 }

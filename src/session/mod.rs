@@ -568,7 +568,15 @@ impl Manager {
                 match tokio::task::spawn_blocking(move || crate::display::Display::open(&sock, q))
                     .await
                 {
-                    Ok(Ok(d)) => Some(Arc::new(d)),
+                    Ok(Ok(mut d)) => {
+                        if let Some(fifo) = browser.audio_fifo() {
+                            match crate::display::Sound::start(fifo) {
+                                Ok(snd) => d.sound = Some(snd),
+                                Err(e) => tracing::warn!(session = %id, error = %e, "live view: no sound"),
+                            }
+                        }
+                        Some(Arc::new(d))
+                    }
                     Ok(Err(e)) => {
                         tracing::warn!(session = %id, error = %e, "live view: the display cannot be captured; showing the page only");
                         None

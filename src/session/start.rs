@@ -89,6 +89,7 @@ impl Manager {
         let mut launch = req.launch.clone();
         launch.restore_last_session = loaded;
         launch.display = self.cfg.browser.display().is_ok();
+        launch.audio = self.cfg.browser.audio().is_ok();
         apply_identity(&mut launch, &record.identity);
         Ok(self
             .cfg
