@@ -151,9 +151,14 @@ async fn blue_button(v: &mut Viewer, rect: [u32; 4], what: &str) -> (f64, f64) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let path = std::env::temp_dir().join(format!("pv-display-{}.png", uuid::Uuid::new_v4().simple()));
-    v.ask(json!({"cmd": "save", "name": "a", "path": path})).await;
-    panic!("{what}: no button in the picture (it is in {})", path.display());
+    let path =
+        std::env::temp_dir().join(format!("pv-display-{}.png", uuid::Uuid::new_v4().simple()));
+    v.ask(json!({"cmd": "save", "name": "a", "path": path}))
+        .await;
+    panic!(
+        "{what}: no button in the picture (it is in {})",
+        path.display()
+    );
 }
 
 async fn no_blue_button(v: &mut Viewer, rect: [u32; 4], what: &str) {
@@ -166,9 +171,14 @@ async fn no_blue_button(v: &mut Viewer, rect: [u32; 4], what: &str) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let path = std::env::temp_dir().join(format!("pv-display-{}.png", uuid::Uuid::new_v4().simple()));
-    v.ask(json!({"cmd": "save", "name": "a", "path": path})).await;
-    panic!("{what}: the bubble stayed open (the picture is in {})", path.display());
+    let path =
+        std::env::temp_dir().join(format!("pv-display-{}.png", uuid::Uuid::new_v4().simple()));
+    v.ask(json!({"cmd": "save", "name": "a", "path": path}))
+        .await;
+    panic!(
+        "{what}: the bubble stayed open (the picture is in {})",
+        path.display()
+    );
 }
 
 async fn page_until(cdp: &mut Cdp, expr: &str, want: Value, what: &str) {
@@ -197,6 +207,12 @@ async fn a_person_uses_the_whole_browser_and_it_is_remembered() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut d = Daemon::start(&data, StoreKind::Fs, &[]);
+    let (_, r) = d.call("GET", "/readyz", None, None).await;
+    assert_eq!(
+        (&r["checks"]["display"], &r["checks"]["sound"]),
+        (&json!(true), &json!(true)),
+        "{r}"
+    );
     let s = d
         .create(
             KEY_T1,
@@ -216,34 +232,76 @@ async fn a_person_uses_the_whole_browser_and_it_is_remembered() {
         (&json!(1280), &json!(720), &json!(true)),
         "the picture is the whole screen: {a}"
     );
-    page_until(&mut cdp, "document.title", json!("select"), "the page loaded").await;
+    page_until(
+        &mut cdp,
+        "document.title",
+        json!("select"),
+        "the page loaded",
+    )
+    .await;
 
     // The picture holds Chromium's own UI above the page: its toolbar is not the page.
     let (sx, sy, sw, sh) = on_screen(&mut cdp, "#s").await;
-    assert!(sy > 40.0, "the page starts at the top of the screen: no browser UI");
+    assert!(
+        sy > 40.0,
+        "the page starts at the top of the screen: no browser UI"
+    );
     let top_bar = sample(&mut v, "a", 640.0, 10.0).await;
-    assert!(!near(&top_bar, PAGE_BLUE, 60), "the tab strip is missing: {top_bar}");
+    assert!(
+        !near(&top_bar, PAGE_BLUE, 60),
+        "the tab strip is missing: {top_bar}"
+    );
 
     // Two viewers see the same screen.
     v.ask(json!({"cmd": "open", "name": "b", "url": embed, "width": 900, "height": 600}))
         .await;
     let points = json!([[640, 10], [100, 62], [sx + 20.0, sy + 100.0], [900, 600]]);
-    let pa = v.ask(json!({"cmd": "sample", "name": "a", "points": points})).await;
-    let pb = v.ask(json!({"cmd": "sample", "name": "b", "points": points})).await;
+    let pa = v
+        .ask(json!({"cmd": "sample", "name": "a", "points": points}))
+        .await;
+    let pb = v
+        .ask(json!({"cmd": "sample", "name": "b", "points": points}))
+        .await;
     for (x, y) in pa.as_array().unwrap().iter().zip(pb.as_array().unwrap()) {
-        let want: Vec<i64> = x.as_array().unwrap().iter().map(|c| c.as_i64().unwrap()).collect();
-        assert!(near(y, [want[0], want[1], want[2]], 24), "viewers differ: {pa} vs {pb}");
+        let want: Vec<i64> = x
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_i64().unwrap())
+            .collect();
+        assert!(
+            near(y, [want[0], want[1], want[2]], 24),
+            "viewers differ: {pa} vs {pb}"
+        );
     }
     v.ask(json!({"cmd": "close", "name": "b"})).await;
 
     // A <select> opens in the picture, and an option is picked by mouse.
     let below = (sx + 50.0, sy + sh + 40.0);
-    picture_until(&mut v, "a", below, |p| near(p, PAGE_BLUE, 40), "page under the select").await;
+    picture_until(
+        &mut v,
+        "a",
+        below,
+        |p| near(p, PAGE_BLUE, 40),
+        "page under the select",
+    )
+    .await;
     click(&mut v, sx + sw / 2.0, sy + sh / 2.0).await;
-    picture_until(&mut v, "a", below, |p| !near(p, PAGE_BLUE, 60), "the select list opened").await;
+    picture_until(
+        &mut v,
+        "a",
+        below,
+        |p| !near(p, PAGE_BLUE, 60),
+        "the select list opened",
+    )
+    .await;
     // The list: from the select's bottom down to where the page's blue shows again.
-    let column: Vec<Value> = (0..300).map(|i| json!([sx + 50.0, sy + sh + f64::from(i)])).collect();
-    let px = v.ask(json!({"cmd": "sample", "name": "a", "points": column})).await;
+    let column: Vec<Value> = (0..300)
+        .map(|i| json!([sx + 50.0, sy + sh + f64::from(i)]))
+        .collect();
+    let px = v
+        .ask(json!({"cmd": "sample", "name": "a", "points": column}))
+        .await;
     let height = px
         .as_array()
         .unwrap()
@@ -252,7 +310,13 @@ async fn a_person_uses_the_whole_browser_and_it_is_remembered() {
         .expect("the list ends above the page's blue") as f64;
     assert!(height > 60.0, "a list of four options is {height} px high");
     click(&mut v, sx + 50.0, sy + sh + height * 2.5 / 4.0).await;
-    page_until(&mut cdp, "document.querySelector('#s').value", json!("c"), "gamma picked").await;
+    page_until(
+        &mut cdp,
+        "document.querySelector('#s').value",
+        json!("c"),
+        "gamma picked",
+    )
+    .await;
 
     // An alert() is seen in the picture, and Enter dismisses it.
     let (bx, by, bw, bh) = on_screen(&mut cdp, "#al").await;
@@ -260,22 +324,58 @@ async fn a_person_uses_the_whole_browser_and_it_is_remembered() {
     click(&mut v, bx + bw / 2.0, by + bh / 2.0).await;
     blue_button(&mut v, [300, 60, 980, 400], "the alert's OK button").await;
     // The page behind the dialog is dimmed.
-    picture_until(&mut v, "a", far, |p| !near(p, PAGE_BLUE, 30), "the dialog dims the page").await;
-    v.ask(json!({"cmd": "press", "name": "a", "key": "Enter"})).await;
-    picture_until(&mut v, "a", far, |p| near(p, PAGE_BLUE, 30), "the dialog closed").await;
-    page_until(&mut cdp, "document.title", json!("after-alert"), "the page went on").await;
+    picture_until(
+        &mut v,
+        "a",
+        far,
+        |p| !near(p, PAGE_BLUE, 30),
+        "the dialog dims the page",
+    )
+    .await;
+    v.ask(json!({"cmd": "press", "name": "a", "key": "Enter"}))
+        .await;
+    picture_until(
+        &mut v,
+        "a",
+        far,
+        |p| near(p, PAGE_BLUE, 30),
+        "the dialog closed",
+    )
+    .await;
+    page_until(
+        &mut cdp,
+        "document.title",
+        json!("after-alert"),
+        "the page went on",
+    )
+    .await;
 
     // A sign-in: Chromium's "Save password?" bubble, and a click on Save.
-    cdp.send("Page.navigate", json!({"url": format!("{site}/login")})).await;
+    cdp.send("Page.navigate", json!({"url": format!("{site}/login")}))
+        .await;
     page_until(&mut cdp, "document.title", json!("login"), "the login page").await;
     let (ux, uy, uw, uh) = on_screen(&mut cdp, "#u").await;
     click(&mut v, ux + uw / 2.0, uy + uh / 2.0).await;
-    page_until(&mut cdp, "document.activeElement.id", json!("u"), "the click focused the field").await;
-    v.ask(json!({"cmd": "type", "name": "a", "text": "alice"})).await;
+    page_until(
+        &mut cdp,
+        "document.activeElement.id",
+        json!("u"),
+        "the click focused the field",
+    )
+    .await;
+    v.ask(json!({"cmd": "type", "name": "a", "text": "alice"}))
+        .await;
     let (qx, qy, qw, qh) = on_screen(&mut cdp, "#p").await;
     click(&mut v, qx + qw / 2.0, qy + qh / 2.0).await;
-    page_until(&mut cdp, "document.activeElement.id", json!("p"), "the click focused the field").await;
-    v.ask(json!({"cmd": "type", "name": "a", "text": "s3cret-Pass"})).await;
+    page_until(
+        &mut cdp,
+        "document.activeElement.id",
+        json!("p"),
+        "the click focused the field",
+    )
+    .await;
+    v.ask(json!({"cmd": "type", "name": "a", "text": "s3cret-Pass"}))
+        .await;
     page_until(
         &mut cdp,
         "document.querySelector('#u').value + ' ' + document.querySelector('#p').value",
@@ -294,20 +394,28 @@ async fn a_person_uses_the_whole_browser_and_it_is_remembered() {
     no_blue_button(&mut v, bubble, "Save password").await;
 
     // Ctrl+D: Chromium's bookmark bubble; Enter takes it.
-    v.ask(json!({"cmd": "press", "name": "a", "key": "Control+d"})).await;
+    v.ask(json!({"cmd": "press", "name": "a", "key": "Control+d"}))
+        .await;
     blue_button(&mut v, bubble, "the bookmark bubble").await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    v.ask(json!({"cmd": "press", "name": "a", "key": "Enter"})).await;
+    v.ask(json!({"cmd": "press", "name": "a", "key": "Enter"}))
+        .await;
     no_blue_button(&mut v, bubble, "bookmark").await;
     v.quit().await;
     cdp.close().await;
 
     // Saved: the generation's contents report counts the login and the bookmark.
     d.end_and_wait(KEY_T1, &id).await;
-    let (st, p) = d.call("GET", &format!("/v0/profiles/{id}"), Some(KEY_T1), None).await;
+    let (st, p) = d
+        .call("GET", &format!("/v0/profiles/{id}"), Some(KEY_T1), None)
+        .await;
     assert_eq!(st, 200, "{p}");
     let c = &p["contents"];
-    assert_eq!((&c["saved_logins"], &c["bookmarks"]), (&json!(1), &json!(1)), "{c}");
+    assert_eq!(
+        (&c["saved_logins"], &c["bookmarks"]),
+        (&json!(1), &json!(1)),
+        "{c}"
+    );
     d.stop();
 
     // A fresh daemon loads it: Chromium fills the sign-in form, the bookmark is there.
@@ -319,7 +427,13 @@ async fn a_person_uses_the_whole_browser_and_it_is_remembered() {
         )
         .await;
     let mut cdp2 = Cdp::connect(s2["cdp_url"].as_str().unwrap()).await;
-    page_until(&mut cdp2, "document.title", json!("login"), "the login page after load").await;
+    page_until(
+        &mut cdp2,
+        "document.title",
+        json!("login"),
+        "the login page after load",
+    )
+    .await;
     page_until(
         &mut cdp2,
         // (Chromium keeps filled values from the page's script until the person acts.)
@@ -332,7 +446,10 @@ async fn a_person_uses_the_whole_browser_and_it_is_remembered() {
     let bookmarks =
         std::fs::read_to_string(data.join("browsers").join(sid2).join("Default/Bookmarks"))
             .unwrap_or_default();
-    assert!(bookmarks.contains("/welcome"), "the bookmark is gone: {bookmarks}");
+    assert!(
+        bookmarks.contains("/welcome"),
+        "the bookmark is gone: {bookmarks}"
+    );
     cdp2.close().await;
     d2.end_and_wait(KEY_T1, sid2).await;
 }
@@ -349,12 +466,21 @@ async fn what_the_browser_plays_reaches_the_viewer() {
         )
         .await;
     let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
-    page_until(&mut cdp, "document.title", json!("audio"), "the page loaded").await;
+    page_until(
+        &mut cdp,
+        "document.title",
+        json!("audio"),
+        "the page loaded",
+    )
+    .await;
     let mut v = Viewer::start().await;
     let a = v
         .ask(json!({"cmd": "open", "name": "a", "url": s["embed_url"], "width": 1300, "height": 760}))
         .await;
-    assert_eq!(a["audio"]["muted"], true, "sound plays before a gesture: {a}");
+    assert_eq!(
+        a["audio"]["muted"], true,
+        "sound plays before a gesture: {a}"
+    );
     // Silence costs nothing: nothing plays yet.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let quiet = v.ask(json!({"cmd": "state", "name": "a"})).await;
@@ -362,11 +488,89 @@ async fn what_the_browser_plays_reaches_the_viewer() {
     // The person clicks the page's play button (a gesture here and there).
     let (x, y, w, h) = on_screen(&mut cdp, "#play").await;
     click(&mut v, x + w / 2.0, y + h / 2.0).await;
-    page_until(&mut cdp, "a.paused", json!(false), "the audio element plays").await;
+    page_until(
+        &mut cdp,
+        "a.paused",
+        json!(false),
+        "the audio element plays",
+    )
+    .await;
     v.ask(json!({"cmd": "waitFor", "name": "a",
         "expr": "window.__pv.audio.packets > 25 && window.__pv.audio.rms > 0.1 && Math.abs(window.__pv.audio.freq - 440) < 30 && !window.__pv.audio.muted"}))
         .await;
     v.quit().await;
     cdp.close().await;
-    d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap()).await;
+    d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_xvfb_sessions_fall_back_to_the_page_only_view() {
+    // A PATH with bubblewrap and Chromium but no Xvfb.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let bwrap = profile_vault::browser::on_path("bwrap").expect("bubblewrap is installed");
+    std::os::unix::fs::symlink(bwrap, bin.join("bwrap")).unwrap();
+    let chromium = profile_vault::browser::find_binary(None).unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        StoreKind::Fs,
+        &[
+            ("PATH", bin.to_str().unwrap()),
+            ("PV_CHROMIUM", chromium.to_str().unwrap()),
+        ],
+    );
+    let (st, r) = d.call("GET", "/readyz", None, None).await;
+    assert_eq!(st, 200, "{r}");
+    let c = &r["checks"];
+    assert_eq!(
+        (&c["display"], &c["sound"]),
+        (&json!(false), &json!(false)),
+        "{r}"
+    );
+    assert!(
+        c["display_detail"]
+            .as_str()
+            .unwrap()
+            .contains("Xvfb is not installed"),
+        "{r}"
+    );
+    assert!(
+        d.log_text().contains("Xvfb is not installed"),
+        "no warning at start"
+    );
+    let s = d.create(KEY_T1, json!({"profile": {"save": false}})).await;
+    // The viewer gets the page's screencast: whole JPEG frames, no display.
+    let (mut ws, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
+        .await
+        .unwrap();
+    let mut meta = None;
+    let mut frame = None;
+    while frame.is_none() {
+        let m = tokio::time::timeout(
+            Duration::from_secs(15),
+            futures_util::StreamExt::next(&mut ws),
+        )
+        .await
+        .expect("a frame")
+        .unwrap()
+        .unwrap();
+        match m {
+            tokio_tungstenite::tungstenite::Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["t"] == "meta" {
+                    meta = Some(v);
+                }
+            }
+            tokio_tungstenite::tungstenite::Message::Binary(b) => frame = Some(b),
+            _ => {}
+        }
+    }
+    let meta = meta.expect("meta before the first frame");
+    assert!(meta.get("display").is_none_or(|d| d == false), "{meta}");
+    let frame = frame.unwrap();
+    assert_eq!(&frame[..2], &[0xff, 0xd8], "a whole JPEG");
+    d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap())
+        .await;
 }

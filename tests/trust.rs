@@ -514,7 +514,9 @@ async fn storage_state_jobs_have_a_limit_of_their_own() {
         let left = |sub: &str| std::fs::read_dir(d.data.join(sub)).map_or(0, |r| r.count());
         assert_eq!((left("run"), left("state-work")), (0, 0), "at {delay} ms");
         // Either the import finished before the client left, or nothing of it exists.
-        let (st, _) = d.call("GET", "/v0/profiles/job-left", Some(KEY_T1), None).await;
+        let (st, _) = d
+            .call("GET", "/v0/profiles/job-left", Some(KEY_T1), None)
+            .await;
         if st == 200 {
             let (st, v) = d
                 .call("DELETE", "/v0/profiles/job-left", Some(KEY_T1), None)
@@ -524,7 +526,12 @@ async fn storage_state_jobs_have_a_limit_of_their_own() {
             assert_eq!(st, 404, "at {delay} ms");
         }
         let (st, v) = d
-            .call("POST", "/v0/profiles", Some(KEY_T1), Some(&body("job-after")))
+            .call(
+                "POST",
+                "/v0/profiles",
+                Some(KEY_T1),
+                Some(&body("job-after")),
+            )
             .await;
         assert_eq!(st, 200, "the job slot was not freed at {delay} ms: {v}");
         let (st, v) = d

@@ -208,7 +208,9 @@ async fn viewer(
                 let (w, h) = d.size;
                 ok = ok
                     && tx
-                        .send(text(json!({"t": "meta", "width": w, "height": h, "display": true})))
+                        .send(text(
+                            json!({"t": "meta", "width": w, "height": h, "display": true}),
+                        ))
                         .await
                         .is_ok();
                 ok = ok && tx.send(Message::Binary(key.message())).await.is_ok();

@@ -44,6 +44,10 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         "checks": {"store": store_ok, "chromium": chromium_ok, "keys": keys_ok, "recovering_sessions": recovering,
             "browser_version": state.manager.config().browser_version,
             "sandbox": sandbox_ok, "sandbox_detail": sandbox_detail,
+            // Not readiness: without a display sessions run headless (the page-only view).
+            "display": rt.display().is_ok(),
+            "display_detail": rt.display().err().unwrap_or("on: a virtual display per session"),
+            "sound": rt.audio().is_ok(),
             // Files left alone (forged or unusable): reported, never fatal.
             "session_records_rejected": crate::session::records_rejected(),
             "key_files_skipped": crate::keys::SKIPPED_KEY_FILES.load(Ordering::Relaxed)},

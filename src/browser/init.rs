@@ -111,10 +111,17 @@ fn start_display(size: &str) -> Result<String, String> {
     let (mut ready, ready_w) = std::io::pipe().map_err(|e| e.to_string())?;
     let mut x = Command::new("Xvfb");
     // Its stdout is the readiness pipe (it logs to stderr).
-    x.args([":0", "-screen", "0", &format!("{w}x{h}x24"), "-nolisten", "tcp"])
-        .args(["-displayfd", "1", "-nocursor", "-noreset"])
-        .stdin(std::process::Stdio::null())
-        .stdout(ready_w);
+    x.args([
+        ":0",
+        "-screen",
+        "0",
+        &format!("{w}x{h}x24"),
+        "-nolisten",
+        "tcp",
+    ])
+    .args(["-displayfd", "1", "-nocursor", "-noreset"])
+    .stdin(std::process::Stdio::null())
+    .stdout(ready_w);
     let child = x.spawn().map_err(|e| format!("cannot start Xvfb: {e}"))?;
     drop(x);
     let _ = child;

@@ -79,7 +79,10 @@ pub(super) fn chromium_args(
         user_data_dir.display().to_string()
     };
     a.push(format!("--user-data-dir={dir}"));
-    if let Some((w, h)) = opts.window.or(headful.then_some(super::sandbox::DEFAULT_SCREEN)) {
+    if let Some((w, h)) = opts
+        .window
+        .or(headful.then_some(super::sandbox::DEFAULT_SCREEN))
+    {
         a.push(format!("--window-size={w},{h}"));
     }
     if let Some(ua) = &opts.user_agent {

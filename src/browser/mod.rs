@@ -22,7 +22,7 @@ mod process;
 pub mod sandbox;
 
 pub use process::{
-    alive, find_binary, is_browser_of, signal_group, signal_pid, stop_orphan, version, Browser,
-    Error, LaunchOptions,
+    alive, find_binary, is_browser_of, on_path, signal_group, signal_pid, stop_orphan, version,
+    Browser, Error, LaunchOptions,
 };
 pub use sandbox::{Runtime, Settings};

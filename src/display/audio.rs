@@ -88,7 +88,10 @@ pub fn packet(pcm: &[u8]) -> Option<Bytes> {
     let samples = pcm
         .chunks_exact(2)
         .map(|b| i16::from_le_bytes([b[0], b[1]]));
-    if samples.clone().all(|s| s.unsigned_abs() < SILENT.unsigned_abs()) {
+    if samples
+        .clone()
+        .all(|s| s.unsigned_abs() < SILENT.unsigned_abs())
+    {
         return None;
     }
     let mut m = Vec::with_capacity(1 + pcm.len() / 2);
@@ -130,7 +133,19 @@ mod tests {
 
     #[test]
     fn mulaw_round_trips_within_its_step_and_silence_is_dropped() {
-        for s in [0i16, 1, -1, 100, -100, 1000, -1000, 12345, -12345, i16::MAX, i16::MIN] {
+        for s in [
+            0i16,
+            1,
+            -1,
+            100,
+            -100,
+            1000,
+            -1000,
+            12345,
+            -12345,
+            i16::MAX,
+            i16::MIN,
+        ] {
             let back = decode(mulaw(s));
             let err = (back - i32::from(s)).abs();
             assert!(err <= (i32::from(s).abs() / 16).max(8) + 1, "{s} -> {back}");

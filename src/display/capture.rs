@@ -72,7 +72,9 @@ pub struct Capture {
 
 impl std::fmt::Debug for Capture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Capture").field("size", &self.size).finish_non_exhaustive()
+        f.debug_struct("Capture")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
     }
 }
 
@@ -103,7 +105,10 @@ impl Capture {
     /// The connection, or DAMAGE / XFIXES missing.
     pub fn start(socket: &Path, quality: u8) -> Result<Arc<Capture>, Error> {
         let conn = super::connect(socket)?;
-        for (name, ext) in [("DAMAGE", damage::X11_EXTENSION_NAME), ("XFIXES", xfixes::X11_EXTENSION_NAME)] {
+        for (name, ext) in [
+            ("DAMAGE", damage::X11_EXTENSION_NAME),
+            ("XFIXES", xfixes::X11_EXTENSION_NAME),
+        ] {
             if conn.extension_information(ext)?.is_none() {
                 return Err(Error::Missing(name));
             }
@@ -111,7 +116,10 @@ impl Capture {
         conn.damage_query_version(1, 1)?.reply()?;
         conn.xfixes_query_version(5, 0)?.reply()?;
         let screen = &conn.setup().roots[0];
-        let (root, size) = (screen.root, (screen.width_in_pixels, screen.height_in_pixels));
+        let (root, size) = (
+            screen.root,
+            (screen.width_in_pixels, screen.height_in_pixels),
+        );
         let damage = conn.generate_id()?;
         conn.damage_create(damage, root, damage::ReportLevel::NON_EMPTY)?;
         let region = conn.generate_id()?;
@@ -119,7 +127,8 @@ impl Capture {
         conn.flush()?;
         let (wake, wake_rx) = UnixStream::pair().map_err(|e| Error::Connect(e.to_string()))?;
         for s in [&wake, &wake_rx] {
-            s.set_nonblocking(true).map_err(|e| Error::Connect(e.to_string()))?;
+            s.set_nonblocking(true)
+                .map_err(|e| Error::Connect(e.to_string()))?;
         }
         let (commands, rx) = mpsc::channel();
         let (tiles, _) = broadcast::channel(64);
@@ -214,7 +223,9 @@ impl Worker {
     fn run(mut self, rx: &mpsc::Receiver<Command>, wake: &UnixStream) -> Result<(), Error> {
         let frame = Duration::from_secs(1) / super::FPS;
         let mut dirty = false;
-        let mut last = Instant::now().checked_sub(frame).unwrap_or_else(Instant::now);
+        let mut last = Instant::now()
+            .checked_sub(frame)
+            .unwrap_or_else(Instant::now);
         loop {
             dirty |= self.drain_events()?;
             loop {
@@ -258,8 +269,13 @@ impl Worker {
 
     /// Takes what changed since the last call; tiles of it when someone watches.
     fn send_damage(&mut self) -> Result<(), Error> {
-        self.conn.damage_subtract(self.damage, x11rb::NONE, self.region)?;
-        let rects = self.conn.xfixes_fetch_region(self.region)?.reply()?.rectangles;
+        self.conn
+            .damage_subtract(self.damage, x11rb::NONE, self.region)?;
+        let rects = self
+            .conn
+            .xfixes_fetch_region(self.region)?
+            .reply()?
+            .rectangles;
         if self.viewers.load(Ordering::SeqCst) == 0 || self.tiles.receiver_count() == 0 {
             return Ok(());
         }
@@ -285,7 +301,15 @@ impl Worker {
         let y = u16::try_from(r.y).unwrap_or(0);
         let img = self
             .conn
-            .get_image(ImageFormat::Z_PIXMAP, self.root, r.x, r.y, r.width, r.height, !0)?
+            .get_image(
+                ImageFormat::Z_PIXMAP,
+                self.root,
+                r.x,
+                r.y,
+                r.width,
+                r.height,
+                !0,
+            )?
             .reply()?;
         let want = usize::from(r.width) * usize::from(r.height) * 4;
         if img.depth != 24 || img.data.len() != want {
@@ -321,8 +345,16 @@ impl Worker {
 #[allow(unsafe_code)]
 fn wait(x: i32, wake: i32, timeout_ms: i32) {
     let mut fds = [
-        libc::pollfd { fd: x, events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: wake, events: libc::POLLIN, revents: 0 },
+        libc::pollfd {
+            fd: x,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: wake,
+            events: libc::POLLIN,
+            revents: 0,
+        },
     ];
     // SAFETY: poll(2) reads and writes only the array we pass, of the length we pass.
     unsafe {
@@ -352,8 +384,16 @@ pub fn merge(rects: &[Rectangle], size: (u16, u16)) -> Vec<Rectangle> {
     let area = |r: &Rectangle| u64::from(r.width) * u64::from(r.height);
     let bx0 = aligned.iter().map(|r| r.x).min().unwrap_or(0);
     let by0 = aligned.iter().map(|r| r.y).min().unwrap_or(0);
-    let bx1 = aligned.iter().map(|r| i32::from(r.x) + i32::from(r.width)).max().unwrap_or(0);
-    let by1 = aligned.iter().map(|r| i32::from(r.y) + i32::from(r.height)).max().unwrap_or(0);
+    let bx1 = aligned
+        .iter()
+        .map(|r| i32::from(r.x) + i32::from(r.width))
+        .max()
+        .unwrap_or(0);
+    let by1 = aligned
+        .iter()
+        .map(|r| i32::from(r.y) + i32::from(r.height))
+        .max()
+        .unwrap_or(0);
     let bbox = Rectangle {
         x: bx0,
         y: by0,
@@ -373,7 +413,12 @@ mod tests {
     use super::*;
 
     fn r(x: i16, y: i16, w: u16, h: u16) -> Rectangle {
-        Rectangle { x, y, width: w, height: h }
+        Rectangle {
+            x,
+            y,
+            width: w,
+            height: h,
+        }
     }
 
     fn m(rects: &[Rectangle], size: (u16, u16)) -> Vec<(i16, i16, u16, u16)> {
@@ -391,7 +436,10 @@ mod tests {
         // Hostile values from the server stay inside.
         assert!(m(&[r(-50, -50, 10, 10)], (100, 100)).is_empty());
         // Two far-apart carets stay two tiles; a spread of pieces becomes one box.
-        assert_eq!(m(&[r(0, 0, 8, 8), r(500, 500, 8, 8)], (1000, 1000)).len(), 2);
+        assert_eq!(
+            m(&[r(0, 0, 8, 8), r(500, 500, 8, 8)], (1000, 1000)).len(),
+            2
+        );
         assert_eq!(
             m(&[r(0, 0, 16, 16), r(16, 0, 16, 16)], (1000, 1000)),
             vec![(0, 0, 32, 16)]

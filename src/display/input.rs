@@ -79,14 +79,20 @@ impl Input {
     /// The connection, or XTEST missing.
     pub fn open(socket: &Path) -> Result<Input, Error> {
         let conn = super::connect(socket)?;
-        if conn.extension_information(xtest::X11_EXTENSION_NAME)?.is_none() {
+        if conn
+            .extension_information(xtest::X11_EXTENSION_NAME)?
+            .is_none()
+        {
             return Err(Error::Missing("XTEST"));
         }
         conn.xtest_get_version(2, 2)?.reply()?;
         let setup = conn.setup();
         let (min, max) = (setup.min_keycode, setup.max_keycode);
         let screen = &setup.roots[0];
-        let (root, size) = (screen.root, (screen.width_in_pixels, screen.height_in_pixels));
+        let (root, size) = (
+            screen.root,
+            (screen.width_in_pixels, screen.height_in_pixels),
+        );
         let km = conn.get_keyboard_mapping(min, max - min + 1)?.reply()?;
         let per = km.keysyms_per_keycode;
         let mut map = HashMap::new();
@@ -126,7 +132,9 @@ impl Input {
     ) -> Result<T, Error> {
         let me = self.0.clone();
         tokio::task::spawn_blocking(move || {
-            let mut s = me.lock().map_err(|_| Error::Request("input poisoned".into()))?;
+            let mut s = me
+                .lock()
+                .map_err(|_| Error::Request("input poisoned".into()))?;
             let r = f(&mut s)?;
             s.conn.flush()?;
             Ok(r)
@@ -156,7 +164,14 @@ impl Input {
             } else {
                 s.buttons.retain(|x| *x != b);
             }
-            s.fake(if down { xproto::BUTTON_PRESS_EVENT } else { xproto::BUTTON_RELEASE_EVENT }, b)
+            s.fake(
+                if down {
+                    xproto::BUTTON_PRESS_EVENT
+                } else {
+                    xproto::BUTTON_RELEASE_EVENT
+                },
+                b,
+            )
         })
         .await
     }
@@ -316,7 +331,9 @@ impl State {
     /// Puts `ks` on a spare keycode (both Shift columns) and returns it.
     fn remap(&mut self, ks: u32) -> Result<u8, Error> {
         if self.spare.is_empty() {
-            return Err(Error::Request("no spare keycode to type this character".into()));
+            return Err(Error::Request(
+                "no spare keycode to type this character".into(),
+            ));
         }
         let kc = self.spare[self.next_spare % self.spare.len()];
         self.next_spare += 1;

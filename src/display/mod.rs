@@ -70,7 +70,8 @@ impl From<x11rb::errors::ReplyError> for Error {
 pub(crate) fn connect(socket: &Path) -> Result<RustConnection, Error> {
     let s = UnixStream::connect(socket)
         .map_err(|e| Error::Connect(format!("{}: {e}", socket.display())))?;
-    let (stream, _) = DefaultStream::from_unix_stream(s).map_err(|e| Error::Connect(e.to_string()))?;
+    let (stream, _) =
+        DefaultStream::from_unix_stream(s).map_err(|e| Error::Connect(e.to_string()))?;
     RustConnection::connect_to_stream(stream, 0).map_err(|e| Error::Connect(e.to_string()))
 }
 

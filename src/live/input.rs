@@ -286,7 +286,10 @@ async fn on_display(
     t: &str,
     m: &Value,
 ) -> Option<Result<Outcome, Fault>> {
-    if !matches!(t, "mouse" | "wheel" | "key" | "text" | "paste" | "ime" | "resize") {
+    if !matches!(
+        t,
+        "mouse" | "wheel" | "key" | "text" | "paste" | "ime" | "resize"
+    ) {
         return None;
     }
     let browser = |e: crate::display::Error| Fault::Browser(e.to_string());
@@ -307,8 +310,12 @@ async fn on_display(
                         live.share_cursor(user, x, y);
                         d.input.pointer(x, y).await.map_err(browser)?;
                     }
-                    ("mousePressed", Some(b)) => d.input.button(x, y, b, true).await.map_err(browser)?,
-                    ("mouseReleased", Some(b)) => d.input.button(x, y, b, false).await.map_err(browser)?,
+                    ("mousePressed", Some(b)) => {
+                        d.input.button(x, y, b, true).await.map_err(browser)?
+                    }
+                    ("mouseReleased", Some(b)) => {
+                        d.input.button(x, y, b, false).await.map_err(browser)?
+                    }
                     _ => {
                         return Err(Fault::Malformed(
                             "mouse.type must be mousePressed, mouseReleased or mouseMoved".into(),
@@ -331,7 +338,9 @@ async fn on_display(
                 if !matches!(ty, "keyDown" | "keyUp") {
                     return Err(Fault::Malformed("key.type must be keyDown or keyUp".into()));
                 }
-                let key = m["key"].as_str().ok_or_else(|| Fault::Malformed("key.key".into()))?;
+                let key = m["key"]
+                    .as_str()
+                    .ok_or_else(|| Fault::Malformed("key.key".into()))?;
                 let code = m["code"].as_str().unwrap_or_default();
                 if key.len() > 32 || code.len() > 32 {
                     return Err(Fault::Malformed("key.key too long".into()));
@@ -343,7 +352,9 @@ async fn on_display(
                 Ok(Outcome::Done)
             }
             "text" | "paste" => {
-                let text = m["text"].as_str().ok_or_else(|| Fault::Malformed("text".into()))?;
+                let text = m["text"]
+                    .as_str()
+                    .ok_or_else(|| Fault::Malformed("text".into()))?;
                 d.input.text(text.to_string()).await.map_err(browser)?;
                 Ok(Outcome::Done)
             }

@@ -572,7 +572,9 @@ impl Manager {
                         if let Some(fifo) = browser.audio_fifo() {
                             match crate::display::Sound::start(fifo) {
                                 Ok(snd) => d.sound = Some(snd),
-                                Err(e) => tracing::warn!(session = %id, error = %e, "live view: no sound"),
+                                Err(e) => {
+                                    tracing::warn!(session = %id, error = %e, "live view: no sound")
+                                }
                             }
                         }
                         Some(Arc::new(d))

@@ -71,4 +71,3 @@ impl Viewer {
         let _ = std::fs::remove_file(&self.script);
     }
 }
-

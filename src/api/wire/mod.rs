@@ -667,9 +667,20 @@ mod tests {
             let doc = json!({"origins": [{"origin": origin, "localStorage": []}]});
             let by_schema = check(&schema, &doc).is_ok();
             let by_parser = crate::storage_state::parse(&doc).is_ok();
-            assert!(!by_schema || by_parser, "{origin}: the schema allows what the server refuses");
+            assert!(
+                !by_schema || by_parser,
+                "{origin}: the schema allows what the server refuses"
+            );
         }
-        assert!(check(&schema, &json!({"origins": [{"origin": "https://x:65535"}]})).is_ok());
-        assert!(check(&schema, &json!({"origins": [{"origin": "https://x:65536"}]})).is_err());
+        assert!(check(
+            &schema,
+            &json!({"origins": [{"origin": "https://x:65535"}]})
+        )
+        .is_ok());
+        assert!(check(
+            &schema,
+            &json!({"origins": [{"origin": "https://x:65536"}]})
+        )
+        .is_err());
     }
 }

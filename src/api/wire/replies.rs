@@ -289,9 +289,12 @@ pub static READY: LazyLock<Value> = LazyLock::new(|| {
                 "browser_version": {"type": "string", "nullable": true},
                 "sandbox": {"type": "boolean"},
                 "sandbox_detail": {"type": "string"},
+                "display": {"type": "boolean", "description": "sessions' browsers are headful on a virtual display of their own (else headless: the live view shows the page only)"},
+                "display_detail": {"type": "string"},
+                "sound": {"type": "boolean", "description": "sessions have sound (PulseAudio)"},
                 "session_records_rejected": {"type": "integer", "minimum": 0},
                 "key_files_skipped": {"type": "integer", "minimum": 0},
-            }), &["store", "chromium", "keys", "recovering_sessions", "browser_version", "sandbox", "sandbox_detail", "session_records_rejected", "key_files_skipped"]),
+            }), &["store", "chromium", "keys", "recovering_sessions", "browser_version", "sandbox", "sandbox_detail", "display", "display_detail", "sound", "session_records_rejected", "key_files_skipped"]),
         }),
         &["ready", "checks"],
     )
