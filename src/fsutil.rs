@@ -64,3 +64,23 @@ pub fn write_private_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
+
+/// Runs `f` with a path to the Unix socket at `path` that fits a socket address (107 bytes;
+/// a data directory may be deeper): `path` itself when short, else the same file through
+/// this process's descriptor of its directory (`/proc/self/fd/N/name`).
+///
+/// # Errors
+/// The directory cannot be opened, or what `f` returns.
+pub fn with_socket_path<T>(
+    path: &Path,
+    f: impl FnOnce(&Path) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    if path.as_os_str().len() < 100 {
+        return f(path);
+    }
+    let dir = std::fs::File::open(path.parent().unwrap_or(Path::new("/")))?;
+    let short = Path::new("/proc/self/fd")
+        .join(std::os::fd::AsRawFd::as_raw_fd(&dir).to_string())
+        .join(path.file_name().unwrap_or_default());
+    f(&short)
+}

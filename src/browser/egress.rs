@@ -201,19 +201,9 @@ pub fn serve(
     }))
 }
 
-/// Binds a Unix socket at `path` whatever its length (a socket address holds 107 bytes; a
-/// data directory may be deeper): through this process's descriptor of its directory.
+/// Binds a Unix socket at `path` whatever its length.
 fn bind_short(path: &Path) -> std::io::Result<UnixListener> {
-    if path.as_os_str().len() < 100 {
-        return UnixListener::bind(path);
-    }
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path.file_name().unwrap_or_default();
-    let d = std::fs::File::open(dir)?;
-    let short = Path::new("/proc/self/fd")
-        .join(std::os::fd::AsRawFd::as_raw_fd(&d).to_string())
-        .join(name);
-    UnixListener::bind(short)
+    crate::fsutil::with_socket_path(path, |p| UnixListener::bind(p))
 }
 
 enum Refusal {

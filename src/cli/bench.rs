@@ -383,7 +383,10 @@ impl BenchDaemon {
         data: &Path,
         sandboxed: bool,
     ) -> anyhow::Result<BenchDaemon> {
-        Self::start_with(ctx, vault, data, "bench", None, sandboxed).await
+        Self::start_with(ctx, vault, data, "bench", None, |s| {
+            s.unsafe_no_sandbox = !sandboxed;
+        })
+        .await
     }
 
     /// A daemon whose API key is `bench:<token>` (`token` = "bench" makes a fresh one); with
@@ -395,7 +398,26 @@ impl BenchDaemon {
         token: &str,
         cluster_secret: Option<&str>,
     ) -> anyhow::Result<BenchDaemon> {
-        Self::start_with(ctx, vault, data, token, cluster_secret, true).await
+        Self::start_with(ctx, vault, data, token, cluster_secret, |_| {}).await
+    }
+
+    /// A daemon on a local store whose browsers have a virtual display or not, and whose
+    /// pages may reach `allow` (the bench's own site).
+    pub(super) async fn for_live_view(
+        ctx: &Ctx,
+        data: &Path,
+        display: bool,
+        allow: profile_vault::browser::egress::Cidr,
+    ) -> anyhow::Result<BenchDaemon> {
+        let store = std::path::absolute(data.join("store"))?;
+        let url = format!("file://{}", store.display());
+        let vault = bench_vault(ctx, &url, &data.join("spool")).await?;
+        Self::start_with(ctx, vault, data, "bench", None, |s| {
+            s.display = display;
+            s.egress =
+                std::sync::Arc::new(profile_vault::browser::egress::Policy { allow: vec![allow] });
+        })
+        .await
     }
 
     async fn start_with(
@@ -404,7 +426,7 @@ impl BenchDaemon {
         data: &Path,
         token: &str,
         cluster_secret: Option<&str>,
-        sandboxed: bool,
+        tweak: impl FnOnce(&mut profile_vault::browser::Settings),
     ) -> anyhow::Result<BenchDaemon> {
         use profile_vault::api::{self, auth::ApiKeys, AppState};
         use profile_vault::browser as chromium;
@@ -418,7 +440,7 @@ impl BenchDaemon {
                 data,
             )
             .map_err(anyhow::Error::msg)?;
-        settings.unsafe_no_sandbox = !sandboxed;
+        tweak(&mut settings);
         let browser = chromium::Runtime::new(settings);
         if let Err(e) = browser.status() {
             anyhow::bail!("the browser sandbox is unavailable here: {e}");

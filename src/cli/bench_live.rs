@@ -1,10 +1,13 @@
-//! `profile-vault bench --live-view`: the live view on loopback, measured as a viewer sees it.
-//! An in-process daemon starts a real Chromium on a local page; viewers connect to the embed
-//! socket with the session's viewer token. Reported: frames per second while the page
-//! animates (1 viewer, then `--viewers`), CPU of the daemon and of the browser's process group
-//! in each case (and the daemon's cost per extra viewer), and input-to-frame latency: a click
-//! until the first frame showing its effect (the page flips between a blank and a noisy canvas,
-//! so the effect shows as a jump in JPEG size), median and p95.
+//! `profile-vault bench --live-view`: the live view on loopback, measured as a viewer sees it,
+//! for both pictures in one run: the whole browser on its virtual display (DAMAGE-driven JPEG
+//! tiles, the default) and the page-only view (headless Chromium's CDP screencast), at
+//! 1280x720. An in-process daemon starts real Chromiums on a local page; viewers connect to
+//! the embed socket with the session's viewer token. Reported per mode: `POST /v0/vm` to CDP
+//! ready; frames per second while the page animates (1 viewer, then `--viewers`) with the
+//! bytes per second they cost; CPU of the daemon (capture and encoding) and of the browser's
+//! process group; bytes per second of a still page; input-to-frame latency (a click until the
+//! first frame showing its effect: the page flips from blank to noise, a jump in JPEG size),
+//! median and p95; and the memory (PSS) of one idle session and of eight.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,13 +21,17 @@ use tokio_tungstenite::tungstenite::Message;
 use super::bench::{http, Args, BenchDaemon};
 use super::Ctx;
 
-const ANIMATED: &str = r#"<!doctype html><title>anim</title><body style="margin:0">
-<canvas id=c width=800 height=600></canvas><script>
+const ANIMATED: &str = r#"<!doctype html><title>anim</title><body style="margin:0;overflow:hidden">
+<canvas id=c width=1280 height=720></canvas><script>
 const g = c.getContext('2d'); let t = 0;
-(function f() { t++; g.fillStyle = `hsl(${t % 360},70%,50%)`; g.fillRect(0, 0, 800, 600);
-  g.fillStyle = '#fff'; g.fillRect((t * 7) % 700, 250, 100, 100); g.font = '48px sans-serif';
+(function f() { t++; g.fillStyle = `hsl(${t % 360},70%,50%)`; g.fillRect(0, 0, 1280, 720);
+  g.fillStyle = '#fff'; g.fillRect((t * 7) % 1100, 250, 100, 100); g.font = '48px sans-serif';
   g.fillText('frame ' + t, 20, 60); requestAnimationFrame(f); })();
 </script>"#;
+
+const STILL: &str = r#"<!doctype html><title>still</title><body style="margin:20px;font:20px sans-serif">
+<h1>A still page</h1><p>Nothing moves here; a caret blinks in the field below.</p>
+<input autofocus style="font-size:20px">"#;
 
 const FLIP: &str = r#"<!doctype html><title>flip</title><body style="margin:0">
 <canvas id=c width=800 height=600></canvas><script>
@@ -79,6 +86,7 @@ fn clk_tck() -> f64 {
 
 struct Viewer {
     frames: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
     tx: futures_util::stream::SplitSink<
         tokio_tungstenite::WebSocketStream<
             tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
@@ -93,18 +101,24 @@ async fn connect(socket_url: &str) -> anyhow::Result<Viewer> {
     let (ws, _) = tokio_tungstenite::connect_async(socket_url).await?;
     let (tx, mut rx) = ws.split();
     let frames = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
     let (size_tx, sizes) = tokio::sync::mpsc::unbounded_channel();
-    let counter = frames.clone();
+    let (counter, total) = (frames.clone(), bytes.clone());
     let task = tokio::spawn(async move {
         while let Some(Ok(m)) = rx.next().await {
+            // Pictures only (a bare JPEG, or a display tile), not sound.
             if let Message::Binary(b) = m {
-                counter.fetch_add(1, Ordering::Relaxed);
-                let _ = size_tx.send((Instant::now(), b.len()));
+                if b.first().is_some_and(|h| *h == 0xff || *h == 1) {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    total.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    let _ = size_tx.send((Instant::now(), b.len()));
+                }
             }
         }
     });
     Ok(Viewer {
         frames,
+        bytes,
         tx,
         sizes,
         task,
@@ -116,26 +130,45 @@ struct Phase {
     viewers: usize,
     fps_per_viewer_min: f64,
     fps_per_viewer_mean: f64,
+    kbit_per_s_per_viewer: f64,
     daemon_cpu_percent: f64,
     browser_cpu_percent: f64,
 }
 
 #[derive(serde::Serialize)]
-struct Report {
-    seconds: u64,
+struct Mode {
+    picture: &'static str,
+    start_to_cdp_ready_ms: Vec<f64>,
+    start_to_cdp_ready_median_ms: f64,
     phases: Vec<Phase>,
     daemon_cpu_percent_per_extra_viewer: f64,
+    still_page_kbit_per_s: f64,
     input_to_frame_ms: Vec<f64>,
     input_to_frame_median_ms: f64,
     input_to_frame_p95_ms: f64,
+    idle_session_mib: f64,
+    eight_idle_sessions_mib: f64,
+}
+
+#[derive(serde::Serialize)]
+struct Report {
+    seconds: u64,
+    width: u32,
+    height: u32,
+    modes: Vec<Mode>,
 }
 
 async fn measure(viewers: &[Viewer], secs: u64, browser_pid: u32) -> Phase {
     let hz = clk_tck();
     let me = std::process::id();
-    let before: Vec<u64> = viewers
+    let before: Vec<(u64, u64)> = viewers
         .iter()
-        .map(|v| v.frames.load(Ordering::Relaxed))
+        .map(|v| {
+            (
+                v.frames.load(Ordering::Relaxed),
+                v.bytes.load(Ordering::Relaxed),
+            )
+        })
         .collect();
     let (d0, b0, t0) = (
         ticks(me).unwrap_or(0),
@@ -147,13 +180,19 @@ async fn measure(viewers: &[Viewer], secs: u64, browser_pid: u32) -> Phase {
     let (d1, b1) = (ticks(me).unwrap_or(0), group_ticks(browser_pid));
     let fps: Vec<f64> = viewers
         .iter()
-        .zip(before)
-        .map(|(v, b)| (v.frames.load(Ordering::Relaxed) - b) as f64 / el)
+        .zip(&before)
+        .map(|(v, b)| (v.frames.load(Ordering::Relaxed) - b.0) as f64 / el)
         .collect();
+    let bytes: u64 = viewers
+        .iter()
+        .zip(&before)
+        .map(|(v, b)| v.bytes.load(Ordering::Relaxed) - b.1)
+        .sum();
     Phase {
         viewers: viewers.len(),
         fps_per_viewer_min: fps.iter().copied().fold(f64::INFINITY, f64::min),
         fps_per_viewer_mean: fps.iter().sum::<f64>() / fps.len() as f64,
+        kbit_per_s_per_viewer: bytes as f64 * 8.0 / 1000.0 / el / viewers.len() as f64,
         daemon_cpu_percent: (d1 - d0) as f64 / hz / el * 100.0,
         browser_cpu_percent: b1.saturating_sub(b0) as f64 / hz / el * 100.0,
     }
@@ -164,26 +203,42 @@ async fn send(v: &mut Viewer, m: serde_json::Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the bench.
-pub async fn run(ctx: &Ctx, a: &Args, bench_dir: &Path) -> anyhow::Result<()> {
-    let data = bench_dir.join(format!("live-{}", uuid::Uuid::new_v4().simple()));
-    let daemon = BenchDaemon::on_local_store(ctx, &data).await?;
-    let site = axum::Router::new()
-        .route(
-            "/anim",
-            axum::routing::get(|| async { axum::response::Html(ANIMATED) }),
-        )
-        .route(
-            "/flip",
-            axum::routing::get(|| async { axum::response::Html(FLIP) }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let site_addr = listener.local_addr()?;
-    let site_task = tokio::spawn(async move {
-        let _ = axum::serve(listener, site).await;
-    });
-    let body = json!({"start_url": format!("http://{site_addr}/anim"), "width": 800, "height": 600,
-        "default_roles": ["control"]});
+/// PSS of every process in the cgroup of session `id` (its browser, display, sound), MiB.
+fn session_pss_mib(id: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let mut kib = 0u64;
+    for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        if !cg.lines().any(|l| l.ends_with(&format!("/{id}"))) {
+            continue;
+        }
+        let smaps =
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        kib += smaps
+            .lines()
+            .find_map(|l| l.strip_prefix("Pss:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    kib as f64 / 1024.0
+}
+
+struct Session {
+    id: String,
+    socket: String,
+    browser_pid: u32,
+}
+
+async fn start_session(
+    daemon: &BenchDaemon,
+    data: &Path,
+    url: &str,
+) -> anyhow::Result<(Session, f64)> {
+    let body =
+        json!({"start_url": url, "width": WIDTH, "height": HEIGHT, "default_roles": ["control"]});
+    let t0 = Instant::now();
     let (st, vm) = http(
         &daemon.addr,
         "POST",
@@ -192,6 +247,7 @@ pub async fn run(ctx: &Ctx, a: &Args, bench_dir: &Path) -> anyhow::Result<()> {
         &body.to_string(),
     )
     .await?;
+    let ms = t0.elapsed().as_secs_f64() * 1000.0;
     anyhow::ensure!(st == 200, "POST /v0/vm answered {st}: {vm}");
     let id = vm["session_id"].as_str().unwrap_or_default().to_string();
     let socket = vm["embed_url"]
@@ -203,56 +259,17 @@ pub async fn run(ctx: &Ctx, a: &Args, bench_dir: &Path) -> anyhow::Result<()> {
         data.join("sessions").join(format!("{id}.json")),
     )?)?;
     let browser_pid = rec["pid"].as_u64().unwrap_or(0) as u32;
+    Ok((
+        Session {
+            id,
+            socket,
+            browser_pid,
+        },
+        ms,
+    ))
+}
 
-    let mut viewers = vec![connect(&socket).await?];
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut phases = vec![measure(&viewers, a.seconds, browser_pid).await];
-    for _ in 1..a.viewers.max(2) {
-        viewers.push(connect(&socket).await?);
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    phases.push(measure(&viewers, a.seconds, browser_pid).await);
-    for v in viewers.drain(1..) {
-        v.task.abort();
-    }
-
-    // Latency: a click flips the page between blank (a small JPEG) and noise (a large one).
-    let v = &mut viewers[0];
-    send(
-        v,
-        json!({"t": "goto", "url": format!("http://{site_addr}/flip")}),
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut last = 0;
-    while let Ok(f) = v.sizes.try_recv() {
-        last = f.1;
-    }
-    let mut lat = Vec::new();
-    for _ in 0..20 {
-        let was_small = last < 100_000;
-        let t0 = Instant::now();
-        for ty in ["mousePressed", "mouseReleased"] {
-            send(v, json!({"t": "mouse", "type": ty, "x": 400, "y": 300, "button": "left", "clickCount": 1})).await?;
-        }
-        let deadline = t0 + Duration::from_secs(5);
-        loop {
-            match tokio::time::timeout_at(deadline.into(), v.sizes.recv()).await {
-                Ok(Some((at, size))) => {
-                    last = size;
-                    if (size >= 100_000) == was_small && at >= t0 {
-                        lat.push(at.duration_since(t0).as_secs_f64() * 1000.0);
-                        break;
-                    }
-                }
-                _ => anyhow::bail!("no frame showed the click within 5 s"),
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        while let Ok(f) = v.sizes.try_recv() {
-            last = f.1;
-        }
-    }
+async fn end_session(daemon: &BenchDaemon, id: &str) {
     let _ = http(
         &daemon.addr,
         "DELETE",
@@ -261,38 +278,197 @@ pub async fn run(ctx: &Ctx, a: &Args, bench_dir: &Path) -> anyhow::Result<()> {
         "",
     )
     .await;
-    daemon.stop().await?;
-    site_task.abort();
-    let _ = std::fs::remove_dir_all(&data);
+}
 
-    let mut sorted = lat.clone();
-    sorted.sort_by(f64::total_cmp);
-    let pct = |p: f64| sorted[((sorted.len() as f64 - 1.0) * p).round() as usize];
+const WIDTH: u32 = 1280;
+const HEIGHT: u32 = 720;
+
+fn median(v: &[f64]) -> f64 {
+    percentile(v, 0.5)
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(((s.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+async fn click(v: &mut Viewer) -> anyhow::Result<()> {
+    for ty in ["mousePressed", "mouseReleased"] {
+        send(v, json!({"t": "mouse", "type": ty, "x": 400, "y": 300, "button": "left", "clickCount": 1})).await?;
+    }
+    Ok(())
+}
+
+/// Clicks that flip the page from blank to noise; milliseconds until a frame shows it.
+async fn latencies(v: &mut Viewer) -> anyhow::Result<Vec<f64>> {
+    let mut lat = Vec::new();
+    for _ in 0..20 {
+        while v.sizes.try_recv().is_ok() {}
+        let t0 = Instant::now();
+        click(v).await?;
+        let deadline = t0 + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline.into(), v.sizes.recv()).await {
+                Ok(Some((at, size))) if size >= 100_000 => {
+                    lat.push(at.duration_since(t0).as_secs_f64() * 1000.0);
+                    break;
+                }
+                Ok(Some(_)) => {}
+                _ => anyhow::bail!("no frame showed the click within 5 s"),
+            }
+        }
+        // Back to blank, unmeasured.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        click(v).await?;
+        tokio::time::sleep(Duration::from_millis(350)).await;
+    }
+    Ok(lat)
+}
+
+async fn measure_mode(
+    ctx: &Ctx,
+    a: &Args,
+    bench_dir: &Path,
+    display: bool,
+    site: &str,
+) -> anyhow::Result<Mode> {
+    let data = bench_dir.join(format!("live-{}", uuid::Uuid::new_v4().simple()));
+    let allow = SITE_HOST.parse().map_err(anyhow::Error::msg)?;
+    let daemon = BenchDaemon::for_live_view(ctx, &data, display, allow).await?;
+    if display {
+        anyhow::ensure!(
+            std::path::Path::new("/usr/bin/Xvfb").exists()
+                || profile_vault::browser::on_path("Xvfb").is_some(),
+            "Xvfb is not installed: the display's figures cannot be measured"
+        );
+    }
+    // Start time: five starts, each ended before the next.
+    let mut starts = Vec::new();
+    for _ in 0..5 {
+        let (s, ms) = start_session(&daemon, &data, &format!("{site}/still")).await?;
+        starts.push(ms);
+        end_session(&daemon, &s.id).await;
+    }
+    // A still page: what a viewer receives when nothing moves (a caret blinks).
+    let (s, _) = start_session(&daemon, &data, &format!("{site}/still")).await?;
+    let still_viewer = connect(&s.socket).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b0 = still_viewer.bytes.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(a.seconds)).await;
+    let still =
+        (still_viewer.bytes.load(Ordering::Relaxed) - b0) as f64 * 8.0 / 1000.0 / a.seconds as f64;
+    still_viewer.task.abort();
+    end_session(&daemon, &s.id).await;
+
+    // Animation: 1 viewer, then several.
+    let (s, _) = start_session(&daemon, &data, &format!("{site}/anim")).await?;
+    let mut viewers = vec![connect(&s.socket).await?];
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut phases = vec![measure(&viewers, a.seconds, s.browser_pid).await];
+    for _ in 1..a.viewers.max(2) {
+        viewers.push(connect(&s.socket).await?);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    phases.push(measure(&viewers, a.seconds, s.browser_pid).await);
+    for v in viewers.drain(1..) {
+        v.task.abort();
+    }
+    let v = &mut viewers[0];
+    send(v, json!({"t": "goto", "url": format!("{site}/flip")})).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lat = latencies(v).await?;
+    end_session(&daemon, &s.id).await;
+
+    // Memory of idle sessions (blank pages), one and eight.
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(start_session(&daemon, &data, "about:blank").await?.0);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let per: Vec<f64> = idle.iter().map(|s| session_pss_mib(&s.id)).collect();
+    for s in &idle {
+        end_session(&daemon, &s.id).await;
+    }
+    daemon.stop().await?;
+    let _ = std::fs::remove_dir_all(&data);
     let extra = (phases[1].daemon_cpu_percent - phases[0].daemon_cpu_percent)
         / (phases[1].viewers - 1) as f64;
+    Ok(Mode {
+        picture: if display { "display" } else { "page-only" },
+        start_to_cdp_ready_median_ms: median(&starts),
+        start_to_cdp_ready_ms: starts,
+        daemon_cpu_percent_per_extra_viewer: extra,
+        phases,
+        still_page_kbit_per_s: still,
+        input_to_frame_median_ms: median(&lat),
+        input_to_frame_p95_ms: percentile(&lat, 0.95),
+        input_to_frame_ms: lat,
+        idle_session_mib: median(&per),
+        eight_idle_sessions_mib: per.iter().sum(),
+    })
+}
+
+/// Where the bench's site listens: an address the sandboxes are allowed to reach.
+const SITE_HOST: &str = "127.0.0.2/32";
+
+/// Runs the bench.
+pub async fn run(ctx: &Ctx, a: &Args, bench_dir: &Path) -> anyhow::Result<()> {
+    let site = axum::Router::new()
+        .route(
+            "/anim",
+            axum::routing::get(|| async { axum::response::Html(ANIMATED) }),
+        )
+        .route(
+            "/still",
+            axum::routing::get(|| async { axum::response::Html(STILL) }),
+        )
+        .route(
+            "/flip",
+            axum::routing::get(|| async { axum::response::Html(FLIP) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await?;
+    let site_addr = format!("http://{}", listener.local_addr()?);
+    let site_task = tokio::spawn(async move {
+        let _ = axum::serve(listener, site).await;
+    });
+    let mut modes = Vec::new();
+    for display in [true, false] {
+        modes.push(measure_mode(ctx, a, bench_dir, display, &site_addr).await?);
+    }
+    site_task.abort();
     let report = Report {
         seconds: a.seconds,
-        daemon_cpu_percent_per_extra_viewer: extra,
-        input_to_frame_median_ms: pct(0.5),
-        input_to_frame_p95_ms: pct(0.95),
-        input_to_frame_ms: lat,
-        phases,
+        width: WIDTH,
+        height: HEIGHT,
+        modes,
     };
     ctx.print(&report, || {
-        let mut out = String::from("live view on loopback (800x600, JPEG screencast)\n");
-        for p in &report.phases {
+        let mut out = format!("live view on loopback, {WIDTH}x{HEIGHT}\n");
+        for m in &report.modes {
             out.push_str(&format!(
-                "{} viewer(s): {:.1} fps per viewer (min {:.1}); CPU daemon {:.1} %, browser {:.1} % of a core\n",
-                p.viewers, p.fps_per_viewer_mean, p.fps_per_viewer_min, p.daemon_cpu_percent, p.browser_cpu_percent
+                "{}:\n  POST /v0/vm -> CDP ready: median {:.0} ms\n",
+                m.picture, m.start_to_cdp_ready_median_ms
+            ));
+            for p in &m.phases {
+                out.push_str(&format!(
+                    "  animating, {} viewer(s): {:.1} fps per viewer (min {:.1}), {:.0} kbit/s per viewer; CPU daemon {:.1} %, browser {:.1} % of a core\n",
+                    p.viewers, p.fps_per_viewer_mean, p.fps_per_viewer_min, p.kbit_per_s_per_viewer, p.daemon_cpu_percent, p.browser_cpu_percent
+                ));
+            }
+            out.push_str(&format!(
+                "  each viewer beyond the first: {:.2} % of a core in the daemon\n  still page: {:.1} kbit/s\n  input to frame: median {:.0} ms, p95 {:.0} ms ({} clicks)\n  memory: {:.0} MiB an idle session, {:.0} MiB for eight\n",
+                m.daemon_cpu_percent_per_extra_viewer,
+                m.still_page_kbit_per_s,
+                m.input_to_frame_median_ms,
+                m.input_to_frame_p95_ms,
+                m.input_to_frame_ms.len(),
+                m.idle_session_mib,
+                m.eight_idle_sessions_mib,
             ));
         }
-        out.push_str(&format!(
-            "each viewer beyond the first: {:.2} % of a core in the daemon\ninput to frame: median {:.0} ms, p95 {:.0} ms ({} clicks)",
-            report.daemon_cpu_percent_per_extra_viewer,
-            report.input_to_frame_median_ms,
-            report.input_to_frame_p95_ms,
-            report.input_to_frame_ms.len()
-        ));
         out
     });
     Ok(())

@@ -145,6 +145,7 @@ impl Capture {
             viewers: viewers.clone(),
             sent: sent.clone(),
             seq: 0,
+            shadow: Vec::new(),
         };
         std::thread::Builder::new()
             .name("pv-display".into())
@@ -217,15 +218,15 @@ struct Worker {
     viewers: Arc<AtomicUsize>,
     sent: Arc<(AtomicU64, AtomicU64)>,
     seq: u64,
+    /// What the viewers were sent, pixel for pixel (BGRX), to send only what differs.
+    shadow: Vec<u8>,
 }
 
 impl Worker {
     fn run(mut self, rx: &mpsc::Receiver<Command>, wake: &UnixStream) -> Result<(), Error> {
         let frame = Duration::from_secs(1) / super::FPS;
         let mut dirty = false;
-        let mut last = Instant::now()
-            .checked_sub(frame)
-            .unwrap_or_else(Instant::now);
+        let mut due = Instant::now();
         loop {
             dirty |= self.drain_events()?;
             loop {
@@ -238,16 +239,22 @@ impl Worker {
                     Err(mpsc::TryRecvError::Empty) => break,
                 }
             }
-            if dirty && last.elapsed() >= frame {
+            if dirty && Instant::now() >= due {
+                // Captures keep to a schedule (not "a period after the last one ended"), so
+                // their own work and the wake-up jitter do not slow the rate.
+                due = (due + frame).max(Instant::now().checked_sub(frame).unwrap_or(due));
                 self.send_damage()?;
                 dirty = false;
-                last = Instant::now();
             }
             // Waiting for a reply reads whatever else the socket holds: events queued then
             // are in the connection's buffer, not on the socket. Take them before sleeping.
             dirty |= self.drain_events()?;
             let timeout = if dirty {
-                let left = frame.saturating_sub(last.elapsed()).as_millis();
+                // Round up: waking early only to sleep again costs a loop.
+                let left = due
+                    .saturating_duration_since(Instant::now())
+                    .as_micros()
+                    .div_ceil(1000);
                 i32::try_from(left).unwrap_or(0).max(1)
             } else {
                 -1
@@ -280,8 +287,13 @@ impl Worker {
             return Ok(());
         }
         for r in merge(&rects, self.size) {
-            let t = self.tile(r, false)?;
-            let _ = self.tiles.send(t);
+            let img = self.grab(r)?;
+            // Damage is coarse (a blinking caret repaints its whole field): send only the
+            // part that differs from what the viewers were sent.
+            if let Some(c) = self.changed(&img, r) {
+                let t = self.tile(&img, r, c, false)?;
+                let _ = self.tiles.send(t);
+            }
         }
         Ok(())
     }
@@ -293,12 +305,12 @@ impl Worker {
             width: self.size.0,
             height: self.size.1,
         };
-        self.tile(whole, true)
+        let img = self.grab(whole)?;
+        self.tile(&img, whole, whole, true)
     }
 
-    fn tile(&mut self, r: Rectangle, key: bool) -> Result<Arc<Tile>, Error> {
-        let x = u16::try_from(r.x).unwrap_or(0);
-        let y = u16::try_from(r.y).unwrap_or(0);
+    /// The pixels of `r` (BGRX rows).
+    fn grab(&self, r: Rectangle) -> Result<Vec<u8>, Error> {
         let img = self
             .conn
             .get_image(
@@ -321,18 +333,93 @@ impl Worker {
                 r.height
             )));
         }
-        let mut jpeg = Vec::with_capacity(want / 10);
+        Ok(img.data)
+    }
+
+    /// The part of `r` (whose pixels are `img`) that differs from the shadow (what the
+    /// viewers have), aligned to 16 pixels; the shadow takes the new pixels.
+    fn changed(&mut self, img: &[u8], r: Rectangle) -> Option<Rectangle> {
+        let (sw, sh) = (usize::from(self.size.0), usize::from(self.size.1));
+        if self.shadow.len() != sw * sh * 4 {
+            self.shadow = vec![0; sw * sh * 4];
+        }
+        let (rx, ry) = (r.x.max(0) as usize, r.y.max(0) as usize);
+        let (rw, rh) = (usize::from(r.width), usize::from(r.height));
+        let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+        for row in 0..rh {
+            let new = &img[row * rw * 4..(row + 1) * rw * 4];
+            let at = ((ry + row) * sw + rx) * 4;
+            let old = &mut self.shadow[at..at + rw * 4];
+            if new == old {
+                continue;
+            }
+            let first = new
+                .chunks_exact(4)
+                .zip(old.chunks_exact(4))
+                .position(|(a, b)| a != b);
+            let last = new
+                .chunks_exact(4)
+                .zip(old.chunks_exact(4))
+                .rposition(|(a, b)| a != b);
+            if let (Some(f), Some(l)) = (first, last) {
+                (x0, x1) = (x0.min(f), x1.max(l + 1));
+                (y0, y1) = (y0.min(row), y1.max(row + 1));
+            }
+            old.copy_from_slice(new);
+        }
+        if x0 == usize::MAX {
+            return None;
+        }
+        // Align within the (already aligned) rectangle.
+        let (x0, y0) = (x0 & !15, y0 & !15);
+        let (x1, y1) = (((x1 + 15) & !15).min(rw), ((y1 + 15) & !15).min(rh));
+        Some(Rectangle {
+            x: (rx + x0) as i16,
+            y: (ry + y0) as i16,
+            width: (x1 - x0) as u16,
+            height: (y1 - y0) as u16,
+        })
+    }
+
+    /// The JPEG tile of `part`, a rectangle within `r` whose pixels are `img`.
+    fn tile(
+        &mut self,
+        img: &[u8],
+        r: Rectangle,
+        part: Rectangle,
+        key: bool,
+    ) -> Result<Arc<Tile>, Error> {
+        let rw = usize::from(r.width);
+        let (ox, oy) = ((part.x - r.x) as usize, (part.y - r.y) as usize);
+        let (pw, ph) = (usize::from(part.width), usize::from(part.height));
+        let pixels: std::borrow::Cow<'_, [u8]> = if part.width == r.width && part.height == r.height
+        {
+            img.into()
+        } else {
+            let mut v = Vec::with_capacity(pw * ph * 4);
+            for row in oy..oy + ph {
+                let at = (row * rw + ox) * 4;
+                v.extend_from_slice(&img[at..at + pw * 4]);
+            }
+            v.into()
+        };
+        let mut jpeg = Vec::with_capacity(pw * ph / 2);
         jpeg_encoder::Encoder::new(&mut jpeg, self.quality)
-            .encode(&img.data, r.width, r.height, jpeg_encoder::ColorType::Bgra)
+            .encode(
+                &pixels,
+                part.width,
+                part.height,
+                jpeg_encoder::ColorType::Bgra,
+            )
             .map_err(|e| Error::Request(format!("JPEG: {e}")))?;
         self.seq += 1;
         self.sent.0.fetch_add(1, Ordering::Relaxed);
         self.sent.1.fetch_add(jpeg.len() as u64, Ordering::Relaxed);
         Ok(Arc::new(Tile {
-            x,
-            y,
-            width: r.width,
-            height: r.height,
+            x: u16::try_from(part.x).unwrap_or(0),
+            y: u16::try_from(part.y).unwrap_or(0),
+            width: part.width,
+            height: part.height,
             seq: self.seq,
             key,
             jpeg: jpeg.into(),
