@@ -60,6 +60,15 @@ async fn site() -> String {
         )
         .route("/tone.wav", axum::routing::get(|| async { tone_wav() }))
         .route(
+            "/text",
+            axum::routing::get(|| async {
+                Html(
+                    r#"<!doctype html><title>text</title><body style="margin:0">
+<input id=t style="position:absolute;left:40px;top:40px;width:600px;font-size:24px">"#,
+                )
+            }),
+        )
+        .route(
             "/welcome",
             axum::routing::get(|| async {
                 Html("<!doctype html><title>welcome</title><body style=\"background:rgb(170,255,170)\"><h1>Welcome</h1>")
@@ -571,6 +580,116 @@ async fn without_xvfb_sessions_fall_back_to_the_page_only_view() {
     assert!(meta.get("display").is_none_or(|d| d == false), "{meta}");
     let frame = frame.unwrap();
     assert_eq!(&frame[..2], &[0xff, 0xd8], "a whole JPEG");
+    d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap())
+        .await;
+}
+
+/// Sends viewer messages on a raw live-view socket.
+async fn say(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    msgs: &[Value],
+) {
+    use futures_util::SinkExt;
+    for m in msgs {
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(
+            m.to_string().into(),
+        ))
+        .await
+        .unwrap();
+    }
+}
+
+fn key(ty: &str, key: &str, code: &str, mods: u32) -> Value {
+    json!({"t": "key", "type": ty, "key": key, "code": code, "modifiers": mods})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
+    let site = site().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
+    let s = d
+        .create(
+            KEY_T1,
+            json!({"profile": {"save": false}, "start_url": format!("{site}/text"),
+                "default_roles": ["control", "clipboard_copy"]}),
+        )
+        .await;
+    let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
+    page_until(&mut cdp, "document.title", json!("text"), "the page loaded").await;
+    let (x, y, w, h) = on_screen(&mut cdp, "#t").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
+        .await
+        .unwrap();
+    let (cx, cy) = (x + w / 2.0, y + h / 2.0);
+    say(
+        &mut ws,
+        &[
+            json!({"t": "mouse", "type": "mousePressed", "x": cx, "y": cy, "button": "left"}),
+            json!({"t": "mouse", "type": "mouseReleased", "x": cx, "y": cy, "button": "left"}),
+        ],
+    )
+    .await;
+    page_until(
+        &mut cdp,
+        "document.activeElement.id",
+        json!("t"),
+        "the field has focus",
+    )
+    .await;
+    // Keys (with Shift), then committed text in scripts the keyboard map lacks.
+    say(
+        &mut ws,
+        &[
+            key("keyDown", "Shift", "ShiftLeft", 8),
+            key("keyDown", "H", "KeyH", 8),
+            key("keyUp", "H", "KeyH", 8),
+            key("keyUp", "Shift", "ShiftLeft", 0),
+            key("keyDown", "i", "KeyI", 0),
+            key("keyUp", "i", "KeyI", 0),
+            json!({"t": "text", "text": " — héllo, мир, 日本語 ✓"}),
+        ],
+    )
+    .await;
+    let want = "Hi — héllo, мир, 日本語 ✓";
+    page_until(
+        &mut cdp,
+        "document.querySelector('#t').value",
+        json!(want),
+        "typed text",
+    )
+    .await;
+    // Ctrl+A, Ctrl+C in the browser: the viewer is handed the text for its clipboard.
+    say(
+        &mut ws,
+        &[
+            key("keyDown", "Control", "ControlLeft", 2),
+            key("keyDown", "a", "KeyA", 2),
+            key("keyUp", "a", "KeyA", 2),
+            key("keyDown", "c", "KeyC", 2),
+            key("keyUp", "c", "KeyC", 2),
+            key("keyUp", "Control", "ControlLeft", 0),
+        ],
+    )
+    .await;
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        use futures_util::StreamExt;
+        while let Some(Ok(m)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["t"] == "clipboard" {
+                    return v["text"].clone();
+                }
+            }
+        }
+        Value::Null
+    })
+    .await
+    .expect("no clipboard message");
+    assert_eq!(got, json!(want));
+    cdp.close().await;
     d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap())
         .await;
 }

@@ -511,7 +511,14 @@ async fn storage_state_jobs_have_a_limit_of_their_own() {
                     descendants(pid)
                 )
             });
+        // The job ends either way (abandoned, or finishing its save): then nothing of its
+        // run or work directories is left.
         let left = |sub: &str| std::fs::read_dir(d.data.join(sub)).map_or(0, |r| r.count());
+        let mut waited = 0;
+        while (left("run"), left("state-work")) != (0, 0) && waited < 150 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            waited += 1;
+        }
         assert_eq!((left("run"), left("state-work")), (0, 0), "at {delay} ms");
         // Either the import finished before the client left, or nothing of it exists.
         let (st, _) = d

@@ -290,7 +290,7 @@ impl Worker {
             let img = self.grab(r)?;
             // Damage is coarse (a blinking caret repaints its whole field): send only the
             // part that differs from what the viewers were sent.
-            if let Some(c) = self.changed(&img, r) {
+            if let Some(c) = changed(&mut self.shadow, self.size, &img, r) {
                 let t = self.tile(&img, r, c, false)?;
                 let _ = self.tiles.send(t);
             }
@@ -334,51 +334,6 @@ impl Worker {
             )));
         }
         Ok(img.data)
-    }
-
-    /// The part of `r` (whose pixels are `img`) that differs from the shadow (what the
-    /// viewers have), aligned to 16 pixels; the shadow takes the new pixels.
-    fn changed(&mut self, img: &[u8], r: Rectangle) -> Option<Rectangle> {
-        let (sw, sh) = (usize::from(self.size.0), usize::from(self.size.1));
-        if self.shadow.len() != sw * sh * 4 {
-            self.shadow = vec![0; sw * sh * 4];
-        }
-        let (rx, ry) = (r.x.max(0) as usize, r.y.max(0) as usize);
-        let (rw, rh) = (usize::from(r.width), usize::from(r.height));
-        let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
-        for row in 0..rh {
-            let new = &img[row * rw * 4..(row + 1) * rw * 4];
-            let at = ((ry + row) * sw + rx) * 4;
-            let old = &mut self.shadow[at..at + rw * 4];
-            if new == old {
-                continue;
-            }
-            let first = new
-                .chunks_exact(4)
-                .zip(old.chunks_exact(4))
-                .position(|(a, b)| a != b);
-            let last = new
-                .chunks_exact(4)
-                .zip(old.chunks_exact(4))
-                .rposition(|(a, b)| a != b);
-            if let (Some(f), Some(l)) = (first, last) {
-                (x0, x1) = (x0.min(f), x1.max(l + 1));
-                (y0, y1) = (y0.min(row), y1.max(row + 1));
-            }
-            old.copy_from_slice(new);
-        }
-        if x0 == usize::MAX {
-            return None;
-        }
-        // Align within the (already aligned) rectangle.
-        let (x0, y0) = (x0 & !15, y0 & !15);
-        let (x1, y1) = (((x1 + 15) & !15).min(rw), ((y1 + 15) & !15).min(rh));
-        Some(Rectangle {
-            x: (rx + x0) as i16,
-            y: (ry + y0) as i16,
-            width: (x1 - x0) as u16,
-            height: (y1 - y0) as u16,
-        })
     }
 
     /// The JPEG tile of `part`, a rectangle within `r` whose pixels are `img`.
@@ -425,6 +380,51 @@ impl Worker {
             jpeg: jpeg.into(),
         }))
     }
+}
+
+/// The part of `r` (whose pixels are `img`) that differs from the shadow (what the
+/// viewers have, `size` big), aligned to 16 pixels; the shadow takes the new pixels.
+fn changed(shadow: &mut Vec<u8>, size: (u16, u16), img: &[u8], r: Rectangle) -> Option<Rectangle> {
+    let (sw, sh) = (usize::from(size.0), usize::from(size.1));
+    if shadow.len() != sw * sh * 4 {
+        *shadow = vec![0; sw * sh * 4];
+    }
+    let (rx, ry) = (r.x.max(0) as usize, r.y.max(0) as usize);
+    let (rw, rh) = (usize::from(r.width), usize::from(r.height));
+    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+    for row in 0..rh {
+        let new = &img[row * rw * 4..(row + 1) * rw * 4];
+        let at = ((ry + row) * sw + rx) * 4;
+        let old = &mut shadow[at..at + rw * 4];
+        if new == old {
+            continue;
+        }
+        let first = new
+            .chunks_exact(4)
+            .zip(old.chunks_exact(4))
+            .position(|(a, b)| a != b);
+        let last = new
+            .chunks_exact(4)
+            .zip(old.chunks_exact(4))
+            .rposition(|(a, b)| a != b);
+        if let (Some(f), Some(l)) = (first, last) {
+            (x0, x1) = (x0.min(f), x1.max(l + 1));
+            (y0, y1) = (y0.min(row), y1.max(row + 1));
+        }
+        old.copy_from_slice(new);
+    }
+    if x0 == usize::MAX {
+        return None;
+    }
+    // Align within the (already aligned) rectangle.
+    let (x0, y0) = (x0 & !15, y0 & !15);
+    let (x1, y1) = (((x1 + 15) & !15).min(rw), ((y1 + 15) & !15).min(rh));
+    Some(Rectangle {
+        x: (rx + x0) as i16,
+        y: (ry + y0) as i16,
+        width: (x1 - x0) as u16,
+        height: (y1 - y0) as u16,
+    })
 }
 
 /// Blocks until the X socket or the wake socket is readable, or `timeout_ms` passed (-1:
@@ -513,6 +513,28 @@ mod tests {
             .iter()
             .map(|r| (r.x, r.y, r.width, r.height))
             .collect()
+    }
+
+    #[test]
+    fn only_pixels_that_differ_are_sent() {
+        let size = (64, 64);
+        let mut shadow = Vec::new();
+        let whole = r(0, 0, 64, 64);
+        let mut img = vec![0u8; 64 * 64 * 4];
+        // Nothing differs from the (black) start.
+        assert!(changed(&mut shadow, size, &img, whole).is_none());
+        // One pixel at (37, 20): its 16-pixel block.
+        img[(20 * 64 + 37) * 4] = 9;
+        let c = changed(&mut shadow, size, &img, whole).unwrap();
+        assert_eq!((c.x, c.y, c.width, c.height), (32, 16, 16, 16));
+        // The shadow took it: sent once only.
+        assert!(changed(&mut shadow, size, &img, whole).is_none());
+        // Within a damaged sub-rectangle, coordinates stay the screen's.
+        let sub = r(16, 32, 32, 32);
+        let mut part = vec![0u8; 32 * 32 * 4];
+        part[(5 * 32 + 20) * 4 + 1] = 1; // screen (36, 37)
+        let c = changed(&mut shadow, size, &part, sub).unwrap();
+        assert_eq!((c.x, c.y, c.width, c.height), (32, 32, 16, 16));
     }
 
     #[test]

@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use x11rb::connection::{Connection, RequestConnection};
-use x11rb::protocol::xproto::{self, ConnectionExt as _, Window};
+use x11rb::protocol::xproto::{self, AtomEnum, ConnectionExt as _, Window};
 use x11rb::protocol::xtest::{self, ConnectionExt as _};
+use x11rb::protocol::Event;
 use x11rb::rust_connection::RustConnection;
 
 use super::{keys, Error};
@@ -60,6 +61,8 @@ struct State {
     /// Keycodes held, by the viewer's `code` (released by the same keycode).
     held: HashMap<String, u8>,
     buttons: Vec<u8>,
+    /// An unmapped window of ours that receives the clipboard's text, and the atoms for it.
+    clip: Option<(Window, [xproto::Atom; 3])>,
 }
 
 /// Input into one display (its own X connection).
@@ -123,6 +126,7 @@ impl Input {
             shift: 0,
             held: HashMap::new(),
             buttons: Vec::new(),
+            clip: None,
         }))))
     }
 
@@ -269,6 +273,14 @@ impl Input {
         .await
     }
 
+    /// The text on the display's clipboard (what Chromium copied), if any: at most 1 MiB.
+    ///
+    /// # Errors
+    /// The display is gone.
+    pub async fn clipboard(&self) -> Result<Option<String>, Error> {
+        self.with(State::read_clipboard).await
+    }
+
     /// Releases every key and button held (a viewer left or lost control).
     ///
     /// # Errors
@@ -326,6 +338,61 @@ impl State {
             Some(&(kc, _)) if (0xff00..0x0100_0000).contains(&ks) => Ok(kc),
             _ => self.remap(ks),
         }
+    }
+
+    fn read_clipboard(&mut self) -> Result<Option<String>, Error> {
+        let (win, [clipboard, utf8, prop]) = match self.clip {
+            Some(c) => c,
+            None => {
+                let win = self.conn.generate_id()?;
+                self.conn.create_window(
+                    0,
+                    win,
+                    self.root,
+                    0,
+                    0,
+                    1,
+                    1,
+                    0,
+                    xproto::WindowClass::INPUT_ONLY,
+                    0,
+                    &Default::default(),
+                )?;
+                let mut atoms = [0; 3];
+                for (a, name) in atoms
+                    .iter_mut()
+                    .zip(["CLIPBOARD", "UTF8_STRING", "PV_CLIP"])
+                {
+                    *a = self.conn.intern_atom(false, name.as_bytes())?.reply()?.atom;
+                }
+                self.clip = Some((win, atoms));
+                (win, atoms)
+            }
+        };
+        self.conn
+            .convert_selection(win, clipboard, utf8, prop, x11rb::CURRENT_TIME)?;
+        self.conn.flush()?;
+        let deadline = std::time::Instant::now() + Duration::from_millis(500);
+        let notified = loop {
+            match self.conn.poll_for_event()? {
+                Some(Event::SelectionNotify(e)) if e.requestor == win => break e,
+                Some(_) => {}
+                None if std::time::Instant::now() > deadline => return Ok(None),
+                None => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        if notified.property == u32::from(AtomEnum::NONE) {
+            return Ok(None);
+        }
+        let r = self
+            .conn
+            .get_property(true, win, prop, utf8, 0, (1 << 20) / 4)?
+            .reply()?;
+        // INCR (a transfer in pieces) is for text larger than we take: not followed.
+        if r.type_ != utf8 {
+            return Ok(None);
+        }
+        Ok(Some(String::from_utf8_lossy(&r.value).into_owned()))
     }
 
     /// Puts `ks` on a spare keycode (both Shift columns) and returns it.

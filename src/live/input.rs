@@ -345,10 +345,24 @@ async fn on_display(
                 if key.len() > 32 || code.len() > 32 {
                     return Err(Fault::Malformed("key.key too long".into()));
                 }
+                let down = ty == "keyDown";
+                // A Mac viewer's Cmd does what Ctrl does in the (Linux) browser: copy, paste,
+                // new tab, find...
+                let as_key = if key == "Meta" { "Control" } else { key };
                 d.input
-                    .key(code.to_string(), key.to_string(), ty == "keyDown")
+                    .key(code.to_string(), as_key.to_string(), down)
                     .await
                     .map_err(browser)?;
+                // Ctrl/Cmd+C (or X) copied in the browser: the text reaches the viewer's clipboard.
+                let copy =
+                    down && matches!(shortcut_command(key, modifiers(m)), Some("copy" | "cut"));
+                if copy && user.has(Role::ClipboardCopy) {
+                    // Chromium takes the selection as it handles the key: give it a moment.
+                    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+                    if let Some(text) = d.input.clipboard().await.map_err(browser)? {
+                        return Ok(Outcome::Reply(json!({"t": "clipboard", "text": text})));
+                    }
+                }
                 Ok(Outcome::Done)
             }
             "text" | "paste" => {
