@@ -60,6 +60,24 @@ async fn site() -> String {
         )
         .route("/tone.wav", axum::routing::get(|| async { tone_wav() }))
         .route(
+            "/dl",
+            axum::routing::get(|| async {
+                Html(
+                    r#"<!doctype html><title>dl</title><body style="margin:0">
+<a id=f href=/report.txt download style="position:absolute;left:40px;top:40px;font-size:30px">get it</a>"#,
+                )
+            }),
+        )
+        .route(
+            "/report.txt",
+            axum::routing::get(|| async {
+                (
+                    [("content-type", "text/plain")],
+                    "pv-download-content-42\n",
+                )
+            }),
+        )
+        .route(
             "/text",
             axum::routing::get(|| async {
                 Html(
@@ -692,4 +710,112 @@ async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
     cdp.close().await;
     d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap())
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
+    use futures_util::StreamExt;
+    let site = site().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = Daemon::start(&data, StoreKind::Fs, &[]);
+    let s = d
+        .create(
+            KEY_T1,
+            json!({"profile": {"save": false}, "start_url": format!("{site}/dl")}),
+        )
+        .await;
+    let id = s["session_id"].as_str().unwrap().to_string();
+    let token = query_token(s["embed_url"].as_str().unwrap());
+    let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
+    page_until(&mut cdp, "document.title", json!("dl"), "the page loaded").await;
+    let (x, y, w, h) = on_screen(&mut cdp, "#f").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
+        .await
+        .unwrap();
+    let (cx, cy) = (x + w / 2.0, y + h / 2.0);
+    say(
+        &mut ws,
+        &[
+            json!({"t": "mouse", "type": "mousePressed", "x": cx, "y": cy, "button": "left"}),
+            json!({"t": "mouse", "type": "mouseReleased", "x": cx, "y": cy, "button": "left"}),
+        ],
+    )
+    .await;
+    let offer = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["t"] == "download" {
+                    return v;
+                }
+            }
+        }
+        Value::Null
+    })
+    .await
+    .expect("the download was never offered");
+    assert_eq!(
+        (&offer["name"], &offer["size"]),
+        (&json!("report.txt"), &json!(23)),
+        "{offer}"
+    );
+    let base = format!("/v0/vm/{id}/embed/downloads");
+    let (st, head, body) = http_full(&d.addr, &format!("{base}/report.txt?token={token}")).await;
+    assert_eq!(st, 200, "{head}");
+    assert_eq!(body, b"pv-download-content-42\n");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-disposition: attachment"),
+        "{head}"
+    );
+    // What the browser plants in its folder is not followed out of it.
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, "not-for-viewers").unwrap();
+    let folder = data.join("run").join(&id).join("home/Downloads");
+    std::os::unix::fs::symlink(&secret, folder.join("planted.txt")).unwrap();
+    for name in ["planted.txt", "..%2F..%2F..%2Fsecret.txt", "missing.txt"] {
+        let (st, head, _) = http_full(&d.addr, &format!("{base}/{name}?token={token}")).await;
+        assert_eq!(st, 404, "{name}: {head}");
+    }
+    // Only a viewer who may control the browser gets files; tokens of other kinds none.
+    let admin = s["admin_token"].as_str().unwrap();
+    let (st, minted) = d
+        .call(
+            "POST",
+            &format!("/v0/vm/{id}/viewers"),
+            Some(admin),
+            Some(r#"{"roles": []}"#),
+        )
+        .await;
+    assert_eq!(st, 200, "{minted}");
+    let view_only = query_token(minted["embed_url"].as_str().unwrap());
+    for (t, want) in [
+        (view_only.as_str(), 403),
+        (admin, 403),
+        (KEY_T1, 403),
+        ("nope", 401),
+    ] {
+        let (st, head, _) = http_full(&d.addr, &format!("{base}/report.txt?token={t}")).await;
+        assert_eq!(st, want, "{head}");
+    }
+    cdp.close().await;
+    d.end_and_wait(KEY_T1, &id).await;
+}
+
+/// GET `path`: status, head, body.
+async fn http_full(addr: &str, path: &str) -> (u16, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    sock.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head, raw[split + 4..].to_vec())
 }

@@ -28,7 +28,7 @@ const PAGE: &str = include_str!("../live/embed.html");
 
 /// The session and roles of a viewer token. The admin token and API keys are refused here:
 /// they open the API and CDP, not the live view.
-fn authorize_viewer(
+pub(super) fn authorize_viewer(
     state: &AppState,
     token: Option<&str>,
     id: &str,
@@ -236,8 +236,14 @@ async fn viewer(
         store_last = v;
         ok = ok && tx.send(snapshot(v, &entries)).await.is_ok();
     }
+    // Finished downloads, offered to viewers who may control the browser.
+    let mut downloads_tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut offered = std::collections::HashSet::new();
     while ok {
         tokio::select! {
+            _ = downloads_tick.tick(), if s.downloads.is_some() && user.has(Role::Control) => {
+                ok = offer_downloads(&s, &mut offered, &mut tx).await;
+            }
             r = frames.changed() => {
                 if r.is_err() { break; }
                 let f = frames.borrow_and_update().clone();
@@ -369,6 +375,29 @@ async fn viewer(
     live.hub.leave().await;
     s.client_disconnected();
     tracing::info!(session = %s.id, user = %user.id, "viewer disconnected");
+}
+
+/// Tells the viewer of downloads it has not heard of; whether the socket is still open.
+async fn offer_downloads(
+    s: &Session,
+    offered: &mut std::collections::HashSet<(String, u64)>,
+    tx: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+) -> bool {
+    let Some(d) = s.downloads.clone() else {
+        return true;
+    };
+    let items = tokio::task::spawn_blocking(move || d.list())
+        .await
+        .unwrap_or_default();
+    for it in items {
+        if offered.insert((it.name.clone(), it.size)) {
+            let m = json!({"t": "download", "name": it.name, "size": it.size});
+            if tx.send(text(m)).await.is_err() {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// The next tile of a display's capture; never, without one.

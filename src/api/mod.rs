@@ -9,6 +9,7 @@ pub mod auth;
 mod cdp;
 mod cluster;
 mod data;
+mod downloads;
 mod embed;
 pub mod error;
 mod health;
@@ -72,6 +73,8 @@ pub enum Reply {
     Html,
     /// 200 `text/plain`.
     Text,
+    /// 200: a file's bytes (`application/octet-stream`, as an attachment).
+    File,
     /// 101: a WebSocket.
     Upgrade,
 }
@@ -134,6 +137,7 @@ fn handler(method: &str, path: &str) -> axum::routing::MethodRouter<AppState> {
         ("POST", "/v0/vm/{id}/ping") => post(vm::ping),
         ("GET", "/v0/vm/{id}/embed") => get(embed::page),
         ("GET", "/v0/vm/{id}/embed/socket") => get(embed::socket),
+        ("GET", "/v0/vm/{id}/embed/downloads/{name}") => get(downloads::download),
         ("POST", "/v0/vm/{id}/embed/addRoles") => post(embed::add_roles),
         ("POST", "/v0/vm/{id}/embed/removeRoles") => post(embed::remove_roles),
         ("POST", "/v0/vm/{id}/embed/setPermissions") => post(embed::set_permissions),

@@ -40,6 +40,9 @@ pub fn document() -> Value {
             Reply::Text => {
                 json!({"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}})
             }
+            Reply::File => {
+                json!({"description": "The file", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}})
+            }
             Reply::Upgrade => json!({"description": "Switching protocols: the WebSocket"}),
         };
         if !r.links.is_empty() {
@@ -91,8 +94,13 @@ pub fn document() -> Value {
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
         {
-            params.push(json!({"name": name, "in": "path", "required": true,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": wire::ID}}));
+            let schema = if name == "name" {
+                // A file name of the browser's downloads folder.
+                json!({"type": "string", "minLength": 1, "maxLength": 255})
+            } else {
+                json!({"type": "string", "minLength": 1, "maxLength": 128, "pattern": wire::ID})
+            };
+            params.push(json!({"name": name, "in": "path", "required": true, "schema": schema}));
         }
         for h in r.headers {
             params.push(json!({"name": h.name, "in": "header", "required": false, "description": h.description, "schema": (h.schema)()}));

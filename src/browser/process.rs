@@ -212,6 +212,11 @@ impl Browser {
         self.resources.display.as_deref()
     }
 
+    /// The browser's home on the host (its downloads are in `Downloads`); `None` unconfined.
+    pub fn home_dir(&self) -> Option<PathBuf> {
+        self.resources.run.as_ref().map(|r| r.join("home"))
+    }
+
     /// The FIFO the browser's sound comes out of on the host (`None`: no sound).
     pub fn audio_fifo(&self) -> Option<&Path> {
         self.resources.audio.as_deref()

@@ -9,6 +9,7 @@
 //! dropped here, on the server.
 
 pub mod bookmarks;
+pub mod downloads;
 pub mod hub;
 pub mod input;
 pub mod roles;

@@ -597,7 +597,11 @@ impl Manager {
             display,
             req.control_disable_default,
         );
+        let downloads = browser
+            .home_dir()
+            .map(|h| crate::live::downloads::Downloads::new(&h));
         let session = Arc::new(Session {
+            downloads,
             id: id.clone(),
             node: self.node_id.clone(),
             tenant: tenant.into(),

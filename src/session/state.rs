@@ -128,6 +128,8 @@ pub struct Session {
     pub room: crate::room::Room,
     /// The live view: viewers, their tokens and roles, the screencast.
     pub live: crate::live::Live,
+    /// What the browser downloaded (sandboxed browsers).
+    pub downloads: Option<crate::live::downloads::Downloads>,
     /// Bookmarks to merge into the profile after the browser stopped (`POST <base_url>/bookmarks`).
     pub(super) pending_bookmarks: Mutex<Vec<crate::live::bookmarks::Node>>,
     /// The profile's data document as it was when the profile was loaded.
