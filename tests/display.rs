@@ -60,6 +60,16 @@ async fn site() -> String {
         )
         .route("/tone.wav", axum::routing::get(|| async { tone_wav() }))
         .route(
+            "/upload",
+            axum::routing::get(|| async {
+                Html(
+                    r#"<!doctype html><title>upload</title><body style="margin:0">
+<input type=file id=u style="position:absolute;left:40px;top:40px;font-size:24px"
+ onchange="const f = this.files[0]; f.text().then(t => { window.__content = t; document.title = 'got:' + f.name + ':' + f.size; })">"#,
+                )
+            }),
+        )
+        .route(
             "/dl",
             axum::routing::get(|| async {
                 Html(
@@ -818,4 +828,82 @@ async fn http_full(addr: &str, path: &str) -> (u16, String, Vec<u8>) {
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, head, raw[split + 4..].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_file_chooser_takes_a_file_from_the_person_s_machine() {
+    let site = site().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
+    let s = d
+        .create(
+            KEY_T1,
+            json!({"profile": {"save": false}, "start_url": format!("{site}/upload"),
+                "default_roles": ["control", "file_upload"]}),
+        )
+        .await;
+    let id = s["session_id"].as_str().unwrap().to_string();
+    let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
+    page_until(
+        &mut cdp,
+        "document.title",
+        json!("upload"),
+        "the page loaded",
+    )
+    .await;
+    // No chooser is open yet: an upload is refused and changes nothing.
+    let token = query_token(s["embed_url"].as_str().unwrap());
+    let (st, v) = d
+        .call(
+            "POST",
+            &format!("/v0/vm/{id}/embed/uploads?token={token}"),
+            None,
+            Some(""),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (409, Some("no_file_chooser")),
+        "{v}"
+    );
+    // The person clicks the page's file input in the picture; their own browser asks them
+    // for a file, and the page gets it.
+    let local = dir.path().join("hello from the person.txt");
+    std::fs::write(&local, "pv-upload-content-7").unwrap();
+    let mut v = Viewer::start().await;
+    v.ask(json!({"cmd": "open", "name": "a", "url": s["embed_url"], "width": 1300, "height": 760}))
+        .await;
+    let (x, y, w, h) = on_screen(&mut cdp, "#u").await;
+    v.ask(json!({"cmd": "clickChoose", "name": "a", "x": x + w / 2.0, "y": y + h / 2.0, "path": local}))
+        .await;
+    page_until(
+        &mut cdp,
+        "document.title + ' ' + window.__content",
+        json!("got:hello from the person.txt:19 pv-upload-content-7"),
+        "the page received the person's file",
+    )
+    .await;
+    v.quit().await;
+    // A viewer without file_upload may not upload.
+    let admin = s["admin_token"].as_str().unwrap();
+    let (_, minted) = d
+        .call(
+            "POST",
+            &format!("/v0/vm/{id}/viewers"),
+            Some(admin),
+            Some(r#"{"roles": ["control"]}"#),
+        )
+        .await;
+    let plain = query_token(minted["embed_url"].as_str().unwrap());
+    let (st, v) = d
+        .call(
+            "POST",
+            &format!("/v0/vm/{id}/embed/uploads?token={plain}"),
+            None,
+            Some(""),
+        )
+        .await;
+    assert_eq!(st, 403, "{v}");
+    cdp.close().await;
+    d.end_and_wait(KEY_T1, &id).await;
 }

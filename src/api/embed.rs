@@ -236,11 +236,23 @@ async fn viewer(
         store_last = v;
         ok = ok && tx.send(snapshot(v, &entries)).await.is_ok();
     }
+    // A page's file chooser, answered by a viewer who may upload.
+    let mut chooser = live.hub.file_chooser();
+    chooser.mark_unchanged();
     // Finished downloads, offered to viewers who may control the browser.
     let mut downloads_tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut offered = std::collections::HashSet::new();
     while ok {
         tokio::select! {
+            r = chooser.changed() => {
+                if r.is_err() { break; }
+                let c = chooser.borrow_and_update().clone();
+                if let Some(c) = c {
+                    if user.has(Role::FileUpload) && user.has(Role::Control) && user.may_control() {
+                        ok = tx.send(text(json!({"t": "file_chooser", "multiple": c.multiple}))).await.is_ok();
+                    }
+                }
+            }
             _ = downloads_tick.tick(), if s.downloads.is_some() && user.has(Role::Control) => {
                 ok = offer_downloads(&s, &mut offered, &mut tx).await;
             }

@@ -9,9 +9,9 @@ pub mod auth;
 mod cdp;
 mod cluster;
 mod data;
-mod downloads;
 mod embed;
 pub mod error;
+mod files;
 mod health;
 pub mod openapi;
 mod profiles;
@@ -88,6 +88,8 @@ pub enum Body {
     Json(&'static LazyLock<Value>),
     /// `text/html` (a Netscape bookmark file) whose text matches this schema.
     Html(&'static LazyLock<Value>),
+    /// `application/octet-stream`: files framed as `live::uploads` says.
+    Files,
 }
 
 /// An OpenAPI link from a route's success response to another operation.
@@ -137,7 +139,8 @@ fn handler(method: &str, path: &str) -> axum::routing::MethodRouter<AppState> {
         ("POST", "/v0/vm/{id}/ping") => post(vm::ping),
         ("GET", "/v0/vm/{id}/embed") => get(embed::page),
         ("GET", "/v0/vm/{id}/embed/socket") => get(embed::socket),
-        ("GET", "/v0/vm/{id}/embed/downloads/{name}") => get(downloads::download),
+        ("GET", "/v0/vm/{id}/embed/downloads/{name}") => get(files::download),
+        ("POST", "/v0/vm/{id}/embed/uploads") => post(files::upload),
         ("POST", "/v0/vm/{id}/embed/addRoles") => post(embed::add_roles),
         ("POST", "/v0/vm/{id}/embed/removeRoles") => post(embed::remove_roles),
         ("POST", "/v0/vm/{id}/embed/setPermissions") => post(embed::set_permissions),
@@ -185,6 +188,11 @@ pub fn router(state: AppState) -> Router {
             // A storage state can be large (localStorage is up to 5 MiB an origin).
             mr = mr.layer(axum::extract::DefaultBodyLimit::max(
                 max_body.max(crate::storage_state::MAX_DOCUMENT_BYTES),
+            ));
+        }
+        if path == "/v0/vm/{id}/embed/uploads" {
+            mr = mr.layer(axum::extract::DefaultBodyLimit::max(
+                max_body.max(crate::live::uploads::MAX_BYTES),
             ));
         }
         if path == "/v0/profiles/{id}/data" {

@@ -127,6 +127,10 @@ pub fn document() -> Value {
             Body::Html(schema) => {
                 op["requestBody"] = json!({"required": true, "content": {"text/html": {"schema": Value::clone(schema)}}});
             }
+            Body::Files => {
+                op["requestBody"] = json!({"required": false, "description": "for each file: the name's length (u32 big-endian), the name (UTF-8), the size (u64 big-endian), the bytes; no file cancels the chooser",
+                    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
+            }
         }
         let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
         entry[r.method.to_lowercase()] = op;

@@ -12,6 +12,9 @@ pub(super) const HOME: &str = "/home/browser";
 pub(super) const EGRESS_DIR: &str = "/pv/egress";
 pub(super) const INIT: &str = "/pv/init";
 pub(super) const POLICY: &str = "/etc/chromium/policies/managed/profile-vault.json";
+/// Files a person uploaded for the page's file chooser (written by the daemon, read-only in
+/// the sandbox).
+pub const UPLOADS: &str = "/pv/uploads";
 /// The parts of `/etc` a browser needs (fonts, certificates, the dynamic linker's cache,
 /// the time zone database, MIME types, the chromium wrapper's settings).
 const ETC: &[&str] = &[
@@ -131,6 +134,8 @@ pub(super) struct Binds {
     pub x11: Option<RawFd>,
     /// The sound FIFO's directory (read-write, at [`super::init::AUDIO_DIR`]).
     pub audio: Option<RawFd>,
+    /// The uploads directory (read-only, at [`UPLOADS`]).
+    pub uploads: RawFd,
 }
 
 pub(super) fn bwrap_args(
@@ -232,6 +237,9 @@ pub(super) fn bwrap_args(
         "--ro-bind-fd".into(),
         fd(binds.init),
         INIT.into(),
+        "--ro-bind-fd".into(),
+        fd(binds.uploads),
+        UPLOADS.into(),
         "--chdir".into(),
         HOME.into(),
     ]);
@@ -277,6 +285,8 @@ pub(super) struct Layout {
     pub x11: Option<PathBuf>,
     /// The sound FIFO's directory (browsers with sound).
     pub audio: Option<PathBuf>,
+    /// Uploaded files (the daemon's; readable by the browser).
+    pub uploads: PathBuf,
 }
 
 pub(super) fn prepare_run_dir(
@@ -294,6 +304,13 @@ pub(super) fn prepare_run_dir(
         crate::fsutil::create_private_dir(d)?;
     }
     let egress_sock = egress_dir.join("egress.sock");
+    // Owner-only and the browser's, but mounted read-only in the sandbox: the browser reads
+    // what the daemon wrote there and cannot change it.
+    let uploads = run.join("uploads");
+    crate::fsutil::create_private_dir(&uploads)?;
+    if root {
+        std::os::unix::fs::lchown(&uploads, Some(uid), Some(uid))?;
+    }
     let x11 = opts.display.then(|| run.join("x11"));
     let audio = (opts.display && opts.audio).then(|| run.join("audio"));
     for d in x11.iter().chain(&audio) {
@@ -326,6 +343,7 @@ pub(super) fn prepare_run_dir(
         policy,
         x11,
         audio,
+        uploads,
     })
 }
 

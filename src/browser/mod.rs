@@ -21,6 +21,7 @@ pub mod mux;
 mod process;
 pub mod sandbox;
 
+pub use layout::UPLOADS;
 pub use process::{
     alive, find_binary, is_browser_of, on_path, signal_group, signal_pid, stop_orphan, version,
     Browser, Error, LaunchOptions,

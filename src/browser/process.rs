@@ -217,6 +217,15 @@ impl Browser {
         self.resources.run.as_ref().map(|r| r.join("home"))
     }
 
+    /// Where files uploaded for the page's file chooser go on the host (the browser sees
+    /// them under [`super::UPLOADS`]), and the browser's uid that must own them; `None`
+    /// unconfined.
+    pub fn uploads_dir(&self) -> Option<(PathBuf, u32)> {
+        let run = self.resources.run.as_ref()?;
+        let uid = self.resources.uid.as_ref()?.1;
+        Some((run.join("uploads"), uid))
+    }
+
     /// The FIFO the browser's sound comes out of on the host (`None`: no sound).
     pub fn audio_fifo(&self) -> Option<&Path> {
         self.resources.audio.as_deref()

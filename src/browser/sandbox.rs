@@ -345,6 +345,7 @@ impl Runtime {
             home: bind(Some(&layout.home), true)?,
             egress: bind(Some(&layout.egress_dir), true)?,
             policy: bind(Some(&layout.policy), false)?,
+            uploads: bind(Some(&layout.uploads), true)?,
             init: bind(None, false)?,
             x11: match &layout.x11 {
                 Some(x) => Some(bind(Some(x), true)?),

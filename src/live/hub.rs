@@ -39,6 +39,16 @@ pub struct Tab {
     pub active: bool,
 }
 
+/// A file chooser a page opened, intercepted (no dialog on the node): it waits for the
+/// person's files (`file_upload`).
+#[derive(Debug)]
+pub struct FileChooser {
+    session: String,
+    backend_node_id: i64,
+    /// Whether it takes several files.
+    pub multiple: bool,
+}
+
 /// The running DevTools connection.
 struct Conn {
     cdp: crate::cdp::Cdp,
@@ -90,6 +100,9 @@ pub struct Hub {
     quality: u8,
     /// Whether the picture is the page's screencast (not when a display is captured).
     screencast: bool,
+    /// Whether pages' file choosers are intercepted (answered with the person's files).
+    intercept_files: bool,
+    chooser: watch::Sender<Option<Arc<FileChooser>>>,
     frames: watch::Sender<Option<Arc<Frame>>>,
     tabs: watch::Sender<Vec<Tab>>,
     state: tokio::sync::Mutex<State>,
@@ -108,11 +121,18 @@ impl std::fmt::Debug for Hub {
 impl Hub {
     /// A hub for the browser behind `cdp`; `screencast`: it also makes the picture (the
     /// page's, through DevTools), else only tabs and DevTools commands.
-    pub fn new(cdp: Arc<crate::browser::mux::Mux>, quality: u8, screencast: bool) -> Arc<Hub> {
+    pub fn new(
+        cdp: Arc<crate::browser::mux::Mux>,
+        quality: u8,
+        screencast: bool,
+        intercept_files: bool,
+    ) -> Arc<Hub> {
         Arc::new_cyclic(|me| Hub {
             cdp,
             quality: quality.clamp(1, 100),
             screencast,
+            intercept_files,
+            chooser: watch::channel(None).0,
             frames: watch::channel(None).0,
             tabs: watch::channel(Vec::new()).0,
             state: tokio::sync::Mutex::new(State {
@@ -270,6 +290,15 @@ impl Hub {
                     .expect("attached")
                     .insert(target.to_string(), s.clone());
                 let _ = conn.call(Some(&s), "Page.enable", json!({})).await;
+                if self.intercept_files {
+                    let _ = conn
+                        .call(
+                            Some(&s),
+                            "Page.setInterceptFileChooserDialog",
+                            json!({"enabled": true}),
+                        )
+                        .await;
+                }
                 s
             }
         };
@@ -352,6 +381,13 @@ impl Hub {
                     seq,
                 })));
             }
+            "Page.fileChooserOpened" => {
+                self.chooser.send_replace(Some(Arc::new(FileChooser {
+                    session: v["sessionId"].as_str().unwrap_or_default().to_string(),
+                    backend_node_id: p["backendNodeId"].as_i64().unwrap_or(0),
+                    multiple: p["mode"] == "selectMultiple",
+                })));
+            }
             "Target.targetCreated" | "Target.targetInfoChanged" => {
                 let t = &p["targetInfo"];
                 if t["type"] != "page" {
@@ -424,6 +460,36 @@ impl Hub {
     /// No live view running, or the browser refused.
     pub async fn on_browser(&self, method: &str, params: Value) -> Result<Value, String> {
         self.conn().await?.call(None, method, params).await
+    }
+
+    /// The file chooser waiting for the person's files, if any.
+    pub fn file_chooser(&self) -> watch::Receiver<Option<Arc<FileChooser>>> {
+        self.chooser.subscribe()
+    }
+
+    /// Answers the waiting file chooser with `files` (paths the browser sees; none cancels).
+    ///
+    /// # Errors
+    /// No chooser is waiting, or the browser refused.
+    pub async fn answer_file_chooser(&self, files: Vec<String>) -> Result<(), String> {
+        let c = self
+            .chooser
+            .send_replace(None)
+            .ok_or("no file chooser is open")?;
+        let files = if c.multiple {
+            files
+        } else {
+            files.into_iter().take(1).collect()
+        };
+        self.conn()
+            .await?
+            .call(
+                Some(&c.session),
+                "DOM.setFileInputFiles",
+                json!({"files": files, "backendNodeId": c.backend_node_id}),
+            )
+            .await
+            .map(|_| ())
     }
 
     /// The target shown now.

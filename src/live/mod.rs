@@ -13,6 +13,7 @@ pub mod downloads;
 pub mod hub;
 pub mod input;
 pub mod roles;
+pub mod uploads;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -193,6 +194,7 @@ impl Live {
         cfg: LiveConfig,
         cdp: Arc<crate::browser::mux::Mux>,
         display: Option<Arc<crate::display::Display>>,
+        file_uploads: bool,
         control_disable_default: bool,
     ) -> Live {
         let quality = cfg.jpeg_quality;
@@ -201,7 +203,7 @@ impl Live {
             tokens: Mutex::new(Vec::new()),
             users: Mutex::new(Vec::new()),
             control_disable_default,
-            hub: hub::Hub::new(cdp, quality, display.is_none()),
+            hub: hub::Hub::new(cdp, quality, display.is_none(), file_uploads),
             display,
             ended: tokio::sync::watch::channel(None).0,
         }
@@ -432,6 +434,7 @@ mod tests {
             },
             crate::browser::mux::Mux::closed(),
             None,
+            false,
             false,
         )
     }

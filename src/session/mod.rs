@@ -595,12 +595,17 @@ impl Manager {
             self.cfg.live.clone(),
             cdp.clone(),
             display,
+            browser.uploads_dir().is_some(),
             req.control_disable_default,
         );
         let downloads = browser
             .home_dir()
             .map(|h| crate::live::downloads::Downloads::new(&h));
+        let uploads = browser
+            .uploads_dir()
+            .map(|(dir, uid)| crate::live::uploads::Uploads::new(&dir, uid));
         let session = Arc::new(Session {
+            uploads,
             downloads,
             id: id.clone(),
             node: self.node_id.clone(),

@@ -128,6 +128,8 @@ pub struct Session {
     pub room: crate::room::Room,
     /// The live view: viewers, their tokens and roles, the screencast.
     pub live: crate::live::Live,
+    /// Where a person's uploads for the page's file chooser go (sandboxed browsers).
+    pub uploads: Option<crate::live::uploads::Uploads>,
     /// What the browser downloaded (sandboxed browsers).
     pub downloads: Option<crate::live::downloads::Downloads>,
     /// Bookmarks to merge into the profile after the browser stopped (`POST <base_url>/bookmarks`).

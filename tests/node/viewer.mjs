@@ -10,6 +10,8 @@
 //   {cmd:"sample", name, points: [[x, y], ...]} -> [[r, g, b], ...] of the picture (remote px)
 //   {cmd:"find", name, rgb, tol, rect: [x0, y0, x1, y1]} -> {count, x, y}: pixels of the picture
 //                                           within `tol` of `rgb` there, and their centre
+//   {cmd:"clickChoose", name, x, y, path}   -> clicks, and picks `path` in the file chooser
+//                                           that the click opens in the viewer
 //   {cmd:"save", name, path}                -> writes the picture as a PNG (for failures)
 //   {cmd:"waitFor", name, expr, timeout?}   -> true once `expr` (on window.__pv) holds
 //   {cmd:"page", name}                      -> {url, html}
@@ -93,6 +95,15 @@ async function run(c) {
       }
       return { count, x: count ? sx / count : -1, y: count ? sy / count : -1 };
     }, [c.rgb, c.tol, c.rect]);
+    case "clickChoose": {
+      const s = await toScreen(page, c.x, c.y);
+      const [fc] = await Promise.all([
+        page.waitForEvent("filechooser", { timeout: 15000 }),
+        page.mouse.click(s.x, s.y),
+      ]);
+      await fc.setFiles(c.path);
+      return true;
+    }
     case "save": {
       const url = await page.evaluate(() => document.getElementById("view").toDataURL("image/png"));
       (await import("node:fs")).writeFileSync(c.path, Buffer.from(url.split(",")[1], "base64"));

@@ -68,6 +68,11 @@ pub const ERRORS: &[(&str, u16, &str)] = &[
     ("conflict", 409, "another save moved the profile's head"),
     ("profile_in_use", 409, "a saving session holds the profile"),
     (
+        "no_file_chooser",
+        409,
+        "an upload when no page has a file chooser open",
+    ),
+    (
         "invalid_key",
         400,
         "a store key outside [A-Za-z0-9._:-]{1,128}",
@@ -167,6 +172,11 @@ pub const ERRORS: &[(&str, u16, &str)] = &[
         "storage_unavailable",
         503,
         "the object store is unavailable; retry",
+    ),
+    (
+        "upload_failed",
+        503,
+        "the uploaded files could not be written for the browser; retry",
     ),
     (
         "keys_unavailable",

@@ -407,3 +407,11 @@ pub static STORE_WRITTEN: LazyLock<Value> = LazyLock::new(|| {
         &["key", "version"],
     )
 });
+
+/// `POST /v0/vm/{id}/embed/uploads` 200.
+pub static UPLOADED: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({"files": {"type": "integer", "minimum": 0, "description": "files handed to the page's chooser"}}),
+        &["files"],
+    )
+});

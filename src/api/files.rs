@@ -1,0 +1,155 @@
+//! Files between the person and the browser, with a viewer token:
+//! - `GET /v0/vm/{id}/embed/downloads/{name}`: a file the session's browser downloaded, for a
+//!   viewer who may control the browser (the live view lists them as they finish), read from
+//!   the session's own folder without following anything the browser could plant there
+//!   ([`crate::live::downloads`]);
+//! - `POST /v0/vm/{id}/embed/uploads`: the files a viewer with `file_upload` picked on their
+//!   own machine for the page's file chooser ([`crate::live::uploads`]).
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::embed::authorize_viewer;
+use super::error::ApiError;
+use super::vm::TokenQuery;
+use super::AppState;
+use crate::live::Role;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct FilePath {
+    id: String,
+    name: String,
+}
+
+/// RFC 5987 `filename*` value: UTF-8, percent-encoded but for unreserved characters.
+fn filename_star(name: &str) -> String {
+    let mut out = String::from("UTF-8''");
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub(super) async fn download(
+    State(state): State<AppState>,
+    Path(p): Path<FilePath>,
+    Query(q): Query<TokenQuery>,
+) -> Result<Response, ApiError> {
+    let (s, roles) = authorize_viewer(&state, q.token.as_deref(), &p.id)?;
+    if !s.is_active() {
+        return Err(ApiError::expired());
+    }
+    if !roles.contains(&Role::Control) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "downloads are for viewers with the control role",
+        ));
+    }
+    let downloads = s
+        .downloads
+        .clone()
+        .ok_or_else(|| ApiError::not_found("download"))?;
+    let name = p.name.clone();
+    let (file, size) = tokio::task::spawn_blocking(move || downloads.open(&name))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| ApiError::not_found("download"))?;
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    let mut resp = (StatusCode::OK, Body::from_stream(stream)).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    if let Ok(v) =
+        HeaderValue::from_str(&format!("attachment; filename*={}", filename_star(&p.name)))
+    {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(resp)
+}
+
+/// `POST /v0/vm/{id}/embed/uploads?token=`: answers the page's open file chooser.
+pub(super) async fn upload(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    body: Bytes,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    use crate::live::uploads;
+    let (s, roles) = authorize_viewer(&state, q.token.as_deref(), &id)?;
+    if !s.is_active() {
+        return Err(ApiError::expired());
+    }
+    if !(roles.contains(&Role::FileUpload) && roles.contains(&Role::Control)) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "uploads are for viewers with the file_upload and control roles",
+        ));
+    }
+    let files = uploads::parse(&body)
+        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    if s.live.hub.file_chooser().borrow().is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_file_chooser",
+            "no file chooser is open in the browser",
+        ));
+    }
+    let count = files.len();
+    let paths = if files.is_empty() {
+        Vec::new()
+    } else {
+        let owned: Vec<(String, Vec<u8>)> =
+            files.into_iter().map(|(n, b)| (n, b.to_vec())).collect();
+        let s2 = s.clone();
+        tokio::task::spawn_blocking(move || {
+            let borrowed: Vec<(String, &[u8])> = owned
+                .iter()
+                .map(|(n, b)| (n.clone(), b.as_slice()))
+                .collect();
+            s2.uploads
+                .as_ref()
+                .ok_or(uploads::Error::Malformed("this session takes no uploads"))?
+                .store(&borrowed)
+        })
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upload_failed",
+                e.to_string(),
+            )
+        })?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upload_failed",
+                e.to_string(),
+            )
+        })?
+    };
+    s.live
+        .hub
+        .answer_file_chooser(paths)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "no_file_chooser", e))?;
+    s.touch();
+    Ok(axum::Json(serde_json::json!({"files": count})))
+}
