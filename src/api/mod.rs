@@ -19,6 +19,7 @@ mod room;
 mod routes;
 pub mod schema;
 mod storage_state;
+mod viewer;
 mod vm;
 pub mod wire;
 

@@ -385,6 +385,9 @@ impl BenchDaemon {
     ) -> anyhow::Result<BenchDaemon> {
         Self::start_with(ctx, vault, data, "bench", None, |s| {
             s.unsafe_no_sandbox = !sandboxed;
+            // Headless on both sides: this measures the sandbox alone (the display's cost is
+            // `bench --live-view`'s).
+            s.display = false;
         })
         .await
     }

@@ -1,0 +1,358 @@
+//! One viewer's live-view socket: pictures (display tiles or page frames), sound, tabs, the
+//! session store, notices, downloads and file choosers out; input in (checked against the
+//! viewer's roles by `live::input`), until the viewer leaves, is kicked, misbehaves, or the
+//! session ends. Close codes are in the README ("The live view").
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use crate::display::Tile;
+use crate::live::hub::{FileChooser, Frame};
+use crate::live::{roles, Notice, Role, User};
+use crate::session::Session;
+
+type Tx = SplitSink<WebSocket, Message>;
+
+async fn close(tx: &mut Tx, code: u16, reason: &str) {
+    let _ = tx
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.to_string().into(),
+        })))
+        .await;
+}
+
+fn text(v: Value) -> Message {
+    Message::Text(v.to_string().into())
+}
+
+fn snapshot(
+    version: u64,
+    entries: &std::collections::BTreeMap<String, crate::room::Entry>,
+) -> Value {
+    json!({"t": "store", "type": "snapshot", "version": version, "entries": super::room::entries_json(entries)})
+}
+
+/// The next item of an optional stream; never, without one.
+async fn next<T: Clone>(rx: &mut Option<broadcast::Receiver<T>>) -> Result<T, RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One connected viewer. Every handler answers whether the socket goes on.
+struct Conn {
+    s: Arc<Session>,
+    user: Arc<User>,
+    tx: Tx,
+    /// Size of the page frames sent last (page-only view).
+    meta: (u32, u32),
+    /// Tiles numbered up to this are in the keyframe the viewer has.
+    key_seq: u64,
+    store_last: u64,
+    offered: HashSet<(String, u64)>,
+    budget: f64,
+    refilled: Instant,
+}
+
+impl Conn {
+    async fn send(&mut self, v: Value) -> bool {
+        self.tx.send(text(v)).await.is_ok()
+    }
+
+    async fn send_binary(&mut self, b: bytes::Bytes) -> bool {
+        self.tx.send(Message::Binary(b)).await.is_ok()
+    }
+
+    /// A display's size and keyframe; the tiles from then on.
+    async fn start_display(&mut self) -> Result<Option<broadcast::Receiver<Arc<Tile>>>, ()> {
+        let Some(d) = self.s.live.display.clone() else {
+            return Ok(None);
+        };
+        d.capture.viewer_joined();
+        match d.capture.watch().await {
+            Ok((rx, key)) => {
+                let (w, h) = d.size;
+                let ok = self
+                    .send(json!({"t": "meta", "width": w, "height": h, "display": true}))
+                    .await
+                    && self.send_binary(key.message()).await;
+                self.key_seq = key.seq;
+                if ok {
+                    Ok(Some(rx))
+                } else {
+                    Err(())
+                }
+            }
+            Err(e) => {
+                tracing::warn!(session = %self.s.id, error = %e, "live view: the display cannot be captured");
+                Err(())
+            }
+        }
+    }
+
+    async fn frame(&mut self, f: Option<Arc<Frame>>) -> bool {
+        let Some(f) = f else {
+            return true;
+        };
+        if (f.width, f.height) != self.meta {
+            self.meta = (f.width, f.height);
+            if !self
+                .send(json!({"t": "meta", "width": f.width, "height": f.height}))
+                .await
+            {
+                return false;
+            }
+        }
+        self.send_binary(f.jpeg.clone()).await
+    }
+
+    async fn tile(&mut self, r: Result<Arc<Tile>, RecvError>) -> bool {
+        match r {
+            Ok(t) if t.seq <= self.key_seq => true,
+            Ok(t) => self.send_binary(t.message()).await,
+            // Behind: skip to the screen as it is now.
+            Err(RecvError::Lagged(_)) => {
+                let Some(d) = self.s.live.display.clone() else {
+                    return false;
+                };
+                match d.capture.keyframe().await {
+                    Ok(k) => {
+                        self.key_seq = k.seq;
+                        self.send_binary(k.message()).await
+                    }
+                    Err(_) => false,
+                }
+            }
+            Err(RecvError::Closed) => false,
+        }
+    }
+
+    async fn store(&mut self, r: Result<Arc<crate::room::Change>, RecvError>) -> bool {
+        match r {
+            Ok(c) if c.version <= self.store_last => true,
+            Ok(c) => {
+                self.store_last = c.version;
+                self.send(json!({"t": "store", "type": "change", "version": c.version, "key": c.key, "value": c.value, "deleted": c.deleted}))
+                    .await
+            }
+            Err(RecvError::Lagged(_)) => {
+                let (v, entries) = self.s.room.snapshot();
+                self.store_last = v;
+                self.send(snapshot(v, &entries)).await
+            }
+            Err(RecvError::Closed) => true,
+        }
+    }
+
+    async fn notice(&mut self, n: Option<Notice>) -> bool {
+        let user = self.user.clone();
+        match n {
+            None => false,
+            Some(Notice::Roles) => {
+                self.send(json!({"t": "roles", "roles": roles::names(&user.roles()), "control": user.may_control()}))
+                    .await
+            }
+            Some(Notice::Clipboard(t)) => self.send(json!({"t": "clipboard", "text": t})).await,
+            Some(Notice::Cursor { user_id, x, y }) => {
+                self.send(json!({"t": "cursor", "user_id": user_id, "x": x, "y": y}))
+                    .await
+            }
+        }
+    }
+
+    async fn chooser(&mut self, c: Option<Arc<FileChooser>>) -> bool {
+        let u = &self.user;
+        match c {
+            Some(c) if u.has(Role::FileUpload) && u.has(Role::Control) && u.may_control() => {
+                self.send(json!({"t": "file_chooser", "multiple": c.multiple}))
+                    .await
+            }
+            _ => true,
+        }
+    }
+
+    /// Tells the viewer of finished downloads it has not heard of.
+    async fn downloads(&mut self) -> bool {
+        let Some(d) = self.s.downloads.clone() else {
+            return true;
+        };
+        let items = tokio::task::spawn_blocking(move || d.list())
+            .await
+            .unwrap_or_default();
+        for it in items {
+            if self.offered.insert((it.name.clone(), it.size))
+                && !self
+                    .send(json!({"t": "download", "name": it.name, "size": it.size}))
+                    .await
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn ended(&mut self, reason: Option<String>) -> bool {
+        let Some(reason) = reason else {
+            return true;
+        };
+        let _ = self.send(json!({"t": "ended", "reason": reason})).await;
+        close(&mut self.tx, 4001, "the session has ended").await;
+        false
+    }
+
+    /// One message from the viewer: rate-limited, parsed, handled.
+    async fn input(&mut self, m: Option<Result<Message, axum::Error>>) -> bool {
+        let t = match m {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Binary(_))) => {
+                close(&mut self.tx, 4003, "viewers send JSON text messages only").await;
+                return false;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return true,
+            Some(Ok(Message::Close(_))) | None => return false,
+            Some(Err(e)) => {
+                // Oversized messages end up here.
+                tracing::debug!(session = %self.s.id, error = %e, "viewer socket error");
+                close(&mut self.tx, 1009, "message too large or malformed").await;
+                return false;
+            }
+        };
+        let rate = f64::from(self.s.live.config().max_input_rate);
+        self.budget = (self.budget + self.refilled.elapsed().as_secs_f64() * rate).min(rate * 2.0);
+        self.refilled = Instant::now();
+        self.budget -= 1.0;
+        if self.budget < 0.0 {
+            close(&mut self.tx, 4029, "too many input messages").await;
+            return false;
+        }
+        let Ok(msg) = serde_json::from_str::<Value>(t.as_str()) else {
+            close(&mut self.tx, 4002, "messages must be JSON").await;
+            return false;
+        };
+        self.s.touch();
+        match crate::live::input::handle(&self.s.live, &self.user, &msg).await {
+            Ok(crate::live::input::Outcome::Reply(v)) => self.send(v).await,
+            Ok(_) => true,
+            Err(crate::live::input::Fault::Malformed(e)) => {
+                close(&mut self.tx, 4002, &e).await;
+                false
+            }
+            Err(crate::live::input::Fault::Browser(e)) => {
+                tracing::debug!(session = %self.s.id, error = %e, "viewer input failed");
+                true
+            }
+        }
+    }
+}
+
+/// Serves one viewer's socket.
+pub(super) async fn run(
+    s: Arc<Session>,
+    roles: BTreeSet<Role>,
+    token: String,
+    tenant_full: Option<usize>,
+    socket: WebSocket,
+) {
+    let live = &s.live;
+    let (mut tx, mut rx) = socket.split();
+    if let Some(max) = tenant_full {
+        return close(&mut tx, 4008, &format!("this tenant has the most viewers it may have on this node (server.max_viewers_per_tenant = {max})")).await;
+    }
+    let (user, mut notices) = match live.join(&token, roles) {
+        Ok(u) => u,
+        Err(e) => return close(&mut tx, 4008, &e.to_string()).await,
+    };
+    if let Err(e) = live.hub.join().await {
+        tracing::warn!(session = %s.id, error = %e, "live view: cannot start the screencast");
+        live.leave(&user);
+        return close(&mut tx, 4011, "the browser does not answer").await;
+    }
+    s.client_connected();
+    tracing::info!(session = %s.id, user = %user.id, "viewer connected");
+    let rate = f64::from(live.config().max_input_rate);
+    let mut c = Conn {
+        s: s.clone(),
+        user: user.clone(),
+        tx,
+        meta: (0, 0),
+        key_seq: 0,
+        store_last: 0,
+        offered: HashSet::new(),
+        budget: rate * 2.0,
+        refilled: Instant::now(),
+    };
+    let mut frames = live.hub.frames();
+    frames.mark_changed();
+    let mut tabs = live.hub.tabs();
+    tabs.mark_changed();
+    let mut ended = live.ended();
+    ended.mark_changed();
+    let mut chooser = live.hub.file_chooser();
+    chooser.mark_unchanged();
+    let mut sound = live
+        .display
+        .as_ref()
+        .and_then(|d| d.sound.as_ref())
+        .map(crate::display::Sound::subscribe);
+    let hello = json!({"t": "hello", "user_id": user.id, "session_id": s.id,
+        "roles": roles::names(&user.roles()), "control": user.may_control()});
+    let mut ok = c.send(hello).await;
+    // A display: the whole screen, then the tiles of what changes.
+    let mut tiles = match c.start_display().await {
+        Ok(t) => t,
+        Err(()) => {
+            ok = false;
+            None
+        }
+    };
+    // The session store reaches viewers too (the page passes it on to its parent window).
+    let (start, mut store) = s.room.watch(None);
+    if let crate::room::Start::Snapshot(v, entries) = start {
+        c.store_last = v;
+        ok = ok && c.send(snapshot(v, &entries)).await;
+    }
+    let mut downloads_tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    while ok {
+        ok = tokio::select! {
+            r = frames.changed() => r.is_ok() && { let f = frames.borrow_and_update().clone(); c.frame(f).await },
+            r = next(&mut tiles) => c.tile(r).await,
+            r = next(&mut sound) => match r {
+                Ok(p) => c.send_binary(p).await,
+                // A viewer behind on sound skips what it missed.
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => { sound = None; true }
+            },
+            r = tabs.changed() => r.is_ok() && { let t = tabs.borrow_and_update().clone(); c.send(json!({"t": "tabs", "tabs": t})).await },
+            r = ended.changed() => r.is_ok() && { let e = ended.borrow_and_update().clone(); c.ended(e).await },
+            r = store.recv() => c.store(r).await,
+            n = notices.recv() => c.notice(n).await,
+            r = chooser.changed() => r.is_ok() && { let x = chooser.borrow_and_update().clone(); c.chooser(x).await },
+            _ = downloads_tick.tick(), if s.downloads.is_some() && user.has(Role::Control) => c.downloads().await,
+            () = user.removed() => {
+                let _ = c.send(json!({"t": "ended", "reason": "kicked"})).await;
+                close(&mut c.tx, 4010, "removed from the session").await;
+                false
+            }
+            m = rx.next() => c.input(m).await,
+        };
+    }
+    if let Some(d) = &live.display {
+        d.capture.viewer_left();
+        if user.may_control() {
+            let _ = d.input.release_all().await;
+        }
+    }
+    live.leave(&user);
+    live.hub.leave().await;
+    s.client_disconnected();
+    tracing::info!(session = %s.id, user = %user.id, "viewer disconnected");
+}
