@@ -2,8 +2,10 @@
 //! its own, and a person using `embed_url` (a second Chromium driven by Playwright,
 //! `tests/node/viewer.mjs`) sees and uses Chromium's own UI in the picture: a `<select>` list
 //! opens and an option is picked by mouse, an `alert()` is seen and dismissed with Enter, the
-//! "Save password?" bubble saves a login, Ctrl+D bookmarks a page — and the login and the
-//! bookmark come back on a fresh daemon, where Chromium fills the sign-in form.
+//! "Save password?" bubble saves a login, Ctrl+D bookmarks a page, a permission prompt grants
+//! notifications — and the login, the bookmark and the permission come back on a fresh
+//! daemon, where Chromium fills the sign-in form. Sound, downloads, uploads, text and the
+//! clipboard have tests of their own below.
 //! The tenant's CDP is used only to find where things are and to check what happened.
 
 use std::time::Duration;
@@ -18,6 +20,8 @@ const PAGE_BLUE: [i64; 3] = [0, 0, 255];
 /// Chromium's filled (default) buttons: "Save" in the password bubble, "Done" in the
 /// bookmark bubble, "OK" in a dialog.
 const BUTTON_BLUE: [i64; 3] = [11, 87, 208];
+/// Chromium's tonal buttons ("Block", "Allow" in a permission prompt).
+const PROMPT_BUTTON: [i64; 3] = [211, 227, 253];
 
 async fn site() -> String {
     use axum::response::{Html, Redirect};
@@ -59,6 +63,16 @@ async fn site() -> String {
             }),
         )
         .route("/tone.wav", axum::routing::get(|| async { tone_wav() }))
+        .route(
+            "/perm",
+            axum::routing::get(|| async {
+                Html(
+                    r#"<!doctype html><title>perm</title><body style="margin:0;background:#fff">
+<button id=n style="position:absolute;left:40px;top:40px;font-size:30px"
+ onclick="Notification.requestPermission().then(p => document.title = 'perm:' + p)">notify</button>"#,
+                )
+            }),
+        )
         .route(
             "/upload",
             axum::routing::get(|| async {
@@ -438,6 +452,40 @@ async fn a_person_uses_the_whole_browser_and_it_is_remembered() {
     v.ask(json!({"cmd": "press", "name": "a", "key": "Enter"}))
         .await;
     no_blue_button(&mut v, bubble, "bookmark").await;
+    // A site permission, granted in Chromium's own prompt (its right-hand button, Allow).
+    cdp.send("Page.navigate", json!({"url": format!("{site}/perm")}))
+        .await;
+    page_until(
+        &mut cdp,
+        "document.title",
+        json!("perm"),
+        "the permission page",
+    )
+    .await;
+    let (nx, ny, nw, nh) = on_screen(&mut cdp, "#n").await;
+    click(&mut v, nx + nw / 2.0, ny + nh / 2.0).await;
+    let prompt_rect = json!([0, 80, 640, 400]);
+    let mut allow = None;
+    for _ in 0..100 {
+        let f = v
+            .ask(json!({"cmd": "find", "name": "a", "rgb": PROMPT_BUTTON, "tol": 12, "rect": prompt_rect}))
+            .await;
+        if f["count"].as_u64().unwrap_or(0) > 400 {
+            allow = Some((f["maxX"].as_f64().unwrap() - 30.0, f["y"].as_f64().unwrap()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ax, ay) = allow.expect("Chromium's permission prompt in the picture");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    click(&mut v, ax, ay).await;
+    page_until(
+        &mut cdp,
+        "document.title",
+        json!("perm:granted"),
+        "the permission was granted",
+    )
+    .await;
     v.quit().await;
     cdp.close().await;
 
@@ -477,6 +525,22 @@ async fn a_person_uses_the_whole_browser_and_it_is_remembered() {
         "document.querySelector('#u').matches(':autofill') && document.querySelector('#p').matches(':autofill')",
         json!(true),
         "Chromium filled the saved login",
+    )
+    .await;
+    cdp2.send("Page.navigate", json!({"url": format!("{site}/perm")}))
+        .await;
+    page_until(
+        &mut cdp2,
+        "document.title",
+        json!("perm"),
+        "the permission page after load",
+    )
+    .await;
+    page_until(
+        &mut cdp2,
+        "Notification.permission",
+        json!("granted"),
+        "the permission came back",
     )
     .await;
     let sid2 = s2["session_id"].as_str().unwrap();

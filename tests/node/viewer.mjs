@@ -8,8 +8,9 @@
 //   {cmd:"wheel", name, x, y, dy}
 //   {cmd:"pixel", name, x, y}               -> [r, g, b] of a screenshot of the viewer there
 //   {cmd:"sample", name, points: [[x, y], ...]} -> [[r, g, b], ...] of the picture (remote px)
-//   {cmd:"find", name, rgb, tol, rect: [x0, y0, x1, y1]} -> {count, x, y}: pixels of the picture
-//                                           within `tol` of `rgb` there, and their centre
+//   {cmd:"find", name, rgb, tol, rect: [x0, y0, x1, y1]} -> {count, x, y, maxX}: pixels of the
+//                                           picture within `tol` of `rgb` there, their centre
+//                                           and their rightmost column
 //   {cmd:"clickChoose", name, x, y, path}   -> clicks, and picks `path` in the file chooser
 //                                           that the click opens in the viewer
 //   {cmd:"save", name, path}                -> writes the picture as a PNG (for failures)
@@ -86,14 +87,15 @@ async function run(c) {
     }, c.points);
     case "find": return page.evaluate(([rgb, tol, [x0, y0, x1, y1]]) => {
       const d = document.getElementById("view").getContext("2d").getImageData(x0, y0, x1 - x0, y1 - y0).data;
-      let count = 0, sx = 0, sy = 0;
+      let count = 0, sx = 0, sy = 0, maxX = -1;
       for (let i = 0; i < d.length; i += 4) {
         if (Math.abs(d[i] - rgb[0]) <= tol && Math.abs(d[i + 1] - rgb[1]) <= tol && Math.abs(d[i + 2] - rgb[2]) <= tol) {
           const p = i / 4;
           count++; sx += x0 + (p % (x1 - x0)); sy += y0 + Math.floor(p / (x1 - x0));
+          maxX = Math.max(maxX, x0 + (p % (x1 - x0)));
         }
       }
-      return { count, x: count ? sx / count : -1, y: count ? sy / count : -1 };
+      return { count, x: count ? sx / count : -1, y: count ? sy / count : -1, maxX };
     }, [c.rgb, c.tol, c.rect]);
     case "clickChoose": {
       const s = await toScreen(page, c.x, c.y);
