@@ -247,6 +247,21 @@ async fn page_until(cdp: &mut Cdp, expr: &str, want: Value, what: &str) {
     }
 }
 
+/// Waits until the page has loaded and paints: Chromium drops input while it holds the
+/// first paint of a navigation.
+async fn settle(cdp: &mut Cdp) {
+    page_until(
+        cdp,
+        "document.readyState",
+        json!("complete"),
+        "the page loaded",
+    )
+    .await;
+    cdp.eval("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))")
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
 async fn click(v: &mut Viewer, x: f64, y: f64) {
     v.ask(json!({"cmd": "click", "name": "a", "x": x, "y": y}))
         .await;
@@ -405,6 +420,7 @@ async fn a_person_uses_the_whole_browser_and_it_is_remembered() {
     cdp.send("Page.navigate", json!({"url": format!("{site}/login")}))
         .await;
     page_until(&mut cdp, "document.title", json!("login"), "the login page").await;
+    settle(&mut cdp).await;
     let (ux, uy, uw, uh) = on_screen(&mut cdp, "#u").await;
     click(&mut v, ux + uw / 2.0, uy + uh / 2.0).await;
     page_until(
@@ -512,6 +528,9 @@ async fn a_person_uses_the_whole_browser_and_it_is_remembered() {
         )
         .await;
     let mut cdp2 = Cdp::connect(s2["cdp_url"].as_str().unwrap()).await;
+    // The last session's tabs come back too: the one this connection has may be another.
+    cdp2.send("Page.navigate", json!({"url": format!("{site}/login")}))
+        .await;
     page_until(
         &mut cdp2,
         "document.title",
@@ -574,6 +593,7 @@ async fn what_the_browser_plays_reaches_the_viewer() {
         "the page loaded",
     )
     .await;
+    settle(&mut cdp).await;
     let mut v = Viewer::start().await;
     let a = v
         .ask(json!({"cmd": "open", "name": "a", "url": s["embed_url"], "width": 1300, "height": 760}))
@@ -711,6 +731,7 @@ async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
         .await;
     let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
     page_until(&mut cdp, "document.title", json!("text"), "the page loaded").await;
+    settle(&mut cdp).await;
     let (x, y, w, h) = on_screen(&mut cdp, "#t").await;
     let (mut ws, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
         .await
@@ -803,6 +824,7 @@ async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
     let token = query_token(s["embed_url"].as_str().unwrap());
     let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
     page_until(&mut cdp, "document.title", json!("dl"), "the page loaded").await;
+    settle(&mut cdp).await;
     let (x, y, w, h) = on_screen(&mut cdp, "#f").await;
     let (mut ws, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
         .await
@@ -915,6 +937,7 @@ async fn the_page_file_chooser_takes_a_file_from_the_person_s_machine() {
         "the page loaded",
     )
     .await;
+    settle(&mut cdp).await;
     // No chooser is open yet: an upload is refused and changes nothing.
     let token = query_token(s["embed_url"].as_str().unwrap());
     let (st, v) = d
