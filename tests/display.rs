@@ -763,10 +763,14 @@ async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
             key("keyDown", "i", "KeyI", 0),
             key("keyUp", "i", "KeyI", 0),
             json!({"t": "text", "text": " — héllo, мир, 日本語 ✓"}),
+            // An IME composition shows in the page, then its result replaces it.
+            json!({"t": "ime", "text": "か"}),
+            json!({"t": "ime", "text": "かな"}),
+            json!({"t": "text", "text": "仮名"}),
         ],
     )
     .await;
-    let want = "Hi — héllo, мир, 日本語 ✓";
+    let want = "Hi — héllo, мир, 日本語 ✓仮名";
     page_until(
         &mut cdp,
         "document.querySelector('#t').value",

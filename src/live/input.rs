@@ -4,6 +4,8 @@
 //! `Input.insertText`, `Input.imeSetComposition`); navigation, tabs and window size through
 //! DevTools. Input the user may not send is dropped here and never reaches the browser.
 
+use std::sync::atomic::Ordering;
+
 use serde_json::{json, Value};
 
 use super::{Live, Role, User};
@@ -369,11 +371,34 @@ async fn on_display(
                 let text = m["text"]
                     .as_str()
                     .ok_or_else(|| Fault::Malformed("text".into()))?;
-                d.input.text(text.to_string()).await.map_err(browser)?;
+                if t == "text" && user.composing.swap(false, Ordering::Relaxed) {
+                    // The result of a composition shown in the page: it replaces it there.
+                    live.hub
+                        .on_active("Input.insertText", json!({"text": text}))
+                        .await
+                        .map_err(Fault::Browser)?;
+                } else {
+                    d.input.text(text.to_string()).await.map_err(browser)?;
+                }
                 Ok(Outcome::Done)
             }
-            // The composition shows in the viewer's own input; its result comes as `text`.
-            "ime" => Ok(Outcome::Done),
+            // A composition in progress shows in the page (underlined, as the person's own
+            // browser shows it); its result arrives as `text`.
+            "ime" => {
+                let text = m["text"]
+                    .as_str()
+                    .ok_or_else(|| Fault::Malformed("ime.text".into()))?;
+                let n = text.chars().count();
+                user.composing.store(!text.is_empty(), Ordering::Relaxed);
+                live.hub
+                    .on_active(
+                        "Input.imeSetComposition",
+                        json!({"text": text, "selectionStart": n, "selectionEnd": n}),
+                    )
+                    .await
+                    .map_err(Fault::Browser)?;
+                Ok(Outcome::Done)
+            }
             // The screen has the size the session started with.
             _ => Ok(Outcome::Dropped),
         }

@@ -92,6 +92,8 @@ pub struct User {
     token: [u8; 32],
     /// Fired (never lost, unlike notices) when it is removed: its socket closes.
     removed: tokio::sync::Notify,
+    /// An IME composition of this user is showing in the page (its result commits it).
+    pub composing: std::sync::atomic::AtomicBool,
 }
 
 impl User {
@@ -263,6 +265,7 @@ impl Live {
             notices: tx,
             token: hash(token),
             removed: tokio::sync::Notify::new(),
+            composing: std::sync::atomic::AtomicBool::new(false),
         });
         users.push(user.clone());
         Ok((user, rx))
