@@ -620,6 +620,16 @@ async fn what_the_browser_plays_reaches_the_viewer() {
         "expr": "window.__pv.audio.packets > 25 && window.__pv.audio.rms > 0.1 && Math.abs(window.__pv.audio.freq - 440) < 30 && !window.__pv.audio.muted"}))
         .await;
     v.quit().await;
+    // Counted in /metrics: the pictures and the sound the session's viewer was sent.
+    let (_, m) = http_raw(&d.addr, "GET", "/metrics", None, None).await;
+    let value = |name: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(value("pv_live_audio_bytes_total") > 25 * 960, "{m}");
+    assert!(value("pv_live_picture_bytes_total") > 0, "{m}");
     cdp.close().await;
     d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap())
         .await;

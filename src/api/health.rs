@@ -164,6 +164,28 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         "Key files in the keys directory skipped at start because they could not be used.",
         &[("", crate::keys::SKIPPED_KEY_FILES.load(Ordering::Relaxed))],
     );
+    let dc = &crate::display::COUNTERS;
+    metric(
+        "pv_live_pictures_total",
+        "counter",
+        "Pictures the displays' captures made (each sent to every viewer of its session), by kind.",
+        &[
+            ("{kind=\"tile\"}", dc.tiles.load(Ordering::Relaxed)),
+            ("{kind=\"keyframe\"}", dc.keyframes.load(Ordering::Relaxed)),
+        ],
+    );
+    metric(
+        "pv_live_picture_bytes_total",
+        "counter",
+        "JPEG bytes of those pictures.",
+        &[("", dc.picture_bytes.load(Ordering::Relaxed))],
+    );
+    metric(
+        "pv_live_audio_bytes_total",
+        "counter",
+        "Sound bytes the sessions' browsers played (silence is not sent).",
+        &[("", dc.audio_bytes.load(Ordering::Relaxed))],
+    );
     let e = &crate::browser::egress::COUNTERS;
     metric(
         "pv_egress_connections_total",

@@ -4,8 +4,7 @@
 //! (8 bits a sample: 384 kbit/s for stereo at 24 kHz, only while something plays).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
@@ -24,8 +23,6 @@ const SILENT: i16 = 24;
 pub struct Sound {
     packets: broadcast::Sender<Bytes>,
     task: tokio::task::JoinHandle<()>,
-    /// Packets and bytes sent so far.
-    pub sent: Arc<(AtomicU64, AtomicU64)>,
 }
 
 impl std::fmt::Debug for Sound {
@@ -48,8 +45,7 @@ impl Sound {
     pub fn start(fifo: &Path) -> std::io::Result<Sound> {
         let mut rx = tokio::net::unix::pipe::OpenOptions::new().open_receiver(fifo)?;
         let (packets, _) = broadcast::channel(50);
-        let sent = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
-        let (tx, counts) = (packets.clone(), sent.clone());
+        let tx = packets.clone();
         let task = tokio::spawn(async move {
             let mut buf = vec![0u8; PACKET];
             loop {
@@ -63,17 +59,14 @@ impl Sound {
                     Err(_) => return,
                 }
                 if let Some(m) = packet(&buf) {
-                    counts.0.fetch_add(1, Ordering::Relaxed);
-                    counts.1.fetch_add(m.len() as u64, Ordering::Relaxed);
+                    let c = &super::COUNTERS;
+                    c.audio_packets.fetch_add(1, Ordering::Relaxed);
+                    c.audio_bytes.fetch_add(m.len() as u64, Ordering::Relaxed);
                     let _ = tx.send(m);
                 }
             }
         });
-        Ok(Sound {
-            packets,
-            task,
-            sent,
-        })
+        Ok(Sound { packets, task })
     }
 
     /// The packets from now on.

@@ -7,7 +7,7 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -66,8 +66,6 @@ pub struct Capture {
     commands: mpsc::Sender<Command>,
     wake: UnixStream,
     viewers: Arc<AtomicUsize>,
-    /// Tiles and bytes sent so far (for `bench --live-view` and metrics).
-    pub sent: Arc<(AtomicU64, AtomicU64)>,
 }
 
 impl std::fmt::Debug for Capture {
@@ -133,7 +131,6 @@ impl Capture {
         let (commands, rx) = mpsc::channel();
         let (tiles, _) = broadcast::channel(64);
         let viewers = Arc::new(AtomicUsize::new(0));
-        let sent = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
         let worker = Worker {
             conn,
             root,
@@ -143,7 +140,6 @@ impl Capture {
             quality: quality.clamp(1, 100),
             tiles: tiles.clone(),
             viewers: viewers.clone(),
-            sent: sent.clone(),
             seq: 0,
             shadow: Vec::new(),
         };
@@ -161,7 +157,6 @@ impl Capture {
             commands,
             wake,
             viewers,
-            sent,
         }))
     }
 
@@ -216,7 +211,6 @@ struct Worker {
     quality: u8,
     tiles: broadcast::Sender<Arc<Tile>>,
     viewers: Arc<AtomicUsize>,
-    sent: Arc<(AtomicU64, AtomicU64)>,
     seq: u64,
     /// What the viewers were sent, pixel for pixel (BGRX), to send only what differs.
     shadow: Vec<u8>,
@@ -368,8 +362,14 @@ impl Worker {
             )
             .map_err(|e| Error::Request(format!("JPEG: {e}")))?;
         self.seq += 1;
-        self.sent.0.fetch_add(1, Ordering::Relaxed);
-        self.sent.1.fetch_add(jpeg.len() as u64, Ordering::Relaxed);
+        let c = &super::COUNTERS;
+        if key {
+            c.keyframes.fetch_add(1, Ordering::Relaxed);
+        } else {
+            c.tiles.fetch_add(1, Ordering::Relaxed);
+        }
+        c.picture_bytes
+            .fetch_add(jpeg.len() as u64, Ordering::Relaxed);
         Ok(Arc::new(Tile {
             x: u16::try_from(part.x).unwrap_or(0),
             y: u16::try_from(part.y).unwrap_or(0),

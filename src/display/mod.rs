@@ -23,6 +23,7 @@ pub mod keys;
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use x11rb::rust_connection::{DefaultStream, RustConnection};
@@ -35,6 +36,31 @@ pub use input::Input;
 /// at 30 whatever the scheduling jitter, at a bounded cost (~0.6 % of a core per frame per
 /// second at 1280x720 on this project's 2-core reference machine).
 pub const FPS: u32 = 32;
+
+/// What every display of this daemon produced (for `/metrics`): made once, sent to every
+/// viewer of the session.
+#[derive(Debug)]
+pub struct Counters {
+    /// Tiles of what changed.
+    pub tiles: AtomicU64,
+    /// Whole-screen keyframes (viewers joining or behind).
+    pub keyframes: AtomicU64,
+    /// JPEG bytes of both.
+    pub picture_bytes: AtomicU64,
+    /// Sound packets (silence is not sent).
+    pub audio_packets: AtomicU64,
+    /// Their bytes.
+    pub audio_bytes: AtomicU64,
+}
+
+/// The daemon's display counters.
+pub static COUNTERS: Counters = Counters {
+    tiles: AtomicU64::new(0),
+    keyframes: AtomicU64::new(0),
+    picture_bytes: AtomicU64::new(0),
+    audio_packets: AtomicU64::new(0),
+    audio_bytes: AtomicU64::new(0),
+};
 
 /// Errors of talking to a display.
 #[derive(Debug, thiserror::Error)]
