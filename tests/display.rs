@@ -773,7 +773,20 @@ async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
             key("keyDown", "i", "KeyI", 0),
             key("keyUp", "i", "KeyI", 0),
             json!({"t": "text", "text": " — héllo, мир, 日本語 ✓"}),
-            // An IME composition shows in the page, then its result replaces it.
+        ],
+    )
+    .await;
+    page_until(
+        &mut cdp,
+        "document.querySelector('#t').value",
+        json!("Hi — héllo, мир, 日本語 ✓"),
+        "typed text",
+    )
+    .await;
+    // An IME composition shows in the page, then its result replaces it.
+    say(
+        &mut ws,
+        &[
             json!({"t": "ime", "text": "か"}),
             json!({"t": "ime", "text": "かな"}),
             json!({"t": "text", "text": "仮名"}),
