@@ -723,6 +723,30 @@ async fn say(
     }
 }
 
+/// The next text message of type `t` on a raw live-view socket (within 15 s).
+async fn message(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    t: &str,
+) -> Value {
+    use futures_util::StreamExt;
+    let wait = async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = m {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                if v["t"] == t {
+                    return v;
+                }
+            }
+        }
+        Value::Null
+    };
+    tokio::time::timeout(Duration::from_secs(15), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {t} message on the viewer socket"))
+}
+
 fn key(ty: &str, key: &str, code: &str, mods: u32) -> Value {
     json!({"t": "key", "type": ty, "key": key, "code": code, "modifiers": mods})
 }
@@ -814,21 +838,8 @@ async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
         ],
     )
     .await;
-    let got = tokio::time::timeout(Duration::from_secs(10), async {
-        use futures_util::StreamExt;
-        while let Some(Ok(m)) = ws.next().await {
-            if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
-                let v: Value = serde_json::from_str(&t).unwrap();
-                if v["t"] == "clipboard" {
-                    return v["text"].clone();
-                }
-            }
-        }
-        Value::Null
-    })
-    .await
-    .expect("no clipboard message");
-    assert_eq!(got, json!(want));
+    let got = message(&mut ws, "clipboard").await;
+    assert_eq!(got["text"], json!(want));
     cdp.close().await;
     d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap())
         .await;
@@ -836,7 +847,6 @@ async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
-    use futures_util::StreamExt;
     let site = site().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -865,19 +875,7 @@ async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
         ],
     )
     .await;
-    let offer = tokio::time::timeout(Duration::from_secs(15), async {
-        while let Some(Ok(m)) = ws.next().await {
-            if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
-                let v: Value = serde_json::from_str(&t).unwrap();
-                if v["t"] == "download" {
-                    return v;
-                }
-            }
-        }
-        Value::Null
-    })
-    .await
-    .expect("the download was never offered");
+    let offer = message(&mut ws, "download").await;
     assert_eq!(
         (&offer["name"], &offer["size"]),
         (&json!("report.txt"), &json!(23)),

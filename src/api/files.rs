@@ -130,20 +130,9 @@ pub(super) async fn upload(
                 .store(&borrowed)
         })
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "upload_failed",
-                e.to_string(),
-            )
-        })?
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "upload_failed",
-                e.to_string(),
-            )
-        })?
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "upload_failed", e))?
     };
     s.live
         .hub

@@ -217,13 +217,16 @@ impl Browser {
         self.resources.run.as_ref().map(|r| r.join("home"))
     }
 
+    /// The uid the sandboxed browser (and its display and sound servers) runs as.
+    pub fn uid(&self) -> Option<u32> {
+        self.resources.uid.as_ref().map(|u| u.1)
+    }
+
     /// Where files uploaded for the page's file chooser go on the host (the browser sees
     /// them under [`super::UPLOADS`]), and the browser's uid that must own them; `None`
     /// unconfined.
     pub fn uploads_dir(&self) -> Option<(PathBuf, u32)> {
-        let run = self.resources.run.as_ref()?;
-        let uid = self.resources.uid.as_ref()?.1;
-        Some((run.join("uploads"), uid))
+        Some((self.resources.run.as_ref()?.join("uploads"), self.uid()?))
     }
 
     /// The FIFO the browser's sound comes out of on the host (`None`: no sound).

@@ -218,12 +218,14 @@ impl Runtime {
             .then_some(self.settings.limits.disk_mb << 20)
     }
 
-    /// Bytes the browser `name` on `user_data_dir` occupies on disk (profile and home),
+    /// Bytes the browser `name` on `user_data_dir` occupies on disk (profile, home and the
+    /// files people uploaded to it),
     /// counted up to a little past `limit` only. Blocking: a directory walk.
     pub fn disk_used(&self, name: &str, user_data_dir: &Path, limit: u64) -> u64 {
-        let home = self.settings.run_dir.join(name).join("home");
+        let run = self.settings.run_dir.join(name);
+        let (home, uploads) = (run.join("home"), run.join("uploads"));
         let mut used = 0;
-        for root in [user_data_dir, home.as_path()] {
+        for root in [user_data_dir, home.as_path(), uploads.as_path()] {
             let mut stack = vec![root.to_path_buf()];
             while let Some(dir) = stack.pop() {
                 for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {

@@ -306,6 +306,20 @@ pub(super) async fn http(
     Ok((status, json))
 }
 
+/// The value `p` of the way up `v` (0.5: the median; the upper one of an even count).
+pub(super) fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(((s.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// The median of `v`.
+pub(super) fn median(v: &[f64]) -> f64 {
+    percentile(v, 0.5)
+}
+
 /// One keep-alive HTTP/1.1 connection for measuring request latency (no connection setup
 /// in the figures).
 pub(super) struct KeepAlive {
@@ -534,6 +548,12 @@ impl BenchDaemon {
         let url = format!("file://{}", store.display());
         let vault = bench_vault(ctx, &url, &data.join("spool")).await?;
         Self::start(ctx, vault, data).await
+    }
+
+    /// Ends session `id` and waits for its save.
+    pub(super) async fn end(&self, id: &str) {
+        let path = format!("/v0/vm/{id}?wait=true");
+        let _ = http(&self.addr, "DELETE", &path, &self.token, "").await;
     }
 
     /// Ends every session and stops serving.

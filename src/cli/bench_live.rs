@@ -18,7 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::bench::{http, Args, BenchDaemon};
+use super::bench::{http, median, percentile, Args, BenchDaemon};
 use super::Ctx;
 
 const ANIMATED: &str = r#"<!doctype html><title>anim</title><body style="margin:0;overflow:hidden">
@@ -269,31 +269,8 @@ async fn start_session(
     ))
 }
 
-async fn end_session(daemon: &BenchDaemon, id: &str) {
-    let _ = http(
-        &daemon.addr,
-        "DELETE",
-        &format!("/v0/vm/{id}?wait=true"),
-        &daemon.token,
-        "",
-    )
-    .await;
-}
-
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 720;
-
-fn median(v: &[f64]) -> f64 {
-    percentile(v, 0.5)
-}
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s.get(((s.len() as f64 - 1.0) * p).round() as usize)
-        .copied()
-        .unwrap_or(0.0)
-}
 
 async fn click(v: &mut Viewer) -> anyhow::Result<()> {
     for ty in ["mousePressed", "mouseReleased"] {
@@ -350,7 +327,7 @@ async fn measure_mode(
     for _ in 0..5 {
         let (s, ms) = start_session(&daemon, &data, &format!("{site}/still")).await?;
         starts.push(ms);
-        end_session(&daemon, &s.id).await;
+        daemon.end(&s.id).await;
     }
     // A still page: what a viewer receives when nothing moves (a caret blinks).
     let (s, _) = start_session(&daemon, &data, &format!("{site}/still")).await?;
@@ -361,7 +338,7 @@ async fn measure_mode(
     let still =
         (still_viewer.bytes.load(Ordering::Relaxed) - b0) as f64 * 8.0 / 1000.0 / a.seconds as f64;
     still_viewer.task.abort();
-    end_session(&daemon, &s.id).await;
+    daemon.end(&s.id).await;
 
     // Animation: 1 viewer, then several.
     let (s, _) = start_session(&daemon, &data, &format!("{site}/anim")).await?;
@@ -380,7 +357,7 @@ async fn measure_mode(
     send(v, json!({"t": "goto", "url": format!("{site}/flip")})).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let lat = latencies(v).await?;
-    end_session(&daemon, &s.id).await;
+    daemon.end(&s.id).await;
 
     // Memory of idle sessions (blank pages), one and eight.
     let mut idle = Vec::new();
@@ -390,7 +367,7 @@ async fn measure_mode(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let per: Vec<f64> = idle.iter().map(|s| session_pss_mib(&s.id)).collect();
     for s in &idle {
-        end_session(&daemon, &s.id).await;
+        daemon.end(&s.id).await;
     }
     daemon.stop().await?;
     let _ = std::fs::remove_dir_all(&data);

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
 
-use super::bench::{bench_vault, http, Args, BenchDaemon};
+use super::bench::{bench_vault, http, median, Args, BenchDaemon};
 use super::{human_bytes, Ctx};
 use profile_vault::vault::Base;
 use profile_vault::NoProgress;
@@ -41,12 +41,6 @@ struct Report {
     sandbox_adds_to_start_ms: f64,
     /// Sandboxed minus unsandboxed memory per idle session (of 8), MiB.
     sandbox_adds_per_session_mib: f64,
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Runs `bench --session`.

@@ -115,14 +115,7 @@ pub async fn run(ctx: &Ctx, a: &Args, bench_dir: &Path) -> anyhow::Result<()> {
     for t in tasks {
         t.abort();
     }
-    let _ = http(
-        &daemon.addr,
-        "DELETE",
-        &format!("/v0/vm/{id}?wait=true"),
-        &daemon.token,
-        "",
-    )
-    .await;
+    daemon.end(&id).await;
     daemon.stop().await?;
     let _ = std::fs::remove_dir_all(&data);
     let hist = latencies.lock().expect("latencies").clone();

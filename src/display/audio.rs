@@ -43,7 +43,17 @@ impl Sound {
     /// # Errors
     /// The FIFO cannot be opened.
     pub fn start(fifo: &Path) -> std::io::Result<Sound> {
-        let mut rx = tokio::net::unix::pipe::OpenOptions::new().open_receiver(fifo)?;
+        // The FIFO's directory is the browser's: never follow a symlink it put there (to a
+        // key file, say, which would then be "played" to viewers), and take a FIFO only.
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(fifo)?;
+        if !f.metadata()?.file_type().is_fifo() {
+            return Err(std::io::Error::other("the sound FIFO is not a FIFO"));
+        }
+        let mut rx = tokio::net::unix::pipe::Receiver::from_file(f)?;
         let (packets, _) = broadcast::channel(50);
         let tx = packets.clone();
         let task = tokio::spawn(async move {
@@ -122,6 +132,20 @@ mod tests {
         } else {
             t - 0x84
         }
+    }
+
+    #[tokio::test]
+    async fn a_planted_symlink_or_file_is_not_read_as_sound() {
+        let t = tempfile::tempdir().unwrap();
+        let secret = t.path().join("master.key");
+        std::fs::write(&secret, [7u8; 32]).unwrap();
+        let planted = t.path().join("pcm");
+        std::os::unix::fs::symlink(&secret, &planted).unwrap();
+        assert!(Sound::start(&planted).is_err());
+        assert!(
+            Sound::start(&secret).is_err(),
+            "a regular file is not a FIFO"
+        );
     }
 
     #[test]

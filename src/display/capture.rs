@@ -101,8 +101,8 @@ impl Capture {
     ///
     /// # Errors
     /// The connection, or DAMAGE / XFIXES missing.
-    pub fn start(socket: &Path, quality: u8) -> Result<Arc<Capture>, Error> {
-        let conn = super::connect(socket)?;
+    pub fn start(socket: &Path, uid: u32, quality: u8) -> Result<Arc<Capture>, Error> {
+        let conn = super::connect(socket, uid)?;
         for (name, ext) in [
             ("DAMAGE", damage::X11_EXTENSION_NAME),
             ("XFIXES", xfixes::X11_EXTENSION_NAME),

@@ -80,8 +80,8 @@ impl Input {
     ///
     /// # Errors
     /// The connection, or XTEST missing.
-    pub fn open(socket: &Path) -> Result<Input, Error> {
-        let conn = super::connect(socket)?;
+    pub fn open(socket: &Path, uid: u32) -> Result<Input, Error> {
+        let conn = super::connect(socket, uid)?;
         if conn
             .extension_information(xtest::X11_EXTENSION_NAME)?
             .is_none()

@@ -95,12 +95,50 @@ impl From<x11rb::errors::ReplyError> for Error {
 }
 
 /// Opens a new X connection on the display's socket.
-pub(crate) fn connect(socket: &Path) -> Result<RustConnection, Error> {
+/// The socket is in a directory the browser's uid owns: it could have put a symlink there to
+/// any socket the daemon may open. So the path must be a socket itself, and the server that
+/// answers must run as the browser's `uid` (its X server does).
+pub(crate) fn connect(socket: &Path, uid: u32) -> Result<RustConnection, Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let refuse = |why: &str| Error::Connect(format!("{}: {why}", socket.display()));
+    let meta = std::fs::symlink_metadata(socket).map_err(|e| refuse(&e.to_string()))?;
+    if !meta.file_type().is_socket() {
+        return Err(refuse("not a socket"));
+    }
     let s = crate::fsutil::with_socket_path(socket, |p| UnixStream::connect(p))
-        .map_err(|e| Error::Connect(format!("{}: {e}", socket.display())))?;
+        .map_err(|e| refuse(&e.to_string()))?;
+    if peer_uid(&s).map_err(|e| refuse(&e.to_string()))? != uid {
+        return Err(refuse("answered by another user than the browser's"));
+    }
     let (stream, _) =
         DefaultStream::from_unix_stream(s).map_err(|e| Error::Connect(e.to_string()))?;
     RustConnection::connect_to_stream(stream, 0).map_err(|e| Error::Connect(e.to_string()))
+}
+
+/// The uid of the process at the other end of a Unix socket.
+#[allow(unsafe_code)]
+fn peer_uid(s: &UnixStream) -> std::io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes at most `len` bytes into the ucred we own.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            std::ptr::addr_of_mut!(cred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cred.uid)
 }
 
 /// One session's display: its capture and its input.
@@ -117,19 +155,39 @@ pub struct Display {
 }
 
 impl Display {
-    /// Connects to the display behind `socket` (two connections: the capture's own thread,
+    /// Connects to the display behind `socket`, served by the browser's `uid` (two connections: the capture's own thread,
     /// and input). Blocking: call it off the async runtime.
     ///
     /// # Errors
     /// [`Error`]: the socket, or a missing extension (DAMAGE, XFIXES, XTEST).
-    pub fn open(socket: &Path, quality: u8) -> Result<Display, Error> {
-        let capture = Capture::start(socket, quality)?;
-        let input = Input::open(socket)?;
+    pub fn open(socket: &Path, uid: u32, quality: u8) -> Result<Display, Error> {
+        let capture = Capture::start(socket, uid, quality)?;
+        let input = Input::open(socket, uid)?;
         Ok(Display {
             size: capture.size(),
             capture,
             input,
             sound: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_browser_s_own_socket_is_connected_to() {
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("other.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&real).unwrap();
+        // A symlink the browser planted, to some other socket.
+        let planted = t.path().join("X0");
+        std::os::unix::fs::symlink(&real, &planted).unwrap();
+        let e = connect(&planted, 0).unwrap_err().to_string();
+        assert!(e.contains("not a socket"), "{e}");
+        // A socket served by another user than the browser's.
+        let e = connect(&real, 4_000_000).unwrap_err().to_string();
+        assert!(e.contains("another user"), "{e}");
     }
 }

@@ -288,10 +288,14 @@ async fn on_display(
     t: &str,
     m: &Value,
 ) -> Option<Result<Outcome, Fault>> {
-    if !matches!(
-        t,
-        "mouse" | "wheel" | "key" | "text" | "paste" | "ime" | "resize"
-    ) {
+    if t == "ime" {
+        // A composition in progress shows in the page as in the page-only view (underlined,
+        // as the person's own browser shows it); its result, `text`, then replaces it.
+        let composing = m["text"].as_str().is_some_and(|x| !x.is_empty());
+        user.composing.store(composing, Ordering::Relaxed);
+        return None;
+    }
+    if !matches!(t, "mouse" | "wheel" | "key" | "text" | "paste" | "resize") {
         return None;
     }
     let browser = |e: crate::display::Error| Fault::Browser(e.to_string());
@@ -382,24 +386,6 @@ async fn on_display(
                 }
                 Ok(Outcome::Done)
             }
-            // A composition in progress shows in the page (underlined, as the person's own
-            // browser shows it); its result arrives as `text`.
-            "ime" => {
-                let text = m["text"]
-                    .as_str()
-                    .ok_or_else(|| Fault::Malformed("ime.text".into()))?;
-                let n = text.chars().count();
-                user.composing.store(!text.is_empty(), Ordering::Relaxed);
-                live.hub
-                    .on_active(
-                        "Input.imeSetComposition",
-                        json!({"text": text, "selectionStart": n, "selectionEnd": n}),
-                    )
-                    .await
-                    .map_err(Fault::Browser)?;
-                Ok(Outcome::Done)
-            }
-            // The screen has the size the session started with.
             _ => Ok(Outcome::Dropped),
         }
     }

@@ -562,35 +562,7 @@ impl Manager {
         let now = now_ms();
         let (done, _) = tokio::sync::watch::channel(false);
         let cdp = browser.mux().clone();
-        let display = match browser.display_socket() {
-            Some(sock) => {
-                let (sock, q) = (sock.to_path_buf(), self.cfg.live.jpeg_quality);
-                match tokio::task::spawn_blocking(move || crate::display::Display::open(&sock, q))
-                    .await
-                {
-                    Ok(Ok(mut d)) => {
-                        if let Some(fifo) = browser.audio_fifo() {
-                            match crate::display::Sound::start(fifo) {
-                                Ok(snd) => d.sound = Some(snd),
-                                Err(e) => {
-                                    tracing::warn!(session = %id, error = %e, "live view: no sound")
-                                }
-                            }
-                        }
-                        Some(Arc::new(d))
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(session = %id, error = %e, "live view: the display cannot be captured; showing the page only");
-                        None
-                    }
-                    Err(e) => {
-                        tracing::warn!(session = %id, error = %e, "live view: the display cannot be captured");
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
+        let display = start::open_display(&browser, &id, self.cfg.live.jpeg_quality).await;
         let live = crate::live::Live::new(
             self.cfg.live.clone(),
             cdp.clone(),

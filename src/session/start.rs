@@ -99,6 +99,36 @@ impl Manager {
     }
 }
 
+/// The live view's hold on a headful browser's display and sound; `None` (the page-only view,
+/// with a warning) when it has none or it cannot be reached.
+pub(super) async fn open_display(
+    browser: &crate::browser::Browser,
+    id: &str,
+    quality: u8,
+) -> Option<Arc<crate::display::Display>> {
+    let sock = browser.display_socket()?.to_path_buf();
+    let uid = browser.uid()?;
+    let opened =
+        tokio::task::spawn_blocking(move || crate::display::Display::open(&sock, uid, quality))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+    let mut d = match opened {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(session = %id, error = %e, "live view: the display cannot be captured; showing the page only");
+            return None;
+        }
+    };
+    if let Some(fifo) = browser.audio_fifo() {
+        match crate::display::Sound::start(fifo) {
+            Ok(snd) => d.sound = Some(snd),
+            Err(e) => tracing::warn!(session = %id, error = %e, "live view: no sound"),
+        }
+    }
+    Some(Arc::new(d))
+}
+
 /// Gives back what a session start took if it does not finish: its slot always; while armed
 /// (the start failed, or its future was dropped because the client went away) also the
 /// profile lock, the lease, the directory and the record. A browser that had started is
