@@ -232,35 +232,9 @@ pub async fn handle(live: &Live, user: &User, m: &Value) -> Result<Outcome, Faul
                 .as_u64()
                 .ok_or_else(|| Fault::Malformed("resize.height".into()))?
                 .clamp(100, 2160);
-            let Some(target) = hub.active_target().await else {
-                return Ok(Outcome::Done);
-            };
-            let win = hub
-                .on_browser("Browser.getWindowForTarget", json!({"targetId": target}))
+            hub.fit_viewport(w as u32, h as u32)
                 .await
                 .map_err(Fault::Browser)?;
-            // The viewer asks for a viewport; the window is that plus the browser's own UI,
-            // which is the window's size less the viewport of the latest frame.
-            let (mut dw, mut dh) = (0, 0);
-            if let Some(f) = hub.frames().borrow().clone() {
-                let b = &win["bounds"];
-                dw = b["width"]
-                    .as_u64()
-                    .unwrap_or(0)
-                    .saturating_sub(u64::from(f.width))
-                    .min(400);
-                dh = b["height"]
-                    .as_u64()
-                    .unwrap_or(0)
-                    .saturating_sub(u64::from(f.height))
-                    .min(400);
-            }
-            hub.on_browser(
-                "Browser.setWindowBounds",
-                json!({"windowId": win["windowId"], "bounds": {"width": w + dw, "height": h + dh}}),
-            )
-            .await
-            .map_err(Fault::Browser)?;
             Ok(Outcome::Done)
         }
         _ => Err(Fault::Malformed(format!("unknown message type `{t}`"))),

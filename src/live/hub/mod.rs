@@ -4,6 +4,8 @@
 //! only the latest frame (a `watch` channel): a viewer that joins gets it at once, and a slow
 //! viewer skips frames instead of queueing them, so memory stays bounded whatever viewers do.
 
+mod tabs;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +26,8 @@ pub struct Frame {
     pub height: u32,
     /// Sequence number (1, 2, ...).
     pub seq: u64,
+    /// The DevTools session of the tab it shows.
+    session: String,
 }
 
 /// A tab (page target) of the browser.
@@ -263,96 +267,6 @@ impl Hub {
         Ok(conn)
     }
 
-    /// Shows `target` in the view: stops the old screencast, attaches, starts a new one.
-    async fn switch_to(&self, conn: &Arc<Conn>, target: &str) -> Result<(), String> {
-        if let Some((old, s)) = conn.active_session() {
-            if old == target {
-                return Ok(());
-            }
-            if self.screencast {
-                let _ = conn.call(Some(&s), "Page.stopScreencast", json!({})).await;
-            }
-        }
-        let known = conn.attached.lock().expect("attached").get(target).cloned();
-        let session = match known {
-            Some(s) => s,
-            None => {
-                let r = conn
-                    .call(
-                        None,
-                        "Target.attachToTarget",
-                        json!({"targetId": target, "flatten": true}),
-                    )
-                    .await?;
-                let s = str_of(&r["sessionId"]);
-                conn.attached
-                    .lock()
-                    .expect("attached")
-                    .insert(target.to_string(), s.clone());
-                let _ = conn.call(Some(&s), "Page.enable", json!({})).await;
-                if self.intercept_files {
-                    let _ = conn
-                        .call(
-                            Some(&s),
-                            "Page.setInterceptFileChooserDialog",
-                            json!({"enabled": true}),
-                        )
-                        .await;
-                }
-                s
-            }
-        };
-        *conn.active.lock().expect("active") = Some((target.to_string(), session.clone()));
-        let _ = conn
-            .call(None, "Target.activateTarget", json!({"targetId": target}))
-            .await;
-        if self.screencast {
-            conn.call(
-                Some(&session),
-                "Page.startScreencast",
-                json!({"format": "jpeg", "quality": self.quality, "everyNthFrame": 1}),
-            )
-            .await?;
-        }
-        self.publish_tabs(conn);
-        Ok(())
-    }
-
-    fn publish_tabs(&self, conn: &Conn) {
-        let active = conn.active_session().map(|(t, _)| t);
-        let tabs: Vec<Tab> = conn
-            .pages
-            .lock()
-            .expect("pages")
-            .iter()
-            .map(|(id, title, url)| Tab {
-                id: id.clone(),
-                title: title.clone(),
-                url: url.clone(),
-                active: active.as_deref() == Some(id.as_str()),
-            })
-            .collect();
-        self.tabs.send_if_modified(|t| {
-            if *t == tabs {
-                false
-            } else {
-                *t = tabs;
-                true
-            }
-        });
-    }
-
-    fn spawn_switch(&self, conn: &Arc<Conn>, target: String) {
-        let (Some(hub), conn) = (self.me.upgrade(), conn.clone()) else {
-            return;
-        };
-        tokio::spawn(async move {
-            if let Err(e) = hub.switch_to(&conn, &target).await {
-                tracing::debug!(error = %e, "live view: switching tabs failed");
-            }
-        });
-    }
-
     fn event(&self, conn: &Arc<Conn>, v: &Value) {
         let p = &v["params"];
         match v["method"].as_str().unwrap_or_default() {
@@ -379,6 +293,7 @@ impl Hub {
                     width: m["deviceWidth"].as_f64().unwrap_or(0.0).round() as u32,
                     height: m["deviceHeight"].as_f64().unwrap_or(0.0).round() as u32,
                     seq,
+                    session: from.to_string(),
                 })));
             }
             "Page.fileChooserOpened" => {
@@ -490,69 +405,6 @@ impl Hub {
             )
             .await
             .map(|_| ())
-    }
-
-    /// The target shown now.
-    pub async fn active_target(&self) -> Option<String> {
-        self.conn().await.ok()?.active_session().map(|(t, _)| t)
-    }
-
-    /// Shows another tab.
-    ///
-    /// # Errors
-    /// Unknown tab or browser failure.
-    pub async fn switch(&self, target: &str) -> Result<(), String> {
-        let conn = self.conn().await?;
-        if !conn
-            .pages
-            .lock()
-            .expect("pages")
-            .iter()
-            .any(|p| p.0 == target)
-        {
-            return Err("no such tab".into());
-        }
-        self.switch_to(&conn, target).await
-    }
-
-    /// Opens a new tab and shows it.
-    ///
-    /// # Errors
-    /// Browser failure.
-    pub async fn new_tab(&self, url: &str) -> Result<(), String> {
-        let conn = self.conn().await?;
-        let r = conn
-            .call(None, "Target.createTarget", json!({"url": url}))
-            .await?;
-        let id = str_of(&r["targetId"]);
-        {
-            let mut pages = conn.pages.lock().expect("pages");
-            if !pages.iter().any(|p| p.0 == id) {
-                pages.push((id.clone(), String::new(), url.to_string()));
-            }
-        }
-        self.switch_to(&conn, &id).await
-    }
-
-    /// Closes a tab (the last one is replaced by a blank tab first).
-    ///
-    /// # Errors
-    /// Unknown tab or browser failure.
-    pub async fn close_tab(&self, target: &str) -> Result<(), String> {
-        let conn = self.conn().await?;
-        let (known, count) = {
-            let pages = conn.pages.lock().expect("pages");
-            (pages.iter().any(|p| p.0 == target), pages.len())
-        };
-        if !known {
-            return Err("no such tab".into());
-        }
-        if count == 1 {
-            self.new_tab("about:blank").await?;
-        }
-        conn.call(None, "Target.closeTarget", json!({"targetId": target}))
-            .await?;
-        Ok(())
     }
 }
 
