@@ -176,7 +176,7 @@ pub struct ServerConfig {
     pub sandbox_require_cgroups: bool,
     /// How sessions' browsers show themselves to people (`PV_DISPLAY`): `virtual` (default:
     /// headful on a virtual display of their own, Chromium's whole UI in the live view;
-    /// falls back to headless with a warning where Xvfb is missing) or `headless`.
+    /// falls back to headless with a warning where no X server is installed) or `headless`.
     pub display: DisplayMode,
 }
 
@@ -184,7 +184,7 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum DisplayMode {
-    /// Headful on a virtual display (Xvfb) inside the sandbox.
+    /// Headful on a virtual display (Xvnc, or Xvfb) inside the sandbox.
     #[default]
     Virtual,
     /// Headless: the live view shows the page only (CDP screencast).

@@ -23,7 +23,7 @@ const BUTTON_BLUE: [i64; 3] = [11, 87, 208];
 /// Chromium's tonal buttons ("Block", "Allow" in a permission prompt).
 const PROMPT_BUTTON: [i64; 3] = [211, 227, 253];
 
-async fn site() -> String {
+pub(crate) async fn site() -> String {
     use axum::response::{Html, Redirect};
     let app = axum::Router::new()
         .route(
@@ -145,7 +145,7 @@ fn tone_wav() -> ([(&'static str, &'static str); 1], Vec<u8>) {
     ([("content-type", "audio/wav")], w)
 }
 
-fn near(rgb: &Value, want: [i64; 3], tol: i64) -> bool {
+pub(crate) fn near(rgb: &Value, want: [i64; 3], tol: i64) -> bool {
     rgb.as_array().is_some_and(|a| {
         a.iter()
             .zip(want)
@@ -232,7 +232,7 @@ async fn no_blue_button(v: &mut Viewer, rect: [u32; 4], what: &str) {
     );
 }
 
-async fn page_until(cdp: &mut Cdp, expr: &str, want: Value, what: &str) {
+pub(crate) async fn page_until(cdp: &mut Cdp, expr: &str, want: Value, what: &str) {
     let start = std::time::Instant::now();
     loop {
         let got = cdp.eval(expr).await;
@@ -291,7 +291,7 @@ async fn a_person_uses_the_whole_browser_and_it_is_remembered() {
     let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
     let mut v = Viewer::start().await;
     let a = v
-        .ask(json!({"cmd": "open", "name": "a", "url": embed, "width": 1300, "height": 760}))
+        .ask(json!({"cmd": "open", "name": "a", "url": embed, "width": 1280, "height": 720}))
         .await;
     assert_eq!(
         (&a["meta"]["width"], &a["meta"]["height"], &a["display"]),
@@ -318,8 +318,18 @@ async fn a_person_uses_the_whole_browser_and_it_is_remembered() {
         "the tab strip is missing: {top_bar}"
     );
 
-    // Two viewers see the same screen.
-    v.ask(json!({"cmd": "open", "name": "b", "url": embed, "width": 900, "height": 600}))
+    // Two viewers see the same screen; one of another size without the `resize` role sees it
+    // letterboxed (and does not change it).
+    let (st, minted) = d
+        .call(
+            "POST",
+            &format!("/v0/vm/{id}/viewers"),
+            Some(s["admin_token"].as_str().unwrap()),
+            Some(r#"{"roles": ["control"]}"#),
+        )
+        .await;
+    assert_eq!(st, 200, "{minted}");
+    v.ask(json!({"cmd": "open", "name": "b", "url": minted["embed_url"], "width": 900, "height": 600}))
         .await;
     let points = json!([[640, 10], [100, 62], [sx + 20.0, sy + 100.0], [900, 600]]);
     let pa = v
@@ -596,7 +606,7 @@ async fn what_the_browser_plays_reaches_the_viewer() {
     settle(&mut cdp).await;
     let mut v = Viewer::start().await;
     let a = v
-        .ask(json!({"cmd": "open", "name": "a", "url": s["embed_url"], "width": 1300, "height": 760}))
+        .ask(json!({"cmd": "open", "name": "a", "url": s["embed_url"], "width": 1280, "height": 720}))
         .await;
     assert_eq!(
         a["audio"]["muted"], true,
@@ -636,8 +646,8 @@ async fn what_the_browser_plays_reaches_the_viewer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_xvfb_sessions_fall_back_to_the_page_only_view() {
-    // A PATH with bubblewrap and Chromium but no Xvfb.
+async fn without_an_x_server_sessions_fall_back_to_the_page_only_view() {
+    // A PATH with bubblewrap and Chromium but no X server (Xvnc, Xvfb).
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
@@ -664,11 +674,11 @@ async fn without_xvfb_sessions_fall_back_to_the_page_only_view() {
         c["display_detail"]
             .as_str()
             .unwrap()
-            .contains("Xvfb is not installed"),
+            .contains("no X server is installed"),
         "{r}"
     );
     assert!(
-        d.log_text().contains("Xvfb is not installed"),
+        d.log_text().contains("no X server is installed"),
         "no warning at start"
     );
     let s = d.create(KEY_T1, json!({"profile": {"save": false}})).await;
@@ -707,7 +717,7 @@ async fn without_xvfb_sessions_fall_back_to_the_page_only_view() {
 }
 
 /// Sends viewer messages on a raw live-view socket.
-async fn say(
+pub(crate) async fn say(
     ws: &mut tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
@@ -724,7 +734,7 @@ async fn say(
 }
 
 /// The next text message of type `t` on a raw live-view socket (within 15 s).
-async fn message(
+pub(crate) async fn message(
     ws: &mut tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
@@ -983,7 +993,7 @@ async fn the_page_file_chooser_takes_a_file_from_the_person_s_machine() {
     let local = dir.path().join("hello from the person.txt");
     std::fs::write(&local, "pv-upload-content-7").unwrap();
     let mut v = Viewer::start().await;
-    v.ask(json!({"cmd": "open", "name": "a", "url": s["embed_url"], "width": 1300, "height": 760}))
+    v.ask(json!({"cmd": "open", "name": "a", "url": s["embed_url"], "width": 1280, "height": 720}))
         .await;
     let (x, y, w, h) = on_screen(&mut cdp, "#u").await;
     v.ask(json!({"cmd": "clickChoose", "name": "a", "x": x + w / 2.0, "y": y + h / 2.0, "path": local}))

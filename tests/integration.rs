@@ -22,6 +22,7 @@ mod profile_data;
 mod room;
 mod s3;
 mod sandbox;
+mod screen;
 mod travel;
 mod trust;
 mod upgrade;

@@ -46,7 +46,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             "sandbox": sandbox_ok, "sandbox_detail": sandbox_detail,
             // Not readiness: without a display sessions run headless (the page-only view).
             "display": rt.display().is_ok(),
-            "display_detail": rt.display().err().unwrap_or("on: a virtual display per session"),
+            "display_detail": rt.display().unwrap_or_else(|why| why),
             "sound": rt.audio().is_ok(),
             // Files left alone (forged or unusable): reported, never fatal.
             "session_records_rejected": crate::session::records_rejected(),

@@ -53,7 +53,7 @@ struct Conn {
     s: Arc<Session>,
     user: Arc<User>,
     tx: Tx,
-    /// Size of the page frames sent last (page-only view).
+    /// Size of the picture sent last: the page's frames, or the display's screen.
     meta: (u32, u32),
     /// Tiles numbered up to this are in the keyframe the viewer has.
     key_seq: u64,
@@ -80,11 +80,7 @@ impl Conn {
         d.capture.viewer_joined();
         match d.capture.watch().await {
             Ok((rx, key)) => {
-                let (w, h) = d.size;
-                let ok = self
-                    .send(json!({"t": "meta", "width": w, "height": h, "display": true}))
-                    .await
-                    && self.send_binary(key.message()).await;
+                let ok = self.send_tile(&key).await;
                 self.key_seq = key.seq;
                 if ok {
                     Ok(Some(rx))
@@ -115,10 +111,26 @@ impl Conn {
         self.send_binary(f.jpeg.clone()).await
     }
 
+    /// A display's tile, after the screen's size when it is not the one the viewer has.
+    async fn send_tile(&mut self, t: &Tile) -> bool {
+        let screen = (u32::from(t.screen.0), u32::from(t.screen.1));
+        if screen != self.meta {
+            self.meta = screen;
+            let (w, h) = screen;
+            if !self
+                .send(json!({"t": "meta", "width": w, "height": h, "display": true}))
+                .await
+            {
+                return false;
+            }
+        }
+        self.send_binary(t.message()).await
+    }
+
     async fn tile(&mut self, r: Result<Arc<Tile>, RecvError>) -> bool {
         match r {
             Ok(t) if t.seq <= self.key_seq => true,
-            Ok(t) => self.send_binary(t.message()).await,
+            Ok(t) => self.send_tile(&t).await,
             // Behind: skip to the screen as it is now.
             Err(RecvError::Lagged(_)) => {
                 let Some(d) = self.s.live.display.clone() else {
@@ -127,7 +139,7 @@ impl Conn {
                 match d.capture.keyframe().await {
                     Ok(k) => {
                         self.key_seq = k.seq;
-                        self.send_binary(k.message()).await
+                        self.send_tile(&k).await
                     }
                     Err(_) => false,
                 }

@@ -2,7 +2,7 @@
 //! run by bubblewrap inside the sandbox. It relays the browser's proxy port on the
 //! namespace's own loopback to the daemon's egress socket (the only way out), starts the
 //! browser with the DevTools pipe on fds 3 and 4 — on a virtual display of its own when asked
-//! (`--display WxH`: Xvfb, whose socket directory the daemon reaches through a bind) — reaps
+//! (`--display WxH`: Xvnc or Xvfb, whose socket directory the daemon reaches through a bind) — reaps
 //! orphans as an init must, and exits with the browser, which tears the whole namespace down.
 //!
 //! It is not a trust boundary: it runs as the browser's own user, and everything it relays
@@ -99,8 +99,8 @@ pub fn main(args: &[String]) -> i32 {
 /// so the daemon connects to the same socket from outside).
 pub const X11_DIR: &str = "/tmp/.X11-unix";
 
-/// Starts Xvfb on display :0 at `size` ("WxH") and waits until it accepts clients (it writes
-/// its display number to `-displayfd` then). The server runs as the browser's own user and
+/// Starts the X server ([`display_server`]) on display :0 at `size` ("WxH") and waits until
+/// it accepts clients (it writes its display number to `-displayfd` then). The server runs as the browser's own user and
 /// listens only on its socket in [`X11_DIR`] (no TCP; abstract sockets are this network
 /// namespace's own).
 fn start_display(size: &str) -> Result<String, String> {
@@ -109,20 +109,31 @@ fn start_display(size: &str) -> Result<String, String> {
         .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
         .ok_or_else(|| format!("bad size {size:?}"))?;
     let (mut ready, ready_w) = std::io::pipe().map_err(|e| e.to_string())?;
-    let mut x = Command::new("Xvfb");
+    let server = display_server().ok_or("no X server (Xvnc or Xvfb) is installed")?;
+    let mut x = Command::new(server);
+    x.arg(":0");
+    if server == "Xvnc" {
+        // No VNC listener at all (no TCP port, no Unix socket): the daemon captures the
+        // screen itself. Xvnc is here for its RandR: the screen can change size.
+        x.args(["-geometry", &format!("{w}x{h}"), "-depth", "24"])
+            .args(["-rfbport", "-1", "-SecurityTypes", "None"]);
+    } else {
+        x.args(["-screen", "0", &format!("{w}x{h}x24")]);
+    }
     // Its stdout is the readiness pipe (it logs to stderr).
     x.args([
-        ":0",
-        "-screen",
-        "0",
-        &format!("{w}x{h}x24"),
         "-nolisten",
         "tcp",
+        "-displayfd",
+        "1",
+        "-nocursor",
+        "-noreset",
     ])
-    .args(["-displayfd", "1", "-nocursor", "-noreset"])
     .stdin(std::process::Stdio::null())
     .stdout(ready_w);
-    let child = x.spawn().map_err(|e| format!("cannot start Xvfb: {e}"))?;
+    let child = x
+        .spawn()
+        .map_err(|e| format!("cannot start {server}: {e}"))?;
     drop(x);
     let _ = child;
     // It writes the number and a newline, and keeps the pipe open.
@@ -133,9 +144,9 @@ fn start_display(size: &str) -> Result<String, String> {
     }
     let n = String::from_utf8_lossy(&out).trim().to_string();
     if n.is_empty() {
-        return Err("Xvfb exited before it was ready".into());
+        return Err(format!("{server} exited before it was ready"));
     }
-    // Xvfb makes its socket directory 1777 and the socket 0777: owner-only again (the daemon
+    // X servers make their socket directory 1777 and the socket 0777: owner-only again (the daemon
     // connects as root, or as this very uid through the user namespace).
     use std::os::unix::fs::PermissionsExt;
     for p in [X11_DIR.to_string(), format!("{X11_DIR}/X{n}")] {
@@ -143,6 +154,14 @@ fn start_display(size: &str) -> Result<String, String> {
             .map_err(|e| format!("{p}: {e}"))?;
     }
     Ok(format!(":{n}"))
+}
+
+/// The X server a display runs on: Xvnc (TigerVNC's, whose screen can change size) where
+/// it is installed, else Xvfb (a fixed screen).
+pub fn display_server() -> Option<&'static str> {
+    ["Xvnc", "Xvfb"]
+        .into_iter()
+        .find(|s| super::process::on_path(s).is_some())
 }
 
 /// Where the sound's FIFO is inside the sandbox (bound from the run directory: the daemon

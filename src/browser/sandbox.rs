@@ -77,7 +77,7 @@ pub struct Runtime {
     exec: PathBuf,
     root: bool,
     /// Whether sessions' browsers get a virtual display; if not, why.
-    display: Result<(), String>,
+    display: Result<&'static str, String>,
     /// Whether they get sound; if not, why.
     audio: Result<(), String>,
     /// This binary (the sandbox's init), opened at start: an upgrade that replaces the file
@@ -142,10 +142,12 @@ impl Runtime {
             Err("headless (server.display = \"headless\")".to_string())
         } else if settings.unsafe_no_sandbox {
             Err("headless: a virtual display runs inside the sandbox only (server.unsafe_no_sandbox is set)".into())
-        } else if super::process::on_path("Xvfb").is_none() {
-            Err("headless: Xvfb is not installed (apt-get install xvfb), so the live view shows the page only".into())
         } else {
-            Ok(())
+            match super::init::display_server() {
+                None => Err("headless: no X server is installed (apt-get install tigervnc-standalone-server, or xvfb), so the live view shows the page only".into()),
+                Some("Xvnc") => Ok("on: a virtual display per session (Xvnc: its size follows the viewer with the resize role)"),
+                Some(_) => Ok("on: a virtual display per session (Xvfb: a fixed size; tigervnc-standalone-server lets it follow the viewer)"),
+            }
         };
         if let Err(why) = &display {
             if settings.display {
@@ -154,11 +156,11 @@ impl Runtime {
         }
         let audio = match &display {
             Err(_) => Err("no sound: browsers are headless".to_string()),
-            Ok(()) if super::process::on_path("pulseaudio").is_none() => {
+            Ok(_) if super::process::on_path("pulseaudio").is_none() => {
                 tracing::warn!("browsers have no sound: PulseAudio is not installed (apt-get install pulseaudio)");
                 Err("no sound: PulseAudio is not installed (apt-get install pulseaudio)".into())
             }
-            Ok(()) => Ok(()),
+            Ok(_) => Ok(()),
         };
         let exe = std::fs::File::open("/proc/self/exe")
             .map_err(|e| format!("cannot open this binary (/proc/self/exe): {e}"));
@@ -192,9 +194,9 @@ impl Runtime {
         self.limits_note.as_deref()
     }
 
-    /// Whether sessions' browsers get a virtual display of their own; if not, why.
-    pub fn display(&self) -> Result<(), &str> {
-        self.display.as_ref().map(|_| ()).map_err(String::as_str)
+    /// Whether sessions' browsers get a virtual display of their own (which), or why not.
+    pub fn display(&self) -> Result<&str, &str> {
+        self.display.as_deref().map_err(String::as_str)
     }
 
     /// Whether sessions' browsers get sound; if not, why.

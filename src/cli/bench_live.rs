@@ -317,9 +317,8 @@ async fn measure_mode(
     let daemon = BenchDaemon::for_live_view(ctx, &data, display, allow).await?;
     if display {
         anyhow::ensure!(
-            std::path::Path::new("/usr/bin/Xvfb").exists()
-                || profile_vault::browser::on_path("Xvfb").is_some(),
-            "Xvfb is not installed: the display's figures cannot be measured"
+            profile_vault::browser::init::display_server().is_some(),
+            "no X server (Xvnc or Xvfb) is installed: the display's figures cannot be measured"
         );
     }
     // Start time: five starts, each ended before the next.

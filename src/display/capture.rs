@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,7 +16,9 @@ use tokio::sync::{broadcast, oneshot};
 use x11rb::connection::{Connection, RequestConnection};
 use x11rb::protocol::damage::{self, ConnectionExt as _};
 use x11rb::protocol::xfixes::{self, ConnectionExt as _};
-use x11rb::protocol::xproto::{ConnectionExt as _, ImageFormat, Rectangle, Window};
+use x11rb::protocol::xproto::{
+    ChangeWindowAttributesAux, ConnectionExt as _, EventMask, ImageFormat, Rectangle, Window,
+};
 use x11rb::protocol::Event;
 use x11rb::rust_connection::RustConnection;
 
@@ -35,8 +37,11 @@ pub struct Tile {
     pub height: u16,
     /// Number: tiles are sent in increasing order; a keyframe holds everything before it.
     pub seq: u64,
-    /// The whole screen (sent to one viewer that joined or fell behind).
+    /// The whole screen (sent to one viewer that joined or fell behind, or to all when the
+    /// screen changed size).
     pub key: bool,
+    /// The screen's size when it was made.
+    pub screen: (u16, u16),
     /// JPEG bytes.
     pub jpeg: Bytes,
 }
@@ -61,7 +66,8 @@ enum Command {
 
 /// The running capture of one display.
 pub struct Capture {
-    size: (u16, u16),
+    /// The screen's size now (the worker follows RandR changes).
+    screen: Arc<Mutex<(u16, u16)>>,
     tiles: broadcast::Sender<Arc<Tile>>,
     commands: mpsc::Sender<Command>,
     wake: UnixStream,
@@ -71,7 +77,7 @@ pub struct Capture {
 impl std::fmt::Debug for Capture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Capture")
-            .field("size", &self.size)
+            .field("size", &self.size())
             .finish_non_exhaustive()
     }
 }
@@ -120,6 +126,11 @@ impl Capture {
         );
         let damage = conn.generate_id()?;
         conn.damage_create(damage, root, damage::ReportLevel::NON_EMPTY)?;
+        // The root's ConfigureNotify says the screen changed size (RandR).
+        conn.change_window_attributes(
+            root,
+            &ChangeWindowAttributesAux::new().event_mask(EventMask::STRUCTURE_NOTIFY),
+        )?;
         let region = conn.generate_id()?;
         conn.xfixes_create_region(region, &[])?;
         conn.flush()?;
@@ -131,10 +142,12 @@ impl Capture {
         let (commands, rx) = mpsc::channel();
         let (tiles, _) = broadcast::channel(64);
         let viewers = Arc::new(AtomicUsize::new(0));
+        let screen = Arc::new(Mutex::new(size));
         let worker = Worker {
             conn,
             root,
             size,
+            screen: screen.clone(),
             damage,
             region,
             quality: quality.clamp(1, 100),
@@ -152,7 +165,7 @@ impl Capture {
             })
             .map_err(|e| Error::Connect(e.to_string()))?;
         Ok(Arc::new(Capture {
-            size,
+            screen,
             tiles,
             commands,
             wake,
@@ -160,9 +173,9 @@ impl Capture {
         }))
     }
 
-    /// The screen's size.
+    /// The screen's size now.
     pub fn size(&self) -> (u16, u16) {
-        self.size
+        *self.screen.lock().expect("screen")
     }
 
     /// A viewer starts watching: the tiles from now on, and a keyframe to start from.
@@ -206,6 +219,8 @@ struct Worker {
     conn: RustConnection,
     root: Window,
     size: (u16, u16),
+    /// `size`, shared with [`Capture::size`].
+    screen: Arc<Mutex<(u16, u16)>>,
     damage: damage::Damage,
     region: xfixes::Region,
     quality: u8,
@@ -259,12 +274,48 @@ impl Worker {
         }
     }
 
-    /// Reads the events received so far; whether the screen changed.
-    fn drain_events(&self) -> Result<bool, Error> {
+    /// Reads the events received so far; whether the screen changed. A new screen size
+    /// goes to every viewer at once, as a keyframe of the new screen.
+    fn drain_events(&mut self) -> Result<bool, Error> {
         let mut changed = false;
+        let mut resized = None;
         while let Some(ev) = self.conn.poll_for_event()? {
-            changed |= matches!(ev, Event::DamageNotify(_));
+            match ev {
+                Event::DamageNotify(_) => changed = true,
+                Event::ConfigureNotify(c) if c.window == self.root => {
+                    resized = Some((c.width, c.height));
+                }
+                _ => {}
+            }
         }
+        if let Some(size) = resized {
+            self.resized(size)?;
+        }
+        Ok(changed)
+    }
+
+    /// The screen is `size` now: the shadow starts again, and every viewer gets a keyframe
+    /// of the new screen.
+    fn resized(&mut self, size: (u16, u16)) -> Result<(), Error> {
+        if size == self.size || size.0 == 0 || size.1 == 0 {
+            return Ok(());
+        }
+        self.size = size;
+        self.shadow.clear();
+        *self.screen.lock().expect("screen") = size;
+        if self.viewers.load(Ordering::SeqCst) > 0 && self.tiles.receiver_count() > 0 {
+            let k = self.keyframe()?;
+            let _ = self.tiles.send(k);
+        }
+        Ok(())
+    }
+
+    /// Asks the X server for the screen's size (a resize may have come between the event
+    /// and a request): whether it changed.
+    fn refresh_size(&mut self) -> Result<bool, Error> {
+        let g = self.conn.get_geometry(self.root)?.reply()?;
+        let changed = (g.width, g.height) != self.size;
+        self.resized((g.width, g.height))?;
         Ok(changed)
     }
 
@@ -281,7 +332,12 @@ impl Worker {
             return Ok(());
         }
         for r in merge(&rects, self.size) {
-            let img = self.grab(r)?;
+            let img = match self.grab(r) {
+                Ok(img) => img,
+                // Out of a screen that just shrank: the new screen's keyframe replaces it.
+                Err(_) if self.refresh_size()? => return Ok(()),
+                Err(e) => return Err(e),
+            };
             // Damage is coarse (a blinking caret repaints its whole field): send only the
             // part that differs from what the viewers were sent.
             if let Some(c) = changed(&mut self.shadow, self.size, &img, r) {
@@ -299,7 +355,11 @@ impl Worker {
             width: self.size.0,
             height: self.size.1,
         };
-        let img = self.grab(whole)?;
+        let img = match self.grab(whole) {
+            Ok(img) => img,
+            Err(_) if self.refresh_size()? => return self.keyframe(),
+            Err(e) => return Err(e),
+        };
         self.tile(&img, whole, whole, true)
     }
 
@@ -377,6 +437,7 @@ impl Worker {
             height: part.height,
             seq: self.seq,
             key,
+            screen: self.size,
             jpeg: jpeg.into(),
         }))
     }

@@ -147,6 +147,20 @@ impl Input {
         .map_err(|e| Error::Request(e.to_string()))?
     }
 
+    /// Makes the screen `size` (see [`super::screen::resize`]); the pointer is then clamped
+    /// to the new screen.
+    ///
+    /// # Errors
+    /// [`Error::NotResizable`] on a fixed-size X server; the display is gone.
+    pub async fn resize(&self, size: (u16, u16)) -> Result<(), Error> {
+        self.with(move |s| {
+            super::screen::resize(&s.conn, s.root, size)?;
+            s.size = size;
+            Ok(())
+        })
+        .await
+    }
+
     /// Moves the pointer to (`x`, `y`) (screen pixels, clamped to the screen).
     ///
     /// # Errors

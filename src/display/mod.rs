@@ -1,4 +1,4 @@
-//! A headful browser's virtual display, seen from the daemon: the X server (Xvfb) the
+//! A headful browser's virtual display, seen from the daemon: the X server (Xvnc or Xvfb) the
 //! sandbox's init started, reached through its socket in the browser's run directory.
 //!
 //! - [`capture`]: ONE capture per session, whatever the number of viewers. The X DAMAGE
@@ -20,6 +20,7 @@ pub mod audio;
 pub mod capture;
 pub mod input;
 pub mod keys;
+pub mod screen;
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -74,6 +75,9 @@ pub enum Error {
     /// A request failed.
     #[error("the virtual display: {0}")]
     Request(String),
+    /// The X server's screen has a fixed size (Xvfb).
+    #[error("the virtual display cannot change its size (Xvfb; Xvnc can)")]
+    NotResizable,
 }
 
 impl From<x11rb::errors::ConnectionError> for Error {
@@ -144,9 +148,7 @@ fn peer_uid(s: &UnixStream) -> std::io::Result<u32> {
 /// One session's display: its capture and its input.
 #[derive(Debug)]
 pub struct Display {
-    /// The screen's size in pixels.
-    pub size: (u16, u16),
-    /// What changes on it.
+    /// What changes on it (and its size now).
     pub capture: Arc<Capture>,
     /// Hands on it.
     pub input: Input,
@@ -164,7 +166,6 @@ impl Display {
         let capture = Capture::start(socket, uid, quality)?;
         let input = Input::open(socket, uid)?;
         Ok(Display {
-            size: capture.size(),
             capture,
             input,
             sound: None,

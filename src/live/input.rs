@@ -254,7 +254,8 @@ fn button_of(m: &Value) -> Result<Option<Button>, Fault> {
 }
 
 /// Input on a display (the whole browser): pointer, wheel, keys and text go in at the X
-/// level. `None`: not a display message (tabs, navigation, resize go through the hub).
+/// level, and a resize changes the screen. `None`: not a display message (tabs and
+/// navigation go through the hub).
 async fn on_display(
     d: &Display,
     live: &Live,
@@ -358,6 +359,26 @@ async fn on_display(
                 } else {
                     d.input.text(text.to_string()).await.map_err(browser)?;
                 }
+                Ok(Outcome::Done)
+            }
+            "resize" => {
+                if !user.has(Role::Resize) {
+                    return Ok(Outcome::Dropped);
+                }
+                let side = |k: &str| {
+                    m[k].as_u64()
+                        .ok_or_else(|| Fault::Malformed(format!("resize.{k}")))
+                };
+                let size = crate::display::screen::clamp(side("width")?, side("height")?);
+                if d.capture.size() == size {
+                    return Ok(Outcome::Done);
+                }
+                match d.input.resize(size).await {
+                    // Xvfb: the screen keeps the session's size.
+                    Err(crate::display::Error::NotResizable) => return Ok(Outcome::Dropped),
+                    r => r.map_err(browser)?,
+                }
+                live.hub.fill_screen(size).await.map_err(Fault::Browser)?;
                 Ok(Outcome::Done)
             }
             _ => Ok(Outcome::Dropped),

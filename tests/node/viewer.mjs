@@ -14,6 +14,7 @@
 //   {cmd:"clickChoose", name, x, y, path}   -> clicks, and picks `path` in the file chooser
 //                                           that the click opens in the viewer
 //   {cmd:"save", name, path}                -> writes the picture as a PNG (for failures)
+//   {cmd:"viewport", name, width, height}   -> the person's window changes size
 //   {cmd:"waitFor", name, expr, timeout?}   -> true once `expr` (on window.__pv) holds
 //   {cmd:"page", name}                      -> {url, html}
 //   {cmd:"close", name} / {cmd:"quit"}
@@ -63,6 +64,7 @@ async function run(c) {
       return p.evaluate(() => window.__pv);
     }
     case "state": return page.evaluate(() => window.__pv);
+    case "viewport": await page.setViewportSize({ width: c.width, height: c.height }); return true;
     case "click": {
       const s = await toScreen(page, c.x, c.y);
       await page.mouse.click(s.x, s.y, { button: c.button || "left", clickCount: c.clickCount || 1 });

@@ -104,6 +104,29 @@ impl Hub {
         });
     }
 
+    /// Makes the window of the tab shown now fill a screen of `size` (a display's, after it
+    /// changed size: no window manager does it).
+    ///
+    /// # Errors
+    /// No live view running, no tab shown, or the browser refused.
+    pub async fn fill_screen(&self, (width, height): (u16, u16)) -> Result<(), String> {
+        let conn = self.conn().await?;
+        let (target, _) = conn.active_session().ok_or("no tab is shown")?;
+        let win = conn
+            .call(
+                None,
+                "Browser.getWindowForTarget",
+                json!({"targetId": &target}),
+            )
+            .await?;
+        set_bounds(
+            &conn,
+            &win,
+            json!({"left": 0, "top": 0, "width": width, "height": height}),
+        )
+        .await
+    }
+
     /// Sizes the window of the tab shown now so that its viewport is `width` x `height` CSS
     /// px: the window is that plus the browser's own UI, which is the window less the viewport
     /// of that tab's latest frame (or, before it sent one, less its layout viewport). The
@@ -145,20 +168,11 @@ impl Hub {
                 .min(400)
         };
         let (dw, dh) = (ui(&b["width"], vw), ui(&b["height"], vh));
-        if b["windowState"].as_str().is_some_and(|s| s != "normal") {
-            conn.call(
-                None,
-                "Browser.setWindowBounds",
-                json!({"windowId": win["windowId"], "bounds": {"windowState": "normal"}}),
-            )
-            .await?;
-        }
         let mut frames = self.frames.subscribe();
-        conn.call(
-            None,
-            "Browser.setWindowBounds",
-            json!({"windowId": win["windowId"],
-                   "bounds": {"width": width + dw, "height": height + dh}}),
+        set_bounds(
+            &conn,
+            &win,
+            json!({"width": width + dw, "height": height + dh}),
         )
         .await?;
         // A still page may not send a frame for its new size; without one, viewers (and the
@@ -248,4 +262,27 @@ impl Hub {
             .await?;
         Ok(())
     }
+}
+
+/// Sets the bounds of `win` (a `Browser.getWindowForTarget` answer), from the normal state
+/// (a maximized or full-screen window takes no size).
+async fn set_bounds(conn: &Conn, win: &Value, bounds: Value) -> Result<(), String> {
+    if win["bounds"]["windowState"]
+        .as_str()
+        .is_some_and(|s| s != "normal")
+    {
+        conn.call(
+            None,
+            "Browser.setWindowBounds",
+            json!({"windowId": win["windowId"], "bounds": {"windowState": "normal"}}),
+        )
+        .await?;
+    }
+    conn.call(
+        None,
+        "Browser.setWindowBounds",
+        json!({"windowId": win["windowId"], "bounds": bounds}),
+    )
+    .await
+    .map(|_| ())
 }
