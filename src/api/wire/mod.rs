@@ -410,9 +410,10 @@ pub fn query_value(raw: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-/// `generation` of `GET /v0/profiles/{id}/storage_state`.
+/// `generation` of `GET /v0/profiles/{id}/storage_state`: as large as [`query`] reads
+/// integers (a larger one is schema-valid otherwise, and refused).
 pub fn generation() -> Value {
-    json!({"type": "integer", "minimum": 1})
+    json!({"type": "integer", "minimum": 1, "maximum": i64::MAX})
 }
 
 /// The longest `origins[].origin`: with the shortest scheme (`http://`) the host stays within
@@ -650,6 +651,27 @@ mod tests {
         assert!(!ok(json!({"timeout": {"absolute": MAX_TIMEOUT + 1}})));
         assert!(!ok(json!({"width": 99})));
         assert!(!ok(json!({"timeout": {"webhook": {"url": "ftp://x"}}})));
+    }
+
+    /// An integer query parameter the schema allows is read; one past it is refused by both.
+    #[test]
+    fn integer_query_schema_and_reader_agree() {
+        #[derive(serde::Deserialize)]
+        struct Q {
+            generation: Option<u64>,
+        }
+        let params = [Param {
+            name: "generation",
+            schema: generation,
+            description: "",
+        }];
+        let max = generation()["maximum"].as_u64().unwrap();
+        let q: Q = query(&params, Some(&format!("generation={max}"))).unwrap();
+        assert_eq!(q.generation, Some(max));
+        let past = u128::from(max) + 1;
+        assert!(query::<Q>(&params, Some(&format!("generation={past}"))).is_err());
+        let v = json!(past as f64);
+        assert!(schema::validate(&generation(), &v, "").is_err());
     }
 
     /// The schema says what `storage_state::parse` enforces for an origin: whatever one
