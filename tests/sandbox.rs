@@ -43,12 +43,11 @@ async fn navigate(cdp: &mut Cdp, url: &str) -> Value {
 }
 
 /// Every process of the sandboxed browsers, seen from the host: (pid, status, environ, cmdline).
-fn sandboxed_browser_processes() -> Vec<(u32, String, Vec<u8>, String)> {
+fn sandboxed_browser_processes(d: &Daemon) -> Vec<(u32, String, Vec<u8>, String)> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
+    // The daemon's own browsers only: other tests' viewers run Chromium on this host too.
+    let daemon = d.child.as_ref().expect("the daemon runs").id();
+    for pid in descendants(daemon) {
         let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
         };
@@ -245,7 +244,7 @@ async fn no_tenant_viewer_or_page_reaches_outside_its_session() {
     );
 
     // --- Seen from the host: who the browsers are and what they hold ---
-    let procs = sandboxed_browser_processes();
+    let procs = sandboxed_browser_processes(&d);
     let ours: Vec<_> = procs
         .iter()
         .filter(|p| p.3.contains("--user-data-dir=/profile"))
