@@ -185,16 +185,14 @@ pub(super) fn bwrap_args(
         .map(String::from),
     );
     // bubblewrap makes missing parents 0700 (root's when the daemon is root): the browser's
-    // uid must traverse them.
-    for d in [
-        "/etc",
-        "/etc/chromium",
-        "/etc/chromium/policies",
-        "/etc/chromium/policies/managed",
-        "/home",
-        "/pv",
-    ] {
-        a.extend(["--perms".into(), "0755".into(), "--dir".into(), d.into()]);
+    // uid must traverse them (a /var/cache it could not enter cost every start a fontconfig
+    // scan of all fonts, ~250 ms).
+    let targets = ETC
+        .iter()
+        .copied()
+        .chain([PROFILE, HOME, EGRESS_DIR, POLICY, INIT, UPLOADS]);
+    for d in parents_to_make(targets) {
+        a.extend(["--perms".into(), "0755".into(), "--dir".into(), d]);
     }
     for top in ["lib", "lib64", "lib32", "bin", "sbin"] {
         let host = Path::new("/").join(top);
@@ -273,6 +271,23 @@ pub(super) fn bwrap_args(
         a.extend(["--setenv".into(), k.into(), v]);
     }
     a
+}
+
+/// The directories above mount points that bubblewrap would otherwise make itself (0700),
+/// parents first; not those inside the mounts made before them (/usr, /tmp, /dev, /proc).
+fn parents_to_make<'a>(targets: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for t in targets {
+        for p in Path::new(t).ancestors().skip(1) {
+            let top = p.components().nth(1).map(|c| c.as_os_str().to_owned());
+            let mounted =
+                top.is_some_and(|t| ["usr", "tmp", "dev", "proc"].iter().any(|m| t == *m));
+            if p != Path::new("/") && !mounted {
+                dirs.insert(p.display().to_string());
+            }
+        }
+    }
+    dirs.into_iter().collect()
 }
 
 /// The host side of one browser's run directory.
@@ -397,4 +412,53 @@ pub(super) fn policy_json(_opts: &LaunchOptions) -> serde_json::Value {
         "DefaultBrowserSettingEnabled": false,
         "ExtensionInstallBlocklist": ["*"],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every mount point's parents are made traversable: none is left to bubblewrap (0700,
+    /// which the browser's uid cannot enter).
+    #[test]
+    fn every_parent_of_a_mount_is_made_traversable() {
+        let binds = Binds {
+            profile: 6,
+            home: 7,
+            egress: 8,
+            policy: 9,
+            init: 10,
+            x11: Some(11),
+            audio: Some(12),
+            uploads: 13,
+        };
+        let opts = LaunchOptions::default();
+        let a = bwrap_args(&binds, &opts, Path::new("/usr/bin/chromium"), true);
+        let made: Vec<&str> = a
+            .windows(2)
+            .filter(|w| w[0] == "--dir")
+            .map(|w| w[1].as_str())
+            .collect();
+        let targets: Vec<&str> = a
+            .windows(3)
+            .filter(|w| w[0].contains("bind"))
+            .map(|w| w[2].as_str())
+            .collect();
+        assert!(targets.contains(&"/var/cache/fontconfig"), "{a:?}");
+        for t in targets {
+            for p in Path::new(t).ancestors().skip(1) {
+                let p = p.to_str().unwrap();
+                let mounted = ["/", "/usr", "/tmp", "/dev", "/proc"]
+                    .iter()
+                    .any(|m| p == *m || (m.len() > 1 && p.starts_with(&format!("{m}/"))));
+                assert!(
+                    mounted || made.contains(&p),
+                    "{p} (above {t}) is not made: {a:?}"
+                );
+            }
+        }
+        // Parents come before their children.
+        let at = |d: &str| made.iter().position(|m| *m == d).unwrap();
+        assert!(at("/var") < at("/var/cache"));
+    }
 }
