@@ -120,8 +120,9 @@ pub struct ServerConfig {
     pub max_viewers: usize,
     /// Input messages per second one viewer may send.
     pub viewer_input_rate: u32,
-    /// Origins whose pages may open the live-view socket (empty: the daemon's own origin,
-    /// i.e. its embed page, wherever that is framed).
+    /// Origins whose pages may open the live-view socket besides the daemon's own (its embed
+    /// page, wherever that is framed). `["*"]` (the default): any — the viewer token in the
+    /// URL is the credential, and apps built on the Hyperbeam SDK run on their own origins.
     pub viewer_origins: Vec<String>,
     /// CSP `frame-ancestors` of the embed page (`*`: any site may frame it, as Hyperbeam's).
     pub frame_ancestors: String,
@@ -286,7 +287,7 @@ impl Default for ServerConfig {
             profile_data_max_bytes: crate::vault::DEFAULT_DATA_MAX_BYTES,
             max_viewers: 20,
             viewer_input_rate: 400,
-            viewer_origins: Vec::new(),
+            viewer_origins: vec!["*".into()],
             frame_ancestors: "*".into(),
             close_deadline: 30,
             restore_deadline: 300,

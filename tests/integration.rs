@@ -23,6 +23,7 @@ mod room;
 mod s3;
 mod sandbox;
 mod screen;
+mod sdk;
 mod travel;
 mod trust;
 mod upgrade;

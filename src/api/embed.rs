@@ -23,6 +23,8 @@ use crate::live::{roles, Role};
 use crate::session::Session;
 
 const PAGE: &str = include_str!("../live/embed.html");
+/// The live view as an ES module for the @hyperbeam/web SDK (`Hyperbeam(container, embed_url)`).
+const MODULE: &str = include_str!("../live/sdk.js");
 
 /// The session and roles of a viewer token. The admin token and API keys are refused here:
 /// they open the API and CDP, not the live view.
@@ -48,15 +50,91 @@ pub(super) fn authorize_viewer(
     Err(ApiError::unauthorized())
 }
 
-/// `GET /v0/vm/{id}/embed?token=`: the page.
+/// Query parameters of `GET /v0/vm/{id}/embed` besides the token.
+pub(super) const PAGE_QUERY: &[wire::Param] = &[wire::Param {
+    name: "no_cbor",
+    schema: no_cbor,
+    description: "set by the @hyperbeam/web SDK: a request without `Sec-Fetch-Dest` that carries it is the SDK's fetch of the client module",
+}];
+
+fn no_cbor() -> Value {
+    json!({"type": "string", "maxLength": 16})
+}
+
+/// What a `GET` of `embed_url` is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wants {
+    /// A person's navigation (or a frame): the page.
+    Page,
+    /// The @hyperbeam/web SDK's `fetch`, which imports the body as an ES module.
+    Module,
+}
+
+impl Wants {
+    /// `Sec-Fetch-Dest: empty` is a script's fetch; without the header (older browsers,
+    /// WebViews), the SDK's `no_cbor` parameter says it.
+    fn of(headers: &HeaderMap, no_cbor: bool) -> Wants {
+        match headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok()) {
+            Some("empty") => Wants::Module,
+            Some(_) => Wants::Page,
+            None if no_cbor => Wants::Module,
+            None => Wants::Page,
+        }
+    }
+}
+
+/// `GET /v0/vm/{id}/embed?token=`: the page to a person, the client module to the SDK. Every
+/// answer, errors too, may be read by any origin (the SDK runs on the app's; the token in the
+/// URL is the credential, no cookie is ever read), and varies with what was asked for.
 pub(super) async fn page(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<TokenQuery>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let wants = Wants::of(&headers, q.no_cbor.is_some());
+    let mut resp = match page_for(&state, &id, q.token.as_deref(), wants) {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("Sec-Fetch-Dest"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// The query of `GET /v0/vm/{id}/embed`.
+#[derive(Debug, Deserialize)]
+pub(super) struct PageQuery {
+    token: Option<String>,
+    no_cbor: Option<String>,
+}
+
+fn page_for(
+    state: &AppState,
+    id: &str,
+    token: Option<&str>,
+    wants: Wants,
 ) -> Result<Response, ApiError> {
-    let (s, _) = authorize_viewer(&state, q.token.as_deref(), &id)?;
+    let (s, _) = authorize_viewer(state, token, id)?;
     if !s.is_active() {
         return Err(ApiError::expired());
+    }
+    if wants == Wants::Module {
+        let mut resp = (StatusCode::OK, MODULE).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/javascript; charset=utf-8"),
+        );
+        return Ok(resp);
     }
     let nonce = crate::live::new_token();
     let html = PAGE
@@ -76,29 +154,34 @@ pub(super) async fn page(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
     Ok(resp)
 }
 
-/// Whether a socket's `Origin` may connect: the daemon's own origin (its embed page, framed
-/// anywhere), the configured ones, or none at all (not a browser).
+/// Whether a socket's `Origin` may connect: any, with `"*"` in `server.viewer_origins` (the
+/// default: the viewer token in the URL is the credential, and apps built on the Hyperbeam SDK
+/// run on their own origins); else the daemon's own origin (its embed page, framed anywhere)
+/// and the listed ones. A request without `Origin` is not a browser's page.
 fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+    let header = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
+    origin_in(
+        &state.public_url,
+        header(header::HOST),
+        &state.viewer_origins,
+        header(header::ORIGIN),
+    )
+}
+
+fn origin_in(own: &str, host: Option<&str>, allowed: &[String], origin: Option<&str>) -> bool {
+    let Some(origin) = origin else {
         return true;
     };
-    let own = state.public_url.trim_end_matches('/');
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(|h| [format!("http://{h}"), format!("https://{h}")]);
-    origin == own
-        || host.is_some_and(|h| h.iter().any(|o| o == origin))
-        || state
-            .viewer_origins
+    origin == own.trim_end_matches('/')
+        || host.is_some_and(|h| {
+            [format!("http://{h}"), format!("https://{h}")]
+                .iter()
+                .any(|o| o == origin)
+        })
+        || allowed
             .iter()
             .any(|o| o == "*" || o.trim_end_matches('/') == origin)
 }
@@ -303,4 +386,48 @@ pub(super) async fn users(
 ) -> Result<Json<Value>, ApiError> {
     let (s, _) = authorize(&state, &headers, None, &id)?;
     Ok(Json(json!({"users": s.live.users()})))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn origins_any_by_default_else_own_and_listed() {
+        let any = vec!["*".to_string()];
+        let listed = vec!["https://app.example/".to_string()];
+        let own = "http://127.0.0.1:8080/";
+        let host = Some("pv.internal:8080");
+        assert!(super::origin_in(
+            own,
+            host,
+            &any,
+            Some("https://evil.example")
+        ));
+        assert!(super::origin_in(own, host, &any, Some("null")));
+        assert!(super::origin_in(
+            own,
+            host,
+            &listed,
+            Some("https://app.example")
+        ));
+        assert!(super::origin_in(
+            own,
+            host,
+            &listed,
+            Some("http://127.0.0.1:8080")
+        ));
+        assert!(super::origin_in(
+            own,
+            host,
+            &listed,
+            Some("https://pv.internal:8080")
+        ));
+        assert!(super::origin_in(own, host, &listed, None));
+        assert!(!super::origin_in(
+            own,
+            host,
+            &listed,
+            Some("https://evil.example")
+        ));
+        assert!(!super::origin_in(own, host, &[], Some("null")));
+    }
 }

@@ -70,8 +70,8 @@ pub enum Reply {
     Json(&'static LazyLock<Value>),
     /// 200 with a JSON body of this schema, or `text/event-stream` when asked to watch.
     JsonOrEvents(&'static LazyLock<Value>),
-    /// 200 `text/html`.
-    Html,
+    /// 200 `text/html` to a navigation, `text/javascript` (an ES module) to a script's fetch.
+    PageOrModule,
     /// 200 `text/plain`.
     Text,
     /// 200: a file's bytes (`application/octet-stream`, as an attachment).

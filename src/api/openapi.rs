@@ -34,9 +34,9 @@ pub fn document() -> Value {
                 "description": "OK: JSON, or with watch=true a text/event-stream of `snapshot` events (this schema) and `change` events (`x-change-event`), each with its version as the event id",
                 "content": {"application/json": {"schema": Value::clone(schema)}, "text/event-stream": {"schema": {"type": "string"}}},
                 "x-change-event": Value::clone(&wire::STORE_CHANGE)}),
-            Reply::Html => {
-                json!({"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}})
-            }
+            Reply::PageOrModule => json!({
+                "description": "The page (text/html) to a navigation (Sec-Fetch-Dest: document or iframe); the live view's ES module (text/javascript) to a script's fetch (Sec-Fetch-Dest: empty, or no such header and `no_cbor`), as the @hyperbeam/web SDK imports it. `Access-Control-Allow-Origin: *` on every answer, errors too; `Vary: Sec-Fetch-Dest`",
+                "content": {"text/html": {"schema": {"type": "string"}}, "text/javascript": {"schema": {"type": "string"}}}}),
             Reply::Text => {
                 json!({"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}})
             }

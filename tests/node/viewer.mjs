@@ -15,6 +15,11 @@
 //                                           that the click opens in the viewer
 //   {cmd:"save", name, path}                -> writes the picture as a PNG (for failures)
 //   {cmd:"viewport", name, width, height}   -> the person's window changes size
+//   {cmd:"host", name, url, until}          -> opens an app's page (not the embed page) and
+//                                           waits until `until` (a page expression) holds
+//   {cmd:"evaluate", name, expr}            -> the value of `expr` on that page (no CSP there)
+//   {cmd:"clickAt", name, x, y}             -> a click at the page's own coordinates
+//   {cmd:"typeText", name, text}            -> types on the page's keyboard
 //   {cmd:"waitFor", name, expr, timeout?}   -> true once `expr` (on window.__pv) holds
 //   {cmd:"page", name}                      -> {url, html}
 //   {cmd:"close", name} / {cmd:"quit"}
@@ -64,6 +69,16 @@ async function run(c) {
       return p.evaluate(() => window.__pv);
     }
     case "state": return page.evaluate(() => window.__pv);
+    case "host": {
+      const p = await browser.newPage({ viewport: { width: c.width || 1000, height: c.height || 700 } });
+      pages.set(c.name, p);
+      await p.goto(c.url);
+      await p.waitForFunction(c.until, null, { timeout: 20000 });
+      return true;
+    }
+    case "evaluate": return page.evaluate(c.expr);
+    case "clickAt": await page.mouse.click(c.x, c.y); return true;
+    case "typeText": await page.keyboard.type(c.text, { delay: 30 }); return true;
     case "viewport": await page.setViewportSize({ width: c.width, height: c.height }); return true;
     case "click": {
       const s = await toScreen(page, c.x, c.y);

@@ -1,0 +1,217 @@
+// The live view as an ES module for the @hyperbeam/web SDK: `Hyperbeam(container, embed_url)`
+// fetches embed_url, imports this, and calls `default(shadowRoot, url, send, options)`.
+// It speaks the daemon's viewer socket (the embed page's wire: JSON messages, JPEG frames and
+// display tiles) and the SDK's messages (`connection`, `resize`, `connection_state`,
+// `disconnect`, `blur`, answers to calls). Self-contained: the SDK imports it from a `blob:`
+// URL, so every server address is derived from `url`. No inline styles, no data: images, no
+// workers, no eval: it runs under a host page's strict CSP.
+export default function profileVault(root, url, send, opts) {
+  opts = opts || {};
+  const page = new URL(url);
+  const token = page.searchParams.get('token') || '';
+  const socketUrl = new URL(page.pathname.replace(/\/+$/, '') + '/socket', page);
+  socketUrl.protocol = page.protocol === 'https:' ? 'wss:' : 'ws:';
+  socketUrl.search = '?token=' + encodeURIComponent(token);
+
+  // ---------- the picture: frames drawn on a canvas, shown by a <video> (apps read it) ----------
+  root.replaceChildren();
+  const canvas = document.createElement('canvas');
+  const ctx = canvas.getContext('2d');
+  const video = document.createElement('video');
+  video.id = 'vid';
+  video.muted = true;
+  video.autoplay = true;
+  video.playsInline = true;
+  video.tabIndex = -1;
+  Object.assign(video.style, {
+    width: '100%', height: '100%', display: 'block', objectFit: 'contain', background: '#000',
+    outline: 'none',
+  });
+  const stream = canvas.captureStream ? canvas.captureStream() : null;
+  if (stream) video.srcObject = stream;
+  root.append(video);
+  if (opts.videoTrackCb && stream) queueMicrotask(() => opts.videoTrackCb(stream.getVideoTracks()[0]));
+
+  let W = 0, H = 0, userId = null, roles = [], connected = false, closed = false, ended = false;
+  let ws = null, backoff = 500, retry = 0;
+  let tiles = Promise.resolve();
+  const disabled = () => !!opts.disableInput;
+
+  function frameDone() {
+    if (opts.frameCb) createImageBitmap(canvas).then((b) => opts.frameCb(b), () => {});
+    if (stream && stream.getVideoTracks()[0] && stream.getVideoTracks()[0].requestFrame) {
+      stream.getVideoTracks()[0].requestFrame();
+    }
+  }
+  function decode(bytes) {
+    return createImageBitmap(new Blob([bytes], { type: 'image/jpeg' }));
+  }
+  function onBinary(data) {
+    const u8 = new Uint8Array(data);
+    if (u8[0] === 0xff) {
+      // A whole frame of the page-only view.
+      tiles = tiles.then(() => decode(u8)).then((b) => {
+        if (canvas.width !== b.width || canvas.height !== b.height) {
+          canvas.width = b.width; canvas.height = b.height;
+        }
+        ctx.drawImage(b, 0, 0, canvas.width, canvas.height);
+        b.close();
+        frameDone();
+      }, () => {});
+    } else if (u8[0] === 1) {
+      // A tile of the display: 0x01, x, y (u16 BE), JPEG.
+      const v = new DataView(data);
+      const x = v.getUint16(1), y = v.getUint16(3);
+      const bmp = decode(u8.subarray(5));
+      tiles = tiles.then(() => bmp).then((b) => {
+        if (canvas.width !== W || canvas.height !== H) { canvas.width = W; canvas.height = H; }
+        ctx.drawImage(b, x, y);
+        b.close();
+        frameDone();
+      }, () => {});
+    }
+    // 0x02 (sound) is not played by this module yet.
+  }
+
+  const REASONS = { client: 'request', admin: 'request', inactive: 'inactive', absolute: 'absolute', kicked: 'kicked' };
+  function onText(m) {
+    switch (m.t) {
+      case 'hello':
+        if (userId === null) userId = m.user_id;
+        roles = m.roles || [];
+        break;
+      case 'meta':
+        W = m.width | 0; H = m.height | 0;
+        if (!connected) {
+          connected = true;
+          send({ type: 'connection', data: { width: W, height: H, user_id: userId, max_area: 3840 * 2160 } });
+          video.play().catch(() => {});
+        } else {
+          send({ type: 'resize', data: { width: W, height: H } });
+        }
+        send({ type: 'connection_state', data: { state: 'playing' } });
+        break;
+      case 'roles':
+        roles = m.roles || roles;
+        break;
+      case 'ended':
+        ended = true;
+        send({ type: 'disconnect', data: { type: REASONS[m.reason] || 'unknown' } });
+        break;
+    }
+  }
+
+  function connect() {
+    if (closed) return;
+    send({ type: 'connection_state', data: { state: connected ? 'reconnecting' : 'connecting' } });
+    ws = new WebSocket(socketUrl);
+    ws.binaryType = 'arraybuffer';
+    ws.onopen = () => { backoff = 500; };
+    ws.onmessage = (ev) => {
+      if (typeof ev.data === 'string') {
+        try { onText(JSON.parse(ev.data)); } catch (_) { /* not ours */ }
+      } else {
+        onBinary(ev.data);
+      }
+    };
+    ws.onclose = (ev) => {
+      ws = null;
+      if (closed || ended) return;
+      if (ev.code === 4001 || ev.code === 1008) {
+        ended = true;
+        send({ type: 'disconnect', data: { type: ev.code === 1008 ? 'unauthorized' : 'unknown' } });
+        return;
+      }
+      retry = setTimeout(connect, backoff);
+      backoff = Math.min(backoff * 2, 8000);
+    };
+  }
+  const out = (m) => { if (ws && ws.readyState === 1) ws.send(JSON.stringify(m)); };
+  setTimeout(connect, 0);
+
+  // ---------- input: mouse and wheel on the video, keys from the window ----------
+  const mods = (e) => (e.altKey ? 1 : 0) | (e.ctrlKey ? 2 : 0) | (e.metaKey ? 4 : 0) | (e.shiftKey ? 8 : 0);
+  const BUTTONS = ['left', 'middle', 'right', 'back', 'forward'];
+  function toRemote(e) {
+    const r = video.getBoundingClientRect();
+    if (!W || !H || !r.width || !r.height) return null;
+    const s = Math.min(r.width / W, r.height / H);
+    const ox = r.left + (r.width - W * s) / 2, oy = r.top + (r.height - H * s) / 2;
+    const x = (e.clientX - ox) / s, y = (e.clientY - oy) / s;
+    if (x < 0 || y < 0 || x >= W || y >= H) return null;
+    return { x: Math.round(x), y: Math.round(y) };
+  }
+  function mouse(type, e, button, clickCount) {
+    const p = toRemote(e);
+    if (p) out({ t: 'mouse', type, x: p.x, y: p.y, button, buttons: e.buttons, clickCount, modifiers: mods(e) });
+  }
+  const listeners = [];
+  const on = (target, name, fn, o) => { target.addEventListener(name, fn, o); listeners.push([target, name, fn, o]); };
+  on(video, 'mousedown', (e) => {
+    e.preventDefault();
+    send({ type: 'blur' });
+    if (!disabled() && BUTTONS[e.button]) mouse('mousePressed', e, BUTTONS[e.button], e.detail || 1);
+  });
+  on(video, 'mouseup', (e) => {
+    if (!disabled() && BUTTONS[e.button]) mouse('mouseReleased', e, BUTTONS[e.button], e.detail || 1);
+  });
+  on(video, 'mousemove', (e) => { if (!disabled()) mouse('mouseMoved', e, 'none', 0); });
+  on(video, 'contextmenu', (e) => e.preventDefault());
+  on(video, 'wheel', (e) => {
+    e.preventDefault();
+    const p = toRemote(e);
+    if (!p || disabled()) return;
+    const k = e.deltaMode === 1 ? 16 : e.deltaMode === 2 ? H || 800 : 1;
+    out({ t: 'wheel', x: p.x, y: p.y, deltaX: e.deltaX * k, deltaY: e.deltaY * k, modifiers: mods(e) });
+  }, { passive: false });
+  const typing = () => {
+    const a = document.activeElement;
+    return a && (a.tagName === 'INPUT' || a.tagName === 'TEXTAREA' || a.isContentEditable);
+  };
+  function key(type, e) {
+    if (disabled() || opts.delegateKeyboard === false || typing()) return;
+    const m = { t: 'key', type, key: e.key, code: e.code, keyCode: e.keyCode, modifiers: mods(e) };
+    if (type === 'keyDown') {
+      if (e.key === 'Enter') m.text = '\r';
+      else if ([...e.key].length === 1 && !(e.ctrlKey || e.metaKey)) m.text = e.key;
+    }
+    e.preventDefault();
+    out(m);
+  }
+  on(window, 'keydown', (e) => key('keyDown', e));
+  on(window, 'keyup', (e) => key('keyUp', e));
+
+  // ---------- the SDK's calls and messages ----------
+  function reply(i, r, e) { if (i !== undefined) setTimeout(() => send(e ? { i, e } : { i, r }), 0); }
+  function handleMessage(msg) {
+    if (!msg || typeof msg !== 'object') return;
+    if ('m' in msg) {
+      const a = Array.isArray(msg.a) ? msg.a : [];
+      if (msg.m === 'resize') {
+        if (!roles.includes('resize')) return reply(msg.i, undefined, 'this user may not resize (role `resize`)');
+        out({ t: 'resize', width: a[0] | 0, height: a[1] | 0 });
+        return reply(msg.i, true);
+      }
+      return reply(msg.i, undefined, 'not supported by profile-vault yet: ' + msg.m);
+    }
+    switch (msg.type) {
+      case 'ping': out({ t: 'ping' }); break;
+      case 'reconnect': if (ws) ws.close(); break;
+      case 'disable_input': opts.disableInput = !!msg.data; break;
+      case 'delegate_keyboard': opts.delegateKeyboard = !!msg.data; break;
+    }
+  }
+
+  function destroy() {
+    closed = true;
+    clearTimeout(retry);
+    if (ws) { try { ws.close(1000); } catch (_) { /* closing */ } }
+    for (const [t, n, f, o] of listeners) t.removeEventListener(n, f, o);
+    listeners.length = 0;
+    if (stream) for (const t of stream.getTracks()) t.stop();
+    video.srcObject = null;
+    root.replaceChildren();
+  }
+
+  return { handleMessage, destroy };
+}

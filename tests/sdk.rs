@@ -1,0 +1,241 @@
+//! A drop-in for Hyperbeam: a page on another origin loads the real `@hyperbeam/web` SDK (from
+//! npm, as an app does), calls `Hyperbeam(div, embed_url)` against the daemon, and the person
+//! uses the session through it. Real Chromium on both sides.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse};
+use serde_json::json;
+
+use crate::common::daemon::*;
+use crate::common::viewer::Viewer;
+use crate::display::page_until;
+
+/// The app's page: the SDK from node_modules (cbor-x through an import map, as a bundler
+/// would resolve it), a container, and `Hyperbeam(container, embed)`.
+const HOST: &str = r#"<!doctype html><title>app</title>
+<script type="importmap">{"imports": {"cbor-x/decode": "/npm/cbor-x/decode.js"}}</script>
+<body style="margin:0"><div id=c style="width:900px;height:560px"></div>
+<script type=module>
+import Hyperbeam from "/npm/@hyperbeam/web/index.js";
+const embed = new URLSearchParams(location.search).get("embed");
+window.frames_ = 0;
+try {
+  const hb = await Hyperbeam(document.getElementById("c"), embed, {
+    frameCb: (b) => { window.frames_++; b.close(); },
+    onDisconnect: (d) => { window.disconnect_ = d.type; },
+  });
+  window.hb = hb;
+  window.state_ = "connected";
+} catch (e) {
+  window.state_ = "error: " + e.name + ": " + e.message;
+}
+// The page's point of a point of the remote screen (the video is letterboxed).
+window.toPage = (x, y) => {
+  const r = document.getElementById("c").shadowRoot.querySelector("video").getBoundingClientRect();
+  const s = Math.min(r.width / hb.width, r.height / hb.height);
+  return { x: r.left + (r.width - hb.width * s) / 2 + x * s, y: r.top + (r.height - hb.height * s) / 2 + y * s };
+};
+</script>"#;
+
+/// Serves the app's page and the npm packages it loads, on an origin of its own.
+async fn app() -> String {
+    let npm = PathBuf::from(std::env::var("PV_TEST_NODE_DIR").expect("PV_TEST_NODE_DIR"))
+        .join("node_modules");
+    let router = axum::Router::new()
+        .route("/", axum::routing::get(|| async { Html(HOST) }))
+        .route(
+            "/npm/{*path}",
+            axum::routing::get(move |axum::extract::Path(p): axum::extract::Path<String>| {
+                let npm = npm.clone();
+                async move {
+                    let allowed = (p.starts_with("@hyperbeam/web/") || p.starts_with("cbor-x/"))
+                        && p.ends_with(".js")
+                        && !p.contains("..");
+                    match std::fs::read(npm.join(&p)).ok().filter(|_| allowed) {
+                        Some(b) => ([(header::CONTENT_TYPE, "text/javascript")], b).into_response(),
+                        None => StatusCode::NOT_FOUND.into_response(),
+                    }
+                }
+            }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.3:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, router).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_on_the_hyperbeam_sdk_runs_against_embed_url() {
+    let site = crate::display::site().await;
+    let app = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
+    let s = d
+        .create(
+            KEY_T1,
+            json!({"profile": {"save": false}, "start_url": format!("{site}/text"),
+                "width": 1280, "height": 720}),
+        )
+        .await;
+    let id = s["session_id"].as_str().unwrap().to_string();
+    let embed = s["embed_url"].as_str().unwrap().to_string();
+    let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
+    page_until(&mut cdp, "document.title", json!("text"), "loaded").await;
+
+    // What the SDK's fetch gets: the module, readable from any origin; a navigation still
+    // gets the page; an ended or unknown session is a 4xx the SDK reads (CORS on errors too).
+    let module = http_full_get(
+        &d.addr,
+        &format!("{embed}&no_cbor=1"),
+        &[("Sec-Fetch-Dest", "empty"), ("Origin", &app)],
+    )
+    .await;
+    assert_eq!(module.0, 200, "{:?}", module.1);
+    assert!(
+        module.1.contains("content-type: text/javascript"),
+        "{}",
+        module.1
+    );
+    assert!(
+        module.1.contains("access-control-allow-origin: *"),
+        "{}",
+        module.1
+    );
+    assert!(module.1.contains("vary: sec-fetch-dest"), "{}", module.1);
+    assert!(module.2.contains("export default"), "not the module");
+    let html = http_full_get(&d.addr, &embed, &[("Sec-Fetch-Dest", "document")]).await;
+    assert!(html.1.contains("content-type: text/html"), "{}", html.1);
+    let unknown = embed.replace(&id, &uuid::Uuid::new_v4().to_string());
+    let gone = http_full_get(
+        &d.addr,
+        &unknown,
+        &[("Sec-Fetch-Dest", "empty"), ("Origin", "null")],
+    )
+    .await;
+    assert!((400..500).contains(&gone.0), "{}", gone.1);
+    assert!(
+        gone.1.contains("access-control-allow-origin: *"),
+        "{}",
+        gone.1
+    );
+
+    // The app's page: Hyperbeam() resolves with the screen's size, frames arrive.
+    let mut v = Viewer::start().await;
+    let url = format!("{app}/?embed={}", urlencode(&embed));
+    v.ask(
+        json!({"cmd": "host", "name": "app", "url": url, "until": "window.state_ !== undefined"}),
+    )
+    .await;
+    let state = v
+        .ask(json!({"cmd": "evaluate", "name": "app", "expr": "window.state_"}))
+        .await;
+    assert_eq!(state, "connected", "Hyperbeam() failed");
+    let size = v
+        .ask(json!({"cmd": "evaluate", "name": "app", "expr": "[hb.width, hb.height, hb.userId.length > 0]"}))
+        .await;
+    assert_eq!(size, json!([1280, 720, true]));
+    let frames = || json!({"cmd": "evaluate", "name": "app", "expr": "window.frames_"});
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while v.ask(frames()).await.as_u64().unwrap_or(0) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no frame reached frameCb"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A click on the picture focuses the page's field; typed text reaches it.
+    let field = cdp
+        .eval("(() => { const r = t.getBoundingClientRect(); return [r.x + 50, r.y + r.height / 2]; })()")
+        .await;
+    let field = field.as_array().unwrap().clone();
+    // The field's place on the screen: the page's viewport starts below Chromium's own UI.
+    let top = cdp
+        .eval("outerHeight - innerHeight")
+        .await
+        .as_f64()
+        .unwrap();
+    let p = v
+        .ask(json!({"cmd": "evaluate", "name": "app",
+            "expr": format!("toPage({}, {})", field[0], field[1].as_f64().unwrap() + top)}))
+        .await;
+    v.ask(json!({"cmd": "clickAt", "name": "app", "x": p["x"], "y": p["y"]}))
+        .await;
+    page_until(
+        &mut cdp,
+        "document.activeElement && document.activeElement.id",
+        json!("t"),
+        "the click focused the field",
+    )
+    .await;
+    v.ask(json!({"cmd": "typeText", "name": "app", "text": "hello sdk"}))
+        .await;
+    page_until(
+        &mut cdp,
+        "t.value",
+        json!("hello sdk"),
+        "typed text arrived",
+    )
+    .await;
+
+    // The session ends: the app hears why.
+    cdp.close().await;
+    d.end_and_wait(KEY_T1, &id).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let why = v
+            .ask(json!({"cmd": "evaluate", "name": "app", "expr": "window.disconnect_ || null"}))
+            .await;
+        if why == "request" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no onDisconnect: {why}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    v.quit().await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A GET of an absolute URL on the daemon with extra headers: (status, headers lowercased,
+/// body).
+async fn http_full_get(addr: &str, url: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let path = url.split_once(addr).map(|(_, p)| p).unwrap_or(url);
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    sock.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    sock.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_lowercase(), body.to_string())
+}
