@@ -73,13 +73,31 @@ async fn an_app_on_the_hyperbeam_sdk_runs_against_embed_url() {
     let app = app().await;
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
+    // What Hyperbeam apps' servers send: fields that cannot be honoured are listed, not
+    // refused; `auth` (every user authorized by the app's webhook) is not taken until it is
+    // enforced: ignoring it would admit everyone.
     let s = d
         .create(
             KEY_T1,
             json!({"profile": {"save": false}, "start_url": format!("{site}/text"),
-                "width": 1280, "height": 720}),
+                "width": 1280, "height": 720, "max_area": 1280 * 720, "hide_cursor": false,
+                "quality": {"mode": "sharp"}, "offline_timeout": 300}),
         )
         .await;
+    assert_eq!(
+        s["ignored"],
+        json!(["hide_cursor", "max_area", "offline_timeout", "quality"]),
+        "{s}"
+    );
+    let (st, refused) = d
+        .call(
+            "POST",
+            "/v0/vm",
+            Some(KEY_T1),
+            Some(r#"{"auth": {"type": "webhook", "value": {"url": "https://app.example/auth", "bearer": "x"}}}"#),
+        )
+        .await;
+    assert_eq!(st, 400, "{refused}");
     let id = s["session_id"].as_str().unwrap().to_string();
     let embed = s["embed_url"].as_str().unwrap().to_string();
     let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;

@@ -14,9 +14,9 @@ use super::error::ApiError;
 use super::{auth, wire, AppState};
 use crate::session::{CreateSession, EndReason, LaunchOptions, ProfileRequest, Session, Timeouts};
 
-/// The accepted body of `POST /v0/vm`: our fields plus Hyperbeam's documented ones.
+/// The accepted body of `POST /v0/vm`: our fields plus Hyperbeam's documented ones. Unknown
+/// fields are refused by the schema ([`wire::VM_REQUEST`], `additionalProperties: false`).
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct VmRequest {
     profile: Option<Value>,
     timeout: Option<TimeoutRequest>,
@@ -28,24 +28,10 @@ struct VmRequest {
     timezone: Option<String>,
     default_roles: Option<Vec<String>>,
     control_disable_default: Option<bool>,
-    // Accepted for Hyperbeam compatibility, not honoured by a headless Chromium:
-    kiosk: Option<Value>,
-    ublock: Option<Value>,
-    adblock: Option<Value>,
-    draw: Option<Value>,
-    webgl: Option<Value>,
-    fps: Option<Value>,
-    hide_cursor: Option<Value>,
-    region: Option<Value>,
-    extension: Option<Value>,
-    tag: Option<Value>,
-    quality: Option<Value>,
-    dark: Option<Value>,
-    touch_gestures: Option<Value>,
-    search_engine: Option<Value>,
-    hide_bar: Option<Value>,
-    tabs: Option<Value>,
-    webrtc: Option<Value>,
+    /// Hyperbeam's fields accepted and not honoured ([`wire::VM_IGNORED_FIELDS`]: the schema
+    /// admits no others).
+    #[serde(flatten)]
+    hyperbeam: std::collections::BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -242,27 +228,9 @@ pub(super) async fn create(
         locale: req.locale.clone(),
         timezone: req.timezone.clone(),
     };
-    for (name, v) in [
-        ("kiosk", &req.kiosk),
-        ("ublock", &req.ublock),
-        ("adblock", &req.adblock),
-        ("draw", &req.draw),
-        ("webgl", &req.webgl),
-        ("fps", &req.fps),
-        ("hide_cursor", &req.hide_cursor),
-        ("region", &req.region),
-        ("extension", &req.extension),
-        ("tag", &req.tag),
-        ("quality", &req.quality),
-        ("dark", &req.dark),
-        ("touch_gestures", &req.touch_gestures),
-        ("search_engine", &req.search_engine),
-        ("hide_bar", &req.hide_bar),
-        ("tabs", &req.tabs),
-        ("webrtc", &req.webrtc),
-    ] {
-        if v.is_some() {
-            ignored.insert(name.to_string());
+    for (name, v) in &req.hyperbeam {
+        if !v.is_null() {
+            ignored.insert(name.clone());
         }
     }
     let ignored: Vec<String> = ignored.into_iter().collect();

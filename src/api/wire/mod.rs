@@ -334,6 +334,8 @@ pub const VM_IGNORED_FIELDS: &[&str] = &[
     "hide_bar",
     "tabs",
     "webrtc",
+    "max_area",
+    "offline_timeout",
 ];
 
 fn role_list() -> Value {
