@@ -20,12 +20,14 @@ const HOST: &str = r#"<!doctype html><title>app</title>
 <body style="margin:0"><div id=c style="width:900px;height:560px"></div>
 <script type=module>
 import Hyperbeam from "/npm/@hyperbeam/web/index.js";
-const embed = new URLSearchParams(location.search).get("embed");
+const q = new URLSearchParams(location.search);
+const embed = q.get("embed");
 window.frames_ = 0;
 try {
   const hb = await Hyperbeam(document.getElementById("c"), embed, {
     frameCb: (b) => { window.frames_++; b.close(); },
     onDisconnect: (d) => { window.disconnect_ = d.type; },
+    adminToken: q.get("admin") || undefined,
   });
   window.hb = hb;
   window.state_ = "connected";
@@ -142,7 +144,12 @@ async fn an_app_on_the_hyperbeam_sdk_runs_against_embed_url() {
 
     // The app's page: Hyperbeam() resolves with the screen's size, frames arrive.
     let mut v = Viewer::start().await;
-    let url = format!("{app}/?embed={}", urlencode(&embed));
+    let admin = s["admin_token"].as_str().unwrap().to_string();
+    let url = format!(
+        "{app}/?embed={}&admin={}",
+        urlencode(&embed),
+        urlencode(&admin)
+    );
     v.ask(
         json!({"cmd": "host", "name": "app", "url": url, "until": "window.state_ !== undefined"}),
     )
@@ -198,6 +205,51 @@ async fn an_app_on_the_hyperbeam_sdk_runs_against_embed_url() {
         "typed text arrived",
     )
     .await;
+
+    // The app's admin calls go through the SDK (REST at base_url, across origins): without
+    // `control` the person's keys no longer reach the page; given back, they do.
+    let removed = v
+        .ask(json!({"cmd": "evaluate", "name": "app",
+            "expr": "hb.removeRoles([hb.userId], ['control']).then(() => 'ok', (e) => String(e))"}))
+        .await;
+    assert_eq!(removed, "ok");
+    let (st, users) = d
+        .call("GET", &format!("/v0/vm/{id}/users"), Some(&admin), None)
+        .await;
+    assert_eq!(st, 200, "{users}");
+    assert!(
+        !users.to_string().contains("\"control\""),
+        "control was not removed: {users}"
+    );
+    v.ask(json!({"cmd": "typeText", "name": "app", "text": "X"}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        cdp.eval("t.value").await,
+        json!("hello sdk"),
+        "input without control"
+    );
+    let added = v
+        .ask(json!({"cmd": "evaluate", "name": "app",
+            "expr": "hb.addRoles([hb.userId], ['control']).then(() => 'ok', (e) => String(e))"}))
+        .await;
+    assert_eq!(added, "ok");
+    v.ask(json!({"cmd": "typeText", "name": "app", "text": "!"}))
+        .await;
+    page_until(
+        &mut cdp,
+        "t.value",
+        json!("hello sdk!"),
+        "control given back",
+    )
+    .await;
+    // A call the app makes without the admin token is refused by the SDK, one with a wrong
+    // token by the daemon.
+    let wrong = v
+        .ask(json!({"cmd": "evaluate", "name": "app",
+            "expr": "(async () => { hb.adminToken = 'not-the-token'; try { await hb.addRoles([hb.userId], ['cursor_data']); return 'accepted'; } catch (e) { return 'refused'; } })()"}))
+        .await;
+    assert_eq!(wrong, "refused");
 
     // The session ends: the app hears why.
     cdp.close().await;

@@ -97,11 +97,8 @@ pub(super) async fn page(
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
+    // Readable by any origin, errors too: `cors::base_url`.
     let h = resp.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
     h.insert(header::VARY, HeaderValue::from_static("Sec-Fetch-Dest"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(

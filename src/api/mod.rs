@@ -8,6 +8,7 @@
 pub mod auth;
 mod cdp;
 mod cluster;
+mod cors;
 mod data;
 mod embed;
 pub mod error;
@@ -210,6 +211,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             cluster::edge,
         ))
+        .layer(axum::middleware::from_fn(cors::base_url))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }

@@ -182,6 +182,8 @@ export default function profileVault(root, url, send, opts) {
   on(window, 'keyup', (e) => key('keyUp', e));
 
   // ---------- the SDK's calls and messages ----------
+  const base = page.origin + page.pathname.replace(/\/+$/, '');
+  const ADMIN = new Set(['setPermissions', 'addRoles', 'removeRoles']);
   function reply(i, r, e) { if (i !== undefined) setTimeout(() => send(e ? { i, e } : { i, r }), 0); }
   function handleMessage(msg) {
     if (!msg || typeof msg !== 'object') return;
@@ -191,6 +193,22 @@ export default function profileVault(root, url, send, opts) {
         if (!roles.includes('resize')) return reply(msg.i, undefined, 'this user may not resize (role `resize`)');
         out({ t: 'resize', width: a[0] | 0, height: a[1] | 0 });
         return reply(msg.i, true);
+      }
+      if (ADMIN.has(msg.m)) {
+        // The same call as REST, `POST <base_url>/<method>` with the admin token (CORS).
+        if (!msg.t) return reply(msg.i, undefined, 'Admin token not set');
+        // Optional arguments left out are not sent (JSON would make them null).
+        while (a.length && a[a.length - 1] === undefined) a.pop();
+        fetch(base + '/' + msg.m, {
+          method: 'POST',
+          headers: { authorization: 'Bearer ' + msg.t, 'content-type': 'application/json' },
+          body: JSON.stringify(a),
+        }).then(async (r) => {
+          const body = await r.json().catch(() => null);
+          if (r.ok) reply(msg.i, body);
+          else reply(msg.i, undefined, (body && body.message) || 'HTTP ' + r.status);
+        }, (e) => reply(msg.i, undefined, String(e)));
+        return;
       }
       return reply(msg.i, undefined, 'not supported by profile-vault yet: ' + msg.m);
     }
