@@ -27,6 +27,7 @@ try {
   const hb = await Hyperbeam(document.getElementById("c"), embed, {
     frameCb: (b) => { window.frames_++; b.close(); },
     onDisconnect: (d) => { window.disconnect_ = d.type; },
+    onCursor: (c) => { window.cursor_ = c; },
     adminToken: q.get("admin") || undefined,
   });
   window.hb = hb;
@@ -247,9 +248,47 @@ async fn an_app_on_the_hyperbeam_sdk_runs_against_embed_url() {
     // token by the daemon.
     let wrong = v
         .ask(json!({"cmd": "evaluate", "name": "app",
-            "expr": "(async () => { hb.adminToken = 'not-the-token'; try { await hb.addRoles([hb.userId], ['cursor_data']); return 'accepted'; } catch (e) { return 'refused'; } })()"}))
+            "expr": "(async () => { const keep = hb.adminToken; hb.adminToken = 'not-the-token'; try { await hb.addRoles([hb.userId], ['cursor_data']); return 'accepted'; } catch (e) { return 'refused'; } finally { hb.adminToken = keep; } })()"}))
         .await;
     assert_eq!(wrong, "refused");
+
+    // Two people on the app: one with `cursor_data` sees the other's pointer (onCursor).
+    v.ask(
+        json!({"cmd": "host", "name": "app2", "url": format!("{app}/?embed={}", urlencode(&embed)),
+        "until": "window.state_ !== undefined"}),
+    )
+    .await;
+    let other = v
+        .ask(json!({"cmd": "evaluate", "name": "app2", "expr": "hb.userId"}))
+        .await;
+    let granted = v
+        .ask(json!({"cmd": "evaluate", "name": "app",
+            "expr": "hb.addRoles([hb.userId], ['cursor_data']).then(() => 'ok', (e) => String(e))"}))
+        .await;
+    assert_eq!(granted, "ok");
+    let at = v
+        .ask(json!({"cmd": "evaluate", "name": "app2", "expr": "toPage(640, 600)"}))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut nudge = 0.0;
+    loop {
+        let x = at["x"].as_f64().unwrap() + nudge;
+        v.ask(json!({"cmd": "moveAt", "name": "app2", "x": x, "y": at["y"]}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let seen = v
+            .ask(json!({"cmd": "evaluate", "name": "app", "expr": "window.cursor_ || null"}))
+            .await;
+        let near = |k: &str, want: f64| seen[k].as_f64().is_some_and(|v| (v - want).abs() < 0.02);
+        if seen["userId"] == other && near("x", 0.5) && near("y", 600.0 / 720.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no onCursor there: {seen}"
+        );
+        nudge = if nudge == 0.0 { 1.0 } else { 0.0 };
+    }
 
     // The session ends: the app hears why.
     cdp.close().await;

@@ -94,6 +94,16 @@ export default function profileVault(root, url, send, opts) {
       case 'roles':
         roles = m.roles || roles;
         break;
+      case 'cursor': {
+        // Another user's pointer (this user has `cursor_data`): as the SDK's `onCursor` gets
+        // it, 0-1 of the screen and this page's own coordinates.
+        const r = video.getBoundingClientRect();
+        if (!W || !H || !r.width) break;
+        const s = Math.min(r.width / W, r.height / H);
+        const ox = r.left + (r.width - W * s) / 2, oy = r.top + (r.height - H * s) / 2;
+        send({ type: 'peer_mouse', data: { x: m.x / W, y: m.y / H, clientX: ox + m.x * s, clientY: oy + m.y * s, userId: m.user_id } });
+        break;
+      }
       case 'ended':
         ended = true;
         send({ type: 'disconnect', data: { type: REASONS[m.reason] || 'unknown' } });

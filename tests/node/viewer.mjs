@@ -19,6 +19,7 @@
 //                                           waits until `until` (a page expression) holds
 //   {cmd:"evaluate", name, expr}            -> the value of `expr` on that page (no CSP there)
 //   {cmd:"clickAt", name, x, y}             -> a click at the page's own coordinates
+//   {cmd:"moveAt", name, x, y}              -> the pointer moves there
 //   {cmd:"typeText", name, text}            -> types on the page's keyboard
 //   {cmd:"waitFor", name, expr, timeout?}   -> true once `expr` (on window.__pv) holds
 //   {cmd:"page", name}                      -> {url, html}
@@ -78,6 +79,7 @@ async function run(c) {
     }
     case "evaluate": return page.evaluate(c.expr);
     case "clickAt": await page.mouse.click(c.x, c.y); return true;
+    case "moveAt": await page.mouse.move(c.x, c.y, { steps: 3 }); return true;
     case "typeText": await page.keyboard.type(c.text, { delay: 30 }); return true;
     case "viewport": await page.setViewportSize({ width: c.width, height: c.height }); return true;
     case "click": {
