@@ -37,11 +37,18 @@ export default function profileVault(root, url, send, opts) {
   let tiles = Promise.resolve();
   const disabled = () => !!opts.disableInput;
 
+  // A display sends several tiles a frame: the picture is handed on once they are drawn.
+  let frameQueued = false;
   function frameDone() {
-    if (opts.frameCb) createImageBitmap(canvas).then((b) => opts.frameCb(b), () => {});
-    if (stream && stream.getVideoTracks()[0] && stream.getVideoTracks()[0].requestFrame) {
-      stream.getVideoTracks()[0].requestFrame();
-    }
+    if (frameQueued) return;
+    frameQueued = true;
+    setTimeout(() => {
+      frameQueued = false;
+      if (closed) return;
+      if (opts.frameCb) createImageBitmap(canvas).then((b) => opts.frameCb(b), () => {});
+      const track = stream && stream.getVideoTracks()[0];
+      if (track && track.requestFrame) track.requestFrame();
+    }, 0);
   }
   function decode(bytes) {
     return createImageBitmap(new Blob([bytes], { type: 'image/jpeg' }));
