@@ -145,7 +145,45 @@ fn tone_wav() -> ([(&'static str, &'static str); 1], Vec<u8>) {
     ([("content-type", "audio/wav")], w)
 }
 
-pub(crate) fn near(rgb: &Value, want: [i64; 3], tol: i64) -> bool {
+/// Mints a viewer URL with `roles` for session `s` (its admin token).
+pub(crate) async fn mint_viewer(d: &Daemon, s: &Value, roles: &[&str]) -> Value {
+    let id = s["session_id"].as_str().unwrap();
+    let (st, minted) = d
+        .call(
+            "POST",
+            &format!("/v0/vm/{id}/viewers"),
+            Some(s["admin_token"].as_str().unwrap()),
+            Some(&json!({ "roles": roles }).to_string()),
+        )
+        .await;
+    assert_eq!(st, 200, "{minted}");
+    minted
+}
+
+/// Two viewers show the same pixels at `points` (remote px), within JPEG's noise.
+pub(crate) async fn same_picture(v: &mut Viewer, names: [&str; 2], points: &Value) {
+    let [a, b] = names;
+    let pa = v
+        .ask(json!({"cmd": "sample", "name": a, "points": points}))
+        .await;
+    let pb = v
+        .ask(json!({"cmd": "sample", "name": b, "points": points}))
+        .await;
+    for (x, y) in pa.as_array().unwrap().iter().zip(pb.as_array().unwrap()) {
+        let want: Vec<i64> = x
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_i64().unwrap())
+            .collect();
+        assert!(
+            near(y, [want[0], want[1], want[2]], 24),
+            "viewers {a} and {b} differ: {pa} vs {pb}"
+        );
+    }
+}
+
+fn near(rgb: &Value, want: [i64; 3], tol: i64) -> bool {
     rgb.as_array().is_some_and(|a| {
         a.iter()
             .zip(want)
@@ -320,36 +358,11 @@ async fn a_person_uses_the_whole_browser_and_it_is_remembered() {
 
     // Two viewers see the same screen; one of another size without the `resize` role sees it
     // letterboxed (and does not change it).
-    let (st, minted) = d
-        .call(
-            "POST",
-            &format!("/v0/vm/{id}/viewers"),
-            Some(s["admin_token"].as_str().unwrap()),
-            Some(r#"{"roles": ["control"]}"#),
-        )
-        .await;
-    assert_eq!(st, 200, "{minted}");
+    let minted = mint_viewer(&d, &s, &["control"]).await;
     v.ask(json!({"cmd": "open", "name": "b", "url": minted["embed_url"], "width": 900, "height": 600}))
         .await;
     let points = json!([[640, 10], [100, 62], [sx + 20.0, sy + 100.0], [900, 600]]);
-    let pa = v
-        .ask(json!({"cmd": "sample", "name": "a", "points": points}))
-        .await;
-    let pb = v
-        .ask(json!({"cmd": "sample", "name": "b", "points": points}))
-        .await;
-    for (x, y) in pa.as_array().unwrap().iter().zip(pb.as_array().unwrap()) {
-        let want: Vec<i64> = x
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_i64().unwrap())
-            .collect();
-        assert!(
-            near(y, [want[0], want[1], want[2]], 24),
-            "viewers differ: {pa} vs {pb}"
-        );
-    }
+    same_picture(&mut v, ["a", "b"], &points).await;
     v.ask(json!({"cmd": "close", "name": "b"})).await;
 
     // A <select> opens in the picture, and an option is picked by mouse.
@@ -892,7 +905,8 @@ async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
         "{offer}"
     );
     let base = format!("/v0/vm/{id}/embed/downloads");
-    let (st, head, body) = http_full(&d.addr, &format!("{base}/report.txt?token={token}")).await;
+    let (st, head, body) =
+        http_full(&d.addr, &format!("{base}/report.txt?token={token}"), &[]).await;
     assert_eq!(st, 200, "{head}");
     assert_eq!(body, b"pv-download-content-42\n");
     assert!(
@@ -906,7 +920,7 @@ async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
     let folder = data.join("run").join(&id).join("home/Downloads");
     std::os::unix::fs::symlink(&secret, folder.join("planted.txt")).unwrap();
     for name in ["planted.txt", "..%2F..%2F..%2Fsecret.txt", "missing.txt"] {
-        let (st, head, _) = http_full(&d.addr, &format!("{base}/{name}?token={token}")).await;
+        let (st, head, _) = http_full(&d.addr, &format!("{base}/{name}?token={token}"), &[]).await;
         assert_eq!(st, 404, "{name}: {head}");
     }
     // Only a viewer who may control the browser gets files; tokens of other kinds none.
@@ -927,7 +941,7 @@ async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
         (KEY_T1, 403),
         ("nope", 401),
     ] {
-        let (st, head, _) = http_full(&d.addr, &format!("{base}/report.txt?token={t}")).await;
+        let (st, head, _) = http_full(&d.addr, &format!("{base}/report.txt?token={t}"), &[]).await;
         assert_eq!(st, want, "{head}");
     }
     cdp.close().await;
@@ -935,11 +949,20 @@ async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
 }
 
 /// GET `path`: status, head, body.
-async fn http_full(addr: &str, path: &str) -> (u16, String, Vec<u8>) {
+/// A GET of `path` with `headers`: (status, head, body).
+pub(crate) async fn http_full(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     sock.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n").as_bytes(),
     )
     .await
     .unwrap();

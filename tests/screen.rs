@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::common::daemon::*;
 use crate::common::viewer::Viewer;
-use crate::display::{message, near, page_until, say, site};
+use crate::display::{message, mint_viewer, page_until, same_picture, say, site};
 
 /// What the session's page says about its screen, and whether the window fills it (Chromium
 /// makes a window of the screen's size one pixel smaller).
@@ -48,15 +48,7 @@ async fn the_screen_follows_the_viewer_who_may_resize_it() {
     .await;
 
     // A viewer without the role, of another size: it sees the screen as it is.
-    let (st, minted) = d
-        .call(
-            "POST",
-            &format!("/v0/vm/{id}/viewers"),
-            Some(s["admin_token"].as_str().unwrap()),
-            Some(r#"{"roles": ["control"]}"#),
-        )
-        .await;
-    assert_eq!(st, 200, "{minted}");
+    let minted = mint_viewer(&d, &s, &["control"]).await;
     let mut v = Viewer::start().await;
     v.ask(json!({"cmd": "open", "name": "w", "url": minted["embed_url"], "width": 900, "height": 600}))
         .await;
@@ -88,24 +80,7 @@ async fn the_screen_follows_the_viewer_who_may_resize_it() {
     // The picture is the new screen, drawn whole: both viewers show the same pixels up to
     // its far corner (the page's own colour there, not what the old screen left).
     let points = json!([[500, 10], [990, 630], [20, 630]]);
-    let far = v
-        .ask(json!({"cmd": "sample", "name": "a", "points": points}))
-        .await;
-    let seen = v
-        .ask(json!({"cmd": "sample", "name": "w", "points": points}))
-        .await;
-    for (x, y) in far.as_array().unwrap().iter().zip(seen.as_array().unwrap()) {
-        let want: Vec<i64> = x
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_i64().unwrap())
-            .collect();
-        assert!(
-            near(y, [want[0], want[1], want[2]], 24),
-            "the viewers differ: {far} vs {seen}"
-        );
-    }
+    same_picture(&mut v, ["a", "w"], &points).await;
 
     // The person's window changes: the screen follows it down.
     v.ask(json!({"cmd": "viewport", "name": "a", "width": 800, "height": 500}))

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::common::daemon::*;
 use crate::common::viewer::Viewer;
-use crate::display::page_until;
+use crate::display::{http_full, page_until};
 
 /// The app's page: the SDK from node_modules (cbor-x through an import map, as a bundler
 /// would resolve it), a container, and `Hyperbeam(container, embed)`.
@@ -321,30 +321,13 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// A GET of an absolute URL on the daemon with extra headers: (status, headers lowercased,
-/// body).
+/// A GET of an absolute URL on the daemon with extra headers: (status, head lowercased, body).
 async fn http_full_get(addr: &str, url: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let path = url.split_once(addr).map(|(_, p)| p).unwrap_or(url);
-    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    sock.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n")
-            .as_bytes(),
+    let path = url.split_once(addr).map_or(url, |(_, p)| p);
+    let (status, head, body) = http_full(addr, path, headers).await;
+    (
+        status,
+        head.to_lowercase(),
+        String::from_utf8_lossy(&body).into_owned(),
     )
-    .await
-    .unwrap();
-    let mut buf = Vec::new();
-    sock.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_lowercase(), body.to_string())
 }

@@ -124,6 +124,9 @@ impl Capture {
             screen.root,
             (screen.width_in_pixels, screen.height_in_pixels),
         );
+        if !plausible(size) {
+            return Err(Error::Request(format!("a screen of {}x{}", size.0, size.1)));
+        }
         let damage = conn.generate_id()?;
         conn.damage_create(damage, root, damage::ReportLevel::NON_EMPTY)?;
         // The root's ConfigureNotify says the screen changed size (RandR).
@@ -297,8 +300,11 @@ impl Worker {
     /// The screen is `size` now: the shadow starts again, and every viewer gets a keyframe
     /// of the new screen.
     fn resized(&mut self, size: (u16, u16)) -> Result<(), Error> {
-        if size == self.size || size.0 == 0 || size.1 == 0 {
+        if size == self.size {
             return Ok(());
+        }
+        if !plausible(size) {
+            return Err(Error::Request(format!("a screen of {}x{}", size.0, size.1)));
         }
         self.size = size;
         self.shadow.clear();
@@ -443,6 +449,14 @@ impl Worker {
     }
 }
 
+/// Whether a size the X server reports is one the daemon could have asked for. The server is
+/// the browser's (its uid could run one of its own on that socket): a screen past
+/// [`super::screen::LARGEST`] would make the shadow, and every grab, as large as it says.
+fn plausible((w, h): (u16, u16)) -> bool {
+    let max = super::screen::LARGEST;
+    w > 0 && h > 0 && w <= max.0 && h <= max.1
+}
+
 /// The part of `r` (whose pixels are `img`) that differs from the shadow (what the
 /// viewers have, `size` big), aligned to 16 pixels; the shadow takes the new pixels.
 fn changed(shadow: &mut Vec<u8>, size: (u16, u16), img: &[u8], r: Rectangle) -> Option<Rectangle> {
@@ -558,6 +572,15 @@ pub fn merge(rects: &[Rectangle], size: (u16, u16)) -> Vec<Rectangle> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn screens_larger_than_a_session_may_be_are_not_believed() {
+        assert!(super::plausible((1280, 720)));
+        assert!(super::plausible(super::super::screen::LARGEST));
+        assert!(!super::plausible((0, 720)));
+        assert!(!super::plausible((65_535, 65_535)));
+        assert!(!super::plausible((7681, 100)));
+    }
+
     use super::*;
 
     fn r(x: i16, y: i16, w: u16, h: u16) -> Rectangle {

@@ -63,6 +63,9 @@ struct State {
     buttons: Vec<u8>,
     /// An unmapped window of ours that receives the clipboard's text, and the atoms for it.
     clip: Option<(Window, [xproto::Atom; 3])>,
+    /// When the latest change of the screen's size is (or was) made (changes are spaced: each one re-encodes the whole
+    /// screen for every viewer).
+    resized_at: Option<std::time::Instant>,
 }
 
 /// Input into one display (its own X connection).
@@ -127,6 +130,7 @@ impl Input {
             held: HashMap::new(),
             buttons: Vec::new(),
             clip: None,
+            resized_at: None,
         }))))
     }
 
@@ -147,12 +151,28 @@ impl Input {
         .map_err(|e| Error::Request(e.to_string()))?
     }
 
-    /// Makes the screen `size` (see [`super::screen::resize`]); the pointer is then clamped
-    /// to the new screen.
+    /// Makes the screen `size` (see [`super::screen::resize`]), at least
+    /// [`super::screen::SPACING`] after the last change; the pointer is then clamped to the
+    /// new screen.
     ///
     /// # Errors
     /// [`Error::NotResizable`] on a fixed-size X server; the display is gone.
     pub async fn resize(&self, size: (u16, u16)) -> Result<(), Error> {
+        // Each change takes a slot at least SPACING after the one before; waiting for it keeps
+        // the last size asked for (one viewer's messages are handled one after the other).
+        let wait = {
+            let mut s = self
+                .0
+                .lock()
+                .map_err(|_| Error::Request("input poisoned".into()))?;
+            let now = std::time::Instant::now();
+            let slot = s
+                .resized_at
+                .map_or(now, |t| (t + super::screen::SPACING).max(now));
+            s.resized_at = Some(slot);
+            slot - now
+        };
+        tokio::time::sleep(wait).await;
         self.with(move |s| {
             super::screen::resize(&s.conn, s.root, size)?;
             s.size = size;

@@ -13,6 +13,15 @@ pub const MIN: (u16, u16) = (640, 360);
 /// The largest: 4K UHD (its framebuffer and the capture's shadow are 33 MB each).
 pub const MAX: (u16, u16) = (3840, 2160);
 
+/// The largest screen a session may be created with (`width`, `height` of `POST /v0/vm`),
+/// and so the largest the daemon believes an X server that reports its size.
+pub const LARGEST: (u16, u16) = (7680, 4320);
+
+/// The least time between two changes of a screen's size (a later one waits): each change
+/// re-encodes the whole screen for every viewer, so a viewer sending them as fast as it may
+/// would spend the daemon's CPU.
+pub const SPACING: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Names of the modes made here (one per size asked for; the unused ones are removed).
 const PREFIX: &str = "pv-";
 

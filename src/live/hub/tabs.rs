@@ -104,14 +104,11 @@ impl Hub {
         });
     }
 
-    /// Makes the window of the tab shown now fill a screen of `size` (a display's, after it
-    /// changed size: no window manager does it).
-    ///
-    /// # Errors
-    /// No live view running, no tab shown, or the browser refused.
-    pub async fn fill_screen(&self, (width, height): (u16, u16)) -> Result<(), String> {
+    /// The connection, the DevTools session of the tab shown now, and its window
+    /// (`Browser.getWindowForTarget`).
+    async fn shown_window(&self) -> Result<(Arc<Conn>, String, Value), String> {
         let conn = self.conn().await?;
-        let (target, _) = conn.active_session().ok_or("no tab is shown")?;
+        let (target, session) = conn.active_session().ok_or("no tab is shown")?;
         let win = conn
             .call(
                 None,
@@ -119,6 +116,16 @@ impl Hub {
                 json!({"targetId": &target}),
             )
             .await?;
+        Ok((conn, session, win))
+    }
+
+    /// Makes the window of the tab shown now fill a screen of `size` (a display's, after it
+    /// changed size: no window manager does it).
+    ///
+    /// # Errors
+    /// No live view running, no tab shown, or the browser refused.
+    pub async fn fill_screen(&self, (width, height): (u16, u16)) -> Result<(), String> {
+        let (conn, _, win) = self.shown_window().await?;
         set_bounds(
             &conn,
             &win,
@@ -135,15 +142,7 @@ impl Hub {
     /// # Errors
     /// No live view running, no tab shown, or the browser refused.
     pub async fn fit_viewport(&self, width: u32, height: u32) -> Result<(), String> {
-        let conn = self.conn().await?;
-        let (target, session) = conn.active_session().ok_or("no tab is shown")?;
-        let win = conn
-            .call(
-                None,
-                "Browser.getWindowForTarget",
-                json!({"targetId": &target}),
-            )
-            .await?;
+        let (conn, session, win) = self.shown_window().await?;
         let shown = self
             .frames
             .borrow()
