@@ -207,6 +207,8 @@ async fn an_app_on_the_hyperbeam_sdk_runs_against_embed_url() {
     )
     .await;
 
+    tabs_through_the_sdk(&d, &mut v, (&site, &embed, &admin)).await;
+
     // The app's admin calls go through the SDK (REST at base_url, across origins): without
     // `control` the person's keys no longer reach the page; given back, they do.
     let removed = v
@@ -308,6 +310,177 @@ async fn an_app_on_the_hyperbeam_sdk_runs_against_embed_url() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     v.quit().await;
+}
+
+/// Chrome's tabs API through the SDK (Chrome's own `Tab` objects and events) and as REST with
+/// the admin token; a user without `chrome_apis` is refused.
+async fn tabs_through_the_sdk(
+    d: &Daemon,
+    v: &mut Viewer,
+    (site, embed, admin): (&str, &str, &str),
+) {
+    let eval = |expr: String| json!({"cmd": "evaluate", "name": "app", "expr": expr});
+    let listen = "(async () => { window.ev_ = []; for (const e of ['onCreated', 'onUpdated', 'onActivated', 'onRemoved']) await hb.tabs[e].addListener((...a) => window.ev_.push([e, a])); return 'ok'; })()";
+    assert_eq!(v.ask(eval(listen.into())).await, "ok");
+    let tabs = v.ask(eval("hb.tabs.query({})".into())).await;
+    let tabs = tabs.as_array().unwrap_or_else(|| panic!("query: {tabs}"));
+    assert_eq!(tabs.len(), 1, "{tabs:?}");
+    assert_eq!(tabs[0]["url"], format!("{site}/text"));
+    assert_eq!(tabs[0]["title"], "text");
+    assert_eq!(tabs[0]["active"], true);
+    let first = tabs[0]["id"].as_i64().expect("an integer tab id");
+    assert!(
+        tabs[0]["windowId"].is_i64() && tabs[0]["index"] == 0,
+        "{}",
+        tabs[0]
+    );
+
+    // A new tab: its Tab comes back, and the listeners hear it created, loaded and active.
+    let made = v
+        .ask(eval(format!("hb.tabs.create({{url: '{site}/select'}})")))
+        .await;
+    let second = made["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("create: {made}"));
+    assert_ne!(second, first);
+    let heard = |want: &'static str| format!("window.ev_.some(([e, a]) => {want})");
+    for (what, cond) in [
+        (
+            "onCreated",
+            heard("e === 'onCreated' && a[0].id === SECOND"),
+        ),
+        (
+            "onActivated",
+            heard("e === 'onActivated' && a[0].tabId === SECOND"),
+        ),
+        (
+            "onUpdated",
+            heard("e === 'onUpdated' && a[0] === SECOND && a[2].title === 'select'"),
+        ),
+    ] {
+        until(v, what, &cond.replace("SECOND", &second.to_string())).await;
+    }
+    // Back to the first; the second closed.
+    let updated = v
+        .ask(eval(format!("hb.tabs.update({first}, {{active: true}})")))
+        .await;
+    assert_eq!(updated["active"], true, "{updated}");
+    until(
+        v,
+        "onActivated (first)",
+        &heard("e === 'onActivated' && a[0].tabId === FIRST").replace("FIRST", &first.to_string()),
+    )
+    .await;
+    let removed = v
+        .ask(eval(format!(
+            "hb.tabs.remove({second}).then(() => 'ok', (e) => String(e))"
+        )))
+        .await;
+    assert_eq!(removed, "ok");
+    until(
+        v,
+        "onRemoved",
+        &heard("e === 'onRemoved' && a[0] === SECOND").replace("SECOND", &second.to_string()),
+    )
+    .await;
+    // Chrome's own refusal reaches the app as an error; a page that is not the web's is refused.
+    let refused = v
+        .ask(eval(
+            "hb.tabs.get(1).then(() => 'found', (e) => String(e))".into(),
+        ))
+        .await;
+    assert!(
+        refused
+            .as_str()
+            .is_some_and(|e| e.contains("No tab with id")),
+        "{refused}"
+    );
+    let file = v
+        .ask(eval(
+            "hb.tabs.create({url: 'file:///etc/passwd'}).then(() => 'opened', (e) => String(e))"
+                .into(),
+        ))
+        .await;
+    assert!(
+        file.as_str().is_some_and(|e| e.contains("only http(s)")),
+        "{file}"
+    );
+
+    // The same as REST at base_url with the admin token.
+    let base = embed
+        .split('?')
+        .next()
+        .unwrap()
+        .replace(&format!("http://{}", d.addr), "");
+    let (st, listed) = d
+        .call(
+            "POST",
+            &format!("{base}/tabs.query"),
+            Some(admin),
+            Some("[{}]"),
+        )
+        .await;
+    assert_eq!(st, 200, "{listed}");
+    assert_eq!(listed[0]["id"], first, "{listed}");
+    let (st, err) = d
+        .call(
+            "POST",
+            &format!("{base}/tabs.get"),
+            Some(admin),
+            Some("[1]"),
+        )
+        .await;
+    assert_eq!(
+        (st, err["error"].as_str()),
+        (422, Some("tabs_refused")),
+        "{err}"
+    );
+    let (st, _) = d
+        .call(
+            "POST",
+            &format!("{base}/tabs.query"),
+            Some("not-the-token"),
+            Some("[{}]"),
+        )
+        .await;
+    assert_eq!(st, 401);
+
+    // Without chrome_apis, the SDK's calls are refused.
+    let dropped = v
+        .ask(eval("hb.removeRoles([hb.userId], ['chrome_apis']).then(() => hb.tabs.query({})).then(() => 'answered', (e) => String(e))".into()))
+        .await;
+    assert!(
+        dropped.as_str().is_some_and(|e| e.contains("chrome_apis")),
+        "{dropped}"
+    );
+    let back = v
+        .ask(eval(
+            "hb.addRoles([hb.userId], ['chrome_apis']).then(() => 'ok', (e) => String(e))".into(),
+        ))
+        .await;
+    assert_eq!(back, "ok");
+}
+
+/// Waits until `cond` (an expression on the app's page) is true.
+async fn until(v: &mut Viewer, what: &str, cond: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let ok = v
+            .ask(json!({"cmd": "evaluate", "name": "app", "expr": cond}))
+            .await;
+        if ok == true {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let ev = v
+                .ask(
+                    json!({"cmd": "evaluate", "name": "app", "expr": "JSON.stringify(window.ev_)"}),
+                )
+                .await;
+            panic!("{what}: not heard; events: {ev}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn urlencode(s: &str) -> String {

@@ -215,7 +215,11 @@ pub(super) async fn socket(
 }
 
 /// The session of an admin-token or API-key caller, still running.
-fn admin(state: &AppState, headers: &HeaderMap, id: &str) -> Result<Arc<Session>, ApiError> {
+pub(super) fn admin(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Arc<Session>, ApiError> {
     let (s, _) = authorize(state, headers, None, id)?;
     if !s.is_active() {
         return Err(ApiError::expired());
@@ -381,7 +385,8 @@ pub(super) async fn users(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (s, _) = authorize(&state, &headers, None, &id)?;
+    // An ended session has no users (410, as for every live-view route).
+    let s = admin(&state, &headers, &id)?;
     Ok(Json(json!({"users": s.live.users()})))
 }
 

@@ -20,6 +20,7 @@ mod room;
 mod routes;
 pub mod schema;
 mod storage_state;
+mod tabs;
 mod viewer;
 mod vm;
 pub mod wire;
@@ -148,6 +149,7 @@ fn handler(method: &str, path: &str) -> axum::routing::MethodRouter<AppState> {
         ("POST", "/v0/vm/{id}/embed/setPermissions") => post(embed::set_permissions),
         ("DELETE", "/v0/vm/{id}/embed/users/{user_id}") => del(embed::remove_user),
         ("POST", "/v0/vm/{id}/embed/bookmarks") => post(embed::bookmarks),
+        ("POST", "/v0/vm/{id}/embed/{tabs_method}") => post(tabs::call),
         ("POST", "/v0/vm/{id}/viewers") => post(embed::mint),
         ("GET", "/v0/vm/{id}/users") => get(embed::users),
         ("GET", "/v0/vm/{id}/cdp") => get(cdp::proxy),

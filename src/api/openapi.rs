@@ -21,6 +21,20 @@ fn error_response(status: u16) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
+/// One server-sent event of a watch, as OpenAPI before 3.2 describes an event stream: its
+/// `schema` is each event (`event`, `data`, `id`), not the stream's text.
+fn sse_event() -> Value {
+    json!({
+        "type": "object",
+        "required": ["event", "data", "id"],
+        "properties": {
+            "event": {"type": "string", "enum": ["snapshot", "change"]},
+            "data": {"type": "string", "description": "The event's JSON: the snapshot (the 200 schema) or the change (`x-change-event`)"},
+            "id": {"type": "string", "description": "The version it brings the store to"}
+        }
+    })
+}
+
 /// Builds the document.
 pub fn document() -> Value {
     let mut paths = Map::new();
@@ -32,7 +46,7 @@ pub fn document() -> Value {
             }
             Reply::JsonOrEvents(schema) => json!({
                 "description": "OK: JSON, or with watch=true a text/event-stream of `snapshot` events (this schema) and `change` events (`x-change-event`), each with its version as the event id",
-                "content": {"application/json": {"schema": Value::clone(schema)}, "text/event-stream": {"schema": {"type": "string"}}},
+                "content": {"application/json": {"schema": Value::clone(schema)}, "text/event-stream": {"schema": sse_event()}},
                 "x-change-event": Value::clone(&wire::STORE_CHANGE)}),
             Reply::PageOrModule => json!({
                 "description": "The page (text/html) to a navigation (Sec-Fetch-Dest: document or iframe); the live view's ES module (text/javascript) to a script's fetch (Sec-Fetch-Dest: empty, or no such header and `no_cbor`), as the @hyperbeam/web SDK imports it. `Access-Control-Allow-Origin: *` on every answer, errors too; `Vary: Sec-Fetch-Dest`",
@@ -94,7 +108,9 @@ pub fn document() -> Value {
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
         {
-            let schema = if name == "name" {
+            let schema = if name == "tabs_method" {
+                json!({"type": "string", "enum": super::tabs::method_names()})
+            } else if name == "name" {
                 // A file name of the browser's downloads folder.
                 json!({"type": "string", "minLength": 1, "maxLength": 255})
             } else {

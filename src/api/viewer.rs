@@ -61,6 +61,8 @@ struct Conn {
     offered: HashSet<(String, u64)>,
     budget: f64,
     refilled: Instant,
+    /// The tabs events this viewer listens to (`tabs_listen`).
+    tabs_listen: std::collections::BTreeSet<crate::live::chrome_tabs::EventKind>,
 }
 
 impl Conn {
@@ -144,6 +146,21 @@ impl Conn {
                     Err(_) => false,
                 }
             }
+            Err(RecvError::Closed) => false,
+        }
+    }
+
+    async fn tabs_event(
+        &mut self,
+        r: Result<Arc<crate::live::chrome_tabs::Event>, RecvError>,
+    ) -> bool {
+        match r {
+            Ok(e) if self.tabs_listen.contains(&e.kind) && self.user.has(Role::ChromeApis) => {
+                self.send(json!({"t": "tabs_event", "e": e.kind.name(), "a": e.args}))
+                    .await
+            }
+            // Not listened to, or missed (a slow viewer loses the oldest).
+            Ok(_) | Err(RecvError::Lagged(_)) => true,
             Err(RecvError::Closed) => false,
         }
     }
@@ -253,6 +270,10 @@ impl Conn {
         self.s.touch();
         match crate::live::input::handle(&self.s.live, &self.user, &msg).await {
             Ok(crate::live::input::Outcome::Reply(v)) => self.send(v).await,
+            Ok(crate::live::input::Outcome::Listen(kinds)) => {
+                self.tabs_listen = kinds;
+                true
+            }
             Ok(_) => true,
             Err(crate::live::input::Fault::Malformed(e)) => {
                 close(&mut self.tx, 4002, &e).await;
@@ -301,7 +322,9 @@ pub(super) async fn run(
         offered: HashSet::new(),
         budget: rate * 2.0,
         refilled: Instant::now(),
+        tabs_listen: std::collections::BTreeSet::new(),
     };
+    let mut tabs_events = live.tabs.events();
     let mut frames = live.hub.frames();
     frames.mark_changed();
     let mut tabs = live.hub.tabs();
@@ -346,6 +369,7 @@ pub(super) async fn run(
             r = tabs.changed() => r.is_ok() && { let t = tabs.borrow_and_update().clone(); c.send(json!({"t": "tabs", "tabs": t})).await },
             r = ended.changed() => r.is_ok() && { let e = ended.borrow_and_update().clone(); c.ended(e).await },
             r = store.recv() => c.store(r).await,
+            r = tabs_events.recv() => c.tabs_event(r).await,
             n = notices.recv() => c.notice(n).await,
             r = chooser.changed() => r.is_ok() && { let x = chooser.borrow_and_update().clone(); c.chooser(x).await },
             _ = downloads_tick.tick(), if s.downloads.is_some() && user.has(Role::Control) => c.downloads().await,

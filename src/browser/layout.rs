@@ -53,6 +53,7 @@ pub(super) fn chromium_args(
     user_data_dir: &Path,
     opts: &LaunchOptions,
     sandboxed: bool,
+    tabs_ext: Option<&Path>,
 ) -> Vec<String> {
     let headful = sandboxed && opts.display;
     let mut a: Vec<String> = [
@@ -110,6 +111,14 @@ pub(super) fn chromium_args(
     if opts.restore_last_session {
         a.push("--restore-last-session".into());
     }
+    if let Some(p) = tabs_ext {
+        let p = if sandboxed {
+            super::tabs_ext::IN_SANDBOX.to_string()
+        } else {
+            p.display().to_string()
+        };
+        a.push(format!("--load-extension={p}"));
+    }
     a.push(
         opts.start_url
             .clone()
@@ -136,6 +145,8 @@ pub(super) struct Binds {
     pub audio: Option<RawFd>,
     /// The uploads directory (read-only, at [`UPLOADS`]).
     pub uploads: RawFd,
+    /// The tabs agent (read-only, at [`super::tabs_ext::IN_SANDBOX`]).
+    pub tabs_ext: Option<RawFd>,
 }
 
 pub(super) fn bwrap_args(
@@ -190,7 +201,8 @@ pub(super) fn bwrap_args(
     let targets = ETC
         .iter()
         .copied()
-        .chain([PROFILE, HOME, EGRESS_DIR, POLICY, INIT, UPLOADS]);
+        .chain([PROFILE, HOME, EGRESS_DIR, POLICY, INIT, UPLOADS])
+        .chain(binds.tabs_ext.map(|_| super::tabs_ext::IN_SANDBOX));
     for d in parents_to_make(targets) {
         a.extend(["--perms".into(), "0755".into(), "--dir".into(), d]);
     }
@@ -248,6 +260,13 @@ pub(super) fn bwrap_args(
         if let Some(b) = b {
             a.extend(["--bind-fd".into(), fd(b), at.into()]);
         }
+    }
+    if let Some(b) = binds.tabs_ext {
+        a.extend([
+            "--ro-bind-fd".into(),
+            fd(b),
+            super::tabs_ext::IN_SANDBOX.into(),
+        ]);
     }
     let mut env = vec![
         ("HOME", HOME.to_string()),
@@ -394,7 +413,8 @@ pub(super) fn chown_tree(dir: &Path, uid: u32) -> std::io::Result<()> {
 pub(super) fn policy_json(_opts: &LaunchOptions) -> serde_json::Value {
     serde_json::json!({
         "URLBlocklist": ["file://*", "chrome://*", "chrome-untrusted://*", "devtools://*",
-                         "view-source:*", "javascript:*"],
+                         "view-source:*", "javascript:*", "chromewebstore.google.com",
+                         "chrome.google.com/webstore"],
         "URLAllowlist": ["chrome://newtab", "chrome://new-tab-page", "chrome://history",
                          "chrome://bookmarks", "chrome://downloads", "chrome://password-manager",
                          "chrome://settings", "chrome://omnibox-popup.top-chrome"],
@@ -410,7 +430,11 @@ pub(super) fn policy_json(_opts: &LaunchOptions) -> serde_json::Value {
         "SyncDisabled": true,
         "MetricsReportingEnabled": false,
         "DefaultBrowserSettingEnabled": false,
-        "ExtensionInstallBlocklist": ["*"],
+        // No extension is installed from anywhere (the Web Store is blocked above, as are
+        // file:// and external ones); the daemon's own load by flag (the tabs agent). Not
+        // ExtensionInstallBlocklist ["*"]: Chromium then refuses flag-loaded ones too,
+        // allow-listed or not (measured with Chromium 156).
+        "BlockExternalExtensions": true,
     })
 }
 
@@ -431,6 +455,7 @@ mod tests {
             x11: Some(11),
             audio: Some(12),
             uploads: 13,
+            tabs_ext: Some(14),
         };
         let opts = LaunchOptions::default();
         let a = bwrap_args(&binds, &opts, Path::new("/usr/bin/chromium"), true);

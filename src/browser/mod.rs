@@ -8,6 +8,7 @@
 //! - [`mux`]: the ONE DevTools connection (a pipe, no port) shared by the CDP proxy, the
 //!   live view and the daemon's own calls;
 //! - [`init`]: the sandbox's PID 1 (`profile-vault sandbox-init`);
+//! - [`tabs_ext`]: the tabs agent extension each session's browser loads (Chrome's tabs API);
 //! - `process`: a running [`Browser`] and how it is stopped so everything reaches disk.
 //!
 //! It is a seam: a later runtime may place each browser in a Kubernetes pod instead.
@@ -20,6 +21,7 @@ mod layout;
 pub mod mux;
 mod process;
 pub mod sandbox;
+pub mod tabs_ext;
 
 pub use layout::UPLOADS;
 pub use process::{

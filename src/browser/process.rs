@@ -128,6 +128,8 @@ pub struct Browser {
     /// Everything that lives as long as the browser: the egress proxy task, the cgroups,
     /// the run directory and the uid lease (released on drop).
     pub(super) resources: super::sandbox::Resources,
+    /// The id of the tabs agent it loaded ([`super::tabs_ext`]), if it did.
+    pub(super) tabs_extension: Option<String>,
 }
 
 impl std::fmt::Debug for Browser {
@@ -232,6 +234,11 @@ impl Browser {
     /// The FIFO the browser's sound comes out of on the host (`None`: no sound).
     pub fn audio_fifo(&self) -> Option<&Path> {
         self.resources.audio.as_deref()
+    }
+
+    /// The id of the tabs agent the browser loaded ([`super::tabs_ext`]), if it did.
+    pub fn tabs_extension(&self) -> Option<&str> {
+        self.tabs_extension.as_deref()
     }
 
     /// The DevTools pipe (never handed to clients as such: they get a [`super::mux::Conn`]).

@@ -83,6 +83,9 @@ pub struct Runtime {
     /// This binary (the sandbox's init), opened at start: an upgrade that replaces the file
     /// under a running daemon does not stop it from starting browsers.
     exe: Result<std::fs::File, String>,
+    /// The tabs agent's directory on the host, written at the first launch (`None`: it
+    /// could not be, and sessions have no tabs API).
+    tabs_ext: std::sync::OnceLock<Option<PathBuf>>,
 }
 
 /// What lives as long as one browser; dropped (in this order) after it exited.
@@ -175,7 +178,28 @@ impl Runtime {
             cgroups,
             uids: Mutex::new(HashSet::new()),
             root,
+            tabs_ext: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The tabs agent's directory on the host ([`super::tabs_ext`]), written once.
+    fn tabs_ext(&self) -> Option<&Path> {
+        self.tabs_ext
+            .get_or_init(|| {
+                let dir = self.settings.run_dir.join(".tabs-extension");
+                let written = crate::fsutil::create_private_dir(&self.settings.run_dir)
+                    .and_then(|()| super::tabs_ext::install(&dir));
+                match written {
+                    // A comma would split Chromium's --load-extension list.
+                    Ok(()) if !dir.to_string_lossy().contains(',') => Some(dir),
+                    Ok(()) => None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot write the tabs agent: sessions have no tabs API");
+                        None
+                    }
+                }
+            })
+            .as_deref()
     }
 
     /// The browser binary.
@@ -291,7 +315,7 @@ impl Runtime {
         self: &Arc<Self>,
         name: &str,
         user_data_dir: &Path,
-        opts: &LaunchOptions,
+        (opts, tabs_ext): (&LaunchOptions, Option<&Path>),
         args: &[String],
         res: &mut Resources,
         fds: &mut Vec<(OwnedFd, RawFd)>,
@@ -359,6 +383,10 @@ impl Runtime {
                 Some(x) => Some(bind(Some(x), true)?),
                 None => None,
             },
+            tabs_ext: match tabs_ext {
+                Some(x) => Some(bind(Some(x), true)?),
+                None => None,
+            },
         };
         let mut cmd = tokio::process::Command::new("bwrap");
         cmd.args(bwrap_args(&binds, opts, &self.exec, self.root));
@@ -401,15 +429,23 @@ impl Runtime {
         }
         let mut res = Resources::default();
         let io = |e: std::io::Error| Error::Startup(e.to_string());
-        let args = chromium_args(user_data_dir, opts, !self.unsandboxed());
+        // The daemon's own offline browsers need no tabs API.
+        let tabs_ext = (!opts.offline).then(|| self.tabs_ext()).flatten();
+        let args = chromium_args(user_data_dir, opts, !self.unsandboxed(), tabs_ext);
         let (browser_in, to_browser) = pipe().map_err(io)?;
         let (from_browser, browser_out) = pipe().map_err(io)?;
         let mut fds: Vec<(OwnedFd, RawFd)> = vec![(browser_in, 3), (browser_out, 4)];
         let (mut cmd, info) = if self.unsandboxed() {
             (self.unconfined_command(&args, opts), None)
         } else {
-            let (cmd, info) =
-                self.sandboxed_command(name, user_data_dir, opts, &args, &mut res, &mut fds)?;
+            let (cmd, info) = self.sandboxed_command(
+                name,
+                user_data_dir,
+                (opts, tabs_ext),
+                &args,
+                &mut res,
+                &mut fds,
+            )?;
             (cmd, Some(info))
         };
         cmd.env_clear()
@@ -447,11 +483,19 @@ impl Runtime {
             }
         }
         let mux = Mux::start(to_browser, from_browser).map_err(io)?;
+        let tabs_extension = tabs_ext.map(|p| {
+            if self.unsandboxed() {
+                super::tabs_ext::id_for(&p.to_string_lossy())
+            } else {
+                super::tabs_ext::id_for(super::tabs_ext::IN_SANDBOX)
+            }
+        });
         let mut browser = Browser {
             child,
             pid,
             mux,
             resources: res,
+            tabs_extension,
         };
         let t0 = std::time::Instant::now();
         let ready = browser

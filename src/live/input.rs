@@ -20,6 +20,8 @@ pub enum Outcome {
     Dropped,
     /// A message for the viewer (JSON text).
     Reply(Value),
+    /// The tabs events the viewer wants from now on (`tabs_listen`).
+    Listen(std::collections::BTreeSet<super::chrome_tabs::EventKind>),
 }
 
 fn num(v: &Value, max: f64) -> Option<f64> {
@@ -237,8 +239,49 @@ pub async fn handle(live: &Live, user: &User, m: &Value) -> Result<Outcome, Faul
                 .map_err(Fault::Browser)?;
             Ok(Outcome::Done)
         }
+        "tabs_call" => tabs_call(live, user, m).await,
+        "tabs_listen" => {
+            let events = m["events"]
+                .as_array()
+                .ok_or_else(|| Fault::Malformed("tabs_listen.events".into()))?;
+            let kinds = events
+                .iter()
+                .map(|e| e.as_str().and_then(super::chrome_tabs::EventKind::parse))
+                .collect::<Option<_>>()
+                .ok_or_else(|| Fault::Malformed("tabs_listen.events: not a tabs event".into()))?;
+            Ok(Outcome::Listen(kinds))
+        }
         _ => Err(Fault::Malformed(format!("unknown message type `{t}`"))),
     }
+}
+
+/// `{"t": "tabs_call", "i", "m", "a"}`: `chrome.tabs.<m>(...a)` for a user with
+/// `chrome_apis`, answered `{"t": "tabs_result", "i", "r"}` or `{..., "e": message}`.
+async fn tabs_call(live: &Live, user: &User, m: &Value) -> Result<Outcome, Fault> {
+    let i = m["i"]
+        .as_u64()
+        .ok_or_else(|| Fault::Malformed("tabs_call.i".into()))?;
+    let args = match &m["a"] {
+        Value::Array(a) => a.clone(),
+        Value::Null => Vec::new(),
+        _ => return Err(Fault::Malformed("tabs_call.a must be an array".into())),
+    };
+    let r = if !user.has(Role::ChromeApis) {
+        Err("this user may not use the tabs API (role chrome_apis)".to_string())
+    } else {
+        match m["m"].as_str().and_then(super::chrome_tabs::Method::parse) {
+            Some(method) => live
+                .tabs
+                .call(method, args)
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err(format!("not a tabs method: {}", m["m"])),
+        }
+    };
+    Ok(Outcome::Reply(match r {
+        Ok(v) => json!({"t": "tabs_result", "i": i, "r": v}),
+        Err(e) => json!({"t": "tabs_result", "i": i, "e": e}),
+    }))
 }
 
 fn button_of(m: &Value) -> Result<Option<Button>, Fault> {

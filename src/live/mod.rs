@@ -9,6 +9,7 @@
 //! dropped here, on the server.
 
 pub mod bookmarks;
+pub mod chrome_tabs;
 pub mod downloads;
 pub mod hub;
 pub mod input;
@@ -159,6 +160,8 @@ pub struct Live {
     control_disable_default: bool,
     /// Frames (page-only view), tabs and input through DevTools.
     pub hub: Arc<hub::Hub>,
+    /// Chrome's tabs API (the SDK's `tabs.*`).
+    pub tabs: Arc<chrome_tabs::Agent>,
     /// The browser's virtual display (its whole UI), when it has one: the picture and the
     /// input then go through it instead of the hub's screencast.
     pub display: Option<Arc<crate::display::Display>>,
@@ -191,21 +194,36 @@ fn now_ms() -> u64 {
 }
 
 impl Live {
-    /// The live view of a browser, through its DevTools pipe (and its display, if any).
+    /// The live view of a browser, through its DevTools pipe (and its display, if any);
+    /// `tabs_extension`: the id of the tabs agent it loaded. Needs a Tokio runtime.
     pub fn new(
         cfg: LiveConfig,
         cdp: Arc<crate::browser::mux::Mux>,
         display: Option<Arc<crate::display::Display>>,
-        file_uploads: bool,
-        control_disable_default: bool,
+        (file_uploads, control_disable_default): (bool, bool),
+        tabs_extension: Option<&str>,
     ) -> Live {
         let quality = cfg.jpeg_quality;
+        let hub = hub::Hub::new(cdp.clone(), quality, display.is_none(), file_uploads);
+        let tabs = chrome_tabs::Agent::start(cdp, tabs_extension);
+        // The view follows the browser's own tab switches (Chromium's tab strip, tabs.update).
+        let mut activated = tabs.activated();
+        let follower = Arc::downgrade(&hub);
+        tokio::spawn(async move {
+            while let Ok(target) = activated.recv().await {
+                let Some(hub) = follower.upgrade() else { break };
+                if let Err(e) = hub.follow(&target).await {
+                    tracing::debug!(error = %e, "live view: not following the active tab");
+                }
+            }
+        });
         Live {
             cfg,
             tokens: Mutex::new(Vec::new()),
             users: Mutex::new(Vec::new()),
             control_disable_default,
-            hub: hub::Hub::new(cdp, quality, display.is_none(), file_uploads),
+            hub,
+            tabs,
             display,
             ended: tokio::sync::watch::channel(None).0,
         }
@@ -437,8 +455,8 @@ mod tests {
             },
             crate::browser::mux::Mux::closed(),
             None,
-            false,
-            false,
+            (false, false),
+            None,
         )
     }
 

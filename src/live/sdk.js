@@ -2,7 +2,7 @@
 // fetches embed_url, imports this, and calls `default(shadowRoot, url, send, options)`.
 // It speaks the daemon's viewer socket (the embed page's wire: JSON messages, JPEG frames and
 // display tiles) and the SDK's messages (`connection`, `resize`, `connection_state`,
-// `disconnect`, `blur`, answers to calls). Self-contained: the SDK imports it from a `blob:`
+// `disconnect`, `blur`, answers to calls, tabs events). Self-contained: the SDK imports it from a `blob:`
 // URL, so every server address is derived from `url`. No inline styles, no data: images, no
 // workers, no eval: it runs under a host page's strict CSP.
 export default function profileVault(root, url, send, opts) {
@@ -111,6 +111,16 @@ export default function profileVault(root, url, send, opts) {
         send({ type: 'peer_mouse', data: { x: m.x / W, y: m.y / H, clientX: ox + m.x * s, clientY: oy + m.y * s, userId: m.user_id } });
         break;
       }
+      case 'tabs_result': {
+        const i = tabCalls.get(m.i);
+        tabCalls.delete(m.i);
+        if (i !== undefined) reply(i, m.r === undefined ? null : m.r, m.e);
+        break;
+      }
+      case 'tabs_event':
+        // Every listener of that event hears it (after its own ack: replies keep their order).
+        for (const [i, e] of tabListeners) if (e === m.e) reply(i, m.a);
+        break;
       case 'ended':
         ended = true;
         send({ type: 'disconnect', data: { type: REASONS[m.reason] || 'unknown' } });
@@ -123,7 +133,11 @@ export default function profileVault(root, url, send, opts) {
     send({ type: 'connection_state', data: { state: connected ? 'reconnecting' : 'connecting' } });
     ws = new WebSocket(socketUrl);
     ws.binaryType = 'arraybuffer';
-    ws.onopen = () => { backoff = 500; };
+    ws.onopen = () => {
+      backoff = 500;
+      // A new socket starts with no listeners: say again which tabs events are wanted.
+      if (tabListeners.size) listenTabs();
+    };
     ws.onmessage = (ev) => {
       if (typeof ev.data === 'string') {
         try { onText(JSON.parse(ev.data)); } catch (_) { /* not ours */ }
@@ -133,6 +147,8 @@ export default function profileVault(root, url, send, opts) {
     };
     ws.onclose = (ev) => {
       ws = null;
+      for (const i of tabCalls.values()) reply(i, undefined, 'the connection to the session was lost');
+      tabCalls.clear();
       if (closed || ended) return;
       if (ev.code === 4001 || ev.code === 1008) {
         ended = true;
@@ -227,6 +243,7 @@ export default function profileVault(root, url, send, opts) {
         }, (e) => reply(msg.i, undefined, String(e)));
         return;
       }
+      if (msg.m.startsWith('tabs.')) return tabs(msg, a);
       return reply(msg.i, undefined, 'not supported by profile-vault yet: ' + msg.m);
     }
     switch (msg.type) {
@@ -235,6 +252,31 @@ export default function profileVault(root, url, send, opts) {
       case 'disable_input': opts.disableInput = !!msg.data; break;
       case 'delegate_keyboard': opts.delegateKeyboard = !!msg.data; break;
     }
+  }
+
+  // Chrome's tabs API (role `chrome_apis`), over the socket: `tabs.<method>` calls are
+  // answered by the daemon from Chrome itself; listeners get the events they added.
+  let tabSeq = 0;
+  const tabCalls = new Map(); // our call id -> the SDK's
+  const tabListeners = new Map(); // the SDK's listener id -> event name
+  function listenTabs() { out({ t: 'tabs_listen', events: [...new Set(tabListeners.values())] }); }
+  function tabs(msg, a) {
+    const [, name, verb] = msg.m.split('.');
+    if (verb === 'addListener') {
+      tabListeners.set(msg.i, name);
+      reply(msg.i, undefined);
+      return listenTabs();
+    }
+    if (verb === 'removeListener') {
+      tabListeners.delete(a[0]);
+      reply(msg.i, undefined);
+      return listenTabs();
+    }
+    if (!ws || ws.readyState !== 1) return reply(msg.i, undefined, 'not connected to the session');
+    while (a.length && a[a.length - 1] === undefined) a.pop();
+    const c = ++tabSeq;
+    tabCalls.set(c, msg.i);
+    out({ t: 'tabs_call', i: c, m: name, a });
   }
 
   function destroy() {

@@ -567,8 +567,8 @@ impl Manager {
             self.cfg.live.clone(),
             cdp.clone(),
             display,
-            browser.uploads_dir().is_some(),
-            req.control_disable_default,
+            (browser.uploads_dir().is_some(), req.control_disable_default),
+            browser.tabs_extension(),
         );
         let downloads = browser
             .home_dir()

@@ -134,6 +134,11 @@ pub const ERRORS: &[(&str, u16, &str)] = &[
         "the stored profile failed authentication or validation",
     ),
     (
+        "tabs_refused",
+        422,
+        "Chrome's tabs API refused the call or did not complete it within 5 s (its own message: no tab with that id, an argument it does not take)",
+    ),
+    (
         "cluster_auth_failed",
         401,
         "a request between nodes failed the cluster secret check",
@@ -353,6 +358,17 @@ pub static ROLES_CHANGE: LazyLock<Value> = LazyLock::new(|| {
         "items": [user_ids(), role_list(), {"type": "boolean"}],
         "description": "[[user ids], [roles], exclusive]: exclusive applies the change to every user except those listed"})
 });
+
+/// `tabs.<method>`: its arguments, as `chrome.tabs.<method>` takes them.
+pub static TABS_ARGS: LazyLock<Value> = LazyLock::new(|| {
+    json!({"type": "array", "maxItems": 4,
+        "description": "The arguments of chrome.tabs.<method> (e.g. [{}] for query, [tabId, {\"url\": \"https://…\"}] for update); only http(s) URLs and about:blank open"})
+});
+
+/// `tabs.<method>`: Chrome's answer.
+pub static TABS_RESULT: LazyLock<Value> = LazyLock::new(
+    || json!({"description": "What chrome.tabs.<method> resolves to: a Tab (id, index, windowId, active, url, title, favIconUrl, status, …), an array of them, a number (getZoom), an object (getZoomSettings, highlight's Window), a string (detectLanguage), or null"}),
+);
 
 /// `setPermissions`: `[user id, {priority, idle_timeout, control_disabled}]`.
 pub static PERMISSIONS: LazyLock<Value> = LazyLock::new(|| {

@@ -222,6 +222,18 @@ impl Hub {
         self.switch_to(&conn, target).await
     }
 
+    /// Shows `target` when the view runs and knows it: the browser's own tab switches
+    /// (Chromium's tab strip, an app's `tabs.update`). Nothing when nobody watches.
+    ///
+    /// # Errors
+    /// Unknown tab or browser failure.
+    pub async fn follow(&self, target: &str) -> Result<(), String> {
+        if self.conn().await.is_err() {
+            return Ok(());
+        }
+        self.switch(target).await
+    }
+
     /// Opens a new tab and shows it.
     ///
     /// # Errors
