@@ -42,6 +42,26 @@ impl Cdp {
             .connect()
             .await
             .map_err(|e| format!("cannot reach the browser: {e}"))?;
+        Ok(Self::over(link, timeout))
+    }
+
+    /// Like [`Cdp::connect`], on a resident connection (not counted against client limits:
+    /// [`crate::browser::mux::Mux::connect_resident`]).
+    ///
+    /// # Errors
+    /// The browser cannot be reached.
+    pub async fn connect_resident(
+        mux: &Arc<crate::browser::mux::Mux>,
+        timeout: Duration,
+    ) -> Result<(Cdp, Events), String> {
+        let link = mux
+            .connect_resident()
+            .await
+            .map_err(|e| format!("cannot reach the browser: {e}"))?;
+        Ok(Self::over(link, timeout))
+    }
+
+    fn over(link: crate::browser::mux::Conn, timeout: Duration) -> (Cdp, Events) {
         let (out, mut in_rx, _pump) = link.into_channels();
         let (ev_tx, events) = mpsc::unbounded_channel();
         let pending: Pending = Arc::default();
@@ -67,7 +87,7 @@ impl Cdp {
             // Closed: every waiting command fails.
             p.lock().expect("pending").clear();
         });
-        Ok((
+        (
             Cdp {
                 out,
                 pending,
@@ -75,7 +95,7 @@ impl Cdp {
                 timeout,
             },
             events,
-        ))
+        )
     }
 
     /// Runs `method` (on the page session `session`, or on the browser) and returns its result.

@@ -102,6 +102,25 @@ pub(crate) async fn site() -> String {
             }),
         )
         .route(
+            "/signin",
+            axum::routing::get(|| async {
+                Html(
+                    r#"<!doctype html><title>signin</title><body style="margin:0">
+<button id=in style="position:absolute;left:40px;top:40px;width:300px;height:80px;font-size:24px"
+ onclick="document.cookie = 'user=ada; max-age=86400; path=/'; document.title = 'signed in'">sign in</button>"#,
+                )
+            }),
+        )
+        .route(
+            "/whoami",
+            axum::routing::get(|| async {
+                Html(
+                    r#"<!doctype html><title>?</title>
+<script>document.title = 'user:' + ((document.cookie.match(/user=(\w+)/) || [])[1] || 'nobody')</script>"#,
+                )
+            }),
+        )
+        .route(
             "/text",
             axum::routing::get(|| async {
                 Html(

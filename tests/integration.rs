@@ -24,6 +24,8 @@ mod s3;
 mod sandbox;
 mod screen;
 mod sdk;
+mod sdk_app;
+mod sdk_session;
 mod travel;
 mod trust;
 mod upgrade;

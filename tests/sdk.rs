@@ -2,80 +2,22 @@
 //! npm, as an app does), calls `Hyperbeam(div, embed_url)` against the daemon, and the person
 //! uses the session through it. Real Chromium on both sides.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse};
 use serde_json::json;
 
 use crate::common::daemon::*;
 use crate::common::viewer::Viewer;
 use crate::display::{http_full, page_until};
-
-/// The app's page: the SDK from node_modules (cbor-x through an import map, as a bundler
-/// would resolve it), a container, and `Hyperbeam(container, embed)`.
-const HOST: &str = r#"<!doctype html><title>app</title>
-<script type="importmap">{"imports": {"cbor-x/decode": "/npm/cbor-x/decode.js"}}</script>
-<body style="margin:0"><div id=c style="width:900px;height:560px"></div>
-<script type=module>
-import Hyperbeam from "/npm/@hyperbeam/web/index.js";
-const q = new URLSearchParams(location.search);
-const embed = q.get("embed");
-window.frames_ = 0;
-try {
-  const hb = await Hyperbeam(document.getElementById("c"), embed, {
-    frameCb: (b) => { window.frames_++; b.close(); },
-    onDisconnect: (d) => { window.disconnect_ = d.type; },
-    onCursor: (c) => { window.cursor_ = c; },
-    adminToken: q.get("admin") || undefined,
-  });
-  window.hb = hb;
-  window.state_ = "connected";
-} catch (e) {
-  window.state_ = "error: " + e.name + ": " + e.message;
-}
-// The page's point of a point of the remote screen (the video is letterboxed).
-window.toPage = (x, y) => {
-  const r = document.getElementById("c").shadowRoot.querySelector("video").getBoundingClientRect();
-  const s = Math.min(r.width / hb.width, r.height / hb.height);
-  return { x: r.left + (r.width - hb.width * s) / 2 + x * s, y: r.top + (r.height - hb.height * s) / 2 + y * s };
-};
-</script>"#;
-
-/// Serves the app's page and the npm packages it loads, on an origin of its own.
-async fn app() -> String {
-    let npm = PathBuf::from(std::env::var("PV_TEST_NODE_DIR").expect("PV_TEST_NODE_DIR"))
-        .join("node_modules");
-    let router = axum::Router::new()
-        .route("/", axum::routing::get(|| async { Html(HOST) }))
-        .route(
-            "/npm/{*path}",
-            axum::routing::get(move |axum::extract::Path(p): axum::extract::Path<String>| {
-                let npm = npm.clone();
-                async move {
-                    let allowed = (p.starts_with("@hyperbeam/web/") || p.starts_with("cbor-x/"))
-                        && p.ends_with(".js")
-                        && !p.contains("..");
-                    match std::fs::read(npm.join(&p)).ok().filter(|_| allowed) {
-                        Some(b) => ([(header::CONTENT_TYPE, "text/javascript")], b).into_response(),
-                        None => StatusCode::NOT_FOUND.into_response(),
-                    }
-                }
-            }),
-        );
-    let l = tokio::net::TcpListener::bind("127.0.0.3:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, router).await.unwrap() });
-    format!("http://{addr}")
-}
+use crate::sdk_app::{app, until, urlencode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_on_the_hyperbeam_sdk_runs_against_embed_url() {
     let site = crate::display::site().await;
-    let app = app().await;
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
+    // Under a strict CSP, as every page of the test app.
+    let app = app(&d.addr).await;
     // What Hyperbeam apps' servers send: fields that cannot be honoured are listed, not
     // refused; `auth` (every user authorized by the app's webhook) is not taken until it is
     // enforced: ignoring it would admit everyone.
@@ -92,15 +34,6 @@ async fn an_app_on_the_hyperbeam_sdk_runs_against_embed_url() {
         json!(["hide_cursor", "max_area", "offline_timeout", "quality"]),
         "{s}"
     );
-    let (st, refused) = d
-        .call(
-            "POST",
-            "/v0/vm",
-            Some(KEY_T1),
-            Some(r#"{"auth": {"type": "webhook", "value": {"url": "https://app.example/auth", "bearer": "x"}}}"#),
-        )
-        .await;
-    assert_eq!(st, 400, "{refused}");
     let id = s["session_id"].as_str().unwrap().to_string();
     let embed = s["embed_url"].as_str().unwrap().to_string();
     let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
@@ -358,17 +291,22 @@ async fn tabs_through_the_sdk(
             heard("e === 'onUpdated' && a[0] === SECOND && a[2].title === 'select'"),
         ),
     ] {
-        until(v, what, &cond.replace("SECOND", &second.to_string())).await;
+        let cond = cond.replace("SECOND", &second.to_string());
+        until(v, "app", what, &cond, "JSON.stringify(window.ev_)").await;
     }
     // Back to the first; the second closed.
     let updated = v
         .ask(eval(format!("hb.tabs.update({first}, {{active: true}})")))
         .await;
     assert_eq!(updated["active"], true, "{updated}");
+    let cond =
+        heard("e === 'onActivated' && a[0].tabId === FIRST").replace("FIRST", &first.to_string());
     until(
         v,
+        "app",
         "onActivated (first)",
-        &heard("e === 'onActivated' && a[0].tabId === FIRST").replace("FIRST", &first.to_string()),
+        &cond,
+        "JSON.stringify(window.ev_)",
     )
     .await;
     let removed = v
@@ -377,12 +315,8 @@ async fn tabs_through_the_sdk(
         )))
         .await;
     assert_eq!(removed, "ok");
-    until(
-        v,
-        "onRemoved",
-        &heard("e === 'onRemoved' && a[0] === SECOND").replace("SECOND", &second.to_string()),
-    )
-    .await;
+    let cond = heard("e === 'onRemoved' && a[0] === SECOND").replace("SECOND", &second.to_string());
+    until(v, "app", "onRemoved", &cond, "JSON.stringify(window.ev_)").await;
     // Chrome's own refusal reaches the app as an error; a page that is not the web's is refused.
     let refused = v
         .ask(eval(
@@ -459,39 +393,6 @@ async fn tabs_through_the_sdk(
         ))
         .await;
     assert_eq!(back, "ok");
-}
-
-/// Waits until `cond` (an expression on the app's page) is true.
-async fn until(v: &mut Viewer, what: &str, cond: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let ok = v
-            .ask(json!({"cmd": "evaluate", "name": "app", "expr": cond}))
-            .await;
-        if ok == true {
-            return;
-        }
-        if std::time::Instant::now() > deadline {
-            let ev = v
-                .ask(
-                    json!({"cmd": "evaluate", "name": "app", "expr": "JSON.stringify(window.ev_)"}),
-                )
-                .await;
-            panic!("{what}: not heard; events: {ev}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// A GET of an absolute URL on the daemon with extra headers: (status, head lowercased, body).

@@ -204,14 +204,24 @@ pub(super) async fn socket(
     }
     let ws = ws.map_err(super::cdp::upgrade_error)?;
     let max = s.live.config().max_message;
-    let token = q.token.clone().unwrap_or_default();
     let viewers_max = state.manager.config().max_viewers_per_tenant;
-    let tenant_full = (viewers_max > 0 && state.manager.tenant_clients(&s.tenant).1 >= viewers_max)
-        .then_some(viewers_max);
+    let caller = super::viewer::Caller {
+        token: q.token.clone().unwrap_or_default(),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .chars()
+            .take(512)
+            .collect(),
+        tenant_full: (viewers_max > 0 && state.manager.tenant_clients(&s.tenant).1 >= viewers_max)
+            .then_some(viewers_max),
+    };
+    let policy = state.manager.config().browser.egress().clone();
     Ok(ws
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| super::viewer::run(s, roles, token, tenant_full, socket)))
+        .on_upgrade(move |socket| super::viewer::run(s, roles, caller, policy, socket)))
 }
 
 /// The session of an admin-token or API-key caller, still running.

@@ -29,6 +29,26 @@ async fn close(tx: &mut Tx, code: u16, reason: &str) {
         .await;
 }
 
+/// Closes with `code`, then reads what the viewer still sends until its close answers ours
+/// (at most 2 s): a socket dropped with unread input is reset, and the viewer would see 1006
+/// instead of the code (and reconnect).
+async fn refuse(
+    tx: &mut Tx,
+    rx: &mut futures_util::stream::SplitStream<WebSocket>,
+    code: u16,
+    reason: &str,
+) {
+    close(tx, code, reason).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(Ok(m)) = rx.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 fn text(v: Value) -> Message {
     Message::Text(v.to_string().into())
 }
@@ -61,6 +81,10 @@ struct Conn {
     offered: HashSet<(String, u64)>,
     budget: f64,
     refilled: Instant,
+    /// The viewer paused the picture (`video_paused`): no frames or tiles until it resumes.
+    paused: bool,
+    /// A close warning was sent and not withdrawn.
+    warned: bool,
     /// The tabs events this viewer listens to (`tabs_listen`).
     tabs_listen: std::collections::BTreeSet<crate::live::chrome_tabs::EventKind>,
 }
@@ -98,7 +122,7 @@ impl Conn {
     }
 
     async fn frame(&mut self, f: Option<Arc<Frame>>) -> bool {
-        let Some(f) = f else {
+        let Some(f) = f.filter(|_| !self.paused) else {
             return true;
         };
         if (f.width, f.height) != self.meta {
@@ -131,22 +155,60 @@ impl Conn {
 
     async fn tile(&mut self, r: Result<Arc<Tile>, RecvError>) -> bool {
         match r {
+            Ok(_) | Err(RecvError::Lagged(_)) if self.paused => true,
             Ok(t) if t.seq <= self.key_seq => true,
             Ok(t) => self.send_tile(&t).await,
             // Behind: skip to the screen as it is now.
-            Err(RecvError::Lagged(_)) => {
-                let Some(d) = self.s.live.display.clone() else {
-                    return false;
-                };
-                match d.capture.keyframe().await {
-                    Ok(k) => {
-                        self.key_seq = k.seq;
-                        self.send_tile(&k).await
-                    }
-                    Err(_) => false,
-                }
-            }
+            Err(RecvError::Lagged(_)) => self.keyframe().await,
             Err(RecvError::Closed) => false,
+        }
+    }
+
+    /// The whole screen as it is now (a display's).
+    async fn keyframe(&mut self) -> bool {
+        let Some(d) = self.s.live.display.clone() else {
+            return false;
+        };
+        match d.capture.keyframe().await {
+            Ok(k) => {
+                self.key_seq = k.seq;
+                self.send_tile(&k).await
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// `video_paused`: stops or resumes the picture; a resumed viewer gets the picture as it
+    /// is now.
+    async fn pause(&mut self, paused: bool) -> bool {
+        let resumed = self.paused && !paused;
+        self.paused = paused;
+        if !resumed {
+            true
+        } else if self.s.live.display.is_some() {
+            self.keyframe().await
+        } else {
+            let f = self.s.live.hub.frames().borrow().clone();
+            self.meta = (0, 0);
+            self.frame(f).await
+        }
+    }
+
+    /// A timeout ahead (`close_warning`: its kind and the milliseconds left), or its
+    /// withdrawal once a warning was sent.
+    async fn close_warning(&mut self, w: Option<crate::live::CloseWarning>) -> bool {
+        match w {
+            Some(w) => {
+                self.warned = true;
+                let left = w.at_ms.saturating_sub(crate::live::now_ms());
+                self.send(json!({"t": "close_warning", "type": w.kind.name(), "delay_ms": left}))
+                    .await
+            }
+            None if self.warned => {
+                self.warned = false;
+                self.send(json!({"t": "close_warning", "type": null})).await
+            }
+            None => true,
         }
     }
 
@@ -267,9 +329,12 @@ impl Conn {
             close(&mut self.tx, 4002, "messages must be JSON").await;
             return false;
         };
-        self.s.touch();
+        if msg["t"] != "rtt" {
+            self.s.touch();
+        }
         match crate::live::input::handle(&self.s.live, &self.user, &msg).await {
             Ok(crate::live::input::Outcome::Reply(v)) => self.send(v).await,
+            Ok(crate::live::input::Outcome::VideoPaused(p)) => self.pause(p).await,
             Ok(crate::live::input::Outcome::Listen(kinds)) => {
                 self.tabs_listen = kinds;
                 true
@@ -287,23 +352,104 @@ impl Conn {
     }
 }
 
+/// The first message of a viewer of a session with an auth webhook: `{"t": "auth",
+/// "userdata"}` (the app's `webhookUserdata`, or null), within 10 s.
+async fn auth_message(rx: &mut futures_util::stream::SplitStream<WebSocket>) -> Option<Value> {
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), rx.next()).await;
+    let Ok(Some(Ok(Message::Text(t)))) = first else {
+        return None;
+    };
+    let m: Value = serde_json::from_str(t.as_str()).ok()?;
+    (m["t"] == "auth").then(|| m["userdata"].clone())
+}
+
+/// Asks the session's auth webhook whether `user` may stay (Hyperbeam's webhook
+/// authentication: `{user_id, userdata}` with `HB-User-Agent`; a 200 with
+/// `{"authorized": true}` admits, with its optional `permissions` applied). Nothing reaches
+/// the viewer before.
+async fn admitted(
+    s: &Session,
+    hook: &crate::session::webhook::Webhook,
+    user: &User,
+    userdata: Value,
+    user_agent: &str,
+    policy: &Arc<crate::browser::egress::Policy>,
+) -> bool {
+    let body = json!({"user_id": user.id, "userdata": userdata});
+    let answer =
+        crate::session::webhook::post(hook, &body, &[("hb-user-agent", user_agent)], policy).await;
+    let verdict = match &answer {
+        Ok((200, b)) => serde_json::from_slice::<Value>(b).ok(),
+        _ => None,
+    };
+    let Some(v) = verdict.filter(|v| v["authorized"] == true) else {
+        match answer {
+            Ok((status, _)) => {
+                tracing::info!(session = %s.id, user = %user.id, status, "the auth webhook did not admit a viewer")
+            }
+            Err(e) => {
+                tracing::warn!(session = %s.id, user = %user.id, error = %e, "the auth webhook could not be asked; the viewer is not admitted")
+            }
+        }
+        return false;
+    };
+    let p = &v["permissions"];
+    if p.is_object() {
+        s.live.set_permissions(
+            &user.id,
+            p["priority"].as_i64(),
+            p["idle_timeout"].as_u64(),
+            p["control_disabled"].as_bool(),
+        );
+    }
+    true
+}
+
+/// Who connects: the token that admitted it and the request's user agent.
+pub(super) struct Caller {
+    pub token: String,
+    pub user_agent: String,
+    pub tenant_full: Option<usize>,
+}
+
 /// Serves one viewer's socket.
 pub(super) async fn run(
     s: Arc<Session>,
     roles: BTreeSet<Role>,
-    token: String,
-    tenant_full: Option<usize>,
+    caller: Caller,
+    policy: Arc<crate::browser::egress::Policy>,
     socket: WebSocket,
 ) {
     let live = &s.live;
     let (mut tx, mut rx) = socket.split();
-    if let Some(max) = tenant_full {
-        return close(&mut tx, 4008, &format!("this tenant has the most viewers it may have on this node (server.max_viewers_per_tenant = {max})")).await;
+    if let Some(max) = caller.tenant_full {
+        return refuse(&mut tx, &mut rx, 4008, &format!("this tenant has the most viewers it may have on this node (server.max_viewers_per_tenant = {max})")).await;
     }
-    let (user, mut notices) = match live.join(&token, roles) {
-        Ok(u) => u,
-        Err(e) => return close(&mut tx, 4008, &e.to_string()).await,
+    // With an auth webhook, the app's userdata comes first; the webhook decides below.
+    let userdata = match &s.auth {
+        Some(_) => match auth_message(&mut rx).await {
+            Some(u) => Some(u),
+            None => {
+                return close(
+                    &mut tx,
+                    1008,
+                    "unauthorized: the first message must be {\"t\": \"auth\"}",
+                )
+                .await
+            }
+        },
+        None => None,
     };
+    let (user, mut notices) = match live.join(&caller.token, roles) {
+        Ok(u) => u,
+        Err(e) => return refuse(&mut tx, &mut rx, 4008, &e.to_string()).await,
+    };
+    if let (Some(hook), Some(userdata)) = (&s.auth, userdata) {
+        if !admitted(&s, hook, &user, userdata, &caller.user_agent, &policy).await {
+            live.leave(&user);
+            return refuse(&mut tx, &mut rx, 1008, "unauthorized").await;
+        }
+    }
     if let Err(e) = live.hub.join().await {
         tracing::warn!(session = %s.id, error = %e, "live view: cannot start the screencast");
         live.leave(&user);
@@ -323,7 +469,11 @@ pub(super) async fn run(
         budget: rate * 2.0,
         refilled: Instant::now(),
         tabs_listen: std::collections::BTreeSet::new(),
+        paused: false,
+        warned: false,
     };
+    let mut warning = live.close_warning();
+    warning.mark_changed();
     let mut tabs_events = live.tabs.events();
     let mut frames = live.hub.frames();
     frames.mark_changed();
@@ -370,6 +520,7 @@ pub(super) async fn run(
             r = ended.changed() => r.is_ok() && { let e = ended.borrow_and_update().clone(); c.ended(e).await },
             r = store.recv() => c.store(r).await,
             r = tabs_events.recv() => c.tabs_event(r).await,
+            r = warning.changed() => r.is_ok() && { let w = *warning.borrow_and_update(); c.close_warning(w).await },
             n = notices.recv() => c.notice(n).await,
             r = chooser.changed() => r.is_ok() && { let x = chooser.borrow_and_update().clone(); c.chooser(x).await },
             _ = downloads_tick.tick(), if s.downloads.is_some() && user.has(Role::Control) => c.downloads().await,

@@ -28,6 +28,7 @@ struct VmRequest {
     timezone: Option<String>,
     default_roles: Option<Vec<String>>,
     control_disable_default: Option<bool>,
+    auth: Option<AuthRequest>,
     /// Hyperbeam's fields accepted and not honoured ([`wire::VM_IGNORED_FIELDS`]: the schema
     /// admits no others).
     #[serde(flatten)]
@@ -48,6 +49,15 @@ struct TimeoutRequest {
     webhook: Option<Option<WebhookRequest>>,
 }
 
+/// Hyperbeam's `auth`: `{"type": "token"}` or `{"type": "webhook", "value": {url, bearer}}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthRequest {
+    #[serde(rename = "type")]
+    kind: String,
+    value: Option<WebhookRequest>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WebhookRequest {
@@ -58,6 +68,42 @@ struct WebhookRequest {
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
     Ok(Some(Option::<u64>::deserialize(d)?))
+}
+
+/// A webhook a tenant names (`field` for errors): only public addresses are called.
+fn webhook_of(
+    w: &WebhookRequest,
+    field: &str,
+    cfg: &crate::session::SessionConfig,
+) -> Result<crate::session::webhook::Webhook, ApiError> {
+    if crate::session::webhook::refused_literal(&w.url, cfg.browser.egress()) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("{field}: the daemon calls public addresses only (server.egress_allow opens ranges)"),
+        ));
+    }
+    Ok(crate::session::webhook::Webhook {
+        url: w.url.clone(),
+        bearer: w.bearer.clone(),
+    })
+}
+
+/// `auth`: the webhook that admits each user, if any.
+fn parse_auth(
+    a: Option<&AuthRequest>,
+    cfg: &crate::session::SessionConfig,
+) -> Result<Option<crate::session::webhook::Webhook>, ApiError> {
+    match a {
+        None => Ok(None),
+        Some(a) if a.kind == "webhook" => match &a.value {
+            Some(w) => webhook_of(w, "auth.value.url", cfg).map(Some),
+            None => Err(ApiError::bad_request(
+                "invalid_request",
+                "auth: a webhook needs value.url",
+            )),
+        },
+        Some(_) => Ok(None),
+    }
 }
 
 fn parse_profile(v: Option<&Value>) -> Result<ProfileRequest, ApiError> {
@@ -205,16 +251,7 @@ pub(super) async fn create(
         }
         warning = t.warning.flatten();
         if let Some(Some(w)) = &t.webhook {
-            if crate::session::webhook::refused_literal(&w.url, cfg.browser.egress()) {
-                return Err(ApiError::bad_request(
-                    "invalid_request",
-                    "timeout.webhook.url: the daemon calls public addresses only (server.egress_allow opens ranges)",
-                ));
-            }
-            webhook = Some(crate::session::webhook::Webhook {
-                url: w.url.clone(),
-                bearer: w.bearer.clone(),
-            });
+            webhook = Some(webhook_of(w, "timeout.webhook.url", cfg)?);
         }
     }
     if let Some(cap) = cfg.max_session_secs {
@@ -258,6 +295,7 @@ pub(super) async fn create(
                 identity,
                 actor,
                 webhook,
+                auth: parse_auth(req.auth.as_ref(), cfg)?,
                 warning,
                 default_roles: match &req.default_roles {
                     None => crate::live::roles::DEFAULT.iter().copied().collect(),

@@ -59,6 +59,8 @@ struct Client {
     tx: mpsc::UnboundedSender<String>,
     queued: Arc<AtomicUsize>,
     browser_session: String,
+    /// Counted against the client limits (not the daemon's resident connections).
+    counted: bool,
 }
 
 #[derive(Default)]
@@ -228,7 +230,8 @@ impl Mux {
 
     /// Clients connected now.
     pub fn client_count(&self) -> usize {
-        self.state.lock().expect("mux").clients.len()
+        let st = self.state.lock().expect("mux");
+        st.clients.values().filter(|c| c.counted).count()
     }
 
     /// A new client connection with a browser session of its own.
@@ -236,6 +239,19 @@ impl Mux {
     /// # Errors
     /// The browser is gone or did not answer.
     pub async fn connect(self: &Arc<Self>) -> Result<Conn, String> {
+        self.connect_as(true).await
+    }
+
+    /// The daemon's own connection for as long as the browser runs (the tabs agent's): not
+    /// counted against the limits of clients ([`Mux::client_count`]).
+    ///
+    /// # Errors
+    /// The browser is gone or did not answer.
+    pub async fn connect_resident(self: &Arc<Self>) -> Result<Conn, String> {
+        self.connect_as(false).await
+    }
+
+    async fn connect_as(self: &Arc<Self>, counted: bool) -> Result<Conn, String> {
         let r = self
             .call(
                 "Target.attachToBrowserTarget",
@@ -262,6 +278,7 @@ impl Mux {
                 tx,
                 queued: queued.clone(),
                 browser_session: session,
+                counted,
             },
         );
         Ok(Conn {

@@ -83,9 +83,6 @@ pub struct Runtime {
     /// This binary (the sandbox's init), opened at start: an upgrade that replaces the file
     /// under a running daemon does not stop it from starting browsers.
     exe: Result<std::fs::File, String>,
-    /// The tabs agent's directory on the host, written at the first launch (`None`: it
-    /// could not be, and sessions have no tabs API).
-    tabs_ext: std::sync::OnceLock<Option<PathBuf>>,
 }
 
 /// What lives as long as one browser; dropped (in this order) after it exited.
@@ -178,28 +175,7 @@ impl Runtime {
             cgroups,
             uids: Mutex::new(HashSet::new()),
             root,
-            tabs_ext: std::sync::OnceLock::new(),
         })
-    }
-
-    /// The tabs agent's directory on the host ([`super::tabs_ext`]), written once.
-    fn tabs_ext(&self) -> Option<&Path> {
-        self.tabs_ext
-            .get_or_init(|| {
-                let dir = self.settings.run_dir.join(".tabs-extension");
-                let written = crate::fsutil::create_private_dir(&self.settings.run_dir)
-                    .and_then(|()| super::tabs_ext::install(&dir));
-                match written {
-                    // A comma would split Chromium's --load-extension list.
-                    Ok(()) if !dir.to_string_lossy().contains(',') => Some(dir),
-                    Ok(()) => None,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot write the tabs agent: sessions have no tabs API");
-                        None
-                    }
-                }
-            })
-            .as_deref()
     }
 
     /// The browser binary.
@@ -328,6 +304,13 @@ impl Runtime {
         res.run = Some(run.clone());
         let t0 = std::time::Instant::now();
         let layout = prepare_run_dir(&run, user_data_dir, u, self.root, opts).map_err(io)?;
+        if let Some(ext) = tabs_ext {
+            // Owner-only like the rest of the run directory: the browser's uid reads it.
+            super::tabs_ext::install(ext).map_err(io)?;
+            if self.root {
+                super::layout::chown_tree(ext, u).map_err(io)?;
+            }
+        }
         tracing::debug!(
             ms = t0.elapsed().as_millis() as u64,
             "sandbox: run directory ready"
@@ -430,12 +413,22 @@ impl Runtime {
         let mut res = Resources::default();
         let io = |e: std::io::Error| Error::Startup(e.to_string());
         // The daemon's own offline browsers need no tabs API.
-        let tabs_ext = (!opts.offline).then(|| self.tabs_ext()).flatten();
+        // The tabs agent, in the browser's run directory (the daemon's own offline browsers
+        // need no tabs API; a comma would split Chromium's --load-extension list).
+        let run = self.settings.run_dir.join(name);
+        let tabs_dir = run.join("tabs-ext");
+        let tabs_ext = (!opts.offline && !tabs_dir.to_string_lossy().contains(','))
+            .then_some(tabs_dir.as_path());
         let args = chromium_args(user_data_dir, opts, !self.unsandboxed(), tabs_ext);
         let (browser_in, to_browser) = pipe().map_err(io)?;
         let (from_browser, browser_out) = pipe().map_err(io)?;
         let mut fds: Vec<(OwnedFd, RawFd)> = vec![(browser_in, 3), (browser_out, 4)];
         let (mut cmd, info) = if self.unsandboxed() {
+            if let Some(ext) = tabs_ext {
+                res.run = Some(run.clone());
+                crate::fsutil::create_private_dir(&run).map_err(io)?;
+                super::tabs_ext::install(ext).map_err(io)?;
+            }
             (self.unconfined_command(&args, opts), None)
         } else {
             let (cmd, info) = self.sandboxed_command(

@@ -4,10 +4,9 @@
 //! where they are written, and its id; [`crate::live::chrome_tabs`] talks to it.
 //!
 //! No page reaches it (no content script, no `externally_connectable`, no web-accessible
-//! file); the managed policy allows this one extension and blocks every other.
+//! file). Each browser gets its own copy in its run directory, owner-only and its uid's.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// Where it is mounted (read-only) inside the sandbox.
@@ -30,19 +29,15 @@ pub fn id_for(path: &str) -> String {
         .collect()
 }
 
-/// Writes the extension into `dir` (replacing what was there): world-readable, since the
-/// browsers' uids read it and nothing in it is secret.
+/// Writes the extension into `dir` (a browser's run directory's), owner-only like the rest
+/// of it.
 ///
 /// # Errors
 /// The directory or a file cannot be written.
 pub(super) fn install(dir: &Path) -> io::Result<()> {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    crate::fsutil::create_private_dir(dir)?;
     for (name, text) in FILES {
-        let p = dir.join(name);
-        std::fs::write(&p, text)?;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))?;
+        crate::fsutil::write_private_new(&dir.join(name), text.as_bytes())?;
     }
     Ok(())
 }

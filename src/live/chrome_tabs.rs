@@ -254,7 +254,7 @@ fn check_args(method: Method, args: &[Value]) -> Result<(), Error> {
 /// Attaches to the agent's worker whenever one runs, and passes its events on, until the
 /// agent is dropped or the browser goes away.
 async fn follow(agent: std::sync::Weak<Agent>, mux: Arc<crate::browser::mux::Mux>, prefix: String) {
-    let (cdp, mut events) = match crate::cdp::Cdp::connect(&mux, CALL_TIMEOUT).await {
+    let (cdp, mut events) = match crate::cdp::Cdp::connect_resident(&mux, CALL_TIMEOUT).await {
         Ok(c) => c,
         Err(e) => {
             if let Some(a) = agent.upgrade() {

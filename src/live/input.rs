@@ -20,6 +20,8 @@ pub enum Outcome {
     Dropped,
     /// A message for the viewer (JSON text).
     Reply(Value),
+    /// The viewer stops (`true`) or resumes the picture (`video_paused`); sound goes on.
+    VideoPaused(bool),
     /// The tabs events the viewer wants from now on (`tabs_listen`).
     Listen(std::collections::BTreeSet<super::chrome_tabs::EventKind>),
 }
@@ -89,7 +91,8 @@ pub async fn handle(live: &Live, user: &User, m: &Value) -> Result<Outcome, Faul
         }
     }
     match t {
-        "ping" => Ok(Outcome::Done),
+        // Read before anything else when the session has an auth webhook; later, nothing.
+        "ping" | "auth" => Ok(Outcome::Done),
         "mouse" => {
             let ty = m["type"].as_str().unwrap_or_default();
             if !matches!(ty, "mousePressed" | "mouseReleased" | "mouseMoved") {
@@ -239,6 +242,14 @@ pub async fn handle(live: &Live, user: &User, m: &Value) -> Result<Outcome, Faul
                 .map_err(Fault::Browser)?;
             Ok(Outcome::Done)
         }
+        // A round-trip probe (the SDK's `rtt`): echoed, and not activity.
+        "rtt" => Ok(Outcome::Reply(
+            json!({"t": "rtt", "ts": num(&m["ts"], 1e15).unwrap_or(0.0)}),
+        )),
+        "video_paused" => m["paused"]
+            .as_bool()
+            .map(Outcome::VideoPaused)
+            .ok_or_else(|| Fault::Malformed("video_paused.paused".into())),
         "tabs_call" => tabs_call(live, user, m).await,
         "tabs_listen" => {
             let events = m["events"]

@@ -166,6 +166,35 @@ pub struct Live {
     /// input then go through it instead of the hub's screencast.
     pub display: Option<Arc<crate::display::Display>>,
     ended: tokio::sync::watch::Sender<Option<String>>,
+    close_warning: tokio::sync::watch::Sender<Option<CloseWarning>>,
+}
+
+/// A timeout close ahead (Hyperbeam's `close_warning`): what ends the session, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseWarning {
+    /// Which timeout.
+    pub kind: WarningKind,
+    /// When it fires (Unix ms).
+    pub at_ms: u64,
+}
+
+/// The timeouts viewers are warned of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarningKind {
+    /// No input for `timeout.inactive`.
+    Inactive,
+    /// `timeout.absolute` after the start.
+    Absolute,
+}
+
+impl WarningKind {
+    /// Hyperbeam's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            WarningKind::Inactive => "inactive",
+            WarningKind::Absolute => "absolute",
+        }
+    }
 }
 
 impl std::fmt::Debug for Live {
@@ -187,7 +216,8 @@ pub fn new_token() -> String {
     base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b)
 }
 
-fn now_ms() -> u64 {
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -226,6 +256,7 @@ impl Live {
             tabs,
             display,
             ended: tokio::sync::watch::channel(None).0,
+            close_warning: tokio::sync::watch::channel(None).0,
         }
     }
 
@@ -435,6 +466,20 @@ impl Live {
     pub fn end(&self, reason: &str) {
         self.ended.send_replace(Some(reason.to_string()));
         self.hub.stop();
+    }
+
+    /// Warns viewers of a timeout ahead (`None`: none is near, or it moved away).
+    pub fn warn_close(&self, w: Option<CloseWarning>) {
+        self.close_warning.send_if_modified(|c| {
+            let changed = *c != w;
+            *c = w;
+            changed
+        });
+    }
+
+    /// The timeout ahead, and every change of it.
+    pub fn close_warning(&self) -> tokio::sync::watch::Receiver<Option<CloseWarning>> {
+        self.close_warning.subscribe()
     }
 
     /// Resolves when the session has ended, with the reason.

@@ -1,8 +1,9 @@
 // The live view as an ES module for the @hyperbeam/web SDK: `Hyperbeam(container, embed_url)`
 // fetches embed_url, imports this, and calls `default(shadowRoot, url, send, options)`.
 // It speaks the daemon's viewer socket (the embed page's wire: JSON messages, JPEG frames and
-// display tiles) and the SDK's messages (`connection`, `resize`, `connection_state`,
-// `disconnect`, `blur`, answers to calls, tabs events). Self-contained: the SDK imports it from a `blob:`
+// display tiles, sound) and the SDK's messages (`connection`, `resize`, `rtt`,
+// `connection_state`, `disconnect`, `close_warning`, `peer_mouse`, `blur`, answers to calls,
+// tabs events). Self-contained: the SDK imports it from a `blob:`
 // URL, so every server address is derived from `url`. No inline styles, no data: images, no
 // workers, no eval: it runs under a host page's strict CSP.
 export default function profileVault(root, url, send, opts) {
@@ -33,6 +34,7 @@ export default function profileVault(root, url, send, opts) {
   if (opts.videoTrackCb && stream) queueMicrotask(() => opts.videoTrackCb(stream.getVideoTracks()[0]));
 
   let W = 0, H = 0, userId = null, roles = [], connected = false, closed = false, ended = false;
+  let paused = false, warned = null, userdata = null;
   let ws = null, backoff = 500, retry = 0;
   let tiles = Promise.resolve();
   const disabled = () => !!opts.disableInput;
@@ -77,7 +79,46 @@ export default function profileVault(root, url, send, opts) {
         frameDone();
       }, () => {});
     }
-    // 0x02 (sound) is not played by this module yet.
+    else if (u8[0] === 2) onAudio(u8);
+  }
+
+  // ---------- sound: 0x02, then 20 ms of stereo at 24 kHz, one G.711 µ-law byte a sample ----------
+  // Into an audio track (the video's stream has it, `audioTrackCb` gets it); played here only
+  // when the app did not ask for the track. Browsers start it suspended until a gesture.
+  const RATE = 24000, MULAW = new Float32Array(256);
+  for (let i = 0; i < 256; i++) {
+    const u = ~i & 0xff, t = (((u & 0x0f) << 3) + 0x84) << ((u & 0x70) >> 4);
+    MULAW[i] = ((u & 0x80) ? 0x84 - t : t - 0x84) / 32768;
+  }
+  let actx = null, gain = null, playAt = 0;
+  let volume = Math.min(Math.max(opts.volume === undefined ? 1 : Number(opts.volume) || 0, 0), 1);
+  try {
+    actx = new AudioContext();
+    gain = actx.createGain();
+    gain.gain.value = volume;
+    const dest = actx.createMediaStreamDestination();
+    gain.connect(dest);
+    if (!opts.audioTrackCb) gain.connect(actx.destination);
+    const track = dest.stream.getAudioTracks()[0];
+    if (stream && track) stream.addTrack(track);
+    if (opts.audioTrackCb && track) queueMicrotask(() => opts.audioTrackCb(track));
+    actx.resume().catch(() => {});
+  } catch (_) { actx = null; }
+  const wake = () => { if (actx && actx.state === 'suspended') actx.resume().catch(() => {}); };
+  function onAudio(b) {
+    if (!actx || actx.state !== 'running') return;
+    const n = (b.length - 1) >> 1;
+    const buf = actx.createBuffer(2, n, RATE);
+    const L = buf.getChannelData(0), R = buf.getChannelData(1);
+    for (let i = 0; i < n; i++) { L[i] = MULAW[b[1 + 2 * i]]; R[i] = MULAW[b[2 + 2 * i]]; }
+    const src = actx.createBufferSource();
+    src.buffer = buf;
+    src.connect(gain);
+    const now = actx.currentTime;
+    // A small jitter buffer; start over when the stream fell behind or ran far ahead.
+    if (playAt < now + 0.02 || playAt > now + 0.5) playAt = now + 0.08;
+    src.start(playAt);
+    playAt += n / RATE;
   }
 
   const REASONS = { client: 'request', admin: 'request', inactive: 'inactive', absolute: 'absolute', kicked: 'kicked' };
@@ -121,6 +162,19 @@ export default function profileVault(root, url, send, opts) {
         // Every listener of that event hears it (after its own ack: replies keep their order).
         for (const [i, e] of tabListeners) if (e === m.e) reply(i, m.a);
         break;
+      case 'rtt':
+        if (typeof m.ts === 'number') send({ type: 'rtt', data: Math.max(0, Math.round(performance.now() - m.ts)) });
+        break;
+      case 'close_warning':
+        // A timeout ahead (`delay_ms` left), or `type: null` once activity moved it away.
+        if (m.type) {
+          warned = m.type;
+          send({ type: 'close_warning', data: { type: m.type, deadline: { delay: m.delay_ms, closeDate: new Date(Date.now() + m.delay_ms).toISOString() } } });
+        } else if (warned) {
+          send({ type: 'close_warning', data: { type: warned, deadline: null } });
+          warned = null;
+        }
+        break;
       case 'ended':
         ended = true;
         send({ type: 'disconnect', data: { type: REASONS[m.reason] || 'unknown' } });
@@ -134,9 +188,13 @@ export default function profileVault(root, url, send, opts) {
     ws = new WebSocket(socketUrl);
     ws.binaryType = 'arraybuffer';
     ws.onopen = () => {
+      // First: a session with an auth webhook admits no one before this.
+      ws.send(JSON.stringify({ t: 'auth', userdata }));
       backoff = 500;
       // A new socket starts with no listeners: say again which tabs events are wanted.
       if (tabListeners.size) listenTabs();
+      if (paused) out({ t: 'video_paused', paused: true });
+      probe();
     };
     ws.onmessage = (ev) => {
       if (typeof ev.data === 'string') {
@@ -160,6 +218,9 @@ export default function profileVault(root, url, send, opts) {
     };
   }
   const out = (m) => { if (ws && ws.readyState === 1) ws.send(JSON.stringify(m)); };
+  // The round trip (`hb.rtt`), measured every few seconds; not activity on the server.
+  const probe = () => out({ t: 'rtt', ts: performance.now() });
+  const rttTimer = setInterval(probe, 5000);
   setTimeout(connect, 0);
 
   // ---------- input: mouse and wheel on the video, keys from the window ----------
@@ -182,6 +243,7 @@ export default function profileVault(root, url, send, opts) {
   const on = (target, name, fn, o) => { target.addEventListener(name, fn, o); listeners.push([target, name, fn, o]); };
   on(video, 'mousedown', (e) => {
     e.preventDefault();
+    wake();
     send({ type: 'blur' });
     if (!disabled() && BUTTONS[e.button]) mouse('mousePressed', e, BUTTONS[e.button], e.detail || 1);
   });
@@ -203,6 +265,7 @@ export default function profileVault(root, url, send, opts) {
   };
   function key(type, e) {
     if (disabled() || opts.delegateKeyboard === false || typing()) return;
+    wake();
     const m = { t: 'key', type, key: e.key, code: e.code, keyCode: e.keyCode, modifiers: mods(e) };
     if (type === 'keyDown') {
       if (e.key === 'Enter') m.text = '\r';
@@ -247,10 +310,16 @@ export default function profileVault(root, url, send, opts) {
       return reply(msg.i, undefined, 'not supported by profile-vault yet: ' + msg.m);
     }
     switch (msg.type) {
+      case 'webhook_auth': userdata = (msg.data && msg.data.webhookUserdata) || null; break;
       case 'ping': out({ t: 'ping' }); break;
       case 'reconnect': if (ws) ws.close(); break;
       case 'disable_input': opts.disableInput = !!msg.data; break;
       case 'delegate_keyboard': opts.delegateKeyboard = !!msg.data; break;
+      case 'video_paused': paused = !!msg.data; out({ t: 'video_paused', paused }); break;
+      case 'volume':
+        volume = Math.min(Math.max(Number(msg.data) || 0, 0), 1);
+        if (gain) gain.gain.value = volume;
+        break;
     }
   }
 
@@ -282,6 +351,8 @@ export default function profileVault(root, url, send, opts) {
   function destroy() {
     closed = true;
     clearTimeout(retry);
+    clearInterval(rttTimer);
+    if (actx) actx.close().catch(() => {});
     if (ws) { try { ws.close(1000); } catch (_) { /* closing */ } }
     for (const [t, n, f, o] of listeners) t.removeEventListener(n, f, o);
     listeners.length = 0;

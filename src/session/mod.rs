@@ -165,6 +165,8 @@ pub struct CreateSession {
     pub actor: String,
     /// Timeout webhook.
     pub webhook: Option<webhook::Webhook>,
+    /// Auth webhook: every connecting user is admitted by it (Hyperbeam's `auth`).
+    pub auth: Option<webhook::Webhook>,
     /// Seconds before a timeout at which the webhook gets a warning.
     pub warning: Option<u64>,
     /// Roles of the users `embed_url` admits.
@@ -599,6 +601,7 @@ impl Manager {
             offline_since_ms: AtomicU64::new(now),
             lease: tokio::sync::Mutex::new(lease),
             webhook: req.webhook.clone(),
+            auth: req.auth.clone(),
             warning: req.warning.unwrap_or(60),
             warned: false.into(),
             lease_renewed_ms: AtomicU64::new(now),

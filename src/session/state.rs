@@ -119,6 +119,8 @@ pub struct Session {
     pub(super) offline_since_ms: AtomicU64,
     pub(super) lease: tokio::sync::Mutex<Option<vault::Lease>>,
     pub(super) webhook: Option<webhook::Webhook>,
+    /// The auth webhook that admits each connecting user, if the session has one.
+    pub auth: Option<webhook::Webhook>,
     pub(super) warning: u64,
     pub(super) warned: std::sync::atomic::AtomicBool,
     pub(super) lease_renewed_ms: AtomicU64,

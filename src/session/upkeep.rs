@@ -122,6 +122,17 @@ impl Manager {
                     });
                 }
             }
+            // Viewers are warned too (the SDK's onCloseWarning), `timeout.warning` ahead.
+            let near = s.deadline().and_then(|(at, why)| {
+                let kind = match why {
+                    EndReason::Inactive => crate::live::WarningKind::Inactive,
+                    EndReason::Absolute => crate::live::WarningKind::Absolute,
+                    _ => return None,
+                };
+                (at > now && at <= now + s.warning * 1000)
+                    .then_some(crate::live::CloseWarning { kind, at_ms: at })
+            });
+            s.live.warn_close(near);
             if limited {
                 tracing::warn!(session = %s.id, "the browser hit its memory or process limit; ending the session");
                 n += usize::from(self.end(&s, EndReason::ResourceLimit));

@@ -1,7 +1,9 @@
-//! Timeout webhooks (`timeout.webhook {url, bearer}` in `POST /v0/vm`): a POST with
-//! `{session_id, type, ...}` when a timeout is `timeout.warning` seconds away
-//! (`type: "timeout_warning"`) and when the session has ended (`type: "ended"`).
-//! Delivery is best effort (one attempt, 10 s timeout); the bearer token never reaches logs.
+//! Webhooks a tenant names in `POST /v0/vm`. Timeout webhooks (`timeout.webhook {url,
+//! bearer}`): a POST with `{session_id, type, ...}` when a timeout is `timeout.warning` seconds
+//! away (`type: "timeout_warning"`) and when the session has ended (`type: "ended"`), best
+//! effort (one attempt, 10 s timeout). The auth webhook (`auth {type: "webhook", value}`): a
+//! POST per connecting user whose answer admits it or not (`crate::api` asks). The bearer
+//! token never reaches logs.
 //!
 //! The daemon never calls an internal address for a tenant: a literal non-public host is
 //! refused at `POST /v0/vm` ([`refused_literal`]), and a name is resolved by a resolver that
@@ -111,6 +113,23 @@ pub async fn send(
     body: &serde_json::Value,
     policy: &Arc<Policy>,
 ) -> Result<u16, String> {
+    post(hook, body, &[], policy)
+        .await
+        .map(|(status, _)| status)
+}
+
+/// Largest answer read from a webhook, bytes.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// POSTs `body` with `headers` to the hook within 10 s; returns the status and the answer's
+/// first [`MAX_ANSWER`] bytes, or an error text (never containing the token).
+pub async fn post(
+    hook: &Webhook,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+    policy: &Arc<Policy>,
+) -> Result<(u16, Bytes), String> {
+    use http_body_util::BodyExt;
     if refused_literal(&hook.url, policy) {
         REFUSED.fetch_add(1, Ordering::Relaxed);
         return Err("refused: the webhook's host is not a public address".into());
@@ -122,12 +141,32 @@ pub async fn send(
     if let Some(b) = &hook.bearer {
         req = req.header("authorization", format!("Bearer {b}"));
     }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
     let req = req
         .body(Full::new(Bytes::from(body.to_string())))
         .map_err(|e| format!("bad webhook request: {e}"))?;
-    match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
-        Ok(Ok(resp)) => Ok(resp.status().as_u16()),
-        Ok(Err(e)) => Err(format!("webhook delivery failed: {e}")),
-        Err(_) => Err("webhook timed out".into()),
-    }
+    let exchange = async {
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| format!("webhook delivery failed: {e}"))?;
+        let status = resp.status().as_u16();
+        let mut answer = Vec::new();
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| format!("webhook answer: {e}"))?;
+            if let Some(d) = frame.data_ref() {
+                answer.extend_from_slice(d);
+                if answer.len() > MAX_ANSWER {
+                    return Err("the webhook's answer is too large".to_string());
+                }
+            }
+        }
+        Ok((status, Bytes::from(answer)))
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| "webhook timed out".to_string())?
 }

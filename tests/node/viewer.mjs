@@ -73,9 +73,16 @@ async function run(c) {
     case "host": {
       const p = await browser.newPage({ viewport: { width: c.width || 1000, height: c.height || 700 } });
       pages.set(c.name, p);
+      const said = [];
+      p.on("console", (m) => said.push(m.text()));
+      p.on("pageerror", (e) => said.push(String(e)));
       await p.goto(c.url);
-      await p.waitForFunction(c.until, null, { timeout: 20000 });
-      return true;
+      // Polled with evaluate: waitForFunction compiles the string in the page, which a
+      // strict CSP (no 'unsafe-eval') refuses.
+      for (const end = Date.now() + 20000; ; await new Promise((r) => setTimeout(r, 100))) {
+        if (await p.evaluate(c.until).catch(() => false)) return true;
+        if (Date.now() > end) throw new Error("host: not so within 20 s: " + c.until + "; the page said: " + said.slice(-10).join(" | "));
+      }
     }
     case "evaluate": return page.evaluate(c.expr);
     case "clickAt": await page.mouse.click(c.x, c.y); return true;

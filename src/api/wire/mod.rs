@@ -273,13 +273,27 @@ pub static VM_REQUEST: LazyLock<Value> = LazyLock::new(|| {
                 "absolute": timeout_secs("seconds from the start (null: none)"),
                 "inactive": timeout_secs("seconds without activity (null: none)"),
                 "offline": timeout_secs("seconds without a connected client (null: none)"),
-                "warning": timeout_secs("seconds before a timeout at which the webhook is warned (default 60)"),
+                "warning": timeout_secs("seconds before a timeout at which the webhook and the viewers (close_warning) are warned (default 60)"),
                 "webhook": nullable(object(json!({
                     "url": {"type": "string", "maxLength": 2048, "pattern": HTTP_URL, "description": "an http(s) URL"},
                     "bearer": nullable(str_max(4096)),
                 }), &["url"])),
             }),
             &[],
+        )),
+    );
+    props.insert(
+        "auth".into(),
+        nullable(object(
+            json!({
+                "type": {"type": "string", "enum": ["token", "webhook"],
+                    "description": "token (the default: the embed URL's token admits) or webhook (the token admits, then the webhook decides for each user)"},
+                "value": nullable(object(json!({
+                    "url": {"type": "string", "maxLength": 2048, "pattern": HTTP_URL, "description": "an http(s) URL: POSTed {user_id, userdata} with Authorization: Bearer <bearer>; {\"authorized\": true} admits"},
+                    "bearer": nullable(str_max(4096)),
+                }), &["url"])),
+            }),
+            &["type"],
         )),
     );
     props.insert(
