@@ -364,6 +364,165 @@ async fn an_auth_webhook_decides_who_sees_the_session() {
     assert_eq!(page, true);
     let asked = seen.lock().unwrap().clone();
     assert_eq!(asked.len(), 3, "{asked:?}");
+    // POST <base_url>/timeout: three seconds from now; Ada hears why it ended.
+    let base = format!("/v0/vm/{id}/embed");
+    let (st, bad) = d
+        .call(
+            "POST",
+            &format!("{base}/timeout"),
+            Some(admin),
+            Some(r#"{"absolute": -1}"#),
+        )
+        .await;
+    assert_eq!(
+        (st, bad["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{bad}"
+    );
+    let (st, _) = d
+        .call(
+            "POST",
+            &format!("{base}/timeout"),
+            None,
+            Some(r#"{"absolute": 3}"#),
+        )
+        .await;
+    assert_eq!(st, 401);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (st, t) = d
+        .call(
+            "POST",
+            &format!("{base}/timeout"),
+            Some(admin),
+            Some(r#"{"absolute": 3, "warning": 2}"#),
+        )
+        .await;
+    assert_eq!(st, 200, "{t}");
+    let at = t["expires_at"].as_u64().unwrap();
+    assert!(
+        (now + 2..=now + 4).contains(&at),
+        "expires_at {at}, now {now}: {t}"
+    );
+    assert_eq!(
+        (&t["absolute"], &t["warning"]),
+        (&json!(3), &json!(2)),
+        "{t}"
+    );
+    until(
+        &mut v,
+        "ada",
+        "onDisconnect",
+        "window.disconnect_ === 'absolute'",
+        "window.disconnect_",
+    )
+    .await;
     v.quit().await;
-    d.end_and_wait(KEY_T1, id).await;
+}
+
+/// A zip of `files` (name, text), made by Python's zipfile (names kept as given).
+fn zip_of(files: &[(&str, &str)]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.zip");
+    let spec = serde_json::to_string(files).unwrap();
+    let st = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, zipfile\nz = zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED)\nfor n, t in json.loads(sys.argv[2]): z.writestr(n, t)\nz.close()",
+        ])
+        .arg(&out)
+        .arg(spec)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::read(out).unwrap()
+}
+
+/// `POST /v0/vm` as Hyperbeam apps send an extension: multipart, the request as `body`, the
+/// zip as `ex`.
+async fn post_with_extension(d: &Daemon, body: &Value, zip: &[u8]) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = "pvBoundary7MA4YWxk";
+    let mut payload = format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"body\"\r\n\r\n{body}\r\n--{b}\r\nContent-Disposition: form-data; name=\"ex\"; filename=\"extension.zip\"\r\nContent-Type: application/zip\r\n\r\n"
+    )
+    .into_bytes();
+    payload.extend_from_slice(zip);
+    payload.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    let mut sock = tokio::net::TcpStream::connect(&d.addr).await.unwrap();
+    let head = format!(
+        "POST /v0/vm HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY_T1}\r\nContent-Type: multipart/form-data; boundary={b}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        d.addr,
+        payload.len()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&payload).await.unwrap();
+    let mut resp = Vec::new();
+    sock.read_to_end(&mut resp).await.unwrap();
+    let text = String::from_utf8_lossy(&resp);
+    let status = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_extension_runs_in_its_own_session() {
+    let site = site().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
+    let manifest = r#"{"manifest_version": 3, "name": "mark", "version": "1",
+        "content_scripts": [{"matches": ["<all_urls>"], "js": ["mark.js"]}]}"#;
+    let mark = "document.documentElement.dataset.ext = 'marked';";
+    // In a folder, as apps zip an extension's directory.
+    let zip = zip_of(&[("mark/manifest.json", manifest), ("mark/mark.js", mark)]);
+    let (st, s) =
+        post_with_extension(&d, &json!({"start_url": format!("{site}/text")}), &zip).await;
+    assert_eq!(st, 200, "{s}");
+    let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
+    page_until(&mut cdp, "document.title", json!("text"), "loaded").await;
+    page_until(
+        &mut cdp,
+        "document.documentElement.dataset.ext || null",
+        json!("marked"),
+        "the extension's content script ran",
+    )
+    .await;
+    // Another session does not have it.
+    let other = d
+        .create(KEY_T1, json!({"start_url": format!("{site}/text")}))
+        .await;
+    let mut cdp2 = Cdp::connect(other["cdp_url"].as_str().unwrap()).await;
+    page_until(&mut cdp2, "document.title", json!("text"), "loaded").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        cdp2.eval("document.documentElement.dataset.ext || null")
+            .await,
+        Value::Null
+    );
+
+    // Refused before anything starts: a name climbing out, no manifest, not a zip.
+    let climbing = zip_of(&[("manifest.json", manifest), ("../escape.js", mark)]);
+    let no_manifest = zip_of(&[("mark.js", mark)]);
+    for (what, z) in [
+        ("climbing", climbing),
+        ("no manifest", no_manifest),
+        ("not a zip", b"PK not really".to_vec()),
+    ] {
+        let (st, e) = post_with_extension(&d, &json!({}), &z).await;
+        assert_eq!(
+            (st, e["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{what}: {e}"
+        );
+    }
+    let (_, list) = d.call("GET", "/v0/vm", Some(KEY_T1), None).await;
+    assert_eq!(list["sessions"].as_array().map(Vec::len), Some(2), "{list}");
+    cdp.close().await;
+    cdp2.close().await;
+    for s in [&s, &other] {
+        d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap())
+            .await;
+    }
 }

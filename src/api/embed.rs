@@ -310,6 +310,36 @@ pub(super) async fn set_permissions(
     Ok(changed(&s, usize::from(found)))
 }
 
+/// `POST <base_url>/timeout`: new timeouts for the running session (Hyperbeam's), every
+/// counter started again unless `reset` is false.
+pub(super) async fn timeout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let s = admin(&state, &headers, &id)?;
+    let v: Value = wire::body(&wire::TIMEOUT_CHANGE, &headers, &body)?;
+    // Absent: unchanged; null: none.
+    let field = |k: &str| v.get(k).map(Value::as_u64);
+    let change = crate::session::TimeoutChange {
+        absolute: field("absolute"),
+        inactive: field("inactive"),
+        offline: field("offline"),
+        warning: v["warning"].as_u64(),
+        reset: v["reset"].as_bool().unwrap_or(true),
+    };
+    s.change_timeouts(change, state.manager.config().max_session_secs);
+    let t = s.timeouts();
+    Ok(Json(json!({
+        "expires_at": s.info().expires_at,
+        "absolute": t.absolute,
+        "inactive": t.inactive,
+        "offline": t.offline,
+        "warning": s.warning_secs(),
+    })))
+}
+
 /// Path of `DELETE <base_url>/users/{user_id}`.
 #[derive(Debug, Deserialize)]
 pub(super) struct UserPath {

@@ -14,6 +14,7 @@ mod embed;
 pub mod error;
 mod files;
 mod health;
+mod multipart;
 pub mod openapi;
 mod profiles;
 mod room;
@@ -89,6 +90,9 @@ pub enum Body {
     None,
     /// JSON of this schema.
     Json(&'static LazyLock<Value>),
+    /// JSON of this schema, or `multipart/form-data` with it as the part `body` and a zipped
+    /// Chrome extension as the part `ex` (Hyperbeam's `POST /v0/vm` with an extension).
+    JsonOrExtension(&'static LazyLock<Value>),
     /// `text/html` (a Netscape bookmark file) whose text matches this schema.
     Html(&'static LazyLock<Value>),
     /// `application/octet-stream`: files framed as `live::uploads` says.
@@ -149,6 +153,7 @@ fn handler(method: &str, path: &str) -> axum::routing::MethodRouter<AppState> {
         ("POST", "/v0/vm/{id}/embed/setPermissions") => post(embed::set_permissions),
         ("DELETE", "/v0/vm/{id}/embed/users/{user_id}") => del(embed::remove_user),
         ("POST", "/v0/vm/{id}/embed/bookmarks") => post(embed::bookmarks),
+        ("POST", "/v0/vm/{id}/embed/timeout") => post(embed::timeout),
         ("POST", "/v0/vm/{id}/embed/{tabs_method}") => post(tabs::call),
         ("POST", "/v0/vm/{id}/viewers") => post(embed::mint),
         ("GET", "/v0/vm/{id}/users") => get(embed::users),
@@ -192,6 +197,12 @@ pub fn router(state: AppState) -> Router {
             // A storage state can be large (localStorage is up to 5 MiB an origin).
             mr = mr.layer(axum::extract::DefaultBodyLimit::max(
                 max_body.max(crate::storage_state::MAX_DOCUMENT_BYTES),
+            ));
+        }
+        if path == "/v0/vm" {
+            // With a zipped extension (multipart); the JSON alone is held to max_body.
+            mr = mr.layer(axum::extract::DefaultBodyLimit::max(
+                max_body + crate::browser::extension::MAX_ZIP_BYTES + 64 * 1024,
             ));
         }
         if path == "/v0/vm/{id}/embed/uploads" {

@@ -140,6 +140,15 @@ pub fn document() -> Value {
                 let required = schema["type"] == "array" || r.method == "PUT";
                 op["requestBody"] = json!({"required": required, "content": {"application/json": {"schema": Value::clone(schema)}}});
             }
+            Body::JsonOrExtension(schema) => {
+                op["requestBody"] = json!({"required": false, "content": {
+                    "application/json": {"schema": Value::clone(schema)},
+                    "multipart/form-data": {"schema": {"type": "object", "required": ["body"], "properties": {
+                        "body": {"type": "string", "description": "the JSON request (the application/json schema)"},
+                        "ex": {"type": "string", "format": "binary", "description": "a zipped Chrome extension (Manifest V3; manifest.json at the top or in one folder), loaded into the session's browser"},
+                    }}},
+                }});
+            }
             Body::Html(schema) => {
                 op["requestBody"] = json!({"required": true, "content": {"text/html": {"schema": Value::clone(schema)}}});
             }

@@ -70,6 +70,60 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>
     Ok(Some(Option::<u64>::deserialize(d)?))
 }
 
+/// The headers to read the JSON with, the JSON, and the zipped extension.
+type SplitBody<'a> = (std::borrow::Cow<'a, HeaderMap>, &'a [u8], Option<Bytes>);
+
+/// The JSON request and the zipped extension of `POST /v0/vm`: a JSON body, or Hyperbeam's
+/// `multipart/form-data` with the parts `body` (the JSON) and `ex` (the zip). The JSON is held
+/// to `server.max_body_bytes` either way.
+fn split_body<'a>(
+    state: &AppState,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+) -> Result<SplitBody<'a>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "the request is larger than server.max_body_bytes ({})",
+                state.max_body
+            ),
+        )
+    };
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let Some(boundary) = super::multipart::boundary(ct) else {
+        if body.len() > state.max_body {
+            return Err(too_large());
+        }
+        return Ok((std::borrow::Cow::Borrowed(headers), &body[..], None));
+    };
+    let bad = |m: String| ApiError::bad_request("invalid_request", m);
+    let parts = super::multipart::parse(body, &boundary).map_err(|e| bad(e.to_string()))?;
+    let json = parts
+        .iter()
+        .find(|p| p.name == "body")
+        .map(|p| p.data)
+        .ok_or_else(|| bad("multipart: no part `body` (the JSON request)".into()))?;
+    if json.len() > state.max_body {
+        return Err(too_large());
+    }
+    let zip = parts
+        .iter()
+        .find(|p| p.name == "ex")
+        .filter(|p| !p.data.is_empty())
+        .map(|p| body.slice_ref(p.data));
+    let mut h = headers.clone();
+    h.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Ok((std::borrow::Cow::Owned(h), json, zip))
+}
+
 /// A webhook a tenant names (`field` for errors): only public addresses are called.
 fn webhook_of(
     w: &WebhookRequest,
@@ -227,8 +281,17 @@ pub(super) async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let tenant = api_tenant(&state, &headers)?;
+    let (json_headers, json, extension) = split_body(&state, &headers, &body)?;
     // Everything the schema says is enforced here; what follows only interprets the request.
-    let req: VmRequest = wire::body(&wire::VM_REQUEST, &headers, &body)?;
+    let req: VmRequest = wire::body(&wire::VM_REQUEST, &json_headers, json)?;
+    if let Some(zip) = extension.clone() {
+        tokio::task::spawn_blocking(move || crate::browser::extension::check(&zip))
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?
+            .map_err(|e| ApiError::bad_request("invalid_request", format!("ex: {e}")))?;
+    }
     let profile = parse_profile(req.profile.as_ref())?;
     let cfg = state.manager.config();
     let mut ignored = BTreeSet::new();
@@ -282,6 +345,7 @@ pub(super) async fn create(
     }
     let launch = LaunchOptions {
         start_url: req.start_url.clone(),
+        extension: extension.map(crate::browser::extension::Zip),
         ..LaunchOptions::default()
     };
     let (session, token) = state

@@ -53,7 +53,7 @@ pub(super) fn chromium_args(
     user_data_dir: &Path,
     opts: &LaunchOptions,
     sandboxed: bool,
-    tabs_ext: Option<&Path>,
+    extensions: &[(PathBuf, &'static str)],
 ) -> Vec<String> {
     let headful = sandboxed && opts.display;
     let mut a: Vec<String> = [
@@ -111,13 +111,20 @@ pub(super) fn chromium_args(
     if opts.restore_last_session {
         a.push("--restore-last-session".into());
     }
-    if let Some(p) = tabs_ext {
-        let p = if sandboxed {
-            super::tabs_ext::IN_SANDBOX.to_string()
-        } else {
-            p.display().to_string()
-        };
-        a.push(format!("--load-extension={p}"));
+    if !extensions.is_empty() {
+        // Each at its place in the sandbox, or on the host (paths with a comma are never
+        // given: it separates them).
+        let list: Vec<String> = extensions
+            .iter()
+            .map(|(host, inside)| {
+                if sandboxed {
+                    (*inside).to_string()
+                } else {
+                    host.display().to_string()
+                }
+            })
+            .collect();
+        a.push(format!("--load-extension={}", list.join(",")));
     }
     a.push(
         opts.start_url
@@ -145,8 +152,8 @@ pub(super) struct Binds {
     pub audio: Option<RawFd>,
     /// The uploads directory (read-only, at [`UPLOADS`]).
     pub uploads: RawFd,
-    /// The tabs agent (read-only, at [`super::tabs_ext::IN_SANDBOX`]).
-    pub tabs_ext: Option<RawFd>,
+    /// Extensions (read-only, each at its place: the tabs agent, the tenant's own).
+    pub extensions: Vec<(RawFd, &'static str)>,
 }
 
 pub(super) fn bwrap_args(
@@ -202,7 +209,7 @@ pub(super) fn bwrap_args(
         .iter()
         .copied()
         .chain([PROFILE, HOME, EGRESS_DIR, POLICY, INIT, UPLOADS])
-        .chain(binds.tabs_ext.map(|_| super::tabs_ext::IN_SANDBOX));
+        .chain(binds.extensions.iter().map(|(_, at)| *at));
     for d in parents_to_make(targets) {
         a.extend(["--perms".into(), "0755".into(), "--dir".into(), d]);
     }
@@ -261,12 +268,8 @@ pub(super) fn bwrap_args(
             a.extend(["--bind-fd".into(), fd(b), at.into()]);
         }
     }
-    if let Some(b) = binds.tabs_ext {
-        a.extend([
-            "--ro-bind-fd".into(),
-            fd(b),
-            super::tabs_ext::IN_SANDBOX.into(),
-        ]);
+    for (b, at) in &binds.extensions {
+        a.extend(["--ro-bind-fd".into(), fd(*b), (*at).into()]);
     }
     let mut env = vec![
         ("HOME", HOME.to_string()),
@@ -455,7 +458,10 @@ mod tests {
             x11: Some(11),
             audio: Some(12),
             uploads: 13,
-            tabs_ext: Some(14),
+            extensions: vec![
+                (14, super::super::tabs_ext::IN_SANDBOX),
+                (15, super::super::extension::IN_SANDBOX),
+            ],
         };
         let opts = LaunchOptions::default();
         let a = bwrap_args(&binds, &opts, Path::new("/usr/bin/chromium"), true);

@@ -9,12 +9,14 @@
 //!   live view and the daemon's own calls;
 //! - [`init`]: the sandbox's PID 1 (`profile-vault sandbox-init`);
 //! - [`tabs_ext`]: the tabs agent extension each session's browser loads (Chrome's tabs API);
+//! - [`extension`]: a tenant's own extension (a zip), unpacked and loaded into its session;
 //! - `process`: a running [`Browser`] and how it is stopped so everything reaches disk.
 //!
 //! It is a seam: a later runtime may place each browser in a Kubernetes pod instead.
 
 pub mod cgroup;
 pub mod egress;
+pub mod extension;
 mod fds;
 pub mod init;
 mod layout;

@@ -59,6 +59,8 @@ pub struct LaunchOptions {
     /// Send every request to a dead proxy (nothing reaches the network): the browsers the
     /// daemon drives itself.
     pub offline: bool,
+    /// A tenant's zipped extension to load ([`super::extension`]).
+    pub extension: Option<super::extension::Zip>,
 }
 
 /// The browser's version (`chromium --version` prints "Chromium 156.0.8078.114 ..."), or

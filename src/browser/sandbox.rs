@@ -96,6 +96,8 @@ pub struct Resources {
     pub(super) display: Option<PathBuf>,
     /// The sound FIFO on the host (browsers with sound).
     pub(super) audio: Option<PathBuf>,
+    /// The tenant's unpacked extension (beside the run directory).
+    pub(super) extension: Option<PathBuf>,
 }
 
 impl Drop for Resources {
@@ -104,7 +106,7 @@ impl Drop for Resources {
             t.abort();
         }
         self.group.take();
-        if let Some(r) = self.run.take() {
+        for r in self.run.take().into_iter().chain(self.extension.take()) {
             let _ = std::fs::remove_dir_all(r);
         }
         if let Some((rt, uid)) = self.uid.take() {
@@ -268,6 +270,39 @@ impl Runtime {
         Ok(uid)
     }
 
+    /// The extensions a browser loads, each as (host directory, place in the sandbox): the
+    /// tabs agent (not for the daemon's own offline browsers) in its run directory, and the
+    /// tenant's own extension, unpacked beside it (`res` removes it with the browser). A
+    /// path with a comma is never given: it would split Chromium's list.
+    async fn extensions(
+        &self,
+        name: &str,
+        opts: &LaunchOptions,
+        res: &mut Resources,
+    ) -> Result<Vec<(PathBuf, &'static str)>, Error> {
+        let mut out = Vec::new();
+        let tabs = self.settings.run_dir.join(name).join("tabs-ext");
+        if !opts.offline && !tabs.to_string_lossy().contains(',') {
+            out.push((tabs, super::tabs_ext::IN_SANDBOX));
+        }
+        if let Some(zip) = opts.extension.clone() {
+            let dir = self.settings.run_dir.join(format!("{name}.extension"));
+            let _ = std::fs::remove_dir_all(&dir);
+            res.extension = Some(dir.clone());
+            let found = tokio::task::spawn_blocking(move || super::extension::unpack(&zip.0, &dir))
+                .await
+                .map_err(|e| Error::Startup(e.to_string()))?
+                .map_err(Error::Startup)?;
+            if found.to_string_lossy().contains(',') {
+                return Err(Error::Startup(
+                    "the extension's folder name has a comma".into(),
+                ));
+            }
+            out.push((found, super::extension::IN_SANDBOX));
+        }
+        Ok(out)
+    }
+
     /// The browser started directly (`server.unsafe_no_sandbox`).
     fn unconfined_command(&self, args: &[String], opts: &LaunchOptions) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.exec);
@@ -291,7 +326,7 @@ impl Runtime {
         self: &Arc<Self>,
         name: &str,
         user_data_dir: &Path,
-        (opts, tabs_ext): (&LaunchOptions, Option<&Path>),
+        (opts, extensions): (&LaunchOptions, &[(PathBuf, &'static str)]),
         args: &[String],
         res: &mut Resources,
         fds: &mut Vec<(OwnedFd, RawFd)>,
@@ -304,11 +339,13 @@ impl Runtime {
         res.run = Some(run.clone());
         let t0 = std::time::Instant::now();
         let layout = prepare_run_dir(&run, user_data_dir, u, self.root, opts).map_err(io)?;
-        if let Some(ext) = tabs_ext {
-            // Owner-only like the rest of the run directory: the browser's uid reads it.
-            super::tabs_ext::install(ext).map_err(io)?;
+        for (dir, at) in extensions {
+            // Owner-only like the rest of the run directory: the browser's uid reads them.
+            if *at == super::tabs_ext::IN_SANDBOX {
+                super::tabs_ext::install(dir).map_err(io)?;
+            }
             if self.root {
-                super::layout::chown_tree(ext, u).map_err(io)?;
+                super::layout::chown_tree(dir, u).map_err(io)?;
             }
         }
         tracing::debug!(
@@ -366,10 +403,10 @@ impl Runtime {
                 Some(x) => Some(bind(Some(x), true)?),
                 None => None,
             },
-            tabs_ext: match tabs_ext {
-                Some(x) => Some(bind(Some(x), true)?),
-                None => None,
-            },
+            extensions: extensions
+                .iter()
+                .map(|(dir, at)| Ok((bind(Some(dir), true)?, *at)))
+                .collect::<Result<_, Error>>()?,
         };
         let mut cmd = tokio::process::Command::new("bwrap");
         cmd.args(bwrap_args(&binds, opts, &self.exec, self.root));
@@ -412,29 +449,27 @@ impl Runtime {
         }
         let mut res = Resources::default();
         let io = |e: std::io::Error| Error::Startup(e.to_string());
-        // The daemon's own offline browsers need no tabs API.
-        // The tabs agent, in the browser's run directory (the daemon's own offline browsers
-        // need no tabs API; a comma would split Chromium's --load-extension list).
-        let run = self.settings.run_dir.join(name);
-        let tabs_dir = run.join("tabs-ext");
-        let tabs_ext = (!opts.offline && !tabs_dir.to_string_lossy().contains(','))
-            .then_some(tabs_dir.as_path());
-        let args = chromium_args(user_data_dir, opts, !self.unsandboxed(), tabs_ext);
+        let extensions = self.extensions(name, opts, &mut res).await?;
+        let args = chromium_args(user_data_dir, opts, !self.unsandboxed(), &extensions);
         let (browser_in, to_browser) = pipe().map_err(io)?;
         let (from_browser, browser_out) = pipe().map_err(io)?;
         let mut fds: Vec<(OwnedFd, RawFd)> = vec![(browser_in, 3), (browser_out, 4)];
         let (mut cmd, info) = if self.unsandboxed() {
-            if let Some(ext) = tabs_ext {
+            if let Some((dir, _)) = extensions
+                .iter()
+                .find(|(_, at)| *at == super::tabs_ext::IN_SANDBOX)
+            {
+                let run = self.settings.run_dir.join(name);
                 res.run = Some(run.clone());
                 crate::fsutil::create_private_dir(&run).map_err(io)?;
-                super::tabs_ext::install(ext).map_err(io)?;
+                super::tabs_ext::install(dir).map_err(io)?;
             }
             (self.unconfined_command(&args, opts), None)
         } else {
             let (cmd, info) = self.sandboxed_command(
                 name,
                 user_data_dir,
-                (opts, tabs_ext),
+                (opts, &extensions),
                 &args,
                 &mut res,
                 &mut fds,
@@ -476,13 +511,16 @@ impl Runtime {
             }
         }
         let mux = Mux::start(to_browser, from_browser).map_err(io)?;
-        let tabs_extension = tabs_ext.map(|p| {
-            if self.unsandboxed() {
-                super::tabs_ext::id_for(&p.to_string_lossy())
-            } else {
-                super::tabs_ext::id_for(super::tabs_ext::IN_SANDBOX)
-            }
-        });
+        let tabs_extension = extensions
+            .iter()
+            .find(|(_, at)| *at == super::tabs_ext::IN_SANDBOX)
+            .map(|(p, at)| {
+                if self.unsandboxed() {
+                    super::tabs_ext::id_for(&p.to_string_lossy())
+                } else {
+                    super::tabs_ext::id_for(at)
+                }
+            });
         let mut browser = Browser {
             child,
             pid,

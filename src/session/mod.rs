@@ -33,7 +33,7 @@ use crate::{NoProgress, Progress};
 pub use crate::browser::LaunchOptions;
 pub use limits::JobSlot;
 use state::{now_ms, token_hash, Status};
-pub use state::{EndReason, ProfileInfo, SaveState, Session, SessionInfo, Timeouts};
+pub use state::{EndReason, ProfileInfo, SaveState, Session, SessionInfo, TimeoutChange, Timeouts};
 
 /// Errors of session management (mapped onto HTTP errors by the API).
 #[derive(Debug, thiserror::Error)]
@@ -590,7 +590,8 @@ impl Manager {
             loaded,
             base_generation,
             created_at: record.created_at,
-            timeouts: req.timeouts,
+            timeouts: Mutex::new(req.timeouts),
+            absolute_from_ms: AtomicU64::new(record.created_at * 1000),
             ignored,
             default_roles: req.default_roles.clone(),
             dir,
@@ -602,7 +603,7 @@ impl Manager {
             lease: tokio::sync::Mutex::new(lease),
             webhook: req.webhook.clone(),
             auth: req.auth.clone(),
-            warning: req.warning.unwrap_or(60),
+            warning: AtomicU64::new(req.warning.unwrap_or(60)),
             warned: false.into(),
             lease_renewed_ms: AtomicU64::new(now),
             status: Mutex::new(Status {

@@ -24,6 +24,22 @@ pub struct Timeouts {
     pub offline: Option<u64>,
 }
 
+/// A change of a running session's timeouts (`POST <base_url>/timeout`): `None` leaves one
+/// as it is, `Some(None)` removes it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TimeoutChange {
+    /// Seconds from the start (or from the reset).
+    pub absolute: Option<Option<u64>>,
+    /// Seconds without activity.
+    pub inactive: Option<Option<u64>>,
+    /// Seconds without a connected client.
+    pub offline: Option<Option<u64>>,
+    /// Seconds of warning before a timeout.
+    pub warning: Option<u64>,
+    /// Every counter starts again now (Hyperbeam's default).
+    pub reset: bool,
+}
+
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -105,8 +121,10 @@ pub struct Session {
     pub base_generation: Option<u64>,
     /// Creation, Unix seconds.
     pub created_at: u64,
-    /// Timeouts.
-    pub timeouts: Timeouts,
+    /// Timeouts (`POST <base_url>/timeout` changes them).
+    pub(super) timeouts: Mutex<Timeouts>,
+    /// Where the absolute timeout counts from (creation, or its last reset), Unix ms.
+    pub(super) absolute_from_ms: AtomicU64,
     /// Fields accepted but not honoured.
     pub ignored: Vec<String>,
     /// Roles of the users `embed_url` admits.
@@ -121,7 +139,7 @@ pub struct Session {
     pub(super) webhook: Option<webhook::Webhook>,
     /// The auth webhook that admits each connecting user, if the session has one.
     pub auth: Option<webhook::Webhook>,
-    pub(super) warning: u64,
+    pub(super) warning: AtomicU64,
     pub(super) warned: std::sync::atomic::AtomicBool,
     pub(super) lease_renewed_ms: AtomicU64,
     pub(super) status: Mutex<Status>,
@@ -246,16 +264,20 @@ impl Session {
                 best = Some((at_ms, why));
             }
         };
-        if let Some(a) = self.timeouts.absolute {
-            consider(self.created_at * 1000 + a * 1000, EndReason::Absolute);
+        let timeouts = *self.timeouts.lock().expect("timeouts");
+        if let Some(a) = timeouts.absolute {
+            consider(
+                self.absolute_from_ms.load(Ordering::Relaxed) + a * 1000,
+                EndReason::Absolute,
+            );
         }
-        if let Some(i) = self.timeouts.inactive {
+        if let Some(i) = timeouts.inactive {
             consider(
                 self.last_activity_ms.load(Ordering::Relaxed) + i * 1000,
                 EndReason::Inactive,
             );
         }
-        if let Some(o) = self.timeouts.offline {
+        if let Some(o) = timeouts.offline {
             if self.clients.load(Ordering::SeqCst) == 0 {
                 consider(
                     self.offline_since_ms.load(Ordering::SeqCst) + o * 1000,
@@ -264,6 +286,49 @@ impl Session {
             }
         }
         best
+    }
+
+    /// The timeouts now.
+    pub fn timeouts(&self) -> Timeouts {
+        *self.timeouts.lock().expect("timeouts")
+    }
+
+    /// Seconds before a timeout at which the webhook and the viewers are warned.
+    pub fn warning_secs(&self) -> u64 {
+        self.warning.load(Ordering::Relaxed)
+    }
+
+    /// `POST <base_url>/timeout`: the timeouts `change` names are replaced (`Some(None)`
+    /// removes one), the absolute one capped at `cap`; with `reset`, every counter starts
+    /// again now (absolute from now, no activity since now, offline since now).
+    pub fn change_timeouts(&self, change: TimeoutChange, cap: Option<u64>) {
+        let now = now_ms();
+        let mut t = self.timeouts.lock().expect("timeouts");
+        if let Some(a) = change.absolute {
+            t.absolute = a;
+        }
+        if let Some(i) = change.inactive {
+            t.inactive = i;
+        }
+        if let Some(o) = change.offline {
+            t.offline = o;
+        }
+        if let Some(w) = change.warning {
+            self.warning.store(w, Ordering::Relaxed);
+        }
+        if change.reset {
+            self.absolute_from_ms.store(now, Ordering::Relaxed);
+            self.last_activity_ms.store(now, Ordering::Relaxed);
+            if self.clients.load(Ordering::SeqCst) == 0 {
+                self.offline_since_ms.store(now, Ordering::SeqCst);
+            }
+        }
+        if let Some(cap) = cap {
+            // The server's cap counts from the start, whatever the resets.
+            let from = self.absolute_from_ms.load(Ordering::Relaxed);
+            let left = (self.created_at * 1000 + cap * 1000).saturating_sub(from) / 1000;
+            t.absolute = Some(t.absolute.map_or(left, |a| a.min(left)));
+        }
     }
 
     /// The public view.

@@ -108,7 +108,7 @@ impl Manager {
                 Err(_) => (false, false),
             };
             if let (Some(hook), Some((at, why))) = (&s.webhook, s.deadline()) {
-                if at > now + s.warning * 1000 {
+                if at > now + s.warning_secs() * 1000 {
                     // The deadline moved away again (activity): re-arm the warning.
                     s.warned.store(false, Ordering::SeqCst);
                 } else if at > now && !s.warned.swap(true, Ordering::SeqCst) {
@@ -129,7 +129,7 @@ impl Manager {
                     EndReason::Absolute => crate::live::WarningKind::Absolute,
                     _ => return None,
                 };
-                (at > now && at <= now + s.warning * 1000)
+                (at > now && at <= now + s.warning_secs() * 1000)
                     .then_some(crate::live::CloseWarning { kind, at_ms: at })
             });
             s.live.warn_close(near);

@@ -373,6 +373,20 @@ pub static ROLES_CHANGE: LazyLock<Value> = LazyLock::new(|| {
         "description": "[[user ids], [roles], exclusive]: exclusive applies the change to every user except those listed"})
 });
 
+/// `POST <base_url>/timeout`: new timeouts for a running session.
+pub static TIMEOUT_CHANGE: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({
+            "absolute": timeout_secs("seconds from now (with reset) or from the start (null: none; server.max_session_secs still caps it)"),
+            "inactive": timeout_secs("seconds without activity (null: none)"),
+            "offline": timeout_secs("seconds without a connected client (null: none)"),
+            "warning": {"type": "integer", "minimum": 0, "maximum": MAX_TIMEOUT, "description": "seconds before a timeout at which the webhook and the viewers are warned"},
+            "reset": {"type": "boolean", "description": "every counter starts again now (default true)"},
+        }),
+        &[],
+    )
+});
+
 /// `tabs.<method>`: its arguments, as `chrome.tabs.<method>` takes them.
 pub static TABS_ARGS: LazyLock<Value> = LazyLock::new(|| {
     json!({"type": "array", "maxItems": 4,

@@ -334,6 +334,20 @@ pub static USERS: LazyLock<Value> = LazyLock::new(|| {
     )
 });
 
+/// Answer of `POST <base_url>/timeout`: when the session now ends, and why.
+pub static TIMEOUT_CHANGED: LazyLock<Value> = LazyLock::new(|| {
+    object(
+        json!({
+            "expires_at": {"type": "integer", "nullable": true, "description": "Unix seconds of the nearest timeout (null: none)"},
+            "absolute": {"type": "integer", "nullable": true},
+            "inactive": {"type": "integer", "nullable": true},
+            "offline": {"type": "integer", "nullable": true},
+            "warning": {"type": "integer"},
+        }),
+        &["expires_at", "absolute", "inactive", "offline", "warning"],
+    )
+});
+
 /// Answer of the user-changing endpoints.
 pub static USERS_CHANGED: LazyLock<Value> = LazyLock::new(|| {
     object(
