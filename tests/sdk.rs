@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::common::daemon::*;
 use crate::common::viewer::Viewer;
@@ -141,6 +141,41 @@ async fn an_app_on_the_hyperbeam_sdk_runs_against_embed_url() {
     .await;
 
     tabs_through_the_sdk(&d, &mut v, (&site, &embed, &admin)).await;
+
+    // hb.reconnect(): a new socket, the same user (its id, and so its roles and permissions).
+    let me = v
+        .ask(json!({"cmd": "evaluate", "name": "app", "expr": "hb.userId"}))
+        .await;
+    v.ask(json!({"cmd": "evaluate", "name": "app", "expr": "hb.reconnect()"}))
+        .await;
+    until(
+        &mut v,
+        "app",
+        "a reconnect",
+        "closes_.length > 0",
+        "JSON.stringify(closes_)",
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, users) = d
+            .call("GET", &format!("/v0/vm/{id}/users"), Some(&admin), None)
+            .await;
+        let ids: Vec<&Value> = users["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| &u["user_id"])
+            .collect();
+        if ids == [&me] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after a reconnect: {users}, was {me}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The app's admin calls go through the SDK (REST at base_url, across origins): without
     // `control` the person's keys no longer reach the page; given back, they do.

@@ -207,6 +207,7 @@ pub(super) async fn socket(
     let viewers_max = state.manager.config().max_viewers_per_tenant;
     let caller = super::viewer::Caller {
         token: q.token.clone().unwrap_or_default(),
+        resume: q.resume.clone().filter(|r| r.len() <= 64),
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())

@@ -408,6 +408,8 @@ async fn admitted(
 /// Who connects: the token that admitted it and the request's user agent.
 pub(super) struct Caller {
     pub token: String,
+    /// The secret of the user it was before a reconnect (`hello`'s `resume`).
+    pub resume: Option<String>,
     pub user_agent: String,
     pub tenant_full: Option<usize>,
 }
@@ -440,13 +442,14 @@ pub(super) async fn run(
         },
         None => None,
     };
-    let (user, mut notices) = match live.join(&caller.token, roles) {
-        Ok(u) => u,
-        Err(e) => return refuse(&mut tx, &mut rx, 4008, &e.to_string()).await,
-    };
+    let (user, mut notices) =
+        match live.join_resuming(&caller.token, roles, caller.resume.as_deref()) {
+            Ok(u) => u,
+            Err(e) => return refuse(&mut tx, &mut rx, 4008, &e.to_string()).await,
+        };
     if let (Some(hook), Some(userdata)) = (&s.auth, userdata) {
         if !admitted(&s, hook, &user, userdata, &caller.user_agent, &policy).await {
-            live.leave(&user);
+            live.forget(&user);
             return refuse(&mut tx, &mut rx, 1008, "unauthorized").await;
         }
     }
@@ -488,7 +491,7 @@ pub(super) async fn run(
         .as_ref()
         .and_then(|d| d.sound.as_ref())
         .map(crate::display::Sound::subscribe);
-    let hello = json!({"t": "hello", "user_id": user.id, "session_id": s.id,
+    let hello = json!({"t": "hello", "user_id": user.id, "session_id": s.id, "resume": user.resume,
         "roles": roles::names(&user.roles()), "control": user.may_control()});
     let mut ok = c.send(hello).await;
     // A display: the whole screen, then the tiles of what changes.

@@ -548,4 +548,7 @@ pub(super) async fn ping(
 #[derive(Debug, Deserialize)]
 pub(super) struct TokenQuery {
     pub(super) token: Option<String>,
+    /// The live view's socket: come back as the user that left with this secret.
+    #[serde(default)]
+    pub(super) resume: Option<String>,
 }

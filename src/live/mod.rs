@@ -95,7 +95,25 @@ pub struct User {
     removed: tokio::sync::Notify,
     /// An IME composition of this user is showing in the page (its result commits it).
     pub composing: std::sync::atomic::AtomicBool,
+    /// The secret its viewer presents to come back as this user after a reconnect (sent in
+    /// `hello` only).
+    pub resume: String,
 }
+
+/// A user whose socket closed, kept a while so its viewer can come back as the same user
+/// (Hyperbeam's `user_id` is stable across reconnects), with the roles and permissions it had.
+struct Departed {
+    resume: [u8; 32],
+    token: [u8; 32],
+    id: String,
+    roles: BTreeSet<Role>,
+    perms: Permissions,
+    at_ms: u64,
+}
+
+/// How long a departed user may come back, and how many are remembered.
+const RESUME_MS: u64 = 10 * 60 * 1000;
+const RESUME_KEPT: usize = 64;
 
 impl User {
     /// Current roles.
@@ -157,6 +175,7 @@ pub struct Live {
     cfg: LiveConfig,
     tokens: Mutex<Vec<ViewerToken>>,
     users: Mutex<Vec<Arc<User>>>,
+    departed: Mutex<Vec<Departed>>,
     control_disable_default: bool,
     /// Frames (page-only view), tabs and input through DevTools.
     pub hub: Arc<hub::Hub>,
@@ -251,6 +270,7 @@ impl Live {
             cfg,
             tokens: Mutex::new(Vec::new()),
             users: Mutex::new(Vec::new()),
+            departed: Mutex::new(Vec::new()),
             control_disable_default,
             hub,
             tabs,
@@ -297,35 +317,86 @@ impl Live {
         token: &str,
         roles: BTreeSet<Role>,
     ) -> Result<(Arc<User>, tokio::sync::mpsc::Receiver<Notice>), JoinError> {
+        self.join_resuming(token, roles, None)
+    }
+
+    /// [`Live::join`], as the user that left with the secret `resume` (same token, within
+    /// ten minutes, once): its id, roles and permissions come back. Any other secret makes a
+    /// new user.
+    ///
+    /// # Errors
+    /// [`JoinError::TooManyViewers`].
+    pub fn join_resuming(
+        &self,
+        token: &str,
+        roles: BTreeSet<Role>,
+        resume: Option<&str>,
+    ) -> Result<(Arc<User>, tokio::sync::mpsc::Receiver<Notice>), JoinError> {
         let mut users = self.users.lock().expect("users");
         if users.len() >= self.cfg.max_viewers {
             return Err(JoinError::TooManyViewers(self.cfg.max_viewers));
         }
+        let token_hash = hash(token);
+        let back = resume.and_then(|r| {
+            let (h, now) = (hash(r), now_ms());
+            let mut departed = self.departed.lock().expect("departed");
+            departed.retain(|d| now.saturating_sub(d.at_ms) < RESUME_MS);
+            let i = departed.iter().position(|d| {
+                bool::from(d.resume.ct_eq(&h)) && bool::from(d.token.ct_eq(&token_hash))
+            })?;
+            Some(departed.remove(i))
+        });
+        let (id, roles, perms) = match back {
+            Some(d) => (d.id, d.roles, d.perms),
+            None => (
+                uuid::Uuid::new_v4().to_string(),
+                roles,
+                Permissions {
+                    control_disabled: self.control_disable_default,
+                    ..Permissions::default()
+                },
+            ),
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let user = Arc::new(User {
-            id: uuid::Uuid::new_v4().to_string(),
+            id,
             roles: Mutex::new(roles),
-            perms: Mutex::new(Permissions {
-                control_disabled: self.control_disable_default,
-                ..Permissions::default()
-            }),
+            perms: Mutex::new(perms),
             last_input_ms: AtomicU64::new(0),
             connected_at: now_ms() / 1000,
             notices: tx,
             token: hash(token),
             removed: tokio::sync::Notify::new(),
             composing: std::sync::atomic::AtomicBool::new(false),
+            resume: new_token(),
         });
         users.push(user.clone());
         Ok((user, rx))
     }
 
-    /// A viewer left.
+    /// A viewer left: it may come back as the same user ([`Live::join_resuming`]), unless
+    /// it was removed.
     pub fn leave(&self, user: &User) {
-        self.users
-            .lock()
-            .expect("users")
-            .retain(|u| u.id != user.id);
+        let was_here = {
+            let mut users = self.users.lock().expect("users");
+            let n = users.len();
+            users.retain(|u| u.id != user.id);
+            users.len() < n
+        };
+        if was_here {
+            let mut departed = self.departed.lock().expect("departed");
+            if departed.len() >= RESUME_KEPT {
+                departed.remove(0);
+            }
+            departed.push(Departed {
+                resume: hash(&user.resume),
+                token: user.token,
+                id: user.id.clone(),
+                roles: user.roles(),
+                perms: user.permissions(),
+                at_ms: now_ms(),
+            });
+        }
     }
 
     /// Connected viewers.
@@ -413,8 +484,16 @@ impl Live {
             .expect("tokens")
             .retain(|t| !bool::from(t.hash.ct_eq(&u.token)));
         u.removed.notify_one();
-        self.leave(&u);
+        self.forget(&u);
         true
+    }
+
+    /// Removes a user for good (kicked, or refused by the auth webhook): it cannot come back.
+    pub fn forget(&self, user: &User) {
+        self.users
+            .lock()
+            .expect("users")
+            .retain(|u| u.id != user.id);
     }
 
     fn user(&self, id: &str) -> Option<Arc<User>> {
@@ -503,6 +582,50 @@ mod tests {
             (false, false),
             None,
         )
+    }
+
+    #[tokio::test]
+    async fn a_user_that_left_comes_back_once_with_its_secret_and_token() {
+        let l = live();
+        let t = l.mint([Role::Control].into());
+        let (a, _ra) = l.join(&t, l.token_roles(&t).unwrap()).unwrap();
+        l.change_roles(
+            std::slice::from_ref(&a.id),
+            &[Role::CursorData].into(),
+            false,
+            true,
+        );
+        let secret = a.resume.clone();
+        l.leave(&a);
+        // Another token, or another secret: a new user.
+        let t2 = l.mint([Role::Control].into());
+        let (b, _rb) = l
+            .join_resuming(&t2, [Role::Control].into(), Some(&secret))
+            .unwrap();
+        assert_ne!(b.id, a.id);
+        let (c, _rc) = l
+            .join_resuming(&t, [Role::Control].into(), Some("guess"))
+            .unwrap();
+        assert_ne!(c.id, a.id);
+        l.forget(&c);
+        // Its own: the same id, with the roles it had.
+        let (back, _r) = l
+            .join_resuming(&t, [Role::Control].into(), Some(&secret))
+            .unwrap();
+        assert_eq!(back.id, a.id);
+        assert!(back.has(Role::CursorData));
+        // Once only; and a removed user never comes back.
+        l.leave(&back);
+        let (again, _r) = l
+            .join_resuming(&t, [Role::Control].into(), Some(&secret))
+            .unwrap();
+        assert_ne!(again.id, a.id);
+        l.forget(&again);
+        l.kick(&b.id);
+        let (after_kick, _r) = l
+            .join_resuming(&t2, [Role::Control].into(), Some(&b.resume))
+            .unwrap();
+        assert_ne!(after_kick.id, b.id);
     }
 
     #[tokio::test]

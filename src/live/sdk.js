@@ -125,7 +125,9 @@ export default function profileVault(root, url, send, opts) {
   function onText(m) {
     switch (m.t) {
       case 'hello':
+        // The same user after a reconnect: the daemon gives its id back for this secret.
         if (userId === null) userId = m.user_id;
+        if (m.resume) socketUrl.searchParams.set('resume', m.resume);
         roles = m.roles || [];
         break;
       case 'meta':
