@@ -139,6 +139,17 @@ async fn an_app_on_the_hyperbeam_sdk_runs_against_embed_url() {
         "typed text arrived",
     )
     .await;
+    // The app's own input (hb.sendEvent) reaches the page too.
+    v.ask(json!({"cmd": "evaluate", "name": "app",
+        "expr": "hb.sendEvent({type: 'keydown', key: 'Z'}), hb.sendEvent({type: 'keyup', key: 'Z'}), true"}))
+        .await;
+    page_until(
+        &mut cdp,
+        "t.value",
+        json!("hello sdkZ"),
+        "sendEvent's key arrived",
+    )
+    .await;
 
     tabs_through_the_sdk(&d, &mut v, (&site, &embed, &admin)).await;
 
@@ -197,7 +208,7 @@ async fn an_app_on_the_hyperbeam_sdk_runs_against_embed_url() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(
         cdp.eval("t.value").await,
-        json!("hello sdk"),
+        json!("hello sdkZ"),
         "input without control"
     );
     let added = v
@@ -210,7 +221,7 @@ async fn an_app_on_the_hyperbeam_sdk_runs_against_embed_url() {
     page_until(
         &mut cdp,
         "t.value",
-        json!("hello sdk!"),
+        json!("hello sdkZ!"),
         "control given back",
     )
     .await;
@@ -258,6 +269,64 @@ async fn an_app_on_the_hyperbeam_sdk_runs_against_embed_url() {
             "no onCursor there: {seen}"
         );
         nudge = if nudge == 0.0 { 1.0 } else { 0.0 };
+    }
+    // setPermissions with the admin token: the second person's keys stop reaching the page.
+    v.ask(json!({"cmd": "typeText", "name": "app2", "text": "Q"}))
+        .await;
+    page_until(
+        &mut cdp,
+        "t.value",
+        json!("hello sdkZ!Q"),
+        "the second person types",
+    )
+    .await;
+    let disabled = v
+        .ask(json!({"cmd": "evaluate", "name": "app",
+            "expr": format!("hb.setPermissions({other}, {{control_disabled: true}}).then(() => 'ok', (e) => String(e))")}))
+        .await;
+    assert_eq!(disabled, "ok");
+    v.ask(json!({"cmd": "typeText", "name": "app2", "text": "W"}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        cdp.eval("t.value").await,
+        json!("hello sdkZ!Q"),
+        "keys with control disabled"
+    );
+    // Nor do its tabs calls that change the browser; reading still works.
+    let create = v
+        .ask(json!({"cmd": "evaluate", "name": "app2",
+            "expr": "hb.tabs.create({url: 'about:blank'}).then(() => 'created', (e) => String(e))"}))
+        .await;
+    assert!(
+        create
+            .as_str()
+            .is_some_and(|e| e.contains("may not control")),
+        "{create}"
+    );
+    let read = v
+        .ask(json!({"cmd": "evaluate", "name": "app2", "expr": "hb.tabs.query({}).then((t) => t.length)"}))
+        .await;
+    assert_eq!(read, 1);
+    // destroy(): the container empties and the user leaves the session.
+    let left = v
+        .ask(json!({"cmd": "evaluate", "name": "app2",
+            "expr": "hb.destroy(), document.getElementById('c').shadowRoot.childNodes.length"}))
+        .await;
+    assert_eq!(left, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, users) = d
+            .call("GET", &format!("/v0/vm/{id}/users"), Some(&admin), None)
+            .await;
+        if !users.to_string().contains(other.as_str().unwrap()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "destroyed, still a user: {users}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     // The session ends: the app hears why.
@@ -352,6 +421,16 @@ async fn tabs_through_the_sdk(
     assert_eq!(removed, "ok");
     let cond = heard("e === 'onRemoved' && a[0] === SECOND").replace("SECOND", &second.to_string());
     until(v, "app", "onRemoved", &cond, "JSON.stringify(window.ev_)").await;
+    // The last tab stays.
+    let last = v
+        .ask(eval(format!(
+            "hb.tabs.remove({first}).then(() => 'closed', (e) => String(e))"
+        )))
+        .await;
+    assert!(
+        last.as_str().is_some_and(|e| e.contains("last tab")),
+        "{last}"
+    );
     // Chrome's own refusal reaches the app as an error; a page that is not the web's is refused.
     let refused = v
         .ask(eval(

@@ -334,6 +334,23 @@ async fn an_auth_webhook_decides_who_sees_the_session() {
         .await;
     assert_eq!(users["users"][0]["control_disabled"], true, "{users}");
 
+    // The viewer token alone reaches nothing else of the session (the store, the files).
+    let token = s["embed_url"]
+        .as_str()
+        .unwrap()
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let (st, e) = d
+        .call(
+            "GET",
+            &format!("/v0/vm/{id}/store?token={token}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!((st, e["error"].as_str()), (403, Some("forbidden")), "{e}");
     // Eve is refused before she sees anything: no frame, onDisconnect "unauthorized".
     let eve = urlencode(r#"{"name":"eve"}"#);
     open(
@@ -505,9 +522,16 @@ async fn an_uploaded_extension_runs_in_its_own_session() {
     // Refused before anything starts: a name climbing out, no manifest, not a zip.
     let climbing = zip_of(&[("manifest.json", manifest), ("../escape.js", mark)]);
     let no_manifest = zip_of(&[("mark.js", mark)]);
+    let keyed_manifest = manifest.replace(
+        "\"version\": \"1\",",
+        "\"version\": \"1\", \"key\": \"L3B2L3RhYnMtZXh0\",",
+    );
+    assert!(keyed_manifest.contains("key"));
+    let keyed = zip_of(&[("manifest.json", &keyed_manifest), ("mark.js", mark)]);
     for (what, z) in [
         ("climbing", climbing),
         ("no manifest", no_manifest),
+        ("a key (an id of its choosing)", keyed),
         ("not a zip", b"PK not really".to_vec()),
     ] {
         let (st, e) = post_with_extension(&d, &json!({}), &z).await;

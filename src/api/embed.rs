@@ -225,6 +225,20 @@ pub(super) async fn socket(
         .on_upgrade(move |socket| super::viewer::run(s, roles, caller, policy, socket)))
 }
 
+/// A viewer token alone does not reach a session whose users an auth webhook admits: only
+/// its live view's socket does, after the webhook said yes (the store and the files are
+/// then reached through the socket, or with the admin token).
+pub(super) fn viewer_token_alone(s: &Session) -> Result<(), ApiError> {
+    match s.auth {
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this session admits its viewers through its auth webhook: a viewer token alone opens only the live view's socket",
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The session of an admin-token or API-key caller, still running.
 pub(super) fn admin(
     state: &AppState,

@@ -43,6 +43,7 @@ pub(super) async fn download(
     Query(q): Query<TokenQuery>,
 ) -> Result<Response, ApiError> {
     let (s, roles) = authorize_viewer(&state, q.token.as_deref(), &p.id)?;
+    super::embed::viewer_token_alone(&s)?;
     if !s.is_active() {
         return Err(ApiError::expired());
     }
@@ -93,6 +94,7 @@ pub(super) async fn upload(
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     use crate::live::uploads;
     let (s, roles) = authorize_viewer(&state, q.token.as_deref(), &id)?;
+    super::embed::viewer_token_alone(&s)?;
     if !s.is_active() {
         return Err(ApiError::expired());
     }

@@ -67,6 +67,7 @@ fn authorize_room(
     let roles = token
         .and_then(|t| s.live.token_roles(t))
         .ok_or_else(ApiError::unauthorized)?;
+    super::embed::viewer_token_alone(&s)?;
     let write = roles.contains(&Role::Control);
     Ok((s, write))
 }

@@ -304,7 +304,7 @@ pub static ROUTES: &[Route] = &[
         headers: &[],
         body: Body::None,
         reply: Reply::JsonOrEvents(&wire::STORE),
-        errors: SESSION_ERRORS,
+        errors: &[400, 401, 403, 404, 410, 503],
         links: &[],
     },
     Route {
@@ -317,7 +317,7 @@ pub static ROUTES: &[Route] = &[
         headers: &[],
         body: Body::None,
         reply: Reply::Json(&wire::STORE_ENTRY),
-        errors: SESSION_ERRORS,
+        errors: &[400, 401, 403, 404, 410, 503],
         links: &[],
     },
     Route {

@@ -363,19 +363,18 @@ async fn auth_message(rx: &mut futures_util::stream::SplitStream<WebSocket>) -> 
     (m["t"] == "auth").then(|| m["userdata"].clone())
 }
 
-/// Asks the session's auth webhook whether `user` may stay (Hyperbeam's webhook
+/// Asks the session's auth webhook whether the user `id` may join (Hyperbeam's webhook
 /// authentication: `{user_id, userdata}` with `HB-User-Agent`; a 200 with
-/// `{"authorized": true}` admits, with its optional `permissions` applied). Nothing reaches
-/// the viewer before.
+/// `{"authorized": true}` admits). Its `permissions` (or null) when it does.
 async fn admitted(
     s: &Session,
     hook: &crate::session::webhook::Webhook,
-    user: &User,
+    id: &str,
     userdata: Value,
     user_agent: &str,
     policy: &Arc<crate::browser::egress::Policy>,
-) -> bool {
-    let body = json!({"user_id": user.id, "userdata": userdata});
+) -> Option<Value> {
+    let body = json!({"user_id": id, "userdata": userdata});
     let answer =
         crate::session::webhook::post(hook, &body, &[("hb-user-agent", user_agent)], policy).await;
     let verdict = match &answer {
@@ -385,24 +384,15 @@ async fn admitted(
     let Some(v) = verdict.filter(|v| v["authorized"] == true) else {
         match answer {
             Ok((status, _)) => {
-                tracing::info!(session = %s.id, user = %user.id, status, "the auth webhook did not admit a viewer")
+                tracing::info!(session = %s.id, user = %id, status, "the auth webhook did not admit a viewer")
             }
             Err(e) => {
-                tracing::warn!(session = %s.id, user = %user.id, error = %e, "the auth webhook could not be asked; the viewer is not admitted")
+                tracing::warn!(session = %s.id, user = %id, error = %e, "the auth webhook could not be asked; the viewer is not admitted")
             }
         }
-        return false;
+        return None;
     };
-    let p = &v["permissions"];
-    if p.is_object() {
-        s.live.set_permissions(
-            &user.id,
-            p["priority"].as_i64(),
-            p["idle_timeout"].as_u64(),
-            p["control_disabled"].as_bool(),
-        );
-    }
-    true
+    Some(v["permissions"].clone())
 }
 
 /// Who connects: the token that admitted it and the request's user agent.
@@ -442,16 +432,37 @@ pub(super) async fn run(
         },
         None => None,
     };
-    let (user, mut notices) =
-        match live.join_resuming(&caller.token, roles, caller.resume.as_deref()) {
-            Ok(u) => u,
-            Err(e) => return refuse(&mut tx, &mut rx, 4008, &e.to_string()).await,
-        };
+    // The webhook decides before the user joins (it holds no slot, is listed nowhere and
+    // sends no input meanwhile); a few admissions at a time per session.
+    let resume = caller.resume.as_deref();
+    let id = live.pending_id(&caller.token, resume);
+    let mut granted = None;
     if let (Some(hook), Some(userdata)) = (&s.auth, userdata) {
-        if !admitted(&s, hook, &user, userdata, &caller.user_agent, &policy).await {
-            live.forget(&user);
-            return refuse(&mut tx, &mut rx, 1008, "unauthorized").await;
+        let Some(_slot) = live.admitting() else {
+            return refuse(
+                &mut tx,
+                &mut rx,
+                1013,
+                "too many viewers are being admitted; try again",
+            )
+            .await;
+        };
+        match admitted(&s, hook, &id, userdata, &caller.user_agent, &policy).await {
+            Some(p) => granted = Some(p),
+            None => return refuse(&mut tx, &mut rx, 1008, "unauthorized").await,
         }
+    }
+    let (user, mut notices) = match live.join_as(&caller.token, roles, resume, Some(id)) {
+        Ok(u) => u,
+        Err(e) => return refuse(&mut tx, &mut rx, 4008, &e.to_string()).await,
+    };
+    if let Some(p) = granted.filter(Value::is_object) {
+        live.set_permissions(
+            &user.id,
+            p["priority"].as_i64(),
+            p["idle_timeout"].as_u64(),
+            p["control_disabled"].as_bool(),
+        );
     }
     if let Err(e) = live.hub.join().await {
         tracing::warn!(session = %s.id, error = %e, "live view: cannot start the screencast");

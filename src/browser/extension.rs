@@ -62,15 +62,31 @@ pub(super) fn unpack(zip: &[u8], dir: &Path) -> Result<PathBuf, String> {
     let open = || Ok(Cursor::new(zip));
     crate::profile::archive::unpack_from(&open, dir, &limits(), &crate::NoProgress)
         .map_err(|e| format!("the extension is not a usable zip: {e}"))?;
-    if dir.join("manifest.json").is_file() {
-        return Ok(dir.to_path_buf());
+    let root = if dir.join("manifest.json").is_file() {
+        dir.to_path_buf()
+    } else {
+        let mut entries = std::fs::read_dir(dir)
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()));
+        match (entries.next(), entries.next()) {
+            (Some(one), None) if one.path().join("manifest.json").is_file() => one.path(),
+            _ => {
+                return Err(
+                    "the extension has no manifest.json at its top or in its one folder".into(),
+                )
+            }
+        }
+    };
+    // Its id follows from `key` when it has one: a chosen key could take the tabs agent's
+    // id (and the daemon would talk to it). Without, the id follows from its path.
+    let manifest = std::fs::read(root.join("manifest.json")).map_err(|e| e.to_string())?;
+    let m: serde_json::Value = serde_json::from_slice(&manifest)
+        .map_err(|e| format!("the extension's manifest.json is not JSON: {e}"))?;
+    if m.get("key").is_some() {
+        return Err(
+            "the extension's manifest.json has a `key`: extensions are loaded without one".into(),
+        );
     }
-    let mut entries = std::fs::read_dir(dir)
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()));
-    match (entries.next(), entries.next()) {
-        (Some(one), None) if one.path().join("manifest.json").is_file() => Ok(one.path()),
-        _ => Err("the extension has no manifest.json at its top or in its one folder".into()),
-    }
+    Ok(root)
 }

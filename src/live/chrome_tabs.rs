@@ -18,8 +18,10 @@ use tokio::sync::broadcast;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a call waits for the agent's worker (a session that just started).
 const START_WAIT: Duration = Duration::from_secs(10);
-/// Largest event or answer taken from the agent, bytes of JSON.
+/// Largest answer taken from the agent, bytes of JSON.
 const MAX_MESSAGE: usize = 256 * 1024;
+/// Largest event passed on (a page's long URL or title makes no bigger ones), bytes of JSON.
+const MAX_EVENT: usize = 32 * 1024;
 /// The binding the agent calls with its events.
 const BINDING: &str = "pvTabsEvent";
 
@@ -65,6 +67,21 @@ named_enum!(
         DetectLanguage = "detectLanguage",
     }
 );
+
+impl Method {
+    /// Whether it only reads (any user with `chrome_apis`); the others change the browser
+    /// (they also need `control`, as input does).
+    pub fn reads_only(self) -> bool {
+        matches!(
+            self,
+            Method::Query
+                | Method::Get
+                | Method::GetZoom
+                | Method::GetZoomSettings
+                | Method::DetectLanguage
+        )
+    }
+}
 
 named_enum!(
     /// An event of `chrome.tabs`.
@@ -147,7 +164,7 @@ impl Agent {
                 Some(_) => "the browser's tabs agent has not started yet".into(),
                 None => "the browser has no tabs agent".into(),
             }),
-            events: broadcast::channel(256).0,
+            events: broadcast::channel(64).0,
             activated: broadcast::channel(16).0,
             task: Mutex::new(None),
         });
@@ -314,7 +331,7 @@ async fn follow(agent: std::sync::Weak<Agent>, mux: Arc<crate::browser::mux::Mux
                     .as_ref()
                     .is_some_and(|c| v["sessionId"] == c.1.as_str());
                 let payload = p["payload"].as_str().unwrap_or_default();
-                if p["name"] != BINDING || !from_worker || payload.len() > MAX_MESSAGE {
+                if p["name"] != BINDING || !from_worker || payload.len() > MAX_EVENT {
                     continue;
                 }
                 match parse_event(payload) {

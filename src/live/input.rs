@@ -277,17 +277,22 @@ async fn tabs_call(live: &Live, user: &User, m: &Value) -> Result<Outcome, Fault
         Value::Null => Vec::new(),
         _ => return Err(Fault::Malformed("tabs_call.a must be an array".into())),
     };
-    let r = if !user.has(Role::ChromeApis) {
-        Err("this user may not use the tabs API (role chrome_apis)".to_string())
-    } else {
-        match m["m"].as_str().and_then(super::chrome_tabs::Method::parse) {
-            Some(method) => live
-                .tabs
-                .call(method, args)
-                .await
-                .map_err(|e| e.to_string()),
-            None => Err(format!("not a tabs method: {}", m["m"])),
+    let method = m["m"].as_str().and_then(super::chrome_tabs::Method::parse);
+    let r = match method {
+        _ if !user.has(Role::ChromeApis) => {
+            Err("this user may not use the tabs API (role chrome_apis)".to_string())
         }
+        None => Err(format!("not a tabs method: {}", m["m"])),
+        // What changes the browser is input: control, not disabled, not preempted.
+        Some(method) if !method.reads_only() && !live.accept_input(user) => Err(format!(
+            "tabs.{} changes the browser: this user may not control it now (role control)",
+            method.name()
+        )),
+        Some(method) => live
+            .tabs
+            .call(method, args)
+            .await
+            .map_err(|e| e.to_string()),
     };
     Ok(Outcome::Reply(match r {
         Ok(v) => json!({"t": "tabs_result", "i": i, "r": v}),

@@ -111,6 +111,19 @@ struct Departed {
     at_ms: u64,
 }
 
+/// Viewers of one session the auth webhook is asked about at once.
+const ADMITTING: usize = 8;
+
+/// One of the [`ADMITTING`] slots ([`Live::admitting`]).
+#[derive(Debug)]
+pub struct AdmissionSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for AdmissionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// How long a departed user may come back, and how many are remembered.
 const RESUME_MS: u64 = 10 * 60 * 1000;
 const RESUME_KEPT: usize = 64;
@@ -176,6 +189,8 @@ pub struct Live {
     tokens: Mutex<Vec<ViewerToken>>,
     users: Mutex<Vec<Arc<User>>>,
     departed: Mutex<Vec<Departed>>,
+    /// Viewers waiting for the auth webhook's answer.
+    admitting: Arc<std::sync::atomic::AtomicUsize>,
     control_disable_default: bool,
     /// Frames (page-only view), tabs and input through DevTools.
     pub hub: Arc<hub::Hub>,
@@ -271,6 +286,7 @@ impl Live {
             tokens: Mutex::new(Vec::new()),
             users: Mutex::new(Vec::new()),
             departed: Mutex::new(Vec::new()),
+            admitting: Arc::default(),
             control_disable_default,
             hub,
             tabs,
@@ -332,6 +348,41 @@ impl Live {
         roles: BTreeSet<Role>,
         resume: Option<&str>,
     ) -> Result<(Arc<User>, tokio::sync::mpsc::Receiver<Notice>), JoinError> {
+        self.join_as(token, roles, resume, None)
+    }
+
+    /// The id a viewer holding `token` (and `resume`) will join with: the departed user's it
+    /// comes back as, else a new one (what the auth webhook is asked about before it joins).
+    pub fn pending_id(&self, token: &str, resume: Option<&str>) -> String {
+        let (t, now) = (hash(token), now_ms());
+        resume
+            .and_then(|r| {
+                let h = hash(r);
+                let departed = self.departed.lock().expect("departed");
+                departed
+                    .iter()
+                    .find(|d| {
+                        now.saturating_sub(d.at_ms) < RESUME_MS
+                            && bool::from(d.resume.ct_eq(&h))
+                            && bool::from(d.token.ct_eq(&t))
+                    })
+                    .map(|d| d.id.clone())
+            })
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+    }
+
+    /// [`Live::join_resuming`]; a new user takes `fresh_id` (from [`Live::pending_id`]) if
+    /// given and not connected.
+    ///
+    /// # Errors
+    /// [`JoinError::TooManyViewers`].
+    pub fn join_as(
+        &self,
+        token: &str,
+        roles: BTreeSet<Role>,
+        resume: Option<&str>,
+        fresh_id: Option<String>,
+    ) -> Result<(Arc<User>, tokio::sync::mpsc::Receiver<Notice>), JoinError> {
         let mut users = self.users.lock().expect("users");
         if users.len() >= self.cfg.max_viewers {
             return Err(JoinError::TooManyViewers(self.cfg.max_viewers));
@@ -346,10 +397,13 @@ impl Live {
             })?;
             Some(departed.remove(i))
         });
+        let fresh = fresh_id
+            .filter(|f| !users.iter().any(|u| &u.id == f))
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let (id, roles, perms) = match back {
             Some(d) => (d.id, d.roles, d.perms),
             None => (
-                uuid::Uuid::new_v4().to_string(),
+                fresh,
                 roles,
                 Permissions {
                     control_disabled: self.control_disable_default,
@@ -372,6 +426,14 @@ impl Live {
         });
         users.push(user.clone());
         Ok((user, rx))
+    }
+
+    /// A slot to ask the auth webhook about a viewer (at most [`ADMITTING`] at once), released
+    /// on drop; `None` when every slot is taken.
+    pub fn admitting(&self) -> Option<AdmissionSlot> {
+        let n = self.admitting.fetch_add(1, Ordering::SeqCst);
+        let slot = AdmissionSlot(self.admitting.clone());
+        (n < ADMITTING).then_some(slot)
     }
 
     /// A viewer left: it may come back as the same user ([`Live::join_resuming`]), unless
@@ -477,7 +539,7 @@ impl Live {
     /// full its queue. False if no such user is connected.
     pub fn kick(&self, id: &str) -> bool {
         let Some(u) = self.user(id) else {
-            return false;
+            return self.kick_departed(id);
         };
         self.tokens
             .lock()
@@ -485,6 +547,22 @@ impl Live {
             .retain(|t| !bool::from(t.hash.ct_eq(&u.token)));
         u.removed.notify_one();
         self.forget(&u);
+        true
+    }
+
+    /// Removes a user that is not connected now (it left and could come back): its token is
+    /// revoked and it cannot return. False when there is no such user.
+    fn kick_departed(&self, id: &str) -> bool {
+        let gone = {
+            let mut departed = self.departed.lock().expect("departed");
+            let i = departed.iter().position(|d| d.id == id);
+            i.map(|i| departed.remove(i))
+        };
+        let Some(d) = gone else { return false };
+        self.tokens
+            .lock()
+            .expect("tokens")
+            .retain(|t| !bool::from(t.hash.ct_eq(&d.token)));
         true
     }
 

@@ -279,6 +279,35 @@ export default function profileVault(root, url, send, opts) {
   on(window, 'keydown', (e) => key('keyDown', e));
   on(window, 'keyup', (e) => key('keyUp', e));
 
+  // The SDK's sendEvent: input the app makes itself (it goes even with disableInput).
+  // Keys as `{type: "keydown" | "keyup", key, ctrlKey?, metaKey?}`; the pointer at 0-1 of the
+  // screen; the wheel where the pointer last was.
+  let lastX = 0, lastY = 0;
+  function sendEvent(ev) {
+    const ty = ev.type;
+    const m = (ev.altKey ? 1 : 0) | (ev.ctrlKey ? 2 : 0) | (ev.metaKey ? 4 : 0) | (ev.shiftKey ? 8 : 0);
+    if (ty === 'keydown' || ty === 'keyup') {
+      const k = typeof ev.key === 'string' ? ev.key : '';
+      if (!k) return;
+      const msg = { t: 'key', type: ty === 'keydown' ? 'keyDown' : 'keyUp', key: k, code: '', modifiers: m };
+      if (ty === 'keydown') {
+        if (k === 'Enter') msg.text = '\r';
+        else if ([...k].length === 1 && !(ev.ctrlKey || ev.metaKey)) msg.text = k;
+      }
+      out(msg);
+    } else if (ty === 'mousedown' || ty === 'mouseup' || ty === 'mousemove') {
+      if (!W || !H) return;
+      const at = (v, n) => Math.round(Math.min(Math.max(Number(v) || 0, 0), 1) * (n - 1));
+      lastX = at(ev.x, W);
+      lastY = at(ev.y, H);
+      const type = ty === 'mousedown' ? 'mousePressed' : ty === 'mouseup' ? 'mouseReleased' : 'mouseMoved';
+      const button = ty === 'mousemove' ? 'none' : BUTTONS[ev.button | 0] || 'left';
+      out({ t: 'mouse', type, x: lastX, y: lastY, button, buttons: ty === 'mousedown' ? 1 : 0, clickCount: ty === 'mousemove' ? 0 : 1, modifiers: m });
+    } else if (ty === 'wheel') {
+      out({ t: 'wheel', x: lastX, y: lastY, deltaX: Number(ev.deltaX) || 0, deltaY: Number(ev.deltaY) || 0, modifiers: m });
+    }
+  }
+
   // ---------- the SDK's calls and messages ----------
   const base = page.origin + page.pathname.replace(/\/+$/, '');
   const ADMIN = new Set(['setPermissions', 'addRoles', 'removeRoles']);
@@ -314,6 +343,9 @@ export default function profileVault(root, url, send, opts) {
     switch (msg.type) {
       case 'webhook_auth': userdata = (msg.data && msg.data.webhookUserdata) || null; break;
       case 'ping': out({ t: 'ping' }); break;
+      case 'keydown': case 'keyup': case 'mousedown': case 'mouseup': case 'mousemove': case 'wheel':
+        sendEvent(msg);
+        break;
       case 'reconnect': if (ws) ws.close(); break;
       case 'disable_input': opts.disableInput = !!msg.data; break;
       case 'delegate_keyboard': opts.delegateKeyboard = !!msg.data; break;

@@ -17,6 +17,12 @@ globalThis.pvTabs = async (method, args) => {
   if (!METHODS.has(method)) throw new Error('not a tabs method: ' + method);
   const a = JSON.parse(args);
   if (!Array.isArray(a)) throw new Error('the arguments must be an array');
+  if (method === 'remove') {
+    // The browser keeps a tab: closing the last would leave nothing to show (or end it).
+    const ids = new Set([a[0]].flat());
+    const all = await chrome.tabs.query({});
+    if (all.every((t) => ids.has(t.id))) throw new Error('the last tab cannot be closed');
+  }
   // Some never settle (detectLanguage on a page that never finishes loading): a call that
   // takes too long is refused, below the daemon's own DevTools timeout.
   let timer;
