@@ -70,6 +70,10 @@ pub struct Args {
     /// Percent of the kept files `--resave` changes between the two saves.
     #[arg(long, default_value_t = 2.0)]
     pub change_pct: f64,
+    /// Measure first saves and restores against `tar | zstd -1 -T0 | openssl enc` (and
+    /// back) in one run, `--rounds` each, alternating.
+    #[arg(long)]
+    pub vs_tar: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -185,6 +189,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     }
     if a.contents_report {
         return super::bench_contents::run(ctx, &a, &src, &bench_dir).await;
+    }
+    if a.vs_tar {
+        return super::bench_tar::run(ctx, &a, &src, &bench_dir).await;
     }
     let (url, tmp_store) = store_url(&a, &bench_dir);
     let vault = bench_vault(ctx, &url, &bench_dir.join("spool")).await?;

@@ -21,6 +21,7 @@ mod bench_profile;
 mod bench_resave;
 mod bench_session;
 mod bench_store;
+mod bench_tar;
 mod data;
 mod delete;
 mod gc;

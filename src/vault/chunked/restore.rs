@@ -20,6 +20,8 @@ const FETCHES: usize = 8;
 const MERGE_GAP: u64 = 256 << 10;
 /// Longest range fetched at once.
 const MAX_RANGE: u64 = 8 << 20;
+/// Staging files kept open while chunks are placed.
+const OPEN_FILES: usize = 256;
 
 /// One ranged read: a pack's bytes `start .. start + len`, and the chunks in it.
 struct Range {
@@ -37,6 +39,9 @@ struct Placing {
     uses: Vec<Vec<(usize, u64)>>,
     /// Staging path of each file (restore), or none (verify).
     paths: Option<Vec<PathBuf>>,
+    /// Files open for writing, by index: a file of many chunks (History, a LevelDB table)
+    /// is opened once, not once a chunk. Bounded ([`OPEN_FILES`]).
+    open: std::sync::Mutex<std::collections::HashMap<usize, Arc<std::fs::File>>>,
 }
 
 impl Vault {
@@ -117,6 +122,7 @@ impl Vault {
                 opened,
                 uses,
                 paths,
+                open: std::sync::Mutex::default(),
             });
             self.fetch_ranges(
                 tenant,
@@ -214,25 +220,60 @@ fn plan_ranges(m: &Manifest, uses: &[Vec<(usize, u64)>], all: bool) -> Vec<Range
 }
 
 /// Creates the staging directory with every directory and every file (but the skipped ones)
-/// at its size; returns each file's path.
+/// at its size; returns each file's path. Files are created on every core, a directory's on
+/// one thread: a file's creation holds its directory's lock, so two threads in one directory
+/// wait on each other (on this machine a create costs ~0.6 ms; two directories at once take
+/// half the time one does).
 fn make_staging(st: &Path, m: &Manifest, skip: &[bool]) -> Result<Vec<PathBuf>> {
     fsutil::create_private_dir(st).map_err(io_at(st))?;
     for d in &m.dirs {
         let p = st.join(d);
         fsutil::create_private_dir(&p).map_err(io_at(&p))?;
     }
-    let mut paths = Vec::with_capacity(m.files.len());
-    for (f, skip) in m.files.iter().zip(skip) {
-        let p = st.join(&f.path);
-        if !skip {
-            if let Some(parent) = p.parent() {
-                fsutil::create_private_dir(parent).map_err(io_at(parent))?;
-            }
-            let file = fsutil::create_private_new(&p).map_err(io_at(&p))?;
-            file.set_len(f.size).map_err(io_at(&p))?;
+    let paths: Vec<PathBuf> = m.files.iter().map(|f| st.join(&f.path)).collect();
+    // The files of each directory, largest groups first, dealt to the threads.
+    let mut groups: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
+    for (i, p) in paths.iter().enumerate() {
+        if !skip[i] {
+            groups.entry(p.parent().unwrap_or(st)).or_default().push(i);
         }
-        paths.push(p);
     }
+    for dir in groups.keys() {
+        fsutil::create_private_dir(dir).map_err(io_at(dir))?;
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
+    let mut shares: Vec<Vec<usize>> = vec![Vec::new(); threads];
+    let mut groups: Vec<Vec<usize>> = groups.into_values().collect();
+    groups.sort_by_key(|g| std::cmp::Reverse(g.len()));
+    for g in groups {
+        let least = shares
+            .iter_mut()
+            .min_by_key(|s| s.len())
+            .expect("at least one thread");
+        least.extend(g);
+    }
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = shares
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|share| {
+                let paths = &paths;
+                scope.spawn(move || -> Result<()> {
+                    for &i in share {
+                        let p = &paths[i];
+                        let file = fsutil::create_private_new(p).map_err(io_at(p))?;
+                        file.set_len(m.files[i].size).map_err(io_at(p))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().expect("a staging thread panicked"))
+    })?;
     Ok(paths)
 }
 
@@ -269,10 +310,7 @@ fn place(p: &Placing, pack: &str, r: &Range, bytes: &[u8]) -> Result<u64> {
         if let Some(paths) = &p.paths {
             for &(file, off) in &p.uses[c] {
                 let path = &paths[file];
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(io_at(path))?;
+                let f = p.file(file, path)?;
                 f.write_all_at(&raw, off).map_err(io_at(path))?;
                 placed += raw.len() as u64;
             }
@@ -283,9 +321,33 @@ fn place(p: &Placing, pack: &str, r: &Range, bytes: &[u8]) -> Result<u64> {
     Ok(placed)
 }
 
+impl Placing {
+    /// Staging file `i`, open for writing (from the cache, or opened and kept).
+    fn file(&self, i: usize, path: &Path) -> Result<Arc<std::fs::File>> {
+        if let Some(f) = self.open.lock().expect("open files").get(&i) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_at(path))?,
+        );
+        let mut open = self.open.lock().expect("open files");
+        if open.len() >= OPEN_FILES {
+            // Small files are written whole by one chunk: dropping any is cheap.
+            open.clear();
+        }
+        open.insert(i, f.clone());
+        Ok(f)
+    }
+}
+
 /// Sets every file's modification time (the next save compares it), then renames the
 /// staging directory into place.
 fn finish_tree(staging: &Path, target: &Path, p: &Placing) -> Result<()> {
+    // Every write is done: close the files before their times are set and the tree moves.
+    p.open.lock().expect("open files").clear();
     if let Some(paths) = &p.paths {
         for (f, path) in p.opened.manifest.files.iter().zip(paths) {
             if !path.exists() {
@@ -296,11 +358,7 @@ fn finish_tree(staging: &Path, target: &Path, p: &Placing) -> Result<()> {
             } else {
                 std::time::UNIX_EPOCH
             };
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io_at(path))?;
-            file.set_modified(t).map_err(io_at(path))?;
+            fsutil::set_mtime(path, t).map_err(io_at(path))?;
         }
     }
     archive::check_target(target)?;

@@ -1,0 +1,168 @@
+//! `profile-vault bench --vs-tar`: first saves and restores against the pipeline an operator
+//! would write by hand, `tar | zstd -1 -T0 | openssl enc` (and back), in one run.
+//!
+//! Each round runs both (alternating which goes first, as this disk's writeback makes single
+//! runs noisy) on the same synthetic profile with the same leave-out patterns: a first save
+//! (a new profile id, so nothing is deduplicated against an earlier one) and a restore into a
+//! new directory. The pipeline's archive is synced before its clock stops, as the vault's
+//! objects are. Reported: medians, and how many times faster profile-vault is.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::bench::{median, timed_restore, Args};
+use super::{human_bytes, Ctx};
+use profile_vault::vault::Base;
+use profile_vault::{NoProgress, Vault};
+
+#[derive(serde::Serialize)]
+struct Side {
+    save_seconds: f64,
+    restore_seconds: f64,
+}
+
+#[derive(serde::Serialize)]
+struct Report {
+    store: String,
+    kept_bytes: u64,
+    rounds: u32,
+    profile_vault: Side,
+    tar_pipeline: Side,
+    save_speedup: f64,
+    restore_speedup: f64,
+}
+
+/// Runs `script` in bash; fails with its stderr.
+fn sh(script: &str) -> anyhow::Result<()> {
+    let out = Command::new("bash")
+        .args(["-o", "pipefail", "-c", script])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the pipeline failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+fn quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+/// The pipeline's save of `src` into `out` (and its sync); seconds.
+fn tar_save(src: &Path, out: &Path) -> anyhow::Result<f64> {
+    let excludes: String = profile_vault::profile::exclude::DEFAULT_EXCLUDES
+        .iter()
+        .map(|p| format!(" --exclude='{}'", p.trim_end_matches('/')))
+        .collect();
+    let t = Instant::now();
+    sh(&format!(
+        "tar -C {} {excludes} -cf - . | zstd -1 -T0 -q | openssl enc -aes-256-ctr -pbkdf2 -pass pass:bench -out {} && sync {}",
+        quote(src),
+        quote(out),
+        quote(out)
+    ))?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// The pipeline's restore of `archive` into `dst` (new); seconds.
+fn tar_restore(archive: &Path, dst: &Path) -> anyhow::Result<f64> {
+    std::fs::create_dir_all(dst)?;
+    let t = Instant::now();
+    sh(&format!(
+        "openssl enc -d -aes-256-ctr -pbkdf2 -pass pass:bench -in {} | zstd -d -q | tar -C {} -xf -",
+        quote(archive),
+        quote(dst)
+    ))?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// One first save and one restore with the vault; seconds each.
+async fn vault_round(
+    vault: &Vault,
+    src: &Path,
+    bench_dir: &Path,
+    kept: &mut u64,
+) -> anyhow::Result<(f64, f64)> {
+    let profile = format!("vs-tar-{}", uuid::Uuid::new_v4().simple());
+    let t = Instant::now();
+    let saved = vault
+        .save("bench", &profile, src, Base::Current, Arc::new(NoProgress))
+        .await?;
+    let save = t.elapsed().as_secs_f64();
+    *kept = saved.bytes_in;
+    let dst = bench_dir.join(format!("vs-tar-restore-{}", uuid::Uuid::new_v4().simple()));
+    let restore = timed_restore(vault, &profile, &dst, saved.bytes_in).await?;
+    let _ = std::fs::remove_dir_all(&dst);
+    vault.delete("bench", &profile).await?;
+    Ok((save, restore))
+}
+
+pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> anyhow::Result<()> {
+    for tool in ["tar", "zstd", "openssl"] {
+        anyhow::ensure!(
+            profile_vault::browser::on_path(tool).is_some(),
+            "{tool} is not installed (the pipeline needs tar, zstd and openssl)"
+        );
+    }
+    let (url, tmp_store) = super::bench::store_url(a, bench_dir);
+    let vault = super::bench::bench_vault(ctx, &url, &bench_dir.join("spool")).await?;
+    let (mut pv, mut tar) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+    let mut kept = 0;
+    for round in 0..a.rounds.max(1) {
+        for side in [round % 2, 1 - round % 2] {
+            if side == 0 {
+                let (s, r) = vault_round(&vault, src, bench_dir, &mut kept).await?;
+                pv.0.push(s);
+                pv.1.push(r);
+            } else {
+                let id = uuid::Uuid::new_v4().simple();
+                let archive = bench_dir.join(format!("vs-tar-{id}.tar.zst.enc"));
+                let dst = bench_dir.join(format!("vs-tar-untar-{id}"));
+                let (s2, a2, d2) = (src.to_path_buf(), archive.clone(), dst.clone());
+                let (s, r) = tokio::task::spawn_blocking(move || -> anyhow::Result<(f64, f64)> {
+                    Ok((tar_save(&s2, &a2)?, tar_restore(&a2, &d2)?))
+                })
+                .await??;
+                let _ = std::fs::remove_file(&archive);
+                let _ = std::fs::remove_dir_all(&dst);
+                tar.0.push(s);
+                tar.1.push(r);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp_store);
+    let side = |v: &(Vec<f64>, Vec<f64>)| Side {
+        save_seconds: median(&v.0),
+        restore_seconds: median(&v.1),
+    };
+    let (p, t) = (side(&pv), side(&tar));
+    let r = Report {
+        store: url.split('?').next().unwrap_or_default().to_string(),
+        kept_bytes: kept,
+        rounds: a.rounds.max(1),
+        save_speedup: t.save_seconds / p.save_seconds,
+        restore_speedup: t.restore_seconds / p.restore_seconds,
+        profile_vault: p,
+        tar_pipeline: t,
+    };
+    ctx.print(&r, || {
+        format!(
+            "store {}, {} kept, medians of {} alternating rounds\n\
+             first save: profile-vault {:.2} s, tar|zstd -1 -T0|openssl {:.2} s: {:.2}x\n\
+             restore:    profile-vault {:.2} s, openssl|zstd -d|tar {:.2} s: {:.2}x",
+            r.store,
+            human_bytes(r.kept_bytes),
+            r.rounds,
+            r.profile_vault.save_seconds,
+            r.tar_pipeline.save_seconds,
+            r.save_speedup,
+            r.profile_vault.restore_seconds,
+            r.tar_pipeline.restore_seconds,
+            r.restore_speedup
+        )
+    });
+    Ok(())
+}
