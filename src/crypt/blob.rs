@@ -14,7 +14,7 @@
 //! tag, decompresses into exactly the expected length (so a decompression bomb cannot grow),
 //! and hashes the result again: it must have the id it was asked for.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -34,6 +34,39 @@ pub const MAX_RAW_LEN: u32 = 4 << 20;
 const AAD_LABEL: &[u8] = b"profile-vault/v2/blob\0";
 const METHOD_STORED: u8 = 0;
 const METHOD_ZSTD: u8 = 1;
+
+thread_local! {
+    /// This thread's zstd context (and its level) and output buffer, reused chunk after chunk.
+    static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>, Vec<u8>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Compresses `raw` at `level` with this thread's context and hands the result to `use_it`
+/// (false when compression failed); the buffer is wiped after.
+fn compress_with(raw: &[u8], level: i32, use_it: impl FnOnce(&[u8]) -> bool) -> bool {
+    ZSTD.with(|z| {
+        let mut z = z.borrow_mut();
+        if z.as_ref().is_none_or(|(l, _, _)| *l != level) {
+            match zstd::bulk::Compressor::new(level) {
+                Ok(c) => *z = Some((level, c, Vec::new())),
+                Err(_) => return false,
+            }
+        }
+        let Some((_, c, buf)) = z.as_mut() else {
+            return false;
+        };
+        buf.clear();
+        buf.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+        let r = match c.compress_to_buffer(raw, buf) {
+            Ok(_) => use_it(buf),
+            Err(_) => false,
+        };
+        // Only what was written (Vec's own zeroize wipes its whole capacity).
+        buf.as_mut_slice().zeroize();
+        buf.clear();
+        r
+    })
+}
 
 /// A chunk id: HMAC-SHA256 of the chunk under the profile's id key.
 pub type ChunkId = [u8; ID_LEN];
@@ -114,36 +147,33 @@ impl ChunkKeys {
     }
 
     /// Seals a chunk whose id is `id`: zstd at `level`, or stored when that does not help.
+    /// Built in place: the nonce's room, then the plaintext, encrypted where it lies, then
+    /// the tag (one copy of the chunk, and one compression context per thread and level).
     pub fn seal(&self, id: &ChunkId, raw: &[u8], level: i32) -> Vec<u8> {
-        let packed = if raw.is_empty() {
-            None
-        } else {
-            zstd::bulk::compress(raw, level)
-                .ok()
-                .filter(|c| c.len() < raw.len())
-        };
-        let mut p = Vec::with_capacity(1 + packed.as_ref().map_or(raw.len(), Vec::len));
-        match &packed {
-            Some(c) => {
-                p.push(METHOD_ZSTD);
-                p.extend_from_slice(c);
-            }
-            None => {
-                p.push(METHOD_STORED);
-                p.extend_from_slice(raw);
-            }
+        let mut out = Vec::with_capacity(12 + 1 + raw.len() + 16);
+        out.resize(12, 0);
+        let compressed = !raw.is_empty()
+            && compress_with(raw, level, |c| {
+                let smaller = c.len() < raw.len();
+                if smaller {
+                    out.push(METHOD_ZSTD);
+                    out.extend_from_slice(c);
+                }
+                smaller
+            });
+        if !compressed {
+            out.push(METHOD_STORED);
+            out.extend_from_slice(raw);
         }
         let mut nonce = [0u8; 12];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+        out[..12].copy_from_slice(&nonce);
         let aad = [AAD_LABEL, id.as_slice()].concat();
-        let ct = self
+        let tag = self
             .cipher(id)
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &p, aad: &aad })
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, &mut out[12..])
             .expect("AES-GCM encryption of a bounded message");
-        p.zeroize();
-        let mut out = Vec::with_capacity(12 + ct.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
+        out.extend_from_slice(&tag);
         out
     }
 
