@@ -6,25 +6,44 @@
 //! or S3), and restored safely.
 //!
 //! ## Layout
-//! - [`crypt`]: AEAD primitives (sync): chunked payload encryption and key wrapping;
+//! Storage core (sync where it is CPU work):
+//! - [`crypt`]: AEAD primitives: chunked payload encryption, sealed chunks, key wrapping;
 //! - [`keys`]: master keys: sources, ids, the [`Keyring`];
-//! - [`profile`]: archives (pack, validate, unpack) and the versioned object format;
+//! - [`profile`]: reading Chromium's directories, archives (pack, validate, unpack) and the
+//!   versioned object formats;
 //! - [`store`]: the [`Store`] trait with filesystem and S3 backends and their conformance suite;
 //! - [`vault`]: generations, head records, save/restore/verify/rollback/delete/rekey;
+//! - [`fsutil`]: owner-only files and durable replacement.
+//!
+//! Service:
 //! - [`browser`]: the browser runtime: each Chromium in a sandbox of its own (bubblewrap,
-//!   egress proxy, cgroup limits) and the one DevTools pipe everything talks to it through;
+//!   egress proxy, cgroup limits), the one DevTools pipe everything talks to it through, and
+//!   the extensions it loads (the tabs agent, a tenant's own);
+//! - [`cdp`]: the daemon's own DevTools client over that pipe;
 //! - [`display`]: a headful browser's virtual display: its capture (JPEG tiles of what
-//!   changed) and display-level input;
-//! - [`session`]: browser sessions; [`api`]: the HTTP API; [`cluster`]: nodes on one store
-//!   answering as one service;
+//!   changed), sound and display-level input;
+//! - [`live`]: the live view: users, roles, viewer tokens, the screencast hub, input, Chrome's
+//!   tabs API, and the client code served at `embed_url` (page and SDK module);
+//! - [`room`]: a session's shared key-value store;
+//! - [`session`]: browser sessions: lifecycle, timeouts, saves at the end, recovery;
+//! - [`storage_state`]: Playwright's storageState in and out of a profile;
+//! - [`cluster`]: nodes on one store answering as one service;
+//! - [`api`]: the HTTP API (routes, OpenAPI, errors);
+//! - [`audit`]: the audit trail of who did what to which profile;
 //! - [`config`]: the TOML config and `PV_*` environment;
-//! - [`progress`]: progress reporting for long work;
-//! - [`telemetry`]: tracing setup.
+//! - [`metrics`], [`telemetry`], [`progress`]: Prometheus metrics, tracing setup, progress
+//!   reporting for long work.
 //!
 //! The `profile-vault` binary (`src/main.rs`, `src/cli/`) is a thin layer over this library.
 
+pub mod api;
+pub mod audit;
+pub mod browser;
+pub mod cdp;
+pub mod cluster;
 pub mod config;
 pub mod crypt;
+pub mod display;
 pub mod fsutil;
 pub mod keys;
 pub mod live;
@@ -32,6 +51,8 @@ pub mod metrics;
 pub mod profile;
 pub mod progress;
 pub mod room;
+pub mod session;
+pub mod storage_state;
 pub mod store;
 pub mod telemetry;
 pub mod vault;
@@ -41,11 +62,3 @@ pub use profile::archive::{Limits, PackOptions, PackStats};
 pub use progress::{NoProgress, Progress};
 pub use store::{PutBody, PutMode, Store};
 pub use vault::{Base, Vault, VaultOptions};
-pub mod api;
-pub mod audit;
-pub mod browser;
-pub mod cdp;
-pub mod cluster;
-pub mod display;
-pub mod session;
-pub mod storage_state;

@@ -9,15 +9,12 @@ use serde_json::{json, Value};
 use crate::common::daemon::*;
 use crate::common::viewer::Viewer;
 use crate::display::{http_full, page_until};
-use crate::sdk_app::{app, until, urlencode};
+use crate::sdk_app::{start, until, urlencode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_on_the_hyperbeam_sdk_runs_against_embed_url() {
-    let site = crate::display::site().await;
-    let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
-    // Under a strict CSP, as every page of the test app.
-    let app = app(&d.addr).await;
+    // The app's pages are under a strict CSP.
+    let (site, _dir, d, app) = start().await;
     // What Hyperbeam apps' servers send: fields that cannot be honoured are listed, not
     // refused; `auth` (every user authorized by the app's webhook) is not taken until it is
     // enforced: ignoring it would admit everyone.

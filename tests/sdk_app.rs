@@ -11,6 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::common::daemon::{Daemon, StoreKind};
 use crate::common::viewer::Viewer;
 
 /// The app's page: a container and its script.
@@ -152,6 +153,16 @@ pub(crate) async fn app(daemon: &str) -> String {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, router).await.unwrap() });
     format!("http://{addr}")
+}
+
+/// What every SDK test starts with: the test site, a daemon on the filesystem store (in the
+/// returned directory) and the app on its own origin.
+pub(crate) async fn start() -> (String, tempfile::TempDir, Daemon, String) {
+    let site = crate::display::site().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
+    let app = app(&d.addr).await;
+    (site, dir, d, app)
 }
 
 /// A script or stylesheet, readable by the framed (null-origin) copy too.

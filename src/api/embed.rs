@@ -314,14 +314,10 @@ pub(super) async fn set_permissions(
 ) -> Result<Json<Value>, ApiError> {
     let s = admin(&state, &headers, &id)?;
     let v: Value = wire::body(&wire::PERMISSIONS, &headers, &body)?;
-    let p = &v[1];
     // Like addRoles, a user who is not (or no longer) connected changes nothing.
-    let found = s.live.set_permissions(
-        v[0].as_str().unwrap_or_default(),
-        p["priority"].as_i64(),
-        p["idle_timeout"].as_u64(),
-        p["control_disabled"].as_bool(),
-    );
+    let found = s
+        .live
+        .set_permissions_json(v[0].as_str().unwrap_or_default(), &v[1]);
     Ok(changed(&s, usize::from(found)))
 }
 

@@ -456,13 +456,8 @@ pub(super) async fn run(
         Ok(u) => u,
         Err(e) => return refuse(&mut tx, &mut rx, 4008, &e.to_string()).await,
     };
-    if let Some(p) = granted.filter(Value::is_object) {
-        live.set_permissions(
-            &user.id,
-            p["priority"].as_i64(),
-            p["idle_timeout"].as_u64(),
-            p["control_disabled"].as_bool(),
-        );
+    if let Some(p) = granted {
+        live.set_permissions_json(&user.id, &p);
     }
     if let Err(e) = live.hub.join().await {
         tracing::warn!(session = %s.id, error = %e, "live view: cannot start the screencast");

@@ -507,6 +507,19 @@ impl Live {
         n
     }
 
+    /// [`Live::set_permissions`] from Hyperbeam's JSON `{priority?, idle_timeout?,
+    /// control_disabled?}` (setPermissions, an auth webhook's `permissions`); keys left out,
+    /// or a value that is not an object, change nothing.
+    pub fn set_permissions_json(&self, id: &str, p: &serde_json::Value) -> bool {
+        p.is_object()
+            && self.set_permissions(
+                id,
+                p["priority"].as_i64(),
+                p["idle_timeout"].as_u64(),
+                p["control_disabled"].as_bool(),
+            )
+    }
+
     /// `setPermissions`: the keys given change, the others stay. False for an unknown user.
     pub fn set_permissions(
         &self,
