@@ -373,8 +373,8 @@ fn pack_blocking(
         .collect();
     // Each channel end belongs to exactly the threads that use it, so when one stage stops
     // (an error, or the uploads failing) the others see a closed channel and stop too.
-    let (job_tx, job_rx) = sync_channel::<Job>(threads * 2);
-    let (done_tx, done_rx) = sync_channel::<Result<Done>>(threads * 2);
+    let (job_tx, job_rx) = sync_channel::<Vec<Job>>(threads * 2);
+    let (done_tx, done_rx) = sync_channel::<Result<Vec<Done>>>(threads * 2);
     let job_rx = Arc::new(Mutex::new(job_rx));
     let keys = &plan.keys;
     let known_ref = &known;
