@@ -88,11 +88,24 @@ async fn an_app_hears_the_session_pauses_its_picture_and_is_warned_before_it_end
     )
     .await;
     eval(&mut v, "app", "hb.videoPaused = true").await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let before = eval(&mut v, "app", "window.frames_")
+    // What was already on its way arrives; then the count stands still (a slow machine may
+    // take a while to drain it).
+    let mut before = eval(&mut v, "app", "window.frames_")
         .await
         .as_u64()
         .unwrap();
+    let settle = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = eval(&mut v, "app", "window.frames_")
+            .await
+            .as_u64()
+            .unwrap();
+        if now == before || std::time::Instant::now() > settle {
+            break;
+        }
+        before = now;
+    }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let after = eval(&mut v, "app", "window.frames_")
         .await
