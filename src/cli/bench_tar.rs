@@ -1,5 +1,7 @@
 //! `profile-vault bench --vs-tar`: first saves and restores against the pipeline an operator
-//! would write by hand, `tar | zstd -1 -T0 | openssl enc` (and back), in one run.
+//! would write by hand, `tar | zstd -1 -T0 | openssl enc` (and back), and against restic when
+//! it is installed (a repository beside the store: a local one, or on the same S3 endpoint and
+//! bucket for an `s3://` store), in one run.
 //!
 //! Each round runs both (alternating which goes first, as this disk's writeback makes single
 //! runs noisy) on the same synthetic profile with the same leave-out patterns: a first save
@@ -32,6 +34,50 @@ struct Report {
     tar_pipeline: Side,
     save_speedup: f64,
     restore_speedup: f64,
+    /// restic's, when it is installed.
+    restic: Option<Side>,
+}
+
+/// restic's repository for this run: beside a local store, or in the S3 store's bucket.
+fn restic_repo(url: &str, bench_dir: &Path) -> String {
+    match url.strip_prefix("s3://") {
+        Some(rest) => {
+            let endpoint = std::env::var("AWS_ENDPOINT_URL")
+                .unwrap_or_else(|_| "https://s3.amazonaws.com".into());
+            let bucket = rest.split(['/', '?']).next().unwrap_or_default();
+            format!(
+                "s3:{}/{bucket}/pv-bench-restic-{}",
+                endpoint.trim_end_matches('/'),
+                uuid::Uuid::new_v4().simple()
+            )
+        }
+        None => bench_dir
+            .join(format!("restic-{}", uuid::Uuid::new_v4().simple()))
+            .display()
+            .to_string(),
+    }
+}
+
+/// restic's first backup of `src` (same leave-outs) and its restore into `dst`; seconds each.
+fn restic_round(repo: &str, src: &Path, dst: &Path) -> anyhow::Result<(f64, f64)> {
+    let excludes: String = profile_vault::profile::exclude::DEFAULT_EXCLUDES
+        .iter()
+        .map(|p| format!(" --exclude='{}'", p.trim_end_matches('/')))
+        .collect();
+    let env = format!("RESTIC_PASSWORD=bench RESTIC_REPOSITORY='{repo}'");
+    sh(&format!("{env} restic init -q"))?;
+    let t = Instant::now();
+    sh(&format!(
+        "cd {} && {env} restic backup -q {excludes} .",
+        quote(src)
+    ))?;
+    let save = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    sh(&format!(
+        "{env} restic restore -q latest --target {}",
+        quote(dst)
+    ))?;
+    Ok((save, t.elapsed().as_secs_f64()))
 }
 
 /// Runs `script` in bash; fails with its stderr.
@@ -110,8 +156,20 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
     let (url, tmp_store) = super::bench::store_url(a, bench_dir);
     let vault = super::bench::bench_vault(ctx, &url, &bench_dir.join("spool")).await?;
     let (mut pv, mut tar) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+    let with_restic = profile_vault::browser::on_path("restic").is_some();
+    let mut restic = (Vec::new(), Vec::new());
     let mut kept = 0;
     for round in 0..a.rounds.max(1) {
+        if with_restic {
+            let (repo, src2) = (restic_repo(&url, bench_dir), src.to_path_buf());
+            let dst = bench_dir.join(format!("vs-restic-{}", uuid::Uuid::new_v4().simple()));
+            let d2 = dst.clone();
+            let (s, r) =
+                tokio::task::spawn_blocking(move || restic_round(&repo, &src2, &d2)).await??;
+            let _ = std::fs::remove_dir_all(&dst);
+            restic.0.push(s);
+            restic.1.push(r);
+        }
         for side in [round % 2, 1 - round % 2] {
             if side == 0 {
                 let (s, r) = vault_round(&vault, src, bench_dir, &mut kept).await?;
@@ -147,6 +205,7 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
         restore_speedup: t.restore_seconds / p.restore_seconds,
         profile_vault: p,
         tar_pipeline: t,
+        restic: with_restic.then(|| side(&restic)),
     };
     ctx.print(&r, || {
         format!(
@@ -162,7 +221,15 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
             r.profile_vault.restore_seconds,
             r.tar_pipeline.restore_seconds,
             r.restore_speedup
-        )
+        ) + &r.restic.as_ref().map_or(String::new(), |x| {
+            format!(
+                "\nrestic:      first backup {:.2} s ({:.2}x), restore {:.2} s ({:.2}x)",
+                x.save_seconds,
+                x.save_seconds / r.profile_vault.save_seconds,
+                x.restore_seconds,
+                x.restore_seconds / r.profile_vault.restore_seconds
+            )
+        })
     });
     Ok(())
 }
