@@ -14,15 +14,78 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::bench::{median, timed_restore, Args};
+use super::bench::{median, Args};
 use super::{human_bytes, Ctx};
 use profile_vault::vault::Base;
-use profile_vault::{NoProgress, Vault};
+use profile_vault::Vault;
 
 #[derive(serde::Serialize)]
 struct Side {
     save_seconds: f64,
     restore_seconds: f64,
+}
+
+/// Where a vault operation's time went, by the phases it reports through
+/// [`profile_vault::Progress`]: before the first (walking, planning), each phase, and what
+/// follows each (committing: the manifest, the head).
+#[derive(Default)]
+struct Phases {
+    t0: Option<Instant>,
+    marks: std::sync::Mutex<Vec<(String, Instant)>>,
+}
+
+impl Phases {
+    fn new() -> Phases {
+        Phases {
+            t0: Some(Instant::now()),
+            ..Phases::default()
+        }
+    }
+
+    /// (phase, seconds), in order, the time after the last mark as `after`.
+    fn split(&self, end: Instant) -> Vec<(String, f64)> {
+        let marks = self.marks.lock().expect("marks");
+        let mut out = Vec::new();
+        let mut prev = ("before".to_string(), self.t0.unwrap_or(end));
+        for (label, at) in marks.iter() {
+            out.push((prev.0.clone(), at.duration_since(prev.1).as_secs_f64()));
+            prev = (label.clone(), *at);
+        }
+        out.push((prev.0, end.duration_since(prev.1).as_secs_f64()));
+        out
+    }
+}
+
+impl profile_vault::Progress for Phases {
+    fn start(&self, label: &str, _: u64) {
+        self.marks
+            .lock()
+            .expect("marks")
+            .push((label.to_string(), Instant::now()));
+    }
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {
+        let mut marks = self.marks.lock().expect("marks");
+        let last = marks.last().map_or(String::new(), |m| m.0.clone());
+        marks.push((format!("after {last}"), Instant::now()));
+    }
+}
+
+/// Adds one run's phases to the totals (for the medians' neighbourhood: means per phase).
+fn add_phases(into: &mut Vec<(String, Vec<f64>)>, run: Vec<(String, f64)>) {
+    for (label, secs) in run.into_iter().filter(|(_, s)| *s > 0.0005) {
+        match into.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, v)) => v.push(secs),
+            None => into.push((label, vec![secs])),
+        }
+    }
+}
+
+fn phase_line(p: &[(String, Vec<f64>)]) -> String {
+    p.iter()
+        .map(|(l, v)| format!("{l} {:.3}", median(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(serde::Serialize)]
@@ -36,6 +99,9 @@ struct Report {
     restore_speedup: f64,
     /// restic's, when it is installed.
     restic: Option<Side>,
+    /// profile-vault's time by phase (medians, seconds): before the first, each, after.
+    save_phases: Vec<(String, f64)>,
+    restore_phases: Vec<(String, f64)>,
 }
 
 /// restic's repository for this run: beside a local store, or in the S3 store's bucket.
@@ -125,25 +191,39 @@ fn tar_restore(archive: &Path, dst: &Path) -> anyhow::Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// One first save and one restore with the vault; seconds each.
+/// One first save and one restore with the vault: seconds each, and where they went.
 async fn vault_round(
     vault: &Vault,
     src: &Path,
     bench_dir: &Path,
     kept: &mut u64,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<((f64, f64), (Vec<(String, f64)>, Vec<(String, f64)>))> {
     let profile = format!("vs-tar-{}", uuid::Uuid::new_v4().simple());
+    let phases = Arc::new(Phases::new());
     let t = Instant::now();
     let saved = vault
-        .save("bench", &profile, src, Base::Current, Arc::new(NoProgress))
+        .save("bench", &profile, src, Base::Current, phases.clone())
         .await?;
     let save = t.elapsed().as_secs_f64();
+    let save_phases = phases.split(Instant::now());
     *kept = saved.bytes_in;
     let dst = bench_dir.join(format!("vs-tar-restore-{}", uuid::Uuid::new_v4().simple()));
-    let restore = timed_restore(vault, &profile, &dst, saved.bytes_in).await?;
+    let phases = Arc::new(Phases::new());
+    let t = Instant::now();
+    let restored = vault
+        .restore("bench", &profile, None, &dst, phases.clone())
+        .await?;
+    let restore = t.elapsed().as_secs_f64();
+    let restore_phases = phases.split(Instant::now());
+    anyhow::ensure!(
+        restored.unpacked.bytes == saved.bytes_in,
+        "restored {} bytes, saved {}",
+        restored.unpacked.bytes,
+        saved.bytes_in
+    );
     let _ = std::fs::remove_dir_all(&dst);
     vault.delete("bench", &profile).await?;
-    Ok((save, restore))
+    Ok(((save, restore), (save_phases, restore_phases)))
 }
 
 pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> anyhow::Result<()> {
@@ -158,6 +238,7 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
     let (mut pv, mut tar) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
     let with_restic = profile_vault::browser::on_path("restic").is_some();
     let mut restic = (Vec::new(), Vec::new());
+    let (mut save_phases, mut restore_phases) = (Vec::new(), Vec::new());
     let mut kept = 0;
     for round in 0..a.rounds.max(1) {
         if with_restic {
@@ -172,9 +253,11 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
         }
         for side in [round % 2, 1 - round % 2] {
             if side == 0 {
-                let (s, r) = vault_round(&vault, src, bench_dir, &mut kept).await?;
+                let ((s, r), (sp, rp)) = vault_round(&vault, src, bench_dir, &mut kept).await?;
                 pv.0.push(s);
                 pv.1.push(r);
+                add_phases(&mut save_phases, sp);
+                add_phases(&mut restore_phases, rp);
             } else {
                 let id = uuid::Uuid::new_v4().simple();
                 let archive = bench_dir.join(format!("vs-tar-{id}.tar.zst.enc"));
@@ -206,6 +289,14 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
         profile_vault: p,
         tar_pipeline: t,
         restic: with_restic.then(|| side(&restic)),
+        save_phases: save_phases
+            .iter()
+            .map(|(l, v)| (l.clone(), median(v)))
+            .collect(),
+        restore_phases: restore_phases
+            .iter()
+            .map(|(l, v)| (l.clone(), median(v)))
+            .collect(),
     };
     ctx.print(&r, || {
         format!(
@@ -221,6 +312,10 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
             r.profile_vault.restore_seconds,
             r.tar_pipeline.restore_seconds,
             r.restore_speedup
+        ) + &format!(
+            "\n  save by phase (s):    {}\n  restore by phase (s): {}",
+            phase_line(&save_phases),
+            phase_line(&restore_phases)
         ) + &r.restic.as_ref().map_or(String::new(), |x| {
             format!(
                 "\nrestic:      first backup {:.2} s ({:.2}x), restore {:.2} s ({:.2}x)",
