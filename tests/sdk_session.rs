@@ -501,13 +501,24 @@ async fn an_uploaded_extension_runs_in_its_own_session() {
     assert_eq!(st, 200, "{s}");
     let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
     page_until(&mut cdp, "document.title", json!("text"), "loaded").await;
-    page_until(
-        &mut cdp,
-        "document.documentElement.dataset.ext || null",
-        json!("marked"),
-        "the extension's content script ran",
-    )
-    .await;
+    // Chromium loads flag extensions while it starts: the very first page may load before
+    // the content script is registered; a page loaded after has it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if cdp
+            .eval("document.documentElement.dataset.ext || null")
+            .await
+            == "marked"
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the extension's content script never ran"
+        );
+        cdp.eval("location.reload(), 1").await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
     // Another session does not have it.
     let other = d
         .create(KEY_T1, json!({"start_url": format!("{site}/text")}))
