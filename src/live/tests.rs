@@ -1,0 +1,92 @@
+//! The live view's users, tokens, roles and resumes, without a browser.
+use super::*;
+
+fn live() -> Live {
+    Live::new(
+        LiveConfig {
+            max_viewers: 2,
+            ..LiveConfig::default()
+        },
+        crate::browser::mux::Mux::closed(),
+        None,
+        (false, false),
+        None,
+    )
+}
+
+#[tokio::test]
+async fn a_user_that_left_comes_back_once_with_its_secret_and_token() {
+    let l = live();
+    let t = l.mint([Role::Control].into());
+    let (a, _ra) = l.join(&t, l.token_roles(&t).unwrap()).unwrap();
+    l.change_roles(
+        std::slice::from_ref(&a.id),
+        &[Role::CursorData].into(),
+        false,
+        true,
+    );
+    let secret = a.resume.clone();
+    l.leave(&a);
+    // Another token, or another secret: a new user.
+    let t2 = l.mint([Role::Control].into());
+    let (b, _rb) = l
+        .join_resuming(&t2, [Role::Control].into(), Some(&secret))
+        .unwrap();
+    assert_ne!(b.id, a.id);
+    let (c, _rc) = l
+        .join_resuming(&t, [Role::Control].into(), Some("guess"))
+        .unwrap();
+    assert_ne!(c.id, a.id);
+    l.forget(&c);
+    // Its own: the same id, with the roles it had.
+    let (back, _r) = l
+        .join_resuming(&t, [Role::Control].into(), Some(&secret))
+        .unwrap();
+    assert_eq!(back.id, a.id);
+    assert!(back.has(Role::CursorData));
+    // Once only; and a removed user never comes back.
+    l.leave(&back);
+    let (again, _r) = l
+        .join_resuming(&t, [Role::Control].into(), Some(&secret))
+        .unwrap();
+    assert_ne!(again.id, a.id);
+    l.forget(&again);
+    l.kick(&b.id);
+    let (after_kick, _r) = l
+        .join_resuming(&t2, [Role::Control].into(), Some(&b.resume))
+        .unwrap();
+    assert_ne!(after_kick.id, b.id);
+}
+
+#[tokio::test]
+async fn tokens_roles_preemption_and_limits() {
+    let l = live();
+    let t = l.mint(roles::DEFAULT.iter().copied().collect());
+    assert!(l.token_roles(&t).unwrap().contains(&Role::Control));
+    assert!(l.token_roles("nope").is_none());
+    let (a, _ra) = l.join(&t, l.token_roles(&t).unwrap()).unwrap();
+    let (b, _rb) = l.join("other", BTreeSet::new()).unwrap();
+    assert_eq!(
+        l.join("other", BTreeSet::new()).unwrap_err(),
+        JoinError::TooManyViewers(2)
+    );
+    assert!(l.accept_input(&a));
+    assert!(!l.accept_input(&b), "no control role");
+    l.change_roles(
+        std::slice::from_ref(&a.id),
+        &[Role::Control].into(),
+        true,
+        true,
+    );
+    assert!(l.accept_input(&b), "exclusive add gave b control");
+    l.set_permissions(&a.id, Some(5), Some(0), None);
+    assert!(!l.accept_input(&b), "a has higher priority and never idles");
+    l.set_permissions(&a.id, None, Some(1), None);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert!(l.accept_input(&b), "a is idle");
+    l.set_permissions(&b.id, None, None, Some(true));
+    assert!(!l.accept_input(&b), "control disabled");
+    assert!(l.kick(&b.id));
+    assert_eq!(l.viewer_count(), 1);
+    assert!(!l.kick(&b.id));
+}
