@@ -179,26 +179,40 @@ pub(crate) async fn mint_viewer(d: &Daemon, s: &Value, roles: &[&str]) -> Value 
     minted
 }
 
-/// Two viewers show the same pixels at `points` (remote px), within JPEG's noise.
+/// Two viewers show the same pixels at `points` (remote px), within JPEG's noise, within 5 s
+/// (one viewer's picture may be a frame behind the other's when they are sampled).
 pub(crate) async fn same_picture(v: &mut Viewer, names: [&str; 2], points: &Value) {
     let [a, b] = names;
-    let pa = v
-        .ask(json!({"cmd": "sample", "name": a, "points": points}))
-        .await;
-    let pb = v
-        .ask(json!({"cmd": "sample", "name": b, "points": points}))
-        .await;
-    for (x, y) in pa.as_array().unwrap().iter().zip(pb.as_array().unwrap()) {
-        let want: Vec<i64> = x
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let pa = v
+            .ask(json!({"cmd": "sample", "name": a, "points": points}))
+            .await;
+        let pb = v
+            .ask(json!({"cmd": "sample", "name": b, "points": points}))
+            .await;
+        let same = pa
             .as_array()
             .unwrap()
             .iter()
-            .map(|c| c.as_i64().unwrap())
-            .collect();
+            .zip(pb.as_array().unwrap())
+            .all(|(x, y)| {
+                let want: Vec<i64> = x
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.as_i64().unwrap())
+                    .collect();
+                near(y, [want[0], want[1], want[2]], 24)
+            });
+        if same {
+            return;
+        }
         assert!(
-            near(y, [want[0], want[1], want[2]], 24),
+            std::time::Instant::now() < deadline,
             "viewers {a} and {b} differ: {pa} vs {pb}"
         );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
