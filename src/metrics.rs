@@ -41,6 +41,14 @@ impl Histogram {
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// How many durations were recorded, and their sum.
+    pub fn total(&self) -> (u64, std::time::Duration) {
+        (
+            self.count.load(Ordering::Relaxed),
+            std::time::Duration::from_micros(self.sum_micros.load(Ordering::Relaxed)),
+        )
+    }
+
     fn render(&self, name: &str, help: &str, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (i, b) in BUCKETS.iter().enumerate() {

@@ -14,14 +14,6 @@
 
 mod audit;
 mod bench;
-mod bench_cluster;
-mod bench_contents;
-mod bench_live;
-mod bench_profile;
-mod bench_resave;
-mod bench_session;
-mod bench_store;
-mod bench_tar;
 mod data;
 mod delete;
 mod gc;

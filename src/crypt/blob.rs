@@ -14,6 +14,8 @@
 //! tag, decompresses into exactly the expected length (so a decompression bomb cannot grow),
 //! and hashes the result again: it must have the id it was asked for.
 
+use std::time::{Duration, Instant};
+
 use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hkdf::Hkdf;
@@ -36,36 +38,101 @@ const METHOD_STORED: u8 = 0;
 const METHOD_ZSTD: u8 = 1;
 
 thread_local! {
-    /// This thread's zstd context (and its level) and output buffer, reused chunk after chunk.
-    static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>, Vec<u8>)>> =
+    /// This thread's zstd context (and its level), reused chunk after chunk.
+    static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
         const { std::cell::RefCell::new(None) };
 }
 
-/// Compresses `raw` at `level` with this thread's context and hands the result to `use_it`
-/// (false when compression failed); the buffer is wiped after.
-fn compress_with(raw: &[u8], level: i32, use_it: impl FnOnce(&[u8]) -> bool) -> bool {
+/// Compresses `raw` at `level` with this thread's context, appending to `out` (which has room
+/// for [`zstd::zstd_safe::compress_bound`] more bytes); false when compression failed or did
+/// not make it smaller (what was appended is then for the caller to overwrite).
+fn compress_into(raw: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
     ZSTD.with(|z| {
         let mut z = z.borrow_mut();
-        if z.as_ref().is_none_or(|(l, _, _)| *l != level) {
+        if z.as_ref().is_none_or(|(l, _)| *l != level) {
             match zstd::bulk::Compressor::new(level) {
-                Ok(c) => *z = Some((level, c, Vec::new())),
+                Ok(c) => *z = Some((level, c)),
                 Err(_) => return false,
             }
         }
-        let Some((_, c, buf)) = z.as_mut() else {
+        let Some((_, c)) = z.as_mut() else {
             return false;
         };
-        buf.clear();
-        buf.reserve(zstd::zstd_safe::compress_bound(raw.len()));
-        let r = match c.compress_to_buffer(raw, buf) {
-            Ok(_) => use_it(buf),
-            Err(_) => false,
-        };
-        // Only what was written (Vec's own zeroize wipes its whole capacity).
-        buf.as_mut_slice().zeroize();
-        buf.clear();
-        r
+        let start = out.len();
+        let mut at = std::io::Cursor::new(out);
+        at.set_position(start as u64);
+        matches!(c.compress_to_buffer(raw, &mut at), Ok(n) if n < raw.len())
     })
+}
+
+thread_local! {
+    /// This thread's zstd decompression context, reused chunk after chunk.
+    static UNZSTD: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Decompresses `data`, which must hold exactly `raw_len` bytes: a longer one is cut at one
+/// byte more (a bomb never grows past it).
+fn decompress(data: &[u8], raw_len: u32) -> Result<Vec<u8>, BlobError> {
+    let cut = u64::from(raw_len) + 1;
+    let fail = |found| BlobError::Length {
+        expected: raw_len,
+        found,
+    };
+    UNZSTD.with(|z| {
+        let mut z = z.borrow_mut();
+        if z.is_none() {
+            *z = Some(zstd::bulk::Decompressor::new().map_err(|_| fail(0))?);
+        }
+        let d = z.as_mut().expect("made above");
+        let mut out = Vec::with_capacity(cut as usize);
+        match d.decompress_to_buffer(data, &mut out) {
+            Ok(_) => Ok(out),
+            Err(_) => {
+                // Too long (the buffer holds one byte more than allowed), or not zstd.
+                let found = if out.len() as u64 == cut || too_long(data, cut) {
+                    cut
+                } else {
+                    out.len() as u64
+                };
+                out.zeroize();
+                Err(fail(found))
+            }
+        }
+    })
+}
+
+/// Whether the frame says it holds `cut` bytes or more.
+fn too_long(data: &[u8], cut: u64) -> bool {
+    zstd::zstd_safe::get_frame_content_size(data)
+        .ok()
+        .flatten()
+        .is_some_and(|n| n >= cut)
+}
+
+/// Time spent in the parts of sealing or opening chunks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Spent {
+    /// Compressing or decompressing.
+    pub zstd: Duration,
+    /// Encrypting or decrypting (AES-256-GCM).
+    pub aes: Duration,
+    /// Hashing the opened chunk back to its id.
+    pub hash: Duration,
+}
+
+impl Spent {
+    fn zstd_since(&mut self, t: Instant) -> Instant {
+        let now = Instant::now();
+        self.zstd += now - t;
+        now
+    }
+
+    fn aes_since(&mut self, t: Instant) -> Instant {
+        let now = Instant::now();
+        self.aes += now - t;
+        now
+    }
 }
 
 /// A chunk id: HMAC-SHA256 of the chunk under the profile's id key.
@@ -150,21 +217,25 @@ impl ChunkKeys {
     /// Built in place: the nonce's room, then the plaintext, encrypted where it lies, then
     /// the tag (one copy of the chunk, and one compression context per thread and level).
     pub fn seal(&self, id: &ChunkId, raw: &[u8], level: i32) -> Vec<u8> {
-        let mut out = Vec::with_capacity(12 + 1 + raw.len() + 16);
+        self.seal_timed(id, raw, level).0
+    }
+
+    /// [`Self::seal`], with the time its compression and its encryption took.
+    pub fn seal_timed(&self, id: &ChunkId, raw: &[u8], level: i32) -> (Vec<u8>, Spent) {
+        let mut spent = Spent::default();
+        let t = Instant::now();
+        let room = zstd::zstd_safe::compress_bound(raw.len()).max(raw.len());
+        let mut out = Vec::with_capacity(12 + 1 + room + 16);
         out.resize(12, 0);
-        let compressed = !raw.is_empty()
-            && compress_with(raw, level, |c| {
-                let smaller = c.len() < raw.len();
-                if smaller {
-                    out.push(METHOD_ZSTD);
-                    out.extend_from_slice(c);
-                }
-                smaller
-            });
-        if !compressed {
+        out.push(METHOD_ZSTD);
+        // Compressed straight into the blob (no copy to wipe); when that does not help, the
+        // chunk is stored, over whatever compression wrote.
+        if raw.is_empty() || !compress_into(raw, level, &mut out) {
+            out.truncate(12);
             out.push(METHOD_STORED);
             out.extend_from_slice(raw);
         }
+        let t = spent.zstd_since(t);
         let mut nonce = [0u8; 12];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
         out[..12].copy_from_slice(&nonce);
@@ -174,7 +245,8 @@ impl ChunkKeys {
             .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, &mut out[12..])
             .expect("AES-GCM encryption of a bounded message");
         out.extend_from_slice(&tag);
-        out
+        spent.aes = t.elapsed();
+        (out, spent)
     }
 
     /// Opens the blob of chunk `id`, which must hold exactly `raw_len` bytes.
@@ -182,6 +254,22 @@ impl ChunkKeys {
     /// # Errors
     /// Each failure has its own [`BlobError`].
     pub fn open(&self, id: &ChunkId, blob: &[u8], raw_len: u32) -> Result<Vec<u8>, BlobError> {
+        self.open_timed(id, blob, raw_len, &mut Spent::default())
+    }
+
+    /// [`Self::open`], adding the time its decryption, decompression and hashing took to
+    /// `spent`.
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn open_timed(
+        &self,
+        id: &ChunkId,
+        blob: &[u8],
+        raw_len: u32,
+        spent: &mut Spent,
+    ) -> Result<Vec<u8>, BlobError> {
+        let t = Instant::now();
         if blob.len() < OVERHEAD {
             return Err(BlobError::Short(blob.len()));
         }
@@ -196,6 +284,7 @@ impl ChunkKeys {
                 },
             )
             .map_err(|_| BlobError::Tampered)?;
+        let t = spent.aes_since(t);
         let raw = match p[0] {
             METHOD_STORED if p.len() - 1 != raw_len as usize => {
                 let found = (p.len() - 1) as u64;
@@ -207,20 +296,11 @@ impl ChunkKeys {
             }
             METHOD_STORED => p[1..].to_vec(),
             METHOD_ZSTD => {
-                use std::io::Read;
-                let mut out = Vec::with_capacity(raw_len as usize);
-                let dec =
-                    zstd::stream::read::Decoder::new(&p[1..]).map_err(|_| BlobError::Length {
-                        expected: raw_len,
-                        found: 0,
-                    })?;
-                dec.take(u64::from(raw_len) + 1)
-                    .read_to_end(&mut out)
-                    .map_err(|_| BlobError::Length {
-                        expected: raw_len,
-                        found: out.len() as u64,
-                    })?;
-                out
+                let r = decompress(&p[1..], raw_len);
+                if r.is_err() {
+                    p.zeroize();
+                }
+                r?
             }
             m => {
                 p.zeroize();
@@ -228,13 +308,16 @@ impl ChunkKeys {
             }
         };
         p.zeroize();
+        let t = spent.zstd_since(t);
         if raw.len() as u64 != u64::from(raw_len) {
             return Err(BlobError::Length {
                 expected: raw_len,
                 found: raw.len() as u64,
             });
         }
-        if !bool::from(self.id(&raw).ct_eq(id)) {
+        let same = bool::from(self.id(&raw).ct_eq(id));
+        spent.hash += t.elapsed();
+        if !same {
             return Err(BlobError::IdMismatch);
         }
         Ok(raw)

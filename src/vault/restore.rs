@@ -131,14 +131,21 @@ impl Vault {
         let r = self
             .restore_inner(tenant, profile, generation, target, progress)
             .await;
-        if r.is_ok() {
-            self.touch_last_used(tenant, profile).await;
-        }
+        // The last-use mark and the audit record are written at once (each is a durable
+        // write: on a local disk, two fsyncs one after the other were a tenth of a restore).
+        let touch = async {
+            if r.is_ok() {
+                self.touch_last_used(tenant, profile).await;
+            }
+        };
         let g = r.as_ref().ok().map(|rep| rep.generation).or(generation);
-        if !matches!(r, Err(Error::InvalidId { .. })) {
-            self.record(crate::audit::Action::Load, tenant, Some(profile), g, &r)
-                .await;
-        }
+        let audit = async {
+            if !matches!(r, Err(Error::InvalidId { .. })) {
+                self.record(crate::audit::Action::Load, tenant, Some(profile), g, &r)
+                    .await;
+            }
+        };
+        tokio::join!(touch, audit);
         r
     }
 

@@ -7,12 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
+use std::time::Instant;
 
 use futures_util::StreamExt;
 
 use super::*;
-use crate::crypt::blob::ChunkKeys;
+use crate::crypt::blob::{ChunkKeys, Spent};
 use crate::profile::pack;
+use crate::progress::Step;
 
 /// Ranged reads running at once.
 const FETCHES: usize = 8;
@@ -37,8 +39,10 @@ struct Placing {
     opened: Opened,
     /// Per chunk: (file, offset in the file) of each use.
     uses: Vec<Vec<(usize, u64)>>,
-    /// Staging path of each file (restore), or none (verify).
-    paths: Option<Vec<PathBuf>>,
+    /// Whether this is a restore (not a verify).
+    restoring: bool,
+    /// Staging path of each file (restore), set once the staging tree is made.
+    paths: std::sync::OnceLock<Vec<PathBuf>>,
     /// Files open for writing, by index: a file of many chunks (History, a LevelDB table)
     /// is opened once, not once a chunk. Bounded ([`OPEN_FILES`]).
     open: std::sync::Mutex<std::collections::HashMap<usize, Arc<std::fs::File>>>,
@@ -109,11 +113,18 @@ impl Vault {
             total,
         );
         let res = async {
-            let paths = match &stage {
+            // The staging tree is made while the first ranges are fetched (a remote store's
+            // latency hides the file creations); chunks are placed once it is there.
+            let staging = match &stage {
                 Some((st, t)) => {
                     archive::check_target(t)?;
-                    let (st, m) = (st.clone(), opened.manifest.clone());
-                    Some(blocking(move || make_staging(&st, &m, &skip)).await?)
+                    let (st, m, p) = (st.clone(), opened.manifest.clone(), progress.clone());
+                    Some(tokio::task::spawn_blocking(move || {
+                        let t = Instant::now();
+                        let made = make_staging(&st, &m, &skip);
+                        p.spent(Step::Create, t.elapsed());
+                        made
+                    }))
                 }
                 None => None,
             };
@@ -121,21 +132,47 @@ impl Vault {
                 keys: ChunkKeys::derive(&opened.key),
                 opened,
                 uses,
-                paths,
+                paths: std::sync::OnceLock::new(),
+                restoring: staging.is_some(),
                 open: std::sync::Mutex::default(),
             });
-            self.fetch_ranges(
+            let (ready_tx, ready) = tokio::sync::watch::channel(staging.is_none());
+            let made = async {
+                // Dropped when this ends: on an error, the fetches waiting for it stop.
+                let ready_tx = ready_tx;
+                if let Some(task) = staging {
+                    let paths = task.await.map_err(|e| Error::Io {
+                        path: "<staging task>".into(),
+                        source: std::io::Error::other(e),
+                    })??;
+                    let _ = placing.paths.set(paths);
+                    let _ = ready_tx.send(true);
+                }
+                Ok::<(), Error>(())
+            };
+            let fetched = self.fetch_ranges(
                 tenant,
                 profile,
                 generation,
                 &packs,
                 ranges,
                 &placing,
-                progress.as_ref(),
-            )
-            .await?;
+                ready,
+                progress.clone(),
+            );
+            // Both run to their end even when one fails, so that the staging directory is
+            // complete (and removable) before the error is returned.
+            let (made, fetched) = tokio::join!(made, fetched);
+            made.and(fetched)?;
             if let Some((st, t)) = stage.clone() {
-                blocking(move || finish_tree(&st, &t, &placing)).await?;
+                let p = progress.clone();
+                blocking(move || {
+                    let t0 = Instant::now();
+                    let done = finish_tree(&st, &t, &placing);
+                    p.spent(Step::Finish, t0.elapsed());
+                    done
+                })
+                .await?;
             }
             Ok(())
         }
@@ -147,6 +184,7 @@ impl Vault {
         res.map(|()| stats)
     }
 
+    /// Fetches every range and places its chunks once `ready` says the staging tree is made.
     #[allow(clippy::too_many_arguments)]
     async fn fetch_ranges(
         &self,
@@ -156,20 +194,40 @@ impl Vault {
         packs: &[String],
         ranges: Vec<Range>,
         placing: &Arc<Placing>,
-        progress: &dyn Progress,
+        ready: tokio::sync::watch::Receiver<bool>,
+        progress: Arc<dyn Progress>,
     ) -> Result<()> {
+        // Fetches wait on the store; placing a range is CPU work: one at a time a core (more
+        // only made the threads take turns).
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cpu = Arc::new(tokio::sync::Semaphore::new(cores));
         let mut work = futures_util::stream::iter(ranges)
             .map(|r| {
                 let pack = packs[r.pack].clone();
                 let key = pack_key(tenant, profile, &pack);
-                let placing = placing.clone();
+                let (placing, progress, mut ready, cpu) = (
+                    placing.clone(),
+                    progress.clone(),
+                    ready.clone(),
+                    cpu.clone(),
+                );
                 async move {
+                    let t = Instant::now();
                     let bytes = self
                         .store
                         .get_range(&key, r.start, r.len)
                         .await
                         .map_err(|e| missing(profile, generation, &pack, e))?;
-                    blocking(move || place(&placing, &pack, &r, &bytes)).await
+                    progress.spent(Step::Fetch, t.elapsed());
+                    if ready.wait_for(|r| *r).await.is_err() {
+                        // The staging tree failed: its error is the one returned.
+                        return Ok(0);
+                    }
+                    let _core = cpu.acquire_owned().await.map_err(|_| Error::Io {
+                        path: "<restore>".into(),
+                        source: std::io::Error::other("the placing slots closed"),
+                    })?;
+                    blocking(move || place(&placing, &pack, &r, &bytes, progress.as_ref())).await
                 }
             })
             .buffer_unordered(FETCHES);
@@ -292,33 +350,48 @@ fn missing(profile: &str, generation: u64, pack: &str, e: store::Error) -> Error
 
 /// Opens every chunk of one fetched range and writes it where it is used; returns the bytes
 /// placed.
-fn place(p: &Placing, pack: &str, r: &Range, bytes: &[u8]) -> Result<u64> {
+fn place(p: &Placing, pack: &str, r: &Range, bytes: &[u8], progress: &dyn Progress) -> Result<u64> {
     let m = &p.opened.manifest;
+    let paths = match (p.restoring, p.paths.get()) {
+        (false, _) => None,
+        (true, Some(paths)) => Some(paths),
+        (true, None) => unreachable!("chunks are placed once the staging tree is made"),
+    };
     let mut placed = 0u64;
-    for &c in &r.chunks {
-        let cr = &m.chunks[c];
-        let at = (cr.offset - r.start) as usize;
-        let blob = &bytes[at..at + cr.len as usize];
-        let raw = p
-            .keys
-            .open(&p.opened.ids[c], blob, cr.raw)
-            .map_err(|source| Error::Blob {
-                pack: pack.into(),
-                chunk: cr.id.clone(),
-                source,
-            })?;
-        if let Some(paths) = &p.paths {
-            for &(file, off) in &p.uses[c] {
-                let path = &paths[file];
-                let f = p.file(file, path)?;
-                f.write_all_at(&raw, off).map_err(io_at(path))?;
-                placed += raw.len() as u64;
+    let (mut spent, mut writing) = (Spent::default(), std::time::Duration::ZERO);
+    let r = (|| {
+        for &c in &r.chunks {
+            let cr = &m.chunks[c];
+            let at = (cr.offset - r.start) as usize;
+            let blob = &bytes[at..at + cr.len as usize];
+            let raw = p
+                .keys
+                .open_timed(&p.opened.ids[c], blob, cr.raw, &mut spent)
+                .map_err(|source| Error::Blob {
+                    pack: pack.into(),
+                    chunk: cr.id.clone(),
+                    source,
+                })?;
+            if let Some(paths) = paths {
+                let t = Instant::now();
+                for &(file, off) in &p.uses[c] {
+                    let path = &paths[file];
+                    let f = p.file(file, path)?;
+                    f.write_all_at(&raw, off).map_err(io_at(path))?;
+                    placed += raw.len() as u64;
+                }
+                writing += t.elapsed();
+            } else {
+                placed += raw.len() as u64 * p.uses[c].len() as u64;
             }
-        } else {
-            placed += raw.len() as u64 * p.uses[c].len() as u64;
         }
-    }
-    Ok(placed)
+        Ok(placed)
+    })();
+    progress.spent(Step::Decrypt, spent.aes);
+    progress.spent(Step::Decompress, spent.zstd);
+    progress.spent(Step::Hash, spent.hash);
+    progress.spent(Step::Write, writing);
+    r
 }
 
 impl Placing {
@@ -348,7 +421,7 @@ impl Placing {
 fn finish_tree(staging: &Path, target: &Path, p: &Placing) -> Result<()> {
     // Every write is done: close the files before their times are set and the tree moves.
     p.open.lock().expect("open files").clear();
-    if let Some(paths) = &p.paths {
+    if let Some(paths) = p.paths.get() {
         for (f, path) in p.opened.manifest.files.iter().zip(paths) {
             if !path.exists() {
                 continue; // skipped (Singleton*)

@@ -13,12 +13,14 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::sync::mpsc::sync_channel;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use super::stages::{collect, read_files, seal_chunks, Done, Job};
 use super::*;
 use crate::crypt::blob::ChunkKeys;
 use crate::profile::archive::{Entry, Kind};
 use crate::profile::manifest::{ChunkRef, FileEntry};
+use crate::progress::Step;
 
 /// Pack uploads running at once.
 const IN_FLIGHT: usize = 4;
@@ -150,7 +152,10 @@ impl Vault {
             created_at,
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Vec<u8>)>(QUEUED);
-        let packer = tokio::task::spawn_blocking(move || pack_blocking(plan, tx, progress));
+        let packer = {
+            let progress = progress.clone();
+            tokio::task::spawn_blocking(move || pack_blocking(plan, tx, progress))
+        };
         // The uploaders: take finished packs as they come, at most IN_FLIGHT at once.
         let mut uploaded: Vec<String> = Vec::new();
         let mut bytes = 0u64;
@@ -164,11 +169,14 @@ impl Vault {
                 uploaded.push(id.clone());
                 let store = self.store.clone();
                 let key = pack_key(tenant, profile, &id);
+                let progress = progress.clone();
                 set.spawn(async move {
-                    match store
+                    let t = Instant::now();
+                    let put = store
                         .put(&key, PutBody::Bytes(buf.into()), PutMode::Create)
-                        .await
-                    {
+                        .await;
+                    progress.spent(Step::Upload, t.elapsed());
+                    match put {
                         // A random id: only this save's own earlier attempt can hold it.
                         Ok(_) | Err(store::Error::AlreadyExists { .. }) => Ok(()),
                         Err(e) => Err(Error::from(e)),
@@ -281,6 +289,7 @@ fn pack_blocking(
 ) -> Result<Packed> {
     let opts = plan.opts.clone();
     let walked_at = now();
+    let walking = Instant::now();
     let (entries, mut stats) = archive::walk_profile(&plan.dir, &opts.pack.excludes)?;
     // What the base has: every chunk, and every file with its size, time and chunks.
     let mut known: HashMap<ChunkId, Loc> = HashMap::new();
@@ -358,6 +367,7 @@ fn pack_blocking(
         }
     }
     stats.dirs = dirs.len() as u64;
+    progress.spent(Step::Walk, walking.elapsed());
     progress.start("packing", to_read);
 
     // Read, hash, seal and pack the files to read.
@@ -379,14 +389,25 @@ fn pack_blocking(
     let keys = &plan.keys;
     let known_ref = &known;
     let claimed = &claimed;
+    let progress_ref: &dyn Progress = progress.as_ref();
     let result: Result<Vec<(usize, usize, ChunkId)>> = std::thread::scope(|s| {
         {
             let done_tx = done_tx.clone();
-            s.spawn(move || read_files(reads, job_tx, done_tx));
+            s.spawn(move || read_files(reads, job_tx, done_tx, progress_ref));
         }
         for _ in 0..threads {
             let (done_tx, job_rx) = (done_tx.clone(), job_rx.clone());
-            s.spawn(move || seal_chunks(&job_rx, done_tx, keys, known_ref, claimed, level));
+            s.spawn(move || {
+                seal_chunks(
+                    &job_rx,
+                    done_tx,
+                    keys,
+                    known_ref,
+                    claimed,
+                    level,
+                    progress_ref,
+                );
+            });
         }
         drop((done_tx, job_rx));
         collect(
@@ -408,6 +429,7 @@ fn pack_blocking(
     progress.finish();
 
     // The manifest: packs in order of first use, chunks once each.
+    let manifesting = Instant::now();
     let mut t = Tables::default();
     let mut entries = Vec::with_capacity(files.len());
     for f in &files {
@@ -468,6 +490,7 @@ fn pack_blocking(
     })?;
     f.sync_all().map_err(io_at(path))?;
     stats.bytes_zip = encoded.len() as u64;
+    progress.spent(Step::Manifest, manifesting.elapsed());
     Ok(Packed {
         packs,
         uploaded: Vec::new(),

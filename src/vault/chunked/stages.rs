@@ -8,11 +8,13 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::save::Loc;
 use super::*;
-use crate::crypt::blob::ChunkKeys;
+use crate::crypt::blob::{ChunkKeys, Spent};
 use crate::profile::{chunker, pack};
+use crate::progress::Step;
 
 /// A chunk to hash (and maybe seal).
 pub(super) struct Job {
@@ -40,9 +42,12 @@ pub(super) fn read_files(
     reads: Vec<(usize, PathBuf)>,
     jobs: SyncSender<Vec<Job>>,
     done: SyncSender<Result<Vec<Done>>>,
+    progress: &dyn Progress,
 ) {
     let mut batch: Vec<Job> = Vec::new();
     let mut bytes = 0;
+    let mut busy = Duration::ZERO;
+    let mut t = Instant::now();
     for (file, path) in reads {
         let r = (|| -> Result<bool> {
             let mut f = std::fs::File::open(&path).map_err(io_at(&path))?;
@@ -68,10 +73,12 @@ pub(super) fn read_files(
                 }
                 bytes += data.len();
                 batch.push(Job { file, index, data });
-                if (bytes >= BATCH_BYTES || batch.len() >= BATCH_CHUNKS)
-                    && jobs.send(std::mem::take(&mut batch)).is_err()
-                {
-                    return Ok(false); // the collector stopped; it reports why
+                if bytes >= BATCH_BYTES || batch.len() >= BATCH_CHUNKS {
+                    busy += t.elapsed();
+                    if jobs.send(std::mem::take(&mut batch)).is_err() {
+                        return Ok(false); // the collector stopped; it reports why
+                    }
+                    t = Instant::now();
                 }
                 if batch.is_empty() {
                     bytes = 0;
@@ -88,6 +95,7 @@ pub(super) fn read_files(
             }
         }
     }
+    progress.spent(Step::Read, busy + t.elapsed());
     if !batch.is_empty() {
         let _ = jobs.send(batch);
     }
@@ -114,18 +122,27 @@ pub(super) fn seal_chunks(
     known: &HashMap<ChunkId, Loc>,
     claimed: &Mutex<HashSet<ChunkId>>,
     level: i32,
+    progress: &dyn Progress,
 ) {
     loop {
         let batch = match jobs.lock().expect("job queue").recv() {
             Ok(b) => b,
             Err(_) => return,
         };
+        let (mut hashing, mut spent) = (Duration::ZERO, Spent::default());
         let sealed = batch
             .into_iter()
             .map(|job| {
+                let t = Instant::now();
                 let id = keys.id(&job.data);
+                hashing += t.elapsed();
                 let fresh = !known.contains_key(&id) && claimed.lock().expect("claimed").insert(id);
-                let blob = fresh.then(|| keys.seal(&id, &job.data, level));
+                let blob = fresh.then(|| {
+                    let (blob, s) = keys.seal_timed(&id, &job.data, level);
+                    spent.zstd += s.zstd;
+                    spent.aes += s.aes;
+                    blob
+                });
                 Done {
                     file: job.file,
                     index: job.index,
@@ -135,6 +152,9 @@ pub(super) fn seal_chunks(
                 }
             })
             .collect();
+        progress.spent(Step::Hash, hashing);
+        progress.spent(Step::Compress, spent.zstd);
+        progress.spent(Step::Encrypt, spent.aes);
         if done.send(Ok(sealed)).is_err() {
             return;
         }
@@ -160,6 +180,8 @@ pub(super) fn collect(
         })
     };
     for batch in done.iter() {
+        let t = Instant::now();
+        let mut sent = Duration::ZERO;
         for d in batch? {
             progress.advance(u64::from(d.raw));
             if let Some(blob) = d.blob {
@@ -176,12 +198,15 @@ pub(super) fn collect(
                 );
                 counters.chunks_new += 1;
                 if builder.is_full() {
-                    let full = std::mem::take(&mut builder);
-                    tx.blocking_send(full.finish()).map_err(|_| stopped())?;
+                    let full = std::mem::take(&mut builder).finish();
+                    let waiting = Instant::now();
+                    tx.blocking_send(full).map_err(|_| stopped())?;
+                    sent += waiting.elapsed();
                 }
             }
             placed.push((d.file, d.index, d.id));
         }
+        progress.spent(Step::Pack, t.elapsed().saturating_sub(sent));
     }
     if !builder.is_empty() {
         tx.blocking_send(builder.finish()).map_err(|_| stopped())?;

@@ -10,8 +10,8 @@ use profile_vault::vault::Base;
 use profile_vault::{Keyring, NoProgress, Vault};
 use rand::RngCore;
 
-use super::bench::Args;
-use super::Ctx;
+use super::args::Args;
+use crate::cli::Ctx;
 
 /// Real Chromium-shaped databases: 3,000 cookies on 300 sites, 50,000 history entries,
 /// 200 saved logins.

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::bench::{http, Args, BenchDaemon, KeepAlive};
-use super::Ctx;
+use super::args::Args;
+use super::daemon::{http, BenchDaemon, KeepAlive};
+use crate::cli::Ctx;
 
 const BUCKETS: usize = 20_000;
 

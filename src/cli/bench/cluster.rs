@@ -11,8 +11,10 @@ use std::time::Instant;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::bench::{bench_vault, http, Args, BenchDaemon, KeepAlive};
-use super::Ctx;
+use super::args::Args;
+use super::common::bench_vault;
+use super::daemon::{http, BenchDaemon, KeepAlive};
+use crate::cli::Ctx;
 
 #[derive(serde::Serialize)]
 struct Path2 {

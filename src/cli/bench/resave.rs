@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rand::{Rng, RngCore, SeedableRng};
 
-use super::bench::Args;
-use super::{human_bytes, Ctx};
+use super::args::Args;
+use crate::cli::{human_bytes, Ctx};
 use profile_vault::vault::Base;
 use profile_vault::NoProgress;
 
@@ -132,7 +132,7 @@ fn mutate(root: &Path, pct: f64, seed: u64) -> std::io::Result<usize> {
 
 /// Runs the bench.
 pub async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> anyhow::Result<()> {
-    let (url, tmp_store) = super::bench::store_url(a, bench_dir);
+    let (url, tmp_store) = super::common::store_url(a, bench_dir);
     let rounds = a.rounds.max(1);
     // Per format: first save, re-save, restore seconds; bytes sent.
     let mut times: [[Vec<f64>; 3]; 2] = Default::default();
@@ -149,7 +149,7 @@ pub async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> anyhow::R
                 let when = SystemTime::now() - Duration::from_secs(3600);
                 tokio::task::spawn_blocking(move || copy_tree(&s, &w, when)).await??;
             }
-            let vault = super::bench::bench_vault_with(ctx, &url, &bench_dir.join("spool"), |o| {
+            let vault = super::common::bench_vault_with(ctx, &url, &bench_dir.join("spool"), |o| {
                 o.write_format = format
             })
             .await?;
@@ -174,7 +174,7 @@ pub async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> anyhow::R
             times[i][1].push(t.elapsed().as_secs_f64());
             sent[i] = (first.bytes_stored, second.bytes_stored);
             times[i][2]
-                .push(super::bench::timed_restore(&vault, &profile, &dst, second.bytes_in).await?);
+                .push(super::common::timed_restore(&vault, &profile, &dst, second.bytes_in).await?);
             vault.delete("bench", &profile).await?;
             let _ = std::fs::remove_dir_all(&work);
             let _ = std::fs::remove_dir_all(&dst);

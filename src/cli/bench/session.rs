@@ -2,9 +2,10 @@
 //! sandbox adds to them. Two in-process daemons on one store — browsers sandboxed, and
 //! browsers unconfined (`server.unsafe_no_sandbox`) — take turns in one run:
 //! `POST /v0/vm` with a load of the profile until the browser answers on CDP, then
-//! `DELETE` until the generation is saved. Then each runs 1 and 8 idle sessions and the
-//! memory of their browsers is measured (the PSS of every process of each browser, sandbox
-//! processes included, so shared pages are counted once).
+//! `DELETE` until the generation is saved, with the vault's part of each (the restore before
+//! the browser launches, the save after it stops, from the daemon's metrics). Then each runs
+//! 1 and 8 idle sessions and the memory of their browsers is measured (the PSS of every
+//! process of each browser, sandbox processes included, so shared pages are counted once).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,8 +13,10 @@ use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
 
-use super::bench::{bench_vault, http, median, Args, BenchDaemon};
-use super::{human_bytes, Ctx};
+use super::args::Args;
+use super::common::{bench_vault, median};
+use super::daemon::{http, BenchDaemon};
+use crate::cli::{human_bytes, Ctx};
 use profile_vault::vault::Base;
 use profile_vault::NoProgress;
 
@@ -21,10 +24,17 @@ use profile_vault::NoProgress;
 struct Mode {
     load_to_cdp_seconds: Vec<f64>,
     delete_to_saved_seconds: Vec<f64>,
+    /// The vault's part of each start: the restore before the browser launched.
+    restore_seconds: Vec<f64>,
+    /// The vault's part of each end: the save after the browser stopped.
+    save_seconds: Vec<f64>,
     /// Median of `load_to_cdp_seconds`.
     load_to_cdp_median: f64,
     /// Median of `delete_to_saved_seconds`.
     delete_to_saved_median: f64,
+    /// Medians of `restore_seconds` and `save_seconds`.
+    restore_median: f64,
+    save_median: f64,
     /// PSS of one idle session's browser, MiB.
     idle_session_mib: f64,
     /// PSS of 8 idle sessions' browsers together, MiB.
@@ -67,9 +77,11 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
     let mut modes = [Mode::default(), Mode::default()];
     for _ in 0..a.rounds {
         for (d, m) in daemons.iter().zip(modes.iter_mut()) {
-            let (start, end) = round(d, &profile).await?;
-            m.load_to_cdp_seconds.push(start);
-            m.delete_to_saved_seconds.push(end);
+            let r = round(d, &profile).await?;
+            m.load_to_cdp_seconds.push(r.start);
+            m.delete_to_saved_seconds.push(r.end);
+            m.restore_seconds.push(r.restore);
+            m.save_seconds.push(r.save);
         }
     }
     for ((d, m), dir) in daemons
@@ -79,6 +91,8 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
     {
         m.load_to_cdp_median = median(&m.load_to_cdp_seconds);
         m.delete_to_saved_median = median(&m.delete_to_saved_seconds);
+        m.restore_median = median(&m.restore_seconds);
+        m.save_median = median(&m.save_seconds);
         m.idle_session_mib = idle_memory(d, &data.join(dir), 1).await?;
         m.idle_8_sessions_mib = idle_memory(d, &data.join(dir), 8).await?;
     }
@@ -106,12 +120,14 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
         let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
         let line = |name: &str, m: &Mode| {
             format!(
-                "{name:<12} POST /v0/vm with load -> CDP: median {:.3} s ({})\n{:<12} DELETE -> saved: median {:.3} s ({})\n{:<12} idle memory: {:.1} MiB for one session, {:.1} MiB for 8",
+                "{name:<12} POST /v0/vm with load -> CDP: median {:.3} s ({}), of which the restore {:.3} s\n{:<12} DELETE -> saved: median {:.3} s ({}), of which the save {:.3} s\n{:<12} idle memory: {:.1} MiB for one session, {:.1} MiB for 8",
                 m.load_to_cdp_median,
                 fmt(&m.load_to_cdp_seconds),
+                m.restore_median,
                 "",
                 m.delete_to_saved_median,
                 fmt(&m.delete_to_saved_seconds),
+                m.save_median,
                 "",
                 m.idle_session_mib,
                 m.idle_8_sessions_mib
@@ -130,8 +146,31 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
     Ok(())
 }
 
-/// One session: load -> CDP answers (seconds), then DELETE -> saved (seconds).
-async fn round(d: &BenchDaemon, profile: &str) -> anyhow::Result<(f64, f64)> {
+/// One session's figures, seconds.
+struct Round {
+    /// `POST /v0/vm` with a load until CDP answers.
+    start: f64,
+    /// The restore inside it.
+    restore: f64,
+    /// `DELETE` until the generation is saved.
+    end: f64,
+    /// The save inside it.
+    save: f64,
+}
+
+/// Seconds the daemon's restores (or saves) took since `before`, by its metrics.
+fn since(h: &profile_vault::metrics::Histogram, before: (u64, std::time::Duration)) -> f64 {
+    let (n, sum) = h.total();
+    if n == before.0 {
+        return 0.0;
+    }
+    sum.saturating_sub(before.1).as_secs_f64()
+}
+
+/// One session: load -> CDP answers, then DELETE -> saved.
+async fn round(d: &BenchDaemon, profile: &str) -> anyhow::Result<Round> {
+    let m = &profile_vault::metrics::METRICS;
+    let (restores, saves) = (m.restore_seconds.total(), m.save_seconds.total());
     let t = Instant::now();
     let body = serde_json::json!({"profile": {"load": profile, "save": true}}).to_string();
     let (st, vm) = http(&d.addr, "POST", "/v0/vm", &d.token, &body).await?;
@@ -158,7 +197,12 @@ async fn round(d: &BenchDaemon, profile: &str) -> anyhow::Result<(f64, f64)> {
         ended["save"]["state"] == "saved",
         "DELETE did not save: {ended}"
     );
-    Ok((start, t.elapsed().as_secs_f64()))
+    Ok(Round {
+        start,
+        restore: since(&m.restore_seconds, restores),
+        end: t.elapsed().as_secs_f64(),
+        save: since(&m.save_seconds, saves),
+    })
 }
 
 /// `DELETE /v0/vm/{id}?wait=true`: the session's final view.

@@ -18,8 +18,10 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::bench::{http, median, percentile, Args, BenchDaemon};
-use super::Ctx;
+use super::args::Args;
+use super::common::{median, percentile};
+use super::daemon::{http, BenchDaemon};
+use crate::cli::Ctx;
 
 const ANIMATED: &str = r#"<!doctype html><title>anim</title><body style="margin:0;overflow:hidden">
 <canvas id=c width=1280 height=720></canvas><script>
