@@ -2,6 +2,7 @@
 //! session's admin token (or an API key of its tenant), relayed to the browser through its
 //! DevTools pipe (a client connection of [`crate::browser::mux`]; the browser has no port). Traffic counts as activity; connected clients drive `timeout.offline`.
 
+use crate::api::codes::ErrorCode;
 use crate::browser::mux::{Conn, SendError};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message as AxMsg, WebSocket, WebSocketUpgrade};
@@ -49,16 +50,14 @@ pub(super) async fn proxy(
     ] {
         if max > 0 && now >= max {
             return Err(ApiError::new(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
-                "too_many_clients",
+                ErrorCode::TooManyClients,
                 format!("{whose} has the most DevTools clients it may have (server.{key} = {max})"),
             ));
         }
     }
     let link = s.cdp().connect().await.map_err(|e| {
         ApiError::new(
-            axum::http::StatusCode::BAD_GATEWAY,
-            "browser_unreachable",
+            ErrorCode::BrowserUnreachable,
             format!("cannot reach the session's browser: {e}"),
         )
     })?;
@@ -75,8 +74,7 @@ pub(super) async fn proxy(
 /// A socket route requested without a usable WebSocket upgrade.
 pub(super) fn upgrade_error(e: WebSocketUpgradeRejection) -> ApiError {
     ApiError::new(
-        axum::http::StatusCode::UPGRADE_REQUIRED,
-        "upgrade_required",
+        ErrorCode::UpgradeRequired,
         format!("this endpoint is a WebSocket: {e}"),
     )
 }

@@ -12,6 +12,7 @@
 //! - `POST /v0/vm` on a node at its session limit goes to the least loaded live node with
 //!   room; 429 only when every node is full.
 
+use crate::api::codes::ErrorCode;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -34,7 +35,7 @@ fn session_path(path: &str) -> Option<(&str, &str)> {
 }
 
 fn unreachable(message: String) -> Response {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "node_unreachable", message).into_response()
+    ApiError::new(ErrorCode::NodeUnreachable, message).into_response()
 }
 
 fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
@@ -48,8 +49,7 @@ static REPLAYS: std::sync::LazyLock<sign::ReplayCache> =
 fn refused(e: sign::Refused) -> Response {
     tracing::warn!(error = %e, "refused a forwarded request");
     ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "cluster_auth_failed",
+        ErrorCode::ClusterAuthFailed,
         format!("forwarded request refused: {e}"),
     )
     .into_response()
@@ -123,8 +123,7 @@ pub(super) async fn edge(State(state): State<AppState>, mut req: Request, next: 
         Ok(None) => return next.run(req).await,
         Err(e) => {
             return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
+                ErrorCode::StorageUnavailable,
                 format!("cannot read the session's record: {e}"),
             )
             .into_response()
@@ -149,8 +148,7 @@ pub(super) async fn edge(State(state): State<AppState>, mut req: Request, next: 
                 Json(record.lost_view(since)).into_response()
             } else {
                 ApiError::new(
-                    StatusCode::GONE,
-                    "session_expired",
+                    ErrorCode::SessionExpired,
                     format!("the session has ended: its node {} was lost", record.node),
                 )
                 .into_response()
@@ -233,8 +231,7 @@ async fn data_with_admin_token(
         Ok(None) => return next.run(req).await,
         Err(e) => {
             return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
+                ErrorCode::StorageUnavailable,
                 format!("cannot read the cluster's admin-token index: {e}"),
             )
             .into_response()
@@ -317,8 +314,7 @@ fn check_caller(
     if rest == "/embed" || rest == "/embed/socket" {
         if is_key || is_admin {
             return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 "the live view takes a viewer token (embed_url), not the admin token or an API key",
             ));
         }
@@ -395,8 +391,7 @@ async fn place(
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, state.max_body).await else {
         return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             "the body is larger than server.max_body_bytes",
         )
         .into_response();

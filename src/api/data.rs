@@ -3,11 +3,12 @@
 //! token of a running session of that profile (reading; writing only if it saves it), so a
 //! session can set the document before it ends. Viewer tokens never reach it.
 
+use crate::api::codes::ErrorCode;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -138,9 +139,7 @@ pub(super) async fn put(
     let c = caller(&state, &headers, &id)?;
     if let Some(s) = &c.session {
         if !s.save {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+            return Err(ApiError::new(ErrorCode::Forbidden,
                 "this session does not save its profile, so its admin token may not write the profile's data",
             ));
         }
@@ -149,7 +148,7 @@ pub(super) async fn put(
     }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
-            "invalid_json",
+            ErrorCode::InvalidJson,
             "the body is the document: any JSON",
         ));
     }
@@ -160,16 +159,12 @@ pub(super) async fn put(
         Ok(version) => {
             Ok(([etag(version)], Json(json!({"id": id, "version": version}))).into_response())
         }
-        Err(e @ DataError::TooLarge { .. }) => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "data_too_large",
-            e.to_string(),
-        )),
-        Err(e @ DataError::Precondition { .. }) => Err(ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "precondition_failed",
-            e.to_string(),
-        )),
+        Err(e @ DataError::TooLarge { .. }) => {
+            Err(ApiError::new(ErrorCode::DataTooLarge, e.to_string()))
+        }
+        Err(e @ DataError::Precondition { .. }) => {
+            Err(ApiError::new(ErrorCode::PreconditionFailed, e.to_string()))
+        }
         Err(DataError::Vault(v)) => Err(v.into()),
     }
 }

@@ -3,6 +3,7 @@
 //! `/v0/vm/{id}/embed`) — `addRoles`, `removeRoles`, `setPermissions`, `users/{user_id}`,
 //! `bookmarks` — plus minting viewer URLs and listing connected users (admin token or API key).
 
+use crate::api::codes::ErrorCode;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -41,8 +42,7 @@ pub(super) fn authorize_viewer(
         }
         if s.admin_token_matches(token) || state.keys.tenant_of(token) == Some(s.tenant.as_str()) {
             return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 "the live view takes a viewer token (embed_url), not the admin token or an API key",
             ));
         }
@@ -193,8 +193,7 @@ pub(super) async fn socket(
 ) -> Result<Response, ApiError> {
     if !origin_allowed(&state, &headers) {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             "this Origin may not open the live view (server.viewer_origins)",
         ));
     }
@@ -230,9 +229,7 @@ pub(super) async fn socket(
 /// then reached through the socket, or with the admin token).
 pub(super) fn viewer_token_alone(s: &Session) -> Result<(), ApiError> {
     match s.auth {
-        Some(_) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+        Some(_) => Err(ApiError::new(ErrorCode::Forbidden,
             "this session admits its viewers through its auth webhook: a viewer token alone opens only the live view's socket",
         )),
         None => Ok(()),
@@ -386,21 +383,20 @@ pub(super) async fn bookmarks(
         .to_ascii_lowercase();
     if !ct.starts_with("text/html") {
         return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the bookmark file as Content-Type: text/html",
         ));
     }
-    let html = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad_request("invalid_request", "the bookmark file is not UTF-8"))?;
+    let html = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::bad_request(ErrorCode::InvalidRequest, "the bookmark file is not UTF-8")
+    })?;
     wire::check(&wire::BOOKMARK_FILE, &Value::String(html.to_string()))?;
     let nodes = crate::live::bookmarks::parse(html)
-        .map_err(|e| ApiError::bad_request("invalid_request", e))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, e))?;
     let n = nodes.len();
     if !s.add_bookmarks(nodes) {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
+            ErrorCode::Conflict,
             "this session does not save its profile, so bookmarks would be lost",
         ));
     }

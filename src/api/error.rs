@@ -4,23 +4,28 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use super::codes::ErrorCode;
 use crate::session;
 use crate::vault;
 
 /// An API error.
 #[derive(Debug)]
 pub struct ApiError {
-    /// HTTP status.
+    /// HTTP status (the code's, but for the few the framework answers with another).
     pub status: StatusCode,
     /// Stable machine-readable code.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// Human-readable explanation.
     pub message: String,
 }
 
 impl ApiError {
-    /// A new error.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with its code's status.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::with_status(code.status(), code, message)
+    }
+    /// An error answered with another status than its code's.
+    pub fn with_status(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -28,34 +33,26 @@ impl ApiError {
         }
     }
     /// 400 with a code.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::with_status(StatusCode::BAD_REQUEST, code, message)
     }
     /// 401.
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or invalid bearer token",
-        )
+        Self::new(ErrorCode::Unauthorized, "missing or invalid bearer token")
     }
     /// 404 (also for other tenants' ids).
     pub fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        )
+        Self::new(ErrorCode::NotFound, format!("{what} not found"))
     }
     /// 410.
     pub fn expired() -> Self {
-        Self::new(StatusCode::GONE, "session_expired", "the session has ended")
+        Self::new(ErrorCode::SessionExpired, "the session has ended")
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": self.code, "message": self.message});
+        let body = serde_json::json!({"error": self.code.name(), "message": self.message});
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -64,71 +61,49 @@ impl From<session::Error> for ApiError {
     fn from(e: session::Error) -> Self {
         use session::Error as E;
         match &e {
-            E::ShuttingDown => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                e.to_string(),
-            ),
-            E::TooManyJobs(_) => Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_jobs",
-                e.to_string(),
-            ),
-            E::TooManySessions(_) | E::TenantLimit(_) => Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_sessions",
-                e.to_string(),
-            ),
-            E::ProfileInUse(_) => Self::new(StatusCode::CONFLICT, "profile_in_use", e.to_string()),
-            E::ProfileNotFound(_) => {
-                Self::new(StatusCode::NOT_FOUND, "profile_not_found", e.to_string())
+            E::ShuttingDown => Self::new(ErrorCode::ShuttingDown, e.to_string()),
+            E::TooManyJobs(_) => Self::new(ErrorCode::TooManyJobs, e.to_string()),
+            E::TooManySessions(_) | E::TenantLimit(_) => {
+                Self::new(ErrorCode::TooManySessions, e.to_string())
             }
-            E::RestoreTimeout(_) => Self::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "restore_timeout",
-                e.to_string(),
-            ),
+            E::ProfileInUse(_) => Self::new(ErrorCode::ProfileInUse, e.to_string()),
+            E::ProfileNotFound(_) => Self::new(ErrorCode::ProfileNotFound, e.to_string()),
+            E::RestoreTimeout(_) => Self::new(ErrorCode::RestoreTimeout, e.to_string()),
             E::Restore { source: v, .. } | E::Vault(v) => {
-                let (status, code) = vault_status(v);
-                Self::new(status, code, client_message(v, e.to_string()))
+                Self::new(vault_code(v), client_message(v, e.to_string()))
             }
-            E::Browser(crate::browser::Error::SandboxUnavailable(_)) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "sandbox_unavailable",
-                e.to_string(),
-            ),
-            E::Browser(_) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "browser_failed",
-                e.to_string(),
-            ),
+            E::Browser(crate::browser::Error::SandboxUnavailable(_)) => {
+                Self::new(ErrorCode::SandboxUnavailable, e.to_string())
+            }
+            E::Browser(_) => Self::new(ErrorCode::BrowserFailed, e.to_string()),
             E::Io { .. } => {
                 tracing::error!(error = %e, "session i/o failure");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error; see the daemon log",
-                )
+                Self::new(ErrorCode::Internal, "internal error; see the daemon log")
             }
         }
     }
 }
 
-fn vault_status(e: &vault::Error) -> (StatusCode, &'static str) {
-    use vault::Error as V;
-    match e {
-        V::InvalidId { .. } => (StatusCode::BAD_REQUEST, "invalid_id"),
-        V::ProfileNotFound { .. } | V::GenerationNotFound { .. } => {
-            (StatusCode::NOT_FOUND, "profile_not_found")
-        }
-        V::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
-        V::BrowserTooOld { .. } => (StatusCode::CONFLICT, "browser_too_old"),
-        e if e.is_newer() => (StatusCode::CONFLICT, "newer_format"),
-        V::Store(s) if s.is_transient() => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
-        V::PacksCollected { .. } => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
-        V::Keys(k) if k.is_transient() => (StatusCode::SERVICE_UNAVAILABLE, "keys_unavailable"),
-        e if e.is_integrity() => (StatusCode::UNPROCESSABLE_ENTITY, "profile_corrupt"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+/// The code a vault error is answered with (its status is the code's).
+fn vault_code(e: &vault::Error) -> ErrorCode {
+    use vault::Class as C;
+    match e.class() {
+        C::InvalidId => ErrorCode::InvalidId,
+        C::NotFound => ErrorCode::ProfileNotFound,
+        C::Conflict => ErrorCode::Conflict,
+        C::BrowserTooOld => ErrorCode::BrowserTooOld,
+        C::Newer => ErrorCode::NewerFormat,
+        C::Unavailable => ErrorCode::StorageUnavailable,
+        C::KeysUnavailable => ErrorCode::KeysUnavailable,
+        C::Corrupt => ErrorCode::ProfileCorrupt,
+        // What a client cannot act on: the node's configuration or a bug.
+        C::TargetNotEmpty
+        | C::UnknownKey
+        | C::KeyConfig
+        | C::StoreMissing
+        | C::StoreKey
+        | C::StoreRace
+        | C::Internal => ErrorCode::Internal,
     }
 }
 
@@ -152,8 +127,7 @@ fn client_message(e: &vault::Error, full: String) -> String {
 
 impl From<vault::Error> for ApiError {
     fn from(e: vault::Error) -> Self {
-        let (status, code) = vault_status(&e);
         let full = e.to_string();
-        Self::new(status, code, client_message(&e, full))
+        Self::new(vault_code(&e), client_message(&e, full))
     }
 }

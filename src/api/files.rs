@@ -6,6 +6,7 @@
 //! - `POST /v0/vm/{id}/embed/uploads`: the files a viewer with `file_upload` picked on their
 //!   own machine for the page's file chooser ([`crate::live::uploads`]).
 
+use crate::api::codes::ErrorCode;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -49,8 +50,7 @@ pub(super) async fn download(
     }
     if !roles.contains(&Role::Control) {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             "downloads are for viewers with the control role",
         ));
     }
@@ -100,17 +100,15 @@ pub(super) async fn upload(
     }
     if !(roles.contains(&Role::FileUpload) && roles.contains(&Role::Control)) {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             "uploads are for viewers with the file_upload and control roles",
         ));
     }
     let files = uploads::parse(&body)
-        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, e.to_string()))?;
     if s.live.hub.file_chooser().borrow().is_none() {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "no_file_chooser",
+            ErrorCode::NoFileChooser,
             "no file chooser is open in the browser",
         ));
     }
@@ -134,13 +132,13 @@ pub(super) async fn upload(
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| e.to_string()))
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "upload_failed", e))?
+        .map_err(|e| ApiError::new(ErrorCode::UploadFailed, e))?
     };
     s.live
         .hub
         .answer_file_chooser(paths)
         .await
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "no_file_chooser", e))?;
+        .map_err(|e| ApiError::new(ErrorCode::NoFileChooser, e))?;
     s.touch();
     Ok(axum::Json(serde_json::json!({"files": count})))
 }

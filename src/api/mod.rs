@@ -8,6 +8,7 @@
 pub mod auth;
 mod cdp;
 mod cluster;
+pub mod codes;
 mod cors;
 mod data;
 mod embed;
@@ -260,7 +261,8 @@ async fn json_errors(
         _ => text.trim().to_string(),
     };
     let mut out =
-        error::ApiError::new(status, wire::code_for_status(status), message).into_response();
+        error::ApiError::with_status(status, codes::ErrorCode::for_status(status), message)
+            .into_response();
     for (k, v) in &parts.headers {
         if k != axum::http::header::CONTENT_TYPE && k != axum::http::header::CONTENT_LENGTH {
             out.headers_mut().insert(k.clone(), v.clone());

@@ -5,13 +5,14 @@
 use axum::Json;
 use serde_json::{json, Map, Value};
 
+use super::codes::ErrorCode;
 use super::{wire, Auth, Body, Reply, ROUTES};
 
 fn error_response(status: u16) -> Value {
-    let codes: Vec<String> = wire::ERRORS
+    let codes: Vec<String> = ErrorCode::ALL
         .iter()
-        .filter(|e| e.1 == status)
-        .map(|e| format!("`{}` ({})", e.0, e.2))
+        .filter(|c| c.status().as_u16() == status)
+        .map(|c| format!("`{}` ({})", c.name(), c.description()))
         .collect();
     let description = if codes.is_empty() {
         "An error".to_string()
@@ -160,9 +161,9 @@ pub fn document() -> Value {
         let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
         entry[r.method.to_lowercase()] = op;
     }
-    let codes: Vec<Value> = wire::ERRORS
+    let codes: Vec<Value> = ErrorCode::ALL
         .iter()
-        .map(|(code, status, when)| json!({"code": code, "status": status, "when": when}))
+        .map(|c| json!({"code": c.name(), "status": c.status().as_u16(), "when": c.description()}))
         .collect();
     json!({
         "openapi": "3.0.3",

@@ -1,5 +1,6 @@
 //! `/v0/profiles`: the tenant's saved profiles.
 
+use crate::api::codes::ErrorCode;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
@@ -110,8 +111,7 @@ pub(super) async fn retry_save(
     match state.manager.retry_save(Some(&t), &id).await {
         Ok(true) => Ok(Json(serde_json::json!({"session_id": id, "saved": true}))),
         Ok(false) => Err(ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "save_failed",
+            ErrorCode::SaveFailed,
             "the save failed again; it stays queued for retry",
         )),
         Err(_) => Err(ApiError::not_found("failed save")),

@@ -2,6 +2,7 @@
 //! Server-Sent Events watch that resumes with `Last-Event-ID`. Open to the tenant's API key,
 //! the session's admin token, and its viewer tokens (writing needs the `control` role).
 
+use crate::api::codes::ErrorCode;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,16 +83,16 @@ fn active(s: &Session) -> Result<(), ApiError> {
 
 fn room_error(e: room::Error) -> ApiError {
     use room::Error as E;
-    let (status, code) = match &e {
-        E::BadKey => (StatusCode::BAD_REQUEST, "invalid_key"),
-        E::ValueTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
-        E::TooManyKeys(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too_many_keys"),
-        E::Full(_) => (StatusCode::UNPROCESSABLE_ENTITY, "store_full"),
-        E::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-        E::Precondition { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
-        E::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+    let code = match &e {
+        E::BadKey => ErrorCode::InvalidKey,
+        E::ValueTooLarge(_) => ErrorCode::ValueTooLarge,
+        E::TooManyKeys(_) => ErrorCode::TooManyKeys,
+        E::Full(_) => ErrorCode::StoreFull,
+        E::RateLimited(_) => ErrorCode::RateLimited,
+        E::Precondition { .. } => ErrorCode::PreconditionFailed,
+        E::NotFound => ErrorCode::NotFound,
     };
-    ApiError::new(status, code, e.to_string())
+    ApiError::new(code, e.to_string())
 }
 
 pub(super) fn entries_json(entries: &std::collections::BTreeMap<String, room::Entry>) -> Value {
@@ -279,8 +280,7 @@ fn writer(
     active(&s)?;
     if !write {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             "writing the store needs the control role",
         ));
     }
@@ -298,7 +298,7 @@ pub(super) async fn put_key(
     let s = writer(&state, &headers, raw.as_deref(), &p.id)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
-            "invalid_json",
+            ErrorCode::InvalidJson,
             "the body is the value: any JSON",
         ));
     }

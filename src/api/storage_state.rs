@@ -2,9 +2,10 @@
 //! `GET /v0/profiles/{id}/storage_state` (the state of a generation). API key only — an
 //! export holds every cookie of the profile — and audited; bodies are never logged.
 
+use crate::api::codes::ErrorCode;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -51,31 +52,22 @@ fn actor(state: &AppState, headers: &HeaderMap, tenant: &str) -> String {
 fn job_error(e: storage_state::Error) -> ApiError {
     use storage_state::Error as E;
     match e {
-        E::Invalid(i) => ApiError::bad_request("invalid_storage_state", i.to_string()),
+        E::Invalid(i) => ApiError::bad_request(ErrorCode::InvalidStorageState, i.to_string()),
         E::Browser(
             b @ (browser::Error::CookieRefused { .. } | browser::Error::OriginRefused { .. }),
-        ) => ApiError::bad_request("invalid_storage_state", b.to_string()),
+        ) => ApiError::bad_request(ErrorCode::InvalidStorageState, b.to_string()),
         E::Exists(id) => ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
+            ErrorCode::Conflict,
             format!("profile {id:?} exists already; import creates new profiles only"),
         ),
         E::Browser(b) => {
             tracing::warn!(error = %b, "storage state browser failed");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "browser_failed",
-                b.to_string(),
-            )
+            ApiError::new(ErrorCode::BrowserFailed, b.to_string())
         }
         E::Vault(v) => v.into(),
         E::Io(m) => {
             tracing::error!(error = %m, "storage state work directory");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error; see the daemon log",
-            )
+            ApiError::new(ErrorCode::Internal, "internal error; see the daemon log")
         }
     }
 }
@@ -89,7 +81,7 @@ pub(super) async fn import(
     let tenant = api_tenant(&state, &headers)?;
     let req: ImportRequest = wire::body(&wire::IMPORT_REQUEST, &headers, &body)?;
     let doc = storage_state::parse(&req.storage_state)
-        .map_err(|e| ApiError::bad_request("invalid_storage_state", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidStorageState, e.to_string()))?;
     let id = req.id.unwrap_or_else(storage_state::new_id);
     let _slot = state.manager.begin_state_job(&tenant)?;
     let vault = state

@@ -3,9 +3,10 @@
 //! method's arguments (a JSON array), the answer Chrome's (a `Tab`, `Tab[]`, a number, or
 //! `null`). The same calls reach viewers with `chrome_apis` over their socket.
 
+use crate::api::codes::ErrorCode;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
@@ -49,24 +50,19 @@ pub(super) async fn call(
     };
     let Value::Array(args) = args else {
         return Err(ApiError::bad_request(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "the body must be an array of arguments",
         ));
     };
     match s.live.tabs.call(method, args).await {
         Ok(v) => Ok(Json(v)),
-        Err(e @ Error::BadArguments(_)) => {
-            Err(ApiError::bad_request("invalid_request", e.to_string()))
+        Err(e @ Error::BadArguments(_)) => Err(ApiError::bad_request(
+            ErrorCode::InvalidRequest,
+            e.to_string(),
+        )),
+        Err(e @ Error::Refused(_)) => Err(ApiError::new(ErrorCode::TabsRefused, e.to_string())),
+        Err(e @ Error::Unavailable(_)) => {
+            Err(ApiError::new(ErrorCode::BrowserUnreachable, e.to_string()))
         }
-        Err(e @ Error::Refused(_)) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "tabs_refused",
-            e.to_string(),
-        )),
-        Err(e @ Error::Unavailable(_)) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "browser_unreachable",
-            e.to_string(),
-        )),
     }
 }

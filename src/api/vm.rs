@@ -1,5 +1,6 @@
 //! `/v0/vm`: start, list, inspect, ping and end sessions.
 
+use crate::api::codes::ErrorCode;
 use std::collections::BTreeSet;
 
 use axum::body::Bytes;
@@ -83,8 +84,7 @@ fn split_body<'a>(
 ) -> Result<SplitBody<'a>, ApiError> {
     let too_large = || {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             format!(
                 "the request is larger than server.max_body_bytes ({})",
                 state.max_body
@@ -101,7 +101,7 @@ fn split_body<'a>(
         }
         return Ok((std::borrow::Cow::Borrowed(headers), &body[..], None));
     };
-    let bad = |m: String| ApiError::bad_request("invalid_request", m);
+    let bad = |m: String| ApiError::bad_request(ErrorCode::InvalidRequest, m);
     let parts = super::multipart::parse(body, &boundary).map_err(|e| bad(e.to_string()))?;
     let json = parts
         .iter()
@@ -131,8 +131,7 @@ fn webhook_of(
     cfg: &crate::session::SessionConfig,
 ) -> Result<crate::session::webhook::Webhook, ApiError> {
     if crate::session::webhook::refused_literal(&w.url, cfg.browser.egress()) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
+        return Err(ApiError::bad_request(ErrorCode::InvalidRequest,
             format!("{field}: the daemon calls public addresses only (server.egress_allow opens ranges)"),
         ));
     }
@@ -152,7 +151,7 @@ fn parse_auth(
         Some(a) if a.kind == "webhook" => match &a.value {
             Some(w) => webhook_of(w, "auth.value.url", cfg).map(Some),
             None => Err(ApiError::bad_request(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "auth: a webhook needs value.url",
             )),
         },
@@ -161,7 +160,7 @@ fn parse_auth(
 }
 
 fn parse_profile(v: Option<&Value>) -> Result<ProfileRequest, ApiError> {
-    let bad = |m: &str| ApiError::bad_request("invalid_request", format!("profile: {m}"));
+    let bad = |m: &str| ApiError::bad_request(ErrorCode::InvalidRequest, format!("profile: {m}"));
     Ok(match v {
         None | Some(Value::Null) | Some(Value::Bool(false)) => ProfileRequest::None,
         Some(Value::Bool(true)) => ProfileRequest::New,
@@ -173,7 +172,7 @@ fn parse_profile(v: Option<&Value>) -> Result<ProfileRequest, ApiError> {
             for k in o.keys() {
                 if k != "save" && k != "load" {
                     return Err(ApiError::bad_request(
-                        "unknown_field",
+                        ErrorCode::UnknownField,
                         format!("unknown field `profile.{k}`, expected `save` or `load`"),
                     ));
                 }
@@ -287,10 +286,8 @@ pub(super) async fn create(
     if let Some(zip) = extension.clone() {
         tokio::task::spawn_blocking(move || crate::browser::extension::check(&zip))
             .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?
-            .map_err(|e| ApiError::bad_request("invalid_request", format!("ex: {e}")))?;
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, format!("ex: {e}")))?;
     }
     let profile = parse_profile(req.profile.as_ref())?;
     let cfg = state.manager.config();
@@ -338,7 +335,7 @@ pub(super) async fn create(
     if let Some(u) = &req.start_url {
         if crate::session::webhook::refused_literal(u, cfg.browser.egress()) {
             return Err(ApiError::bad_request(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "start_url: pages reach public addresses only (server.egress_allow opens ranges)",
             ));
         }
@@ -366,7 +363,7 @@ pub(super) async fn create(
                     Some(names) => crate::live::roles::parse_all(names.iter().map(String::as_str))
                         .map_err(|r| {
                             ApiError::bad_request(
-                                "invalid_request",
+                                ErrorCode::InvalidRequest,
                                 format!("default_roles: unknown role `{r}`"),
                             )
                         })?,
@@ -451,8 +448,7 @@ pub(super) async fn list(
     if let Some(c) = state.manager.cluster() {
         let records = c.records(Some(&tenant)).await.map_err(|e| {
             ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
+                ErrorCode::StorageUnavailable,
                 format!("cannot list the cluster's sessions: {e}"),
             )
         })?;

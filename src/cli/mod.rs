@@ -220,7 +220,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         return exit_code_vault(e);
     }
     if let Some(s) = err.downcast_ref::<store::Error>() {
-        return store_code(s);
+        return exit_code_class(vault::Class::of_store(s));
     }
     if let Some(k) = err.downcast_ref::<keys::Error>() {
         return if k.is_transient() { 6 } else { 2 };
@@ -232,30 +232,19 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 }
 
 fn exit_code_vault(e: &vault::Error) -> u8 {
-    match e {
-        e if e.is_newer() => 7,
-        vault::Error::InvalidId { .. } => 2,
-        vault::Error::ProfileNotFound { .. } | vault::Error::GenerationNotFound { .. } => 3,
-        vault::Error::Conflict { .. } => 4,
-        vault::Error::PacksCollected { .. } => 6,
-        vault::Error::Archive(profile_vault::profile::archive::Error::TargetNotEmpty(_)) => 2,
-        vault::Error::Keys(keys::Error::UnknownKey(_)) => 5,
-        vault::Error::Keys(k) if k.is_transient() => 6,
-        vault::Error::Store(s) => store_code(s),
-        e if e.is_integrity() => 5,
-        // A KMS key missing, disabled or forbidden, or a key source mismatch: configuration.
-        vault::Error::Keys(_) => 2,
-        _ => 1,
-    }
+    exit_code_class(e.class())
 }
 
-fn store_code(e: &store::Error) -> u8 {
-    match e {
-        store::Error::NotFound { .. } => 3,
-        store::Error::InvalidKey { .. } => 2,
-        store::Error::AlreadyExists { .. } | store::Error::Precondition { .. } => 4,
-        store::Error::Unavailable { .. } => 6,
-        _ => 1,
+fn exit_code_class(c: vault::Class) -> u8 {
+    use vault::Class as C;
+    match c {
+        C::Newer | C::BrowserTooOld => 7,
+        C::InvalidId | C::TargetNotEmpty | C::KeyConfig | C::StoreKey => 2,
+        C::NotFound | C::StoreMissing => 3,
+        C::Conflict | C::StoreRace => 4,
+        C::Corrupt | C::UnknownKey => 5,
+        C::Unavailable | C::KeysUnavailable => 6,
+        C::Internal => 1,
     }
 }
 

@@ -164,7 +164,7 @@ impl AmazonS3 {
         &self,
         key: &str,
         full: &str,
-        data: Vec<u8>,
+        data: Bytes,
         mode: &PutMode,
     ) -> Result<String> {
         let mut req = self
@@ -352,7 +352,7 @@ impl Store for AmazonS3 {
     async fn put(&self, key: &str, body: PutBody, mode: PutMode) -> Result<String> {
         let full = self.full(key)?;
         match body {
-            PutBody::Bytes(b) => self.put_small(key, &full, b.to_vec(), &mode).await,
+            PutBody::Bytes(b) => self.put_small(key, &full, b, &mode).await,
             PutBody::File(path) => {
                 let size = tokio::fs::metadata(&path)
                     .await
@@ -366,7 +366,7 @@ impl Store for AmazonS3 {
                         key: key.into(),
                         source: e,
                     })?;
-                    self.put_small(key, &full, data, &mode).await
+                    self.put_small(key, &full, data.into(), &mode).await
                 } else {
                     self.put_multipart(key, &full, &path, size, &mode).await
                 }

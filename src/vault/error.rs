@@ -1,5 +1,5 @@
-//! The errors of vault operations, and how callers tell them apart: newer formats (this node
-//! is too old), integrity (tampering, wrong keys, hostile data), and the rest.
+//! The errors of vault operations, and how callers tell them apart: [`Error::class`], the one
+//! classification both the HTTP API (status and code) and the CLI (exit code) answer from.
 
 use super::*;
 
@@ -131,7 +131,75 @@ pub enum Error {
     },
 }
 
+/// What kind of failure a vault [`Error`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A malformed tenant or profile id.
+    InvalidId,
+    /// The restore target exists and is not empty.
+    TargetNotEmpty,
+    /// No such profile or generation.
+    NotFound,
+    /// Another save moved the profile's head.
+    Conflict,
+    /// A newer Chromium wrote the profile.
+    BrowserTooOld,
+    /// A newer profile-vault wrote the profile's records or objects.
+    Newer,
+    /// The store failed for now, or collected packs under a reader: retry.
+    Unavailable,
+    /// The key service failed for now: retry.
+    KeysUnavailable,
+    /// The profile names a master key this node does not have.
+    UnknownKey,
+    /// Tampered, damaged, sealed under another key, or hostile.
+    Corrupt,
+    /// A master key missing, disabled or forbidden, or of another source: configuration.
+    KeyConfig,
+    /// An object the store does not have, outside a profile lookup.
+    StoreMissing,
+    /// A store key the store refuses.
+    StoreKey,
+    /// A conditional write to the store lost a race.
+    StoreRace,
+    /// Anything else: a bug or a local I/O failure.
+    Internal,
+}
+
+impl Class {
+    /// What kind of failure a store error is.
+    pub fn of_store(e: &crate::store::Error) -> Class {
+        use crate::store::Error as S;
+        match e {
+            S::NotFound { .. } => Class::StoreMissing,
+            S::InvalidKey { .. } => Class::StoreKey,
+            S::AlreadyExists { .. } | S::Precondition { .. } => Class::StoreRace,
+            S::Unavailable { .. } => Class::Unavailable,
+            _ => Class::Internal,
+        }
+    }
+}
+
 impl Error {
+    /// What kind of failure this is.
+    pub fn class(&self) -> Class {
+        match self {
+            Error::BrowserTooOld { .. } => Class::BrowserTooOld,
+            e if e.is_newer() => Class::Newer,
+            Error::InvalidId { .. } => Class::InvalidId,
+            Error::ProfileNotFound { .. } | Error::GenerationNotFound { .. } => Class::NotFound,
+            Error::Conflict { .. } => Class::Conflict,
+            Error::PacksCollected { .. } => Class::Unavailable,
+            Error::Archive(archive::Error::TargetNotEmpty(_)) => Class::TargetNotEmpty,
+            Error::Keys(crate::keys::Error::UnknownKey(_)) => Class::UnknownKey,
+            Error::Keys(k) if k.is_transient() => Class::KeysUnavailable,
+            Error::Store(s) => Class::of_store(s),
+            e if e.is_integrity() => Class::Corrupt,
+            Error::Keys(_) => Class::KeyConfig,
+            _ => Class::Internal,
+        }
+    }
+
     /// Whether a newer profile-vault or a newer Chromium wrote what this node met (nothing
     /// is wrong with it; this node is too old to use it).
     pub fn is_newer(&self) -> bool {

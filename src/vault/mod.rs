@@ -55,7 +55,7 @@ pub use chunked::ChunkStats;
 pub(crate) use compat::check_not_newer;
 pub use compat::major;
 pub use data::{DataCondition, DataDoc, DataError, DATA_FORMAT, DEFAULT_DATA_MAX_BYTES};
-pub use error::Error;
+pub use error::{Class, Error};
 pub use gc::PackGcReport;
 pub use lease::{Lease, LeaseRecord};
 pub use meta::{GenerationMeta, Identity, META_FORMAT};

@@ -4,9 +4,9 @@
 //! ([`body`], [`query`]), so a constraint cannot be documented without being enforced or
 //! the other way round.
 
+use crate::api::codes::ErrorCode;
 use std::sync::LazyLock;
 
-use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
@@ -32,199 +32,6 @@ pub const TIMEZONE: &str = "^[A-Za-z][A-Za-z0-9_+-]{0,31}(/[A-Za-z0-9_+-]{1,31})
 
 /// Longest timeout accepted, seconds (ten years).
 pub const MAX_TIMEOUT: u64 = 315_360_000;
-
-/// Every error code the API answers, with its status and when it happens.
-pub const ERRORS: &[(&str, u16, &str)] = &[
-    ("invalid_json", 400, "the body is not JSON"),
-    (
-        "invalid_request",
-        400,
-        "a field or query parameter breaks its schema",
-    ),
-    (
-        "unknown_field",
-        400,
-        "the body has a field the schema does not list",
-    ),
-    ("invalid_id", 400, "an id is malformed"),
-    (
-        "invalid_storage_state",
-        400,
-        "a storageState document that is malformed, has unknown members, or a cookie the browser refuses (a public suffix)",
-    ),
-    ("unauthorized", 401, "missing or invalid bearer token"),
-    ("forbidden", 403, "the token is valid but may not do this"),
-    (
-        "not_found",
-        404,
-        "no such route, session or profile (also another tenant's)",
-    ),
-    ("profile_not_found", 404, "no profile under that id"),
-    (
-        "method_not_allowed",
-        405,
-        "the route exists, the method does not",
-    ),
-    ("conflict", 409, "another save moved the profile's head"),
-    ("profile_in_use", 409, "a saving session holds the profile"),
-    (
-        "no_file_chooser",
-        409,
-        "an upload when no page has a file chooser open",
-    ),
-    (
-        "invalid_key",
-        400,
-        "a store key outside [A-Za-z0-9._:-]{1,128}",
-    ),
-    (
-        "precondition_failed",
-        412,
-        "If-Match / If-None-Match did not hold (the message names the current version)",
-    ),
-    (
-        "value_too_large",
-        413,
-        "a store value over server.store_max_value_bytes",
-    ),
-    (
-        "data_too_large",
-        413,
-        "a profile data document over server.profile_data_max_bytes",
-    ),
-    (
-        "too_many_keys",
-        422,
-        "the session's store holds server.store_max_keys keys",
-    ),
-    (
-        "store_full",
-        422,
-        "the session's store would exceed server.store_max_bytes",
-    ),
-    (
-        "rate_limited",
-        429,
-        "more store writes per second than server.store_writes_per_sec",
-    ),
-    (
-        "browser_too_old",
-        409,
-        "the profile was written by a newer Chromium than this node's (both versions named)",
-    ),
-    (
-        "newer_format",
-        409,
-        "a newer profile-vault wrote this profile's records or objects; upgrade this node",
-    ),
-    ("session_expired", 410, "the session has ended"),
-    (
-        "body_too_large",
-        413,
-        "the body is larger than server.max_body_bytes",
-    ),
-    (
-        "unsupported_media_type",
-        415,
-        "a body that is not application/json",
-    ),
-    (
-        "profile_corrupt",
-        422,
-        "the stored profile failed authentication or validation",
-    ),
-    (
-        "tabs_refused",
-        422,
-        "Chrome's tabs API refused the call or did not complete it within 5 s (its own message: no tab with that id, an argument it does not take)",
-    ),
-    (
-        "cluster_auth_failed",
-        401,
-        "a request between nodes failed the cluster secret check",
-    ),
-    (
-        "upgrade_required",
-        426,
-        "a WebSocket endpoint requested without an upgrade",
-    ),
-    (
-        "too_many_sessions",
-        429,
-        "server.max_sessions sessions are running (or server.max_sessions_per_tenant of the tenant's)",
-    ),
-    (
-        "too_many_jobs",
-        429,
-        "server.max_state_jobs storage-state imports/exports are running (or the tenant's share)",
-    ),
-    (
-        "too_many_clients",
-        429,
-        "server.max_cdp_clients DevTools clients are connected to the session",
-    ),
-    (
-        "internal",
-        500,
-        "a bug or local I/O failure; see the daemon log",
-    ),
-    (
-        "browser_unreachable",
-        502,
-        "the session's browser does not answer",
-    ),
-    (
-        "storage_unavailable",
-        503,
-        "the object store is unavailable; retry",
-    ),
-    (
-        "upload_failed",
-        503,
-        "the uploaded files could not be written for the browser; retry",
-    ),
-    (
-        "keys_unavailable",
-        503,
-        "the key service is unavailable; retry",
-    ),
-    ("browser_failed", 503, "Chromium could not be started"),
-    ("sandbox_unavailable", 503, "the browser sandbox cannot be built on this node (see /readyz); sessions are refused"),
-    ("shutting_down", 503, "the daemon is shutting down"),
-    (
-        "node_unreachable",
-        503,
-        "the cluster node running the session cannot be reached",
-    ),
-    (
-        "save_failed",
-        503,
-        "a retried save failed again (it stays queued)",
-    ),
-    (
-        "restore_timeout",
-        504,
-        "restoring the profile took too long",
-    ),
-];
-
-/// The error code of a status the framework produced itself (no handler ran).
-pub fn code_for_status(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        400 | 422 => "invalid_request",
-        401 => "unauthorized",
-        403 => "forbidden",
-        404 => "not_found",
-        405 => "method_not_allowed",
-        413 => "body_too_large",
-        415 => "unsupported_media_type",
-        426 => "upgrade_required",
-        412 => "precondition_failed",
-        429 => "too_many_sessions",
-        503 => "shutting_down",
-        _ => "internal",
-    }
-}
 
 fn nullable(mut s: Value) -> Value {
     s["nullable"] = json!(true);
@@ -555,8 +362,7 @@ pub fn body<T: serde::de::DeserializeOwned>(
         });
         if !json {
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "the body must be JSON, sent with Content-Type: application/json",
             ));
         }
@@ -564,11 +370,13 @@ pub fn body<T: serde::de::DeserializeOwned>(
     let v: Value = if empty {
         json!({})
     } else {
-        serde_json::from_slice(raw)
-            .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON: {e}")))?
+        serde_json::from_slice(raw).map_err(|e| {
+            ApiError::bad_request(ErrorCode::InvalidJson, format!("invalid JSON: {e}"))
+        })?
     };
     check(schema, &v)?;
-    serde_json::from_value(v).map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, e.to_string()))
 }
 
 /// Checks a value against `schema`.
@@ -577,8 +385,10 @@ pub fn body<T: serde::de::DeserializeOwned>(
 /// `unknown_field` or `invalid_request`.
 pub fn check(schema: &Value, v: &Value) -> Result<(), ApiError> {
     schema::validate(schema, v, "").map_err(|e| match e {
-        Violation::UnknownField(_) => ApiError::bad_request("unknown_field", e.to_string()),
-        Violation::Invalid { .. } => ApiError::bad_request("invalid_request", e.to_string()),
+        Violation::UnknownField(_) => ApiError::bad_request(ErrorCode::UnknownField, e.to_string()),
+        Violation::Invalid { .. } => {
+            ApiError::bad_request(ErrorCode::InvalidRequest, e.to_string())
+        }
     })
 }
 
@@ -599,7 +409,7 @@ pub fn query<T: serde::de::DeserializeOwned>(
         let schema = (p.schema)();
         let bad = || {
             ApiError::bad_request(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 format!(
                     "query parameter `{k}`: expected {}",
                     schema["type"].as_str().unwrap_or("a value")
@@ -616,11 +426,11 @@ pub fn query<T: serde::de::DeserializeOwned>(
             _ => Value::String(v),
         };
         schema::validate(&schema, &value, &format!("query parameter `{k}`"))
-            .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, e.to_string()))?;
         out.insert(k, value);
     }
     serde_json::from_value(Value::Object(out))
-        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, e.to_string()))
 }
 
 /// `application/x-www-form-urlencoded` pairs (`+` is a space, `%XX` decoded, bad escapes kept).

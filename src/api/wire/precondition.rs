@@ -1,7 +1,7 @@
 //! Conditional writes: `If-Match` / `If-None-Match`, their schemas and their one parser
 //! (the session store and the profile data document).
 
-use axum::http::StatusCode;
+use crate::api::codes::ErrorCode;
 use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
@@ -27,7 +27,7 @@ pub enum Precondition {
 pub fn precondition(headers: &axum::http::HeaderMap) -> Result<Option<Precondition>, ApiError> {
     let bad = |h: &str| {
         ApiError::bad_request(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             format!("{h} must be a version number (If-Match) or * (If-None-Match)"),
         )
     };
@@ -53,8 +53,7 @@ pub fn precondition(headers: &axum::http::HeaderMap) -> Result<Option<Preconditi
     if none_match.is_some() {
         // "Exactly this version" and "nothing yet" at once: at most one can hold.
         return Err(ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "precondition_failed",
+            ErrorCode::PreconditionFailed,
             "If-Match and If-None-Match: * cannot both hold",
         ));
     }

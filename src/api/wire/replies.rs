@@ -5,7 +5,8 @@ use std::sync::LazyLock;
 
 use serde_json::{json, Value};
 
-use super::{nullable, object, ERRORS};
+use super::{nullable, object};
+use crate::api::codes::ErrorCode;
 
 fn unix_secs() -> Value {
     json!({"type": "integer", "minimum": 0})
@@ -374,7 +375,7 @@ pub static VIEWER_MINTED: LazyLock<Value> = LazyLock::new(|| {
 
 /// The error body.
 pub static ERROR: LazyLock<Value> = LazyLock::new(|| {
-    let codes: Vec<&str> = ERRORS.iter().map(|e| e.0).collect();
+    let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.name()).collect();
     object(
         json!({"error": {"type": "string", "enum": codes}, "message": {"type": "string"}}),
         &["error", "message"],
