@@ -69,6 +69,36 @@ pub struct FileConfig {
     pub server: ServerConfig,
 }
 
+impl FileConfig {
+    /// Vault tunables, with the spool under `data_dir`.
+    pub fn vault_options(&self, data_dir: &Path) -> VaultOptions {
+        let a = &self.archive;
+        let mut pack = PackOptions {
+            compression: a.compression,
+            level: a.level,
+            excludes: Excludes::new(&a.exclude),
+            ..PackOptions::default()
+        };
+        if a.threads > 0 {
+            pack.threads = a.threads;
+        }
+        VaultOptions {
+            spool_dir: data_dir.join("spool"),
+            pack,
+            limits: self.limits.clone(),
+            chunk_size: a.chunk_size,
+            keep: self.retention.keep_generations,
+            max_parallel_jobs: a.parallel_jobs.max(1),
+            data_max_bytes: self.server.profile_data_max_bytes,
+            contents_report: a.contents_report,
+            write_format: a.format,
+            full_read_every: a.full_read_every.max(1),
+            reread: false,
+            pack_grace: std::time::Duration::from_secs(self.retention.pack_grace_secs),
+        }
+    }
+}
+
 /// `[server]`: the session daemon (`profile-vault serve`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -691,30 +721,7 @@ impl Config {
 
     /// Vault tunables.
     pub fn vault_options(&self) -> VaultOptions {
-        let a = &self.file.archive;
-        let mut pack = PackOptions {
-            compression: a.compression,
-            level: a.level,
-            excludes: Excludes::new(&a.exclude),
-            ..PackOptions::default()
-        };
-        if a.threads > 0 {
-            pack.threads = a.threads;
-        }
-        VaultOptions {
-            spool_dir: self.data_dir.join("spool"),
-            pack,
-            limits: self.file.limits.clone(),
-            chunk_size: a.chunk_size,
-            keep: self.file.retention.keep_generations,
-            max_parallel_jobs: a.parallel_jobs.max(1),
-            data_max_bytes: self.file.server.profile_data_max_bytes,
-            contents_report: a.contents_report,
-            write_format: a.format,
-            full_read_every: a.full_read_every.max(1),
-            reread: false,
-            pack_grace: std::time::Duration::from_secs(self.file.retention.pack_grace_secs),
-        }
+        self.file.vault_options(&self.data_dir)
     }
 }
 

@@ -717,9 +717,9 @@ async fn openapi_document_lists_every_route_and_every_listed_route_exists() {
     assert_eq!(listed, profile_vault::api::ROUTES.len());
     for r in profile_vault::api::ROUTES {
         assert!(
-            paths[r.path][r.method.to_lowercase()].is_object(),
+            paths[r.path][r.method.as_str().to_lowercase()].is_object(),
             "{} {} undocumented",
-            r.method,
+            r.method.as_str(),
             r.path
         );
     }

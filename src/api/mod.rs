@@ -27,6 +27,9 @@ mod viewer;
 mod vm;
 pub mod wire;
 
+#[cfg(test)]
+mod tests;
+
 pub use routes::ROUTES;
 
 use std::sync::{Arc, LazyLock};
@@ -109,14 +112,83 @@ pub struct Link {
     pub params: &'static [(&'static str, &'static str)],
 }
 
+/// An HTTP method a route answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET.
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// DELETE.
+    Delete,
+}
+
+impl Method {
+    /// Its name, upper case.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+
+    fn filter(self) -> axum::routing::MethodFilter {
+        use axum::routing::MethodFilter;
+        match self {
+            Method::Get => MethodFilter::GET,
+            Method::Post => MethodFilter::POST,
+            Method::Put => MethodFilter::PUT,
+            Method::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// The largest body a route takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `server.max_body_bytes`.
+    Default,
+    /// A storage state (localStorage is up to 5 MiB an origin).
+    StorageState,
+    /// The JSON of `POST /v0/vm` with a zipped extension beside it (multipart); the JSON
+    /// alone is still held to `server.max_body_bytes`.
+    WithExtension,
+    /// Files uploaded to the browser.
+    Uploads,
+    /// A profile data document of the largest allowed size, with room for whitespace.
+    ProfileData,
+}
+
+impl Limit {
+    fn bytes(self, state: &AppState) -> usize {
+        let max = state.max_body;
+        match self {
+            Limit::Default => max,
+            Limit::StorageState => max.max(crate::storage_state::MAX_DOCUMENT_BYTES),
+            Limit::WithExtension => max + crate::browser::extension::MAX_ZIP_BYTES + 64 * 1024,
+            Limit::Uploads => max.max(crate::live::uploads::MAX_BYTES),
+            Limit::ProfileData => max.max(state.manager.vault().data_max_bytes() * 2 + 1024),
+        }
+    }
+}
+
 /// One route of the API: the single source of the router, the OpenAPI document, and the
 /// schemas the handler enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
     /// HTTP method.
-    pub method: &'static str,
+    pub method: Method,
     /// Path with `{id}` parameters.
     pub path: &'static str,
+    /// Its handler, for `method`.
+    pub handler: fn(axum::routing::MethodFilter) -> axum::routing::MethodRouter<AppState>,
+    /// The largest body it takes.
+    pub limit: Limit,
     /// OpenAPI operation id.
     pub op: &'static str,
     /// What it does.
@@ -137,89 +209,22 @@ pub struct Route {
     pub links: &'static [Link],
 }
 
-fn handler(method: &str, path: &str) -> axum::routing::MethodRouter<AppState> {
-    use axum::routing::{delete as del, get, post};
-    match (method, path) {
-        ("POST", "/v0/vm") => post(vm::create),
-        ("GET", "/v0/vm") => get(vm::list),
-        ("GET", "/v0/vm/{id}") => get(vm::get_one),
-        ("DELETE", "/v0/vm/{id}") => del(vm::delete),
-        ("POST", "/v0/vm/{id}/ping") => post(vm::ping),
-        ("GET", "/v0/vm/{id}/embed") => get(embed::page),
-        ("GET", "/v0/vm/{id}/embed/socket") => get(embed::socket),
-        ("GET", "/v0/vm/{id}/embed/downloads/{name}") => get(files::download),
-        ("POST", "/v0/vm/{id}/embed/uploads") => post(files::upload),
-        ("POST", "/v0/vm/{id}/embed/addRoles") => post(embed::add_roles),
-        ("POST", "/v0/vm/{id}/embed/removeRoles") => post(embed::remove_roles),
-        ("POST", "/v0/vm/{id}/embed/setPermissions") => post(embed::set_permissions),
-        ("DELETE", "/v0/vm/{id}/embed/users/{user_id}") => del(embed::remove_user),
-        ("POST", "/v0/vm/{id}/embed/bookmarks") => post(embed::bookmarks),
-        ("POST", "/v0/vm/{id}/embed/timeout") => post(embed::timeout),
-        ("POST", "/v0/vm/{id}/embed/{tabs_method}") => post(tabs::call),
-        ("POST", "/v0/vm/{id}/viewers") => post(embed::mint),
-        ("GET", "/v0/vm/{id}/users") => get(embed::users),
-        ("GET", "/v0/vm/{id}/cdp") => get(cdp::proxy),
-        ("GET", "/v0/vm/{id}/cdp/json/version") => get(cdp::version),
-        ("GET", "/v0/vm/{id}/store") => get(room::list),
-        ("GET", "/v0/vm/{id}/store/{key}") => get(room::get_key),
-        ("PUT", "/v0/vm/{id}/store/{key}") => axum::routing::put(room::put_key),
-        ("DELETE", "/v0/vm/{id}/store/{key}") => del(room::delete_key),
-        ("GET", "/v0/saves") => get(profiles::failed_saves),
-        ("POST", "/v0/saves/{id}/retry") => post(profiles::retry_save),
-        ("GET", "/v0/profiles") => get(profiles::list),
-        ("GET", "/v0/profiles/{id}") => get(profiles::get_one),
-        ("DELETE", "/v0/profiles/{id}") => del(profiles::delete),
-        ("GET", "/v0/profiles/{id}/data") => get(data::get),
-        ("POST", "/v0/profiles") => post(storage_state::import),
-        ("GET", "/v0/profiles/{id}/storage_state") => get(storage_state::export),
-        ("PUT", "/v0/profiles/{id}/data") => axum::routing::put(data::put),
-        ("GET", "/v0/openapi.json") => get(openapi::serve),
-        ("GET", "/healthz") => get(health::healthz),
-        ("GET", "/readyz") => get(health::readyz),
-        ("GET", "/metrics") => get(health::metrics),
-        _ => panic!("route {method} {path} is listed in ROUTES but has no handler"),
-    }
-}
-
-/// Builds the router from [`ROUTES`].
+/// Builds the router from [`ROUTES`]: each route's handler under its body limit.
 pub fn router(state: AppState) -> Router {
-    let max_body = state.max_body;
+    let mut by_path: Vec<(&str, axum::routing::MethodRouter<AppState>)> = Vec::new();
+    for r in ROUTES {
+        let mr = (r.handler)(r.method.filter())
+            .layer(axum::extract::DefaultBodyLimit::max(r.limit.bytes(&state)));
+        match by_path.iter_mut().find(|(p, _)| *p == r.path) {
+            Some((_, existing)) => *existing = std::mem::take(existing).merge(mr),
+            None => by_path.push((r.path, mr)),
+        }
+    }
     let mut app = Router::new();
-    let mut seen = std::collections::HashSet::new();
-    for path in ROUTES.iter().map(|r| r.path) {
-        if !seen.insert(path) {
-            continue;
-        }
-        let mut mr: axum::routing::MethodRouter<AppState> = axum::routing::MethodRouter::new();
-        for route in ROUTES.iter().filter(|r| r.path == path) {
-            mr = mr.merge(handler(route.method, route.path));
-        }
-        if path == "/v0/profiles" {
-            // A storage state can be large (localStorage is up to 5 MiB an origin).
-            mr = mr.layer(axum::extract::DefaultBodyLimit::max(
-                max_body.max(crate::storage_state::MAX_DOCUMENT_BYTES),
-            ));
-        }
-        if path == "/v0/vm" {
-            // With a zipped extension (multipart); the JSON alone is held to max_body.
-            mr = mr.layer(axum::extract::DefaultBodyLimit::max(
-                max_body + crate::browser::extension::MAX_ZIP_BYTES + 64 * 1024,
-            ));
-        }
-        if path == "/v0/vm/{id}/embed/uploads" {
-            mr = mr.layer(axum::extract::DefaultBodyLimit::max(
-                max_body.max(crate::live::uploads::MAX_BYTES),
-            ));
-        }
-        if path == "/v0/profiles/{id}/data" {
-            // A document of the largest allowed size, with room for the client's whitespace.
-            let limit = max_body.max(state.manager.vault().data_max_bytes() * 2 + 1024);
-            mr = mr.layer(axum::extract::DefaultBodyLimit::max(limit));
-        }
+    for (path, mr) in by_path {
         app = app.route(path, mr);
     }
     app.fallback(|| async { error::ApiError::not_found("route") })
-        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -138,7 +138,7 @@ pub fn document() -> Value {
             Body::None => {}
             Body::Json(schema) => {
                 // Objects may be left out (every field is optional); tuples may not.
-                let required = schema["type"] == "array" || r.method == "PUT";
+                let required = schema["type"] == "array" || r.method == super::Method::Put;
                 op["requestBody"] = json!({"required": required, "content": {"application/json": {"schema": Value::clone(schema)}}});
             }
             Body::JsonOrExtension(schema) => {
@@ -159,7 +159,7 @@ pub fn document() -> Value {
             }
         }
         let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
-        entry[r.method.to_lowercase()] = op;
+        entry[r.method.as_str().to_lowercase()] = op;
     }
     let codes: Vec<Value> = ErrorCode::ALL
         .iter()

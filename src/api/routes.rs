@@ -1,8 +1,18 @@
-//! The route table: every route the daemon serves, with its auth, parameters, bodies,
-//! replies, errors and links — the one source of the router ([`super::router`]) and of the
-//! OpenAPI document ([`super::openapi`]).
+//! The route table: every route the daemon serves, with its handler, body limit, auth,
+//! parameters, bodies, replies, errors and links — the one source of the router
+//! ([`super::router`]) and of the OpenAPI document ([`super::openapi`]).
 
-use super::{data, room, storage_state, vm, wire, Auth, Body, Link, Reply, Route};
+use super::{
+    cdp, data, embed, files, health, openapi, profiles, room, storage_state, tabs, vm, wire, Auth,
+    Body, Limit, Link, Method, Reply, Route,
+};
+
+/// A route's handler, for the method its entry names.
+macro_rules! on {
+    ($handler:path) => {
+        |method| axum::routing::on(method, $handler)
+    };
+}
 
 /// 503: in a cluster, the node running the session cannot be reached (`node_unreachable`)
 /// or its record cannot be read (`storage_unavailable`).
@@ -15,8 +25,10 @@ const BY_ID: &[(&str, &str)] = &[("id", "$response.body#/id")];
 /// Every route the daemon serves.
 pub static ROUTES: &[Route] = &[
     Route {
-        method: "POST",
+        method: Method::Post,
         path: "/v0/vm",
+        handler: on!(vm::create),
+        limit: Limit::WithExtension,
         op: "createSession",
         summary: "Start a browser session (optionally restoring and/or saving a profile)",
         auth: Auth::Bearer,
@@ -48,8 +60,10 @@ pub static ROUTES: &[Route] = &[
         ],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/v0/vm",
+        handler: on!(vm::list),
+        limit: Limit::WithExtension,
         op: "listSessions",
         summary: "List the tenant's active sessions (after_id pagination)",
         auth: Auth::Bearer,
@@ -61,8 +75,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/v0/vm/{id}",
+        handler: on!(vm::get_one),
+        limit: Limit::Default,
         op: "getSession",
         summary: "One session, including after it ended (termination date, save state)",
         auth: Auth::Bearer,
@@ -74,8 +90,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "DELETE",
+        method: Method::Delete,
         path: "/v0/vm/{id}",
+        handler: on!(vm::delete),
+        limit: Limit::Default,
         op: "endSession",
         summary: "End a session: stop the browser cleanly, then save (?wait=true waits)",
         auth: Auth::Bearer,
@@ -87,8 +105,10 @@ pub static ROUTES: &[Route] = &[
         links: &[Link { op: "getSession", params: BY_PATH_ID }],
     },
     Route {
-        method: "POST",
+        method: Method::Post,
         path: "/v0/vm/{id}/ping",
+        handler: on!(vm::ping),
+        limit: Limit::Default,
         op: "pingSession",
         summary: "Renew the inactivity timeout",
         auth: Auth::Bearer,
@@ -100,8 +120,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/v0/vm/{id}/embed",
+        handler: on!(embed::page),
+        limit: Limit::Default,
         op: "sessionPage",
         summary: "The live view for a viewer token (?token=): one self-contained page to a navigation, the client module to a script's fetch (the @hyperbeam/web SDK); readable by any origin",
         auth: Auth::ViewerToken,
@@ -113,8 +135,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/v0/vm/{id}/embed/socket",
+        handler: on!(embed::socket),
+        limit: Limit::Default,
         op: "viewerSocket",
         summary: "The live view's WebSocket (frames out, input in) for a viewer token (?token=)",
         auth: Auth::ViewerToken,
@@ -126,8 +150,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "POST",
+        method: Method::Post,
         path: "/v0/vm/{id}/embed/addRoles",
+        handler: on!(embed::add_roles),
+        limit: Limit::Default,
         op: "addRoles",
         summary: "Hyperbeam addRoles: [[user ids], [roles], exclusive] (admin token)",
         auth: Auth::Bearer,
@@ -139,8 +165,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "POST",
+        method: Method::Post,
         path: "/v0/vm/{id}/embed/removeRoles",
+        handler: on!(embed::remove_roles),
+        limit: Limit::Default,
         op: "removeRoles",
         summary: "Hyperbeam removeRoles: [[user ids], [roles], exclusive] (admin token)",
         auth: Auth::Bearer,
@@ -152,8 +180,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "POST",
+        method: Method::Post,
         path: "/v0/vm/{id}/embed/timeout",
+        handler: on!(embed::timeout),
+        limit: Limit::Default,
         op: "changeTimeouts",
         summary: "Hyperbeam's <base_url>/timeout: new timeouts for the running session, every counter started again unless reset is false (admin token)",
         auth: Auth::Bearer,
@@ -165,8 +195,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "POST",
+        method: Method::Post,
         path: "/v0/vm/{id}/embed/{tabs_method}",
+        handler: on!(tabs::call),
+        limit: Limit::Default,
         op: "tabsCall",
         summary: "Chrome's tabs API, as Hyperbeam serves it at <base_url>/tabs.<method>: the body is the arguments of chrome.tabs.<method>, the answer Chrome's (admin token)",
         auth: Auth::Bearer,
@@ -178,8 +210,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "POST",
+        method: Method::Post,
         path: "/v0/vm/{id}/embed/setPermissions",
+        handler: on!(embed::set_permissions),
+        limit: Limit::Default,
         op: "setPermissions",
         summary: "Hyperbeam setPermissions: [user id, {priority, idle_timeout, control_disabled}] (admin token)",
         auth: Auth::Bearer,
@@ -191,8 +225,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "DELETE",
+        method: Method::Delete,
         path: "/v0/vm/{id}/embed/users/{user_id}",
+        handler: on!(embed::remove_user),
+        limit: Limit::Default,
         op: "removeUser",
         summary: "Disconnect a connected user (admin token)",
         auth: Auth::Bearer,
@@ -204,8 +240,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/v0/vm/{id}/embed/downloads/{name}",
+        handler: on!(files::download),
+        limit: Limit::Default,
         op: "getDownload",
         summary: "A file the browser downloaded, for a viewer token with the control role (?token=); the live view offers each finished one",
         auth: Auth::ViewerToken,
@@ -217,8 +255,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "POST",
+        method: Method::Post,
         path: "/v0/vm/{id}/embed/uploads",
+        handler: on!(files::upload),
+        limit: Limit::Uploads,
         op: "uploadFiles",
         summary: "Answers the page's open file chooser with files the viewer picked (file_upload and control roles, ?token=)",
         auth: Auth::ViewerToken,
@@ -230,8 +270,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "POST",
+        method: Method::Post,
         path: "/v0/vm/{id}/embed/bookmarks",
+        handler: on!(embed::bookmarks),
+        limit: Limit::Default,
         op: "addBookmarks",
         summary: "Append a Netscape bookmark file to the profile's bookmarks (merged when the browser stops, before the save)",
         auth: Auth::Bearer,
@@ -243,8 +285,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "POST",
+        method: Method::Post,
         path: "/v0/vm/{id}/viewers",
+        handler: on!(embed::mint),
+        limit: Limit::Default,
         op: "mintViewer",
         summary: "Mint another viewer URL whose users start with the given roles",
         auth: Auth::Bearer,
@@ -256,8 +300,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/v0/vm/{id}/users",
+        handler: on!(embed::users),
+        limit: Limit::Default,
         op: "listUsers",
         summary: "The users connected to the live view, with roles and permissions",
         auth: Auth::Bearer,
@@ -269,8 +315,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/v0/vm/{id}/cdp",
+        handler: on!(cdp::proxy),
+        limit: Limit::Default,
         op: "cdpSocket",
         summary: "WebSocket proxy to the browser's DevTools protocol (?token=)",
         auth: Auth::BearerOrToken,
@@ -282,8 +330,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/v0/vm/{id}/cdp/json/version",
+        handler: on!(cdp::version),
+        limit: Limit::Default,
         op: "cdpVersion",
         summary: "DevTools discovery for http:// CDP endpoints (?token=)",
         auth: Auth::BearerOrToken,
@@ -295,8 +345,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/v0/vm/{id}/store",
+        handler: on!(room::list),
+        limit: Limit::Default,
         op: "listStore",
         summary: "The session's shared store: every key with its value and version (?watch=true: Server-Sent Events, a snapshot then every change; resume with Last-Event-ID)",
         auth: Auth::BearerOrToken,
@@ -308,8 +360,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/v0/vm/{id}/store/{key}",
+        handler: on!(room::get_key),
+        limit: Limit::Default,
         op: "getStoreKey",
         summary: "One key of the session's store",
         auth: Auth::BearerOrToken,
@@ -321,8 +375,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "PUT",
+        method: Method::Put,
         path: "/v0/vm/{id}/store/{key}",
+        handler: on!(room::put_key),
+        limit: Limit::Default,
         op: "putStoreKey",
         summary: "Set a key of the session's store (body: any JSON; If-Match / If-None-Match: * for compare-and-set)",
         auth: Auth::BearerOrToken,
@@ -334,8 +390,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "DELETE",
+        method: Method::Delete,
         path: "/v0/vm/{id}/store/{key}",
+        handler: on!(room::delete_key),
+        limit: Limit::Default,
         op: "deleteStoreKey",
         summary: "Delete a key of the session's store (If-Match for compare-and-set)",
         auth: Auth::BearerOrToken,
@@ -347,8 +405,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/v0/saves",
+        handler: on!(profiles::failed_saves),
+        limit: Limit::Default,
         op: "listFailedSaves",
         summary: "Sessions whose save failed (kept on disk, retried)",
         auth: Auth::Bearer,
@@ -360,8 +420,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "POST",
+        method: Method::Post,
         path: "/v0/saves/{id}/retry",
+        handler: on!(profiles::retry_save),
+        limit: Limit::Default,
         op: "retrySave",
         summary: "Retry one failed save now",
         auth: Auth::Bearer,
@@ -373,8 +435,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/v0/profiles",
+        handler: on!(profiles::list),
+        limit: Limit::StorageState,
         op: "listProfiles",
         summary: "The tenant's saved profiles",
         auth: Auth::Bearer,
@@ -386,8 +450,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "POST",
+        method: Method::Post,
         path: "/v0/profiles",
+        handler: on!(storage_state::import),
+        limit: Limit::StorageState,
         op: "importProfile",
         summary: "A new profile from a Playwright storageState (cookies, localStorage, IndexedDB): generation 1, written by a real Chromium",
         auth: Auth::Bearer,
@@ -402,8 +468,10 @@ pub static ROUTES: &[Route] = &[
         ],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/v0/profiles/{id}/storage_state",
+        handler: on!(storage_state::export),
+        limit: Limit::Default,
         op: "exportStorageState",
         summary: "The Playwright storageState of a generation (HttpOnly and session cookies, every origin's localStorage), read by a real Chromium from a restored copy. Holds secrets: API key only",
         auth: Auth::Bearer,
@@ -415,8 +483,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/v0/profiles/{id}",
+        handler: on!(profiles::get_one),
+        limit: Limit::Default,
         op: "getProfile",
         summary: "A profile's generations, sizes and last save",
         auth: Auth::Bearer,
@@ -428,8 +498,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "DELETE",
+        method: Method::Delete,
         path: "/v0/profiles/{id}",
+        handler: on!(profiles::delete),
+        limit: Limit::Default,
         op: "deleteProfile",
         summary: "Delete every generation of a profile",
         auth: Auth::Bearer,
@@ -441,8 +513,10 @@ pub static ROUTES: &[Route] = &[
         links: &[Link { op: "getProfile", params: BY_PATH_ID }],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/v0/profiles/{id}/data",
+        handler: on!(data::get),
+        limit: Limit::Default,
         op: "getProfileData",
         summary: "The profile's data document: small application state kept, encrypted, with the profile (version 0 and null until written)",
         auth: Auth::Bearer,
@@ -454,8 +528,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "PUT",
+        method: Method::Put,
         path: "/v0/profiles/{id}/data",
+        handler: on!(data::put),
+        limit: Limit::ProfileData,
         op: "putProfileData",
         summary: "Replace the profile's data document (body: any JSON, at most server.profile_data_max_bytes; If-Match / If-None-Match: * for compare-and-set). Also with the admin token of a running session that saves this profile",
         auth: Auth::Bearer,
@@ -467,8 +543,10 @@ pub static ROUTES: &[Route] = &[
         links: &[Link { op: "getProfileData", params: BY_PATH_ID }],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/v0/openapi.json",
+        handler: on!(openapi::serve),
+        limit: Limit::Default,
         op: "openapi",
         summary: "This OpenAPI document",
         auth: Auth::None,
@@ -480,8 +558,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/healthz",
+        handler: on!(health::healthz),
+        limit: Limit::Default,
         op: "healthz",
         summary: "Liveness",
         auth: Auth::None,
@@ -493,8 +573,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/readyz",
+        handler: on!(health::readyz),
+        limit: Limit::Default,
         op: "readyz",
         summary: "Readiness: store reachable, keys loaded, Chromium found, recovery done (503 with the same body when not)",
         auth: Auth::None,
@@ -506,8 +588,10 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
-        method: "GET",
+        method: Method::Get,
         path: "/metrics",
+        handler: on!(health::metrics),
+        limit: Limit::Default,
         op: "metrics",
         summary: "Prometheus metrics",
         auth: Auth::None,

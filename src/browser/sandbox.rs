@@ -122,6 +122,22 @@ fn euid() -> u32 {
 }
 
 impl Runtime {
+    /// A runtime that starts no browser (the `saves` job and in-process tests): its binary
+    /// does not exist, so a launch fails with [`Error`] and nothing else is touched.
+    pub fn inert(run_dir: PathBuf) -> Arc<Runtime> {
+        Runtime::new(Settings {
+            binary: "/nonexistent".into(),
+            unsafe_no_sandbox: true,
+            run_dir,
+            egress: Default::default(),
+            limits: Default::default(),
+            uid_base: 0,
+            uid_count: 0,
+            require_cgroups: false,
+            display: false,
+        })
+    }
+
     /// Checks what this host offers (bubblewrap, user namespaces, cgroups) once.
     pub fn new(settings: Settings) -> Arc<Runtime> {
         let root = euid() == 0;

@@ -24,18 +24,6 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let manager = Manager::new(
         vault,
         SessionConfig {
-            browser: profile_vault::browser::Runtime::new(profile_vault::browser::Settings {
-                binary: "/nonexistent".into(),
-                unsafe_no_sandbox: true,
-                run_dir: ctx.cfg.data_dir.join("run"),
-                egress: Default::default(),
-                limits: Default::default(),
-                uid_base: 0,
-                uid_count: 0,
-                require_cgroups: false,
-                display: false,
-            }),
-            data_dir: ctx.cfg.data_dir.clone(),
             max_sessions: 0,
             max_sessions_per_tenant: 0,
             max_cdp_clients: 0,
@@ -45,17 +33,18 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             inactive_timeout: None,
             absolute_timeout: None,
             max_session_secs: None,
-            close_deadline: Duration::from_secs(s.close_deadline.max(1)),
-            restore_deadline: Duration::from_secs(s.restore_deadline.max(1)),
             start_deadline: Duration::from_secs(1),
-            max_concurrent_saves: s.max_concurrent_saves,
             retry_failed_every: Duration::from_secs(3600),
-            lease_ttl: Duration::from_secs(s.lease_ttl.max(2)),
             live: Default::default(),
-            browser_version: None,
             allow_older_browser: true,
             room: Default::default(),
-            store_watch_max: std::time::Duration::from_secs(3600),
+            store_watch_max: Duration::from_secs(3600),
+            ..SessionConfig::from_server(
+                s,
+                profile_vault::browser::Runtime::inert(ctx.cfg.data_dir.join("run")),
+                ctx.cfg.data_dir.clone(),
+                None,
+            )
         },
     )?;
     if let Some(id) = &a.retry {

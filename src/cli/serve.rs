@@ -17,10 +17,6 @@ pub struct Args {
     pub listen: Option<String>,
 }
 
-fn secs(n: u64) -> Option<u64> {
-    (n > 0).then_some(n)
-}
-
 /// Loads API keys: `PV_API_KEYS`, else `server.api_keys_file`, else `<data_dir>/api-keys`;
 /// on the embedded default with none, generates one there.
 fn api_keys(ctx: &Ctx) -> anyhow::Result<ApiKeys> {
@@ -151,40 +147,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("http://{addr}"));
     let manager = Manager::new(
         vault,
-        SessionConfig {
-            browser,
-            data_dir: ctx.cfg.data_dir.clone(),
-            max_sessions: s.max_sessions,
-            max_sessions_per_tenant: s.max_sessions_per_tenant,
-            max_cdp_clients: s.max_cdp_clients,
-            max_cdp_clients_per_tenant: s.max_cdp_clients_per_tenant,
-            max_viewers_per_tenant: s.max_viewers_per_tenant,
-            max_state_jobs: (s.max_state_jobs, s.max_state_jobs_per_tenant),
-            inactive_timeout: secs(s.inactive_timeout),
-            absolute_timeout: secs(s.absolute_timeout),
-            max_session_secs: secs(s.max_session_secs),
-            live: profile_vault::live::LiveConfig {
-                max_viewers: s.max_viewers.max(1),
-                max_input_rate: s.viewer_input_rate.max(10),
-                ..Default::default()
-            },
-            close_deadline: Duration::from_secs(s.close_deadline.max(1)),
-            restore_deadline: Duration::from_secs(s.restore_deadline.max(1)),
-            start_deadline: Duration::from_secs(s.start_deadline.max(1)),
-            max_concurrent_saves: s.max_concurrent_saves,
-            retry_failed_every: Duration::from_secs(s.retry_failed_every.max(1)),
-            lease_ttl: Duration::from_secs(s.lease_ttl.max(2)),
-            browser_version,
-            allow_older_browser: s.allow_older_browser,
-            room: profile_vault::room::RoomConfig {
-                max_value_bytes: s.store_max_value_bytes,
-                max_keys: s.store_max_keys,
-                max_total_bytes: s.store_max_bytes,
-                max_writes_per_sec: s.store_writes_per_sec.max(1),
-                ..Default::default()
-            },
-            store_watch_max: Duration::from_secs(s.store_watch_max_secs.max(1)),
-        },
+        SessionConfig::from_server(s, browser, ctx.cfg.data_dir.clone(), browser_version),
     )?;
     // The cluster: a member record in the store (refused when other nodes run with another
     // secret, or this node has none), and session records every node answers from.

@@ -10,6 +10,7 @@
 //! daemon that was killed finds the sessions that were running at its next start, stops
 //! their orphaned browsers, and saves their profiles ([`Manager::recover`]).
 
+mod config;
 mod limits;
 mod records;
 mod save;
@@ -31,6 +32,7 @@ use crate::vault::{self, Base, Vault};
 use crate::{NoProgress, Progress};
 
 pub use crate::browser::LaunchOptions;
+pub use config::SessionConfig;
 pub use limits::JobSlot;
 use state::{now_ms, token_hash, Status};
 pub use state::{EndReason, ProfileInfo, SaveState, Session, SessionInfo, TimeoutChange, Timeouts};
@@ -81,56 +83,6 @@ pub enum Error {
         /// Cause.
         source: std::io::Error,
     },
-}
-
-/// Session settings (from the `[server]` config section).
-#[derive(Debug, Clone)]
-pub struct SessionConfig {
-    /// Starts the sessions' browsers, sandboxed.
-    pub browser: Arc<crate::browser::Runtime>,
-    /// Data directory (sessions/ and browsers/ live under it).
-    pub data_dir: PathBuf,
-    /// Most sessions at once.
-    pub max_sessions: usize,
-    /// Most sessions of one tenant at once (0: only `max_sessions`).
-    pub max_sessions_per_tenant: usize,
-    /// Most DevTools connections to one session's browser (0: no cap).
-    pub max_cdp_clients: usize,
-    /// Most DevTools connections to all of one tenant's sessions on this node (0: no cap).
-    pub max_cdp_clients_per_tenant: usize,
-    /// Most live-view viewers of all of one tenant's sessions on this node (0: no cap).
-    pub max_viewers_per_tenant: usize,
-    /// Storage-state imports/exports (each a browser) at once on this node, and per tenant.
-    pub max_state_jobs: (usize, usize),
-    /// Default inactivity timeout, seconds (`None`: never).
-    pub inactive_timeout: Option<u64>,
-    /// Default absolute timeout, seconds.
-    pub absolute_timeout: Option<u64>,
-    /// Cap on every session's absolute timeout, seconds.
-    pub max_session_secs: Option<u64>,
-    /// How long a browser may take to exit after `Browser.close` before it is killed.
-    pub close_deadline: Duration,
-    /// How long a restore may take.
-    pub restore_deadline: Duration,
-    /// How long Chromium may take to open DevTools.
-    pub start_deadline: Duration,
-    /// Saves running at once (the rest queue).
-    pub max_concurrent_saves: usize,
-    /// How often failed saves are retried from their kept directories.
-    pub retry_failed_every: Duration,
-    /// Lifetime of a profile lease; renewed every third of it while the session lives.
-    pub lease_ttl: Duration,
-    /// Live-view limits.
-    pub live: crate::live::LiveConfig,
-    /// This node's browser version (read once at start), compared with the version that
-    /// saved a profile before it is loaded.
-    pub browser_version: Option<String>,
-    /// Load profiles saved by a newer Chromium all the same (`server.allow_older_browser`).
-    pub allow_older_browser: bool,
-    /// Limits of each session's store.
-    pub room: crate::room::RoomConfig,
-    /// Longest one store watch (SSE) lasts before the client reconnects.
-    pub store_watch_max: Duration,
 }
 
 /// What to do with a profile.
