@@ -14,6 +14,7 @@ mod crash;
 mod deploy;
 mod display;
 mod faults;
+mod formats;
 mod hostile;
 mod kms;
 mod live;

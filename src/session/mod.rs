@@ -147,11 +147,25 @@ pub struct Record {
     pub pid: u32,
     /// Creation, Unix seconds.
     pub created_at: u64,
-    /// `running`, `ending` or `failed`.
-    pub state: String,
+    /// Where the session is.
+    pub state: RecordState,
     /// The browser identity the session ran with (pinned to the profile when it saves).
     #[serde(default)]
     pub identity: vault::Identity,
+}
+
+/// Where a session is, as its record on disk says (what a restarted daemon recovers from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordState {
+    /// Its browser is being started.
+    Starting,
+    /// Its browser runs.
+    Running,
+    /// It ended; its save is under way.
+    Ending,
+    /// Its save failed; the directory is kept for a retry.
+    Failed,
 }
 
 /// Counters the metrics endpoint reports.
@@ -481,7 +495,7 @@ impl Manager {
             dir: dir.clone(),
             pid: 0,
             created_at: now_ms() / 1000,
-            state: "starting".into(),
+            state: RecordState::Starting,
             identity: pinned.overridden_by(&req.identity),
         };
         let started = self
@@ -503,7 +517,7 @@ impl Manager {
             }
         };
         record.pid = browser.pid();
-        record.state = "running".into();
+        record.state = RecordState::Running;
         self.write_record(&record);
         guard.armed = false;
         if loaded {

@@ -15,7 +15,7 @@ impl Manager {
             dir: s.dir.clone(),
             pid: 0,
             created_at: s.created_at,
-            state: "ending".into(),
+            state: RecordState::Ending,
             identity: s.identity.clone(),
         };
         self.publish(&s).await;
@@ -43,7 +43,7 @@ impl Manager {
         if ok {
             self.forget(&s.id, &s.dir);
         } else {
-            record.state = "failed".into();
+            record.state = RecordState::Failed;
             self.write_record(&record);
         }
         // The store lease first, then the local lock: whoever takes the profile next finds both free.

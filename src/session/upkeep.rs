@@ -17,7 +17,7 @@ impl Manager {
         self.records
             .read_all()
             .into_iter()
-            .filter(|r| r.state == "failed" && tenant.is_none_or(|t| r.tenant == t))
+            .filter(|r| r.state == RecordState::Failed && tenant.is_none_or(|t| r.tenant == t))
             .collect()
     }
 
