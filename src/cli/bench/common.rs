@@ -10,12 +10,22 @@ use super::args::Args;
 use crate::cli::Ctx;
 use profile_vault::{Keyring, NoProgress, Vault};
 
+/// The process's peak RSS since the last [`reset_peak_rss`], MiB.
 pub(super) fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// The process's RSS now, MiB.
+pub(super) fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)

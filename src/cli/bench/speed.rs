@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::args::Args;
-use super::common::{bench_vault, peak_rss_mib, reset_peak_rss, store_url, timed_restore};
+use super::common::{bench_vault, peak_rss_mib, reset_peak_rss, rss_mib, store_url, timed_restore};
 use crate::cli::{human_bytes, Ctx};
 use profile_vault::vault::Base;
 use profile_vault::NoProgress;
@@ -22,9 +22,13 @@ struct Report {
     save_seconds: f64,
     save_mb_per_s: f64,
     save_peak_rss_mib: f64,
+    /// RSS when the save began (the process's own: binary, runtime, store client).
+    save_rss_before_mib: f64,
     restore_seconds: f64,
     restore_mb_per_s: f64,
     restore_peak_rss_mib: f64,
+    /// RSS when the restore began.
+    restore_rss_before_mib: f64,
 }
 
 /// Runs the speed bench on the profile `src`.
@@ -68,6 +72,7 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
         return Ok(());
     }
     reset_peak_rss();
+    let save_before = rss_mib();
     let t = Instant::now();
     let saved = vault
         .save("bench", &profile, src, Base::Current, Arc::new(NoProgress))
@@ -77,6 +82,7 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
 
     let dst = bench_dir.join(format!("restore-{}", uuid::Uuid::new_v4().simple()));
     reset_peak_rss();
+    let restore_before = rss_mib();
     let restore_s = timed_restore(&vault, &profile, &dst, saved.bytes_in).await?;
     let restore_rss = peak_rss_mib();
 
@@ -96,13 +102,15 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
         save_seconds: save_s,
         save_mb_per_s: mb / save_s,
         save_peak_rss_mib: save_rss,
+        save_rss_before_mib: save_before,
         restore_seconds: restore_s,
         restore_mb_per_s: mb / restore_s,
         restore_peak_rss_mib: restore_rss,
+        restore_rss_before_mib: restore_before,
     };
     ctx.print(&r, || {
         format!(
-            "store {}\nprofile: {} files, {} kept ({} left out), {} stored\nsave:    {:.2} s, {:.0} MB/s, peak RSS {:.1} MiB\nrestore: {:.2} s, {:.0} MB/s, peak RSS {:.1} MiB",
+            "store {}\nprofile: {} files, {} kept ({} left out), {} stored\nsave:    {:.2} s, {:.0} MB/s, peak RSS {:.1} MiB ({:.1} before)\nrestore: {:.2} s, {:.0} MB/s, peak RSS {:.1} MiB ({:.1} before)",
             r.store,
             r.files,
             human_bytes(r.kept_bytes),
@@ -111,9 +119,11 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
             r.save_seconds,
             r.save_mb_per_s,
             r.save_peak_rss_mib,
+            r.save_rss_before_mib,
             r.restore_seconds,
             r.restore_mb_per_s,
-            r.restore_peak_rss_mib
+            r.restore_peak_rss_mib,
+            r.restore_rss_before_mib
         )
     });
     Ok(())

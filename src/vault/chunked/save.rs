@@ -15,7 +15,7 @@ use std::sync::mpsc::sync_channel;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::stages::{collect, read_files, seal_chunks, Done, Job};
+use super::stages::{collect, read_files, seal_chunks, Budget, Done, Job, BUDGET_BYTES};
 use super::*;
 use crate::crypt::blob::ChunkKeys;
 use crate::profile::archive::{Entry, Kind};
@@ -383,17 +383,18 @@ fn pack_blocking(
         .collect();
     // Each channel end belongs to exactly the threads that use it, so when one stage stops
     // (an error, or the uploads failing) the others see a closed channel and stop too.
-    let (job_tx, job_rx) = sync_channel::<Vec<Job>>(threads * 2);
-    let (done_tx, done_rx) = sync_channel::<Result<Vec<Done>>>(threads * 2);
+    let (job_tx, job_rx) = sync_channel::<Vec<Job>>(threads);
+    let (done_tx, done_rx) = sync_channel::<Result<Vec<Done>>>(threads);
     let job_rx = Arc::new(Mutex::new(job_rx));
     let keys = &plan.keys;
     let known_ref = &known;
     let claimed = &claimed;
     let progress_ref: &dyn Progress = progress.as_ref();
+    let budget = &Budget::new(BUDGET_BYTES);
     let result: Result<Vec<(usize, usize, ChunkId)>> = std::thread::scope(|s| {
         {
             let done_tx = done_tx.clone();
-            s.spawn(move || read_files(reads, job_tx, done_tx, progress_ref));
+            s.spawn(move || read_files(reads, job_tx, done_tx, budget, progress_ref));
         }
         for _ in 0..threads {
             let (done_tx, job_rx) = (done_tx.clone(), job_rx.clone());
@@ -415,6 +416,7 @@ fn pack_blocking(
             &tx,
             &mut new_locs,
             &mut counters,
+            budget,
             progress.as_ref(),
         )
     });

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::save::Loc;
@@ -37,11 +37,67 @@ pub(super) struct Done {
 const BATCH_BYTES: usize = 1 << 20;
 const BATCH_CHUNKS: usize = 64;
 
-/// The reader thread: each file to read, chunk by chunk, in order, in batches.
+/// Bytes of chunks read and not yet packed, at most: the memory a save holds does not grow
+/// with the size of the profile's files (larger files cut into larger chunks).
+pub(super) const BUDGET_BYTES: usize = 24 << 20;
+
+/// The budget of chunk bytes in flight between the reader and the collector.
+pub(super) struct Budget {
+    /// Bytes left, and whether the collector stopped (then nothing waits any more).
+    left: Mutex<(usize, bool)>,
+    freed: Condvar,
+}
+
+impl Budget {
+    pub(super) fn new(bytes: usize) -> Budget {
+        Budget {
+            left: Mutex::new((bytes, false)),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Takes `n` bytes without waiting; false when there are not that many.
+    fn try_take(&self, n: usize) -> bool {
+        let mut l = self.left.lock().expect("budget");
+        if l.0 >= n || l.1 {
+            l.0 = l.0.saturating_sub(n);
+            return true;
+        }
+        false
+    }
+
+    /// Takes `n` bytes, waiting for the collector to free them (at most the whole budget is
+    /// waited for: a chunk larger than it goes alone).
+    fn take(&self, n: usize) {
+        let mut l = self.left.lock().expect("budget");
+        let need = n.min(BUDGET_BYTES);
+        while l.0 < need && !l.1 {
+            l = self.freed.wait(l).expect("budget");
+        }
+        l.0 = l.0.saturating_sub(n);
+    }
+
+    /// Gives `n` bytes back.
+    fn give(&self, n: usize) {
+        let mut l = self.left.lock().expect("budget");
+        l.0 += n;
+        self.freed.notify_all();
+    }
+
+    /// The collector stopped: nothing waits from now on.
+    fn close(&self) {
+        self.left.lock().expect("budget").1 = true;
+        self.freed.notify_all();
+    }
+}
+
+/// The reader thread: each file to read, chunk by chunk, in order, in batches, within the
+/// budget.
 pub(super) fn read_files(
     reads: Vec<(usize, PathBuf)>,
     jobs: SyncSender<Vec<Job>>,
     done: SyncSender<Result<Vec<Done>>>,
+    budget: &Budget,
     progress: &dyn Progress,
 ) {
     let mut batch: Vec<Job> = Vec::new();
@@ -56,6 +112,17 @@ pub(super) fn read_files(
             let n = read_full(&mut f, &mut head).map_err(io_at(&path))?;
             let mut carried = head[..n].to_vec();
             for (index, (_, len)) in chunker::cuts(&head[..n], size).enumerate() {
+                if !budget.try_take(len as usize) {
+                    // What is read is handed on before waiting: the budget it holds must be
+                    // able to come back.
+                    busy += t.elapsed();
+                    if !batch.is_empty() && jobs.send(std::mem::take(&mut batch)).is_err() {
+                        return Ok(false);
+                    }
+                    bytes = 0;
+                    budget.take(len as usize);
+                    t = Instant::now();
+                }
                 let mut data = std::mem::take(&mut carried);
                 let have = data.len();
                 data.resize(len as usize, 0);
@@ -168,8 +235,17 @@ pub(super) fn collect(
     tx: &tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
     locs: &mut HashMap<ChunkId, Loc>,
     counters: &mut ChunkStats,
+    budget: &Budget,
     progress: &dyn Progress,
 ) -> Result<Vec<(usize, usize, ChunkId)>> {
+    // However this returns, the reader stops waiting for budget.
+    struct Close<'a>(&'a Budget);
+    impl Drop for Close<'_> {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let _close = Close(budget);
     let mut placed = Vec::new();
     let mut builder = pack::Builder::new();
     let stopped = || {
@@ -183,6 +259,7 @@ pub(super) fn collect(
         let t = Instant::now();
         let mut sent = Duration::ZERO;
         for d in batch? {
+            budget.give(d.raw as usize);
             progress.advance(u64::from(d.raw));
             if let Some(blob) = d.blob {
                 let offset = builder.push(&blob);
