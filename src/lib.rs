@@ -29,6 +29,7 @@
 //! - [`storage_state`]: Playwright's storageState in and out of a profile;
 //! - [`cluster`]: nodes on one store answering as one service;
 //! - [`api`]: the HTTP API (routes, OpenAPI, errors);
+//! - [`daemon`]: the daemon wired once from its parts, and run until shut down;
 //! - [`audit`]: the audit trail of who did what to which profile;
 //! - [`config`]: the TOML config and `PV_*` environment;
 //! - [`metrics`], [`telemetry`], [`progress`]: Prometheus metrics, tracing setup, progress
@@ -43,6 +44,7 @@ pub mod cdp;
 pub mod cluster;
 pub mod config;
 pub mod crypt;
+pub mod daemon;
 pub mod display;
 pub mod fsutil;
 pub mod keys;

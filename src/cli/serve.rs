@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use super::data::BadInput;
 use super::Ctx;
-use profile_vault::api::{self, auth::ApiKeys, AppState};
+use profile_vault::api::auth::ApiKeys;
 use profile_vault::browser as chromium;
+use profile_vault::cluster::ClusterConfig;
+use profile_vault::daemon::{Daemon, Http};
 use profile_vault::session::{Manager, SessionConfig};
 
 /// Arguments of `serve`.
@@ -145,10 +147,6 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let manager = Manager::new(
-        vault,
-        SessionConfig::from_server(s, browser, ctx.cfg.data_dir.clone(), browser_version),
-    )?;
     // The cluster: a member record in the store (refused when other nodes run with another
     // secret, or this node has none), and session records every node answers from.
     let node_url = s
@@ -158,11 +156,19 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     if node_url.is_none() {
         tracing::warn!("listening on a wildcard address without server.node_url (PV_NODE_URL): other nodes cannot forward requests to this one");
     }
-    let cluster = profile_vault::cluster::Cluster::new(
-        manager.vault().store().clone(),
-        manager.node_id(),
-        profile_vault::cluster::ClusterConfig {
-            node_url: node_url.clone(),
+    let api_keys = keys.len();
+    let daemon = Daemon::build(
+        vault,
+        SessionConfig::from_server(s, browser, ctx.cfg.data_dir.clone(), browser_version),
+        Http {
+            keys,
+            public_url: public_url.clone(),
+            max_body: s.max_body_bytes,
+            viewer_origins: s.viewer_origins.clone(),
+            frame_ancestors: s.frame_ancestors.clone(),
+        },
+        Some(ClusterConfig {
+            node_url,
             secret: s.cluster_secret.clone(),
             heartbeat: Duration::from_secs(s.cluster_heartbeat_secs.max(1)),
             node_ttl: Duration::from_secs(
@@ -170,13 +176,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
                     .max(s.cluster_heartbeat_secs.max(1) * 2),
             ),
             capacity: s.max_sessions,
-        },
-    );
-    cluster
-        .join(node_url, 0)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot join the cluster: {e}"))?;
-    manager.attach_cluster(cluster);
+        }),
+    )
+    .await?;
+    let manager = daemon.manager().clone();
     {
         let m = manager.clone();
         tokio::spawn(async move {
@@ -189,27 +192,19 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             }
         });
     }
-    spawn_retention(ctx, manager.clone());
-    tracing::info!(listen = %addr, public_url, store = %ctx.cfg.store_url, chromium = %chromium.display(), api_keys = keys.len(), "profile-vault serving");
+    spawn_retention(ctx, manager);
+    tracing::info!(listen = %addr, public_url, store = %ctx.cfg.store_url, chromium = %chromium.display(), api_keys, "profile-vault serving");
     eprintln!(
         "profile-vault listening on http://{addr} (store {})",
         ctx.cfg.store_url
     );
-    let state = AppState {
-        manager,
-        keys: Arc::new(keys),
-        public_url,
-        max_body: s.max_body_bytes,
-        viewer_origins: s.viewer_origins.clone(),
-        frame_ancestors: s.frame_ancestors.clone(),
-    };
-    api::serve(
-        listener,
-        state,
-        shutdown_signal(),
-        Duration::from_secs(s.shutdown_grace),
-    )
-    .await?;
+    daemon
+        .run(
+            listener,
+            shutdown_signal(),
+            Duration::from_secs(s.shutdown_grace),
+        )
+        .await?;
     tracing::info!("profile-vault stopped");
     Ok(())
 }

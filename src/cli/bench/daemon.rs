@@ -1,7 +1,6 @@
 //! In-process daemons for the service benches, and the HTTP calls the benches make to them.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use super::common::bench_vault;
 use crate::cli::Ctx;
@@ -162,9 +161,10 @@ impl BenchDaemon {
         cluster_secret: Option<&str>,
         tweak: impl FnOnce(&mut profile_vault::browser::Settings),
     ) -> anyhow::Result<BenchDaemon> {
-        use profile_vault::api::{self, auth::ApiKeys, AppState};
+        use profile_vault::api::auth::ApiKeys;
         use profile_vault::browser as chromium;
-        use profile_vault::session::{Manager, SessionConfig};
+        use profile_vault::daemon::{Daemon, Http};
+        use profile_vault::session::SessionConfig;
         let mut settings = ctx
             .cfg
             .file
@@ -179,7 +179,21 @@ impl BenchDaemon {
         if let Err(e) = browser.status() {
             anyhow::bail!("the browser sandbox is unavailable here: {e}");
         }
-        let manager = Manager::new(
+        let token = if token == "bench" {
+            format!("bench-{}", uuid::Uuid::new_v4().simple())
+        } else {
+            token.to_string()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let cluster = cluster_secret.map(|secret| profile_vault::cluster::ClusterConfig {
+            node_url: Some(format!("http://{addr}")),
+            secret: Some(profile_vault::config::Secret::new(secret)),
+            heartbeat: std::time::Duration::from_secs(2),
+            node_ttl: std::time::Duration::from_secs(10),
+            capacity: 4,
+        });
+        let daemon = Daemon::build(
             vault,
             SessionConfig {
                 browser,
@@ -205,47 +219,19 @@ impl BenchDaemon {
                 room: Default::default(),
                 store_watch_max: std::time::Duration::from_secs(3600),
             },
-        )?;
-        let token = if token == "bench" {
-            format!("bench-{}", uuid::Uuid::new_v4().simple())
-        } else {
-            token.to_string()
-        };
-        let keys = ApiKeys::parse(&format!("bench:{token}"))?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?.to_string();
-        if let Some(secret) = cluster_secret {
-            use profile_vault::cluster::{Cluster, ClusterConfig};
-            let url = format!("http://{addr}");
-            let cluster = Cluster::new(
-                manager.vault().store().clone(),
-                manager.node_id(),
-                ClusterConfig {
-                    node_url: Some(url.clone()),
-                    secret: Some(profile_vault::config::Secret::new(secret)),
-                    heartbeat: std::time::Duration::from_secs(2),
-                    node_ttl: std::time::Duration::from_secs(10),
-                    capacity: 4,
-                },
-            );
-            cluster
-                .join(Some(url), 0)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot join the cluster: {e}"))?;
-            manager.attach_cluster(cluster);
-        }
-        let state = AppState {
-            manager,
-            keys: Arc::new(keys),
-            public_url: format!("http://{addr}"),
-            max_body: 65536,
-            viewer_origins: Vec::new(),
-            frame_ancestors: "*".into(),
-        };
+            Http {
+                keys: ApiKeys::parse(&format!("bench:{token}"))?,
+                public_url: format!("http://{addr}"),
+                max_body: 65536,
+                viewer_origins: Vec::new(),
+                frame_ancestors: "*".into(),
+            },
+            cluster,
+        )
+        .await?;
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(api::serve(
+        let server = tokio::spawn(daemon.run(
             listener,
-            state,
             async move {
                 let _ = stop_rx.await;
             },
