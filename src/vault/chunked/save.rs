@@ -287,9 +287,35 @@ fn pack_blocking(
     tx: tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
     progress: Arc<dyn Progress>,
 ) -> Result<Packed> {
-    let opts = plan.opts.clone();
     let walked_at = now();
     let walking = Instant::now();
+    let mut w = walk(&plan)?;
+    progress.spent(Step::Walk, walking.elapsed());
+    progress.start("packing", w.to_read);
+    let new_locs = pack_files(&plan, &mut w, &tx, progress.as_ref())?;
+    progress.finish();
+    let manifesting = Instant::now();
+    let packed = write_manifest(&plan, w, &new_locs, walked_at)?;
+    progress.spent(Step::Manifest, manifesting.elapsed());
+    Ok(packed)
+}
+
+/// What the walk found, against the base.
+struct Walked {
+    /// Every file of the new generation: its chunks reused from the base, or to read.
+    files: Vec<NewFile>,
+    dirs: Vec<String>,
+    /// Every chunk of the base, and where its blob is.
+    known: HashMap<ChunkId, Loc>,
+    /// Bytes to read.
+    to_read: u64,
+    counters: ChunkStats,
+    stats: PackStats,
+}
+
+/// Walks the profile and decides, file by file, what the base already has.
+fn walk(plan: &Plan) -> Result<Walked> {
+    let opts = &plan.opts;
     let (entries, mut stats) = archive::walk_profile(&plan.dir, &opts.pack.excludes)?;
     // What the base has: every chunk, and every file with its size, time and chunks.
     let mut known: HashMap<ChunkId, Loc> = HashMap::new();
@@ -367,9 +393,31 @@ fn pack_blocking(
         }
     }
     stats.dirs = dirs.len() as u64;
-    progress.spent(Step::Walk, walking.elapsed());
-    progress.start("packing", to_read);
+    Ok(Walked {
+        files,
+        dirs,
+        known,
+        to_read,
+        counters,
+        stats,
+    })
+}
 
+/// Reads, hashes, seals and packs the files to read (the stages of `stages.rs`), filling in
+/// their chunk ids; returns where each new chunk went.
+fn pack_files(
+    plan: &Plan,
+    w: &mut Walked,
+    tx: &tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
+    progress: &dyn Progress,
+) -> Result<HashMap<ChunkId, Loc>> {
+    let Walked {
+        files,
+        known,
+        counters,
+        ..
+    } = w;
+    let opts = &plan.opts;
     // Read, hash, seal and pack the files to read.
     let threads = opts.pack.threads.clamp(1, 8);
     let level = opts.pack.level;
@@ -389,7 +437,7 @@ fn pack_blocking(
     let keys = &plan.keys;
     let known_ref = &known;
     let claimed = &claimed;
-    let progress_ref: &dyn Progress = progress.as_ref();
+    let progress_ref: &dyn Progress = progress;
     let budget = &Budget::new(BUDGET_BYTES);
     let result: Result<Vec<(usize, usize, ChunkId)>> = std::thread::scope(|s| {
         {
@@ -411,14 +459,7 @@ fn pack_blocking(
             });
         }
         drop((done_tx, job_rx));
-        collect(
-            done_rx,
-            &tx,
-            &mut new_locs,
-            &mut counters,
-            budget,
-            progress.as_ref(),
-        )
+        collect(done_rx, tx, &mut new_locs, counters, budget, progress)
     });
     let placed = result?;
     for (file, index, id) in placed {
@@ -428,10 +469,25 @@ fn pack_blocking(
         }
         f.ids[index] = Some(id);
     }
-    progress.finish();
+    Ok(new_locs)
+}
 
-    // The manifest: packs in order of first use, chunks once each.
-    let manifesting = Instant::now();
+/// The manifest (packs in order of first use, chunks once each), sealed into the spool file.
+fn write_manifest(
+    plan: &Plan,
+    w: Walked,
+    new_locs: &HashMap<ChunkId, Loc>,
+    walked_at: u64,
+) -> Result<Packed> {
+    let Walked {
+        files,
+        dirs,
+        known,
+        mut counters,
+        mut stats,
+        ..
+    } = w;
+    let opts = &plan.opts;
     let mut t = Tables::default();
     let mut entries = Vec::with_capacity(files.len());
     for f in &files {
@@ -492,7 +548,6 @@ fn pack_blocking(
     })?;
     f.sync_all().map_err(io_at(path))?;
     stats.bytes_zip = encoded.len() as u64;
-    progress.spent(Step::Manifest, manifesting.elapsed());
     Ok(Packed {
         packs,
         uploaded: Vec::new(),
