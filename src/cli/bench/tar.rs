@@ -353,8 +353,9 @@ async fn rounds(
             }
         }
     }
-    // Measured after the rounds: its large buffers would have stayed in the heap and counted
-    // in the vault's peak memory.
+    // Measured after the rounds: its buffers would otherwise stay in the heap and count in
+    // the vault's peak memory, and the allocator would still map every chunk-sized buffer
+    // afresh (glibc raises its mmap threshold after the first large frees).
     let limits = limits::measure(src, bench_dir, vault.store().clone()).await?;
     let side = |v: &(Vec<f64>, Vec<f64>)| Side {
         save_seconds: median(&v.0),
