@@ -176,20 +176,29 @@ async fn starts_hold_their_limit_and_a_client_that_leaves_takes_nothing_with_it(
         sock.write_all(req.as_bytes()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(delay)).await;
         drop(sock);
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let (_, list) = d.call("GET", "/v0/vm", Some(KEY_T1), None).await;
-        // Either the start was abandoned (nothing left) or it had finished: end that one.
-        for s in list
-            .as_array()
-            .into_iter()
-            .flatten()
-            .chain(list["sessions"].as_array().into_iter().flatten())
-        {
-            if let Some(id) = s["session_id"].as_str() {
-                d.end_and_wait(KEY_T1, id).await;
-            }
-        }
+        // Either the start was abandoned (nothing left) or it finished (then it is a session,
+        // ended here). A start still under way on a loaded machine is waited for.
         let left = |sub: &str| std::fs::read_dir(data.join(sub)).map_or(0, |r| r.count());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        loop {
+            let (_, list) = d.call("GET", "/v0/vm", Some(KEY_T1), None).await;
+            for s in list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(list["sessions"].as_array().into_iter().flatten())
+            {
+                if let Some(id) = s["session_id"].as_str() {
+                    d.end_and_wait(KEY_T1, id).await;
+                }
+            }
+            let now = (left("run"), left("browsers"), left("sessions"));
+            if now == (0, 0, 0) || std::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         assert_eq!(
             (left("run"), left("browsers"), left("sessions")),
             (0, 0, 0),
