@@ -56,15 +56,20 @@ impl Daemon {
         cluster: Option<ClusterConfig>,
     ) -> Result<Daemon, Error> {
         let manager = Manager::new(vault, sessions)?;
-        if let Some(cfg) = cluster {
-            let url = cfg.node_url.clone();
-            let c = Cluster::new(manager.vault().store().clone(), manager.node_id(), cfg);
-            c.join(url, 0).await?;
-            manager.attach_cluster(c);
-        }
+        let cluster = match cluster {
+            Some(cfg) => {
+                let url = cfg.node_url.clone();
+                let c = Cluster::new(manager.vault().store().clone(), manager.node_id(), cfg);
+                c.join(url, 0).await?;
+                manager.subscribe(c.clone());
+                Some(c)
+            }
+            None => None,
+        };
         Ok(Daemon {
             state: AppState {
                 manager,
+                cluster,
                 keys: Arc::new(http.keys),
                 public_url: http.public_url,
                 max_body: http.max_body,

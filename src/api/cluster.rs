@@ -102,7 +102,7 @@ pub(super) async fn edge(State(state): State<AppState>, mut req: Request, next: 
             Err(e) => refused(e),
         };
     }
-    let Some(c) = state.manager.cluster().cloned() else {
+    let Some(c) = state.cluster.clone() else {
         return next.run(req).await;
     };
     if req.method() == Method::POST && req.uri().path() == "/v0/vm" {
@@ -259,7 +259,7 @@ async fn data_with_admin_token(
 /// The actor a signed request vouches for, the body hash and nonce it was signed with, if its
 /// signature checks out.
 fn verify(state: &AppState, req: &Request) -> Result<(String, String, String), sign::Refused> {
-    let c = state.manager.cluster().ok_or(sign::Refused::NoSecret)?;
+    let c = state.cluster.as_ref().ok_or(sign::Refused::NoSecret)?;
     let get = |n| header(req, n).ok_or(sign::Refused::Malformed);
     let a = sign::Assertion {
         node: get(sign::H_NODE)?.to_string(),

@@ -45,6 +45,8 @@ use crate::session::Manager;
 pub struct AppState {
     /// Sessions.
     pub manager: Arc<Manager>,
+    /// The cluster this node belongs to, if any.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// API keys.
     pub keys: Arc<auth::ApiKeys>,
     /// Base of `embed_url` and `cdp_url` (no trailing slash).
@@ -324,13 +326,14 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let manager = state.manager.clone();
+    let cluster = state.cluster.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(
         manager
             .clone()
             .run_sweeper(Duration::from_secs(1), stop_rx.clone()),
     );
-    let heartbeat = manager.cluster().cloned().map(|c| {
+    let heartbeat = cluster.clone().map(|c| {
         let (m1, m2) = (manager.clone(), manager.clone());
         tokio::spawn(c.run_heartbeat(
             move || m1.active_count(),
@@ -371,7 +374,7 @@ pub async fn serve(
         let _ = h.await;
     }
     // Every session ended and its record says so: the node leaves.
-    if let Some(c) = manager.cluster() {
+    if let Some(c) = cluster {
         c.leave().await;
     }
     result

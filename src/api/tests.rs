@@ -33,6 +33,7 @@ fn state(dir: &Path) -> AppState {
     .expect("manager");
     AppState {
         manager,
+        cluster: None,
         keys: Arc::new(ApiKeys::parse(KEY).expect("keys")),
         public_url: "http://127.0.0.1:9".into(),
         max_body: MAX_BODY,

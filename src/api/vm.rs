@@ -445,7 +445,7 @@ pub(super) async fn list(
             )
         })
         .collect();
-    if let Some(c) = state.manager.cluster() {
+    if let Some(c) = state.cluster.as_ref() {
         let records = c.records(Some(&tenant)).await.map_err(|e| {
             ApiError::new(
                 ErrorCode::StorageUnavailable,

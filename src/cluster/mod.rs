@@ -90,11 +90,6 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-/// Lowercase hex of bytes (MACs, digests and checks in records and headers).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -9,12 +9,12 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use super::{now_ms, Cluster, Owner};
-use crate::session::EndReason;
+use crate::session::{EndReason, Event, Published, Subscriber};
+use crate::store::{self, PutBody, PutMode};
 
 fn reason(r: EndReason) -> Value {
     serde_json::to_value(r).expect("end reasons serialize")
 }
-use crate::store::{self, PutBody, PutMode};
 
 /// Prefix of session records.
 pub const PREFIX: &str = "cluster/sessions/";
@@ -73,7 +73,7 @@ impl SessionRecord {
 /// SHA-256 of a token, lowercase hex (what records keep of admin tokens).
 pub fn token_sha256(token: &str) -> String {
     use sha2::Digest;
-    super::hex(&sha2::Sha256::digest(token.as_bytes()))
+    crate::crypt::hex(&sha2::Sha256::digest(token.as_bytes()))
 }
 
 /// Whether `id` can name a record (session ids are uuids).
@@ -94,6 +94,49 @@ fn key(id: &str) -> String {
 fn parse(bytes: &[u8]) -> Option<SessionRecord> {
     let r: SessionRecord = serde_json::from_slice(bytes).ok()?;
     (r.format == 1 && valid_id(&r.session_id)).then_some(r)
+}
+
+impl From<Published> for SessionRecord {
+    fn from(p: Published) -> Self {
+        SessionRecord {
+            format: 1,
+            session_id: p.session_id,
+            tenant: p.tenant,
+            node: p.node,
+            admin_token_sha256: p.admin_token_sha256,
+            active: p.active,
+            updated_ms: p.updated_ms,
+            info: p.info,
+        }
+    }
+}
+
+/// A cluster node publishes its sessions' changes as records and admin-token index entries.
+impl Subscriber for Cluster {
+    fn notify(&self, event: Event) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            match event {
+                Event::Changed(view) => {
+                    let record = SessionRecord::from(view);
+                    if let Err(e) = self.put_record(&record).await {
+                        tracing::warn!(session = %record.session_id, error = %e, "could not publish the session record to the cluster");
+                    }
+                }
+                Event::AdminTokenIssued {
+                    token_sha256,
+                    session_id,
+                } => self.put_admin_index(&token_sha256, &session_id).await,
+                Event::AdminTokenRetired { token_sha256 } => {
+                    self.delete_admin_index(&token_sha256).await;
+                }
+                Event::Forgotten(ids) => {
+                    for id in ids {
+                        self.delete_record(&id).await;
+                    }
+                }
+            }
+        })
+    }
 }
 
 impl Cluster {

@@ -58,14 +58,14 @@ impl Assertion {
     pub fn new_nonce() -> String {
         let mut n = [0u8; 16];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut n);
-        super::hex(&n)
+        crate::crypt::hex(&n)
     }
 }
 
 /// SHA-256 of `body`, hex (what [`Assertion::body_sha256`] holds).
 pub fn body_hash(body: &[u8]) -> String {
     use sha2::Digest;
-    super::hex(&Sha256::digest(body))
+    crate::crypt::hex(&Sha256::digest(body))
 }
 
 /// The nonces seen within the replay window.
@@ -102,7 +102,7 @@ fn mac(secret: &str, a: &Assertion, method: &str, path_and_query: &str) -> Hmac<
 
 /// The MAC of a request, lowercase hex.
 pub fn sign(secret: &str, a: &Assertion, method: &str, path_and_query: &str) -> String {
-    super::hex(
+    crate::crypt::hex(
         &mac(secret, a, method, path_and_query)
             .finalize()
             .into_bytes(),
@@ -176,7 +176,7 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 pub fn secret_check(secret: &str) -> String {
     let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     m.update(b"profile-vault/cluster/v1/secret-check");
-    super::hex(&m.finalize().into_bytes()[..16])
+    crate::crypt::hex(&m.finalize().into_bytes()[..16])
 }
 
 #[cfg(test)]

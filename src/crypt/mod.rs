@@ -18,6 +18,17 @@ pub mod stream;
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+/// Lowercase hex of `bytes` (digests, MACs and ids in keys, records and headers).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
 /// Length in bytes of every symmetric key used here (AES-256).
 pub const KEY_LEN: usize = 32;
 

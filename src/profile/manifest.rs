@@ -104,11 +104,7 @@ pub struct Manifest {
 
 /// Hex of a chunk id.
 pub fn id_hex(id: &ChunkId) -> String {
-    let mut s = String::with_capacity(ID_LEN * 2);
-    for b in id {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    crate::crypt::hex(id)
 }
 
 /// A chunk id from its hex (lowercase only).

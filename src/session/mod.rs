@@ -11,6 +11,7 @@
 //! their orphaned browsers, and saves their profiles ([`Manager::recover`]).
 
 mod config;
+mod events;
 mod limits;
 mod records;
 mod save;
@@ -33,6 +34,7 @@ use crate::{NoProgress, Progress};
 
 pub use crate::browser::LaunchOptions;
 pub use config::SessionConfig;
+pub use events::{Event, Published, Subscriber};
 pub use limits::JobSlot;
 use state::{now_ms, token_hash, Status};
 pub use state::{EndReason, ProfileInfo, SaveState, Session, SessionInfo, TimeoutChange, Timeouts};
@@ -204,7 +206,7 @@ pub struct Manager {
     recovering: AtomicUsize,
     retrying: Mutex<std::collections::HashSet<String>>,
     node_id: String,
-    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    subscriber: std::sync::OnceLock<Arc<dyn Subscriber>>,
     records: records::Records,
     /// Sessions between their slot's reservation and their start's end, by tenant.
     starting: Mutex<HashMap<String, usize>>,
@@ -274,7 +276,7 @@ impl Manager {
             recovering: AtomicUsize::new(0),
             retrying: Mutex::new(std::collections::HashSet::new()),
             node_id,
-            cluster: std::sync::OnceLock::new(),
+            subscriber: std::sync::OnceLock::new(),
         }))
     }
 
@@ -283,38 +285,36 @@ impl Manager {
         &self.node_id
     }
 
-    /// Makes this manager a cluster node: it publishes every session's record to `cluster`.
+    /// Subscribes `to` this manager's [`Event`]s (a cluster node publishing its sessions).
     /// Set once; later calls are ignored.
-    pub fn attach_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
-        let _ = self.cluster.set(cluster);
+    pub fn subscribe(&self, to: Arc<dyn Subscriber>) {
+        let _ = self.subscriber.set(to);
     }
 
-    /// The cluster this node belongs to, if any.
-    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
-        self.cluster.get()
+    /// Tells the subscriber, if any, of `event`.
+    pub(crate) async fn notify(&self, event: Event) {
+        if let Some(sub) = self.subscriber.get() {
+            sub.notify(event).await;
+        }
     }
 
-    /// Writes the session's public record for the other nodes (best effort: a failure is
-    /// logged, and the next change writes it again).
+    /// Publishes the session's public view, in the order of its changes.
     pub(crate) async fn publish(&self, s: &Session) {
-        let Some(c) = self.cluster.get() else {
+        if self.subscriber.get().is_none() {
             return;
-        };
+        }
         let _order = s.published.lock().await;
         let info = s.info();
-        let record = crate::cluster::SessionRecord {
-            format: 1,
+        let view = Published {
             session_id: s.id.clone(),
             tenant: s.tenant.clone(),
             node: self.node_id.clone(),
-            admin_token_sha256: crate::cluster::hex(&s.admin_token_hash),
+            admin_token_sha256: crate::crypt::hex(&s.admin_token_hash),
             active: info.end_reason.is_none(),
             updated_ms: now_ms(),
             info: serde_json::to_value(&info).expect("info serializes"),
         };
-        if let Err(e) = c.put_record(&record).await {
-            tracing::warn!(session = %s.id, error = %e, "could not publish the session record to the cluster");
-        }
+        self.notify(Event::Changed(view)).await;
     }
 
     /// The vault.
@@ -595,10 +595,13 @@ impl Manager {
             .insert(id.clone(), session.clone());
         self.counters.started.fetch_add(1, Ordering::Relaxed);
         self.publish(&session).await;
-        if let (Some(c), Some(_)) = (self.cluster.get(), &session.profile_id) {
+        if session.profile_id.is_some() {
             // Its admin token reaches the profile's data document through any node.
-            c.put_admin_index(&crate::cluster::hex(&session.admin_token_hash), &id)
-                .await;
+            self.notify(Event::AdminTokenIssued {
+                token_sha256: crate::crypt::hex(&session.admin_token_hash),
+                session_id: id.clone(),
+            })
+            .await;
         }
         tracing::info!(session = %id, tenant, profile = ?session.profile_id, loaded, save, "session started");
         Ok((session, admin_token))

@@ -95,7 +95,7 @@ impl Records {
     fn mac(&self, r: &Record) -> String {
         let mut m = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
         m.update(&serde_json::to_vec(r).expect("record serializes"));
-        crate::cluster::hex(&m.finalize().into_bytes())
+        crate::crypt::hex(&m.finalize().into_bytes())
     }
 
     /// Writes `r` (atomically, owner-only), signed.

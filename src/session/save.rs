@@ -19,9 +19,11 @@ impl Manager {
             identity: s.identity.clone(),
         };
         self.publish(&s).await;
-        if let (Some(c), Some(_)) = (self.cluster.get(), &s.profile_id) {
-            c.delete_admin_index(&crate::cluster::hex(&s.admin_token_hash))
-                .await;
+        if s.profile_id.is_some() {
+            self.notify(Event::AdminTokenRetired {
+                token_sha256: crate::crypt::hex(&s.admin_token_hash),
+            })
+            .await;
         }
         if let Some(mut b) = s.browser.lock().await.take() {
             record.pid = b.pid();

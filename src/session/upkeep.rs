@@ -164,13 +164,9 @@ impl Manager {
                 }
                 keep
             });
-        if let (Some(c), false) = (self.cluster.get(), forgotten.is_empty()) {
-            let c = c.clone();
-            tokio::spawn(async move {
-                for id in forgotten {
-                    c.delete_record(&id).await;
-                }
-            });
+        if let (Some(sub), false) = (self.subscriber.get(), forgotten.is_empty()) {
+            let sub = sub.clone();
+            tokio::spawn(async move { sub.notify(Event::Forgotten(forgotten)).await });
         }
         n
     }

@@ -97,7 +97,7 @@ impl LocalFileSystem {
     }
 
     fn lock(&self, key: &str) -> Result<File> {
-        let name = hex(&sha2::Sha256::digest(key.as_bytes()));
+        let name = crate::crypt::hex(&sha2::Sha256::digest(key.as_bytes()));
         let path = self.root.join(".pv-locks").join(name);
         let f = fs::OpenOptions::new()
             .create(true)
@@ -224,10 +224,6 @@ impl PrivateOpen for fs::OpenOptions {
     fn mode_private(&mut self) -> &mut Self {
         std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[async_trait::async_trait]
