@@ -329,7 +329,8 @@ impl Conn {
             close(&mut self.tx, 4002, "messages must be JSON").await;
             return false;
         };
-        if msg["t"] != "rtt" {
+        let kind = crate::live::protocol::Kind::of(&msg);
+        if kind.is_ok_and(crate::live::protocol::Kind::is_activity) {
             self.s.touch();
         }
         match crate::live::input::handle(&self.s.live, &self.user, &msg).await {
@@ -360,7 +361,8 @@ async fn auth_message(rx: &mut futures_util::stream::SplitStream<WebSocket>) -> 
         return None;
     };
     let m: Value = serde_json::from_str(t.as_str()).ok()?;
-    (m["t"] == "auth").then(|| m["userdata"].clone())
+    (crate::live::protocol::Kind::of(&m) == Ok(crate::live::protocol::Kind::Auth))
+        .then(|| m["userdata"].clone())
 }
 
 /// Asks the session's auth webhook whether the user `id` may join (Hyperbeam's webhook

@@ -13,6 +13,7 @@ pub mod chrome_tabs;
 pub mod downloads;
 pub mod hub;
 pub mod input;
+pub mod protocol;
 pub mod roles;
 pub mod uploads;
 
