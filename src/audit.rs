@@ -96,11 +96,10 @@ impl Audit {
             error,
         };
         tracing::info!(target: "audit", action = ?e.action, tenant = %e.tenant, profile = ?e.profile, generation = ?e.generation, actor = %e.actor, outcome = %e.outcome, error = ?e.error, "audit");
-        let key = format!(
-            "audit/{}/{:013}-{}.json",
-            e.tenant,
+        let key = crate::layout::audit_event(
+            &e.tenant,
             e.at_ms,
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
+            &uuid::Uuid::new_v4().simple().to_string()[..12],
         );
         let body = serde_json::to_vec(&e).expect("event serializes");
         if let Err(err) = self
@@ -122,7 +121,11 @@ impl Audit {
         profile: Option<&str>,
     ) -> Result<Vec<Event>, store::Error> {
         let mut out = Vec::new();
-        for m in self.store.list(&format!("audit/{tenant}/")).await? {
+        for m in self
+            .store
+            .list(&crate::layout::audit_prefix(tenant))
+            .await?
+        {
             let bytes = self.store.get(&m.key).await?.bytes().await?;
             if let Ok(e) = serde_json::from_slice::<Event>(&bytes) {
                 if profile.is_none_or(|p| e.profile.as_deref() == Some(p)) {

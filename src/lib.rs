@@ -13,6 +13,8 @@
 //!   versioned object formats;
 //! - [`store`]: the [`Store`] trait with filesystem and S3 backends and their conformance suite;
 //! - [`vault`]: generations, head records, save/restore/verify/rollback/delete/rekey;
+//! - [`layout`]: every object key of the store (FORMAT.md §1), and the validated ids
+//!   ([`layout::ProfileAddr`]) they are made of;
 //! - [`fsutil`]: owner-only files and durable replacement.
 //!
 //! Service:
@@ -48,6 +50,7 @@ pub mod daemon;
 pub mod display;
 pub mod fsutil;
 pub mod keys;
+pub mod layout;
 pub mod live;
 pub mod metrics;
 pub mod profile;

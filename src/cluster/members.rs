@@ -10,9 +10,6 @@ use serde::{Deserialize, Serialize};
 use super::{now_ms, sign, Cluster, Error};
 use crate::store::{self, PutBody, PutMode};
 
-/// Prefix of member records.
-pub const PREFIX: &str = "cluster/nodes/";
-
 /// One node as the cluster sees it. Unknown fields are tolerated (a later release may add
 /// some within format 1).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -40,7 +37,7 @@ pub struct Member {
 }
 
 fn key(node: &str) -> String {
-    format!("{PREFIX}{node}.json")
+    crate::layout::cluster_node(node)
 }
 
 fn parse(bytes: &[u8]) -> Option<Member> {
@@ -63,7 +60,7 @@ impl Cluster {
     /// Storage errors.
     pub async fn refresh(&self) -> store::Result<Vec<Member>> {
         let mut out = Vec::new();
-        for meta in self.store.list(PREFIX).await? {
+        for meta in self.store.list(crate::layout::CLUSTER_NODES).await? {
             match self.store.get(&meta.key).await {
                 Ok(g) => {
                     if let Some(m) = parse(&g.bytes().await?) {

@@ -16,14 +16,6 @@ fn reason(r: EndReason) -> Value {
     serde_json::to_value(r).expect("end reasons serialize")
 }
 
-/// Prefix of session records.
-pub const PREFIX: &str = "cluster/sessions/";
-
-/// Prefix of the admin-token index: `cluster/admins/<SHA-256 of the token>` holds the session
-/// id, so a node can find the session of an admin token used on a route without a session id
-/// (the profile data document). A hash of a random 256-bit token reveals nothing.
-pub const ADMIN_PREFIX: &str = "cluster/admins/";
-
 /// Records of lost nodes are removed this long after the node was lost.
 const LOST_KEEP_MS: u64 = 3_600_000;
 
@@ -83,12 +75,11 @@ pub fn valid_id(id: &str) -> bool {
 
 /// The index key of an admin token's SHA-256 (64 hex digits), if it is one.
 fn admin_key(token_sha256: &str) -> Option<String> {
-    (token_sha256.len() == 64 && token_sha256.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| format!("{ADMIN_PREFIX}{token_sha256}"))
+    crate::layout::cluster_admin(token_sha256)
 }
 
 fn key(id: &str) -> String {
-    format!("{PREFIX}{id}.json")
+    crate::layout::cluster_session(id)
 }
 
 fn parse(bytes: &[u8]) -> Option<SessionRecord> {
@@ -178,7 +169,7 @@ impl Cluster {
     pub async fn records(&self, tenant: Option<&str>) -> store::Result<Vec<SessionRecord>> {
         let keys: Vec<String> = self
             .store
-            .list(PREFIX)
+            .list(crate::layout::CLUSTER_SESSIONS)
             .await?
             .into_iter()
             .map(|m| m.key)

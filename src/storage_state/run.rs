@@ -72,7 +72,7 @@ impl Runner {
         id: &str,
         state: &StorageState,
     ) -> Result<SaveReport, Error> {
-        vault::validate_id("profile", id)?;
+        vault::validate_id("profile", id).map_err(vault::Error::from)?;
         if vault.profile_exists(tenant, id).await? {
             return Err(Error::Exists(id.into()));
         }

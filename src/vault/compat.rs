@@ -45,11 +45,12 @@ impl Vault {
         generation: Option<u64>,
         browser_version: Option<&str>,
     ) -> Result<()> {
+        let at = &ProfileAddr::new(tenant, profile)?;
         let Some(browser) = browser_version else {
             return Ok(());
         };
-        let generation = self.resolve(tenant, profile, generation).await?;
-        let rec = self.read_record(tenant, profile, generation).await?;
+        let generation = self.resolve(at, generation).await?;
+        let rec = self.read_record(at, generation).await?;
         let Some(saved) = rec.stats.chromium_version.as_deref() else {
             return Ok(());
         };

@@ -17,10 +17,6 @@ pub const DATA_FORMAT: u32 = 1;
 /// Default largest document, serialized, in bytes.
 pub const DEFAULT_DATA_MAX_BYTES: usize = 64 * 1024;
 
-fn data_key(tenant: &str, profile: &str) -> String {
-    format!("{}data.json", prefix(tenant, profile))
-}
-
 /// The stored record of a data document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,10 +107,9 @@ pub enum DataError {
 impl Vault {
     pub(super) async fn read_data_record(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
     ) -> Result<Option<(DataRecord, String)>> {
-        let key = data_key(tenant, profile);
+        let key = at.data();
         let g = match self.store.get(&key).await {
             Ok(g) => g,
             Err(store::Error::NotFound { .. }) => return Ok(None),
@@ -134,7 +129,7 @@ impl Vault {
         if rec.format != DATA_FORMAT {
             return Err(bad(format!("data format {} is not supported", rec.format)));
         }
-        if rec.tenant != tenant || rec.profile != profile {
+        if rec.tenant != at.tenant() || rec.profile != at.profile() {
             return Err(bad(format!(
                 "names tenant {:?} profile {:?} (copied from elsewhere?)",
                 rec.tenant, rec.profile
@@ -147,7 +142,7 @@ impl Vault {
     }
 
     async fn unwrap_data(&self, rec: &DataRecord) -> Result<DataKey> {
-        let key = data_key(&rec.tenant, &rec.profile);
+        let key = ProfileAddr::new(&rec.tenant, &rec.profile)?.data();
         let blob = base64::engine::general_purpose::STANDARD
             .decode(&rec.wrapped_key)
             .map_err(|_| Error::BadRecord {
@@ -163,7 +158,7 @@ impl Vault {
     }
 
     async fn open_data(&self, rec: &DataRecord) -> Result<DataDoc> {
-        let key = data_key(&rec.tenant, &rec.profile);
+        let key = ProfileAddr::new(&rec.tenant, &rec.profile)?.data();
         let dek = self.unwrap_data(rec).await?;
         let sealed = base64::engine::general_purpose::STANDARD
             .decode(&rec.sealed)
@@ -190,10 +185,11 @@ impl Vault {
     /// # Errors
     /// Invalid ids, storage errors.
     pub async fn profile_exists(&self, tenant: &str, profile: &str) -> Result<bool> {
-        if self.head(tenant, profile).await?.is_some() {
+        let at = ProfileAddr::new(tenant, profile)?;
+        if self.head_at(&at).await?.is_some() {
             return Ok(true);
         }
-        match self.store.head(&data_key(tenant, profile)).await {
+        match self.store.head(&at.data()).await {
             Ok(_) => Ok(true),
             Err(store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e.into()),
@@ -205,9 +201,10 @@ impl Vault {
     /// # Errors
     /// Invalid ids, storage and key errors, a tampered or misplaced document.
     pub async fn data(&self, tenant: &str, profile: &str) -> Result<DataDoc> {
-        validate_id("tenant", tenant)?;
-        validate_id("profile", profile)?;
-        match self.read_data_record(tenant, profile).await? {
+        match self
+            .read_data_record(&ProfileAddr::new(tenant, profile)?)
+            .await?
+        {
             None => Ok(DataDoc {
                 version: 0,
                 updated_at: None,
@@ -231,7 +228,10 @@ impl Vault {
         data: &serde_json::Value,
         cond: DataCondition,
     ) -> Result<u64, DataError> {
-        let r = self.set_data_inner(tenant, profile, data, cond).await;
+        let r = match ProfileAddr::new(tenant, profile) {
+            Ok(at) => self.set_data_inner(&at, data, cond).await,
+            Err(e) => Err(Error::from(e).into()),
+        };
         let logged: Result<(), String> = r.as_ref().map(|_| ()).map_err(ToString::to_string);
         self.audit
             .record(
@@ -249,13 +249,11 @@ impl Vault {
 
     async fn set_data_inner(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         data: &serde_json::Value,
         cond: DataCondition,
     ) -> Result<u64, DataError> {
-        validate_id("tenant", tenant)?;
-        validate_id("profile", profile)?;
+        let (tenant, profile) = (at.tenant(), at.profile());
         let plain = serde_json::to_vec(data).expect("a JSON value serializes");
         let max = self.opts.data_max_bytes;
         if plain.len() > max {
@@ -264,7 +262,7 @@ impl Vault {
                 max,
             });
         }
-        let current = self.read_data_record(tenant, profile).await?;
+        let current = self.read_data_record(at).await?;
         let now_version = current.as_ref().map_or(0, |(r, _)| r.version);
         if let DataCondition::Version(expected) = cond {
             if expected != now_version {
@@ -302,11 +300,7 @@ impl Vault {
             None => PutMode::Create,
             Some((_, etag)) => PutMode::Update(etag),
         };
-        match self
-            .store
-            .put(&data_key(tenant, profile), PutBody::Bytes(body), mode)
-            .await
-        {
+        match self.store.put(&at.data(), PutBody::Bytes(body), mode).await {
             Ok(_) => {
                 tracing::info!(
                     tenant,
@@ -319,7 +313,7 @@ impl Vault {
             Err(store::Error::AlreadyExists { .. } | store::Error::Precondition { .. }) => {
                 // Another writer won: report the version it wrote.
                 let current = self
-                    .read_data_record(tenant, profile)
+                    .read_data_record(at)
                     .await?
                     .map_or(0, |(r, _)| r.version);
                 Err(DataError::Precondition {
@@ -335,13 +329,12 @@ impl Vault {
     /// was under `to` already, or there is none).
     pub(super) async fn rekey_data(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         to: &str,
         target_arn: Option<&str>,
         dry_run: bool,
     ) -> Result<Option<bool>> {
-        let Some((mut rec, etag)) = self.read_data_record(tenant, profile).await? else {
+        let Some((mut rec, etag)) = self.read_data_record(at).await? else {
             return Ok(None);
         };
         if rec.key_id == to && rec.kms_key_arn.as_deref() == target_arn {
@@ -355,11 +348,7 @@ impl Vault {
             rec.kms_key_arn = w.kms_key_arn;
             let body = Bytes::from(serde_json::to_vec_pretty(&rec).expect("record serializes"));
             self.store
-                .put(
-                    &data_key(tenant, profile),
-                    PutBody::Bytes(body),
-                    PutMode::Update(etag),
-                )
+                .put(&at.data(), PutBody::Bytes(body), PutMode::Update(etag))
                 .await?;
         }
         Ok(Some(true))

@@ -3,6 +3,15 @@
 
 use super::*;
 
+impl From<crate::layout::InvalidId> for Error {
+    fn from(e: crate::layout::InvalidId) -> Self {
+        Error::InvalidId {
+            what: e.what,
+            id: e.id,
+        }
+    }
+}
+
 /// Errors of vault operations.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -69,13 +69,10 @@ pub struct PackGcReport {
     pub skipped: Option<String>,
 }
 
-fn gc_key(tenant: &str, profile: &str) -> String {
-    format!("{}gc.json", prefix(tenant, profile))
-}
-
 impl Vault {
-    async fn read_gc(&self, tenant: &str, profile: &str) -> Result<(GcState, Option<String>)> {
-        let key = gc_key(tenant, profile);
+    async fn read_gc(&self, at: &ProfileAddr) -> Result<(GcState, Option<String>)> {
+        let (tenant, profile) = (at.tenant(), at.profile());
+        let key = at.gc();
         match self.store.get(&key).await {
             Ok(g) => {
                 let etag = g.meta.etag.clone();
@@ -107,23 +104,13 @@ impl Vault {
     }
 
     /// Writes `gc.json` on the version read; `Ok(false)` when another writer was first.
-    async fn write_gc(
-        &self,
-        tenant: &str,
-        profile: &str,
-        s: &GcState,
-        etag: Option<String>,
-    ) -> Result<bool> {
+    async fn write_gc(&self, at: &ProfileAddr, s: &GcState, etag: Option<String>) -> Result<bool> {
         let body = Bytes::from(serde_json::to_vec_pretty(s).expect("gc state serializes"));
         let mode = match etag {
             Some(e) => PutMode::Update(e),
             None => PutMode::Create,
         };
-        match self
-            .store
-            .put(&gc_key(tenant, profile), PutBody::Bytes(body), mode)
-            .await
-        {
+        match self.store.put(&at.gc(), PutBody::Bytes(body), mode).await {
             Ok(_) => Ok(true),
             Err(store::Error::Precondition { .. } | store::Error::AlreadyExists { .. }) => {
                 Ok(false)
@@ -136,14 +123,10 @@ impl Vault {
     ///
     /// # Errors
     /// [`Error::PacksCollected`] when one was deleted meanwhile; storage errors.
-    pub(super) async fn claim_packs(
-        &self,
-        tenant: &str,
-        profile: &str,
-        packs: &[String],
-    ) -> Result<()> {
+    pub(super) async fn claim_packs(&self, at: &ProfileAddr, packs: &[String]) -> Result<()> {
+        let profile = at.profile();
         for _ in 0..32 {
-            let (mut s, etag) = self.read_gc(tenant, profile).await?;
+            let (mut s, etag) = self.read_gc(at).await?;
             if etag.is_none() {
                 return Ok(());
             }
@@ -159,13 +142,13 @@ impl Vault {
             if s.marked.len() == before {
                 return Ok(());
             }
-            if self.write_gc(tenant, profile, &s, etag).await? {
+            if self.write_gc(at, &s, etag).await? {
                 return Ok(());
             }
         }
         Err(Error::Store(store::Error::Unavailable {
             op: "put",
-            key: gc_key(tenant, profile),
+            key: at.gc(),
             message: "gc.json kept changing while this save claimed its packs".into(),
         }))
     }
@@ -181,16 +164,15 @@ impl Vault {
         profile: &str,
         dry_run: bool,
     ) -> Result<PackGcReport> {
-        validate_id("tenant", tenant)?;
-        validate_id("profile", profile)?;
+        let at = &ProfileAddr::new(tenant, profile)?;
         let grace_ms = self.opts.pack_grace.as_millis() as u64;
         let mut report = PackGcReport {
             tenant: tenant.into(),
             profile: profile.into(),
             ..PackGcReport::default()
         };
-        let (mut s, etag) = self.read_gc(tenant, profile).await?;
-        let pack_prefix = format!("{}packs/", prefix(tenant, profile));
+        let (mut s, etag) = self.read_gc(at).await?;
+        let pack_prefix = at.packs();
         let listed: Vec<store::ObjectMeta> = self.store.list(&pack_prefix).await?;
         report.packs = listed.len() as u64;
         if listed.is_empty() && s.marked.is_empty() {
@@ -199,13 +181,13 @@ impl Vault {
         // Every pack a generation record names is used. A record this build cannot read
         // stops the collection: nothing is deleted on a guess.
         let mut used: HashSet<String> = HashSet::new();
-        let (payloads, records) = self.generation_numbers(tenant, profile).await?;
+        let (payloads, records) = self.generation_numbers(at).await?;
         // A payload without a record is a save between its manifest and its record (it has
         // claimed, or is claiming, its packs): nothing is deleted while one is there. One
         // older than MAX_SAVE was left by a crash and no longer holds collections back.
         let mut in_flight = false;
         for g in payloads.iter().filter(|g| !records.contains(g)) {
-            match self.store.head(&payload_key(tenant, profile, *g)).await {
+            match self.store.head(&at.generation(*g, GenFile::Payload)).await {
                 Ok(m)
                     if now_ms().saturating_sub(m.modified.saturating_mul(1000))
                         < MAX_SAVE.as_millis() as u64 =>
@@ -217,7 +199,7 @@ impl Vault {
             }
         }
         for g in records {
-            match self.read_record(tenant, profile, g).await {
+            match self.read_record(at, g).await {
                 Ok(r) => used.extend(r.packs.into_iter().flatten()),
                 Err(Error::GenerationNotFound { .. }) => {}
                 Err(e) => {
@@ -278,16 +260,14 @@ impl Vault {
         if dry_run {
             return Ok(report);
         }
-        if (changed || !to_delete.is_empty()) && !self.write_gc(tenant, profile, &s, etag).await? {
+        if (changed || !to_delete.is_empty()) && !self.write_gc(at, &s, etag).await? {
             report.deleted.clear();
             report.deleted_bytes = 0;
             report.skipped = Some("another save or collection changed gc.json; next time".into());
             return Ok(report);
         }
         for (p, _) in &to_delete {
-            self.store
-                .delete(&chunked::pack_key(tenant, profile, p))
-                .await?;
+            self.store.delete(&at.pack(p)).await?;
         }
         if !to_delete.is_empty() {
             crate::metrics::METRICS
@@ -310,7 +290,7 @@ impl Vault {
     /// Storage errors.
     pub async fn gc_all_packs(&self, tenant: &str, dry_run: bool) -> Result<Vec<PackGcReport>> {
         validate_id("tenant", tenant)?;
-        let root = format!("tenants/{tenant}/profiles/");
+        let root = crate::layout::profiles_prefix(tenant);
         let mut names: Vec<String> = self
             .store
             .list(&root)

@@ -20,14 +20,9 @@ pub struct LeaseRecord {
 /// A lease this process holds.
 #[derive(Debug, Clone)]
 pub struct Lease {
-    tenant: String,
-    profile: String,
+    at: ProfileAddr,
     record: LeaseRecord,
     etag: String,
-}
-
-fn lease_key(tenant: &str, profile: &str) -> String {
-    format!("{}lease.json", prefix(tenant, profile))
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -50,9 +45,8 @@ impl Vault {
         session: &str,
         ttl: std::time::Duration,
     ) -> Result<Option<Lease>> {
-        validate_id("tenant", tenant)?;
-        validate_id("profile", profile)?;
-        let key = lease_key(tenant, profile);
+        let at = ProfileAddr::new(tenant, profile)?;
+        let key = at.lease();
         let mode = match self.store.get(&key).await {
             Ok(g) => {
                 let etag = g.meta.etag.clone();
@@ -79,12 +73,7 @@ impl Vault {
         };
         let body = Bytes::from(serde_json::to_vec(&record).expect("lease serializes"));
         match self.store.put(&key, PutBody::Bytes(body), mode).await {
-            Ok(etag) => Ok(Some(Lease {
-                tenant: tenant.into(),
-                profile: profile.into(),
-                record,
-                etag,
-            })),
+            Ok(etag) => Ok(Some(Lease { at, record, etag })),
             Err(store::Error::AlreadyExists { .. } | store::Error::Precondition { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -101,7 +90,7 @@ impl Vault {
         match self
             .store
             .put(
-                &lease_key(&lease.tenant, &lease.profile),
+                &lease.at.lease(),
                 PutBody::Bytes(body),
                 PutMode::Update(lease.etag.clone()),
             )
@@ -122,7 +111,7 @@ impl Vault {
     /// # Errors
     /// Storage errors.
     pub async fn release_lease(&self, lease: &Lease) -> Result<()> {
-        let key = lease_key(&lease.tenant, &lease.profile);
+        let key = lease.at.lease();
         if let Ok(g) = self.store.get(&key).await {
             let current: Option<LeaseRecord> = serde_json::from_slice(&g.bytes().await?).ok();
             if current

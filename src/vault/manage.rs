@@ -8,19 +8,17 @@ impl Vault {
     /// # Errors
     /// Storage errors; [`Error::ProfileNotFound`] when nothing exists.
     pub async fn versions(&self, tenant: &str, profile: &str) -> Result<Vec<GenerationInfo>> {
-        let head = self.head(tenant, profile).await?.map(|h| h.0.generation);
-        let (payloads, records) = self.generation_numbers(tenant, profile).await?;
+        let at = ProfileAddr::new(tenant, profile)?;
+        let head = self.head_at(&at).await?.map(|h| h.0.generation);
+        let (payloads, records) = self.generation_numbers(&at).await?;
         let all = merged(&payloads, &records);
         if all.is_empty() && head.is_none() {
-            return Err(Error::ProfileNotFound {
-                tenant: tenant.into(),
-                profile: profile.into(),
-            });
+            return Err(not_found(&at));
         }
         let mut out = Vec::with_capacity(all.len());
         for g in all {
             let record = if records.contains(&g) {
-                let key = record_key(tenant, profile, g);
+                let key = at.generation(g, GenFile::Record);
                 match self.store.get(&key).await {
                     Ok(r) => {
                         let bytes = r.bytes().await?;
@@ -54,14 +52,17 @@ impl Vault {
     /// Ids of the tenant's profiles that hold an object named `file` at their top.
     pub(super) async fn profiles_with(&self, tenant: &str, file: &str) -> Result<Vec<String>> {
         validate_id("tenant", tenant)?;
-        let p = format!("tenants/{tenant}/profiles/");
+        let p = crate::layout::profiles_prefix(tenant);
         let suffix = format!("/{file}");
         Ok(self
             .store
             .list(&p)
             .await?
             .iter()
-            .filter_map(|m| m.key[p.len()..].strip_suffix(&suffix).map(str::to_string))
+            .filter_map(|m| m.key[p.len()..].strip_suffix(&suffix))
+            // What no valid profile id names was not written by a vault: left alone.
+            .filter(|name| validate_id("profile", name).is_ok())
+            .map(str::to_string)
             .collect())
     }
 
@@ -71,11 +72,11 @@ impl Vault {
     ///
     /// # Errors
     /// Storage errors.
-    pub(super) async fn has_newer_parts(&self, tenant: &str, profile: &str) -> Result<bool> {
+    pub(super) async fn has_newer_parts(&self, at: &ProfileAddr) -> Result<bool> {
         use tokio::io::AsyncReadExt;
-        let (payloads, records) = self.generation_numbers(tenant, profile).await?;
+        let (payloads, records) = self.generation_numbers(at).await?;
         for g in payloads {
-            match self.store.get(&payload_key(tenant, profile, g)).await {
+            match self.store.get(&at.generation(g, GenFile::Payload)).await {
                 Ok(mut r) => {
                     let mut prefix = [0u8; 10];
                     if r.body.read_exact(&mut prefix).await.is_ok()
@@ -88,7 +89,7 @@ impl Vault {
                 Err(e) => return Err(e.into()),
             }
         }
-        let lease = format!("{}lease.json", prefix(tenant, profile));
+        let lease = at.lease();
         match self.store.get(&lease).await {
             Ok(r) => {
                 if check_not_newer("lease", &lease, &r.bytes().await?, 1).is_err() {
@@ -98,12 +99,12 @@ impl Vault {
             Err(store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        match self.read_data_record(tenant, profile).await {
+        match self.read_data_record(at).await {
             Err(e) if e.is_newer() => return Ok(true),
             _ => {}
         }
         for g in records {
-            let key = record_key(tenant, profile, g);
+            let key = at.generation(g, GenFile::Record);
             match self.store.get(&key).await {
                 Ok(r) => {
                     let bytes = r.bytes().await?;
@@ -126,7 +127,7 @@ impl Vault {
     /// Storage errors.
     pub async fn list(&self, tenant: &str) -> Result<Vec<ProfileSummary>> {
         validate_id("tenant", tenant)?;
-        let p = format!("tenants/{tenant}/profiles/");
+        let p = crate::layout::profiles_prefix(tenant);
         let mut out = Vec::new();
         for m in self.store.list(&p).await? {
             let rest = &m.key[p.len()..];
@@ -153,8 +154,8 @@ impl Vault {
     /// Storage errors.
     pub async fn tenants(&self) -> Result<Vec<String>> {
         let mut out: Vec<String> = Vec::new();
-        for m in self.store.list("tenants/").await? {
-            if let Some(t) = m.key["tenants/".len()..].split('/').next() {
+        for m in self.store.list(crate::layout::TENANTS).await? {
+            if let Some(t) = m.key[crate::layout::TENANTS.len()..].split('/').next() {
                 if out.last().map(String::as_str) != Some(t) {
                     out.push(t.to_string());
                 }
@@ -169,35 +170,27 @@ impl Vault {
     /// # Errors
     /// Not found, key, storage errors; [`Error::Conflict`] when the head moved meanwhile.
     pub async fn rollback(&self, tenant: &str, profile: &str, to: u64) -> Result<Head> {
-        let r = self.rollback_inner(tenant, profile, to).await;
-        if !matches!(r, Err(Error::InvalidId { .. })) {
-            self.record(
-                crate::audit::Action::Rollback,
-                tenant,
-                Some(profile),
-                Some(to),
-                &r,
-            )
-            .await;
-        }
+        let at = ProfileAddr::new(tenant, profile)?;
+        let r = self.rollback_inner(&at, to).await;
+        self.record(
+            crate::audit::Action::Rollback,
+            tenant,
+            Some(profile),
+            Some(to),
+            &r,
+        )
+        .await;
         r
     }
 
-    pub(super) async fn rollback_inner(
-        &self,
-        tenant: &str,
-        profile: &str,
-        to: u64,
-    ) -> Result<Head> {
-        let Some((head, etag)) = self.head(tenant, profile).await? else {
-            return Err(Error::ProfileNotFound {
-                tenant: tenant.into(),
-                profile: profile.into(),
-            });
+    pub(super) async fn rollback_inner(&self, at: &ProfileAddr, to: u64) -> Result<Head> {
+        let profile = at.profile();
+        let Some((head, etag)) = self.head_at(at).await? else {
+            return Err(not_found(at));
         };
-        let (rec, _) = self.open_record(tenant, profile, to).await?;
+        let (rec, _) = self.open_record(at, to).await?;
         self.store
-            .head(&payload_key(tenant, profile, to))
+            .head(&at.generation(to, GenFile::Payload))
             .await
             .map_err(|e| match e {
                 store::Error::NotFound { .. } => Error::GenerationNotFound {
@@ -215,11 +208,7 @@ impl Vault {
         let body = Bytes::from(serde_json::to_vec_pretty(&new_head).expect("head serializes"));
         match self
             .store
-            .put(
-                &head_key(tenant, profile),
-                PutBody::Bytes(body),
-                PutMode::Update(etag),
-            )
+            .put(&at.head(), PutBody::Bytes(body), PutMode::Update(etag))
             .await
         {
             Ok(_) => Ok(new_head),
@@ -237,9 +226,8 @@ impl Vault {
     /// # Errors
     /// Not found, storage errors.
     pub async fn delete(&self, tenant: &str, profile: &str) -> Result<usize> {
-        validate_id("tenant", tenant)?;
-        validate_id("profile", profile)?;
-        let r = self.delete_inner(tenant, profile).await;
+        let at = ProfileAddr::new(tenant, profile)?;
+        let r = self.delete_inner(&at).await;
         self.record(
             crate::audit::Action::Delete,
             tenant,
@@ -251,19 +239,21 @@ impl Vault {
         r
     }
 
-    pub(super) async fn delete_inner(&self, tenant: &str, profile: &str) -> Result<usize> {
-        let objects = self.store.list(&prefix(tenant, profile)).await?;
+    pub(super) async fn delete_inner(&self, at: &ProfileAddr) -> Result<usize> {
+        let objects = self.store.list(at.prefix()).await?;
         if objects.is_empty() {
-            return Err(Error::ProfileNotFound {
-                tenant: tenant.into(),
-                profile: profile.into(),
-            });
+            return Err(not_found(at));
         }
-        self.store.delete(&head_key(tenant, profile)).await?;
+        self.store.delete(&at.head()).await?;
         for m in &objects {
             self.store.delete(&m.key).await?;
         }
-        tracing::info!(tenant, profile, objects = objects.len(), "profile deleted");
+        tracing::info!(
+            tenant = at.tenant(),
+            profile = at.profile(),
+            objects = objects.len(),
+            "profile deleted"
+        );
         Ok(objects.len())
     }
 }

@@ -12,10 +12,6 @@ use crate::crypt::doc;
 /// Version of the sidecar record.
 pub const META_FORMAT: u32 = 1;
 
-pub(super) fn meta_key(tenant: &str, profile: &str, generation: u64) -> String {
-    format!("{}gens/{generation:020}.meta", prefix(tenant, profile))
-}
-
 /// The launch settings that make a profile look like one device, pinned to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,13 +114,14 @@ impl Vault {
         profile: &str,
         generation: Option<u64>,
     ) -> Result<Option<(u64, GenerationMeta)>> {
-        let generation = self.resolve(tenant, profile, generation).await?;
-        let key = meta_key(tenant, profile, generation);
+        let at = ProfileAddr::new(tenant, profile)?;
+        let generation = self.resolve(&at, generation).await?;
+        let key = at.generation(generation, GenFile::Meta);
         let bytes = match self.store.get(&key).await {
             Ok(g) => g.bytes().await?,
             Err(store::Error::NotFound { .. }) => {
                 // A generation without a sidecar, or no such generation at all.
-                self.read_record(tenant, profile, generation).await?;
+                self.read_record(&at, generation).await?;
                 return Ok(None);
             }
             Err(e) => return Err(e.into()),
@@ -146,7 +143,7 @@ impl Vault {
                 "names another tenant, profile or generation (copied from elsewhere?)".into(),
             ));
         }
-        let (record, dek) = self.open_record(tenant, profile, generation).await?;
+        let (record, dek) = self.open_record(&at, generation).await?;
         if record.object_id != rec.object_id {
             return Err(bad("belongs to another payload of this generation".into()));
         }

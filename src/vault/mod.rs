@@ -1,6 +1,7 @@
 //! The vault: profiles as encrypted, versioned generations in a [`Store`].
 //!
-//! Object layout (all keys under `tenants/<tenant>/profiles/<profile>/`):
+//! Object layout (all keys under `tenants/<tenant>/profiles/<profile>/`, built by
+//! [`crate::layout::ProfileAddr`]):
 //! - `gens/<generation:020>.pvo`: the encrypted payload (format v1, `docs/FORMAT.md`),
 //!   written create-only, so writing it claims the generation number;
 //! - `gens/<generation:020>.json`: the generation record ([`GenerationRecord`]): the wrapped
@@ -81,26 +82,7 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Checks a tenant or profile id.
-///
-/// # Errors
-/// [`Error::InvalidId`].
-pub fn validate_id(what: &'static str, id: &str) -> Result<()> {
-    let b = id.as_bytes();
-    let ok = !b.is_empty()
-        && b.len() <= 128
-        && b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidId {
-            what,
-            id: id.into(),
-        })
-    }
-}
+pub use crate::layout::{validate_id, GenFile, ProfileAddr};
 
 /// What a save expects the head to be when it moves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -226,16 +208,12 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn prefix(tenant: &str, profile: &str) -> String {
-    format!("tenants/{tenant}/profiles/{profile}/")
-}
-
-fn payload_key(tenant: &str, profile: &str, generation: u64) -> String {
-    format!("{}gens/{generation:020}.pvo", prefix(tenant, profile))
-}
-
-fn record_key(tenant: &str, profile: &str, generation: u64) -> String {
-    format!("{}gens/{generation:020}.json", prefix(tenant, profile))
+/// [`Error::ProfileNotFound`] of `at`.
+fn not_found(at: &ProfileAddr) -> Error {
+    Error::ProfileNotFound {
+        tenant: at.tenant().into(),
+        profile: at.profile().into(),
+    }
 }
 
 /// Every generation number that has a payload or a record, sorted, once each.
@@ -244,14 +222,6 @@ fn merged(payloads: &[u64], records: &[u64]) -> Vec<u64> {
     all.sort_unstable();
     all.dedup();
     all
-}
-
-fn alias_key(tenant: &str, alias: &str) -> String {
-    format!("tenants/{tenant}/aliases/{alias}")
-}
-
-fn head_key(tenant: &str, profile: &str) -> String {
-    format!("{}head.json", prefix(tenant, profile))
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -375,7 +345,7 @@ impl Vault {
         if let Some((h, _)) = self.head(tenant, id).await? {
             return Ok(Some((id.to_string(), Some(h.generation))));
         }
-        let key = alias_key(tenant, id);
+        let key = crate::layout::alias(tenant, id)?;
         let profile = match self.store.get(&key).await {
             Ok(g) => String::from_utf8_lossy(&g.bytes().await?)
                 .trim()
@@ -395,12 +365,11 @@ impl Vault {
     /// # Errors
     /// Invalid ids and storage errors.
     pub async fn write_alias(&self, tenant: &str, alias: &str, profile: &str) -> Result<()> {
-        validate_id("tenant", tenant)?;
-        validate_id("profile", alias)?;
+        let key = crate::layout::alias(tenant, alias)?;
         validate_id("profile", profile)?;
         self.store
             .put(
-                &alias_key(tenant, alias),
+                &key,
                 PutBody::Bytes(Bytes::from(profile.to_string())),
                 PutMode::Overwrite,
             )
@@ -408,22 +377,12 @@ impl Vault {
         Ok(())
     }
 
-    pub(super) async fn resolve(
-        &self,
-        tenant: &str,
-        profile: &str,
-        generation: Option<u64>,
-    ) -> Result<u64> {
-        validate_id("tenant", tenant)?;
-        validate_id("profile", profile)?;
+    pub(super) async fn resolve(&self, at: &ProfileAddr, generation: Option<u64>) -> Result<u64> {
         match generation {
             Some(g) => Ok(g),
-            None => match self.head(tenant, profile).await? {
+            None => match self.head_at(at).await? {
                 Some((h, _)) => Ok(h.generation),
-                None => Err(Error::ProfileNotFound {
-                    tenant: tenant.into(),
-                    profile: profile.into(),
-                }),
+                None => Err(not_found(at)),
             },
         }
     }

@@ -93,9 +93,12 @@ impl Vault {
     /// # Errors
     /// Storage errors; a malformed head.
     pub async fn head(&self, tenant: &str, profile: &str) -> Result<Option<(Head, String)>> {
-        validate_id("tenant", tenant)?;
-        validate_id("profile", profile)?;
-        let key = head_key(tenant, profile);
+        self.head_at(&ProfileAddr::new(tenant, profile)?).await
+    }
+
+    /// [`Vault::head`] of `at`.
+    pub(super) async fn head_at(&self, at: &ProfileAddr) -> Result<Option<(Head, String)>> {
+        let key = at.head();
         match self.store.get(&key).await {
             Ok(g) => {
                 let etag = g.meta.etag.clone();
@@ -111,7 +114,7 @@ impl Vault {
                         reason: format!("head format {} is not supported", head.format),
                     });
                 }
-                if head.tenant != tenant || head.profile != profile {
+                if head.tenant != at.tenant() || head.profile != at.profile() {
                     return Err(Error::BadRecord {
                         key,
                         reason: "names another tenant or profile".into(),
@@ -126,24 +129,16 @@ impl Vault {
 
     pub(super) async fn generation_numbers(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
     ) -> Result<(Vec<u64>, Vec<u64>)> {
         let mut payloads = Vec::new();
         let mut records = Vec::new();
-        let p = format!("{}gens/", prefix(tenant, profile));
+        let p = at.gens();
         for m in self.store.list(&p).await? {
-            let name = &m.key[p.len()..];
-            if let Some(n) = name
-                .strip_suffix(".pvo")
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                payloads.push(n);
-            } else if let Some(n) = name
-                .strip_suffix(".json")
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                records.push(n);
+            match GenFile::parse(&m.key[p.len()..]) {
+                Some((n, GenFile::Payload)) => payloads.push(n),
+                Some((n, GenFile::Record)) => records.push(n),
+                _ => {}
             }
         }
         Ok((payloads, records))
@@ -152,11 +147,10 @@ impl Vault {
     /// Reads and checks a generation record, and unwraps its data key.
     pub(super) async fn open_record(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         generation: u64,
     ) -> Result<(GenerationRecord, DataKey)> {
-        let rec = self.read_record(tenant, profile, generation).await?;
+        let rec = self.read_record(at, generation).await?;
         let dek = self.unwrap_record(&rec).await?;
         Ok((rec, dek))
     }
@@ -164,16 +158,15 @@ impl Vault {
     /// Reads a generation record and checks its format and place (not its key).
     pub(super) async fn read_record(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         generation: u64,
     ) -> Result<GenerationRecord> {
-        let key = record_key(tenant, profile, generation);
+        let key = at.generation(generation, GenFile::Record);
         let bytes = match self.store.get(&key).await {
             Ok(g) => g.bytes().await?,
             Err(store::Error::NotFound { .. }) => {
                 return Err(Error::GenerationNotFound {
-                    profile: profile.into(),
+                    profile: at.profile().into(),
                     generation,
                 })
             }
@@ -232,7 +225,8 @@ impl Vault {
                 })
             }
         }
-        if rec.tenant != tenant || rec.profile != profile || rec.generation != generation {
+        if rec.tenant != at.tenant() || rec.profile != at.profile() || rec.generation != generation
+        {
             return Err(Error::BadRecord {
                 key,
                 reason: format!(
@@ -246,10 +240,12 @@ impl Vault {
 
     /// Unwraps the data key of a record read by [`Vault::read_record`].
     pub(super) async fn unwrap_record(&self, rec: &GenerationRecord) -> Result<DataKey> {
+        let key = ProfileAddr::new(&rec.tenant, &rec.profile)?
+            .generation(rec.generation, GenFile::Record);
         let wrapped = base64::engine::general_purpose::STANDARD
             .decode(&rec.wrapped_key)
             .map_err(|_| Error::BadRecord {
-                key: record_key(&rec.tenant, &rec.profile, rec.generation),
+                key,
                 reason: "wrapped_key is not base64".into(),
             })?;
         let ctx = WrapContext {

@@ -32,7 +32,12 @@ impl Vault {
         let mut newer = None;
         for profile in self.data_names(tenant).await? {
             match self
-                .rekey_data(tenant, &profile, to, target_arn.as_deref(), dry_run)
+                .rekey_data(
+                    &ProfileAddr::new(tenant, &profile)?,
+                    to,
+                    target_arn.as_deref(),
+                    dry_run,
+                )
                 .await
             {
                 Err(e) if e.is_newer() => {
@@ -51,11 +56,12 @@ impl Vault {
                 generation: 0,
                 updated_at: 0,
             };
-            let (_, records) = self.generation_numbers(tenant, &p.profile).await?;
+            let at = &ProfileAddr::new(tenant, &p.profile)?;
+            let (_, records) = self.generation_numbers(at).await?;
             for g in records {
-                let key = record_key(tenant, &p.profile, g);
+                let key = at.generation(g, GenFile::Record);
                 let meta = self.store.head(&key).await?;
-                let mut rec = match self.read_record(tenant, &p.profile, g).await {
+                let mut rec = match self.read_record(at, g).await {
                     Err(e) if e.is_newer() => {
                         tracing::warn!(error = %e, "rekey leaves a record of a newer format alone");
                         newer.get_or_insert(e);

@@ -12,12 +12,11 @@ impl Vault {
     /// which authenticates each chunk again. No plaintext copy is ever written.
     pub(super) async fn fetch(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         generation: u64,
         progress: Arc<dyn Progress>,
     ) -> Result<Fetched> {
-        let rec = self.read_record(tenant, profile, generation).await?;
+        let rec = self.read_record(at, generation).await?;
         self.fetch_record(rec, progress).await
     }
 
@@ -29,9 +28,9 @@ impl Vault {
         progress: Arc<dyn Progress>,
     ) -> Result<Fetched> {
         let dek = self.unwrap_record(&rec).await?;
-        let (tenant, profile, generation) =
-            (rec.tenant.as_str(), rec.profile.as_str(), rec.generation);
-        let key = payload_key(tenant, profile, generation);
+        let at = &ProfileAddr::new(&rec.tenant, &rec.profile)?;
+        let (tenant, profile, generation) = (at.tenant(), at.profile(), rec.generation);
+        let key = at.generation(generation, GenFile::Payload);
         let not_found = || Error::GenerationNotFound {
             profile: profile.into(),
             generation,
@@ -100,7 +99,7 @@ impl Vault {
         let chunked = rec.format == RECORD_FORMAT_CHUNKED;
         if chunked != (version == format::VERSION_CHUNKED) {
             return Err(Error::BadRecord {
-                key: record_key(tenant, profile, generation),
+                key: at.generation(generation, GenFile::Record),
                 reason: format!(
                     "record format {} does not go with payload version {version}",
                     rec.format
@@ -128,14 +127,13 @@ impl Vault {
         target: &Path,
         progress: Arc<dyn Progress>,
     ) -> Result<RestoreReport> {
-        let r = self
-            .restore_inner(tenant, profile, generation, target, progress)
-            .await;
+        let at = &ProfileAddr::new(tenant, profile)?;
+        let r = self.restore_inner(at, generation, target, progress).await;
         // The last-use mark and the audit record are written at once (each is a durable
         // write: on a local disk, two fsyncs one after the other were a tenth of a restore).
         let touch = async {
             if r.is_ok() {
-                self.touch_last_used(tenant, profile).await;
+                self.touch_last_used(at).await;
             }
         };
         let g = r.as_ref().ok().map(|rep| rep.generation).or(generation);
@@ -151,22 +149,20 @@ impl Vault {
 
     pub(super) async fn restore_inner(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         generation: Option<u64>,
         target: &Path,
         progress: Arc<dyn Progress>,
     ) -> Result<RestoreReport> {
-        let generation = self.resolve(tenant, profile, generation).await?;
+        let (tenant, profile) = (at.tenant(), at.profile());
+        let generation = self.resolve(at, generation).await?;
         archive::check_target(target)?;
         if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
             fsutil::create_private_dir(parent).map_err(io_at(parent))?;
         }
-        let fetched = self
-            .fetch(tenant, profile, generation, progress.clone())
-            .await?;
+        let fetched = self.fetch(at, generation, progress.clone()).await?;
         let r = self
-            .unpack(tenant, profile, generation, fetched, Some(target), progress)
+            .unpack(at, generation, fetched, Some(target), progress)
             .await?;
         tracing::info!(
             tenant,
@@ -183,17 +179,17 @@ impl Vault {
     /// every entry (format 1) or chunk (format 2) and writes nothing.
     async fn unpack(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         generation: u64,
         fetched: Fetched,
         target: Option<&Path>,
         progress: Arc<dyn Progress>,
     ) -> Result<RestoreReport> {
+        let profile = at.profile();
         let chromium_version = fetched.rec.stats.chromium_version.clone();
         let _slot = self.work_slot().await;
         let unpacked = if fetched.rec.format == RECORD_FORMAT_CHUNKED {
-            self.restore_chunked(tenant, profile, generation, fetched, target, progress)
+            self.restore_chunked(at, generation, fetched, target, progress)
                 .await?
         } else {
             let Fetched { reader, temp, .. } = fetched;
@@ -229,12 +225,10 @@ impl Vault {
         generation: Option<u64>,
         progress: Arc<dyn Progress>,
     ) -> Result<RestoreReport> {
-        let generation = self.resolve(tenant, profile, generation).await?;
-        let fetched = self
-            .fetch(tenant, profile, generation, progress.clone())
-            .await?;
-        self.unpack(tenant, profile, generation, fetched, None, progress)
-            .await
+        let at = &ProfileAddr::new(tenant, profile)?;
+        let generation = self.resolve(at, generation).await?;
+        let fetched = self.fetch(at, generation, progress.clone()).await?;
+        self.unpack(at, generation, fetched, None, progress).await
     }
 }
 

@@ -3,24 +3,16 @@
 use super::lease::now_ms;
 use super::*;
 
-fn last_used_key(tenant: &str, profile: &str) -> String {
-    format!("{}last_used", prefix(tenant, profile))
-}
-
 impl Vault {
     /// Records that a profile was just used (loaded), for retention.
-    pub(super) async fn touch_last_used(&self, tenant: &str, profile: &str) {
+    pub(super) async fn touch_last_used(&self, at: &ProfileAddr) {
         let body = Bytes::from(now_ms().to_string());
         if let Err(e) = self
             .store
-            .put(
-                &last_used_key(tenant, profile),
-                PutBody::Bytes(body),
-                PutMode::Overwrite,
-            )
+            .put(&at.last_used(), PutBody::Bytes(body), PutMode::Overwrite)
             .await
         {
-            tracing::warn!(tenant, profile, error = %e, "could not record the profile's last use");
+            tracing::warn!(tenant = at.tenant(), profile = at.profile(), error = %e, "could not record the profile's last use");
         }
     }
 
@@ -29,11 +21,9 @@ impl Vault {
     /// # Errors
     /// Storage errors.
     pub async fn last_used_ms(&self, tenant: &str, profile: &str) -> Result<Option<u64>> {
-        let saved = self
-            .head(tenant, profile)
-            .await?
-            .map(|(h, _)| h.updated_at * 1000);
-        let loaded = match self.store.get(&last_used_key(tenant, profile)).await {
+        let at = ProfileAddr::new(tenant, profile)?;
+        let saved = self.head_at(&at).await?.map(|(h, _)| h.updated_at * 1000);
+        let loaded = match self.store.get(&at.last_used()).await {
             Ok(g) => String::from_utf8_lossy(&g.bytes().await?)
                 .trim()
                 .parse::<u64>()
@@ -66,7 +56,10 @@ impl Vault {
                 continue;
             };
             if last < cutoff {
-                if self.has_newer_parts(tenant, &p.profile).await? {
+                if self
+                    .has_newer_parts(&ProfileAddr::new(tenant, &p.profile)?)
+                    .await?
+                {
                     tracing::warn!(tenant, profile = %p.profile, "idle profile kept: a newer profile-vault wrote some of it");
                     continue;
                 }

@@ -34,8 +34,9 @@ impl Vault {
         identity: &Identity,
         progress: Arc<dyn Progress>,
     ) -> Result<SaveReport> {
+        let at = &ProfileAddr::new(tenant, profile)?;
         let mut r = self
-            .save_inner(tenant, profile, dir, base, identity, progress.clone())
+            .save_inner(at, dir, base, identity, progress.clone())
             .await;
         for _ in 0..2 {
             // A collection took packs this save reused: the next attempt starts from the
@@ -49,7 +50,7 @@ impl Vault {
                 "packs reused by this save were collected meanwhile; saving again"
             );
             r = self
-                .save_inner(tenant, profile, dir, base, identity, progress.clone())
+                .save_inner(at, dir, base, identity, progress.clone())
                 .await;
         }
         let generation = match &r {
@@ -70,17 +71,15 @@ impl Vault {
 
     pub(super) async fn save_inner(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         dir: &Path,
         base: Base,
         identity: &Identity,
         progress: Arc<dyn Progress>,
     ) -> Result<SaveReport> {
-        validate_id("tenant", tenant)?;
-        validate_id("profile", profile)?;
-        let head = self.head(tenant, profile).await?;
-        let (payloads, records) = self.generation_numbers(tenant, profile).await?;
+        let (tenant, profile) = (at.tenant(), at.profile());
+        let head = self.head_at(at).await?;
+        let (payloads, records) = self.generation_numbers(at).await?;
         let mut generation = merged(&payloads, &records)
             .last()
             .copied()
@@ -105,7 +104,7 @@ impl Vault {
         let chunked = self.opts.write_format >= 2;
         let base_gen = head.as_ref().map(|h| h.0.generation);
         let reuse = if chunked {
-            self.chunked_base(tenant, profile, base_gen).await?
+            self.chunked_base(at, base_gen).await?
         } else {
             None
         };
@@ -121,8 +120,7 @@ impl Vault {
         let (dek, sealer, stats, contents, mut header_len, chunks) = if chunked {
             let p = self
                 .pack_chunked(
-                    tenant,
-                    profile,
+                    at,
                     dir,
                     &spool.0,
                     &dek,
@@ -171,7 +169,7 @@ impl Vault {
         // Upload, claiming the generation number with a create-only write.
         let mut attempts = 0;
         loop {
-            let key = payload_key(tenant, profile, generation);
+            let key = at.generation(generation, GenFile::Payload);
             progress.start("uploading", 0);
             match self
                 .store
@@ -189,7 +187,7 @@ impl Vault {
                 }
                 Err(store::Error::AlreadyExists { .. }) if attempts < 64 => {
                     attempts += 1;
-                    let (p, r) = self.generation_numbers(tenant, profile).await?;
+                    let (p, r) = self.generation_numbers(at).await?;
                     generation = merged(&p, &r)
                         .last()
                         .map_or(generation, |&m| m.max(generation))
@@ -221,14 +219,14 @@ impl Vault {
                     profile: profile.into(),
                 })
             } else {
-                self.claim_packs(tenant, profile, packs).await
+                self.claim_packs(at, packs).await
             };
             if let Err(e) = claimed {
                 let _ = self
                     .store
-                    .delete(&payload_key(tenant, profile, generation))
+                    .delete(&at.generation(generation, GenFile::Payload))
                     .await;
-                self.remove_packs(tenant, profile, uploaded).await;
+                self.remove_packs(at, uploaded).await;
                 return Err(e);
             }
         }
@@ -260,7 +258,7 @@ impl Vault {
         match self
             .store
             .put(
-                &meta::meta_key(tenant, profile, generation),
+                &at.generation(generation, GenFile::Meta),
                 PutBody::Bytes(body),
                 PutMode::Create,
             )
@@ -299,7 +297,7 @@ impl Vault {
             chunks: chunk_stats.clone(),
         };
         let rec_bytes = serde_json::to_vec_pretty(&record).expect("record serializes");
-        let rkey = record_key(tenant, profile, generation);
+        let rkey = at.generation(generation, GenFile::Record);
         match self
             .store
             .put(&rkey, PutBody::Bytes(rec_bytes.into()), PutMode::Create)
@@ -335,14 +333,10 @@ impl Vault {
             Some((_, etag)) => PutMode::Update(etag.clone()),
         };
         let body = Bytes::from(serde_json::to_vec_pretty(&new_head).expect("head serializes"));
-        match self
-            .store
-            .put(&head_key(tenant, profile), PutBody::Bytes(body), mode)
-            .await
-        {
+        match self.store.put(&at.head(), PutBody::Bytes(body), mode).await {
             Ok(_) => {}
             Err(store::Error::Precondition { .. } | store::Error::AlreadyExists { .. }) => {
-                let now = self.head(tenant, profile).await.ok().flatten().map(|h| h.0);
+                let now = self.head_at(at).await.ok().flatten().map(|h| h.0);
                 // Our own earlier attempt may have moved the head before its answer was lost.
                 if now.as_ref().is_some_and(|h| h.object_id == object_id) {
                     tracing::info!(
@@ -361,7 +355,7 @@ impl Vault {
             }
             Err(e) => return Err(e.into()),
         }
-        let pruned = match self.prune(tenant, profile, generation).await {
+        let pruned = match self.prune(at, generation).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(tenant, profile, error = %e, "retention pruning failed; it will be retried on the next save");
@@ -407,8 +401,8 @@ impl Vault {
     }
 
     /// Keeps the newest `keep` generations and the head; removes older ones (record first).
-    pub(super) async fn prune(&self, tenant: &str, profile: &str, head: u64) -> Result<Vec<u64>> {
-        let (payloads, records) = self.generation_numbers(tenant, profile).await?;
+    pub(super) async fn prune(&self, at: &ProfileAddr, head: u64) -> Result<Vec<u64>> {
+        let (payloads, records) = self.generation_numbers(at).await?;
         let all = merged(&payloads, &records);
         let keep = self.opts.keep.max(1);
         let cutoff = all.len().saturating_sub(keep);
@@ -417,11 +411,13 @@ impl Vault {
             if g == head {
                 continue;
             }
-            self.store.delete(&record_key(tenant, profile, g)).await?;
-            self.store.delete(&payload_key(tenant, profile, g)).await?;
             self.store
-                .delete(&meta::meta_key(tenant, profile, g))
+                .delete(&at.generation(g, GenFile::Record))
                 .await?;
+            self.store
+                .delete(&at.generation(g, GenFile::Payload))
+                .await?;
+            self.store.delete(&at.generation(g, GenFile::Meta)).await?;
             removed.push(g);
         }
         Ok(removed)

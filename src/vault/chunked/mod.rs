@@ -47,11 +47,6 @@ pub struct ChunkStats {
     pub full_read: bool,
 }
 
-/// The key of a pack.
-pub(super) fn pack_key(tenant: &str, profile: &str, pack: &str) -> String {
-    format!("{}packs/{pack}.pvp", prefix(tenant, profile))
-}
-
 /// A format 2 generation's manifest, read and checked.
 pub(super) struct Opened {
     /// The generation.

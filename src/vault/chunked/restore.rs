@@ -53,13 +53,13 @@ impl Vault {
     /// when `target` is `None`.
     pub(in crate::vault) async fn restore_chunked(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         generation: u64,
         fetched: restore_api::Fetched,
         target: Option<&Path>,
         progress: Arc<dyn Progress>,
     ) -> Result<UnpackStats> {
+        let profile = at.profile();
         let opened = self.open_manifest(generation, fetched).await?;
         let m = &opened.manifest;
         let mut stats = UnpackStats::default();
@@ -92,7 +92,7 @@ impl Vault {
         if target.is_none() {
             // Verify also reads every pack's prefix.
             for p in &packs {
-                let key = pack_key(tenant, profile, p);
+                let key = at.pack(p);
                 let b = self
                     .store
                     .get_range(&key, 0, pack::PREFIX_LEN)
@@ -151,8 +151,7 @@ impl Vault {
                 Ok::<(), Error>(())
             };
             let fetched = self.fetch_ranges(
-                tenant,
-                profile,
+                at,
                 generation,
                 &packs,
                 ranges,
@@ -188,8 +187,7 @@ impl Vault {
     #[allow(clippy::too_many_arguments)]
     async fn fetch_ranges(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         generation: u64,
         packs: &[String],
         ranges: Vec<Range>,
@@ -197,6 +195,7 @@ impl Vault {
         ready: tokio::sync::watch::Receiver<bool>,
         progress: Arc<dyn Progress>,
     ) -> Result<()> {
+        let profile = at.profile();
         // Fetches wait on the store; placing a range is CPU work: one at a time a core (more
         // only made the threads take turns).
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -204,7 +203,7 @@ impl Vault {
         let mut work = futures_util::stream::iter(ranges)
             .map(|r| {
                 let pack = packs[r.pack].clone();
-                let key = pack_key(tenant, profile, &pack);
+                let key = at.pack(&pack);
                 let (placing, progress, mut ready, cpu) = (
                     placing.clone(),
                     progress.clone(),

@@ -83,12 +83,12 @@ impl Vault {
     /// Storage and key-service errors (a damaged base is logged and not used).
     pub(in crate::vault) async fn chunked_base(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         head: Option<u64>,
     ) -> Result<Option<Opened>> {
+        let (tenant, profile) = (at.tenant(), at.profile());
         let Some(g) = head else { return Ok(None) };
-        let rec = match self.read_record(tenant, profile, g).await {
+        let rec = match self.read_record(at, g).await {
             Ok(r) => r,
             Err(Error::GenerationNotFound { .. }) => return Ok(None),
             Err(e) if e.is_integrity() => {
@@ -122,8 +122,7 @@ impl Vault {
     #[allow(clippy::too_many_arguments)]
     pub(in crate::vault) async fn pack_chunked(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         dir: &Path,
         spool: &Path,
         pk: &DataKey,
@@ -133,6 +132,7 @@ impl Vault {
         created_at: u64,
         progress: Arc<dyn Progress>,
     ) -> Result<Packed> {
+        let (tenant, profile) = (at.tenant(), at.profile());
         let since_full = base.as_ref().map_or(0, |b| b.manifest.since_full + 1);
         let full_read =
             base.is_none() || self.opts.reread || since_full >= self.opts.full_read_every.max(1);
@@ -168,7 +168,7 @@ impl Vault {
                 bytes += buf.len() as u64;
                 uploaded.push(id.clone());
                 let store = self.store.clone();
-                let key = pack_key(tenant, profile, &id);
+                let key = at.pack(&id);
                 let progress = progress.clone();
                 set.spawn(async move {
                     let t = Instant::now();
@@ -202,21 +202,17 @@ impl Vault {
                 Ok(p)
             }
             (Err(e), _) | (Ok(()), Err(e)) => {
-                self.remove_packs(tenant, profile, &uploaded).await;
+                self.remove_packs(at, &uploaded).await;
                 Err(e)
             }
         }
     }
 
     /// Best effort: removes packs no manifest names (a save that failed before its manifest).
-    pub(in crate::vault) async fn remove_packs(
-        &self,
-        tenant: &str,
-        profile: &str,
-        packs: &[String],
-    ) {
+    pub(in crate::vault) async fn remove_packs(&self, at: &ProfileAddr, packs: &[String]) {
+        let (tenant, profile) = (at.tenant(), at.profile());
         for p in packs {
-            if let Err(e) = self.store.delete(&pack_key(tenant, profile, p)).await {
+            if let Err(e) = self.store.delete(&at.pack(p)).await {
                 tracing::warn!(tenant, profile, pack = %p, error = %e, "could not remove a pack of a failed save; garbage collection will");
             }
         }
