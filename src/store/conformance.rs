@@ -1,7 +1,10 @@
 //! The conformance suite every [`Store`] backend must pass.
 //!
-//! Run by the filesystem backend's unit tests and, against real S3-compatible servers
-//! (LocalStack, s3s-fs), by the integration tests. It panics on the first deviation.
+//! One public function per behaviour (each under a prefix of its own, so each runs alone),
+//! and [`run`] for all of them. Run one test per behaviour on the in-memory store
+//! ([`super::memory`]), by the filesystem backend's unit tests and, against real
+//! S3-compatible servers (LocalStack, s3s-fs), by the integration tests. Each panics on the
+//! first deviation.
 
 use std::sync::Arc;
 
@@ -9,11 +12,36 @@ use bytes::Bytes;
 
 use super::{Error, PutBody, PutMode, Store};
 
-/// Runs every check under `prefix` (which should be unique per run).
-pub async fn run(store: &dyn Store, prefix: &str) {
-    let k = |s: &str| format!("{prefix}/{s}");
+/// A put of `bytes` at `key`.
+async fn put(
+    store: &dyn Store,
+    key: &str,
+    bytes: &'static [u8],
+    mode: PutMode,
+) -> Result<String, Error> {
+    store
+        .put(key, PutBody::Bytes(Bytes::from_static(bytes)), mode)
+        .await
+}
 
-    // Missing objects.
+/// Runs every check under `prefix` (which should be unique per run), each under a prefix
+/// of its own.
+pub async fn run(store: &dyn Store, prefix: &str) {
+    missing_objects(store, &format!("{prefix}/missing_objects")).await;
+    round_trip(store, &format!("{prefix}/round_trip")).await;
+    ranged_reads(store, &format!("{prefix}/ranged_reads")).await;
+    create_only(store, &format!("{prefix}/create_only")).await;
+    compare_and_swap(store, &format!("{prefix}/compare_and_swap")).await;
+    overwrite(store, &format!("{prefix}/overwrite")).await;
+    listing(store, &format!("{prefix}/listing")).await;
+    large_bodies(store, &format!("{prefix}/large_bodies")).await;
+    invalid_keys(store, &format!("{prefix}/invalid_keys")).await;
+    delete(store, &format!("{prefix}/delete")).await;
+}
+
+/// Missing objects: `get`, `head` and a ranged read are [`Error::NotFound`]; `delete` succeeds.
+pub async fn missing_objects(store: &dyn Store, prefix: &str) {
+    let k = |s: &str| format!("{prefix}/{s}");
     assert!(
         matches!(store.get(&k("missing")).await, Err(Error::NotFound { .. })),
         "get missing"
@@ -26,8 +54,11 @@ pub async fn run(store: &dyn Store, prefix: &str) {
         .delete(&k("missing"))
         .await
         .expect("delete of a missing key succeeds");
+}
 
-    // Round trip.
+/// A put is read back whole, with the size and etag `head` reports.
+pub async fn round_trip(store: &dyn Store, prefix: &str) {
+    let k = |s: &str| format!("{prefix}/{s}");
     let e1 = store
         .put(
             &k("a/one"),
@@ -42,8 +73,14 @@ pub async fn run(store: &dyn Store, prefix: &str) {
     let h = store.head(&k("a/one")).await.unwrap();
     assert_eq!(h.size, 5);
     assert_eq!(h.etag, e1, "put returns the etag head reports");
+}
 
-    // Ranged reads: exact bytes, an empty range, and past the end.
+/// Ranged reads: exact bytes, an empty range, past the end ([`Error::OutOfRange`]).
+pub async fn ranged_reads(store: &dyn Store, prefix: &str) {
+    let k = |s: &str| format!("{prefix}/{s}");
+    put(store, &k("a/one"), b"hello", PutMode::Overwrite)
+        .await
+        .unwrap();
     assert_eq!(
         store.get_range(&k("a/one"), 1, 3).await.unwrap(),
         Bytes::from_static(b"ell")
@@ -67,8 +104,14 @@ pub async fn run(store: &dyn Store, prefix: &str) {
         ),
         "range of a missing object"
     );
+}
 
-    // Create-only.
+/// [`PutMode::Create`] of an existing key is [`Error::AlreadyExists`] and changes nothing.
+pub async fn create_only(store: &dyn Store, prefix: &str) {
+    let k = |s: &str| format!("{prefix}/{s}");
+    put(store, &k("a/one"), b"hello", PutMode::Overwrite)
+        .await
+        .unwrap();
     assert!(matches!(
         store
             .put(
@@ -91,8 +134,14 @@ pub async fn run(store: &dyn Store, prefix: &str) {
         )
         .await
         .unwrap();
+}
 
-    // Compare-and-swap.
+/// [`PutMode::Update`] replaces only the version it names.
+pub async fn compare_and_swap(store: &dyn Store, prefix: &str) {
+    let k = |s: &str| format!("{prefix}/{s}");
+    let e1 = put(store, &k("a/one"), b"hello", PutMode::Overwrite)
+        .await
+        .unwrap();
     let e2 = store
         .put(
             &k("a/one"),
@@ -130,8 +179,14 @@ pub async fn run(store: &dyn Store, prefix: &str) {
         store.head(&k("a/none")).await,
         Err(Error::NotFound { .. })
     ));
+}
 
-    // Overwrite.
+/// [`PutMode::Overwrite`] replaces.
+pub async fn overwrite(store: &dyn Store, prefix: &str) {
+    let k = |s: &str| format!("{prefix}/{s}");
+    put(store, &k("a/two"), b"2", PutMode::Create)
+        .await
+        .unwrap();
     store
         .put(
             &k("a/two"),
@@ -144,8 +199,17 @@ pub async fn run(store: &dyn Store, prefix: &str) {
         store.get(&k("a/two")).await.unwrap().bytes().await.unwrap(),
         Bytes::from_static(b"22")
     );
+}
 
-    // Listing.
+/// Listings: every key under a prefix, sorted, with sizes; partial prefixes.
+pub async fn listing(store: &dyn Store, prefix: &str) {
+    let k = |s: &str| format!("{prefix}/{s}");
+    put(store, &k("a/one"), b"v2", PutMode::Overwrite)
+        .await
+        .unwrap();
+    put(store, &k("a/two"), b"22", PutMode::Overwrite)
+        .await
+        .unwrap();
     store
         .put(
             &k("b/three"),
@@ -163,8 +227,11 @@ pub async fn run(store: &dyn Store, prefix: &str) {
     let partial = store.list(&k("a/t")).await.unwrap();
     assert_eq!(partial.len(), 1);
     assert!(store.list(&k("zzz/")).await.unwrap().is_empty());
+}
 
-    // Large bodies from a file (multipart on S3), create-only included.
+/// Bodies from a file, larger than an S3 part (multipart there): round trip, create-only, compare-and-swap.
+pub async fn large_bodies(store: &dyn Store, prefix: &str) {
+    let k = |s: &str| format!("{prefix}/{s}");
     let dir = tempfile_dir();
     let path = dir.join("big");
     let data: Vec<u8> = (0..(21 * 1024 * 1024 + 123))
@@ -205,16 +272,27 @@ pub async fn run(store: &dyn Store, prefix: &str) {
         "multipart update with a stale etag: {stale:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
 
-    // Invalid keys never reach the backend.
+/// Invalid keys never reach the backend.
+pub async fn invalid_keys(store: &dyn Store, _prefix: &str) {
     for bad in ["", "/abs", "a/../b", "a//b", "a/./b", "a\\b"] {
         assert!(
             matches!(store.head(bad).await, Err(Error::InvalidKey { .. })),
             "key {bad:?}"
         );
     }
+}
 
-    // Delete.
+/// Delete: the object is gone, and so is everything listed.
+pub async fn delete(store: &dyn Store, prefix: &str) {
+    let k = |s: &str| format!("{prefix}/{s}");
+    put(store, &k("a/one"), b"v2", PutMode::Overwrite)
+        .await
+        .unwrap();
+    put(store, &k("b/two"), b"2", PutMode::Overwrite)
+        .await
+        .unwrap();
     store.delete(&k("a/one")).await.unwrap();
     assert!(matches!(
         store.get(&k("a/one")).await,

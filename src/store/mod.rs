@@ -2,6 +2,7 @@
 //!
 //! - [`fs::LocalFileSystem`]: a directory (the embedded default); atomic writes by
 //!   temp file + rename, conditional writes under a per-key lock that holds across processes;
+//! - [`memory::InMemory`]: a map, for tests that need a store and nothing else;
 //! - [`s3::AmazonS3`] (feature `s3`): aws-sdk-s3 with the standard credential chain, streaming
 //!   multipart uploads, and `If-None-Match: *` / `If-Match` conditional writes.
 //!
@@ -10,6 +11,7 @@
 
 pub mod conformance;
 pub mod fs;
+pub mod memory;
 pub mod retry;
 #[cfg(feature = "s3")]
 pub mod s3;
