@@ -17,6 +17,7 @@ mod records;
 mod save;
 mod start;
 mod state;
+pub mod timer;
 mod upkeep;
 pub mod webhook;
 
@@ -37,7 +38,8 @@ pub use config::SessionConfig;
 pub use events::{Event, Published, Subscriber};
 pub use limits::JobSlot;
 use state::{now_ms, token_hash, Status};
-pub use state::{EndReason, ProfileInfo, SaveState, Session, SessionInfo, TimeoutChange, Timeouts};
+pub use state::{EndReason, ProfileInfo, SaveState, Session, SessionInfo};
+pub use timer::{TimeoutChange, Timeouts};
 
 /// Errors of session management (mapped onto HTTP errors by the API).
 #[derive(Debug, thiserror::Error)]
@@ -556,21 +558,19 @@ impl Manager {
             loaded,
             base_generation,
             created_at: record.created_at,
-            timeouts: Mutex::new(req.timeouts),
-            absolute_from_ms: AtomicU64::new(record.created_at * 1000),
+            timer: timer::Timer::new(
+                req.timeouts,
+                req.warning.unwrap_or(60),
+                record.created_at * 1000,
+            ),
             ignored,
             default_roles: req.default_roles.clone(),
             dir,
             cdp,
             browser: tokio::sync::Mutex::new(Some(browser)),
-            last_activity_ms: AtomicU64::new(now),
-            clients: AtomicUsize::new(0),
-            offline_since_ms: AtomicU64::new(now),
             lease: tokio::sync::Mutex::new(lease),
             webhook: req.webhook.clone(),
             auth: req.auth.clone(),
-            warning: AtomicU64::new(req.warning.unwrap_or(60)),
-            warned: false.into(),
             lease_renewed_ms: AtomicU64::new(now),
             status: Mutex::new(Status {
                 ended: None,

@@ -1,44 +1,18 @@
-//! One session's state: identity and admin token, timeouts and the deadline they give,
+//! One session's state: identity and admin token, its timer ([`super::timer`]),
 //! connected clients, save progress, its live view, and the public view of all that
 //! ([`SessionInfo`], the JSON of `GET /v0/vm/{id}`).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use subtle::ConstantTimeEq;
 
+use super::timer::{TimeoutChange, Timeouts, Timer};
 use super::webhook;
 use crate::vault;
-
-/// Per-session timeouts in seconds.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Timeouts {
-    /// From creation.
-    pub absolute: Option<u64>,
-    /// Since the last activity (CDP traffic, ping).
-    pub inactive: Option<u64>,
-    /// With no DevTools client connected.
-    pub offline: Option<u64>,
-}
-
-/// A change of a running session's timeouts (`POST <base_url>/timeout`): `None` leaves one
-/// as it is, `Some(None)` removes it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TimeoutChange {
-    /// Seconds from the start (or from the reset).
-    pub absolute: Option<Option<u64>>,
-    /// Seconds without activity.
-    pub inactive: Option<Option<u64>>,
-    /// Seconds without a connected client.
-    pub offline: Option<Option<u64>>,
-    /// Seconds of warning before a timeout.
-    pub warning: Option<u64>,
-    /// Every counter starts again now (Hyperbeam's default).
-    pub reset: bool,
-}
 
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,10 +95,8 @@ pub struct Session {
     pub base_generation: Option<u64>,
     /// Creation, Unix seconds.
     pub created_at: u64,
-    /// Timeouts (`POST <base_url>/timeout` changes them).
-    pub(super) timeouts: Mutex<Timeouts>,
-    /// Where the absolute timeout counts from (creation, or its last reset), Unix ms.
-    pub(super) absolute_from_ms: AtomicU64,
+    /// Timeouts (`POST <base_url>/timeout` changes them) and the counters they run on.
+    pub(super) timer: Timer,
     /// Fields accepted but not honoured.
     pub ignored: Vec<String>,
     /// Roles of the users `embed_url` admits.
@@ -132,15 +104,10 @@ pub struct Session {
     pub(super) dir: PathBuf,
     pub(super) browser: tokio::sync::Mutex<Option<crate::browser::Browser>>,
     pub(super) cdp: std::sync::Arc<crate::browser::mux::Mux>,
-    pub(super) last_activity_ms: AtomicU64,
-    pub(super) clients: AtomicUsize,
-    pub(super) offline_since_ms: AtomicU64,
     pub(super) lease: tokio::sync::Mutex<Option<vault::Lease>>,
     pub(super) webhook: Option<webhook::Webhook>,
     /// The auth webhook that admits each connecting user, if the session has one.
     pub auth: Option<webhook::Webhook>,
-    pub(super) warning: AtomicU64,
-    pub(super) warned: std::sync::atomic::AtomicBool,
     pub(super) lease_renewed_ms: AtomicU64,
     pub(super) status: Mutex<Status>,
     pub(super) done: tokio::sync::watch::Sender<bool>,
@@ -172,11 +139,7 @@ impl std::fmt::Debug for Session {
     }
 }
 
-pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(super) use super::timer::now_ms;
 
 pub(super) fn token_hash(token: &str) -> [u8; 32] {
     sha2::Sha256::digest(token.as_bytes()).into()
@@ -233,7 +196,7 @@ impl Session {
 
     /// Records activity (renews the inactivity timeout).
     pub fn touch(&self) {
-        self.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+        self.timer.touch();
     }
 
     /// The DevTools pipe of the browser (the proxy, the live view and the daemon connect
@@ -244,91 +207,27 @@ impl Session {
 
     /// A DevTools client connected.
     pub fn client_connected(&self) {
-        self.clients.fetch_add(1, Ordering::SeqCst);
-        self.touch();
+        self.timer.client_connected();
     }
 
     /// A DevTools client disconnected.
     pub fn client_disconnected(&self) {
-        if self.clients.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.offline_since_ms.store(now_ms(), Ordering::SeqCst);
-        }
-        self.touch();
-    }
-
-    /// When the session would time out now (Unix seconds), and why.
-    pub(super) fn deadline(&self) -> Option<(u64, EndReason)> {
-        let mut best: Option<(u64, EndReason)> = None;
-        let mut consider = |at_ms: u64, why| {
-            if best.is_none_or(|(b, _)| at_ms < b) {
-                best = Some((at_ms, why));
-            }
-        };
-        let timeouts = *self.timeouts.lock().expect("timeouts");
-        if let Some(a) = timeouts.absolute {
-            consider(
-                self.absolute_from_ms.load(Ordering::Relaxed) + a * 1000,
-                EndReason::Absolute,
-            );
-        }
-        if let Some(i) = timeouts.inactive {
-            consider(
-                self.last_activity_ms.load(Ordering::Relaxed) + i * 1000,
-                EndReason::Inactive,
-            );
-        }
-        if let Some(o) = timeouts.offline {
-            if self.clients.load(Ordering::SeqCst) == 0 {
-                consider(
-                    self.offline_since_ms.load(Ordering::SeqCst) + o * 1000,
-                    EndReason::Offline,
-                );
-            }
-        }
-        best
+        self.timer.client_disconnected();
     }
 
     /// The timeouts now.
     pub fn timeouts(&self) -> Timeouts {
-        *self.timeouts.lock().expect("timeouts")
+        self.timer.timeouts()
     }
 
     /// Seconds before a timeout at which the webhook and the viewers are warned.
     pub fn warning_secs(&self) -> u64 {
-        self.warning.load(Ordering::Relaxed)
+        self.timer.warning_secs()
     }
 
-    /// `POST <base_url>/timeout`: the timeouts `change` names are replaced (`Some(None)`
-    /// removes one), the absolute one capped at `cap`; with `reset`, every counter starts
-    /// again now (absolute from now, no activity since now, offline since now).
+    /// `POST <base_url>/timeout` ([`Timer::change`]).
     pub fn change_timeouts(&self, change: TimeoutChange, cap: Option<u64>) {
-        let now = now_ms();
-        let mut t = self.timeouts.lock().expect("timeouts");
-        if let Some(a) = change.absolute {
-            t.absolute = a;
-        }
-        if let Some(i) = change.inactive {
-            t.inactive = i;
-        }
-        if let Some(o) = change.offline {
-            t.offline = o;
-        }
-        if let Some(w) = change.warning {
-            self.warning.store(w, Ordering::Relaxed);
-        }
-        if change.reset {
-            self.absolute_from_ms.store(now, Ordering::Relaxed);
-            self.last_activity_ms.store(now, Ordering::Relaxed);
-            if self.clients.load(Ordering::SeqCst) == 0 {
-                self.offline_since_ms.store(now, Ordering::SeqCst);
-            }
-        }
-        if let Some(cap) = cap {
-            // The server's cap counts from the start, whatever the resets.
-            let from = self.absolute_from_ms.load(Ordering::Relaxed);
-            let left = (self.created_at * 1000 + cap * 1000).saturating_sub(from) / 1000;
-            t.absolute = Some(t.absolute.map_or(left, |a| a.min(left)));
-        }
+        self.timer.change(change, cap);
     }
 
     /// The public view.
@@ -339,7 +238,7 @@ impl Session {
             node: self.node.clone(),
             created_at: self.created_at,
             expires_at: if st.ended.is_none() {
-                self.deadline().map(|(ms, _)| ms.div_ceil(1000))
+                self.timer.deadline().map(|(ms, _)| ms.div_ceil(1000))
             } else {
                 None
             },
@@ -352,7 +251,7 @@ impl Session {
                 save: self.save,
             }),
             save: st.save.clone(),
-            cdp_clients: self.clients.load(Ordering::SeqCst),
+            cdp_clients: self.timer.clients(),
             viewers: self.live.users(),
         }
     }

@@ -107,11 +107,8 @@ impl Manager {
                 ),
                 Err(_) => (false, false),
             };
-            if let (Some(hook), Some((at, why))) = (&s.webhook, s.deadline()) {
-                if at > now + s.warning_secs() * 1000 {
-                    // The deadline moved away again (activity): re-arm the warning.
-                    s.warned.store(false, Ordering::SeqCst);
-                } else if at > now && !s.warned.swap(true, Ordering::SeqCst) {
+            if let Some(hook) = &s.webhook {
+                if let timer::Warning::Due(at, why) = s.timer.warning_due(now) {
                     let (hook, id) = (hook.clone(), s.id.clone());
                     let policy = self.cfg.browser.egress().clone();
                     let body = serde_json::json!({"session_id": id, "type": "timeout_warning", "reason": why, "expires_at": at.div_ceil(1000)});
@@ -123,14 +120,13 @@ impl Manager {
                 }
             }
             // Viewers are warned too (the SDK's onCloseWarning), `timeout.warning` ahead.
-            let near = s.deadline().and_then(|(at, why)| {
+            let near = s.timer.near(now).and_then(|(at, why)| {
                 let kind = match why {
                     EndReason::Inactive => crate::live::WarningKind::Inactive,
                     EndReason::Absolute => crate::live::WarningKind::Absolute,
                     _ => return None,
                 };
-                (at > now && at <= now + s.warning_secs() * 1000)
-                    .then_some(crate::live::CloseWarning { kind, at_ms: at })
+                Some(crate::live::CloseWarning { kind, at_ms: at })
             });
             s.live.warn_close(near);
             if limited {
@@ -139,10 +135,8 @@ impl Manager {
             } else if crashed {
                 tracing::warn!(session = %s.id, "browser exited by itself; saving what reached disk");
                 n += usize::from(self.end(&s, EndReason::Crash));
-            } else if let Some((at, why)) = s.deadline() {
-                if at <= now {
-                    n += usize::from(self.end(&s, why));
-                }
+            } else if let Some(why) = s.timer.expired(now) {
+                n += usize::from(self.end(&s, why));
             }
         }
         // Forget sessions that ended more than an hour ago.
