@@ -1,0 +1,157 @@
+//! Saving a generation: the public calls (with retries after a collection and the audit
+//! record), retention pruning, and recognising a save's own earlier writes. The save itself
+//! is a job of named phases ([`job::SaveJob`]).
+
+mod job;
+
+use super::*;
+
+impl Vault {
+    /// Packs `dir`, encrypts it and stores it as a new generation, then moves the head.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when another save moved the head (this generation is kept);
+    /// packing, key, and storage errors (the head is untouched).
+    pub async fn save(
+        &self,
+        tenant: &str,
+        profile: &str,
+        dir: &Path,
+        base: Base,
+        progress: Arc<dyn Progress>,
+    ) -> Result<SaveReport> {
+        self.save_with(tenant, profile, dir, base, &Identity::default(), progress)
+            .await
+    }
+
+    /// [`Vault::save`], pinning `identity` to the new generation (its sidecar).
+    ///
+    /// # Errors
+    /// As [`Vault::save`].
+    pub async fn save_with(
+        &self,
+        tenant: &str,
+        profile: &str,
+        dir: &Path,
+        base: Base,
+        identity: &Identity,
+        progress: Arc<dyn Progress>,
+    ) -> Result<SaveReport> {
+        let at = &ProfileAddr::new(tenant, profile)?;
+        let mut r = self
+            .save_inner(at, dir, base, identity, progress.clone())
+            .await;
+        for _ in 0..2 {
+            // A collection took packs this save reused: the next attempt starts from the
+            // head as it is now, whose packs are all in use.
+            if !matches!(r, Err(Error::PacksCollected { .. })) {
+                break;
+            }
+            tracing::info!(
+                tenant,
+                profile,
+                "packs reused by this save were collected meanwhile; saving again"
+            );
+            r = self
+                .save_inner(at, dir, base, identity, progress.clone())
+                .await;
+        }
+        let generation = match &r {
+            Ok(rep) => Some(rep.generation),
+            Err(Error::Conflict { kept, .. }) => Some(*kept),
+            Err(_) => None,
+        };
+        self.record(
+            crate::audit::Action::Save,
+            tenant,
+            Some(profile),
+            generation,
+            &r,
+        )
+        .await;
+        r
+    }
+
+    async fn save_inner(
+        &self,
+        at: &ProfileAddr,
+        dir: &Path,
+        base: Base,
+        identity: &Identity,
+        progress: Arc<dyn Progress>,
+    ) -> Result<SaveReport> {
+        let (mut job, keys) = job::SaveJob::plan(self, at, progress).await?;
+        let packed = job.pack(dir, keys).await?;
+        let stored = job.upload(packed).await?;
+        job.claim_packs(&stored).await?;
+        let written = job.write_record(stored, identity).await?;
+        job.move_head(base).await?;
+        Ok(job.finish(written).await)
+    }
+
+    /// Keeps the newest `keep` generations and the head; removes older ones (record first).
+    pub(in crate::vault) async fn prune(&self, at: &ProfileAddr, head: u64) -> Result<Vec<u64>> {
+        let (payloads, records) = self.generation_numbers(at).await?;
+        let all = merged(&payloads, &records);
+        let keep = self.opts.keep.max(1);
+        let cutoff = all.len().saturating_sub(keep);
+        let mut removed = Vec::new();
+        for &g in &all[..cutoff] {
+            if g == head {
+                continue;
+            }
+            self.store
+                .delete(&at.generation(g, GenFile::Record))
+                .await?;
+            self.store
+                .delete(&at.generation(g, GenFile::Payload))
+                .await?;
+            self.store.delete(&at.generation(g, GenFile::Meta)).await?;
+            removed.push(g);
+        }
+        Ok(removed)
+    }
+
+    /// The object id in a payload's header (unauthenticated; only used to recognise our own
+    /// earlier write after an ambiguous retry).
+    pub(in crate::vault) async fn payload_object_id(&self, key: &str) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let got = self.store.get(key).await.ok()?;
+        let mut buf = Vec::new();
+        got.body
+            .take((format::PREFIX_LEN + format::MAX_HEADER_LEN as usize) as u64)
+            .read_to_end(&mut buf)
+            .await
+            .ok()?;
+        let len = u32::from_be_bytes(buf.get(12..16)?.try_into().ok()?) as usize;
+        let json = buf.get(format::PREFIX_LEN..format::PREFIX_LEN + len)?;
+        let h: format::Header = serde_json::from_slice(json).ok()?;
+        Some(h.object_id)
+    }
+
+    /// The object id a generation record names.
+    pub(in crate::vault) async fn record_object_id(&self, key: &str) -> Option<String> {
+        let bytes = self.store.get(key).await.ok()?.bytes().await.ok()?;
+        serde_json::from_slice::<GenerationRecord>(&bytes)
+            .ok()
+            .map(|r| r.object_id)
+    }
+}
+
+/// Replaces the header of a spool file (same body) after a generation number changed.
+pub(in crate::vault) fn rewrite_header(path: &Path, old_len: usize, header: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("rehead");
+    let res = (|| {
+        let mut src = std::fs::File::open(path)?;
+        src.seek(std::io::SeekFrom::Start(old_len as u64))?;
+        let mut dst = fsutil::create_private_new(&tmp)?;
+        dst.write_all(header)?;
+        std::io::copy(&mut src, &mut dst)?;
+        dst.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.map_err(io_at(path))
+}
