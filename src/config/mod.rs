@@ -1,5 +1,6 @@
 //! Configuration: one TOML file (`--config` / `PV_CONFIG`) plus `PV_*` environment
-//! variables and flags, which win over the file. Unknown keys are rejected by name.
+//! variables ([`env`], one table of variable -> key) and flags, which win over the file.
+//! Unknown keys are rejected by name.
 //!
 //! With nothing configured, the embedded default applies: a filesystem store under
 //! `<data_dir>/store` and a dev master key generated under `<data_dir>/keys` (0600).
@@ -16,6 +17,7 @@ use crate::profile::exclude::Excludes;
 use crate::store::StoreOptions;
 use crate::vault::VaultOptions;
 
+pub mod env;
 mod server;
 pub use server::{DisplayMode, Secret, ServerConfig};
 
@@ -73,6 +75,47 @@ pub struct FileConfig {
 }
 
 impl FileConfig {
+    /// Checks what the types alone do not: tenant ids of `keys.tenants`, the cluster
+    /// secret's length, egress CIDRs, the archive format.
+    ///
+    /// # Errors
+    /// [`Error::Env`] naming the variable and the key.
+    pub fn validate(&self) -> Result<(), Error> {
+        // A misspelt tenant would silently fall back to the active key.
+        for t in self.keys.tenants.keys() {
+            crate::layout::validate_id("tenant", t).map_err(|e| Error::Env {
+                name: "PV_TENANT_KEYS / keys.tenants",
+                message: e.to_string(),
+            })?;
+        }
+        if self
+            .server
+            .cluster_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().len() < 16)
+        {
+            return Err(Error::Env {
+                name: "PV_CLUSTER_SECRET / server.cluster_secret",
+                message: "must be at least 16 characters".into(),
+            });
+        }
+        for c in &self.server.egress_allow {
+            if let Err(e) = c.parse::<crate::browser::egress::Cidr>() {
+                return Err(Error::Env {
+                    name: "PV_EGRESS_ALLOW / server.egress_allow",
+                    message: e,
+                });
+            }
+        }
+        if !matches!(self.archive.format, 1 | 2) {
+            return Err(Error::Env {
+                name: "PV_ARCHIVE_FORMAT / archive.format",
+                message: format!("{} is not 1 or 2", self.archive.format),
+            });
+        }
+        Ok(())
+    }
+
     /// Vault tunables, with the spool under `data_dir`.
     pub fn vault_options(&self, data_dir: &Path) -> VaultOptions {
         let a = &self.archive;
@@ -243,177 +286,18 @@ impl std::fmt::Debug for Config {
     }
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-fn env_bool(name: &'static str) -> Result<Option<bool>, Error> {
-    env(name)
-        .map(|v| match v.to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(true),
-            "0" | "false" | "no" | "off" => Ok(false),
-            _ => Err(Error::Env {
-                name,
-                message: format!("expected true/false, got {v:?}"),
-            }),
-        })
-        .transpose()
-}
-
-/// Parses `a=x,b=y` (the value may contain `=` and `:`, as ARNs do).
-fn env_map(name: &'static str, v: &str) -> Result<BTreeMap<String, String>, Error> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|item| match item.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
-                Ok((k.trim().to_string(), v.trim().to_string()))
-            }
-            _ => Err(Error::Env {
-                name,
-                message: format!("expected name=value entries, got {item:?}"),
-            }),
-        })
-        .collect()
-}
-
 impl Config {
     /// Loads the file (if any), applies `PV_*` variables and `over`.
     ///
     /// # Errors
     /// Unreadable or invalid file, bad environment values.
     pub fn load(over: &Overrides) -> Result<Self, Error> {
-        let mut file = match &over.config {
-            Some(path) => Self::parse_file(path)?,
-            None => FileConfig::default(),
+        let doc = match &over.config {
+            Some(path) => Self::parse_document(path)?.1,
+            None => toml::Table::new(),
         };
-        if let Some(v) = env("PV_KEYS_DIR") {
-            file.keys.dir = Some(v.into());
-        }
-        if let Some(v) = env("PV_ACTIVE_KEY") {
-            file.keys.active = Some(v);
-        }
-        if let Some(v) = env_bool("PV_ALLOW_DEV_KEY")? {
-            file.keys.allow_dev_key = v;
-        }
-        if let Some(v) = env("PV_KMS_KEYS") {
-            file.keys.kms = env_map("PV_KMS_KEYS", &v)?;
-        }
-        if let Some(v) = env("PV_KMS_ENDPOINT") {
-            file.keys.kms_endpoint = Some(v);
-        }
-        if let Some(v) = env("PV_TENANT_KEYS") {
-            file.keys.tenants = env_map("PV_TENANT_KEYS", &v)?;
-        }
-        // A misspelt tenant would silently fall back to the active key.
-        for t in file.keys.tenants.keys() {
-            crate::vault::validate_id("tenant", t).map_err(|e| Error::Env {
-                name: "PV_TENANT_KEYS / keys.tenants",
-                message: e.to_string(),
-            })?;
-        }
-        if let Some(v) = env_bool("PV_S3_PATH_STYLE")? {
-            file.s3.path_style = v;
-        }
-        if let Some(v) = env("PV_KEEP_GENERATIONS") {
-            file.retention.keep_generations = v.parse().map_err(|_| Error::Env {
-                name: "PV_KEEP_GENERATIONS",
-                message: format!("not a number: {v:?}"),
-            })?;
-        }
-        if let Some(v) = env("PV_PACK_GRACE_SECS") {
-            file.retention.pack_grace_secs = v.parse().map_err(|_| Error::Env {
-                name: "PV_PACK_GRACE_SECS",
-                message: format!("not a number: {v:?}"),
-            })?;
-        }
-        if let Some(v) = env("PV_ARCHIVE_FORMAT") {
-            file.archive.format = match v.as_str() {
-                "1" => 1,
-                "2" => 2,
-                _ => {
-                    return Err(Error::Env {
-                        name: "PV_ARCHIVE_FORMAT",
-                        message: format!("{v:?} is not 1 or 2"),
-                    })
-                }
-            };
-        }
-        if let Some(v) = env("PV_LISTEN") {
-            file.server.listen = v;
-        }
-        if let Some(v) = env("PV_PUBLIC_URL") {
-            file.server.public_url = Some(v.trim_end_matches('/').to_string());
-        }
-        if let Some(v) = env("PV_CLUSTER_SECRET") {
-            file.server.cluster_secret = Some(Secret::new(v));
-        }
-        if let Some(v) = env("PV_NODE_URL") {
-            file.server.node_url = Some(v.trim_end_matches('/').to_string());
-        }
-        if file
-            .server
-            .cluster_secret
-            .as_ref()
-            .is_some_and(|s| s.expose().len() < 16)
-        {
-            return Err(Error::Env {
-                name: "PV_CLUSTER_SECRET / server.cluster_secret",
-                message: "must be at least 16 characters".into(),
-            });
-        }
-        if let Some(v) = env("PV_UNSAFE_NO_SANDBOX") {
-            file.server.unsafe_no_sandbox = matches!(v.as_str(), "1" | "true" | "yes");
-        }
-        if let Some(v) = env("PV_DISPLAY") {
-            file.server.display = match v.as_str() {
-                "virtual" => DisplayMode::Virtual,
-                "headless" => DisplayMode::Headless,
-                _ => {
-                    return Err(Error::Env {
-                        name: "PV_DISPLAY",
-                        message: "must be `virtual` or `headless`".into(),
-                    })
-                }
-            };
-        }
-        if let Some(v) = env("PV_SANDBOX_REQUIRE_CGROUPS") {
-            file.server.sandbox_require_cgroups = !matches!(v.as_str(), "0" | "false" | "no");
-        }
-        if let Some(v) = env("PV_EGRESS_ALLOW") {
-            file.server.egress_allow = v
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect();
-        }
-        for c in &file.server.egress_allow {
-            if let Err(e) = c.parse::<crate::browser::egress::Cidr>() {
-                return Err(Error::Env {
-                    name: "PV_EGRESS_ALLOW / server.egress_allow",
-                    message: e,
-                });
-            }
-        }
-        if let Some(v) = env("PV_CHROMIUM") {
-            file.server.chromium = Some(v.into());
-        }
-        if let Some(v) = env("PV_API_KEYS_FILE") {
-            file.server.api_keys_file = Some(v.into());
-        }
-        if let Some(v) = env("PV_COMPRESSION") {
-            file.archive.compression = match v.as_str() {
-                "zstd" => Compression::Zstd,
-                "deflate" => Compression::Deflate,
-                _ => {
-                    return Err(Error::Env {
-                        name: "PV_COMPRESSION",
-                        message: "expected zstd or deflate".into(),
-                    })
-                }
-            };
-        }
+        let file = env::overlay(doc, env::var)?;
+        file.validate()?;
         let data_dir = over
             .data_dir
             .clone()
@@ -439,8 +323,8 @@ impl Config {
             embedded_default,
             tenant,
             file,
-            inline_keys: env("PV_MASTER_KEYS"),
-            inline_api_keys: env("PV_API_KEYS"),
+            inline_keys: env::var("PV_MASTER_KEYS"),
+            inline_api_keys: env::var("PV_API_KEYS"),
         })
     }
 
@@ -449,14 +333,22 @@ impl Config {
     /// # Errors
     /// Unreadable or invalid file.
     pub fn parse_file(path: &Path) -> Result<FileConfig, Error> {
+        Ok(Self::parse_document(path)?.0)
+    }
+
+    /// One config file, read as the config and as the document the environment goes over.
+    fn parse_document(path: &Path) -> Result<(FileConfig, toml::Table), Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Read {
             path: path.into(),
             source: e,
         })?;
-        toml::from_str(&text).map_err(|e| Error::Parse {
+        let parse = |e: &dyn std::fmt::Display| Error::Parse {
             path: path.into(),
             message: e.to_string().trim().replace('\n', " "),
-        })
+        };
+        let file: FileConfig = toml::from_str(&text).map_err(|e| parse(&e))?;
+        let doc: toml::Table = toml::from_str(&text).map_err(|e| parse(&e))?;
+        Ok((file, doc))
     }
 
     /// Where master keys come from.
@@ -494,22 +386,6 @@ mod tests {
         std::fs::write(&p, "store = \"file:///x\"\n[archive]\nlevle = 3\n").unwrap();
         let err = Config::parse_file(&p).unwrap_err().to_string();
         assert!(err.contains("levle"), "{err}");
-    }
-
-    #[test]
-    fn env_maps_parse_arns_and_reject_junk() {
-        let m = env_map(
-            "PV_KMS_KEYS",
-            "prod=arn:aws:kms:eu-west-1:1:key/ab=c, dev = alias/x",
-        )
-        .unwrap();
-        assert_eq!(m["prod"], "arn:aws:kms:eu-west-1:1:key/ab=c");
-        assert_eq!(m["dev"], "alias/x");
-        let err = env_map("PV_TENANT_KEYS", "acme").unwrap_err().to_string();
-        assert!(
-            err.contains("PV_TENANT_KEYS") && err.contains("acme"),
-            "{err}"
-        );
     }
 
     #[test]

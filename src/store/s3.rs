@@ -110,10 +110,8 @@ impl AmazonS3 {
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .load()
             .await;
-        let path_style = opts.path_style
-            || std::env::var("PV_S3_PATH_STYLE")
-                .map(|v| matches!(v.as_str(), "1" | "true" | "yes"))
-                .unwrap_or(false);
+        // `PV_S3_PATH_STYLE` reaches here through the config (`s3.path_style`).
+        let path_style = opts.path_style;
         let conf = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(path_style)
             .request_checksum_calculation(
