@@ -21,12 +21,12 @@
 //! - [`browser`]: the browser runtime: each Chromium in a sandbox of its own (bubblewrap,
 //!   egress proxy, cgroup limits), the one DevTools pipe everything talks to it through, and
 //!   the extensions it loads (the tabs agent, a tenant's own);
-//! - [`cdp`]: the daemon's own DevTools client over that pipe;
-//! - [`display`]: a headful browser's virtual display: its capture (JPEG tiles of what
+//! - `cdp`: the daemon's own DevTools client over that pipe;
+//! - `display`: a headful browser's virtual display: its capture (JPEG tiles of what
 //!   changed), sound and display-level input;
-//! - [`live`]: the live view: users, roles, viewer tokens, the screencast hub, input, Chrome's
+//! - `live`: the live view: users, roles, viewer tokens, the screencast hub, input, Chrome's
 //!   tabs API, and the client code served at `embed_url` (page and SDK module);
-//! - [`room`]: a session's shared key-value store;
+//! - `room`: a session's shared key-value store;
 //! - [`session`]: browser sessions: lifecycle, timeouts, saves at the end, recovery;
 //! - [`storage_state`]: Playwright's storageState in and out of a profile;
 //! - [`cluster`]: nodes on one store answering as one service;
@@ -38,24 +38,26 @@
 //!   reporting for long work.
 //!
 //! The `profile-vault` binary (`src/main.rs`, `src/cli/`) is a thin layer over this library.
+//! What neither it nor the integration tests use (`cdp`, `display`, `live`, `room`)
+//! is private to the crate.
 
 pub mod api;
 pub mod audit;
 pub mod browser;
-pub mod cdp;
+pub(crate) mod cdp;
 pub mod cluster;
 pub mod config;
 pub mod crypt;
 pub mod daemon;
-pub mod display;
+pub(crate) mod display;
 pub mod fsutil;
 pub mod keys;
 pub mod layout;
-pub mod live;
+pub(crate) mod live;
 pub mod metrics;
 pub mod profile;
 pub mod progress;
-pub mod room;
+pub(crate) mod room;
 pub mod session;
 pub mod storage_state;
 pub mod store;

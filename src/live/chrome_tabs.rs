@@ -84,7 +84,8 @@ impl Method {
 }
 
 named_enum!(
-    /// An event of `chrome.tabs`.
+    /// An event of `chrome.tabs` (named as Chrome names them).
+    #[allow(clippy::enum_variant_names)]
     EventKind {
         OnActivated = "onActivated",
         OnCreated = "onCreated",
