@@ -9,8 +9,10 @@
 //! Storage core (sync where it is CPU work):
 //! - [`crypt`]: AEAD primitives: chunked payload encryption, sealed chunks, key wrapping;
 //! - [`keys`]: master keys: sources, ids, the [`Keyring`];
-//! - [`profile`]: reading Chromium's directories, archives (pack, validate, unpack) and the
-//!   versioned object formats;
+//! - [`profile`]: reading Chromium's directories (what to leave out, what a profile holds);
+//! - [`format`]: the at-rest object format as `docs/FORMAT.md` has it: the sealed object,
+//!   version 1's ZIP payload ([`format::v1`]), version 2's chunks, packs and manifests
+//!   ([`format::v2`]);
 //! - [`store`]: the [`Store`] trait with filesystem and S3 backends and their conformance suite;
 //! - [`vault`]: generations, head records, save/restore/verify/rollback/delete/rekey;
 //! - [`layout`]: every object key of the store (FORMAT.md §1), and the validated ids
@@ -50,6 +52,7 @@ pub mod config;
 pub mod crypt;
 pub mod daemon;
 pub(crate) mod display;
+pub mod format;
 pub mod fsutil;
 pub mod keys;
 pub mod layout;
@@ -64,8 +67,8 @@ pub mod store;
 pub mod telemetry;
 pub mod vault;
 
+pub use format::v1::archive::{Limits, PackOptions, PackStats};
 pub use keys::Keyring;
-pub use profile::archive::{Limits, PackOptions, PackStats};
 pub use progress::{NoProgress, Progress};
 pub use store::{PutBody, PutMode, Store};
 pub use vault::{Base, Vault, VaultOptions};

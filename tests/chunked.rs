@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use profile_vault::format::v2::manifest::{self, Manifest};
+use profile_vault::format::{Sealer, VERSION_CHUNKED};
 use profile_vault::keys::{WrapContext, Wrapped};
-use profile_vault::profile::format::{Sealer, VERSION_CHUNKED};
-use profile_vault::profile::manifest::{self, Manifest};
 use profile_vault::store::fs::LocalFileSystem;
 use profile_vault::store::{PutBody, PutMode};
 use profile_vault::vault::{Base, Error, GenerationRecord};
@@ -402,13 +402,13 @@ async fn plant_manifest(vault: &Vault, root: &Path, edit: impl FnOnce(&mut Manif
         .unwrap();
     // The real manifest of generation 1, edited.
     let obj = std::fs::read(root.join(format!("{base}gens/{:020}.pvo", 1))).unwrap();
-    let expected = profile_vault::profile::format::Expected {
+    let expected = profile_vault::format::Expected {
         tenant: "t1",
         profile: "p1",
         generation: Some(1),
         object_id: Some(&rec.object_id),
     };
-    let (_, mut body) = profile_vault::profile::format::open(&obj[..], &pk, &expected).unwrap();
+    let (_, mut body) = profile_vault::format::open(&obj[..], &pk, &expected).unwrap();
     let mut plain = Vec::new();
     std::io::Read::read_to_end(&mut body, &mut plain).unwrap();
     let mut m: Manifest = serde_json::from_slice(&zstd::decode_all(&plain[..]).unwrap()).unwrap();
@@ -515,7 +515,7 @@ async fn unused_packs_are_collected_and_used_ones_never() {
     }
     // A crashed save's pack: never used by any generation.
     let orphan = root.join("tenants/t1/profiles/p1/packs/0123456789abcdef0123456789abcdef.pvp");
-    std::fs::write(&orphan, profile_vault::profile::pack::prefix()).unwrap();
+    std::fs::write(&orphan, profile_vault::format::v2::pack::prefix()).unwrap();
     let before = pack_files(&root);
     let dry = vault.gc_packs("t1", "p1", true).await.unwrap();
     assert_eq!(pack_files(&root), before, "a dry run deletes nothing");

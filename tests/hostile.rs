@@ -7,9 +7,9 @@ use std::path::Path;
 
 use base64::Engine;
 use profile_vault::crypt::DataKey;
+use profile_vault::format::v1::zipw::{Method, ZipWriter};
+use profile_vault::format::Sealer;
 use profile_vault::keys::WrapContext;
-use profile_vault::profile::format::Sealer;
-use profile_vault::profile::zipw::{Method, ZipWriter};
 use profile_vault::store::fs::LocalFileSystem;
 use profile_vault::vault::{GenerationRecord, Head};
 use profile_vault::{PutBody, PutMode, Store};
@@ -316,7 +316,7 @@ async fn damaged_or_misplaced_objects_are_rejected_by_post_vm() {
     let gens = data.join(format!("store/tenants/t1/profiles/{id}/gens"));
     let pvo = gens.join(format!("{:020}.pvo", 1));
     let original = std::fs::read(&pvo).unwrap();
-    let hl = profile_vault::profile::format::header_len(&original).unwrap();
+    let hl = profile_vault::format::header_len(&original).unwrap();
     let chunk = 64 * 1024 + 16;
     // A flipped bit in each region: prefix, header JSON, MAC, first chunk, last chunk;
     // truncation at a chunk boundary and inside a chunk; bytes appended.

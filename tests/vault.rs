@@ -152,7 +152,7 @@ async fn tampering_wrong_keys_and_copies_are_rejected() {
     let original = std::fs::read(&pvo).unwrap();
 
     // A flipped bit in the header, the MAC, the first and the last chunk.
-    let hl = profile_vault::profile::format::header_len(&original).unwrap();
+    let hl = profile_vault::format::header_len(&original).unwrap();
     for pos in [20, hl - 5, hl + 3, original.len() - 2] {
         let mut bad = original.clone();
         bad[pos] ^= 0x08;

@@ -9,7 +9,7 @@
 use std::io::Cursor;
 
 use libfuzzer_sys::fuzz_target;
-use profile_vault::profile::archive::{self, Limits};
+use profile_vault::format::v1::archive::{self, Limits};
 use profile_vault::profile::zipw::{Method, ZipWriter};
 
 fuzz_target!(|data: &[u8]| {

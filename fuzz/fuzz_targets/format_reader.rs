@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 
 use libfuzzer_sys::fuzz_target;
 use profile_vault::crypt::DataKey;
-use profile_vault::profile::format::{self, Expected, Sealer};
+use profile_vault::format::{self, Expected, Sealer};
 
 fuzz_target!(|data: &[u8]| {
     let dek = DataKey::from_bytes([7u8; 32]);

@@ -8,8 +8,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use profile_vault::profile::archive::Limits;
-use profile_vault::profile::manifest;
+use profile_vault::format::v1::archive::Limits;
+use profile_vault::format::v2::manifest;
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits {

@@ -1,12 +1,12 @@
 //! A tenant's own Chrome extension (Hyperbeam's `extension`, a zip sent with `POST /v0/vm`):
 //! checked and unpacked like any untrusted archive (bounded below; names, links and bombs
-//! refused by [`crate::profile::archive`]), then loaded read-only into that session's browser
+//! refused by [`crate::format::v1::archive`]), then loaded read-only into that session's browser
 //! only, beside the tabs agent. Chromium runs Manifest V3 extensions only.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use crate::profile::archive::Limits;
+use crate::format::v1::archive::Limits;
 
 /// A tenant's zipped extension (its bytes are never printed: logs show the size).
 #[derive(Clone)]
@@ -60,7 +60,7 @@ pub fn check(zip: &[u8]) -> Result<(), String> {
 /// A hostile or broken archive, one without a manifest, or I/O errors.
 pub(super) fn unpack(zip: &[u8], dir: &Path) -> Result<PathBuf, String> {
     let open = || Ok(Cursor::new(zip));
-    crate::profile::archive::unpack_from(&open, dir, &limits(), &crate::NoProgress)
+    crate::format::v1::archive::unpack_from(&open, dir, &limits(), &crate::NoProgress)
         .map_err(|e| format!("the extension is not a usable zip: {e}"))?;
     let root = if dir.join("manifest.json").is_file() {
         dir.to_path_buf()

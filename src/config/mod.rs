@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::format::v1::archive::{Compression, Limits, PackOptions};
 use crate::keys::KeySources;
-use crate::profile::archive::{Compression, Limits, PackOptions};
 use crate::profile::exclude::Excludes;
 use crate::store::StoreOptions;
 use crate::vault::VaultOptions;

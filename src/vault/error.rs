@@ -91,10 +91,10 @@ pub enum Error {
     Format(#[from] format::Error),
     /// A format 2 manifest that cannot be used.
     #[error(transparent)]
-    Manifest(#[from] crate::profile::manifest::Error),
+    Manifest(#[from] crate::format::v2::manifest::Error),
     /// A pack of a format 2 generation with a bad prefix.
     #[error(transparent)]
-    Pack(#[from] crate::profile::pack::PackError),
+    Pack(#[from] crate::format::v2::pack::PackError),
     /// A chunk of a format 2 generation that does not open.
     #[error("pack {pack}, chunk {chunk}: {source}")]
     Blob {
@@ -217,7 +217,7 @@ impl Error {
             Error::NewerFormat { .. }
                 | Error::BrowserTooOld { .. }
                 | Error::Format(format::Error::NewerVersion(_))
-                | Error::Pack(crate::profile::pack::PackError::NewerVersion { .. })
+                | Error::Pack(crate::format::v2::pack::PackError::NewerVersion { .. })
         )
     }
 
@@ -225,7 +225,7 @@ impl Error {
     pub fn is_integrity(&self) -> bool {
         match self {
             Error::Format(format::Error::NewerVersion(_)) => false,
-            Error::Pack(crate::profile::pack::PackError::NewerVersion { .. }) => false,
+            Error::Pack(crate::format::v2::pack::PackError::NewerVersion { .. }) => false,
             Error::Format(_)
             | Error::BadRecord { .. }
             | Error::Manifest(_)

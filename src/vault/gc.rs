@@ -217,7 +217,7 @@ impl Vault {
             let Some(id) = m.key[pack_prefix.len()..].strip_suffix(".pvp") else {
                 continue;
             };
-            if !crate::profile::pack::valid_id(id) {
+            if !crate::format::v2::pack::valid_id(id) {
                 continue;
             }
             present.insert(id.to_string());

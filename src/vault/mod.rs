@@ -31,10 +31,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::crypt::{stream, DataKey};
+use crate::format::v1::archive::{self, Limits, PackOptions, PackStats, UnpackStats};
+use crate::format::{self, Expected, Sealer};
 use crate::fsutil;
 use crate::keys::{self, Keyring, WrapContext, Wrapped};
-use crate::profile::archive::{self, Limits, PackOptions, PackStats, UnpackStats};
-use crate::profile::format::{self, Expected, Sealer};
 use crate::progress::Progress;
 use crate::store::{self, PutBody, PutMode, Store};
 

@@ -195,7 +195,7 @@ impl Vault {
             .packs
             .iter()
             .flatten()
-            .any(|p| !crate::profile::pack::valid_id(p))
+            .any(|p| !crate::format::v2::pack::valid_id(p))
         {
             return Err(Error::BadRecord {
                 key,

@@ -2,7 +2,7 @@
 //!
 //! - `save.rs`: a save walks the profile, reuses the chunk list of every file whose size and
 //!   modification time did not change since the base generation (the head it started from),
-//!   cuts the other files into chunks ([`crate::profile::chunker`]), seals only the chunks
+//!   cuts the other files into chunks ([`crate::format::v2::chunker`]), seals only the chunks
 //!   the base does not have, packs them and uploads the packs while later ones are still
 //!   being made; then the manifest is the generation's payload object.
 //!   The threads that read, hash, seal and pack are in `stages.rs`.
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 use crate::crypt::blob::ChunkId;
-use crate::profile::manifest::{self, Manifest};
+use crate::format::v2::manifest::{self, Manifest};
 
 /// What a format 2 save reused and sent (recorded in its generation record).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 
 use super::*;
 use crate::crypt::blob::{ChunkKeys, Spent};
-use crate::profile::pack;
+use crate::format::v2::pack;
 use crate::progress::Step;
 
 /// Ranged reads running at once.

@@ -18,8 +18,8 @@ use std::time::Instant;
 use super::stages::{collect, read_files, seal_chunks, Budget, Done, Job, BUDGET_BYTES};
 use super::*;
 use crate::crypt::blob::ChunkKeys;
-use crate::profile::archive::{Entry, Kind};
-use crate::profile::manifest::{ChunkRef, FileEntry};
+use crate::format::v1::archive::{Entry, Kind};
+use crate::format::v2::manifest::{ChunkRef, FileEntry};
 use crate::progress::Step;
 
 /// Pack uploads running at once.

@@ -1,5 +1,5 @@
 //! The threads of a format 2 save (see `save.rs`): a reader that reads each file to read
-//! chunk by chunk ([`crate::profile::chunker`] says where to cut), workers that hash every
+//! chunk by chunk ([`crate::format::v2::chunker`] says where to cut), workers that hash every
 //! chunk and seal those nobody has yet, and the collector that appends sealed chunks to packs
 //! and hands full packs to the uploaders. Each owns its channel ends, so one that stops (an
 //! error, or the uploads failing) makes the others stop too.
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::save::Loc;
 use super::*;
 use crate::crypt::blob::{ChunkKeys, Spent};
-use crate::profile::{chunker, pack};
+use crate::format::v2::{chunker, pack};
 use crate::progress::Step;
 
 /// A chunk to hash (and maybe seal).

@@ -1,4 +1,13 @@
-//! The at-rest object format, versions 1 and 2 (the contract is `docs/FORMAT.md`).
+//! The at-rest object format, versions 1 and 2 (the contract is `docs/FORMAT.md`): this
+//! file is the object every payload is (§2 header, §3 STREAM body, §7 versions); the payload
+//! of each version is its own module:
+//! - [`v1`] (§6): one ZIP of the profile ([`v1::archive`] packs and, treating it as
+//!   hostile, validates and extracts it; [`v1::zipw`] writes the ZIP stream). The walk of a
+//!   profile directory and the checks every restore makes (names, limits, the target) live
+//!   in [`v1::archive`] and serve version 2 too;
+//! - [`v2`] (§10): chunked, deduplicated generations ([`v2::chunker`] where files are cut,
+//!   [`v2::pack`] the pack objects sealed chunks travel in, [`v2::manifest`] what a
+//!   generation holds).
 //!
 //! ```text
 //! magic "\x89PVOBJ\r\n" (8) | version u16 BE = 1 | suite u16 BE = 1 | header_len u32 BE
@@ -7,12 +16,15 @@
 //! body: STREAM chunks, each AES-256-GCM(chunk_key, nonce(i, last), plaintext) ‖ tag
 //! ```
 //! The plaintext of the body is the ZIP archive of the profile (version 1) or the manifest of
-//! a chunked generation (version 2, [`crate::profile::manifest`]); the version is in the
+//! a chunked generation (version 2, [`v2::manifest`]); the version is in the
 //! prefix, which the header MAC covers.
 //!
 //! A reader is told what it expects ([`Expected`]) and checks, in order: magic, version,
 //! suite, header syntax, the header's tenant/profile/generation/object id, the key
 //! commitment (before any decryption), the header MAC, then every chunk.
+
+pub mod v1;
+pub mod v2;
 
 use std::io::{self, Read, Write};
 

@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use super::exclude::Excludes;
 use super::zipw::{Method, ZipWriter};
 use crate::fsutil;
+use crate::profile::exclude::Excludes;
 use crate::progress::Progress;
 
 /// Files at most this large are compressed in memory by the worker pool.

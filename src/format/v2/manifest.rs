@@ -11,9 +11,9 @@ use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 
-use super::archive::{self, Limits};
 use super::pack;
 use crate::crypt::blob::{ChunkId, ID_LEN, MAX_RAW_LEN, OVERHEAD};
+use crate::format::v1::archive::{self, Limits};
 
 /// Largest decompressed manifest a reader accepts.
 pub const MAX_LEN: u64 = 256 << 20;
