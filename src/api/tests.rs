@@ -204,4 +204,46 @@ async fn the_document_lists_every_route_and_code() {
         .collect();
     let all: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.name()).collect();
     assert_eq!(listed, all);
+    // Every documented operation is served (and nothing undocumented is routed).
+    let mut documented = 0;
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in ops.as_object().expect("operations") {
+            documented += 1;
+            assert!(op["summary"].is_string(), "{method} {path}");
+            let concrete = path.replace("{id}", "no-such-id").replace("{key}", "k");
+            let (_, _, v) = call(&s, &method.to_uppercase(), &concrete, None, b"{}".to_vec()).await;
+            assert_ne!(
+                v["message"], "route not found",
+                "{method} {path} is documented but not served"
+            );
+        }
+    }
+    assert_eq!(documented, ROUTES.len());
+    // The check can fail: an unknown route is the fallback.
+    let (st, _, v) = call(&s, "GET", "/v0/nope", None, vec![]).await;
+    assert_eq!(
+        (st, v["message"].as_str()),
+        (StatusCode::NOT_FOUND, Some("route not found"))
+    );
+}
+
+#[tokio::test]
+async fn without_chromium_the_daemon_answers_but_is_not_ready() {
+    // The inert runtime's browser binary does not exist.
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path());
+    let (st, _, v) = call(&s, "GET", "/readyz", None, vec![]).await;
+    assert_eq!(
+        (st, &v["checks"]["chromium"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!(false)),
+        "{v}"
+    );
+    let (st, _, v) = call(&s, "POST", "/v0/vm", Some(TOKEN), b"{}".to_vec()).await;
+    assert_eq!(
+        (st, code(&v)),
+        (StatusCode::SERVICE_UNAVAILABLE, "browser_failed"),
+        "{v}"
+    );
+    let (st, _, _) = call(&s, "GET", "/healthz", None, vec![]).await;
+    assert_eq!(st, StatusCode::OK);
 }
