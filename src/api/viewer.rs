@@ -406,6 +406,83 @@ pub(super) struct Caller {
     pub tenant_full: Option<usize>,
 }
 
+/// Lets the viewer in, or closes its socket saying why: the tenant's viewer cap, the auth
+/// webhook (its `{"t": "auth"}` message first), the session's viewer cap, the screencast.
+async fn admit(
+    s: &Arc<Session>,
+    roles: BTreeSet<Role>,
+    caller: &Caller,
+    policy: &Arc<crate::browser::egress::Policy>,
+    tx: &mut Tx,
+    rx: &mut futures_util::stream::SplitStream<WebSocket>,
+) -> Option<(
+    Arc<crate::live::User>,
+    tokio::sync::mpsc::Receiver<crate::live::Notice>,
+)> {
+    let live = &s.live;
+    if let Some(max) = caller.tenant_full {
+        refuse(tx, rx, 4008, &format!("this tenant has the most viewers it may have on this node (server.max_viewers_per_tenant = {max})")).await;
+        return None;
+    }
+    // With an auth webhook, the app's userdata comes first; the webhook decides below.
+    let userdata = match &s.auth {
+        Some(_) => {
+            let Some(u) = auth_message(rx).await else {
+                close(
+                    tx,
+                    1008,
+                    "unauthorized: the first message must be {\"t\": \"auth\"}",
+                )
+                .await;
+                return None;
+            };
+            Some(u)
+        }
+        None => None,
+    };
+    // The webhook decides before the user joins (it holds no slot, is listed nowhere and
+    // sends no input meanwhile); a few admissions at a time per session.
+    let resume = caller.resume.as_deref();
+    let id = live.pending_id(&caller.token, resume);
+    let mut granted = None;
+    if let (Some(hook), Some(userdata)) = (&s.auth, userdata) {
+        let Some(_slot) = live.admitting() else {
+            refuse(
+                tx,
+                rx,
+                1013,
+                "too many viewers are being admitted; try again",
+            )
+            .await;
+            return None;
+        };
+        match admitted(s, hook, &id, userdata, &caller.user_agent, policy).await {
+            Some(p) => granted = Some(p),
+            None => {
+                refuse(tx, rx, 1008, "unauthorized").await;
+                return None;
+            }
+        }
+    }
+    let (user, notices) = match live.join_as(&caller.token, roles, resume, Some(id)) {
+        Ok(u) => u,
+        Err(e) => {
+            refuse(tx, rx, 4008, &e.to_string()).await;
+            return None;
+        }
+    };
+    if let Some(p) = granted {
+        live.set_permissions_json(&user.id, &p);
+    }
+    if let Err(e) = live.hub.join().await {
+        tracing::warn!(session = %s.id, error = %e, "live view: cannot start the screencast");
+        live.leave(&user);
+        close(tx, 4011, "the browser does not answer").await;
+        return None;
+    }
+    Some((user, notices))
+}
+
 /// Serves one viewer's socket.
 pub(super) async fn run(
     s: Arc<Session>,
@@ -416,56 +493,10 @@ pub(super) async fn run(
 ) {
     let live = &s.live;
     let (mut tx, mut rx) = socket.split();
-    if let Some(max) = caller.tenant_full {
-        return refuse(&mut tx, &mut rx, 4008, &format!("this tenant has the most viewers it may have on this node (server.max_viewers_per_tenant = {max})")).await;
-    }
-    // With an auth webhook, the app's userdata comes first; the webhook decides below.
-    let userdata = match &s.auth {
-        Some(_) => match auth_message(&mut rx).await {
-            Some(u) => Some(u),
-            None => {
-                return close(
-                    &mut tx,
-                    1008,
-                    "unauthorized: the first message must be {\"t\": \"auth\"}",
-                )
-                .await
-            }
-        },
-        None => None,
+    let Some((user, mut notices)) = admit(&s, roles, &caller, &policy, &mut tx, &mut rx).await
+    else {
+        return;
     };
-    // The webhook decides before the user joins (it holds no slot, is listed nowhere and
-    // sends no input meanwhile); a few admissions at a time per session.
-    let resume = caller.resume.as_deref();
-    let id = live.pending_id(&caller.token, resume);
-    let mut granted = None;
-    if let (Some(hook), Some(userdata)) = (&s.auth, userdata) {
-        let Some(_slot) = live.admitting() else {
-            return refuse(
-                &mut tx,
-                &mut rx,
-                1013,
-                "too many viewers are being admitted; try again",
-            )
-            .await;
-        };
-        match admitted(&s, hook, &id, userdata, &caller.user_agent, &policy).await {
-            Some(p) => granted = Some(p),
-            None => return refuse(&mut tx, &mut rx, 1008, "unauthorized").await,
-        }
-    }
-    let (user, mut notices) = match live.join_as(&caller.token, roles, resume, Some(id)) {
-        Ok(u) => u,
-        Err(e) => return refuse(&mut tx, &mut rx, 4008, &e.to_string()).await,
-    };
-    if let Some(p) = granted {
-        live.set_permissions_json(&user.id, &p);
-    }
-    if let Err(e) = live.hub.join().await {
-        tracing::warn!(session = %s.id, error = %e, "live view: cannot start the screencast");
-        live.leave(&user);
-        return close(&mut tx, 4011, "the browser does not answer").await;
-    }
     s.client_connected();
     tracing::info!(session = %s.id, user = %user.id, "viewer connected");
     let rate = f64::from(live.config().max_input_rate);
