@@ -842,3 +842,18 @@ async fn timeout_webhooks_warn_before_and_report_the_end() {
         assert_eq!(st, 400, "{v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_chromium_the_daemon_starts_and_says_it_is_not_ready() {
+    // What it answers then is tested in process (api::tests); this is the binary starting.
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        StoreKind::Fs,
+        &[("PV_CHROMIUM", "/nonexistent/chromium")],
+    );
+    let (st, v) = d.call("GET", "/readyz", None, None).await;
+    assert_eq!((st, &v["checks"]["chromium"]), (503, &json!(false)), "{v}");
+    let (st, _) = d.call("GET", "/healthz", None, None).await;
+    assert_eq!(st, 200);
+}

@@ -192,6 +192,7 @@ async fn the_document_lists_every_route_and_code() {
     let s = state(dir.path());
     let (st, _, doc) = call(&s, "GET", "/v0/openapi.json", None, vec![]).await;
     assert_eq!(st, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.0.3");
     for r in ROUTES {
         let op = &doc["paths"][r.path][r.method.as_str().to_lowercase()];
         assert_eq!(op["operationId"], r.op, "{} {}", r.method.as_str(), r.path);

@@ -14,7 +14,8 @@ pub struct Args {
 /// Runs `audit`.
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let vault = ctx.vault().await?;
-    profile_vault::vault::validate_id("tenant", ctx.tenant())?;
+    profile_vault::vault::validate_id("tenant", ctx.tenant())
+        .map_err(profile_vault::vault::Error::from)?;
     let events = vault
         .audit()
         .list(ctx.tenant(), a.profile.as_deref())

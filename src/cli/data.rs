@@ -23,7 +23,7 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let vault = ctx.vault().await?;
     let tenant = ctx.tenant();
-    vault::validate_id("profile", &a.profile)?;
+    vault::validate_id("profile", &a.profile).map_err(vault::Error::from)?;
     if !vault.profile_exists(tenant, &a.profile).await? {
         return Err(vault::Error::ProfileNotFound {
             tenant: tenant.into(),

@@ -16,6 +16,11 @@ enum Kind {
     Url,
     /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
     Bool,
+    /// A switch that weakens a protection: on only for exactly `1`, `true` or `yes`;
+    /// anything else leaves it off.
+    OnlyIfYes,
+    /// A protection: off only for exactly `0`, `false` or `no`; anything else leaves it on.
+    UnlessNo,
     /// A non-negative integer.
     Int,
     /// `a,b,c`.
@@ -48,13 +53,13 @@ const VARS: &[(&str, &str, Kind)] = &[
     (
         "PV_UNSAFE_NO_SANDBOX",
         "server.unsafe_no_sandbox",
-        Kind::Bool,
+        Kind::OnlyIfYes,
     ),
     ("PV_DISPLAY", "server.display", Kind::Text),
     (
         "PV_SANDBOX_REQUIRE_CGROUPS",
         "server.sandbox_require_cgroups",
-        Kind::Bool,
+        Kind::UnlessNo,
     ),
     ("PV_EGRESS_ALLOW", "server.egress_allow", Kind::List),
     ("PV_CHROMIUM", "server.chromium", Kind::Text),
@@ -76,6 +81,8 @@ fn value(name: &'static str, kind: Kind, v: &str) -> Result<toml::Value, Error> 
             "0" | "false" | "no" | "off" => false,
             _ => return Err(bad(format!("expected true/false, got {v:?}"))),
         }),
+        Kind::OnlyIfYes => toml::Value::Boolean(matches!(v, "1" | "true" | "yes")),
+        Kind::UnlessNo => toml::Value::Boolean(!matches!(v, "0" | "false" | "no")),
         Kind::Int => toml::Value::Integer(
             v.trim()
                 .parse::<u32>()
@@ -197,6 +204,19 @@ mod tests {
         assert_eq!(c.server.public_url.as_deref(), Some("https://pv.example"));
         assert_eq!(c.server.display, DisplayMode::Headless);
         assert!(c.server.unsafe_no_sandbox);
+        // The sandbox goes off only for an exact yes; cgroups stop being required only for
+        // an exact no.
+        for (v, off) in [("yes", true), ("1", true), ("True", false), ("on", false)] {
+            let c = with(&[("PV_UNSAFE_NO_SANDBOX", v)]).unwrap();
+            assert_eq!(c.server.unsafe_no_sandbox, off, "PV_UNSAFE_NO_SANDBOX={v}");
+        }
+        for (v, required) in [("no", false), ("0", false), ("False", true), ("off", true)] {
+            let c = with(&[("PV_SANDBOX_REQUIRE_CGROUPS", v)]).unwrap();
+            assert_eq!(
+                c.server.sandbox_require_cgroups, required,
+                "PV_SANDBOX_REQUIRE_CGROUPS={v}"
+            );
+        }
         assert_eq!(c.server.egress_allow, ["10.0.0.0/8", "192.168.1.0/24"]);
         assert_eq!(c.keys.kms["a"], "arn:aws:kms:x:1:key/k=1");
         assert_eq!(c.archive.format, 1);
@@ -248,7 +268,7 @@ mod tests {
                     "PV_COMPRESSION" => "zstd",
                     _ => "x",
                 },
-                Kind::Bool => "true",
+                Kind::Bool | Kind::OnlyIfYes | Kind::UnlessNo => "true",
                 Kind::Int => "2",
                 Kind::List => "a",
                 Kind::Map => "a=b",

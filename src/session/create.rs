@@ -23,6 +23,8 @@ struct ProfilePlan {
 /// What [`Manager::launch`] left: the browser running, its record, and what it holds.
 struct Started {
     record: Record,
+    /// When the record was made, on [`timer::mono_ms`]'s clock.
+    created_mono: u64,
     plan: ProfilePlan,
     lease: Option<vault::Lease>,
     browser: crate::browser::Browser,
@@ -62,6 +64,8 @@ impl Manager {
         let admin_token = new_admin_token();
         let plan = self.plan_profile(tenant, &req, &id).await?;
         let lease = self.claim_profile(tenant, &plan, &id, &mut guard).await?;
+        // The absolute timeout counts from here (on the deadlines' clock).
+        let created_mono = timer::mono_ms();
         let record = Record {
             id: id.clone(),
             tenant: tenant.into(),
@@ -79,6 +83,7 @@ impl Manager {
             .await?;
         let started = Started {
             record,
+            created_mono,
             plan,
             lease,
             browser,
@@ -236,6 +241,7 @@ impl Manager {
     ) -> Arc<Session> {
         let Started {
             record,
+            created_mono,
             plan,
             lease,
             browser,
@@ -268,7 +274,7 @@ impl Manager {
             loaded: plan.loaded,
             base_generation: plan.base_generation,
             created_at,
-            timer: timer::Timer::new(req.timeouts, req.warning.unwrap_or(60), created_at * 1000),
+            timer: timer::Timer::new(req.timeouts, req.warning.unwrap_or(60), created_mono),
             ignored,
             default_roles: req.default_roles.clone(),
             dir: record.dir.clone(),

@@ -139,7 +139,7 @@ impl std::fmt::Debug for Session {
     }
 }
 
-pub(super) use super::timer::now_ms;
+pub(super) use super::timer::unix_ms as now_ms;
 
 pub(super) fn token_hash(token: &str) -> [u8; 32] {
     sha2::Sha256::digest(token.as_bytes()).into()
@@ -238,7 +238,9 @@ impl Session {
             node: self.node.clone(),
             created_at: self.created_at,
             expires_at: if st.ended.is_none() {
-                self.timer.deadline().map(|(ms, _)| ms.div_ceil(1000))
+                self.timer
+                    .deadline()
+                    .map(|(ms, _)| super::timer::to_unix(ms).div_ceil(1000))
             } else {
                 None
             },

@@ -1,7 +1,7 @@
 //! A session's timeouts and the deadline they give: absolute (from creation or the last
 //! reset, capped by the server), inactive (since the last activity), offline (with no
 //! DevTools client connected), and the warning ahead of them. Pure bookkeeping on
-//! [`now_ms`], so its tests run on a paused clock.
+//! [`mono_ms`] (tokio's clock), so its tests run on a paused clock.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -10,27 +10,36 @@ use serde::{Deserialize, Serialize};
 
 use super::EndReason;
 
-/// Unix milliseconds, counted on tokio's clock from the wall clock read once: deadlines
-/// never jump when the wall clock is set, and follow a paused clock in tests.
-pub fn now_ms() -> u64 {
+/// Milliseconds on tokio's clock: monotonic, paused in tests. Deadlines are counted on it
+/// and nothing else: published and stored times are [`unix_ms`] ([`to_unix`] converts).
+pub fn mono_ms() -> u64 {
     // The base lies a day back, so no clock (a paused one of another runtime included)
     // reads earlier than it.
-    static BASE: OnceLock<(u64, std::time::Instant)> = OnceLock::new();
-    let (unix_ms, at) = BASE.get_or_init(|| {
-        let unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+    static BASE: OnceLock<std::time::Instant> = OnceLock::new();
+    let base = BASE.get_or_init(|| {
         let now = std::time::Instant::now();
-        let back = [86_400, 3_600, 60, 0]
+        [86_400, 3_600, 60]
             .into_iter()
-            .find_map(|s| Some((s, now.checked_sub(std::time::Duration::from_secs(s))?)))
-            .unwrap_or((0, now));
-        (unix.saturating_sub(back.0 * 1000), back.1)
+            .find_map(|s| now.checked_sub(std::time::Duration::from_secs(s)))
+            .unwrap_or(now)
     });
-    let elapsed = tokio::time::Instant::now()
+    tokio::time::Instant::now()
         .into_std()
-        .saturating_duration_since(*at);
-    unix_ms + elapsed.as_millis() as u64
+        .saturating_duration_since(*base)
+        .as_millis() as u64
+}
+
+/// Unix milliseconds (the wall clock): what clients, records and other nodes see.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A time on [`mono_ms`]'s clock as Unix milliseconds.
+pub fn to_unix(mono: u64) -> u64 {
+    let (m, u) = (i128::from(mono_ms()), i128::from(unix_ms()));
+    u64::try_from((u + i128::from(mono) - m).max(0)).unwrap_or(u64::MAX)
 }
 
 /// Per-session timeouts in seconds.
@@ -65,7 +74,7 @@ pub struct TimeoutChange {
 pub enum Warning {
     /// Nothing (no deadline, already warned, or not near yet).
     None,
-    /// The deadline is within the warning: warn once, of this deadline (Unix ms) and why.
+    /// The deadline is within the warning: warn once, of this deadline ([`mono_ms`]) and why.
     Due(u64, EndReason),
 }
 
@@ -84,10 +93,10 @@ pub struct Timer {
 }
 
 impl Timer {
-    /// Timeouts of a session created at `created_ms` (Unix ms), warned `warning_secs`
-    /// ahead; its activity and offline counters start now.
+    /// Timeouts of a session created at `created_ms` (on [`mono_ms`]'s clock), warned
+    /// `warning_secs` ahead; its activity and offline counters start now.
     pub fn new(timeouts: Timeouts, warning_secs: u64, created_ms: u64) -> Timer {
-        let now = now_ms();
+        let now = mono_ms();
         Timer {
             created_ms,
             timeouts: Mutex::new(timeouts),
@@ -102,7 +111,7 @@ impl Timer {
 
     /// Records activity (renews the inactivity timeout).
     pub fn touch(&self) {
-        self.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_activity_ms.store(mono_ms(), Ordering::Relaxed);
     }
 
     /// A DevTools client connected.
@@ -114,7 +123,7 @@ impl Timer {
     /// A DevTools client disconnected (the last one starts the offline timeout).
     pub fn client_disconnected(&self) {
         if self.clients.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.offline_since_ms.store(now_ms(), Ordering::SeqCst);
+            self.offline_since_ms.store(mono_ms(), Ordering::SeqCst);
         }
         self.touch();
     }
@@ -134,8 +143,8 @@ impl Timer {
         self.warning_secs.load(Ordering::Relaxed)
     }
 
-    /// When the session would time out now (Unix ms), and why: the earliest of its
-    /// timeouts.
+    /// When the session would time out now (on [`mono_ms`]'s clock), and why: the earliest
+    /// of its timeouts.
     pub fn deadline(&self) -> Option<(u64, EndReason)> {
         let mut best: Option<(u64, EndReason)> = None;
         let mut consider = |at_ms: u64, why| {
@@ -167,7 +176,7 @@ impl Timer {
         best
     }
 
-    /// The deadline, if it has passed at `now` (Unix ms).
+    /// The deadline, if it has passed at `now` ([`mono_ms`]).
     pub fn expired(&self, now: u64) -> Option<EndReason> {
         self.deadline()
             .and_then(|(at, why)| (at <= now).then_some(why))
@@ -179,7 +188,7 @@ impl Timer {
             .filter(|&(at, _)| at > now && at <= now + self.warning_secs() * 1000)
     }
 
-    /// Whether the webhook is to be warned now: once per approach of a deadline (activity
+    /// Whether the webhook is to be warned at `now` ([`mono_ms`]): once per approach of a deadline (activity
     /// that moves the deadline away re-arms it).
     pub fn warning_due(&self, now: u64) -> Warning {
         let Some((at, why)) = self.deadline() else {
@@ -200,7 +209,7 @@ impl Timer {
     /// every counter starts again now (absolute from now, no activity since now, offline
     /// since now).
     pub fn change(&self, change: TimeoutChange, cap: Option<u64>) {
-        let now = now_ms();
+        let now = mono_ms();
         let mut t = self.timeouts.lock().expect("timeouts");
         if let Some(a) = change.absolute {
             t.absolute = a;
@@ -239,7 +248,7 @@ mod tests {
     use super::*;
 
     fn timer(t: Timeouts, warning: u64) -> Timer {
-        Timer::new(t, warning, now_ms())
+        Timer::new(t, warning, mono_ms())
     }
 
     #[tokio::test(start_paused = true)]
@@ -252,17 +261,17 @@ mod tests {
             10,
         );
         advance(Duration::from_secs(29)).await;
-        assert_eq!(t.expired(now_ms()), None);
+        assert_eq!(t.expired(mono_ms()), None);
         t.touch();
         assert_eq!(
-            t.warning_due(now_ms()),
+            t.warning_due(mono_ms()),
             Warning::None,
             "a sweep sees it far: re-armed"
         );
         advance(Duration::from_secs(29)).await;
-        assert_eq!(t.expired(now_ms()), None, "activity renewed it");
+        assert_eq!(t.expired(mono_ms()), None, "activity renewed it");
         advance(Duration::from_secs(1)).await;
-        assert_eq!(t.expired(now_ms()), Some(EndReason::Inactive));
+        assert_eq!(t.expired(mono_ms()), Some(EndReason::Inactive));
     }
 
     #[tokio::test(start_paused = true)]
@@ -279,9 +288,9 @@ mod tests {
         assert_eq!(t.deadline(), None, "a client is connected");
         t.client_disconnected();
         advance(Duration::from_secs(4)).await;
-        assert_eq!(t.expired(now_ms()), None);
+        assert_eq!(t.expired(mono_ms()), None);
         advance(Duration::from_secs(1)).await;
-        assert_eq!(t.expired(now_ms()), Some(EndReason::Offline));
+        assert_eq!(t.expired(mono_ms()), Some(EndReason::Offline));
     }
 
     #[tokio::test(start_paused = true)]
@@ -294,48 +303,48 @@ mod tests {
             },
             10,
         );
-        let start = now_ms();
+        let start = mono_ms();
         assert_eq!(t.deadline(), Some((start + 40_000, EndReason::Inactive)));
         advance(Duration::from_secs(29)).await;
-        assert_eq!(t.warning_due(now_ms()), Warning::None, "not near yet");
+        assert_eq!(t.warning_due(mono_ms()), Warning::None, "not near yet");
         advance(Duration::from_secs(2)).await;
         assert_eq!(
-            t.warning_due(now_ms()),
+            t.warning_due(mono_ms()),
             Warning::Due(start + 40_000, EndReason::Inactive)
         );
-        assert_eq!(t.warning_due(now_ms()), Warning::None, "warned once");
-        assert!(t.near(now_ms()).is_some(), "viewers still see it near");
+        assert_eq!(t.warning_due(mono_ms()), Warning::None, "warned once");
+        assert!(t.near(mono_ms()).is_some(), "viewers still see it near");
         t.touch();
         assert_eq!(
-            t.warning_due(now_ms()),
+            t.warning_due(mono_ms()),
             Warning::None,
             "moved away: re-armed"
         );
         advance(Duration::from_secs(30)).await;
         assert_eq!(
-            t.warning_due(now_ms()),
+            t.warning_due(mono_ms()),
             Warning::Due(start + 71_000, EndReason::Inactive),
             "near again: warned again"
         );
         t.touch();
         assert_eq!(
-            t.warning_due(now_ms()),
+            t.warning_due(mono_ms()),
             Warning::None,
             "a sweep sees it far: re-armed"
         );
         advance(Duration::from_secs(29)).await;
         // 90 s in: the absolute timeout (100 s) is now the nearer one.
         assert_eq!(
-            t.warning_due(now_ms()),
+            t.warning_due(mono_ms()),
             Warning::Due(start + 100_000, EndReason::Absolute)
         );
         advance(Duration::from_secs(10)).await;
-        assert_eq!(t.expired(now_ms()), Some(EndReason::Absolute));
+        assert_eq!(t.expired(mono_ms()), Some(EndReason::Absolute));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_reset_restarts_the_counters_within_the_server_cap() {
-        let created = now_ms();
+        let created = mono_ms();
         let t = Timer::new(
             Timeouts {
                 absolute: Some(60),

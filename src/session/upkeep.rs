@@ -74,6 +74,8 @@ impl Manager {
     pub async fn sweep(self: &Arc<Self>) -> usize {
         let active = self.active_sessions();
         let now = now_ms();
+        // Deadlines are on tokio's clock; what is published is Unix time.
+        let mono = timer::mono_ms();
         let mut n = 0;
         let renew_every = (self.cfg.lease_ttl.as_millis() as u64 / 3).max(1);
         for s in &active {
@@ -108,10 +110,10 @@ impl Manager {
                 Err(_) => (false, false),
             };
             if let Some(hook) = &s.webhook {
-                if let timer::Warning::Due(at, why) = s.timer.warning_due(now) {
+                if let timer::Warning::Due(at, why) = s.timer.warning_due(mono) {
                     let (hook, id) = (hook.clone(), s.id.clone());
                     let policy = self.cfg.browser.egress().clone();
-                    let body = serde_json::json!({"session_id": id, "type": "timeout_warning", "reason": why, "expires_at": at.div_ceil(1000)});
+                    let body = serde_json::json!({"session_id": id, "type": "timeout_warning", "reason": why, "expires_at": timer::to_unix(at).div_ceil(1000)});
                     tokio::spawn(async move {
                         if let Err(e) = webhook::send(&hook, &body, &policy).await {
                             tracing::warn!(session = %id, error = %e, "timeout webhook (warning) not delivered");
@@ -120,13 +122,16 @@ impl Manager {
                 }
             }
             // Viewers are warned too (the SDK's onCloseWarning), `timeout.warning` ahead.
-            let near = s.timer.near(now).and_then(|(at, why)| {
+            let near = s.timer.near(mono).and_then(|(at, why)| {
                 let kind = match why {
                     EndReason::Inactive => crate::live::WarningKind::Inactive,
                     EndReason::Absolute => crate::live::WarningKind::Absolute,
                     _ => return None,
                 };
-                Some(crate::live::CloseWarning { kind, at_ms: at })
+                Some(crate::live::CloseWarning {
+                    kind,
+                    at_ms: timer::to_unix(at),
+                })
             });
             s.live.warn_close(near);
             if limited {
@@ -135,7 +140,7 @@ impl Manager {
             } else if crashed {
                 tracing::warn!(session = %s.id, "browser exited by itself; saving what reached disk");
                 n += usize::from(self.end(&s, EndReason::Crash));
-            } else if let Some(why) = s.timer.expired(now) {
+            } else if let Some(why) = s.timer.expired(mono) {
                 n += usize::from(self.end(&s, why));
             }
         }

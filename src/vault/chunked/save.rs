@@ -161,10 +161,15 @@ impl Vault {
         let mut bytes = 0u64;
         let upload: Result<()> = async {
             let mut set = tokio::task::JoinSet::new();
-            while let Some((id, buf)) = rx.recv().await {
+            loop {
+                // A pack is taken from the queue only when it can go up at once, so no more
+                // than IN_FLIGHT + QUEUED finished packs are ever held.
                 while set.len() >= IN_FLIGHT {
                     join_one(&mut set).await?;
                 }
+                let Some((id, buf)) = rx.recv().await else {
+                    break;
+                };
                 bytes += buf.len() as u64;
                 uploaded.push(id.clone());
                 let store = self.store.clone();
