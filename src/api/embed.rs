@@ -327,15 +327,14 @@ pub(super) async fn timeout(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let s = admin(&state, &headers, &id)?;
-    let v: Value = wire::body(&wire::TIMEOUT_CHANGE, &headers, &body)?;
+    let req: wire::TimeoutChangeRequest = wire::body(&wire::TIMEOUT_CHANGE, &headers, &body)?;
     // Absent: unchanged; null: none.
-    let field = |k: &str| v.get(k).map(Value::as_u64);
     let change = crate::session::TimeoutChange {
-        absolute: field("absolute"),
-        inactive: field("inactive"),
-        offline: field("offline"),
-        warning: v["warning"].as_u64(),
-        reset: v["reset"].as_bool().unwrap_or(true),
+        absolute: req.absolute,
+        inactive: req.inactive,
+        offline: req.offline,
+        warning: req.warning,
+        reset: req.reset.unwrap_or(true),
     };
     s.change_timeouts(change, state.manager.config().max_session_secs);
     let t = s.timeouts();
@@ -413,11 +412,10 @@ pub(super) async fn mint(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let s = admin(&state, &headers, &id)?;
-    let v: Value = wire::body(&wire::VIEWER_REQUEST, &headers, &body)?;
-    let roles = if v["roles"].is_array() {
-        role_set(&v["roles"])
-    } else {
-        s.default_roles.clone()
+    let req: wire::ViewerRequest = wire::body(&wire::VIEWER_REQUEST, &headers, &body)?;
+    let roles = match req.roles {
+        Some(names) => names.iter().filter_map(|r| Role::parse(r)).collect(),
+        None => s.default_roles.clone(),
     };
     let token = s.live.mint(roles.clone());
     Ok(Json(json!({

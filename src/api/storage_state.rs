@@ -27,13 +27,6 @@ struct ExportQuery {
     generation: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ImportRequest {
-    id: Option<String>,
-    storage_state: Value,
-}
-
 fn runner(state: &AppState) -> Runner {
     let cfg = state.manager.config();
     Runner {
@@ -79,7 +72,7 @@ pub(super) async fn import(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = api_tenant(&state, &headers)?;
-    let req: ImportRequest = wire::body(&wire::IMPORT_REQUEST, &headers, &body)?;
+    let req: wire::ImportRequest = wire::body(&wire::IMPORT_REQUEST, &headers, &body)?;
     let doc = storage_state::parse(&req.storage_state)
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidStorageState, e.to_string()))?;
     let id = req.id.unwrap_or_else(storage_state::new_id);

@@ -15,62 +15,6 @@ use super::error::ApiError;
 use super::{auth, wire, AppState};
 use crate::session::{CreateSession, EndReason, LaunchOptions, ProfileRequest, Session, Timeouts};
 
-/// The accepted body of `POST /v0/vm`: our fields plus Hyperbeam's documented ones. Unknown
-/// fields are refused by the schema ([`wire::VM_REQUEST`], `additionalProperties: false`).
-#[derive(Debug, Default, Deserialize)]
-struct VmRequest {
-    profile: Option<Value>,
-    timeout: Option<TimeoutRequest>,
-    start_url: Option<String>,
-    width: Option<u32>,
-    height: Option<u32>,
-    user_agent: Option<String>,
-    locale: Option<String>,
-    timezone: Option<String>,
-    default_roles: Option<Vec<String>>,
-    control_disable_default: Option<bool>,
-    auth: Option<AuthRequest>,
-    /// Hyperbeam's fields accepted and not honoured ([`wire::VM_IGNORED_FIELDS`]: the schema
-    /// admits no others).
-    #[serde(flatten)]
-    hyperbeam: std::collections::BTreeMap<String, Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TimeoutRequest {
-    #[serde(default, deserialize_with = "present")]
-    absolute: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "present")]
-    inactive: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "present")]
-    offline: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "present")]
-    warning: Option<Option<u64>>,
-    webhook: Option<Option<WebhookRequest>>,
-}
-
-/// Hyperbeam's `auth`: `{"type": "token"}` or `{"type": "webhook", "value": {url, bearer}}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuthRequest {
-    #[serde(rename = "type")]
-    kind: String,
-    value: Option<WebhookRequest>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WebhookRequest {
-    url: String,
-    bearer: Option<String>,
-}
-
-/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
-    Ok(Some(Option::<u64>::deserialize(d)?))
-}
-
 /// The headers to read the JSON with, the JSON, and the zipped extension.
 type SplitBody<'a> = (std::borrow::Cow<'a, HeaderMap>, &'a [u8], Option<Bytes>);
 
@@ -126,7 +70,7 @@ fn split_body<'a>(
 
 /// A webhook a tenant names (`field` for errors): only public addresses are called.
 fn webhook_of(
-    w: &WebhookRequest,
+    w: &wire::WebhookRequest,
     field: &str,
     cfg: &crate::session::SessionConfig,
 ) -> Result<crate::session::webhook::Webhook, ApiError> {
@@ -143,7 +87,7 @@ fn webhook_of(
 
 /// `auth`: the webhook that admits each user, if any.
 fn parse_auth(
-    a: Option<&AuthRequest>,
+    a: Option<&wire::AuthRequest>,
     cfg: &crate::session::SessionConfig,
 ) -> Result<Option<crate::session::webhook::Webhook>, ApiError> {
     match a {
@@ -168,30 +112,22 @@ fn parse_profile(v: Option<&Value>) -> Result<ProfileRequest, ApiError> {
             id: id.clone(),
             save: true,
         },
-        Some(Value::Object(o)) => {
-            for k in o.keys() {
-                if k != "save" && k != "load" {
-                    return Err(ApiError::bad_request(
-                        ErrorCode::UnknownField,
-                        format!("unknown field `profile.{k}`, expected `save` or `load`"),
-                    ));
+        Some(o @ Value::Object(_)) => {
+            let p: wire::ProfileObject = serde_json::from_value(o.clone()).map_err(|e| {
+                let m = e.to_string();
+                if m.starts_with("unknown field") {
+                    ApiError::bad_request(ErrorCode::UnknownField, format!("profile: {m}"))
+                } else {
+                    bad("`save` must be a boolean, `load` a profile id string")
                 }
-            }
-            let save = match o.get("save") {
-                None | Some(Value::Null) => None,
-                Some(Value::Bool(b)) => Some(*b),
-                _ => return Err(bad("`save` must be a boolean")),
-            };
-            match o.get("load") {
-                None | Some(Value::Null) => match save {
-                    Some(true) => ProfileRequest::New,
-                    _ => ProfileRequest::None,
-                },
-                Some(Value::String(id)) => ProfileRequest::Load {
-                    id: id.clone(),
+            })?;
+            match (p.load, p.save) {
+                (None, Some(true)) => ProfileRequest::New,
+                (None, _) => ProfileRequest::None,
+                (Some(id), save) => ProfileRequest::Load {
+                    id,
                     save: save.unwrap_or(false),
                 },
-                _ => return Err(bad("`load` must be a profile id string")),
             }
         }
         _ => {
@@ -282,7 +218,7 @@ pub(super) async fn create(
     let tenant = api_tenant(&state, &headers)?;
     let (json_headers, json, extension) = split_body(&state, &headers, &body)?;
     // Everything the schema says is enforced here; what follows only interprets the request.
-    let req: VmRequest = wire::body(&wire::VM_REQUEST, &json_headers, json)?;
+    let req: wire::VmRequest = wire::body(&wire::VM_REQUEST, &json_headers, json)?;
     if let Some(zip) = extension.clone() {
         tokio::task::spawn_blocking(move || crate::browser::extension::check(&zip))
             .await

@@ -2,7 +2,9 @@
 //! parameter, and every error code of the API. [`super::openapi`] publishes these exact
 //! values, and the handlers enforce the request schemas with [`super::schema::validate`]
 //! ([`body`], [`query`]), so a constraint cannot be documented without being enforced or
-//! the other way round.
+//! the other way round. Bodies read into types are declared once, type and schema together
+//! (`requests.rs`); bodies read positionally (`addRoles`, `setPermissions`) keep their schema
+//! here.
 
 use crate::api::codes::ErrorCode;
 use std::sync::LazyLock;
@@ -14,8 +16,13 @@ use super::schema::{self, Violation};
 
 mod precondition;
 mod replies;
+mod requests;
 pub use precondition::*;
 pub use replies::*;
+pub(crate) use requests::{
+    AuthRequest, ImportRequest, ProfileObject, TimeoutChangeRequest, ViewerRequest, VmRequest,
+    WebhookRequest,
+};
 
 /// No control characters (C0, DEL, C1) anywhere in the string.
 pub const NO_CONTROL: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*$";
@@ -58,88 +65,8 @@ fn object(props: Value, required: &[&str]) -> Value {
     o
 }
 
-/// The body of `POST /v0/vm`.
-pub static VM_REQUEST: LazyLock<Value> = LazyLock::new(|| {
-    let mut props = Map::new();
-    props.insert(
-        "profile".into(),
-        json!({"description": "true (fresh, saved), a profile id (restore and save back), or {\"save\": bool, \"load\": id}",
-            "oneOf": [
-                {"type": "boolean"},
-                id_schema("a profile id: restore it, save back under its first id"),
-                nullable(object(json!({
-                    "save": {"type": "boolean", "nullable": true},
-                    "load": nullable(id_schema("the profile to restore")),
-                }), &[])),
-            ]}),
-    );
-    props.insert(
-        "timeout".into(),
-        nullable(object(
-            json!({
-                "absolute": timeout_secs("seconds from the start (null: none)"),
-                "inactive": timeout_secs("seconds without activity (null: none)"),
-                "offline": timeout_secs("seconds without a connected client (null: none)"),
-                "warning": timeout_secs("seconds before a timeout at which the webhook and the viewers (close_warning) are warned (default 60)"),
-                "webhook": nullable(object(json!({
-                    "url": {"type": "string", "maxLength": 2048, "pattern": HTTP_URL, "description": "an http(s) URL"},
-                    "bearer": nullable(str_max(4096)),
-                }), &["url"])),
-            }),
-            &[],
-        )),
-    );
-    props.insert(
-        "auth".into(),
-        nullable(object(
-            json!({
-                "type": {"type": "string", "enum": ["token", "webhook"],
-                    "description": "token (the default: the embed URL's token admits) or webhook (the token admits, then the webhook decides for each user)"},
-                "value": nullable(object(json!({
-                    "url": {"type": "string", "maxLength": 2048, "pattern": HTTP_URL, "description": "an http(s) URL: POSTed {user_id, userdata} with Authorization: Bearer <bearer>; {\"authorized\": true} admits"},
-                    "bearer": nullable(str_max(4096)),
-                }), &["url"])),
-            }),
-            &["type"],
-        )),
-    );
-    props.insert(
-        "start_url".into(),
-        json!({"type": "string", "maxLength": 8192, "pattern": START_URL, "nullable": true, "description": "an http(s) URL or about:blank"}),
-    );
-    props.insert(
-        "width".into(),
-        json!({"type": "integer", "minimum": 100, "maximum": crate::display::screen::LARGEST.0, "nullable": true}),
-    );
-    props.insert(
-        "height".into(),
-        json!({"type": "integer", "minimum": 100, "maximum": crate::display::screen::LARGEST.1, "nullable": true}),
-    );
-    props.insert("user_agent".into(), nullable(str_max(512)));
-    props.insert("locale".into(), nullable(str_max(64)));
-    props.insert(
-        "timezone".into(),
-        json!({"type": "string", "maxLength": 64, "pattern": TIMEZONE, "nullable": true,
-            "description": "IANA time zone, e.g. America/New_York (pinned to a saved profile)"}),
-    );
-    let role_names: Vec<&str> = crate::live::roles::ALL.iter().map(|r| r.1).collect();
-    props.insert(
-        "default_roles".into(),
-        json!({"type": "array", "nullable": true, "maxItems": 16, "items": {"type": "string", "enum": role_names},
-            "description": "roles of the users embed_url admits (default: chrome_apis, resize, control)"}),
-    );
-    props.insert(
-        "control_disable_default".into(),
-        json!({"type": "boolean", "nullable": true, "description": "viewers start with control disabled"}),
-    );
-    for f in VM_IGNORED_FIELDS {
-        props.insert(
-            (*f).into(),
-            json!({"description": "accepted for Hyperbeam compatibility, not honoured; listed under `ignored`"}),
-        );
-    }
-    json!({"type": "object", "additionalProperties": false, "properties": props})
-});
+/// The body of `POST /v0/vm` ([`VmRequest`]).
+pub static VM_REQUEST: LazyLock<Value> = LazyLock::new(VmRequest::schema);
 
 /// Hyperbeam's fields that `POST /v0/vm` accepts and reports as `ignored`.
 pub const VM_IGNORED_FIELDS: &[&str] = &[
@@ -180,19 +107,8 @@ pub static ROLES_CHANGE: LazyLock<Value> = LazyLock::new(|| {
         "description": "[[user ids], [roles], exclusive]: exclusive applies the change to every user except those listed"})
 });
 
-/// `POST <base_url>/timeout`: new timeouts for a running session.
-pub static TIMEOUT_CHANGE: LazyLock<Value> = LazyLock::new(|| {
-    object(
-        json!({
-            "absolute": timeout_secs("seconds from now (with reset) or from the start (null: none; server.max_session_secs still caps it)"),
-            "inactive": timeout_secs("seconds without activity (null: none)"),
-            "offline": timeout_secs("seconds without a connected client (null: none)"),
-            "warning": {"type": "integer", "minimum": 0, "maximum": MAX_TIMEOUT, "description": "seconds before a timeout at which the webhook and the viewers are warned"},
-            "reset": {"type": "boolean", "description": "every counter starts again now (default true)"},
-        }),
-        &[],
-    )
-});
+/// `POST <base_url>/timeout`: new timeouts for a running session ([`TimeoutChangeRequest`]).
+pub static TIMEOUT_CHANGE: LazyLock<Value> = LazyLock::new(TimeoutChangeRequest::schema);
 
 /// `tabs.<method>`: its arguments, as `chrome.tabs.<method>` takes them.
 pub static TABS_ARGS: LazyLock<Value> = LazyLock::new(|| {
@@ -224,14 +140,8 @@ pub static BOOKMARK_FILE: LazyLock<Value> = LazyLock::new(
     || json!({"type": "string", "pattern": "<[Dd][Ll]", "description": "a Netscape bookmark file (as Chrome and Firefox export)"}),
 );
 
-/// `POST /v0/vm/{id}/viewers` body.
-pub static VIEWER_REQUEST: LazyLock<Value> = LazyLock::new(|| {
-    let mut roles = role_list();
-    roles["nullable"] = json!(true);
-    roles["description"] =
-        json!("roles of the users this URL admits (default: the session's default_roles)");
-    object(json!({"roles": roles}), &[])
-});
+/// `POST /v0/vm/{id}/viewers` body ([`ViewerRequest`]).
+pub static VIEWER_REQUEST: LazyLock<Value> = LazyLock::new(ViewerRequest::schema);
 
 /// A query parameter of a route.
 #[derive(Debug, Clone, Copy)]
@@ -321,16 +231,8 @@ fn storage_state_schema() -> Value {
     s
 }
 
-/// `POST /v0/profiles`: a new profile from a Playwright storage state.
-pub static IMPORT_REQUEST: LazyLock<Value> = LazyLock::new(|| {
-    object(
-        json!({
-            "id": {"type": "string", "pattern": ID, "description": "the new profile's id (default: a new uuid)"},
-            "storage_state": storage_state_schema(),
-        }),
-        &["storage_state"],
-    )
-});
+/// `POST /v0/profiles`: a new profile from a Playwright storage state ([`ImportRequest`]).
+pub static IMPORT_REQUEST: LazyLock<Value> = LazyLock::new(ImportRequest::schema);
 
 /// `wait` of `DELETE /v0/vm/{id}`.
 pub fn wait() -> Value {
