@@ -236,15 +236,12 @@ pub(super) async fn create(
         offline: None,
     };
     if let Some(t) = &req.timeout {
-        if let Some(v) = t.absolute {
-            timeouts.absolute = v;
-        }
-        if let Some(v) = t.inactive {
-            timeouts.inactive = v;
-        }
-        if let Some(v) = t.offline {
-            timeouts.offline = v;
-        }
+        timeouts = timeouts.changed_by(&crate::session::TimeoutChange {
+            absolute: t.absolute,
+            inactive: t.inactive,
+            offline: t.offline,
+            ..Default::default()
+        });
         warning = t.warning.flatten();
         if let Some(Some(w)) = &t.webhook {
             webhook = Some(webhook_of(w, "timeout.webhook.url", cfg)?);

@@ -53,6 +53,22 @@ pub struct Timeouts {
     pub offline: Option<u64>,
 }
 
+impl Timeouts {
+    /// These timeouts with those `change` names replaced (`Some(None)` removes one).
+    pub fn changed_by(mut self, change: &TimeoutChange) -> Timeouts {
+        if let Some(a) = change.absolute {
+            self.absolute = a;
+        }
+        if let Some(i) = change.inactive {
+            self.inactive = i;
+        }
+        if let Some(o) = change.offline {
+            self.offline = o;
+        }
+        self
+    }
+}
+
 /// A change of a running session's timeouts (`POST <base_url>/timeout`): `None` leaves one
 /// as it is, `Some(None)` removes it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -211,15 +227,7 @@ impl Timer {
     pub fn change(&self, change: TimeoutChange, cap: Option<u64>) {
         let now = mono_ms();
         let mut t = self.timeouts.lock().expect("timeouts");
-        if let Some(a) = change.absolute {
-            t.absolute = a;
-        }
-        if let Some(i) = change.inactive {
-            t.inactive = i;
-        }
-        if let Some(o) = change.offline {
-            t.offline = o;
-        }
+        *t = t.changed_by(&change);
         if let Some(w) = change.warning {
             self.warning_secs.store(w, Ordering::Relaxed);
         }
