@@ -200,7 +200,7 @@ impl Conn {
         match w {
             Some(w) => {
                 self.warned = true;
-                let left = w.at_ms.saturating_sub(crate::live::now_ms());
+                let left = w.at_ms.saturating_sub(crate::session::timer::mono_ms());
                 self.send(json!({"t": "close_warning", "type": w.kind.name(), "delay_ms": left}))
                     .await
             }

@@ -209,7 +209,8 @@ pub struct Live {
 pub struct CloseWarning {
     /// Which timeout.
     pub kind: WarningKind,
-    /// When it fires (Unix ms).
+    /// When it fires, on the deadlines' clock (`session::timer::mono_ms`, never shown: the
+    /// viewer is told the delay).
     pub at_ms: u64,
 }
 

@@ -283,7 +283,7 @@ impl Manager {
             lease: tokio::sync::Mutex::new(lease),
             webhook: req.webhook.clone(),
             auth: req.auth.clone(),
-            lease_renewed_ms: AtomicU64::new(now_ms()),
+            lease_renewed_ms: AtomicU64::new(timer::mono_ms()),
             status: Mutex::new(Status {
                 ended: None,
                 save: if plan.save {

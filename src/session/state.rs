@@ -108,6 +108,7 @@ pub struct Session {
     pub(super) webhook: Option<webhook::Webhook>,
     /// The auth webhook that admits each connecting user, if the session has one.
     pub auth: Option<webhook::Webhook>,
+    /// When its lease was last renewed (`timer::mono_ms`).
     pub(super) lease_renewed_ms: AtomicU64,
     pub(super) status: Mutex<Status>,
     pub(super) done: tokio::sync::watch::Sender<bool>,

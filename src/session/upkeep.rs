@@ -79,10 +79,10 @@ impl Manager {
         let mut n = 0;
         let renew_every = (self.cfg.lease_ttl.as_millis() as u64 / 3).max(1);
         for s in &active {
-            if now.saturating_sub(s.lease_renewed_ms.load(Ordering::Relaxed)) < renew_every {
+            if mono.saturating_sub(s.lease_renewed_ms.load(Ordering::Relaxed)) < renew_every {
                 continue;
             }
-            s.lease_renewed_ms.store(now, Ordering::Relaxed);
+            s.lease_renewed_ms.store(mono, Ordering::Relaxed);
             let (this, s) = (self.clone(), s.clone());
             tokio::spawn(async move {
                 let mut g = s.lease.lock().await;
@@ -128,10 +128,7 @@ impl Manager {
                     EndReason::Absolute => crate::live::WarningKind::Absolute,
                     _ => return None,
                 };
-                Some(crate::live::CloseWarning {
-                    kind,
-                    at_ms: timer::to_unix(at),
-                })
+                Some(crate::live::CloseWarning { kind, at_ms: at })
             });
             s.live.warn_close(near);
             if limited {

@@ -163,7 +163,8 @@ impl Vault {
             let mut set = tokio::task::JoinSet::new();
             loop {
                 // A pack is taken from the queue only when it can go up at once, so no more
-                // than IN_FLIGHT + QUEUED finished packs are ever held.
+                // than IN_FLIGHT + QUEUED finished packs are ever held (and the one the
+                // packer waits to queue).
                 while set.len() >= IN_FLIGHT {
                     join_one(&mut set).await?;
                 }
