@@ -22,10 +22,10 @@ use crate::format::v1::archive::{Entry, Kind};
 use crate::format::v2::manifest::{ChunkRef, FileEntry};
 use crate::progress::Step;
 
-/// Pack uploads running at once.
-const IN_FLIGHT: usize = 4;
+/// Pack uploads running at once (3 keep LocalStack at its upload rate; each held pack is 4 MiB).
+const IN_FLIGHT: usize = 3;
 /// Finished packs waiting for an upload slot.
-const QUEUED: usize = 2;
+const QUEUED: usize = 1;
 /// A file modified within this many nanoseconds before the base's walk is read again
 /// (its time may not tell a later change apart).
 const RACY_NS: i64 = 2_000_000_000;
