@@ -10,7 +10,7 @@
 use libfuzzer_sys::fuzz_target;
 use profile_vault::crypt::blob::{BlobError, ChunkKeys};
 use profile_vault::crypt::DataKey;
-use profile_vault::profile::pack;
+use profile_vault::format::v2::pack;
 
 fuzz_target!(|data: &[u8]| {
     let _ = pack::check_prefix("p", data);

@@ -1,6 +1,6 @@
 //! The chunked half of a format 2 save: from a profile directory to uploaded packs and a
 //! manifest in a spool file (the rest of the save, claiming the generation number and moving
-//! the head, is shared with format 1 in `vault/save.rs`).
+//! the head, is shared with format 1 in `vault/save/`).
 //!
 //! Three stages run at once with bounded queues between them, so memory does not grow with
 //! the profile and the save takes about the longer of packing and uploading:
