@@ -10,7 +10,7 @@ use std::io::Cursor;
 
 use libfuzzer_sys::fuzz_target;
 use profile_vault::format::v1::archive::{self, Limits};
-use profile_vault::profile::zipw::{Method, ZipWriter};
+use profile_vault::format::v1::zipw::{Method, ZipWriter};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits { max_files: 1000, max_file_size: 1 << 20, max_total_size: 4 << 20, max_ratio: 200 };
