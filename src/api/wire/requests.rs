@@ -51,7 +51,6 @@ macro_rules! request {
                     props.insert(wire.into(), $schema);
                 )*
                 $(
-                    let _ = stringify!($extra);
                     for (k, v) in $extra_props {
                         props.insert(k, v);
                     }
