@@ -7,13 +7,15 @@ use crate::api::codes::ErrorCode;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::extract::{path_id, Call, RequestBody};
 use super::vm::api_tenant;
 use super::{auth, wire, AppState};
 use crate::session::Session;
@@ -34,7 +36,7 @@ pub(super) const WRITE_HEADERS: &[wire::Param] = &[
 ];
 
 /// Who is asking: the tenant, the audit actor, and the session whose admin token it is.
-struct Caller {
+pub(super) struct Caller {
     tenant: String,
     actor: String,
     session: Option<Arc<Session>>,
@@ -111,16 +113,64 @@ fn condition(headers: &HeaderMap) -> Result<DataCondition, ApiError> {
     })
 }
 
+/// A caller who may read the profile's document: the profile exists (or a running session
+/// will save it), or the caller holds its running session's admin token.
+pub(super) struct Reader {
+    id: String,
+    caller: Caller,
+}
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let id = path_id(parts, state).await?;
+        let c = caller(state, &parts.headers, &id)?;
+        if c.session.is_none() && !exists(state, &c.tenant, &id).await? {
+            return Err(ApiError::not_found("profile"));
+        }
+        Ok(Reader { id, caller: c })
+    }
+}
+
+/// A caller who may write the profile's document: a reader, and if it holds a session's
+/// admin token, the session saves the profile.
+pub(super) struct Writer(Reader);
+
+impl FromRequestParts<AppState> for Writer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let r = Reader::from_request_parts(parts, state).await?;
+        if r.caller.session.as_ref().is_some_and(|s| !s.save) {
+            return Err(ApiError::new(ErrorCode::Forbidden,
+                "this session does not save its profile, so its admin token may not write the profile's data",
+            ));
+        }
+        Ok(Writer(r))
+    }
+}
+
+/// The body of `PUT /v0/profiles/{id}/data`: the document, any JSON.
+pub(super) struct Document(serde_json::Value);
+
+impl RequestBody for Document {
+    fn read(_: &AppState, headers: &HeaderMap, raw: Bytes) -> Result<Self, ApiError> {
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidJson,
+                "the body is the document: any JSON",
+            ));
+        }
+        wire::body(&wire::ANY, headers, &raw).map(Document)
+    }
+}
+
 /// `GET /v0/profiles/{id}/data`.
 pub(super) async fn get(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    Reader { id, caller: c }: Reader,
 ) -> Result<Response, ApiError> {
-    let c = caller(&state, &headers, &id)?;
-    if c.session.is_none() && !exists(&state, &c.tenant, &id).await? {
-        return Err(ApiError::not_found("profile"));
-    }
     let d = state.manager.vault().data(&c.tenant, &id).await?;
     Ok((
         [etag(d.version)],
@@ -133,26 +183,11 @@ pub(super) async fn get(
 pub(super) async fn put(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
+    Call {
+        caller: Writer(Reader { id, caller: c }),
+        body: Document(data),
+    }: Call<Writer, Document>,
 ) -> Result<Response, ApiError> {
-    let c = caller(&state, &headers, &id)?;
-    if let Some(s) = &c.session {
-        if !s.save {
-            return Err(ApiError::new(ErrorCode::Forbidden,
-                "this session does not save its profile, so its admin token may not write the profile's data",
-            ));
-        }
-    } else if !exists(&state, &c.tenant, &id).await? {
-        return Err(ApiError::not_found("profile"));
-    }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            ErrorCode::InvalidJson,
-            "the body is the document: any JSON",
-        ));
-    }
-    let data: serde_json::Value = wire::body(&wire::ANY, &headers, &body)?;
     let cond = condition(&headers)?;
     let vault = state.manager.vault().with_actor(&c.actor);
     match vault.set_data(&c.tenant, &id, &data, cond).await {

@@ -18,7 +18,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::vm::{authorize, TokenQuery};
+use super::extract::{json_body, Admin, Call, RequestBody};
+use super::vm::TokenQuery;
 use super::{wire, AppState};
 use crate::live::{roles, Role};
 use crate::session::Session;
@@ -236,19 +237,6 @@ pub(super) fn viewer_token_alone(s: &Session) -> Result<(), ApiError> {
     }
 }
 
-/// The session of an admin-token or API-key caller, still running.
-pub(super) fn admin(
-    state: &AppState,
-    headers: &HeaderMap,
-    id: &str,
-) -> Result<Arc<Session>, ApiError> {
-    let (s, _) = authorize(state, headers, None, id)?;
-    if !s.is_active() {
-        return Err(ApiError::expired());
-    }
-    Ok(s)
-}
-
 fn changed(s: &Session, n: usize) -> Json<Value> {
     Json(json!({"changed": n, "users": s.live.users()}))
 }
@@ -261,15 +249,7 @@ fn role_set(v: &Value) -> BTreeSet<Role> {
         .collect()
 }
 
-async fn change_roles(
-    state: AppState,
-    headers: HeaderMap,
-    id: String,
-    body: Bytes,
-    add: bool,
-) -> Result<Json<Value>, ApiError> {
-    let s = admin(&state, &headers, &id)?;
-    let v: Value = wire::body(&wire::ROLES_CHANGE, &headers, &body)?;
+fn change_roles(s: &Session, v: &Value, add: bool) -> Json<Value> {
     let ids: Vec<String> = v[0]
         .as_array()
         .into_iter()
@@ -279,55 +259,63 @@ async fn change_roles(
     let n = s
         .live
         .change_roles(&ids, &role_set(&v[1]), v[2].as_bool().unwrap_or(false), add);
-    Ok(changed(&s, n))
+    changed(s, n)
+}
+
+/// `addRoles` / `removeRoles`: `[[user ids], [roles], exclusive]`.
+#[derive(Debug, Deserialize)]
+pub(super) struct RolesChange(Value);
+/// `setPermissions`: `[user id, {priority, idle_timeout, control_disabled}]`.
+#[derive(Debug, Deserialize)]
+pub(super) struct Permissions(Value);
+json_body! {
+    RolesChange => wire::ROLES_CHANGE,
+    Permissions => wire::PERMISSIONS,
 }
 
 /// `POST <base_url>/addRoles`.
 pub(super) async fn add_roles(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    change_roles(state, headers, id, body, true).await
+    Call {
+        caller: Admin(s),
+        body: RolesChange(v),
+    }: Call<Admin, RolesChange>,
+) -> Json<Value> {
+    change_roles(&s, &v, true)
 }
 
 /// `POST <base_url>/removeRoles`.
 pub(super) async fn remove_roles(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    change_roles(state, headers, id, body, false).await
+    Call {
+        caller: Admin(s),
+        body: RolesChange(v),
+    }: Call<Admin, RolesChange>,
+) -> Json<Value> {
+    change_roles(&s, &v, false)
 }
 
 /// `POST <base_url>/setPermissions`.
 pub(super) async fn set_permissions(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let s = admin(&state, &headers, &id)?;
-    let v: Value = wire::body(&wire::PERMISSIONS, &headers, &body)?;
+    Call {
+        caller: Admin(s),
+        body: Permissions(v),
+    }: Call<Admin, Permissions>,
+) -> Json<Value> {
     // Like addRoles, a user who is not (or no longer) connected changes nothing.
     let found = s
         .live
         .set_permissions_json(v[0].as_str().unwrap_or_default(), &v[1]);
-    Ok(changed(&s, usize::from(found)))
+    changed(&s, usize::from(found))
 }
 
 /// `POST <base_url>/timeout`: new timeouts for the running session (Hyperbeam's), every
 /// counter started again unless `reset` is false.
 pub(super) async fn timeout(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let s = admin(&state, &headers, &id)?;
-    let req: wire::TimeoutChangeRequest = wire::body(&wire::TIMEOUT_CHANGE, &headers, &body)?;
+    Call {
+        caller: Admin(s),
+        body: req,
+    }: Call<Admin, wire::TimeoutChangeRequest>,
+) -> Json<Value> {
     // Absent: unchanged; null: none.
     let change = crate::session::TimeoutChange {
         absolute: req.absolute,
@@ -338,29 +326,26 @@ pub(super) async fn timeout(
     };
     s.change_timeouts(change, state.manager.config().max_session_secs);
     let t = s.timeouts();
-    Ok(Json(json!({
+    Json(json!({
         "expires_at": s.info().expires_at,
         "absolute": t.absolute,
         "inactive": t.inactive,
         "offline": t.offline,
         "warning": s.warning_secs(),
-    })))
+    }))
 }
 
 /// Path of `DELETE <base_url>/users/{user_id}`.
 #[derive(Debug, Deserialize)]
 pub(super) struct UserPath {
-    id: String,
     user_id: String,
 }
 
 /// `DELETE <base_url>/users/{user_id}`.
 pub(super) async fn remove_user(
-    State(state): State<AppState>,
-    headers: HeaderMap,
     Path(p): Path<UserPath>,
+    Admin(s): Admin,
 ) -> Result<Json<Value>, ApiError> {
-    let s = admin(&state, &headers, &p.id)?;
     if !s.live.kick(&p.user_id) {
         return Err(ApiError::not_found("user"));
     }
@@ -369,29 +354,11 @@ pub(super) async fn remove_user(
 
 /// `POST <base_url>/bookmarks` (a Netscape bookmark file).
 pub(super) async fn bookmarks(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
+    Call {
+        caller: Admin(s),
+        body: BookmarkFile(nodes),
+    }: Call<Admin, BookmarkFile>,
 ) -> Result<Json<Value>, ApiError> {
-    let s = admin(&state, &headers, &id)?;
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    if !ct.starts_with("text/html") {
-        return Err(ApiError::new(
-            ErrorCode::UnsupportedMediaType,
-            "send the bookmark file as Content-Type: text/html",
-        ));
-    }
-    let html = std::str::from_utf8(&body).map_err(|_| {
-        ApiError::bad_request(ErrorCode::InvalidRequest, "the bookmark file is not UTF-8")
-    })?;
-    wire::check(&wire::BOOKMARK_FILE, &Value::String(html.to_string()))?;
-    let nodes = crate::live::bookmarks::parse(html)
-        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, e))?;
     let n = nodes.len();
     if !s.add_bookmarks(nodes) {
         return Err(ApiError::new(
@@ -404,35 +371,55 @@ pub(super) async fn bookmarks(
     ))
 }
 
+/// The body of `POST <base_url>/bookmarks`: a Netscape bookmark file, sent as `text/html`.
+pub(super) struct BookmarkFile(Vec<crate::live::bookmarks::Node>);
+
+impl RequestBody for BookmarkFile {
+    fn read(_: &AppState, headers: &HeaderMap, raw: Bytes) -> Result<Self, ApiError> {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if !ct.starts_with("text/html") {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "send the bookmark file as Content-Type: text/html",
+            ));
+        }
+        let html = std::str::from_utf8(&raw).map_err(|_| {
+            ApiError::bad_request(ErrorCode::InvalidRequest, "the bookmark file is not UTF-8")
+        })?;
+        wire::check(&wire::BOOKMARK_FILE, &Value::String(html.to_string()))?;
+        crate::live::bookmarks::parse(html)
+            .map(BookmarkFile)
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, e))
+    }
+}
+
 /// `POST /v0/vm/{id}/viewers`: another viewer URL.
 pub(super) async fn mint(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let s = admin(&state, &headers, &id)?;
-    let req: wire::ViewerRequest = wire::body(&wire::VIEWER_REQUEST, &headers, &body)?;
+    Call {
+        caller: Admin(s),
+        body: req,
+    }: Call<Admin, wire::ViewerRequest>,
+) -> Json<Value> {
     let roles = match req.roles {
         Some(names) => names.iter().filter_map(|r| Role::parse(r)).collect(),
         None => s.default_roles.clone(),
     };
     let token = s.live.mint(roles.clone());
-    Ok(Json(json!({
+    Json(json!({
         "embed_url": format!("{}/v0/vm/{}/embed?token={token}", state.public_url, s.id),
         "roles": roles::names(&roles),
-    })))
+    }))
 }
 
 /// `GET /v0/vm/{id}/users`.
-pub(super) async fn users(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub(super) async fn users(Admin(s): Admin) -> Json<Value> {
     // An ended session has no users (410, as for every live-view route).
-    let s = admin(&state, &headers, &id)?;
-    Ok(Json(json!({"users": s.live.users()})))
+    Json(json!({"users": s.live.users()}))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod cors;
 mod data;
 mod embed;
 pub mod error;
+mod extract;
 mod files;
 mod health;
 mod multipart;

@@ -7,15 +7,14 @@ use axum::Json;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::vm::api_tenant;
+use super::extract::ApiTenant;
 use super::AppState;
 
 /// `GET /v0/profiles`.
 pub(super) async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    ApiTenant(t): ApiTenant,
 ) -> Result<Json<Value>, ApiError> {
-    let t = api_tenant(&state, &headers)?;
     let profiles = state.manager.vault().list(&t).await?;
     Ok(Json(serde_json::json!({"profiles": profiles})))
 }
@@ -23,10 +22,9 @@ pub(super) async fn list(
 /// `GET /v0/profiles/{id}`: generations, sizes, last use.
 pub(super) async fn get_one(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    ApiTenant(t): ApiTenant,
 ) -> Result<Json<Value>, ApiError> {
-    let t = api_tenant(&state, &headers)?;
     if crate::vault::validate_id("profile", &id).is_err() {
         return Err(ApiError::not_found("profile"));
     }
@@ -69,8 +67,8 @@ pub(super) async fn delete(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    ApiTenant(t): ApiTenant,
 ) -> Result<Json<Value>, ApiError> {
-    let t = api_tenant(&state, &headers)?;
     if crate::vault::validate_id("profile", &id).is_err() {
         return Err(ApiError::not_found("profile"));
     }
@@ -89,9 +87,8 @@ pub(super) async fn delete(
 /// `GET /v0/saves`: the tenant's sessions whose save failed (kept on disk, retried).
 pub(super) async fn failed_saves(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    ApiTenant(t): ApiTenant,
 ) -> Result<Json<Value>, ApiError> {
-    let t = api_tenant(&state, &headers)?;
     let list: Vec<Value> = state
         .manager
         .failed_saves(Some(&t))
@@ -104,10 +101,9 @@ pub(super) async fn failed_saves(
 /// `POST /v0/saves/{id}/retry`: retry one failed save now.
 pub(super) async fn retry_save(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    ApiTenant(t): ApiTenant,
 ) -> Result<Json<Value>, ApiError> {
-    let t = api_tenant(&state, &headers)?;
     match state.manager.retry_save(Some(&t), &id).await {
         Ok(true) => Ok(Json(serde_json::json!({"session_id": id, "saved": true}))),
         Ok(false) => Err(ApiError::new(

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::extract::{path_id, Call, Params, RequestBody, RequestQuery};
 use super::vm::authorize;
 use super::{auth, wire, AppState};
 use crate::live::Role;
@@ -46,8 +48,12 @@ pub(super) const WRITE_HEADERS: &[wire::Param] = &[
 ];
 
 #[derive(Debug, Deserialize)]
-struct ListQuery {
+pub(super) struct ListQuery {
     watch: Option<bool>,
+}
+
+impl RequestQuery for ListQuery {
+    const PARAMS: &'static [wire::Param] = LIST_QUERY;
 }
 
 /// The session and whether the caller may write.
@@ -115,12 +121,9 @@ fn etag(version: u64) -> (axum::http::HeaderName, HeaderValue) {
 pub(super) async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    Reader(s): Reader,
+    Params(q): Params<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let (s, _) = authorize_room(&state, &headers, raw.as_deref(), &id)?;
-    active(&s)?;
-    let q: ListQuery = wire::query(LIST_QUERY, raw.as_deref())?;
     if q.watch != Some(true) {
         let (version, entries) = s.room.snapshot();
         return Ok(
@@ -225,19 +228,14 @@ async fn watch(
 /// Path of the key routes.
 #[derive(Debug, Deserialize)]
 pub(super) struct KeyPath {
-    id: String,
     key: String,
 }
 
 /// `GET /v0/vm/{id}/store/{key}`.
 pub(super) async fn get_key(
-    State(state): State<AppState>,
-    headers: HeaderMap,
     Path(p): Path<KeyPath>,
-    RawQuery(raw): RawQuery,
+    Reader(s): Reader,
 ) -> Result<Response, ApiError> {
-    let (s, _) = authorize_room(&state, &headers, raw.as_deref(), &p.id)?;
-    active(&s)?;
     if !room::valid_key(&p.key) {
         return Err(room_error(room::Error::BadKey));
     }
@@ -269,40 +267,64 @@ fn written(s: &Session, c: &Change) -> Response {
         .into_response()
 }
 
-/// The running session of a caller who may write its store.
-fn writer(
-    state: &AppState,
-    headers: &HeaderMap,
-    raw: Option<&str>,
-    id: &str,
-) -> Result<Arc<Session>, ApiError> {
-    let (s, write) = authorize_room(state, headers, raw, id)?;
-    active(&s)?;
-    if !write {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "writing the store needs the control role",
-        ));
+/// The running session of a caller who may read its store.
+pub(super) struct Reader(Arc<Session>);
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let id = path_id(parts, state).await?;
+        let (s, _) = authorize_room(state, &parts.headers, parts.uri.query(), &id)?;
+        active(&s)?;
+        Ok(Reader(s))
     }
-    Ok(s)
+}
+
+/// The running session of a caller who may write its store.
+pub(super) struct Writer(Arc<Session>);
+
+impl FromRequestParts<AppState> for Writer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let id = path_id(parts, state).await?;
+        let (s, write) = authorize_room(state, &parts.headers, parts.uri.query(), &id)?;
+        active(&s)?;
+        if !write {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "writing the store needs the control role",
+            ));
+        }
+        Ok(Writer(s))
+    }
+}
+
+/// The body of `PUT /v0/vm/{id}/store/{key}`: the value, any JSON.
+pub(super) struct StoreValue(Value);
+
+impl RequestBody for StoreValue {
+    fn read(_: &AppState, headers: &HeaderMap, raw: Bytes) -> Result<Self, ApiError> {
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidJson,
+                "the body is the value: any JSON",
+            ));
+        }
+        wire::body(&wire::ANY, headers, &raw).map(StoreValue)
+    }
 }
 
 /// `PUT /v0/vm/{id}/store/{key}` (body: any JSON value).
 pub(super) async fn put_key(
-    State(state): State<AppState>,
     headers: HeaderMap,
     Path(p): Path<KeyPath>,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
+    Call {
+        caller: Writer(s),
+        body: StoreValue(value),
+    }: Call<Writer, StoreValue>,
 ) -> Result<Response, ApiError> {
-    let s = writer(&state, &headers, raw.as_deref(), &p.id)?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            ErrorCode::InvalidJson,
-            "the body is the value: any JSON",
-        ));
-    }
-    let value: Value = wire::body(&wire::ANY, &headers, &body)?;
     let cond = condition(&headers)?;
     let c = s.room.put(&p.key, value, cond).map_err(room_error)?;
     Ok(written(&s, &c))
@@ -310,12 +332,10 @@ pub(super) async fn put_key(
 
 /// `DELETE /v0/vm/{id}/store/{key}`.
 pub(super) async fn delete_key(
-    State(state): State<AppState>,
     headers: HeaderMap,
     Path(p): Path<KeyPath>,
-    RawQuery(raw): RawQuery,
+    Writer(s): Writer,
 ) -> Result<Response, ApiError> {
-    let s = writer(&state, &headers, raw.as_deref(), &p.id)?;
     let c = s
         .room
         .delete(&p.key, condition(&headers)?)

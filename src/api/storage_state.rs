@@ -3,15 +3,14 @@
 //! export holds every cookie of the profile — and audited; bodies are never logged.
 
 use crate::api::codes::ErrorCode;
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::vm::api_tenant;
+use super::extract::{ApiTenant, Call, Params, RequestQuery};
 use super::{auth, wire, AppState};
 use crate::storage_state::{self, browser, Runner};
 
@@ -23,8 +22,12 @@ pub(super) const EXPORT_QUERY: &[wire::Param] = &[wire::Param {
 }];
 
 #[derive(Debug, Deserialize)]
-struct ExportQuery {
+pub(super) struct ExportQuery {
     generation: Option<u64>,
+}
+
+impl RequestQuery for ExportQuery {
+    const PARAMS: &'static [wire::Param] = EXPORT_QUERY;
 }
 
 fn runner(state: &AppState) -> Runner {
@@ -69,10 +72,11 @@ fn job_error(e: storage_state::Error) -> ApiError {
 pub(super) async fn import(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    Call {
+        caller: ApiTenant(tenant),
+        body: req,
+    }: Call<ApiTenant, wire::ImportRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = api_tenant(&state, &headers)?;
-    let req: wire::ImportRequest = wire::body(&wire::IMPORT_REQUEST, &headers, &body)?;
     let doc = storage_state::parse(&req.storage_state)
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidStorageState, e.to_string()))?;
     let id = req.id.unwrap_or_else(storage_state::new_id);
@@ -95,10 +99,9 @@ pub(super) async fn export(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    ApiTenant(tenant): ApiTenant,
+    Params(q): Params<ExportQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = api_tenant(&state, &headers)?;
-    let q: ExportQuery = wire::query(EXPORT_QUERY, raw.as_deref())?;
     if crate::vault::validate_id("profile", &id).is_err() {
         return Err(ApiError::not_found("profile"));
     }

@@ -5,20 +5,20 @@
 
 use crate::api::codes::ErrorCode;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
+use super::extract::{Admin, Call, RequestBody};
 use super::{wire, AppState};
 use crate::live::chrome_tabs::{Error, Method};
 
 /// The path: the session and `tabs.<method>`.
 #[derive(Debug, Deserialize)]
 pub(super) struct TabsPath {
-    id: String,
     tabs_method: String,
 }
 
@@ -32,28 +32,17 @@ pub(super) fn method_names() -> Vec<String> {
 
 /// `POST <base_url>/tabs.<method>`.
 pub(super) async fn call(
-    State(state): State<AppState>,
-    headers: HeaderMap,
     Path(p): Path<TabsPath>,
-    body: Bytes,
+    Call {
+        caller: Admin(s),
+        body: TabsArgs(args),
+    }: Call<Admin, TabsArgs>,
 ) -> Result<Json<Value>, ApiError> {
-    let s = super::embed::admin(&state, &headers, &p.id)?;
     let method = p
         .tabs_method
         .strip_prefix("tabs.")
         .and_then(Method::parse)
         .ok_or_else(|| ApiError::not_found("route"))?;
-    let args: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Array(Vec::new())
-    } else {
-        wire::body(&wire::TABS_ARGS, &headers, &body)?
-    };
-    let Value::Array(args) = args else {
-        return Err(ApiError::bad_request(
-            ErrorCode::InvalidRequest,
-            "the body must be an array of arguments",
-        ));
-    };
     match s.live.tabs.call(method, args).await {
         Ok(v) => Ok(Json(v)),
         Err(e @ Error::BadArguments(_)) => Err(ApiError::bad_request(
@@ -63,6 +52,24 @@ pub(super) async fn call(
         Err(e @ Error::Refused(_)) => Err(ApiError::new(ErrorCode::TabsRefused, e.to_string())),
         Err(e @ Error::Unavailable(_)) => {
             Err(ApiError::new(ErrorCode::BrowserUnreachable, e.to_string()))
+        }
+    }
+}
+
+/// The body of `tabs.<method>`: the method's arguments (an empty body: none).
+pub(super) struct TabsArgs(Vec<Value>);
+
+impl RequestBody for TabsArgs {
+    fn read(_: &AppState, headers: &HeaderMap, raw: Bytes) -> Result<Self, ApiError> {
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return Ok(TabsArgs(Vec::new()));
+        }
+        match wire::body(&wire::TABS_ARGS, headers, &raw)? {
+            Value::Array(args) => Ok(TabsArgs(args)),
+            _ => Err(ApiError::bad_request(
+                ErrorCode::InvalidRequest,
+                "the body must be an array of arguments",
+            )),
         }
     }
 }

@@ -187,6 +187,71 @@ async fn malformed_and_unknown_requests_change_nothing() {
 }
 
 #[tokio::test]
+async fn a_body_is_judged_after_its_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path());
+    let bad = b"{not json".to_vec();
+    // Every route that takes a JSON body: a caller without a token, then one whose session
+    // or profile does not exist, learn that before anything about their body.
+    for path in [
+        "/v0/vm/nobody/embed/timeout",
+        "/v0/vm/nobody/embed/bookmarks",
+        "/v0/vm/nobody/viewers",
+        "/v0/vm/nobody/embed/addRoles",
+        "/v0/vm/nobody/embed/setPermissions",
+        "/v0/vm/nobody/embed/tabs.query",
+        "/v0/vm/nobody/store/k",
+    ] {
+        let method = if path.contains("/store/") {
+            "PUT"
+        } else {
+            "POST"
+        };
+        let (st, _, v) = call(&s, method, path, None, bad.clone()).await;
+        assert_eq!(
+            (st, code(&v)),
+            (StatusCode::UNAUTHORIZED, "unauthorized"),
+            "{path}"
+        );
+        let (st, _, v) = call(&s, method, path, Some(TOKEN), bad.clone()).await;
+        assert_eq!(
+            (st, code(&v)),
+            (StatusCode::NOT_FOUND, "not_found"),
+            "{path}"
+        );
+    }
+    let (st, _, v) = call(
+        &s,
+        "PUT",
+        "/v0/profiles/nobody/data",
+        Some(TOKEN),
+        bad.clone(),
+    )
+    .await;
+    assert_eq!((st, code(&v)), (StatusCode::NOT_FOUND, "not_found"), "{v}");
+    // A caller who may call learns what is wrong with the body.
+    let (st, _, v) = call(&s, "POST", "/v0/profiles", Some(TOKEN), bad.clone()).await;
+    assert_eq!(
+        (st, code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_json"),
+        "{v}"
+    );
+    // A query is judged after its caller too.
+    let (st, _, v) = call(&s, "GET", "/v0/vm?limit=x", None, vec![]).await;
+    assert_eq!(
+        (st, code(&v)),
+        (StatusCode::UNAUTHORIZED, "unauthorized"),
+        "{v}"
+    );
+    let (st, _, v) = call(&s, "GET", "/v0/vm?limit=x", Some(TOKEN), vec![]).await;
+    assert_eq!(
+        (st, code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_request"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
 async fn the_document_lists_every_route_and_code() {
     let dir = tempfile::tempdir().unwrap();
     let s = state(dir.path());

@@ -4,7 +4,7 @@ use crate::api::codes::ErrorCode;
 use std::collections::BTreeSet;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
+use super::extract::{Admin, ApiTenant, Call, Caller, Params, RequestBody, RequestQuery};
 use super::{auth, wire, AppState};
 use crate::session::{CreateSession, EndReason, LaunchOptions, ProfileRequest, Session, Timeouts};
 
@@ -209,16 +210,31 @@ fn vm_urls(state: &AppState, id: &str, token: &str) -> (String, String) {
     )
 }
 
+/// The body of `POST /v0/vm`: the request, validated, and the zipped extension (not yet
+/// checked: that is blocking work, done off the runtime by the handler).
+pub(super) struct VmBody {
+    req: wire::VmRequest,
+    extension: Option<Bytes>,
+}
+
+impl RequestBody for VmBody {
+    fn read(state: &AppState, headers: &HeaderMap, raw: Bytes) -> Result<Self, ApiError> {
+        let (json_headers, json, extension) = split_body(state, headers, &raw)?;
+        let req = wire::body(&wire::VM_REQUEST, &json_headers, json)?;
+        Ok(VmBody { req, extension })
+    }
+}
+
 /// `POST /v0/vm`.
 pub(super) async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    Call {
+        caller: ApiTenant(tenant),
+        body: VmBody { req, extension },
+    }: Call<ApiTenant, VmBody>,
 ) -> Result<Response, ApiError> {
-    let tenant = api_tenant(&state, &headers)?;
-    let (json_headers, json, extension) = split_body(&state, &headers, &body)?;
-    // Everything the schema says is enforced here; what follows only interprets the request.
-    let req: wire::VmRequest = wire::body(&wire::VM_REQUEST, &json_headers, json)?;
+    // Everything the schema says is enforced by now; what follows only interprets the request.
     if let Some(zip) = extension.clone() {
         tokio::task::spawn_blocking(move || crate::browser::extension::check(&zip))
             .await
@@ -357,14 +373,16 @@ pub(super) struct ListQuery {
     limit: Option<usize>,
 }
 
+impl RequestQuery for ListQuery {
+    const PARAMS: &'static [wire::Param] = LIST_QUERY;
+}
+
 /// `GET /v0/vm`: the tenant's active sessions, `after_id` pagination.
 pub(super) async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    ApiTenant(tenant): ApiTenant,
+    Params(q): Params<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = api_tenant(&state, &headers)?;
-    let q: ListQuery = wire::query(LIST_QUERY, raw.as_deref())?;
     let limit = q.limit.unwrap_or(100);
     // This node's sessions as they are now, and the other live nodes' from their records.
     let mut all: std::collections::BTreeMap<String, Value> = state
@@ -414,15 +432,8 @@ pub(super) async fn list(
 }
 
 /// `GET /v0/vm/{id}`: state, including after the end (termination date, save state).
-pub(super) async fn get_one(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let (s, _) = authorize(&state, &headers, None, &id)?;
-    Ok(Json(
-        serde_json::to_value(s.info()).expect("info serializes"),
-    ))
+pub(super) async fn get_one(Caller { session: s, .. }: Caller) -> Json<Value> {
+    Json(serde_json::to_value(s.info()).expect("info serializes"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -430,15 +441,16 @@ pub(super) struct DeleteQuery {
     wait: Option<bool>,
 }
 
+impl RequestQuery for DeleteQuery {
+    const PARAMS: &'static [wire::Param] = DELETE_QUERY;
+}
+
 /// `DELETE /v0/vm/{id}[?wait=true]`.
 pub(super) async fn delete(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
+    Caller { session: s, actor }: Caller,
+    Params(q): Params<DeleteQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let (s, actor) = authorize(&state, &headers, None, &id)?;
-    let q: DeleteQuery = wire::query(DELETE_QUERY, raw.as_deref())?;
     if !s.is_active() {
         return Err(ApiError::expired());
     }
@@ -459,19 +471,9 @@ pub(super) async fn delete(
 }
 
 /// `POST /v0/vm/{id}/ping`: renews the inactivity timeout.
-pub(super) async fn ping(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let (s, _) = authorize(&state, &headers, None, &id)?;
-    if !s.is_active() {
-        return Err(ApiError::expired());
-    }
+pub(super) async fn ping(Admin(s): Admin) -> Json<Value> {
     s.touch();
-    Ok(Json(
-        serde_json::json!({"session_id": s.id, "expires_at": s.info().expires_at}),
-    ))
+    Json(serde_json::json!({"session_id": s.id, "expires_at": s.info().expires_at}))
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,159 @@
+//! The handlers' extractors: who is calling, and what they sent, each checked before the
+//! handler runs.
+//!
+//! - Callers ([`ApiTenant`], [`Caller`], [`Admin`]) resolve the token (or the cluster's
+//!   forwarded actor) against the session in the path. Each is also a plain
+//!   `FromRequestParts`, for routes without a body.
+//! - [`Call`] takes a caller and a [`RequestBody`]. It answers in the order the API always
+//!   has: a body over the route's limit first (413), then the caller (401, 403, 404, 410),
+//!   then the body against its published schema (415, 400).
+//! - [`Params`] reads a [`RequestQuery`] against its published parameters; put it after the
+//!   caller, so that a caller who may not call learns nothing from the query's checks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::vm::{api_tenant, authorize, Actor};
+use super::{wire, AppState};
+use crate::session::Session;
+
+/// A request body: read from the raw bytes (after the caller is known) and checked against
+/// the schema the OpenAPI document publishes for it.
+pub(super) trait RequestBody: Sized {
+    /// Reads the body, or the documented error.
+    fn read(state: &AppState, headers: &HeaderMap, raw: Bytes) -> Result<Self, ApiError>;
+}
+
+/// A JSON body whose type is its published schema: an empty body reads as `{}`.
+macro_rules! json_body {
+    ($($ty:ty => $schema:expr),* $(,)?) => {$(
+        impl $crate::api::extract::RequestBody for $ty {
+            fn read(
+                _: &$crate::api::AppState,
+                headers: &axum::http::HeaderMap,
+                raw: axum::body::Bytes,
+            ) -> Result<Self, $crate::api::error::ApiError> {
+                $crate::api::wire::body(&$schema, headers, &raw)
+            }
+        }
+    )*};
+}
+pub(super) use json_body;
+
+json_body! {
+    wire::TimeoutChangeRequest => wire::TIMEOUT_CHANGE,
+    wire::ViewerRequest => wire::VIEWER_REQUEST,
+    wire::ImportRequest => wire::IMPORT_REQUEST,
+}
+
+/// A query string: its type and the parameters the OpenAPI document publishes for it
+/// (parameters not listed are ignored, as Hyperbeam's clients send their own).
+pub(super) trait RequestQuery: DeserializeOwned {
+    /// The published parameters.
+    const PARAMS: &'static [wire::Param];
+}
+
+/// A validated query string.
+pub(super) struct Params<T>(pub T);
+
+impl<T: RequestQuery + Send> FromRequestParts<AppState> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        wire::query(T::PARAMS, parts.uri.query()).map(Params)
+    }
+}
+
+/// A caller and the body they sent (see the module's order of checks).
+pub(super) struct Call<C, B> {
+    /// Who is calling.
+    pub caller: C,
+    /// What they sent.
+    pub body: B,
+}
+
+impl<C, B> FromRequest<AppState> for Call<C, B>
+where
+    C: FromRequestParts<AppState, Rejection = ApiError> + Send,
+    B: RequestBody + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let (parts, body) = req.into_parts();
+        let mut head = parts.clone();
+        // Under the route's body limit (its rejection becomes JSON in `json_errors`).
+        let raw = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let caller = C::from_request_parts(&mut head, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let body = B::read(state, &head.headers, raw).map_err(IntoResponse::into_response)?;
+        Ok(Call { caller, body })
+    }
+}
+
+/// The `{id}` of the route's path (every session and profile route names it so).
+pub(super) async fn path_id(parts: &mut Parts, state: &AppState) -> Result<String, ApiError> {
+    let Path(mut params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        .await
+        .map_err(|_| ApiError::not_found("route"))?;
+    params
+        .remove("id")
+        .ok_or_else(|| ApiError::not_found("route"))
+}
+
+/// A tenant's API key (or the tenant a node of the cluster forwarded).
+pub(super) struct ApiTenant(pub String);
+
+impl FromRequestParts<AppState> for ApiTenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        api_tenant(state, &parts.headers).map(ApiTenant)
+    }
+}
+
+/// The session in the path and who acts on it: its tenant's API key or its own admin token.
+/// The session may have ended.
+pub(super) struct Caller {
+    /// The session.
+    pub session: Arc<Session>,
+    /// Which token.
+    pub actor: Actor,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let id = path_id(parts, state).await?;
+        let (session, actor) = authorize(state, &parts.headers, None, &id)?;
+        Ok(Caller { session, actor })
+    }
+}
+
+/// A running session, called with its tenant's API key or its own admin token (an ended
+/// session answers 410).
+pub(super) struct Admin(pub Arc<Session>);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Caller { session, .. } = Caller::from_request_parts(parts, state).await?;
+        if !session.is_active() {
+            return Err(ApiError::expired());
+        }
+        Ok(Admin(session))
+    }
+}
