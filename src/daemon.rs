@@ -29,7 +29,7 @@ pub struct Http {
     pub keys: ApiKeys,
     /// Base of `embed_url` and `cdp_url` (no trailing slash).
     pub public_url: String,
-    /// Largest request body accepted (`server.max_body_bytes`).
+    /// Largest request body accepted (`http.max_body_bytes`).
     pub max_body: usize,
     /// Origins allowed to open the live-view socket besides the daemon's own.
     pub viewer_origins: Vec<String>,

@@ -18,7 +18,37 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-/// Limits of a room (from `[server]`).
+/// `[room]`: the limits of every session's store, the section of the configuration this
+/// module owns.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomSection {
+    /// Largest value in a session's store, bytes.
+    pub max_value_bytes: usize,
+    /// Most keys in a session's store.
+    pub max_keys: usize,
+    /// Most bytes (keys and values) in a session's store.
+    pub max_bytes: usize,
+    /// Writes per second to one session's store.
+    pub writes_per_sec: u32,
+    /// Seconds one store watch (SSE) lasts before the client reconnects with Last-Event-ID.
+    pub watch_max_secs: u64,
+}
+
+impl Default for RoomSection {
+    fn default() -> Self {
+        let r = RoomConfig::default();
+        RoomSection {
+            max_value_bytes: r.max_value_bytes,
+            max_keys: r.max_keys,
+            max_bytes: r.max_total_bytes,
+            writes_per_sec: r.max_writes_per_sec,
+            watch_max_secs: 3600,
+        }
+    }
+}
+
+/// Limits of a room (from `[room]`).
 #[derive(Debug, Clone)]
 pub struct RoomConfig {
     /// Largest value (its JSON), bytes.
@@ -93,18 +123,16 @@ pub enum Error {
     #[error("keys are 1-128 characters of A-Z a-z 0-9 . _ : -")]
     BadKey,
     /// Value larger than the limit.
-    #[error("the value is larger than {0} bytes (server.store_max_value_bytes)")]
+    #[error("the value is larger than {0} bytes (room.max_value_bytes)")]
     ValueTooLarge(usize),
     /// Key count limit.
-    #[error("the store holds {0} keys already (server.store_max_keys)")]
+    #[error("the store holds {0} keys already (room.max_keys)")]
     TooManyKeys(usize),
     /// Size limit.
-    #[error("the store would hold more than {0} bytes (server.store_max_bytes)")]
+    #[error("the store would hold more than {0} bytes (room.max_bytes)")]
     Full(usize),
     /// Write rate limit.
-    #[error(
-        "more than {0} writes per second to this session's store (server.store_writes_per_sec)"
-    )]
+    #[error("more than {0} writes per second to this session's store (room.writes_per_sec)")]
     RateLimited(u32),
     /// The condition did not hold.
     #[error("precondition failed: the entry is at version {current:?}")]

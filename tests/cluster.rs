@@ -123,7 +123,7 @@ async fn three_nodes_behind_one_address_answer_for_every_session() {
     let cfg = dir.path().join("cluster.toml");
     std::fs::write(
         &cfg,
-        "[server]\nmax_sessions = 1\ncluster_heartbeat_secs = 1\ncluster_node_ttl_secs = 4\nlease_ttl = 3\n",
+        "[sessions]\nmax_sessions = 1\nlease_ttl = 3\n[cluster]\nheartbeat_secs = 1\nnode_ttl_secs = 4\n",
     )
     .unwrap();
     let lb_port = free_port();
@@ -496,7 +496,7 @@ async fn three_nodes_behind_one_address_answer_for_every_session() {
         assert!(
             !out.status.success()
                 && err.contains("cannot join the cluster")
-                && err.contains("cluster_secret"),
+                && err.contains("cluster.secret"),
             "{err}"
         );
     }

@@ -19,7 +19,7 @@ async fn schemathesis_finds_no_contract_violation() {
     // Few browsers at once, and none outliving the run: generated requests may ask for no timeout.
     std::fs::write(
         &cfg,
-        "[server]\nmax_sessions = 8\nmax_session_secs = 30\nclose_deadline = 5\nstore_watch_max_secs = 2\n",
+        "[sessions]\nmax_sessions = 8\nmax_session_secs = 30\nclose_deadline = 5\n[room]\nwatch_max_secs = 2\n",
     )
     .unwrap();
     let d = Daemon::start(

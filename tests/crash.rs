@@ -19,7 +19,7 @@ fn fast_config(dir: &std::path::Path) -> std::path::PathBuf {
     let cfg = dir.join("fast.toml");
     std::fs::write(
         &cfg,
-        "[s3]\nretry_deadline = 2\nattempt_timeout = 2\n[server]\nretry_failed_every = 3600\n",
+        "[s3]\nretry_deadline = 2\nattempt_timeout = 2\n[sessions]\nretry_failed_every = 3600\n",
     )
     .unwrap();
     cfg

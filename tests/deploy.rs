@@ -73,7 +73,7 @@ fn kubernetes_manifests_parse_and_fit_together() {
                     std::fs::write(dir.path().join("c.toml"), toml_text).unwrap();
                     let cfg = profile_vault::config::Config::parse_file(&dir.path().join("c.toml"))
                         .unwrap();
-                    shutdown_grace = cfg.server.shutdown_grace;
+                    shutdown_grace = cfg.sessions.shutdown_grace;
                 }
                 _ => {}
             }
@@ -102,7 +102,7 @@ fn kubernetes_manifests_parse_and_fit_together() {
     );
     assert!(
         grace > shutdown_grace,
-        "terminationGracePeriodSeconds {grace} must exceed server.shutdown_grace {shutdown_grace}"
+        "terminationGracePeriodSeconds {grace} must exceed sessions.shutdown_grace {shutdown_grace}"
     );
 }
 

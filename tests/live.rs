@@ -110,7 +110,7 @@ async fn page_until(cdp: &mut Cdp, expr: &str, want: Value, what: &str) {
 async fn a_person_uses_the_session_through_embed_url() {
     let site = site().await;
     let dir = tempfile::tempdir().unwrap();
-    // The page-only view (headless browsers: `server.display = "headless"`, or no Xvfb), with
+    // The page-only view (headless browsers: `browser.display = "headless"`, or no Xvfb), with
     // the embed page's own tab strip and address bar; tests/display.rs has the whole browser.
     let d = Daemon::start(
         &dir.path().join("data"),

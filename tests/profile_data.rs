@@ -66,7 +66,7 @@ fn stored(root: &Path) -> Vec<(String, Vec<u8>)> {
 async fn the_profile_data_document_lives_sealed_with_its_profile() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, "[server]\nprofile_data_max_bytes = 2048\n").unwrap();
+    std::fs::write(&cfg, "[sessions]\nprofile_data_max_bytes = 2048\n").unwrap();
     let env = [("PV_CONFIG", cfg.to_str().unwrap())];
     let data_dir = dir.path().join("data");
     let mut d = Daemon::start(&data_dir, StoreKind::Fs, &env);

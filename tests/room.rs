@@ -113,7 +113,7 @@ async fn the_session_store_is_shared_conditional_watched_and_bounded() {
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
-        "[server]\nstore_max_keys = 6\nstore_max_value_bytes = 1024\nstore_max_bytes = 3000\nstore_writes_per_sec = 20\n",
+        "[room]\nmax_keys = 6\nmax_value_bytes = 1024\nmax_bytes = 3000\nwrites_per_sec = 20\n",
     )
     .unwrap();
     let d = Daemon::start(

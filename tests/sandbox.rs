@@ -312,7 +312,7 @@ async fn a_page_that_eats_memory_threads_or_disk_ends_only_its_own_session() {
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::with_config(
         dir.path(),
-        "[server]\nsandbox_memory_mb = 700\nsandbox_pids = 600\nsandbox_disk_mb = 48\n",
+        "[browser]\nsandbox_memory_mb = 700\nsandbox_pids = 600\nsandbox_disk_mb = 48\n",
     );
     let site = test_site().await;
     let neighbour = d.create(KEY_T2, json!({"profile": true})).await;

@@ -146,7 +146,7 @@ async fn internal_addresses_are_refused_as_start_url_and_webhook() {
 async fn starts_hold_their_limit_and_a_client_that_leaves_takes_nothing_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let d = Daemon::with_config(dir.path(), "[server]\nmax_sessions = 1\n");
+    let d = Daemon::with_config(dir.path(), "[sessions]\nmax_sessions = 1\n");
     // Three concurrent starts with room for one.
     let answers =
         futures_util::future::join_all((0..3).map(|_| d.post_vm(KEY_T1, json!({"profile": true}))))
@@ -261,7 +261,7 @@ async fn a_tenant_has_a_cap_of_its_own_and_no_session_lives_for_ever() {
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::with_config(
         dir.path(),
-        "[server]\nmax_sessions = 3\nmax_sessions_per_tenant = 1\n",
+        "[sessions]\nmax_sessions = 3\nmax_sessions_per_tenant = 1\n",
     );
     // No timeout at all: the default lifetime (a day) still ends it.
     let a = d
@@ -390,7 +390,7 @@ async fn a_captured_forwarded_request_is_neither_replayed_nor_given_another_body
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_takes_a_bounded_number_of_devtools_clients() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::with_config(dir.path(), "[server]\nmax_cdp_clients = 2\nmax_cdp_clients_per_tenant = 3\nmax_viewers_per_tenant = 1\n");
+    let d = Daemon::with_config(dir.path(), "[sessions]\nmax_cdp_clients = 2\nmax_cdp_clients_per_tenant = 3\n[live]\nmax_viewers_per_tenant = 1\n");
     let s = d.create(KEY_T1, json!({})).await;
     let url = s["cdp_url"].as_str().unwrap().to_string();
     let a = Cdp::connect(&url).await;

@@ -51,7 +51,9 @@ pub(super) async fn proxy(
         if max > 0 && now >= max {
             return Err(ApiError::new(
                 ErrorCode::TooManyClients,
-                format!("{whose} has the most DevTools clients it may have (server.{key} = {max})"),
+                format!(
+                    "{whose} has the most DevTools clients it may have (sessions.{key} = {max})"
+                ),
             ));
         }
     }

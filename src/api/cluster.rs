@@ -392,7 +392,7 @@ async fn place(
     let Ok(bytes) = axum::body::to_bytes(body, state.max_body).await else {
         return ApiError::new(
             ErrorCode::BodyTooLarge,
-            "the body is larger than server.max_body_bytes",
+            "the body is larger than http.max_body_bytes",
         )
         .into_response();
     };

@@ -155,7 +155,7 @@ fn page_for(
     Ok(resp)
 }
 
-/// Whether a socket's `Origin` may connect: any, with `"*"` in `server.viewer_origins` (the
+/// Whether a socket's `Origin` may connect: any, with `"*"` in `live.origins` (the
 /// default: the viewer token in the URL is the credential, and apps built on the Hyperbeam SDK
 /// run on their own origins); else the daemon's own origin (its embed page, framed anywhere)
 /// and the listed ones. A request without `Origin` is not a browser's page.
@@ -195,7 +195,7 @@ pub(super) async fn socket(
     if !origin_allowed(&state, &headers) {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
-            "this Origin may not open the live view (server.viewer_origins)",
+            "this Origin may not open the live view (live.origins)",
         ));
     }
     let (s, roles) = authorize_viewer(&state, q.token.as_deref(), &id)?;

@@ -30,7 +30,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let (sandbox_ok, sandbox_detail) = match rt.status() {
         Ok(()) if rt.unsandboxed() => (
             true,
-            "off: server.unsafe_no_sandbox is set, browsers run unconfined".to_string(),
+            "off: browser.unsafe_no_sandbox is set, browsers run unconfined".to_string(),
         ),
         Ok(()) => match rt.limits_note() {
             Some(why) => (true, format!("on, without per-browser limits: {why}")),
@@ -143,7 +143,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     metric(
         "pv_sandbox_enabled",
         "gauge",
-        "1 when browsers run sandboxed, 0 when server.unsafe_no_sandbox is set or the sandbox is unavailable.",
+        "1 when browsers run sandboxed, 0 when browser.unsafe_no_sandbox is set or the sandbox is unavailable.",
         &[("", u64::from(rt.status().is_ok() && !rt.unsandboxed()))],
     );
     metric(

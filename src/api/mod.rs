@@ -9,6 +9,7 @@ pub mod auth;
 mod cdp;
 mod cluster;
 pub mod codes;
+mod config;
 mod cors;
 mod data;
 mod embed;
@@ -31,6 +32,7 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use config::HttpSection;
 pub use routes::ROUTES;
 
 use std::sync::{Arc, LazyLock};
@@ -154,12 +156,12 @@ impl Method {
 /// The largest body a route takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
-    /// `server.max_body_bytes`.
+    /// `http.max_body_bytes`.
     Default,
     /// A storage state (localStorage is up to 5 MiB an origin).
     StorageState,
     /// The JSON of `POST /v0/vm` with a zipped extension beside it (multipart); the JSON
-    /// alone is still held to `server.max_body_bytes`.
+    /// alone is still held to `http.max_body_bytes`.
     WithExtension,
     /// Files uploaded to the browser.
     Uploads,
@@ -261,7 +263,7 @@ async fn json_errors(
     let text = String::from_utf8_lossy(&text);
     let message = match status.as_u16() {
         405 => "this route does not take that method (see the Allow header)".to_string(),
-        413 => "the body is larger than server.max_body_bytes".to_string(),
+        413 => "the body is larger than http.max_body_bytes".to_string(),
         _ if text.trim().is_empty() => status
             .canonical_reason()
             .unwrap_or("request refused")

@@ -533,7 +533,7 @@ pub static ROUTES: &[Route] = &[
         handler: on!(data::put),
         limit: Limit::ProfileData,
         op: "putProfileData",
-        summary: "Replace the profile's data document (body: any JSON, at most server.profile_data_max_bytes; If-Match / If-None-Match: * for compare-and-set). Also with the admin token of a running session that saves this profile",
+        summary: "Replace the profile's data document (body: any JSON, at most sessions.profile_data_max_bytes; If-Match / If-None-Match: * for compare-and-set). Also with the admin token of a running session that saves this profile",
         auth: Auth::Bearer,
         query: &[],
         headers: data::WRITE_HEADERS,

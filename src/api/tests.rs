@@ -28,7 +28,14 @@ fn state(dir: &Path) -> AppState {
     let browser = crate::browser::Runtime::inert(dir.join("run"));
     let manager = Manager::new(
         vault,
-        SessionConfig::from_server(&file.server, browser, dir.to_path_buf(), None),
+        SessionConfig::from_sections(
+            &file.sessions,
+            &file.live,
+            &file.room,
+            browser,
+            dir.to_path_buf(),
+            None,
+        ),
     )
     .expect("manager");
     AppState {
@@ -132,7 +139,7 @@ async fn every_route_needs_its_auth() {
 async fn bodies_are_held_to_their_route_limit() {
     let dir = tempfile::tempdir().unwrap();
     let s = state(dir.path());
-    // Over server.max_body_bytes: refused on a route of the default limit...
+    // Over http.max_body_bytes: refused on a route of the default limit...
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(MAX_BODY * 2)).into_bytes();
     // (POST /v0/vm reads more, for a zipped extension beside its JSON, but holds the JSON
     // to the same limit.)

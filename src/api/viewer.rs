@@ -421,7 +421,7 @@ async fn admit(
 )> {
     let live = &s.live;
     if let Some(max) = caller.tenant_full {
-        refuse(tx, rx, 4008, &format!("this tenant has the most viewers it may have on this node (server.max_viewers_per_tenant = {max})")).await;
+        refuse(tx, rx, 4008, &format!("this tenant has the most viewers it may have on this node (live.max_viewers_per_tenant = {max})")).await;
         return None;
     }
     // With an auth webhook, the app's userdata comes first; the webhook decides below.

@@ -21,7 +21,7 @@ type SplitBody<'a> = (std::borrow::Cow<'a, HeaderMap>, &'a [u8], Option<Bytes>);
 
 /// The JSON request and the zipped extension of `POST /v0/vm`: a JSON body, or Hyperbeam's
 /// `multipart/form-data` with the parts `body` (the JSON) and `ex` (the zip). The JSON is held
-/// to `server.max_body_bytes` either way.
+/// to `http.max_body_bytes` either way.
 fn split_body<'a>(
     state: &AppState,
     headers: &'a HeaderMap,
@@ -31,7 +31,7 @@ fn split_body<'a>(
         ApiError::new(
             ErrorCode::BodyTooLarge,
             format!(
-                "the request is larger than server.max_body_bytes ({})",
+                "the request is larger than http.max_body_bytes ({})",
                 state.max_body
             ),
         )
@@ -77,7 +77,7 @@ fn webhook_of(
 ) -> Result<crate::session::webhook::Webhook, ApiError> {
     if crate::session::webhook::refused_literal(&w.url, cfg.browser.egress()) {
         return Err(ApiError::bad_request(ErrorCode::InvalidRequest,
-            format!("{field}: the daemon calls public addresses only (server.egress_allow opens ranges)"),
+            format!("{field}: the daemon calls public addresses only (browser.egress_allow opens ranges)"),
         ));
     }
     Ok(crate::session::webhook::Webhook {
@@ -285,7 +285,7 @@ pub(super) async fn create(
         if crate::session::webhook::refused_literal(u, cfg.browser.egress()) {
             return Err(ApiError::bad_request(
                 ErrorCode::InvalidRequest,
-                "start_url: pages reach public addresses only (server.egress_allow opens ranges)",
+                "start_url: pages reach public addresses only (browser.egress_allow opens ranges)",
             ));
         }
     }

@@ -3,7 +3,7 @@
 //! loopback proxy port to it). Names are resolved here, and every address a name resolves
 //! to is checked **at connect time** against the egress policy, so DNS rebinding cannot
 //! reach an internal address: loopback, link-local, RFC 1918, CGNAT, unique-local,
-//! multicast and other non-public ranges are refused unless `server.egress_allow` names them.
+//! multicast and other non-public ranges are refused unless `browser.egress_allow` names them.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -124,7 +124,7 @@ fn public_v6(a: Ipv6Addr) -> bool {
 /// What the browsers of this node may connect to.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
-    /// Non-public ranges an operator opened (`server.egress_allow`).
+    /// Non-public ranges an operator opened (`browser.egress_allow`).
     pub allow: Vec<Cidr>,
 }
 

@@ -3,6 +3,7 @@
 //! - [`sandbox`]: the wall around each browser (bubblewrap: its own uid, filesystem, PID and
 //!   network namespaces, Chromium's own sandbox on, managed policies) and [`Runtime`], which
 //!   starts browsers in it;
+//! - `config`: its section of the configuration, `[browser]` ([`BrowserSection`]);
 //! - [`cgroup`]: memory, process-count and CPU limits per browser;
 //! - [`egress`]: the only way out of a browser's network namespace (public addresses only);
 //! - [`mux`]: the ONE DevTools connection (a pipe, no port) shared by the CDP proxy, the
@@ -15,6 +16,7 @@
 //! It is a seam: a later runtime may place each browser in a Kubernetes pod instead.
 
 pub mod cgroup;
+mod config;
 pub mod egress;
 pub mod extension;
 mod fds;
@@ -25,6 +27,7 @@ mod process;
 pub mod sandbox;
 pub mod tabs_ext;
 
+pub use config::{BrowserSection, DisplayMode};
 pub use layout::UPLOADS;
 pub use process::{
     alive, find_binary, is_browser_of, on_path, signal_group, signal_pid, stop_orphan, version,

@@ -16,7 +16,7 @@
 //! - **Resources**: memory, process-count and CPU limits ([`super::cgroup`]).
 //!
 //! Fail closed: when bubblewrap, user namespaces or cgroups are missing, [`Runtime::status`]
-//! says why and every launch is refused, unless `server.unsafe_no_sandbox` is set.
+//! says why and every launch is refused, unless `browser.unsafe_no_sandbox` is set.
 
 use std::collections::HashSet;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -42,7 +42,7 @@ pub const DEFAULT_SCREEN: (u32, u32) = (1280, 720);
 pub struct Settings {
     /// The Chromium binary.
     pub binary: PathBuf,
-    /// `server.unsafe_no_sandbox`: run browsers unconfined (a warning at start, in
+    /// `browser.unsafe_no_sandbox`: run browsers unconfined (a warning at start, in
     /// `/readyz` and `/metrics`).
     pub unsafe_no_sandbox: bool,
     /// Where per-browser run directories live (`<data_dir>/run`).
@@ -55,11 +55,11 @@ pub struct Settings {
     pub uid_base: u32,
     /// Size of that range.
     pub uid_count: u32,
-    /// Refuse sessions where no cgroup can be written (`server.sandbox_require_cgroups`,
+    /// Refuse sessions where no cgroup can be written (`browser.sandbox_require_cgroups`,
     /// default true). Off, browsers run sandboxed without per-browser limits (e.g. in a
     /// Kubernetes pod, whose own limits then bound them all).
     pub require_cgroups: bool,
-    /// `server.display`: sessions' browsers headful on a virtual display of their own
+    /// `browser.display`: sessions' browsers headful on a virtual display of their own
     /// (`true`, the default) or headless.
     pub display: bool,
 }
@@ -157,9 +157,9 @@ impl Runtime {
         };
         let exec = super::process::unwrapped(&settings.binary);
         let display = if !settings.display {
-            Err("headless (server.display = \"headless\")".to_string())
+            Err("headless (browser.display = \"headless\")".to_string())
         } else if settings.unsafe_no_sandbox {
-            Err("headless: a virtual display runs inside the sandbox only (server.unsafe_no_sandbox is set)".into())
+            Err("headless: a virtual display runs inside the sandbox only (browser.unsafe_no_sandbox is set)".into())
         } else {
             match super::init::display_server() {
                 None => Err("headless: no X server is installed (apt-get install tigervnc-standalone-server, or xvfb), so the live view shows the page only".into()),
@@ -222,7 +222,7 @@ impl Runtime {
         self.audio.as_ref().map(|_| ()).map_err(String::as_str)
     }
 
-    /// Whether browsers run unconfined (`server.unsafe_no_sandbox`).
+    /// Whether browsers run unconfined (`browser.unsafe_no_sandbox`).
     pub fn unsandboxed(&self) -> bool {
         self.settings.unsafe_no_sandbox
     }
@@ -319,7 +319,7 @@ impl Runtime {
         Ok(out)
     }
 
-    /// The browser started directly (`server.unsafe_no_sandbox`).
+    /// The browser started directly (`browser.unsafe_no_sandbox`).
     fn unconfined_command(&self, args: &[String], opts: &LaunchOptions) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.exec);
         if self.root {

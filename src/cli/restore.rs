@@ -25,7 +25,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let vault = ctx.vault().await?;
     // The directory is for a browser: this machine's, when it has one.
     if !a.allow_older_browser {
-        let browser = profile_vault::browser::find_binary(ctx.cfg.file.server.chromium.as_deref())
+        let browser = profile_vault::browser::find_binary(ctx.cfg.file.browser.chromium.as_deref())
             .ok()
             .and_then(|b| profile_vault::browser::version(&b));
         vault

@@ -19,7 +19,7 @@ pub struct Args {
 /// Runs `saves`.
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let vault = ctx.vault().await?;
-    let s = &ctx.cfg.file.server;
+    let f = &ctx.cfg.file;
     // No browser is started: only the kept directories are saved.
     let manager = Manager::new(
         vault,
@@ -39,8 +39,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             allow_older_browser: true,
             room: Default::default(),
             store_watch_max: Duration::from_secs(3600),
-            ..SessionConfig::from_server(
-                s,
+            ..SessionConfig::from_sections(
+                &f.sessions,
+                &f.live,
+                &f.room,
                 profile_vault::browser::Runtime::inert(ctx.cfg.data_dir.join("run")),
                 ctx.cfg.data_dir.clone(),
                 None,

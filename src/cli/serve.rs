@@ -7,7 +7,6 @@ use super::data::BadInput;
 use super::Ctx;
 use profile_vault::api::auth::ApiKeys;
 use profile_vault::browser as chromium;
-use profile_vault::cluster::ClusterConfig;
 use profile_vault::daemon::{Daemon, Http};
 use profile_vault::session::{Manager, SessionConfig};
 
@@ -19,13 +18,13 @@ pub struct Args {
     pub listen: Option<String>,
 }
 
-/// Loads API keys: `PV_API_KEYS`, else `server.api_keys_file`, else `<data_dir>/api-keys`;
+/// Loads API keys: `PV_API_KEYS`, else `http.api_keys_file`, else `<data_dir>/api-keys`;
 /// on the embedded default with none, generates one there.
 fn api_keys(ctx: &Ctx) -> anyhow::Result<ApiKeys> {
     if let Some(inline) = ctx.cfg.inline_api_keys() {
         return Ok(ApiKeys::parse(inline)?);
     }
-    if let Some(file) = &ctx.cfg.file.server.api_keys_file {
+    if let Some(file) = &ctx.cfg.file.http.api_keys_file {
         return Ok(ApiKeys::from_file(file)?);
     }
     let default_file = ctx.cfg.data_dir.join("api-keys");
@@ -37,7 +36,7 @@ fn api_keys(ctx: &Ctx) -> anyhow::Result<ApiKeys> {
         eprintln!("generated an API key for tenant '{}' in {} (mode 0600); send it as 'Authorization: Bearer <key>'", ctx.cfg.tenant, default_file.display());
         return Ok(keys);
     }
-    anyhow::bail!("no API keys configured: set PV_API_KEYS=tenant:key or server.api_keys_file")
+    anyhow::bail!("no API keys configured: set PV_API_KEYS=tenant:key or http.api_keys_file")
 }
 
 async fn shutdown_signal() {
@@ -102,7 +101,7 @@ fn spawn_retention(ctx: &Ctx, manager: Arc<Manager>) {
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
-    let s = &ctx.cfg.file.server;
+    let f = &ctx.cfg.file;
     let vault = ctx.vault().await?;
     // A KMS key that is missing, disabled or forbidden is a configuration error: stop now.
     // One that cannot be reached yet is not: /readyz stays false until it can.
@@ -115,11 +114,14 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     }
     // Without a browser the daemon still starts (profiles API, health): /readyz reports it
     // and POST /v0/vm answers 503 browser_failed until Chromium is installed.
-    let chromium = match chromium::find_binary(s.chromium.as_deref()) {
+    let chromium = match chromium::find_binary(f.browser.chromium.as_deref()) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "no Chromium found: sessions cannot start (apt-get install chromium, or set PV_CHROMIUM)");
-            s.chromium.clone().unwrap_or_else(|| "chromium".into())
+            f.browser
+                .chromium
+                .clone()
+                .unwrap_or_else(|| "chromium".into())
         }
     };
     // Read once: loads compare it with the Chromium that saved the profile.
@@ -129,54 +131,55 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         None => tracing::warn!("the browser's version is unknown: profiles are loaded without comparing Chromium versions"),
     }
     let browser = chromium::Runtime::new(
-        s.browser_settings(chromium.clone(), &ctx.cfg.data_dir)
-            .map_err(|e| BadInput(format!("server.egress_allow: {e}")))?,
+        f.browser
+            .settings(chromium.clone(), &ctx.cfg.data_dir, f.sessions.max_sessions)
+            .map_err(|e| BadInput(format!("browser.egress_allow: {e}")))?,
     );
     match browser.status() {
-        Ok(()) if browser.unsandboxed() => tracing::warn!("server.unsafe_no_sandbox is set: browsers run UNCONFINED with this daemon's privileges; any tenant or viewer can reach this host"),
-        Ok(()) => tracing::info!(egress_allow = ?s.egress_allow, "browsers run sandboxed"),
-        Err(e) => tracing::error!(reason = %e, "the browser sandbox cannot be built here: sessions are refused (see /readyz; server.unsafe_no_sandbox turns it off)"),
+        Ok(()) if browser.unsandboxed() => tracing::warn!("browser.unsafe_no_sandbox is set: browsers run UNCONFINED with this daemon's privileges; any tenant or viewer can reach this host"),
+        Ok(()) => tracing::info!(egress_allow = ?f.browser.egress_allow, "browsers run sandboxed"),
+        Err(e) => tracing::error!(reason = %e, "the browser sandbox cannot be built here: sessions are refused (see /readyz; browser.unsafe_no_sandbox turns it off)"),
     }
     let keys = api_keys(ctx)?;
-    let listen = a.listen.unwrap_or_else(|| s.listen.clone());
+    let listen = a.listen.unwrap_or_else(|| f.http.listen.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
-    let public_url = s
+    let public_url = f
+        .http
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
     // The cluster: a member record in the store (refused when other nodes run with another
     // secret, or this node has none), and session records every node answers from.
-    let node_url = s
+    let node_url = f
+        .cluster
         .node_url
         .clone()
         .or_else(|| (!addr.ip().is_unspecified()).then(|| format!("http://{addr}")));
     if node_url.is_none() {
-        tracing::warn!("listening on a wildcard address without server.node_url (PV_NODE_URL): other nodes cannot forward requests to this one");
+        tracing::warn!("listening on a wildcard address without cluster.node_url (PV_NODE_URL): other nodes cannot forward requests to this one");
     }
     let api_keys = keys.len();
     let daemon = Daemon::build(
         vault,
-        SessionConfig::from_server(s, browser, ctx.cfg.data_dir.clone(), browser_version),
+        SessionConfig::from_sections(
+            &f.sessions,
+            &f.live,
+            &f.room,
+            browser,
+            ctx.cfg.data_dir.clone(),
+            browser_version,
+        ),
         Http {
             keys,
             public_url: public_url.clone(),
-            max_body: s.max_body_bytes,
-            viewer_origins: s.viewer_origins.clone(),
-            frame_ancestors: s.frame_ancestors.clone(),
+            max_body: f.http.max_body_bytes,
+            viewer_origins: f.live.origins.clone(),
+            frame_ancestors: f.live.frame_ancestors.clone(),
         },
-        Some(ClusterConfig {
-            node_url,
-            secret: s.cluster_secret.clone(),
-            heartbeat: Duration::from_secs(s.cluster_heartbeat_secs.max(1)),
-            node_ttl: Duration::from_secs(
-                s.cluster_node_ttl_secs
-                    .max(s.cluster_heartbeat_secs.max(1) * 2),
-            ),
-            capacity: s.max_sessions,
-        }),
+        Some(f.cluster.settings(node_url, f.sessions.max_sessions)),
     )
     .await?;
     let manager = daemon.manager().clone();
@@ -202,7 +205,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         .run(
             listener,
             shutdown_signal(),
-            Duration::from_secs(s.shutdown_grace),
+            Duration::from_secs(f.sessions.shutdown_grace),
         )
         .await?;
     tracing::info!("profile-vault stopped");

@@ -16,7 +16,7 @@ pub struct ImportArgs {
     /// The new profile's id.
     #[arg(long)]
     pub profile: String,
-    /// Chromium binary (default: PV_CHROMIUM, server.chromium, or the one on PATH).
+    /// Chromium binary (default: PV_CHROMIUM, browser.chromium, or the one on PATH).
     #[arg(long, env = "PV_CHROMIUM")]
     pub chromium: Option<std::path::PathBuf>,
 }
@@ -32,26 +32,27 @@ pub struct ExportArgs {
     /// Write the state to this file (mode 0600) instead of standard output.
     #[arg(long, short)]
     pub output: Option<std::path::PathBuf>,
-    /// Chromium binary (default: PV_CHROMIUM, server.chromium, or the one on PATH).
+    /// Chromium binary (default: PV_CHROMIUM, browser.chromium, or the one on PATH).
     #[arg(long, env = "PV_CHROMIUM")]
     pub chromium: Option<std::path::PathBuf>,
 }
 
 fn runner(ctx: &Ctx, chromium: Option<&std::path::Path>) -> anyhow::Result<Runner> {
-    let configured = chromium.or(ctx.cfg.file.server.chromium.as_deref());
+    let configured = chromium.or(ctx.cfg.file.browser.chromium.as_deref());
     Ok(Runner {
         browser: profile_vault::browser::Runtime::new(
             ctx.cfg
                 .file
-                .server
-                .browser_settings(
+                .browser
+                .settings(
                     profile_vault::browser::find_binary(configured)?,
                     &ctx.cfg.data_dir,
+                    ctx.cfg.file.sessions.max_sessions,
                 )
                 .map_err(BadInput)?,
         ),
         work_dir: storage_state::work_dir(&ctx.cfg.data_dir),
-        deadline: std::time::Duration::from_secs(ctx.cfg.file.server.start_deadline.max(30)),
+        deadline: std::time::Duration::from_secs(ctx.cfg.file.sessions.start_deadline.max(30)),
     })
 }
 

@@ -25,7 +25,7 @@ pub struct Client {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The node advertises no address.
-    #[error("node {0} advertises no address (server.node_url)")]
+    #[error("node {0} advertises no address (cluster.node_url)")]
     NoAddress(String),
     /// The request could not be built (bad node address).
     #[error("node {node} has an unusable address: {message}")]
@@ -132,7 +132,7 @@ impl Client {
         let method = req.method().clone();
         let upgrade = is_upgrade(req.headers());
         // The body is signed (its SHA-256), so it is read whole first: forwarded bodies are
-        // the API's, bounded by server.max_body_bytes on the owner.
+        // the API's, bounded by http.max_body_bytes on the owner.
         let (parts, body) = req.into_parts();
         let bytes = if upgrade {
             bytes::Bytes::new()

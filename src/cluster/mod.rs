@@ -23,27 +23,69 @@ pub mod sign;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::Secret;
+use crate::crypt::Secret;
 use crate::store::{self, Store};
 
 pub use members::Member;
 pub use records::SessionRecord;
 
+/// `[cluster]`: the section of the configuration this module owns.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// The secret nodes of one cluster sign their requests to each other with
+    /// (`PV_CLUSTER_SECRET`, at least 16 characters). Required when more than one node runs
+    /// on a store.
+    pub secret: Option<Secret>,
+    /// The address other nodes reach this one at (`PV_NODE_URL`); default `http://` + the
+    /// listen address when that is not a wildcard.
+    pub node_url: Option<String>,
+    /// Seconds between heartbeats of this node's member record.
+    pub heartbeat_secs: u64,
+    /// Seconds after its last heartbeat a node counts as dead (its sessions show `node_lost`).
+    pub node_ttl_secs: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            secret: None,
+            node_url: None,
+            heartbeat_secs: 2,
+            node_ttl_secs: 10,
+        }
+    }
+}
+
+impl ClusterSection {
+    /// The cluster settings of a node reached at `node_url` that takes `capacity` sessions.
+    pub fn settings(&self, node_url: Option<String>, capacity: usize) -> ClusterConfig {
+        let heartbeat = self.heartbeat_secs.max(1);
+        ClusterConfig {
+            node_url,
+            secret: self.secret.clone(),
+            heartbeat: Duration::from_secs(heartbeat),
+            node_ttl: Duration::from_secs(self.node_ttl_secs.max(heartbeat * 2)),
+            capacity,
+        }
+    }
+}
+
 /// Errors of joining the cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Other nodes run on this store and this node has no secret.
-    #[error("other nodes run on this store ({0}); set server.cluster_secret / PV_CLUSTER_SECRET to the cluster's secret")]
+    #[error("other nodes run on this store ({0}); set cluster.secret / PV_CLUSTER_SECRET to the cluster's secret")]
     NoSecret(String),
     /// A live node holds another secret (or none).
-    #[error("node {0} runs on this store with another cluster secret or none; every node of a cluster needs the same server.cluster_secret")]
+    #[error("node {0} runs on this store with another cluster secret or none; every node of a cluster needs the same cluster.secret")]
     SecretMismatch(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] store::Error),
 }
 
-/// Cluster settings (from `[server]`).
+/// Cluster settings (from `[cluster]`).
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     /// The address other nodes reach this one at.
@@ -54,7 +96,7 @@ pub struct ClusterConfig {
     pub heartbeat: Duration,
     /// A node is dead this long after its last heartbeat.
     pub node_ttl: Duration,
-    /// Sessions this node takes (`server.max_sessions`).
+    /// Sessions this node takes (`sessions.max_sessions`).
     pub capacity: usize,
 }
 

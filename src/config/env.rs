@@ -46,24 +46,24 @@ const VARS: &[(&str, &str, Kind)] = &[
     ("PV_PACK_GRACE_SECS", "retention.pack_grace_secs", Kind::Int),
     ("PV_ARCHIVE_FORMAT", "archive.format", Kind::Int),
     ("PV_COMPRESSION", "archive.compression", Kind::Text),
-    ("PV_LISTEN", "server.listen", Kind::Text),
-    ("PV_PUBLIC_URL", "server.public_url", Kind::Url),
-    ("PV_CLUSTER_SECRET", "server.cluster_secret", Kind::Text),
-    ("PV_NODE_URL", "server.node_url", Kind::Url),
+    ("PV_LISTEN", "http.listen", Kind::Text),
+    ("PV_PUBLIC_URL", "http.public_url", Kind::Url),
+    ("PV_CLUSTER_SECRET", "cluster.secret", Kind::Text),
+    ("PV_NODE_URL", "cluster.node_url", Kind::Url),
     (
         "PV_UNSAFE_NO_SANDBOX",
-        "server.unsafe_no_sandbox",
+        "browser.unsafe_no_sandbox",
         Kind::OnlyIfYes,
     ),
-    ("PV_DISPLAY", "server.display", Kind::Text),
+    ("PV_DISPLAY", "browser.display", Kind::Text),
     (
         "PV_SANDBOX_REQUIRE_CGROUPS",
-        "server.sandbox_require_cgroups",
+        "browser.sandbox_require_cgroups",
         Kind::UnlessNo,
     ),
-    ("PV_EGRESS_ALLOW", "server.egress_allow", Kind::List),
-    ("PV_CHROMIUM", "server.chromium", Kind::Text),
-    ("PV_API_KEYS_FILE", "server.api_keys_file", Kind::Text),
+    ("PV_EGRESS_ALLOW", "browser.egress_allow", Kind::List),
+    ("PV_CHROMIUM", "browser.chromium", Kind::Text),
+    ("PV_API_KEYS_FILE", "http.api_keys_file", Kind::Text),
 ];
 
 /// A non-empty variable.
@@ -183,7 +183,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let mut file = toml::Table::new();
-        set(&mut file, "server.listen", "127.0.0.1:1".into());
+        set(&mut file, "http.listen", "127.0.0.1:1".into());
         set(&mut file, "retention.keep_generations", 3.into());
         overlay(file, |n| vars.get(n).cloned())
     }
@@ -200,24 +200,24 @@ mod tests {
             ("PV_ARCHIVE_FORMAT", "1"),
         ])
         .unwrap();
-        assert_eq!(c.server.listen, "0.0.0.0:9");
-        assert_eq!(c.server.public_url.as_deref(), Some("https://pv.example"));
-        assert_eq!(c.server.display, DisplayMode::Headless);
-        assert!(c.server.unsafe_no_sandbox);
+        assert_eq!(c.http.listen, "0.0.0.0:9");
+        assert_eq!(c.http.public_url.as_deref(), Some("https://pv.example"));
+        assert_eq!(c.browser.display, DisplayMode::Headless);
+        assert!(c.browser.unsafe_no_sandbox);
         // The sandbox goes off only for an exact yes; cgroups stop being required only for
         // an exact no.
         for (v, off) in [("yes", true), ("1", true), ("True", false), ("on", false)] {
             let c = with(&[("PV_UNSAFE_NO_SANDBOX", v)]).unwrap();
-            assert_eq!(c.server.unsafe_no_sandbox, off, "PV_UNSAFE_NO_SANDBOX={v}");
+            assert_eq!(c.browser.unsafe_no_sandbox, off, "PV_UNSAFE_NO_SANDBOX={v}");
         }
         for (v, required) in [("no", false), ("0", false), ("False", true), ("off", true)] {
             let c = with(&[("PV_SANDBOX_REQUIRE_CGROUPS", v)]).unwrap();
             assert_eq!(
-                c.server.sandbox_require_cgroups, required,
+                c.browser.sandbox_require_cgroups, required,
                 "PV_SANDBOX_REQUIRE_CGROUPS={v}"
             );
         }
-        assert_eq!(c.server.egress_allow, ["10.0.0.0/8", "192.168.1.0/24"]);
+        assert_eq!(c.browser.egress_allow, ["10.0.0.0/8", "192.168.1.0/24"]);
         assert_eq!(c.keys.kms["a"], "arn:aws:kms:x:1:key/k=1");
         assert_eq!(c.archive.format, 1);
         assert_eq!(c.retention.keep_generations, 3, "the file's value stays");

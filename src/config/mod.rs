@@ -18,8 +18,15 @@ use crate::store::StoreOptions;
 use crate::vault::VaultOptions;
 
 pub mod env;
-mod server;
-pub use server::{DisplayMode, Secret, ServerConfig};
+mod legacy;
+
+pub use crate::api::HttpSection;
+pub use crate::browser::{BrowserSection, DisplayMode};
+pub use crate::cluster::ClusterSection;
+pub use crate::crypt::Secret;
+pub use crate::live::LiveSection;
+pub use crate::room::RoomSection;
+pub use crate::session::SessionsSection;
 
 /// Errors of loading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +77,18 @@ pub struct FileConfig {
     pub retention: RetentionConfig,
     /// S3 backend settings.
     pub s3: StoreOptions,
-    /// The session daemon.
-    pub server: ServerConfig,
+    /// The daemon's HTTP side.
+    pub http: HttpSection,
+    /// Sessions: how many, for how long, how they start, stop and save.
+    pub sessions: SessionsSection,
+    /// Each session's store.
+    pub room: RoomSection,
+    /// The live view.
+    pub live: LiveSection,
+    /// Nodes on one store.
+    pub cluster: ClusterSection,
+    /// The sessions' browsers and their sandbox.
+    pub browser: BrowserSection,
 }
 
 impl FileConfig {
@@ -89,20 +106,20 @@ impl FileConfig {
             })?;
         }
         if self
-            .server
-            .cluster_secret
+            .cluster
+            .secret
             .as_ref()
             .is_some_and(|s| s.expose().len() < 16)
         {
             return Err(Error::Env {
-                name: "PV_CLUSTER_SECRET / server.cluster_secret",
+                name: "PV_CLUSTER_SECRET / cluster.secret",
                 message: "must be at least 16 characters".into(),
             });
         }
-        for c in &self.server.egress_allow {
+        for c in &self.browser.egress_allow {
             if let Err(e) = c.parse::<crate::browser::egress::Cidr>() {
                 return Err(Error::Env {
-                    name: "PV_EGRESS_ALLOW / server.egress_allow",
+                    name: "PV_EGRESS_ALLOW / browser.egress_allow",
                     message: e,
                 });
             }
@@ -135,7 +152,7 @@ impl FileConfig {
             chunk_size: a.chunk_size,
             keep: self.retention.keep_generations,
             max_parallel_jobs: a.parallel_jobs.max(1),
-            data_max_bytes: self.server.profile_data_max_bytes,
+            data_max_bytes: self.sessions.profile_data_max_bytes,
             contents_report: a.contents_report,
             write_format: a.format,
             full_read_every: a.full_read_every.max(1),
@@ -346,8 +363,14 @@ impl Config {
             path: path.into(),
             message: e.to_string().trim().replace('\n', " "),
         };
-        let file: FileConfig = toml::from_str(&text).map_err(|e| parse(&e))?;
-        let doc: toml::Table = toml::from_str(&text).map_err(|e| parse(&e))?;
+        let mut doc: toml::Table = toml::from_str(&text).map_err(|e| parse(&e))?;
+        // A file of sections is read from its text, so errors show their line; one with the
+        // old `[server]` section is read once its keys are in their sections.
+        let file: FileConfig = if legacy::lift(&mut doc).map_err(|e| parse(&e))? {
+            FileConfig::deserialize(doc.clone()).map_err(|e| parse(&e))?
+        } else {
+            toml::from_str(&text).map_err(|e| parse(&e))?
+        };
         Ok((file, doc))
     }
 
@@ -404,6 +427,43 @@ mod tests {
             c.keys.kms_endpoint.as_deref(),
             Some("http://127.0.0.1:4566")
         );
+    }
+
+    #[test]
+    fn the_old_server_section_sets_every_key_of_the_new_sections() {
+        // Every key of the sections the old `[server]` was split into has exactly one old
+        // name, and every old name lands on a key those sections have.
+        let v = serde_json::to_value(FileConfig::default()).unwrap();
+        let mut keys = std::collections::BTreeSet::new();
+        for section in ["http", "sessions", "room", "live", "cluster", "browser"] {
+            for k in v[section].as_object().unwrap().keys() {
+                keys.insert(format!("{section}.{k}"));
+            }
+        }
+        let homes: std::collections::BTreeSet<String> = legacy::SERVER_KEYS
+            .iter()
+            .map(|(_, s, k)| format!("{s}.{k}"))
+            .collect();
+        assert_eq!(
+            homes.len(),
+            legacy::SERVER_KEYS.len(),
+            "two old keys share a home"
+        );
+        assert_eq!(keys, homes);
+        // And an old file reads as its new form.
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.toml");
+        std::fs::write(&old, "[server]\nstore_max_keys = 6\nviewer_origins = [\"https://a.example\"]\ncluster_heartbeat_secs = 1\nsandbox_pids = 7\nlisten = \"127.0.0.1:1\"\nlease_ttl = 3\n").unwrap();
+        let c = Config::parse_file(&old).unwrap();
+        assert_eq!(c.room.max_keys, 6);
+        assert_eq!(c.live.origins, ["https://a.example"]);
+        assert_eq!(c.cluster.heartbeat_secs, 1);
+        assert_eq!(c.browser.sandbox_pids, 7);
+        assert_eq!(c.http.listen, "127.0.0.1:1");
+        assert_eq!(c.sessions.lease_ttl, 3);
+        std::fs::write(&old, "[server]\nstore_max_keys = \"six\"\n").unwrap();
+        let err = Config::parse_file(&old).unwrap_err().to_string();
+        assert!(err.contains("max_keys"), "{err}");
     }
 
     #[test]

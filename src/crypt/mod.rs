@@ -6,7 +6,8 @@
 //!   and a header MAC derived the same way;
 //! - [`doc`]: small documents (the profile data document) sealed as one AES-256-GCM message;
 //! - [`envelope`]: wrapping a per-object data key under a named master key;
-//! - [`blob`]: format v2 chunks, named by a keyed hash and sealed one by one.
+//! - [`blob`]: format v2 chunks, named by a keyed hash and sealed one by one;
+//! - [`Secret`]: a configured secret, never printed, wiped when dropped.
 //!
 //! Nothing here does I/O beyond `std::io::{Read, Write}` adapters; async callers run it
 //! through `spawn_blocking`.
@@ -14,7 +15,10 @@
 pub mod blob;
 pub mod doc;
 pub mod envelope;
+mod secret;
 pub mod stream;
+
+pub use secret::Secret;
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
 

@@ -10,6 +10,7 @@
 
 pub mod bookmarks;
 pub mod chrome_tabs;
+mod config;
 pub mod downloads;
 pub mod hub;
 pub mod input;
@@ -25,31 +26,8 @@ use serde::Serialize;
 use sha2::Digest;
 use subtle::ConstantTimeEq;
 
+pub use config::{LiveConfig, LiveSection};
 pub use roles::Role;
-
-/// Live-view settings (from `[server]`).
-#[derive(Debug, Clone)]
-pub struct LiveConfig {
-    /// Most viewers connected to one session.
-    pub max_viewers: usize,
-    /// Largest message a viewer may send, bytes.
-    pub max_message: usize,
-    /// Input messages per second a viewer may send (a burst of twice that is allowed).
-    pub max_input_rate: u32,
-    /// JPEG quality of the screencast (1-100).
-    pub jpeg_quality: u8,
-}
-
-impl Default for LiveConfig {
-    fn default() -> Self {
-        LiveConfig {
-            max_viewers: 20,
-            max_message: 64 * 1024,
-            max_input_rate: 400,
-            jpeg_quality: 70,
-        }
-    }
-}
 
 /// Hyperbeam's per-user permissions (`setPermissions`).
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -179,8 +157,8 @@ struct ViewerToken {
 /// Why a viewer could not join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum JoinError {
-    /// `server.max_viewers` reached.
-    #[error("this session has the most viewers it takes (server.max_viewers = {0})")]
+    /// `live.max_viewers` reached.
+    #[error("this session has the most viewers it takes (live.max_viewers = {0})")]
     TooManyViewers(usize),
 }
 

@@ -30,13 +30,13 @@ impl Manager {
         let mut jobs = self.state_jobs.lock().expect("jobs lock");
         if node_max > 0 && jobs.values().sum::<usize>() >= node_max {
             return Err(Error::TooManyJobs(format!(
-                "server.max_state_jobs = {node_max}"
+                "sessions.max_state_jobs = {node_max}"
             )));
         }
         let mine = jobs.entry(tenant.to_string()).or_default();
         if tenant_max > 0 && *mine >= tenant_max {
             return Err(Error::TooManyJobs(format!(
-                "server.max_state_jobs_per_tenant = {tenant_max}"
+                "sessions.max_state_jobs_per_tenant = {tenant_max}"
             )));
         }
         *mine += 1;

@@ -35,7 +35,7 @@ use crate::vault::{self, Base, Vault};
 use crate::{NoProgress, Progress};
 
 pub use crate::browser::LaunchOptions;
-pub use config::SessionConfig;
+pub use config::{SessionConfig, SessionsSection};
 pub use events::{Event, Published, Subscriber};
 pub use limits::JobSlot;
 use state::{now_ms, token_hash, Status};
@@ -55,7 +55,9 @@ pub enum Error {
     #[error("too many storage-state jobs at once ({0})")]
     TooManyJobs(String),
     /// Too many concurrent sessions of this tenant.
-    #[error("too many concurrent sessions for this tenant (server.max_sessions_per_tenant = {0})")]
+    #[error(
+        "too many concurrent sessions for this tenant (sessions.max_sessions_per_tenant = {0})"
+    )]
     TenantLimit(usize),
     /// A saving session already holds this profile.
     #[error("profile {0} is in use by another session that will save it")]

@@ -1,5 +1,5 @@
 //! Starting a session's browser: restore the profile into its directory (bounded by
-//! `server.restore_deadline`), then launch Chromium with the launch settings and the browser
+//! `sessions.restore_deadline`), then launch Chromium with the launch settings and the browser
 //! identity pinned to the profile (request fields override the pinned ones).
 
 use super::*;

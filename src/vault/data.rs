@@ -84,7 +84,7 @@ pub enum DataCondition {
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The document is larger than allowed.
-    #[error("the data document is {size} bytes; at most {max} are allowed (server.profile_data_max_bytes)")]
+    #[error("the data document is {size} bytes; at most {max} are allowed (sessions.profile_data_max_bytes)")]
     TooLarge {
         /// Its size, serialized.
         size: usize,

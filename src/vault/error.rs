@@ -72,7 +72,7 @@ pub enum Error {
     },
     /// The profile was last opened by a newer Chromium than this node's: opening it with an
     /// older one can silently break it (History stops recording, say).
-    #[error("profile {profile:?} generation {generation} was written by Chromium {profile_version}; this node's browser is Chromium {browser_version}, which is older (upgrade the browser, or override with server.allow_older_browser / --allow-older-browser)")]
+    #[error("profile {profile:?} generation {generation} was written by Chromium {profile_version}; this node's browser is Chromium {browser_version}, which is older (upgrade the browser, or override with sessions.allow_older_browser / --allow-older-browser)")]
     BrowserTooOld {
         /// Profile.
         profile: String,

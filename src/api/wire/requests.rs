@@ -171,7 +171,7 @@ request! {
     #[serde(deny_unknown_fields)]
     pub(crate) struct TimeoutChangeRequest {
         #[serde(default, deserialize_with = "present")]
-        absolute: Option<Option<u64>> = timeout_secs("seconds from now (with reset) or from the start (null: none; server.max_session_secs still caps it)"),
+        absolute: Option<Option<u64>> = timeout_secs("seconds from now (with reset) or from the start (null: none; sessions.max_session_secs still caps it)"),
         #[serde(default, deserialize_with = "present")]
         inactive: Option<Option<u64>> = timeout_secs("seconds without activity (null: none)"),
         #[serde(default, deserialize_with = "present")]

@@ -168,10 +168,11 @@ impl BenchDaemon {
         let mut settings = ctx
             .cfg
             .file
-            .server
-            .browser_settings(
-                chromium::find_binary(ctx.cfg.file.server.chromium.as_deref())?,
+            .browser
+            .settings(
+                chromium::find_binary(ctx.cfg.file.browser.chromium.as_deref())?,
                 data,
+                ctx.cfg.file.sessions.max_sessions,
             )
             .map_err(anyhow::Error::msg)?;
         tweak(&mut settings);
@@ -188,7 +189,7 @@ impl BenchDaemon {
         let addr = listener.local_addr()?.to_string();
         let cluster = cluster_secret.map(|secret| profile_vault::cluster::ClusterConfig {
             node_url: Some(format!("http://{addr}")),
-            secret: Some(profile_vault::config::Secret::new(secret)),
+            secret: Some(profile_vault::crypt::Secret::new(secret)),
             heartbeat: std::time::Duration::from_secs(2),
             node_ttl: std::time::Duration::from_secs(10),
             capacity: 4,

@@ -1,6 +1,6 @@
 //! `profile-vault bench --session`: what a session start and end cost, and what the browser
 //! sandbox adds to them. Two in-process daemons on one store — browsers sandboxed, and
-//! browsers unconfined (`server.unsafe_no_sandbox`) — take turns in one run:
+//! browsers unconfined (`browser.unsafe_no_sandbox`) — take turns in one run:
 //! `POST /v0/vm` with a load of the profile until the browser answers on CDP, then
 //! `DELETE` until the generation is saved, with the vault's part of each (the restore before
 //! the browser launches, the save after it stops, from the daemon's metrics). Then each runs
