@@ -96,7 +96,7 @@ async fn saved_once() -> (
     let src = dir.path().join("src");
     sqlite_profile(&src);
     vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     (dir, vault, root, src)
@@ -115,7 +115,7 @@ async fn a_resave_sends_only_what_changed_and_restores_exactly() {
     let src = dir.path().join("src");
     sqlite_profile(&src);
     let first = vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     let c1 = first.chunks.clone().expect("format 2 by default");
@@ -128,7 +128,7 @@ async fn a_resave_sends_only_what_changed_and_restores_exactly() {
         .unwrap();
     drop(c);
     let second = vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     let c2 = second.chunks.clone().unwrap();
@@ -145,14 +145,17 @@ async fn a_resave_sends_only_what_changed_and_restores_exactly() {
     );
     // Both generations restore exactly: contents and modification times.
     let dst = dir.path().join("dst2");
-    vault.restore("t1", "p1", None, &dst, np()).await.unwrap();
+    vault
+        .restore(&addr("t1", "p1"), None, &dst, np())
+        .await
+        .unwrap();
     assert_eq!(tree(&dst), kept(&src));
     let mut want = mtimes(&src);
     want.retain(|(p, _)| !p.contains("Cache") && !p.contains("Singleton"));
     assert_eq!(mtimes(&dst), want, "modification times come back");
     let dst1 = dir.path().join("dst1");
     vault
-        .restore("t1", "p1", Some(1), &dst1, np())
+        .restore(&addr("t1", "p1"), Some(1), &dst1, np())
         .await
         .unwrap();
     let db1 = rusqlite::Connection::open(dst1.join("Default/Web Data")).unwrap();
@@ -167,13 +170,16 @@ async fn a_resave_sends_only_what_changed_and_restores_exactly() {
     // database: it changed within 2 s of generation 2's walk, so its time cannot be trusted
     // (the racy rule).
     let third = vault
-        .save("t1", "p1", &dst, Base::Current, np())
+        .save(&addr("t1", "p1"), &dst, Base::Current, np())
         .await
         .unwrap();
     let c3 = third.chunks.unwrap();
     assert_eq!((c3.chunks_new, c3.files_read), (0, 1), "{c3:?}");
     for g in 1..=3 {
-        vault.verify("t1", "p1", Some(g), np()).await.unwrap();
+        vault
+            .verify(&addr("t1", "p1"), Some(g), np())
+            .await
+            .unwrap();
     }
     // Nothing readable is stored: names, contents and cookie values.
     assert_nothing_readable(&root);
@@ -196,12 +202,15 @@ async fn unchanged_size_and_time_skip_the_read_and_a_full_read_catches_everythin
         .set_modified(t)
         .unwrap();
     let r = vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     assert_eq!(r.chunks.unwrap().files_read, 0);
     let out = dir.path().join("a");
-    vault.restore("t1", "p1", None, &out, np()).await.unwrap();
+    vault
+        .restore(&addr("t1", "p1"), None, &out, np())
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(out.join("Default/Preferences")).unwrap(), old);
     // --reread: every file is read.
     let (rv, _) = {
@@ -212,18 +221,20 @@ async fn unchanged_size_and_time_skip_the_read_and_a_full_read_catches_everythin
         (Vault::new(store, keyring("k1", 1), o).unwrap(), ())
     };
     let r = rv
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     let c = r.chunks.unwrap();
     assert!(c.full_read && c.files_skipped == 0, "{c:?}");
     let out = dir.path().join("b");
-    rv.restore("t1", "p1", None, &out, np()).await.unwrap();
+    rv.restore(&addr("t1", "p1"), None, &out, np())
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(out.join("Default/Preferences")).unwrap(), new);
     // Every full_read_every-th save reads everything by itself.
     let (pv, _) = vault_with(dir.path(), |o| o.full_read_every = 1);
     let c = pv
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap()
         .chunks
@@ -238,25 +249,25 @@ async fn one_profile_holds_both_formats_and_rekey_leaves_packs_alone() {
     let src = dir.path().join("src");
     sqlite_profile(&src);
     let g1 = v1
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     assert!(g1.chunks.is_none(), "format 1 when asked");
     let (v2, _) = vault_with(dir.path(), |_| {});
     write(&src, "Default/Bookmarks", b"{\"roots\":{}}");
     let g2 = v2
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     let c2 = g2.chunks.unwrap();
     assert_eq!(c2.base, None, "a format 1 base gives nothing to reuse");
     write(&src, "Default/Bookmarks", b"{\"roots\":{\"x\":1}}");
     let g3 = v2
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     assert_eq!(g3.chunks.unwrap().base, Some(2));
-    let list = v2.versions("t1", "p1").await.unwrap();
+    let list = v2.versions(&addr("t1", "p1")).await.unwrap();
     let formats: Vec<u32> = list
         .iter()
         .map(|g| g.record.as_ref().unwrap().format)
@@ -265,12 +276,16 @@ async fn one_profile_holds_both_formats_and_rekey_leaves_packs_alone() {
     // Each restores and verifies; rollback to the format 1 generation works.
     for g in 1..=3 {
         let out = dir.path().join(format!("r{g}"));
-        v2.restore("t1", "p1", Some(g), &out, np()).await.unwrap();
-        v2.verify("t1", "p1", Some(g), np()).await.unwrap();
+        v2.restore(&addr("t1", "p1"), Some(g), &out, np())
+            .await
+            .unwrap();
+        v2.verify(&addr("t1", "p1"), Some(g), np()).await.unwrap();
     }
-    v2.rollback("t1", "p1", 1).await.unwrap();
+    v2.rollback(&addr("t1", "p1"), 1).await.unwrap();
     let out = dir.path().join("after-rollback");
-    v2.restore("t1", "p1", None, &out, np()).await.unwrap();
+    v2.restore(&addr("t1", "p1"), None, &out, np())
+        .await
+        .unwrap();
     assert!(!out.join("Default/Bookmarks").exists());
     // Rekey to a new master key: records re-wrapped, packs byte for byte the same.
     let packs_before: Vec<_> = tree(&root)
@@ -296,8 +311,11 @@ async fn one_profile_holds_both_formats_and_rekey_leaves_packs_alone() {
     assert_eq!(packs_before, packs_after, "rekey does not touch packs");
     let only_k2 = Vault::new(store, keyring("k2", 2), options(&dir.path().join("spool"))).unwrap();
     for g in 1..=3 {
-        only_k2.verify("t1", "p1", Some(g), np()).await.unwrap();
-        let rec = &only_k2.versions("t1", "p1").await.unwrap()[g as usize - 1];
+        only_k2
+            .verify(&addr("t1", "p1"), Some(g), np())
+            .await
+            .unwrap();
+        let rec = &only_k2.versions(&addr("t1", "p1")).await.unwrap()[g as usize - 1];
         let r = rec.record.as_ref().unwrap();
         assert_eq!(r.key_id, "k2");
         assert_eq!(r.format, if g == 1 { 1 } else { 3 }, "format kept");
@@ -336,24 +354,27 @@ async fn damaged_or_missing_packs_fail_the_restore_and_leave_nothing() {
     bad[100] ^= 1;
     std::fs::write(&packs[0], &bad).unwrap();
     let e = vault
-        .restore("t1", "p1", None, &target, np())
+        .restore(&addr("t1", "p1"), None, &target, np())
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Blob { .. }) && e.is_integrity(), "{e}");
     nothing_left("flipped byte");
-    let e = vault.verify("t1", "p1", None, np()).await.unwrap_err();
+    let e = vault
+        .verify(&addr("t1", "p1"), None, np())
+        .await
+        .unwrap_err();
     assert!(e.is_integrity(), "{e}");
     // Truncated, then gone.
     std::fs::write(&packs[0], &original[..original.len() / 2]).unwrap();
     let e = vault
-        .restore("t1", "p1", None, &target, np())
+        .restore(&addr("t1", "p1"), None, &target, np())
         .await
         .unwrap_err();
     assert!(matches!(e, Error::PackMissing { .. }), "{e}");
     nothing_left("truncated");
     std::fs::remove_file(&packs[0]).unwrap();
     let e = vault
-        .restore("t1", "p1", None, &target, np())
+        .restore(&addr("t1", "p1"), None, &target, np())
         .await
         .unwrap_err();
     assert!(
@@ -365,10 +386,13 @@ async fn damaged_or_missing_packs_fail_the_restore_and_leave_nothing() {
     let mut newer = original.clone();
     newer[9] = 3;
     std::fs::write(&packs[0], &newer).unwrap();
-    let e = vault.verify("t1", "p1", None, np()).await.unwrap_err();
+    let e = vault
+        .verify(&addr("t1", "p1"), None, np())
+        .await
+        .unwrap_err();
     assert!(e.is_newer(), "{e}");
     std::fs::write(&packs[0], &original).unwrap();
-    vault.verify("t1", "p1", None, np()).await.unwrap();
+    vault.verify(&addr("t1", "p1"), None, np()).await.unwrap();
 }
 
 /// Writes generation 2 of `p1` with a manifest the test chose, sealed with the profile's
@@ -473,7 +497,7 @@ async fn hostile_manifests_are_refused_before_anything_is_written() {
         plant_manifest(&vault, &root, edit).await;
         let target = dir.path().join(format!("out-{what}"));
         let e = vault
-            .restore("t1", "p1", Some(2), &target, np())
+            .restore(&addr("t1", "p1"), Some(2), &target, np())
             .await
             .unwrap_err();
         assert!(e.is_integrity(), "{what}: {e}");
@@ -483,7 +507,7 @@ async fn hostile_manifests_are_refused_before_anything_is_written() {
     // An honest copy of the manifest restores (the planting itself is sound).
     plant_manifest(&vault, &root, |_| {}).await;
     vault
-        .restore("t1", "p1", Some(2), &dir.path().join("honest"), np())
+        .restore(&addr("t1", "p1"), Some(2), &dir.path().join("honest"), np())
         .await
         .unwrap();
 }
@@ -509,7 +533,7 @@ async fn unused_packs_are_collected_and_used_ones_never() {
             .unwrap();
         drop(c);
         vault
-            .save("t1", "p1", &src, Base::Current, np())
+            .save(&addr("t1", "p1"), &src, Base::Current, np())
             .await
             .unwrap();
     }
@@ -517,12 +541,12 @@ async fn unused_packs_are_collected_and_used_ones_never() {
     let orphan = root.join("tenants/t1/profiles/p1/packs/0123456789abcdef0123456789abcdef.pvp");
     std::fs::write(&orphan, profile_vault::format::v2::pack::prefix()).unwrap();
     let before = pack_files(&root);
-    let dry = vault.gc_packs("t1", "p1", true).await.unwrap();
+    let dry = vault.gc_packs(&addr("t1", "p1"), true).await.unwrap();
     assert_eq!(pack_files(&root), before, "a dry run deletes nothing");
     // The first pass that sees the orphan only marks it; the next deletes it.
-    let r1 = vault.gc_packs("t1", "p1", false).await.unwrap();
+    let r1 = vault.gc_packs(&addr("t1", "p1"), false).await.unwrap();
     assert!(orphan.exists(), "{r1:?}");
-    let r2 = vault.gc_packs("t1", "p1", false).await.unwrap();
+    let r2 = vault.gc_packs(&addr("t1", "p1"), false).await.unwrap();
     assert!(
         r2.deleted
             .contains(&"0123456789abcdef0123456789abcdef".to_string()),
@@ -534,11 +558,14 @@ async fn unused_packs_are_collected_and_used_ones_never() {
     assert!(!orphan.exists());
     assert_eq!(r2.used, pack_files(&root).len() as u64, "{r2:?}");
     for g in [3, 4] {
-        vault.verify("t1", "p1", Some(g), np()).await.unwrap();
+        vault
+            .verify(&addr("t1", "p1"), Some(g), np())
+            .await
+            .unwrap();
     }
     // A third pass finds nothing more.
     assert!(vault
-        .gc_packs("t1", "p1", false)
+        .gc_packs(&addr("t1", "p1"), false)
         .await
         .unwrap()
         .deleted
@@ -564,7 +591,7 @@ async fn a_save_claims_marked_packs_and_stops_on_collected_ones() {
     std::fs::write(&gc, serde_json::to_vec(&state(&ids, &[])).unwrap()).unwrap();
     write(&src, "Default/Bookmarks", b"{}");
     vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     let after: serde_json::Value = serde_json::from_slice(&std::fs::read(&gc).unwrap()).unwrap();
@@ -578,11 +605,11 @@ async fn a_save_claims_marked_packs_and_stops_on_collected_ones() {
     std::fs::write(&gc, serde_json::to_vec(&state(&[], &ids)).unwrap()).unwrap();
     write(&src, "Default/Bookmarks", b"{\"x\":2}");
     let e = vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap_err();
     assert!(matches!(e, Error::PacksCollected { .. }), "{e}");
-    let (head, _) = vault.head("t1", "p1").await.unwrap().unwrap();
+    let (head, _) = vault.head(&addr("t1", "p1")).await.unwrap().unwrap();
     assert_eq!(head.generation, 2);
     assert_eq!(
         pack_files(&root).len(),
@@ -612,7 +639,7 @@ pub async fn race_with_collections(vault: &Vault, dir: &Path) {
     let src = dir.join("src");
     prepare(&src, 99);
     vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -621,7 +648,7 @@ pub async fn race_with_collections(vault: &Vault, dir: &Path) {
         tokio::spawn(async move {
             let mut runs = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                v.gc_packs("t1", "p1", false).await.unwrap();
+                v.gc_packs(&addr("t1", "p1"), false).await.unwrap();
                 runs += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -634,7 +661,7 @@ pub async fn race_with_collections(vault: &Vault, dir: &Path) {
         let s = dir.join(format!("s{i}"));
         prepare(&s, i);
         tasks.push(tokio::spawn(async move {
-            v.save("t1", "p1", &s, Base::Current, np()).await
+            v.save(&addr("t1", "p1"), &s, Base::Current, np()).await
         }));
     }
     let mut saved = 0;
@@ -649,12 +676,12 @@ pub async fn race_with_collections(vault: &Vault, dir: &Path) {
     let runs = collector.await.unwrap();
     assert!(saved >= 1 && runs >= 2, "saved {saved}, collections {runs}");
     // Whatever was kept is whole: every generation still listed verifies.
-    vault.gc_packs("t1", "p1", false).await.unwrap();
-    vault.gc_packs("t1", "p1", false).await.unwrap();
-    for g in vault.versions("t1", "p1").await.unwrap() {
+    vault.gc_packs(&addr("t1", "p1"), false).await.unwrap();
+    vault.gc_packs(&addr("t1", "p1"), false).await.unwrap();
+    for g in vault.versions(&addr("t1", "p1")).await.unwrap() {
         if g.record.is_some() {
             vault
-                .verify("t1", "p1", Some(g.generation), np())
+                .verify(&addr("t1", "p1"), Some(g.generation), np())
                 .await
                 .unwrap_or_else(|e| panic!("generation {}: {e}", g.generation));
         }

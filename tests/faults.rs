@@ -125,7 +125,7 @@ async fn transient_errors_are_retried_and_the_save_lands() {
     ]);
     let rep = r
         .vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     assert_eq!(rep.generation, 1);
@@ -134,7 +134,10 @@ async fn transient_errors_are_retried_and_the_save_lands() {
     }
     r.proxy.set_rules(vec![]);
     let dst = r.dir.path().join("dst");
-    r.vault.restore("t1", "p1", None, &dst, np()).await.unwrap();
+    r.vault
+        .restore(&addr("t1", "p1"), None, &dst, np())
+        .await
+        .unwrap();
     assert_eq!(
         std::fs::read(dst.join("Default/IndexedDB/blob/1")).unwrap(),
         std::fs::read(src.join("Default/IndexedDB/blob/1")).unwrap()
@@ -149,7 +152,7 @@ async fn a_save_that_cannot_finish_leaves_the_last_good_generation() {
     let src = r.dir.path().join("src");
     profile_with_noise(&src, "good");
     r.vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
 
@@ -164,7 +167,7 @@ async fn a_save_that_cannot_finish_leaves_the_last_good_generation() {
     )]);
     let err = r
         .vault
-        .save("t1", "p1", &src2, Base::Current, np())
+        .save(&addr("t1", "p1"), &src2, Base::Current, np())
         .await
         .unwrap_err();
     assert!(matches!(&err, Error::Store(e) if e.is_transient()), "{err}");
@@ -179,23 +182,26 @@ async fn a_save_that_cannot_finish_leaves_the_last_good_generation() {
     )]);
     assert!(r
         .vault
-        .save("t1", "p1", &src2, Base::Current, np())
+        .save(&addr("t1", "p1"), &src2, Base::Current, np())
         .await
         .is_err());
     r.proxy.set_rules(vec![]);
-    let (head, _) = r.vault.head("t1", "p1").await.unwrap().unwrap();
+    let (head, _) = r.vault.head(&addr("t1", "p1")).await.unwrap().unwrap();
     assert_eq!(
         head.generation, 1,
         "the last good generation is still the head"
     );
-    let gens = r.vault.versions("t1", "p1").await.unwrap();
+    let gens = r.vault.versions(&addr("t1", "p1")).await.unwrap();
     assert!(
         gens.iter()
             .any(|g| !g.head && g.payload && g.record.is_some()),
         "the failed save's generation is kept and listed"
     );
     let dst = r.dir.path().join("dst");
-    r.vault.restore("t1", "p1", None, &dst, np()).await.unwrap();
+    r.vault
+        .restore(&addr("t1", "p1"), None, &dst, np())
+        .await
+        .unwrap();
     assert!(std::fs::read_to_string(dst.join("Local State"))
         .unwrap()
         .contains("good"));
@@ -207,7 +213,7 @@ async fn a_retried_write_that_landed_late_is_recognised() {
     let src = r.dir.path().join("src");
     make_profile(&src, "a");
     r.vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     // The first head write stalls past the client's 1 s attempt timeout and then lands; the
@@ -228,7 +234,7 @@ async fn a_retried_write_that_landed_late_is_recognised() {
     ]);
     let rep = r
         .vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     assert_eq!(rep.generation, 2);
@@ -236,7 +242,7 @@ async fn a_retried_write_that_landed_late_is_recognised() {
     r.proxy.set_rules(vec![]);
     assert_eq!(
         r.vault
-            .head("t1", "p1")
+            .head(&addr("t1", "p1"))
             .await
             .unwrap()
             .unwrap()
@@ -252,7 +258,7 @@ async fn cut_downloads_are_retried_or_fail_cleanly() {
     let src = r.dir.path().join("src");
     profile_with_noise(&src, "a");
     r.vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     r.proxy.set_rules(vec![Rule::new(
@@ -262,7 +268,7 @@ async fn cut_downloads_are_retried_or_fail_cleanly() {
         Action::CutBody,
     )]);
     r.vault
-        .restore("t1", "p1", None, &r.dir.path().join("ok"), np())
+        .restore(&addr("t1", "p1"), None, &r.dir.path().join("ok"), np())
         .await
         .unwrap();
     assert!(r.proxy.applied("cut-once") > 0);
@@ -275,7 +281,7 @@ async fn cut_downloads_are_retried_or_fail_cleanly() {
     let target = r.dir.path().join("never");
     let err = r
         .vault
-        .restore("t1", "p1", None, &target, np())
+        .restore(&addr("t1", "p1"), None, &target, np())
         .await
         .unwrap_err();
     assert!(matches!(&err, Error::Store(e) if e.is_transient()), "{err}");
@@ -332,7 +338,7 @@ async fn format_2_pack_uploads_and_ranged_reads_survive_transient_faults() {
     ]);
     let rep = r
         .vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     assert!(rep.chunks.as_ref().unwrap().packs_new >= 3, "{rep:?}");
@@ -351,7 +357,10 @@ async fn format_2_pack_uploads_and_ranged_reads_survive_transient_faults() {
         Rule::new("range-reset", |q| q.is_get(".pvp"), &[3], Action::Reset),
     ]);
     let dst = r.dir.path().join("dst");
-    r.vault.restore("t1", "p1", None, &dst, np()).await.unwrap();
+    r.vault
+        .restore(&addr("t1", "p1"), None, &dst, np())
+        .await
+        .unwrap();
     for rule in ["range-503", "range-cut", "range-reset"] {
         assert!(r.proxy.applied(rule) > 0, "rule {rule} never fired");
     }
@@ -367,7 +376,7 @@ async fn a_format_2_save_that_cannot_upload_leaves_the_head_and_no_packs() {
     let src = r.dir.path().join("src");
     profile_with_noise(&src, "good");
     r.vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     let good = packs(&r.prefix).await;
@@ -383,7 +392,7 @@ async fn a_format_2_save_that_cannot_upload_leaves_the_head_and_no_packs() {
     )]);
     let err = r
         .vault
-        .save("t1", "p1", &src2, Base::Current, np())
+        .save(&addr("t1", "p1"), &src2, Base::Current, np())
         .await
         .unwrap_err();
     assert!(matches!(&err, Error::Store(e) if e.is_transient()), "{err}");
@@ -393,10 +402,13 @@ async fn a_format_2_save_that_cannot_upload_leaves_the_head_and_no_packs() {
     let mut want = good.clone();
     want.sort();
     assert_eq!(now, want, "only the good generation's packs remain");
-    let (head, _) = r.vault.head("t1", "p1").await.unwrap().unwrap();
+    let (head, _) = r.vault.head(&addr("t1", "p1")).await.unwrap().unwrap();
     assert_eq!(head.generation, 1);
     let dst = r.dir.path().join("dst");
-    r.vault.restore("t1", "p1", None, &dst, np()).await.unwrap();
+    r.vault
+        .restore(&addr("t1", "p1"), None, &dst, np())
+        .await
+        .unwrap();
     assert!(std::fs::read_to_string(dst.join("Local State"))
         .unwrap()
         .contains("good"));

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::common::addr;
 use base64::Engine;
 use profile_vault::config::FileConfig;
 use profile_vault::{Keyring, NoProgress, Vault};
@@ -91,8 +92,7 @@ async fn generations_written_by_an_earlier_release_restore_byte_for_byte() {
         let to = dir.path().join(format!("{profile}-{generation}"));
         let rep = v
             .restore(
-                "fixtures",
-                profile,
+                &addr("fixtures", profile),
                 Some(generation),
                 &to,
                 Arc::new(NoProgress),
@@ -112,9 +112,13 @@ async fn generations_written_by_an_earlier_release_restore_byte_for_byte() {
                 "{profile} {generation}: {path} differs"
             );
         }
-        v.verify("fixtures", profile, Some(generation), Arc::new(NoProgress))
-            .await
-            .unwrap_or_else(|e| panic!("verify {profile} {generation}: {e}"));
+        v.verify(
+            &addr("fixtures", profile),
+            Some(generation),
+            Arc::new(NoProgress),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("verify {profile} {generation}: {e}"));
     }
 }
 
@@ -139,8 +143,7 @@ async fn a_committed_generation_changed_by_one_bit_is_refused() {
         let to = dir.path().join(format!("bad-{profile}"));
         let e = v
             .restore(
-                "fixtures",
-                profile,
+                &addr("fixtures", profile),
                 Some(generation),
                 &to,
                 Arc::new(NoProgress),

@@ -616,7 +616,7 @@ async fn racing_saves_under_kms_rewrap_for_the_generation_they_get() {
         let src = dir.path().join(format!("s{i}"));
         make_profile(&src, &format!("r{i}"));
         tasks.push(tokio::spawn(async move {
-            v.save("t1", "p1", &src, Base::Current, Arc::new(NoProgress))
+            v.save(&addr("t1", "p1"), &src, Base::Current, Arc::new(NoProgress))
                 .await
         }));
     }
@@ -639,7 +639,7 @@ async fn racing_saves_under_kms_rewrap_for_the_generation_they_get() {
     );
     for g in gens {
         vault
-            .verify("t1", "p1", Some(g), Arc::new(NoProgress))
+            .verify(&addr("t1", "p1"), Some(g), Arc::new(NoProgress))
             .await
             .unwrap_or_else(|e| panic!("generation {g}: {e}"));
     }
@@ -669,7 +669,7 @@ async fn rekey_follows_an_alias_to_its_new_key() {
     make_profile(&src, "alias");
     for _ in 0..2 {
         vault
-            .save("t1", "p1", &src, Base::Current, Arc::new(NoProgress))
+            .save(&addr("t1", "p1"), &src, Base::Current, Arc::new(NoProgress))
             .await
             .unwrap();
     }
@@ -679,13 +679,19 @@ async fn rekey_follows_an_alias_to_its_new_key() {
             .collect()
     };
     assert_eq!(
-        arns(vault.versions("t1", "p1").await.unwrap()),
+        arns(vault.versions(&addr("t1", "p1")).await.unwrap()),
         vec![old.clone(), old.clone()]
     );
     // The profile's data document is wrapped by the same KMS key, and moves with it.
     let doc = serde_json::json!({"open": ["https://example.com"]});
     let always = profile_vault::vault::DataCondition::Always;
-    assert_eq!(vault.set_data("t1", "p1", &doc, always).await.unwrap(), 1);
+    assert_eq!(
+        vault
+            .set_data(&addr("t1", "p1"), &doc, always)
+            .await
+            .unwrap(),
+        1
+    );
     let data_arn = || -> String {
         let rec: Value = serde_json::from_slice(
             &std::fs::read(dir.path().join("store/tenants/t1/profiles/p1/data.json")).unwrap(),
@@ -706,17 +712,17 @@ async fn rekey_follows_an_alias_to_its_new_key() {
     assert_eq!(vault.rekey("t1", "moving", true).await.unwrap(), (3, 0));
     assert_eq!(vault.rekey("t1", "moving", false).await.unwrap(), (3, 0));
     assert_eq!(
-        arns(vault.versions("t1", "p1").await.unwrap()),
+        arns(vault.versions(&addr("t1", "p1")).await.unwrap()),
         vec![new.clone(), new.clone()]
     );
     assert_eq!(data_arn(), new);
     assert_eq!(vault.rekey("t1", "moving", false).await.unwrap(), (0, 3));
     // The old key can go: nothing needs it any more.
     client.disable_key().key_id(&old).send().await.unwrap();
-    assert_eq!(vault.data("t1", "p1").await.unwrap().data, doc);
+    assert_eq!(vault.data(&addr("t1", "p1")).await.unwrap().data, doc);
     for g in [1, 2] {
         vault
-            .verify("t1", "p1", Some(g), Arc::new(NoProgress))
+            .verify(&addr("t1", "p1"), Some(g), Arc::new(NoProgress))
             .await
             .unwrap();
     }

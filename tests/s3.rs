@@ -66,13 +66,13 @@ async fn vault_on_s3_multipart_round_trip_and_no_plaintext() {
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut noise);
         write(&src, "Default/IndexedDB/blob/1", &noise);
         let r = vault
-            .save("t1", "p1", &src, Base::Current, Arc::new(NoProgress))
+            .save(&addr("t1", "p1"), &src, Base::Current, Arc::new(NoProgress))
             .await
             .unwrap();
         assert!(r.bytes_stored > 12 << 20, "{name}: {r:?}");
         let dst = dir.path().join("dst");
         vault
-            .restore("t1", "p1", None, &dst, Arc::new(NoProgress))
+            .restore(&addr("t1", "p1"), None, &dst, Arc::new(NoProgress))
             .await
             .unwrap();
         let mut expected = tree(&src);
@@ -81,8 +81,15 @@ async fn vault_on_s3_multipart_round_trip_and_no_plaintext() {
         // The data document is sealed like the payload, and readable back.
         let doc = serde_json::json!({"note": CONTENT_MARKER, "site": COOKIE_MARKER});
         let cond = profile_vault::vault::DataCondition::Version(0);
-        assert_eq!(vault.set_data("t1", "p1", &doc, cond).await.unwrap(), 1);
-        assert_eq!(vault.data("t1", "p1").await.unwrap().data, doc, "{name}");
+        assert_eq!(
+            vault.set_data(&addr("t1", "p1"), &doc, cond).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            vault.data(&addr("t1", "p1")).await.unwrap().data,
+            doc,
+            "{name}"
+        );
         // Nothing readable in any stored object.
         for m in store.list("").await.unwrap() {
             let bytes = store.get(&m.key).await.unwrap().bytes().await.unwrap();
@@ -96,14 +103,13 @@ async fn vault_on_s3_multipart_round_trip_and_no_plaintext() {
         }
         // Second save, conflict from a stale base, and listing.
         let r2 = vault
-            .save("t1", "p1", &src, Base::Current, Arc::new(NoProgress))
+            .save(&addr("t1", "p1"), &src, Base::Current, Arc::new(NoProgress))
             .await
             .unwrap();
         assert_eq!(r2.generation, 2);
         let err = vault
             .save(
-                "t1",
-                "p1",
+                &addr("t1", "p1"),
                 &src,
                 Base::Expect(Some(1)),
                 Arc::new(NoProgress),
@@ -114,9 +120,9 @@ async fn vault_on_s3_multipart_round_trip_and_no_plaintext() {
             matches!(err, profile_vault::vault::Error::Conflict { kept: 3, .. }),
             "{name}: {err}"
         );
-        assert_eq!(vault.versions("t1", "p1").await.unwrap().len(), 3);
+        assert_eq!(vault.versions(&addr("t1", "p1")).await.unwrap().len(), 3);
         assert_eq!(vault.list("t1").await.unwrap().len(), 1);
-        vault.delete("t1", "p1").await.unwrap();
+        vault.delete(&addr("t1", "p1")).await.unwrap();
         assert!(
             store.list("tenants/").await.unwrap().is_empty(),
             "{name}: delete removes everything"

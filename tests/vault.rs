@@ -18,7 +18,7 @@ async fn save_restore_round_trip_and_nothing_readable_is_stored() {
     let src = dir.path().join("src");
     make_profile(&src, "a");
     let r = vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     assert_eq!(r.generation, 1);
@@ -26,7 +26,10 @@ async fn save_restore_round_trip_and_nothing_readable_is_stored() {
     assert_eq!(r.stats.chromium_version.as_deref(), Some("156.0.8078.79"));
 
     let dst = dir.path().join("dst");
-    let rr = vault.restore("t1", "p1", None, &dst, np()).await.unwrap();
+    let rr = vault
+        .restore(&addr("t1", "p1"), None, &dst, np())
+        .await
+        .unwrap();
     assert_eq!(rr.generation, 1);
     let mut expected = tree(&src);
     expected.retain(|(p, _)| !p.contains("Cache"));
@@ -44,22 +47,25 @@ async fn generations_rollback_retention_delete() {
         let src = dir.path().join(format!("src{i}"));
         make_profile(&src, &format!("v{i}"));
         let r = vault
-            .save("t1", "p1", &src, Base::Current, np())
+            .save(&addr("t1", "p1"), &src, Base::Current, np())
             .await
             .unwrap();
         assert_eq!(r.generation, i);
     }
     let gens: Vec<u64> = vault
-        .versions("t1", "p1")
+        .versions(&addr("t1", "p1"))
         .await
         .unwrap()
         .iter()
         .map(|g| g.generation)
         .collect();
     assert_eq!(gens, vec![3, 4, 5, 6, 7], "keeps the last 5");
-    vault.rollback("t1", "p1", 4).await.unwrap();
+    vault.rollback(&addr("t1", "p1"), 4).await.unwrap();
     let dst = dir.path().join("dst");
-    let r = vault.restore("t1", "p1", None, &dst, np()).await.unwrap();
+    let r = vault
+        .restore(&addr("t1", "p1"), None, &dst, np())
+        .await
+        .unwrap();
     assert_eq!(r.generation, 4);
     assert!(std::fs::read_to_string(dst.join("Local State"))
         .unwrap()
@@ -69,21 +75,21 @@ async fn generations_rollback_retention_delete() {
     make_profile(&src, "v8");
     assert_eq!(
         vault
-            .save("t1", "p1", &src, Base::Current, np())
+            .save(&addr("t1", "p1"), &src, Base::Current, np())
             .await
             .unwrap()
             .generation,
         8
     );
     assert!(matches!(
-        vault.rollback("t1", "p1", 1).await,
+        vault.rollback(&addr("t1", "p1"), 1).await,
         Err(Error::GenerationNotFound { .. })
     ));
-    let n = vault.delete("t1", "p1").await.unwrap();
+    let n = vault.delete(&addr("t1", "p1")).await.unwrap();
     assert!(n >= 10);
     assert!(matches!(
         vault
-            .restore("t1", "p1", None, &dir.path().join("d2"), np())
+            .restore(&addr("t1", "p1"), None, &dir.path().join("d2"), np())
             .await,
         Err(Error::ProfileNotFound { .. })
     ));
@@ -97,7 +103,7 @@ async fn racing_saves_one_head_every_generation_kept() {
     let src = dir.path().join("src");
     make_profile(&src, "base");
     vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     let vault = Vault::clone(&vault);
@@ -107,7 +113,8 @@ async fn racing_saves_one_head_every_generation_kept() {
         let src = dir.path().join(format!("s{i}"));
         make_profile(&src, &format!("r{i}"));
         tasks.push(tokio::spawn(async move {
-            v.save("t1", "p1", &src, Base::Expect(Some(1)), np()).await
+            v.save(&addr("t1", "p1"), &src, Base::Expect(Some(1)), np())
+                .await
         }));
     }
     let mut wins = Vec::new();
@@ -125,11 +132,14 @@ async fn racing_saves_one_head_every_generation_kept() {
     all.sort_unstable();
     all.dedup();
     assert_eq!(all.len(), 20, "every save got its own generation");
-    let (head, _) = vault.head("t1", "p1").await.unwrap().unwrap();
+    let (head, _) = vault.head(&addr("t1", "p1")).await.unwrap().unwrap();
     assert_eq!(head.generation, wins[0]);
     // Every kept generation still verifies (pruning never removes the newest ones).
     for g in kept.iter().filter(|g| **g > *all.iter().max().unwrap() - 5) {
-        vault.verify("t1", "p1", Some(*g), np()).await.unwrap();
+        vault
+            .verify(&addr("t1", "p1"), Some(*g), np())
+            .await
+            .unwrap();
     }
 }
 
@@ -140,11 +150,11 @@ async fn tampering_wrong_keys_and_copies_are_rejected() {
     let src = dir.path().join("src");
     make_profile(&src, "a");
     vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     vault
-        .save("t1", "p2", &src, Base::Current, np())
+        .save(&addr("t1", "p2"), &src, Base::Current, np())
         .await
         .unwrap();
     let gen_dir = |t: &str, p: &str| root.join(format!("tenants/{t}/profiles/{p}/gens"));
@@ -159,7 +169,7 @@ async fn tampering_wrong_keys_and_copies_are_rejected() {
         std::fs::write(&pvo, &bad).unwrap();
         let target = dir.path().join(format!("t{pos}"));
         let err = vault
-            .restore("t1", "p1", None, &target, np())
+            .restore(&addr("t1", "p1"), None, &target, np())
             .await
             .unwrap_err();
         assert!(err.is_integrity(), "pos {pos}: {err}");
@@ -168,24 +178,27 @@ async fn tampering_wrong_keys_and_copies_are_rejected() {
     // Truncated.
     std::fs::write(&pvo, &original[..original.len() - 100]).unwrap();
     assert!(vault
-        .verify("t1", "p1", None, np())
+        .verify(&addr("t1", "p1"), None, np())
         .await
         .unwrap_err()
         .is_integrity());
     std::fs::write(&pvo, &original).unwrap();
-    vault.verify("t1", "p1", None, np()).await.unwrap();
+    vault.verify(&addr("t1", "p1"), None, np()).await.unwrap();
 
     // Another profile's object and record copied over this one.
     for ext in ["pvo", "json"] {
         let from = gen_dir("t1", "p2").join(format!("{:020}.{ext}", 1));
         std::fs::copy(&from, gen_dir("t1", "p1").join(format!("{:020}.{ext}", 1))).unwrap();
     }
-    let err = vault.verify("t1", "p1", None, np()).await.unwrap_err();
+    let err = vault
+        .verify(&addr("t1", "p1"), None, np())
+        .await
+        .unwrap_err();
     assert!(err.is_integrity(), "{err}");
     // Only the payload copied: the commitment or header check catches it.
     std::fs::remove_dir_all(root.join("tenants/t1/profiles/p1")).unwrap();
     vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     std::fs::copy(
@@ -193,12 +206,15 @@ async fn tampering_wrong_keys_and_copies_are_rejected() {
         gen_dir("t1", "p1").join(format!("{:020}.pvo", 1)),
     )
     .unwrap();
-    let err = vault.verify("t1", "p1", None, np()).await.unwrap_err();
+    let err = vault
+        .verify(&addr("t1", "p1"), None, np())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("profile"), "{err}");
 
     // Another tenant asking for p2 sees nothing.
     assert!(matches!(
-        vault.verify("t2", "p2", None, np()).await,
+        vault.verify(&addr("t2", "p2"), None, np()).await,
         Err(Error::ProfileNotFound { .. })
     ));
 
@@ -210,13 +226,19 @@ async fn tampering_wrong_keys_and_copies_are_rejected() {
         options(&dir.path().join("spool2")),
     )
     .unwrap();
-    let err = wrong.verify("t1", "p2", None, np()).await.unwrap_err();
+    let err = wrong
+        .verify(&addr("t1", "p2"), None, np())
+        .await
+        .unwrap_err();
     assert!(
         err.is_integrity() && err.to_string().contains("k1"),
         "{err}"
     );
     let unknown = Vault::new(store, keyring("k2", 1), options(&dir.path().join("spool3"))).unwrap();
-    let err = unknown.verify("t1", "p2", None, np()).await.unwrap_err();
+    let err = unknown
+        .verify(&addr("t1", "p2"), None, np())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("unknown master key 'k1'"), "{err}");
 }
 
@@ -232,7 +254,7 @@ async fn record_formats_are_told_apart_and_unknown_ones_refused() {
     let src = dir.path().join("src");
     make_profile(&src, "f");
     vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     let rec_path = root.join(format!("tenants/t1/profiles/p1/gens/{:020}.json", 1));
@@ -262,7 +284,10 @@ async fn record_formats_are_told_apart_and_unknown_ones_refused() {
             rec[k] = v.clone();
         }
         std::fs::write(&rec_path, serde_json::to_vec(&rec).unwrap()).unwrap();
-        let err = vault.verify("t1", "p1", None, np()).await.unwrap_err();
+        let err = vault
+            .verify(&addr("t1", "p1"), None, np())
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains(want), "{patch}: {err}");
         assert!(err.is_integrity(), "{err}");
     }
@@ -271,18 +296,21 @@ async fn record_formats_are_told_apart_and_unknown_ones_refused() {
     rec["format"] = serde_json::json!(4);
     rec["field_of_the_future"] = serde_json::json!(true);
     std::fs::write(&rec_path, serde_json::to_vec(&rec).unwrap()).unwrap();
-    let err = vault.verify("t1", "p1", None, np()).await.unwrap_err();
+    let err = vault
+        .verify(&addr("t1", "p1"), None, np())
+        .await
+        .unwrap_err();
     assert!(err.is_newer() && !err.is_integrity(), "{err}");
     assert!(
         err.to_string().contains("newer profile-vault (format 4)"),
         "{err}"
     );
     std::fs::write(&rec_path, serde_json::to_vec(&original).unwrap()).unwrap();
-    vault.verify("t1", "p1", None, np()).await.unwrap();
+    vault.verify(&addr("t1", "p1"), None, np()).await.unwrap();
     // A format 3 record (format 2 payload) says what it is; put under a format 1 payload's
     // number it does not pass, nor does a format 1 record over a format 2 payload.
     let v2 = Vault::new(store, keyring("k1", 1), options(&dir.path().join("spool"))).unwrap();
-    v2.save("t1", "p1", &src, Base::Current, np())
+    v2.save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     let rec2_path = root.join(format!("tenants/t1/profiles/p1/gens/{:020}.json", 2));
@@ -298,13 +326,16 @@ async fn record_formats_are_told_apart_and_unknown_ones_refused() {
     as_v1.as_object_mut().unwrap().remove("packs");
     as_v1.as_object_mut().unwrap().remove("chunks");
     std::fs::write(&rec2_path, serde_json::to_vec(&as_v1).unwrap()).unwrap();
-    let err = v2.verify("t1", "p1", Some(2), np()).await.unwrap_err();
+    let err = v2
+        .verify(&addr("t1", "p1"), Some(2), np())
+        .await
+        .unwrap_err();
     assert!(
         err.is_integrity() && err.to_string().contains("does not go with"),
         "{err}"
     );
     std::fs::write(&rec2_path, serde_json::to_vec(&rec2).unwrap()).unwrap();
-    v2.verify("t1", "p1", Some(2), np()).await.unwrap();
+    v2.verify(&addr("t1", "p1"), Some(2), np()).await.unwrap();
 }
 
 #[tokio::test]
@@ -324,17 +355,23 @@ async fn rekey_rewraps_without_touching_payloads() {
     let src = dir.path().join("src");
     make_profile(&src, "a");
     vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     vault
-        .save("t1", "p1", &src, Base::Current, np())
+        .save(&addr("t1", "p1"), &src, Base::Current, np())
         .await
         .unwrap();
     // The data document moves with rekey too (its sealed body untouched).
     let doc = serde_json::json!({"open": ["https://example.com"]});
     let always = profile_vault::vault::DataCondition::Always;
-    assert_eq!(vault.set_data("t1", "p1", &doc, always).await.unwrap(), 1);
+    assert_eq!(
+        vault
+            .set_data(&addr("t1", "p1"), &doc, always)
+            .await
+            .unwrap(),
+        1
+    );
     let sealed = |root: &std::path::Path| -> serde_json::Value {
         let rec: serde_json::Value = serde_json::from_slice(
             &std::fs::read(root.join("tenants/t1/profiles/p1/data.json")).unwrap(),
@@ -358,8 +395,11 @@ async fn rekey_rewraps_without_touching_payloads() {
         options(&dir.path().join("spool2")),
     )
     .unwrap();
-    only_new.verify("t1", "p1", Some(1), np()).await.unwrap();
-    let d = only_new.data("t1", "p1").await.unwrap();
+    only_new
+        .verify(&addr("t1", "p1"), Some(1), np())
+        .await
+        .unwrap();
+    let d = only_new.data(&addr("t1", "p1")).await.unwrap();
     assert_eq!((d.version, d.data), (1, doc));
     // The old key alone no longer opens it.
     let only_old = Vault::new(
@@ -368,28 +408,27 @@ async fn rekey_rewraps_without_touching_payloads() {
         options(&dir.path().join("spool3")),
     )
     .unwrap();
-    assert!(only_old.data("t1", "p1").await.is_err());
+    assert!(only_old.data(&addr("t1", "p1")).await.is_err());
     only_new
-        .restore("t1", "p1", None, &dir.path().join("dst"), np())
+        .restore(&addr("t1", "p1"), None, &dir.path().join("dst"), np())
         .await
         .unwrap();
 }
 
 #[tokio::test]
 async fn bad_ids_are_rejected_before_storage() {
-    let dir = tempfile::tempdir().unwrap();
-    let (vault, _) = fs_vault(dir.path());
+    // A profile address is made once, at the edge: a bad id never reaches the vault.
     for id in ["../x", "a/b", "", ".x", "x y"] {
         assert!(
             matches!(
-                vault.verify("t1", id, None, np()).await,
+                profile_vault::layout::ProfileAddr::new("t1", id).map_err(Error::from),
                 Err(Error::InvalidId { .. })
             ),
             "{id:?}"
         );
         assert!(
             matches!(
-                vault.verify(id, "p", None, np()).await,
+                profile_vault::layout::ProfileAddr::new(id, "p").map_err(Error::from),
                 Err(Error::InvalidId { .. })
             ),
             "{id:?}"
@@ -408,8 +447,13 @@ async fn fifty_profiles_ending_at_once_are_all_saved() {
         let v = vault.clone();
         let src = src.clone();
         tasks.push(tokio::spawn(async move {
-            v.save("t1", &format!("p{i}"), &src, Base::Expect(None), np())
-                .await
+            v.save(
+                &addr("t1", &format!("p{i}")),
+                &src,
+                Base::Expect(None),
+                np(),
+            )
+            .await
         }));
     }
     for t in tasks {
@@ -418,7 +462,7 @@ async fn fifty_profiles_ending_at_once_are_all_saved() {
     assert_eq!(vault.list("t1").await.unwrap().len(), 50);
     for i in [0, 17, 49] {
         vault
-            .verify("t1", &format!("p{i}"), None, np())
+            .verify(&addr("t1", &format!("p{i}")), None, np())
             .await
             .unwrap();
     }

@@ -18,6 +18,7 @@ use super::error::ApiError;
 use super::extract::{path_id, Call, RequestBody};
 use super::vm::api_tenant;
 use super::{auth, wire, AppState};
+use crate::layout::ProfileAddr;
 use crate::session::Session;
 use crate::vault::{DataCondition, DataError};
 
@@ -94,7 +95,8 @@ async fn exists(state: &AppState, tenant: &str, id: &str) -> Result<bool, ApiErr
         .list(tenant, true)
         .iter()
         .any(|s| s.save && s.profile_id.as_deref() == Some(id));
-    Ok(pending || state.manager.vault().profile_exists(tenant, id).await?)
+    let at = super::extract::profile_addr(tenant, id)?;
+    Ok(pending || state.manager.vault().profile_exists(&at).await?)
 }
 
 fn etag(version: u64) -> (axum::http::HeaderName, HeaderValue) {
@@ -116,7 +118,7 @@ fn condition(headers: &HeaderMap) -> Result<DataCondition, ApiError> {
 /// A caller who may read the profile's document: the profile exists (or a running session
 /// will save it), or the caller holds its running session's admin token.
 pub(super) struct Reader {
-    id: String,
+    at: ProfileAddr,
     caller: Caller,
 }
 
@@ -129,7 +131,8 @@ impl FromRequestParts<AppState> for Reader {
         if c.session.is_none() && !exists(state, &c.tenant, &id).await? {
             return Err(ApiError::not_found("profile"));
         }
-        Ok(Reader { id, caller: c })
+        let at = super::extract::profile_addr(&c.tenant, &id)?;
+        Ok(Reader { at, caller: c })
     }
 }
 
@@ -169,12 +172,12 @@ impl RequestBody for Document {
 /// `GET /v0/profiles/{id}/data`.
 pub(super) async fn get(
     State(state): State<AppState>,
-    Reader { id, caller: c }: Reader,
+    Reader { at, .. }: Reader,
 ) -> Result<Response, ApiError> {
-    let d = state.manager.vault().data(&c.tenant, &id).await?;
+    let d = state.manager.vault().data(&at).await?;
     Ok((
         [etag(d.version)],
-        Json(json!({"id": id, "version": d.version, "updated_at": d.updated_at, "data": d.data})),
+        Json(json!({"id": at.profile(), "version": d.version, "updated_at": d.updated_at, "data": d.data})),
     )
         .into_response())
 }
@@ -184,16 +187,18 @@ pub(super) async fn put(
     State(state): State<AppState>,
     headers: HeaderMap,
     Call {
-        caller: Writer(Reader { id, caller: c }),
+        caller: Writer(Reader { at, caller: c }),
         body: Document(data),
     }: Call<Writer, Document>,
 ) -> Result<Response, ApiError> {
     let cond = condition(&headers)?;
     let vault = state.manager.vault().with_actor(&c.actor);
-    match vault.set_data(&c.tenant, &id, &data, cond).await {
-        Ok(version) => {
-            Ok(([etag(version)], Json(json!({"id": id, "version": version}))).into_response())
-        }
+    match vault.set_data(&at, &data, cond).await {
+        Ok(version) => Ok((
+            [etag(version)],
+            Json(json!({"id": at.profile(), "version": version})),
+        )
+            .into_response()),
         Err(e @ DataError::TooLarge { .. }) => {
             Err(ApiError::new(ErrorCode::DataTooLarge, e.to_string()))
         }

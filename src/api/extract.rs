@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use super::vm::{api_tenant, authorize, Actor};
 use super::{wire, AppState};
+use crate::layout::ProfileAddr;
 use crate::session::Session;
 
 /// A request body: read from the raw bytes (after the caller is known) and checked against
@@ -110,6 +111,24 @@ pub(super) async fn path_id(parts: &mut Parts, state: &AppState) -> Result<Strin
     params
         .remove("id")
         .ok_or_else(|| ApiError::not_found("route"))
+}
+
+/// The address of profile `id` of `tenant`; an invalid id names no profile (404).
+pub(super) fn profile_addr(tenant: &str, id: &str) -> Result<ProfileAddr, ApiError> {
+    ProfileAddr::new(tenant, id).map_err(|_| ApiError::not_found("profile"))
+}
+
+/// The profile in the path, of the tenant whose API key calls (401 before 404).
+pub(super) struct TenantProfile(pub ProfileAddr);
+
+impl FromRequestParts<AppState> for TenantProfile {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ApiTenant(tenant) = ApiTenant::from_request_parts(parts, state).await?;
+        let id = path_id(parts, state).await?;
+        profile_addr(&tenant, &id).map(TenantProfile)
+    }
 }
 
 /// A tenant's API key (or the tenant a node of the cluster forwarded).

@@ -7,7 +7,7 @@ use axum::Json;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::extract::ApiTenant;
+use super::extract::{ApiTenant, TenantProfile};
 use super::AppState;
 
 /// `GET /v0/profiles`.
@@ -22,17 +22,13 @@ pub(super) async fn list(
 /// `GET /v0/profiles/{id}`: generations, sizes, last use.
 pub(super) async fn get_one(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    ApiTenant(t): ApiTenant,
+    TenantProfile(at): TenantProfile,
 ) -> Result<Json<Value>, ApiError> {
-    if crate::vault::validate_id("profile", &id).is_err() {
-        return Err(ApiError::not_found("profile"));
-    }
     let vault = state.manager.vault();
-    let Some((head, _)) = vault.head(&t, &id).await? else {
+    let Some((head, _)) = vault.head(&at).await? else {
         return Err(ApiError::not_found("profile"));
     };
-    let gens = vault.versions(&t, &id).await?;
+    let gens = vault.versions(&at).await?;
     let gens: Vec<Value> = gens
         .iter()
         .map(|g| {
@@ -49,15 +45,15 @@ pub(super) async fn get_one(
             })
         })
         .collect();
-    let last_used = vault.last_used_ms(&t, &id).await?.map(|ms| ms / 1000);
+    let last_used = vault.last_used_ms(&at).await?.map(|ms| ms / 1000);
     // The head generation's sidecar: the pinned identity and what it holds (sealed, so
     // this unwraps the head's data key).
     let meta = vault
-        .meta(&t, &id, Some(head.generation))
+        .meta(&at, Some(head.generation))
         .await?
         .map(|(_, m)| m);
     Ok(Json(
-        serde_json::json!({"id": id, "generation": head.generation, "last_saved": head.updated_at, "last_used": last_used, "generations": gens,
+        serde_json::json!({"id": at.profile(), "generation": head.generation, "last_saved": head.updated_at, "last_used": last_used, "generations": gens,
             "identity": meta.as_ref().map(|m| &m.identity), "contents": meta.as_ref().and_then(|m| m.contents.as_ref())}),
     ))
 }
@@ -66,22 +62,15 @@ pub(super) async fn get_one(
 pub(super) async fn delete(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    ApiTenant(t): ApiTenant,
+    TenantProfile(at): TenantProfile,
 ) -> Result<Json<Value>, ApiError> {
-    if crate::vault::validate_id("profile", &id).is_err() {
-        return Err(ApiError::not_found("profile"));
-    }
     let actor = super::auth::bearer(&headers)
         .and_then(|k| state.keys.actor_of(k))
-        .unwrap_or_else(|| format!("api-key:{t}"));
-    let n = state
-        .manager
-        .vault()
-        .with_actor(&actor)
-        .delete(&t, &id)
-        .await?;
-    Ok(Json(serde_json::json!({"id": id, "deleted_objects": n})))
+        .unwrap_or_else(|| format!("api-key:{}", at.tenant()));
+    let n = state.manager.vault().with_actor(&actor).delete(&at).await?;
+    Ok(Json(
+        serde_json::json!({"id": at.profile(), "deleted_objects": n}),
+    ))
 }
 
 /// `GET /v0/saves`: the tenant's sessions whose save failed (kept on disk, retried).

@@ -10,8 +10,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::extract::{ApiTenant, Call, Params, RequestQuery};
+use super::extract::{profile_addr, ApiTenant, Call, Params, RequestQuery};
 use super::{auth, wire, AppState};
+use crate::layout::ProfileAddr;
 use crate::storage_state::{self, browser, Runner};
 
 /// Query parameters of `GET /v0/profiles/{id}/storage_state`.
@@ -85,8 +86,9 @@ pub(super) async fn import(
         .manager
         .vault()
         .with_actor(&actor(&state, &headers, &tenant));
+    let at = ProfileAddr::new(&tenant, &id).map_err(crate::vault::Error::from)?;
     let rep = runner(&state)
-        .import(&vault, &tenant, &id, &doc)
+        .import(&vault, &at, &doc)
         .await
         .map_err(job_error)?;
     Ok(Json(
@@ -102,17 +104,13 @@ pub(super) async fn export(
     ApiTenant(tenant): ApiTenant,
     Params(q): Params<ExportQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    if crate::vault::validate_id("profile", &id).is_err() {
-        return Err(ApiError::not_found("profile"));
-    }
+    let at = profile_addr(&tenant, &id)?;
     let _slot = state.manager.begin_state_job(&tenant)?;
     let vault = state
         .manager
         .vault()
         .with_actor(&actor(&state, &headers, &tenant));
-    let r = runner(&state)
-        .export(&vault, &tenant, &id, q.generation)
-        .await;
+    let r = runner(&state).export(&vault, &at, q.generation).await;
     let err = r.as_ref().err().map(ToString::to_string);
     vault
         .audit()

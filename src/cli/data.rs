@@ -23,8 +23,8 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let vault = ctx.vault().await?;
     let tenant = ctx.tenant();
-    vault::validate_id("profile", &a.profile).map_err(vault::Error::from)?;
-    if !vault.profile_exists(tenant, &a.profile).await? {
+    let at = ctx.profile(&a.profile)?;
+    if !vault.profile_exists(&at).await? {
         return Err(vault::Error::ProfileNotFound {
             tenant: tenant.into(),
             profile: a.profile,
@@ -32,7 +32,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         .into());
     }
     let Some(path) = a.set else {
-        let d = vault.data(tenant, &a.profile).await?;
+        let d = vault.data(&at).await?;
         if ctx.json {
             ctx.print(
                 &serde_json::json!({"profile": a.profile, "version": d.version, "updated_at": d.updated_at, "data": d.data}),
@@ -55,7 +55,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let cond = a
         .if_match
         .map_or(DataCondition::Always, DataCondition::Version);
-    let version = vault.set_data(tenant, &a.profile, &data, cond).await?;
+    let version = vault.set_data(&at, &data, cond).await?;
     ctx.print(
         &serde_json::json!({"profile": a.profile, "version": version}),
         || {

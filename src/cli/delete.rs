@@ -16,7 +16,7 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let vault = ctx.vault().await?;
     if a.dry_run {
-        let gens = vault.versions(ctx.tenant(), &a.profile).await?;
+        let gens = vault.versions(&ctx.profile(&a.profile)?).await?;
         let list: Vec<u64> = gens.iter().map(|g| g.generation).collect();
         ctx.print(
             &serde_json::json!({"profile": a.profile, "generations": list, "dry_run": true}),
@@ -29,7 +29,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let n = vault.delete(ctx.tenant(), &a.profile).await?;
+    let n = vault.delete(&ctx.profile(&a.profile)?).await?;
     ctx.print(
         &serde_json::json!({"profile": a.profile, "deleted_objects": n}),
         || format!("deleted profile {} ({n} objects)", a.profile),

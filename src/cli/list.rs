@@ -1,6 +1,7 @@
 //! `profile-vault list`, `profile-vault versions ID [--contents]` and
 //! `profile-vault diff ID A B`.
 
+use profile_vault::layout::ProfileAddr;
 use profile_vault::profile::contents::{self, Contents};
 use profile_vault::vault::{GenerationMeta, Vault};
 
@@ -28,14 +29,9 @@ pub struct DiffArgs {
     pub b: u64,
 }
 
-async fn meta_of(
-    vault: &Vault,
-    tenant: &str,
-    profile: &str,
-    g: u64,
-) -> anyhow::Result<GenerationMeta> {
+async fn meta_of(vault: &Vault, at: &ProfileAddr, g: u64) -> anyhow::Result<GenerationMeta> {
     Ok(vault
-        .meta(tenant, profile, Some(g))
+        .meta(at, Some(g))
         .await?
         .map(|(_, m)| m)
         .unwrap_or_default())
@@ -70,10 +66,10 @@ fn summary(c: &Contents) -> String {
 /// Runs `diff`: how generation B differs from generation A.
 pub async fn run_diff(ctx: &Ctx, a: DiffArgs) -> anyhow::Result<()> {
     let vault = ctx.vault().await?;
-    let t = ctx.tenant();
+    let at = ctx.profile(&a.profile)?;
     let (ma, mb) = (
-        meta_of(&vault, t, &a.profile, a.a).await?,
-        meta_of(&vault, t, &a.profile, a.b).await?,
+        meta_of(&vault, &at, a.a).await?,
+        meta_of(&vault, &at, a.b).await?,
     );
     let (Some(ca), Some(cb)) = (&ma.contents, &mb.contents) else {
         anyhow::bail!(
@@ -120,12 +116,13 @@ pub async fn run_list(ctx: &Ctx) -> anyhow::Result<()> {
 /// Runs `versions`.
 pub async fn run_versions(ctx: &Ctx, a: VersionsArgs) -> anyhow::Result<()> {
     let vault = ctx.vault().await?;
-    let gens = vault.versions(ctx.tenant(), &a.profile).await?;
+    let at = ctx.profile(&a.profile)?;
+    let gens = vault.versions(&at).await?;
     if a.contents {
         let mut out = Vec::new();
         for g in &gens {
             let meta = match g.record {
-                Some(_) => Some(meta_of(&vault, ctx.tenant(), &a.profile, g.generation).await?),
+                Some(_) => Some(meta_of(&vault, &at, g.generation).await?),
                 None => None,
             };
             out.push((g, meta));

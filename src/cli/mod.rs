@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use profile_vault::config::{Config, Overrides};
+use profile_vault::layout::ProfileAddr;
 use profile_vault::{keys, store, vault, Keyring, NoProgress, Progress, Vault};
 
 /// Encrypted, versioned Chromium profiles: ops jobs and the session daemon.
@@ -163,6 +164,12 @@ impl Ctx {
     /// The tenant.
     pub fn tenant(&self) -> &str {
         &self.cfg.tenant
+    }
+
+    /// The address of profile `id` of the tenant: an invalid id is refused here, at the
+    /// edge (exit code 2), before the vault is asked anything.
+    pub fn profile(&self, id: &str) -> Result<ProfileAddr, vault::Error> {
+        Ok(ProfileAddr::new(self.tenant(), id)?)
     }
 }
 

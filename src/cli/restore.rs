@@ -29,13 +29,12 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             .ok()
             .and_then(|b| profile_vault::browser::version(&b));
         vault
-            .check_browser(ctx.tenant(), &a.profile, a.generation, browser.as_deref())
+            .check_browser(&ctx.profile(&a.profile)?, a.generation, browser.as_deref())
             .await?;
     }
     let r = vault
         .restore(
-            ctx.tenant(),
-            &a.profile,
+            &ctx.profile(&a.profile)?,
             a.generation,
             &a.to,
             ctx.progress(),

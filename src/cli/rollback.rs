@@ -19,7 +19,7 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let vault = ctx.vault().await?;
     if a.dry_run {
-        let gens = vault.versions(ctx.tenant(), &a.profile).await?;
+        let gens = vault.versions(&ctx.profile(&a.profile)?).await?;
         let head = gens.iter().find(|g| g.head).map(|g| g.generation);
         if !gens
             .iter()
@@ -42,7 +42,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let head = vault.rollback(ctx.tenant(), &a.profile, a.to).await?;
+    let head = vault.rollback(&ctx.profile(&a.profile)?, a.to).await?;
     ctx.print(&head, || {
         format!(
             "profile {} now loads generation {}",

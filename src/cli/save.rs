@@ -31,7 +31,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         Some(g) => Base::Expect(Some(g)),
     };
     let r = vault
-        .save(ctx.tenant(), &a.profile, &a.dir, base, ctx.progress())
+        .save(&ctx.profile(&a.profile)?, &a.dir, base, ctx.progress())
         .await?;
     ctx.print(&r, || {
         let mut s = format!(

@@ -69,7 +69,7 @@ pub async fn run_import(ctx: &Ctx, a: ImportArgs) -> anyhow::Result<()> {
     let state = storage_state::parse(&v).map_err(|e| BadInput(e.to_string()))?;
     let vault = ctx.vault().await?;
     let rep = runner(ctx, a.chromium.as_deref())?
-        .import(&vault, ctx.tenant(), &a.profile, &state)
+        .import(&vault, &ctx.profile(&a.profile)?, &state)
         .await
         .map_err(state_error)?;
     ctx.print(
@@ -91,7 +91,7 @@ pub async fn run_import(ctx: &Ctx, a: ImportArgs) -> anyhow::Result<()> {
 pub async fn run_export(ctx: &Ctx, a: ExportArgs) -> anyhow::Result<()> {
     let vault = ctx.vault().await?;
     let r = runner(ctx, a.chromium.as_deref())?
-        .export(&vault, ctx.tenant(), &a.profile, a.generation)
+        .export(&vault, &ctx.profile(&a.profile)?, a.generation)
         .await;
     let actor = format!(
         "cli:{}",

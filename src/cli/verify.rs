@@ -29,7 +29,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let vault = ctx.vault().await?;
     let gens: Vec<Option<u64>> = if a.all {
         vault
-            .versions(ctx.tenant(), &a.profile)
+            .versions(&ctx.profile(&a.profile)?)
             .await?
             .into_iter()
             .map(|g| Some(g.generation))
@@ -41,7 +41,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let mut first_err = None;
     for g in gens {
         match vault
-            .verify(ctx.tenant(), &a.profile, g, ctx.progress())
+            .verify(&ctx.profile(&a.profile)?, g, ctx.progress())
             .await
         {
             Ok(r) => outcomes.push(Outcome {

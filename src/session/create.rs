@@ -5,11 +5,12 @@
 
 use super::start::StartGuard;
 use super::*;
+use crate::layout::ProfileAddr;
 
 /// The profile a new session runs on, as resolved before anything starts.
 struct ProfilePlan {
-    /// Profile id (the first session's id), if the session has a profile.
-    id: Option<String>,
+    /// The profile (named by its first session's id), if the session has one.
+    at: Option<ProfileAddr>,
     save: bool,
     loaded: bool,
     /// The generation to restore (the head when it was resolved).
@@ -69,7 +70,7 @@ impl Manager {
         let record = Record {
             id: id.clone(),
             tenant: tenant.into(),
-            profile_id: plan.id.clone(),
+            profile_id: plan.at.as_ref().map(|a| a.profile().to_string()),
             save: plan.save,
             base_generation: plan.base_generation,
             dir: self.records.browser_dir(&id),
@@ -103,7 +104,7 @@ impl Manager {
         id: &str,
     ) -> Result<ProfilePlan, Error> {
         let mut plan = ProfilePlan {
-            id: None,
+            at: None,
             save: false,
             loaded: false,
             base_generation: None,
@@ -113,27 +114,28 @@ impl Manager {
         match &req.profile {
             ProfileRequest::None => {}
             ProfileRequest::New => {
-                plan.id = Some(id.to_string());
+                plan.at = Some(ProfileAddr::new(tenant, id).map_err(vault::Error::from)?);
                 plan.save = true;
             }
             ProfileRequest::Load { id: load_id, save } => {
-                vault::validate_id("profile", load_id)
+                ProfileAddr::new(tenant, load_id)
                     .map_err(|_| Error::ProfileNotFound(load_id.clone()))?;
                 let Some((p, g)) = self.vault.resolve_profile(tenant, load_id).await? else {
                     return Err(Error::ProfileNotFound(load_id.clone()));
                 };
+                let at = ProfileAddr::new(tenant, &p).map_err(vault::Error::from)?;
                 if !self.cfg.allow_older_browser {
                     self.vault
-                        .check_browser(tenant, &p, g, self.cfg.browser_version.as_deref())
+                        .check_browser(&at, g, self.cfg.browser_version.as_deref())
                         .await?;
                 }
                 // Read before anything starts: a document that cannot be read fails the
                 // request and changes nothing.
-                plan.data_at_load = Some(self.vault.data(tenant, &p).await?);
-                if let Some((_, meta)) = self.vault.meta(tenant, &p, g).await? {
+                plan.data_at_load = Some(self.vault.data(&at).await?);
+                if let Some((_, meta)) = self.vault.meta(&at, g).await? {
                     plan.pinned = meta.identity;
                 }
-                plan.id = Some(p);
+                plan.at = Some(at);
                 plan.save = *save;
                 plan.loaded = true;
                 plan.base_generation = g;
@@ -151,9 +153,10 @@ impl Manager {
         id: &str,
         guard: &mut StartGuard,
     ) -> Result<Option<vault::Lease>, Error> {
-        let (Some(p), true) = (&plan.id, plan.save) else {
+        let (Some(at), true) = (&plan.at, plan.save) else {
             return Ok(None);
         };
+        let p = &at.profile().to_string();
         {
             let mut m = self.saving.lock().expect("saving lock");
             let k = (tenant.to_string(), p.clone());
@@ -168,7 +171,7 @@ impl Manager {
         }
         let lease = self
             .vault
-            .acquire_lease(tenant, p, &self.node_id, id, self.cfg.lease_ttl)
+            .acquire_lease(at, &self.node_id, id, self.cfg.lease_ttl)
             .await;
         match lease {
             Ok(Some(l)) => {
@@ -212,8 +215,8 @@ impl Manager {
                         tracing::warn!(session = %id, error = %le, "could not release the profile lease; it expires by itself");
                     }
                 }
-                if let (Some(p), true) = (&plan.id, plan.save) {
-                    self.release_profile(tenant, p, &id);
+                if let (Some(at), true) = (&plan.at, plan.save) {
+                    self.release_profile(tenant, at.profile(), &id);
                 }
                 return Err(e);
             }
@@ -222,8 +225,8 @@ impl Manager {
         record.state = RecordState::Running;
         self.write_record(&record);
         guard.armed = false;
-        if let (true, Some(p)) = (plan.loaded, &plan.id) {
-            if let Err(e) = self.vault.write_alias(tenant, &id, p).await {
+        if let (true, Some(at)) = (plan.loaded, &plan.at) {
+            if let Err(e) = self.vault.write_alias(tenant, &id, at.profile()).await {
                 tracing::warn!(session = %id, error = %e, "could not record the session alias of the profile");
             }
         }
@@ -300,7 +303,7 @@ impl Manager {
             data_at_load: plan.data_at_load,
             identity: record.identity.clone(),
             published: tokio::sync::Mutex::new(()),
-            profile_id: plan.id,
+            profile_id: plan.at.map(|a| a.profile().to_string()),
         })
     }
 

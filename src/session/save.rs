@@ -87,6 +87,14 @@ impl Manager {
         let (Some(profile), true) = (profile, save) else {
             return true;
         };
+        // The ids come from the session's record: checked again, as anything read back is.
+        let at = match crate::layout::ProfileAddr::new(tenant, profile) {
+            Ok(at) => at,
+            Err(e) => {
+                tracing::error!(tenant, profile, error = %e, "a session record names an invalid profile; its directory is kept, not saved");
+                return false;
+            }
+        };
         if !dir.is_dir() {
             return true;
         }
@@ -121,14 +129,7 @@ impl Manager {
         let r = self
             .vault
             .with_actor(&actor)
-            .save_with(
-                tenant,
-                profile,
-                dir,
-                Base::Expect(base),
-                identity,
-                Arc::new(NoProgress),
-            )
+            .save_with(&at, dir, Base::Expect(base), identity, Arc::new(NoProgress))
             .await;
         self.counters
             .save_ms

@@ -31,19 +31,16 @@ impl Manager {
                 .profile_id
                 .as_deref()
                 .expect("loaded sessions have a profile");
+            let at =
+                crate::layout::ProfileAddr::new(tenant, profile).map_err(vault::Error::from)?;
             let t = std::time::Instant::now();
             let vault = self.vault.with_actor(&req.actor);
             // A task of its own, so that an abandoned start (or a timeout) can wait for the
             // restore's blocking work to end before it removes what the restore wrote.
-            let (tn, p, g, d) = (
-                tenant.to_string(),
-                profile.to_string(),
-                record.base_generation,
-                dir.clone(),
-            );
+            let (g, d) = (record.base_generation, dir.clone());
             let restore = tokio::spawn(async move {
                 vault
-                    .restore(&tn, &p, g, &d, Arc::new(NoProgress) as Arc<dyn Progress>)
+                    .restore(&at, g, &d, Arc::new(NoProgress) as Arc<dyn Progress>)
                     .await
             });
             let done = guard.restore.insert(restore);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{browser, Invalid, StorageState};
+use crate::layout::ProfileAddr;
 use crate::progress::NoProgress;
 use crate::vault::{self, Base, SaveReport, Vault};
 
@@ -60,7 +61,7 @@ impl Runner {
         Ok(WorkDir(p))
     }
 
-    /// Creates profile `id` whose generation 1 holds exactly `state`.
+    /// Creates profile `at` whose generation 1 holds exactly `state`.
     ///
     /// # Errors
     /// [`Error::Exists`], a refused cookie, browser and vault failures; no profile is left
@@ -68,36 +69,33 @@ impl Runner {
     pub async fn import(
         &self,
         vault: &Vault,
-        tenant: &str,
-        id: &str,
+        at: &ProfileAddr,
         state: &StorageState,
     ) -> Result<SaveReport, Error> {
-        vault::validate_id("profile", id).map_err(vault::Error::from)?;
-        if vault.profile_exists(tenant, id).await? {
-            return Err(Error::Exists(id.into()));
+        if vault.profile_exists(at).await? {
+            return Err(Error::Exists(at.profile().into()));
         }
         let dir = self.work("import")?;
         crate::fsutil::create_private_dir(&dir.0).map_err(|e| Error::Io(e.to_string()))?;
         browser::import(&self.browser, &dir.0, state, self.deadline).await?;
         Ok(vault
-            .save(tenant, id, &dir.0, Base::Expect(None), Arc::new(NoProgress))
+            .save(at, &dir.0, Base::Expect(None), Arc::new(NoProgress))
             .await?)
     }
 
-    /// The storage state of a generation (the head by default) of `profile`.
+    /// The storage state of a generation (the head by default) of profile `at`.
     ///
     /// # Errors
     /// Not found, restore, browser failures.
     pub async fn export(
         &self,
         vault: &Vault,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         generation: Option<u64>,
     ) -> Result<StorageState, Error> {
         let dir = self.work("export")?;
         vault
-            .restore(tenant, profile, generation, &dir.0, Arc::new(NoProgress))
+            .restore(at, generation, &dir.0, Arc::new(NoProgress))
             .await?;
         let root = dir.0.clone();
         let origins = tokio::task::spawn_blocking(move || {

@@ -40,12 +40,11 @@ impl Vault {
     /// [`Error::BrowserTooOld`]; reading the record.
     pub async fn check_browser(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         generation: Option<u64>,
         browser_version: Option<&str>,
     ) -> Result<()> {
-        let at = &ProfileAddr::new(tenant, profile)?;
+        let profile = at.profile();
         let Some(browser) = browser_version else {
             return Ok(());
         };

@@ -184,9 +184,8 @@ impl Vault {
     ///
     /// # Errors
     /// Invalid ids, storage errors.
-    pub async fn profile_exists(&self, tenant: &str, profile: &str) -> Result<bool> {
-        let at = ProfileAddr::new(tenant, profile)?;
-        if self.head_at(&at).await?.is_some() {
+    pub async fn profile_exists(&self, at: &ProfileAddr) -> Result<bool> {
+        if self.head_at(at).await?.is_some() {
             return Ok(true);
         }
         match self.store.head(&at.data()).await {
@@ -200,11 +199,8 @@ impl Vault {
     ///
     /// # Errors
     /// Invalid ids, storage and key errors, a tampered or misplaced document.
-    pub async fn data(&self, tenant: &str, profile: &str) -> Result<DataDoc> {
-        match self
-            .read_data_record(&ProfileAddr::new(tenant, profile)?)
-            .await?
-        {
+    pub async fn data(&self, at: &ProfileAddr) -> Result<DataDoc> {
+        match self.read_data_record(at).await? {
             None => Ok(DataDoc {
                 version: 0,
                 updated_at: None,
@@ -223,21 +219,17 @@ impl Vault {
     /// race), and the vault's errors.
     pub async fn set_data(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         data: &serde_json::Value,
         cond: DataCondition,
     ) -> Result<u64, DataError> {
-        let r = match ProfileAddr::new(tenant, profile) {
-            Ok(at) => self.set_data_inner(&at, data, cond).await,
-            Err(e) => Err(Error::from(e).into()),
-        };
+        let r = self.set_data_inner(at, data, cond).await;
         let logged: Result<(), String> = r.as_ref().map(|_| ()).map_err(ToString::to_string);
         self.audit
             .record(
                 crate::audit::Action::DataWrite,
-                tenant,
-                Some(profile),
+                at.tenant(),
+                Some(at.profile()),
                 // Not a generation: the audit event names the profile only.
                 None,
                 &self.actor,

@@ -158,13 +158,8 @@ impl Vault {
     ///
     /// # Errors
     /// Storage errors; a `gc.json` of a newer format.
-    pub async fn gc_packs(
-        &self,
-        tenant: &str,
-        profile: &str,
-        dry_run: bool,
-    ) -> Result<PackGcReport> {
-        let at = &ProfileAddr::new(tenant, profile)?;
+    pub async fn gc_packs(&self, at: &ProfileAddr, dry_run: bool) -> Result<PackGcReport> {
+        let (tenant, profile) = (at.tenant(), at.profile());
         let grace_ms = self.opts.pack_grace.as_millis() as u64;
         let mut report = PackGcReport {
             tenant: tenant.into(),
@@ -305,7 +300,7 @@ impl Vault {
         names.dedup();
         let mut out = Vec::new();
         for p in names {
-            match self.gc_packs(tenant, &p, dry_run).await {
+            match self.gc_packs(&ProfileAddr::new(tenant, &p)?, dry_run).await {
                 Ok(r) => out.push(r),
                 Err(e) if e.is_newer() => {
                     tracing::warn!(tenant, profile = %p, error = %e, "pack garbage collection leaves a profile of a newer format alone");

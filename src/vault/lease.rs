@@ -39,13 +39,11 @@ impl Vault {
     /// Storage errors.
     pub async fn acquire_lease(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         node: &str,
         session: &str,
         ttl: std::time::Duration,
     ) -> Result<Option<Lease>> {
-        let at = ProfileAddr::new(tenant, profile)?;
         let key = at.lease();
         let mode = match self.store.get(&key).await {
             Ok(g) => {
@@ -73,7 +71,11 @@ impl Vault {
         };
         let body = Bytes::from(serde_json::to_vec(&record).expect("lease serializes"));
         match self.store.put(&key, PutBody::Bytes(body), mode).await {
-            Ok(etag) => Ok(Some(Lease { at, record, etag })),
+            Ok(etag) => Ok(Some(Lease {
+                at: at.clone(),
+                record,
+                etag,
+            })),
             Err(store::Error::AlreadyExists { .. } | store::Error::Precondition { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }

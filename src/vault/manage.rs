@@ -7,13 +7,12 @@ impl Vault {
     ///
     /// # Errors
     /// Storage errors; [`Error::ProfileNotFound`] when nothing exists.
-    pub async fn versions(&self, tenant: &str, profile: &str) -> Result<Vec<GenerationInfo>> {
-        let at = ProfileAddr::new(tenant, profile)?;
-        let head = self.head_at(&at).await?.map(|h| h.0.generation);
-        let (payloads, records) = self.generation_numbers(&at).await?;
+    pub async fn versions(&self, at: &ProfileAddr) -> Result<Vec<GenerationInfo>> {
+        let head = self.head_at(at).await?.map(|h| h.0.generation);
+        let (payloads, records) = self.generation_numbers(at).await?;
         let all = merged(&payloads, &records);
         if all.is_empty() && head.is_none() {
-            return Err(not_found(&at));
+            return Err(not_found(at));
         }
         let mut out = Vec::with_capacity(all.len());
         for g in all {
@@ -132,7 +131,7 @@ impl Vault {
         for m in self.store.list(&p).await? {
             let rest = &m.key[p.len()..];
             if let Some(profile) = rest.strip_suffix("/head.json") {
-                match self.head(tenant, profile).await {
+                match self.head(&ProfileAddr::new(tenant, profile)?).await {
                     Ok(Some((h, _))) => out.push(ProfileSummary {
                         profile: profile.into(),
                         generation: h.generation,
@@ -169,9 +168,9 @@ impl Vault {
     ///
     /// # Errors
     /// Not found, key, storage errors; [`Error::Conflict`] when the head moved meanwhile.
-    pub async fn rollback(&self, tenant: &str, profile: &str, to: u64) -> Result<Head> {
-        let at = ProfileAddr::new(tenant, profile)?;
-        let r = self.rollback_inner(&at, to).await;
+    pub async fn rollback(&self, at: &ProfileAddr, to: u64) -> Result<Head> {
+        let (tenant, profile) = (at.tenant(), at.profile());
+        let r = self.rollback_inner(at, to).await;
         self.record(
             crate::audit::Action::Rollback,
             tenant,
@@ -225,9 +224,9 @@ impl Vault {
     ///
     /// # Errors
     /// Not found, storage errors.
-    pub async fn delete(&self, tenant: &str, profile: &str) -> Result<usize> {
-        let at = ProfileAddr::new(tenant, profile)?;
-        let r = self.delete_inner(&at).await;
+    pub async fn delete(&self, at: &ProfileAddr) -> Result<usize> {
+        let (tenant, profile) = (at.tenant(), at.profile());
+        let r = self.delete_inner(at).await;
         self.record(
             crate::audit::Action::Delete,
             tenant,

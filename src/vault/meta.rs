@@ -110,18 +110,17 @@ impl Vault {
     /// Not found, storage and key errors; a tampered, misplaced or newer sidecar.
     pub async fn meta(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         generation: Option<u64>,
     ) -> Result<Option<(u64, GenerationMeta)>> {
-        let at = ProfileAddr::new(tenant, profile)?;
-        let generation = self.resolve(&at, generation).await?;
+        let (tenant, profile) = (at.tenant(), at.profile());
+        let generation = self.resolve(at, generation).await?;
         let key = at.generation(generation, GenFile::Meta);
         let bytes = match self.store.get(&key).await {
             Ok(g) => g.bytes().await?,
             Err(store::Error::NotFound { .. }) => {
                 // A generation without a sidecar, or no such generation at all.
-                self.read_record(&at, generation).await?;
+                self.read_record(at, generation).await?;
                 return Ok(None);
             }
             Err(e) => return Err(e.into()),
@@ -143,7 +142,7 @@ impl Vault {
                 "names another tenant, profile or generation (copied from elsewhere?)".into(),
             ));
         }
-        let (record, dek) = self.open_record(&at, generation).await?;
+        let (record, dek) = self.open_record(at, generation).await?;
         if record.object_id != rec.object_id {
             return Err(bad("belongs to another payload of this generation".into()));
         }

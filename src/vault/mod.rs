@@ -342,7 +342,7 @@ impl Vault {
         tenant: &str,
         id: &str,
     ) -> Result<Option<(String, Option<u64>)>> {
-        if let Some((h, _)) = self.head(tenant, id).await? {
+        if let Some((h, _)) = self.head(&ProfileAddr::new(tenant, id)?).await? {
             return Ok(Some((id.to_string(), Some(h.generation))));
         }
         let key = crate::layout::alias(tenant, id)?;
@@ -353,9 +353,8 @@ impl Vault {
             Err(store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        validate_id("profile", &profile)?;
         Ok(self
-            .head(tenant, &profile)
+            .head(&ProfileAddr::new(tenant, &profile)?)
             .await?
             .map(|(h, _)| (profile, Some(h.generation))))
     }

@@ -92,8 +92,8 @@ impl Vault {
     ///
     /// # Errors
     /// Storage errors; a malformed head.
-    pub async fn head(&self, tenant: &str, profile: &str) -> Result<Option<(Head, String)>> {
-        self.head_at(&ProfileAddr::new(tenant, profile)?).await
+    pub async fn head(&self, at: &ProfileAddr) -> Result<Option<(Head, String)>> {
+        self.head_at(at).await
     }
 
     /// [`Vault::head`] of `at`.

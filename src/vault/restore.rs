@@ -121,13 +121,12 @@ impl Vault {
     /// left at `target` or beside it.
     pub async fn restore(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         generation: Option<u64>,
         target: &Path,
         progress: Arc<dyn Progress>,
     ) -> Result<RestoreReport> {
-        let at = &ProfileAddr::new(tenant, profile)?;
+        let (tenant, profile) = (at.tenant(), at.profile());
         let r = self.restore_inner(at, generation, target, progress).await;
         // The last-use mark and the audit record are written at once (each is a durable
         // write: on a local disk, two fsyncs one after the other were a tenth of a restore).
@@ -220,12 +219,10 @@ impl Vault {
     /// The first problem found.
     pub async fn verify(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         generation: Option<u64>,
         progress: Arc<dyn Progress>,
     ) -> Result<RestoreReport> {
-        let at = &ProfileAddr::new(tenant, profile)?;
         let generation = self.resolve(at, generation).await?;
         let fetched = self.fetch(at, generation, progress.clone()).await?;
         self.unpack(at, generation, fetched, None, progress).await

@@ -20,9 +20,8 @@ impl Vault {
     ///
     /// # Errors
     /// Storage errors.
-    pub async fn last_used_ms(&self, tenant: &str, profile: &str) -> Result<Option<u64>> {
-        let at = ProfileAddr::new(tenant, profile)?;
-        let saved = self.head_at(&at).await?.map(|(h, _)| h.updated_at * 1000);
+    pub async fn last_used_ms(&self, at: &ProfileAddr) -> Result<Option<u64>> {
+        let saved = self.head_at(at).await?.map(|(h, _)| h.updated_at * 1000);
         let loaded = match self.store.get(&at.last_used()).await {
             Ok(g) => String::from_utf8_lossy(&g.bytes().await?)
                 .trim()
@@ -52,19 +51,17 @@ impl Vault {
             if in_use.contains(&p.profile) {
                 continue;
             }
-            let Some(last) = self.last_used_ms(tenant, &p.profile).await? else {
+            let at = &ProfileAddr::new(tenant, &p.profile)?;
+            let Some(last) = self.last_used_ms(at).await? else {
                 continue;
             };
             if last < cutoff {
-                if self
-                    .has_newer_parts(&ProfileAddr::new(tenant, &p.profile)?)
-                    .await?
-                {
+                if self.has_newer_parts(at).await? {
                     tracing::warn!(tenant, profile = %p.profile, "idle profile kept: a newer profile-vault wrote some of it");
                     continue;
                 }
                 if !dry_run {
-                    self.delete(tenant, &p.profile).await?;
+                    self.delete(at).await?;
                 }
                 out.push(p.profile);
             }

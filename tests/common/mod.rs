@@ -186,3 +186,9 @@ pub async fn s3_store(endpoint: &str, secret: &str, prefix: &str) -> Arc<dyn Sto
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
+
+/// The address of profile `profile` of `tenant` (valid ids only: tests of invalid ones
+/// call `ProfileAddr::new` themselves).
+pub fn addr(tenant: &str, profile: &str) -> profile_vault::layout::ProfileAddr {
+    profile_vault::layout::ProfileAddr::new(tenant, profile).expect("a valid profile address")
+}

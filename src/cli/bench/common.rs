@@ -46,7 +46,7 @@ pub(super) async fn timed_restore(
 ) -> anyhow::Result<f64> {
     let t = Instant::now();
     let restored = vault
-        .restore("bench", profile, None, dst, Arc::new(NoProgress))
+        .restore(&bench_addr(profile)?, None, dst, Arc::new(NoProgress))
         .await?;
     let secs = t.elapsed().as_secs_f64();
     anyhow::ensure!(
@@ -71,6 +71,13 @@ pub(super) fn store_url(a: &Args, bench_dir: &Path) -> (String, PathBuf) {
 }
 
 /// A vault on `url` with a throw-away in-memory master key.
+/// The address of a bench profile (tenant `bench`).
+pub(super) fn bench_addr(
+    profile: &str,
+) -> Result<profile_vault::layout::ProfileAddr, profile_vault::vault::Error> {
+    Ok(profile_vault::layout::ProfileAddr::new("bench", profile)?)
+}
+
 pub(super) async fn bench_vault(ctx: &Ctx, url: &str, spool: &Path) -> anyhow::Result<Vault> {
     bench_vault_with(ctx, url, spool, |_| {}).await
 }

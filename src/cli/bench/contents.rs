@@ -11,6 +11,7 @@ use profile_vault::{Keyring, NoProgress, Vault};
 use rand::RngCore;
 
 use super::args::Args;
+use super::common::bench_addr;
 use crate::cli::Ctx;
 
 /// Real Chromium-shaped databases: 3,000 cookies on 300 sites, 50,000 history entries,
@@ -100,15 +101,20 @@ pub async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> anyhow::R
             (&without, &mut off)
         };
         let t = Instant::now();
-        v.save("bench", &profile, src, Base::Current, Arc::new(NoProgress))
-            .await?;
+        v.save(
+            &bench_addr(&profile)?,
+            src,
+            Base::Current,
+            Arc::new(NoProgress),
+        )
+        .await?;
         out.push(t.elapsed().as_secs_f64());
     }
     let report = with
-        .meta("bench", &profile, None)
+        .meta(&bench_addr(&profile)?, None)
         .await?
         .and_then(|(_, m)| m.contents);
-    with.delete("bench", &profile).await?;
+    with.delete(&bench_addr(&profile)?).await?;
     let _ = std::fs::remove_dir_all(&store_dir);
     if !a.keep_profile {
         let _ = std::fs::remove_dir_all(src);

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rand::{Rng, RngCore, SeedableRng};
 
 use super::args::Args;
+use super::common::bench_addr;
 use crate::cli::{human_bytes, Ctx};
 use profile_vault::vault::Base;
 use profile_vault::NoProgress;
@@ -154,15 +155,8 @@ pub async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> anyhow::R
             })
             .await?;
             let profile = format!("resave-{}", uuid::Uuid::new_v4().simple());
-            let save = || {
-                vault.save(
-                    "bench",
-                    &profile,
-                    &work,
-                    Base::Current,
-                    Arc::new(NoProgress),
-                )
-            };
+            let at = bench_addr(&profile)?;
+            let save = || vault.save(&at, &work, Base::Current, Arc::new(NoProgress));
             let t = Instant::now();
             let first = save().await?;
             times[i][0].push(t.elapsed().as_secs_f64());
@@ -175,7 +169,7 @@ pub async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> anyhow::R
             sent[i] = (first.bytes_stored, second.bytes_stored);
             times[i][2]
                 .push(super::common::timed_restore(&vault, &profile, &dst, second.bytes_in).await?);
-            vault.delete("bench", &profile).await?;
+            vault.delete(&bench_addr(&profile)?).await?;
             let _ = std::fs::remove_dir_all(&work);
             let _ = std::fs::remove_dir_all(&dst);
         }

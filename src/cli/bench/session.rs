@@ -14,6 +14,7 @@ use std::time::Instant;
 use futures_util::{SinkExt, StreamExt};
 
 use super::args::Args;
+use super::common::bench_addr;
 use super::common::{bench_vault, median};
 use super::daemon::{http, BenchDaemon};
 use crate::cli::{human_bytes, Ctx};
@@ -68,7 +69,12 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
     let vault = bench_vault(ctx, &url, &data.join("spool")).await?;
     let profile = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let saved = vault
-        .save("bench", &profile, src, Base::Current, Arc::new(NoProgress))
+        .save(
+            &bench_addr(&profile)?,
+            src,
+            Base::Current,
+            Arc::new(NoProgress),
+        )
         .await?;
     let daemons = [
         BenchDaemon::start_sandboxed(ctx, vault.clone(), &data.join("sandboxed"), true).await?,
@@ -99,7 +105,7 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
     for d in daemons {
         d.stop().await?;
     }
-    vault.delete("bench", &profile).await?;
+    vault.delete(&bench_addr(&profile)?).await?;
     let _ = std::fs::remove_dir_all(&data);
     if !a.keep_profile {
         let _ = std::fs::remove_dir_all(src);

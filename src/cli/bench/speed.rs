@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::args::Args;
+use super::common::bench_addr;
 use super::common::{bench_vault, peak_rss_mib, reset_peak_rss, rss_mib, store_url, timed_restore};
 use crate::cli::{human_bytes, Ctx};
 use profile_vault::vault::Base;
@@ -44,8 +45,13 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
         for i in 0..n {
             let (v, src, p) = (vault.clone(), src.to_path_buf(), format!("{profile}-{i}"));
             tasks.push(tokio::spawn(async move {
-                v.save("bench", &p, &src, Base::Expect(None), Arc::new(NoProgress))
-                    .await
+                v.save(
+                    &bench_addr(&p)?,
+                    &src,
+                    Base::Expect(None),
+                    Arc::new(NoProgress),
+                )
+                .await
             }));
         }
         let mut bytes = 0;
@@ -55,7 +61,9 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
         let secs = t.elapsed().as_secs_f64();
         let rss = peak_rss_mib();
         for i in 0..n {
-            vault.delete("bench", &format!("{profile}-{i}")).await?;
+            vault
+                .delete(&bench_addr(&format!("{profile}-{i}"))?)
+                .await?;
         }
         let _ = std::fs::remove_dir_all(&tmp_store);
         if !a.keep_profile {
@@ -75,7 +83,12 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
     let save_before = rss_mib();
     let t = Instant::now();
     let saved = vault
-        .save("bench", &profile, src, Base::Current, Arc::new(NoProgress))
+        .save(
+            &bench_addr(&profile)?,
+            src,
+            Base::Current,
+            Arc::new(NoProgress),
+        )
         .await?;
     let save_s = t.elapsed().as_secs_f64();
     let save_rss = peak_rss_mib();
@@ -86,7 +99,7 @@ pub(super) async fn run(ctx: &Ctx, a: &Args, src: &Path, bench_dir: &Path) -> an
     let restore_s = timed_restore(&vault, &profile, &dst, saved.bytes_in).await?;
     let restore_rss = peak_rss_mib();
 
-    vault.delete("bench", &profile).await?;
+    vault.delete(&bench_addr(&profile)?).await?;
     let _ = std::fs::remove_dir_all(&dst);
     let _ = std::fs::remove_dir_all(&tmp_store);
     if !a.keep_profile {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::args::Args;
+use super::common::bench_addr;
 use super::common::{cpu_seconds, median, peak_rss_mib, reset_peak_rss};
 use super::limits::{self, Limits};
 use super::phases::{add_phases, phase_line, Phases};
@@ -215,7 +216,7 @@ async fn vault_round(vault: &Vault, src: &Path, bench_dir: &Path) -> anyhow::Res
     reset_peak_rss();
     let (t, cpu) = (Instant::now(), cpu_seconds());
     let saved = vault
-        .save("bench", &profile, src, Base::Current, phases.clone())
+        .save(&bench_addr(&profile)?, src, Base::Current, phases.clone())
         .await?;
     let save = t.elapsed().as_secs_f64();
     let save_cpu = cpu_seconds() - cpu;
@@ -226,7 +227,7 @@ async fn vault_round(vault: &Vault, src: &Path, bench_dir: &Path) -> anyhow::Res
     reset_peak_rss();
     let (t, cpu) = (Instant::now(), cpu_seconds());
     let restored = vault
-        .restore("bench", &profile, None, &dst, phases.clone())
+        .restore(&bench_addr(&profile)?, None, &dst, phases.clone())
         .await?;
     let restore = t.elapsed().as_secs_f64();
     let restore_cpu = cpu_seconds() - cpu;
@@ -237,7 +238,7 @@ async fn vault_round(vault: &Vault, src: &Path, bench_dir: &Path) -> anyhow::Res
         restored.unpacked.bytes,
         saved.bytes_in
     );
-    vault.delete("bench", &profile).await?;
+    vault.delete(&bench_addr(&profile)?).await?;
     Ok(VaultRound {
         save,
         restore,

@@ -471,7 +471,7 @@ impl<'a> SaveJob<'a> {
         };
         // Packs only pruned generations used: marked now, deleted by a later collection.
         if !pruned.is_empty() {
-            if let Err(e) = v.gc_packs(tenant, profile, false).await {
+            if let Err(e) = v.gc_packs(self.at, false).await {
                 tracing::warn!(tenant, profile, error = %e, "pack garbage collection after pruning failed; the sweeper retries");
             }
         }

@@ -14,13 +14,12 @@ impl Vault {
     /// packing, key, and storage errors (the head is untouched).
     pub async fn save(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         dir: &Path,
         base: Base,
         progress: Arc<dyn Progress>,
     ) -> Result<SaveReport> {
-        self.save_with(tenant, profile, dir, base, &Identity::default(), progress)
+        self.save_with(at, dir, base, &Identity::default(), progress)
             .await
     }
 
@@ -30,14 +29,13 @@ impl Vault {
     /// As [`Vault::save`].
     pub async fn save_with(
         &self,
-        tenant: &str,
-        profile: &str,
+        at: &ProfileAddr,
         dir: &Path,
         base: Base,
         identity: &Identity,
         progress: Arc<dyn Progress>,
     ) -> Result<SaveReport> {
-        let at = &ProfileAddr::new(tenant, profile)?;
+        let (tenant, profile) = (at.tenant(), at.profile());
         let mut r = self
             .save_inner(at, dir, base, identity, progress.clone())
             .await;
