@@ -11,22 +11,23 @@ use serde_json::Value;
 use super::codes::ErrorCode;
 use super::{auth::ApiKeys, router, AppState, ROUTES};
 use crate::config::FileConfig;
-use crate::session::{Manager, SessionConfig};
+use crate::daemon::{Daemon, Http};
+use crate::session::SessionConfig;
 
 const KEY: &str = "t1:aaaaaaaaaaaaaaaaaaaa";
 const TOKEN: &str = "aaaaaaaaaaaaaaaaaaaa";
 const MAX_BODY: usize = 4096;
 
-/// The daemon's state on a filesystem store in `dir`, with a browser runtime that starts
-/// nothing.
-fn state(dir: &Path) -> AppState {
+/// The daemon's state, built as `serve` builds it ([`crate::daemon::Daemon::build`]), on a
+/// filesystem store in `dir`, with a browser runtime that starts nothing.
+async fn state(dir: &Path) -> AppState {
     let file = FileConfig::default();
     let store = crate::store::fs::LocalFileSystem::new(dir.join("store")).expect("store");
     let ring = crate::Keyring::from_keys(vec![("k".into(), [7; 32])], "k").expect("keyring");
     let vault =
         crate::Vault::new(Arc::new(store), Arc::new(ring), file.vault_options(dir)).expect("vault");
     let browser = crate::browser::Runtime::inert(dir.join("run"));
-    let manager = Manager::new(
+    let daemon = Daemon::build(
         vault,
         SessionConfig::from_sections(
             &file.sessions,
@@ -36,17 +37,18 @@ fn state(dir: &Path) -> AppState {
             dir.to_path_buf(),
             None,
         ),
+        Http {
+            keys: ApiKeys::parse(KEY).expect("keys"),
+            public_url: "http://127.0.0.1:9".into(),
+            max_body: MAX_BODY,
+            viewer_origins: Vec::new(),
+            frame_ancestors: "'self'".into(),
+        },
+        None,
     )
-    .expect("manager");
-    AppState {
-        manager,
-        cluster: None,
-        keys: Arc::new(ApiKeys::parse(KEY).expect("keys")),
-        public_url: "http://127.0.0.1:9".into(),
-        max_body: MAX_BODY,
-        viewer_origins: Vec::new(),
-        frame_ancestors: "'self'".into(),
-    }
+    .await
+    .expect("daemon");
+    daemon.state().clone()
 }
 
 /// One request through the router: status, headers, JSON body (null when not JSON).
@@ -82,7 +84,7 @@ fn code(v: &Value) -> &str {
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_the_error_body() {
     let dir = tempfile::tempdir().unwrap();
-    let s = state(dir.path());
+    let s = state(dir.path()).await;
     let (st, _, v) = call(&s, "GET", "/v0/nothing-here", Some(TOKEN), vec![]).await;
     assert_eq!((st, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
     let (st, h, v) = call(&s, "PATCH", "/v0/vm", Some(TOKEN), vec![]).await;
@@ -102,7 +104,7 @@ async fn unknown_routes_and_methods_answer_the_error_body() {
 #[tokio::test]
 async fn every_route_needs_its_auth() {
     let dir = tempfile::tempdir().unwrap();
-    let s = state(dir.path());
+    let s = state(dir.path()).await;
     for r in ROUTES.iter().filter(|r| r.auth == super::Auth::Bearer) {
         let path = r
             .path
@@ -138,7 +140,7 @@ async fn every_route_needs_its_auth() {
 #[tokio::test]
 async fn bodies_are_held_to_their_route_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let s = state(dir.path());
+    let s = state(dir.path()).await;
     // Over http.max_body_bytes: refused on a route of the default limit...
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(MAX_BODY * 2)).into_bytes();
     // (POST /v0/vm reads more, for a zipped extension beside its JSON, but holds the JSON
@@ -162,7 +164,7 @@ async fn bodies_are_held_to_their_route_limit() {
 #[tokio::test]
 async fn malformed_and_unknown_requests_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let s = state(dir.path());
+    let s = state(dir.path()).await;
     let (st, _, v) = call(&s, "POST", "/v0/vm", Some(TOKEN), b"{not json".to_vec()).await;
     assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "invalid_json"));
     let (st, _, v) = call(
@@ -196,7 +198,7 @@ async fn malformed_and_unknown_requests_change_nothing() {
 #[tokio::test]
 async fn a_body_is_judged_after_its_caller() {
     let dir = tempfile::tempdir().unwrap();
-    let s = state(dir.path());
+    let s = state(dir.path()).await;
     let bad = b"{not json".to_vec();
     // Every route that takes a JSON body: a caller without a token, then one whose session
     // or profile does not exist, learn that before anything about their body.
@@ -261,7 +263,7 @@ async fn a_body_is_judged_after_its_caller() {
 #[tokio::test]
 async fn the_document_lists_every_route_and_code() {
     let dir = tempfile::tempdir().unwrap();
-    let s = state(dir.path());
+    let s = state(dir.path()).await;
     let (st, _, doc) = call(&s, "GET", "/v0/openapi.json", None, vec![]).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(doc["openapi"], "3.0.3");
@@ -304,7 +306,7 @@ async fn the_document_lists_every_route_and_code() {
 async fn without_chromium_the_daemon_answers_but_is_not_ready() {
     // The inert runtime's browser binary does not exist.
     let dir = tempfile::tempdir().unwrap();
-    let s = state(dir.path());
+    let s = state(dir.path()).await;
     let (st, _, v) = call(&s, "GET", "/readyz", None, vec![]).await;
     assert_eq!(
         (st, &v["checks"]["chromium"]),
