@@ -62,141 +62,170 @@ pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// One metric family: name, type, help, and its samples (labels, value).
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<(&'static str, u64)>,
+);
+
 /// `GET /metrics`.
 pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let m = &state.manager;
-    let c = &m.counters;
     let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, lines: &[(&str, u64)]| {
+    for (name, kind, help, samples) in sessions(&state.manager)
+        .into_iter()
+        .chain(protections(&state.manager))
+        .chain(live())
+    {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in lines {
+        for (labels, v) in samples {
             let _ = writeln!(out, "{name}{labels} {v}");
         }
-    };
-    metric(
-        "pv_sessions_active",
-        "gauge",
-        "Sessions running now.",
-        &[("", m.active_count() as u64)],
-    );
-    metric(
-        "pv_sessions_started_total",
-        "counter",
-        "Sessions started.",
-        &[("", c.started.load(Ordering::Relaxed))],
-    );
-    metric(
-        "pv_sessions_ended_total",
-        "counter",
-        "Sessions ended (stop and save finished).",
-        &[("", c.ended.load(Ordering::Relaxed))],
-    );
-    metric(
-        "pv_saves_total",
-        "counter",
-        "Profile saves by outcome.",
-        &[
-            ("{outcome=\"ok\"}", c.saves_ok.load(Ordering::Relaxed)),
-            (
-                "{outcome=\"failed\"}",
-                c.saves_failed.load(Ordering::Relaxed),
-            ),
-        ],
-    );
-    metric(
-        "pv_restores_total",
-        "counter",
-        "Profile restores by outcome.",
-        &[
-            ("{outcome=\"ok\"}", c.restores_ok.load(Ordering::Relaxed)),
-            (
-                "{outcome=\"failed\"}",
-                c.restores_failed.load(Ordering::Relaxed),
-            ),
-        ],
-    );
-    metric(
-        "pv_saved_bytes_total",
-        "counter",
-        "Bytes stored by saves.",
-        &[("", c.bytes_saved.load(Ordering::Relaxed))],
-    );
-    metric(
-        "pv_save_milliseconds_total",
-        "counter",
-        "Time spent saving.",
-        &[("", c.save_ms.load(Ordering::Relaxed))],
-    );
-    metric(
-        "pv_restore_milliseconds_total",
-        "counter",
-        "Time spent restoring.",
-        &[("", c.restore_ms.load(Ordering::Relaxed))],
-    );
-    metric(
-        "pv_recovering_sessions",
-        "gauge",
-        "Sessions of a previous daemon still being saved.",
-        &[("", m.recovering() as u64)],
-    );
-    let rt = &m.config().browser;
-    metric(
-        "pv_sandbox_enabled",
-        "gauge",
-        "1 when browsers run sandboxed, 0 when browser.unsafe_no_sandbox is set or the sandbox is unavailable.",
-        &[("", u64::from(rt.status().is_ok() && !rt.unsandboxed()))],
-    );
-    metric(
-        "pv_session_records_rejected_total",
-        "counter",
-        "Session records that failed authentication or named another directory (forged or tampered); left alone.",
-        &[("", crate::session::records_rejected())],
-    );
-    metric(
-        "pv_webhooks_refused_total",
-        "counter",
-        "Webhook deliveries refused because their host is not a public address.",
-        &[("", crate::session::webhook::REFUSED.load(Ordering::Relaxed))],
-    );
-    metric(
-        "pv_key_files_skipped_total",
-        "counter",
-        "Key files in the keys directory skipped at start because they could not be used.",
-        &[("", crate::keys::SKIPPED_KEY_FILES.load(Ordering::Relaxed))],
-    );
-    let dc = &crate::display::COUNTERS;
-    metric(
-        "pv_live_pictures_total",
-        "counter",
-        "Pictures the displays' captures made (each sent to every viewer of its session), by kind.",
-        &[
-            ("{kind=\"tile\"}", dc.tiles.load(Ordering::Relaxed)),
-            ("{kind=\"keyframe\"}", dc.keyframes.load(Ordering::Relaxed)),
-        ],
-    );
-    metric(
-        "pv_live_picture_bytes_total",
-        "counter",
-        "JPEG bytes of those pictures.",
-        &[("", dc.picture_bytes.load(Ordering::Relaxed))],
-    );
-    metric(
-        "pv_live_audio_bytes_total",
-        "counter",
-        "Sound bytes the sessions' browsers played (silence is not sent).",
-        &[("", dc.audio_bytes.load(Ordering::Relaxed))],
-    );
-    let e = &crate::browser::egress::COUNTERS;
-    metric(
-        "pv_egress_connections_total",
-        "counter",
-        "Connections of sandboxed browsers through the egress proxy, by outcome.",
-        &[
-            ("{outcome=\"allowed\"}", e.allowed.load(Ordering::Relaxed)),
-            ("{outcome=\"refused\"}", e.refused.load(Ordering::Relaxed)),
-            ("{outcome=\"failed\"}", e.failed.load(Ordering::Relaxed)),
-        ],
-    );
+    }
     crate::metrics::METRICS.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// Sessions, saves and restores.
+fn sessions(m: &crate::session::Manager) -> Vec<Family> {
+    let c = &m.counters;
+    vec![
+        (
+            "pv_sessions_active",
+            "gauge",
+            "Sessions running now.",
+            vec![("", m.active_count() as u64)],
+        ),
+        (
+            "pv_sessions_started_total",
+            "counter",
+            "Sessions started.",
+            vec![("", c.started.load(Ordering::Relaxed))],
+        ),
+        (
+            "pv_sessions_ended_total",
+            "counter",
+            "Sessions ended (stop and save finished).",
+            vec![("", c.ended.load(Ordering::Relaxed))],
+        ),
+        (
+            "pv_saves_total",
+            "counter",
+            "Profile saves by outcome.",
+            vec![
+                ("{outcome=\"ok\"}", c.saves_ok.load(Ordering::Relaxed)),
+                (
+                    "{outcome=\"failed\"}",
+                    c.saves_failed.load(Ordering::Relaxed),
+                ),
+            ],
+        ),
+        (
+            "pv_restores_total",
+            "counter",
+            "Profile restores by outcome.",
+            vec![
+                ("{outcome=\"ok\"}", c.restores_ok.load(Ordering::Relaxed)),
+                (
+                    "{outcome=\"failed\"}",
+                    c.restores_failed.load(Ordering::Relaxed),
+                ),
+            ],
+        ),
+        (
+            "pv_saved_bytes_total",
+            "counter",
+            "Bytes stored by saves.",
+            vec![("", c.bytes_saved.load(Ordering::Relaxed))],
+        ),
+        (
+            "pv_save_milliseconds_total",
+            "counter",
+            "Time spent saving.",
+            vec![("", c.save_ms.load(Ordering::Relaxed))],
+        ),
+        (
+            "pv_restore_milliseconds_total",
+            "counter",
+            "Time spent restoring.",
+            vec![("", c.restore_ms.load(Ordering::Relaxed))],
+        ),
+        (
+            "pv_recovering_sessions",
+            "gauge",
+            "Sessions of a previous daemon still being saved.",
+            vec![("", m.recovering() as u64)],
+        ),
+    ]
+}
+
+/// The walls around browsers and what they refused.
+fn protections(m: &crate::session::Manager) -> Vec<Family> {
+    let rt = &m.config().browser;
+    vec![
+        (
+            "pv_sandbox_enabled",
+            "gauge",
+            "1 when browsers run sandboxed, 0 when browser.unsafe_no_sandbox is set or the sandbox is unavailable.",
+            vec![("", u64::from(rt.status().is_ok() && !rt.unsandboxed()))],
+        ),
+        (
+            "pv_session_records_rejected_total",
+            "counter",
+            "Session records that failed authentication or named another directory (forged or tampered); left alone.",
+            vec![("", crate::session::records_rejected())],
+        ),
+        (
+            "pv_webhooks_refused_total",
+            "counter",
+            "Webhook deliveries refused because their host is not a public address.",
+            vec![("", crate::session::webhook::REFUSED.load(Ordering::Relaxed))],
+        ),
+        (
+            "pv_key_files_skipped_total",
+            "counter",
+            "Key files in the keys directory skipped at start because they could not be used.",
+            vec![("", crate::keys::SKIPPED_KEY_FILES.load(Ordering::Relaxed))],
+        ),
+    ]
+}
+
+/// The live view's pictures and sound, and the browsers' way out.
+fn live() -> Vec<Family> {
+    let dc = &crate::display::COUNTERS;
+    let e = &crate::browser::egress::COUNTERS;
+    vec![
+        (
+            "pv_live_pictures_total",
+            "counter",
+            "Pictures the displays' captures made (each sent to every viewer of its session), by kind.",
+            vec![
+                ("{kind=\"tile\"}", dc.tiles.load(Ordering::Relaxed)),
+                ("{kind=\"keyframe\"}", dc.keyframes.load(Ordering::Relaxed)),
+            ],
+        ),
+        (
+            "pv_live_picture_bytes_total",
+            "counter",
+            "JPEG bytes of those pictures.",
+            vec![("", dc.picture_bytes.load(Ordering::Relaxed))],
+        ),
+        (
+            "pv_live_audio_bytes_total",
+            "counter",
+            "Sound bytes the sessions' browsers played (silence is not sent).",
+            vec![("", dc.audio_bytes.load(Ordering::Relaxed))],
+        ),
+        (
+            "pv_egress_connections_total",
+            "counter",
+            "Connections of sandboxed browsers through the egress proxy, by outcome.",
+            vec![
+                ("{outcome=\"allowed\"}", e.allowed.load(Ordering::Relaxed)),
+                ("{outcome=\"refused\"}", e.refused.load(Ordering::Relaxed)),
+                ("{outcome=\"failed\"}", e.failed.load(Ordering::Relaxed)),
+            ],
+        ),
+    ]
 }
