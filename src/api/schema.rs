@@ -90,25 +90,7 @@ pub fn validate(schema: &Value, v: &Value, path: &str) -> Result<(), Violation> 
         return Ok(());
     }
     if let Some(alts) = schema["oneOf"].as_array() {
-        let mut matched = 0;
-        let mut unknown = None;
-        for alt in alts {
-            match validate(alt, v, path) {
-                Ok(()) => matched += 1,
-                Err(e @ Violation::UnknownField(_)) if unknown.is_none() => unknown = Some(e),
-                Err(_) => {}
-            }
-        }
-        if matched != 1 {
-            // An object that fails only for an unknown field says so.
-            if let (0, Some(e)) = (matched, unknown) {
-                return Err(e);
-            }
-            let what = schema["description"]
-                .as_str()
-                .unwrap_or("one of the documented forms");
-            return Err(invalid(path, format!("expected {what}")));
-        }
+        one_of(schema, alts, v, path)?;
     }
     if let Some(ty) = schema["type"].as_str() {
         if !type_matches(ty, v) {
@@ -129,97 +111,142 @@ pub fn validate(schema: &Value, v: &Value, path: &str) -> Result<(), Violation> 
             ));
         }
     }
-    if let Some(n) = v.as_f64() {
-        if let Some(min) = schema["minimum"].as_f64() {
-            if n < min {
-                return Err(invalid(
-                    path,
-                    format!("must be at least {}", schema["minimum"]),
-                ));
-            }
+    match v {
+        Value::Number(n) => number(schema, n.as_f64(), path),
+        Value::String(s) => string(schema, s, path),
+        Value::Object(o) => object(schema, o, path),
+        Value::Array(a) => array(schema, a, path),
+        Value::Null | Value::Bool(_) => Ok(()),
+    }
+}
+
+/// `oneOf`: exactly one alternative holds.
+fn one_of(schema: &Value, alts: &[Value], v: &Value, path: &str) -> Result<(), Violation> {
+    let mut matched = 0;
+    let mut unknown = None;
+    for alt in alts {
+        match validate(alt, v, path) {
+            Ok(()) => matched += 1,
+            Err(e @ Violation::UnknownField(_)) if unknown.is_none() => unknown = Some(e),
+            Err(_) => {}
         }
-        if let Some(max) = schema["maximum"].as_f64() {
-            if n > max {
-                return Err(invalid(
-                    path,
-                    format!("must be at most {}", schema["maximum"]),
-                ));
+    }
+    if matched == 1 {
+        return Ok(());
+    }
+    // An object that fails only for an unknown field says so.
+    if let (0, Some(e)) = (matched, unknown) {
+        return Err(e);
+    }
+    let what = schema["description"]
+        .as_str()
+        .unwrap_or("one of the documented forms");
+    Err(invalid(path, format!("expected {what}")))
+}
+
+/// `minimum`, `maximum`.
+fn number(schema: &Value, n: Option<f64>, path: &str) -> Result<(), Violation> {
+    let Some(n) = n else {
+        return Ok(());
+    };
+    if let Some(min) = schema["minimum"].as_f64() {
+        if n < min {
+            return Err(invalid(
+                path,
+                format!("must be at least {}", schema["minimum"]),
+            ));
+        }
+    }
+    if let Some(max) = schema["maximum"].as_f64() {
+        if n > max {
+            return Err(invalid(
+                path,
+                format!("must be at most {}", schema["maximum"]),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `minLength`, `maxLength` (in characters), `pattern`.
+fn string(schema: &Value, s: &str, path: &str) -> Result<(), Violation> {
+    let len = s.chars().count() as u64;
+    if let Some(min) = schema["minLength"].as_u64() {
+        if len < min {
+            return Err(invalid(path, format!("must be at least {min} characters")));
+        }
+    }
+    if let Some(max) = schema["maxLength"].as_u64() {
+        if len > max {
+            return Err(invalid(path, format!("must be at most {max} characters")));
+        }
+    }
+    if let Some(p) = schema["pattern"].as_str() {
+        if !regex(p).is_match(s) {
+            let what = schema["description"].as_str().unwrap_or(p);
+            return Err(invalid(path, format!("must match {what}")));
+        }
+    }
+    Ok(())
+}
+
+/// `required`, `properties`, `additionalProperties`.
+fn object(schema: &Value, o: &serde_json::Map<String, Value>, path: &str) -> Result<(), Violation> {
+    let props = schema["properties"].as_object();
+    if let Some(req) = schema["required"].as_array() {
+        for k in req.iter().filter_map(Value::as_str) {
+            if !o.contains_key(k) {
+                return Err(invalid(&child(path, k), "is required"));
             }
         }
     }
-    if let Some(s) = v.as_str() {
-        let len = s.chars().count() as u64;
-        if let Some(min) = schema["minLength"].as_u64() {
-            if len < min {
-                return Err(invalid(path, format!("must be at least {min} characters")));
-            }
-        }
-        if let Some(max) = schema["maxLength"].as_u64() {
-            if len > max {
-                return Err(invalid(path, format!("must be at most {max} characters")));
-            }
-        }
-        if let Some(p) = schema["pattern"].as_str() {
-            if !regex(p).is_match(s) {
-                let what = schema["description"].as_str().unwrap_or(p);
-                return Err(invalid(path, format!("must match {what}")));
-            }
+    for (k, val) in o {
+        match props.and_then(|p| p.get(k)) {
+            Some(s) => validate(s, val, &child(path, k))?,
+            None => match &schema["additionalProperties"] {
+                Value::Bool(false) => return Err(Violation::UnknownField(child(path, k))),
+                s @ Value::Object(_) => validate(s, val, &child(path, k))?,
+                _ => {}
+            },
         }
     }
-    if let Some(o) = v.as_object() {
-        let props = schema["properties"].as_object();
-        if let Some(req) = schema["required"].as_array() {
-            for k in req.iter().filter_map(Value::as_str) {
-                if !o.contains_key(k) {
-                    return Err(invalid(&child(path, k), "is required"));
-                }
-            }
-        }
-        for (k, val) in o {
-            match props.and_then(|p| p.get(k)) {
-                Some(s) => validate(s, val, &child(path, k))?,
-                None => match &schema["additionalProperties"] {
-                    Value::Bool(false) => return Err(Violation::UnknownField(child(path, k))),
-                    s @ Value::Object(_) => validate(s, val, &child(path, k))?,
-                    _ => {}
-                },
-            }
+    Ok(())
+}
+
+/// `minItems`, `maxItems`, `items` (one schema, or a tuple closed by `additionalItems`).
+fn array(schema: &Value, a: &[Value], path: &str) -> Result<(), Violation> {
+    if let Some(min) = schema["minItems"].as_u64() {
+        if (a.len() as u64) < min {
+            return Err(invalid(path, format!("must have at least {min} items")));
         }
     }
-    if let Some(a) = v.as_array() {
-        if let Some(min) = schema["minItems"].as_u64() {
-            if (a.len() as u64) < min {
-                return Err(invalid(path, format!("must have at least {min} items")));
+    if let Some(max) = schema["maxItems"].as_u64() {
+        if a.len() as u64 > max {
+            return Err(invalid(path, format!("must have at most {max} items")));
+        }
+    }
+    match &schema["items"] {
+        items @ Value::Object(_) => {
+            for (i, item) in a.iter().enumerate() {
+                validate(items, item, &child(path, &i.to_string()))?;
             }
         }
-        if let Some(max) = schema["maxItems"].as_u64() {
-            if a.len() as u64 > max {
-                return Err(invalid(path, format!("must have at most {max} items")));
-            }
-        }
-        match &schema["items"] {
-            items @ Value::Object(_) => {
-                for (i, item) in a.iter().enumerate() {
-                    validate(items, item, &child(path, &i.to_string()))?;
-                }
-            }
-            // A tuple: one schema per position (`additionalItems: false` closes it).
-            Value::Array(tuple) => {
-                for (i, item) in a.iter().enumerate() {
-                    match tuple.get(i) {
-                        Some(s) => validate(s, item, &child(path, &i.to_string()))?,
-                        None if schema["additionalItems"] == Value::Bool(false) => {
-                            return Err(invalid(
-                                path,
-                                format!("must have at most {} items", tuple.len()),
-                            ))
-                        }
-                        None => {}
+        // A tuple: one schema per position (`additionalItems: false` closes it).
+        Value::Array(tuple) => {
+            for (i, item) in a.iter().enumerate() {
+                match tuple.get(i) {
+                    Some(s) => validate(s, item, &child(path, &i.to_string()))?,
+                    None if schema["additionalItems"] == Value::Bool(false) => {
+                        return Err(invalid(
+                            path,
+                            format!("must have at most {} items", tuple.len()),
+                        ))
                     }
+                    None => {}
                 }
             }
-            _ => {}
         }
+        _ => {}
     }
     Ok(())
 }
