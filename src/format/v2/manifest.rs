@@ -121,8 +121,40 @@ pub fn parse_id(s: &str) -> Option<ChunkId> {
 
 /// Serializes and compresses a manifest.
 pub fn encode(m: &Manifest) -> Vec<u8> {
-    let json = serde_json::to_vec(m).expect("manifest serializes");
-    zstd::bulk::compress(&json, 3).expect("zstd of a buffer in memory")
+    let mut out = Vec::new();
+    encode_to(m, &mut out).expect("writing to memory");
+    out
+}
+
+/// [`encode`] into `w`, streamed (neither the JSON nor its compressed form is held in
+/// memory: a large profile's manifest is tens of MiB of JSON); returns the bytes written.
+///
+/// # Errors
+/// `w`'s errors.
+pub fn encode_to(m: &Manifest, w: impl std::io::Write) -> std::io::Result<u64> {
+    let mut counted = Counted { inner: w, n: 0 };
+    let mut z = zstd::stream::write::Encoder::new(&mut counted, 3)?;
+    serde_json::to_writer(&mut z, m).map_err(std::io::Error::other)?;
+    z.finish()?;
+    Ok(counted.n)
+}
+
+/// A writer that counts what passes through it.
+struct Counted<W> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Decompresses, parses and validates a manifest against `limits`; returns it with its chunk

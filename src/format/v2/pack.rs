@@ -3,6 +3,8 @@
 //! restore fetches ranges of them. A pack carries no index: the manifest of every generation
 //! that uses a chunk says where it is (pack, offset, length).
 
+use bytes::{Bytes, BytesMut};
+
 /// Magic bytes at the start of every pack. DO NOT CHANGE.
 pub const MAGIC: [u8; 8] = *b"\x89PVPCK\r\n";
 /// Pack version (the format version that introduced packs).
@@ -89,13 +91,20 @@ pub fn valid_id(id: &str) -> bool {
 pub struct Builder {
     /// Its id.
     pub id: String,
-    buf: Vec<u8>,
+    buf: BytesMut,
 }
 
 impl Builder {
     /// An empty pack with a fresh id.
     pub fn new() -> Self {
-        let mut buf = Vec::with_capacity(TARGET_LEN + (1 << 20));
+        Self::reusing(BytesMut::new())
+    }
+
+    /// An empty pack with a fresh id, written into `buf` (the buffer of a pack sent before:
+    /// a save reuses a few buffers instead of allocating one per pack).
+    pub fn reusing(mut buf: BytesMut) -> Self {
+        buf.clear();
+        buf.reserve(TARGET_LEN + (1 << 20));
         buf.extend_from_slice(&prefix());
         Builder { id: new_id(), buf }
     }
@@ -118,8 +127,8 @@ impl Builder {
     }
 
     /// The pack's bytes.
-    pub fn finish(self) -> (String, Vec<u8>) {
-        (self.id, self.buf)
+    pub fn finish(self) -> (String, Bytes) {
+        (self.id, self.buf.freeze())
     }
 }
 

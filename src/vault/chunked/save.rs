@@ -15,7 +15,9 @@ use std::sync::mpsc::sync_channel;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::stages::{collect, read_files, seal_chunks, Budget, Done, Job, BUDGET_BYTES};
+use super::stages::{
+    collect, read_files, seal_chunks, Budget, Done, Job, PackBuffers, BUDGET_BYTES,
+};
 use super::*;
 use crate::crypt::blob::ChunkKeys;
 use crate::format::v1::archive::{Entry, Kind};
@@ -151,10 +153,11 @@ impl Vault {
             object_id: object_id.into(),
             created_at,
         };
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Vec<u8>)>(QUEUED);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Bytes)>(QUEUED);
+        let buffers = Arc::new(PackBuffers::default());
         let packer = {
-            let progress = progress.clone();
-            tokio::task::spawn_blocking(move || pack_blocking(plan, tx, progress))
+            let (progress, buffers) = (progress.clone(), buffers.clone());
+            tokio::task::spawn_blocking(move || pack_blocking(plan, tx, &buffers, progress))
         };
         // The uploaders: take finished packs as they come, at most IN_FLIGHT at once.
         let mut uploaded: Vec<String> = Vec::new();
@@ -175,13 +178,14 @@ impl Vault {
                 uploaded.push(id.clone());
                 let store = self.store.clone();
                 let key = at.pack(&id);
-                let progress = progress.clone();
+                let (progress, buffers) = (progress.clone(), buffers.clone());
                 set.spawn(async move {
                     let t = Instant::now();
                     let put = store
-                        .put(&key, PutBody::Bytes(buf.into()), PutMode::Create)
+                        .put(&key, PutBody::Bytes(buf.clone()), PutMode::Create)
                         .await;
                     progress.spent(Step::Upload, t.elapsed());
+                    buffers.give(buf);
                     match put {
                         // A random id: only this save's own earlier attempt can hold it.
                         Ok(_) | Err(store::Error::AlreadyExists { .. }) => Ok(()),
@@ -286,7 +290,8 @@ struct NewFile {
 
 fn pack_blocking(
     plan: Plan,
-    tx: tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
+    tx: tokio::sync::mpsc::Sender<(String, Bytes)>,
+    buffers: &PackBuffers,
     progress: Arc<dyn Progress>,
 ) -> Result<Packed> {
     let walked_at = now();
@@ -294,7 +299,7 @@ fn pack_blocking(
     let mut w = walk(&plan)?;
     progress.spent(Step::Walk, walking.elapsed());
     progress.start("packing", w.to_read);
-    let new_locs = pack_files(&plan, &mut w, &tx, progress.as_ref())?;
+    let new_locs = pack_files(&plan, &mut w, &tx, buffers, progress.as_ref())?;
     progress.finish();
     let manifesting = Instant::now();
     let packed = write_manifest(&plan, w, &new_locs, walked_at)?;
@@ -410,7 +415,8 @@ fn walk(plan: &Plan) -> Result<Walked> {
 fn pack_files(
     plan: &Plan,
     w: &mut Walked,
-    tx: &tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
+    tx: &tokio::sync::mpsc::Sender<(String, Bytes)>,
+    buffers: &PackBuffers,
     progress: &dyn Progress,
 ) -> Result<HashMap<ChunkId, Loc>> {
     let Walked {
@@ -461,7 +467,15 @@ fn pack_files(
             });
         }
         drop((done_tx, job_rx));
-        collect(done_rx, tx, &mut new_locs, counters, budget, progress)
+        collect(
+            done_rx,
+            tx,
+            buffers,
+            &mut new_locs,
+            counters,
+            budget,
+            progress,
+        )
     });
     let placed = result?;
     for (file, index, id) in placed {
@@ -528,7 +542,6 @@ fn write_manifest(
     let contents = opts
         .contents_report
         .then(|| crate::profile::contents::read(&plan.dir));
-    let encoded = manifest::encode(&m);
     let sealer = Sealer::with_version(&plan.pk, opts.chunk_size, format::VERSION_CHUNKED);
     let header = sealer.header_bytes(
         &plan.tenant,
@@ -542,14 +555,15 @@ fn write_manifest(
     let mut w = std::io::BufWriter::new(f);
     w.write_all(&header).map_err(io_at(path))?;
     let mut body = sealer.body_writer(w);
-    body.write_all(&encoded).map_err(io_at(path))?;
+    let encoded_len = manifest::encode_to(&m, &mut body).map_err(io_at(path))?;
+    drop(m);
     let (w, _) = body.finish().map_err(io_at(path))?;
     let f = w.into_inner().map_err(|e| Error::Io {
         path: path.clone(),
         source: e.into_error(),
     })?;
     f.sync_all().map_err(io_at(path))?;
-    stats.bytes_zip = encoded.len() as u64;
+    stats.bytes_zip = encoded_len;
     Ok(Packed {
         packs,
         uploaded: Vec::new(),

@@ -10,11 +10,43 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
+
 use super::save::Loc;
 use super::*;
 use crate::crypt::blob::{ChunkKeys, Spent};
 use crate::format::v2::{chunker, pack};
 use crate::progress::Step;
+
+/// The buffers of packs whose upload finished, for the next packs: a save holds a few
+/// pack-sized buffers for its whole length instead of allocating (and fragmenting the heap
+/// with) one per pack.
+#[derive(Default)]
+pub(super) struct PackBuffers(Mutex<Vec<BytesMut>>);
+
+impl PackBuffers {
+    /// Buffers kept at most (the packs a save holds at once: see `save.rs`).
+    const KEEP: usize = 6;
+
+    /// A buffer to fill (empty when none was given back).
+    pub(super) fn take(&self) -> BytesMut {
+        self.0
+            .lock()
+            .expect("pack buffers")
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Gives an uploaded pack's buffer back, if nothing else holds it any more.
+    pub(super) fn give(&self, pack: Bytes) {
+        if let Ok(buf) = pack.try_into_mut() {
+            let mut kept = self.0.lock().expect("pack buffers");
+            if kept.len() < Self::KEEP {
+                kept.push(buf);
+            }
+        }
+    }
+}
 
 /// A chunk to hash (and maybe seal).
 pub(super) struct Job {
@@ -232,7 +264,8 @@ pub(super) fn seal_chunks(
 /// the receiving end: returning (on error too) closes it, which stops the workers.
 pub(super) fn collect(
     done: Receiver<Result<Vec<Done>>>,
-    tx: &tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
+    tx: &tokio::sync::mpsc::Sender<(String, Bytes)>,
+    buffers: &PackBuffers,
     locs: &mut HashMap<ChunkId, Loc>,
     counters: &mut ChunkStats,
     budget: &Budget,
@@ -247,7 +280,7 @@ pub(super) fn collect(
     }
     let _close = Close(budget);
     let mut placed = Vec::new();
-    let mut builder = pack::Builder::new();
+    let mut builder = pack::Builder::reusing(buffers.take());
     let stopped = || {
         Error::Store(store::Error::Unavailable {
             op: "put",
@@ -275,7 +308,8 @@ pub(super) fn collect(
                 );
                 counters.chunks_new += 1;
                 if builder.is_full() {
-                    let full = std::mem::take(&mut builder).finish();
+                    let next = pack::Builder::reusing(buffers.take());
+                    let full = std::mem::replace(&mut builder, next).finish();
                     let waiting = Instant::now();
                     tx.blocking_send(full).map_err(|_| stopped())?;
                     sent += waiting.elapsed();
