@@ -14,12 +14,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
+use super::codes::ErrorCode;
 use super::error::ApiError;
 use super::vm::{api_tenant, authorize, Actor};
 use super::{wire, AppState};
@@ -91,6 +93,10 @@ where
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
         let (parts, body) = req.into_parts();
         let mut head = parts.clone();
+        // The path first, as a `Path` extractor before the body would.
+        path_params(&mut head, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
         // Under the route's body limit (its rejection becomes JSON in `json_errors`).
         let raw = Bytes::from_request(Request::from_parts(parts, body), state)
             .await
@@ -103,12 +109,27 @@ where
     }
 }
 
+/// The route's path parameters, decoded. A parameter that is not UTF-8 once decoded is
+/// refused as axum's `Path` refuses it (400), before anything else is checked.
+async fn path_params(
+    parts: &mut Parts,
+    state: &AppState,
+) -> Result<HashMap<String, String>, ApiError> {
+    match Path::<HashMap<String, String>>::from_request_parts(parts, state).await {
+        Ok(Path(params)) => Ok(params),
+        Err(PathRejection::MissingPathParams(_)) => Ok(HashMap::new()),
+        Err(r) => Err(ApiError::with_status(
+            r.status(),
+            ErrorCode::for_status(r.status()),
+            r.body_text().trim(),
+        )),
+    }
+}
+
 /// The `{id}` of the route's path (every session and profile route names it so).
 pub(super) async fn path_id(parts: &mut Parts, state: &AppState) -> Result<String, ApiError> {
-    let Path(mut params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
-        .await
-        .map_err(|_| ApiError::not_found("route"))?;
-    params
+    path_params(parts, state)
+        .await?
         .remove("id")
         .ok_or_else(|| ApiError::not_found("route"))
 }
@@ -125,8 +146,8 @@ impl FromRequestParts<AppState> for TenantProfile {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let ApiTenant(tenant) = ApiTenant::from_request_parts(parts, state).await?;
         let id = path_id(parts, state).await?;
+        let ApiTenant(tenant) = ApiTenant::from_request_parts(parts, state).await?;
         profile_addr(&tenant, &id).map(TenantProfile)
     }
 }

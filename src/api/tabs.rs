@@ -5,7 +5,8 @@
 
 use crate::api::codes::ErrorCode;
 use axum::body::Bytes;
-use axum::extract::Path;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
@@ -32,17 +33,11 @@ pub(super) fn method_names() -> Vec<String> {
 
 /// `POST <base_url>/tabs.<method>`.
 pub(super) async fn call(
-    Path(p): Path<TabsPath>,
     Call {
-        caller: Admin(s),
+        caller: TabsCaller { session: s, method },
         body: TabsArgs(args),
-    }: Call<Admin, TabsArgs>,
+    }: Call<TabsCaller, TabsArgs>,
 ) -> Result<Json<Value>, ApiError> {
-    let method = p
-        .tabs_method
-        .strip_prefix("tabs.")
-        .and_then(Method::parse)
-        .ok_or_else(|| ApiError::not_found("route"))?;
     match s.live.tabs.call(method, args).await {
         Ok(v) => Ok(Json(v)),
         Err(e @ Error::BadArguments(_)) => Err(ApiError::bad_request(
@@ -53,6 +48,31 @@ pub(super) async fn call(
         Err(e @ Error::Unavailable(_)) => {
             Err(ApiError::new(ErrorCode::BrowserUnreachable, e.to_string()))
         }
+    }
+}
+
+/// A running session's admin (its admin token or its tenant's API key) calling a method of
+/// Chrome's tabs API that exists (an unknown one is an unknown route, 404, before the body
+/// is read).
+pub(super) struct TabsCaller {
+    session: std::sync::Arc<crate::session::Session>,
+    method: Method,
+}
+
+impl FromRequestParts<AppState> for TabsCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Admin(session) = Admin::from_request_parts(parts, state).await?;
+        let Path(p) = Path::<TabsPath>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::not_found("route"))?;
+        let method = p
+            .tabs_method
+            .strip_prefix("tabs.")
+            .and_then(Method::parse)
+            .ok_or_else(|| ApiError::not_found("route"))?;
+        Ok(TabsCaller { session, method })
     }
 }
 

@@ -261,6 +261,23 @@ async fn a_body_is_judged_after_its_caller() {
 }
 
 #[tokio::test]
+async fn a_path_that_does_not_decode_is_refused_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path()).await;
+    let big = vec![b' '; MAX_BODY * 2];
+    for (method, path, token, body) in [
+        ("GET", "/v0/profiles/%FF", None, vec![]),
+        ("GET", "/v0/vm/%FF", None, vec![]),
+        ("PUT", "/v0/profiles/%FF/data", Some(TOKEN), big.clone()),
+        ("POST", "/v0/vm/%FF/embed/timeout", None, big),
+    ] {
+        let (st, _, v) = call(&s, method, path, token, body).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{method} {path}: {v}");
+        assert_eq!(code(&v), ErrorCode::for_status(st).name(), "{v}");
+    }
+}
+
+#[tokio::test]
 async fn the_document_lists_every_route_and_code() {
     let dir = tempfile::tempdir().unwrap();
     let s = state(dir.path()).await;

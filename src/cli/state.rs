@@ -90,9 +90,12 @@ pub async fn run_import(ctx: &Ctx, a: ImportArgs) -> anyhow::Result<()> {
 /// Runs `export-state`.
 pub async fn run_export(ctx: &Ctx, a: ExportArgs) -> anyhow::Result<()> {
     let vault = ctx.vault().await?;
-    let r = runner(ctx, a.chromium.as_deref())?
-        .export(&vault, &ctx.profile(&a.profile)?, a.generation)
-        .await;
+    let runner = runner(ctx, a.chromium.as_deref())?;
+    // An invalid id is audited as a failed export, as every refused export is.
+    let r = match ctx.profile(&a.profile) {
+        Ok(at) => runner.export(&vault, &at, a.generation).await,
+        Err(e) => Err(e.into()),
+    };
     let actor = format!(
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into())

@@ -87,14 +87,6 @@ impl Manager {
         let (Some(profile), true) = (profile, save) else {
             return true;
         };
-        // The ids come from the session's record: checked again, as anything read back is.
-        let at = match crate::layout::ProfileAddr::new(tenant, profile) {
-            Ok(at) => at,
-            Err(e) => {
-                tracing::error!(tenant, profile, error = %e, "a session record names an invalid profile; its directory is kept, not saved");
-                return false;
-            }
-        };
         if !dir.is_dir() {
             return true;
         }
@@ -126,11 +118,17 @@ impl Manager {
             },
             None => "daemon:recovery".into(),
         };
-        let r = self
-            .vault
-            .with_actor(&actor)
-            .save_with(&at, dir, Base::Expect(base), identity, Arc::new(NoProgress))
-            .await;
+        // The ids come from the session's record: checked again, as anything read back is
+        // (an invalid one fails like any other save).
+        let r = match crate::layout::ProfileAddr::new(tenant, profile) {
+            Ok(at) => {
+                self.vault
+                    .with_actor(&actor)
+                    .save_with(&at, dir, Base::Expect(base), identity, Arc::new(NoProgress))
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        };
         self.counters
             .save_ms
             .fetch_add(t.elapsed().as_millis() as u64, Ordering::Relaxed);

@@ -31,9 +31,16 @@ impl Manager {
                 .profile_id
                 .as_deref()
                 .expect("loaded sessions have a profile");
-            let at =
-                crate::layout::ProfileAddr::new(tenant, profile).map_err(vault::Error::from)?;
             let t = std::time::Instant::now();
+            let at = crate::layout::ProfileAddr::new(tenant, profile).map_err(|e| {
+                self.counters
+                    .restores_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                Error::Restore {
+                    profile: profile.into(),
+                    source: e.into(),
+                }
+            })?;
             let vault = self.vault.with_actor(&req.actor);
             // A task of its own, so that an abandoned start (or a timeout) can wait for the
             // restore's blocking work to end before it removes what the restore wrote.

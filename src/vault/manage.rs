@@ -131,7 +131,11 @@ impl Vault {
         for m in self.store.list(&p).await? {
             let rest = &m.key[p.len()..];
             if let Some(profile) = rest.strip_suffix("/head.json") {
-                match self.head(&ProfileAddr::new(tenant, profile)?).await {
+                // A key under the prefix that names no valid profile is not one.
+                let Ok(at) = ProfileAddr::new(tenant, profile) else {
+                    continue;
+                };
+                match self.head(&at).await {
                     Ok(Some((h, _))) => out.push(ProfileSummary {
                         profile: profile.into(),
                         generation: h.generation,
