@@ -15,7 +15,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::extract::{path_id, Call, RequestBody};
+use super::extract::{any_json, path_id, Call, RequestBody};
 use super::vm::api_tenant;
 use super::{auth, wire, AppState};
 use crate::layout::ProfileAddr;
@@ -159,13 +159,7 @@ pub(super) struct Document(serde_json::Value);
 
 impl RequestBody for Document {
     fn read(_: &AppState, headers: &HeaderMap, raw: Bytes) -> Result<Self, ApiError> {
-        if raw.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request(
-                ErrorCode::InvalidJson,
-                "the body is the document: any JSON",
-            ));
-        }
-        wire::body(&wire::ANY, headers, &raw).map(Document)
+        any_json(headers, &raw, "the body is the document: any JSON").map(Document)
     }
 }
 

@@ -57,6 +57,18 @@ json_body! {
     wire::ImportRequest => wire::IMPORT_REQUEST,
 }
 
+/// A body that is any JSON value, and not nothing (`what` says so when it is empty).
+pub(super) fn any_json(
+    headers: &HeaderMap,
+    raw: &[u8],
+    what: &'static str,
+) -> Result<serde_json::Value, ApiError> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(ErrorCode::InvalidJson, what));
+    }
+    wire::body(&wire::ANY, headers, raw)
+}
+
 /// A query string: its type and the parameters the OpenAPI document publishes for it
 /// (parameters not listed are ignored, as Hyperbeam's clients send their own).
 pub(super) trait RequestQuery: DeserializeOwned {

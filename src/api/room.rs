@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::extract::{path_id, Call, Params, RequestBody, RequestQuery};
+use super::extract::{any_json, path_id, Call, Params, RequestBody, RequestQuery};
 use super::vm::authorize;
 use super::{auth, wire, AppState};
 use crate::live::Role;
@@ -121,7 +121,7 @@ fn etag(version: u64) -> (axum::http::HeaderName, HeaderValue) {
 pub(super) async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Reader(s): Reader,
+    Reader(s, _): Reader,
     Params(q): Params<ListQuery>,
 ) -> Result<Response, ApiError> {
     if q.watch != Some(true) {
@@ -234,7 +234,7 @@ pub(super) struct KeyPath {
 /// `GET /v0/vm/{id}/store/{key}`.
 pub(super) async fn get_key(
     Path(p): Path<KeyPath>,
-    Reader(s): Reader,
+    Reader(s, _): Reader,
 ) -> Result<Response, ApiError> {
     if !room::valid_key(&p.key) {
         return Err(room_error(room::Error::BadKey));
@@ -267,17 +267,17 @@ fn written(s: &Session, c: &Change) -> Response {
         .into_response()
 }
 
-/// The running session of a caller who may read its store.
-pub(super) struct Reader(Arc<Session>);
+/// The running session of a caller who may read its store, and whether they may write it.
+pub(super) struct Reader(Arc<Session>, bool);
 
 impl FromRequestParts<AppState> for Reader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let id = path_id(parts, state).await?;
-        let (s, _) = authorize_room(state, &parts.headers, parts.uri.query(), &id)?;
+        let (s, write) = authorize_room(state, &parts.headers, parts.uri.query(), &id)?;
         active(&s)?;
-        Ok(Reader(s))
+        Ok(Reader(s, write))
     }
 }
 
@@ -288,9 +288,7 @@ impl FromRequestParts<AppState> for Writer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let id = path_id(parts, state).await?;
-        let (s, write) = authorize_room(state, &parts.headers, parts.uri.query(), &id)?;
-        active(&s)?;
+        let Reader(s, write) = Reader::from_request_parts(parts, state).await?;
         if !write {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
@@ -306,13 +304,7 @@ pub(super) struct StoreValue(Value);
 
 impl RequestBody for StoreValue {
     fn read(_: &AppState, headers: &HeaderMap, raw: Bytes) -> Result<Self, ApiError> {
-        if raw.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request(
-                ErrorCode::InvalidJson,
-                "the body is the value: any JSON",
-            ));
-        }
-        wire::body(&wire::ANY, headers, &raw).map(StoreValue)
+        any_json(headers, &raw, "the body is the value: any JSON").map(StoreValue)
     }
 }
 
