@@ -153,6 +153,31 @@ impl Vault {
         }))
     }
 
+    /// Whether a save is between its manifest and its record: a payload without a record
+    /// (it has claimed, or is claiming, its packs), so nothing may be deleted now. One older
+    /// than MAX_SAVE was left by a crash and no longer holds collections back.
+    async fn save_in_flight(
+        &self,
+        at: &ProfileAddr,
+        payloads: &[u64],
+        records: &[u64],
+    ) -> Result<bool> {
+        let mut in_flight = false;
+        for g in payloads.iter().filter(|g| !records.contains(g)) {
+            match self.store.head(&at.generation(*g, GenFile::Payload)).await {
+                Ok(m)
+                    if now_ms().saturating_sub(m.modified.saturating_mul(1000))
+                        < MAX_SAVE.as_millis() as u64 =>
+                {
+                    in_flight = true;
+                }
+                Ok(_) | Err(store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(in_flight)
+    }
+
     /// Collects the unused packs of one profile (see the module docs); `grace` defaults to
     /// the configured one.
     ///
@@ -177,22 +202,7 @@ impl Vault {
         // stops the collection: nothing is deleted on a guess.
         let mut used: HashSet<String> = HashSet::new();
         let (payloads, records) = self.generation_numbers(at).await?;
-        // A payload without a record is a save between its manifest and its record (it has
-        // claimed, or is claiming, its packs): nothing is deleted while one is there. One
-        // older than MAX_SAVE was left by a crash and no longer holds collections back.
-        let mut in_flight = false;
-        for g in payloads.iter().filter(|g| !records.contains(g)) {
-            match self.store.head(&at.generation(*g, GenFile::Payload)).await {
-                Ok(m)
-                    if now_ms().saturating_sub(m.modified.saturating_mul(1000))
-                        < MAX_SAVE.as_millis() as u64 =>
-                {
-                    in_flight = true;
-                }
-                Ok(_) | Err(store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let in_flight = self.save_in_flight(at, &payloads, &records).await?;
         for g in records {
             match self.read_record(at, g).await {
                 Ok(r) => used.extend(r.packs.into_iter().flatten()),

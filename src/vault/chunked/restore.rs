@@ -59,47 +59,19 @@ impl Vault {
         target: Option<&Path>,
         progress: Arc<dyn Progress>,
     ) -> Result<UnpackStats> {
-        let profile = at.profile();
         let opened = self.open_manifest(generation, fetched).await?;
         let m = &opened.manifest;
-        let mut stats = UnpackStats::default();
-        let mut uses: Vec<Vec<(usize, u64)>> = vec![Vec::new(); m.chunks.len()];
-        let mut skip = vec![false; m.files.len()];
-        let mut total = 0u64;
-        for (fi, f) in m.files.iter().enumerate() {
-            // As with format 1: the browser's singleton locks are never restored.
-            if f.path
-                .rsplit('/')
-                .next()
-                .is_some_and(|n| n.starts_with("Singleton"))
-            {
-                skip[fi] = true;
-                stats.skipped += 1;
-                continue;
-            }
-            let mut off = 0u64;
-            for &c in &f.chunks {
-                uses[c as usize].push((fi, off));
-                off += u64::from(m.chunks[c as usize].raw);
-            }
-            total += f.size;
-            stats.files += 1;
-            stats.bytes += f.size;
-        }
-        stats.dirs = m.dirs.len() as u64;
+        let Uses {
+            uses,
+            skip,
+            stats,
+            total,
+        } = uses(m);
         let ranges = plan_ranges(m, &uses, target.is_none());
         let packs = m.packs.clone();
         if target.is_none() {
             // Verify also reads every pack's prefix.
-            for p in &packs {
-                let key = at.pack(p);
-                let b = self
-                    .store
-                    .get_range(&key, 0, pack::PREFIX_LEN)
-                    .await
-                    .map_err(|e| missing(profile, generation, p, e))?;
-                pack::check_prefix(p, &b)?;
-            }
+            self.check_pack_prefixes(at, generation, &packs).await?;
         }
         // Restoring: a staging directory beside the target, renamed into place at the end,
         // removed on any error.
@@ -181,6 +153,24 @@ impl Vault {
             let _ = std::fs::remove_dir_all(st);
         }
         res.map(|()| stats)
+    }
+
+    /// Reads and checks the prefix of each of `packs`.
+    async fn check_pack_prefixes(
+        &self,
+        at: &ProfileAddr,
+        generation: u64,
+        packs: &[String],
+    ) -> Result<()> {
+        for p in packs {
+            let b = self
+                .store
+                .get_range(&at.pack(p), 0, pack::PREFIX_LEN)
+                .await
+                .map_err(|e| missing(at.profile(), generation, p, e))?;
+            pack::check_prefix(p, &b)?;
+        }
+        Ok(())
     }
 
     /// Fetches every range and places its chunks once `ready` says the staging tree is made.
@@ -281,6 +271,49 @@ fn plan_ranges(m: &Manifest, uses: &[Vec<(usize, u64)>], all: bool) -> Vec<Range
 /// one thread: a file's creation holds its directory's lock, so two threads in one directory
 /// wait on each other (on this machine a create costs ~0.6 ms; two directories at once take
 /// half the time one does).
+/// Where each chunk of a manifest goes, and what a restore of it writes.
+struct Uses {
+    /// Per chunk: (file, offset in the file) of each use.
+    uses: Vec<Vec<(usize, u64)>>,
+    /// Per file: whether it is left out (the browser's singleton locks never are restored).
+    skip: Vec<bool>,
+    /// Files, directories and bytes restored.
+    stats: UnpackStats,
+    /// Bytes to write.
+    total: u64,
+}
+
+fn uses(m: &Manifest) -> Uses {
+    let mut u = Uses {
+        uses: vec![Vec::new(); m.chunks.len()],
+        skip: vec![false; m.files.len()],
+        stats: UnpackStats::default(),
+        total: 0,
+    };
+    for (fi, f) in m.files.iter().enumerate() {
+        // As with format 1: the browser's singleton locks are never restored.
+        if f.path
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with("Singleton"))
+        {
+            u.skip[fi] = true;
+            u.stats.skipped += 1;
+            continue;
+        }
+        let mut off = 0u64;
+        for &c in &f.chunks {
+            u.uses[c as usize].push((fi, off));
+            off += u64::from(m.chunks[c as usize].raw);
+        }
+        u.total += f.size;
+        u.stats.files += 1;
+        u.stats.bytes += f.size;
+    }
+    u.stats.dirs = m.dirs.len() as u64;
+    u
+}
+
 fn make_staging(st: &Path, m: &Manifest, skip: &[bool]) -> Result<Vec<PathBuf>> {
     fsutil::create_private_dir(st).map_err(io_at(st))?;
     for d in &m.dirs {
