@@ -162,6 +162,18 @@ pub(super) fn bwrap_args(
     binary: &Path,
     root: bool,
 ) -> Vec<String> {
+    let mut a = namespaces(root);
+    a.extend(system(binds, binary));
+    a.extend(session_binds(binds));
+    for (k, v) in environment(opts) {
+        a.extend(["--setenv".into(), k.into(), v]);
+    }
+    a
+}
+
+/// The namespaces and the process's frame: its own session, bubblewrap as PID 1 with an
+/// empty environment, and `--info-fd 5`.
+fn namespaces(root: bool) -> Vec<String> {
     // As root, bubblewrap needs no user namespace (one made by root maps only root, and
     // the browser's uid could not be entered): the sandbox's init drops to the browser's
     // uid itself, first thing. Otherwise a user namespace of the daemon's uid.
@@ -184,24 +196,35 @@ pub(super) fn bwrap_args(
             "--clearenv",
             "--info-fd",
             "5",
-            "--ro-bind",
-            "/usr",
-            "/usr",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--perms",
-            "1777",
-            "--tmpfs",
-            "/tmp",
-            "--perms",
-            "1777",
-            "--tmpfs",
-            "/dev/shm",
         ]
         .map(String::from),
     );
+    a
+}
+
+/// The host's system, read-only (/usr, the top-level library and binary directories, the
+/// few files of /etc a browser reads, a browser installed elsewhere), and fresh /proc, /dev,
+/// /tmp and /dev/shm.
+fn system(binds: &Binds, binary: &Path) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/tmp",
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/dev/shm",
+    ]
+    .map(String::from)
+    .to_vec();
     // bubblewrap makes missing parents 0700 (root's when the daemon is root): the browser's
     // uid must traverse them (a /var/cache it could not enter cost every start a fontconfig
     // scan of all fonts, ~250 ms).
@@ -237,8 +260,15 @@ pub(super) fn bwrap_args(
         let d = dir.display().to_string();
         a.extend(["--ro-bind".into(), d.clone(), d]);
     }
+    a
+}
+
+/// The session's own directories, each mounted from a descriptor the daemon opened: the
+/// profile and home (read-write), the egress socket, policy, init and uploads (read-only),
+/// the display's and sound's directories, the extensions; and the home as working directory.
+fn session_binds(binds: &Binds) -> Vec<String> {
     let fd = |n: RawFd| n.to_string();
-    a.extend([
+    let mut a: Vec<String> = vec![
         "--bind-fd".into(),
         fd(binds.profile),
         PROFILE.into(),
@@ -259,7 +289,7 @@ pub(super) fn bwrap_args(
         UPLOADS.into(),
         "--chdir".into(),
         HOME.into(),
-    ]);
+    ];
     for (b, at) in [
         (binds.x11, super::init::X11_DIR),
         (binds.audio, super::init::AUDIO_DIR),
@@ -271,6 +301,11 @@ pub(super) fn bwrap_args(
     for (b, at) in &binds.extensions {
         a.extend(["--ro-bind-fd".into(), fd(*b), (*at).into()]);
     }
+    a
+}
+
+/// The browser's whole environment (bubblewrap clears the daemon's).
+fn environment(opts: &LaunchOptions) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("HOME", HOME.to_string()),
         ("PATH", "/usr/bin:/bin".into()),
@@ -289,10 +324,7 @@ pub(super) fn bwrap_args(
     if let Some(l) = &opts.locale {
         env.push(("LANGUAGE", l.clone()));
     }
-    for (k, v) in env {
-        a.extend(["--setenv".into(), k.into(), v]);
-    }
-    a
+    env
 }
 
 /// The directories above mount points that bubblewrap would otherwise make itself (0700),
