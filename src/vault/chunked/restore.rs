@@ -17,7 +17,7 @@ use crate::format::v2::pack;
 use crate::progress::Step;
 
 /// Ranged reads running at once.
-const FETCHES: usize = 8;
+const FETCHES: usize = 6;
 /// Blobs of one pack closer than this are fetched in one range.
 const MERGE_GAP: u64 = 256 << 10;
 /// Longest range fetched at once.
