@@ -89,14 +89,13 @@ fn admin_session(state: &AppState, headers: &HeaderMap) -> Option<Arc<Session>> 
 
 /// Whether the profile may hold a document: it is stored, or a running session of the
 /// tenant will save it (a new profile is named by its first session before it is saved).
-async fn exists(state: &AppState, tenant: &str, id: &str) -> Result<bool, ApiError> {
+async fn exists(state: &AppState, at: &ProfileAddr) -> Result<bool, ApiError> {
     let pending = state
         .manager
-        .list(tenant, true)
+        .list(at.tenant(), true)
         .iter()
-        .any(|s| s.save && s.profile_id.as_deref() == Some(id));
-    let at = super::extract::profile_addr(tenant, id)?;
-    Ok(pending || state.manager.vault().profile_exists(&at).await?)
+        .any(|s| s.save && s.profile_id.as_deref() == Some(at.profile()));
+    Ok(pending || state.manager.vault().profile_exists(at).await?)
 }
 
 fn etag(version: u64) -> (axum::http::HeaderName, HeaderValue) {
@@ -128,10 +127,10 @@ impl FromRequestParts<AppState> for Reader {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let id = path_id(parts, state).await?;
         let c = caller(state, &parts.headers, &id)?;
-        if c.session.is_none() && !exists(state, &c.tenant, &id).await? {
+        let at = super::extract::profile_addr(&c.tenant, &id)?;
+        if c.session.is_none() && !exists(state, &at).await? {
             return Err(ApiError::not_found("profile"));
         }
-        let at = super::extract::profile_addr(&c.tenant, &id)?;
         Ok(Reader { at, caller: c })
     }
 }

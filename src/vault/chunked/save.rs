@@ -154,7 +154,8 @@ impl Vault {
             created_at,
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Bytes)>(QUEUED);
-        let buffers = Arc::new(PackBuffers::default());
+        // Uploading, queued, waiting to be queued, and being filled.
+        let buffers = Arc::new(PackBuffers::new(IN_FLIGHT + QUEUED + 2));
         let packer = {
             let (progress, buffers) = (progress.clone(), buffers.clone());
             tokio::task::spawn_blocking(move || pack_blocking(plan, tx, &buffers, progress))

@@ -21,16 +21,24 @@ use crate::progress::Step;
 /// The buffers of packs whose upload finished, for the next packs: a save holds a few
 /// pack-sized buffers for its whole length instead of allocating (and fragmenting the heap
 /// with) one per pack.
-#[derive(Default)]
-pub(super) struct PackBuffers(Mutex<Vec<BytesMut>>);
+pub(super) struct PackBuffers {
+    kept: Mutex<Vec<BytesMut>>,
+    /// Buffers kept at most: the packs a save holds at once.
+    keep: usize,
+}
 
 impl PackBuffers {
-    /// Buffers kept at most (the packs a save holds at once: see `save.rs`).
-    const KEEP: usize = 6;
+    /// Keeping at most `keep` buffers.
+    pub(super) fn new(keep: usize) -> Self {
+        PackBuffers {
+            kept: Mutex::default(),
+            keep,
+        }
+    }
 
     /// A buffer to fill (empty when none was given back).
     pub(super) fn take(&self) -> BytesMut {
-        self.0
+        self.kept
             .lock()
             .expect("pack buffers")
             .pop()
@@ -40,8 +48,8 @@ impl PackBuffers {
     /// Gives an uploaded pack's buffer back, if nothing else holds it any more.
     pub(super) fn give(&self, pack: Bytes) {
         if let Ok(buf) = pack.try_into_mut() {
-            let mut kept = self.0.lock().expect("pack buffers");
-            if kept.len() < Self::KEEP {
+            let mut kept = self.kept.lock().expect("pack buffers");
+            if kept.len() < self.keep {
                 kept.push(buf);
             }
         }
