@@ -3,7 +3,9 @@
 //! blobs of a pack in one range), and every chunk is authenticated, decompressed to its
 //! exact length and hashed back to its id before a byte of it is written. The tree is built
 //! in a private staging directory beside the target and renamed into place; on any error the
-//! staging directory is removed and nothing is left.
+//! staging directory is removed and nothing is left. A file is created by the first chunk
+//! written to it and gets its modification time from the last, through the open file (a
+//! file costs a create, its writes, a `futimens` and a close: no reopening, no second walk).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -41,10 +43,15 @@ struct Placing {
     uses: Vec<Vec<(usize, u64)>>,
     /// Whether this is a restore (not a verify).
     restoring: bool,
-    /// Staging path of each file (restore), set once the staging tree is made.
+    /// Staging path of each file (restore), set once the staging directories are made.
     paths: std::sync::OnceLock<Vec<PathBuf>>,
+    /// Per file: whether it was created (held while it is, so that a file's other chunks
+    /// open it rather than race to create it).
+    created: Vec<std::sync::Mutex<bool>>,
+    /// Per file: chunk writes still to come; the one that brings it to zero sets the time.
+    remaining: Vec<std::sync::atomic::AtomicUsize>,
     /// Files open for writing, by index: a file of many chunks (History, a LevelDB table)
-    /// is opened once, not once a chunk. Bounded ([`OPEN_FILES`]).
+    /// is opened once, not once a chunk, and closed after its last. Bounded ([`OPEN_FILES`]).
     open: std::sync::Mutex<std::collections::HashMap<usize, Arc<std::fs::File>>>,
 }
 
@@ -85,8 +92,8 @@ impl Vault {
             total,
         );
         let res = async {
-            // The staging tree is made while the first ranges are fetched (a remote store's
-            // latency hides the file creations); chunks are placed once it is there.
+            // The staging directories (and empty files) are made while the first ranges are
+            // fetched; chunks are placed once they are there.
             let staging = match &stage {
                 Some((st, t)) => {
                     archive::check_target(t)?;
@@ -100,12 +107,19 @@ impl Vault {
                 }
                 None => None,
             };
+            let files = opened.manifest.files.len();
+            let mut remaining: Vec<usize> = vec![0; files];
+            for &(f, _) in uses.iter().flatten() {
+                remaining[f] += 1;
+            }
             let placing = Arc::new(Placing {
                 keys: ChunkKeys::derive(&opened.key),
                 opened,
                 uses,
                 paths: std::sync::OnceLock::new(),
                 restoring: staging.is_some(),
+                created: (0..files).map(|_| std::sync::Mutex::new(false)).collect(),
+                remaining: remaining.into_iter().map(Into::into).collect(),
                 open: std::sync::Mutex::default(),
             });
             let (ready_tx, ready) = tokio::sync::watch::channel(staging.is_none());
@@ -266,11 +280,6 @@ fn plan_ranges(m: &Manifest, uses: &[Vec<(usize, u64)>], all: bool) -> Vec<Range
     ranges
 }
 
-/// Creates the staging directory with every directory and every file (but the skipped ones)
-/// at its size; returns each file's path. Files are created on every core, a directory's on
-/// one thread: a file's creation holds its directory's lock, so two threads in one directory
-/// wait on each other (on this machine a create costs ~0.6 ms; two directories at once take
-/// half the time one does).
 /// Where each chunk of a manifest goes, and what a restore of it writes.
 struct Uses {
     /// Per chunk: (file, offset in the file) of each use.
@@ -314,6 +323,8 @@ fn uses(m: &Manifest) -> Uses {
     u
 }
 
+/// Creates the staging directory with every directory, and the files of no bytes (a file of
+/// chunks is created by its first); returns each file's path.
 fn make_staging(st: &Path, m: &Manifest, skip: &[bool]) -> Result<Vec<PathBuf>> {
     fsutil::create_private_dir(st).map_err(io_at(st))?;
     for d in &m.dirs {
@@ -321,50 +332,35 @@ fn make_staging(st: &Path, m: &Manifest, skip: &[bool]) -> Result<Vec<PathBuf>> 
         fsutil::create_private_dir(&p).map_err(io_at(&p))?;
     }
     let paths: Vec<PathBuf> = m.files.iter().map(|f| st.join(&f.path)).collect();
-    // The files of each directory, largest groups first, dealt to the threads.
-    let mut groups: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
-    for (i, p) in paths.iter().enumerate() {
-        if !skip[i] {
-            groups.entry(p.parent().unwrap_or(st)).or_default().push(i);
-        }
-    }
-    for dir in groups.keys() {
+    let parents: std::collections::BTreeSet<&Path> = paths
+        .iter()
+        .zip(skip)
+        .filter(|(_, &skipped)| !skipped)
+        .map(|(p, _)| p.parent().unwrap_or(st))
+        .collect();
+    for dir in parents {
         fsutil::create_private_dir(dir).map_err(io_at(dir))?;
     }
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(8);
-    let mut shares: Vec<Vec<usize>> = vec![Vec::new(); threads];
-    let mut groups: Vec<Vec<usize>> = groups.into_values().collect();
-    groups.sort_by_key(|g| std::cmp::Reverse(g.len()));
-    for g in groups {
-        let least = shares
-            .iter_mut()
-            .min_by_key(|s| s.len())
-            .expect("at least one thread");
-        least.extend(g);
+    for ((f, p), _) in m
+        .files
+        .iter()
+        .zip(&paths)
+        .zip(skip)
+        .filter(|((f, _), &skipped)| !skipped && f.chunks.is_empty())
+    {
+        let file = fsutil::create_private_new(p).map_err(io_at(p))?;
+        file.set_modified(mtime(f)).map_err(io_at(p))?;
     }
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = shares
-            .iter()
-            .filter(|s| !s.is_empty())
-            .map(|share| {
-                let paths = &paths;
-                scope.spawn(move || -> Result<()> {
-                    for &i in share {
-                        let p = &paths[i];
-                        let file = fsutil::create_private_new(p).map_err(io_at(p))?;
-                        file.set_len(m.files[i].size).map_err(io_at(p))?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .try_for_each(|w| w.join().expect("a staging thread panicked"))
-    })?;
     Ok(paths)
+}
+
+/// The modification time a file is restored with (the next save compares it).
+fn mtime(f: &crate::format::v2::manifest::FileEntry) -> std::time::SystemTime {
+    if f.mtime_ns >= 0 {
+        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(f.mtime_ns as u64)
+    } else {
+        std::time::UNIX_EPOCH
+    }
 }
 
 /// A pack that is gone or shorter than the manifest says: the generation is damaged.
@@ -390,7 +386,8 @@ fn place(p: &Placing, pack: &str, r: &Range, bytes: &[u8], progress: &dyn Progre
         (true, None) => unreachable!("chunks are placed once the staging tree is made"),
     };
     let mut placed = 0u64;
-    let (mut spent, mut writing) = (Spent::default(), std::time::Duration::ZERO);
+    let mut spent = Spent::default();
+    let (mut creating, mut writing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     let r = (|| {
         for &c in &r.chunks {
             let cr = &m.chunks[c];
@@ -405,14 +402,17 @@ fn place(p: &Placing, pack: &str, r: &Range, bytes: &[u8], progress: &dyn Progre
                     source,
                 })?;
             if let Some(paths) = paths {
-                let t = Instant::now();
                 for &(file, off) in &p.uses[c] {
                     let path = &paths[file];
+                    let t = Instant::now();
                     let f = p.file(file, path)?;
+                    let t2 = Instant::now();
+                    creating += t2 - t;
                     f.write_all_at(&raw, off).map_err(io_at(path))?;
+                    p.wrote(file, &f, path)?;
+                    writing += t2.elapsed();
                     placed += raw.len() as u64;
                 }
-                writing += t.elapsed();
             } else {
                 placed += raw.len() as u64 * p.uses[c].len() as u64;
             }
@@ -422,50 +422,52 @@ fn place(p: &Placing, pack: &str, r: &Range, bytes: &[u8], progress: &dyn Progre
     progress.spent(Step::Decrypt, spent.aes);
     progress.spent(Step::Decompress, spent.zstd);
     progress.spent(Step::Hash, spent.hash);
+    progress.spent(Step::Create, creating);
     progress.spent(Step::Write, writing);
     r
 }
 
 impl Placing {
-    /// Staging file `i`, open for writing (from the cache, or opened and kept).
+    /// Staging file `i`, open for writing: from the cache, or created (its first chunk) or
+    /// opened again, and kept.
     fn file(&self, i: usize, path: &Path) -> Result<Arc<std::fs::File>> {
         if let Some(f) = self.open.lock().expect("open files").get(&i) {
             return Ok(f.clone());
         }
-        let f = Arc::new(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io_at(path))?,
-        );
+        let f = {
+            let mut created = self.created[i].lock().expect("created files");
+            let f = if *created {
+                std::fs::OpenOptions::new().write(true).open(path)
+            } else {
+                fsutil::create_private_new(path)
+            };
+            *created = true;
+            Arc::new(f.map_err(io_at(path))?)
+        };
         let mut open = self.open.lock().expect("open files");
         if open.len() >= OPEN_FILES {
-            // Small files are written whole by one chunk: dropping any is cheap.
+            // Files still open are files of many chunks: any is opened again when needed.
             open.clear();
         }
         open.insert(i, f.clone());
         Ok(f)
     }
+
+    /// One chunk written into file `i`: after its last, the file gets its time and closes.
+    fn wrote(&self, i: usize, f: &std::fs::File, path: &Path) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.remaining[i].fetch_sub(1, Ordering::AcqRel) == 1 {
+            f.set_modified(mtime(&self.opened.manifest.files[i]))
+                .map_err(io_at(path))?;
+            self.open.lock().expect("open files").remove(&i);
+        }
+        Ok(())
+    }
 }
 
-/// Sets every file's modification time (the next save compares it), then renames the
-/// staging directory into place.
+/// Renames the staging directory into place (every file was written and timed).
 fn finish_tree(staging: &Path, target: &Path, p: &Placing) -> Result<()> {
-    // Every write is done: close the files before their times are set and the tree moves.
     p.open.lock().expect("open files").clear();
-    if let Some(paths) = p.paths.get() {
-        for (f, path) in p.opened.manifest.files.iter().zip(paths) {
-            if !path.exists() {
-                continue; // skipped (Singleton*)
-            }
-            let t = if f.mtime_ns >= 0 {
-                std::time::UNIX_EPOCH + std::time::Duration::from_nanos(f.mtime_ns as u64)
-            } else {
-                std::time::UNIX_EPOCH
-            };
-            fsutil::set_mtime(path, t).map_err(io_at(path))?;
-        }
-    }
     archive::check_target(target)?;
     if target.is_dir() {
         std::fs::remove_dir(target).map_err(io_at(target))?;
