@@ -62,4 +62,9 @@ pub struct Args {
     /// back) in one run, `--rounds` each, alternating.
     #[arg(long)]
     pub vs_tar: bool,
+    /// With `--vs-tar` on a store served from this machine (LocalStack, MinIO): the server's
+    /// process id. Its CPU time during each save and restore is reported and counted in the
+    /// least time (it shares the cores).
+    #[arg(long)]
+    pub store_pid: Option<u32>,
 }

@@ -2,7 +2,8 @@
 //! primitives a save and a restore are made of (chunk ids, zstd-1, AES-256-GCM, and OpenSSL's
 //! AES-256-GCM for comparison), how fast the page cache takes writes and a file is created,
 //! and what one request to the store costs. From them, the least time a first save and a
-//! restore of the profile could take on this machine (the CPU work spread over every core).
+//! restore of the profile could take on this machine (the CPU work spread over every core,
+//! with the store server's own CPU when it runs here and shares them).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -41,27 +42,33 @@ pub(super) struct Limits {
 
 impl Limits {
     /// The least time a first save of `bytes` could take: hashing and zstd of every byte and
-    /// AES of the `stored` ones over every core, or writing those, whichever is longer.
-    pub(super) fn save_floor(&self, bytes: u64, stored: u64) -> f64 {
+    /// AES of the `stored` ones, with `server_cpu` seconds of the store's server (a local
+    /// one shares the cores), over every core; or writing those, whichever is longer.
+    pub(super) fn save_floor(&self, bytes: u64, stored: u64, server_cpu: f64) -> f64 {
         let (mb, stored_mb) = (bytes as f64 / 1e6, stored as f64 / 1e6);
-        let cpu = (mb * (1.0 / self.hash_mb_s + 1.0 / self.zstd1_mb_s)
-            + stored_mb / self.aes_gcm_mb_s)
-            / self.cores as f64;
+        let cpu =
+            mb * (1.0 / self.hash_mb_s + 1.0 / self.zstd1_mb_s) + stored_mb / self.aes_gcm_mb_s;
         let write = stored as f64 / 1e6 / self.page_cache_write_mb_s.min(self.store_put_mb_s);
-        cpu.max(write)
+        ((cpu + server_cpu) / self.cores as f64).max(write)
     }
 
-    /// The least time a restore could take: opening (AES, zstd, hash) over every core plus
-    /// the file creations spread over them, or writing the bytes, whichever is longer.
-    pub(super) fn restore_floor(&self, bytes: u64, stored: u64, files: u64) -> f64 {
+    /// The least time a restore could take: opening (AES, zstd, hash) and the file
+    /// creations, with `server_cpu` seconds of the store's server, over every core; or
+    /// writing the bytes, whichever is longer.
+    pub(super) fn restore_floor(
+        &self,
+        bytes: u64,
+        stored: u64,
+        files: u64,
+        server_cpu: f64,
+    ) -> f64 {
         let (mb, stored_mb) = (bytes as f64 / 1e6, stored as f64 / 1e6);
-        let cpu = (mb * (1.0 / self.hash_mb_s + 1.0 / self.unzstd_mb_s)
+        let cpu = mb * (1.0 / self.hash_mb_s + 1.0 / self.unzstd_mb_s)
             + stored_mb / self.aes_gcm_open_mb_s
-            + files as f64 * self.create_file_ms / 1e3)
-            / self.cores as f64;
+            + files as f64 * self.create_file_ms / 1e3;
         let io = mb / self.page_cache_write_mb_s
             + stored as f64 / 1e6 / self.store_get_mb_s / self.cores as f64;
-        cpu.max(io)
+        ((cpu + server_cpu) / self.cores as f64).max(io)
     }
 }
 
