@@ -1,7 +1,7 @@
 //! The machine's limits beside the `--vs-tar` figures: what one core does per second with the
 //! primitives a save and a restore are made of (chunk ids, zstd-1, AES-256-GCM, and OpenSSL's
-//! AES-256-GCM for comparison), how fast the page cache takes writes and a file is created,
-//! and what one request to the store costs. From them, the least time a first save and a
+//! AES-256-GCM for comparison), how fast the page cache takes writes and gives reads, how long
+//! a file takes to create, and what one request to the store costs. From them, the least time a first save and a
 //! restore of the profile could take on this machine (the CPU work spread over every core,
 //! with the store server's own CPU when it runs here and shares them).
 
@@ -32,6 +32,8 @@ pub(super) struct Limits {
     /// `openssl speed -evp aes-256-gcm` on 1 MiB blocks (absent when it did not run).
     pub openssl_aes_gcm_mb_s: Option<f64>,
     pub page_cache_write_mb_s: f64,
+    /// Reading back what was just written (from the page cache).
+    pub page_cache_read_mb_s: f64,
     pub create_file_ms: f64,
     /// One small object written then read back, ms.
     pub store_request_ms: f64,
@@ -41,20 +43,22 @@ pub(super) struct Limits {
 }
 
 impl Limits {
-    /// The least time a first save of `bytes` could take: hashing and zstd of every byte and
-    /// AES of the `stored` ones, with `server_cpu` seconds of the store's server (a local
-    /// one shares the cores), over every core; or writing those, whichever is longer.
+    /// The least time a first save of `bytes` could take: reading them from the page cache,
+    /// hashing and zstd of every byte and AES of the `stored` ones, with `server_cpu`
+    /// seconds of the store's server (a local one shares the cores), over every core; or
+    /// writing those, whichever is longer.
     pub(super) fn save_floor(&self, bytes: u64, stored: u64, server_cpu: f64) -> f64 {
         let (mb, stored_mb) = (bytes as f64 / 1e6, stored as f64 / 1e6);
-        let cpu =
-            mb * (1.0 / self.hash_mb_s + 1.0 / self.zstd1_mb_s) + stored_mb / self.aes_gcm_mb_s;
-        let write = stored as f64 / 1e6 / self.page_cache_write_mb_s.min(self.store_put_mb_s);
+        let cpu = mb
+            * (1.0 / self.page_cache_read_mb_s + 1.0 / self.hash_mb_s + 1.0 / self.zstd1_mb_s)
+            + stored_mb / self.aes_gcm_mb_s;
+        let write = stored_mb / self.page_cache_write_mb_s.min(self.store_put_mb_s);
         ((cpu + server_cpu) / self.cores as f64).max(write)
     }
 
-    /// The least time a restore could take: opening (AES, zstd, hash) and the file
-    /// creations, with `server_cpu` seconds of the store's server, over every core; or
-    /// writing the bytes, whichever is longer.
+    /// The least time a restore could take: opening (AES, zstd, hash), the file creations
+    /// and writing the bytes into the page cache, with `server_cpu` seconds of the store's
+    /// server, over every core; or fetching the stored bytes, whichever is longer.
     pub(super) fn restore_floor(
         &self,
         bytes: u64,
@@ -63,12 +67,12 @@ impl Limits {
         server_cpu: f64,
     ) -> f64 {
         let (mb, stored_mb) = (bytes as f64 / 1e6, stored as f64 / 1e6);
-        let cpu = mb * (1.0 / self.hash_mb_s + 1.0 / self.unzstd_mb_s)
+        let cpu = mb
+            * (1.0 / self.hash_mb_s + 1.0 / self.unzstd_mb_s + 1.0 / self.page_cache_write_mb_s)
             + stored_mb / self.aes_gcm_open_mb_s
             + files as f64 * self.create_file_ms / 1e3;
-        let io = mb / self.page_cache_write_mb_s
-            + stored as f64 / 1e6 / self.store_get_mb_s / self.cores as f64;
-        ((cpu + server_cpu) / self.cores as f64).max(io)
+        let fetch = stored_mb / self.store_get_mb_s / self.cores as f64;
+        ((cpu + server_cpu) / self.cores as f64).max(fetch)
     }
 }
 
@@ -144,6 +148,15 @@ fn cpu_and_disk(src: &Path, dir: &Path) -> anyhow::Result<Limits> {
         }
     }
     let page_cache_write_mb_s = 256.0 * 1.048_576 / t.elapsed().as_secs_f64();
+    let mut block = block;
+    let t = Instant::now();
+    {
+        let mut f = std::fs::File::open(&path)?;
+        for _ in 0..256 {
+            f.read_exact(&mut block)?;
+        }
+    }
+    let page_cache_read_mb_s = 256.0 * 1.048_576 / t.elapsed().as_secs_f64();
     std::fs::remove_file(&path)?;
     // File creation: 1,000 empty files in one new directory.
     let d = dir.join(format!("limits-files-{}", uuid::Uuid::new_v4().simple()));
@@ -163,6 +176,7 @@ fn cpu_and_disk(src: &Path, dir: &Path) -> anyhow::Result<Limits> {
         aes_gcm_open_mb_s: sealed as f64 / 1e6 / open.aes.as_secs_f64(),
         openssl_aes_gcm_mb_s: openssl_aes_gcm(),
         page_cache_write_mb_s,
+        page_cache_read_mb_s,
         create_file_ms,
         store_request_ms: 0.0,
         store_put_mb_s: 0.0,

@@ -264,7 +264,7 @@ fn limits_text(r: &Report) -> String {
     format!(
         "machine ({} cores), per core: chunk ids {:.0} MB/s, zstd -1 {:.0} MB/s, unzstd {:.0} MB/s, \
          AES-256-GCM {:.0} MB/s sealing, {:.0} MB/s opening{}\n  \
-         page cache takes {:.0} MB/s, a file is created in {:.2} ms; the store: {:.1} ms a request, \
+         page cache takes {:.0} MB/s, gives {:.0} MB/s, a file is created in {:.2} ms; the store: {:.1} ms a request, \
          {:.0} MB/s up, {:.0} MB/s down\n\
          least time from those{}: save {:.2} s (we take {:.1}x that), restore {:.2} s ({:.1}x)",
         l.cores,
@@ -276,6 +276,7 @@ fn limits_text(r: &Report) -> String {
         l.openssl_aes_gcm_mb_s
             .map_or(String::new(), |o| format!(" (OpenSSL's: {o:.0} MB/s)")),
         l.page_cache_write_mb_s,
+        l.page_cache_read_mb_s,
         l.create_file_ms,
         l.store_request_ms,
         l.store_put_mb_s,
