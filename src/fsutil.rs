@@ -84,38 +84,3 @@ pub fn with_socket_path<T>(
         .join(path.file_name().unwrap_or_default());
     f(&short)
 }
-
-/// Sets a file's modification time by its path (no open; its access time is left alone).
-///
-/// # Errors
-/// I/O errors (a NUL in the path is `InvalidInput`).
-#[allow(unsafe_code)]
-pub fn set_mtime(path: &Path, t: std::time::SystemTime) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the path"))?;
-    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: d.as_secs() as libc::time_t,
-            tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
-        },
-    ];
-    // SAFETY: utimensat(2) reads the NUL-terminated path and the two timespecs we own.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}

@@ -1,9 +1,9 @@
 //! The machine's limits beside the `--vs-tar` figures: what one core does per second with the
 //! primitives a save and a restore are made of (chunk ids, zstd-1, AES-256-GCM, and OpenSSL's
 //! AES-256-GCM for comparison), how fast the page cache takes writes and gives reads, how long
-//! a file takes to create, and what one request to the store costs. From them, the least time a first save and a
-//! restore of the profile could take on this machine (the CPU work spread over every core,
-//! with the store server's own CPU when it runs here and shares them).
+//! a file takes to create, and what one request to the store costs. From them, the least time
+//! a first save and a restore of the profile could take on this machine (the CPU work spread
+//! over every core, with the store server's own CPU when it runs here and shares them).
 
 use std::io::{Read, Write};
 use std::path::Path;

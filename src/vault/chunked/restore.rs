@@ -107,19 +107,18 @@ impl Vault {
                 }
                 None => None,
             };
-            let files = opened.manifest.files.len();
-            let mut remaining: Vec<usize> = vec![0; files];
-            for &(f, _) in uses.iter().flatten() {
-                remaining[f] += 1;
-            }
+            let files = &opened.manifest.files;
+            let created = files.iter().map(|_| std::sync::Mutex::new(false)).collect();
+            // A file is written once for each chunk it lists (a skipped file never is).
+            let remaining = files.iter().map(|f| f.chunks.len().into()).collect();
             let placing = Arc::new(Placing {
                 keys: ChunkKeys::derive(&opened.key),
                 opened,
                 uses,
                 paths: std::sync::OnceLock::new(),
                 restoring: staging.is_some(),
-                created: (0..files).map(|_| std::sync::Mutex::new(false)).collect(),
-                remaining: remaining.into_iter().map(Into::into).collect(),
+                created,
+                remaining,
                 open: std::sync::Mutex::default(),
             });
             let (ready_tx, ready) = tokio::sync::watch::channel(staging.is_none());
