@@ -28,6 +28,8 @@ pub enum Node {
 
 /// Most bookmarks one upload may hold.
 pub const MAX_NODES: usize = 10_000;
+/// The largest Bookmarks file a merge reads (Chromium's own are far smaller).
+const MAX_FILE_BYTES: u64 = 64 << 20;
 
 fn decode_entities(s: &str) -> String {
     s.replace("&lt;", "<")
@@ -178,23 +180,44 @@ fn to_json(n: &Node, next: &mut u64, now: &str) -> Value {
 }
 
 /// Appends `nodes` to the bookmarks bar of the profile at `user_data_dir` (its `Default`
-/// profile), creating the file if the profile has none. The browser must be stopped.
+/// profile), creating the file if the profile has none. The browser must be stopped. The
+/// browser wrote that directory: a `Default` or `Bookmarks` that is a link (or not a
+/// directory, not a regular file) is refused, never followed.
 ///
 /// # Errors
-/// I/O, or a Bookmarks file that is not JSON.
+/// I/O, a link or special file where the profile or the file should be, or a Bookmarks
+/// file that is not a JSON object (or larger than 64 MiB).
 pub fn merge_into(user_data_dir: &Path, nodes: &[Node]) -> std::io::Result<usize> {
     if nodes.is_empty() {
         return Ok(0);
     }
+    let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
     let dir = user_data_dir.join("Default");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("Bookmarks");
-    let mut doc: Value = match std::fs::read(&path) {
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if m.file_type().is_dir() => {}
+        Ok(_) => return Err(invalid("Default is not a directory")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut b = std::fs::DirBuilder::new();
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+            b.create(&dir)?;
+        }
+        Err(e) => return Err(e),
+    }
+    let tree = crate::profile::untrusted::Tree::open(&dir)?;
+    let mut doc: Value = match tree.read(Path::new("Bookmarks"), MAX_FILE_BYTES) {
         Ok(b) => serde_json::from_slice(&b)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({"roots": {}, "version": 1}),
         Err(e) => return Err(e),
     };
+    // Indexing a JSON value that is not an object panics: the shape is checked first.
+    if !doc.is_object() {
+        return Err(invalid("Bookmarks is not a JSON object"));
+    }
+    if !doc["roots"].is_object() {
+        doc["roots"] = json!({});
+    }
+    let path = dir.join("Bookmarks");
     let now = webkit_now();
     let mut next = max_id(&doc).max(3);
     for (root, id, name) in [
@@ -268,5 +291,39 @@ mod tests {
         let ids: std::collections::BTreeSet<&str> =
             bar.iter().map(|b| b["id"].as_str().unwrap()).collect();
         assert_eq!(ids.len(), 3, "ids are unique");
+    }
+
+    /// What the browser left in its profile is not trusted: links are refused (the linked
+    /// file and directory are left as they were), and a Bookmarks file of the wrong shape
+    /// is an error, not a panic.
+    #[test]
+    fn links_and_odd_shapes_are_refused() {
+        use std::os::unix::fs::symlink;
+        let nodes = parse(FILE).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("record.json");
+        std::fs::write(&target, br#"{"roots":{}}"#).unwrap();
+
+        let p = tempfile::tempdir().unwrap();
+        std::fs::create_dir(p.path().join("Default")).unwrap();
+        symlink(&target, p.path().join("Default/Bookmarks")).unwrap();
+        assert!(merge_into(p.path(), &nodes).is_err());
+
+        let q = tempfile::tempdir().unwrap();
+        symlink(outside.path(), q.path().join("Default")).unwrap();
+        assert!(merge_into(q.path(), &nodes).is_err());
+
+        assert_eq!(std::fs::read(&target).unwrap(), br#"{"roots":{}}"#);
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+
+        for shape in ["[1, 2]", r#"{"roots": 7}"#, r#"{"roots": {"bookmark_bar": 1}}"#] {
+            let r = tempfile::tempdir().unwrap();
+            std::fs::create_dir(r.path().join("Default")).unwrap();
+            std::fs::write(r.path().join("Default/Bookmarks"), shape).unwrap();
+            match shape {
+                "[1, 2]" => assert!(merge_into(r.path(), &nodes).is_err()),
+                _ => assert_eq!(merge_into(r.path(), &nodes).unwrap(), 2, "{shape}"),
+            }
+        }
     }
 }

@@ -13,8 +13,12 @@
 //! the `buckets` table of `Default/WebStorage/QuotaManager`), where a database exists while
 //! its name key (prefix `00 00 00 00 C9`) is live.
 //!
-//! SQLite files are opened read-only and immutable, or, when a journal or WAL holds data,
-//! as a private copy in a fresh temporary directory. Cookie values are never selected.
+//! The browser wrote the tree, so it is read through [`Tree`]: no link is followed and only
+//! regular files are opened (a link, a FIFO or a device where a file should be is noted as
+//! unreadable). SQLite files are opened read-only and immutable through the descriptor
+//! that was checked, or, when a journal or WAL holds data, as a private copy (of the checked
+//! descriptors, at most their size) in a fresh temporary directory. Cookie values are never
+//! selected.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -22,6 +26,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 
 use super::leveldb::{self, Keep};
+use super::untrusted::{fd_path, Tree};
 
 /// What a profile holds: counts and site names only.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -69,36 +74,43 @@ const MAX_BOOKMARKS_BYTES: u64 = 64 << 20;
 /// decrypt on another machine), read from the cookie database with SQLite; `None` when
 /// there is no readable cookie database.
 pub fn cookies_v11(root: &Path) -> Option<u64> {
-    let d = root.join("Default");
+    let d = Tree::open(&root.join("Default")).ok()?;
     let p = ["Network/Cookies", "Cookies"]
         .into_iter()
-        .find(|p| d.join(p).is_file())?;
-    read_cookies(&d.join(p)).ok().map(|(_, v11)| v11)
+        .find(|p| d.is_file(Path::new(p)))?;
+    read_cookies(&d, Path::new(p)).ok().map(|(_, v11)| v11)
 }
 
 /// Reads what the profile at `root` holds (see [`Contents`]).
 pub fn read(root: &Path) -> Contents {
-    let d = root.join("Default");
     let mut c = Contents::default();
+    let d = match Tree::open(&root.join("Default")) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return c,
+        Err(e) => {
+            c.unreadable = vec![format!("Default: {e}")];
+            return c;
+        }
+    };
     let mut unreadable = Vec::new();
     let mut note = |part: &str, why: String| unreadable.push(format!("Default/{part}: {why}"));
 
     let cookies = ["Network/Cookies", "Cookies"]
         .into_iter()
-        .find(|p| d.join(p).is_file());
+        .find(|p| d.kind(Path::new(p)).is_some());
     if let Some(p) = cookies {
-        match read_cookies(&d.join(p)) {
+        match read_cookies(&d, Path::new(p)) {
             Ok((map, v11)) => (c.cookies, c.cookies_v11) = (map, v11),
             Err(e) => note(p, e),
         }
     }
-    c.history_entries = optional(&d.join("History"), &mut note, "History", |conn| {
+    c.history_entries = optional(&d, "History", &mut note, |conn| {
         conn.query_row("SELECT count(*) FROM urls", [], |r| r.get::<_, i64>(0))
             .map(|n| n.max(0) as u64)
     });
     let mut sites = BTreeSet::new();
     for p in ["Login Data", "Login Data For Account"] {
-        let n = optional(&d.join(p), &mut note, p, |conn| {
+        let n = optional(&d, p, &mut note, |conn| {
             read_logins(conn, &mut sites)
         });
         if let Some(n) = n {
@@ -106,15 +118,15 @@ pub fn read(root: &Path) -> Contents {
         }
     }
     c.login_sites = sites.into_iter().collect();
-    c.bookmarks = match read_bookmarks(&d.join("Bookmarks")) {
+    c.bookmarks = match read_bookmarks(&d) {
         Ok(n) => n,
         Err(e) => {
             note("Bookmarks", e);
             None
         }
     };
-    c.extensions = match std::fs::read_dir(d.join("Extensions")) {
-        Ok(it) => Some(it.filter_map(Result::ok).filter(is_extension_dir).count() as u64),
+    c.extensions = match d.read_dir(Path::new("Extensions")) {
+        Ok(it) => Some(it.iter().filter(|(n, t)| t.is_dir() && n != "Temp").count() as u64),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
             note("Extensions", e.to_string());
@@ -129,10 +141,6 @@ pub fn read(root: &Path) -> Contents {
     c
 }
 
-fn is_extension_dir(e: &std::fs::DirEntry) -> bool {
-    e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name() != "Temp"
-}
-
 /// A temporary directory removed on drop.
 struct Scratch(PathBuf);
 
@@ -142,17 +150,43 @@ impl Drop for Scratch {
     }
 }
 
-/// Opens an SQLite file without touching it. The Scratch (if any) must outlive the connection.
-fn open_sqlite(path: &Path) -> Result<(Connection, Option<Scratch>), String> {
+/// What a connection reads from: the private copy, or the checked file itself.
+enum Held {
+    Copy(#[allow(dead_code)] Scratch),
+    File(#[allow(dead_code)] std::fs::File),
+}
+
+/// Copies the checked file `from` (at most the size it has) to a new private file `to`.
+fn copy_private(from: &mut std::fs::File, to: &Path) -> std::io::Result<()> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let len = from.metadata()?.len();
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)?;
+    std::io::copy(&mut from.take(len), &mut out)?;
+    Ok(())
+}
+
+/// Opens the SQLite file `rel` of `d` without touching it. What it returns beside the
+/// connection must outlive it.
+fn open_sqlite(d: &Tree, rel: &Path) -> Result<(Connection, Held), String> {
+    let mut main = d.file(rel).map_err(|e| e.to_string())?;
     let side = |ext: &str| {
-        let mut s = path.as_os_str().to_owned();
+        let mut s = rel.as_os_str().to_owned();
         s.push(ext);
-        PathBuf::from(s)
+        d.file(Path::new(&s)).ok()
     };
-    let dirty = ["-wal", "-journal"]
+    let sides: Vec<(&str, std::fs::File)> = ["-wal", "-journal"]
+        .into_iter()
+        .filter_map(|x| side(x).map(|f| (x, f)))
+        .collect();
+    let dirty = sides
         .iter()
-        .any(|x| std::fs::metadata(side(x)).is_ok_and(|m| m.len() > 0));
-    let (conn, scratch) = if dirty {
+        .any(|(_, f)| f.metadata().is_ok_and(|m| m.len() > 0));
+    let (conn, held) = if dirty {
         let dir = std::env::temp_dir().join(format!(
             "pv-contents-{}-{:016x}",
             std::process::id(),
@@ -161,23 +195,23 @@ fn open_sqlite(path: &Path) -> Result<(Connection, Option<Scratch>), String> {
         create_private_dir(&dir).map_err(|e| format!("temporary copy: {e}"))?;
         let scratch = Scratch(dir);
         let copy = scratch.0.join("db");
-        std::fs::copy(path, &copy).map_err(|e| format!("temporary copy: {e}"))?;
-        for x in ["-wal", "-journal"] {
-            if side(x).is_file() {
-                let mut to = copy.as_os_str().to_owned();
-                to.push(x);
-                std::fs::copy(side(x), PathBuf::from(to))
-                    .map_err(|e| format!("temporary copy: {e}"))?;
-            }
+        copy_private(&mut main, &copy).map_err(|e| format!("temporary copy: {e}"))?;
+        for (x, mut f) in sides {
+            let mut to = copy.as_os_str().to_owned();
+            to.push(x);
+            copy_private(&mut f, &PathBuf::from(to))
+                .map_err(|e| format!("temporary copy: {e}"))?;
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         (
             Connection::open_with_flags(&copy, flags).map_err(|e| e.to_string())?,
-            Some(scratch),
+            Held::Copy(scratch),
         )
     } else {
+        // Immutable: SQLite reads this file only (no journal, no WAL, no locks), through
+        // the descriptor checked above.
         let mut uri = String::from("file:");
-        for &b in path.as_os_str().as_encoded_bytes() {
+        for &b in fd_path(&main).as_os_str().as_encoded_bytes() {
             if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
                 uri.push(char::from(b));
             } else {
@@ -190,12 +224,12 @@ fn open_sqlite(path: &Path) -> Result<(Connection, Option<Scratch>), String> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         (
             Connection::open_with_flags(&uri, flags).map_err(|e| e.to_string())?,
-            None,
+            Held::File(main),
         )
     };
     conn.pragma_update(None, "trusted_schema", false)
         .map_err(|e| e.to_string())?;
-    Ok((conn, scratch))
+    Ok((conn, held))
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -205,17 +239,16 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     b.create(dir)
 }
 
-/// Runs `f` on the database at `path`: None when absent or unreadable (then noted).
+/// Runs `f` on the database `part` of `d`: None when absent or unreadable (then noted).
 fn optional<T>(
-    path: &Path,
-    note: &mut dyn FnMut(&str, String),
+    d: &Tree,
     part: &str,
+    note: &mut dyn FnMut(&str, String),
     f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
 ) -> Option<T> {
-    if !path.exists() {
-        return None;
-    }
-    let res = open_sqlite(path).and_then(|(conn, _scratch)| f(&conn).map_err(|e| e.to_string()));
+    d.kind(Path::new(part))?;
+    let res = open_sqlite(d, Path::new(part))
+        .and_then(|(conn, _held)| f(&conn).map_err(|e| e.to_string()));
     res.map_err(|e| note(part, e)).ok()
 }
 
@@ -227,8 +260,8 @@ fn columns(conn: &Connection, table: &str) -> rusqlite::Result<BTreeSet<String>>
 
 type CookieMap = BTreeMap<String, CookieCount>;
 
-fn read_cookies(path: &Path) -> Result<(CookieMap, u64), String> {
-    let (conn, _scratch) = open_sqlite(path)?;
+fn read_cookies(d: &Tree, rel: &Path) -> Result<(CookieMap, u64), String> {
+    let (conn, _held) = open_sqlite(d, rel)?;
     let run = || -> rusqlite::Result<(CookieMap, u64)> {
         let cols = columns(&conn, "cookies")?;
         let pers = ["is_persistent", "has_expires"]
@@ -297,9 +330,9 @@ fn realm_host(realm: &str) -> &str {
     host.split(':').next().unwrap_or(host)
 }
 
-fn read_bookmarks(path: &Path) -> Result<Option<u64>, String> {
+fn read_bookmarks(d: &Tree) -> Result<Option<u64>, String> {
     use std::io::Read;
-    let f = match std::fs::File::open(path) {
+    let f = match d.file(Path::new("Bookmarks")) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
@@ -338,16 +371,15 @@ fn storage_key_origin(key: &[u8]) -> String {
 
 /// Reads one LevelDB directory, noting damage; None when absent or unreadable.
 fn leveldb_keys(
-    d: &Path,
+    d: &Tree,
     part: &str,
     keep: &dyn Fn(&[u8]) -> Keep,
     note: &mut dyn FnMut(&str, String),
 ) -> Option<BTreeMap<Vec<u8>, bool>> {
-    let dir = d.join(part);
-    if !dir.is_dir() {
+    if !d.is_dir(Path::new(part)) {
         return None;
     }
-    match leveldb::read_keys(&dir, keep) {
+    match leveldb::read_keys(d, Path::new(part), keep) {
         Ok(k) => {
             for p in k.problems {
                 let (file, why) = p.split_once(": ").unwrap_or((&p, "damaged"));
@@ -374,7 +406,7 @@ fn to_nul(k: &[u8]) -> &[u8] {
     k.split(|&b| b == 0).next().unwrap_or(k)
 }
 
-fn local_storage(d: &Path, note: &mut dyn FnMut(&str, String)) -> Vec<String> {
+fn local_storage(d: &Tree, note: &mut dyn FnMut(&str, String)) -> Vec<String> {
     let keep = |k: &[u8]| prefixed(k, &[b"META:", b"_"]);
     let Some(keys) = leveldb_keys(d, "Local Storage/leveldb", &keep, note) else {
         return Vec::new();
@@ -399,7 +431,7 @@ fn local_storage(d: &Path, note: &mut dyn FnMut(&str, String)) -> Vec<String> {
     out.into_iter().collect()
 }
 
-fn service_workers(d: &Path, note: &mut dyn FnMut(&str, String)) -> Vec<String> {
+fn service_workers(d: &Tree, note: &mut dyn FnMut(&str, String)) -> Vec<String> {
     let keep = |k: &[u8]| prefixed(k, &[b"REG:"]);
     let Some(keys) = leveldb_keys(d, "Service Worker/Database", &keep, note) else {
         return Vec::new();
@@ -426,7 +458,7 @@ fn idb_keep(k: &[u8]) -> Keep {
     }
 }
 
-fn idb_has_database(d: &Path, part: &str, note: &mut dyn FnMut(&str, String)) -> bool {
+fn idb_has_database(d: &Tree, part: &str, note: &mut dyn FnMut(&str, String)) -> bool {
     leveldb_keys(d, part, &idb_keep, note).is_some_and(|k| k.values().any(|l| *l))
 }
 
@@ -452,11 +484,11 @@ fn idb_dir_origin(id: &str) -> Option<String> {
     })
 }
 
-fn indexed_db(d: &Path, note: &mut dyn FnMut(&str, String)) -> Vec<String> {
+fn indexed_db(d: &Tree, note: &mut dyn FnMut(&str, String)) -> Vec<String> {
     let mut out = BTreeSet::new();
-    if let Ok(it) = std::fs::read_dir(d.join("IndexedDB")) {
-        for e in it.filter_map(Result::ok) {
-            let name = e.file_name().to_string_lossy().into_owned();
+    if let Ok(it) = d.read_dir(Path::new("IndexedDB")) {
+        for (name, _) in it {
+            let name = name.to_string_lossy().into_owned();
             let Some(id) = name.strip_suffix(".indexeddb.leveldb") else {
                 continue;
             };
@@ -468,29 +500,24 @@ fn indexed_db(d: &Path, note: &mut dyn FnMut(&str, String)) -> Vec<String> {
             }
         }
     }
-    let ws = d.join("WebStorage");
-    let buckets: Vec<u64> = std::fs::read_dir(&ws)
+    let ws = Path::new("WebStorage");
+    let buckets: Vec<u64> = d
+        .read_dir(ws)
         .into_iter()
         .flatten()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()))
-        .filter(|n| ws.join(n.to_string()).join("IndexedDB").is_dir())
+        .filter_map(|(n, _)| n.to_str().and_then(|n| n.parse::<u64>().ok()))
+        .filter(|n| d.is_dir(&ws.join(n.to_string()).join("IndexedDB")))
         .collect();
     if buckets.is_empty() {
         return out.into_iter().collect();
     }
-    let keys = optional(
-        &ws.join("QuotaManager"),
-        note,
-        "WebStorage/QuotaManager",
-        |conn| {
+    let keys = optional(d, "WebStorage/QuotaManager", note, |conn| {
             let mut st = conn.prepare("SELECT id, storage_key FROM buckets")?;
             let rows = st.query_map([], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get_ref(1)?.as_bytes()?.to_vec()))
             })?;
             rows.collect::<rusqlite::Result<BTreeMap<_, _>>>()
-        },
-    );
+    });
     for b in buckets {
         let part = format!("WebStorage/{b}/IndexedDB");
         let Some(key) = keys.as_ref().and_then(|k| k.get(&(b as i64))) else {
@@ -498,14 +525,18 @@ fn indexed_db(d: &Path, note: &mut dyn FnMut(&str, String)) -> Vec<String> {
             continue;
         };
         let level = format!("{part}/indexeddb.leveldb");
-        let present = if d.join(&level).is_dir() {
+        let present = if d.is_dir(Path::new(&level)) {
             idb_has_database(d, &level, note)
         } else {
-            std::fs::read_dir(d.join(&part))
+            d.read_dir(Path::new(&part))
                 .into_iter()
                 .flatten()
-                .filter_map(Result::ok)
-                .any(|e| e.metadata().is_ok_and(|m| m.is_file() && m.len() > 0))
+                .filter(|(_, t)| t.is_file())
+                .any(|(n, _)| {
+                    d.file(&Path::new(&part).join(n))
+                        .and_then(|f| f.metadata())
+                        .is_ok_and(|m| m.len() > 0)
+                })
         };
         if present {
             out.insert(storage_key_origin(key));

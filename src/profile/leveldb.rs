@@ -13,6 +13,8 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+use super::untrusted::Tree;
+
 /// Size of a log block.
 pub(crate) const LOG_BLOCK: usize = 32 * 1024;
 /// Magic number at the end of a table.
@@ -69,15 +71,16 @@ impl Acc<'_> {
     }
 }
 
-/// Reads the database in `dir`. Err when the directory cannot be listed or a cap is hit.
-pub(crate) fn read_keys(dir: &Path, keep: &dyn Fn(&[u8]) -> Keep) -> Result<Keys, String> {
+/// Reads the database in the directory `dir` of `tree` (no link followed, only regular
+/// files read). Err when the directory cannot be listed or a cap is hit.
+pub(crate) fn read_keys(
+    tree: &Tree,
+    dir: &Path,
+    keep: &dyn Fn(&[u8]) -> Keep,
+) -> Result<Keys, String> {
     let mut files: Vec<(u64, String)> = Vec::new();
-    for ent in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
-        let name = ent
-            .map_err(|e| e.to_string())?
-            .file_name()
-            .to_string_lossy()
-            .into_owned();
+    for (name, _) in tree.read_dir(dir).map_err(|e| e.to_string())? {
+        let name = name.to_string_lossy().into_owned();
         let Some((num, ext)) = name.split_once('.') else {
             continue;
         };
@@ -91,7 +94,7 @@ pub(crate) fn read_keys(dir: &Path, keep: &dyn Fn(&[u8]) -> Keep) -> Result<Keys
     }
     files.sort();
     let mut out = Keys::default();
-    let live = match read_manifest(dir) {
+    let live = match read_manifest(tree, dir) {
         Ok(v) => v,
         Err(Some(why)) => {
             out.problems
@@ -125,11 +128,10 @@ pub(crate) fn read_keys(dir: &Path, keep: &dyn Fn(&[u8]) -> Keep) -> Result<Keys
                 continue;
             }
         }
-        let path = dir.join(name);
-        let res = if is_log {
-            read_log_file(&path, &mut acc, &mut out.problems, name)
-        } else {
-            read_table(&path, &mut acc)
+        let res = match tree.file(&dir.join(name)) {
+            Err(e) => Err(Fatal::from(e)),
+            Ok(f) if is_log => read_log_file(f, &mut acc, &mut out.problems, name),
+            Ok(f) => read_table(f, &mut acc),
         };
         match res {
             Ok(()) => {}
@@ -166,9 +168,9 @@ struct Live {
 }
 
 /// Err(None): no CURRENT (fall back quietly); Err(Some): unreadable manifest.
-fn read_manifest(dir: &Path) -> Result<Option<Live>, Option<String>> {
+fn read_manifest(tree: &Tree, dir: &Path) -> Result<Option<Live>, Option<String>> {
     let mut current = String::new();
-    match File::open(dir.join("CURRENT")) {
+    match tree.file(&dir.join("CURRENT")) {
         Ok(f) => f
             .take(4096)
             .read_to_string(&mut current)
@@ -184,7 +186,9 @@ fn read_manifest(dir: &Path) -> Result<Option<Live>, Option<String>> {
     }
     let mut records = Vec::new();
     let mut problems = Vec::new();
-    let f = File::open(dir.join(name)).map_err(|e| Some(e.to_string()))?;
+    let f = tree
+        .file(&dir.join(name))
+        .map_err(|e| Some(e.to_string()))?;
     log_records(f, &mut problems, &mut |r| {
         records.push(r.to_vec());
         Ok(())
@@ -289,12 +293,11 @@ pub(crate) fn masked_crc(parts: &[&[u8]]) -> u32 {
 }
 
 fn read_log_file(
-    path: &Path,
+    f: File,
     acc: &mut Acc,
     problems: &mut Vec<String>,
     name: &str,
 ) -> Result<(), Fatal> {
-    let f = File::open(path)?;
     if f.metadata()?.len() > MAX_LOG_BYTES {
         return Err(Fatal::Cap(format!("{name}: log too large")));
     }
@@ -501,8 +504,7 @@ fn block_entries(b: &[u8], on: &mut OnEntry<'_>) -> Result<(), Fatal> {
     Ok(())
 }
 
-fn read_table(path: &Path, acc: &mut Acc) -> Result<(), Fatal> {
-    let mut f = File::open(path)?;
+fn read_table(mut f: File, acc: &mut Acc) -> Result<(), Fatal> {
     let len = f.metadata()?.len();
     if len < 48 {
         return Err(Fatal::File("too short for a table".into()));

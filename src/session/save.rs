@@ -32,7 +32,13 @@ impl Manager {
         }
         let bookmarks = std::mem::take(&mut *s.pending_bookmarks.lock().expect("bookmarks"));
         if !bookmarks.is_empty() {
-            match crate::live::bookmarks::merge_into(&s.dir, &bookmarks) {
+            let dir = s.dir.clone();
+            let merged = tokio::task::spawn_blocking(move || {
+                crate::live::bookmarks::merge_into(&dir, &bookmarks)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            match merged {
                 Ok(n) => {
                     tracing::info!(session = %s.id, added = n, "bookmarks merged into the profile")
                 }

@@ -613,10 +613,12 @@ fn every_truncation_and_byte_flip_is_survived() {
         }
         write(&dir.join("CURRENT"), b"MANIFEST-000001\n");
         let keep = |_: &[u8]| Keep::Yes;
+        let tree = crate::profile::untrusted::Tree::open(dir).unwrap();
+        let here = Path::new("");
         let step = (good.len() / 300).max(1);
         for cut in (0..good.len()).step_by(step) {
             write(&dir.join(name), &good[..cut]);
-            let _ = leveldb::read_keys(dir, &keep);
+            let _ = leveldb::read_keys(&tree, here, &keep);
         }
         for _ in 0..300 {
             rng ^= rng << 13;
@@ -626,10 +628,10 @@ fn every_truncation_and_byte_flip_is_survived() {
             let i = (rng % b.len() as u64) as usize;
             b[i] ^= (rng >> 32) as u8 | 1;
             write(&dir.join(name), &b);
-            let _ = leveldb::read_keys(dir, &keep);
+            let _ = leveldb::read_keys(&tree, here, &keep);
         }
         write(&dir.join(name), good);
-        let r = leveldb::read_keys(dir, &keep).unwrap();
+        let r = leveldb::read_keys(&tree, here, &keep).unwrap();
         assert!(r.problems.is_empty(), "{name}: {:?}", r.problems);
         assert_eq!(r.keys.get(&m), Some(&true), "{name}");
     }
@@ -715,4 +717,57 @@ fn serde_round_trip_is_strict() {
     assert_eq!(serde_json::from_str::<Contents>(&j).unwrap(), c);
     let extra = j.replacen('{', "{\"values\":[],", 1);
     assert!(serde_json::from_str::<Contents>(&extra).is_err());
+}
+
+/// A profile the browser filled with links and FIFOs: nothing outside it is read, nothing
+/// blocks, and what could not be read is named.
+#[test]
+#[allow(unsafe_code)]
+fn links_and_fifos_planted_by_the_browser_are_not_followed() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::symlink;
+    let other = tempfile::tempdir().unwrap();
+    let od = other.path().join("Default");
+    sqlite(&od.join("History"), "CREATE TABLE urls(id INTEGER PRIMARY KEY, url TEXT); INSERT INTO urls(url) VALUES ('secret');");
+    sqlite(&od.join("Network/Cookies"), COOKIES)
+        .execute("INSERT INTO cookies VALUES ('victim.test', 'n', '', x'', 1, 1)", [])
+        .unwrap();
+    write(
+        &od.join("Bookmarks"),
+        br#"{"roots":{"bookmark_bar":{"type":"folder","children":[{"type":"url","url":"https://v/"}]}}}"#,
+    );
+
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("Default");
+    std::fs::create_dir_all(&d).unwrap();
+    symlink(od.join("History"), d.join("History")).unwrap();
+    symlink(od.join("Network"), d.join("Network")).unwrap();
+    symlink(od.join("Bookmarks"), d.join("Bookmarks")).unwrap();
+    symlink(other.path(), d.join("Extensions")).unwrap();
+    let fifo = std::ffi::CString::new(d.join("Login Data").as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+
+    let c = read(t.path());
+    assert_eq!(c.history_entries, None);
+    assert_eq!(c.saved_logins, None);
+    assert_eq!(c.bookmarks, None);
+    assert_eq!(c.extensions, None);
+    assert!(c.cookies.is_empty(), "{:?}", c.cookies);
+    for part in ["History", "Login Data", "Bookmarks", "Extensions"] {
+        assert!(
+            c.unreadable.iter().any(|u| u.starts_with(&format!("Default/{part}: "))),
+            "{part} not noted: {:?}",
+            c.unreadable
+        );
+    }
+    assert_eq!(cookies_v11(t.path()), None);
+
+    // The profile directory itself a link: nothing is read.
+    let t2 = tempfile::tempdir().unwrap();
+    symlink(&od, t2.path().join("Default")).unwrap();
+    let c = read(t2.path());
+    assert_eq!(c.history_entries, None);
+    assert!(c.cookies.is_empty());
+    assert_eq!(c.unreadable.len(), 1, "{:?}", c.unreadable);
 }

@@ -146,7 +146,7 @@ pub(super) fn read_files(
     let mut t = Instant::now();
     for (file, path) in reads {
         let r = (|| -> Result<bool> {
-            let mut f = std::fs::File::open(&path).map_err(io_at(&path))?;
+            let mut f = crate::profile::untrusted::open_regular(&path).map_err(io_at(&path))?;
             let size = f.metadata().map_err(io_at(&path))?.len();
             let mut head = [0u8; chunker::SNIFF_LEN];
             let n = read_full(&mut f, &mut head).map_err(io_at(&path))?;

@@ -346,7 +346,7 @@ fn stream_large<W: Write>(
         Compression::Zstd => Method::Zstd,
         Compression::Deflate => Method::Deflate,
     };
-    let mut f = File::open(&e.abs).map_err(io_at(&e.abs))?;
+    let mut f = crate::profile::untrusted::open_regular(&e.abs).map_err(io_at(&e.abs))?;
     let (start, w) = zip.begin_streamed(&e.rel, method).map_err(Error::Write)?;
     let mut crc = crc32fast::Hasher::new();
     let mut n = 0u64;
@@ -386,15 +386,23 @@ fn stream_large<W: Write>(
     Ok(n)
 }
 
+/// The largest `Default/Preferences` read for its exit type (Chromium's are well under 1 MiB).
+const MAX_PREFERENCES_BYTES: u64 = 16 << 20;
+
 /// Reads the facts recorded with a generation: Chromium version, clean exit, cookie format.
 fn inspect(root: &Path, stats: &mut PackStats) {
-    if let Ok(v) = fs::read_to_string(root.join("Last Version")) {
+    // The browser wrote these files: read without following links, bounded.
+    let Ok(tree) = crate::profile::untrusted::Tree::open(root) else {
+        return;
+    };
+    if let Ok(v) = tree.read(Path::new("Last Version"), 64) {
+        let v = String::from_utf8_lossy(&v);
         let v = v.trim();
         if !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_graphic()) {
             stats.chromium_version = Some(v.to_string());
         }
     }
-    if let Ok(text) = fs::read(root.join("Default/Preferences")) {
+    if let Ok(text) = tree.read(Path::new("Default/Preferences"), MAX_PREFERENCES_BYTES) {
         if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&text) {
             stats.clean_exit = json
                 .pointer("/profile/exit_type")
