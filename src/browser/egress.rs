@@ -3,7 +3,11 @@
 //! loopback proxy port to it). Names are resolved here, and every address a name resolves
 //! to is checked **at connect time** against the egress policy, so DNS rebinding cannot
 //! reach an internal address: loopback, link-local, RFC 1918, CGNAT, unique-local,
-//! multicast and other non-public ranges are refused unless `browser.egress_allow` names them.
+//! multicast and other non-public ranges are refused unless `browser.egress_allow` names them,
+//! and so are this host's own addresses, public or not (a page must not reach what the host
+//! itself serves on its public address). A session holds at most [`MAX_TUNNELS`] connections
+//! and [`MAX_LOOKUPS`] name lookups at once (lookups take threads of the blocking pool the
+//! daemon's saves share).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -13,6 +17,12 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
+
+/// Connections one session's browser may hold open through the proxy at once (Chromium
+/// keeps far fewer); past it, new ones are closed at once.
+pub const MAX_TUNNELS: usize = 512;
+/// Name lookups one session may have running at once.
+pub const MAX_LOOKUPS: usize = 16;
 
 /// A CIDR range (`10.0.0.0/8`, `fd00::/8`, or one address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +128,59 @@ fn public_v6(a: Ipv6Addr) -> bool {
         || (s[0] == 0x2001 && s[1] == 0xdb8) // documentation
         || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64: may embed an internal IPv4
         || s[0] == 0x2002 // 6to4: likewise
-        || (s[0] == 0x2001 && s[1] == 0)) // Teredo
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo
+        || s[..6].iter().all(|&x| x == 0)) // IPv4-compatible ::a.b.c.d (deprecated)
+}
+
+/// The addresses of this host's own interfaces, read again at most every few seconds.
+fn own_addresses() -> Vec<IpAddr> {
+    static CACHE: std::sync::Mutex<Option<(std::time::Instant, Vec<IpAddr>)>> =
+        std::sync::Mutex::new(None);
+    let mut c = CACHE.lock().expect("own addresses");
+    match &*c {
+        Some((at, v)) if at.elapsed() < Duration::from_secs(5) => v.clone(),
+        _ => {
+            let v = interface_addresses();
+            *c = Some((std::time::Instant::now(), v.clone()));
+            v
+        }
+    }
+}
+
+/// Every address of every interface of this host's network namespace (`getifaddrs`).
+#[allow(unsafe_code)]
+fn interface_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list that is freed below, once.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut p = head;
+    while !p.is_null() {
+        // SAFETY: `p` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*p };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: a non-null ifa_addr points to a sockaddr of the family it names.
+            match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
+                libc::AF_INET => {
+                    // SAFETY: as above, an AF_INET address is a sockaddr_in.
+                    let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                    out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))));
+                }
+                libc::AF_INET6 => {
+                    // SAFETY: as above, an AF_INET6 address is a sockaddr_in6.
+                    let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                    out.push(IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)));
+                }
+                _ => {}
+            }
+        }
+        p = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
 }
 
 /// What the browsers of this node may connect to.
@@ -129,9 +191,16 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Whether a connection to `ip` is allowed.
+    /// Whether a connection to `ip` is allowed: a range the operator opened, or a public
+    /// address that is not this host's own.
     pub fn allows(&self, ip: IpAddr) -> bool {
-        is_public(ip) || self.allow.iter().any(|c| c.contains(ip))
+        self.allows_beside(ip, &own_addresses())
+    }
+
+    /// [`Policy::allows`], with `own` as this host's addresses.
+    fn allows_beside(&self, ip: IpAddr, own: &[IpAddr]) -> bool {
+        self.allow.iter().any(|c| c.contains(ip))
+            || (is_public(ip) && !own.iter().any(|o| canonical(*o) == canonical(ip)))
     }
 
     /// Whether a URL's host is a literal address this policy refuses (names are checked
@@ -172,12 +241,23 @@ pub fn serve(
     session: String,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = bind_short(path)?;
+    let tunnels = Arc::new(tokio::sync::Semaphore::new(MAX_TUNNELS));
+    let lookups = Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS));
     Ok(tokio::spawn(async move {
         while let Ok((conn, _)) = listener.accept().await {
-            let (policy, session) = (policy.clone(), session.clone());
+            let Ok(slot) = tunnels.clone().try_acquire_owned() else {
+                COUNTERS.failed.fetch_add(1, Ordering::Relaxed);
+                drop(conn);
+                continue;
+            };
+            let (policy, session, lookups) = (policy.clone(), session.clone(), lookups.clone());
             tokio::spawn(async move {
-                let r =
-                    tokio::time::timeout(Duration::from_secs(30), handshake(conn, &policy)).await;
+                let _slot = slot;
+                let r = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    handshake(conn, &policy, &lookups),
+                )
+                .await;
                 match r {
                     Ok(Ok(Some((mut client, mut upstream)))) => {
                         COUNTERS.allowed.fetch_add(1, Ordering::Relaxed);
@@ -219,6 +299,7 @@ fn failed(e: impl std::fmt::Display) -> Refusal {
 async fn handshake(
     mut c: UnixStream,
     policy: &Policy,
+    lookups: &tokio::sync::Semaphore,
 ) -> Result<Option<(UnixStream, TcpStream)>, Refusal> {
     let mut head = [0u8; 2];
     c.read_exact(&mut head).await.map_err(failed)?;
@@ -266,13 +347,16 @@ async fn handshake(
     let port = u16::from_be_bytes(p);
     let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => match tokio::net::lookup_host((host.as_str(), port)).await {
-            Ok(a) => a.collect(),
-            Err(e) => {
-                reply(&mut c, 4).await; // host unreachable
-                return Err(failed(e));
+        Err(_) => {
+            let _lookup = lookups.acquire().await.map_err(failed)?;
+            match tokio::net::lookup_host((host.as_str(), port)).await {
+                Ok(a) => a.collect(),
+                Err(e) => {
+                    reply(&mut c, 4).await; // host unreachable
+                    return Err(failed(e));
+                }
             }
-        },
+        }
     };
     // Every address the name resolved to must be allowed: a name that mixes public and
     // internal answers is refused whole.
@@ -326,7 +410,9 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
+            "64:ff9b:1::a00:1",
             "2002:a00:1::",
+            "::10.0.0.1",
         ] {
             assert!(!is_public(a.parse().unwrap()), "{a}");
         }
@@ -359,6 +445,19 @@ mod tests {
         assert!(!p.refuses_literal("127.0.0.2"));
         assert!(!p.refuses_literal("example.com"));
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        // This host's own addresses are refused even when public, unless opened.
+        let own: Vec<IpAddr> = vec!["93.184.216.34".parse().unwrap(), "2606:4700::7".parse().unwrap()];
+        let none = Policy::default();
+        assert!(none.allows_beside("1.1.1.1".parse().unwrap(), &own));
+        for a in ["93.184.216.34", "::ffff:93.184.216.34", "2606:4700::7"] {
+            assert!(!none.allows_beside(a.parse().unwrap(), &own), "{a}");
+        }
+        let opened = Policy {
+            allow: vec!["93.184.216.34/32".parse().unwrap()],
+        };
+        assert!(opened.allows_beside("93.184.216.34".parse().unwrap(), &own));
+        // The interfaces are read for real: loopback is among them.
+        assert!(interface_addresses().contains(&"127.0.0.1".parse().unwrap()));
         assert!("nope".parse::<Cidr>().is_err());
     }
 }
