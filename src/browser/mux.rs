@@ -30,6 +30,15 @@ pub const MAX_CLIENT_MESSAGE: usize = 16 << 20;
 pub const MAX_BROWSER_MESSAGE: usize = 256 << 20;
 /// How many bytes may wait for a client that does not read before it is cut off.
 pub const CLIENT_QUEUE_BUDGET: usize = 256 << 20;
+/// How many bytes may wait for all the clients of this process: past it, a client holding
+/// more than [`FAIR_QUEUE`] is cut off at its next message (tenants that do not read cannot
+/// make the node run out of memory for every other tenant; a client that reads holds little).
+pub const NODE_QUEUE_BUDGET: usize = 1 << 30;
+/// What a client may hold while the node is over [`NODE_QUEUE_BUDGET`].
+pub const FAIR_QUEUE: usize = 16 << 20;
+
+/// Bytes waiting for every client of every browser of this process.
+static NODE_QUEUED: AtomicUsize = AtomicUsize::new(0);
 
 /// Why a message from a client was not sent.
 #[derive(Debug, thiserror::Error)]
@@ -294,7 +303,11 @@ impl Mux {
             return;
         };
         let n = c.queued.fetch_add(text.len(), Ordering::Relaxed) + text.len();
-        if n > CLIENT_QUEUE_BUDGET || c.tx.send(text).is_err() {
+        let all = NODE_QUEUED.fetch_add(text.len(), Ordering::Relaxed) + text.len();
+        if n > CLIENT_QUEUE_BUDGET
+            || (all > NODE_QUEUE_BUDGET && n > FAIR_QUEUE)
+            || c.tx.send(text).is_err()
+        {
             tracing::warn!(
                 client,
                 "a DevTools client does not read its messages; cutting it off"
@@ -307,6 +320,8 @@ impl Mux {
         let mut detach = Vec::new();
         st.root_attaches.retain(|(_, c)| *c != client);
         if let Some(c) = st.clients.remove(&client) {
+            // What still waits for it no longer counts against the node.
+            NODE_QUEUED.fetch_sub(c.queued.swap(0, Ordering::Relaxed), Ordering::Relaxed);
             st.browser_sessions.remove(&c.browser_session);
             detach.push(c.browser_session);
         }
@@ -496,10 +511,11 @@ impl Conn {
 
     /// Marks `n` bytes taken from `rx` as read (the budget of [`CLIENT_QUEUE_BUDGET`]).
     fn read_done(&self, n: usize) {
-        self.queued.fetch_sub(
-            n.min(self.queued.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
+        let took = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| Some(q - n.min(q)))
+            .map_or(0, |q| n.min(q));
+        NODE_QUEUED.fetch_sub(took, Ordering::Relaxed);
     }
 
     /// Hands the connection to a task of its own: send commands on the first channel, read
