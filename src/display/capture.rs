@@ -20,7 +20,6 @@ use x11rb::protocol::xproto::{
     ChangeWindowAttributesAux, ConnectionExt as _, EventMask, ImageFormat, Rectangle, Window,
 };
 use x11rb::protocol::Event;
-use x11rb::rust_connection::RustConnection;
 
 use super::Error;
 
@@ -219,7 +218,7 @@ impl Capture {
 }
 
 struct Worker {
-    conn: RustConnection,
+    conn: super::Conn,
     root: Window,
     size: (u16, u16),
     /// `size`, shared with [`Capture::size`].

@@ -16,7 +16,6 @@ use x11rb::connection::{Connection, RequestConnection};
 use x11rb::protocol::xproto::{self, AtomEnum, ConnectionExt as _, Window};
 use x11rb::protocol::xtest::{self, ConnectionExt as _};
 use x11rb::protocol::Event;
-use x11rb::rust_connection::RustConnection;
 
 use super::{keys, Error};
 
@@ -48,7 +47,7 @@ impl Button {
 }
 
 struct State {
-    conn: RustConnection,
+    conn: super::Conn,
     root: Window,
     size: (u16, u16),
     /// keysym -> (keycode, column: 0 plain, 1 with Shift).

@@ -14,9 +14,11 @@
 //!   to every viewer while something plays.
 //!
 //! The X server is the browser's: it runs inside the sandbox as the browser's uid. Nothing it
-//! sends is trusted beyond "pixels": sizes are clamped to the screen the daemon asked for.
+//! sends is trusted beyond "pixels": sizes are clamped to the screen the daemon asked for,
+//! and no packet longer than [`bounded::MAX_PACKET`] is read ([`bounded`]).
 
 pub mod audio;
+pub mod bounded;
 pub mod capture;
 pub mod input;
 pub mod keys;
@@ -98,11 +100,14 @@ impl From<x11rb::errors::ReplyError> for Error {
     }
 }
 
+/// An X connection of the daemon's, its incoming packets bounded ([`bounded`]).
+pub(crate) type Conn = RustConnection<bounded::Bounded>;
+
 /// Opens a new X connection on the display's socket.
 /// The socket is in a directory the browser's uid owns: it could have put a symlink there to
 /// any socket the daemon may open. So the path must be a socket itself, and the server that
 /// answers must run as the browser's `uid` (its X server does).
-pub(crate) fn connect(socket: &Path, uid: u32) -> Result<RustConnection, Error> {
+pub(crate) fn connect(socket: &Path, uid: u32) -> Result<Conn, Error> {
     use std::os::unix::fs::FileTypeExt;
     let refuse = |why: &str| Error::Connect(format!("{}: {why}", socket.display()));
     let meta = std::fs::symlink_metadata(socket).map_err(|e| refuse(&e.to_string()))?;
@@ -116,7 +121,8 @@ pub(crate) fn connect(socket: &Path, uid: u32) -> Result<RustConnection, Error> 
     }
     let (stream, _) =
         DefaultStream::from_unix_stream(s).map_err(|e| Error::Connect(e.to_string()))?;
-    RustConnection::connect_to_stream(stream, 0).map_err(|e| Error::Connect(e.to_string()))
+    RustConnection::connect_to_stream(bounded::Bounded::new(stream), 0)
+        .map_err(|e| Error::Connect(e.to_string()))
 }
 
 /// The uid of the process at the other end of a Unix socket.
