@@ -82,11 +82,15 @@ async fn no_tenant_viewer_or_page_reaches_outside_its_session() {
     other.goto(&format!("{site}/page-of-two")).await;
 
     // --- A tenant over cdp_url ---
-    // file://, chrome:// and devtools:// pages are refused by policy.
+    // file://, chrome:// (but for a few pages: not the password manager) and devtools://
+    // pages are refused by policy.
     for url in [
         format!("file://{}/sessions/", data.display()),
         "file:///etc/passwd".to_string(),
         "chrome://version".to_string(),
+        // Saved passwords are not shown to whoever drives the browser.
+        "chrome://password-manager/passwords".to_string(),
+        "chrome://settings/passwords".to_string(),
         "devtools://devtools/bundled/inspector.html".to_string(),
         "view-source:http://example.com/".to_string(),
     ] {

@@ -449,9 +449,13 @@ pub(super) fn policy_json(_opts: &LaunchOptions) -> serde_json::Value {
     serde_json::json!({
         "URLBlocklist": ["file://*", "chrome://*", "chrome-untrusted://*", "devtools://*",
                          "view-source:*", "javascript:*", "chromewebstore.google.com",
-                         "chrome.google.com/webstore"],
+                         "chrome.google.com/webstore", "chrome://settings/passwords"],
+        // Not chrome://password-manager (blocked above, as is chrome://settings/passwords,
+        // which leads there): anyone given control of a shared session could read or
+        // export the profile's saved passwords there (Linux asks for no re-authentication).
+        // Saving and filling passwords does not need the page.
         "URLAllowlist": ["chrome://newtab", "chrome://new-tab-page", "chrome://history",
-                         "chrome://bookmarks", "chrome://downloads", "chrome://password-manager",
+                         "chrome://bookmarks", "chrome://downloads",
                          "chrome://settings", "chrome://omnibox-popup.top-chrome"],
         // Not DeveloperToolsAvailability = 2: it also refuses the daemon's and the tenants'
         // Target.attachToTarget. The DevTools UI is a devtools:// page, blocked above.
