@@ -108,11 +108,45 @@ pub(super) async fn goto(hub: &Hub, url: &str) -> Result<Outcome, Fault> {
     Ok(Outcome::Done)
 }
 
-/// Reads the selection of the page shown (what a copy took).
+/// Reads the selection of the page shown (what a copy took), at most 1 Mi characters. It
+/// runs in a world of its own ([`selection`]): the page's scripts cannot replace what it
+/// calls, so a page cannot answer a copy with a string of hundreds of megabytes.
 const SELECTION: &str = "(() => { const e = document.activeElement; \
     if (e && typeof e.selectionStart === 'number' && typeof e.value === 'string') \
-    return e.value.substring(e.selectionStart, e.selectionEnd); \
-    return String(getSelection()); })()";
+    return e.value.substring(e.selectionStart, Math.min(e.selectionEnd, e.selectionStart + 1048576)); \
+    return String(getSelection()).substring(0, 1048576); })()";
+
+/// The selection of the active tab's main frame, read in an isolated world.
+async fn selection(live: &Live) -> Result<String, Fault> {
+    let tree = live
+        .hub
+        .on_active("Page.getFrameTree", json!({}))
+        .await
+        .map_err(Fault::Browser)?;
+    let frame = tree["frameTree"]["frame"]["id"]
+        .as_str()
+        .ok_or_else(|| Fault::Browser("no main frame".into()))?;
+    let world = live
+        .hub
+        .on_active(
+            "Page.createIsolatedWorld",
+            json!({"frameId": frame, "worldName": "profile-vault-selection"}),
+        )
+        .await
+        .map_err(Fault::Browser)?;
+    let context = world["executionContextId"]
+        .as_i64()
+        .ok_or_else(|| Fault::Browser("no isolated world".into()))?;
+    let r = live
+        .hub
+        .on_active(
+            "Runtime.evaluate",
+            json!({"returnByValue": true, "expression": SELECTION, "contextId": context}),
+        )
+        .await
+        .map_err(Fault::Browser)?;
+    Ok(r["result"]["value"].as_str().unwrap_or_default().to_string())
+}
 
 pub(super) async fn key(live: &Live, user: &User, k: &Key) -> Result<Outcome, Fault> {
     let command = if k.down {
@@ -145,15 +179,7 @@ pub(super) async fn key(live: &Live, user: &User, k: &Key) -> Result<Outcome, Fa
         .await
         .map_err(Fault::Browser)?;
     if command == Some("copy") && user.has(Role::ClipboardCopy) {
-        let r = live
-            .hub
-            .on_active(
-                "Runtime.evaluate",
-                json!({"returnByValue": true, "expression": SELECTION}),
-            )
-            .await
-            .map_err(Fault::Browser)?;
-        let text = r["result"]["value"].as_str().unwrap_or_default();
+        let text = selection(live).await?;
         return Ok(Outcome::Reply(json!({"t": "clipboard", "text": text})));
     }
     Ok(Outcome::Done)
