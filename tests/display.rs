@@ -886,7 +886,10 @@ async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
         "typed text",
     )
     .await;
-    // Ctrl+A, Ctrl+C in the browser: the viewer is handed the text for its clipboard.
+    // Ctrl+A, Ctrl+C in the browser: the viewer is handed the text for its clipboard, read
+    // where the page's scripts cannot answer for it.
+    cdp.eval("String.prototype.substring = function () { return 'forged by the page'; }; window.getSelection = () => 'forged too'; 1")
+        .await;
     say(
         &mut ws,
         &[
@@ -927,6 +930,12 @@ async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
     let (mut ws, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
         .await
         .unwrap();
+    let hello = message(&mut ws, "hello").await;
+    let me = format!(
+        "&user={}&resume={}",
+        hello["user_id"].as_str().unwrap(),
+        hello["resume"].as_str().unwrap()
+    );
     let (cx, cy) = (x + w / 2.0, y + h / 2.0);
     say(
         &mut ws,
@@ -944,7 +953,7 @@ async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
     );
     let base = format!("/v0/vm/{id}/embed/downloads");
     let (st, head, body) =
-        http_full(&d.addr, &format!("{base}/report.txt?token={token}"), &[]).await;
+        http_full(&d.addr, &format!("{base}/report.txt?token={token}{me}"), &[]).await;
     assert_eq!(st, 200, "{head}");
     assert_eq!(body, b"pv-download-content-42\n");
     assert!(
@@ -958,9 +967,31 @@ async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
     let folder = data.join("run").join(&id).join("home/Downloads");
     std::os::unix::fs::symlink(&secret, folder.join("planted.txt")).unwrap();
     for name in ["planted.txt", "..%2F..%2F..%2Fsecret.txt", "missing.txt"] {
-        let (st, head, _) = http_full(&d.addr, &format!("{base}/{name}?token={token}"), &[]).await;
+        let (st, head, _) =
+            http_full(&d.addr, &format!("{base}/{name}?token={token}{me}"), &[]).await;
         assert_eq!(st, 404, "{name}: {head}");
     }
+    // The token alone, or with a user that is not connected or a wrong secret, gets nothing.
+    let wrong_secret = format!("&user={}&resume=x", hello["user_id"].as_str().unwrap());
+    for extra in ["", "&user=nobody&resume=x", wrong_secret.as_str()] {
+        let (st, head, _) =
+            http_full(&d.addr, &format!("{base}/report.txt?token={token}{extra}"), &[]).await;
+        assert_eq!(st, 403, "{extra}: {head}");
+    }
+    // A user whose control the admin disabled gets nothing either, though the token it
+    // joined with was minted with the control role.
+    let (st, v) = d
+        .call(
+            "POST",
+            &format!("/v0/vm/{id}/embed/setPermissions"),
+            Some(s["admin_token"].as_str().unwrap()),
+            Some(&json!([hello["user_id"], {"control_disabled": true}]).to_string()),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, head, _) =
+        http_full(&d.addr, &format!("{base}/report.txt?token={token}{me}"), &[]).await;
+    assert_eq!(st, 403, "{head}");
     // Only a viewer who may control the browser gets files; tokens of other kinds none.
     let admin = s["admin_token"].as_str().unwrap();
     let (st, minted) = d
@@ -979,7 +1010,8 @@ async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
         (KEY_T1, 403),
         ("nope", 401),
     ] {
-        let (st, head, _) = http_full(&d.addr, &format!("{base}/report.txt?token={t}"), &[]).await;
+        let (st, head, _) =
+            http_full(&d.addr, &format!("{base}/report.txt?token={t}{me}"), &[]).await;
         assert_eq!(st, want, "{head}");
     }
     cdp.close().await;
@@ -1034,21 +1066,33 @@ async fn the_page_file_chooser_takes_a_file_from_the_person_s_machine() {
     )
     .await;
     settle(&mut cdp).await;
-    // No chooser is open yet: an upload is refused and changes nothing.
+    // No chooser is open yet: an upload is refused and changes nothing. Uploads are made
+    // for a connected user (its hello's user and secret); the token alone gets nothing.
     let token = query_token(s["embed_url"].as_str().unwrap());
-    let (st, v) = d
-        .call(
-            "POST",
-            &format!("/v0/vm/{id}/embed/uploads?token={token}"),
-            None,
-            Some(""),
-        )
-        .await;
-    assert_eq!(
-        (st, v["error"].as_str()),
-        (409, Some("no_file_chooser")),
-        "{v}"
+    let (mut ws, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
+        .await
+        .unwrap();
+    let hello = message(&mut ws, "hello").await;
+    let me = format!(
+        "&user={}&resume={}",
+        hello["user_id"].as_str().unwrap(),
+        hello["resume"].as_str().unwrap()
     );
+    for (extra, want) in [("", 403), (me.as_str(), 409)] {
+        let (st, v) = d
+            .call(
+                "POST",
+                &format!("/v0/vm/{id}/embed/uploads?token={token}{extra}"),
+                None,
+                Some(""),
+            )
+            .await;
+        assert_eq!(st, want, "{extra}: {v}");
+        if want == 409 {
+            assert_eq!(v["error"], "no_file_chooser", "{v}");
+        }
+    }
+    drop(ws);
     // The person clicks the page's file input in the picture; their own browser asks them
     // for a file, and the page gets it.
     let local = dir.path().join("hello from the person.txt");
@@ -1078,10 +1122,21 @@ async fn the_page_file_chooser_takes_a_file_from_the_person_s_machine() {
         )
         .await;
     let plain = query_token(minted["embed_url"].as_str().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/v0/vm/{id}/embed/socket?token={plain}",
+        d.addr
+    ))
+    .await
+    .unwrap();
+    let hello = message(&mut ws, "hello").await;
     let (st, v) = d
         .call(
             "POST",
-            &format!("/v0/vm/{id}/embed/uploads?token={plain}"),
+            &format!(
+                "/v0/vm/{id}/embed/uploads?token={plain}&user={}&resume={}",
+                hello["user_id"].as_str().unwrap(),
+                hello["resume"].as_str().unwrap()
+            ),
             None,
             Some(""),
         )

@@ -4,9 +4,9 @@
 //! - Callers ([`ApiTenant`], [`Caller`], [`Admin`]) resolve the token (or the cluster's
 //!   forwarded actor) against the session in the path. Each is also a plain
 //!   `FromRequestParts`, for routes without a body.
-//! - [`Call`] takes a caller and a [`RequestBody`]. It answers in the order the API always
-//!   has: a body over the route's limit first (413), then the caller (401, 403, 404, 410),
-//!   then the body against its published schema (415, 400).
+//! - [`Call`] takes a caller and a [`RequestBody`]. It answers in this order: the path
+//!   (400), the caller (401, 403, 404, 410) before a byte of the body is read, then the body
+//!   over the route's limit (413), then the body against its published schema (415, 400).
 //! - [`Params`] reads a [`RequestQuery`] against its published parameters; put it after the
 //!   caller, so that a caller who may not call learns nothing from the query's checks.
 
@@ -109,11 +109,13 @@ where
         path_params(&mut head, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        // Under the route's body limit (its rejection becomes JSON in `json_errors`).
-        let raw = Bytes::from_request(Request::from_parts(parts, body), state)
+        // The caller before a byte of the body is read: an unknown caller cannot make the
+        // daemon hold bodies (up to the route's limit each) it will refuse anyway.
+        let caller = C::from_request_parts(&mut head, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        let caller = C::from_request_parts(&mut head, state)
+        // Under the route's body limit (its rejection becomes JSON in `json_errors`).
+        let raw = Bytes::from_request(Request::from_parts(parts, body), state)
             .await
             .map_err(IntoResponse::into_response)?;
         let body = B::read(state, &head.headers, raw).map_err(IntoResponse::into_response)?;

@@ -1,14 +1,20 @@
-//! Files between the person and the browser, with a viewer token:
+//! Files between the person and the browser, with a viewer token and the connected user the
+//! call is made for (`user` and `resume` from its `hello`): what that user may do now decides,
+//! not what the token was minted with (a user demoted, or with control disabled, gets
+//! nothing; a token alone gets nothing).
 //! - `GET /v0/vm/{id}/embed/downloads/{name}`: a file the session's browser downloaded, for a
-//!   viewer who may control the browser (the live view lists them as they finish), read from
+//!   user who may control the browser (the live view lists them as they finish), read from
 //!   the session's own folder without following anything the browser could plant there
 //!   ([`crate::live::downloads`]);
-//! - `POST /v0/vm/{id}/embed/uploads`: the files a viewer with `file_upload` picked on their
-//!   own machine for the page's file chooser ([`crate::live::uploads`]).
+//! - `POST /v0/vm/{id}/embed/uploads`: the files a user with `file_upload` whose input is
+//!   accepted picked on their own machine for the page's file chooser
+//!   ([`crate::live::uploads`]). The body is read only once the caller is known.
+
+use std::sync::Arc;
 
 use crate::api::codes::ErrorCode;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -17,7 +23,42 @@ use super::embed::authorize_viewer;
 use super::error::ApiError;
 use super::vm::TokenQuery;
 use super::AppState;
-use crate::live::Role;
+use crate::live::{Role, User};
+use crate::session::Session;
+
+/// Query parameters of the download and upload routes besides the token.
+pub(super) const FILE_QUERY: &[super::wire::Param] = &[
+    super::wire::Param {
+        name: "user",
+        schema: bounded,
+        description: "the connected viewer the call is made for (`user_id` of its hello)",
+    },
+    super::wire::Param {
+        name: "resume",
+        schema: bounded,
+        description: "that viewer's secret (`resume` of its hello)",
+    },
+];
+
+fn bounded() -> serde_json::Value {
+    serde_json::json!({"type": "string", "maxLength": 64})
+}
+
+/// The connected user a download or upload is made for (see the module).
+fn connected_user(s: &Session, q: &TokenQuery) -> Result<Arc<User>, ApiError> {
+    let (Some(token), Some(user), Some(resume)) = (&q.token, &q.user, &q.resume) else {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "downloads and uploads are made for a connected viewer: add its user and resume (from hello)",
+        ));
+    };
+    s.live.connected(token, user, resume).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Forbidden,
+            "no viewer with that user and resume is connected with this token",
+        )
+    })
+}
 
 #[derive(Debug, Deserialize)]
 pub(super) struct FilePath {
@@ -43,15 +84,15 @@ pub(super) async fn download(
     Path(p): Path<FilePath>,
     Query(q): Query<TokenQuery>,
 ) -> Result<Response, ApiError> {
-    let (s, roles) = authorize_viewer(&state, q.token.as_deref(), &p.id)?;
+    let (s, _) = authorize_viewer(&state, q.token.as_deref(), &p.id)?;
     super::embed::viewer_token_alone(&s)?;
     if !s.is_active() {
         return Err(ApiError::expired());
     }
-    if !roles.contains(&Role::Control) {
+    if !connected_user(&s, &q)?.may_control() {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
-            "downloads are for viewers with the control role",
+            "downloads are for viewers who may control the browser",
         ));
     }
     let downloads = s
@@ -90,20 +131,25 @@ pub(super) async fn upload(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<TokenQuery>,
-    body: Bytes,
+    req: Request,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     use crate::live::uploads;
-    let (s, roles) = authorize_viewer(&state, q.token.as_deref(), &id)?;
+    let (s, _) = authorize_viewer(&state, q.token.as_deref(), &id)?;
     super::embed::viewer_token_alone(&s)?;
     if !s.is_active() {
         return Err(ApiError::expired());
     }
-    if !(roles.contains(&Role::FileUpload) && roles.contains(&Role::Control)) {
+    let user = connected_user(&s, &q)?;
+    if !(user.has(Role::FileUpload) && s.live.accept_input(&user)) {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
-            "uploads are for viewers with the file_upload and control roles",
+            "uploads are for viewers with the file_upload role whose input is accepted",
         ));
     }
+    // Only now, under the route's limit.
+    let body = Bytes::from_request(req, &state).await.map_err(|r| {
+        ApiError::with_status(r.status(), ErrorCode::for_status(r.status()), r.body_text())
+    })?;
     let files = uploads::parse(&body)
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, e.to_string()))?;
     if s.live.hub.file_chooser().borrow().is_none() {

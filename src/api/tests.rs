@@ -150,11 +150,12 @@ async fn bodies_are_held_to_their_route_limit() {
         (st, code(&v)),
         (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
     );
+    // The caller is judged before the body is read: nobody makes the daemon hold a body
+    // for a session that is not theirs (or not there), or without a key.
     let (st, _, v) = call(&s, "POST", "/v0/vm/abc/viewers", Some(TOKEN), big.clone()).await;
-    assert_eq!(
-        (st, code(&v)),
-        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
-    );
+    assert_eq!((st, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
+    let (st, _, v) = call(&s, "POST", "/v0/vm", None, big.clone()).await;
+    assert_eq!((st, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"));
     // ...and read on a route that takes more (a storage state), which then judges it.
     let (st, _, v) = call(&s, "POST", "/v0/profiles", Some(TOKEN), big).await;
     assert_ne!(st, StatusCode::PAYLOAD_TOO_LARGE, "{v}");

@@ -329,11 +329,14 @@ impl Conn {
             close(&mut self.tx, 4002, "messages must be JSON").await;
             return false;
         };
-        let kind = crate::live::protocol::Kind::of(&msg);
-        if kind.is_ok_and(crate::live::protocol::Kind::is_activity) {
+        let activity = crate::live::protocol::Kind::of(&msg)
+            .is_ok_and(crate::live::protocol::Kind::is_activity);
+        let done = crate::live::input::handle(&self.s.live, &self.user, &msg).await;
+        // What the user may not do (dropped) does not keep the session alive either.
+        if activity && !matches!(done, Ok(crate::live::input::Outcome::Dropped)) {
             self.s.touch();
         }
-        match crate::live::input::handle(&self.s.live, &self.user, &msg).await {
+        match done {
             Ok(crate::live::input::Outcome::Reply(v)) => self.send(v).await,
             Ok(crate::live::input::Outcome::VideoPaused(p)) => self.pause(p).await,
             Ok(crate::live::input::Outcome::Listen(kinds)) => {
@@ -565,7 +568,7 @@ pub(super) async fn run(
             r = warning.changed() => r.is_ok() && { let w = *warning.borrow_and_update(); c.close_warning(w).await },
             n = notices.recv() => c.notice(n).await,
             r = chooser.changed() => r.is_ok() && { let x = chooser.borrow_and_update().clone(); c.chooser(x).await },
-            _ = downloads_tick.tick(), if s.downloads.is_some() && user.has(Role::Control) => c.downloads().await,
+            _ = downloads_tick.tick(), if s.downloads.is_some() && user.may_control() => c.downloads().await,
             () = user.removed() => {
                 let _ = c.send(json!({"t": "ended", "reason": "kicked"})).await;
                 close(&mut c.tx, 4010, "removed from the session").await;

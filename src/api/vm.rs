@@ -479,7 +479,11 @@ pub(super) async fn ping(Admin(s): Admin) -> Json<Value> {
 #[derive(Debug, Deserialize)]
 pub(super) struct TokenQuery {
     pub(super) token: Option<String>,
-    /// The live view's socket: come back as the user that left with this secret.
+    /// The live view's socket: come back as the user that left with this secret. Downloads
+    /// and uploads: the secret of the connected `user` the call is made for.
     #[serde(default)]
     pub(super) resume: Option<String>,
+    /// Downloads and uploads: the connected user (`hello`'s `user_id`) the call is made for.
+    #[serde(default)]
+    pub(super) user: Option<String>,
 }

@@ -351,6 +351,22 @@ impl Live {
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
     }
 
+    /// The connected user `id` that joined with `token`, proved by `resume` (the secret its
+    /// `hello` gave it): HTTP calls made for a user (downloads, uploads) are judged by what
+    /// that user may do now, not by what its token was minted with.
+    pub fn connected(&self, token: &str, id: &str, resume: &str) -> Option<Arc<User>> {
+        let (t, r) = (hash(token), hash(resume));
+        let users = self.users.lock().expect("users");
+        users
+            .iter()
+            .find(|u| {
+                u.id == id
+                    && bool::from(u.token.ct_eq(&t))
+                    && bool::from(hash(&u.resume).ct_eq(&r))
+            })
+            .cloned()
+    }
+
     /// [`Live::join_resuming`]; a new user takes `fresh_id` (from [`Live::pending_id`]) if
     /// given and not connected.
     ///

@@ -49,13 +49,13 @@ impl From<Malformed> for Fault {
     }
 }
 
-/// Whether `user` may send a message of `kind` now: input needs control (and input
-/// accepted), the tab strip control or the tabs API, a resize its role. Checked before the
-/// message is read: what the user may not send is dropped whatever it holds.
+/// Whether `user` may send a message of `kind` now: input and the tab strip need control
+/// and input accepted (a user of higher priority in control preempts both), a resize its
+/// role. Checked before the message is read: what the user may not send is dropped
+/// whatever it holds.
 fn permitted(live: &Live, user: &User, kind: Kind) -> bool {
     match kind {
-        k if k.is_input() => live.accept_input(user),
-        Kind::Tab => (user.has(Role::ChromeApis) && user.may_control()) || live.accept_input(user),
+        k if k.is_input() || k == Kind::Tab => live.accept_input(user),
         Kind::Resize => user.has(Role::Resize),
         _ => true,
     }
