@@ -105,17 +105,26 @@ pub(crate) type Conn = RustConnection<bounded::Bounded>;
 
 /// Opens a new X connection on the display's socket.
 /// The socket is in a directory the browser's uid owns: it could have put a symlink there to
-/// any socket the daemon may open. So the path must be a socket itself, and the server that
-/// answers must run as the browser's `uid` (its X server does).
+/// any socket the daemon may open, or swap one in after a check. So the socket is opened
+/// (`O_PATH | O_NOFOLLOW`), checked to be a socket, and connected to through that very
+/// descriptor; and the server that answers must run as the browser's `uid` (its X server
+/// does).
 pub(crate) fn connect(socket: &Path, uid: u32) -> Result<Conn, Error> {
-    use std::os::unix::fs::FileTypeExt;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let refuse = |why: &str| Error::Connect(format!("{}: {why}", socket.display()));
-    let meta = std::fs::symlink_metadata(socket).map_err(|e| refuse(&e.to_string()))?;
+    let node = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(socket)
+        .map_err(|e| refuse(&e.to_string()))?;
+    let meta = node.metadata().map_err(|e| refuse(&e.to_string()))?;
     if !meta.file_type().is_socket() {
         return Err(refuse("not a socket"));
     }
-    let s = crate::fsutil::with_socket_path(socket, |p| UnixStream::connect(p))
+    let s = UnixStream::connect(format!("/proc/self/fd/{}", node.as_raw_fd()))
         .map_err(|e| refuse(&e.to_string()))?;
+    drop(node);
     if peer_uid(&s).map_err(|e| refuse(&e.to_string()))? != uid {
         return Err(refuse("answered by another user than the browser's"));
     }
