@@ -141,6 +141,9 @@ pub enum GenFile {
     Meta,
 }
 
+/// The largest generation number a store may hold (far beyond any profile's saves).
+pub const MAX_GENERATION: u64 = 1 << 53;
+
 impl GenFile {
     fn ext(self) -> &'static str {
         match self {
@@ -150,13 +153,20 @@ impl GenFile {
         }
     }
 
-    /// The generation and file a name under `gens/` is (`None`: not one of ours).
+    /// The generation and file a name under `gens/` is (`None`: not one of ours). Only the
+    /// names the daemon writes count: 20 digits, a generation from 1 to [`MAX_GENERATION`]
+    /// (a planted `+5`, `7` or `18446744073709551615` is not a generation, and no save can
+    /// be made to overflow the number after it).
     pub fn parse(name: &str) -> Option<(u64, GenFile)> {
         let (n, ext) = name.split_once('.')?;
         let file = [GenFile::Payload, GenFile::Record, GenFile::Meta]
             .into_iter()
             .find(|f| f.ext() == ext)?;
-        Some((n.parse().ok()?, file))
+        if n.len() != 20 || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let g: u64 = n.parse().ok()?;
+        (1..=MAX_GENERATION).contains(&g).then_some((g, file))
     }
 }
 
@@ -234,6 +244,21 @@ mod tests {
             Some((7, GenFile::Meta))
         );
         assert_eq!(GenFile::parse("7.tmp"), None);
+        // Only the names the daemon writes are generations.
+        for planted in [
+            "7.json",
+            "+0000000000000000007.json",
+            "00000000000000000000.json",
+            "18446744073709551615.json",
+            "09007199254740993.pvo",
+            "00009007199254740993.pvo",
+        ] {
+            assert_eq!(GenFile::parse(planted), None, "{planted}");
+        }
+        assert_eq!(
+            GenFile::parse("00009007199254740992.pvo"),
+            Some((MAX_GENERATION, GenFile::Payload))
+        );
         assert_eq!(GenFile::parse("x.json"), None);
         assert_eq!(alias("acme", "a").unwrap(), "tenants/acme/aliases/a");
         assert_eq!(

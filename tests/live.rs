@@ -394,7 +394,8 @@ async fn a_person_uses_the_session_through_embed_url() {
     assert!(blue, "the viewer does not show the popup");
 
     // A viewer with `resize` gets the browser's viewport matched to its frame (900 x 500 page,
-    // less the 66 px toolbar), and one behind a network blip reconnects by itself.
+    // less the 66 px toolbar), and one behind a network blip reconnects by itself, as the
+    // same user (the page comes back with its hello's secret).
     let (st, minted) = d
         .call(
             "POST",
@@ -418,7 +419,7 @@ async fn a_person_uses_the_session_through_embed_url() {
     proxy.cut();
     let old = c["userId"].as_str().unwrap();
     v.ask(json!({"cmd": "waitFor", "name": "c", "timeout": 20000,
-        "expr": format!("window.__pv.state === 'open' && window.__pv.userId !== '{old}'")}))
+        "expr": format!("window.__pv.state === 'open' && window.__pv.hellos >= 2 && window.__pv.userId === '{old}'")}))
         .await;
     v.ask(json!({"cmd": "close", "name": "c"})).await;
 

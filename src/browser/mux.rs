@@ -187,6 +187,11 @@ impl Mux {
     fn shut(&self) {
         let mut st = self.state.lock().expect("mux");
         st.closed = true;
+        // What waits for the clients no longer counts against the node (their `Conn`s
+        // find the mux closed and take nothing back).
+        for c in st.clients.values() {
+            NODE_QUEUED.fetch_sub(c.queued.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        }
         st.clients.clear();
         st.sessions.clear();
         st.browser_sessions.clear();

@@ -203,7 +203,7 @@ pub fn merge_into(user_data_dir: &Path, nodes: &[Node]) -> std::io::Result<usize
         }
         Err(e) => return Err(e),
     }
-    let tree = crate::profile::untrusted::Tree::open(&dir)?;
+    let tree = crate::profile::untrusted::Tree::open(user_data_dir)?.dir(Path::new("Default"))?;
     let mut doc: Value = match tree.read(Path::new("Bookmarks"), MAX_FILE_BYTES) {
         Ok(b) => serde_json::from_slice(&b)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,

@@ -15,10 +15,11 @@
 //!
 //! The browser wrote the tree, so it is read through [`Tree`]: no link is followed and only
 //! regular files are opened (a link, a FIFO or a device where a file should be is noted as
-//! unreadable). SQLite files are opened read-only and immutable through the descriptor
-//! that was checked, or, when a journal or WAL holds data, as a private copy (of the checked
-//! descriptors, at most their size) in a fresh temporary directory. Cookie values are never
-//! selected.
+//! unreadable). SQLite files are opened read-only and immutable by the path of the
+//! descriptor that was checked (SQLite resolves `/proc/self/fd/N` back to the file's real
+//! path, which has no link in it; the tree no longer changes once the browser has stopped),
+//! or, when a journal or WAL holds data, as a private copy (of the checked descriptors, at
+//! most their size) in a fresh temporary directory. Cookie values are never selected.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -74,17 +75,28 @@ const MAX_BOOKMARKS_BYTES: u64 = 64 << 20;
 /// decrypt on another machine), read from the cookie database with SQLite; `None` when
 /// there is no readable cookie database.
 pub fn cookies_v11(root: &Path) -> Option<u64> {
-    let d = Tree::open(&root.join("Default")).ok()?;
-    let p = ["Network/Cookies", "Cookies"]
-        .into_iter()
-        .find(|p| d.is_file(Path::new(p)))?;
+    let d = Tree::open(root).and_then(|t| t.dir(Path::new("Default"))).ok()?;
+    let p = cookie_file(&d).ok()??;
     read_cookies(&d, Path::new(p)).ok().map(|(_, v11)| v11)
+}
+
+/// Which cookie database the profile has (Chromium moved it into `Network/`): the first
+/// present, or the part that could not be looked at and why.
+fn cookie_file(d: &Tree) -> Result<Option<&'static str>, (&'static str, String)> {
+    for p in ["Network/Cookies", "Cookies"] {
+        match d.kind(Path::new(p)) {
+            Ok(_) => return Ok(Some(p)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err((p, e.to_string())),
+        }
+    }
+    Ok(None)
 }
 
 /// Reads what the profile at `root` holds (see [`Contents`]).
 pub fn read(root: &Path) -> Contents {
     let mut c = Contents::default();
-    let d = match Tree::open(&root.join("Default")) {
+    let d = match Tree::open(root).and_then(|t| t.dir(Path::new("Default"))) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return c,
         Err(e) => {
@@ -95,14 +107,13 @@ pub fn read(root: &Path) -> Contents {
     let mut unreadable = Vec::new();
     let mut note = |part: &str, why: String| unreadable.push(format!("Default/{part}: {why}"));
 
-    let cookies = ["Network/Cookies", "Cookies"]
-        .into_iter()
-        .find(|p| d.kind(Path::new(p)).is_some());
-    if let Some(p) = cookies {
-        match read_cookies(&d, Path::new(p)) {
+    match cookie_file(&d) {
+        Ok(Some(p)) => match read_cookies(&d, Path::new(p)) {
             Ok((map, v11)) => (c.cookies, c.cookies_v11) = (map, v11),
             Err(e) => note(p, e),
-        }
+        },
+        Ok(None) => {}
+        Err((p, e)) => note(p, e),
     }
     c.history_entries = optional(&d, "History", &mut note, |conn| {
         conn.query_row("SELECT count(*) FROM urls", [], |r| r.get::<_, i64>(0))
@@ -208,8 +219,8 @@ fn open_sqlite(d: &Tree, rel: &Path) -> Result<(Connection, Held), String> {
             Held::Copy(scratch),
         )
     } else {
-        // Immutable: SQLite reads this file only (no journal, no WAL, no locks), through
-        // the descriptor checked above.
+        // Immutable: SQLite reads this file only (no journal, no WAL, no locks), at the
+        // real path of the descriptor checked above (see the module).
         let mut uri = String::from("file:");
         for &b in fd_path(&main).as_os_str().as_encoded_bytes() {
             if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
@@ -246,7 +257,14 @@ fn optional<T>(
     note: &mut dyn FnMut(&str, String),
     f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
 ) -> Option<T> {
-    d.kind(Path::new(part))?;
+    match d.kind(Path::new(part)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            note(part, e.to_string());
+            return None;
+        }
+        Ok(_) => {}
+    }
     let res = open_sqlite(d, Path::new(part))
         .and_then(|(conn, _held)| f(&conn).map_err(|e| e.to_string()));
     res.map_err(|e| note(part, e)).ok()
@@ -376,8 +394,17 @@ fn leveldb_keys(
     keep: &dyn Fn(&[u8]) -> Keep,
     note: &mut dyn FnMut(&str, String),
 ) -> Option<BTreeMap<Vec<u8>, bool>> {
-    if !d.is_dir(Path::new(part)) {
-        return None;
+    match d.kind(Path::new(part)) {
+        Ok(t) if t.is_dir() => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Ok(_) => {
+            note(part, "not a directory".into());
+            return None;
+        }
+        Err(e) => {
+            note(part, e.to_string());
+            return None;
+        }
     }
     match leveldb::read_keys(d, Path::new(part), keep) {
         Ok(k) => {

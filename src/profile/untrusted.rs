@@ -27,10 +27,11 @@ pub struct Tree {
 }
 
 impl Tree {
-    /// Opens the directory at `root` (itself not a link).
+    /// Opens the directory at `root`. The path to it is the caller's (a link in it is
+    /// followed); what is beneath it is not trusted.
     ///
     /// # Errors
-    /// `root` is missing, not a directory, or a link.
+    /// `root` is missing or not a directory.
     #[allow(unsafe_code)]
     pub fn open(root: &Path) -> io::Result<Tree> {
         let c = std::ffi::CString::new(root.as_os_str().as_bytes())
@@ -39,7 +40,7 @@ impl Tree {
         let fd = unsafe {
             libc::open(
                 c.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
             )
         };
         if fd < 0 {
@@ -93,6 +94,16 @@ impl Tree {
         }
     }
 
+    /// The directory `rel` beneath the root, as a tree of its own.
+    ///
+    /// # Errors
+    /// Missing, reached through a link, or not a directory.
+    pub fn dir(&self, rel: &Path) -> io::Result<Tree> {
+        Ok(Tree {
+            root: self.at(rel, libc::O_PATH | libc::O_DIRECTORY)?,
+        })
+    }
+
     /// Opens the regular file `rel` for reading.
     ///
     /// # Errors
@@ -125,21 +136,23 @@ impl Tree {
         Ok(b)
     }
 
-    /// What `rel` is (not following a link in its last part either), or `None` when it
-    /// cannot be reached without one.
-    pub fn kind(&self, rel: &Path) -> Option<FileType> {
-        let fd = File::from(self.at(rel, libc::O_PATH).ok()?);
-        fd.metadata().ok().map(|m| m.file_type())
+    /// What `rel` is (a link in its last part is a link).
+    ///
+    /// # Errors
+    /// Missing (`NotFound`), a link on the way, or unreadable.
+    pub fn kind(&self, rel: &Path) -> io::Result<FileType> {
+        let fd = File::from(self.at(rel, libc::O_PATH)?);
+        Ok(fd.metadata()?.file_type())
     }
 
     /// Whether `rel` is a regular file reached without links.
     pub fn is_file(&self, rel: &Path) -> bool {
-        self.kind(rel).is_some_and(|t| t.is_file())
+        self.kind(rel).is_ok_and(|t| t.is_file())
     }
 
     /// Whether `rel` is a directory reached without links.
     pub fn is_dir(&self, rel: &Path) -> bool {
-        self.kind(rel).is_some_and(|t| t.is_dir())
+        self.kind(rel).is_ok_and(|t| t.is_dir())
     }
 
     /// The entries of the directory `rel`: names and types (of the entries themselves: a
@@ -237,8 +250,20 @@ mod tests {
         assert!(open_regular(&root.join("Default/History")).is_ok());
         assert!(open_regular(&root.join("Default/Bookmarks")).is_err());
         assert!(open_regular(&root.join("Default/Fifo")).is_err());
-        // The root itself must not be a link.
+        // The path to the root is the caller's: a link there is followed. A directory
+        // beneath it is opened as a tree of its own only without links.
         symlink(&root, t.path().join("alias")).unwrap();
-        assert!(Tree::open(&t.path().join("alias")).is_err());
+        assert!(Tree::open(&t.path().join("alias"))
+            .unwrap()
+            .is_file(Path::new("Default/History")));
+        let sub = tree.dir(Path::new("Default")).unwrap();
+        assert!(sub.is_file(Path::new("History")));
+        assert!(tree.dir(Path::new("Linked")).is_err());
+        assert_eq!(
+            tree.kind(Path::new("Missing")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        assert!(tree.kind(Path::new("Linked")).unwrap().is_symlink());
+        assert!(tree.kind(Path::new("Linked/secret")).is_err());
     }
 }

@@ -120,6 +120,12 @@ impl Vault {
                         reason: "names another tenant or profile".into(),
                     });
                 }
+                if !(1..=crate::layout::MAX_GENERATION).contains(&head.generation) {
+                    return Err(Error::BadRecord {
+                        key,
+                        reason: format!("generation {} is out of range", head.generation),
+                    });
+                }
                 Ok(Some((head, etag)))
             }
             Err(store::Error::NotFound { .. }) => Ok(None),

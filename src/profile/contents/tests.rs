@@ -763,6 +763,14 @@ fn links_and_fifos_planted_by_the_browser_are_not_followed() {
     }
     assert_eq!(cookies_v11(t.path()), None);
 
+    // A link on the way to the cookie database is named too.
+    let c = read(t.path());
+    assert!(c.cookies.is_empty(), "{:?}", c.cookies);
+    assert!(
+        c.unreadable.iter().any(|u| u.starts_with("Default/Network/Cookies: ")),
+        "{:?}",
+        c.unreadable
+    );
     // The profile directory itself a link: nothing is read.
     let t2 = tempfile::tempdir().unwrap();
     symlink(&od, t2.path().join("Default")).unwrap();

@@ -184,7 +184,16 @@ enum Ready {
 }
 
 fn compress_small(path: &Path, opts: &PackOptions) -> Result<Ready, Error> {
-    let data = fs::read(path).map_err(io_at(path))?;
+    // A small file (the walk said so): read as the large ones are, never more than that.
+    let mut data = Vec::new();
+    crate::profile::untrusted::open_regular(path)
+        .and_then(|f| f.take(SMALL_FILE + 1).read_to_end(&mut data))
+        .map_err(io_at(path))?;
+    if data.len() as u64 > SMALL_FILE {
+        return Err(io_at(path)(std::io::Error::other(
+            "file grew while it was read",
+        )));
+    }
     let crc = crc32fast::hash(&data);
     let size = data.len() as u64;
     if data.is_empty() {
