@@ -269,6 +269,18 @@ async fn kms_keys_per_tenant_context_binding_and_rekey_between_sources() {
     assert_moved_record_is_refused(&env, &s3, &acme[0], ("acme", "p1", 2)).await;
     assert_moved_record_is_refused(&env, &s3, &acme[0], ("acme", "p2", 1)).await;
     assert_moved_record_is_refused(&env, &s3, &acme[0], ("other", "p1", 1)).await;
+    // A record naming a KMS key of another account (one whose owner could let this role
+    // decrypt a data key of their choosing) is refused before KMS is asked.
+    let mut foreign = acme[0].clone();
+    let arn_there = arn.replacen(":000000000000:", ":111111111111:", 1);
+    assert_ne!(arn_there, arn, "LocalStack's account is in the ARN: {arn}");
+    foreign["kms_key_arn"] = json!(arn_there);
+    put_record(&env, &s3, ("acme", "p1", 1), &foreign).await;
+    let out = run(&mut env.pv(&["verify", "p1", "--tenant", "acme", "--generation", "1"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "integrity exit code: {err}");
+    assert!(err.contains("outside the account and region"), "{err}");
+    put_record(&env, &s3, ("acme", "p1", 1), &acme[0]).await;
     // Put the originals back (the moved copies replaced them).
     for (t, p, g, rec) in [
         ("acme", "p1", 2, acme[1].clone()),

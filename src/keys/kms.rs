@@ -16,12 +16,14 @@
 //! JSON of `GenerateDataKey`/`Decrypt` answers and of `Encrypt` requests) and the copy made
 //! for an `Encrypt` request are not. Error messages never embed requests ([`describe`]).
 //!
-//! Trust: the recorded `kms_key_arn` is the key `Decrypt` must use; it is not checked
-//! against the configured key of the record's `key_id` (a repointed alias, or a rekey,
-//! legitimately differs). Whoever can write records can therefore name any KMS key the
-//! daemon's role may use — but KMS still requires the encryption context (tenant,
-//! profile, generation, object), so a record cannot be moved between profiles. Scope the
-//! role's `kms:Decrypt` to the keys in use.
+//! Trust: the recorded `kms_key_arn` is the key `Decrypt` must use. It may differ from the
+//! configured key (a repointed alias, a rekey), but only within the configured key's own
+//! partition, region and account ([`KmsKey::unwrap`]): a record written by whoever can
+//! write the store cannot name a key of theirs in another account (one whose policy lets
+//! the daemon's role decrypt, under a data key they chose), and `Decrypt` must answer for
+//! the very key named. KMS requires the encryption context (tenant, profile, generation,
+//! object), so a record cannot be moved between profiles. Scope the role's `kms:Decrypt`
+//! to the keys in use.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -41,6 +43,8 @@ pub struct KmsKey {
     id: String,
     key: String,
     client: Client,
+    /// `arn:<partition>:kms:<region>:<account>:` of the configured key, once described.
+    home: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl std::fmt::Debug for KmsKey {
@@ -49,6 +53,23 @@ impl std::fmt::Debug for KmsKey {
             .field("id", &self.id)
             .field("kms_key", &self.key)
             .finish_non_exhaustive()
+    }
+}
+
+/// `arn:<partition>:kms:<region>:<account>:` of a KMS key ARN (empty for anything else).
+fn arn_home(arn: &str) -> String {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", partition, "kms", region, account, rest]
+            if !partition.is_empty()
+                && !region.is_empty()
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && !rest.is_empty() =>
+        {
+            format!("arn:{partition}:kms:{region}:{account}:")
+        }
+        _ => String::new(),
     }
 }
 
@@ -202,6 +223,7 @@ impl KmsKey {
             id: id.into(),
             key: key.into(),
             client,
+            home: std::sync::Arc::default(),
         }
     }
 
@@ -285,6 +307,34 @@ impl KmsKey {
         ctx: &WrapContext<'_>,
     ) -> Result<DataKey, Error> {
         const OP: &str = "Decrypt";
+        let rejected = |message: String| Error::Kms {
+            key: self.id.clone(),
+            op: OP,
+            kind: KmsFailure::Rejected,
+            message,
+        };
+        let foreign = || {
+            rejected(format!(
+                "the record names KMS key {arn}, outside the account and region of {}",
+                self.key
+            ))
+        };
+        // Where the configured key lives, learnt once: a record naming a key elsewhere is
+        // refused before KMS is asked. When it cannot be learnt now (KMS unreachable),
+        // Decrypt goes first (and fails as it would) and the check follows it.
+        let home = match self.home.get() {
+            Some(h) => Some(h),
+            None => self
+                .home
+                .get_or_try_init(|| async { self.describe().await.map(|a| arn_home(&a)) })
+                .await
+                .ok(),
+        };
+        if let Some(home) = home {
+            if home.is_empty() || arn_home(arn) != *home {
+                return Err(foreign());
+            }
+        }
         let out = self
             .client
             .decrypt()
@@ -294,6 +344,20 @@ impl KmsKey {
             .send()
             .await;
         let mut out = counted(&self.id, OP, out)?;
+        if out.key_id() != Some(arn) {
+            return Err(rejected(format!(
+                "Decrypt answered for key {:?}, not {arn}",
+                out.key_id()
+            )));
+        }
+        // The data key is used only if the record's key lives where the configured one does.
+        let home = self
+            .home
+            .get_or_try_init(|| async { self.describe().await.map(|a| arn_home(&a)) })
+            .await?;
+        if home.is_empty() || arn_home(arn) != *home {
+            return Err(foreign());
+        }
         data_key(&self.id, OP, out.plaintext.take())
     }
 
@@ -371,6 +435,23 @@ mod tests {
             describe(&io),
             "dispatch failure: io error: connection refused"
         );
+    }
+
+    #[test]
+    fn recorded_keys_are_held_to_the_configured_key_s_account_and_region() {
+        let home = arn_home("arn:aws:kms:us-east-1:000000000000:key/1111");
+        assert_eq!(home, "arn:aws:kms:us-east-1:000000000000:");
+        assert_eq!(arn_home("arn:aws:kms:us-east-1:000000000000:alias/x"), home);
+        for other in [
+            "arn:aws:kms:us-east-1:111111111111:key/1111",
+            "arn:aws:kms:eu-west-1:000000000000:key/1111",
+            "arn:aws-cn:kms:us-east-1:000000000000:key/1111",
+        ] {
+            assert_ne!(arn_home(other), home, "{other}");
+        }
+        for junk in ["", "alias/x", "arn:aws:s3:us-east-1:000000000000:key/1", "arn:aws:kms:us-east-1:0:key/1", "arn:aws:kms:us-east-1:000000000000:"] {
+            assert_eq!(arn_home(junk), "", "{junk}");
+        }
     }
 
     #[test]
