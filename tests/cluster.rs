@@ -216,6 +216,36 @@ async fn three_nodes_behind_one_address_answer_for_every_session() {
     }
     let owner = owner.unwrap();
 
+    // Whoever can write the store gives the session's record the hash of a token of their
+    // own: the nodes that read it forward the call, and the owner, which holds the real
+    // token, refuses it (on its own, on every other node, for the session and its data).
+    {
+        use sha2::Digest;
+        let forged = "forged-admin-token-0123456789";
+        let sha = profile_vault::crypt::hex(&sha2::Sha256::digest(forged.as_bytes()));
+        let store_dir = dir.path().join("store");
+        let rec_path = store_dir.join(format!("cluster/sessions/{id1}.json"));
+        let original = std::fs::read(&rec_path).unwrap();
+        let mut rec: Value = serde_json::from_slice(&original).unwrap();
+        assert!(rec["admin_token_sha256"].is_string(), "{rec}");
+        rec["admin_token_sha256"] = json!(sha);
+        std::fs::write(&rec_path, rec.to_string()).unwrap();
+        std::fs::write(store_dir.join(format!("cluster/admins/{sha}")), &id1).unwrap();
+        for addr in &addrs {
+            let (st, v) = http(addr, "POST", &format!("/v0/vm/{id1}/ping"), Some(forged), None).await;
+            assert_eq!(st, 401, "a forged record opened the session on {addr}: {v}");
+            let (st, v) = http(addr, "GET", &format!("/v0/profiles/{id1}/data"), Some(forged), None).await;
+            assert_eq!(st, 401, "a forged record opened the data on {addr}: {v}");
+        }
+        // The real record back: the real token works through every node.
+        std::fs::write(&rec_path, &original).unwrap();
+        std::fs::remove_file(store_dir.join(format!("cluster/admins/{sha}"))).unwrap();
+        for addr in &addrs {
+            let (st, v) = http(addr, "POST", &format!("/v0/vm/{id1}/ping"), Some(&admin1), None).await;
+            ok(st, &v, "ping with the real admin token beside a forged record");
+        }
+    }
+
     // The profile data document with the admin token, asked of every node directly: the
     // others find the session through the admin-token index and forward to its owner.
     for (i, addr) in addrs.iter().enumerate() {

@@ -122,7 +122,8 @@ impl ApiKeys {
 }
 
 /// The actor another node of the cluster checked and vouched for (`api-key:<tenant>#<id>`,
-/// `admin-token:<session>`, or `-` for a caller only this node can check). Only the
+/// `admin-token:<session>:<sha256 of the token presented>`, or `-` for a caller only this
+/// node can check). Only the
 /// cluster middleware sets this header, after checking the request's signature; it strips
 /// it from every request that comes in from outside.
 pub fn forwarded(headers: &axum::http::HeaderMap) -> Option<&str> {

@@ -166,7 +166,7 @@ pub(super) async fn edge(State(state): State<AppState>, mut req: Request, next: 
             };
             let (actor, checked) = match &who {
                 Who::Key(a) => (a.clone(), true),
-                Who::Admin => (format!("admin-token:{id}"), true),
+                Who::Admin(sha256) => (admin_actor(&id, sha256), true),
                 Who::Owner => ("-".to_string(), false),
             };
             to_owner(&c, secret, &member, &id, &actor, req, checked).await
@@ -244,16 +244,8 @@ async fn data_with_admin_token(
     let (Owner::Alive(member), Some(secret)) = (c.owner(&record.node).await, c.secret()) else {
         return next.run(req).await;
     };
-    to_owner(
-        c,
-        secret,
-        &member,
-        &sid,
-        &format!("admin-token:{sid}"),
-        req,
-        true,
-    )
-    .await
+    let actor = admin_actor(&sid, &cluster::records::token_sha256(&token));
+    to_owner(c, secret, &member, &sid, &actor, req, true).await
 }
 
 /// The actor a signed request vouches for, the body hash and nonce it was signed with, if its
@@ -291,10 +283,19 @@ fn verify(state: &AppState, req: &Request) -> Result<(String, String, String), s
 enum Who {
     /// An API key of the session's tenant (its audit id).
     Key(String),
-    /// The session's admin token.
-    Admin,
+    /// The session's admin token, as this node found it in the session's record (the
+    /// SHA-256 of what the caller presented).
+    Admin(String),
     /// A token only the owner can check (a viewer token): passed on as it came.
     Owner,
+}
+
+/// The actor of a request made with an admin token: `admin-token:<session>:<sha256 of the
+/// token presented>`. This node checked the token against the session's record, which is
+/// read from the store; the owner checks the hash against the token it holds, so a record
+/// given another hash by whoever can write the store opens nothing.
+fn admin_actor(session: &str, token_sha256: &str) -> String {
+    format!("admin-token:{session}:{token_sha256}")
 }
 
 fn check_caller(
@@ -334,7 +335,7 @@ fn check_caller(
         return Ok(Who::Key(actor));
     }
     if is_admin {
-        return Ok(Who::Admin);
+        return Ok(Who::Admin(cluster::records::token_sha256(&token)));
     }
     if rest == "/store" || rest.starts_with("/store/") {
         // Viewers may use the session's store with their own token.

@@ -75,14 +75,16 @@ fn caller(state: &AppState, headers: &HeaderMap, id: &str) -> Result<Caller, Api
     })
 }
 
-/// The running session whose admin token the caller holds (or whose admin token another
-/// node of the cluster checked and forwarded here).
+/// The running session whose admin token the caller holds (or, forwarded by another node of
+/// the cluster, the hash of whose admin token the caller presented: checked here against
+/// the token this node holds).
 fn admin_session(state: &AppState, headers: &HeaderMap) -> Option<Arc<Session>> {
     if let Some(actor) = auth::forwarded(headers) {
-        return actor
-            .strip_prefix("admin-token:")
-            .and_then(|sid| state.manager.get(sid))
-            .filter(|s| s.is_active());
+        let (sid, sha256) = actor.strip_prefix("admin-token:")?.split_once(':')?;
+        return state
+            .manager
+            .get(sid)
+            .filter(|s| s.is_active() && s.admin_token_sha256_matches(sha256));
     }
     auth::bearer(headers).and_then(|t| state.manager.by_admin_token(t))
 }

@@ -1,8 +1,9 @@
 //! Requests between nodes: signed with the cluster secret, never with a tenant's key or token.
 //!
 //! A forwarded request carries who the sending node found the caller to be (the *actor*:
-//! `api-key:<tenant>#<key id>`, `admin-token:<session id>`, or `-` when only the owner can
-//! check the caller, as for viewer tokens), the sender, the target node, the time, a random
+//! `api-key:<tenant>#<key id>`, `admin-token:<session id>:<SHA-256 of the token presented>`
+//! (the owner compares it with the token it holds), or `-` when only the owner can check
+//! the caller, as for viewer tokens), the sender, the target node, the time, a random
 //! nonce and the SHA-256 of the body, and an HMAC-SHA256 over all of that and the method and
 //! path under the cluster secret. The target checks the MAC in constant time, that it is the
 //! target, that the time is within [`MAX_SKEW_MS`] of its clock, that the body is the one

@@ -190,6 +190,17 @@ impl Session {
         bool::from(self.admin_token_hash.ct_eq(&token_hash(token)))
     }
 
+    /// Checks, in constant time, the SHA-256 (lowercase hex) of an admin token another node
+    /// of the cluster was shown (it vouches for the hash of what the caller presented; this
+    /// node holds the token itself).
+    pub fn admin_token_sha256_matches(&self, sha256_hex: &str) -> bool {
+        bool::from(
+            crate::crypt::hex(&self.admin_token_hash)
+                .as_bytes()
+                .ct_eq(sha256_hex.as_bytes()),
+        )
+    }
+
     /// Whether the session is still running.
     pub fn is_active(&self) -> bool {
         self.status.lock().expect("status lock").ended.is_none()
