@@ -70,6 +70,19 @@ async fn generations_rollback_retention_delete() {
     assert!(std::fs::read_to_string(dst.join("Local State"))
         .unwrap()
         .contains("v4"));
+    // A payload without a record is a save still running when it is recent (it is left to
+    // finish), and a leftover when it is older than a save may take (it goes).
+    let gens_dir = dir.path().join("store/tenants/t1/profiles/p1/gens");
+    let running = gens_dir.join(format!("{:020}.pvo", 1));
+    let leftover = gens_dir.join(format!("{:020}.pvo", 2));
+    std::fs::write(&running, b"in flight").unwrap();
+    std::fs::write(&leftover, b"left over").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&leftover)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7 * 3600))
+        .unwrap();
     // A save after a rollback gets a new number, and the old head survives pruning.
     let src = dir.path().join("src8");
     make_profile(&src, "v8");
@@ -81,6 +94,8 @@ async fn generations_rollback_retention_delete() {
             .generation,
         8
     );
+    assert!(running.exists(), "a running save's payload was pruned");
+    assert!(!leftover.exists(), "a leftover payload was kept");
     assert!(matches!(
         vault.rollback(&addr("t1", "p1"), 1).await,
         Err(Error::GenerationNotFound { .. })

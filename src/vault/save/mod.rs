@@ -88,14 +88,38 @@ impl Vault {
     }
 
     /// Keeps the newest `keep` generations and the head; removes older ones (record first).
+    /// A payload without a record stored less than [`super::gc::MAX_SAVE`] ago is a save
+    /// still running (its record comes last): it is left to finish, whatever its number.
     pub(in crate::vault) async fn prune(&self, at: &ProfileAddr, head: u64) -> Result<Vec<u64>> {
-        let (payloads, records) = self.generation_numbers(at).await?;
+        let p = at.gens();
+        let listed = self.store.list(&p).await?;
+        let (mut payloads, mut records) = (Vec::new(), Vec::new());
+        let mut stored_at = std::collections::HashMap::new();
+        for m in &listed {
+            match GenFile::parse(&m.key[p.len()..]) {
+                Some((n, GenFile::Payload)) => {
+                    payloads.push(n);
+                    stored_at.insert(n, m.modified);
+                }
+                Some((n, GenFile::Record)) => records.push(n),
+                _ => {}
+            }
+        }
         let all = merged(&payloads, &records);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let running = |g: u64| {
+            !records.contains(&g)
+                && stored_at
+                    .get(&g)
+                    .is_some_and(|&t| now.saturating_sub(t) < super::gc::MAX_SAVE.as_secs())
+        };
         let keep = self.opts.keep.max(1);
         let cutoff = all.len().saturating_sub(keep);
         let mut removed = Vec::new();
         for &g in &all[..cutoff] {
-            if g == head {
+            if g == head || running(g) {
                 continue;
             }
             self.store
