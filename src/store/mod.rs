@@ -171,22 +171,37 @@ impl Debug for GetResult {
     }
 }
 
+/// The most [`GetResult::bytes`] reads: records, heads, `gc.json`, leases and cluster
+/// records are far smaller (payloads and packs are streamed or read by range).
+pub const MAX_READ_WHOLE: u64 = 64 << 20;
+
 impl GetResult {
-    /// Reads the whole body into memory (small objects only).
+    /// Reads the whole body into memory (small objects only, at most [`MAX_READ_WHOLE`]).
     ///
     /// # Errors
-    /// I/O errors of the body.
-    pub async fn bytes(mut self) -> Result<Bytes> {
+    /// I/O errors of the body; a body over [`MAX_READ_WHOLE`] ([`Error::Backend`]).
+    pub async fn bytes(self) -> Result<Bytes> {
         use tokio::io::AsyncReadExt;
+        let key = self.meta.key.clone();
         let mut v = Vec::with_capacity(self.meta.size.min(16 << 20) as usize);
         self.body
+            .take(MAX_READ_WHOLE + 1)
             .read_to_end(&mut v)
             .await
             .map_err(|e| Error::Unavailable {
                 op: "get",
-                key: self.meta.key.clone(),
+                key: key.clone(),
                 message: e.to_string(),
             })?;
+        if v.len() as u64 > MAX_READ_WHOLE {
+            // What the store holds may have been planted: an object this large is not one
+            // of the records read whole, and is not held in memory to find out.
+            return Err(Error::Backend {
+                op: "get",
+                key,
+                message: format!("larger than the {MAX_READ_WHOLE} bytes an object read whole may be"),
+            });
+        }
         Ok(v.into())
     }
 }
