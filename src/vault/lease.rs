@@ -108,20 +108,29 @@ impl Vault {
         }
     }
 
-    /// Gives a lease up (if it is still ours).
+    /// Gives a lease up if it is still ours: it is written back expired, on the condition
+    /// that it is the version this process wrote last (a delete could not be conditional,
+    /// and would remove a lease another node took in between).
     ///
     /// # Errors
     /// Storage errors.
     pub async fn release_lease(&self, lease: &Lease) -> Result<()> {
-        let key = lease.at.lease();
-        if let Ok(g) = self.store.get(&key).await {
-            let current: Option<LeaseRecord> = serde_json::from_slice(&g.bytes().await?).ok();
-            if current
-                .is_some_and(|c| c.node == lease.record.node && c.session == lease.record.session)
-            {
-                self.store.delete(&key).await?;
-            }
+        let record = LeaseRecord {
+            expires_at_ms: 0,
+            ..lease.record.clone()
+        };
+        let body = Bytes::from(serde_json::to_vec(&record).expect("lease serializes"));
+        match self
+            .store
+            .put(
+                &lease.at.lease(),
+                PutBody::Bytes(body),
+                PutMode::Update(lease.etag.clone()),
+            )
+            .await
+        {
+            Ok(_) | Err(store::Error::Precondition { .. } | store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
         }
-        Ok(())
     }
 }
