@@ -237,7 +237,10 @@ pub struct RetentionConfig {
     /// Seconds between retention sweeps of the daemon.
     pub sweep_every: u64,
     /// Format 2 packs no generation uses are deleted by a garbage collection that finds them
-    /// unused at least this many seconds after one that marked them (`PV_PACK_GRACE_SECS`).
+    /// unused at least this many seconds after one that marked them, and stored at least
+    /// that long ago (`PV_PACK_GRACE_SECS`). The default, 6 h, is the longest a save may
+    /// run: the packs a save is still uploading are never collected under it (a shorter
+    /// grace makes saves longer than it start over, and after two tries fail).
     pub pack_grace_secs: u64,
 }
 
@@ -247,7 +250,7 @@ impl Default for RetentionConfig {
             keep_generations: 5,
             max_idle_days: 90,
             sweep_every: 3600,
-            pack_grace_secs: 3600,
+            pack_grace_secs: 21_600,
         }
     }
 }
