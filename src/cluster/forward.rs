@@ -19,6 +19,8 @@ type Inner = hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<Htt
 /// The HTTP client nodes reach each other with (keep-alive pool, 2 s connect timeout).
 pub struct Client {
     inner: Inner,
+    /// Forward to nodes whose record carries no MAC.
+    accept_unsigned: bool,
 }
 
 /// Why a forward failed.
@@ -27,6 +29,9 @@ pub enum Error {
     /// The node advertises no address.
     #[error("node {0} advertises no address (cluster.node_url)")]
     NoAddress(String),
+    /// The node's member record does not carry this cluster's MAC.
+    #[error("the record of node {0} does not carry this cluster's MAC (changed in the store, or written by an earlier release: see cluster.accept_unsigned_members); nothing is forwarded to it")]
+    Unvouched(String),
     /// The request could not be built (bad node address).
     #[error("node {node} has an unusable address: {message}")]
     BadAddress {
@@ -64,13 +69,15 @@ const HOP_BY_HOP: &[&str] = &[
 
 impl Default for Client {
     fn default() -> Self {
-        Self::new()
+        Self::new(false)
     }
 }
 
 impl Client {
-    /// A client (TLS with the system roots when node addresses are `https://`).
-    pub fn new() -> Self {
+    /// A client (TLS with the system roots when node addresses are `https://`) that
+    /// forwards only to nodes whose member record carries the cluster's MAC, or also to
+    /// those with none when `accept_unsigned` (while rolling from an earlier release).
+    pub fn new(accept_unsigned: bool) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -93,7 +100,10 @@ impl Client {
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(https);
-        Client { inner }
+        Client {
+            inner,
+            accept_unsigned,
+        }
     }
 
     /// Sends `req` to `target` as node `from`, vouching for `actor`. `strip_token` removes
@@ -110,6 +120,9 @@ impl Client {
         req: Request<Body>,
         strip_token: bool,
     ) -> Result<Response<Body>, Error> {
+        if !sign::member_vouched(secret, target, self.accept_unsigned) {
+            return Err(Error::Unvouched(target.node.clone()));
+        }
         let url = target
             .url
             .as_deref()
@@ -258,4 +271,46 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A member record whose address was changed in the store (its MAC no longer matches),
+    /// or that has no MAC, is not forwarded to: nothing connects to the address it names.
+    #[tokio::test]
+    async fn only_members_the_cluster_vouched_for_are_forwarded_to() {
+        let secret = "a-cluster-secret-of-some-length";
+        let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", elsewhere.local_addr().unwrap());
+        let member = |mac: Option<String>| Member {
+            format: 1,
+            node: "node-b".into(),
+            url: Some(url.clone()),
+            capacity: 1,
+            load: 0,
+            started_ms: 0,
+            heartbeat_ms: 0,
+            expires_ms: u64::MAX,
+            secret_check: Some(sign::secret_check(secret)),
+            mac,
+            version: "x".into(),
+        };
+        let real = sign::member_mac(secret, "node-b", Some("http://127.0.0.1:1"));
+        let own = sign::member_mac(secret, "node-b", Some(&url));
+        assert!(sign::member_vouched(secret, &member(Some(own.clone())), false));
+        assert!(!sign::member_vouched("another-secret-entirely", &member(Some(own)), false));
+        assert!(sign::member_vouched(secret, &member(None), true));
+        for (m, accept) in [(member(Some(real)), true), (member(None), false)] {
+            let req = Request::get("/v0/vm/x").body(Body::empty()).unwrap();
+            let e = Client::new(accept)
+                .forward("node-a", secret, &m, "-", req, false)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::Unvouched(ref n) if n == "node-b"), "{e}");
+        }
+        let nobody = tokio::time::timeout(Duration::from_millis(200), elsewhere.accept()).await;
+        assert!(nobody.is_err(), "a request reached the changed address");
+    }
 }

@@ -32,6 +32,12 @@ pub struct Member {
     pub expires_ms: u64,
     /// [`sign::secret_check`] of its cluster secret (none: it has no secret).
     pub secret_check: Option<String>,
+    /// [`sign::member_mac`] of its node id and address under the cluster secret (none: it
+    /// has no secret, or an earlier release wrote it): other nodes forward to `url` only
+    /// when it matches, so a record whose address was changed in the store sends nothing
+    /// elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
     /// profile-vault version.
     pub version: String,
 }
@@ -78,10 +84,14 @@ impl Cluster {
 
     fn own_record(&self, load: usize) -> Member {
         let now = now_ms();
+        let url = self.url.lock().expect("url lock").clone();
         Member {
             format: 1,
             node: self.node.clone(),
-            url: self.url.lock().expect("url lock").clone(),
+            mac: self
+                .secret()
+                .map(|s| sign::member_mac(s, &self.node, url.as_deref())),
+            url,
             capacity: self.cfg.capacity,
             load,
             started_ms: self.started_ms,

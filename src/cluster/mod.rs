@@ -44,6 +44,10 @@ pub struct ClusterSection {
     pub heartbeat_secs: u64,
     /// Seconds after its last heartbeat a node counts as dead (its sessions show `node_lost`).
     pub node_ttl_secs: u64,
+    /// Forward to nodes whose member record carries no MAC (`PV_CLUSTER_ACCEPT_UNSIGNED_MEMBERS`):
+    /// only while rolling a cluster from a release that wrote none; off again once every node
+    /// runs this one. A record with a MAC that does not match is never forwarded to.
+    pub accept_unsigned_members: bool,
 }
 
 impl Default for ClusterSection {
@@ -53,6 +57,7 @@ impl Default for ClusterSection {
             node_url: None,
             heartbeat_secs: 2,
             node_ttl_secs: 10,
+            accept_unsigned_members: false,
         }
     }
 }
@@ -67,6 +72,7 @@ impl ClusterSection {
             heartbeat: Duration::from_secs(heartbeat),
             node_ttl: Duration::from_secs(self.node_ttl_secs.max(heartbeat * 2)),
             capacity,
+            accept_unsigned_members: self.accept_unsigned_members,
         }
     }
 }
@@ -98,6 +104,8 @@ pub struct ClusterConfig {
     pub node_ttl: Duration,
     /// Sessions this node takes (`sessions.max_sessions`).
     pub capacity: usize,
+    /// Forward to nodes whose member record carries no MAC ([`ClusterSection`]).
+    pub accept_unsigned_members: bool,
 }
 
 /// Where a session's owner stands.
@@ -144,12 +152,12 @@ impl Cluster {
         Arc::new(Cluster {
             store,
             node: node.into(),
-            cfg,
             started_ms: now_ms(),
             url: Mutex::new(None),
             members: Mutex::new(Vec::new()),
             etag: tokio::sync::Mutex::new(None),
-            client: forward::Client::new(),
+            client: forward::Client::new(cfg.accept_unsigned_members),
+            cfg,
         })
     }
 

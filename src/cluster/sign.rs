@@ -172,6 +172,31 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The MAC of a member record under the cluster secret: its node id and the address other
+/// nodes send that node's requests to.
+pub fn member_mac(secret: &str, node: &str, url: Option<&str>) -> String {
+    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    m.update(b"profile-vault/member/v1\0");
+    m.update(node.as_bytes());
+    m.update(b"\0");
+    m.update(url.unwrap_or_default().as_bytes());
+    crate::crypt::hex(&m.finalize().into_bytes())
+}
+
+/// Whether requests may be forwarded to `m`: its MAC matches (compared in constant time),
+/// or it has none and `accept_unsigned` says so (while rolling from an earlier release).
+pub fn member_vouched(secret: &str, m: &super::Member, accept_unsigned: bool) -> bool {
+    use subtle::ConstantTimeEq;
+    match &m.mac {
+        Some(mac) => bool::from(
+            member_mac(secret, &m.node, m.url.as_deref())
+                .as_bytes()
+                .ct_eq(mac.as_bytes()),
+        ),
+        None => accept_unsigned,
+    }
+}
+
 /// A value that proves two nodes hold the same secret without revealing it (published in
 /// member records): HMAC-SHA256 of a fixed label, first 16 bytes, hex.
 pub fn secret_check(secret: &str) -> String {

@@ -51,6 +51,11 @@ const VARS: &[(&str, &str, Kind)] = &[
     ("PV_CLUSTER_SECRET", "cluster.secret", Kind::Text),
     ("PV_NODE_URL", "cluster.node_url", Kind::Url),
     (
+        "PV_CLUSTER_ACCEPT_UNSIGNED_MEMBERS",
+        "cluster.accept_unsigned_members",
+        Kind::Bool,
+    ),
+    (
         "PV_UNSAFE_NO_SANDBOX",
         "browser.unsafe_no_sandbox",
         Kind::OnlyIfYes,

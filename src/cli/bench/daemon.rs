@@ -193,6 +193,7 @@ impl BenchDaemon {
             heartbeat: std::time::Duration::from_secs(2),
             node_ttl: std::time::Duration::from_secs(10),
             capacity: 4,
+            accept_unsigned_members: false,
         });
         let daemon = Daemon::build(
             vault,
