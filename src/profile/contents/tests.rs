@@ -2,7 +2,7 @@
 //! LevelDB logs/tables/manifests shaped like Chromium 156's.
 
 use super::*;
-use crate::profile::leveldb::{masked_crc, LOG_BLOCK, TABLE_MAGIC};
+use crate::profile::leveldb::{self, masked_crc, Keep, LOG_BLOCK, TABLE_MAGIC};
 use rusqlite::params;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
