@@ -931,11 +931,7 @@ async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
         .await
         .unwrap();
     let hello = message(&mut ws, "hello").await;
-    let me = format!(
-        "&user={}&resume={}",
-        hello["user_id"].as_str().unwrap(),
-        hello["resume"].as_str().unwrap()
-    );
+    let me = as_user(&hello);
     let (cx, cy) = (x + w / 2.0, y + h / 2.0);
     say(
         &mut ws,
@@ -1018,6 +1014,16 @@ async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
     d.end_and_wait(KEY_T1, &id).await;
 }
 
+/// The query that makes a download or upload call for the user a viewer socket's `hello`
+/// names (its id and secret).
+fn as_user(hello: &Value) -> String {
+    format!(
+        "&user={}&resume={}",
+        hello["user_id"].as_str().unwrap(),
+        hello["resume"].as_str().unwrap()
+    )
+}
+
 /// GET `path`: status, head, body.
 /// A GET of `path` with `headers`: (status, head, body).
 pub(crate) async fn http_full(
@@ -1073,11 +1079,7 @@ async fn the_page_file_chooser_takes_a_file_from_the_person_s_machine() {
         .await
         .unwrap();
     let hello = message(&mut ws, "hello").await;
-    let me = format!(
-        "&user={}&resume={}",
-        hello["user_id"].as_str().unwrap(),
-        hello["resume"].as_str().unwrap()
-    );
+    let me = as_user(&hello);
     for (extra, want) in [("", 403), (me.as_str(), 409)] {
         let (st, v) = d
             .call(
@@ -1132,11 +1134,7 @@ async fn the_page_file_chooser_takes_a_file_from_the_person_s_machine() {
     let (st, v) = d
         .call(
             "POST",
-            &format!(
-                "/v0/vm/{id}/embed/uploads?token={plain}&user={}&resume={}",
-                hello["user_id"].as_str().unwrap(),
-                hello["resume"].as_str().unwrap()
-            ),
+            &format!("/v0/vm/{id}/embed/uploads?token={plain}{}", as_user(&hello)),
             None,
             Some(""),
         )

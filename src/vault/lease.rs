@@ -88,24 +88,14 @@ impl Vault {
     pub async fn renew_lease(&self, lease: &mut Lease, ttl: std::time::Duration) -> Result<bool> {
         let mut record = lease.record.clone();
         record.expires_at_ms = now_ms() + ttl.as_millis() as u64;
-        let body = Bytes::from(serde_json::to_vec(&record).expect("lease serializes"));
-        match self
-            .store
-            .put(
-                &lease.at.lease(),
-                PutBody::Bytes(body),
-                PutMode::Update(lease.etag.clone()),
-            )
-            .await
-        {
-            Ok(etag) => {
+        Ok(match self.rewrite_lease(lease, &record).await? {
+            Some(etag) => {
                 lease.etag = etag;
                 lease.record = record;
-                Ok(true)
+                true
             }
-            Err(store::Error::Precondition { .. } | store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+            None => false,
+        })
     }
 
     /// Gives a lease up if it is still ours: it is written back expired, on the condition
@@ -119,7 +109,13 @@ impl Vault {
             expires_at_ms: 0,
             ..lease.record.clone()
         };
-        let body = Bytes::from(serde_json::to_vec(&record).expect("lease serializes"));
+        self.rewrite_lease(lease, &record).await.map(drop)
+    }
+
+    /// Writes `record` over `lease` if the store still holds the version this process wrote
+    /// last: its new etag, or `None` when the lease was taken over (or is gone).
+    async fn rewrite_lease(&self, lease: &Lease, record: &LeaseRecord) -> Result<Option<String>> {
+        let body = Bytes::from(serde_json::to_vec(record).expect("lease serializes"));
         match self
             .store
             .put(
@@ -129,7 +125,8 @@ impl Vault {
             )
             .await
         {
-            Ok(_) | Err(store::Error::Precondition { .. } | store::Error::NotFound { .. }) => Ok(()),
+            Ok(etag) => Ok(Some(etag)),
+            Err(store::Error::Precondition { .. } | store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
