@@ -232,17 +232,42 @@ async fn three_nodes_behind_one_address_answer_for_every_session() {
         std::fs::write(&rec_path, rec.to_string()).unwrap();
         std::fs::write(store_dir.join(format!("cluster/admins/{sha}")), &id1).unwrap();
         for addr in &addrs {
-            let (st, v) = http(addr, "POST", &format!("/v0/vm/{id1}/ping"), Some(forged), None).await;
+            let (st, v) = http(
+                addr,
+                "POST",
+                &format!("/v0/vm/{id1}/ping"),
+                Some(forged),
+                None,
+            )
+            .await;
             assert_eq!(st, 401, "a forged record opened the session on {addr}: {v}");
-            let (st, v) = http(addr, "GET", &format!("/v0/profiles/{id1}/data"), Some(forged), None).await;
+            let (st, v) = http(
+                addr,
+                "GET",
+                &format!("/v0/profiles/{id1}/data"),
+                Some(forged),
+                None,
+            )
+            .await;
             assert_eq!(st, 401, "a forged record opened the data on {addr}: {v}");
         }
         // The real record back: the real token works through every node.
         std::fs::write(&rec_path, &original).unwrap();
         std::fs::remove_file(store_dir.join(format!("cluster/admins/{sha}"))).unwrap();
         for addr in &addrs {
-            let (st, v) = http(addr, "POST", &format!("/v0/vm/{id1}/ping"), Some(&admin1), None).await;
-            ok(st, &v, "ping with the real admin token beside a forged record");
+            let (st, v) = http(
+                addr,
+                "POST",
+                &format!("/v0/vm/{id1}/ping"),
+                Some(&admin1),
+                None,
+            )
+            .await;
+            ok(
+                st,
+                &v,
+                "ping with the real admin token beside a forged record",
+            );
         }
     }
 

@@ -948,8 +948,12 @@ async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
         "{offer}"
     );
     let base = format!("/v0/vm/{id}/embed/downloads");
-    let (st, head, body) =
-        http_full(&d.addr, &format!("{base}/report.txt?token={token}{me}"), &[]).await;
+    let (st, head, body) = http_full(
+        &d.addr,
+        &format!("{base}/report.txt?token={token}{me}"),
+        &[],
+    )
+    .await;
     assert_eq!(st, 200, "{head}");
     assert_eq!(body, b"pv-download-content-42\n");
     assert!(
@@ -970,8 +974,12 @@ async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
     // The token alone, or with a user that is not connected or a wrong secret, gets nothing.
     let wrong_secret = format!("&user={}&resume=x", hello["user_id"].as_str().unwrap());
     for extra in ["", "&user=nobody&resume=x", wrong_secret.as_str()] {
-        let (st, head, _) =
-            http_full(&d.addr, &format!("{base}/report.txt?token={token}{extra}"), &[]).await;
+        let (st, head, _) = http_full(
+            &d.addr,
+            &format!("{base}/report.txt?token={token}{extra}"),
+            &[],
+        )
+        .await;
         assert_eq!(st, 403, "{extra}: {head}");
     }
     // A user whose control the admin disabled gets nothing either, though the token it
@@ -985,8 +993,12 @@ async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
         )
         .await;
     assert_eq!(st, 200, "{v}");
-    let (st, head, _) =
-        http_full(&d.addr, &format!("{base}/report.txt?token={token}{me}"), &[]).await;
+    let (st, head, _) = http_full(
+        &d.addr,
+        &format!("{base}/report.txt?token={token}{me}"),
+        &[],
+    )
+    .await;
     assert_eq!(st, 403, "{head}");
     // Only a viewer who may control the browser gets files; tokens of other kinds none.
     let admin = s["admin_token"].as_str().unwrap();

@@ -183,7 +183,9 @@ pub(super) fn authorize(
             // The sender vouches for the hash of what the caller presented; this node
             // holds the token itself.
             return match (claim.split_once(':'), session) {
-                (Some((sid, sha256)), Some(s)) if sid == id && s.admin_token_sha256_matches(sha256) => {
+                (Some((sid, sha256)), Some(s))
+                    if sid == id && s.admin_token_sha256_matches(sha256) =>
+                {
                     Ok((s, Actor::AdminToken))
                 }
                 _ => Err(ApiError::unauthorized()),

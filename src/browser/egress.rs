@@ -449,7 +449,10 @@ mod tests {
         assert!(!p.refuses_literal("example.com"));
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         // This host's own addresses are refused even when public, unless opened.
-        let own: Vec<IpAddr> = vec!["93.184.216.34".parse().unwrap(), "2606:4700::7".parse().unwrap()];
+        let own: Vec<IpAddr> = vec![
+            "93.184.216.34".parse().unwrap(),
+            "2606:4700::7".parse().unwrap(),
+        ];
         let none = Policy::default();
         assert!(none.allows_beside("1.1.1.1".parse().unwrap(), &own));
         for a in ["93.184.216.34", "::ffff:93.184.216.34", "2606:4700::7"] {

@@ -299,8 +299,16 @@ mod tests {
         };
         let real = sign::member_mac(secret, "node-b", Some("http://127.0.0.1:1"));
         let own = sign::member_mac(secret, "node-b", Some(&url));
-        assert!(sign::member_vouched(secret, &member(Some(own.clone())), false));
-        assert!(!sign::member_vouched("another-secret-entirely", &member(Some(own)), false));
+        assert!(sign::member_vouched(
+            secret,
+            &member(Some(own.clone())),
+            false
+        ));
+        assert!(!sign::member_vouched(
+            "another-secret-entirely",
+            &member(Some(own)),
+            false
+        ));
         assert!(sign::member_vouched(secret, &member(None), true));
         for (m, accept) in [(member(Some(real)), true), (member(None), false)] {
             let req = Request::get("/v0/vm/x").body(Body::empty()).unwrap();

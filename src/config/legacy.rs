@@ -59,7 +59,11 @@ pub(super) const SERVER_KEYS: &[(&str, &str, &str)] = &[
     ("node_url", "cluster", "node_url"),
     ("cluster_heartbeat_secs", "cluster", "heartbeat_secs"),
     ("cluster_node_ttl_secs", "cluster", "node_ttl_secs"),
-    ("cluster_accept_unsigned_members", "cluster", "accept_unsigned_members"),
+    (
+        "cluster_accept_unsigned_members",
+        "cluster",
+        "accept_unsigned_members",
+    ),
     ("chromium", "browser", "chromium"),
     ("display", "browser", "display"),
     ("unsafe_no_sandbox", "browser", "unsafe_no_sandbox"),

@@ -449,7 +449,13 @@ mod tests {
         ] {
             assert_ne!(arn_home(other), home, "{other}");
         }
-        for junk in ["", "alias/x", "arn:aws:s3:us-east-1:000000000000:key/1", "arn:aws:kms:us-east-1:0:key/1", "arn:aws:kms:us-east-1:000000000000:"] {
+        for junk in [
+            "",
+            "alias/x",
+            "arn:aws:s3:us-east-1:000000000000:key/1",
+            "arn:aws:kms:us-east-1:0:key/1",
+            "arn:aws:kms:us-east-1:000000000000:",
+        ] {
             assert_eq!(arn_home(junk), "", "{junk}");
         }
     }

@@ -316,7 +316,11 @@ mod tests {
         assert_eq!(std::fs::read(&target).unwrap(), br#"{"roots":{}}"#);
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
 
-        for shape in ["[1, 2]", r#"{"roots": 7}"#, r#"{"roots": {"bookmark_bar": 1}}"#] {
+        for shape in [
+            "[1, 2]",
+            r#"{"roots": 7}"#,
+            r#"{"roots": {"bookmark_bar": 1}}"#,
+        ] {
             let r = tempfile::tempdir().unwrap();
             std::fs::create_dir(r.path().join("Default")).unwrap();
             std::fs::write(r.path().join("Default/Bookmarks"), shape).unwrap();

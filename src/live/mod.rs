@@ -360,9 +360,7 @@ impl Live {
         users
             .iter()
             .find(|u| {
-                u.id == id
-                    && bool::from(u.token.ct_eq(&t))
-                    && bool::from(hash(&u.resume).ct_eq(&r))
+                u.id == id && bool::from(u.token.ct_eq(&t)) && bool::from(hash(&u.resume).ct_eq(&r))
             })
             .cloned()
     }

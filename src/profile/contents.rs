@@ -27,9 +27,9 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 
 use super::untrusted::{fd_path, Tree};
-use storage::{indexed_db, local_storage, service_workers};
 #[cfg(test)]
 use storage::{idb_dir_origin, storage_key_origin};
+use storage::{indexed_db, local_storage, service_workers};
 
 /// What a profile holds: counts and site names only.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -77,7 +77,9 @@ const MAX_BOOKMARKS_BYTES: u64 = 64 << 20;
 /// decrypt on another machine), read from the cookie database with SQLite; `None` when
 /// there is no readable cookie database.
 pub fn cookies_v11(root: &Path) -> Option<u64> {
-    let d = Tree::open(root).and_then(|t| t.dir(Path::new("Default"))).ok()?;
+    let d = Tree::open(root)
+        .and_then(|t| t.dir(Path::new("Default")))
+        .ok()?;
     let p = cookie_file(&d).ok()??;
     read_cookies(&d, Path::new(p)).ok().map(|(_, v11)| v11)
 }
@@ -123,9 +125,7 @@ pub fn read(root: &Path) -> Contents {
     });
     let mut sites = BTreeSet::new();
     for p in ["Login Data", "Login Data For Account"] {
-        let n = optional(&d, p, &mut note, |conn| {
-            read_logins(conn, &mut sites)
-        });
+        let n = optional(&d, p, &mut note, |conn| read_logins(conn, &mut sites));
         if let Some(n) = n {
             *c.saved_logins.get_or_insert(0) += n;
         }
@@ -212,8 +212,7 @@ fn open_sqlite(d: &Tree, rel: &Path) -> Result<(Connection, Held), String> {
         for (x, mut f) in sides {
             let mut to = copy.as_os_str().to_owned();
             to.push(x);
-            copy_private(&mut f, &PathBuf::from(to))
-                .map_err(|e| format!("temporary copy: {e}"))?;
+            copy_private(&mut f, &PathBuf::from(to)).map_err(|e| format!("temporary copy: {e}"))?;
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         (

@@ -68,7 +68,9 @@ impl Tree {
         let how = OpenHow {
             flags: (flags | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64,
             mode: 0,
-            resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+            resolve: libc::RESOLVE_BENEATH
+                | libc::RESOLVE_NO_SYMLINKS
+                | libc::RESOLVE_NO_MAGICLINKS,
         };
         loop {
             // SAFETY: `how` and `c` outlive the call; the size is the struct's own.
@@ -87,8 +89,7 @@ impl Tree {
             }
             let e = io::Error::last_os_error();
             // EAGAIN: a rename raced the lookup (RESOLVE_* retries are the caller's).
-            if e.raw_os_error() != Some(libc::EAGAIN) && e.kind() != io::ErrorKind::Interrupted
-            {
+            if e.raw_os_error() != Some(libc::EAGAIN) && e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }
         }
@@ -214,9 +215,14 @@ mod tests {
         let root = t.path().join("p");
         std::fs::create_dir_all(root.join("Default")).unwrap();
         std::fs::write(root.join("Default/History"), b"ok").unwrap();
-        symlink(outside.path().join("secret"), root.join("Default/Bookmarks")).unwrap();
+        symlink(
+            outside.path().join("secret"),
+            root.join("Default/Bookmarks"),
+        )
+        .unwrap();
         symlink(outside.path(), root.join("Linked")).unwrap();
-        let fifo = std::ffi::CString::new(root.join("Default/Fifo").as_os_str().as_bytes()).unwrap();
+        let fifo =
+            std::ffi::CString::new(root.join("Default/Fifo").as_os_str().as_bytes()).unwrap();
         // SAFETY: a valid path.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
 

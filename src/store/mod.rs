@@ -199,7 +199,9 @@ impl GetResult {
             return Err(Error::Backend {
                 op: "get",
                 key,
-                message: format!("larger than the {MAX_READ_WHOLE} bytes an object read whole may be"),
+                message: format!(
+                    "larger than the {MAX_READ_WHOLE} bytes an object read whole may be"
+                ),
             });
         }
         Ok(v.into())

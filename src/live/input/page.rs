@@ -145,7 +145,10 @@ async fn selection(live: &Live) -> Result<String, Fault> {
         )
         .await
         .map_err(Fault::Browser)?;
-    Ok(r["result"]["value"].as_str().unwrap_or_default().to_string())
+    Ok(r["result"]["value"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
 }
 
 pub(super) async fn key(live: &Live, user: &User, k: &Key) -> Result<Outcome, Fault> {

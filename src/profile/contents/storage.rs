@@ -170,11 +170,11 @@ pub(super) fn indexed_db(d: &Tree, note: &mut dyn FnMut(&str, String)) -> Vec<St
         return out.into_iter().collect();
     }
     let keys = optional(d, "WebStorage/QuotaManager", note, |conn| {
-            let mut st = conn.prepare("SELECT id, storage_key FROM buckets")?;
-            let rows = st.query_map([], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get_ref(1)?.as_bytes()?.to_vec()))
-            })?;
-            rows.collect::<rusqlite::Result<BTreeMap<_, _>>>()
+        let mut st = conn.prepare("SELECT id, storage_key FROM buckets")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get_ref(1)?.as_bytes()?.to_vec()))
+        })?;
+        rows.collect::<rusqlite::Result<BTreeMap<_, _>>>()
     });
     for b in buckets {
         let part = format!("WebStorage/{b}/IndexedDB");

@@ -730,7 +730,10 @@ fn links_and_fifos_planted_by_the_browser_are_not_followed() {
     let od = other.path().join("Default");
     sqlite(&od.join("History"), "CREATE TABLE urls(id INTEGER PRIMARY KEY, url TEXT); INSERT INTO urls(url) VALUES ('secret');");
     sqlite(&od.join("Network/Cookies"), COOKIES)
-        .execute("INSERT INTO cookies VALUES ('victim.test', 'n', '', x'', 1, 1)", [])
+        .execute(
+            "INSERT INTO cookies VALUES ('victim.test', 'n', '', x'', 1, 1)",
+            [],
+        )
         .unwrap();
     write(
         &od.join("Bookmarks"),
@@ -756,7 +759,9 @@ fn links_and_fifos_planted_by_the_browser_are_not_followed() {
     assert!(c.cookies.is_empty(), "{:?}", c.cookies);
     for part in ["History", "Login Data", "Bookmarks", "Extensions"] {
         assert!(
-            c.unreadable.iter().any(|u| u.starts_with(&format!("Default/{part}: "))),
+            c.unreadable
+                .iter()
+                .any(|u| u.starts_with(&format!("Default/{part}: "))),
             "{part} not noted: {:?}",
             c.unreadable
         );
@@ -767,7 +772,9 @@ fn links_and_fifos_planted_by_the_browser_are_not_followed() {
     let c = read(t.path());
     assert!(c.cookies.is_empty(), "{:?}", c.cookies);
     assert!(
-        c.unreadable.iter().any(|u| u.starts_with("Default/Network/Cookies: ")),
+        c.unreadable
+            .iter()
+            .any(|u| u.starts_with("Default/Network/Cookies: ")),
         "{:?}",
         c.unreadable
     );
