@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::common::daemon::*;
@@ -340,12 +339,43 @@ async fn three_nodes_behind_one_address_answer_for_every_session() {
     let (mut ws, _) = tokio_tungstenite::connect_async(&sock)
         .await
         .expect("viewer socket through the balancer");
-    let first = tokio::time::timeout(Duration::from_secs(20), ws.next())
-        .await
-        .expect("viewer message")
-        .unwrap()
-        .unwrap();
-    assert!(first.is_text(), "{first:?}");
+    let hello = crate::display::message(&mut ws, "hello").await;
+    // The person's downloads and uploads, asked of each node: every node answers as the
+    // owner does (the owner checks the viewer token and the connected user).
+    let token = query_token(embed);
+    let me = format!(
+        "&user={}&resume={}",
+        hello["user_id"].as_str().unwrap(),
+        hello["resume"].as_str().unwrap()
+    );
+    let wrong = format!("&user={}&resume=x", hello["user_id"].as_str().unwrap());
+    let (st, v) = http(
+        &lb,
+        "POST",
+        &format!("/v0/vm/{id1}/embed/addRoles"),
+        Some(&admin1),
+        Some(&json!([[hello["user_id"]], ["file_upload"]]).to_string()),
+    )
+    .await;
+    assert_eq!((st, v["changed"].as_u64()), (200, Some(1)), "{v}");
+    for (method, route, user, want) in [
+        ("GET", "downloads/none.txt", me.as_str(), 404),
+        ("GET", "downloads/none.txt", wrong.as_str(), 403),
+        ("POST", "uploads", me.as_str(), 400),
+        ("POST", "uploads", wrong.as_str(), 403),
+    ] {
+        for addr in &addrs {
+            let (st, v) = http(
+                addr,
+                method,
+                &format!("/v0/vm/{id1}/embed/{route}?token={token}{user}"),
+                None,
+                (method == "POST").then_some("not a multipart body"),
+            )
+            .await;
+            assert_eq!(st, want, "{method} {route} on {addr}: {v}");
+        }
+    }
     drop(ws);
     // The admin token does not open the live view on any node.
     let (st, _) = http(

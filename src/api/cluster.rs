@@ -337,11 +337,21 @@ fn check_caller(
     if is_admin {
         return Ok(Who::Admin(cluster::records::token_sha256(&token)));
     }
-    if rest == "/store" || rest.starts_with("/store/") {
-        // Viewers may use the session's store with their own token.
+    if rest == "/store" || rest.starts_with("/store/") || is_viewer_file_route(rest) {
+        // Viewers may use the session's store, and download and upload files, with their
+        // own token (and, for files, the user they are connected as): only the owner knows
+        // them.
         return Ok(Who::Owner);
     }
     Err(ApiError::unauthorized())
+}
+
+/// `…/embed/downloads/{name}` and `…/embed/uploads`: a viewer's file routes.
+fn is_viewer_file_route(rest: &str) -> bool {
+    rest == "/embed/uploads"
+        || rest
+            .strip_prefix("/embed/downloads/")
+            .is_some_and(|name| !name.is_empty() && !name.contains('/'))
 }
 
 /// `GET /v0/vm/{id}/cdp/json/version` of a session on another node: the URL it gives goes
