@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod faults;
+pub mod nginx;
 pub mod viewer;
 
 use std::path::{Path, PathBuf};
