@@ -332,6 +332,11 @@ async fn a_page_that_eats_memory_threads_or_disk_ends_only_its_own_session() {
             "(() => { const src = URL.createObjectURL(new Blob(['setInterval(() => {}, 100000)'])); window.__w = []; for (let i = 0; i < 2000; i++) { try { window.__w.push(new Worker(src)); } catch (e) { break; } } return 1; })()",
         ),
         (
+            // What a taken-over browser writes where its uid may: its X socket directory.
+            "disk-display",
+            "1",
+        ),
+        (
             "disk",
             "(() => { const a = document.createElement('a'); a.href = URL.createObjectURL(new Blob([new Uint8Array(96 << 20).fill(1)])); a.download = 'big.bin'; document.body.appendChild(a); a.click(); return 1; })()",
         ),
@@ -347,6 +352,11 @@ async fn a_page_that_eats_memory_threads_or_disk_ends_only_its_own_session() {
                 json!({"behavior": "allow", "downloadPath": "/home/browser/Downloads"}),
             )
             .await;
+        }
+        if what == "disk-display" {
+            let x11 = d.data.join("run").join(&id).join("x11");
+            assert!(x11.is_dir(), "the session has a display");
+            std::fs::write(x11.join("fill"), vec![1u8; 64 << 20]).unwrap();
         }
         let _ = cdp
             .raw(

@@ -24,6 +24,7 @@ pub mod init;
 mod layout;
 pub mod mux;
 mod process;
+mod quota;
 pub mod sandbox;
 pub mod tabs_ext;
 

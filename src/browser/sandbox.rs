@@ -238,31 +238,12 @@ impl Runtime {
             .then_some(self.settings.limits.disk_mb << 20)
     }
 
-    /// Bytes the browser `name` on `user_data_dir` occupies on disk (profile, home and the
-    /// files people uploaded to it),
-    /// counted up to a little past `limit` only. Blocking: a directory walk.
+    /// Bytes the browser `name` on `user_data_dir` occupies on disk: its profile and its
+    /// whole run directory (home, uploads, X socket and sound directories), counted up to a
+    /// little past `limit` only ([`super::quota`]). Blocking: a directory walk.
     pub fn disk_used(&self, name: &str, user_data_dir: &Path, limit: u64) -> u64 {
         let run = self.settings.run_dir.join(name);
-        let (home, uploads) = (run.join("home"), run.join("uploads"));
-        let mut used = 0;
-        for root in [user_data_dir, home.as_path(), uploads.as_path()] {
-            let mut stack = vec![root.to_path_buf()];
-            while let Some(dir) = stack.pop() {
-                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                    let Ok(m) = std::fs::symlink_metadata(e.path()) else {
-                        continue;
-                    };
-                    if m.is_dir() {
-                        stack.push(e.path());
-                    }
-                    used += std::os::unix::fs::MetadataExt::blocks(&m) * 512;
-                    if used > limit {
-                        return used;
-                    }
-                }
-            }
-        }
-        used
+        super::quota::used(&[user_data_dir, run.as_path()], limit)
     }
 
     /// Removes what a browser of a previous daemon left (its run directory and cgroup).
