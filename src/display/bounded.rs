@@ -5,6 +5,10 @@
 //! length is read from its header as it passes (the setup reply's, a reply's, a generic
 //! event's; other events and errors are 32 bytes) and a longer one ends the connection
 //! before the library sees it.
+//!
+//! The server could also flood: descriptors passed with its bytes are closed at once (the
+//! daemon asks for none), and events the connection's owner has not drained are held to
+//! [`MAX_PENDING_EVENTS`] bytes ([`Bounded::drained`] says they were taken).
 
 use std::io::IoSlice;
 use std::sync::Mutex;
@@ -14,6 +18,9 @@ use x11rb::utils::RawFdContainer;
 
 /// The longest packet taken from the X server: a whole 4K screen of 32-bit pixels is 33 MB.
 pub const MAX_PACKET: u64 = 64 << 20;
+
+/// The most bytes of events received and not yet drained by the connection's owner.
+pub const MAX_PENDING_EVENTS: u64 = 16 << 20;
 
 /// A [`DefaultStream`] whose incoming packets are held to [`MAX_PACKET`].
 #[derive(Debug)]
@@ -30,6 +37,12 @@ impl Bounded {
             framer: Mutex::new(Framer::default()),
         }
     }
+
+    /// The connection's owner took every event received so far (`poll_for_event` answered
+    /// `None`).
+    pub fn drained(&self) {
+        self.framer.lock().expect("x framer").pending_events = 0;
+    }
 }
 
 impl std::os::fd::AsRawFd for Bounded {
@@ -45,6 +58,8 @@ impl Stream for Bounded {
 
     fn read(&self, buf: &mut [u8], fds: &mut Vec<RawFdContainer>) -> std::io::Result<usize> {
         let n = self.inner.read(buf, fds)?;
+        // The daemon asks for no descriptor: any the server passes is closed here.
+        fds.clear();
         self.framer.lock().expect("x framer").feed(&buf[..n])?;
         Ok(n)
     }
@@ -73,6 +88,8 @@ struct Framer {
     skip: u64,
     /// The stream was refused: nothing more is taken.
     refused: bool,
+    /// Bytes of events since the owner last drained them.
+    pending_events: u64,
 }
 
 impl Framer {
@@ -95,6 +112,9 @@ impl Framer {
             }
             self.have = 0;
             let h = &self.head;
+            // Replies (1) and errors (0) are taken by the requests awaiting them; events
+            // wait in the library's queue until the owner drains it.
+            let event = self.set_up && h[0] > 1;
             let extra = if !self.set_up {
                 self.set_up = true;
                 u64::from(u16::from_ne_bytes([h[6], h[7]])) * 4
@@ -104,6 +124,16 @@ impl Framer {
             } else {
                 0
             };
+            if event {
+                self.pending_events += extra + 32;
+                if self.pending_events > MAX_PENDING_EVENTS {
+                    self.refused = true;
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "the X server sent more events than were taken",
+                    ));
+                }
+            }
             if extra + 32 > MAX_PACKET {
                 self.refused = true;
                 return Err(std::io::Error::new(
@@ -182,5 +212,57 @@ mod tests {
         head.resize(32, 0);
         over.extend(&head);
         assert!(Framer::default().feed(&over).is_err());
+    }
+
+    #[test]
+    fn undrained_events_are_bounded() {
+        let mut f = Framer::default();
+        f.feed(&setup(0)).unwrap();
+        let event = packet(12, 0);
+        let n = MAX_PENDING_EVENTS / 32;
+        for _ in 0..n {
+            f.feed(&event).unwrap();
+        }
+        // Replies and errors are not events; draining starts the count again.
+        f.feed(&packet(1, 0)).unwrap();
+        f.feed(&packet(0, 0)).unwrap();
+        f.pending_events = 0;
+        for _ in 0..n {
+            f.feed(&event).unwrap();
+        }
+        assert!(f.feed(&event).is_err(), "one event past the bound");
+    }
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn descriptors_the_server_passes_are_closed() {
+        use std::os::fd::AsRawFd;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let passed = std::fs::File::open("/dev/null").unwrap();
+        // sendmsg with one SCM_RIGHTS descriptor and one byte.
+        let byte = [1u8];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_ptr() as *mut libc::c_void,
+            iov_len: 1,
+        };
+        let mut cbuf = [0u64; 8];
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as _;
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(4) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), passed.as_raw_fd());
+            assert_eq!(libc::sendmsg(theirs.as_raw_fd(), &msg, 0), 1);
+        }
+        let (stream, _) = DefaultStream::from_unix_stream(ours).unwrap();
+        let b = Bounded::new(stream);
+        let (mut buf, mut fds) = ([0u8; 8], Vec::new());
+        assert_eq!(b.read(&mut buf, &mut fds).unwrap(), 1);
+        assert!(fds.is_empty(), "a passed descriptor was kept: {fds:?}");
     }
 }

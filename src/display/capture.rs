@@ -290,6 +290,7 @@ impl Worker {
                 _ => {}
             }
         }
+        self.conn.stream().drained();
         if let Some(size) = resized {
             self.resized(size)?;
         }

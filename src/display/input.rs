@@ -142,6 +142,10 @@ impl Input {
             let mut s = me
                 .lock()
                 .map_err(|_| Error::Request("input poisoned".into()))?;
+            // Events this connection does not wait for are dropped (the X server may send
+            // any; undrained ones are bounded, see `bounded`).
+            while s.conn.poll_for_event()?.is_some() {}
+            s.conn.stream().drained();
             let r = f(&mut s)?;
             s.conn.flush()?;
             Ok(r)
