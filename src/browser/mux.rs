@@ -12,7 +12,10 @@
 //! A browser session may not `Target.attachToTarget` ("Not allowed"; only auto-attach), so
 //! a client's attach (and attach to the browser target) runs on the root connection: its
 //! `Target.attachedToTarget` event (matched by target id) and the new session go to that
-//! client, as if it had attached itself.
+//! client, as if it had attached itself. An event that more than one pending attach could
+//! explain (the daemon's own among them) goes to nobody: the new session is then the
+//! client's by the attach's answer alone, so no client is given a session another (or the
+//! daemon) attached.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -59,7 +62,8 @@ enum Route {
         client: u64,
         id: Value,
         strip: bool,
-        root_attach: bool,
+        /// A `Target.attach*` command: its answer's `sessionId` is the caller's.
+        attach: bool,
     },
     Root(oneshot::Sender<Result<Value, String>>),
 }
@@ -72,6 +76,22 @@ struct Client {
     counted: bool,
 }
 
+/// The "client" of the daemon's own root attaches.
+const DAEMON: u64 = 0;
+
+struct RootAttach {
+    id: u64,
+    target: Option<String>,
+    client: u64,
+}
+
+fn is_attach(method: &str) -> bool {
+    matches!(
+        method,
+        "Target.attachToTarget" | "Target.attachToBrowserTarget"
+    )
+}
+
 #[derive(Default)]
 struct State {
     next_id: u64,
@@ -82,9 +102,9 @@ struct State {
     sessions: HashMap<String, u64>,
     /// Browser session id -> client.
     browser_sessions: HashMap<String, u64>,
-    /// Attaches a client runs on the root connection: (target id or `None` for the browser
-    /// target, client), oldest first.
-    root_attaches: Vec<(Option<String>, u64)>,
+    /// Attaches running on the root connection, a client's or the daemon's ([`DAEMON`]):
+    /// the command's id, the target id (`None`: the browser target) and who asked.
+    root_attaches: Vec<RootAttach>,
     closed: bool,
 }
 
@@ -227,6 +247,14 @@ impl Mux {
             st.next_id += 1;
             let id = st.next_id;
             st.pending.insert(id, Route::Root(tx));
+            if is_attach(method) {
+                let target = params["targetId"].as_str().map(str::to_string);
+                st.root_attaches.push(RootAttach {
+                    id,
+                    target,
+                    client: DAEMON,
+                });
+            }
             id
         };
         if !self.write(&json!({"id": id, "method": method, "params": params})) {
@@ -236,7 +264,9 @@ impl Mux {
             Ok(Ok(r)) => r.map_err(|e| format!("{method}: {e}")),
             Ok(Err(_)) => Err("the browser connection closed".into()),
             Err(_) => {
-                self.state.lock().expect("mux").pending.remove(&id);
+                let mut st = self.state.lock().expect("mux");
+                st.pending.remove(&id);
+                st.root_attaches.retain(|a| a.id != id);
                 Err(format!("{method}: no answer within {timeout:?}"))
             }
         }
@@ -323,7 +353,7 @@ impl Mux {
 
     fn drop_client(st: &mut State, client: u64) -> Vec<String> {
         let mut detach = Vec::new();
-        st.root_attaches.retain(|(_, c)| *c != client);
+        st.root_attaches.retain(|a| a.client != client);
         if let Some(c) = st.clients.remove(&client) {
             // What still waits for it no longer counts against the node.
             NODE_QUEUED.fetch_sub(c.queued.swap(0, Ordering::Relaxed), Ordering::Relaxed);
@@ -347,12 +377,22 @@ impl Mux {
             "Target.attachedToTarget" => {
                 let target = p["targetInfo"]["targetId"].as_str();
                 let browser = p["targetInfo"]["type"] == "browser";
-                let (_, client) = *st.root_attaches.iter().find(|(t, _)| match t {
+                let session = p["sessionId"].as_str()?;
+                if st.sessions.contains_key(session) || st.browser_sessions.contains_key(session) {
+                    return None;
+                }
+                let mut could = st.root_attaches.iter().filter(|a| match &a.target {
                     Some(t) => Some(t.as_str()) == target,
                     None => browser,
-                })?;
-                st.sessions
-                    .insert(p["sessionId"].as_str()?.to_string(), client);
+                });
+                let (Some(one), None) = (could.next(), could.next()) else {
+                    return None;
+                };
+                let client = one.client;
+                if client == DAEMON {
+                    return None;
+                }
+                st.sessions.insert(session.to_string(), client);
                 Some(client)
             }
             "Target.detachedFromTarget" => st.sessions.remove(p["sessionId"].as_str()?),
@@ -369,6 +409,7 @@ impl Mux {
         };
         let mut st = self.state.lock().expect("mux");
         if let Some(id) = v.get("id").and_then(Value::as_u64) {
+            st.root_attaches.retain(|a| a.id != id);
             match st.pending.remove(&id) {
                 Some(Route::Root(tx)) => {
                     let r = match v.get("error") {
@@ -381,16 +422,14 @@ impl Mux {
                     client,
                     id,
                     strip,
-                    root_attach,
+                    attach,
                 }) => {
-                    if root_attach {
-                        if let Some(i) = st.root_attaches.iter().position(|(_, c)| *c == client) {
-                            st.root_attaches.remove(i);
+                    if let (true, Some(s)) = (attach, v["result"]["sessionId"].as_str()) {
+                        // Target.attachToTarget (flatten): the new session is the caller's,
+                        // unless it is known already.
+                        if !st.browser_sessions.contains_key(s) {
+                            st.sessions.entry(s.to_string()).or_insert(client);
                         }
-                    }
-                    if let Some(s) = v["result"]["sessionId"].as_str() {
-                        // Target.attachToTarget (flatten): the new session is the caller's.
-                        st.sessions.insert(s.to_string(), client);
                     }
                     v["id"] = id;
                     if strip {
@@ -469,11 +508,13 @@ impl Conn {
             return Err(SendError::Closed);
         };
         let method = v["method"].as_str().unwrap_or_default();
-        let root_attach = v.get("sessionId").is_none()
-            && matches!(
-                method,
-                "Target.attachToTarget" | "Target.attachToBrowserTarget"
-            );
+        let attach = is_attach(method);
+        let root_attach = v.get("sessionId").is_none() && attach;
+        let target = v["params"]["targetId"].as_str().map(str::to_string);
+        if method == "Target.attachToTarget" && target.is_none() {
+            // Which target it is for must be known to route its event.
+            return Err(SendError::Malformed);
+        }
         let (session, strip) = match v.get("sessionId").and_then(Value::as_str) {
             None if root_attach => (String::new(), false),
             None => (me.browser_session.clone(), true),
@@ -487,19 +528,22 @@ impl Conn {
                 return Ok(());
             }
         };
-        if root_attach {
-            let target = v["params"]["targetId"].as_str().map(str::to_string);
-            st.root_attaches.push((target, self.id));
-        }
         st.next_id += 1;
         let id = st.next_id;
+        if root_attach {
+            st.root_attaches.push(RootAttach {
+                id,
+                target,
+                client: self.id,
+            });
+        }
         st.pending.insert(
             id,
             Route::Client {
                 client: self.id,
                 id: orig,
                 strip,
-                root_attach,
+                attach,
             },
         );
         drop(st);
@@ -584,3 +628,6 @@ impl Drop for Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
