@@ -163,11 +163,28 @@ pub enum Start {
     Replay(Vec<Arc<Change>>),
 }
 
+/// Most `?watch=true` streams of one session's store at once: a watcher that does not read
+/// holds up to [`WATCH_QUEUE`] events (a snapshot is up to `max_bytes`).
+pub const MAX_WATCHERS: usize = 32;
+/// Events queued for one watcher.
+pub const WATCH_QUEUE: usize = 4;
+
 /// A session's room.
 pub struct Room {
     cfg: RoomConfig,
     inner: Mutex<Inner>,
     tx: broadcast::Sender<Arc<Change>>,
+    watchers: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One of the [`MAX_WATCHERS`] watch slots, given back when dropped.
+#[derive(Debug)]
+pub struct WatchSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Room {
@@ -196,7 +213,19 @@ impl Room {
             }),
             tx: broadcast::channel(1024).0,
             cfg,
+            watchers: Arc::default(),
         }
+    }
+
+    /// A watch slot, unless [`MAX_WATCHERS`] are taken.
+    pub fn watch_slot(&self) -> Option<WatchSlot> {
+        use std::sync::atomic::Ordering;
+        self.watchers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_WATCHERS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| WatchSlot(self.watchers.clone()))
     }
 
     /// Limits.

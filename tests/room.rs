@@ -229,6 +229,39 @@ async fn the_session_store_is_shared_conditional_watched_and_bounded() {
     );
     drop(w);
 
+    // Watchers of one session are bounded (a viewer could open thousands that never read);
+    // one that goes away gives its place back.
+    let mut ws = Vec::new();
+    for _ in 0..32 {
+        let mut w = Watcher::open(a, &format!("{base}?watch=true"), &viewer, None).await;
+        assert_eq!(w.next().await.0, "snapshot");
+        ws.push(w);
+    }
+    let (st, _, v) = req(a, "GET", &format!("{base}?watch=true"), &viewer, &[], "").await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (429, Some("too_many_watchers")),
+        "{v}"
+    );
+    ws.pop();
+    let start = std::time::Instant::now();
+    loop {
+        let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
+        s.write_all(format!("GET {base}?watch=true HTTP/1.1\r\nHost: {a}\r\nAuthorization: Bearer {viewer}\r\n\r\n").as_bytes()).await.unwrap();
+        let mut first = String::new();
+        BufReader::new(&mut s).read_line(&mut first).await.unwrap();
+        if first.contains(" 200 ") {
+            break;
+        }
+        assert!(first.contains(" 429 "), "{first}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "a closed watcher's place was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(ws);
+
     // Viewers: a viewer token reads; writing needs `control`. The embed socket carries changes.
     let (st, _, v) = req(a, "PUT", &format!("{base}/pin"), &viewer, &[], "1").await;
     assert_eq!((st, v["error"].as_str()), (403, Some("forbidden")), "{v}");

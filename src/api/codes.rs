@@ -77,6 +77,7 @@ codes! {
     TooManySessions "too_many_sessions" 429 "sessions.max_sessions sessions are running (or sessions.max_sessions_per_tenant of the tenant's)",
     TooManyJobs "too_many_jobs" 429 "sessions.max_state_jobs storage-state imports/exports are running (or the tenant's share)",
     TooManyClients "too_many_clients" 429 "sessions.max_cdp_clients DevTools clients are connected to the session",
+    TooManyWatchers "too_many_watchers" 429 "the session's store has as many watchers as it takes (32)",
     Internal "internal" 500 "a bug or local I/O failure; see the daemon log",
     BrowserUnreachable "browser_unreachable" 502 "the session's browser does not answer",
     StorageUnavailable "storage_unavailable" 503 "the object store is unavailable; retry",

@@ -135,8 +135,20 @@ pub(super) async fn list(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let max = state.manager.config().store_watch_max;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(16);
-    tokio::spawn(watch(s, after, tx, max));
+    let slot = s.room.watch_slot().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::TooManyWatchers,
+            format!(
+                "the session's store has {} watchers; close one",
+                room::MAX_WATCHERS
+            ),
+        )
+    })?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(room::WATCH_QUEUE);
+    tokio::spawn(async move {
+        let _slot = slot;
+        watch(s, after, tx, max).await;
+    });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });
@@ -198,6 +210,8 @@ async fn watch(
     loop {
         tokio::select! {
             () = &mut deadline => return,
+            // The watcher went away: its slot is given back now, not at the next change.
+            () = tx.closed() => return,
             r = ended.changed() => {
                 if r.is_err() || ended.borrow().is_some() {
                     return;
