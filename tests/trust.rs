@@ -393,6 +393,27 @@ async fn a_session_takes_a_bounded_number_of_devtools_clients() {
     let d = Daemon::with_config(dir.path(), "[sessions]\nmax_cdp_clients = 2\nmax_cdp_clients_per_tenant = 3\n[live]\nmax_viewers_per_tenant = 1\n");
     let s = d.create(KEY_T1, json!({})).await;
     let url = s["cdp_url"].as_str().unwrap().to_string();
+    // A burst of clients at once gets no more places than one after the other.
+    let burst: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(tokio_tungstenite::connect_async(url.clone())))
+        .collect();
+    let mut let_in = Vec::new();
+    for b in burst {
+        match b.await.unwrap() {
+            Ok((ws, _)) => let_in.push(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        let_in.len(),
+        2,
+        "a burst of DevTools clients got past the limit"
+    );
+    for mut ws in let_in {
+        let _ = ws.close(None).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let a = Cdp::connect(&url).await;
     let mut b = Cdp::connect(&url).await;
     match tokio_tungstenite::connect_async(&url).await {

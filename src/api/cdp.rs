@@ -33,36 +33,24 @@ pub(super) async fn proxy(
     }
     let ws = ws.map_err(upgrade_error)?;
     // The live view's and the daemon's own connections count too (one or two).
-    let cfg = state.manager.config();
-    for (max, now, whose, key) in [
-        (
-            cfg.max_cdp_clients,
-            s.cdp().client_count(),
-            "this session",
-            "max_cdp_clients",
-        ),
-        (
-            cfg.max_cdp_clients_per_tenant,
-            state.manager.tenant_clients(&s.tenant).0,
-            "this tenant on this node",
-            "max_cdp_clients_per_tenant",
-        ),
-    ] {
-        if max > 0 && now >= max {
-            return Err(ApiError::new(
+    let slot = state
+        .manager
+        .reserve_cdp_client(&s)
+        .map_err(|(whose, key, max)| {
+            ApiError::new(
                 ErrorCode::TooManyClients,
                 format!(
                     "{whose} has the most DevTools clients it may have (sessions.{key} = {max})"
                 ),
-            ));
-        }
-    }
+            )
+        })?;
     let link = s.cdp().connect().await.map_err(|e| {
         ApiError::new(
             ErrorCode::BrowserUnreachable,
             format!("cannot reach the session's browser: {e}"),
         )
     })?;
+    drop(slot);
     Ok(ws
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)

@@ -19,7 +19,69 @@ impl Drop for JobSlot {
     }
 }
 
+/// A DevTools client's place while it connects (see [`Manager::reserve_cdp_client`]).
+#[derive(Debug)]
+pub struct CdpSlot {
+    connecting: Arc<Mutex<HashMap<(String, String), usize>>>,
+    key: (String, String),
+}
+
+impl Drop for CdpSlot {
+    fn drop(&mut self) {
+        let mut c = self.connecting.lock().expect("cdp lock");
+        if let Some(n) = c.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.remove(&self.key);
+            }
+        }
+    }
+}
+
 impl Manager {
+    /// A place for one more DevTools client of `s`, held while it connects (once connected
+    /// it is counted by the session's pipe): clients connecting at once are counted with
+    /// those connected, so no burst gets past the limits.
+    ///
+    /// # Errors
+    /// Which limit is reached: (whose, the setting, its value).
+    pub fn reserve_cdp_client(
+        &self,
+        s: &Session,
+    ) -> Result<CdpSlot, (&'static str, &'static str, usize)> {
+        let mut c = self.cdp_connecting.lock().expect("cdp lock");
+        let key = (s.tenant.clone(), s.id.clone());
+        let mine = c.get(&key).copied().unwrap_or(0);
+        let tenant: usize = c
+            .iter()
+            .filter(|((t, _), _)| *t == s.tenant)
+            .map(|(_, n)| n)
+            .sum();
+        for (max, now, whose, setting) in [
+            (
+                self.cfg.max_cdp_clients,
+                s.cdp().client_count() + mine,
+                "this session",
+                "max_cdp_clients",
+            ),
+            (
+                self.cfg.max_cdp_clients_per_tenant,
+                self.tenant_clients(&s.tenant).0 + tenant,
+                "this tenant on this node",
+                "max_cdp_clients_per_tenant",
+            ),
+        ] {
+            if max > 0 && now >= max {
+                return Err((whose, setting, max));
+            }
+        }
+        *c.entry(key.clone()).or_default() += 1;
+        Ok(CdpSlot {
+            connecting: self.cdp_connecting.clone(),
+            key,
+        })
+    }
+
     /// A slot for a storage-state import or export of `tenant` (a browser of its own), held
     /// until the returned guard drops.
     ///

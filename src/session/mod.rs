@@ -217,6 +217,8 @@ pub struct Manager {
     starting: Mutex<HashMap<String, usize>>,
     /// Storage-state jobs running, by tenant.
     state_jobs: Arc<Mutex<HashMap<String, usize>>>,
+    /// DevTools clients being connected, by (tenant, session).
+    cdp_connecting: Arc<Mutex<HashMap<(String, String), usize>>>,
     /// When the store last answered `/readyz`'s probe, and how.
     store_probe: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
@@ -271,6 +273,7 @@ impl Manager {
             starting: Mutex::new(HashMap::new()),
             store_probe: tokio::sync::Mutex::new(None),
             state_jobs: Arc::default(),
+            cdp_connecting: Arc::default(),
             vault,
             cfg,
             sessions: Mutex::new(HashMap::new()),
