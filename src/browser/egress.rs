@@ -364,7 +364,10 @@ async fn handshake(
     // Every address the name resolved to must be allowed: a name that mixes public and
     // internal answers is refused whole.
     if addrs.is_empty() || addrs.iter().any(|a| !policy.allows(a.ip())) {
-        reply(&mut c, 2).await; // not allowed by ruleset
+        // A name refused for where it points gets the answer of a name that does not
+        // resolve: code speaking SOCKS here learns nothing of the internal names that exist.
+        let named = host.parse::<IpAddr>().is_err();
+        reply(&mut c, if named { 4 } else { 2 }).await; // host unreachable / not allowed
         return Err(Refusal::Policy(format!("{host}:{port}")));
     }
     let mut last = String::from("no address");
@@ -427,6 +430,29 @@ mod tests {
         ] {
             assert!(is_public(a.parse().unwrap()), "{a}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_name_refused_for_where_it_points_looks_like_one_that_does_not_resolve() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let policy = Policy::default();
+        let lookups = tokio::sync::Semaphore::new(1);
+        let ask = |name: &str| {
+            let mut m = vec![5, 1, 0, 5, 1, 0, 3, name.len() as u8];
+            m.extend_from_slice(name.as_bytes());
+            m.extend_from_slice(&80u16.to_be_bytes());
+            m
+        };
+        // `localhost` resolves (from /etc/hosts) to loopback, which is refused.
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        ours.write_all(&ask("localhost")).await.unwrap();
+        assert!(matches!(
+            handshake(theirs, &policy, &lookups).await,
+            Err(Refusal::Policy(_))
+        ));
+        let mut got = [0u8; 4];
+        ours.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, [5, 0, 5, 4], "method accepted, then host unreachable");
     }
 
     #[test]
