@@ -18,6 +18,10 @@ pub const CHANNELS: usize = 2;
 const PACKET: usize = (RATE as usize / 50) * CHANNELS * 2;
 /// Below this peak a packet is silence.
 const SILENT: i16 = 24;
+/// Packets read ahead of real time at most (half a second): the FIFO is the browser's, and
+/// a writer faster than real time is made to wait rather than cost the daemon a core and
+/// every viewer its bandwidth.
+const BURST: f64 = 25.0;
 
 /// The sound of one session.
 pub struct Sound {
@@ -58,7 +62,18 @@ impl Sound {
         let tx = packets.clone();
         let task = tokio::spawn(async move {
             let mut buf = vec![0u8; PACKET];
+            let (mut budget, mut at) = (BURST, tokio::time::Instant::now());
             loop {
+                // Real time: 50 packets a second.
+                let now = tokio::time::Instant::now();
+                budget = (budget + now.duration_since(at).as_secs_f64() * 50.0).min(BURST);
+                at = now;
+                if budget < 1.0 {
+                    tokio::time::sleep(std::time::Duration::from_secs_f64((1.0 - budget) / 50.0))
+                        .await;
+                    continue;
+                }
+                budget -= 1.0;
                 // A writer that is not there yet (or went away) reads as end of file.
                 match rx.read_exact(&mut buf).await {
                     Ok(_) => {}
@@ -146,6 +161,44 @@ mod tests {
             Sound::start(&secret).is_err(),
             "a regular file is not a FIFO"
         );
+    }
+
+    #[tokio::test]
+    async fn a_writer_faster_than_real_time_is_held_to_it() {
+        let t = tempfile::tempdir().unwrap();
+        let fifo = t.path().join("pcm");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        #[allow(unsafe_code)]
+        let made = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+        assert_eq!(made, 0);
+        let sound = Sound::start(&fifo).unwrap();
+        let mut rx = sound.subscribe();
+        // 200 loud packets (4 s of sound) written as fast as the pipe takes them.
+        let f2 = fifo.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut w = std::fs::OpenOptions::new().write(true).open(f2).unwrap();
+            let loud: Vec<u8> = (0..PACKET / 2)
+                .flat_map(|i| (if i % 2 == 0 { 8000i16 } else { -8000 }).to_le_bytes())
+                .collect();
+            for _ in 0..200 {
+                if w.write_all(&loud).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut got = 0u64;
+        let end = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            match tokio::time::timeout_at(end, rx.recv()).await {
+                Ok(Ok(_)) => got += 1,
+                Ok(Err(broadcast::error::RecvError::Lagged(n))) => got += n,
+                Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => break,
+            }
+        }
+        // Half a second ahead, then 50 a second: at most about 75 in the first second (fewer
+        // on a busy machine), not 200.
+        assert!((1..=90).contains(&got), "{got} packets in one second");
     }
 
     #[test]
