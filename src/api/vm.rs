@@ -243,6 +243,12 @@ pub(super) async fn create(
 ) -> Result<Response, ApiError> {
     // Everything the schema says is enforced by now; what follows only interprets the request.
     if let Some(zip) = extension.clone() {
+        // Each check unpacks up to 64 MiB: two at a time on this node, whoever asks.
+        static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+        let _check = CHECKS
+            .acquire()
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         tokio::task::spawn_blocking(move || crate::browser::extension::check(&zip))
             .await
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
