@@ -134,6 +134,25 @@ async fn the_session_store_is_shared_conditional_watched_and_bounded() {
     let base = format!("/v0/vm/{id}/store");
     let a = &d.addr;
 
+    // An API key is taken from the Authorization header only, never from a URL; the
+    // session's admin token is (cdp_url carries it).
+    for path in [
+        format!("{base}?token={KEY_T1}"),
+        format!("/v0/vm/{id}/cdp/json/version?token={KEY_T1}"),
+    ] {
+        let (st, v) = http(a, "GET", &path, None, None).await;
+        assert_eq!(st, 401, "{path}: {v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("Authorization header"),
+            "{v}"
+        );
+    }
+    let (st, v) = http(a, "GET", &format!("{base}?token={admin}"), None, None).await;
+    assert_eq!(st, 200, "{v}");
+
     // Compare-and-set: of two writers at the same version exactly one wins.
     let (st, _, v) = req(
         a,

@@ -305,11 +305,13 @@ fn check_caller(
     rest: &str,
 ) -> Result<Who, ApiError> {
     let query_token = wire::query_value(req.uri().query(), "token");
-    let token = auth::bearer(req.headers())
-        .map(str::to_string)
-        .or(query_token)
-        .ok_or_else(ApiError::unauthorized)?;
+    let bearer = auth::bearer(req.headers()).map(str::to_string);
+    let in_url = bearer.is_none();
+    let token = bearer.or(query_token).ok_or_else(ApiError::unauthorized)?;
     let tenant = state.keys.tenant_of(&token);
+    if tenant.is_some() && in_url {
+        return Err(ApiError::key_in_url());
+    }
     let is_key = tenant == Some(record.tenant.as_str());
     let is_admin = tenant.is_none() && record.admin_token_matches(&token);
     if rest == "/embed" || rest == "/embed/socket" {

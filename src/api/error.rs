@@ -40,6 +40,15 @@ impl ApiError {
     pub fn unauthorized() -> Self {
         Self::new(ErrorCode::Unauthorized, "missing or invalid bearer token")
     }
+    /// 401 for an API key sent in a URL (`?token=`): it goes in the `Authorization` header
+    /// only (URLs end up in access logs and browser history; the key opens every profile of
+    /// its tenant).
+    pub fn key_in_url() -> Self {
+        Self::new(
+            ErrorCode::Unauthorized,
+            "an API key goes in the Authorization header, never in a URL (?token= takes a session's admin or viewer token)",
+        )
+    }
     /// 404 (also for other tenants' ids).
     pub fn not_found(what: &str) -> Self {
         Self::new(ErrorCode::NotFound, format!("{what} not found"))

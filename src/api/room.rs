@@ -68,6 +68,8 @@ fn authorize_room(
     match authorize(state, headers, query_token.as_deref(), id) {
         Ok((s, _)) => return Ok((s, true)),
         Err(e) if e.status == StatusCode::NOT_FOUND => return Err(e),
+        // An API key in the URL: refused as such, not tried as a viewer token.
+        Err(e) if token.is_some_and(|t| state.keys.tenant_of(t).is_some()) => return Err(e),
         Err(_) => {}
     }
     let s = state.manager.get(id).ok_or_else(ApiError::unauthorized)?;

@@ -193,10 +193,12 @@ pub(super) fn authorize(
         }
         // "-": the caller's own token came along; it is checked below.
     }
-    let token = auth::bearer(headers)
-        .or(query_token)
-        .ok_or_else(ApiError::unauthorized)?;
+    let bearer = auth::bearer(headers);
+    let token = bearer.or(query_token).ok_or_else(ApiError::unauthorized)?;
     let tenant = state.keys.tenant_of(token);
+    if tenant.is_some() && bearer.is_none() {
+        return Err(ApiError::key_in_url());
+    }
     let session = state.manager.get(id);
     match (tenant, session) {
         (Some(t), Some(s)) if s.tenant == t => Ok((s, Actor::ApiKey)),
