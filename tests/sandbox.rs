@@ -382,3 +382,65 @@ async fn a_page_that_eats_memory_threads_or_disk_ends_only_its_own_session() {
     }
     n.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_process_itself_runs_under_the_seccomp_filter() {
+    // A "browser" that is the real one after a probe, as a taken-over browser process would
+    // run it: ptrace (the X server holds the daemon's connections) and io_uring (a kernel
+    // interface behind many escalations) must both be refused. The probe runs inside the
+    // sandbox only (its home), never at the daemon's version check.
+    let bin = std::path::PathBuf::from(format!("/tmp/pv-probe-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir(&bin).unwrap();
+    let chromium = profile_vault::browser::find_binary(None).unwrap();
+    let script = bin.join("chromium");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+if [ "$HOME" = /home/browser ] && [ ! -e "$HOME/probe.txt" ]; then
+  /usr/bin/perl -e '$!=0; my $r = syscall({ptrace}, 0, 0, 0, 0); print "ptrace $r ", $!+0, "\n"; $!=0; my $p = "\0" x 120; $r = syscall({uring}, 1, $p); print "io_uring $r ", $!+0, "\n";' > "$HOME/probe.tmp" 2>&1
+  mv "$HOME/probe.tmp" "$HOME/probe.txt"
+fi
+exec {chromium} "$@"
+"#,
+            ptrace = libc::SYS_ptrace,
+            uring = libc::SYS_io_uring_setup,
+            chromium = chromium.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for (p, m) in [(&bin, 0o755), (&script, 0o755)] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = Daemon::start(
+        &data,
+        StoreKind::Fs,
+        &[("PV_CHROMIUM", script.to_str().unwrap())],
+    );
+    let s = d.create(KEY_T1, json!({"profile": {"save": false}})).await;
+    let id = s["session_id"].as_str().unwrap().to_string();
+    let probe = data.join("run").join(&id).join("home/probe.txt");
+    let mut text = String::new();
+    for _ in 0..100 {
+        if let Ok(t) = std::fs::read_to_string(&probe) {
+            text = t;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The browser started and answers all the same.
+    let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
+    assert_eq!(cdp.eval("1 + 1").await, json!(2));
+    cdp.close().await;
+    d.end_and_wait(KEY_T1, &id).await;
+    let _ = std::fs::remove_dir_all(&bin);
+    let eperm = libc::EPERM;
+    assert!(
+        text.contains(&format!("ptrace -1 {eperm}\n"))
+            && text.contains(&format!("io_uring -1 {eperm}\n")),
+        "the probe in the sandbox got: {text:?}"
+    );
+}

@@ -26,6 +26,7 @@ pub mod mux;
 mod process;
 mod quota;
 pub mod sandbox;
+mod seccomp;
 pub mod tabs_ext;
 
 pub use config::{BrowserSection, DisplayMode};

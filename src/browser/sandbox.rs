@@ -405,8 +405,18 @@ impl Runtime {
                 .map(|(dir, at)| Ok((bind(Some(dir), true)?, *at)))
                 .collect::<Result<_, Error>>()?,
         };
+        // The seccomp filter (`super::seccomp`), read by bubblewrap from a pipe.
+        let (filter, filter_w) = pipe().map_err(io)?;
+        std::io::Write::write_all(
+            &mut std::fs::File::from(filter_w),
+            &super::seccomp::program(),
+        )
+        .map_err(io)?;
+        let filter_fd = next;
+        fds.push((filter, filter_fd));
         let mut cmd = tokio::process::Command::new("bwrap");
         cmd.args(bwrap_args(&binds, opts, &self.exec, self.root));
+        cmd.args(["--seccomp".to_string(), filter_fd.to_string()]);
         cmd.args(["--", INIT, "sandbox-init", "--session", name]);
         if let Some(u) = uid {
             cmd.args(["--uid".to_string(), u.to_string()]);
