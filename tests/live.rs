@@ -424,8 +424,7 @@ async fn a_person_uses_the_session_through_embed_url() {
     v.ask(json!({"cmd": "close", "name": "c"})).await;
 
     // Bookmarks posted to base_url are saved with the profile.
-    let bookmarks = r#"<!DOCTYPE NETSCAPE-Bookmark-file-1><DL><p><DT><A HREF="https://bookmarked.example/">Kept</A></DL>"#;
-    let resp = {
+    let post = async |bookmarks: &str| {
         let mut sock = tokio::net::TcpStream::connect(&d.addr).await.unwrap();
         sock.write_all(format!("POST {base}/bookmarks HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {admin}\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{bookmarks}", bookmarks.len()).as_bytes()).await.unwrap();
         let mut out = String::new();
@@ -434,10 +433,24 @@ async fn a_person_uses_the_session_through_embed_url() {
             .unwrap();
         out
     };
+    let resp = post(r#"<!DOCTYPE NETSCAPE-Bookmark-file-1><DL><p><DT><A HREF="https://bookmarked.example/">Kept</A></DL>"#).await;
     assert!(
         resp.starts_with("HTTP/1.1 200") && resp.contains("\"added\":1"),
         "{resp}"
     );
+    // What waits for the save is bounded (10,000 bookmarks): past it, nothing is added.
+    for batch in 0..7 {
+        let many: String = (0..1500)
+            .map(|i| format!("<DT><A HREF=\"https://b{batch}.test/{i}\">{i}</A>"))
+            .collect();
+        let resp = post(&format!("<DL><p>{many}</DL>")).await;
+        let want = if batch < 6 {
+            "HTTP/1.1 200"
+        } else {
+            "HTTP/1.1 409"
+        };
+        assert!(resp.starts_with(want), "batch {batch}: {resp:.300}");
+    }
 
     // Presence: with a viewer connected the offline timeout (6 s) does not fire ...
     cdp.close().await;
@@ -468,6 +481,8 @@ async fn a_person_uses_the_session_through_embed_url() {
     );
     let marks = std::fs::read_to_string(to.join("Default/Bookmarks")).unwrap();
     assert!(marks.contains("https://bookmarked.example/"), "{marks}");
+    assert!(marks.contains("https://b5.test/1499"), "{marks:.300}");
+    assert!(!marks.contains("https://b6.test/"), "{marks:.300}");
     // No token reached the daemon's log (it runs at trace level for profile-vault).
     let log = d.log_text();
     assert!(

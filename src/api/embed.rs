@@ -359,12 +359,25 @@ pub(super) async fn bookmarks(
         body: BookmarkFile(nodes),
     }: Call<Admin, BookmarkFile>,
 ) -> Result<Json<Value>, ApiError> {
+    use crate::session::BookmarksRefused;
     let n = nodes.len();
-    if !s.add_bookmarks(nodes) {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            "this session does not save its profile, so bookmarks would be lost",
-        ));
+    match s.add_bookmarks(nodes) {
+        Ok(()) => {}
+        Err(BookmarksRefused::NotSaving) => {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "this session does not save its profile, so bookmarks would be lost",
+            ))
+        }
+        Err(BookmarksRefused::Full) => {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "this session has {} bookmarks waiting for its save already",
+                    crate::live::bookmarks::MAX_NODES
+                ),
+            ))
+        }
     }
     Ok(Json(
         json!({"added": n, "merged": "when the browser stops, before the save"}),
@@ -404,16 +417,24 @@ pub(super) async fn mint(
         caller: Admin(s),
         body: req,
     }: Call<Admin, wire::ViewerRequest>,
-) -> Json<Value> {
+) -> Result<Json<Value>, ApiError> {
     let roles = match req.roles {
         Some(names) => names.iter().filter_map(|r| Role::parse(r)).collect(),
         None => s.default_roles.clone(),
     };
-    let token = s.live.mint(roles.clone());
-    Json(json!({
+    let token = s.live.mint(roles.clone()).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "this session holds {} viewer URLs already",
+                crate::live::MAX_TOKENS
+            ),
+        )
+    })?;
+    Ok(Json(json!({
         "embed_url": format!("{}/v0/vm/{}/embed?token={token}", state.public_url, s.id),
         "roles": roles::names(&roles),
-    }))
+    })))
 }
 
 /// `GET /v0/vm/{id}/users`.

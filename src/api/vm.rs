@@ -339,7 +339,10 @@ pub(super) async fn create(
         .await?;
     let info = session.info();
     // embed_url carries a viewer token of its own: the admin token never reaches a viewer.
-    let viewer = session.live.mint(session.default_roles.clone());
+    let viewer = session
+        .live
+        .mint(session.default_roles.clone())
+        .expect("a new session holds no viewer token");
     let (embed_url, _) = vm_urls(&state, &session.id, &viewer);
     let (_, cdp_url) = vm_urls(&state, &session.id, &token);
     let body = serde_json::json!({

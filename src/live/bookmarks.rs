@@ -26,8 +26,19 @@ pub enum Node {
     },
 }
 
-/// Most bookmarks one upload may hold.
+/// Most bookmarks one upload may hold, and a session may have waiting for its save.
 pub const MAX_NODES: usize = 10_000;
+
+/// Links and folders in `nodes`, all levels.
+pub fn count(nodes: &[Node]) -> usize {
+    nodes
+        .iter()
+        .map(|n| match n {
+            Node::Url { .. } => 1,
+            Node::Folder { children, .. } => 1 + count(children),
+        })
+        .sum()
+}
 /// The largest Bookmarks file a merge reads (Chromium's own are far smaller).
 const MAX_FILE_BYTES: u64 = 64 << 20;
 
@@ -82,10 +93,9 @@ pub fn parse(html: &str) -> Result<Vec<Node>, String> {
         let after = &rest[gt + 1..];
         match name.as_str() {
             "H3" => {
-                let end = after
-                    .to_ascii_uppercase()
-                    .find("</H3")
-                    .unwrap_or(after.len());
+                // A title ends where the next tag starts (a `<` in it is `&lt;`): no search
+                // to the end of the file for each entry.
+                let end = after.find('<').unwrap_or(after.len());
                 pending_folder = Some(decode_entities(&after[..end]));
             }
             "DL" => {
@@ -106,10 +116,7 @@ pub fn parse(html: &str) -> Result<Vec<Node>, String> {
                     .push(Node::Folder { name, children });
             }
             "A" => {
-                let end = after
-                    .to_ascii_uppercase()
-                    .find("</A")
-                    .unwrap_or(after.len());
+                let end = after.find('<').unwrap_or(after.len());
                 if let Some(url) = attr(tag, "href") {
                     if (url.starts_with("http://") || url.starts_with("https://"))
                         && url.len() <= 8192
@@ -291,6 +298,26 @@ mod tests {
         let ids: std::collections::BTreeSet<&str> =
             bar.iter().map(|b| b["id"].as_str().unwrap()).collect();
         assert_eq!(ids.len(), 3, "ids are unique");
+        assert_eq!(count(&nodes), 3, "a link, a folder and the link in it");
+        // A title ends at the next tag, closed or not (no search to the end of the file for
+        // each entry: that made a file of unclosed entries quadratic).
+        let unclosed = parse(r#"<DL><DT><H3>Folder<DL><DT><A HREF="https://a.test/">A<DT><A HREF="https://b.test/">B</DL>"#).unwrap();
+        assert_eq!(
+            unclosed,
+            vec![Node::Folder {
+                name: "Folder".into(),
+                children: vec![
+                    Node::Url {
+                        name: "A".into(),
+                        url: "https://a.test/".into()
+                    },
+                    Node::Url {
+                        name: "B".into(),
+                        url: "https://b.test/".into()
+                    },
+                ]
+            }]
+        );
     }
 
     /// What the browser left in its profile is not trusted: links are refused (the linked

@@ -48,6 +48,9 @@ impl Drop for AdmissionSlot {
 const RESUME_MS: u64 = 10 * 60 * 1000;
 const RESUME_KEPT: usize = 64;
 
+/// Viewer tokens one session holds at most (each viewer request compares against all).
+pub const MAX_TOKENS: usize = 1024;
+
 struct ViewerToken {
     hash: [u8; 32],
     roles: BTreeSet<Role>,
@@ -180,14 +183,19 @@ impl Live {
         &self.cfg
     }
 
-    /// Mints a viewer token whose users start with `roles`.
-    pub fn mint(&self, roles: BTreeSet<Role>) -> String {
+    /// Mints a viewer token whose users start with `roles`; `None` when the session holds
+    /// [`MAX_TOKENS`] already.
+    pub fn mint(&self, roles: BTreeSet<Role>) -> Option<String> {
+        let mut tokens = self.tokens.lock().expect("tokens");
+        if tokens.len() >= MAX_TOKENS {
+            return None;
+        }
         let t = new_token();
-        self.tokens.lock().expect("tokens").push(ViewerToken {
+        tokens.push(ViewerToken {
             hash: hash(&t),
             roles,
         });
-        t
+        Some(t)
     }
 
     /// The roles a viewer token admits with, comparing against every token in constant time.

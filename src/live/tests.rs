@@ -17,7 +17,7 @@ fn live() -> Live {
 #[tokio::test]
 async fn a_user_that_left_comes_back_once_with_its_secret_and_token() {
     let l = live();
-    let t = l.mint([Role::Control].into());
+    let t = l.mint([Role::Control].into()).unwrap();
     let (a, _ra) = l.join(&t, l.token_roles(&t).unwrap()).unwrap();
     l.change_roles(
         std::slice::from_ref(&a.id),
@@ -28,7 +28,7 @@ async fn a_user_that_left_comes_back_once_with_its_secret_and_token() {
     let secret = a.resume.clone();
     l.leave(&a);
     // Another token, or another secret: a new user.
-    let t2 = l.mint([Role::Control].into());
+    let t2 = l.mint([Role::Control].into()).unwrap();
     let (b, _rb) = l
         .join_resuming(&t2, [Role::Control].into(), Some(&secret))
         .unwrap();
@@ -61,7 +61,7 @@ async fn a_user_that_left_comes_back_once_with_its_secret_and_token() {
 #[tokio::test]
 async fn tokens_roles_preemption_and_limits() {
     let l = live();
-    let t = l.mint(roles::DEFAULT.iter().copied().collect());
+    let t = l.mint(roles::DEFAULT.iter().copied().collect()).unwrap();
     assert!(l.token_roles(&t).unwrap().contains(&Role::Control));
     assert!(l.token_roles("nope").is_none());
     let (a, _ra) = l.join(&t, l.token_roles(&t).unwrap()).unwrap();
@@ -89,4 +89,14 @@ async fn tokens_roles_preemption_and_limits() {
     assert!(l.kick(&b.id));
     assert_eq!(l.viewer_count(), 1);
     assert!(!l.kick(&b.id));
+}
+
+#[tokio::test]
+async fn a_session_holds_a_bounded_number_of_viewer_tokens() {
+    let l = live();
+    for _ in 1..MAX_TOKENS {
+        assert!(l.mint(BTreeSet::new()).is_some());
+    }
+    assert!(l.mint(BTreeSet::new()).is_some(), "the last one");
+    assert!(l.mint(BTreeSet::new()).is_none(), "one past the bound");
 }

@@ -39,7 +39,7 @@ pub use config::{SessionConfig, SessionsSection};
 pub use events::{Event, Published, Subscriber};
 pub use limits::JobSlot;
 use state::{now_ms, token_hash, Status};
-pub use state::{EndReason, ProfileInfo, SaveState, Session, SessionInfo};
+pub use state::{BookmarksRefused, EndReason, ProfileInfo, SaveState, Session, SessionInfo};
 pub use timer::{TimeoutChange, Timeouts};
 
 /// Errors of session management (mapped onto HTTP errors by the API).

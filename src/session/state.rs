@@ -76,6 +76,15 @@ pub(super) struct Status {
     pub(super) generation: Option<u64>,
 }
 
+/// Why bookmarks were not queued ([`Session::add_bookmarks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookmarksRefused {
+    /// The session does not save its profile.
+    NotSaving,
+    /// [`crate::live::bookmarks::MAX_NODES`] are waiting already.
+    Full,
+}
+
 /// One browser session.
 pub struct Session {
     /// Session id (uuid).
@@ -271,16 +280,24 @@ impl Session {
     }
 
     /// Queues bookmarks for the profile (merged after the browser stops, before the save).
-    /// False when the session does not save (nothing would keep them).
-    pub fn add_bookmarks(&self, nodes: Vec<crate::live::bookmarks::Node>) -> bool {
+    ///
+    /// # Errors
+    /// The session does not save (nothing would keep them), or more than
+    /// [`crate::live::bookmarks::MAX_NODES`] would wait.
+    pub fn add_bookmarks(
+        &self,
+        nodes: Vec<crate::live::bookmarks::Node>,
+    ) -> Result<(), BookmarksRefused> {
+        use crate::live::bookmarks::{count, MAX_NODES};
         if !self.save {
-            return false;
+            return Err(BookmarksRefused::NotSaving);
         }
-        self.pending_bookmarks
-            .lock()
-            .expect("bookmarks")
-            .extend(nodes);
-        true
+        let mut pending = self.pending_bookmarks.lock().expect("bookmarks");
+        if count(&pending) + count(&nodes) > MAX_NODES {
+            return Err(BookmarksRefused::Full);
+        }
+        pending.extend(nodes);
+        Ok(())
     }
 
     /// Waits until the session has ended and its save finished (or failed).
