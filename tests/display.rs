@@ -1125,6 +1125,60 @@ async fn the_page_file_chooser_takes_a_file_from_the_person_s_machine() {
     )
     .await;
     v.quit().await;
+    // Two uploads racing for one chooser: one stores its files and answers it, the other
+    // finds none and stores nothing.
+    let (mut ws, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
+        .await
+        .unwrap();
+    let me = as_user(&message(&mut ws, "hello").await);
+    // The person clicks the input again (again until the live view, back with this viewer,
+    // intercepts the chooser).
+    let mut open = false;
+    for _ in 0..15 {
+        let (cx, cy) = (x + w / 2.0, y + h / 2.0);
+        say(
+            &mut ws,
+            &[
+                json!({"t": "mouse", "type": "mousePressed", "x": cx, "y": cy, "button": "left"}),
+                json!({"t": "mouse", "type": "mouseReleased", "x": cx, "y": cy, "button": "left"}),
+            ],
+        )
+        .await;
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Some(Ok(m))) =
+            tokio::time::timeout_at(until, futures_util::StreamExt::next(&mut ws)).await
+        {
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+                open |= serde_json::from_str::<Value>(&t).unwrap()["t"] == "file_chooser";
+            }
+        }
+        if open {
+            break;
+        }
+    }
+    assert!(open, "the page's file chooser did not open for the viewer");
+    let body = |name: &str| {
+        let mut b = Vec::new();
+        b.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        b.extend_from_slice(name.as_bytes());
+        b.extend_from_slice(&3u64.to_be_bytes());
+        b.extend_from_slice(b"abc");
+        b
+    };
+    let path = format!("/v0/vm/{id}/embed/uploads?token={token}{me}");
+    let (b1, b2) = (body("one.txt"), body("two.txt"));
+    let (r1, r2) = tokio::join!(
+        http_raw(&d.addr, "POST", &path, None, Some(&b1)),
+        http_raw(&d.addr, "POST", &path, None, Some(&b2)),
+    );
+    let mut codes = [r1.0, r2.0];
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 409], "{r1:?} {r2:?}");
+    let choices = std::fs::read_dir(d.data.join("run").join(&id).join("uploads"))
+        .unwrap()
+        .count();
+    assert_eq!(choices, 2, "the person's choice and the race's winner only");
+    drop(ws);
     // A viewer without file_upload may not upload.
     let admin = s["admin_token"].as_str().unwrap();
     let (_, minted) = d

@@ -152,15 +152,16 @@ pub(super) async fn upload(
     })?;
     let files = uploads::parse(&body)
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, e.to_string()))?;
-    if s.live.hub.file_chooser().borrow().is_none() {
-        return Err(ApiError::new(
+    // Taken before anything is stored: of uploads racing for one chooser, one stores.
+    let chooser = s.live.hub.take_file_chooser().ok_or_else(|| {
+        ApiError::new(
             ErrorCode::NoFileChooser,
             "no file chooser is open in the browser",
-        ));
-    }
+        )
+    })?;
     let count = files.len();
-    let paths = if files.is_empty() {
-        Vec::new()
+    let stored = if files.is_empty() {
+        Ok(Vec::new())
     } else {
         let owned: Vec<(String, Vec<u8>)> =
             files.into_iter().map(|(n, b)| (n, b.to_vec())).collect();
@@ -178,11 +179,18 @@ pub(super) async fn upload(
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| e.to_string()))
-        .map_err(|e| ApiError::new(ErrorCode::UploadFailed, e))?
+    };
+    let paths = match stored {
+        Ok(p) => p,
+        Err(e) => {
+            // The page is not left waiting: its chooser is cancelled.
+            let _ = s.live.hub.answer_file_chooser(chooser, Vec::new()).await;
+            return Err(ApiError::new(ErrorCode::UploadFailed, e));
+        }
     };
     s.live
         .hub
-        .answer_file_chooser(paths)
+        .answer_file_chooser(chooser, paths)
         .await
         .map_err(|e| ApiError::new(ErrorCode::NoFileChooser, e))?;
     s.touch();

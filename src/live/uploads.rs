@@ -72,6 +72,9 @@ pub fn parse(mut body: &[u8]) -> Result<Vec<(String, &[u8])>, Error> {
         let name = clean_name(name).ok_or(Error::Malformed("a file has no name"))?;
         let size = u64::from_be_bytes(take(8, &mut body)?.try_into().expect("8 bytes"));
         let size = usize::try_from(size).map_err(|_| Error::Malformed("a file is too large"))?;
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(Error::Malformed("two files of one name"));
+        }
         out.push((name, take(size, &mut body)?));
     }
     Ok(out)
@@ -96,7 +99,21 @@ impl Uploads {
         let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let dir = self.dir.join(n.to_string());
         crate::fsutil::create_private_dir(&dir)?;
-        std::os::unix::fs::lchown(&dir, Some(self.uid), Some(self.uid))?;
+        let written = self.write_choice(&dir, n, files);
+        if written.is_err() {
+            // Nothing of a choice that failed is left (a full disk, say).
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        written
+    }
+
+    fn write_choice(
+        &self,
+        dir: &Path,
+        n: u64,
+        files: &[(String, &[u8])],
+    ) -> Result<Vec<String>, Error> {
+        std::os::unix::fs::lchown(dir, Some(self.uid), Some(self.uid))?;
         let mut paths = Vec::new();
         for (name, bytes) in files {
             let p = dir.join(name);
@@ -154,5 +171,27 @@ mod tests {
     fn nix_uid() -> u32 {
         // SAFETY: geteuid(2) cannot fail.
         unsafe { libc::geteuid() }
+    }
+
+    #[test]
+    fn two_files_of_one_name_are_refused_and_a_failed_choice_leaves_nothing() {
+        let body = frame(&[("a.txt", b"1"), ("b.txt", b"2"), ("a.txt", b"3")]);
+        assert!(matches!(parse(&body), Err(Error::Malformed(_))));
+        let t = tempfile::tempdir().unwrap();
+        let u = Uploads::new(t.path(), nix_uid());
+        // The second name is longer than a file name may be: the choice fails half way.
+        let long = "é".repeat(200);
+        let files: Vec<(String, &[u8])> = vec![("ok.txt".into(), b"1"), (long, b"2")];
+        assert!(u.store(&files).is_err());
+        assert_eq!(
+            std::fs::read_dir(t.path()).unwrap().count(),
+            0,
+            "left behind"
+        );
+        let ok: Vec<(String, &[u8])> = vec![("ok.txt".into(), b"1")];
+        assert_eq!(
+            u.store(&ok).unwrap(),
+            vec![format!("{SANDBOX_DIR}/2/ok.txt")]
+        );
     }
 }

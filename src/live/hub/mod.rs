@@ -382,15 +382,22 @@ impl Hub {
         self.chooser.subscribe()
     }
 
-    /// Answers the waiting file chooser with `files` (paths the browser sees; none cancels).
+    /// Takes the waiting file chooser, if any: one upload answers it, the others find none
+    /// (and store nothing).
+    pub fn take_file_chooser(&self) -> Option<Arc<FileChooser>> {
+        self.chooser.send_replace(None)
+    }
+
+    /// Answers the file chooser `c` (taken with [`Hub::take_file_chooser`]) with `files`
+    /// (paths the browser sees; none cancels).
     ///
     /// # Errors
-    /// No chooser is waiting, or the browser refused.
-    pub async fn answer_file_chooser(&self, files: Vec<String>) -> Result<(), String> {
-        let c = self
-            .chooser
-            .send_replace(None)
-            .ok_or("no file chooser is open")?;
+    /// The browser refused.
+    pub async fn answer_file_chooser(
+        &self,
+        c: Arc<FileChooser>,
+        files: Vec<String>,
+    ) -> Result<(), String> {
         let files = if c.multiple {
             files
         } else {
