@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::common::daemon::*;
 use crate::common::viewer::Viewer;
-use crate::display::{http_full, page_until};
+use crate::display::page_until;
 use crate::sdk_app::{start, until, urlencode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,245 @@
+//! What goes between the person and the browser besides the picture: the sound it plays,
+//! text typed in any script and copies back to the viewer, and the page-only view a session
+//! falls back to where there is no X server.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::daemon::*;
+use crate::common::viewer::Viewer;
+use crate::display::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_browser_plays_reaches_the_viewer() {
+    let site = site().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
+    let s = d
+        .create(
+            KEY_T1,
+            json!({"profile": {"save": false}, "start_url": format!("{site}/audio")}),
+        )
+        .await;
+    let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
+    page_until(
+        &mut cdp,
+        "document.title",
+        json!("audio"),
+        "the page loaded",
+    )
+    .await;
+    settle(&mut cdp).await;
+    let mut v = Viewer::start().await;
+    let a = v
+        .ask(json!({"cmd": "open", "name": "a", "url": s["embed_url"], "width": 1280, "height": 720}))
+        .await;
+    assert_eq!(
+        a["audio"]["muted"], true,
+        "sound plays before a gesture: {a}"
+    );
+    // Silence costs nothing: nothing plays yet.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let quiet = v.ask(json!({"cmd": "state", "name": "a"})).await;
+    assert_eq!(quiet["audio"]["packets"], 0, "{quiet}");
+    // The person clicks the page's play button (a gesture here and there).
+    let (x, y, w, h) = on_screen(&mut cdp, "#play").await;
+    click(&mut v, x + w / 2.0, y + h / 2.0).await;
+    page_until(
+        &mut cdp,
+        "a.paused",
+        json!(false),
+        "the audio element plays",
+    )
+    .await;
+    v.ask(json!({"cmd": "waitFor", "name": "a",
+        "expr": "window.__pv.audio.packets > 25 && window.__pv.audio.rms > 0.1 && Math.abs(window.__pv.audio.freq - 440) < 30 && !window.__pv.audio.muted"}))
+        .await;
+    v.quit().await;
+    // Counted in /metrics: the pictures and the sound the session's viewer was sent.
+    let (_, m) = http_raw(&d.addr, "GET", "/metrics", None, None).await;
+    let value = |name: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(value("pv_live_audio_bytes_total") > 25 * 960, "{m}");
+    assert!(value("pv_live_picture_bytes_total") > 0, "{m}");
+    cdp.close().await;
+    d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_x_server_sessions_fall_back_to_the_page_only_view() {
+    // A PATH with bubblewrap and Chromium but no X server (Xvnc, Xvfb).
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let bwrap = profile_vault::browser::on_path("bwrap").expect("bubblewrap is installed");
+    std::os::unix::fs::symlink(bwrap, bin.join("bwrap")).unwrap();
+    let chromium = profile_vault::browser::find_binary(None).unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        StoreKind::Fs,
+        &[
+            ("PATH", bin.to_str().unwrap()),
+            ("PV_CHROMIUM", chromium.to_str().unwrap()),
+        ],
+    );
+    let (st, r) = d.call("GET", "/readyz", None, None).await;
+    assert_eq!(st, 200, "{r}");
+    let c = &r["checks"];
+    assert_eq!(
+        (&c["display"], &c["sound"]),
+        (&json!(false), &json!(false)),
+        "{r}"
+    );
+    assert!(
+        c["display_detail"]
+            .as_str()
+            .unwrap()
+            .contains("no X server is installed"),
+        "{r}"
+    );
+    assert!(
+        d.log_text().contains("no X server is installed"),
+        "no warning at start"
+    );
+    let s = d.create(KEY_T1, json!({"profile": {"save": false}})).await;
+    // The viewer gets the page's screencast: whole JPEG frames, no display.
+    let (mut ws, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
+        .await
+        .unwrap();
+    let mut meta = None;
+    let mut frame = None;
+    while frame.is_none() {
+        let m = tokio::time::timeout(
+            Duration::from_secs(15),
+            futures_util::StreamExt::next(&mut ws),
+        )
+        .await
+        .expect("a frame")
+        .unwrap()
+        .unwrap();
+        match m {
+            tokio_tungstenite::tungstenite::Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["t"] == "meta" {
+                    meta = Some(v);
+                }
+            }
+            tokio_tungstenite::tungstenite::Message::Binary(b) => frame = Some(b),
+            _ => {}
+        }
+    }
+    let meta = meta.expect("meta before the first frame");
+    assert!(meta.get("display").is_none_or(|d| d == false), "{meta}");
+    let frame = frame.unwrap();
+    assert_eq!(&frame[..2], &[0xff, 0xd8], "a whole JPEG");
+    d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap())
+        .await;
+}
+
+/// A key event of the viewer protocol.
+fn key(ty: &str, key: &str, code: &str, mods: u32) -> Value {
+    json!({"t": "key", "type": ty, "key": key, "code": code, "modifiers": mods})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
+    let site = site().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
+    let s = d
+        .create(
+            KEY_T1,
+            json!({"profile": {"save": false}, "start_url": format!("{site}/text"),
+                "default_roles": ["control", "clipboard_copy"]}),
+        )
+        .await;
+    let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
+    page_until(&mut cdp, "document.title", json!("text"), "the page loaded").await;
+    settle(&mut cdp).await;
+    let (x, y, w, h) = on_screen(&mut cdp, "#t").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
+        .await
+        .unwrap();
+    let (cx, cy) = (x + w / 2.0, y + h / 2.0);
+    say(
+        &mut ws,
+        &[
+            json!({"t": "mouse", "type": "mousePressed", "x": cx, "y": cy, "button": "left"}),
+            json!({"t": "mouse", "type": "mouseReleased", "x": cx, "y": cy, "button": "left"}),
+        ],
+    )
+    .await;
+    page_until(
+        &mut cdp,
+        "document.activeElement.id",
+        json!("t"),
+        "the field has focus",
+    )
+    .await;
+    // Keys (with Shift), then committed text in scripts the keyboard map lacks.
+    say(
+        &mut ws,
+        &[
+            key("keyDown", "Shift", "ShiftLeft", 8),
+            key("keyDown", "H", "KeyH", 8),
+            key("keyUp", "H", "KeyH", 8),
+            key("keyUp", "Shift", "ShiftLeft", 0),
+            key("keyDown", "i", "KeyI", 0),
+            key("keyUp", "i", "KeyI", 0),
+            json!({"t": "text", "text": " — héllo, мир, 日本語 ✓"}),
+        ],
+    )
+    .await;
+    page_until(
+        &mut cdp,
+        "document.querySelector('#t').value",
+        json!("Hi — héllo, мир, 日本語 ✓"),
+        "typed text",
+    )
+    .await;
+    // An IME composition shows in the page, then its result replaces it.
+    say(
+        &mut ws,
+        &[
+            json!({"t": "ime", "text": "か"}),
+            json!({"t": "ime", "text": "かな"}),
+            json!({"t": "text", "text": "仮名"}),
+        ],
+    )
+    .await;
+    let want = "Hi — héllo, мир, 日本語 ✓仮名";
+    page_until(
+        &mut cdp,
+        "document.querySelector('#t').value",
+        json!(want),
+        "typed text",
+    )
+    .await;
+    // Ctrl+A, Ctrl+C in the browser: the viewer is handed the text for its clipboard, read
+    // where the page's scripts cannot answer for it.
+    cdp.eval("String.prototype.substring = function () { return 'forged by the page'; }; window.getSelection = () => 'forged too'; 1")
+        .await;
+    say(
+        &mut ws,
+        &[
+            key("keyDown", "Control", "ControlLeft", 2),
+            key("keyDown", "a", "KeyA", 2),
+            key("keyUp", "a", "KeyA", 2),
+            key("keyDown", "c", "KeyC", 2),
+            key("keyUp", "c", "KeyC", 2),
+            key("keyUp", "Control", "ControlLeft", 0),
+        ],
+    )
+    .await;
+    let got = message(&mut ws, "clipboard").await;
+    assert_eq!(got["text"], json!(want));
+    cdp.close().await;
+    d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap())
+        .await;
+}
