@@ -27,6 +27,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
+mod frame;
+use frame::{Head, Session};
+
 /// The largest message a client may send to the browser.
 pub const MAX_CLIENT_MESSAGE: usize = 16 << 20;
 /// The largest message the browser may send (screenshots, large DOM snapshots).
@@ -371,13 +374,14 @@ impl Mux {
         detach
     }
 
-    fn root_event_owner(st: &mut State, v: &Value) -> Option<u64> {
-        let p = &v["params"];
-        match v["method"].as_str()? {
+    fn root_event_owner(st: &mut State, h: &Head<'_>) -> Option<u64> {
+        let p = h.params.as_ref()?;
+        match h.method.as_deref()? {
             "Target.attachedToTarget" => {
-                let target = p["targetInfo"]["targetId"].as_str();
-                let browser = p["targetInfo"]["type"] == "browser";
-                let session = p["sessionId"].as_str()?;
+                let info = p.target_info.as_ref();
+                let target = info.and_then(|i| i.target_id.as_deref());
+                let browser = info.and_then(|i| i.kind.as_deref()) == Some("browser");
+                let session = p.session_id.as_ref().and_then(frame::Named::session)?;
                 if st.sessions.contains_key(session) || st.browser_sessions.contains_key(session) {
                     return None;
                 }
@@ -395,26 +399,40 @@ impl Mux {
                 st.sessions.insert(session.to_string(), client);
                 Some(client)
             }
-            "Target.detachedFromTarget" => st.sessions.remove(p["sessionId"].as_str()?),
-            "Target.receivedMessageFromTarget" => {
-                st.sessions.get(p["sessionId"].as_str()?).copied()
-            }
+            "Target.detachedFromTarget" => st
+                .sessions
+                .remove(p.session_id.as_ref().and_then(frame::Named::session)?),
+            "Target.receivedMessageFromTarget" => st
+                .sessions
+                .get(p.session_id.as_ref().and_then(frame::Named::session)?)
+                .copied(),
             _ => None,
         }
     }
 
+    /// Routes one message of the browser. Only its top level is read (see [`frame`]); an
+    /// answer to the daemon's own call is parsed whole for the caller.
     fn dispatch(&self, raw: &[u8]) {
-        let Ok(mut v) = serde_json::from_slice::<Value>(raw) else {
+        let Ok(text) = std::str::from_utf8(raw) else {
+            return;
+        };
+        let Some(h) = frame::head(text) else {
             return;
         };
         let mut st = self.state.lock().expect("mux");
-        if let Some(id) = v.get("id").and_then(Value::as_u64) {
+        if let Some(id) = h.id.as_ref().and_then(serde_json::Number::as_u64) {
             st.root_attaches.retain(|a| a.id != id);
             match st.pending.remove(&id) {
                 Some(Route::Root(tx)) => {
-                    let r = match v.get("error") {
-                        Some(e) => Err(e["message"].as_str().unwrap_or("CDP error").to_string()),
-                        None => Ok(v["result"].take()),
+                    drop(st);
+                    let r = match serde_json::from_str::<Value>(text) {
+                        Ok(mut v) => match v.get("error") {
+                            Some(e) => {
+                                Err(e["message"].as_str().unwrap_or("CDP error").to_string())
+                            }
+                            None => Ok(v["result"].take()),
+                        },
+                        Err(e) => Err(e.to_string()),
                     };
                     let _ = tx.send(r);
                 }
@@ -424,64 +442,61 @@ impl Mux {
                     strip,
                     attach,
                 }) => {
-                    if let (true, Some(s)) = (attach, v["result"]["sessionId"].as_str()) {
+                    let attached = h.result.as_ref().and_then(|r| r.session_id.as_deref());
+                    if let (true, Some(s)) = (attach, attached) {
                         // Target.attachToTarget (flatten): the new session is the caller's,
                         // unless it is known already.
                         if !st.browser_sessions.contains_key(s) {
                             st.sessions.entry(s.to_string()).or_insert(client);
                         }
                     }
-                    v["id"] = id;
-                    if strip {
-                        if let Some(o) = v.as_object_mut() {
-                            o.remove("sessionId");
-                        }
+                    let session = if strip {
+                        Session::Remove
+                    } else {
+                        Session::Keep
+                    };
+                    if let Some(out) = frame::rewrite(text, Some(&id.to_string()), session) {
+                        Self::deliver(&mut st, client, out);
                     }
-                    Self::deliver(&mut st, client, v.to_string());
                 }
                 None => {}
             }
             return;
         }
-        let Some(session) = v
-            .get("sessionId")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        else {
+        let Some(session) = h.session_id.as_deref() else {
             // Events of the root connection: those of attaches made for a client go to it.
-            if let Some(client) = Self::root_event_owner(&mut st, &v) {
-                Self::deliver(&mut st, client, String::from_utf8_lossy(raw).into_owned());
+            if let Some(client) = Self::root_event_owner(&mut st, &h) {
+                Self::deliver(&mut st, client, text.to_string());
             }
             return;
         };
-        let (client, strip) = match st.browser_sessions.get(&session) {
+        let (client, strip) = match st.browser_sessions.get(session) {
             Some(c) => (*c, true),
-            None => match st.sessions.get(&session) {
+            None => match st.sessions.get(session) {
                 Some(c) => (*c, false),
                 None => return,
             },
         };
-        match v["method"].as_str() {
-            Some("Target.attachedToTarget") => {
-                if let Some(s) = v["params"]["sessionId"].as_str() {
-                    st.sessions.insert(s.to_string(), client);
-                }
+        let named = h
+            .params
+            .as_ref()
+            .and_then(|p| p.session_id.as_ref().and_then(frame::Named::session));
+        match (h.method.as_deref(), named) {
+            (Some("Target.attachedToTarget"), Some(s)) => {
+                st.sessions.insert(s.to_string(), client);
             }
-            Some("Target.detachedFromTarget") => {
-                if let Some(s) = v["params"]["sessionId"].as_str() {
-                    st.sessions.remove(s);
-                }
+            (Some("Target.detachedFromTarget"), Some(s)) => {
+                st.sessions.remove(s);
             }
             _ => {}
         }
         if strip {
-            if let Some(o) = v.as_object_mut() {
-                o.remove("sessionId");
+            if let Some(out) = frame::rewrite(text, None, Session::Remove) {
+                Self::deliver(&mut st, client, out);
             }
-            Self::deliver(&mut st, client, v.to_string());
         } else {
             // Forwarded as the browser wrote it.
-            Self::deliver(&mut st, client, String::from_utf8_lossy(raw).into_owned());
+            Self::deliver(&mut st, client, text.to_string());
         }
     }
 }
@@ -496,8 +511,16 @@ impl Conn {
         if text.len() > MAX_CLIENT_MESSAGE {
             return Err(SendError::TooLarge(text.len()));
         }
-        let mut v: Value = serde_json::from_str(text).map_err(|_| SendError::Malformed)?;
-        let (Some(orig), true) = (v.get("id").cloned(), v["method"].is_string()) else {
+        // NUL frames messages on the pipe, and no control byte belongs in JSON text: none
+        // may pass (the text goes to the browser as written, but for its top level).
+        if text
+            .bytes()
+            .any(|c| c < 0x20 && !matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            return Err(SendError::Malformed);
+        }
+        let h = frame::head(text).ok_or(SendError::Malformed)?;
+        let (Some(orig), Some(method)) = (h.id.clone(), h.method.as_deref()) else {
             return Err(SendError::Malformed);
         };
         if !orig.is_u64() && !orig.is_i64() {
@@ -507,15 +530,18 @@ impl Conn {
         let Some(me) = st.clients.get(&self.id) else {
             return Err(SendError::Closed);
         };
-        let method = v["method"].as_str().unwrap_or_default();
         let attach = is_attach(method);
-        let root_attach = v.get("sessionId").is_none() && attach;
-        let target = v["params"]["targetId"].as_str().map(str::to_string);
+        let root_attach = h.session_id.is_none() && attach;
+        let target = h
+            .params
+            .as_ref()
+            .and_then(|p| p.target_id.as_deref())
+            .map(str::to_string);
         if method == "Target.attachToTarget" && target.is_none() {
             // Which target it is for must be known to route its event.
             return Err(SendError::Malformed);
         }
-        let (session, strip) = match v.get("sessionId").and_then(Value::as_str) {
+        let (session, strip) = match h.session_id.as_deref() {
             None if root_attach => (String::new(), false),
             None => (me.browser_session.clone(), true),
             Some(s) if s == me.browser_session || st.sessions.get(s) == Some(&self.id) => {
@@ -530,6 +556,16 @@ impl Conn {
         };
         st.next_id += 1;
         let id = st.next_id;
+        let out = frame::rewrite(
+            text,
+            Some(&id.to_string()),
+            if root_attach {
+                Session::Keep
+            } else {
+                Session::Set(&session)
+            },
+        )
+        .ok_or(SendError::Malformed)?;
         if root_attach {
             st.root_attaches.push(RootAttach {
                 id,
@@ -541,17 +577,15 @@ impl Conn {
             id,
             Route::Client {
                 client: self.id,
-                id: orig,
+                id: Value::Number(orig),
                 strip,
                 attach,
             },
         );
         drop(st);
-        v["id"] = json!(id);
-        if !root_attach {
-            v["sessionId"] = json!(session);
-        }
-        if self.mux.write(&v) {
+        let mut bytes = out.into_bytes();
+        bytes.push(0);
+        if self.mux.out.send(bytes).is_ok() {
             Ok(())
         } else {
             Err(SendError::Closed)

@@ -105,3 +105,49 @@ async fn a_client_is_never_given_a_session_it_did_not_attach() {
         (Some("A2"), Some("Runtime.enable"))
     );
 }
+
+#[tokio::test]
+async fn messages_are_routed_by_their_top_level_and_no_frame_is_injected() {
+    let (mux, mut browser) = start();
+    let m2 = mux.clone();
+    let a = tokio::spawn(async move { m2.connect().await });
+    let cmd = browser.next().await;
+    browser
+        .say(json!({"id": cmd["id"], "result": {"sessionId": "A"}}))
+        .await;
+    let mut a = a.await.unwrap().unwrap();
+    // A raw NUL would end the frame on the pipe and start another (for any session): refused.
+    let injected = "{\"id\":1,\"method\":\"Runtime.evaluate\",\"params\":{\"expression\":\"1\u{0}{\\\"id\\\":2,\\\"method\\\":\\\"Browser.close\\\"}\"}}";
+    assert!(matches!(a.send(injected), Err(SendError::Malformed)));
+    // A command goes on the client's browser session under the mux's id, the rest as written.
+    a.send(
+        r#"{"id":5,"method":"Runtime.evaluate","params":{"expression":"x","returnByValue":true}}"#,
+    )
+    .unwrap();
+    let cmd = browser.next().await;
+    assert_eq!(cmd["sessionId"], "A");
+    assert_eq!(
+        cmd["params"],
+        json!({"expression": "x", "returnByValue": true})
+    );
+    // Its answer, however many values it holds, comes back under the client's id and
+    // without the browser session.
+    let value = format!("[{}0]", "0,".repeat(200_000));
+    let reply = format!(
+        r#"{{"id":{},"result":{{"result":{{"type":"object","value":{value}}}}},"sessionId":"A"}}"#,
+        cmd["id"]
+    );
+    let mut b = reply.into_bytes();
+    b.push(0);
+    browser.out.write_all(&b).await.unwrap();
+    let got = answer(&mut a).await;
+    assert_eq!(got["id"], 5);
+    assert!(
+        got.get("sessionId").is_none(),
+        "the browser session is the client's own"
+    );
+    assert_eq!(
+        got["result"]["result"]["value"].as_array().unwrap().len(),
+        200_001
+    );
+}
