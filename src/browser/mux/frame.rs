@@ -164,6 +164,11 @@ fn members(text: &str) -> Option<Vec<(&str, &str)>> {
         }
         let k_end = string_end(b, i)?;
         let key = &text[i..k_end];
+        if key.contains('\\') {
+            // `"i\u0064"` is `"id"` to a JSON reader: a key written so would be kept beside
+            // the rewritten one, and the browser could take it instead. Refused.
+            return None;
+        }
         i = skip_ws(b, k_end);
         if b.get(i) != Some(&b':') {
             return None;
@@ -273,6 +278,10 @@ mod tests {
         let out = rewrite(r#"{"id":1,"sessionId":"A"}"#, None, Session::Set("B")).unwrap();
         assert_eq!(v(&out), json!({"id": 1, "sessionId": "B"}));
         assert_eq!(rewrite("{}", None, Session::Keep).as_deref(), Some("{}"));
+        assert!(
+            rewrite(r#"{"i\u0064":5,"method":"M"}"#, Some("1"), Session::Keep).is_none(),
+            "an escaped key"
+        );
         for bad in [
             "",
             "[]",
