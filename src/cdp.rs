@@ -21,7 +21,12 @@ pub struct Cdp {
 }
 
 /// The events of a connection (`{"method", "params", "sessionId"}`), in order.
-pub type Events = mpsc::UnboundedReceiver<Value>;
+pub type Events = mpsc::Receiver<Value>;
+
+/// Events held for a consumer that has not taken them: past this, new ones are dropped (a
+/// page can make the browser send events faster than the live view handles them; answers
+/// to commands are never dropped).
+pub const MAX_EVENTS: usize = 16_384;
 
 impl std::fmt::Debug for Cdp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,10 +68,11 @@ impl Cdp {
 
     fn over(link: crate::browser::mux::Conn, timeout: Duration) -> (Cdp, Events) {
         let (out, mut in_rx, _pump) = link.into_channels();
-        let (ev_tx, events) = mpsc::unbounded_channel();
+        let (ev_tx, events) = mpsc::channel(MAX_EVENTS);
         let pending: Pending = Arc::default();
         let p = pending.clone();
         tokio::spawn(async move {
+            let mut dropped = 0u64;
             while let Some(t) = in_rx.recv().await {
                 let Ok(v) = serde_json::from_str::<Value>(&t) else {
                     continue;
@@ -80,8 +86,20 @@ impl Cdp {
                             None => Ok(v["result"].clone()),
                         });
                     }
-                } else if ev_tx.send(v).is_err() {
-                    break;
+                } else {
+                    match ev_tx.try_send(v) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            dropped += 1;
+                            if dropped.is_power_of_two() {
+                                tracing::warn!(
+                                    dropped,
+                                    "DevTools events arrive faster than they are handled; dropping"
+                                );
+                            }
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    }
                 }
             }
             // Closed: every waiting command fails.
@@ -136,5 +154,76 @@ impl Cdp {
             msg["sessionId"] = json!(s);
         }
         let _ = self.out.send(msg.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn events_nobody_takes_are_bounded_and_answers_still_come() {
+        let (to_browser_rx, to_browser_tx) = std::io::pipe().unwrap();
+        let (from_browser_rx, from_browser_tx) = std::io::pipe().unwrap();
+        let mux =
+            crate::browser::mux::Mux::start(to_browser_tx.into(), from_browser_rx.into()).unwrap();
+        let mut commands = tokio::io::BufReader::new(
+            tokio::net::unix::pipe::Receiver::from_owned_fd(to_browser_rx.into()).unwrap(),
+        );
+        let mut out =
+            tokio::net::unix::pipe::Sender::from_owned_fd(from_browser_tx.into()).unwrap();
+        let browser = tokio::spawn(async move {
+            let mut next = async || {
+                let mut b = Vec::new();
+                commands.read_until(0, &mut b).await.unwrap();
+                b.pop();
+                serde_json::from_slice::<Value>(&b).unwrap()
+            };
+            let attach = next().await;
+            let mut say = Vec::new();
+            say.extend(
+                json!({"id": attach["id"], "result": {"sessionId": "A"}})
+                    .to_string()
+                    .bytes(),
+            );
+            say.push(0);
+            out.write_all(&say).await.unwrap();
+            // A flood of events on the connection's browser session, then the answer to the
+            // command that follows.
+            let cmd = next().await;
+            let mut flood = Vec::new();
+            for i in 0..(MAX_EVENTS + 4000) {
+                flood.extend(
+                    json!({"method": "Target.targetInfoChanged", "params": {"n": i}, "sessionId": "A"})
+                        .to_string()
+                        .bytes(),
+                );
+                flood.push(0);
+            }
+            flood.extend(
+                json!({"id": cmd["id"], "result": {"ok": true}, "sessionId": "A"})
+                    .to_string()
+                    .bytes(),
+            );
+            flood.push(0);
+            out.write_all(&flood).await.unwrap();
+            out
+        });
+        let (cdp, mut events) = Cdp::connect(&mux, Duration::from_secs(10)).await.unwrap();
+        let r = cdp
+            .call(None, "Target.getTargets", json!({}))
+            .await
+            .unwrap();
+        assert_eq!(r, json!({"ok": true}), "the answer came after the flood");
+        let _out = browser.await.unwrap();
+        let mut held = 0;
+        while events.try_recv().is_ok() {
+            held += 1;
+        }
+        assert_eq!(
+            held, MAX_EVENTS,
+            "events held for a consumer that did not take them"
+        );
     }
 }
