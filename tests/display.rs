@@ -652,6 +652,25 @@ pub(crate) async fn say(
     }
 }
 
+/// A left click at the middle of the rectangle `(x, y, w, h)`, sent on a raw live-view
+/// socket as a person's mouse.
+pub(crate) async fn click_middle(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    (x, y, w, h): (f64, f64, f64, f64),
+) {
+    let (cx, cy) = (x + w / 2.0, y + h / 2.0);
+    say(
+        ws,
+        &[
+            json!({"t": "mouse", "type": "mousePressed", "x": cx, "y": cy, "button": "left"}),
+            json!({"t": "mouse", "type": "mouseReleased", "x": cx, "y": cy, "button": "left"}),
+        ],
+    )
+    .await;
+}
+
 /// The next text message of type `t` on a raw live-view socket (within 15 s).
 pub(crate) async fn message(
     ws: &mut tokio_tungstenite::WebSocketStream<

@@ -166,15 +166,7 @@ async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
     let (mut ws, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
         .await
         .unwrap();
-    let (cx, cy) = (x + w / 2.0, y + h / 2.0);
-    say(
-        &mut ws,
-        &[
-            json!({"t": "mouse", "type": "mousePressed", "x": cx, "y": cy, "button": "left"}),
-            json!({"t": "mouse", "type": "mouseReleased", "x": cx, "y": cy, "button": "left"}),
-        ],
-    )
-    .await;
+    click_middle(&mut ws, (x, y, w, h)).await;
     page_until(
         &mut cdp,
         "document.activeElement.id",

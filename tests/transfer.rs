@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::common::daemon::*;
 use crate::common::viewer::Viewer;
-use crate::display::{message, on_screen, page_until, say, settle, site};
+use crate::display::{click_middle, message, on_screen, page_until, settle, site};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
@@ -33,15 +33,7 @@ async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
         .unwrap();
     let hello = message(&mut ws, "hello").await;
     let me = as_user(&hello);
-    let (cx, cy) = (x + w / 2.0, y + h / 2.0);
-    say(
-        &mut ws,
-        &[
-            json!({"t": "mouse", "type": "mousePressed", "x": cx, "y": cy, "button": "left"}),
-            json!({"t": "mouse", "type": "mouseReleased", "x": cx, "y": cy, "button": "left"}),
-        ],
-    )
-    .await;
+    click_middle(&mut ws, (x, y, w, h)).await;
     let offer = message(&mut ws, "download").await;
     assert_eq!(
         (&offer["name"], &offer["size"]),
@@ -210,15 +202,7 @@ async fn the_page_file_chooser_takes_a_file_from_the_person_s_machine() {
     // intercepts the chooser).
     let mut open = false;
     for _ in 0..15 {
-        let (cx, cy) = (x + w / 2.0, y + h / 2.0);
-        say(
-            &mut ws,
-            &[
-                json!({"t": "mouse", "type": "mousePressed", "x": cx, "y": cy, "button": "left"}),
-                json!({"t": "mouse", "type": "mouseReleased", "x": cx, "y": cy, "button": "left"}),
-            ],
-        )
-        .await;
+        click_middle(&mut ws, (x, y, w, h)).await;
         let until = tokio::time::Instant::now() + Duration::from_secs(1);
         while let Ok(Some(Ok(m))) =
             tokio::time::timeout_at(until, futures_util::StreamExt::next(&mut ws)).await

@@ -382,7 +382,7 @@ impl Mux {
                 let info = p.target_info.as_ref();
                 let target = info.and_then(|i| i.target_id.as_deref());
                 let browser = info.and_then(|i| i.kind.as_deref()) == Some("browser");
-                let session = p.session_id.as_ref().and_then(frame::Named::session)?;
+                let session = p.session()?;
                 if st.sessions.contains_key(session) || st.browser_sessions.contains_key(session) {
                     return None;
                 }
@@ -400,13 +400,8 @@ impl Mux {
                 st.sessions.insert(session.to_string(), client);
                 Some(client)
             }
-            "Target.detachedFromTarget" => st
-                .sessions
-                .remove(p.session_id.as_ref().and_then(frame::Named::session)?),
-            "Target.receivedMessageFromTarget" => st
-                .sessions
-                .get(p.session_id.as_ref().and_then(frame::Named::session)?)
-                .copied(),
+            "Target.detachedFromTarget" => st.sessions.remove(p.session()?),
+            "Target.receivedMessageFromTarget" => st.sessions.get(p.session()?).copied(),
             _ => None,
         }
     }
@@ -478,10 +473,7 @@ impl Mux {
                 None => return,
             },
         };
-        let named = h
-            .params
-            .as_ref()
-            .and_then(|p| p.session_id.as_ref().and_then(frame::Named::session));
+        let named = h.params.as_ref().and_then(|p| p.session());
         match (h.method.as_deref(), named) {
             (Some("Target.attachedToTarget"), Some(s)) => {
                 st.sessions.insert(s.to_string(), client);

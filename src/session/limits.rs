@@ -4,31 +4,31 @@
 
 use super::*;
 
-/// A running storage-state job's slot (see [`Manager::begin_state_job`]).
+/// A place counted in a map by key (a tenant's storage-state jobs, a session's DevTools
+/// clients being connected), given back when dropped.
 #[derive(Debug)]
-pub struct JobSlot {
-    jobs: Arc<Mutex<HashMap<String, usize>>>,
-    tenant: String,
+pub struct Slot<K: std::hash::Hash + Eq> {
+    counts: Arc<Mutex<HashMap<K, usize>>>,
+    key: K,
 }
 
-impl Drop for JobSlot {
-    fn drop(&mut self) {
-        if let Some(n) = self.jobs.lock().expect("jobs lock").get_mut(&self.tenant) {
-            *n = n.saturating_sub(1);
+impl<K: std::hash::Hash + Eq> Slot<K> {
+    /// Counts one more under `key` in `counts` (whose lock the caller holds) until dropped.
+    fn take(counts: &Arc<Mutex<HashMap<K, usize>>>, held: &mut HashMap<K, usize>, key: K) -> Self
+    where
+        K: Clone,
+    {
+        *held.entry(key.clone()).or_default() += 1;
+        Slot {
+            counts: counts.clone(),
+            key,
         }
     }
 }
 
-/// A DevTools client's place while it connects (see [`Manager::reserve_cdp_client`]).
-#[derive(Debug)]
-pub struct CdpSlot {
-    connecting: Arc<Mutex<HashMap<(String, String), usize>>>,
-    key: (String, String),
-}
-
-impl Drop for CdpSlot {
+impl<K: std::hash::Hash + Eq> Drop for Slot<K> {
     fn drop(&mut self) {
-        let mut c = self.connecting.lock().expect("cdp lock");
+        let mut c = self.counts.lock().expect("slots lock");
         if let Some(n) = c.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -37,6 +37,12 @@ impl Drop for CdpSlot {
         }
     }
 }
+
+/// A running storage-state job's slot (see [`Manager::begin_state_job`]).
+pub type JobSlot = Slot<String>;
+
+/// A DevTools client's place while it connects (see [`Manager::reserve_cdp_client`]).
+pub type CdpSlot = Slot<(String, String)>;
 
 impl Manager {
     /// A place for one more DevTools client of `s`, held while it connects (once connected
@@ -75,11 +81,7 @@ impl Manager {
                 return Err((whose, setting, max));
             }
         }
-        *c.entry(key.clone()).or_default() += 1;
-        Ok(CdpSlot {
-            connecting: self.cdp_connecting.clone(),
-            key,
-        })
+        Ok(Slot::take(&self.cdp_connecting, &mut c, key))
     }
 
     /// A slot for a storage-state import or export of `tenant` (a browser of its own), held
@@ -95,17 +97,13 @@ impl Manager {
                 "sessions.max_state_jobs = {node_max}"
             )));
         }
-        let mine = jobs.entry(tenant.to_string()).or_default();
-        if tenant_max > 0 && *mine >= tenant_max {
+        let mine = jobs.get(tenant).copied().unwrap_or(0);
+        if tenant_max > 0 && mine >= tenant_max {
             return Err(Error::TooManyJobs(format!(
                 "sessions.max_state_jobs_per_tenant = {tenant_max}"
             )));
         }
-        *mine += 1;
-        Ok(JobSlot {
-            jobs: self.state_jobs.clone(),
-            tenant: tenant.to_string(),
-        })
+        Ok(Slot::take(&self.state_jobs, &mut jobs, tenant.to_string()))
     }
 
     /// DevTools connections and live-view viewers of `tenant`'s sessions on this node.

@@ -42,6 +42,13 @@ pub struct Params<'a> {
     pub target_info: Option<TargetInfo<'a>>,
 }
 
+impl Params<'_> {
+    /// The session the parameters name, if they name one.
+    pub fn session(&self) -> Option<&str> {
+        self.session_id.as_ref().and_then(Named::session)
+    }
+}
+
 /// A parameter that names a session when it is a string.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -306,13 +313,9 @@ mod tests {
         assert_eq!(h.id.unwrap().as_u64(), Some(1));
         let h = head(r#"{"method":"Target.attachedToTarget","params":{"sessionId":"S2","targetInfo":{"targetId":"T","type":"browser","url":"x"},"waitingForDebugger":false}}"#).unwrap();
         let p = h.params.unwrap();
-        let ti = p.target_info.unwrap();
+        let ti = p.target_info.as_ref().unwrap();
         assert_eq!(
-            (
-                p.session_id.as_ref().and_then(Named::session),
-                ti.target_id.as_deref(),
-                ti.kind.as_deref()
-            ),
+            (p.session(), ti.target_id.as_deref(), ti.kind.as_deref()),
             (Some("S2"), Some("T"), Some("browser"))
         );
         // A screencast frame's numbered "session" is read as none.
