@@ -225,18 +225,38 @@ impl Vault {
                         // The staging tree failed: its error is the one returned.
                         return Ok(0);
                     }
-                    let _core = cpu.acquire_owned().await.map_err(|_| Error::Io {
+                    let core = cpu.acquire_owned().await.map_err(|_| Error::Io {
                         path: "<restore>".into(),
                         source: std::io::Error::other("the placing slots closed"),
                     })?;
-                    blocking(move || place(&placing, &pack, &r, &bytes, progress.as_ref())).await
+                    // The slot goes with the placing: a blocking task runs on when this
+                    // future is dropped, and holds its slot until it ends.
+                    blocking(move || {
+                        let _core = core;
+                        place(&placing, &pack, &r, &bytes, progress.as_ref())
+                    })
+                    .await
                 }
             })
             .buffer_unordered(FETCHES);
+        let mut failed = None;
         while let Some(r) = work.next().await {
-            progress.advance(r?);
+            match r {
+                Ok(n) => progress.advance(n),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
-        Ok(())
+        let Some(e) = failed else { return Ok(()) };
+        // On an error, the placings already running end before it is returned: one still
+        // writing into the staging directory would outlive its removal.
+        drop(work);
+        let _ = cpu
+            .acquire_many(u32::try_from(cores).unwrap_or(u32::MAX))
+            .await;
+        Err(e)
     }
 }
 
