@@ -281,11 +281,15 @@ async fn the_session_store_is_shared_conditional_watched_and_bounded() {
     }
     drop(ws);
 
-    // Viewers: a viewer token reads; writing needs `control`. The embed socket carries changes.
+    // Viewers: a viewer token reads. A viewer writes for a connected user who may control
+    // now (not for the roles its token was minted with). The embed socket carries changes.
     let (st, _, v) = req(a, "PUT", &format!("{base}/pin"), &viewer, &[], "1").await;
     assert_eq!((st, v["error"].as_str()), (403, Some("forbidden")), "{v}");
     let socket = format!("ws://{a}/v0/vm/{id}/embed/socket?token={viewer}");
     let (mut ws, _) = tokio_tungstenite::connect_async(socket).await.unwrap();
+    let hello = crate::display::message(&mut ws, "hello").await;
+    let user = hello["user_id"].as_str().unwrap();
+    let me = format!("user={user}&resume={}", hello["resume"].as_str().unwrap());
     let mut next_store = async || loop {
         let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -307,6 +311,62 @@ async fn the_session_store_is_shared_conditional_watched_and_bounded() {
         ),
         (Some("snapshot"), Some(loser_value(&r1, &r2))),
         "{snap}"
+    );
+    let roles = async |verb: &str| {
+        let (st, v) = http(
+            a,
+            "POST",
+            &format!("/v0/vm/{id}/embed/{verb}"),
+            Some(&admin),
+            Some(&json!([[user], ["control"]]).to_string()),
+        )
+        .await;
+        assert_eq!((st, v["changed"].as_u64()), (200, Some(1)), "{verb}: {v}");
+    };
+    let viewer_put = async |query: &str| {
+        let path = format!("{base}/by-viewer?{query}");
+        let (st, _, v) = req(a, "PUT", &path, &viewer, &[], "7").await;
+        (st, v)
+    };
+    // Without control: refused, with or without the user.
+    let (st, v) = viewer_put(&me).await;
+    assert_eq!((st, v["error"].as_str()), (403, Some("forbidden")), "{v}");
+    roles("addRoles").await;
+    let (st, v) = viewer_put(&me).await;
+    assert_eq!(st, 200, "a connected user given control writes: {v}");
+    for other in ["", "user=nobody&resume=x", &format!("user={user}&resume=x")] {
+        let (st, v) = viewer_put(other).await;
+        assert_eq!(
+            (st, v["error"].as_str()),
+            (403, Some("forbidden")),
+            "{other}: {v}"
+        );
+    }
+    roles("removeRoles").await;
+    let (st, v) = viewer_put(&me).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (403, Some("forbidden")),
+        "a user whose control was removed still wrote: {v}"
+    );
+    let (st, _, v) = req(
+        a,
+        "DELETE",
+        &format!("{base}/by-viewer?{me}"),
+        &viewer,
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!((st, v["error"].as_str()), (403, Some("forbidden")), "{v}");
+    let (st, _, v) = req(a, "DELETE", &format!("{base}/by-viewer"), &admin, &[], "").await;
+    assert_eq!(st, 200, "{v}");
+    // The viewer's one accepted write, and the admin's delete of it.
+    let (put, del) = (next_store().await, next_store().await);
+    assert_eq!(
+        (put["key"].as_str(), &put["value"], &del["deleted"]),
+        (Some("by-viewer"), &json!(7), &json!(true)),
+        "{put} {del}"
     );
     let (st, _, _) = req(
         a,

@@ -1,6 +1,9 @@
 //! `/v0/vm/{id}/store`: the session room over HTTP — read, conditional writes, and a
 //! Server-Sent Events watch that resumes with `Last-Event-ID`. Open to the tenant's API key,
-//! the session's admin token, and its viewer tokens (writing needs the `control` role).
+//! the session's admin token, and its viewer tokens. A viewer writes for a connected user
+//! (`user` and `resume` from its `hello`, as downloads do) who may control the browser now:
+//! a user whose `control` was removed, or whose control is disabled, no longer writes with
+//! the token it joined with.
 
 use crate::api::codes::ErrorCode;
 use std::convert::Infallible;
@@ -21,7 +24,6 @@ use super::error::ApiError;
 use super::extract::{any_json, path_id, Call, Params, RequestBody, RequestQuery};
 use super::vm::authorize;
 use super::{auth, wire, AppState};
-use crate::live::Role;
 use crate::room::{self, Change, Condition, Start};
 use crate::session::Session;
 
@@ -56,29 +58,65 @@ impl RequestQuery for ListQuery {
     const PARAMS: &'static [wire::Param] = LIST_QUERY;
 }
 
-/// The session and whether the caller may write.
+/// Query parameters of the writes besides the token: the connected user a viewer writes for.
+pub(super) const WRITE_QUERY: &[wire::Param] = super::files::FILE_QUERY;
+
+/// Who reads or writes a session's store.
+enum Caller {
+    /// The tenant's API key or the session's admin token: reads and writes.
+    Owner,
+    /// A viewer token: reads; writes for a connected user ([`viewer_writes`]).
+    Viewer { token: String },
+}
+
+/// The session and who calls.
 fn authorize_room(
     state: &AppState,
     headers: &HeaderMap,
     raw: Option<&str>,
     id: &str,
-) -> Result<(Arc<Session>, bool), ApiError> {
+) -> Result<(Arc<Session>, Caller), ApiError> {
     let query_token = wire::query_value(raw, "token");
     let token = auth::bearer(headers).or(query_token.as_deref());
     match authorize(state, headers, query_token.as_deref(), id) {
-        Ok((s, _)) => return Ok((s, true)),
+        Ok((s, _)) => return Ok((s, Caller::Owner)),
         Err(e) if e.status == StatusCode::NOT_FOUND => return Err(e),
         // An API key in the URL: refused as such, not tried as a viewer token.
         Err(e) if token.is_some_and(|t| state.keys.tenant_of(t).is_some()) => return Err(e),
         Err(_) => {}
     }
     let s = state.manager.get(id).ok_or_else(ApiError::unauthorized)?;
-    let roles = token
-        .and_then(|t| s.live.token_roles(t))
-        .ok_or_else(ApiError::unauthorized)?;
+    let token = token
+        .filter(|t| s.live.token_roles(t).is_some())
+        .ok_or_else(ApiError::unauthorized)?
+        .to_string();
     super::embed::viewer_token_alone(&s)?;
-    let write = roles.contains(&Role::Control);
-    Ok((s, write))
+    Ok((s, Caller::Viewer { token }))
+}
+
+/// Whether a viewer holding `token` writes: for the connected user the query names, who may
+/// control the browser now.
+fn viewer_writes(s: &Session, token: &str, raw: Option<&str>) -> Result<(), ApiError> {
+    let (Some(user), Some(resume)) = (
+        wire::query_value(raw, "user"),
+        wire::query_value(raw, "resume"),
+    ) else {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "a viewer writes the store for a connected user who may control the browser: add its user and resume (from hello)",
+        ));
+    };
+    match s.live.connected(token, &user, &resume) {
+        Some(u) if u.may_control() => Ok(()),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "writing the store needs the control role, and control not disabled",
+        )),
+        None => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "no viewer with that user and resume is connected with this token",
+        )),
+    }
 }
 
 fn active(s: &Session) -> Result<(), ApiError> {
@@ -283,17 +321,17 @@ fn written(s: &Session, c: &Change) -> Response {
         .into_response()
 }
 
-/// The running session of a caller who may read its store, and whether they may write it.
-pub(super) struct Reader(Arc<Session>, bool);
+/// The running session of a caller who may read its store, and who calls.
+pub(super) struct Reader(Arc<Session>, Caller);
 
 impl FromRequestParts<AppState> for Reader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let id = path_id(parts, state).await?;
-        let (s, write) = authorize_room(state, &parts.headers, parts.uri.query(), &id)?;
+        let (s, caller) = authorize_room(state, &parts.headers, parts.uri.query(), &id)?;
         active(&s)?;
-        Ok(Reader(s, write))
+        Ok(Reader(s, caller))
     }
 }
 
@@ -304,12 +342,9 @@ impl FromRequestParts<AppState> for Writer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Reader(s, write) = Reader::from_request_parts(parts, state).await?;
-        if !write {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "writing the store needs the control role",
-            ));
+        let Reader(s, caller) = Reader::from_request_parts(parts, state).await?;
+        if let Caller::Viewer { token } = caller {
+            viewer_writes(&s, &token, parts.uri.query())?;
         }
         Ok(Writer(s))
     }
