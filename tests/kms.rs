@@ -520,6 +520,24 @@ async fn the_daemon_saves_and_loads_through_a_kms_key() {
     let (st, ready) = d.call("GET", "/readyz", None, None).await;
     assert_eq!(st, 503, "{ready}");
     assert_eq!(ready["checks"]["keys"], false, "{ready}");
+    // `/readyz` is open to anyone: a burst of it while KMS fails costs at most one more
+    // KMS call, not one each.
+    let before = kms_requests(&d, "DescribeKey", "unavailable").await;
+    assert!(before >= 1, "the first readiness check asked KMS");
+    let burst = (0..20).map(|_| d.call("GET", "/readyz", None, None));
+    for (st, ready) in futures_util::future::join_all(burst).await {
+        assert_eq!(
+            (st, &ready["checks"]["keys"]),
+            (503, &json!(false)),
+            "{ready}"
+        );
+    }
+    let after = kms_requests(&d, "DescribeKey", "unavailable").await;
+    assert!(
+        after <= before + 1,
+        "20 readiness checks made {} KMS calls",
+        after - before
+    );
     let (st, v) = d.post_vm(KEY_T1, json!({"profile": {"load": id}})).await;
     assert_eq!(st, 503, "{v}");
     assert_eq!(v["error"], "keys_unavailable", "{v}");

@@ -235,8 +235,8 @@ pub struct Keyring {
     keys: BTreeMap<String, Entry>,
     active: String,
     tenants: BTreeMap<String, String>,
-    /// When [`Keyring::probe`] last succeeded (readiness checks reuse it for a minute).
-    probed_ok: std::sync::Mutex<Option<std::time::Instant>>,
+    /// When [`Keyring::probe`] last ran and whether it succeeded ([`Keyring::ready`]).
+    probed: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 /// Where to load keys from.
@@ -361,7 +361,7 @@ impl Keyring {
             keys,
             active,
             tenants: src.tenants.clone(),
-            probed_ok: Default::default(),
+            probed: Default::default(),
         })
     }
 
@@ -413,7 +413,7 @@ impl Keyring {
             keys: map,
             active: active.into(),
             tenants: BTreeMap::new(),
-            probed_ok: Default::default(),
+            probed: Default::default(),
         })
     }
 
@@ -575,21 +575,23 @@ impl Keyring {
         }
     }
 
-    /// Readiness: [`Keyring::probe`] within 5 s; a success is reused for 60 s, so a probe
-    /// every few seconds costs one KMS call a minute.
+    /// Readiness: [`Keyring::probe`] within 5 s. A success is reused for 60 s and a failure
+    /// for 5 s, and callers wait for the probe under way: `/readyz` is open to anyone, and a
+    /// flood of it costs at most one KMS call every few seconds, never one each.
     pub async fn ready(&self) -> bool {
-        const FRESH: std::time::Duration = std::time::Duration::from_secs(60);
-        let last = *self.probed_ok.lock().expect("probe lock");
-        if last.is_some_and(|t| t.elapsed() < FRESH) {
-            return true;
+        const FRESH_OK: std::time::Duration = std::time::Duration::from_secs(60);
+        const FRESH_FAILED: std::time::Duration = std::time::Duration::from_secs(5);
+        let mut last = self.probed.lock().await;
+        if let Some((at, ok)) = *last {
+            if at.elapsed() < if ok { FRESH_OK } else { FRESH_FAILED } {
+                return ok;
+            }
         }
         let ok = matches!(
             tokio::time::timeout(std::time::Duration::from_secs(5), self.probe()).await,
             Ok(Ok(()))
         );
-        if ok {
-            *self.probed_ok.lock().expect("probe lock") = Some(std::time::Instant::now());
-        }
+        *last = Some((std::time::Instant::now(), ok));
         ok
     }
 
