@@ -384,7 +384,7 @@ async fn a_page_that_eats_memory_threads_or_disk_ends_only_its_own_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_browser_process_itself_runs_under_the_seccomp_filter() {
+async fn the_browser_process_itself_runs_under_the_seccomp_filter_on_a_nameless_host() {
     // A "browser" that is the real one after a probe, as a taken-over browser process would
     // run it: ptrace (the X server holds the daemon's connections) and io_uring (a kernel
     // interface behind many escalations) must both be refused. The probe runs inside the
@@ -399,6 +399,7 @@ async fn the_browser_process_itself_runs_under_the_seccomp_filter() {
             r#"#!/bin/sh
 if [ "$HOME" = /home/browser ] && [ ! -e "$HOME/probe.txt" ]; then
   /usr/bin/perl -e '$!=0; my $r = syscall({ptrace}, 0, 0, 0, 0); print "ptrace $r ", $!+0, "\n"; $!=0; my $p = "\0" x 120; $r = syscall({uring}, 1, $p); print "io_uring $r ", $!+0, "\n";' > "$HOME/probe.tmp" 2>&1
+  echo "hostname $(cat /proc/sys/kernel/hostname)" >> "$HOME/probe.tmp"
   mv "$HOME/probe.tmp" "$HOME/probe.txt"
 fi
 exec {chromium} "$@"
@@ -442,5 +443,11 @@ exec {chromium} "$@"
         text.contains(&format!("ptrace -1 {eperm}\n"))
             && text.contains(&format!("io_uring -1 {eperm}\n")),
         "the probe in the sandbox got: {text:?}"
+    );
+    // Nor does a page's browser learn which node it runs on.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(
+        text.contains("hostname localhost\n") && !text.contains(&format!("hostname {host}")),
+        "the sandbox's hostname: {text:?} (the node's is {host:?})"
     );
 }

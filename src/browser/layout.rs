@@ -171,8 +171,8 @@ pub(super) fn bwrap_args(
     a
 }
 
-/// The namespaces and the process's frame: its own session, bubblewrap as PID 1 with an
-/// empty environment, and `--info-fd 5`.
+/// The namespaces (the host named `localhost`) and the process's frame: its own session,
+/// bubblewrap as PID 1 with an empty environment, and `--info-fd 5`.
 fn namespaces(root: bool) -> Vec<String> {
     // As root, bubblewrap needs no user namespace (one made by root maps only root, and
     // the browser's uid could not be entered): the sandbox's init drops to the browser's
@@ -191,6 +191,9 @@ fn namespaces(root: bool) -> Vec<String> {
     let mut a: Vec<String> = unshare.iter().map(|s| (*s).to_string()).collect();
     a.extend(
         [
+            // Its own UTS namespace: the node's name is not the browser's to read.
+            "--hostname",
+            "localhost",
             "--new-session",
             "--as-pid-1",
             "--clearenv",
