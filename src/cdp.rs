@@ -3,7 +3,7 @@
 //! the browser's DevTools pipe ([`crate::browser::mux`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,13 +20,87 @@ pub struct Cdp {
     timeout: Duration,
 }
 
-/// The events of a connection (`{"method", "params", "sessionId"}`), in order.
-pub type Events = mpsc::Receiver<Value>;
-
-/// Events held for a consumer that has not taken them: past this, new ones are dropped (a
-/// page can make the browser send events faster than the live view handles them; answers
-/// to commands are never dropped).
+/// Events held for a consumer that has not taken them: past this many, or past
+/// [`MAX_EVENT_BYTES`] of their text, new ones are dropped (a page can make the browser send
+/// events faster than the live view handles them, and large ones: a 2 MB URL in each
+/// `targetInfoChanged`). Answers to commands are never dropped.
 pub const MAX_EVENTS: usize = 16_384;
+
+/// The text bytes of the events held for a consumer (see [`MAX_EVENTS`]).
+pub const MAX_EVENT_BYTES: usize = 64 << 20;
+
+/// The events of a connection (`{"method", "params", "sessionId"}`), in order, within
+/// [`MAX_EVENTS`] and [`MAX_EVENT_BYTES`].
+pub struct Events {
+    rx: mpsc::Receiver<(Value, usize)>,
+    held: Arc<AtomicUsize>,
+}
+
+impl Events {
+    /// The next event; `None` once the connection closed and every event was taken.
+    pub async fn recv(&mut self) -> Option<Value> {
+        let (v, n) = self.rx.recv().await?;
+        self.held.fetch_sub(n, Ordering::Relaxed);
+        Some(v)
+    }
+
+    /// The next event if one is there.
+    #[cfg(test)]
+    fn try_recv(&mut self) -> Result<Value, mpsc::error::TryRecvError> {
+        let (v, n) = self.rx.try_recv()?;
+        self.held.fetch_sub(n, Ordering::Relaxed);
+        Ok(v)
+    }
+}
+
+/// The sending half of [`Events`].
+struct EventSender {
+    tx: mpsc::Sender<(Value, usize)>,
+    held: Arc<AtomicUsize>,
+    dropped: u64,
+}
+
+impl EventSender {
+    fn pair() -> (EventSender, Events) {
+        let (tx, rx) = mpsc::channel(MAX_EVENTS);
+        let held = Arc::new(AtomicUsize::new(0));
+        (
+            EventSender {
+                tx,
+                held: held.clone(),
+                dropped: 0,
+            },
+            Events { rx, held },
+        )
+    }
+
+    /// Queues `v` (`len` bytes of text), or drops it past the bounds; `false` once the
+    /// consumer is gone.
+    fn send(&mut self, v: Value, len: usize) -> bool {
+        // Only this sender adds: what it reads is at least what is held.
+        let fits = self.held.load(Ordering::Relaxed) + len <= MAX_EVENT_BYTES;
+        if fits {
+            self.held.fetch_add(len, Ordering::Relaxed);
+            match self.tx.try_send((v, len)) {
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.held.fetch_sub(len, Ordering::Relaxed);
+                }
+            }
+        } else if self.tx.is_closed() {
+            return false;
+        }
+        self.dropped += 1;
+        if self.dropped.is_power_of_two() {
+            tracing::warn!(
+                dropped = self.dropped,
+                "DevTools events arrive faster than they are handled; dropping"
+            );
+        }
+        true
+    }
+}
 
 impl std::fmt::Debug for Cdp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,11 +142,10 @@ impl Cdp {
 
     fn over(link: crate::browser::mux::Conn, timeout: Duration) -> (Cdp, Events) {
         let (out, mut in_rx, _pump) = link.into_channels();
-        let (ev_tx, events) = mpsc::channel(MAX_EVENTS);
+        let (mut ev_tx, events) = EventSender::pair();
         let pending: Pending = Arc::default();
         let p = pending.clone();
         tokio::spawn(async move {
-            let mut dropped = 0u64;
             while let Some(t) = in_rx.recv().await {
                 let Ok(v) = serde_json::from_str::<Value>(&t) else {
                     continue;
@@ -86,20 +159,8 @@ impl Cdp {
                             None => Ok(v["result"].clone()),
                         });
                     }
-                } else {
-                    match ev_tx.try_send(v) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            dropped += 1;
-                            if dropped.is_power_of_two() {
-                                tracing::warn!(
-                                    dropped,
-                                    "DevTools events arrive faster than they are handled; dropping"
-                                );
-                            }
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => break,
-                    }
+                } else if !ev_tx.send(v, t.len()) {
+                    break;
                 }
             }
             // Closed: every waiting command fails.
@@ -162,8 +223,10 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-    #[tokio::test]
-    async fn events_nobody_takes_are_bounded_and_answers_still_come() {
+    /// Runs a fake browser that answers the connection's attach, then, on its first command,
+    /// sends `flood` (events on the connection's session) before the answer; returns how many
+    /// events the connection held for a consumer that took none.
+    async fn held_after(flood: impl Fn(usize) -> Option<Value> + Send + 'static) -> usize {
         let (to_browser_rx, to_browser_tx) = std::io::pipe().unwrap();
         let (from_browser_rx, from_browser_tx) = std::io::pipe().unwrap();
         let mux =
@@ -180,50 +243,62 @@ mod tests {
                 b.pop();
                 serde_json::from_slice::<Value>(&b).unwrap()
             };
+            let mut say = async |v: Value| {
+                let mut b = v.to_string().into_bytes();
+                b.push(0);
+                out.write_all(&b).await.unwrap();
+            };
             let attach = next().await;
-            let mut say = Vec::new();
-            say.extend(
-                json!({"id": attach["id"], "result": {"sessionId": "A"}})
-                    .to_string()
-                    .bytes(),
-            );
-            say.push(0);
-            out.write_all(&say).await.unwrap();
-            // A flood of events on the connection's browser session, then the answer to the
-            // command that follows.
+            say(json!({"id": attach["id"], "result": {"sessionId": "A"}})).await;
             let cmd = next().await;
-            let mut flood = Vec::new();
-            for i in 0..(MAX_EVENTS + 4000) {
-                flood.extend(
-                    json!({"method": "Target.targetInfoChanged", "params": {"n": i}, "sessionId": "A"})
-                        .to_string()
-                        .bytes(),
-                );
-                flood.push(0);
+            for i in 0.. {
+                let Some(mut e) = flood(i) else { break };
+                e["sessionId"] = json!("A");
+                say(e).await;
             }
-            flood.extend(
-                json!({"id": cmd["id"], "result": {"ok": true}, "sessionId": "A"})
-                    .to_string()
-                    .bytes(),
-            );
-            flood.push(0);
-            out.write_all(&flood).await.unwrap();
-            out
+            say(json!({"id": cmd["id"], "result": {"ok": true}, "sessionId": "A"})).await;
         });
-        let (cdp, mut events) = Cdp::connect(&mux, Duration::from_secs(10)).await.unwrap();
+        let (cdp, mut events) = Cdp::connect(&mux, Duration::from_secs(30)).await.unwrap();
         let r = cdp
             .call(None, "Target.getTargets", json!({}))
             .await
             .unwrap();
         assert_eq!(r, json!({"ok": true}), "the answer came after the flood");
-        let _out = browser.await.unwrap();
+        browser.await.unwrap();
         let mut held = 0;
         while events.try_recv().is_ok() {
             held += 1;
         }
+        held
+    }
+
+    #[tokio::test]
+    async fn events_nobody_takes_are_bounded_and_answers_still_come() {
+        let held = held_after(|i| {
+            (i < MAX_EVENTS + 4000)
+                .then(|| json!({"method": "Target.targetInfoChanged", "params": {"n": i}}))
+        })
+        .await;
         assert_eq!(
             held, MAX_EVENTS,
             "events held for a consumer that did not take them"
+        );
+    }
+
+    #[tokio::test]
+    async fn large_events_nobody_takes_are_bounded_by_their_bytes() {
+        // 48 events of 2 MB URLs: 96 MB of text, few enough to pass the count.
+        let url = format!("https://example.com/{}", "a".repeat(2 << 20));
+        let held = held_after(move |i| {
+            (i < 48).then(|| {
+                json!({"method": "Target.targetInfoChanged", "params": {"targetInfo": {"url": url}}})
+            })
+        })
+        .await;
+        // 64 MiB hold 31 of them (each is a little over 2 MiB).
+        assert!(
+            (1..=32).contains(&held),
+            "{held} events of 2 MB held (at most {MAX_EVENT_BYTES} bytes)"
         );
     }
 }
