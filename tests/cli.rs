@@ -268,18 +268,21 @@ fn gc_deletes_idle_profiles_and_dry_run_only_shows_them() {
     let data = dir.path().join("data");
     let src = dir.path().join("src");
     make_profile(&src, "gc");
-    json(&run(pv(&data)
-        .args(["save", "--json", "--profile", "old"])
-        .arg(&src)));
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    json(&run(pv(&data)
-        .args(["save", "--json", "--profile", "fresh"])
-        .arg(&src)));
-    // 0.00002 days = 1.7 s: "old" is idle for longer, "fresh" is not.
+    for p in ["old", "fresh"] {
+        json(&run(pv(&data)
+            .args(["save", "--json", "--profile", p])
+            .arg(&src)));
+    }
+    // "old" was last saved two hours ago (its head record says so; no load since).
+    let head = data.join("store/tenants/default/profiles/old/head.json");
+    let mut h: serde_json::Value = serde_json::from_slice(&std::fs::read(&head).unwrap()).unwrap();
+    h["updated_at"] = (h["updated_at"].as_u64().unwrap() - 7200).into();
+    std::fs::write(&head, h.to_string()).unwrap();
+    // 0.04 days = 57.6 minutes: "old" is idle for longer, "fresh" is not.
     let dry = json(&run(pv(&data).args([
         "gc",
         "--older-than-days",
-        "0.00002",
+        "0.04",
         "--dry-run",
         "--json",
     ])));
@@ -298,7 +301,7 @@ fn gc_deletes_idle_profiles_and_dry_run_only_shows_them() {
     json(&run(pv(&data).args([
         "gc",
         "--older-than-days",
-        "0.00002",
+        "0.04",
         "--json",
     ])));
     let left = json(&run(pv(&data).args(["list", "--json"])));

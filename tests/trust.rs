@@ -129,9 +129,16 @@ async fn internal_addresses_are_refused_as_start_url_and_webhook() {
             .await;
         d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap())
             .await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let (_, metrics) = http_raw(&d.addr, "GET", "/metrics", None, None).await;
-        assert!(metrics.contains("pv_webhooks_refused_total 1"), "{metrics}");
+        // The "ended" webhook goes out after the save, in the background.
+        let start = std::time::Instant::now();
+        loop {
+            let (_, metrics) = http_raw(&d.addr, "GET", "/metrics", None, None).await;
+            if metrics.contains("pv_webhooks_refused_total 1") {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "{metrics}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     } else {
         eprintln!("no name of this machine resolves to an internal address; name check not run");
     }
