@@ -296,12 +296,29 @@ impl AmazonS3 {
                 )
             });
             // Surface failures early instead of queueing every part.
+            let mut failed = None;
             while let Some(done) = set.try_join_next() {
-                completed.push(joined(done)?);
+                match joined(done) {
+                    Ok(p) => completed.push(p),
+                    Err(e) => failed = failed.or(Some(e)),
+                }
+            }
+            if let Some(e) = failed {
+                // Parts under way end first: one that landed after the upload was aborted
+                // would keep its storage.
+                while set.join_next().await.is_some() {}
+                return Err(e);
             }
         }
+        let mut failed = None;
         while let Some(done) = set.join_next().await {
-            completed.push(joined(done)?);
+            match joined(done) {
+                Ok(p) => completed.push(p),
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         completed.sort_by_key(|p| p.part_number());
         if completed.len() as u64 != parts {

@@ -163,8 +163,8 @@ impl Vault {
         // The uploaders: take finished packs as they come, at most IN_FLIGHT at once.
         let mut uploaded: Vec<String> = Vec::new();
         let mut bytes = 0u64;
+        let mut set = tokio::task::JoinSet::new();
         let upload: Result<()> = async {
-            let mut set = tokio::task::JoinSet::new();
             loop {
                 // A pack is taken from the queue only when it can go up at once, so no more
                 // than IN_FLIGHT + QUEUED finished packs are ever held (and the one the
@@ -200,6 +200,10 @@ impl Vault {
             Ok(())
         }
         .await;
+        // Uploads still under way end before anything is removed: dropping them would not
+        // stop a write already on its way (a blocking file write, a request on the wire),
+        // which could then land after its pack was removed.
+        while set.join_next().await.is_some() {}
         drop(rx);
         let packed = packer.await.map_err(|e| Error::Io {
             path: "<pack task>".into(),
