@@ -255,6 +255,51 @@ async fn storage_state_goes_out_to_playwright_and_comes_back_in() {
         .call("GET", &format!("{path}?generation=9"), Some(KEY_T1), None)
         .await;
     assert_eq!(st, 404, "{v}");
+    // Clients that hang up part way: each export runs to its end all the same and leaves
+    // no decrypted copy of the profile behind in the daemon's work directory.
+    let work = dir.path().join("data/state-work");
+    for after_ms in [0, 30, 100, 300, 800] {
+        let mut c = tokio::net::TcpStream::connect(&d.addr).await.unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY_T1}\r\n\r\n",
+            d.addr
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut c, req.as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(after_ms)).await;
+        drop(c);
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&work)
+            .map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "left in the work directory by exports whose client hung up: {left:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let (st, again) = d.call("GET", &path, Some(KEY_T1), None).await;
+    assert_eq!(st, 200, "their job slots were given back: {again}");
+    let audit = cli_for(&d)
+        .args(["audit", "--profile", &id])
+        .output()
+        .unwrap();
+    let exports = String::from_utf8_lossy(&audit.stdout)
+        .matches("ExportState")
+        .count();
+    // Two before (generation 1, generation 9), the one after, and at least one admitted of
+    // those that hung up (the others were refused while it held the tenant's job slot).
+    assert!(
+        exports >= 4,
+        "an export whose client hung up ran to its end and was audited: {}",
+        String::from_utf8_lossy(&audit.stdout)
+    );
 
     // A user's own Playwright, with that state, is logged in.
     let seen = playwright_with_state(&state, &site).await;

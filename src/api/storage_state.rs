@@ -46,6 +46,21 @@ fn actor(state: &AppState, headers: &HeaderMap, tenant: &str) -> String {
         .unwrap_or_else(|| format!("api-key:{tenant}"))
 }
 
+/// Runs a job to its end whether or not the client waits for it: dropped with a client that
+/// hung up, the browser and the restore's blocking work would run on after its work
+/// directory was removed, and leave a decrypted profile there. `slot` is held until then.
+async fn to_the_end<T: Send + 'static>(
+    slot: crate::session::JobSlot,
+    job: impl std::future::Future<Output = Result<T, storage_state::Error>> + Send + 'static,
+) -> Result<T, storage_state::Error> {
+    tokio::spawn(async move {
+        let _slot = slot;
+        job.await
+    })
+    .await
+    .map_err(|e| storage_state::Error::Io(format!("the job failed: {e}")))?
+}
+
 fn job_error(e: storage_state::Error) -> ApiError {
     use storage_state::Error as E;
     match e {
@@ -81,18 +96,18 @@ pub(super) async fn import(
     let doc = storage_state::parse(&req.storage_state)
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidStorageState, e.to_string()))?;
     let id = req.id.unwrap_or_else(storage_state::new_id);
-    let _slot = state.manager.begin_state_job(&tenant)?;
+    let slot = state.manager.begin_state_job(&tenant)?;
     let vault = state
         .manager
         .vault()
         .with_actor(&actor(&state, &headers, &tenant));
     let at = ProfileAddr::new(&tenant, &id).map_err(crate::vault::Error::from)?;
-    let rep = runner(&state)
-        .import(&vault, &at, &doc)
+    let (runner, cookies, origins) = (runner(&state), doc.cookies.len(), doc.origins.len());
+    let rep = to_the_end(slot, async move { runner.import(&vault, &at, &doc).await })
         .await
         .map_err(job_error)?;
     Ok(Json(
-        json!({"id": id, "generation": rep.generation, "cookies": doc.cookies.len(), "origins": doc.origins.len()}),
+        json!({"id": id, "generation": rep.generation, "cookies": cookies, "origins": origins}),
     ))
 }
 
@@ -105,24 +120,27 @@ pub(super) async fn export(
     Params(q): Params<ExportQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let at = profile_addr(&tenant, &id)?;
-    let _slot = state.manager.begin_state_job(&tenant)?;
-    let vault = state
-        .manager
-        .vault()
-        .with_actor(&actor(&state, &headers, &tenant));
-    let r = runner(&state).export(&vault, &at, q.generation).await;
-    let err = r.as_ref().err().map(ToString::to_string);
-    vault
-        .audit()
-        .record(
-            crate::audit::Action::ExportState,
-            &tenant,
-            Some(&id),
-            q.generation,
-            &actor(&state, &headers, &tenant),
-            err,
-        )
-        .await;
-    let s = r.map_err(job_error)?;
+    let slot = state.manager.begin_state_job(&tenant)?;
+    let who = actor(&state, &headers, &tenant);
+    let vault = state.manager.vault().with_actor(&who);
+    let runner = runner(&state);
+    let s = to_the_end(slot, async move {
+        let r = runner.export(&vault, &at, q.generation).await;
+        let err = r.as_ref().err().map(ToString::to_string);
+        vault
+            .audit()
+            .record(
+                crate::audit::Action::ExportState,
+                &tenant,
+                Some(&id),
+                q.generation,
+                &who,
+                err,
+            )
+            .await;
+        r
+    })
+    .await
+    .map_err(job_error)?;
     Ok(Json(serde_json::to_value(s).expect("serializes")))
 }
