@@ -86,6 +86,52 @@ async fn profile_leases_hold_across_nodes_and_expire_with_their_node() {
     let on_c = c.create(KEY_T1, json!({"profile": pid})).await;
     c.end_and_wait(KEY_T1, on_c["session_id"].as_str().unwrap())
         .await;
+
+    // A save that takes longer than the lease (its packs' uploads stall 8 s) keeps the
+    // lease until it is done: no other node loads the generation before it meanwhile.
+    let proxy = crate::common::faults::FaultProxy::start(&ls).await;
+    let through = proxy.endpoint();
+    let slow_env = [
+        ("PV_CONFIG", cfg.to_str().unwrap()),
+        ("AWS_ENDPOINT_URL", through.as_str()),
+    ];
+    let d = Daemon::start(
+        &dir.path().join("d"),
+        StoreKind::LocalStack(prefix.clone()),
+        &slow_env,
+    );
+    let on_d = d.create(KEY_T1, json!({"profile": pid})).await;
+    let on_d = on_d["session_id"].as_str().unwrap().to_string();
+    proxy.set_rules(vec![crate::common::faults::Rule::new(
+        "slow-packs",
+        |q| q.is_put(".pvp"),
+        &[1, 2, 3],
+        crate::common::faults::Action::Stall(Duration::from_secs(8)),
+    )]);
+    let (st, v) = d
+        .call("DELETE", &format!("/v0/vm/{on_d}"), Some(KEY_T1), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (st, v) = c.post_vm(KEY_T1, json!({"profile": pid})).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (409, Some("profile_in_use")),
+        "the lease lapsed while the save uploaded: {v}"
+    );
+    let ended = d
+        .wait_for(KEY_T1, &on_d, 60, |v| {
+            v["save"]["state"] != "saving" && v["save"]["state"] != "pending"
+        })
+        .await;
+    assert_eq!(ended["save"]["state"], "saved", "{ended}");
+    assert!(
+        proxy.applied("slow-packs") >= 1,
+        "the save's uploads were slowed"
+    );
+    let on_c = c.create(KEY_T1, json!({"profile": pid})).await;
+    c.end_and_wait(KEY_T1, on_c["session_id"].as_str().unwrap())
+        .await;
     // Stop the browser node A left behind.
     for e in std::fs::read_dir(dir.path().join("a/sessions"))
         .unwrap()

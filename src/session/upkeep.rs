@@ -78,7 +78,18 @@ impl Manager {
         let mono = timer::mono_ms();
         let mut n = 0;
         let renew_every = (self.cfg.lease_ttl.as_millis() as u64 / 3).max(1);
-        for s in &active {
+        // Leases are held until the session's save is done, not only while it runs: a save
+        // that waits for a slot or uploads for minutes would otherwise let another node take
+        // the profile, load the generation before it, and end in a conflict.
+        let unsaved: Vec<Arc<Session>> = self
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .values()
+            .filter(|s| !*s.done.borrow())
+            .cloned()
+            .collect();
+        for s in &unsaved {
             if mono.saturating_sub(s.lease_renewed_ms.load(Ordering::Relaxed)) < renew_every {
                 continue;
             }
