@@ -89,7 +89,9 @@ impl Vault {
 
     /// Keeps the newest `keep` generations and the head; removes older ones (record first).
     /// A payload without a record stored less than [`super::gc::MAX_SAVE`] ago is a save
-    /// still running (its record comes last): it is left to finish, whatever its number.
+    /// still running (its record comes last): it is left to finish, whatever its number. A
+    /// generation above the head is never removed: a save that wrote its record and has yet
+    /// to move the head, or one kept as a conflict after it.
     pub(in crate::vault) async fn prune(&self, at: &ProfileAddr, head: u64) -> Result<Vec<u64>> {
         let p = at.gens();
         let listed = self.store.list(&p).await?;
@@ -119,7 +121,7 @@ impl Vault {
         let cutoff = all.len().saturating_sub(keep);
         let mut removed = Vec::new();
         for &g in &all[..cutoff] {
-            if g == head || running(g) {
+            if g >= head || running(g) {
                 continue;
             }
             self.store
