@@ -278,7 +278,28 @@ fn gc_deletes_idle_profiles_and_dry_run_only_shows_them() {
     let mut h: serde_json::Value = serde_json::from_slice(&std::fs::read(&head).unwrap()).unwrap();
     h["updated_at"] = (h["updated_at"].as_u64().unwrap() - 7200).into();
     std::fs::write(&head, h.to_string()).unwrap();
-    // 0.04 days = 57.6 minutes: "old" is idle for longer, "fresh" is not.
+    // 0.04 days = 57.6 minutes: "old" is idle for longer, "fresh" is not. While a session
+    // of some node holds its lease, "old" is in use and kept all the same.
+    let lease = head.with_file_name("lease.json");
+    let until = (std::time::SystemTime::now() + std::time::Duration::from_secs(600))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    std::fs::write(
+        &lease,
+        serde_json::json!({"node": "elsewhere", "session": "s", "expires_at_ms": until as u64})
+            .to_string(),
+    )
+    .unwrap();
+    let leased = json(&run(pv(&data).args([
+        "gc",
+        "--older-than-days",
+        "0.04",
+        "--dry-run",
+        "--json",
+    ])));
+    assert_eq!(leased["profiles"], serde_json::json!([]), "{leased}");
+    std::fs::remove_file(&lease).unwrap();
     let dry = json(&run(pv(&data).args([
         "gc",
         "--older-than-days",

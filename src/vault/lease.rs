@@ -32,6 +32,24 @@ pub(super) fn now_ms() -> u64 {
 }
 
 impl Vault {
+    /// Whether a live lease of the profile exists (a session somewhere may save it).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub(super) async fn leased(&self, at: &ProfileAddr) -> Result<bool> {
+        match self.store.get(&at.lease()).await {
+            Ok(g) => {
+                let bytes = g.bytes().await?;
+                // A lease this release cannot read is taken as live: nothing is deleted
+                // under a session of a newer node.
+                Ok(serde_json::from_slice::<LeaseRecord>(&bytes)
+                    .map_or(true, |l| l.expires_at_ms > now_ms()))
+            }
+            Err(store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Takes the lease of a profile for `node`/`session` for `ttl`. Returns `Ok(None)` when a
     /// live lease of another holder exists (the profile is in use elsewhere).
     ///

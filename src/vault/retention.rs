@@ -33,7 +33,8 @@ impl Vault {
         Ok(saved.max(loaded))
     }
 
-    /// Retention: deletes the tenant's profiles not loaded or saved for `max_idle`.
+    /// Retention: deletes the tenant's profiles not loaded or saved for `max_idle`, but for
+    /// those `in_use` here or leased by a session of any node.
     /// Returns the profiles deleted (or that would be, with `dry_run`).
     ///
     /// # Errors
@@ -56,6 +57,11 @@ impl Vault {
                 continue;
             };
             if last < cutoff {
+                // A session on another node holds it: idle in the store, not in use.
+                if self.leased(at).await? {
+                    tracing::info!(tenant, profile = %p.profile, "idle profile kept: a session holds its lease");
+                    continue;
+                }
                 if self.has_newer_parts(at).await? {
                     tracing::warn!(tenant, profile = %p.profile, "idle profile kept: a newer profile-vault wrote some of it");
                     continue;
