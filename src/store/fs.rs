@@ -131,7 +131,9 @@ impl LocalFileSystem {
                 }
             }
             let _guard = self.lock(key)?;
-            let current = fs::metadata(&path);
+            // Opened, not only looked up: on a shared (network) filesystem an open
+            // revalidates what another host wrote, where a cached lookup may not.
+            let current = File::open(&path).and_then(|f| f.metadata());
             match (&mode, current) {
                 (PutMode::Overwrite, _) => {}
                 (PutMode::Create, Ok(_)) => return Err(Error::AlreadyExists { key: key.into() }),
@@ -150,7 +152,19 @@ impl LocalFileSystem {
             }
             let parent = path.parent().expect("keys have a parent (the root)");
             fsutil::create_private_dir(parent).map_err(io_err(key))?;
-            fs::rename(&tmp, &path).map_err(io_err(key))?;
+            if matches!(mode, PutMode::Create) {
+                // Create-only holds by itself too: a link never replaces a name.
+                match fs::hard_link(&tmp, &path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        return Err(Error::AlreadyExists { key: key.into() })
+                    }
+                    Err(e) => return Err(io_err(key)(e)),
+                }
+                let _ = fs::remove_file(&tmp);
+            } else {
+                fs::rename(&tmp, &path).map_err(io_err(key))?;
+            }
             fsutil::sync_dir(parent).map_err(io_err(key))?;
             let m = fs::metadata(&path).map_err(io_err(key))?;
             Ok(etag_of(&m))
