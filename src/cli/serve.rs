@@ -112,6 +112,21 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     }
+    // A store that ignores conditional writes would let concurrent saves overwrite each
+    // other silently: refused. One that cannot be reached yet proves nothing.
+    match profile_vault::store::check_conditional_writes(vault.store().as_ref()).await {
+        Ok(profile_vault::store::Conditional::Enforced) => {}
+        Ok(profile_vault::store::Conditional::Ignored(what)) => {
+            return Err(BadInput(format!(
+                "the store {} ignores conditional writes ({what}): saves of one profile could overwrite each other; use a store that honours If-None-Match and If-Match",
+                ctx.cfg.store_url
+            ))
+            .into())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check that the store honours conditional writes; /readyz reports the store");
+        }
+    }
     // Without a browser the daemon still starts (profiles API, health): /readyz reports it
     // and POST /v0/vm answers 503 browser_failed until Chromium is installed.
     let chromium = match chromium::find_binary(f.browser.chromium.as_deref()) {

@@ -164,3 +164,55 @@ mod tests {
         c::races(Arc::new(InMemory::new()), "t", 16).await;
     }
 }
+
+#[cfg(test)]
+mod conditional_tests {
+    use super::InMemory;
+    use crate::store::{
+        check_conditional_writes, Conditional, GetResult, ObjectMeta, PutBody, PutMode, Result,
+        Store,
+    };
+
+    /// A store that writes every put, whatever its condition (what some S3-compatible
+    /// servers do with `If-None-Match` / `If-Match`).
+    #[derive(Debug)]
+    struct Careless(InMemory);
+
+    #[async_trait::async_trait]
+    impl Store for Careless {
+        async fn put(&self, key: &str, body: PutBody, _: PutMode) -> Result<String> {
+            self.0.put(key, body, PutMode::Overwrite).await
+        }
+        async fn get(&self, key: &str) -> Result<GetResult> {
+            self.0.get(key).await
+        }
+        async fn head(&self, key: &str) -> Result<ObjectMeta> {
+            self.0.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+            self.0.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.0.delete(key).await
+        }
+        fn describe(&self) -> String {
+            "careless".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_ignores_conditions_is_found_out_and_the_probe_leaves_nothing() {
+        let good = InMemory::new();
+        assert_eq!(
+            check_conditional_writes(&good).await.unwrap(),
+            Conditional::Enforced
+        );
+        assert!(good.list("").await.unwrap().is_empty());
+        let bad = Careless(InMemory::new());
+        assert!(matches!(
+            check_conditional_writes(&bad).await.unwrap(),
+            Conditional::Ignored(_)
+        ));
+        assert!(bad.list("").await.unwrap().is_empty());
+    }
+}

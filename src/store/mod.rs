@@ -287,6 +287,48 @@ pub fn validate_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// What [`check_conditional_writes`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Conditional {
+    /// Create-only and compare-and-swap writes are refused as they must be.
+    Enforced,
+    /// The store replaced an object a write said must not exist, or whose version it
+    /// named wrongly: every head, lease and claim would be last-writer-wins.
+    Ignored(&'static str),
+}
+
+/// Checks that the store honours conditional writes (`If-None-Match: *`, `If-Match`), which
+/// keep concurrent saves from overwriting each other: a scratch object under `probe/` is
+/// created twice and updated with a wrong version, then removed.
+///
+/// # Errors
+/// Storage errors (an unreachable store proves nothing either way).
+pub async fn check_conditional_writes(store: &dyn Store) -> Result<Conditional> {
+    let key = format!("probe/conditional-{}", uuid::Uuid::new_v4().simple());
+    let body = || PutBody::Bytes(bytes::Bytes::from_static(b"probe"));
+    store.put(&key, body(), PutMode::Create).await?;
+    let found = async {
+        match store.put(&key, body(), PutMode::Create).await {
+            Err(Error::AlreadyExists { .. }) => {}
+            Ok(_) => return Ok(Conditional::Ignored("a create-only write replaced an object")),
+            Err(e) => return Err(e),
+        }
+        match store
+            .put(&key, body(), PutMode::Update("\"not-its-version\"".into()))
+            .await
+        {
+            Err(Error::Precondition { .. }) => Ok(Conditional::Enforced),
+            Ok(_) => Ok(Conditional::Ignored(
+                "a write naming a wrong version replaced an object",
+            )),
+            Err(e) => Err(e),
+        }
+    }
+    .await;
+    let _ = store.delete(&key).await;
+    found
+}
+
 /// Opens the store named by a URL: `file:///path` or `s3://bucket[/prefix]`.
 ///
 /// # Errors
