@@ -60,8 +60,13 @@ impl Vault {
             let (_, records) = self.generation_numbers(at).await?;
             for g in records {
                 let key = at.generation(g, GenFile::Record);
-                let meta = self.store.head(&key).await?;
+                let meta = match self.store.head(&key).await {
+                    // Pruned by a save since it was listed: nothing left to rewrap.
+                    Err(store::Error::NotFound { .. }) => continue,
+                    m => m?,
+                };
                 let mut rec = match self.read_record(at, g).await {
+                    Err(Error::GenerationNotFound { .. }) => continue,
                     Err(e) if e.is_newer() => {
                         tracing::warn!(error = %e, "rekey leaves a record of a newer format alone");
                         newer.get_or_insert(e);
