@@ -451,3 +451,53 @@ exec {chromium} "$@"
         "the sandbox's hostname: {text:?} (the node's is {host:?})"
     );
 }
+
+#[tokio::test]
+async fn a_browser_that_does_not_start_is_explained_in_the_log() {
+    // What the sandbox wrote last (bubblewrap's, the init's or the browser's own error)
+    // reaches the daemon's log; the tenant gets the plain 503.
+    let bin = std::path::PathBuf::from(format!("/tmp/pv-broken-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir(&bin).unwrap();
+    let chromium = profile_vault::browser::find_binary(None).unwrap();
+    let script = bin.join("chromium");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$HOME\" = /home/browser ]; then\n  echo 'pv-broken-browser: error while loading libpv.so' >&2\n  exit 3\nfi\nexec {} \"$@\"\n",
+            chromium.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for (p, m) in [(&bin, 0o755), (&script, 0o755)] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        StoreKind::Fs,
+        &[("PV_CHROMIUM", script.to_str().unwrap())],
+    );
+    let (st, v) = d.post_vm(KEY_T1, json!({})).await;
+    let _ = std::fs::remove_dir_all(&bin);
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (503, Some("browser_failed")),
+        "{v}"
+    );
+    assert!(
+        !v.to_string().contains("libpv"),
+        "the host's detail stays in the log: {v}"
+    );
+    let mut logged = false;
+    for _ in 0..50 {
+        logged = d
+            .log_text()
+            .contains("pv-broken-browser: error while loading libpv.so");
+        if logged {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(logged, "{}", d.log_text());
+}

@@ -34,20 +34,6 @@ const ETC: &[&str] = &[
     "/var/cache/fontconfig",
 ];
 
-/// Where the browser's stderr goes: `PV_BROWSER_LOG` (a file, appended) for debugging,
-/// else nowhere (Chromium is chatty, and what it prints is the browser's to shape).
-pub(super) fn browser_log() -> std::process::Stdio {
-    std::env::var_os("PV_BROWSER_LOG")
-        .and_then(|p| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .ok()
-        })
-        .map_or_else(std::process::Stdio::null, std::process::Stdio::from)
-}
-
 /// The browser's own flags (the same inside and outside the sandbox).
 pub(super) fn chromium_args(
     user_data_dir: &Path,

@@ -23,10 +23,12 @@ mod fds;
 pub mod init;
 mod layout;
 pub mod mux;
+mod probe;
 mod process;
 mod quota;
 pub mod sandbox;
 mod seccomp;
+mod stderr;
 pub mod tabs_ext;
 
 pub use config::{BrowserSection, DisplayMode};

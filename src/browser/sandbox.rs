@@ -28,11 +28,10 @@ use std::time::Duration;
 use super::cgroup::{Group, Hierarchy, Limits};
 use super::egress::Policy;
 use super::fds::{open_path, pipe, pre_exec, read_child_pid};
-use super::layout::{
-    browser_log, bwrap_args, chromium_args, prepare_run_dir, Binds, EGRESS_DIR, INIT,
-};
+use super::layout::{bwrap_args, chromium_args, prepare_run_dir, Binds, EGRESS_DIR, INIT};
 use super::mux::Mux;
 use super::process::{Browser, Error, LaunchOptions};
+use super::stderr::{told, Stderr};
 
 /// The virtual display's size when the launch names no window size.
 pub const DEFAULT_SCREEN: (u32, u32) = (1280, 720);
@@ -145,7 +144,7 @@ impl Runtime {
         let (status, cgroups) = if settings.unsafe_no_sandbox {
             (Ok(()), None)
         } else {
-            match probe(&settings, root) {
+            match super::probe::probe(&settings, root) {
                 Ok(Ok(h)) => (Ok(()), Some(h)),
                 Ok(Err(e)) if !settings.require_cgroups => {
                     limits_note = Some(e);
@@ -483,11 +482,12 @@ impl Runtime {
             )?;
             (cmd, Some(info))
         };
+        let stderr = Stderr::new();
         cmd.env_clear()
             .current_dir("/")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(browser_log())
+            .stderr(stderr.stdio())
             .kill_on_drop(false);
         let cgroup_fds = res.group.as_ref().map(Group::procs_fds).unwrap_or_default();
         let pairs: Vec<(RawFd, RawFd)> = fds.iter().map(|(f, n)| (f.as_raw_fd(), *n)).collect();
@@ -501,6 +501,7 @@ impl Runtime {
             .spawn()
             .map_err(|e| Error::Spawn { binary, source: e })?;
         drop(fds);
+        let tail = stderr.attach(&mut child);
         let mut pid = child.id().unwrap_or(0);
         if let Some(info) = info {
             let t0 = std::time::Instant::now();
@@ -513,6 +514,7 @@ impl Runtime {
                 Some(p) => pid = p,
                 None => {
                     let _ = child.kill().await;
+                    told(tail.as_ref(), "the sandbox did not start").await;
                     return Err(Error::Startup("the sandbox did not start".into()));
                 }
             }
@@ -551,6 +553,7 @@ impl Runtime {
                 g.kill_all();
             }
             let _ = browser.child.kill().await;
+            told(tail.as_ref(), "the browser did not start").await;
             return Err(Error::Startup(if exited {
                 "exited before answering on its DevTools pipe".into()
             } else {
@@ -559,52 +562,4 @@ impl Runtime {
         }
         Ok(browser)
     }
-}
-
-/// Checks that a sandbox can be built here: bubblewrap runs a trivial command in every
-/// namespace (the outer error), and a cgroup hierarchy is writable (the inner one).
-fn probe(settings: &Settings, root: bool) -> Result<Result<Hierarchy, String>, String> {
-    let mut cmd = std::process::Command::new("bwrap");
-    cmd.args([
-        "--unshare-ipc",
-        "--unshare-pid",
-        "--unshare-net",
-        "--unshare-uts",
-        "--new-session",
-        "--ro-bind",
-        "/usr",
-        "/usr",
-        "--symlink",
-        "usr/lib",
-        "/lib",
-        "--symlink",
-        "usr/lib64",
-        "/lib64",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "/usr/bin/true",
-    ])
-    .env_clear()
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::piped());
-    if !root {
-        // Unprivileged: bubblewrap needs a user namespace.
-        cmd.arg("--unshare-user");
-    }
-    let _ = settings;
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run bwrap (apt-get install bubblewrap): {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "bwrap cannot build a sandbox here (user namespaces?): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    std::fs::create_dir_all(&settings.run_dir)
-        .map_err(|e| format!("cannot create {}: {e}", settings.run_dir.display()))?;
-    Ok(Hierarchy::probe())
 }

@@ -310,7 +310,11 @@ pub async fn check_conditional_writes(store: &dyn Store) -> Result<Conditional> 
     let found = async {
         match store.put(&key, body(), PutMode::Create).await {
             Err(Error::AlreadyExists { .. }) => {}
-            Ok(_) => return Ok(Conditional::Ignored("a create-only write replaced an object")),
+            Ok(_) => {
+                return Ok(Conditional::Ignored(
+                    "a create-only write replaced an object",
+                ))
+            }
             Err(e) => return Err(e),
         }
         match store
