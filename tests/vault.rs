@@ -482,3 +482,89 @@ async fn fifty_profiles_ending_at_once_are_all_saved() {
             .unwrap();
     }
 }
+
+/// A store in which a save's pruning removes `victim` just as a rollback moves the head.
+#[derive(Debug)]
+struct PrunedAsTheHeadMoves {
+    inner: Arc<dyn profile_vault::Store>,
+    victim: std::sync::Mutex<Option<String>>,
+}
+
+#[async_trait::async_trait]
+impl profile_vault::Store for PrunedAsTheHeadMoves {
+    async fn put(
+        &self,
+        key: &str,
+        body: profile_vault::PutBody,
+        mode: profile_vault::PutMode,
+    ) -> profile_vault::store::Result<String> {
+        let victim = if key.ends_with("/head.json") {
+            self.victim.lock().unwrap().take()
+        } else {
+            None
+        };
+        if let Some(v) = victim {
+            self.inner.delete(&v).await?;
+        }
+        self.inner.put(key, body, mode).await
+    }
+    async fn get(
+        &self,
+        key: &str,
+    ) -> profile_vault::store::Result<profile_vault::store::GetResult> {
+        self.inner.get(key).await
+    }
+    async fn head(
+        &self,
+        key: &str,
+    ) -> profile_vault::store::Result<profile_vault::store::ObjectMeta> {
+        self.inner.head(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> profile_vault::store::Result<Vec<profile_vault::store::ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> profile_vault::store::Result<()> {
+        self.inner.delete(key).await
+    }
+    fn describe(&self) -> String {
+        "pruned as the head moves".into()
+    }
+}
+
+#[tokio::test]
+async fn a_rollback_to_a_generation_pruned_meanwhile_leaves_the_head_where_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn profile_vault::Store> = Arc::new(
+        profile_vault::store::fs::LocalFileSystem::new(&dir.path().join("store")).unwrap(),
+    );
+    let store = Arc::new(PrunedAsTheHeadMoves {
+        inner,
+        victim: std::sync::Mutex::new(None),
+    });
+    let vault = Vault::new(
+        store.clone(),
+        keyring("k1", 1),
+        options(&dir.path().join("spool")),
+    )
+    .unwrap();
+    let at = addr("t1", "p1");
+    for i in 1..=3u64 {
+        let src = dir.path().join(format!("src{i}"));
+        make_profile(&src, &format!("v{i}"));
+        vault.save(&at, &src, Base::Current, np()).await.unwrap();
+    }
+    *store.victim.lock().unwrap() = Some(at.generation(1, profile_vault::layout::GenFile::Record));
+    let e = vault.rollback(&at, 1).await.unwrap_err();
+    assert!(
+        matches!(e, Error::GenerationNotFound { generation: 1, .. }),
+        "{e}"
+    );
+    let head = vault.versions(&at).await.unwrap();
+    assert!(
+        head.iter().any(|g| g.generation == 3 && g.head),
+        "the head is generation 3 again: {head:?}"
+    );
+}

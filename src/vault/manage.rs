@@ -206,7 +206,7 @@ impl Vault {
             generation: to,
             object_id: rec.object_id,
             updated_at: now(),
-            ..head
+            ..head.clone()
         };
         let body = Bytes::from(serde_json::to_vec_pretty(&new_head).expect("head serializes"));
         match self
@@ -214,7 +214,31 @@ impl Vault {
             .put(&at.head(), PutBody::Bytes(body), PutMode::Update(etag))
             .await
         {
-            Ok(_) => Ok(new_head),
+            Ok(moved) => {
+                // A save's pruning may have removed the generation between the check and
+                // the move: then the head goes back to where it was.
+                let record = self.store.head(&at.generation(to, GenFile::Record)).await;
+                let payload = self.store.head(&at.generation(to, GenFile::Payload)).await;
+                if !matches!(
+                    (&record, &payload),
+                    (Err(store::Error::NotFound { .. }), _)
+                        | (_, Err(store::Error::NotFound { .. }))
+                ) {
+                    return Ok(new_head);
+                }
+                let back = Bytes::from(serde_json::to_vec_pretty(&head).expect("head serializes"));
+                if let Err(e) = self
+                    .store
+                    .put(&at.head(), PutBody::Bytes(back), PutMode::Update(moved))
+                    .await
+                {
+                    tracing::error!(tenant = at.tenant(), profile, generation = to, error = %e, "a rollback's generation was pruned as the head moved to it, and the head could not be moved back");
+                }
+                Err(Error::GenerationNotFound {
+                    profile: profile.into(),
+                    generation: to,
+                })
+            }
             Err(store::Error::Precondition { .. }) => Err(Error::Conflict {
                 profile: profile.into(),
                 kept: to,

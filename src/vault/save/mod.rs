@@ -91,7 +91,8 @@ impl Vault {
     /// A payload without a record stored less than [`super::gc::MAX_SAVE`] ago is a save
     /// still running (its record comes last): it is left to finish, whatever its number. A
     /// generation above the head is never removed: a save that wrote its record and has yet
-    /// to move the head, or one kept as a conflict after it.
+    /// to move the head, or one kept as a conflict after it. Nor is the head as it is read
+    /// now (a rollback may have moved it back meanwhile).
     pub(in crate::vault) async fn prune(&self, at: &ProfileAddr, head: u64) -> Result<Vec<u64>> {
         let p = at.gens();
         let listed = self.store.list(&p).await?;
@@ -119,9 +120,11 @@ impl Vault {
         };
         let keep = self.opts.keep.max(1);
         let cutoff = all.len().saturating_sub(keep);
+        // The head now, too: a rollback may have moved it to an old generation.
+        let current = self.head_at(at).await?.map(|(h, _)| h.generation);
         let mut removed = Vec::new();
         for &g in &all[..cutoff] {
-            if g >= head || running(g) {
+            if g >= head || Some(g) == current || running(g) {
                 continue;
             }
             self.store
