@@ -537,9 +537,8 @@ impl profile_vault::Store for PrunedAsTheHeadMoves {
 #[tokio::test]
 async fn a_rollback_to_a_generation_pruned_meanwhile_leaves_the_head_where_it_was() {
     let dir = tempfile::tempdir().unwrap();
-    let inner: Arc<dyn profile_vault::Store> = Arc::new(
-        profile_vault::store::fs::LocalFileSystem::new(&dir.path().join("store")).unwrap(),
-    );
+    let inner: Arc<dyn profile_vault::Store> =
+        Arc::new(profile_vault::store::fs::LocalFileSystem::new(dir.path().join("store")).unwrap());
     let store = Arc::new(PrunedAsTheHeadMoves {
         inner,
         victim: std::sync::Mutex::new(None),
