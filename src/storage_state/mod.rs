@@ -114,10 +114,22 @@ fn no_control(s: &str) -> bool {
     !s.chars().any(char::is_control)
 }
 
-/// A host name of DNS labels, an IPv4 address, or a bracketed IPv6 address.
+/// A host name of DNS labels, an IPv4 address, or a bracketed IPv6 address. A host whose
+/// last label is a number is an IPv4 address to a browser (the URL standard's "ends in a
+/// number"): it must then be one, as four decimal parts (`a.b.9` is no URL at all).
 fn valid_host(h: &str) -> bool {
     if let Some(v6) = h.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
         return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    let last = h.rsplit('.').next().unwrap_or_default();
+    let numeric = !last.is_empty()
+        && (last.bytes().all(|b| b.is_ascii_digit())
+            || last
+                .strip_prefix("0x")
+                .or_else(|| last.strip_prefix("0X"))
+                .is_some_and(|x| x.bytes().all(|b| b.is_ascii_hexdigit())));
+    if numeric {
+        return h.parse::<std::net::Ipv4Addr>().is_ok();
     }
     !h.is_empty()
         && h.len() <= 253
@@ -301,6 +313,11 @@ mod tests {
             "https://a.b:0",
             "https://a.b:99999",
             "http://a b",
+            // Browsers read a host ending in a number as an IPv4 address: these are no URLs.
+            "https://B.T.9",
+            "https://a.0x1f",
+            "http://1.2.3",
+            "http://1.2.3.256",
         ] {
             assert!(
                 err(json!({"origins": [{"origin": bad, "localStorage": []}]}))
@@ -313,6 +330,8 @@ mod tests {
             "https://a-b.example.com",
             "http://[::1]:3000",
             "https://localhost",
+            "https://a.b9",
+            "http://10.0.0.1",
         ] {
             parse(&json!({"origins": [{"origin": good, "localStorage": []}]}))
                 .unwrap_or_else(|e| panic!("{good}: {e}"));
