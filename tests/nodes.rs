@@ -113,6 +113,10 @@ async fn profile_leases_hold_across_nodes_and_expire_with_their_node() {
         .await;
     assert_eq!(st, 200, "{v}");
     tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        proxy.applied("slow-packs") >= 1,
+        "the save's uploads were slowed"
+    );
     let (st, v) = c.post_vm(KEY_T1, json!({"profile": pid})).await;
     assert_eq!(
         (st, v["error"].as_str()),
@@ -125,10 +129,6 @@ async fn profile_leases_hold_across_nodes_and_expire_with_their_node() {
         })
         .await;
     assert_eq!(ended["save"]["state"], "saved", "{ended}");
-    assert!(
-        proxy.applied("slow-packs") >= 1,
-        "the save's uploads were slowed"
-    );
     let on_c = c.create(KEY_T1, json!({"profile": pid})).await;
     c.end_and_wait(KEY_T1, on_c["session_id"].as_str().unwrap())
         .await;

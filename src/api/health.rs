@@ -19,13 +19,18 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
 
 /// `GET /readyz`.
 pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let store_ok = state
-        .manager
-        .store_reachable(std::time::Duration::from_secs(2))
-        .await;
+    // The probes run to their end even when the caller hangs up, so that their answers are
+    // kept for the next callers: dropped half way, each caller would probe again.
+    let probes = {
+        let m = state.manager.clone();
+        tokio::spawn(async move {
+            let store = m.store_reachable(std::time::Duration::from_secs(2)).await;
+            (store, m.vault().keys().ready().await)
+        })
+    };
+    let (store_ok, keys_ok) = probes.await.unwrap_or((false, false));
     let rt = &state.manager.config().browser;
     let chromium_ok = rt.binary().is_file();
-    let keys_ok = state.manager.vault().keys().ready().await;
     let recovering = state.manager.recovering();
     let (sandbox_ok, sandbox_detail) = match rt.status() {
         Ok(()) if rt.unsandboxed() => (

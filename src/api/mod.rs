@@ -331,10 +331,13 @@ pub async fn serve(
     let manager = state.manager.clone();
     let cluster = state.cluster.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The sweeper (it renews the leases of sessions still saving) runs until every session's
+    // save is done, not only until the signal: shutdown saves can outlast a lease.
+    let (swept_tx, swept_rx) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(
         manager
             .clone()
-            .run_sweeper(Duration::from_secs(1), stop_rx.clone()),
+            .run_sweeper(Duration::from_secs(1), swept_rx),
     );
     let heartbeat = cluster.clone().map(|c| {
         let (m1, m2) = (manager.clone(), manager.clone());
@@ -372,6 +375,7 @@ pub async fn serve(
         manager.shutdown(grace).await;
     };
     let (result, ()) = tokio::join!(drain, end_sessions);
+    let _ = swept_tx.send(true);
     let _ = sweeper.await;
     if let Some(h) = heartbeat {
         let _ = h.await;

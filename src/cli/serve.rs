@@ -114,17 +114,24 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     }
     // A store that ignores conditional writes would let concurrent saves overwrite each
     // other silently: refused. One that cannot be reached yet proves nothing.
-    match profile_vault::store::check_conditional_writes(vault.store().as_ref()).await {
-        Ok(profile_vault::store::Conditional::Enforced) => {}
-        Ok(profile_vault::store::Conditional::Ignored(what)) => {
+    let check = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        profile_vault::store::check_conditional_writes(vault.store().as_ref()),
+    );
+    match check.await {
+        Ok(Ok(profile_vault::store::Conditional::Enforced)) => {}
+        Ok(Ok(profile_vault::store::Conditional::Ignored(what))) => {
             return Err(BadInput(format!(
                 "the store {} ignores conditional writes ({what}): saves of one profile could overwrite each other; use a store that honours If-None-Match and If-Match",
                 ctx.cfg.store_url
             ))
             .into())
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "could not check that the store honours conditional writes; /readyz reports the store");
+        }
+        Err(_) => {
+            tracing::warn!("the store did not answer the conditional-write check within 10 s; /readyz reports the store");
         }
     }
     // Without a browser the daemon still starts (profiles API, health): /readyz reports it

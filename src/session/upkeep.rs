@@ -218,7 +218,10 @@ impl Manager {
                         let this = self.clone();
                         tokio::spawn(async move { this.check_disk().await });
                     }
-                    if last_retry.elapsed() >= self.cfg.retry_failed_every {
+                    // Shutting down: the sweeper only keeps leases of saves under way.
+                    if last_retry.elapsed() >= self.cfg.retry_failed_every
+                        && !self.shutting_down.load(Ordering::SeqCst)
+                    {
                         last_retry = tokio::time::Instant::now();
                         let this = self.clone();
                         tokio::spawn(async move { this.retry_failed_saves().await });

@@ -24,6 +24,15 @@ pub struct LocalFileSystem {
     root: PathBuf,
 }
 
+/// Whether two paths name one file (same device and inode).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 fn io_err(key: &str) -> impl FnOnce(io::Error) -> Error + '_ {
     move |source| Error::Io {
         key: key.to_string(),
@@ -155,13 +164,30 @@ impl LocalFileSystem {
             if matches!(mode, PutMode::Create) {
                 // Create-only holds by itself too: a link never replaces a name.
                 match fs::hard_link(&tmp, &path) {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        let _ = fs::remove_file(&tmp);
+                    }
+                    // A link retried by a network filesystem can find its own first try.
+                    Err(e)
+                        if e.kind() == io::ErrorKind::AlreadyExists
+                            && same_file(&tmp, &path) =>
+                    {
+                        let _ = fs::remove_file(&tmp);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                         return Err(Error::AlreadyExists { key: key.into() })
                     }
+                    // A filesystem without links: the lock and the check above decide.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::Unsupported | io::ErrorKind::PermissionDenied
+                        ) =>
+                    {
+                        fs::rename(&tmp, &path).map_err(io_err(key))?;
+                    }
                     Err(e) => return Err(io_err(key)(e)),
                 }
-                let _ = fs::remove_file(&tmp);
             } else {
                 fs::rename(&tmp, &path).map_err(io_err(key))?;
             }

@@ -39,11 +39,14 @@ impl Vault {
     pub(super) async fn leased(&self, at: &ProfileAddr) -> Result<bool> {
         match self.store.get(&at.lease()).await {
             Ok(g) => {
+                let modified_ms = g.meta.modified.saturating_mul(1000);
                 let bytes = g.bytes().await?;
-                // A lease this release cannot read is taken as live: nothing is deleted
-                // under a session of a newer node.
-                Ok(serde_json::from_slice::<LeaseRecord>(&bytes)
-                    .map_or(true, |l| l.expires_at_ms > now_ms()))
+                // A lease this release cannot read is live for a day after it was written:
+                // nothing is deleted under a session of a newer node, nor kept forever.
+                Ok(match serde_json::from_slice::<LeaseRecord>(&bytes) {
+                    Ok(l) => l.expires_at_ms > now_ms(),
+                    Err(_) => now_ms().saturating_sub(modified_ms) < 24 * 3600 * 1000,
+                })
             }
             Err(store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e.into()),

@@ -233,6 +233,7 @@ impl Vault {
                     .await
                 {
                     tracing::error!(tenant = at.tenant(), profile, generation = to, error = %e, "a rollback's generation was pruned as the head moved to it, and the head could not be moved back");
+                    return Err(e.into());
                 }
                 Err(Error::GenerationNotFound {
                     profile: profile.into(),

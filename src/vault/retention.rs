@@ -58,9 +58,16 @@ impl Vault {
             };
             if last < cutoff {
                 // A session on another node holds it: idle in the store, not in use.
-                if self.leased(at).await? {
-                    tracing::info!(tenant, profile = %p.profile, "idle profile kept: a session holds its lease");
-                    continue;
+                match self.leased(at).await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        tracing::info!(tenant, profile = %p.profile, "idle profile kept: a session holds its lease");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant, profile = %p.profile, error = %e, "idle profile kept: its lease could not be read");
+                        continue;
+                    }
                 }
                 if self.has_newer_parts(at).await? {
                     tracing::warn!(tenant, profile = %p.profile, "idle profile kept: a newer profile-vault wrote some of it");
