@@ -169,8 +169,7 @@ impl LocalFileSystem {
                     }
                     // A link retried by a network filesystem can find its own first try.
                     Err(e)
-                        if e.kind() == io::ErrorKind::AlreadyExists
-                            && same_file(&tmp, &path) =>
+                        if e.kind() == io::ErrorKind::AlreadyExists && same_file(&tmp, &path) =>
                     {
                         let _ = fs::remove_file(&tmp);
                     }
