@@ -389,31 +389,16 @@ async fn the_browser_process_itself_runs_under_the_seccomp_filter_on_a_nameless_
     // run it: ptrace (the X server holds the daemon's connections) and io_uring (a kernel
     // interface behind many escalations) must both be refused. The probe runs inside the
     // sandbox only (its home), never at the daemon's version check.
-    let bin = std::path::PathBuf::from(format!("/tmp/pv-probe-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir(&bin).unwrap();
-    let chromium = profile_vault::browser::find_binary(None).unwrap();
-    let script = bin.join("chromium");
-    std::fs::write(
-        &script,
-        format!(
-            r#"#!/bin/sh
-if [ "$HOME" = /home/browser ] && [ ! -e "$HOME/probe.txt" ]; then
+    let probe = format!(
+        r#"if [ ! -e "$HOME/probe.txt" ]; then
   /usr/bin/perl -e '$!=0; my $r = syscall({ptrace}, 0, 0, 0, 0); print "ptrace $r ", $!+0, "\n"; $!=0; my $p = "\0" x 120; $r = syscall({uring}, 1, $p); print "io_uring $r ", $!+0, "\n";' > "$HOME/probe.tmp" 2>&1
   echo "hostname $(cat /proc/sys/kernel/hostname)" >> "$HOME/probe.tmp"
   mv "$HOME/probe.tmp" "$HOME/probe.txt"
-fi
-exec {chromium} "$@"
-"#,
-            ptrace = libc::SYS_ptrace,
-            uring = libc::SYS_io_uring_setup,
-            chromium = chromium.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    for (p, m) in [(&bin, 0o755), (&script, 0o755)] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
-    }
+fi"#,
+        ptrace = libc::SYS_ptrace,
+        uring = libc::SYS_io_uring_setup,
+    );
+    let (bin, script) = chromium_after("pv-probe", &probe);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let d = Daemon::start(
@@ -456,22 +441,10 @@ exec {chromium} "$@"
 async fn a_browser_that_does_not_start_is_explained_in_the_log() {
     // What the sandbox wrote last (bubblewrap's, the init's or the browser's own error)
     // reaches the daemon's log; the tenant gets the plain 503.
-    let bin = std::path::PathBuf::from(format!("/tmp/pv-broken-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir(&bin).unwrap();
-    let chromium = profile_vault::browser::find_binary(None).unwrap();
-    let script = bin.join("chromium");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nif [ \"$HOME\" = /home/browser ]; then\n  echo 'pv-broken-browser: error while loading libpv.so' >&2\n  exit 3\nfi\nexec {} \"$@\"\n",
-            chromium.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    for (p, m) in [(&bin, 0o755), (&script, 0o755)] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
-    }
+    let (bin, script) = chromium_after(
+        "pv-broken",
+        "echo 'pv-broken-browser: error while loading libpv.so' >&2\nexit 3",
+    );
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(
         &dir.path().join("data"),
@@ -500,4 +473,27 @@ async fn a_browser_that_does_not_start_is_explained_in_the_log() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(logged, "{}", d.log_text());
+}
+
+/// A "browser" that runs `first` (shell) inside the sandbox only (its home is the browser's),
+/// never at the daemon's version check, then the real Chromium: its directory (to remove)
+/// and the script (for `PV_CHROMIUM`).
+fn chromium_after(prefix: &str, first: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let bin = std::path::PathBuf::from(format!("/tmp/{prefix}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir(&bin).unwrap();
+    let chromium = profile_vault::browser::find_binary(None).unwrap();
+    let script = bin.join("chromium");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$HOME\" = /home/browser ]; then\n{first}\nfi\nexec {} \"$@\"\n",
+            chromium.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for (p, m) in [(&bin, 0o755), (&script, 0o755)] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    (bin, script)
 }
