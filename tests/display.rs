@@ -303,6 +303,30 @@ async fn no_blue_button(v: &mut Viewer, rect: [u32; 4], what: &str) {
     );
 }
 
+/// A session on the filesystem store whose browser shows the test site's `page` (titled
+/// with its name), loaded and painted; `roles`, when given, are its `default_roles`.
+pub(crate) struct OnPage {
+    pub dir: tempfile::TempDir,
+    pub d: Daemon,
+    pub s: Value,
+    pub cdp: Cdp,
+}
+
+pub(crate) async fn on_page(page: &str, roles: Option<&[&str]>) -> OnPage {
+    let site = site().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
+    let mut body = json!({"profile": {"save": false}, "start_url": format!("{site}/{page}")});
+    if let Some(r) = roles {
+        body["default_roles"] = json!(r);
+    }
+    let s = d.create(KEY_T1, body).await;
+    let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
+    page_until(&mut cdp, "document.title", json!(page), "the page loaded").await;
+    settle(&mut cdp).await;
+    OnPage { dir, d, s, cdp }
+}
+
 pub(crate) async fn page_until(cdp: &mut Cdp, expr: &str, want: Value, what: &str) {
     let start = std::time::Instant::now();
     loop {

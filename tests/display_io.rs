@@ -12,24 +12,12 @@ use crate::display::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_the_browser_plays_reaches_the_viewer() {
-    let site = site().await;
-    let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
-    let s = d
-        .create(
-            KEY_T1,
-            json!({"profile": {"save": false}, "start_url": format!("{site}/audio")}),
-        )
-        .await;
-    let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
-    page_until(
-        &mut cdp,
-        "document.title",
-        json!("audio"),
-        "the page loaded",
-    )
-    .await;
-    settle(&mut cdp).await;
+    let OnPage {
+        dir: _dir,
+        d,
+        s,
+        mut cdp,
+    } = on_page("audio", None).await;
     let mut v = Viewer::start().await;
     let a = v
         .ask(json!({"cmd": "open", "name": "a", "url": s["embed_url"], "width": 1280, "height": 720}))
@@ -149,19 +137,12 @@ fn key(ty: &str, key: &str, code: &str, mods: u32) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
-    let site = site().await;
-    let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
-    let s = d
-        .create(
-            KEY_T1,
-            json!({"profile": {"save": false}, "start_url": format!("{site}/text"),
-                "default_roles": ["control", "clipboard_copy"]}),
-        )
-        .await;
-    let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
-    page_until(&mut cdp, "document.title", json!("text"), "the page loaded").await;
-    settle(&mut cdp).await;
+    let OnPage {
+        dir: _dir,
+        d,
+        s,
+        mut cdp,
+    } = on_page("text", Some(&["control", "clipboard_copy"])).await;
     let (x, y, w, h) = on_screen(&mut cdp, "#t").await;
     let (mut ws, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
         .await

@@ -8,25 +8,14 @@ use serde_json::{json, Value};
 
 use crate::common::daemon::*;
 use crate::common::viewer::Viewer;
-use crate::display::{click_middle, message, on_screen, page_until, settle, site};
+use crate::display::{click_middle, message, on_page, on_screen, page_until, OnPage};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_is_offered_to_the_person_and_nothing_else_leaves() {
-    let site = site().await;
-    let dir = tempfile::tempdir().unwrap();
+    let OnPage { dir, d, s, mut cdp } = on_page("dl", None).await;
     let data = dir.path().join("data");
-    let d = Daemon::start(&data, StoreKind::Fs, &[]);
-    let s = d
-        .create(
-            KEY_T1,
-            json!({"profile": {"save": false}, "start_url": format!("{site}/dl")}),
-        )
-        .await;
     let id = s["session_id"].as_str().unwrap().to_string();
     let token = query_token(s["embed_url"].as_str().unwrap());
-    let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
-    page_until(&mut cdp, "document.title", json!("dl"), "the page loaded").await;
-    settle(&mut cdp).await;
     let (x, y, w, h) = on_screen(&mut cdp, "#f").await;
     let (mut ws, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
         .await
@@ -131,26 +120,8 @@ fn as_user(hello: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_file_chooser_takes_a_file_from_the_person_s_machine() {
-    let site = site().await;
-    let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(&dir.path().join("data"), StoreKind::Fs, &[]);
-    let s = d
-        .create(
-            KEY_T1,
-            json!({"profile": {"save": false}, "start_url": format!("{site}/upload"),
-                "default_roles": ["control", "file_upload"]}),
-        )
-        .await;
+    let OnPage { dir, d, s, mut cdp } = on_page("upload", Some(&["control", "file_upload"])).await;
     let id = s["session_id"].as_str().unwrap().to_string();
-    let mut cdp = Cdp::connect(s["cdp_url"].as_str().unwrap()).await;
-    page_until(
-        &mut cdp,
-        "document.title",
-        json!("upload"),
-        "the page loaded",
-    )
-    .await;
-    settle(&mut cdp).await;
     // No chooser is open yet: an upload is refused and changes nothing. Uploads are made
     // for a connected user (its hello's user and secret); the token alone gets nothing.
     let token = query_token(s["embed_url"].as_str().unwrap());
