@@ -97,6 +97,81 @@ async fn a_failed_save_keeps_the_profile_and_can_be_retried() {
     assert_eq!(s2["profile"]["generation"], 1);
 }
 
+/// A failed save holds its profile until its retry lands: no node loads the generation
+/// before it meanwhile, and a load on its node retries it first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_save_holds_its_profile_until_its_retry_lands() {
+    let p = proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("hold.toml");
+    std::fs::write(
+        &cfg,
+        "[s3]\nretry_deadline = 2\nattempt_timeout = 2\n[sessions]\nretry_failed_every = 3600\nlease_ttl = 3\n",
+    )
+    .unwrap();
+    let (ep, prefix) = (p.endpoint(), unique("hold"));
+    let a = Daemon::start(
+        &dir.path().join("a"),
+        StoreKind::LocalStack(prefix.clone()),
+        &[
+            ("AWS_ENDPOINT_URL", &ep),
+            ("PV_CONFIG", cfg.to_str().unwrap()),
+        ],
+    );
+    let b = Daemon::start(
+        &dir.path().join("b"),
+        StoreKind::LocalStack(prefix),
+        &[("PV_CONFIG", cfg.to_str().unwrap())],
+    );
+    let first = a.create(KEY_T1, json!({"profile": true})).await;
+    let pid = first["session_id"].as_str().unwrap().to_string();
+    a.end_and_wait(KEY_T1, &pid).await;
+    let second = a.create(KEY_T1, json!({"profile": pid})).await;
+    let sid = second["session_id"].as_str().unwrap().to_string();
+    p.set_rules(vec![Rule::new(
+        "payload-down",
+        |q| q.is_put(".pvo"),
+        &[],
+        Action::Status(503, "SlowDown"),
+    )]);
+    let ended = a.end_and_wait(KEY_T1, &sid).await;
+    assert_eq!(ended["save"]["state"], "failed", "{ended}");
+
+    // Its node retries it first; still failing, a saving load is refused and says why.
+    let (st, v) = a.post_vm(KEY_T1, json!({"profile": pid})).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (409, Some("profile_in_use")),
+        "{v}"
+    );
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("queued for retry"),
+        "{v}"
+    );
+    // Other nodes are refused too, past the lease's lifetime (the hold renews it).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (st, v) = b.post_vm(KEY_T1, json!({"profile": pid})).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (409, Some("profile_in_use")),
+        "{v}"
+    );
+
+    // The store is back: the next load on its node lands the save first and loads it.
+    p.set_rules(vec![]);
+    let third = a.create(KEY_T1, json!({"profile": pid})).await;
+    assert_eq!(third["profile"]["generation"], 2, "{third}");
+    let (_, v) = a.call("GET", "/v0/saves", Some(KEY_T1), None).await;
+    assert_eq!(v["failed_saves"], json!([]), "{v}");
+    let (_, v) = a
+        .call("GET", &format!("/v0/vm/{sid}"), Some(KEY_T1), None)
+        .await;
+    assert_eq!(v["save"]["state"], "saved", "{v}");
+}
+
 /// kill -9 of the daemon while a save is stuck at `rule`, then a restart without faults:
 /// the session's profile is saved and loads.
 async fn kill_during(rule: fn(&Req) -> bool, name: &'static str) {

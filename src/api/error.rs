@@ -75,7 +75,9 @@ impl From<session::Error> for ApiError {
             E::TooManySessions(_) | E::TenantLimit(_) => {
                 Self::new(ErrorCode::TooManySessions, e.to_string())
             }
-            E::ProfileInUse(_) => Self::new(ErrorCode::ProfileInUse, e.to_string()),
+            E::ProfileInUse(_) | E::SavePending(_) => {
+                Self::new(ErrorCode::ProfileInUse, e.to_string())
+            }
             E::ProfileNotFound(_) => Self::new(ErrorCode::ProfileNotFound, e.to_string()),
             E::RestoreTimeout(_) => Self::new(ErrorCode::RestoreTimeout, e.to_string()),
             E::Restore { source: v, .. } | E::Vault(v) => {

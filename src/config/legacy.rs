@@ -45,6 +45,7 @@ pub(super) const SERVER_KEYS: &[(&str, &str, &str)] = &[
     ("max_concurrent_saves", "sessions", "max_concurrent_saves"),
     ("retry_failed_every", "sessions", "retry_failed_every"),
     ("lease_ttl", "sessions", "lease_ttl"),
+    ("hold_failed_saves", "sessions", "hold_failed_saves"),
     ("store_max_value_bytes", "room", "max_value_bytes"),
     ("store_max_keys", "room", "max_keys"),
     ("store_max_bytes", "room", "max_bytes"),

@@ -54,6 +54,9 @@ pub struct SessionsSection {
     /// Seconds a profile lease lives without renewal (another node can take the profile
     /// over that long after this one died).
     pub lease_ttl: u64,
+    /// Seconds a failed save holds its profile (this node's lock, the lease) while it is
+    /// retried, so no session loads the generation before it (0: not held).
+    pub hold_failed_saves: u64,
 }
 
 impl Default for SessionsSection {
@@ -77,6 +80,7 @@ impl Default for SessionsSection {
             max_concurrent_saves: 2,
             retry_failed_every: 60,
             lease_ttl: 30,
+            hold_failed_saves: 3600,
         }
     }
 }
@@ -118,6 +122,8 @@ pub struct SessionConfig {
     pub retry_failed_every: Duration,
     /// Lifetime of a profile lease; renewed every third of it while the session lives.
     pub lease_ttl: Duration,
+    /// How long a failed save holds its profile while it is retried (zero: not held).
+    pub hold_failed: Duration,
     /// Live-view limits.
     pub live: crate::live::LiveConfig,
     /// This node's browser version (read once at start), compared with the version that
@@ -166,6 +172,7 @@ impl SessionConfig {
             max_concurrent_saves: s.max_concurrent_saves,
             retry_failed_every: Duration::from_secs(s.retry_failed_every.max(1)),
             lease_ttl: Duration::from_secs(s.lease_ttl.max(2)),
+            hold_failed: Duration::from_secs(s.hold_failed_saves),
             browser_version,
             allow_older_browser: s.allow_older_browser,
             room: crate::room::RoomConfig {

@@ -63,8 +63,19 @@ impl Manager {
         // away and dropped this future).
         let mut guard = self.reserve_slot(tenant, &id)?;
         let admin_token = new_admin_token();
-        let plan = self.plan_profile(tenant, &req, &id).await?;
+        let mut plan = self.plan_profile(tenant, &req, &id).await?;
+        if let (Some(at), true) = (&plan.at, plan.loaded) {
+            // A failed save of this profile on this node lands first, or the load waits.
+            if self.settle_held(tenant, at.profile()).await && plan.save {
+                return Err(Error::SavePending(at.profile().to_string()));
+            }
+        }
         let lease = self.claim_profile(tenant, &plan, &id, &mut guard).await?;
+        if plan.loaded && self.head_moved(tenant, &req, &plan).await? {
+            // Another session saved the profile between the plan and the claim (or the
+            // held save just landed): the new head is what is loaded.
+            plan = self.plan_profile(tenant, &req, &id).await?;
+        }
         // The absolute timeout counts from here (on the deadlines' clock).
         let created_mono = timer::mono_ms();
         let record = Record {
@@ -142,6 +153,22 @@ impl Manager {
             }
         }
         Ok(plan)
+    }
+
+    /// Whether the profile's head is no longer the generation `plan` resolved.
+    async fn head_moved(
+        &self,
+        tenant: &str,
+        req: &CreateSession,
+        plan: &ProfilePlan,
+    ) -> Result<bool, Error> {
+        let ProfileRequest::Load { id: load_id, .. } = &req.profile else {
+            return Ok(false);
+        };
+        Ok(match self.vault.resolve_profile(tenant, load_id).await? {
+            Some((_, g)) => g != plan.base_generation,
+            None => true,
+        })
     }
 
     /// A saving session holds its profile: this node's lock, and across nodes a lease in

@@ -13,6 +13,7 @@
 mod config;
 mod create;
 mod events;
+mod held;
 mod limits;
 mod records;
 mod save;
@@ -62,6 +63,9 @@ pub enum Error {
     /// A saving session already holds this profile.
     #[error("profile {0} is in use by another session that will save it")]
     ProfileInUse(String),
+    /// The last save of this profile failed and is held for its retry.
+    #[error("profile {0}: the last session's save failed and is queued for retry (GET /v0/saves); try again once it is saved")]
+    SavePending(String),
     /// Nothing to load under that id.
     #[error("profile {0} not found")]
     ProfileNotFound(String),
@@ -210,6 +214,8 @@ pub struct Manager {
     pub counters: Counters,
     recovering: AtomicUsize,
     retrying: Mutex<std::collections::HashSet<String>>,
+    /// Failed saves holding their profiles, by session id.
+    held: Mutex<HashMap<String, Arc<held::Held>>>,
     node_id: String,
     subscriber: std::sync::OnceLock<Arc<dyn Subscriber>>,
     records: records::Records,
@@ -283,6 +289,7 @@ impl Manager {
             counters: Counters::default(),
             recovering: AtomicUsize::new(0),
             retrying: Mutex::new(std::collections::HashSet::new()),
+            held: Mutex::new(HashMap::new()),
             node_id,
             subscriber: std::sync::OnceLock::new(),
         }))

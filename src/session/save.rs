@@ -55,15 +55,19 @@ impl Manager {
             self.write_record(&record);
         }
         // The store lease first, then the local lock: whoever takes the profile next finds both free.
-        if let Some(l) = s.lease.lock().await.take() {
-            if ok {
-                if let Err(e) = self.vault.release_lease(&l).await {
-                    tracing::warn!(session = %s.id, error = %e, "could not release the profile lease; it expires by itself");
-                }
-            }
-        }
+        // A failed save holds both until it is retried (`held`).
+        let lease = s.lease.lock().await.take();
         if let (Some(p), true) = (&s.profile_id, s.save) {
-            self.release_profile(&s.tenant, p, &s.id);
+            if ok {
+                if let Some(l) = lease {
+                    if let Err(e) = self.vault.release_lease(&l).await {
+                        tracing::warn!(session = %s.id, error = %e, "could not release the profile lease; it expires by itself");
+                    }
+                }
+                self.release_profile(&s.tenant, p, &s.id);
+            } else {
+                self.hold(&s.tenant, p, &s.id, lease);
+            }
         }
         self.counters.ended.fetch_add(1, Ordering::Relaxed);
         self.publish(&s).await;

@@ -43,6 +43,7 @@ impl Manager {
         let ok = self.save_record(&r, session.as_deref()).await;
         if ok {
             self.forget(&r.id, &r.dir);
+            self.unhold(&r.id).await;
             tracing::info!(session = %r.id, profile = ?r.profile_id, "failed save retried successfully");
         }
         self.retrying.lock().expect("retrying lock").remove(&r.id);
@@ -110,6 +111,7 @@ impl Manager {
                 }
             });
         }
+        self.keep_holds(mono);
         for s in active {
             let (crashed, limited) = match s.browser.try_lock() {
                 Ok(mut g) => (
@@ -320,9 +322,11 @@ impl Manager {
                 self.forget(&r.id, &r.dir);
                 tracing::info!(session = %r.id, profile = ?r.profile_id, "recovered session saved");
                 n += 1;
-            }
-            if let (Some(p), true) = (&r.profile_id, r.save) {
-                self.release_profile(&r.tenant, p, &r.id);
+                if let (Some(p), true) = (&r.profile_id, r.save) {
+                    self.release_profile(&r.tenant, p, &r.id);
+                }
+            } else {
+                self.hold_recovered(&r).await;
             }
             self.recovering.fetch_sub(1, Ordering::SeqCst);
         }

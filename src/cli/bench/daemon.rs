@@ -215,6 +215,7 @@ impl BenchDaemon {
                 max_concurrent_saves: 2,
                 retry_failed_every: std::time::Duration::from_secs(60),
                 lease_ttl: std::time::Duration::from_secs(30),
+                hold_failed: std::time::Duration::from_secs(3600),
                 live: Default::default(),
                 browser_version: None,
                 allow_older_browser: true,

@@ -1,0 +1,165 @@
+//! Failed saves' holds on their profiles.
+//!
+//! A session whose save failed keeps its profile directory for a retry. Until that retry
+//! lands, the profile stays held as it was while the session ran: this node's lock stays
+//! taken and the store's lease is renewed. So no session here or on another node loads the
+//! generation before it (and then saves over it, leaving the failed session's work as a
+//! non-head generation). A load of a held profile on this node retries the save first.
+//!
+//! A hold ends when the save lands, or after `sessions.hold_failed_saves` seconds: a save
+//! that cannot land must not lock its profile for good. The retries go on after that (their
+//! generation may then be kept as a non-head one, and nothing is lost).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::*;
+
+/// One failed save's hold on its profile.
+pub(super) struct Held {
+    tenant: String,
+    profile: String,
+    /// The store's lease, when one is held.
+    lease: tokio::sync::Mutex<Option<vault::Lease>>,
+    /// When the hold began ([`timer::mono_ms`]).
+    since_ms: u64,
+    /// When its lease was last renewed ([`timer::mono_ms`]).
+    renewed_ms: AtomicU64,
+}
+
+impl Manager {
+    /// Holds `profile` for the failed save of session `id`, whose lock on this node is
+    /// taken; `lease` is its lease in the store, if any. Without a hold configured, both are
+    /// given back at once.
+    pub(super) fn hold(&self, tenant: &str, profile: &str, id: &str, lease: Option<vault::Lease>) {
+        if self.cfg.hold_failed.is_zero() || self.shutting_down.load(Ordering::SeqCst) {
+            // Stopping: the lease expires by itself, and the next start holds it again.
+            self.release_profile(tenant, profile, id);
+            return;
+        }
+        let now = timer::mono_ms();
+        tracing::warn!(session = %id, profile, lease = lease.is_some(), "the profile stays held until its failed save is retried successfully");
+        self.held.lock().expect("held lock").insert(
+            id.to_string(),
+            Arc::new(Held {
+                tenant: tenant.into(),
+                profile: profile.into(),
+                lease: tokio::sync::Mutex::new(lease),
+                since_ms: now,
+                renewed_ms: AtomicU64::new(now),
+            }),
+        );
+    }
+
+    /// Holds the profile of a failed save found at start (its session's lease went with
+    /// the previous daemon): the lease is taken again if no one else took it meanwhile.
+    pub(super) async fn hold_recovered(&self, r: &Record) {
+        let (Some(p), true) = (&r.profile_id, r.save) else {
+            return;
+        };
+        let lease = match crate::layout::ProfileAddr::new(&r.tenant, p) {
+            Ok(at) if !self.cfg.hold_failed.is_zero() => {
+                match self
+                    .vault
+                    .acquire_lease(&at, &self.node_id, &r.id, self.cfg.lease_ttl)
+                    .await
+                {
+                    Ok(Some(l)) => Some(l),
+                    Ok(None) => {
+                        tracing::warn!(session = %r.id, profile = %p, "another node took the profile while this one was down; the failed save is not held");
+                        self.release_profile(&r.tenant, p, &r.id);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %r.id, profile = %p, error = %e, "could not take the profile's lease for its failed save; holding it on this node only");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        self.hold(&r.tenant, p, &r.id, lease);
+    }
+
+    /// Ends the hold of session `id`'s failed save, if any: its lease is released and its
+    /// lock on this node freed.
+    pub(super) async fn unhold(&self, id: &str) {
+        let Some(h) = self.held.lock().expect("held lock").remove(id) else {
+            return;
+        };
+        if let Some(l) = h.lease.lock().await.take() {
+            if let Err(e) = self.vault.release_lease(&l).await {
+                tracing::warn!(session = %id, error = %e, "could not release the profile lease; it expires by itself");
+            }
+        }
+        self.release_profile(&h.tenant, &h.profile, id);
+    }
+
+    /// The session whose failed save holds `profile` of `tenant` on this node.
+    fn holder(&self, tenant: &str, profile: &str) -> Option<String> {
+        self.held
+            .lock()
+            .expect("held lock")
+            .iter()
+            .find(|(_, h)| h.tenant == tenant && h.profile == profile)
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Before `profile` is loaded: when a failed save holds it on this node, that save is
+    /// retried now, so the load gets its generation. Returns whether the profile is still
+    /// held (the save failed again, or a retry is already under way).
+    pub(super) async fn settle_held(self: &Arc<Self>, tenant: &str, profile: &str) -> bool {
+        let Some(id) = self.holder(tenant, profile) else {
+            return false;
+        };
+        match self.retry_save(Some(tenant), &id).await {
+            Ok(saved) => !saved,
+            // Its record is gone (saved by `profile-vault saves --retry` on this node).
+            Err(_) => {
+                self.unhold(&id).await;
+                false
+            }
+        }
+    }
+
+    /// Renews the held leases due (every third of their lifetime) and ends the holds
+    /// older than `sessions.hold_failed_saves`.
+    pub(super) fn keep_holds(self: &Arc<Self>, mono: u64) {
+        let renew_every = (self.cfg.lease_ttl.as_millis() as u64 / 3).max(1);
+        let limit = self.cfg.hold_failed.as_millis() as u64;
+        let held: Vec<(String, Arc<Held>)> = self
+            .held
+            .lock()
+            .expect("held lock")
+            .iter()
+            .map(|(id, h)| (id.clone(), h.clone()))
+            .collect();
+        for (id, h) in held {
+            let this = self.clone();
+            if mono.saturating_sub(h.since_ms) >= limit {
+                tracing::error!(session = %id, profile = %h.profile, "the failed save was not retried successfully in sessions.hold_failed_saves; its profile is no longer held (the retries go on)");
+                tokio::spawn(async move { this.unhold(&id).await });
+                continue;
+            }
+            if mono.saturating_sub(h.renewed_ms.load(Ordering::Relaxed)) < renew_every {
+                continue;
+            }
+            h.renewed_ms.store(mono, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut g = h.lease.lock().await;
+                if let Some(l) = g.as_mut() {
+                    match this.vault.renew_lease(l, this.cfg.lease_ttl).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::error!(session = %id, "the failed save's profile lease was lost to another node");
+                            *g = None;
+                        }
+                        Err(e) => {
+                            tracing::warn!(session = %id, error = %e, "could not renew the failed save's profile lease; retrying")
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
