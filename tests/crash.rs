@@ -172,6 +172,76 @@ async fn a_failed_save_holds_its_profile_until_its_retry_lands() {
     assert_eq!(v["save"]["state"], "saved", "{v}");
 }
 
+/// A save that fails again at the restart after a kill -9 is listed and retried as a failed
+/// save, and holds its profile like one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_failing_after_a_crash_is_listed_and_holds_its_profile() {
+    let p = proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = fast_config(dir.path());
+    let (ep, prefix) = (p.endpoint(), unique("crashfail"));
+    let env = [
+        ("AWS_ENDPOINT_URL", ep.as_str()),
+        ("PV_CONFIG", cfg.to_str().unwrap()),
+    ];
+    let mut d = Daemon::start(&data, StoreKind::LocalStack(prefix.clone()), &env);
+    let first = d.create(KEY_T1, json!({"profile": true})).await;
+    let pid = first["session_id"].as_str().unwrap().to_string();
+    d.end_and_wait(KEY_T1, &pid).await;
+    let second = d.create(KEY_T1, json!({"profile": pid})).await;
+    let sid = second["session_id"].as_str().unwrap().to_string();
+    p.set_rules(vec![Rule::new(
+        "stall",
+        |q| q.is_put(".pvo"),
+        &[],
+        Action::Stall(Duration::from_secs(120)),
+    )]);
+    let (st, _) = d
+        .call("DELETE", &format!("/v0/vm/{sid}"), Some(KEY_T1), None)
+        .await;
+    assert_eq!(st, 200);
+    let start = std::time::Instant::now();
+    while p.applied("stall") == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no save reached the store"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.kill9();
+    // The restart's save fails too.
+    p.set_rules(vec![Rule::new(
+        "down",
+        |q| q.is_put(".pvo"),
+        &[],
+        Action::Status(503, "SlowDown"),
+    )]);
+    let d2 = Daemon::start(&data, StoreKind::LocalStack(prefix), &env);
+    let start = std::time::Instant::now();
+    loop {
+        let (_, v) = d2.call("GET", "/v0/saves", Some(KEY_T1), None).await;
+        if v["failed_saves"][0]["session_id"] == sid.as_str() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the failed recovery is not listed: {v}\n{}",
+            d2.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (st, v) = d2.post_vm(KEY_T1, json!({"profile": pid})).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (409, Some("profile_in_use")),
+        "{v}"
+    );
+    p.set_rules(vec![]);
+    let third = d2.create(KEY_T1, json!({"profile": pid})).await;
+    assert_eq!(third["profile"]["generation"], 2, "{third}");
+}
+
 /// kill -9 of the daemon while a save is stuck at `rule`, then a restart without faults:
 /// the session's profile is saved and loads.
 async fn kill_during(rule: fn(&Req) -> bool, name: &'static str) {

@@ -31,7 +31,16 @@ impl Manager {
     /// Holds `profile` for the failed save of session `id`, whose lock on this node is
     /// taken; `lease` is its lease in the store, if any. Without a hold configured, both are
     /// given back at once.
-    pub(super) fn hold(&self, tenant: &str, profile: &str, id: &str, lease: Option<vault::Lease>) {
+    /// `failed_ago` is how long ago the save first failed (a restart does not start the
+    /// hold over).
+    pub(super) fn hold(
+        &self,
+        tenant: &str,
+        profile: &str,
+        id: &str,
+        lease: Option<vault::Lease>,
+        failed_ago: std::time::Duration,
+    ) {
         if self.cfg.hold_failed.is_zero() || self.shutting_down.load(Ordering::SeqCst) {
             // Stopping: the lease expires by itself, and the next start holds it again.
             self.release_profile(tenant, profile, id);
@@ -45,7 +54,7 @@ impl Manager {
                 tenant: tenant.into(),
                 profile: profile.into(),
                 lease: tokio::sync::Mutex::new(lease),
-                since_ms: now,
+                since_ms: now.saturating_sub(failed_ago.as_millis() as u64),
                 renewed_ms: AtomicU64::new(now),
             }),
         );
@@ -78,7 +87,13 @@ impl Manager {
             }
             _ => None,
         };
-        self.hold(&r.tenant, p, &r.id, lease);
+        // The record was written `failed` when the save first failed.
+        let failed_ago = std::fs::metadata(self.records.path(&r.id))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        self.hold(&r.tenant, p, &r.id, lease, failed_ago);
     }
 
     /// Ends the hold of session `id`'s failed save, if any: its lease is released and its
@@ -87,12 +102,14 @@ impl Manager {
         let Some(h) = self.held.lock().expect("held lock").remove(id) else {
             return;
         };
-        if let Some(l) = h.lease.lock().await.take() {
+        // Freed before anything awaits: a caller dropped on the way leaves no lock behind.
+        self.release_profile(&h.tenant, &h.profile, id);
+        let lease = h.lease.lock().await.take();
+        if let Some(l) = lease {
             if let Err(e) = self.vault.release_lease(&l).await {
                 tracing::warn!(session = %id, error = %e, "could not release the profile lease; it expires by itself");
             }
         }
-        self.release_profile(&h.tenant, &h.profile, id);
     }
 
     /// The session whose failed save holds `profile` of `tenant` on this node.
@@ -136,6 +153,11 @@ impl Manager {
             .collect();
         for (id, h) in held {
             let this = self.clone();
+            if !self.records.path(&id).exists() {
+                // Saved meanwhile by `profile-vault saves --retry` on this node.
+                tokio::spawn(async move { this.unhold(&id).await });
+                continue;
+            }
             if mono.saturating_sub(h.since_ms) >= limit {
                 tracing::error!(session = %id, profile = %h.profile, "the failed save was not retried successfully in sessions.hold_failed_saves; its profile is no longer held (the retries go on)");
                 tokio::spawn(async move { this.unhold(&id).await });

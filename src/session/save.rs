@@ -66,7 +66,7 @@ impl Manager {
                 }
                 self.release_profile(&s.tenant, p, &s.id);
             } else {
-                self.hold(&s.tenant, p, &s.id, lease);
+                self.hold(&s.tenant, p, &s.id, lease, std::time::Duration::ZERO);
             }
         }
         self.counters.ended.fetch_add(1, Ordering::Relaxed);

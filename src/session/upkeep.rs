@@ -39,15 +39,22 @@ impl Manager {
                 return Ok(false);
             }
         }
-        let session = self.get(&r.id);
-        let ok = self.save_record(&r, session.as_deref()).await;
-        if ok {
-            self.forget(&r.id, &r.dir);
-            self.unhold(&r.id).await;
-            tracing::info!(session = %r.id, profile = ?r.profile_id, "failed save retried successfully");
-        }
-        self.retrying.lock().expect("retrying lock").remove(&r.id);
-        Ok(ok)
+        // The retry runs to its end in a task of its own: a caller that goes away (a client
+        // hanging up on `POST /v0/vm` or `/v0/saves/{id}/retry`) neither stops a save half
+        // way nor leaves the id marked as retrying for good.
+        let this = self.clone();
+        let retry = tokio::spawn(async move {
+            let session = this.get(&r.id);
+            let ok = this.save_record(&r, session.as_deref()).await;
+            if ok {
+                this.forget(&r.id, &r.dir);
+                this.unhold(&r.id).await;
+                tracing::info!(session = %r.id, profile = ?r.profile_id, "failed save retried successfully");
+            }
+            this.retrying.lock().expect("retrying lock").remove(&r.id);
+            ok
+        });
+        Ok(retry.await.unwrap_or(false))
     }
 
     /// Retries every failed save once; returns how many are now saved.
@@ -326,6 +333,13 @@ impl Manager {
                     self.release_profile(&r.tenant, p, &r.id);
                 }
             } else {
+                // Listed and retried as any failed save from now on (a record the crash left
+                // `running` or `ending` would otherwise wait for the next start).
+                if r.state != RecordState::Failed {
+                    let mut failed = r.clone();
+                    failed.state = RecordState::Failed;
+                    self.write_record(&failed);
+                }
                 self.hold_recovered(&r).await;
             }
             self.recovering.fetch_sub(1, Ordering::SeqCst);
