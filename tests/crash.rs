@@ -106,7 +106,7 @@ async fn a_failed_save_holds_its_profile_until_its_retry_lands() {
     let cfg = dir.path().join("hold.toml");
     std::fs::write(
         &cfg,
-        "[s3]\nretry_deadline = 2\nattempt_timeout = 2\n[sessions]\nretry_failed_every = 3600\nlease_ttl = 3\n",
+        "[s3]\nretry_deadline = 2\nattempt_timeout = 2\n[sessions]\nretry_failed_every = 3600\nlease_ttl = 6\n",
     )
     .unwrap();
     let (ep, prefix) = (p.endpoint(), unique("hold"));
@@ -152,7 +152,7 @@ async fn a_failed_save_holds_its_profile_until_its_retry_lands() {
         "{v}"
     );
     // Other nodes are refused too, past the lease's lifetime (the hold renews it).
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
     let (st, v) = b.post_vm(KEY_T1, json!({"profile": pid})).await;
     assert_eq!(
         (st, v["error"].as_str()),
@@ -235,6 +235,13 @@ async fn a_save_failing_after_a_crash_is_listed_and_holds_its_profile() {
     assert_eq!(
         (st, v["error"].as_str()),
         (409, Some("profile_in_use")),
+        "{v}"
+    );
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("queued for retry"),
         "{v}"
     );
     p.set_rules(vec![]);

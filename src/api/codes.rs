@@ -56,7 +56,7 @@ codes! {
     ProfileNotFound "profile_not_found" 404 "no profile under that id",
     MethodNotAllowed "method_not_allowed" 405 "the route exists, the method does not",
     Conflict "conflict" 409 "another save moved the profile's head",
-    ProfileInUse "profile_in_use" 409 "a saving session holds the profile",
+    ProfileInUse "profile_in_use" 409 "a saving session (or its failed save, held for a retry) holds the profile",
     NoFileChooser "no_file_chooser" 409 "an upload when no page has a file chooser open",
     InvalidKey "invalid_key" 400 "a store key outside [A-Za-z0-9._:-]{1,128}",
     PreconditionFailed "precondition_failed" 412 "If-Match / If-None-Match did not hold (the message names the current version)",

@@ -21,8 +21,8 @@ pub(super) struct Held {
     profile: String,
     /// The store's lease, when one is held.
     lease: tokio::sync::Mutex<Option<vault::Lease>>,
-    /// When the hold began ([`timer::mono_ms`]).
-    since_ms: u64,
+    /// When the hold ends at the latest ([`timer::mono_ms`]).
+    until_ms: u64,
     /// When its lease was last renewed ([`timer::mono_ms`]).
     renewed_ms: AtomicU64,
 }
@@ -30,9 +30,8 @@ pub(super) struct Held {
 impl Manager {
     /// Holds `profile` for the failed save of session `id`, whose lock on this node is
     /// taken; `lease` is its lease in the store, if any. Without a hold configured, both are
-    /// given back at once.
-    /// `failed_ago` is how long ago the save first failed (a restart does not start the
-    /// hold over).
+    /// given back at once. `failed_ago` is how long ago the save first failed (a restart does
+    /// not start the hold over).
     pub(super) fn hold(
         &self,
         tenant: &str,
@@ -41,12 +40,14 @@ impl Manager {
         lease: Option<vault::Lease>,
         failed_ago: std::time::Duration,
     ) {
-        if self.cfg.hold_failed.is_zero() || self.shutting_down.load(Ordering::SeqCst) {
-            // Stopping: the lease expires by itself, and the next start holds it again.
+        if failed_ago >= self.cfg.hold_failed || self.shutting_down.load(Ordering::SeqCst) {
+            // Not held, held long enough, or stopping (the lease expires by itself, and the
+            // next start holds it again).
             self.release_profile(tenant, profile, id);
             return;
         }
         let now = timer::mono_ms();
+        let left = self.cfg.hold_failed.saturating_sub(failed_ago);
         tracing::warn!(session = %id, profile, lease = lease.is_some(), "the profile stays held until its failed save is retried successfully");
         self.held.lock().expect("held lock").insert(
             id.to_string(),
@@ -54,20 +55,22 @@ impl Manager {
                 tenant: tenant.into(),
                 profile: profile.into(),
                 lease: tokio::sync::Mutex::new(lease),
-                since_ms: now.saturating_sub(failed_ago.as_millis() as u64),
-                renewed_ms: AtomicU64::new(now),
+                until_ms: now.saturating_add(left.as_millis() as u64),
+                // Renewed at the next sweep: the session's last renewal may be a while ago.
+                renewed_ms: AtomicU64::new(0),
             }),
         );
     }
 
-    /// Holds the profile of a failed save found at start (its session's lease went with
-    /// the previous daemon): the lease is taken again if no one else took it meanwhile.
-    pub(super) async fn hold_recovered(&self, r: &Record) {
+    /// Holds the profile of a failed save found at start, which first failed `failed_ago`
+    /// (its session's lease went with the previous daemon): the lease is taken again if no
+    /// one else took it meanwhile.
+    pub(super) async fn hold_recovered(&self, r: &Record, failed_ago: std::time::Duration) {
         let (Some(p), true) = (&r.profile_id, r.save) else {
             return;
         };
         let lease = match crate::layout::ProfileAddr::new(&r.tenant, p) {
-            Ok(at) if !self.cfg.hold_failed.is_zero() => {
+            Ok(at) if failed_ago < self.cfg.hold_failed => {
                 match self
                     .vault
                     .acquire_lease(&at, &self.node_id, &r.id, self.cfg.lease_ttl)
@@ -87,12 +90,6 @@ impl Manager {
             }
             _ => None,
         };
-        // The record was written `failed` when the save first failed.
-        let failed_ago = std::fs::metadata(self.records.path(&r.id))
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .unwrap_or_default();
         self.hold(&r.tenant, p, &r.id, lease, failed_ago);
     }
 
@@ -143,7 +140,6 @@ impl Manager {
     /// older than `sessions.hold_failed_saves`.
     pub(super) fn keep_holds(self: &Arc<Self>, mono: u64) {
         let renew_every = (self.cfg.lease_ttl.as_millis() as u64 / 3).max(1);
-        let limit = self.cfg.hold_failed.as_millis() as u64;
         let held: Vec<(String, Arc<Held>)> = self
             .held
             .lock()
@@ -158,7 +154,7 @@ impl Manager {
                 tokio::spawn(async move { this.unhold(&id).await });
                 continue;
             }
-            if mono.saturating_sub(h.since_ms) >= limit {
+            if mono >= h.until_ms {
                 tracing::error!(session = %id, profile = %h.profile, "the failed save was not retried successfully in sessions.hold_failed_saves; its profile is no longer held (the retries go on)");
                 tokio::spawn(async move { this.unhold(&id).await });
                 continue;

@@ -8,6 +8,20 @@ use std::time::Duration;
 
 use super::*;
 
+/// A session id marked as being retried, unmarked when this is dropped (also when its task
+/// panics or its future is dropped).
+struct Retrying(Arc<Manager>, String);
+
+impl Drop for Retrying {
+    fn drop(&mut self) {
+        self.0
+            .retrying
+            .lock()
+            .expect("retrying lock")
+            .remove(&self.1);
+    }
+}
+
 /// How often the browsers' disk use is measured against their quota.
 const DISK_CHECK_EVERY: Duration = Duration::from_secs(5);
 
@@ -44,6 +58,7 @@ impl Manager {
         // way nor leaves the id marked as retrying for good.
         let this = self.clone();
         let retry = tokio::spawn(async move {
+            let _retrying = Retrying(this.clone(), r.id.clone());
             let session = this.get(&r.id);
             let ok = this.save_record(&r, session.as_deref()).await;
             if ok {
@@ -51,7 +66,6 @@ impl Manager {
                 this.unhold(&r.id).await;
                 tracing::info!(session = %r.id, profile = ?r.profile_id, "failed save retried successfully");
             }
-            this.retrying.lock().expect("retrying lock").remove(&r.id);
             ok
         });
         Ok(retry.await.unwrap_or(false))
@@ -324,6 +338,12 @@ impl Manager {
                 crate::browser::stop_orphan(r.pid, self.cfg.close_deadline).await;
             }
             self.cfg.browser.cleanup(&r.id);
+            // No retry (the sweeper's, the API's) saves the directory while recovery does.
+            self.retrying
+                .lock()
+                .expect("retrying lock")
+                .insert(r.id.clone());
+            let _retrying = Retrying(self.clone(), r.id.clone());
             let ok = self.save_record(&r, None).await;
             if ok {
                 self.forget(&r.id, &r.dir);
@@ -333,6 +353,16 @@ impl Manager {
                     self.release_profile(&r.tenant, p, &r.id);
                 }
             } else {
+                // A record written `failed` before was written when the save first failed.
+                let failed_ago = match r.state {
+                    RecordState::Failed => std::fs::metadata(self.records.path(&r.id))
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .unwrap_or_default(),
+                    _ => Duration::ZERO,
+                };
+                self.hold_recovered(&r, failed_ago).await;
                 // Listed and retried as any failed save from now on (a record the crash left
                 // `running` or `ending` would otherwise wait for the next start).
                 if r.state != RecordState::Failed {
@@ -340,7 +370,6 @@ impl Manager {
                     failed.state = RecordState::Failed;
                     self.write_record(&failed);
                 }
-                self.hold_recovered(&r).await;
             }
             self.recovering.fetch_sub(1, Ordering::SeqCst);
         }
