@@ -97,6 +97,28 @@ async fn a_failed_save_keeps_the_profile_and_can_be_retried() {
     assert_eq!(s2["profile"]["generation"], 1);
 }
 
+/// A profile saved once (generation 1), and a second session continuing it: (profile id,
+/// second session's id).
+async fn continued_profile(d: &Daemon) -> (String, String) {
+    let first = d.create(KEY_T1, json!({"profile": true})).await;
+    let pid = first["session_id"].as_str().unwrap().to_string();
+    d.end_and_wait(KEY_T1, &pid).await;
+    let second = d.create(KEY_T1, json!({"profile": pid})).await;
+    (pid, second["session_id"].as_str().unwrap().to_string())
+}
+
+/// A saving load of `pid` on `d` is refused because its last save failed and is held.
+async fn assert_save_pending(d: &Daemon, pid: &str) {
+    let (st, v) = d.post_vm(KEY_T1, json!({"profile": pid})).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (409, Some("profile_in_use")),
+        "{v}"
+    );
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(message.contains("queued for retry"), "{v}");
+}
+
 /// A failed save holds its profile until its retry lands: no node loads the generation
 /// before it meanwhile, and a load on its node retries it first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,11 +145,7 @@ async fn a_failed_save_holds_its_profile_until_its_retry_lands() {
         StoreKind::LocalStack(prefix),
         &[("PV_CONFIG", cfg.to_str().unwrap())],
     );
-    let first = a.create(KEY_T1, json!({"profile": true})).await;
-    let pid = first["session_id"].as_str().unwrap().to_string();
-    a.end_and_wait(KEY_T1, &pid).await;
-    let second = a.create(KEY_T1, json!({"profile": pid})).await;
-    let sid = second["session_id"].as_str().unwrap().to_string();
+    let (pid, sid) = continued_profile(&a).await;
     p.set_rules(vec![Rule::new(
         "payload-down",
         |q| q.is_put(".pvo"),
@@ -138,19 +156,7 @@ async fn a_failed_save_holds_its_profile_until_its_retry_lands() {
     assert_eq!(ended["save"]["state"], "failed", "{ended}");
 
     // Its node retries it first; still failing, a saving load is refused and says why.
-    let (st, v) = a.post_vm(KEY_T1, json!({"profile": pid})).await;
-    assert_eq!(
-        (st, v["error"].as_str()),
-        (409, Some("profile_in_use")),
-        "{v}"
-    );
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("queued for retry"),
-        "{v}"
-    );
+    assert_save_pending(&a, &pid).await;
     // Other nodes are refused too, past the lease's lifetime (the hold renews it).
     tokio::time::sleep(Duration::from_secs(8)).await;
     let (st, v) = b.post_vm(KEY_T1, json!({"profile": pid})).await;
@@ -186,11 +192,7 @@ async fn a_save_failing_after_a_crash_is_listed_and_holds_its_profile() {
         ("PV_CONFIG", cfg.to_str().unwrap()),
     ];
     let mut d = Daemon::start(&data, StoreKind::LocalStack(prefix.clone()), &env);
-    let first = d.create(KEY_T1, json!({"profile": true})).await;
-    let pid = first["session_id"].as_str().unwrap().to_string();
-    d.end_and_wait(KEY_T1, &pid).await;
-    let second = d.create(KEY_T1, json!({"profile": pid})).await;
-    let sid = second["session_id"].as_str().unwrap().to_string();
+    let (pid, sid) = continued_profile(&d).await;
     p.set_rules(vec![Rule::new(
         "stall",
         |q| q.is_put(".pvo"),
@@ -231,19 +233,7 @@ async fn a_save_failing_after_a_crash_is_listed_and_holds_its_profile() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (st, v) = d2.post_vm(KEY_T1, json!({"profile": pid})).await;
-    assert_eq!(
-        (st, v["error"].as_str()),
-        (409, Some("profile_in_use")),
-        "{v}"
-    );
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("queued for retry"),
-        "{v}"
-    );
+    assert_save_pending(&d2, &pid).await;
     p.set_rules(vec![]);
     let third = d2.create(KEY_T1, json!({"profile": pid})).await;
     assert_eq!(third["profile"]["generation"], 2, "{third}");
