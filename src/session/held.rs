@@ -121,7 +121,7 @@ impl Manager {
 
     /// Before `profile` is loaded: when a failed save holds it on this node, that save is
     /// retried now, so the load gets its generation. Returns whether the profile is still
-    /// held (the save failed again, or a retry is already under way).
+    /// held (the save failed again; a retry already under way is waited for).
     pub(super) async fn settle_held(self: &Arc<Self>, tenant: &str, profile: &str) -> bool {
         let Some(id) = self.holder(tenant, profile) else {
             return false;

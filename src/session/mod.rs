@@ -213,7 +213,9 @@ pub struct Manager {
     /// Metrics.
     pub counters: Counters,
     recovering: AtomicUsize,
-    retrying: Mutex<std::collections::HashSet<String>>,
+    /// Kept directories being saved (a retry's or recovery's), by session id: the outcome
+    /// others wanting to save the same directory wait for.
+    retrying: Mutex<HashMap<String, tokio::sync::watch::Receiver<Option<bool>>>>,
     /// Failed saves holding their profiles, by session id.
     held: Mutex<HashMap<String, Arc<held::Held>>>,
     node_id: String,
@@ -288,7 +290,7 @@ impl Manager {
             save_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             counters: Counters::default(),
             recovering: AtomicUsize::new(0),
-            retrying: Mutex::new(std::collections::HashSet::new()),
+            retrying: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
             node_id,
             subscriber: std::sync::OnceLock::new(),

@@ -8,17 +8,57 @@ use std::time::Duration;
 
 use super::*;
 
-/// A session id marked as being retried, unmarked when this is dropped (also when its task
-/// panics or its future is dropped).
-struct Retrying(Arc<Manager>, String);
+/// A kept directory being saved (by a retry, or recovery at start): unmarked when this is
+/// dropped, also when its task panics or its future is dropped (those waiting then see no
+/// outcome, and take it as a failure).
+struct Retrying {
+    manager: Arc<Manager>,
+    id: String,
+    outcome: tokio::sync::watch::Sender<Option<bool>>,
+}
+
+impl Retrying {
+    /// Tells those waiting whether the save landed.
+    fn finish(self, saved: bool) {
+        self.outcome.send_replace(Some(saved));
+    }
+}
 
 impl Drop for Retrying {
     fn drop(&mut self) {
-        self.0
+        self.manager
             .retrying
             .lock()
             .expect("retrying lock")
-            .remove(&self.1);
+            .remove(&self.id);
+    }
+}
+
+impl Manager {
+    /// Marks session `id`'s directory as being saved; when it already is, the save under
+    /// way's outcome (whether it landed) is awaited and returned instead.
+    async fn start_retry(self: &Arc<Self>, id: &str) -> Result<Retrying, bool> {
+        let mut under_way = {
+            let mut m = self.retrying.lock().expect("retrying lock");
+            match m.get(id) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (outcome, rx) = tokio::sync::watch::channel(None);
+                    m.insert(id.to_string(), rx);
+                    return Ok(Retrying {
+                        manager: self.clone(),
+                        id: id.to_string(),
+                        outcome,
+                    });
+                }
+            }
+        };
+        let saved = under_way
+            .wait_for(Option::is_some)
+            .await
+            .map(|v| v.unwrap_or(false))
+            .unwrap_or(false);
+        Err(saved)
     }
 }
 
@@ -47,18 +87,16 @@ impl Manager {
         let Some(r) = self.failed_saves(tenant).into_iter().find(|r| r.id == id) else {
             return Err(Error::ProfileNotFound(id.into()));
         };
-        {
-            let mut busy = self.retrying.lock().expect("retrying lock");
-            if !busy.insert(r.id.clone()) {
-                return Ok(false);
-            }
-        }
+        // A retry (or recovery) of it under way: its outcome is this one's.
+        let retrying = match self.start_retry(&r.id).await {
+            Ok(g) => g,
+            Err(saved) => return Ok(saved),
+        };
         // The retry runs to its end in a task of its own: a caller that goes away (a client
         // hanging up on `POST /v0/vm` or `/v0/saves/{id}/retry`) neither stops a save half
         // way nor leaves the id marked as retrying for good.
         let this = self.clone();
         let retry = tokio::spawn(async move {
-            let _retrying = Retrying(this.clone(), r.id.clone());
             let session = this.get(&r.id);
             let ok = this.save_record(&r, session.as_deref()).await;
             if ok {
@@ -66,6 +104,7 @@ impl Manager {
                 this.unhold(&r.id).await;
                 tracing::info!(session = %r.id, profile = ?r.profile_id, "failed save retried successfully");
             }
+            retrying.finish(ok);
             ok
         });
         Ok(retry.await.unwrap_or(false))
@@ -338,13 +377,12 @@ impl Manager {
                 crate::browser::stop_orphan(r.pid, self.cfg.close_deadline).await;
             }
             self.cfg.browser.cleanup(&r.id);
-            // No retry (the sweeper's, the API's) saves the directory while recovery does.
-            self.retrying
-                .lock()
-                .expect("retrying lock")
-                .insert(r.id.clone());
-            let _retrying = Retrying(self.clone(), r.id.clone());
-            let ok = self.save_record(&r, None).await;
+            // A retry (the sweeper's, the API's) waits for recovery's save of the directory,
+            // and recovery for a retry that came first.
+            let (ok, retrying) = match self.start_retry(&r.id).await {
+                Ok(g) => (self.save_record(&r, None).await, Some(g)),
+                Err(saved) => (saved, None),
+            };
             if ok {
                 self.forget(&r.id, &r.dir);
                 tracing::info!(session = %r.id, profile = ?r.profile_id, "recovered session saved");
@@ -370,6 +408,9 @@ impl Manager {
                     failed.state = RecordState::Failed;
                     self.write_record(&failed);
                 }
+            }
+            if let Some(g) = retrying {
+                g.finish(ok);
             }
             self.recovering.fetch_sub(1, Ordering::SeqCst);
         }
