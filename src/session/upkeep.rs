@@ -364,14 +364,21 @@ impl Manager {
         self.collect_garbage();
         let records = self.records.read_all();
         self.recovering.store(records.len(), Ordering::SeqCst);
+        // Every kept directory's profile is taken before anything awaits: a session started
+        // while recovery runs must not load the generation before it (nor is the lock of one
+        // that came first taken over).
+        {
+            let mut saving = self.saving.lock().expect("saving lock");
+            for r in &records {
+                if let (Some(p), true) = (&r.profile_id, r.save) {
+                    saving
+                        .entry((r.tenant.clone(), p.clone()))
+                        .or_insert_with(|| r.id.clone());
+                }
+            }
+        }
         let mut n = 0;
         for r in records {
-            if let (Some(p), true) = (&r.profile_id, r.save) {
-                self.saving
-                    .lock()
-                    .expect("saving lock")
-                    .insert((r.tenant.clone(), p.clone()), r.id.clone());
-            }
             if r.pid > 0 && crate::browser::is_browser_of(r.pid, &r.id, &r.dir) {
                 tracing::warn!(session = %r.id, pid = r.pid, "stopping a browser left by the previous daemon");
                 crate::browser::stop_orphan(r.pid, self.cfg.close_deadline).await;
@@ -385,7 +392,9 @@ impl Manager {
             };
             if ok {
                 self.forget(&r.id, &r.dir);
-                tracing::info!(session = %r.id, profile = ?r.profile_id, "recovered session saved");
+                if retrying.is_some() {
+                    tracing::info!(session = %r.id, profile = ?r.profile_id, "recovered session saved");
+                }
                 n += 1;
                 if let (Some(p), true) = (&r.profile_id, r.save) {
                     self.release_profile(&r.tenant, p, &r.id);
