@@ -310,10 +310,9 @@ impl Manager {
             dir: record.dir.clone(),
             cdp,
             browser: tokio::sync::Mutex::new(Some(browser)),
-            lease: tokio::sync::Mutex::new(lease),
+            lease: lease::KeptLease::new(lease, timer::mono_ms()),
             webhook: req.webhook.clone(),
             auth: req.auth.clone(),
-            lease_renewed_ms: AtomicU64::new(timer::mono_ms()),
             status: Mutex::new(Status {
                 ended: None,
                 save: if plan.save {

@@ -20,11 +20,9 @@ pub(super) struct Held {
     tenant: String,
     profile: String,
     /// The store's lease, when one is held.
-    lease: tokio::sync::Mutex<Option<vault::Lease>>,
+    lease: Arc<super::lease::KeptLease>,
     /// When the hold ends at the latest ([`timer::mono_ms`]).
     until_ms: u64,
-    /// When its lease was last renewed ([`timer::mono_ms`]).
-    renewed_ms: AtomicU64,
 }
 
 impl Manager {
@@ -54,10 +52,9 @@ impl Manager {
             Arc::new(Held {
                 tenant: tenant.into(),
                 profile: profile.into(),
-                lease: tokio::sync::Mutex::new(lease),
-                until_ms: now.saturating_add(left.as_millis() as u64),
                 // Renewed at the next sweep: the session's last renewal may be a while ago.
-                renewed_ms: AtomicU64::new(0),
+                lease: super::lease::KeptLease::new(lease, 0),
+                until_ms: now.saturating_add(left.as_millis() as u64),
             }),
         );
     }
@@ -101,8 +98,7 @@ impl Manager {
         };
         // Freed before anything awaits: a caller dropped on the way leaves no lock behind.
         self.release_profile(&h.tenant, &h.profile, id);
-        let lease = h.lease.lock().await.take();
-        if let Some(l) = lease {
+        if let Some(l) = h.lease.take().await {
             if let Err(e) = self.vault.release_lease(&l).await {
                 tracing::warn!(session = %id, error = %e, "could not release the profile lease; it expires by itself");
             }
@@ -139,7 +135,6 @@ impl Manager {
     /// Renews the held leases due (every third of their lifetime) and ends the holds
     /// older than `sessions.hold_failed_saves`.
     pub(super) fn keep_holds(self: &Arc<Self>, mono: u64) {
-        let renew_every = (self.cfg.lease_ttl.as_millis() as u64 / 3).max(1);
         let held: Vec<(String, Arc<Held>)> = self
             .held
             .lock()
@@ -159,25 +154,7 @@ impl Manager {
                 tokio::spawn(async move { this.unhold(&id).await });
                 continue;
             }
-            if mono.saturating_sub(h.renewed_ms.load(Ordering::Relaxed)) < renew_every {
-                continue;
-            }
-            h.renewed_ms.store(mono, Ordering::Relaxed);
-            tokio::spawn(async move {
-                let mut g = h.lease.lock().await;
-                if let Some(l) = g.as_mut() {
-                    match this.vault.renew_lease(l, this.cfg.lease_ttl).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::error!(session = %id, "the failed save's profile lease was lost to another node");
-                            *g = None;
-                        }
-                        Err(e) => {
-                            tracing::warn!(session = %id, error = %e, "could not renew the failed save's profile lease; retrying")
-                        }
-                    }
-                }
-            });
+            self.renew_when_due(&h.lease, &id, mono);
         }
     }
 }

@@ -14,6 +14,7 @@ mod config;
 mod create;
 mod events;
 mod held;
+mod lease;
 mod limits;
 mod records;
 mod save;

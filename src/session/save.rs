@@ -56,7 +56,7 @@ impl Manager {
         }
         // The store lease first, then the local lock: whoever takes the profile next finds both free.
         // A failed save holds both until it is retried (`held`).
-        let lease = s.lease.lock().await.take();
+        let lease = s.lease.take().await;
         if let (Some(p), true) = (&s.profile_id, s.save) {
             if ok {
                 if let Some(l) = lease {

@@ -3,7 +3,7 @@
 //! ([`SessionInfo`], the JSON of `GET /v0/vm/{id}`).
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -113,12 +113,11 @@ pub struct Session {
     pub(super) dir: PathBuf,
     pub(super) browser: tokio::sync::Mutex<Option<crate::browser::Browser>>,
     pub(super) cdp: std::sync::Arc<crate::browser::mux::Mux>,
-    pub(super) lease: tokio::sync::Mutex<Option<vault::Lease>>,
+    /// Its profile's lease, kept until its save is done.
+    pub(super) lease: Arc<super::lease::KeptLease>,
     pub(super) webhook: Option<webhook::Webhook>,
     /// The auth webhook that admits each connecting user, if the session has one.
     pub auth: Option<webhook::Webhook>,
-    /// When its lease was last renewed (`timer::mono_ms`).
-    pub(super) lease_renewed_ms: AtomicU64,
     pub(super) status: Mutex<Status>,
     pub(super) done: tokio::sync::watch::Sender<bool>,
     /// The session's shared store (cleared with the session: it lives only here).

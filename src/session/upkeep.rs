@@ -138,7 +138,6 @@ impl Manager {
         // Deadlines are on tokio's clock; what is published is Unix time.
         let mono = timer::mono_ms();
         let mut n = 0;
-        let renew_every = (self.cfg.lease_ttl.as_millis() as u64 / 3).max(1);
         // Leases are held until the session's save is done, not only while it runs: a save
         // that waits for a slot or uploads for minutes would otherwise let another node take
         // the profile, load the generation before it, and end in a conflict.
@@ -151,25 +150,7 @@ impl Manager {
             .cloned()
             .collect();
         for s in &unsaved {
-            if mono.saturating_sub(s.lease_renewed_ms.load(Ordering::Relaxed)) < renew_every {
-                continue;
-            }
-            s.lease_renewed_ms.store(mono, Ordering::Relaxed);
-            let (this, s) = (self.clone(), s.clone());
-            tokio::spawn(async move {
-                let mut g = s.lease.lock().await;
-                if let Some(l) = g.as_mut() {
-                    match this.vault.renew_lease(l, this.cfg.lease_ttl).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::error!(session = %s.id, "profile lease lost to another node; its save will be kept as a non-head generation if the profile moved")
-                        }
-                        Err(e) => {
-                            tracing::warn!(session = %s.id, error = %e, "could not renew the profile lease; retrying")
-                        }
-                    }
-                }
-            });
+            self.renew_when_due(&s.lease, &s.id, mono);
         }
         self.keep_holds(mono);
         for s in active {
