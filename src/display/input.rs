@@ -2,10 +2,10 @@
 //! which the X server delivers as it would a real keyboard's and mouse's — so Chromium's own
 //! UI (menus, dialogs, bubbles, `<select>` lists, the address bar) answers them.
 //!
-//! Keys are found in the server's keyboard map; a character the map lacks (or has only in
-//! the other Shift column than the one held now) is put on a spare keycode for the moment
-//! it is typed, so text in any script arrives exactly. Whatever is held when a viewer leaves
-//! is released.
+//! Keys are found in the server's keyboard map. A character the map has only in the other
+//! Shift column than the one held now is pressed with Shift flipped for that press (a
+//! viewer's "Q" sent without Shift); one the map lacks is put on a spare keycode, so text in
+//! any script arrives exactly. Whatever is held when a viewer leaves is released.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -55,6 +55,8 @@ struct State {
     per_keycode: u8,
     spare: Vec<u8>,
     next_spare: usize,
+    /// keysym -> the spare keycode it was put on (there until that spare is reused).
+    remapped: HashMap<u32, u8>,
     /// Shift keys held now.
     shift: u8,
     /// Keycodes held, by the viewer's `code` (released by the same keycode).
@@ -125,6 +127,7 @@ impl Input {
             per_keycode: per,
             spare,
             next_spare: 0,
+            remapped: HashMap::new(),
             shift: 0,
             held: HashMap::new(),
             buttons: Vec::new(),
@@ -272,12 +275,12 @@ impl Input {
                     s.shift = s.shift.saturating_sub(1);
                 }
             }
-            let kc = s.keycode_for(ks)?;
+            let (kc, flip) = s.keycode_for(ks)?;
             if keys::is_shift(ks) {
                 s.shift += 1;
             }
             s.held.insert(id, kc);
-            s.fake(xproto::KEY_PRESS_EVENT, kc)
+            s.press(kc, flip)
         })
         .await
     }
@@ -289,21 +292,9 @@ impl Input {
     pub async fn text(&self, text: String) -> Result<(), Error> {
         self.with(move |s| {
             for c in text.chars() {
-                let ks = keys::char_keysym(c);
-                let (kc, shift) = match s.map.get(&ks) {
-                    Some(&(kc, 0)) if s.shift == 0 => (kc, false),
-                    Some(&(kc, 1)) if s.shift == 0 => (kc, true),
-                    _ => (s.remap(ks)?, false),
-                };
-                let shift_kc = s.map.get(&0xffe1).map(|x| x.0);
-                if let (true, Some(sk)) = (shift, shift_kc) {
-                    s.fake(xproto::KEY_PRESS_EVENT, sk)?;
-                }
-                s.fake(xproto::KEY_PRESS_EVENT, kc)?;
+                let (kc, flip) = s.keycode_for(keys::char_keysym(c))?;
+                s.press(kc, flip)?;
                 s.fake(xproto::KEY_RELEASE_EVENT, kc)?;
-                if let (true, Some(sk)) = (shift, shift_kc) {
-                    s.fake(xproto::KEY_RELEASE_EVENT, sk)?;
-                }
             }
             Ok(())
         })
@@ -365,16 +356,65 @@ impl State {
         Ok(())
     }
 
-    /// The keycode that gives `ks` with the Shift state held now.
-    fn keycode_for(&mut self, ks: u32) -> Result<u8, Error> {
+    /// The keycode that gives `ks`, and whether Shift must be flipped while it is pressed
+    /// (the map has `ks` only in the other Shift column than the one held now).
+    fn keycode_for(&mut self, ks: u32) -> Result<(u8, bool), Error> {
         match self.map.get(&ks) {
-            Some(&(kc, _)) if keys::is_modifier(ks) => Ok(kc),
-            Some(&(kc, col)) if (col == 1) == (self.shift > 0) => Ok(kc),
+            Some(&(kc, _)) if keys::is_modifier(ks) => Ok((kc, false)),
+            Some(&(kc, col)) if (col == 1) == (self.shift > 0) => Ok((kc, false)),
             // A key named by a function keysym (Tab, Enter, arrows, F-keys) is the same key
             // whatever Shift does (Shift+Tab is Tab with Shift held).
-            Some(&(kc, _)) if (0xff00..0x0100_0000).contains(&ks) => Ok(kc),
-            _ => self.remap(ks),
+            Some(&(kc, _)) if (0xff00..0x0100_0000).contains(&ks) => Ok((kc, false)),
+            Some(&(kc, _)) if !self.shifts_to_flip().is_empty() => Ok((kc, true)),
+            _ => match self.remapped.get(&ks) {
+                Some(&kc) => Ok((kc, false)),
+                None => Ok((self.remap(ks)?, false)),
+            },
         }
+    }
+
+    /// The Shift keycodes a flip of Shift presses (none held: one) or lets go (those held).
+    fn shifts_to_flip(&self) -> Vec<u8> {
+        let shift_keys = self
+            .map
+            .iter()
+            .filter(|(ks, _)| keys::is_shift(**ks))
+            .map(|(_, (kc, _))| *kc);
+        let mut kcs: Vec<u8> = if self.shift == 0 {
+            shift_keys.take(1).collect()
+        } else {
+            shift_keys
+                .filter(|kc| self.held.values().any(|h| h == kc))
+                .collect()
+        };
+        kcs.sort_unstable();
+        kcs.dedup();
+        kcs
+    }
+
+    /// Presses `kc`; with `flip`, Shift is pressed (none held) or the held Shift keys are
+    /// let go (some held) for the press, and put back as they were after it. The X server
+    /// reads the keysym at the press, so it means the keysym asked for at once (a remapped
+    /// key means it only once the browser has read the new map).
+    fn press(&self, kc: u8, flip: bool) -> Result<(), Error> {
+        let shifts = if flip {
+            self.shifts_to_flip()
+        } else {
+            Vec::new()
+        };
+        let (around, back) = if self.shift == 0 {
+            (xproto::KEY_PRESS_EVENT, xproto::KEY_RELEASE_EVENT)
+        } else {
+            (xproto::KEY_RELEASE_EVENT, xproto::KEY_PRESS_EVENT)
+        };
+        for sk in &shifts {
+            self.fake(around, *sk)?;
+        }
+        self.fake(xproto::KEY_PRESS_EVENT, kc)?;
+        for sk in &shifts {
+            self.fake(back, *sk)?;
+        }
+        Ok(())
     }
 
     fn read_clipboard(&mut self) -> Result<Option<String>, Error> {
@@ -441,6 +481,8 @@ impl State {
         }
         let kc = self.spare[self.next_spare % self.spare.len()];
         self.next_spare += 1;
+        self.remapped.retain(|_, k| *k != kc);
+        self.remapped.insert(ks, kc);
         let syms = vec![ks; usize::from(self.per_keycode.max(1))];
         self.conn
             .change_keyboard_mapping(1, kc, self.per_keycode.max(1), &syms)?;
