@@ -69,6 +69,16 @@ struct State {
     resized_at: Option<std::time::Instant>,
 }
 
+/// How one keysym is typed now.
+#[derive(Clone, Copy)]
+struct Stroke {
+    kc: u8,
+    /// Shift flipped for the press.
+    flip: bool,
+    /// Put on a spare keycode just now (the browser must read the new map first).
+    remapped: bool,
+}
+
 /// Input into one display (its own X connection).
 #[derive(Clone)]
 pub struct Input(Arc<Mutex<State>>);
@@ -275,12 +285,15 @@ impl Input {
                     s.shift = s.shift.saturating_sub(1);
                 }
             }
-            let (kc, flip) = s.keycode_for(ks)?;
+            let st = s.stroke(ks, &[])?;
+            if st.remapped {
+                s.await_map()?;
+            }
             if keys::is_shift(ks) {
                 s.shift += 1;
             }
-            s.held.insert(id, kc);
-            s.press(kc, flip)
+            s.held.insert(id, st.kc);
+            s.press(st.kc, st.flip)
         })
         .await
     }
@@ -291,10 +304,23 @@ impl Input {
     /// The display is gone.
     pub async fn text(&self, text: String) -> Result<(), Error> {
         self.with(move |s| {
-            for c in text.chars() {
-                let (kc, flip) = s.keycode_for(keys::char_keysym(c))?;
-                s.press(kc, flip)?;
-                s.fake(xproto::KEY_RELEASE_EVENT, kc)?;
+            // In runs of at most as many characters as there are spare keycodes: every
+            // character the map lacks is put on a spare of its own, the browser is given one
+            // moment to read the new map, then the run is typed.
+            let all: Vec<u32> = text.chars().map(keys::char_keysym).collect();
+            for run in all.chunks(s.spare.len().max(1)) {
+                let mut strokes: Vec<Stroke> = Vec::with_capacity(run.len());
+                for ks in run {
+                    let pinned: Vec<u8> = strokes.iter().map(|st| st.kc).collect();
+                    strokes.push(s.stroke(*ks, &pinned)?);
+                }
+                if strokes.iter().any(|st| st.remapped) {
+                    s.await_map()?;
+                }
+                for st in strokes {
+                    s.press(st.kc, st.flip)?;
+                    s.fake(xproto::KEY_RELEASE_EVENT, st.kc)?;
+                }
             }
             Ok(())
         })
@@ -356,21 +382,32 @@ impl State {
         Ok(())
     }
 
-    /// The keycode that gives `ks`, and whether Shift must be flipped while it is pressed
-    /// (the map has `ks` only in the other Shift column than the one held now).
-    fn keycode_for(&mut self, ks: u32) -> Result<(u8, bool), Error> {
-        match self.map.get(&ks) {
-            Some(&(kc, _)) if keys::is_modifier(ks) => Ok((kc, false)),
-            Some(&(kc, col)) if (col == 1) == (self.shift > 0) => Ok((kc, false)),
+    /// How `ks` is typed now; a spare it is put on is none of `pinned` (keycodes about to
+    /// be pressed).
+    fn stroke(&mut self, ks: u32, pinned: &[u8]) -> Result<Stroke, Error> {
+        let plain = |kc| Stroke {
+            kc,
+            flip: false,
+            remapped: false,
+        };
+        Ok(match self.map.get(&ks) {
+            Some(&(kc, _)) if keys::is_modifier(ks) => plain(kc),
+            Some(&(kc, col)) if (col == 1) == (self.shift > 0) => plain(kc),
             // A key named by a function keysym (Tab, Enter, arrows, F-keys) is the same key
             // whatever Shift does (Shift+Tab is Tab with Shift held).
-            Some(&(kc, _)) if (0xff00..0x0100_0000).contains(&ks) => Ok((kc, false)),
-            Some(&(kc, _)) if !self.shifts_to_flip().is_empty() => Ok((kc, true)),
-            _ => match self.remapped.get(&ks) {
-                Some(&kc) => Ok((kc, false)),
-                None => Ok((self.remap(ks)?, false)),
+            Some(&(kc, _)) if (0xff00..0x0100_0000).contains(&ks) => plain(kc),
+            Some(&(kc, _)) if !self.shifts_to_flip().is_empty() => Stroke {
+                flip: true,
+                ..plain(kc)
             },
-        }
+            _ => match self.remapped.get(&ks) {
+                Some(&kc) => plain(kc),
+                None => Stroke {
+                    remapped: true,
+                    ..plain(self.remap(ks, pinned)?)
+                },
+            },
+        })
     }
 
     /// The Shift keycodes a flip of Shift presses (none held: one) or lets go (those held).
@@ -472,24 +509,33 @@ impl State {
         Ok(Some(String::from_utf8_lossy(&r.value).into_owned()))
     }
 
-    /// Puts `ks` on a spare keycode (both Shift columns) and returns it.
-    fn remap(&mut self, ks: u32) -> Result<u8, Error> {
-        if self.spare.is_empty() {
+    /// Puts `ks` on a spare keycode (both Shift columns) that is none of `pinned`, and
+    /// returns it. The browser sees the new map only after [`State::await_map`].
+    fn remap(&mut self, ks: u32, pinned: &[u8]) -> Result<u8, Error> {
+        let n = self.spare.len();
+        let Some(kc) = (0..n)
+            .map(|i| self.spare[(self.next_spare + i) % n])
+            .find(|kc| !pinned.contains(kc))
+        else {
             return Err(Error::Request(
                 "no spare keycode to type this character".into(),
             ));
-        }
-        let kc = self.spare[self.next_spare % self.spare.len()];
-        self.next_spare += 1;
+        };
+        self.next_spare = self.spare.iter().position(|s| *s == kc).unwrap_or(0) + 1;
         self.remapped.retain(|_, k| *k != kc);
         self.remapped.insert(ks, kc);
         let syms = vec![ks; usize::from(self.per_keycode.max(1))];
         self.conn
             .change_keyboard_mapping(1, kc, self.per_keycode.max(1), &syms)?;
-        // The browser must see the new mapping before the key: a round trip, then a moment
-        // for it to read the MappingNotify.
-        self.conn.get_input_focus()?.reply()?;
-        std::thread::sleep(Duration::from_millis(15));
         Ok(kc)
+    }
+
+    /// Gives the browser a moment to read the map changed by [`State::remap`]: a round trip
+    /// (the server has made the change and sent its MappingNotify), then a wait for the
+    /// browser to read it. A key pressed sooner means what the keycode meant before.
+    fn await_map(&self) -> Result<(), Error> {
+        self.conn.get_input_focus()?.reply()?;
+        std::thread::sleep(Duration::from_millis(30));
+        Ok(())
     }
 }
