@@ -131,6 +131,7 @@ async fn full_cycle(store: StoreKind) {
     let mut cdp = Cdp::connect(s3["cdp_url"].as_str().unwrap()).await;
     cdp.goto(&format!("{site}/get")).await;
     cdp.eval("localStorage.setItem('pv_ls', 'second-' + localStorage.getItem('pv_ls')); window.__done = true").await;
+    let_storage_land().await;
     cdp.close().await;
     // Its own admin token ends it.
     let (st, ended) = d

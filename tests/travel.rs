@@ -327,6 +327,7 @@ async fn storage_state_goes_out_to_playwright_and_comes_back_in() {
     cdp.goto(&format!("{site}/get")).await;
     cdp.eval("localStorage.clear(); document.cookie = 'pv_cookie=; Max-Age=0; path=/'; true")
         .await;
+    let_storage_land().await;
     cdp.close().await;
     d.end_and_wait(KEY_T1, s3["session_id"].as_str().unwrap())
         .await;

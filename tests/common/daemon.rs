@@ -490,6 +490,14 @@ pub fn state(v: &Value) -> Value {
     serde_json::from_str(v.as_str().expect("READ_STATE returns a string")).unwrap()
 }
 
+/// Waits for what a page just wrote to localStorage to reach the browser's storage: the
+/// page's storage calls go to Chromium's storage service on a pipe of their own (an
+/// evaluation's answer does not follow them), so a browser closed at once may flush its
+/// storage before it has read them. A person ends a session later than a test does.
+pub async fn let_storage_land() {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+}
+
 /// Reads what a page can see of the stored state: (cookie, localStorage, IndexedDB).
 pub const READ_STATE: &str = r#"(async () => {
   const idb = await new Promise((resolve) => {
