@@ -178,6 +178,55 @@ async fn a_failed_save_holds_its_profile_until_its_retry_lands() {
     assert_eq!(v["save"]["state"], "saved", "{v}");
 }
 
+/// A load of a held profile whose retry stalls in the store is answered within a bound (the
+/// retry goes on): a stalled store does not hold `POST /v0/vm` for a save's deadlines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_waits_a_bounded_time_for_a_held_save() {
+    let p = proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("slow.toml");
+    // Deadlines far past the test's: only the load's own bound can answer it.
+    std::fs::write(
+        &cfg,
+        "[s3]\nretry_deadline = 600\nattempt_timeout = 600\n[sessions]\nretry_failed_every = 3600\n",
+    )
+    .unwrap();
+    let ep = p.endpoint();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        StoreKind::LocalStack(unique("heldwait")),
+        &[
+            ("AWS_ENDPOINT_URL", &ep),
+            ("PV_CONFIG", cfg.to_str().unwrap()),
+        ],
+    );
+    let (pid, sid) = continued_profile(&d).await;
+    // Refused outright (not retried): the save fails at once and holds the profile.
+    p.set_rules(vec![Rule::new(
+        "denied",
+        |q| q.is_put(".pvo"),
+        &[],
+        Action::Status(403, "AccessDenied"),
+    )]);
+    let ended = d.end_and_wait(KEY_T1, &sid).await;
+    assert_eq!(ended["save"]["state"], "failed", "{ended}");
+    p.set_rules(vec![Rule::new(
+        "stall",
+        |q| q.is_put(".pvo"),
+        &[],
+        Action::Stall(Duration::from_secs(900)),
+    )]);
+    tokio::time::timeout(Duration::from_secs(90), assert_save_pending(&d, &pid))
+        .await
+        .expect("the load waited 90 s for the stalled retry");
+    assert!(p.applied("stall") > 0, "the load did not retry the save");
+    // A read-only load gets the last good generation meanwhile.
+    let ro = d
+        .create(KEY_T1, json!({"profile": {"load": pid, "save": false}}))
+        .await;
+    assert_eq!(ro["profile"]["generation"], 1, "{ro}");
+}
+
 /// A save that fails again at the restart after a kill -9 is listed and retried as a failed
 /// save, and holds its profile like one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

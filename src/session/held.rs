@@ -15,6 +15,10 @@ use std::sync::Arc;
 
 use super::*;
 
+/// How long a load of a held profile waits for its failed save's retry (a store that stalls
+/// must not hold `POST /v0/vm` and its session slot for the whole of a save's deadlines).
+pub(super) const HELD_LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// One failed save's hold on its profile.
 pub(super) struct Held {
     tenant: String,
@@ -117,17 +121,22 @@ impl Manager {
 
     /// Before `profile` is loaded: when a failed save holds it on this node, that save is
     /// retried now, so the load gets its generation. Returns whether the profile is still
-    /// held (the save failed again; a retry already under way is waited for).
+    /// held: the save failed again, or it has not landed within [`HELD_LOAD_WAIT`] (a retry
+    /// already under way is waited for as long; the retry goes on without the load).
     pub(super) async fn settle_held(self: &Arc<Self>, tenant: &str, profile: &str) -> bool {
         let Some(id) = self.holder(tenant, profile) else {
             return false;
         };
-        match self.retry_save(Some(tenant), &id).await {
-            Ok(saved) => !saved,
+        match tokio::time::timeout(HELD_LOAD_WAIT, self.retry_save(Some(tenant), &id)).await {
+            Ok(Ok(saved)) => !saved,
             // Its record is gone (saved by `profile-vault saves --retry` on this node).
-            Err(_) => {
+            Ok(Err(_)) => {
                 self.unhold(&id).await;
                 false
+            }
+            Err(_) => {
+                tracing::warn!(session = %id, profile, "a load of a held profile did not wait longer for its failed save's retry");
+                true
             }
         }
     }

@@ -65,7 +65,7 @@ pub enum Error {
     #[error("profile {0} is in use by another session that will save it")]
     ProfileInUse(String),
     /// The last save of this profile failed and is held for its retry.
-    #[error("profile {0}: the last session's save failed and is queued for retry (GET /v0/saves); try again once it is saved")]
+    #[error("profile {0}: the last session's save failed and is queued for retry (GET /v0/saves), or is being retried; try again once it is saved")]
     SavePending(String),
     /// Nothing to load under that id.
     #[error("profile {0} not found")]
