@@ -535,7 +535,7 @@ impl State {
     /// browser to read it. A key pressed sooner means what the keycode meant before.
     fn await_map(&self) -> Result<(), Error> {
         self.conn.get_input_focus()?.reply()?;
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(50));
         Ok(())
     }
 }
