@@ -20,6 +20,7 @@ mod hostile;
 mod kms;
 mod live;
 mod nodes;
+mod operations;
 mod profile_data;
 mod room;
 mod s3;

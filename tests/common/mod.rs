@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod faults;
 pub mod nginx;
+pub mod site;
 pub mod viewer;
 
 use std::path::{Path, PathBuf};
