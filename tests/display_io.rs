@@ -155,9 +155,12 @@ async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
         "the field has focus",
     )
     .await;
+    cdp.eval("window.keys_ = []; t.addEventListener('keydown', (e) => keys_.push(e.key + (e.shiftKey ? '+Shift' : ''))); 1")
+        .await;
     // Keys (with Shift), then committed text in scripts the keyboard map lacks. A key whose
     // value the map has only in the other Shift column (a German Shift+7 is "/"; a "Q" sent
-    // without Shift, as scripted input sends it) means that value.
+    // without Shift, as scripted input sends it) means that value; Shift stays held for a key
+    // it does not change (Shift+Space); Caps Lock turns letters as the viewer's did.
     say(
         &mut ws,
         &[
@@ -166,11 +169,23 @@ async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
             key("keyUp", "H", "KeyH", 8),
             key("keyDown", "/", "Digit7", 8),
             key("keyUp", "/", "Digit7", 8),
+            key("keyDown", " ", "Space", 8),
+            key("keyUp", " ", "Space", 8),
             key("keyUp", "Shift", "ShiftLeft", 0),
             key("keyDown", "i", "KeyI", 0),
             key("keyUp", "i", "KeyI", 0),
             key("keyDown", "Q", "KeyQ", 0),
             key("keyUp", "Q", "KeyQ", 0),
+            key("keyDown", "CapsLock", "CapsLock", 0),
+            key("keyUp", "CapsLock", "CapsLock", 0),
+            key("keyDown", "A", "KeyA", 0),
+            key("keyUp", "A", "KeyA", 0),
+            key("keyDown", "Shift", "ShiftLeft", 8),
+            key("keyDown", "b", "KeyB", 8),
+            key("keyUp", "b", "KeyB", 8),
+            key("keyUp", "Shift", "ShiftLeft", 0),
+            key("keyDown", "CapsLock", "CapsLock", 0),
+            key("keyUp", "CapsLock", "CapsLock", 0),
             json!({"t": "text", "text": " — héllo, мир, 日本語 ✓"}),
         ],
     )
@@ -178,10 +193,15 @@ async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
     page_until(
         &mut cdp,
         "document.querySelector('#t').value",
-        json!("H/iQ — héllo, мир, 日本語 ✓"),
+        json!("H/ iQAb — héllo, мир, 日本語 ✓"),
         "typed text",
     )
     .await;
+    let keys = cdp.eval("keys_.join(',')").await;
+    assert!(
+        keys.as_str().unwrap_or_default().contains(" +Shift"),
+        "Shift+Space: {keys}"
+    );
     // An IME composition shows in the page, then its result replaces it.
     say(
         &mut ws,
@@ -192,7 +212,7 @@ async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
         ],
     )
     .await;
-    let want = "H/iQ — héllo, мир, 日本語 ✓仮名";
+    let want = "H/ iQAb — héllo, мир, 日本語 ✓仮名";
     page_until(
         &mut cdp,
         "document.querySelector('#t').value",

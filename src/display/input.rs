@@ -7,7 +7,7 @@
 //! viewer's "Q" sent without Shift); one the map lacks is put on a spare keycode, so text in
 //! any script arrives exactly. Whatever is held when a viewer leaves is released.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,6 +52,10 @@ struct State {
     size: (u16, u16),
     /// keysym -> (keycode, column: 0 plain, 1 with Shift).
     map: HashMap<u32, (u8, usize)>,
+    /// Keycodes Shift does not change (no second column, or the same keysym in it: Space).
+    one_level: HashSet<u8>,
+    /// Keycodes of a letter and its capital, which Caps Lock turns as Shift does.
+    cased: HashSet<u8>,
     per_keycode: u8,
     spare: Vec<u8>,
     next_spare: usize,
@@ -113,6 +117,7 @@ impl Input {
         let km = conn.get_keyboard_mapping(min, max - min + 1)?.reply()?;
         let per = km.keysyms_per_keycode;
         let mut map = HashMap::new();
+        let (mut one_level, mut cased) = (HashSet::new(), HashSet::new());
         let mut spare = Vec::new();
         for (i, syms) in km.keysyms.chunks(usize::from(per.max(1))).enumerate() {
             let kc = min + i as u8;
@@ -125,6 +130,12 @@ impl Input {
                     map.entry(*s).or_insert((kc, col));
                 }
             }
+            let (plain, shifted) = (syms[0], syms.get(1).copied().unwrap_or(0));
+            if shifted == 0 || shifted == plain {
+                one_level.insert(kc);
+            } else if keys::is_case_pair(plain, shifted) {
+                cased.insert(kc);
+            }
         }
         // Keep a few spares for remapping (the last ones: least likely to mean anything).
         spare.reverse();
@@ -134,6 +145,8 @@ impl Input {
             root,
             size,
             map,
+            one_level,
+            cased,
             per_keycode: per,
             spare,
             next_spare: 0,
@@ -285,7 +298,8 @@ impl Input {
                     s.shift = s.shift.saturating_sub(1);
                 }
             }
-            let st = s.stroke(ks, &[])?;
+            let held: Vec<u8> = s.held.values().copied().collect();
+            let st = s.stroke(ks, &held)?;
             if st.remapped {
                 s.await_map()?;
             }
@@ -304,14 +318,17 @@ impl Input {
     /// The display is gone.
     pub async fn text(&self, text: String) -> Result<(), Error> {
         self.with(move |s| {
-            // In runs of at most as many characters as there are spare keycodes: every
-            // character the map lacks is put on a spare of its own, the browser is given one
-            // moment to read the new map, then the run is typed.
+            // In runs of at most as many characters as there are spare keycodes no held key
+            // is on: every character the map lacks is put on a spare of its own, the browser
+            // is given one moment to read the new map, then the run is typed.
+            let held: Vec<u8> = s.held.values().copied().collect();
+            let free = s.spare.iter().filter(|kc| !held.contains(kc)).count();
             let all: Vec<u32> = text.chars().map(keys::char_keysym).collect();
-            for run in all.chunks(s.spare.len().max(1)) {
+            for run in all.chunks(free.max(1)) {
                 let mut strokes: Vec<Stroke> = Vec::with_capacity(run.len());
                 for ks in run {
-                    let pinned: Vec<u8> = strokes.iter().map(|st| st.kc).collect();
+                    let mut pinned = held.clone();
+                    pinned.extend(strokes.iter().map(|st| st.kc));
                     strokes.push(s.stroke(*ks, &pinned)?);
                 }
                 if strokes.iter().any(|st| st.remapped) {
@@ -382,32 +399,46 @@ impl State {
         Ok(())
     }
 
-    /// How `ks` is typed now; a spare it is put on is none of `pinned` (keycodes about to
-    /// be pressed).
+    /// How `ks` is typed now; a spare it is put on is none of `pinned` (keycodes held or
+    /// about to be pressed).
     fn stroke(&mut self, ks: u32, pinned: &[u8]) -> Result<Stroke, Error> {
         let plain = |kc| Stroke {
             kc,
             flip: false,
             remapped: false,
         };
-        Ok(match self.map.get(&ks) {
-            Some(&(kc, _)) if keys::is_modifier(ks) => plain(kc),
-            Some(&(kc, col)) if (col == 1) == (self.shift > 0) => plain(kc),
-            // A key named by a function keysym (Tab, Enter, arrows, F-keys) is the same key
-            // whatever Shift does (Shift+Tab is Tab with Shift held).
-            Some(&(kc, _)) if (0xff00..0x0100_0000).contains(&ks) => plain(kc),
-            Some(&(kc, _)) if !self.shifts_to_flip().is_empty() => Stroke {
-                flip: true,
-                ..plain(kc)
-            },
-            _ => match self.remapped.get(&ks) {
-                Some(&kc) => plain(kc),
-                None => Stroke {
-                    remapped: true,
-                    ..plain(self.remap(ks, pinned)?)
-                },
+        if let Some((kc, col)) = self.map.get(&ks).copied() {
+            // A modifier, or a key named by a function keysym (Tab, Enter, arrows, F-keys),
+            // is the same key whatever Shift does (Shift+Tab is Tab with Shift held).
+            if keys::is_modifier(ks) || (0xff00..0x0100_0000).contains(&ks) {
+                return Ok(plain(kc));
+            }
+            // The column the key gives now: Shift held, turned again by Caps Lock on a letter.
+            let lock = self.cased.contains(&kc) && self.lock_on()?;
+            let shifted = (self.shift > 0) != lock;
+            if (col == 1) == shifted || (col == 0 && self.one_level.contains(&kc)) {
+                return Ok(plain(kc));
+            }
+            if !self.shifts_to_flip().is_empty() {
+                return Ok(Stroke {
+                    flip: true,
+                    ..plain(kc)
+                });
+            }
+        }
+        Ok(match self.remapped.get(&ks) {
+            Some(&kc) => plain(kc),
+            None => Stroke {
+                remapped: true,
+                ..plain(self.remap(ks, pinned)?)
             },
         })
+    }
+
+    /// Whether Caps Lock is on on the display.
+    fn lock_on(&self) -> Result<bool, Error> {
+        let mask = self.conn.query_pointer(self.root)?.reply()?.mask;
+        Ok(mask.contains(xproto::KeyButMask::LOCK))
     }
 
     /// The Shift keycodes a flip of Shift presses (none held: one) or lets go (those held).

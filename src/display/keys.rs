@@ -60,6 +60,23 @@ pub fn char_keysym(c: char) -> u32 {
     }
 }
 
+/// The character a keysym types, for Latin-1 and Unicode keysyms.
+fn keysym_char(keysym: u32) -> Option<char> {
+    match keysym {
+        0x20..=0x7e | 0xa0..=0xff => char::from_u32(keysym),
+        0x0100_0000..=0x0110_ffff => char::from_u32(keysym - 0x0100_0000),
+        _ => None,
+    }
+}
+
+/// Whether two keysyms are a letter and its capital (a key Caps Lock turns).
+pub fn is_case_pair(lower: u32, upper: u32) -> bool {
+    match (keysym_char(lower), keysym_char(upper)) {
+        (Some(l), Some(u)) => l != u && l.to_uppercase().eq(std::iter::once(u)),
+        _ => false,
+    }
+}
+
 /// Whether a keysym is a modifier (held across other keys, never remapped).
 pub fn is_modifier(keysym: u32) -> bool {
     matches!(keysym, 0xffe1..=0xffee | 0xfe03)
@@ -73,6 +90,16 @@ pub fn is_shift(keysym: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn letters_and_their_capitals() {
+        assert!(is_case_pair(u32::from('a'), u32::from('A')));
+        assert!(is_case_pair(0xe9, 0xc9)); // é É
+        assert!(is_case_pair(0x0100_0000 + 0x43c, 0x0100_0000 + 0x41c)); // м М
+        assert!(!is_case_pair(u32::from('1'), u32::from('!')));
+        assert!(!is_case_pair(u32::from(' '), u32::from(' ')));
+        assert!(!is_case_pair(0xff09, 0xfe20)); // Tab, ISO_Left_Tab
+    }
 
     #[test]
     fn dom_keys_map_to_keysyms() {
