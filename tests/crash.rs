@@ -15,14 +15,32 @@ async fn proxy() -> FaultProxy {
     FaultProxy::start(&ls).await
 }
 
-fn fast_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let cfg = dir.join("fast.toml");
-    std::fs::write(
-        &cfg,
-        "[s3]\nretry_deadline = 2\nattempt_timeout = 2\n[sessions]\nretry_failed_every = 3600\n",
-    )
-    .unwrap();
+/// Store deadlines short enough for a save to fail within a test; no retries by the sweeper.
+const FAST: &str =
+    "[s3]\nretry_deadline = 2\nattempt_timeout = 2\n[sessions]\nretry_failed_every = 3600\n";
+
+/// A config file `name` in `dir` holding `toml`.
+fn config(dir: &std::path::Path, name: &str, toml: &str) -> std::path::PathBuf {
+    let cfg = dir.join(name);
+    std::fs::write(&cfg, toml).unwrap();
     cfg
+}
+
+fn fast_config(dir: &std::path::Path) -> std::path::PathBuf {
+    config(dir, "fast.toml", FAST)
+}
+
+/// A daemon with `data` on LocalStack under `prefix`, reached through the fault proxy `p`,
+/// with the config file `cfg`.
+fn through(p: &FaultProxy, data: &std::path::Path, prefix: &str, cfg: &std::path::Path) -> Daemon {
+    Daemon::start(
+        data,
+        StoreKind::LocalStack(prefix.to_string()),
+        &[
+            ("AWS_ENDPOINT_URL", &p.endpoint()),
+            ("PV_CONFIG", cfg.to_str().unwrap()),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,16 +48,7 @@ async fn a_failed_save_keeps_the_profile_and_can_be_retried() {
     let p = proxy().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let cfg = fast_config(dir.path());
-    let ep = p.endpoint();
-    let d = Daemon::start(
-        &data,
-        StoreKind::LocalStack(unique("failsave")),
-        &[
-            ("AWS_ENDPOINT_URL", &ep),
-            ("PV_CONFIG", cfg.to_str().unwrap()),
-        ],
-    );
+    let d = through(&p, &data, &unique("failsave"), &fast_config(dir.path()));
     let s = d.create(KEY_T1, json!({"profile": true})).await;
     let id = s["session_id"].as_str().unwrap().to_string();
     p.set_rules(vec![Rule::new(
@@ -125,21 +134,9 @@ async fn assert_save_pending(d: &Daemon, pid: &str) {
 async fn a_failed_save_holds_its_profile_until_its_retry_lands() {
     let p = proxy().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("hold.toml");
-    std::fs::write(
-        &cfg,
-        "[s3]\nretry_deadline = 2\nattempt_timeout = 2\n[sessions]\nretry_failed_every = 3600\nlease_ttl = 6\n",
-    )
-    .unwrap();
-    let (ep, prefix) = (p.endpoint(), unique("hold"));
-    let a = Daemon::start(
-        &dir.path().join("a"),
-        StoreKind::LocalStack(prefix.clone()),
-        &[
-            ("AWS_ENDPOINT_URL", &ep),
-            ("PV_CONFIG", cfg.to_str().unwrap()),
-        ],
-    );
+    let cfg = config(dir.path(), "hold.toml", &format!("{FAST}lease_ttl = 6\n"));
+    let prefix = unique("hold");
+    let a = through(&p, &dir.path().join("a"), &prefix, &cfg);
     let b = Daemon::start(
         &dir.path().join("b"),
         StoreKind::LocalStack(prefix),
@@ -184,22 +181,10 @@ async fn a_failed_save_holds_its_profile_until_its_retry_lands() {
 async fn a_load_waits_a_bounded_time_for_a_held_save() {
     let p = proxy().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("slow.toml");
     // Deadlines far past the test's: only the load's own bound can answer it.
-    std::fs::write(
-        &cfg,
-        "[s3]\nretry_deadline = 600\nattempt_timeout = 600\n[sessions]\nretry_failed_every = 3600\n",
-    )
-    .unwrap();
-    let ep = p.endpoint();
-    let d = Daemon::start(
-        &dir.path().join("data"),
-        StoreKind::LocalStack(unique("heldwait")),
-        &[
-            ("AWS_ENDPOINT_URL", &ep),
-            ("PV_CONFIG", cfg.to_str().unwrap()),
-        ],
-    );
+    let slow = FAST.replace("= 2\n", "= 600\n");
+    let cfg = config(dir.path(), "slow.toml", &slow);
+    let d = through(&p, &dir.path().join("data"), &unique("heldwait"), &cfg);
     let (pid, sid) = continued_profile(&d).await;
     // Refused outright (not retried): the save fails at once and holds the profile.
     p.set_rules(vec![Rule::new(
