@@ -58,7 +58,8 @@ struct State {
     cased: HashSet<u8>,
     per_keycode: u8,
     spare: Vec<u8>,
-    next_spare: usize,
+    /// When each spare was last pressed: it is not remapped sooner than [`REUSE_AFTER`].
+    spare_pressed: HashMap<u8, std::time::Instant>,
     /// keysym -> the spare keycode it was put on (there until that spare is reused).
     remapped: HashMap<u32, u8>,
     /// Shift keys held now.
@@ -72,6 +73,13 @@ struct State {
     /// screen for every viewer).
     resized_at: Option<std::time::Instant>,
 }
+
+/// Spare keycodes kept for characters the map lacks.
+const SPARES: usize = 32;
+/// A spare pressed this recently is not remapped: the browser reads a key's keysym from its
+/// copy of the map when it handles the key, and its copy is the map of when it last read it.
+/// A browser behind on its events would read a press made before a remap with the new map.
+const REUSE_AFTER: Duration = Duration::from_millis(500);
 
 /// How one keysym is typed now.
 #[derive(Clone, Copy)]
@@ -137,9 +145,9 @@ impl Input {
                 cased.insert(kc);
             }
         }
-        // Keep a few spares for remapping (the last ones: least likely to mean anything).
+        // Keep spares for remapping (the last ones: least likely to mean anything).
         spare.reverse();
-        spare.truncate(8);
+        spare.truncate(SPARES);
         Ok(Input(Arc::new(Mutex::new(State {
             conn,
             root,
@@ -149,7 +157,7 @@ impl Input {
             cased,
             per_keycode: per,
             spare,
-            next_spare: 0,
+            spare_pressed: HashMap::new(),
             remapped: HashMap::new(),
             shift: 0,
             held: HashMap::new(),
@@ -338,6 +346,9 @@ impl Input {
                     s.press(st.kc, st.flip)?;
                     s.fake(xproto::KEY_RELEASE_EVENT, st.kc)?;
                 }
+                // The run's keys reach the server now, not with the next run's remapping
+                // (which would change their keysyms before the browser has read them).
+                s.conn.get_input_focus()?.reply()?;
             }
             Ok(())
         })
@@ -464,7 +475,10 @@ impl State {
     /// let go (some held) for the press, and put back as they were after it. The X server
     /// reads the keysym at the press, so it means the keysym asked for at once (a remapped
     /// key means it only once the browser has read the new map).
-    fn press(&self, kc: u8, flip: bool) -> Result<(), Error> {
+    fn press(&mut self, kc: u8, flip: bool) -> Result<(), Error> {
+        if self.spare.contains(&kc) {
+            self.spare_pressed.insert(kc, std::time::Instant::now());
+        }
         let shifts = if flip {
             self.shifts_to_flip()
         } else {
@@ -543,16 +557,21 @@ impl State {
     /// Puts `ks` on a spare keycode (both Shift columns) that is none of `pinned`, and
     /// returns it. The browser sees the new map only after [`State::await_map`].
     fn remap(&mut self, ks: u32, pinned: &[u8]) -> Result<u8, Error> {
-        let n = self.spare.len();
-        let Some(kc) = (0..n)
-            .map(|i| self.spare[(self.next_spare + i) % n])
-            .find(|kc| !pinned.contains(kc))
+        // The spare pressed longest ago (or never).
+        let Some(kc) = self
+            .spare
+            .iter()
+            .copied()
+            .filter(|kc| !pinned.contains(kc))
+            .min_by_key(|kc| self.spare_pressed.get(kc).copied())
         else {
             return Err(Error::Request(
                 "no spare keycode to type this character".into(),
             ));
         };
-        self.next_spare = self.spare.iter().position(|s| *s == kc).unwrap_or(0) + 1;
+        if let Some(at) = self.spare_pressed.get(&kc) {
+            std::thread::sleep(REUSE_AFTER.saturating_sub(at.elapsed()));
+        }
         self.remapped.retain(|_, k| *k != kc);
         self.remapped.insert(ks, kc);
         let syms = vec![ks; usize::from(self.per_keycode.max(1))];
