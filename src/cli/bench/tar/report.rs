@@ -246,16 +246,27 @@ impl Tally {
         if let Some(s) = &r.store_server_cpu {
             out += &format!(
                 "\n  the store's server (pid {}), CPU: during our save {:.2} s (the pipeline's {:.2} s), \
-                 our restore {:.2} s (the pipeline's {:.2} s)",
+                 our restore {:.2} s (the pipeline's {:.2} s)\n  \
+                 the server's CPU as a share of one core: our save {}, the pipeline's {}; our restore {}, the pipeline's {} \
+                 (near 100 %: a server that runs on one core, as LocalStack's Python does, is what bounds it)",
                 s.pid,
                 s.profile_vault.save_seconds,
                 s.tar_pipeline.save_seconds,
                 s.profile_vault.restore_seconds,
                 s.tar_pipeline.restore_seconds,
+                share(s.profile_vault.save_seconds, r.profile_vault.save_seconds),
+                share(s.tar_pipeline.save_seconds, r.tar_pipeline.save_seconds),
+                share(s.profile_vault.restore_seconds, r.profile_vault.restore_seconds),
+                share(s.tar_pipeline.restore_seconds, r.tar_pipeline.restore_seconds),
             );
         }
         out + "\n" + &limits_text(r)
     }
+}
+
+/// `cpu` seconds of CPU in `wall` seconds, as a percentage of one core.
+fn share(cpu: f64, wall: f64) -> String {
+    format!("{:.0} %", 100.0 * cpu / wall.max(1e-9))
 }
 
 /// The machine's limits and the least times from them.
