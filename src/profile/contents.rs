@@ -22,14 +22,17 @@
 //! most their size) in a fresh temporary directory. Cookie values are never selected.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
-use super::untrusted::{fd_path, Tree};
+use super::untrusted::Tree;
+use sqlite::{check_sites, columns, open_sqlite, why};
 #[cfg(test)]
 use storage::{idb_dir_origin, storage_key_origin};
 use storage::{indexed_db, local_storage, service_workers};
+
+mod sqlite;
 
 /// What a profile holds: counts and site names only.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -120,6 +123,7 @@ pub fn read(root: &Path) -> Contents {
         Err((p, e)) => note(p, e),
     }
     c.history_entries = optional(&d, "History", &mut note, |conn| {
+        columns(conn, "urls")?;
         conn.query_row("SELECT count(*) FROM urls", [], |r| r.get::<_, i64>(0))
             .map(|n| n.max(0) as u64)
     });
@@ -154,103 +158,6 @@ pub fn read(root: &Path) -> Contents {
     c
 }
 
-/// A temporary directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// What a connection reads from: the private copy, or the checked file itself.
-enum Held {
-    Copy(#[allow(dead_code)] Scratch),
-    File(#[allow(dead_code)] std::fs::File),
-}
-
-/// Copies the checked file `from` (at most the size it has) to a new private file `to`.
-fn copy_private(from: &mut std::fs::File, to: &Path) -> std::io::Result<()> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let len = from.metadata()?.len();
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(to)?;
-    std::io::copy(&mut from.take(len), &mut out)?;
-    Ok(())
-}
-
-/// Opens the SQLite file `rel` of `d` without touching it. What it returns beside the
-/// connection must outlive it.
-fn open_sqlite(d: &Tree, rel: &Path) -> Result<(Connection, Held), String> {
-    let mut main = d.file(rel).map_err(|e| e.to_string())?;
-    let side = |ext: &str| {
-        let mut s = rel.as_os_str().to_owned();
-        s.push(ext);
-        d.file(Path::new(&s)).ok()
-    };
-    let sides: Vec<(&str, std::fs::File)> = ["-wal", "-journal"]
-        .into_iter()
-        .filter_map(|x| side(x).map(|f| (x, f)))
-        .collect();
-    let dirty = sides
-        .iter()
-        .any(|(_, f)| f.metadata().is_ok_and(|m| m.len() > 0));
-    let (conn, held) = if dirty {
-        let dir = std::env::temp_dir().join(format!(
-            "pv-contents-{}-{:016x}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        create_private_dir(&dir).map_err(|e| format!("temporary copy: {e}"))?;
-        let scratch = Scratch(dir);
-        let copy = scratch.0.join("db");
-        copy_private(&mut main, &copy).map_err(|e| format!("temporary copy: {e}"))?;
-        for (x, mut f) in sides {
-            let mut to = copy.as_os_str().to_owned();
-            to.push(x);
-            copy_private(&mut f, &PathBuf::from(to)).map_err(|e| format!("temporary copy: {e}"))?;
-        }
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        (
-            Connection::open_with_flags(&copy, flags).map_err(|e| e.to_string())?,
-            Held::Copy(scratch),
-        )
-    } else {
-        // Immutable: SQLite reads this file only (no journal, no WAL, no locks), at the
-        // real path of the descriptor checked above (see the module).
-        let mut uri = String::from("file:");
-        for &b in fd_path(&main).as_os_str().as_encoded_bytes() {
-            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-                uri.push(char::from(b));
-            } else {
-                uri.push_str(&format!("%{b:02X}"));
-            }
-        }
-        uri.push_str("?mode=ro&immutable=1");
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_URI
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        (
-            Connection::open_with_flags(&uri, flags).map_err(|e| e.to_string())?,
-            Held::File(main),
-        )
-    };
-    conn.pragma_update(None, "trusted_schema", false)
-        .map_err(|e| e.to_string())?;
-    Ok((conn, held))
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut b = std::fs::DirBuilder::new();
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    b.create(dir)
-}
-
 /// Runs `f` on the database `part` of `d`: None when absent or unreadable (then noted).
 fn optional<T>(
     d: &Tree,
@@ -266,15 +173,9 @@ fn optional<T>(
         }
         Ok(_) => {}
     }
-    let res = open_sqlite(d, Path::new(part))
-        .and_then(|(conn, _held)| f(&conn).map_err(|e| e.to_string()));
+    let res =
+        open_sqlite(d, Path::new(part)).and_then(|(conn, _held)| f(&conn).map_err(|e| why(&e)));
     res.map_err(|e| note(part, e)).ok()
-}
-
-fn columns(conn: &Connection, table: &str) -> rusqlite::Result<BTreeSet<String>> {
-    let mut st = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
-    let names = st.query_map([table], |r| r.get::<_, String>(0))?.collect();
-    names
 }
 
 type CookieMap = BTreeMap<String, CookieCount>;
@@ -308,10 +209,11 @@ fn read_cookies(d: &Tree, rel: &Path) -> Result<(CookieMap, u64), String> {
                 &mut e.session
             }) += 1;
             n11 += u64::from(r.get::<_, bool>(2)?);
+            check_sites(map.len())?;
         }
         Ok((map, n11))
     };
-    run().map_err(|e| e.to_string())
+    run().map_err(|e| why(&e))
 }
 
 fn read_logins(conn: &Connection, sites: &mut BTreeSet<String>) -> rusqlite::Result<u64> {
@@ -331,6 +233,7 @@ fn read_logins(conn: &Connection, sites: &mut BTreeSet<String>) -> rusqlite::Res
         let host = realm_host(&realm);
         if !host.is_empty() {
             sites.insert(host.to_string());
+            check_sites(sites.len())?;
         }
     }
     Ok(n)

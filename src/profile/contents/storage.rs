@@ -170,11 +170,19 @@ pub(super) fn indexed_db(d: &Tree, note: &mut dyn FnMut(&str, String)) -> Vec<St
         return out.into_iter().collect();
     }
     let keys = optional(d, "WebStorage/QuotaManager", note, |conn| {
-        let mut st = conn.prepare("SELECT id, storage_key FROM buckets")?;
-        let rows = st.query_map([], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get_ref(1)?.as_bytes()?.to_vec()))
-        })?;
-        rows.collect::<rusqlite::Result<BTreeMap<_, _>>>()
+        // Only the buckets there are directories of, each key at most a URL's length.
+        super::sqlite::columns(conn, "buckets")?;
+        let mut st = conn.prepare(
+            "SELECT storage_key FROM buckets WHERE id = ?1 AND length(storage_key) <= 4096",
+        )?;
+        let mut keys = BTreeMap::new();
+        for &b in &buckets {
+            let mut rows = st.query([b as i64])?;
+            if let Some(r) = rows.next()? {
+                keys.insert(b as i64, r.get_ref(0)?.as_bytes()?.to_vec());
+            }
+        }
+        Ok(keys)
     });
     for b in buckets {
         let part = format!("WebStorage/{b}/IndexedDB");

@@ -3,6 +3,7 @@
 
 use super::*;
 use rusqlite::params;
+use std::path::PathBuf;
 
 mod storage;
 
@@ -306,4 +307,99 @@ fn links_and_fifos_planted_by_the_browser_are_not_followed() {
     assert_eq!(c.history_entries, None);
     assert!(c.cookies.is_empty());
     assert_eq!(c.unreadable.len(), 1, "{:?}", c.unreadable);
+}
+
+/// An endless query: what a view over a recursive query runs.
+const ENDLESS: &str = "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r)";
+
+#[test]
+fn views_and_virtual_tables_the_browser_planted_are_not_read() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("Default");
+    sqlite(
+        &d.join("Network/Cookies"),
+        &format!("CREATE VIEW cookies AS {ENDLESS} SELECT 'h' || x AS host_key, 1 AS is_persistent, X'' AS encrypted_value FROM r;"),
+    );
+    sqlite(
+        &d.join("History"),
+        &format!("CREATE VIEW urls AS {ENDLESS} SELECT x AS id FROM r;"),
+    );
+    sqlite(
+        &d.join("Login Data"),
+        &format!("CREATE VIEW logins AS {ENDLESS} SELECT 'https://h' || x || '/' AS signon_realm FROM r;"),
+    );
+    sqlite(
+        &d.join("Login Data For Account"),
+        "CREATE VIRTUAL TABLE logins USING rtree(id, a, b);",
+    );
+    std::fs::create_dir_all(d.join("WebStorage/1/IndexedDB")).unwrap();
+    write(&d.join("WebStorage/1/IndexedDB/x"), b"x");
+    sqlite(
+        &d.join("WebStorage/QuotaManager"),
+        &format!(
+            "CREATE VIEW buckets AS {ENDLESS} SELECT 1 AS id, 'https://a/' AS storage_key FROM r;"
+        ),
+    );
+    // Without the checks, this never returns (and the cookie and login maps grow until the
+    // memory is gone); a thread and a generous wait make that a failure, not a hang.
+    let root = t.path().to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(read(&root)).unwrap());
+    let c = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("reading the planted profile ended");
+    assert_eq!(
+        c.unreadable,
+        s(&[
+            "Default/History: urls is a view, not a table",
+            "Default/Login Data For Account: logins is a virtual table",
+            "Default/Login Data: logins is a view, not a table",
+            "Default/Network/Cookies: cookies is a view, not a table",
+            "Default/WebStorage/1/IndexedDB: bucket not in QuotaManager",
+            "Default/WebStorage/QuotaManager: buckets is a view, not a table",
+        ])
+    );
+    assert!(c.cookies.is_empty() && c.login_sites.is_empty());
+    assert_eq!((c.history_entries, c.saved_logins), (None, None));
+}
+
+#[test]
+fn a_statement_that_runs_past_its_budget_is_interrupted() {
+    let mut c = Connection::open_in_memory().unwrap();
+    sqlite::limit_time(&mut c, std::time::Duration::from_millis(200)).unwrap();
+    let e = c
+        .query_row(&format!("{ENDLESS} SELECT count(*) FROM r"), [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap_err();
+    assert_eq!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::OperationInterrupted),
+        "{e}"
+    );
+    assert_eq!(sqlite::why(&e), "reading it took more than 5 s");
+}
+
+#[test]
+fn a_database_naming_too_many_sites_is_noted_not_gathered() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("Default");
+    let c = sqlite(&d.join("Network/Cookies"), COOKIES);
+    c.execute(
+        &format!(
+            "INSERT INTO cookies {ENDLESS} SELECT 'h' || x || '.test', 'n', '', X'', 1, 1 FROM r LIMIT ?1"
+        ),
+        [sqlite::MAX_SITES as i64 + 1],
+    )
+    .unwrap();
+    drop(c);
+    let got = read(t.path());
+    assert_eq!(
+        got.unreadable,
+        s(&[&format!(
+            "Default/Network/Cookies: more than {} sites",
+            sqlite::MAX_SITES
+        )])
+    );
+    assert!(got.cookies.is_empty());
 }
