@@ -247,3 +247,62 @@ async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
     d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap())
         .await;
 }
+
+/// The display's keyframes made so far (`/metrics`).
+async fn keyframes_made(d: &Daemon) -> u64 {
+    let (_, m) = http_raw(&d.addr, "GET", "/metrics", None, None).await;
+    m.lines()
+        .find_map(|l| l.strip_prefix("pv_live_pictures_total{kind=\"keyframe\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no keyframe count in {m}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_resuming_its_picture_in_a_loop_does_not_make_the_capture_encode_each_time() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let OnPage {
+        dir: _dir,
+        d,
+        s,
+        cdp,
+    } = on_page("select", None).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
+        .await
+        .unwrap();
+    let pictures = async |ws: &mut tokio_tungstenite::WebSocketStream<_>, n: usize| {
+        let mut got = 0;
+        while got < n {
+            match tokio::time::timeout(Duration::from_secs(60), ws.next()).await {
+                Ok(Some(Ok(Message::Binary(b)))) if b.first() == Some(&1) => got += 1,
+                Ok(Some(Ok(_))) => {}
+                other => panic!("{got} of {n} pictures, then {other:?}"),
+            }
+        }
+    };
+    // The picture the viewer joins with.
+    pictures(&mut ws, 1).await;
+    let before = keyframes_made(&d).await;
+    // Any viewer may pause its picture (one without a role too): 60 pauses and resumes at once, each resume
+    // answered with the picture as it is now.
+    let flaps: Vec<Value> = (0..60)
+        .flat_map(|_| {
+            [
+                json!({"t": "video_paused", "paused": true}),
+                json!({"t": "video_paused", "paused": false}),
+            ]
+        })
+        .collect();
+    say(&mut ws, &flaps).await;
+    pictures(&mut ws, 60).await;
+    // The page does not change: the capture sends its last keyframe again (one a resume
+    // made each, before).
+    let made = keyframes_made(&d).await - before;
+    assert!(
+        made <= 5,
+        "{made} keyframes for 60 resumes of an unchanged screen"
+    );
+    cdp.close().await;
+    d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap())
+        .await;
+}

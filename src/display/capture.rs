@@ -2,7 +2,9 @@
 //! it what changed; it reads those rectangles (aligned to JPEG's 16-pixel blocks, so tiles
 //! meet without seams), encodes each as a JPEG [`Tile`] and broadcasts it to every viewer of
 //! the session. Tiles are numbered; a viewer that joins or lags asks for a keyframe (the
-//! whole screen) and drops any tile numbered before it.
+//! whole screen) and drops any tile numbered before it. Keyframes are paced: one made for
+//! every viewer waiting, at most one each [`KEYFRAME_GAP`], and the last one sent again while
+//! nothing changed.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -22,6 +24,12 @@ use x11rb::protocol::xproto::{
 use x11rb::protocol::Event;
 
 use super::Error;
+
+/// Keyframes asked for (a viewer joining, resuming its picture, or behind) are made at most
+/// once in this time, for every viewer waiting then; asked for again with nothing changed
+/// on the screen, the last one is sent again. (A viewer that pauses and resumes its picture
+/// in a loop would otherwise have the capture encode the whole screen for each resume.)
+const KEYFRAME_GAP: Duration = Duration::from_millis(250);
 
 /// A rectangle of the screen as a JPEG, placed at (`x`, `y`).
 #[derive(Debug)]
@@ -157,6 +165,9 @@ impl Capture {
             viewers: viewers.clone(),
             seq: 0,
             shadow: Vec::new(),
+            waiting: Vec::new(),
+            last_key: None,
+            changed_since_key: true,
         };
         std::thread::Builder::new()
             .name("pv-display".into())
@@ -231,6 +242,12 @@ struct Worker {
     seq: u64,
     /// What the viewers were sent, pixel for pixel (BGRX), to send only what differs.
     shadow: Vec<u8>,
+    /// Viewers waiting for a keyframe, served together.
+    waiting: Vec<oneshot::Sender<Arc<Tile>>>,
+    /// The last keyframe made, and when.
+    last_key: Option<(Arc<Tile>, Instant)>,
+    /// Whether the screen may have changed since `last_key` was made.
+    changed_since_key: bool,
 }
 
 impl Worker {
@@ -242,14 +259,12 @@ impl Worker {
             dirty |= self.drain_events()?;
             loop {
                 match rx.try_recv() {
-                    Ok(Command::Keyframe(tx)) => {
-                        let t = self.keyframe()?;
-                        let _ = tx.send(t);
-                    }
+                    Ok(Command::Keyframe(tx)) => self.waiting.push(tx),
                     Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => return Ok(()),
                     Err(mpsc::TryRecvError::Empty) => break,
                 }
             }
+            let key_due = self.serve_keyframes()?;
             if dirty && Instant::now() >= due {
                 // Captures keep to a schedule (not "a period after the last one ended"), so
                 // their own work and the wake-up jitter do not slow the rate.
@@ -260,15 +275,17 @@ impl Worker {
             // Waiting for a reply reads whatever else the socket holds: events queued then
             // are in the connection's buffer, not on the socket. Take them before sleeping.
             dirty |= self.drain_events()?;
-            let timeout = if dirty {
-                // Round up: waking early only to sleep again costs a loop.
-                let left = due
-                    .saturating_duration_since(Instant::now())
-                    .as_micros()
-                    .div_ceil(1000);
-                i32::try_from(left).unwrap_or(0).max(1)
-            } else {
-                -1
+            let timeout = match (dirty.then_some(due), key_due) {
+                (None, None) => -1,
+                (a, b) => {
+                    let next = a.into_iter().chain(b).min().unwrap_or(due);
+                    // Round up: waking early only to sleep again costs a loop.
+                    let left = next
+                        .saturating_duration_since(Instant::now())
+                        .as_micros()
+                        .div_ceil(1000);
+                    i32::try_from(left).unwrap_or(0).max(1)
+                }
             };
             wait(self.conn.stream().as_raw_fd(), wake.as_raw_fd(), timeout);
             let mut buf = [0u8; 64];
@@ -291,6 +308,7 @@ impl Worker {
             }
         }
         self.conn.stream().drained();
+        self.changed_since_key |= changed || resized.is_some();
         if let Some(size) = resized {
             self.resized(size)?;
         }
@@ -354,6 +372,26 @@ impl Worker {
         Ok(())
     }
 
+    /// Sends the viewers waiting for a keyframe the last one, when nothing changed since it
+    /// was made, or a new one, unless one was made less than [`KEYFRAME_GAP`] ago: then
+    /// when to come back.
+    fn serve_keyframes(&mut self) -> Result<Option<Instant>, Error> {
+        if self.waiting.is_empty() {
+            return Ok(None);
+        }
+        let key = match &self.last_key {
+            Some((k, _)) if !self.changed_since_key && k.screen == self.size => k.clone(),
+            Some((_, at)) if at.elapsed() < KEYFRAME_GAP => return Ok(Some(*at + KEYFRAME_GAP)),
+            _ => self.keyframe()?,
+        };
+        for tx in self.waiting.drain(..) {
+            // A viewer that left meanwhile dropped its end.
+            let _ = tx.send(key.clone());
+        }
+        Ok(None)
+    }
+
+    /// The whole screen now (kept as the last keyframe).
     fn keyframe(&mut self) -> Result<Arc<Tile>, Error> {
         let whole = Rectangle {
             x: 0,
@@ -366,7 +404,10 @@ impl Worker {
             Err(_) if self.refresh_size()? => return self.keyframe(),
             Err(e) => return Err(e),
         };
-        self.tile(&img, whole, whole, true)
+        let k = self.tile(&img, whole, whole, true)?;
+        self.last_key = Some((k.clone(), Instant::now()));
+        self.changed_since_key = false;
+        Ok(k)
     }
 
     /// The pixels of `r` (BGRX rows).
@@ -457,51 +498,6 @@ fn plausible((w, h): (u16, u16)) -> bool {
     w > 0 && h > 0 && w <= max.0 && h <= max.1
 }
 
-/// The part of `r` (whose pixels are `img`) that differs from the shadow (what the
-/// viewers have, `size` big), aligned to 16 pixels; the shadow takes the new pixels.
-fn changed(shadow: &mut Vec<u8>, size: (u16, u16), img: &[u8], r: Rectangle) -> Option<Rectangle> {
-    let (sw, sh) = (usize::from(size.0), usize::from(size.1));
-    if shadow.len() != sw * sh * 4 {
-        *shadow = vec![0; sw * sh * 4];
-    }
-    let (rx, ry) = (r.x.max(0) as usize, r.y.max(0) as usize);
-    let (rw, rh) = (usize::from(r.width), usize::from(r.height));
-    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
-    for row in 0..rh {
-        let new = &img[row * rw * 4..(row + 1) * rw * 4];
-        let at = ((ry + row) * sw + rx) * 4;
-        let old = &mut shadow[at..at + rw * 4];
-        if new == old {
-            continue;
-        }
-        let first = new
-            .chunks_exact(4)
-            .zip(old.chunks_exact(4))
-            .position(|(a, b)| a != b);
-        let last = new
-            .chunks_exact(4)
-            .zip(old.chunks_exact(4))
-            .rposition(|(a, b)| a != b);
-        if let (Some(f), Some(l)) = (first, last) {
-            (x0, x1) = (x0.min(f), x1.max(l + 1));
-            (y0, y1) = (y0.min(row), y1.max(row + 1));
-        }
-        old.copy_from_slice(new);
-    }
-    if x0 == usize::MAX {
-        return None;
-    }
-    // Align within the (already aligned) rectangle.
-    let (x0, y0) = (x0 & !15, y0 & !15);
-    let (x1, y1) = (((x1 + 15) & !15).min(rw), ((y1 + 15) & !15).min(rh));
-    Some(Rectangle {
-        x: (rx + x0) as i16,
-        y: (ry + y0) as i16,
-        width: (x1 - x0) as u16,
-        height: (y1 - y0) as u16,
-    })
-}
-
 /// Blocks until the X socket or the wake socket is readable, or `timeout_ms` passed (-1:
 /// no timeout).
 #[allow(unsafe_code)]
@@ -524,51 +520,9 @@ fn wait(x: i32, wake: i32, timeout_ms: i32) {
     }
 }
 
-/// The rectangles to send for what changed: each aligned outward to 16 pixels and clamped
-/// to the screen; many small ones become their bounding box (one JPEG costs less than many).
-pub fn merge(rects: &[Rectangle], size: (u16, u16)) -> Vec<Rectangle> {
-    let align = |r: &Rectangle| -> Option<Rectangle> {
-        let x0 = i32::from(r.x).max(0) & !15;
-        let y0 = i32::from(r.y).max(0) & !15;
-        let x1 = ((i32::from(r.x) + i32::from(r.width) + 15) & !15).min(i32::from(size.0));
-        let y1 = ((i32::from(r.y) + i32::from(r.height) + 15) & !15).min(i32::from(size.1));
-        (x1 > x0 && y1 > y0).then(|| Rectangle {
-            x: x0 as i16,
-            y: y0 as i16,
-            width: (x1 - x0) as u16,
-            height: (y1 - y0) as u16,
-        })
-    };
-    let aligned: Vec<Rectangle> = rects.iter().filter_map(align).collect();
-    if aligned.len() <= 1 {
-        return aligned;
-    }
-    let area = |r: &Rectangle| u64::from(r.width) * u64::from(r.height);
-    let bx0 = aligned.iter().map(|r| r.x).min().unwrap_or(0);
-    let by0 = aligned.iter().map(|r| r.y).min().unwrap_or(0);
-    let bx1 = aligned
-        .iter()
-        .map(|r| i32::from(r.x) + i32::from(r.width))
-        .max()
-        .unwrap_or(0);
-    let by1 = aligned
-        .iter()
-        .map(|r| i32::from(r.y) + i32::from(r.height))
-        .max()
-        .unwrap_or(0);
-    let bbox = Rectangle {
-        x: bx0,
-        y: by0,
-        width: (bx1 - i32::from(bx0)) as u16,
-        height: (by1 - i32::from(by0)) as u16,
-    };
-    let sum: u64 = aligned.iter().map(area).sum();
-    if aligned.len() > 8 || sum * 2 > area(&bbox) {
-        vec![bbox]
-    } else {
-        aligned
-    }
-}
+mod rects;
+use rects::changed;
+pub use rects::merge;
 
 #[cfg(test)]
 mod tests;
