@@ -306,3 +306,83 @@ async fn a_viewer_resuming_its_picture_in_a_loop_does_not_make_the_capture_encod
     d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap())
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_paste_lets_others_type_and_stops_when_its_sender_is_removed() {
+    let OnPage {
+        dir: _dir,
+        d,
+        s,
+        mut cdp,
+    } = on_page("text", Some(&["control"])).await;
+    let id = s["session_id"].as_str().unwrap();
+    let (x, y, w, h) = on_screen(&mut cdp, "#t").await;
+    let (mut a, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
+        .await
+        .unwrap();
+    let a_id = message(&mut a, "hello").await["user_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let minted = mint_viewer(&d, &s, &["control"]).await;
+    let b_socket = format!(
+        "ws://{}/v0/vm/{id}/embed/socket?token={}",
+        d.addr,
+        query_token(minted["embed_url"].as_str().unwrap())
+    );
+    let (mut b, _) = tokio_tungstenite::connect_async(b_socket).await.unwrap();
+    click_middle(&mut a, (x, y, w, h)).await;
+    page_until(
+        &mut cdp,
+        "document.activeElement.id",
+        json!("t"),
+        "the field has focus",
+    )
+    .await;
+    // 400 characters the keyboard map lacks, all different: typed in runs of as many as
+    // there are spare keys, each run waiting for the browser (seconds in all).
+    let paste: String = (0x4E00..0x4E00 + 400).filter_map(char::from_u32).collect();
+    say(&mut a, &[json!({"t": "paste", "text": paste})]).await;
+    let typed = "[...document.querySelector('#t').value]";
+    page_until(
+        &mut cdp,
+        &format!("{typed}.length >= 32"),
+        json!(true),
+        "the paste's first run",
+    )
+    .await;
+    // The other person's key goes in between two runs of the paste, not after all of it.
+    say(
+        &mut b,
+        &[key("keyDown", "z", "KeyZ", 0), key("keyUp", "z", "KeyZ", 0)],
+    )
+    .await;
+    page_until(
+        &mut cdp,
+        &format!("(v => v.includes('z') && v[v.length - 1] !== 'z')({typed})"),
+        json!(true),
+        "the other person's key, then more of the paste",
+    )
+    .await;
+    // Its sender is removed: the rest of the paste is dropped.
+    let (st, v) = d
+        .call(
+            "DELETE",
+            &format!("/v0/vm/{id}/embed/users/{a_id}"),
+            Some(s["admin_token"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let then = cdp.eval(&format!("{typed}.length")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now = cdp.eval(&format!("{typed}.length")).await;
+    assert_eq!(then, now, "the paste went on after its sender was removed");
+    assert!(
+        now.as_u64().unwrap() < 401,
+        "all of the paste went in: {now}"
+    );
+    cdp.close().await;
+    d.end_and_wait(KEY_T1, id).await;
+}

@@ -19,6 +19,9 @@ use x11rb::protocol::Event;
 
 use super::{keys, Error};
 
+mod typing;
+use typing::SPARES;
+
 /// A mouse button as the live view names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Button {
@@ -72,23 +75,6 @@ struct State {
     /// When the latest change of the screen's size is (or was) made (changes are spaced: each one re-encodes the whole
     /// screen for every viewer).
     resized_at: Option<std::time::Instant>,
-}
-
-/// Spare keycodes kept for characters the map lacks.
-const SPARES: usize = 32;
-/// A spare pressed this recently is not remapped: the browser reads a key's keysym from its
-/// copy of the map when it handles the key, and its copy is the map of when it last read it.
-/// A browser behind on its events would read a press made before a remap with the new map.
-const REUSE_AFTER: Duration = Duration::from_millis(500);
-
-/// How one keysym is typed now.
-#[derive(Clone, Copy)]
-struct Stroke {
-    kc: u8,
-    /// Shift flipped for the press.
-    flip: bool,
-    /// Put on a spare keycode just now (the browser must read the new map first).
-    remapped: bool,
 }
 
 /// Input into one display (its own X connection).
@@ -320,39 +306,25 @@ impl Input {
         .await
     }
 
-    /// Types `text` (committed IME text, a paste): every character exactly.
+    /// Types `text` (committed IME text, a paste): every character exactly, in runs (see
+    /// [`State::type_run`]). The display's input is free between two runs (other viewers'
+    /// input goes in between), and before each run `go_on` says whether its sender may still
+    /// type: false (removed, control taken away or preempted) drops the rest. Whether all of
+    /// it was typed.
     ///
     /// # Errors
     /// The display is gone.
-    pub async fn text(&self, text: String) -> Result<(), Error> {
-        self.with(move |s| {
-            // In runs of at most as many characters as there are spare keycodes no held key
-            // is on: every character the map lacks is put on a spare of its own, the browser
-            // is given one moment to read the new map, then the run is typed.
-            let held: Vec<u8> = s.held.values().copied().collect();
-            let free = s.spare.iter().filter(|kc| !held.contains(kc)).count();
-            let all: Vec<u32> = text.chars().map(keys::char_keysym).collect();
-            for run in all.chunks(free.max(1)) {
-                let mut strokes: Vec<Stroke> = Vec::with_capacity(run.len());
-                for ks in run {
-                    let mut pinned = held.clone();
-                    pinned.extend(strokes.iter().map(|st| st.kc));
-                    strokes.push(s.stroke(*ks, &pinned)?);
-                }
-                if strokes.iter().any(|st| st.remapped) {
-                    s.await_map()?;
-                }
-                for st in strokes {
-                    s.press(st.kc, st.flip)?;
-                    s.fake(xproto::KEY_RELEASE_EVENT, st.kc)?;
-                }
-                // The run's keys reach the server now, not with the next run's remapping
-                // (which would change their keysyms before the browser has read them).
-                s.conn.get_input_focus()?.reply()?;
+    pub async fn text(&self, text: String, go_on: impl Fn() -> bool) -> Result<bool, Error> {
+        let all: Arc<[u32]> = text.chars().map(keys::char_keysym).collect();
+        let mut at = 0;
+        while at < all.len() {
+            if !go_on() {
+                return Ok(false);
             }
-            Ok(())
-        })
-        .await
+            let all = all.clone();
+            at = self.with(move |s| s.type_run(&all, at)).await?;
+        }
+        Ok(true)
     }
 
     /// The text on the display's clipboard (what Chromium copied), if any: at most 1 MiB.
@@ -410,95 +382,6 @@ impl State {
         Ok(())
     }
 
-    /// How `ks` is typed now; a spare it is put on is none of `pinned` (keycodes held or
-    /// about to be pressed).
-    fn stroke(&mut self, ks: u32, pinned: &[u8]) -> Result<Stroke, Error> {
-        let plain = |kc| Stroke {
-            kc,
-            flip: false,
-            remapped: false,
-        };
-        if let Some((kc, col)) = self.map.get(&ks).copied() {
-            // A modifier, or a key named by a function keysym (Tab, Enter, arrows, F-keys),
-            // is the same key whatever Shift does (Shift+Tab is Tab with Shift held).
-            if keys::is_modifier(ks) || (0xff00..0x0100_0000).contains(&ks) {
-                return Ok(plain(kc));
-            }
-            // The column the key gives now: Shift held, turned again by Caps Lock on a letter.
-            let lock = self.cased.contains(&kc) && self.lock_on()?;
-            let shifted = (self.shift > 0) != lock;
-            if (col == 1) == shifted || (col == 0 && self.one_level.contains(&kc)) {
-                return Ok(plain(kc));
-            }
-            if !self.shifts_to_flip().is_empty() {
-                return Ok(Stroke {
-                    flip: true,
-                    ..plain(kc)
-                });
-            }
-        }
-        Ok(match self.remapped.get(&ks) {
-            Some(&kc) => plain(kc),
-            None => Stroke {
-                remapped: true,
-                ..plain(self.remap(ks, pinned)?)
-            },
-        })
-    }
-
-    /// Whether Caps Lock is on on the display.
-    fn lock_on(&self) -> Result<bool, Error> {
-        let mask = self.conn.query_pointer(self.root)?.reply()?.mask;
-        Ok(mask.contains(xproto::KeyButMask::LOCK))
-    }
-
-    /// The Shift keycodes a flip of Shift presses (none held: one) or lets go (those held).
-    fn shifts_to_flip(&self) -> Vec<u8> {
-        let shift_keys = self
-            .map
-            .iter()
-            .filter(|(ks, _)| keys::is_shift(**ks))
-            .map(|(_, (kc, _))| *kc);
-        let mut kcs: Vec<u8> = if self.shift == 0 {
-            shift_keys.take(1).collect()
-        } else {
-            shift_keys
-                .filter(|kc| self.held.values().any(|h| h == kc))
-                .collect()
-        };
-        kcs.sort_unstable();
-        kcs.dedup();
-        kcs
-    }
-
-    /// Presses `kc`; with `flip`, Shift is pressed (none held) or the held Shift keys are
-    /// let go (some held) for the press, and put back as they were after it. The X server
-    /// reads the keysym at the press, so it means the keysym asked for at once (a remapped
-    /// key means it only once the browser has read the new map).
-    fn press(&mut self, kc: u8, flip: bool) -> Result<(), Error> {
-        if self.spare.contains(&kc) {
-            self.spare_pressed.insert(kc, std::time::Instant::now());
-        }
-        let shifts = if flip {
-            self.shifts_to_flip()
-        } else {
-            Vec::new()
-        };
-        let (around, back) = if self.shift == 0 {
-            (xproto::KEY_PRESS_EVENT, xproto::KEY_RELEASE_EVENT)
-        } else {
-            (xproto::KEY_RELEASE_EVENT, xproto::KEY_PRESS_EVENT)
-        };
-        for sk in &shifts {
-            self.fake(around, *sk)?;
-        }
-        self.fake(xproto::KEY_PRESS_EVENT, kc)?;
-        for sk in &shifts {
-            self.fake(back, *sk)?;
-        }
-        Ok(())
-    }
-
     fn read_clipboard(&mut self) -> Result<Option<String>, Error> {
         let (win, [clipboard, utf8, prop]) = match self.clip {
             Some(c) => c,
@@ -552,40 +435,5 @@ impl State {
             return Ok(None);
         }
         Ok(Some(String::from_utf8_lossy(&r.value).into_owned()))
-    }
-
-    /// Puts `ks` on a spare keycode (both Shift columns) that is none of `pinned`, and
-    /// returns it. The browser sees the new map only after [`State::await_map`].
-    fn remap(&mut self, ks: u32, pinned: &[u8]) -> Result<u8, Error> {
-        // The spare pressed longest ago (or never).
-        let Some(kc) = self
-            .spare
-            .iter()
-            .copied()
-            .filter(|kc| !pinned.contains(kc))
-            .min_by_key(|kc| self.spare_pressed.get(kc).copied())
-        else {
-            return Err(Error::Request(
-                "no spare keycode to type this character".into(),
-            ));
-        };
-        if let Some(at) = self.spare_pressed.get(&kc) {
-            std::thread::sleep(REUSE_AFTER.saturating_sub(at.elapsed()));
-        }
-        self.remapped.retain(|_, k| *k != kc);
-        self.remapped.insert(ks, kc);
-        let syms = vec![ks; usize::from(self.per_keycode.max(1))];
-        self.conn
-            .change_keyboard_mapping(1, kc, self.per_keycode.max(1), &syms)?;
-        Ok(kc)
-    }
-
-    /// Gives the browser a moment to read the map changed by [`State::remap`]: a round trip
-    /// (the server has made the change and sent its MappingNotify), then a wait for the
-    /// browser to read it. A key pressed sooner means what the keycode meant before.
-    fn await_map(&self) -> Result<(), Error> {
-        self.conn.get_input_focus()?.reply()?;
-        std::thread::sleep(Duration::from_millis(50));
-        Ok(())
     }
 }

@@ -322,6 +322,7 @@ impl Live {
             notices: tx,
             token: hash(token),
             removed: tokio::sync::Notify::new(),
+            kicked: false.into(),
             composing: std::sync::atomic::AtomicBool::new(false),
             resume: new_token(),
         });
@@ -459,6 +460,7 @@ impl Live {
             .lock()
             .expect("tokens")
             .retain(|t| !bool::from(t.hash.ct_eq(&u.token)));
+        u.kicked.store(true, std::sync::atomic::Ordering::SeqCst);
         u.removed.notify_one();
         self.forget(&u);
         true

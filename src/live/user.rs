@@ -52,6 +52,8 @@ pub struct User {
     pub(super) token: [u8; 32],
     /// Fired (never lost, unlike notices) when it is removed: its socket closes.
     pub(super) removed: tokio::sync::Notify,
+    /// Set when it is removed (what it had begun stops at the next step).
+    pub(super) kicked: std::sync::atomic::AtomicBool,
     /// An IME composition of this user is showing in the page (its result commits it).
     pub composing: std::sync::atomic::AtomicBool,
     /// The secret its viewer presents to come back as this user after a reconnect (sent in
@@ -86,6 +88,10 @@ impl User {
     /// Whether input is accepted at all (role and permission; preemption aside).
     pub fn may_control(&self) -> bool {
         self.has(Role::Control) && !self.permissions().control_disabled
+    }
+    /// Whether the user was removed.
+    pub fn is_removed(&self) -> bool {
+        self.kicked.load(std::sync::atomic::Ordering::SeqCst)
     }
     /// Resolves once the user was removed (`DELETE <base_url>/users/{id}`).
     pub async fn removed(&self) {

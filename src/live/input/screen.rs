@@ -47,11 +47,14 @@ pub(super) async fn handle(
                     .map(|_| Outcome::Done)
                     .map_err(Fault::Browser)
             } else {
-                d.input
-                    .text(text.clone())
-                    .await
-                    .map(|()| Outcome::Done)
-                    .map_err(browser)
+                // Checked again before each run of it: a long paste stops once its sender
+                // is removed or no longer in control.
+                let go_on = || !user.is_removed() && live.accept_input(user);
+                match d.input.text(text.clone(), go_on).await {
+                    Ok(true) => Ok(Outcome::Done),
+                    Ok(false) => Ok(Outcome::Dropped),
+                    Err(e) => Err(browser(e)),
+                }
             }
         }
         Message::Resize { width, height } => resize(d, live, *width, *height).await,
