@@ -138,6 +138,24 @@ fn key(ty: &str, key: &str, code: &str, mods: u32) -> Value {
     json!({"t": "key", "type": ty, "key": key, "code": code, "modifiers": mods})
 }
 
+/// Clicks the middle of the page's field `#t` (at `at`) through `ws`; returns once it has focus.
+async fn focus_field(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    cdp: &mut Cdp,
+    at: (f64, f64, f64, f64),
+) {
+    click_middle(ws, at).await;
+    page_until(
+        cdp,
+        "document.activeElement.id",
+        json!("t"),
+        "the field has focus",
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
     let OnPage {
@@ -150,14 +168,7 @@ async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
     let (mut ws, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
         .await
         .unwrap();
-    click_middle(&mut ws, (x, y, w, h)).await;
-    page_until(
-        &mut cdp,
-        "document.activeElement.id",
-        json!("t"),
-        "the field has focus",
-    )
-    .await;
+    focus_field(&mut ws, &mut cdp, (x, y, w, h)).await;
     cdp.eval("window.keys_ = []; t.addEventListener('keydown', (e) => keys_.push(e.key + (e.shiftKey ? '+Shift' : ''))); 1")
         .await;
     // Keys (with Shift), then committed text in scripts the keyboard map lacks. A key whose
@@ -331,14 +342,7 @@ async fn a_long_paste_lets_others_type_and_stops_when_its_sender_is_removed() {
         query_token(minted["embed_url"].as_str().unwrap())
     );
     let (mut b, _) = tokio_tungstenite::connect_async(b_socket).await.unwrap();
-    click_middle(&mut a, (x, y, w, h)).await;
-    page_until(
-        &mut cdp,
-        "document.activeElement.id",
-        json!("t"),
-        "the field has focus",
-    )
-    .await;
+    focus_field(&mut a, &mut cdp, (x, y, w, h)).await;
     // 400 characters the keyboard map lacks, all different: typed in runs of as many as
     // there are spare keys, each run waiting for the browser (seconds in all).
     let paste: String = (0x4E00..0x4E00 + 400).filter_map(char::from_u32).collect();
