@@ -150,9 +150,11 @@ pub fn read(root: &Path) -> Contents {
             None
         }
     };
-    c.local_storage = local_storage(&d, &mut note);
-    c.service_workers = service_workers(&d, &mut note);
-    c.indexed_db = indexed_db(&d, &mut note);
+    // One budget for every LevelDB database of the profile (there may be thousands).
+    let budget = super::leveldb::Budget::new();
+    c.local_storage = local_storage(&d, &budget, &mut note);
+    c.service_workers = service_workers(&d, &budget, &mut note);
+    c.indexed_db = indexed_db(&d, &budget, &mut note);
     unreadable.sort();
     c.unreadable = unreadable;
     c

@@ -6,14 +6,21 @@
 //! sequence first, so the answer says which keys are live and which were deleted. Values
 //! are skipped, never kept. The files come from users' browsers: every length is checked,
 //! sizes are capped, checksums are verified, and nothing panics; damage is reported as
-//! problems (file name and why) while whatever is intact is still used.
+//! problems (file name and why) while whatever is intact is still used. What one report
+//! reads in all, over every database it opens, is bounded by a [`Budget`]: bytes read and
+//! decompressed, and time.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::untrusted::Tree;
+
+mod table;
+use table::read_table;
 
 /// Size of a log block.
 pub(crate) const LOG_BLOCK: usize = 32 * 1024;
@@ -26,6 +33,60 @@ const MAX_BLOCK: usize = 16 << 20;
 const MAX_KEYS: usize = 1_000_000;
 const MAX_KEY_BYTES: usize = 128 << 20;
 const MAX_TABLE_BYTES_READ: u64 = 2 << 30;
+/// A MANIFEST larger than this is not read (Chromium's are kilobytes).
+const MAX_MANIFEST: u64 = 16 << 20;
+/// Bytes one [`Budget`] lets its reads take off disk and out of snappy, in all.
+const BUDGET_BYTES: u64 = 4 << 30;
+/// Time one [`Budget`] lets its reads take, in all.
+const BUDGET_TIME: Duration = Duration::from_secs(30);
+
+/// What the reads of one report may spend in all, over every database: bytes read and
+/// decompressed ([`BUDGET_BYTES`]) and time ([`BUDGET_TIME`]). Spent, every read after
+/// fails with a cap.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    bytes: u64,
+    time: Duration,
+    until: Instant,
+    bytes_left: Cell<u64>,
+}
+
+impl Budget {
+    /// A budget starting now.
+    pub(crate) fn new() -> Budget {
+        Budget::with(BUDGET_BYTES, BUDGET_TIME)
+    }
+
+    /// A budget of `bytes` and `time`, starting now.
+    pub(crate) fn with(bytes: u64, time: Duration) -> Budget {
+        Budget {
+            bytes,
+            time,
+            until: Instant::now() + time,
+            bytes_left: Cell::new(bytes),
+        }
+    }
+
+    /// Takes `n` bytes off the budget.
+    fn spend(&self, n: u64) -> Result<(), Fatal> {
+        let left = self.bytes_left.get();
+        if n > left {
+            self.bytes_left.set(0);
+            return Err(Fatal::Cap(format!(
+                "over the {} bytes a report may read",
+                self.bytes
+            )));
+        }
+        self.bytes_left.set(left - n);
+        if Instant::now() >= self.until {
+            return Err(Fatal::Cap(format!(
+                "over the {:?} a report may take",
+                self.time
+            )));
+        }
+        Ok(())
+    }
+}
 
 /// What a caller wants done with a user key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +110,7 @@ pub(crate) struct Keys {
 
 struct Acc<'a> {
     keep: &'a dyn Fn(&[u8]) -> Keep,
+    budget: &'a Budget,
     newest: BTreeMap<Vec<u8>, (u64, bool)>,
     key_bytes: usize,
     table_bytes: u64,
@@ -72,12 +134,16 @@ impl Acc<'_> {
 }
 
 /// Reads the database in the directory `dir` of `tree` (no link followed, only regular
-/// files read). Err when the directory cannot be listed or a cap is hit.
+/// files read), spending `budget`. Err when the directory cannot be listed or a cap is hit.
 pub(crate) fn read_keys(
     tree: &Tree,
     dir: &Path,
     keep: &dyn Fn(&[u8]) -> Keep,
+    budget: &Budget,
 ) -> Result<Keys, String> {
+    budget.spend(0).map_err(|e| match e {
+        Fatal::Cap(why) | Fatal::File(why) => why,
+    })?;
     let mut files: Vec<(u64, String)> = Vec::new();
     for (name, _) in tree.read_dir(dir).map_err(|e| e.to_string())? {
         let name = name.to_string_lossy().into_owned();
@@ -94,7 +160,7 @@ pub(crate) fn read_keys(
     }
     files.sort();
     let mut out = Keys::default();
-    let live = match read_manifest(tree, dir) {
+    let live = match read_manifest(tree, dir, budget) {
         Ok(v) => v,
         Err(Some(why)) => {
             out.problems
@@ -105,6 +171,7 @@ pub(crate) fn read_keys(
     };
     let mut acc = Acc {
         keep,
+        budget,
         newest: BTreeMap::new(),
         key_bytes: 0,
         table_bytes: 0,
@@ -167,8 +234,9 @@ struct Live {
     prev_log: Option<u64>,
 }
 
-/// Err(None): no CURRENT (fall back quietly); Err(Some): unreadable manifest.
-fn read_manifest(tree: &Tree, dir: &Path) -> Result<Option<Live>, Option<String>> {
+/// Err(None): no CURRENT (fall back quietly); Err(Some): unreadable manifest. Its edits are
+/// applied as they are read; the live set holds at most [`MAX_FILES`] tables.
+fn read_manifest(tree: &Tree, dir: &Path, budget: &Budget) -> Result<Option<Live>, Option<String>> {
     let mut current = String::new();
     match tree.file(&dir.join("CURRENT")) {
         Ok(f) => f
@@ -184,26 +252,32 @@ fn read_manifest(tree: &Tree, dir: &Path) -> Result<Option<Live>, Option<String>
     {
         return Err(Some("CURRENT names no manifest".into()));
     }
-    let mut records = Vec::new();
     let mut problems = Vec::new();
     let f = tree
         .file(&dir.join(name))
         .map_err(|e| Some(e.to_string()))?;
-    log_records(f, &mut problems, &mut |r| {
-        records.push(r.to_vec());
-        Ok(())
-    })
-    .map_err(|_| Some("unreadable".to_string()))?;
-    if let Some(p) = problems.into_iter().next() {
-        return Err(Some(p));
+    if f.metadata().map_err(|e| Some(e.to_string()))?.len() > MAX_MANIFEST {
+        return Err(Some("manifest too large".into()));
     }
     let mut live = Live {
         tables: BTreeSet::new(),
         log_number: 0,
         prev_log: None,
     };
-    for r in &records {
-        apply_edit(r, &mut live).ok_or_else(|| Some("bad version edit".to_string()))?;
+    log_records(
+        f,
+        budget,
+        &mut problems,
+        &mut |r| match apply_edit(r, &mut live) {
+            Some(()) if live.tables.len() <= MAX_FILES => Ok(()),
+            _ => Err(Fatal::File("bad version edit".into())),
+        },
+    )
+    .map_err(|e| match e {
+        Fatal::File(why) | Fatal::Cap(why) => Some(why),
+    })?;
+    if let Some(p) = problems.into_iter().next() {
+        return Err(Some(p));
     }
     Ok(Some(live))
 }
@@ -303,17 +377,21 @@ fn read_log_file(
     }
     let mut local = Vec::new();
     let mut bad_batches = 0usize;
-    log_records(f, &mut local, &mut |rec| {
-        let Some((seq, ops)) = parse_batch(rec) else {
+    let budget = acc.budget;
+    log_records(f, budget, &mut local, &mut |rec| {
+        // A batch is used whole or not at all: checked first, then applied.
+        let Some(seq) = parse_batch(rec, &mut |_, _, _| Ok(())).transpose()? else {
             bad_batches += 1;
             return Ok(());
         };
-        for (i, (key, live)) in ops.into_iter().enumerate() {
+        parse_batch(rec, &mut |i, key, live| {
             if (acc.keep)(key) == Keep::Yes {
-                acc.add(key, seq.saturating_add(i as u64), live)
+                acc.add(key, seq.saturating_add(i), live)
                     .map_err(Fatal::Cap)?;
             }
-        }
+            Ok(())
+        })
+        .transpose()?;
         Ok(())
     })?;
     if bad_batches > 0 {
@@ -327,6 +405,7 @@ fn read_log_file(
 /// reported to `problems` and skipped; a torn tail at the end of the file is ignored.
 fn log_records(
     mut f: File,
+    budget: &Budget,
     problems: &mut Vec<String>,
     on: &mut dyn FnMut(&[u8]) -> Result<(), Fatal>,
 ) -> Result<(), Fatal> {
@@ -345,6 +424,7 @@ fn log_records(
         if n == 0 {
             return Ok(());
         }
+        budget.spend(n as u64)?;
         let last = n < LOG_BLOCK;
         let b = &block[..n];
         let mut i = 0;
@@ -411,16 +491,17 @@ fn log_records(
     }
 }
 
-/// (key, is-put) operations of a write batch.
-type Ops<'a> = Vec<(&'a [u8], bool)>;
+/// What a write batch's operations are handed to: (index, key, is-put).
+type OnOp<'a> = dyn FnMut(u64, &[u8], bool) -> Result<(), Fatal> + 'a;
 
-/// A write batch: its first sequence number and its operations.
-fn parse_batch(rec: &[u8]) -> Option<(u64, Ops<'_>)> {
+/// Hands the operations of the write batch `rec` to `on` in order, and returns its first
+/// sequence number; None when it is malformed (found when reaching the damage: check a
+/// batch with a no-op `on` before applying it).
+fn parse_batch(rec: &[u8], on: &mut OnOp<'_>) -> Option<Result<u64, Fatal>> {
     let seq = u64::from_le_bytes(rec.get(..8)?.try_into().ok()?);
     let count = u32::from_le_bytes(rec.get(8..12)?.try_into().ok()?);
     let mut r = &rec[12..];
-    let mut ops = Vec::new();
-    for _ in 0..count {
+    for i in 0..u64::from(count) {
         let (&tag, rest) = r.split_first()?;
         r = rest;
         let key = slice(&mut r)?;
@@ -429,125 +510,9 @@ fn parse_batch(rec: &[u8]) -> Option<(u64, Ops<'_>)> {
             0 => {}
             _ => return None,
         }
-        ops.push((key, tag == 1));
-    }
-    r.is_empty().then_some((seq, ops))
-}
-
-fn read_block(f: &mut File, file_len: u64, mut h: &[u8], acc: &mut Acc) -> Result<Vec<u8>, Fatal> {
-    let bad = || Fatal::File("bad block handle".into());
-    let off = varint(&mut h).ok_or_else(bad)?;
-    let size = varint(&mut h).ok_or_else(bad)?;
-    if size > MAX_BLOCK as u64 || off.checked_add(size + 5).is_none_or(|end| end > file_len) {
-        return Err(bad());
-    }
-    acc.table_bytes += size + 5;
-    if acc.table_bytes > MAX_TABLE_BYTES_READ {
-        return Err(Fatal::Cap("tables too large".into()));
-    }
-    let mut buf = vec![0u8; size as usize + 5];
-    f.seek(SeekFrom::Start(off))?;
-    f.read_exact(&mut buf)?;
-    let (data, trailer) = buf.split_at(size as usize);
-    let crc = u32::from_le_bytes([trailer[1], trailer[2], trailer[3], trailer[4]]);
-    if crc != masked_crc(&[data, &trailer[..1]]) {
-        return Err(Fatal::File("block checksum mismatch".into()));
-    }
-    match trailer[0] {
-        0 => {
-            buf.truncate(size as usize);
-            Ok(buf)
-        }
-        1 => {
-            let n = snap::raw::decompress_len(data)
-                .map_err(|_| Fatal::File("bad snappy block".into()))?;
-            if n > MAX_BLOCK {
-                return Err(Fatal::File("block too large".into()));
-            }
-            snap::raw::Decoder::new()
-                .decompress_vec(data)
-                .map_err(|_| Fatal::File("bad snappy block".into()))
-        }
-        t => Err(Fatal::File(format!("unsupported compression {t}"))),
-    }
-}
-
-/// What a block's entries are handed to: false stops early.
-type OnEntry<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, Fatal> + 'a;
-
-/// Calls `on(key, value)` for each entry of a block.
-fn block_entries(b: &[u8], on: &mut OnEntry<'_>) -> Result<(), Fatal> {
-    let bad = || Fatal::File("bad block".into());
-    let n = b.len().checked_sub(4).ok_or_else(bad)?;
-    let restarts = u32::from_le_bytes(b[n..].try_into().map_err(|_| bad())?) as usize;
-    let end = restarts
-        .checked_mul(4)
-        .and_then(|r| n.checked_sub(r))
-        .ok_or_else(bad)?;
-    let mut r = &b[..end];
-    let mut key = Vec::new();
-    while !r.is_empty() {
-        let shared = varint(&mut r).ok_or_else(bad)? as usize;
-        let non_shared = varint(&mut r).ok_or_else(bad)? as usize;
-        let vlen = varint(&mut r).ok_or_else(bad)? as usize;
-        if shared > key.len() || non_shared.checked_add(vlen).is_none_or(|l| l > r.len()) {
-            return Err(bad());
-        }
-        key.truncate(shared);
-        key.extend_from_slice(&r[..non_shared]);
-        let value = &r[non_shared..non_shared + vlen];
-        r = &r[non_shared + vlen..];
-        if !on(&key, value)? {
-            break;
+        if let Err(e) = on(i, key, tag == 1) {
+            return Some(Err(e));
         }
     }
-    Ok(())
-}
-
-fn read_table(mut f: File, acc: &mut Acc) -> Result<(), Fatal> {
-    let len = f.metadata()?.len();
-    if len < 48 {
-        return Err(Fatal::File("too short for a table".into()));
-    }
-    let mut footer = [0u8; 48];
-    f.seek(SeekFrom::Start(len - 48))?;
-    f.read_exact(&mut footer)?;
-    if u64::from_le_bytes(footer[40..].try_into().unwrap_or_default()) != TABLE_MAGIC {
-        return Err(Fatal::File("bad table magic".into()));
-    }
-    let mut h = &footer[..40];
-    let bad = || Fatal::File("bad footer".into());
-    varint(&mut h).ok_or_else(bad)?;
-    varint(&mut h).ok_or_else(bad)?;
-    let index = read_block(&mut f, len, h, acc)?;
-    let mut handles = Vec::new();
-    block_entries(&index, &mut |_, v| {
-        handles.push(v.to_vec());
-        Ok(true)
-    })?;
-    for h in handles {
-        let block = read_block(&mut f, len, &h, acc)?;
-        let mut skip = false;
-        block_entries(&block, &mut |ikey, _| {
-            let n = ikey
-                .len()
-                .checked_sub(8)
-                .ok_or_else(|| Fatal::File("bad internal key".into()))?;
-            let tag = u64::from_le_bytes(ikey[n..].try_into().unwrap_or_default());
-            let user = &ikey[..n];
-            match (acc.keep)(user) {
-                Keep::Yes => match tag & 0xff {
-                    t @ (0 | 1) => acc.add(user, tag >> 8, t == 1).map_err(Fatal::Cap)?,
-                    _ => return Err(Fatal::File("bad internal key".into())),
-                },
-                Keep::No => {}
-                Keep::SkipRestOfTable => skip = true,
-            }
-            Ok(!skip)
-        })?;
-        if skip {
-            break;
-        }
-    }
-    Ok(())
+    r.is_empty().then_some(Ok(seq))
 }

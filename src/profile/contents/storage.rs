@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::optional;
-use crate::profile::leveldb::{self, Keep};
+use crate::profile::leveldb::{self, Budget, Keep};
 use crate::profile::untrusted::Tree;
 
 /// "https://a.test/^0https://b.test" (a storage key) or "https://a.test/" → "https://a.test".
@@ -23,6 +23,7 @@ fn leveldb_keys(
     d: &Tree,
     part: &str,
     keep: &dyn Fn(&[u8]) -> Keep,
+    budget: &Budget,
     note: &mut dyn FnMut(&str, String),
 ) -> Option<BTreeMap<Vec<u8>, bool>> {
     match d.kind(Path::new(part)) {
@@ -37,7 +38,7 @@ fn leveldb_keys(
             return None;
         }
     }
-    match leveldb::read_keys(d, Path::new(part), keep) {
+    match leveldb::read_keys(d, Path::new(part), keep, budget) {
         Ok(k) => {
             for p in k.problems {
                 let (file, why) = p.split_once(": ").unwrap_or((&p, "damaged"));
@@ -64,9 +65,13 @@ fn to_nul(k: &[u8]) -> &[u8] {
     k.split(|&b| b == 0).next().unwrap_or(k)
 }
 
-pub(super) fn local_storage(d: &Tree, note: &mut dyn FnMut(&str, String)) -> Vec<String> {
+pub(super) fn local_storage(
+    d: &Tree,
+    budget: &Budget,
+    note: &mut dyn FnMut(&str, String),
+) -> Vec<String> {
     let keep = |k: &[u8]| prefixed(k, &[b"META:", b"_"]);
-    let Some(keys) = leveldb_keys(d, "Local Storage/leveldb", &keep, note) else {
+    let Some(keys) = leveldb_keys(d, "Local Storage/leveldb", &keep, budget, note) else {
         return Vec::new();
     };
     let mut meta = BTreeMap::new();
@@ -89,9 +94,13 @@ pub(super) fn local_storage(d: &Tree, note: &mut dyn FnMut(&str, String)) -> Vec
     out.into_iter().collect()
 }
 
-pub(super) fn service_workers(d: &Tree, note: &mut dyn FnMut(&str, String)) -> Vec<String> {
+pub(super) fn service_workers(
+    d: &Tree,
+    budget: &Budget,
+    note: &mut dyn FnMut(&str, String),
+) -> Vec<String> {
     let keep = |k: &[u8]| prefixed(k, &[b"REG:"]);
-    let Some(keys) = leveldb_keys(d, "Service Worker/Database", &keep, note) else {
+    let Some(keys) = leveldb_keys(d, "Service Worker/Database", &keep, budget, note) else {
         return Vec::new();
     };
     let live = keys.iter().filter(|(_, l)| **l);
@@ -116,8 +125,13 @@ fn idb_keep(k: &[u8]) -> Keep {
     }
 }
 
-fn idb_has_database(d: &Tree, part: &str, note: &mut dyn FnMut(&str, String)) -> bool {
-    leveldb_keys(d, part, &idb_keep, note).is_some_and(|k| k.values().any(|l| *l))
+fn idb_has_database(
+    d: &Tree,
+    part: &str,
+    budget: &Budget,
+    note: &mut dyn FnMut(&str, String),
+) -> bool {
+    leveldb_keys(d, part, &idb_keep, budget, note).is_some_and(|k| k.values().any(|l| *l))
 }
 
 /// "https_example.com_0" → "https://example.com", "http_127.0.0.1_8765" → "http://127.0.0.1:8765".
@@ -142,7 +156,11 @@ pub(super) fn idb_dir_origin(id: &str) -> Option<String> {
     })
 }
 
-pub(super) fn indexed_db(d: &Tree, note: &mut dyn FnMut(&str, String)) -> Vec<String> {
+pub(super) fn indexed_db(
+    d: &Tree,
+    budget: &Budget,
+    note: &mut dyn FnMut(&str, String),
+) -> Vec<String> {
     let mut out = BTreeSet::new();
     if let Ok(it) = d.read_dir(Path::new("IndexedDB")) {
         for (name, _) in it {
@@ -152,7 +170,7 @@ pub(super) fn indexed_db(d: &Tree, note: &mut dyn FnMut(&str, String)) -> Vec<St
             };
             let part = format!("IndexedDB/{name}");
             match idb_dir_origin(id) {
-                Some(o) if idb_has_database(d, &part, note) => drop(out.insert(o)),
+                Some(o) if idb_has_database(d, &part, budget, note) => drop(out.insert(o)),
                 Some(_) => {}
                 None => note(&part, "unknown origin".into()),
             }
@@ -192,7 +210,7 @@ pub(super) fn indexed_db(d: &Tree, note: &mut dyn FnMut(&str, String)) -> Vec<St
         };
         let level = format!("{part}/indexeddb.leveldb");
         let present = if d.is_dir(Path::new(&level)) {
-            idb_has_database(d, &level, note)
+            idb_has_database(d, &level, budget, note)
         } else {
             d.read_dir(Path::new(&part))
                 .into_iter()

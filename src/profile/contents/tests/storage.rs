@@ -466,7 +466,7 @@ fn every_truncation_and_byte_flip_is_survived() {
         let step = (good.len() / 300).max(1);
         for cut in (0..good.len()).step_by(step) {
             write(&dir.join(name), &good[..cut]);
-            let _ = leveldb::read_keys(&tree, here, &keep);
+            let _ = leveldb::read_keys(&tree, here, &keep, &leveldb::Budget::new());
         }
         for _ in 0..300 {
             rng ^= rng << 13;
@@ -476,11 +476,69 @@ fn every_truncation_and_byte_flip_is_survived() {
             let i = (rng % b.len() as u64) as usize;
             b[i] ^= (rng >> 32) as u8 | 1;
             write(&dir.join(name), &b);
-            let _ = leveldb::read_keys(&tree, here, &keep);
+            let _ = leveldb::read_keys(&tree, here, &keep, &leveldb::Budget::new());
         }
         write(&dir.join(name), good);
-        let r = leveldb::read_keys(&tree, here, &keep).unwrap();
+        let r = leveldb::read_keys(&tree, here, &keep, &leveldb::Budget::new()).unwrap();
         assert!(r.problems.is_empty(), "{name}: {:?}", r.problems);
         assert_eq!(r.keys.get(&m), Some(&true), "{name}");
     }
+}
+
+#[test]
+fn what_a_report_reads_is_bounded() {
+    let t = tempfile::tempdir().unwrap();
+    let ls = t.path().join("Default/Local Storage/leveldb");
+    let (ma, mb) = (ls_meta("https://a.test"), ls_meta("https://b.test"));
+    write(&ls.join("000005.ldb"), &table(&[(&mb, 2, true)], true));
+    // A MANIFEST past its cap is not read (its records would all be held): every file is.
+    let m = ls.join("MANIFEST-000002");
+    write(&m, &manifest(8, &[6], &[]));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&m)
+        .unwrap()
+        .set_len(17 << 20)
+        .unwrap();
+    write(&ls.join("CURRENT"), b"MANIFEST-000002\n");
+    // A table whose index names its one data block twice (its bytes would be read again
+    // for each naming): refused.
+    let (mut out, mut b, mut index) =
+        (Vec::new(), BlockBuilder::default(), BlockBuilder::default());
+    let mut ik = ma.clone();
+    ik.extend(((1u64 << 8) | 1).to_le_bytes());
+    b.add(&ik, b"\x01v");
+    let h = write_block(&mut out, b.finish(), true);
+    index.add(b"k1", &h);
+    index.add(b"k2", &h);
+    let mut footer = write_block(&mut out, BlockBuilder::default().finish(), false);
+    footer.extend(write_block(&mut out, index.finish(), false));
+    footer.resize(40, 0);
+    footer.extend(TABLE_MAGIC.to_le_bytes());
+    out.extend(footer);
+    write(&ls.join("000009.ldb"), &out);
+    let r = read(t.path());
+    assert_eq!(r.local_storage, s(&["https://b.test"]));
+    assert_eq!(
+        r.unreadable,
+        s(&[
+            "Default/Local Storage/leveldb/000009.ldb: overlapping block handles",
+            "Default/Local Storage/leveldb/MANIFEST: manifest too large; read every file",
+        ])
+    );
+    // One budget for all of a report's databases: bytes and time.
+    let tree = crate::profile::untrusted::Tree::open(&ls).unwrap();
+    let keep = |_: &[u8]| Keep::Yes;
+    let here = Path::new("");
+    let bytes = leveldb::Budget::with(100, std::time::Duration::from_secs(60));
+    let e = leveldb::read_keys(&tree, here, &keep, &bytes).unwrap_err();
+    assert_eq!(e, "over the 100 bytes a report may read");
+    let e = leveldb::read_keys(&tree, here, &keep, &bytes).unwrap_err();
+    assert_eq!(
+        e, "over the 100 bytes a report may read",
+        "spent stays spent"
+    );
+    let time = leveldb::Budget::with(1 << 30, std::time::Duration::ZERO);
+    let e = leveldb::read_keys(&tree, here, &keep, &time).unwrap_err();
+    assert_eq!(e, "over the 0ns a report may take");
 }
