@@ -85,6 +85,10 @@ pub enum Error {
         /// Method.
         method: String,
     },
+    /// A profile to save holds what a restore of it would refuse (one of the limits
+    /// below): nothing is saved.
+    #[error("the profile cannot be saved as it is: {0} (a restore would refuse it)")]
+    OverLimits(Box<Error>),
     /// Too many entries.
     #[error("archive has {count} entries, over the limit of {limit} (limits.max_files)")]
     TooManyFiles {

@@ -328,7 +328,7 @@ struct Walked {
 /// Walks the profile and decides, file by file, what the base already has.
 fn walk(plan: &Plan) -> Result<Walked> {
     let opts = &plan.opts;
-    let (entries, mut stats) = archive::walk_profile(&plan.dir, &opts.pack.excludes)?;
+    let (entries, mut stats) = archive::walk_profile(&plan.dir, &opts.pack.excludes, &opts.limits)?;
     // What the base has: every chunk, and every file with its size, time and chunks.
     let mut known: HashMap<ChunkId, Loc> = HashMap::new();
     let mut base_files: HashMap<&str, &FileEntry> = HashMap::new();

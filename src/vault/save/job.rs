@@ -193,7 +193,7 @@ impl<'a> SaveJob<'a> {
             let mut f = fsutil::create_private_new(&path).map_err(io_at(&path))?;
             f.write_all(&header).map_err(io_at(&path))?;
             let w = sealer.body_writer(std::io::BufWriter::with_capacity(1 << 20, f));
-            let (w, stats) = archive::pack(&dir, w, &opts.pack, progress.as_ref())?;
+            let (w, stats) = archive::pack(&dir, w, &opts.pack, &opts.limits, progress.as_ref())?;
             // Read while the directory is as it was packed (the browser has stopped).
             let contents = opts
                 .contents_report

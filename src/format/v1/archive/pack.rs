@@ -87,25 +87,74 @@ pub(crate) struct Entry {
 pub(crate) fn walk_profile(
     root: &Path,
     excludes: &Excludes,
+    limits: &Limits,
 ) -> Result<(Vec<Entry>, PackStats), Error> {
     if !root.is_dir() {
         return Err(Error::NotADirectory(root.to_path_buf()));
     }
     let mut stats = PackStats::default();
-    let entries = walk(root, excludes, &mut stats)?;
+    let entries = walk(root, excludes, limits, &mut stats)?;
     inspect(root, &mut stats);
     Ok((entries, stats))
 }
 
-fn walk(root: &Path, ex: &Excludes, stats: &mut PackStats) -> Result<Vec<Entry>, Error> {
+/// What a walk keeps, held to the limits a restore applies (the walk stops at the first
+/// one broken: a profile a restore would refuse is not saved, and a walk of millions of
+/// files, or of a sparse file of terabytes, ends before it is read).
+struct Kept<'a> {
+    out: Vec<Entry>,
+    limits: &'a Limits,
+    total: u64,
+}
+
+impl Kept<'_> {
+    fn push(&mut self, e: Entry) -> Result<(), Error> {
+        let over = |e: Error| Error::OverLimits(Box::new(e));
+        if self.out.len() as u64 >= self.limits.max_files {
+            return Err(over(Error::TooManyFiles {
+                count: self.out.len() as u64 + 1,
+                limit: self.limits.max_files,
+            }));
+        }
+        if let Kind::File(size) = e.kind {
+            if size > self.limits.max_file_size {
+                return Err(over(Error::FileTooLarge {
+                    name: e.rel,
+                    size,
+                    limit: self.limits.max_file_size,
+                }));
+            }
+            self.total = self.total.saturating_add(size);
+            if self.total > self.limits.max_total_size {
+                return Err(over(Error::TotalTooLarge {
+                    total: self.total,
+                    limit: self.limits.max_total_size,
+                }));
+            }
+        }
+        self.out.push(e);
+        Ok(())
+    }
+}
+
+fn walk(
+    root: &Path,
+    ex: &Excludes,
+    limits: &Limits,
+    stats: &mut PackStats,
+) -> Result<Vec<Entry>, Error> {
     // Depth-first with sorted children gives sorted paths (component-wise).
-    let mut out = Vec::new();
+    let mut out = Kept {
+        out: Vec::new(),
+        limits,
+        total: 0,
+    };
     fn visit(
         dir: &Path,
         comps: &[String],
         ex: &Excludes,
         stats: &mut PackStats,
-        out: &mut Vec<Entry>,
+        out: &mut Kept<'_>,
     ) -> Result<(), Error> {
         let mut names: Vec<(String, PathBuf, fs::Metadata)> = Vec::new();
         for e in fs::read_dir(dir).map_err(io_at(dir))? {
@@ -144,20 +193,20 @@ fn walk(root: &Path, ex: &Excludes, stats: &mut PackStats) -> Result<Vec<Entry>,
                     rel,
                     abs: path.clone(),
                     kind: Kind::Dir,
-                });
+                })?;
                 visit(&path, &c, ex, stats, out)?;
             } else {
                 out.push(Entry {
                     rel,
                     abs: path,
                     kind: Kind::File(meta.len()),
-                });
+                })?;
             }
         }
         Ok(())
     }
     visit(root, &[], ex, stats, &mut out)?;
-    Ok(out)
+    Ok(out.out)
 }
 
 /// Bytes of regular files under `dir` (for reporting what was left out).
@@ -243,13 +292,14 @@ pub fn pack<W: Write + Send>(
     root: &Path,
     out: W,
     opts: &PackOptions,
+    limits: &Limits,
     progress: &dyn Progress,
 ) -> Result<(W, PackStats), Error> {
     if !root.is_dir() {
         return Err(Error::NotADirectory(root.to_path_buf()));
     }
     let mut stats = PackStats::default();
-    let entries = walk(root, &opts.excludes, &mut stats)?;
+    let entries = walk(root, &opts.excludes, limits, &mut stats)?;
     let total: u64 = entries
         .iter()
         .map(|e| if let Kind::File(n) = e.kind { n } else { 0 })

@@ -51,7 +51,7 @@ fn sample_profile(root: &Path) {
 
 fn pack_to_file(src: &Path, zip_path: &Path, opts: &PackOptions) -> PackStats {
     let f = File::create(zip_path).unwrap();
-    let (_, stats) = pack(src, f, opts, &NoProgress).unwrap();
+    let (_, stats) = pack(src, f, opts, &Limits::default(), &NoProgress).unwrap();
     stats
 }
 
@@ -394,4 +394,61 @@ fn garbage_is_corrupt() {
         expect_rejected(&p, &Limits::default()),
         Error::Corrupt(_)
     ));
+}
+
+#[test]
+fn what_a_restore_would_refuse_is_not_packed() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("p");
+    write(&src, "a", &[0u8; 60]);
+    write(&src, "d/b", &[0u8; 60]);
+    let over = |limits: Limits| {
+        let e = pack(
+            &src,
+            std::io::sink(),
+            &PackOptions::default(),
+            &limits,
+            &NoProgress,
+        )
+        .err()
+        .expect("refused");
+        let walked = walk_profile(&src, &PackOptions::default().excludes, &limits)
+            .err()
+            .expect("refused by the walk too");
+        assert_eq!(e.to_string(), walked.to_string());
+        match e {
+            Error::OverLimits(inner) => *inner,
+            other => panic!("{other}"),
+        }
+    };
+    let files = Limits {
+        max_files: 2,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        over(files),
+        Error::TooManyFiles { count: 3, limit: 2 }
+    ));
+    let size = Limits {
+        max_file_size: 50,
+        ..Limits::default()
+    };
+    assert!(matches!(over(size), Error::FileTooLarge { size: 60, .. }));
+    let total = Limits {
+        max_total_size: 100,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        over(total),
+        Error::TotalTooLarge { total: 120, .. }
+    ));
+    // Within the limits: packed.
+    assert!(pack(
+        &src,
+        std::io::sink(),
+        &PackOptions::default(),
+        &Limits::default(),
+        &NoProgress
+    )
+    .is_ok());
 }
