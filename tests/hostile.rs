@@ -1,9 +1,11 @@
 //! Hostile archives and damaged objects, end to end: through `profile-vault restore` and
 //! through `POST /v0/vm`. Each is rejected with a clear error; nothing is written outside
-//! the target, no staging is left, and no session starts.
+//! the target, no staging is left, and no session starts. And a profile a restore would
+//! refuse is not saved.
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use base64::Engine;
 use profile_vault::crypt::DataKey;
@@ -11,7 +13,7 @@ use profile_vault::format::v1::zipw::{Method, ZipWriter};
 use profile_vault::format::Sealer;
 use profile_vault::keys::WrapContext;
 use profile_vault::store::fs::LocalFileSystem;
-use profile_vault::vault::{GenerationRecord, Head};
+use profile_vault::vault::{Base, GenerationRecord, Head};
 use profile_vault::{PutBody, PutMode, Store};
 use serde_json::json;
 
@@ -383,4 +385,63 @@ async fn damaged_or_misplaced_objects_are_rejected_by_post_vm() {
         1,
         "only the good load started a session"
     );
+}
+
+#[tokio::test]
+async fn a_profile_a_restore_would_refuse_is_not_saved_and_the_head_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, _) = fs_vault(dir.path());
+    let src = dir.path().join("src");
+    make_profile(&src, "a");
+    vault
+        .save(
+            &addr("t1", "p1"),
+            &src,
+            Base::Current,
+            Arc::new(profile_vault::NoProgress),
+        )
+        .await
+        .unwrap();
+    // A page or the browser leaves a sparse file of 9 GiB (no block of it on disk, so no
+    // disk quota sees it): over the 8 GiB a restore takes per file. It is not read, and the
+    // profile's head stays on the generation that can be restored.
+    let src2 = dir.path().join("src2");
+    make_profile(&src2, "b");
+    std::fs::File::create(src2.join("Default/huge"))
+        .unwrap()
+        .set_len(9 << 30)
+        .unwrap();
+    let t = std::time::Instant::now();
+    let e = vault
+        .save(
+            &addr("t1", "p1"),
+            &src2,
+            Base::Current,
+            Arc::new(profile_vault::NoProgress),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("\"Default/huge\" is 9663676416 bytes, over the limit of 8589934592 (limits.max_file_size)")
+            && e.contains("a restore would refuse it"),
+        "{e}"
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(60),
+        "the 9 GiB were read"
+    );
+    let gens = vault.versions(&addr("t1", "p1")).await.unwrap();
+    assert_eq!(gens.len(), 1);
+    let dst = dir.path().join("dst");
+    let r = vault
+        .restore(
+            &addr("t1", "p1"),
+            None,
+            &dst,
+            Arc::new(profile_vault::NoProgress),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.generation, 1);
 }
