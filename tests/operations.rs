@@ -381,3 +381,23 @@ async fn without_chromium_the_daemon_starts_and_says_it_is_not_ready() {
     let (st, _) = d.call("GET", "/healthz", None, None).await;
     assert_eq!(st, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_that_replaces_the_binary_under_the_daemon_does_not_stop_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("profile-vault");
+    std::fs::copy(env!("CARGO_BIN_EXE_profile-vault"), &bin).unwrap();
+    let d = Daemon::start_binary(&bin, &dir.path().join("data"), StoreKind::Fs, &[]);
+    let a = d.create(KEY_T1, json!({"profile": {"save": true}})).await;
+    // A package upgrade writes the new binary beside the old and renames it over: the file
+    // the daemon runs (and hands every sandbox as its init) is deleted.
+    let new = dir.path().join("profile-vault.new");
+    std::fs::write(&new, b"#!/bin/sh\nexit 1\n").unwrap();
+    std::fs::rename(&new, &bin).unwrap();
+    // Sessions still start, with the init of the daemon that runs; and again.
+    let b = d.create(KEY_T2, json!({"profile": {"save": true}})).await;
+    let c = d.create(KEY_T2, json!({"profile": {"save": false}})).await;
+    for (key, s) in [(KEY_T1, &a), (KEY_T2, &b), (KEY_T2, &c)] {
+        d.end_and_wait(key, s["session_id"].as_str().unwrap()).await;
+    }
+}

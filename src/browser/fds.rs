@@ -1,5 +1,6 @@
 //! The descriptors a sandbox is handed, and what the child does between fork and exec.
-//! Everything here is a thin, documented wrapper over a system call.
+//! Everything here is a thin, documented wrapper over a system call; and the init binary
+//! handed to every sandbox ([`InitBinary`]).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -101,4 +102,78 @@ pub(super) async fn read_child_pid(fd: OwnedFd) -> Option<u32> {
         .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&buf).ok()?;
     v["child-pid"].as_u64().and_then(|p| u32::try_from(p).ok())
+}
+
+/// This binary (the sandbox's init), opened at start, and a private copy of it once the file
+/// was replaced under the running daemon (an upgrade): bubblewrap binds a descriptor through
+/// its `/proc/self/fd` path, and a deleted file has none to bind.
+#[derive(Debug)]
+pub(super) struct InitBinary {
+    opened: Result<std::fs::File, String>,
+    copy: std::sync::Mutex<Option<std::fs::File>>,
+}
+
+impl InitBinary {
+    /// Opens this binary; copies left in `dir` by daemons no longer running are removed.
+    pub(super) fn open(dir: &Path) -> InitBinary {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            let pid = name.to_str().and_then(|n| n.strip_prefix(".init-"));
+            let pid = pid.map(|p| p.trim_end_matches(".tmp"));
+            if pid.is_some_and(|p| !Path::new("/proc").join(p).exists()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        InitBinary {
+            opened: std::fs::File::open("/proc/self/exe")
+                .map_err(|e| format!("cannot open this binary (/proc/self/exe): {e}")),
+            copy: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A descriptor of the binary bubblewrap can bind (above 100, close-on-exec): the file
+    /// opened at start while it is still linked, else a private copy of it in `dir`.
+    pub(super) fn descriptor(&self, dir: &Path) -> Result<OwnedFd, String> {
+        use std::os::unix::fs::MetadataExt;
+        let exe = self.opened.as_ref().map_err(Clone::clone)?;
+        let linked = |f: &std::fs::File| f.metadata().is_ok_and(|m| m.nlink() > 0);
+        let why = |e: std::io::Error| format!("this binary: {e}");
+        if linked(exe) {
+            return high_fd(OwnedFd::from(exe.try_clone().map_err(why)?)).map_err(why);
+        }
+        let mut copy = self.copy.lock().expect("init copy");
+        if !copy.as_ref().is_some_and(linked) {
+            tracing::info!(
+                "this binary was replaced on disk: sandboxes run a private copy of the one running"
+            );
+            *copy =
+                Some(private_copy(exe, dir).map_err(|e| format!("a copy of this binary: {e}"))?);
+        }
+        let f = copy
+            .as_ref()
+            .expect("made above")
+            .try_clone()
+            .map_err(why)?;
+        high_fd(OwnedFd::from(f)).map_err(why)
+    }
+}
+
+/// Copies the (deleted) file `exe` to a new executable file in `dir`, through a temporary
+/// name, and opens it.
+fn private_copy(exe: &std::fs::File, dir: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(format!(".init-{}", std::process::id()));
+    let tmp = dir.join(format!(".init-{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    // A new open file description, read from its start (the one opened at start is shared).
+    let mut from = std::fs::File::open(format!("/proc/self/fd/{}", exe.as_raw_fd()))?;
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o755)
+        .open(&tmp)?;
+    std::io::copy(&mut from, &mut to)?;
+    drop(to);
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(&path)
 }

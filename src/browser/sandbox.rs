@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use super::cgroup::{Group, Hierarchy, Limits};
 use super::egress::Policy;
-use super::fds::{open_path, pipe, pre_exec, read_child_pid};
+use super::fds::{open_path, pipe, pre_exec, read_child_pid, InitBinary};
 use super::layout::{bwrap_args, chromium_args, prepare_run_dir, Binds, EGRESS_DIR, INIT};
 use super::mux::Mux;
 use super::process::{Browser, Error, LaunchOptions};
@@ -79,9 +79,9 @@ pub struct Runtime {
     display: Result<&'static str, String>,
     /// Whether they get sound; if not, why.
     audio: Result<(), String>,
-    /// This binary (the sandbox's init), opened at start: an upgrade that replaces the file
-    /// under a running daemon does not stop it from starting browsers.
-    exe: Result<std::fs::File, String>,
+    /// This binary (the sandbox's init): an upgrade that replaces the file under a running
+    /// daemon does not stop it from starting browsers.
+    init: InitBinary,
 }
 
 /// What lives as long as one browser; dropped (in this order) after it exited.
@@ -179,10 +179,9 @@ impl Runtime {
             }
             Ok(_) => Ok(()),
         };
-        let exe = std::fs::File::open("/proc/self/exe")
-            .map_err(|e| format!("cannot open this binary (/proc/self/exe): {e}"));
+        let init = InitBinary::open(&settings.run_dir);
         Arc::new(Runtime {
-            exe,
+            init,
             display,
             audio,
             exec,
@@ -371,8 +370,10 @@ impl Runtime {
         let (info, info_w) = pipe().map_err(io)?;
         fds.push((info_w, 5));
         let mut next = 6;
-        let exe = self.exe.as_ref().map_err(|e| Error::Startup(e.clone()))?;
-        let exe = super::fds::high_fd(OwnedFd::from(exe.try_clone().map_err(io)?)).map_err(io)?;
+        let exe = self
+            .init
+            .descriptor(&self.settings.run_dir)
+            .map_err(Error::Startup)?;
         let mut exe = Some(exe);
         let mut bind = |path: Option<&Path>, dir: bool| -> Result<RawFd, Error> {
             let f = match path {

@@ -33,9 +33,24 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(data: &Path, store: StoreKind, extra_env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_binary(
+            Path::new(env!("CARGO_BIN_EXE_profile-vault")),
+            data,
+            store,
+            extra_env,
+        )
+    }
+
+    /// [`Daemon::start`] with the daemon run from the file `binary`.
+    pub fn start_binary(
+        binary: &Path,
+        data: &Path,
+        store: StoreKind,
+        extra_env: &[(&str, &str)],
+    ) -> Daemon {
         std::fs::create_dir_all(data).unwrap();
         let log = data.join(format!("daemon-{}.log", uuid::Uuid::new_v4().simple()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_profile-vault"));
+        let mut cmd = Command::new(binary);
         cmd.arg("--data-dir")
             .arg(data)
             .args(["serve", "--listen", "127.0.0.1:0"]);
