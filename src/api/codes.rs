@@ -71,6 +71,7 @@ codes! {
     BodyTooLarge "body_too_large" 413 "the body is larger than http.max_body_bytes",
     UnsupportedMediaType "unsupported_media_type" 415 "a body that is not application/json",
     ProfileCorrupt "profile_corrupt" 422 "the stored profile failed authentication or validation",
+    StateTooLarge "state_too_large" 422 "the profile holds more than a storageState document may (localStorage of 500 origins, 16 MiB)",
     TabsRefused "tabs_refused" 422 "Chrome's tabs API refused the call or did not complete it within 5 s (its own message: no tab with that id, an argument it does not take)",
     ClusterAuthFailed "cluster_auth_failed" 401 "a request between nodes failed the cluster secret check",
     UpgradeRequired "upgrade_required" 426 "a WebSocket endpoint requested without an upgrade",

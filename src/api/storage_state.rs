@@ -68,6 +68,9 @@ fn job_error(e: storage_state::Error) -> ApiError {
         E::Browser(
             b @ (browser::Error::CookieRefused { .. } | browser::Error::OriginRefused { .. }),
         ) => ApiError::bad_request(ErrorCode::InvalidStorageState, b.to_string()),
+        E::Browser(b @ browser::Error::TooLarge(_)) => {
+            ApiError::new(ErrorCode::StateTooLarge, b.to_string())
+        }
         E::Exists(id) => ApiError::new(
             ErrorCode::Conflict,
             format!("profile {id:?} exists already; import creates new profiles only"),

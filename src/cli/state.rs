@@ -136,9 +136,9 @@ fn state_error(e: storage_state::Error) -> anyhow::Error {
     match e {
         storage_state::Error::Vault(v) => v.into(),
         storage_state::Error::Invalid(i) => BadInput(i.to_string()).into(),
-        storage_state::Error::Browser(b @ (B::CookieRefused { .. } | B::OriginRefused { .. })) => {
-            BadInput(b.to_string()).into()
-        }
+        storage_state::Error::Browser(
+            b @ (B::CookieRefused { .. } | B::OriginRefused { .. } | B::TooLarge(_)),
+        ) => BadInput(b.to_string()).into(),
         storage_state::Error::Exists(id) => anyhow::Error::new(BadInput(format!(
             "profile {id:?} exists already; import-state creates new profiles only"
         ))),

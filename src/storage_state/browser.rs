@@ -47,6 +47,30 @@ pub enum Error {
     /// The browser did not exit cleanly, so what it wrote may be incomplete.
     #[error("the browser did not stop cleanly")]
     Unclean,
+    /// The profile holds more than a storageState document may.
+    #[error("the profile's storage state is over what a storageState document holds: {0}")]
+    TooLarge(String),
+}
+
+/// How long an export may drive its browser.
+const EXPORT_TIME: Duration = Duration::from_secs(600);
+
+/// Checks that `origins` origins and `bytes` bytes of cookies and items fit in a storageState
+/// document (what an import takes back).
+fn within_document(origins: usize, bytes: usize) -> Result<(), Error> {
+    if origins > super::MAX_ORIGINS {
+        return Err(Error::TooLarge(format!(
+            "{origins} origins have localStorage, at most {} do",
+            super::MAX_ORIGINS
+        )));
+    }
+    if bytes > super::MAX_DOCUMENT_BYTES {
+        return Err(Error::TooLarge(format!(
+            "over {} bytes of cookies and localStorage",
+            super::MAX_DOCUMENT_BYTES
+        )));
+    }
+    Ok(())
 }
 
 impl From<String> for Error {
@@ -386,8 +410,17 @@ pub async fn export(
     // The tabs of the last session are not reopened (they would load pages); the session
     // cookies are kept all the same by --restore-last-session.
     let _ = std::fs::remove_dir_all(dir.join("Default/Sessions"));
+    // The origins come from what the browser wrote: counted before a page is opened.
+    within_document(origins.len(), 0)?;
     let mut browser = launch(rt, dir, true, deadline).await?;
-    let r = export_from(&browser, origins).await;
+    let r = tokio::time::timeout(EXPORT_TIME, export_from(&browser, origins))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Cdp(format!(
+                "the export did not finish within {} s",
+                EXPORT_TIME.as_secs()
+            )))
+        });
     browser.close(deadline).await;
     r
 }
@@ -420,6 +453,12 @@ async fn export_from(browser: &Browser, origins: &[String]) -> Result<StorageSta
                 .map(str::to_string),
         });
     }
+    let mut bytes: usize = state
+        .cookies
+        .iter()
+        .map(|c| c.name.len() + c.value.len() + c.domain.len() + c.path.len())
+        .sum();
+    within_document(origins.len(), bytes)?;
     for origin in origins {
         let (target, session) = open_origin(&cdp, &mut events, origin).await?;
         let v = eval(
@@ -431,6 +470,11 @@ async fn export_from(browser: &Browser, origins: &[String]) -> Result<StorageSta
         let items: Vec<Item> = serde_json::from_str(v.as_str().unwrap_or("[]")).unwrap_or_default();
         cdp.call(None, "Target.closeTarget", json!({"targetId": target}))
             .await?;
+        bytes += items
+            .iter()
+            .map(|i| i.name.len() + i.value.len())
+            .sum::<usize>();
+        within_document(origins.len(), bytes)?;
         if !items.is_empty() {
             state.origins.push(Origin {
                 origin: origin.clone(),
@@ -440,4 +484,23 @@ async fn export_from(browser: &Browser, origins: &[String]) -> Result<StorageSta
         }
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_export_holds_what_an_import_takes() {
+        assert!(
+            within_document(super::super::MAX_ORIGINS, super::super::MAX_DOCUMENT_BYTES).is_ok()
+        );
+        let e = within_document(1_000_000, 0).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the profile's storage state is over what a storageState document holds: 1000000 origins have localStorage, at most 500 do"
+        );
+        let e = within_document(1, super::super::MAX_DOCUMENT_BYTES + 1).unwrap_err();
+        assert!(matches!(e, Error::TooLarge(_)), "{e}");
+    }
 }
