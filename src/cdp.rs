@@ -28,6 +28,11 @@ pub const MAX_EVENTS: usize = 16_384;
 
 /// The text bytes of the events held for a consumer (see [`MAX_EVENTS`]).
 pub const MAX_EVENT_BYTES: usize = 64 << 20;
+/// The largest message of the browser the daemon's own connections parse: a parsed message
+/// takes many times its text (an array of zeros, 16 times), and the pipe carries up to
+/// [`crate::browser::mux::MAX_BROWSER_MESSAGE`]. Larger events are dropped; a larger answer
+/// fails its call.
+pub const MAX_MESSAGE: usize = 32 << 20;
 
 /// The events of a connection (`{"method", "params", "sessionId"}`), in order, within
 /// [`MAX_EVENTS`] and [`MAX_EVENT_BYTES`].
@@ -147,6 +152,19 @@ impl Cdp {
         let p = pending.clone();
         tokio::spawn(async move {
             while let Some(t) = in_rx.recv().await {
+                if t.len() > MAX_MESSAGE {
+                    let id = crate::browser::mux::answer_id(&t);
+                    if let Some(tx) = id.and_then(|id| p.lock().expect("pending").remove(&id)) {
+                        let _ = tx.send(Err(format!(
+                            "the browser's answer is over {MAX_MESSAGE} bytes"
+                        )));
+                    }
+                    tracing::debug!(
+                        bytes = t.len(),
+                        "a message of the browser over the limit, dropped"
+                    );
+                    continue;
+                }
                 let Ok(v) = serde_json::from_str::<Value>(&t) else {
                     continue;
                 };
@@ -299,6 +317,19 @@ mod tests {
         assert!(
             (1..=32).contains(&held),
             "{held} events of 2 MB held (at most {MAX_EVENT_BYTES} bytes)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_limit_is_dropped_before_it_is_parsed() {
+        let big = "0".repeat(MAX_MESSAGE + 1);
+        let held = held_after(move |i| {
+            (i < 2).then(|| json!({"method": "Target.targetInfoChanged", "params": {"s": big}}))
+        })
+        .await;
+        assert_eq!(
+            held, 0,
+            "events over {MAX_MESSAGE} bytes were parsed and held"
         );
     }
 }

@@ -494,5 +494,11 @@ impl Mux {
     }
 }
 
+/// The top-level `id` of a message from the browser, read without parsing the rest (an
+/// answer too large to parse still fails the call it answers).
+pub fn answer_id(text: &str) -> Option<u64> {
+    frame::head(text)?.id.as_ref()?.as_u64()
+}
+
 #[cfg(test)]
 mod tests;
