@@ -196,10 +196,25 @@ impl Manager {
         if !plan.loaded {
             return Ok(None);
         }
-        let lease = self
-            .vault
-            .acquire_lease(at, &self.node_id, id, self.cfg.lease_ttl)
-            .await;
+        // A task of its own, held by the guard: a client that goes away while the lease is
+        // written leaves it to the guard to release.
+        let (vault, at2, node, id2, ttl) = (
+            self.vault.clone(),
+            at.clone(),
+            self.node_id.clone(),
+            id.to_string(),
+            self.cfg.lease_ttl,
+        );
+        let task = guard.leasing.insert(tokio::spawn(async move {
+            vault.acquire_lease(&at2, &node, &id2, ttl).await
+        }));
+        let lease = task.await.unwrap_or_else(|e| {
+            Err(vault::Error::Io {
+                path: "<lease>".into(),
+                source: std::io::Error::other(e),
+            })
+        });
+        guard.leasing = None;
         match lease {
             Ok(Some(l)) => {
                 guard.lease = Some(l.clone());

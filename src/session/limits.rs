@@ -140,6 +140,7 @@ impl Manager {
             lease: None,
             armed: true,
             restore: None,
+            leasing: None,
         })
     }
 }

@@ -146,6 +146,10 @@ pub(super) struct StartGuard {
     pub(super) armed: bool,
     /// A restore still running (its blocking work outlives a dropped future).
     pub(super) restore: Option<tokio::task::JoinHandle<Result<vault::RestoreReport, vault::Error>>>,
+    /// A lease being taken: its write may land after the start's future was dropped, and
+    /// the lease it took is then released here (not left to block the profile until it
+    /// expires).
+    pub(super) leasing: Option<tokio::task::JoinHandle<Result<Option<vault::Lease>, vault::Error>>>,
 }
 
 impl Drop for StartGuard {
@@ -170,13 +174,18 @@ impl Drop for StartGuard {
         m.cfg.browser.cleanup(&self.id);
         let dir = m.records.browser_dir(&self.id);
         let (restore, lease, vault) = (self.restore.take(), self.lease.take(), m.vault.clone());
+        let leasing = self.leasing.take();
         let cleanup = async move {
             // What a restore still running writes is removed once it has ended.
             if let Some(r) = restore {
                 let _ = r.await;
             }
             let _ = std::fs::remove_dir_all(&dir);
-            if let Some(l) = lease {
+            let taken = match leasing {
+                Some(t) => t.await.ok().and_then(Result::ok).flatten(),
+                None => None,
+            };
+            for l in lease.into_iter().chain(taken) {
                 let _ = vault.release_lease(&l).await;
             }
         };
