@@ -352,6 +352,9 @@ impl Worker {
             .xfixes_fetch_region(self.region)?
             .reply()?
             .rectangles;
+        // The damage region reports only its first change until it is taken here: what it
+        // holds may have been painted after the last keyframe was grabbed.
+        self.changed_since_key |= !rects.is_empty();
         if self.viewers.load(Ordering::SeqCst) == 0 || self.tiles.receiver_count() == 0 {
             return Ok(());
         }
@@ -380,7 +383,11 @@ impl Worker {
             return Ok(None);
         }
         let key = match &self.last_key {
-            Some((k, _)) if !self.changed_since_key && k.screen == self.size => k.clone(),
+            Some((k, _))
+                if !self.changed_since_key && k.seq == self.seq && k.screen == self.size =>
+            {
+                k.clone()
+            }
             Some((_, at)) if at.elapsed() < KEYFRAME_GAP => return Ok(Some(*at + KEYFRAME_GAP)),
             _ => self.keyframe()?,
         };
