@@ -87,6 +87,12 @@ pub fn is_shift(keysym: u32) -> bool {
     matches!(keysym, 0xffe1 | 0xffe2)
 }
 
+/// Whether `keysym` is a modifier that makes keys shortcuts or other levels: Control, Meta,
+/// Alt, Super, Hyper (left and right), ISO_Level3_Shift (AltGr) and Mode_switch.
+pub fn is_command_modifier(keysym: u32) -> bool {
+    matches!(keysym, 0xffe3 | 0xffe4 | 0xffe7..=0xffee | 0xfe03 | 0xff7e)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

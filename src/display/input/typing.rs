@@ -141,15 +141,28 @@ impl State {
         Ok(kc)
     }
 
-    /// Gives the browser a moment to read the map changed by [`State::remap`]: a round trip
-    /// (the server has made the change and sent its MappingNotify), then a wait for the
-    /// browser to read it. A key pressed sooner means what the keycode meant before.
     /// Types the run of `all` that starts at `at`: at most as many characters as there are
     /// spare keycodes no held key is on. Every character the map lacks is put on a spare of
     /// its own, the browser is given one moment to read the new map, then the run is typed.
-    /// Where the next run starts.
+    /// Modifiers other than Shift that are held (Ctrl, Alt, AltGr, Super: another viewer's,
+    /// between two runs) are let go for the run and pressed again after it: text is typed as
+    /// text, not as shortcuts. Where the next run starts.
     pub(super) fn type_run(&mut self, all: &[u32], at: usize) -> Result<usize, Error> {
         let held: Vec<u8> = self.held.values().copied().collect();
+        let mut mods: Vec<u8> = held
+            .iter()
+            .copied()
+            .filter(|kc| {
+                self.map
+                    .iter()
+                    .any(|(ks, (k, _))| k == kc && keys::is_command_modifier(*ks))
+            })
+            .collect();
+        mods.sort_unstable();
+        mods.dedup();
+        for kc in &mods {
+            self.fake(xproto::KEY_RELEASE_EVENT, *kc)?;
+        }
         let free = self.spare.iter().filter(|kc| !held.contains(kc)).count();
         let run = &all[at..all.len().min(at + free.max(1))];
         let mut strokes: Vec<Stroke> = Vec::with_capacity(run.len());
@@ -165,12 +178,18 @@ impl State {
             self.press(st.kc, st.flip)?;
             self.fake(xproto::KEY_RELEASE_EVENT, st.kc)?;
         }
+        for kc in &mods {
+            self.fake(xproto::KEY_PRESS_EVENT, *kc)?;
+        }
         // The run's keys reach the server now, not with the next run's remapping (which
         // would change their keysyms before the browser has read them).
         self.conn.get_input_focus()?.reply()?;
         Ok(at + run.len())
     }
 
+    /// Gives the browser a moment to read the map changed by [`State::remap`]: a round trip
+    /// (the server has made the change and sent its MappingNotify), then a wait for the
+    /// browser to read it. A key pressed sooner means what the keycode meant before.
     pub(super) fn await_map(&self) -> Result<(), Error> {
         self.conn.get_input_focus()?.reply()?;
         std::thread::sleep(Duration::from_millis(50));
