@@ -28,10 +28,11 @@ pub const MAX_EVENTS: usize = 16_384;
 
 /// The text bytes of the events held for a consumer (see [`MAX_EVENTS`]).
 pub const MAX_EVENT_BYTES: usize = 64 << 20;
-/// The largest message of the browser the daemon's own connections parse: a parsed message
+/// The largest event of the browser the daemon's own connections parse: a parsed message
 /// takes many times its text (an array of zeros, 16 times), and the pipe carries up to
-/// [`crate::browser::mux::MAX_BROWSER_MESSAGE`]. Larger events are dropped; a larger answer
-/// fails its call.
+/// [`crate::browser::mux::MAX_BROWSER_MESSAGE`]. Larger events are dropped unparsed; an
+/// answer to a call of the daemon's is parsed whatever its size (a storage export reads an
+/// origin's localStorage, escaped twice, in one answer).
 pub const MAX_MESSAGE: usize = 32 << 20;
 
 /// The events of a connection (`{"method", "params", "sessionId"}`), in order, within
@@ -152,16 +153,13 @@ impl Cdp {
         let p = pending.clone();
         tokio::spawn(async move {
             while let Some(t) = in_rx.recv().await {
-                if t.len() > MAX_MESSAGE {
-                    let id = crate::browser::mux::answer_id(&t);
-                    if let Some(tx) = id.and_then(|id| p.lock().expect("pending").remove(&id)) {
-                        let _ = tx.send(Err(format!(
-                            "the browser's answer is over {MAX_MESSAGE} bytes"
-                        )));
-                    }
+                if t.len() > MAX_MESSAGE
+                    && !crate::browser::mux::answer_id(&t)
+                        .is_some_and(|id| p.lock().expect("pending").contains_key(&id))
+                {
                     tracing::debug!(
                         bytes = t.len(),
-                        "a message of the browser over the limit, dropped"
+                        "an event of the browser over the limit, dropped"
                     );
                     continue;
                 }

@@ -494,8 +494,8 @@ impl Mux {
     }
 }
 
-/// The top-level `id` of a message from the browser, read without parsing the rest (an
-/// answer too large to parse still fails the call it answers).
+/// The top-level `id` of a message from the browser, read without parsing the rest (which
+/// large messages are answers to a pending call, and which are events).
 pub fn answer_id(text: &str) -> Option<u64> {
     frame::head(text)?.id.as_ref()?.as_u64()
 }
