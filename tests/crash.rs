@@ -361,7 +361,6 @@ async fn kill_9_as_archiving_starts_then_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gone_while_its_lease_is_written_leaves_no_lease_behind() {
-    use tokio::io::AsyncWriteExt;
     let p = proxy().await;
     let dir = tempfile::tempdir().unwrap();
     // A lease lives 10 minutes: one left behind would hold the profile for the whole test.
@@ -377,16 +376,12 @@ async fn a_client_gone_while_its_lease_is_written_leaves_no_lease_behind() {
         &[1],
         Action::Stall(Duration::from_secs(2)),
     )]);
-    let mut sock = tokio::net::TcpStream::connect(&d.addr).await.unwrap();
-    let body = json!({"profile": {"load": profile, "save": true}}).to_string();
-    let req = format!(
-        "POST /v0/vm HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY_T1}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        d.addr,
-        body.len()
-    );
-    sock.write_all(req.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    drop(sock);
+    d.post_vm_and_leave(
+        KEY_T1,
+        json!({"profile": {"load": profile, "save": true}}),
+        Duration::from_millis(500),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(p.applied("lease-late"), 1, "the lease's write was held");
     // The lease that landed after the client left was released: the profile is free.

@@ -173,16 +173,12 @@ async fn starts_hold_their_limit_and_a_client_that_leaves_takes_nothing_with_it(
     let profile = s["session_id"].as_str().unwrap().to_string();
     d.end_and_wait(KEY_T1, &profile).await;
     for delay in [50u64, 250, 500] {
-        let mut sock = tokio::net::TcpStream::connect(&d.addr).await.unwrap();
-        let body = json!({"profile": {"load": profile, "save": true}}).to_string();
-        let req = format!(
-            "POST /v0/vm HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY_T1}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            d.addr,
-            body.len()
-        );
-        sock.write_all(req.as_bytes()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        drop(sock);
+        d.post_vm_and_leave(
+            KEY_T1,
+            json!({"profile": {"load": profile, "save": true}}),
+            Duration::from_millis(delay),
+        )
+        .await;
         // Either the start was abandoned (nothing left) or it finished (then it is a session,
         // ended here). A start still under way on a loaded machine is waited for.
         let left = |sub: &str| std::fs::read_dir(data.join(sub)).map_or(0, |r| r.count());

@@ -166,6 +166,22 @@ impl Daemon {
             .await
     }
 
+    /// Sends `POST /v0/vm` with `body` as a client that goes away `after` it sent it, without
+    /// reading the answer.
+    pub async fn post_vm_and_leave(&self, token: &str, body: Value, after: std::time::Duration) {
+        use tokio::io::AsyncWriteExt;
+        let mut sock = tokio::net::TcpStream::connect(&self.addr).await.unwrap();
+        let body = body.to_string();
+        let req = format!(
+            "POST /v0/vm HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        sock.write_all(req.as_bytes()).await.unwrap();
+        tokio::time::sleep(after).await;
+        drop(sock);
+    }
+
     pub async fn create(&self, token: &str, body: Value) -> Value {
         let (status, v) = self.post_vm(token, body).await;
         assert_eq!(status, 200, "create failed: {v}\nlog:\n{}", self.log_text());
