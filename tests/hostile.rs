@@ -445,3 +445,65 @@ async fn a_profile_a_restore_would_refuse_is_not_saved_and_the_head_stays() {
         .unwrap();
     assert_eq!(r.generation, 1);
 }
+
+/// A session whose profile holds what a restore would refuse ends with its save refused:
+/// said so, not retried, its profile free at once on the last generation, its directory kept
+/// for `sessions.keep_refused_saves` and then removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_a_restore_would_refuse_ends_refused_and_frees_its_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::with_config(
+        dir.path(),
+        "[sessions]\nretry_failed_every = 1\nkeep_refused_saves = 10\n",
+    );
+    let first = d.create(KEY_T1, json!({"profile": true})).await;
+    let pid = first["session_id"].as_str().unwrap().to_string();
+    d.end_and_wait(KEY_T1, &pid).await;
+    let second = d.create(KEY_T1, json!({"profile": pid})).await;
+    let sid = second["session_id"].as_str().unwrap().to_string();
+    // What the page or the browser left: a sparse file over the 8 GiB a restore takes.
+    let kept = d.data.join("browsers").join(&sid);
+    std::fs::File::create(kept.join("Default/huge"))
+        .unwrap()
+        .set_len(9 << 30)
+        .unwrap();
+    let ended = d.end_and_wait(KEY_T1, &sid).await;
+    assert_eq!(ended["save"]["state"], "refused", "{ended}");
+    let why = ended["save"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("limits.max_file_size"), "{ended}");
+    assert!(kept.is_dir(), "the directory is kept a while");
+    let (_, v) = d.call("GET", "/v0/saves", Some(KEY_T1), None).await;
+    assert_eq!(v["failed_saves"][0]["session_id"], sid.as_str(), "{v}");
+    assert_eq!(v["failed_saves"][0]["state"], "refused", "{v}");
+    // A retry says it was refused again.
+    let (st, v) = d
+        .call(
+            "POST",
+            &format!("/v0/saves/{sid}/retry"),
+            Some(KEY_T1),
+            None,
+        )
+        .await;
+    assert_eq!(st, 503, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("refused"), "{v}");
+    // The profile is not held: a saving load starts at once, on the last good generation.
+    let third = d.create(KEY_T1, json!({"profile": pid})).await;
+    assert_eq!(third["profile"]["generation"], 1, "{third}");
+    // Past `keep_refused_saves` the directory and its record go; the sweeper never retried
+    // the save (refused at the end of the session and by the one retry asked for).
+    let t = std::time::Instant::now();
+    while kept.exists() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "the refused save's directory was not removed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let (_, v) = d.call("GET", "/v0/saves", Some(KEY_T1), None).await;
+    assert_eq!(v["failed_saves"], json!([]), "{v}");
+    let refusals = d
+        .log_text()
+        .matches("a restore would refuse what it holds")
+        .count();
+    assert_eq!(refusals, 2, "{}", d.log_text());
+}

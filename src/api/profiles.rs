@@ -73,7 +73,8 @@ pub(super) async fn delete(
     ))
 }
 
-/// `GET /v0/saves`: the tenant's sessions whose save failed (kept on disk, retried).
+/// `GET /v0/saves`: the tenant's sessions whose save failed (kept on disk, retried) or was
+/// refused (kept a while, not retried).
 pub(super) async fn failed_saves(
     State(state): State<AppState>,
     ApiTenant(t): ApiTenant,
@@ -82,7 +83,7 @@ pub(super) async fn failed_saves(
         .manager
         .failed_saves(Some(&t))
         .into_iter()
-        .map(|r| serde_json::json!({"session_id": r.id, "profile": r.profile_id, "base_generation": r.base_generation, "created_at": r.created_at}))
+        .map(|r| serde_json::json!({"session_id": r.id, "profile": r.profile_id, "base_generation": r.base_generation, "created_at": r.created_at, "state": r.state, "refused": r.refused}))
         .collect();
     Ok(Json(serde_json::json!({"failed_saves": list})))
 }
@@ -95,10 +96,24 @@ pub(super) async fn retry_save(
 ) -> Result<Json<Value>, ApiError> {
     match state.manager.retry_save(Some(&t), &id).await {
         Ok(true) => Ok(Json(serde_json::json!({"session_id": id, "saved": true}))),
-        Ok(false) => Err(ApiError::new(
-            ErrorCode::SaveFailed,
-            "the save failed again; it stays queued for retry",
-        )),
+        Ok(false) => {
+            let refused = state
+                .manager
+                .failed_saves(Some(&t))
+                .into_iter()
+                .find(|r| r.id == id)
+                .and_then(|r| r.refused);
+            Err(ApiError::new(
+                ErrorCode::SaveFailed,
+                match refused {
+                    Some(why) => format!(
+                        "the save was refused again ({}); its directory is kept for sessions.keep_refused_saves, not retried",
+                        why.reason
+                    ),
+                    None => "the save failed again; it stays queued for retry".into(),
+                },
+            ))
+        }
         Err(_) => Err(ApiError::not_found("failed save")),
     }
 }

@@ -11,7 +11,7 @@ pub struct Args {
     /// Retry this session's save now.
     #[arg(long, conflicts_with = "retry_all")]
     pub retry: Option<String>,
-    /// Retry every failed save now.
+    /// Retry every failed save now, the refused ones too (after the limits were raised).
     #[arg(long)]
     pub retry_all: bool,
 }
@@ -62,7 +62,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     if a.retry_all {
-        let n = manager.retry_failed_saves().await;
+        let n = manager.retry_failed_saves(true).await;
         let left = manager.failed_saves(None).len();
         ctx.print(
             &serde_json::json!({"saved": n, "still_failed": left}),
@@ -74,7 +74,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let list = manager.failed_saves(None);
     let out: Vec<serde_json::Value> = list
         .iter()
-        .map(|r| serde_json::json!({"session_id": r.id, "tenant": r.tenant, "profile": r.profile_id, "dir": r.dir, "created_at": r.created_at}))
+        .map(|r| serde_json::json!({"session_id": r.id, "tenant": r.tenant, "profile": r.profile_id, "dir": r.dir, "created_at": r.created_at, "state": r.state, "refused": r.refused}))
         .collect();
     ctx.print(&out, || {
         if list.is_empty() {
@@ -83,11 +83,15 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         list.iter()
             .map(|r| {
                 format!(
-                    "{}\ttenant {}\tprofile {}\t{}",
+                    "{}\ttenant {}\tprofile {}\t{}{}",
                     r.id,
                     r.tenant,
                     r.profile_id.as_deref().unwrap_or("-"),
-                    r.dir.display()
+                    r.dir.display(),
+                    r.refused
+                        .as_ref()
+                        .map(|w| format!("\trefused: {}", w.reason))
+                        .unwrap_or_default()
                 )
             })
             .collect::<Vec<_>>()

@@ -57,6 +57,9 @@ pub struct SessionsSection {
     /// Seconds a failed save holds its profile (this node's lock, the lease) while it is
     /// retried, so no session loads the generation before it (0: not held).
     pub hold_failed_saves: u64,
+    /// Seconds the directory of a refused save (the profile holds what a restore would
+    /// refuse) is kept, not retried, before it is removed (0: removed at the next sweep).
+    pub keep_refused_saves: u64,
 }
 
 impl Default for SessionsSection {
@@ -81,6 +84,7 @@ impl Default for SessionsSection {
             retry_failed_every: 60,
             lease_ttl: 30,
             hold_failed_saves: 3600,
+            keep_refused_saves: 86_400,
         }
     }
 }
@@ -124,6 +128,8 @@ pub struct SessionConfig {
     pub lease_ttl: Duration,
     /// How long a failed save holds its profile while it is retried (zero: not held).
     pub hold_failed: Duration,
+    /// How long a refused save's directory is kept.
+    pub keep_refused: Duration,
     /// Live-view limits.
     pub live: crate::live::LiveConfig,
     /// This node's browser version (read once at start), compared with the version that
@@ -173,6 +179,7 @@ impl SessionConfig {
             retry_failed_every: Duration::from_secs(s.retry_failed_every.max(1)),
             lease_ttl: Duration::from_secs(s.lease_ttl.max(2)),
             hold_failed: Duration::from_secs(s.hold_failed_saves),
+            keep_refused: Duration::from_secs(s.keep_refused_saves),
             browser_version,
             allow_older_browser: s.allow_older_browser,
             room: crate::room::RoomConfig {

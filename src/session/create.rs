@@ -89,6 +89,7 @@ impl Manager {
             created_at: now_ms() / 1000,
             state: RecordState::Starting,
             identity: plan.pinned.overridden_by(&req.identity),
+            refused: None,
         };
         let (browser, record) = self
             .launch(tenant, &req, record, &plan, lease.as_ref(), &mut guard)

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::fsutil;
 use crate::vault::{self, Base, Vault};
 use crate::{NoProgress, Progress};
+use save::Outcome;
 
 pub use crate::browser::LaunchOptions;
 pub use config::{SessionConfig, SessionsSection};
@@ -164,6 +165,19 @@ pub struct Record {
     /// The browser identity the session ran with (pinned to the profile when it saves).
     #[serde(default)]
     pub identity: vault::Identity,
+    /// Why and when its save was refused for good (state `refused`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refusal>,
+}
+
+/// A save refused for what the profile holds (a restore of it would refuse it): retrying it
+/// cannot land until the profile or the limits change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// When, Unix seconds.
+    pub at: u64,
+    /// Why, as the save said.
+    pub reason: String,
 }
 
 /// Where a session is, as its record on disk says (what a restarted daemon recovers from).
@@ -178,6 +192,9 @@ pub enum RecordState {
     Ending,
     /// Its save failed; the directory is kept for a retry.
     Failed,
+    /// Its save was refused for what the profile holds: not retried, the profile not held;
+    /// the directory is kept for `sessions.keep_refused_saves` seconds.
+    Refused,
 }
 
 /// Counters the metrics endpoint reports.

@@ -1,8 +1,28 @@
 //! How a session ends: stop the browser cleanly, merge pending bookmarks, save a new
-//! generation (or keep the directory and record for a retry when the save fails), release
-//! the lease and the local lock, and forget the session.
+//! generation (or keep the directory and record for a retry when the save fails, or for a
+//! while when it is refused), release the lease and the local lock, and forget the session.
 
 use super::*;
+
+/// How a save of a kept directory ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Saved, kept as a non-head generation, or nothing to save: the directory can go.
+    Done,
+    /// Failed: the directory is kept for a retry, and the profile held until it lands.
+    Failed,
+    /// Refused for what the profile holds (a restore of it would refuse it): retrying
+    /// cannot land, so it is not retried and the profile not held; the directory is kept
+    /// for `sessions.keep_refused_saves` seconds.
+    Refused(Refusal),
+}
+
+impl Outcome {
+    /// Whether nothing is left to do.
+    pub(super) fn is_done(&self) -> bool {
+        matches!(self, Outcome::Done)
+    }
+}
 
 impl Manager {
     pub(super) async fn finish(self: Arc<Self>, s: Arc<Session>) {
@@ -17,6 +37,7 @@ impl Manager {
             created_at: s.created_at,
             state: RecordState::Ending,
             identity: s.identity.clone(),
+            refused: None,
         };
         self.publish(&s).await;
         if s.profile_id.is_some() {
@@ -47,18 +68,13 @@ impl Manager {
                 }
             }
         }
-        let ok = self.save_record(&record, Some(&s)).await;
-        if ok {
-            self.forget(&s.id, &s.dir);
-        } else {
-            record.state = RecordState::Failed;
-            self.write_record(&record);
-        }
+        let outcome = self.save_record(&record, Some(&s)).await;
+        self.settle_record(&mut record, &outcome);
         // The store lease first, then the local lock: whoever takes the profile next finds both free.
         // A failed save holds both until it is retried (`held`).
         let lease = s.lease.take().await;
         if let (Some(p), true) = (&s.profile_id, s.save) {
-            if ok {
+            if outcome != Outcome::Failed {
                 if let Some(l) = lease {
                     if let Err(e) = self.vault.release_lease(&l).await {
                         tracing::warn!(session = %s.id, error = %e, "could not release the profile lease; it expires by itself");
@@ -81,10 +97,33 @@ impl Manager {
         }
     }
 
-    /// Saves a stopped browser's directory; returns whether nothing is left to do.
+    /// What a save's outcome leaves of session `record`: nothing when it is done (directory
+    /// and record removed); otherwise the record, rewritten as failed or refused.
+    pub(super) fn settle_record(&self, record: &mut Record, outcome: &Outcome) {
+        match outcome {
+            Outcome::Done => self.forget(&record.id, &record.dir),
+            Outcome::Failed => {
+                record.state = RecordState::Failed;
+                record.refused = None;
+                self.write_record(record);
+            }
+            Outcome::Refused(why) => {
+                // Kept from the first refusal: retries and restarts do not keep it longer.
+                let at = record.refused.as_ref().map_or(why.at, |w| w.at.min(why.at));
+                record.state = RecordState::Refused;
+                record.refused = Some(Refusal {
+                    at,
+                    reason: why.reason.clone(),
+                });
+                self.write_record(record);
+            }
+        }
+    }
+
+    /// Saves a stopped browser's directory.
     // Eight plain facts of one save; a struct for them belongs to the session refactor (#25).
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn save_dir(
+    async fn save_dir(
         &self,
         tenant: &str,
         profile: Option<&str>,
@@ -93,12 +132,12 @@ impl Manager {
         dir: &Path,
         identity: &vault::Identity,
         s: Option<&Session>,
-    ) -> bool {
+    ) -> Outcome {
         let (Some(profile), true) = (profile, save) else {
-            return true;
+            return Outcome::Done;
         };
         if !dir.is_dir() {
-            return true;
+            return Outcome::Done;
         }
         let waiting = &crate::metrics::METRICS.saves_waiting;
         waiting.fetch_add(1, Ordering::Relaxed);
@@ -156,7 +195,7 @@ impl Manager {
                     };
                     st.generation = Some(rep.generation);
                 }
-                true
+                Outcome::Done
             }
             // Another save moved the head first: this generation is stored and listed, so
             // nothing is lost and the directory can go; the head is not moved over theirs.
@@ -169,7 +208,21 @@ impl Manager {
                         head,
                     };
                 }
-                true
+                Outcome::Done
+            }
+            Err(e) if e.is_refusal() => {
+                self.counters.saves_failed.fetch_add(1, Ordering::Relaxed);
+                let keep = self.cfg.keep_refused.as_secs();
+                tracing::error!(tenant, profile, error = %e, dir = %dir.display(), keep_secs = keep, "the profile was not saved: a restore would refuse what it holds; the profile stays at its last generation, and its directory is kept (not retried) for sessions.keep_refused_saves");
+                if let Some(s) = s {
+                    s.status.lock().expect("status lock").save = SaveState::Refused {
+                        error: e.to_string(),
+                    };
+                }
+                Outcome::Refused(Refusal {
+                    at: now_ms() / 1000,
+                    reason: e.to_string(),
+                })
             }
             Err(e) => {
                 self.counters.saves_failed.fetch_add(1, Ordering::Relaxed);
@@ -179,13 +232,13 @@ impl Manager {
                         error: e.to_string(),
                     };
                 }
-                false
+                Outcome::Failed
             }
         }
     }
 
     /// Saves the directory a session record names (see [`Manager::save_dir`]).
-    pub(super) async fn save_record(&self, r: &Record, s: Option<&Session>) -> bool {
+    pub(super) async fn save_record(&self, r: &Record, s: Option<&Session>) -> Outcome {
         self.save_dir(
             &r.tenant,
             r.profile_id.as_deref(),

@@ -60,6 +60,12 @@ pub enum SaveState {
         /// What went wrong.
         error: String,
     },
+    /// The save was refused for what the profile holds (over a limit a restore enforces):
+    /// the profile stays at its last generation; the directory is kept a while, not retried.
+    Refused {
+        /// Why.
+        error: String,
+    },
     /// Saved as a generation that is not the head, because another save moved the head first.
     Conflict {
         /// Generation written (listed by `versions`).

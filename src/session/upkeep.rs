@@ -66,16 +66,20 @@ impl Manager {
 const DISK_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 impl Manager {
-    /// Session records whose save failed (their directories are kept), for `tenant` or all.
+    /// Session records whose save failed or was refused (their directories are kept), for
+    /// `tenant` or all.
     pub fn failed_saves(&self, tenant: Option<&str>) -> Vec<Record> {
         self.records
             .read_all()
             .into_iter()
-            .filter(|r| r.state == RecordState::Failed && tenant.is_none_or(|t| r.tenant == t))
+            .filter(|r| {
+                matches!(r.state, RecordState::Failed | RecordState::Refused)
+                    && tenant.is_none_or(|t| r.tenant == t)
+            })
             .collect()
     }
 
-    /// Retries the failed save of session `id` now. Returns whether it is saved.
+    /// Retries the failed (or refused) save of session `id` now. Returns whether it is saved.
     ///
     /// # Errors
     /// [`Error::ProfileNotFound`] when there is no failed save with that id.
@@ -97,11 +101,17 @@ impl Manager {
         // way nor leaves the id marked as retrying for good.
         let this = self.clone();
         let retry = tokio::spawn(async move {
+            let mut r = r;
             let session = this.get(&r.id);
-            let ok = this.save_record(&r, session.as_deref()).await;
-            if ok {
-                this.forget(&r.id, &r.dir);
+            let outcome = this.save_record(&r, session.as_deref()).await;
+            if outcome != Outcome::Failed || r.state == RecordState::Refused {
+                // Landed, refused, or a refused one failed (now retried as any failed save):
+                // nothing for the profile to wait for.
+                this.settle_record(&mut r, &outcome);
                 this.unhold(&r.id).await;
+            }
+            let ok = outcome.is_done();
+            if ok {
                 tracing::info!(session = %r.id, profile = ?r.profile_id, "failed save retried successfully");
             }
             retrying.finish(ok);
@@ -110,15 +120,54 @@ impl Manager {
         Ok(retry.await.unwrap_or(false))
     }
 
-    /// Retries every failed save once; returns how many are now saved.
-    pub async fn retry_failed_saves(self: &Arc<Self>) -> usize {
+    /// Retries every failed save once, and the refused ones too when `refused_too` (an
+    /// operator who raised the limits; the sweeper does not); returns how many are now saved.
+    pub async fn retry_failed_saves(self: &Arc<Self>, refused_too: bool) -> usize {
         let mut n = 0;
         for r in self.failed_saves(None) {
+            if r.state != RecordState::Failed && !refused_too {
+                continue;
+            }
             if let Ok(true) = self.retry_save(None, &r.id).await {
                 n += 1;
             }
         }
         n
+    }
+
+    /// What the record of session `id` says of its last save: refused, or (also when it is
+    /// gone or unreadable) failed.
+    fn refusal_of(&self, id: &str) -> Outcome {
+        match self.failed_saves(None).into_iter().find(|r| r.id == id) {
+            Some(Record {
+                state: RecordState::Refused,
+                refused: Some(why),
+                ..
+            }) => Outcome::Refused(why),
+            _ => Outcome::Failed,
+        }
+    }
+
+    /// Removes the directories and records of refused saves kept longer than
+    /// `sessions.keep_refused_saves` (an operator who raised the limits retried them before).
+    pub fn expire_refused(&self) {
+        let now = now_ms() / 1000;
+        let keep = self.cfg.keep_refused.as_secs();
+        for r in self.failed_saves(None) {
+            let Some(why) = &r.refused else { continue };
+            if r.state != RecordState::Refused
+                || now.saturating_sub(why.at) < keep
+                || self
+                    .retrying
+                    .lock()
+                    .expect("retrying lock")
+                    .contains_key(&r.id)
+            {
+                continue;
+            }
+            tracing::warn!(session = %r.id, tenant = %r.tenant, profile = ?r.profile_id, reason = %why.reason, "removing the directory of a refused save kept for sessions.keep_refused_saves");
+            self.forget(&r.id, &r.dir);
+        }
     }
 
     fn active_sessions(&self) -> Vec<Arc<Session>> {
@@ -266,8 +315,9 @@ impl Manager {
                         && !self.shutting_down.load(Ordering::SeqCst)
                     {
                         last_retry = tokio::time::Instant::now();
+                        self.expire_refused();
                         let this = self.clone();
-                        tokio::spawn(async move { this.retry_failed_saves().await });
+                        tokio::spawn(async move { this.retry_failed_saves(false).await });
                     }
                 }
                 r = stop.changed() => {
@@ -367,11 +417,23 @@ impl Manager {
             self.cfg.browser.cleanup(&r.id);
             // A retry (the sweeper's, the API's) waits for recovery's save of the directory,
             // and recovery for a retry that came first.
-            let (ok, retrying) = match self.start_retry(&r.id).await {
+            let (outcome, retrying) = match self.start_retry(&r.id).await {
                 Ok(g) => (self.save_record(&r, None).await, Some(g)),
-                Err(saved) => (saved, None),
+                Err(true) => (Outcome::Done, None),
+                // The retry that came first did not land: its record says whether it was
+                // refused (and written so) or failed.
+                Err(false) => (self.refusal_of(&r.id), None),
             };
-            if ok {
+            let ok = outcome.is_done();
+            if let Outcome::Refused(_) = &outcome {
+                // Refused (again): kept a while, not retried, the profile free.
+                if retrying.is_some() {
+                    self.settle_record(&mut r.clone(), &outcome);
+                }
+                if let (Some(p), true) = (&r.profile_id, r.save) {
+                    self.release_profile(&r.tenant, p, &r.id);
+                }
+            } else if ok {
                 self.forget(&r.id, &r.dir);
                 if retrying.is_some() {
                     tracing::info!(session = %r.id, profile = ?r.profile_id, "recovered session saved");
@@ -396,6 +458,7 @@ impl Manager {
                 if r.state != RecordState::Failed {
                     let mut failed = r.clone();
                     failed.state = RecordState::Failed;
+                    failed.refused = None;
                     self.write_record(&failed);
                 }
             }

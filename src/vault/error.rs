@@ -221,6 +221,12 @@ impl Error {
         )
     }
 
+    /// Whether a save was refused for what the profile holds (a restore would refuse it):
+    /// trying it again fails the same way until the profile or the limits change.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Error::Archive(archive::Error::OverLimits(_)))
+    }
+
     /// Whether the cause is tampering, corruption, a wrong key or a hostile archive.
     pub fn is_integrity(&self) -> bool {
         match self {
@@ -236,6 +242,7 @@ impl Error {
             Error::Archive(a) => !matches!(
                 a,
                 archive::Error::Io { .. }
+                    | archive::Error::OverLimits(_)
                     | archive::Error::Write(_)
                     | archive::Error::NotADirectory(_)
                     | archive::Error::TargetNotEmpty(_)

@@ -29,7 +29,7 @@ fn profile_info() -> Value {
 fn save_state() -> Value {
     object(
         json!({
-            "state": {"type": "string", "enum": ["none", "pending", "saving", "saved", "failed", "conflict"]},
+            "state": {"type": "string", "enum": ["none", "pending", "saving", "saved", "failed", "refused", "conflict"]},
             "generation": {"type": "integer", "minimum": 0},
             "error": {"type": "string"},
             "head": {"type": "integer", "minimum": 0, "nullable": true},
@@ -138,7 +138,9 @@ pub static FAILED_SAVES: LazyLock<Value> = LazyLock::new(|| {
             "profile": {"type": "string", "nullable": true},
             "base_generation": {"type": "integer", "minimum": 0, "nullable": true},
             "created_at": unix_secs(),
-        }), &["session_id", "profile", "base_generation", "created_at"])}}),
+            "state": {"type": "string", "enum": ["failed", "refused"]},
+            "refused": {"type": "object", "nullable": true, "properties": {"at": unix_secs(), "reason": {"type": "string"}}, "required": ["at", "reason"]},
+        }), &["session_id", "profile", "base_generation", "created_at", "state", "refused"])}}),
         &["failed_saves"],
     )
 });

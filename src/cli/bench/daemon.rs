@@ -216,6 +216,7 @@ impl BenchDaemon {
                 retry_failed_every: std::time::Duration::from_secs(60),
                 lease_ttl: std::time::Duration::from_secs(30),
                 hold_failed: std::time::Duration::from_secs(3600),
+                keep_refused: std::time::Duration::from_secs(86_400),
                 live: Default::default(),
                 browser_version: None,
                 allow_older_browser: true,
