@@ -9,12 +9,18 @@
 //! ones start again from a snapshot). Changes reach watchers over a bounded broadcast
 //! channel: one that stops reading falls behind and is resynchronised with a snapshot, so
 //! memory stays bounded whatever watchers do.
+//!
+//! Values are kept as their compact JSON text, never as parsed trees (a tree of a 16 KiB
+//! array of zeros takes 256 KiB), and the kept log holds at most `max_total_bytes` of
+//! changes besides its count: a room holds a few times `max_total_bytes` whatever is
+//! written to it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -84,26 +90,42 @@ pub fn valid_key(k: &str) -> bool {
 }
 
 /// One change.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Change {
     /// The room's version after it.
     pub version: u64,
     /// Key.
     pub key: String,
-    /// New value (`null` when deleted).
-    pub value: Value,
+    /// New value (`null` when deleted), as compact JSON.
+    pub value: Box<RawValue>,
     /// Whether the key was deleted.
     pub deleted: bool,
 }
 
+impl PartialEq for Change {
+    fn eq(&self, o: &Self) -> bool {
+        (self.version, &self.key, self.value.get(), self.deleted)
+            == (o.version, &o.key, o.value.get(), o.deleted)
+    }
+}
+
 /// One entry.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Entry {
-    /// Value.
-    pub value: Value,
+    /// Value, as compact JSON.
+    pub value: Box<RawValue>,
     /// Version of the change that wrote it.
     pub version: u64,
 }
+
+impl PartialEq for Entry {
+    fn eq(&self, o: &Self) -> bool {
+        (self.value.get(), self.version) == (o.value.get(), o.version)
+    }
+}
+
+/// Changes broadcast to watchers and not yet taken by all (a slower one is resynchronised).
+const BROADCAST: usize = 256;
 
 /// A write's condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +172,8 @@ struct Inner {
     bytes: usize,
     version: u64,
     log: VecDeque<Arc<Change>>,
+    /// Bytes of keys and values in `log`.
+    log_bytes: usize,
     budget: f64,
     refilled: Instant,
 }
@@ -194,8 +218,13 @@ impl std::fmt::Debug for Room {
     }
 }
 
-fn size_of(key: &str, value: &Value) -> usize {
-    key.len() + serde_json::to_vec(value).map_or(0, |v| v.len())
+fn size_of(key: &str, value: &RawValue) -> usize {
+    key.len() + value.get().len()
+}
+
+/// `null`, the value of a deleted key's change.
+fn null() -> Box<RawValue> {
+    RawValue::from_string("null".into()).expect("null is JSON")
 }
 
 impl Room {
@@ -208,10 +237,11 @@ impl Room {
                 bytes: 0,
                 version: 0,
                 log: VecDeque::new(),
+                log_bytes: 0,
                 budget: rate * 2.0,
                 refilled: Instant::now(),
             }),
-            tx: broadcast::channel(1024).0,
+            tx: broadcast::channel(BROADCAST).0,
             cfg,
             watchers: Arc::default(),
         }
@@ -263,6 +293,14 @@ impl Room {
         if value.is_none() && current.is_none() {
             return Err(Error::NotFound);
         }
+        let value = match value {
+            // Compact JSON text: what is measured is what is kept.
+            Some(v) => Some(
+                serde_json::value::to_raw_value(&v)
+                    .map_err(|_| Error::ValueTooLarge(self.cfg.max_value_bytes))?,
+            ),
+            None => None,
+        };
         let old = i.entries.get(key).map_or(0, |e| size_of(key, &e.value));
         if let Some(v) = &value {
             let new = size_of(key, v);
@@ -290,7 +328,7 @@ impl Room {
             version,
             key: key.to_string(),
             deleted: value.is_none(),
-            value: value.clone().unwrap_or(Value::Null),
+            value: value.clone().unwrap_or_else(null),
         });
         match value {
             Some(v) => {
@@ -303,9 +341,15 @@ impl Room {
                 i.entries.remove(key);
             }
         }
+        i.log_bytes += size_of(&change.key, &change.value);
         i.log.push_back(change.clone());
-        while i.log.len() > self.cfg.log_len {
-            i.log.pop_front();
+        // The last change is always kept; older ones while the count and bytes allow.
+        while i.log.len() > self.cfg.log_len.max(1)
+            || (i.log.len() > 1 && i.log_bytes > self.cfg.max_total_bytes)
+        {
+            if let Some(c) = i.log.pop_front() {
+                i.log_bytes -= size_of(&c.key, &c.value);
+            }
         }
         // Sent under the lock, so every watcher sees changes in version order.
         let _ = self.tx.send(change.clone());
@@ -411,6 +455,30 @@ mod tests {
         );
         assert!(matches!(r.watch(Some(5)).0, Start::Replay(ref c) if c.is_empty()));
         assert!(matches!(r.watch(None).0, Start::Snapshot(5, _)));
+    }
+
+    #[test]
+    fn what_a_room_keeps_is_bounded_by_bytes() {
+        let r = Room::new(RoomConfig::default());
+        // Values of 16 KiB whose trees would be 16 times that: kept as text, and the log
+        // holds at most `max_total_bytes` of them (it held 4096 changes, whatever their size).
+        let big = json!(vec![0; 8190]);
+        for _ in 0..1000 {
+            r.put("k", big.clone(), Condition::Always).unwrap();
+        }
+        let i = r.inner.lock().unwrap();
+        let kept: usize = i.log.iter().map(|c| size_of(&c.key, &c.value)).sum();
+        assert_eq!(kept, i.log_bytes);
+        assert!(kept <= RoomConfig::default().max_total_bytes, "{kept}");
+        assert!(i.log.len() >= 60, "{}", i.log.len());
+        assert_eq!(i.entries["k"].value.get(), big.to_string());
+        drop(i);
+        // A watcher from before what is kept starts again from a snapshot.
+        assert!(matches!(r.watch(Some(1)).0, Start::Snapshot(1000, _)));
+        match r.watch(Some(994)).0 {
+            Start::Replay(c) => assert_eq!(c.len(), 6),
+            s => panic!("{s:?}"),
+        }
     }
 
     #[test]

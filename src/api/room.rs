@@ -141,13 +141,48 @@ fn room_error(e: room::Error) -> ApiError {
     ApiError::new(code, e.to_string())
 }
 
-pub(super) fn entries_json(entries: &std::collections::BTreeMap<String, room::Entry>) -> Value {
-    Value::Object(
-        entries
-            .iter()
-            .map(|(k, e)| (k.clone(), json!({"value": e.value, "version": e.version})))
-            .collect(),
-    )
+/// The JSON text of a snapshot, `{"version", "entries": {key: {"value", "version"}}}`, with
+/// `"t": "store", "type": "snapshot"` first for the live view (`live`). Written straight from
+/// the values' JSON text, never parsed into trees.
+pub(super) fn snapshot_text(
+    version: u64,
+    entries: &std::collections::BTreeMap<String, room::Entry>,
+    live: bool,
+) -> String {
+    #[derive(serde::Serialize)]
+    struct Out<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        t: Option<&'static str>,
+        #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+        kind: Option<&'static str>,
+        version: u64,
+        entries: &'a std::collections::BTreeMap<String, room::Entry>,
+    }
+    let out = Out {
+        t: live.then_some("store"),
+        kind: live.then_some("snapshot"),
+        version,
+        entries,
+    };
+    serde_json::to_string(&out).expect("a snapshot serializes")
+}
+
+/// The JSON text of a change as the live view sends it (`"t": "store", "type": "change"`).
+pub(super) fn change_text(c: &Change) -> String {
+    #[derive(serde::Serialize)]
+    struct Out<'a> {
+        t: &'static str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(flatten)]
+        change: &'a Change,
+    }
+    serde_json::to_string(&Out {
+        t: "store",
+        kind: "change",
+        change: c,
+    })
+    .expect("a change serializes")
 }
 
 fn etag(version: u64) -> (axum::http::HeaderName, HeaderValue) {
@@ -166,9 +201,14 @@ pub(super) async fn list(
 ) -> Result<Response, ApiError> {
     if q.watch != Some(true) {
         let (version, entries) = s.room.snapshot();
-        return Ok(
-            Json(json!({"version": version, "entries": entries_json(&entries)})).into_response(),
-        );
+        return Ok((
+            [(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            snapshot_text(version, &entries, false),
+        )
+            .into_response());
     }
     let after = headers
         .get("last-event-id")
@@ -204,7 +244,7 @@ fn snapshot_event(
     Event::default()
         .event("snapshot")
         .id(version.to_string())
-        .data(json!({"version": version, "entries": entries_json(entries)}).to_string())
+        .data(snapshot_text(version, entries, false))
 }
 
 fn change_event(c: &Change) -> Event {

@@ -53,13 +53,6 @@ fn text(v: Value) -> Message {
     Message::Text(v.to_string().into())
 }
 
-fn snapshot(
-    version: u64,
-    entries: &std::collections::BTreeMap<String, crate::room::Entry>,
-) -> Value {
-    json!({"t": "store", "type": "snapshot", "version": version, "entries": super::room::entries_json(entries)})
-}
-
 /// The next item of an optional stream; never, without one.
 async fn next<T: Clone>(rx: &mut Option<broadcast::Receiver<T>>) -> Result<T, RecvError> {
     match rx {
@@ -92,6 +85,11 @@ struct Conn {
 impl Conn {
     async fn send(&mut self, v: Value) -> bool {
         self.tx.send(text(v)).await.is_ok()
+    }
+
+    /// Sends a message already written as JSON text.
+    async fn send_text(&mut self, t: String) -> bool {
+        self.tx.send(Message::Text(t.into())).await.is_ok()
     }
 
     async fn send_binary(&mut self, b: bytes::Bytes) -> bool {
@@ -232,13 +230,13 @@ impl Conn {
             Ok(c) if c.version <= self.store_last => true,
             Ok(c) => {
                 self.store_last = c.version;
-                self.send(json!({"t": "store", "type": "change", "version": c.version, "key": c.key, "value": c.value, "deleted": c.deleted}))
-                    .await
+                self.send_text(super::room::change_text(&c)).await
             }
             Err(RecvError::Lagged(_)) => {
                 let (v, entries) = self.s.room.snapshot();
                 self.store_last = v;
-                self.send(snapshot(v, &entries)).await
+                self.send_text(super::room::snapshot_text(v, &entries, true))
+                    .await
             }
             Err(RecvError::Closed) => true,
         }
@@ -548,7 +546,9 @@ pub(super) async fn run(
     let (start, mut store) = s.room.watch(None);
     if let crate::room::Start::Snapshot(v, entries) = start {
         c.store_last = v;
-        ok = ok && c.send(snapshot(v, &entries)).await;
+        ok = ok
+            && c.send_text(super::room::snapshot_text(v, &entries, true))
+                .await;
     }
     let mut downloads_tick = tokio::time::interval(std::time::Duration::from_secs(1));
     while ok {
