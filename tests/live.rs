@@ -416,6 +416,13 @@ async fn a_person_uses_the_session_through_embed_url() {
     v.ask(json!({"cmd": "waitFor", "name": "c",
         "expr": "Math.abs(window.__pv.meta.width - 900) <= 2 && Math.abs(window.__pv.meta.height - 434) <= 2"}))
         .await;
+    // Without control or chrome_apis it is sent only the tab in view, not the addresses of
+    // the others (a has both tabs).
+    v.ask(json!({"cmd": "waitFor", "name": "c",
+        "expr": "window.__pv.tabs.length === 1 && window.__pv.tabs[0].active && window.__pv.tabs[0].url.endsWith('/popup')"}))
+        .await;
+    v.ask(json!({"cmd": "waitFor", "name": "a", "expr": "window.__pv.tabs.length === 2"}))
+        .await;
     proxy.cut();
     let old = c["userId"].as_str().unwrap();
     v.ask(json!({"cmd": "waitFor", "name": "c", "timeout": 20000,

@@ -87,6 +87,17 @@ impl Conn {
         self.tx.send(text(v)).await.is_ok()
     }
 
+    /// The tab strip: every tab for a user who may switch tabs (control) or read them
+    /// (`chrome_apis`); for anyone else only the tab in view, which the picture shows anyway
+    /// (not the addresses of background tabs: links with secrets in them).
+    async fn tabs(&mut self, mut tabs: Vec<crate::live::hub::Tab>) -> bool {
+        use crate::live::roles::Role;
+        if !self.user.may_control() && !self.user.has(Role::ChromeApis) {
+            tabs.retain(|t| t.active);
+        }
+        self.send(json!({"t": "tabs", "tabs": tabs})).await
+    }
+
     /// Sends a message already written as JSON text.
     async fn send_text(&mut self, t: String) -> bool {
         self.tx.send(Message::Text(t.into())).await.is_ok()
@@ -561,7 +572,7 @@ pub(super) async fn run(
                 Err(RecvError::Lagged(_)) => true,
                 Err(RecvError::Closed) => { sound = None; true }
             },
-            r = tabs.changed() => r.is_ok() && { let t = tabs.borrow_and_update().clone(); c.send(json!({"t": "tabs", "tabs": t})).await },
+            r = tabs.changed() => r.is_ok() && { let t = tabs.borrow_and_update().clone(); c.tabs(t).await },
             r = ended.changed() => r.is_ok() && { let e = ended.borrow_and_update().clone(); c.ended(e).await },
             r = store.recv() => c.store(r).await,
             r = tabs_events.recv() => c.tabs_event(r).await,

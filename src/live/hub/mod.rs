@@ -311,14 +311,18 @@ impl Hub {
                 let id = str_of(&t["targetId"]);
                 let created = {
                     let mut pages = conn.pages.lock().expect("pages");
+                    let (title, url) = (
+                        clipped(&t["title"], TAB_TITLE_MAX),
+                        clipped(&t["url"], TAB_URL_MAX),
+                    );
                     match pages.iter_mut().find(|x| x.0 == id) {
                         Some(x) => {
-                            x.1 = str_of(&t["title"]);
-                            x.2 = str_of(&t["url"]);
+                            x.1 = title;
+                            x.2 = url;
                             false
                         }
                         None => {
-                            pages.push((id.clone(), str_of(&t["title"]), str_of(&t["url"])));
+                            pages.push((id.clone(), title, url));
                             true
                         }
                     }
@@ -417,4 +421,38 @@ impl Hub {
 
 fn str_of(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_string()
+}
+
+/// Longest tab URL and title kept for the tab strip, bytes: a page sets its own (a fragment
+/// of megabytes by `history.replaceState`), and every viewer is sent the strip on each change.
+const TAB_URL_MAX: usize = 2048;
+const TAB_TITLE_MAX: usize = 512;
+
+/// `v`'s string, cut to at most `max` bytes (at a character boundary).
+fn clipped(v: &Value, max: usize) -> String {
+    let s = v.as_str().unwrap_or_default();
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_sets_no_tab_url_or_title_past_the_limit() {
+        let long = format!("https://x/#{}é", "a".repeat(3 << 20));
+        let url = clipped(&Value::String(long.clone()), TAB_URL_MAX);
+        assert_eq!(url.len(), TAB_URL_MAX);
+        assert!(long.starts_with(&url));
+        // Cut at a character boundary.
+        let title = clipped(&Value::String("é".repeat(400)), TAB_TITLE_MAX);
+        assert_eq!(title, "é".repeat(256));
+        let odd = clipped(&Value::String("é".repeat(400)), 511);
+        assert_eq!(odd, "é".repeat(255));
+        assert_eq!(clipped(&Value::Null, 10), "");
+    }
 }
