@@ -18,15 +18,32 @@ use crate::live::hub::{FileChooser, Frame};
 use crate::live::{roles, Notice, Role, User};
 use crate::session::Session;
 
-type Tx = SplitSink<WebSocket, Message>;
+/// The socket to a viewer, whose every message must go out within `live.send_timeout`: a
+/// viewer that stops reading is let go once its socket's buffers are full that long (its
+/// handler would otherwise wait on it for good, deaf to kicks and to the session's end,
+/// holding a viewer slot and keeping the capture busy).
+struct Tx {
+    sink: SplitSink<WebSocket, Message>,
+    timeout: std::time::Duration,
+}
+
+/// Sends `m`; whether it went out in time.
+async fn put(tx: &mut Tx, m: Message) -> bool {
+    matches!(
+        tokio::time::timeout(tx.timeout, tx.sink.send(m)).await,
+        Ok(Ok(()))
+    )
+}
 
 async fn close(tx: &mut Tx, code: u16, reason: &str) {
-    let _ = tx
-        .send(Message::Close(Some(CloseFrame {
+    let _ = put(
+        tx,
+        Message::Close(Some(CloseFrame {
             code,
             reason: reason.to_string().into(),
-        })))
-        .await;
+        })),
+    )
+    .await;
 }
 
 /// Closes with `code`, then reads what the viewer still sends until its close answers ours
@@ -84,7 +101,7 @@ struct Conn {
 
 impl Conn {
     async fn send(&mut self, v: Value) -> bool {
-        self.tx.send(text(v)).await.is_ok()
+        put(&mut self.tx, text(v)).await
     }
 
     /// The tab strip: every tab for a user who may switch tabs (control) or read them
@@ -100,11 +117,11 @@ impl Conn {
 
     /// Sends a message already written as JSON text.
     async fn send_text(&mut self, t: String) -> bool {
-        self.tx.send(Message::Text(t.into())).await.is_ok()
+        put(&mut self.tx, Message::Text(t.into())).await
     }
 
     async fn send_binary(&mut self, b: bytes::Bytes) -> bool {
-        self.tx.send(Message::Binary(b)).await.is_ok()
+        put(&mut self.tx, Message::Binary(b)).await
     }
 
     /// A display's size and keyframe; the tiles from then on.
@@ -504,7 +521,11 @@ pub(super) async fn run(
     socket: WebSocket,
 ) {
     let live = &s.live;
-    let (mut tx, mut rx) = socket.split();
+    let (sink, mut rx) = socket.split();
+    let mut tx = Tx {
+        sink,
+        timeout: live.config().send_timeout,
+    };
     let Some((user, mut notices)) = admit(&s, roles, &caller, &policy, &mut tx, &mut rx).await
     else {
         return;

@@ -19,6 +19,9 @@ pub struct LiveSection {
     pub origins: Vec<String>,
     /// CSP `frame-ancestors` of the embed page (`*`: any site may frame it, as Hyperbeam's).
     pub frame_ancestors: String,
+    /// Seconds one message to a viewer may take to go out: a viewer that stops reading is
+    /// disconnected once its socket's buffers have been full this long.
+    pub send_timeout: u64,
 }
 
 impl Default for LiveSection {
@@ -29,6 +32,7 @@ impl Default for LiveSection {
             input_rate: 400,
             origins: vec!["*".into()],
             frame_ancestors: "*".into(),
+            send_timeout: 20,
         }
     }
 }
@@ -44,6 +48,8 @@ pub struct LiveConfig {
     pub max_input_rate: u32,
     /// JPEG quality of the screencast (1-100).
     pub jpeg_quality: u8,
+    /// Longest one message to a viewer may take to go out.
+    pub send_timeout: std::time::Duration,
 }
 
 impl Default for LiveConfig {
@@ -53,6 +59,7 @@ impl Default for LiveConfig {
             max_message: 64 * 1024,
             max_input_rate: 400,
             jpeg_quality: 70,
+            send_timeout: std::time::Duration::from_secs(20),
         }
     }
 }

@@ -503,7 +503,7 @@ impl Live {
     /// higher priority that may control is active (input within its `idle_timeout`, or any
     /// time when that is 0). Records the input when it is.
     pub fn accept_input(&self, user: &User) -> bool {
-        if !user.may_control() {
+        if !user.may_control() || user.is_removed() {
             return false;
         }
         let now = now_ms();

@@ -170,6 +170,7 @@ impl SessionConfig {
             live: crate::live::LiveConfig {
                 max_viewers: live.max_viewers.max(1),
                 max_input_rate: live.input_rate.max(10),
+                send_timeout: Duration::from_secs(live.send_timeout.max(1)),
                 ..Default::default()
             },
             close_deadline: Duration::from_secs(s.close_deadline.max(1)),
