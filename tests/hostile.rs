@@ -507,3 +507,66 @@ async fn a_session_a_restore_would_refuse_ends_refused_and_frees_its_profile() {
         .count();
     assert_eq!(refusals, 2, "{}", d.log_text());
 }
+
+/// Grows a file of the profile when packing starts (after the walk listed it, before it is
+/// read): what a browser or any late writer does to a profile being saved.
+struct GrowOnPacking(std::path::PathBuf);
+
+impl profile_vault::Progress for GrowOnPacking {
+    fn start(&self, label: &str, _: u64) {
+        if label == "packing" {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&self.0)
+                .unwrap();
+            f.write_all(&[b'x'; 5000]).unwrap();
+        }
+    }
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+/// A file that changes size while its profile is saved fails the save (the head stays): its
+/// chunks would not add up to the size listed, and no restore would take the generation.
+#[tokio::test]
+async fn a_file_that_grows_while_it_is_saved_fails_the_save_and_the_head_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, _) = fs_vault(dir.path());
+    let src = dir.path().join("src");
+    make_profile(&src, "a");
+    vault
+        .save(
+            &addr("t1", "p1"),
+            &src,
+            Base::Current,
+            Arc::new(profile_vault::NoProgress),
+        )
+        .await
+        .unwrap();
+    std::fs::write(src.join("Default/History"), vec![b'g'; 30_000]).unwrap();
+    let e = vault
+        .save(
+            &addr("t1", "p1"),
+            &src,
+            Base::Current,
+            Arc::new(GrowOnPacking(src.join("Default/History"))),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("changed size while the profile was saved"),
+        "{e}"
+    );
+    assert_eq!(vault.versions(&addr("t1", "p1")).await.unwrap().len(), 1);
+    let r = vault
+        .restore(
+            &addr("t1", "p1"),
+            None,
+            &dir.path().join("dst"),
+            Arc::new(profile_vault::NoProgress),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.generation, 1);
+}

@@ -436,11 +436,11 @@ fn pack_files(
     let level = opts.pack.level;
     let claimed: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
     let mut new_locs: HashMap<ChunkId, Loc> = HashMap::new();
-    let reads: Vec<(usize, PathBuf)> = files
+    let reads: Vec<(usize, PathBuf, u64)> = files
         .iter()
         .enumerate()
         .filter(|(_, f)| f.read)
-        .map(|(i, f)| (i, f.abs.clone()))
+        .map(|(i, f)| (i, f.abs.clone(), f.size))
         .collect();
     // Each channel end belongs to exactly the threads that use it, so when one stage stops
     // (an error, or the uploads failing) the others see a closed channel and stop too.
@@ -517,13 +517,25 @@ fn write_manifest(
             source: std::io::Error::other(format!("a chunk of this file {what}")),
         };
         let mut idx = Vec::with_capacity(f.ids.len());
+        let mut held = 0u64;
         for id in &f.ids {
             let id = id.ok_or_else(|| missing("was not packed"))?;
             let loc = new_locs
                 .get(&id)
                 .or_else(|| known.get(&id))
                 .ok_or_else(|| missing("has no blob"))?;
+            held += u64::from(loc.raw);
             idx.push(t.chunk(id, loc));
+        }
+        // What a restore checks first: a manifest that fails it is never written.
+        if held != f.size {
+            return Err(Error::Io {
+                path: f.abs.clone(),
+                source: std::io::Error::other(format!(
+                    "its chunks hold {held} bytes, the file {} (it changed while it was saved)",
+                    f.size
+                )),
+            });
         }
         entries.push(FileEntry {
             path: f.rel.clone(),

@@ -134,7 +134,7 @@ impl Budget {
 /// The reader thread: each file to read, chunk by chunk, in order, in batches, within the
 /// budget.
 pub(super) fn read_files(
-    reads: Vec<(usize, PathBuf)>,
+    reads: Vec<(usize, PathBuf, u64)>,
     jobs: SyncSender<Vec<Job>>,
     done: SyncSender<Result<Vec<Done>>>,
     budget: &Budget,
@@ -144,10 +144,20 @@ pub(super) fn read_files(
     let mut bytes = 0;
     let mut busy = Duration::ZERO;
     let mut t = Instant::now();
-    for (file, path) in reads {
+    for (file, path, listed) in reads {
         let r = (|| -> Result<bool> {
             let mut f = crate::profile::untrusted::open_regular(&path).map_err(io_at(&path))?;
             let size = f.metadata().map_err(io_at(&path))?.len();
+            // The manifest says the size the walk found: a file whose size changed since is
+            // not saved torn (its chunks would not add up, and no restore would take it).
+            if size != listed {
+                return Err(Error::Io {
+                    path: path.clone(),
+                    source: std::io::Error::other(format!(
+                        "the file changed size while the profile was saved ({listed} bytes when listed, {size} when read): save it again once nothing writes to it"
+                    )),
+                });
+            }
             let mut head = [0u8; chunker::SNIFF_LEN];
             let n = read_full(&mut f, &mut head).map_err(io_at(&path))?;
             let mut carried = head[..n].to_vec();
