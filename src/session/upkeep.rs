@@ -96,6 +96,11 @@ impl Manager {
             Ok(g) => g,
             Err(saved) => return Ok(saved),
         };
+        if r.state == RecordState::Refused {
+            // Its directory is not removed under a retry, this process's or another's
+            // (`profile-vault saves --retry`): see `expire_refused`.
+            self.touch_record(&r.id);
+        }
         // The retry runs to its end in a task of its own: a caller that goes away (a client
         // hanging up on `POST /v0/vm` or `/v0/saves/{id}/retry`) neither stops a save half
         // way nor leaves the id marked as retrying for good.
@@ -148,15 +153,34 @@ impl Manager {
         }
     }
 
+    /// Marks session `id`'s record as touched now (a retry of it started).
+    fn touch_record(&self, id: &str) {
+        let touched = std::fs::File::options()
+            .write(true)
+            .open(self.records.path(id))
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        if let Err(e) = touched {
+            tracing::warn!(session = %id, error = %e, "could not mark the refused save's record as retried");
+        }
+    }
+
     /// Removes the directories and records of refused saves kept longer than
-    /// `sessions.keep_refused_saves` (an operator who raised the limits retried them before).
+    /// `sessions.keep_refused_saves` (an operator who raised the limits retried them before)
+    /// since their refusal and since the last retry of them, in any process: a retry started
+    /// touches the record, so a directory is not removed under a save of it (unless that
+    /// runs longer than `keep_refused_saves`).
     pub fn expire_refused(&self) {
         let now = now_ms() / 1000;
         let keep = self.cfg.keep_refused.as_secs();
         for r in self.failed_saves(None) {
             let Some(why) = &r.refused else { continue };
+            let touched_ago = std::fs::metadata(self.records.path(&r.id))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok());
             if r.state != RecordState::Refused
                 || now.saturating_sub(why.at) < keep
+                || touched_ago.is_none_or(|a| a.as_secs() < keep)
                 || self
                     .retrying
                     .lock()
