@@ -16,6 +16,7 @@ mod display;
 mod display_io;
 mod faults;
 mod formats;
+mod heads;
 mod hostile;
 mod kms;
 mod live;

@@ -192,6 +192,11 @@ impl Vault {
             return Err(not_found(at));
         };
         let (rec, _) = self.open_record(at, to).await?;
+        if head.generation == to && head.object_id == rec.object_id {
+            // Already there: the head is not rewritten (a save planned from it would take
+            // the new version for another save's).
+            return Ok(head);
+        }
         self.store
             .head(&at.generation(to, GenFile::Payload))
             .await

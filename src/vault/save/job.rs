@@ -17,6 +17,9 @@ use super::super::*;
 use super::rewrite_header;
 use crate::vault::chunked::Opened;
 
+/// Writes of the head a save tries when others rewrote it naming the same generation.
+const HEAD_REWRITES: usize = 4;
+
 /// A save under way.
 pub(super) struct SaveJob<'a> {
     vault: &'a Vault,
@@ -427,34 +430,50 @@ impl<'a> SaveJob<'a> {
             object_id: self.object_id.clone(),
             updated_at: now(),
         };
-        let mode = match &self.head {
+        let mut mode = match &self.head {
             None => PutMode::Create,
             Some((_, etag)) => PutMode::Update(etag.clone()),
         };
         let body = Bytes::from(serde_json::to_vec_pretty(&new_head).expect("head serializes"));
-        match v
-            .store
-            .put(&self.at.head(), PutBody::Bytes(body), mode)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(store::Error::Precondition { .. } | store::Error::AlreadyExists { .. }) => {
-                let now = v.head_at(self.at).await.ok().flatten().map(|h| h.0);
-                // Our own earlier attempt may have moved the head before its answer was lost.
-                if now.as_ref().is_some_and(|h| h.object_id == self.object_id) {
-                    tracing::info!(
-                        tenant,
-                        profile,
-                        generation,
-                        "head already moved by a retried write"
-                    );
-                    Ok(())
-                } else {
-                    Err(conflict(now.map(|h| h.generation)))
+        // The head this save planned from, by what it names (not by its version: a rollback
+        // to the generation it already names rewrites it, and one away and back again does).
+        let planned = self
+            .head
+            .as_ref()
+            .map(|(h, _)| (h.generation, h.object_id.clone()));
+        for _ in 0..HEAD_REWRITES {
+            match v
+                .store
+                .put(&self.at.head(), PutBody::Bytes(body.clone()), mode)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(store::Error::Precondition { .. } | store::Error::AlreadyExists { .. }) => {
+                    let now = v.head_at(self.at).await?;
+                    match now {
+                        // Our own earlier attempt may have moved the head before its answer
+                        // was lost.
+                        Some((h, _)) if h.object_id == self.object_id => {
+                            tracing::info!(
+                                tenant,
+                                profile,
+                                generation,
+                                "head already moved by a retried write"
+                            );
+                            return Ok(());
+                        }
+                        // Rewritten, naming what it named when the save planned: still the
+                        // head this save follows.
+                        Some((h, etag)) if Some((h.generation, h.object_id.clone())) == planned => {
+                            mode = PutMode::Update(etag);
+                        }
+                        now => return Err(conflict(now.map(|h| h.0.generation))),
+                    }
                 }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => Err(e.into()),
         }
+        Err(conflict(current))
     }
 
     /// Phase 7: retention pruning (and collection of the packs only pruned generations
