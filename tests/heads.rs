@@ -1,5 +1,6 @@
-//! The head under saves and operators at once: what a save planned from is still what it
-//! follows when others rewrote the head naming the same generation.
+//! The head and the lease under writers at once: what a save planned from is still what it
+//! follows when others rewrote the head naming the same generation, and a lease renewal whose
+//! answer was lost keeps the lease.
 
 use std::sync::Arc;
 
@@ -91,4 +92,99 @@ async fn a_save_follows_a_head_rolled_away_and_back() {
         .await
         .unwrap();
     assert_eq!(restored.generation, 3);
+}
+
+/// A store whose next write of a lease lands and then answers as a retry of it would once
+/// its first attempt's answer was lost: the version it was conditional on is gone.
+#[derive(Debug)]
+struct LostLeaseAnswer {
+    inner: Arc<dyn profile_vault::Store>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl profile_vault::Store for LostLeaseAnswer {
+    async fn put(
+        &self,
+        key: &str,
+        body: profile_vault::PutBody,
+        mode: profile_vault::PutMode,
+    ) -> profile_vault::store::Result<String> {
+        let etag = self.inner.put(key, body, mode).await?;
+        if key.ends_with("/lease.json")
+            && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(profile_vault::store::Error::Precondition { key: key.into() });
+        }
+        Ok(etag)
+    }
+    async fn get(
+        &self,
+        key: &str,
+    ) -> profile_vault::store::Result<profile_vault::store::GetResult> {
+        self.inner.get(key).await
+    }
+    async fn head(
+        &self,
+        key: &str,
+    ) -> profile_vault::store::Result<profile_vault::store::ObjectMeta> {
+        self.inner.head(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> profile_vault::store::Result<Vec<profile_vault::store::ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> profile_vault::store::Result<()> {
+        self.inner.delete(key).await
+    }
+    fn describe(&self) -> String {
+        "lost lease answers".into()
+    }
+}
+
+/// A renewal that landed with its answer lost keeps the lease (it was given up, and another
+/// node took the profile 30 s later while this session ran on); one overtaken by another
+/// holder still loses it.
+#[tokio::test]
+async fn a_lease_renewal_whose_answer_was_lost_keeps_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn profile_vault::Store> =
+        Arc::new(profile_vault::store::fs::LocalFileSystem::new(dir.path().join("store")).unwrap());
+    let store = Arc::new(LostLeaseAnswer {
+        inner: inner.clone(),
+        armed: false.into(),
+    });
+    let vault = Vault::new(
+        store.clone(),
+        keyring("k1", 1),
+        options(&dir.path().join("spool")),
+    )
+    .unwrap();
+    let at = addr("t1", "p1");
+    let ttl = std::time::Duration::from_secs(30);
+    let mut lease = vault
+        .acquire_lease(&at, "n1", "s1", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        vault.renew_lease(&mut lease, ttl).await.unwrap(),
+        "the renewal landed"
+    );
+    // Still ours at the version it wrote: the next renewal and the release go through.
+    assert!(vault.renew_lease(&mut lease, ttl).await.unwrap());
+    assert!(vault
+        .acquire_lease(&at, "n2", "s2", ttl)
+        .await
+        .unwrap()
+        .is_none());
+    // Another holder's write in between: lost, as before.
+    let other = Vault::new(inner, keyring("k1", 1), options(&dir.path().join("spool2"))).unwrap();
+    vault.release_lease(&lease).await.unwrap();
+    let theirs = other.acquire_lease(&at, "n2", "s2", ttl).await.unwrap();
+    assert!(theirs.is_some());
+    assert!(!vault.renew_lease(&mut lease, ttl).await.unwrap());
 }

@@ -5,7 +5,7 @@ use super::*;
 /// A profile lease: which node's session may save a profile now. Held in the store with
 /// conditional writes, renewed while the session lives, and free once it expires (its node
 /// died) or is released.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 // Unknown fields are tolerated: a later release may add some within format 1 (it writes a
 // `format` above 1 when old readers must not take the lease over).
 pub struct LeaseRecord {
@@ -147,7 +147,21 @@ impl Vault {
             .await
         {
             Ok(etag) => Ok(Some(etag)),
-            Err(store::Error::Precondition { .. } | store::Error::NotFound { .. }) => Ok(None),
+            Err(store::Error::Precondition { .. }) => {
+                // A retried write whose first attempt landed (its answer lost) finds its own
+                // version: the lease is still ours, at that version.
+                match self.store.get(&lease.at.lease()).await {
+                    Ok(g) => {
+                        let etag = g.meta.etag.clone();
+                        let bytes = g.bytes().await?;
+                        let now: Option<LeaseRecord> = serde_json::from_slice(&bytes).ok();
+                        Ok((now.as_ref() == Some(record)).then_some(etag))
+                    }
+                    Err(store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
