@@ -254,6 +254,43 @@ async fn text_in_any_script_goes_in_and_a_copy_reaches_the_viewer() {
     .await;
     let got = message(&mut ws, "clipboard").await;
     assert_eq!(got["text"], json!(want));
+    // Keys held at once are bounded: 40 different keys pressed, none released yet, type
+    // 32 (`display::input::MAX_HELD`): every one held stayed in a map looked through on each
+    // key, and a viewer pressing codes without end grew it without bound.
+    cdp.eval("t.value = ''; 1").await;
+    let keys40: Vec<String> = "abcdefghijklmnopqrstuvwx0123456789-=[];'"
+        .chars()
+        .map(String::from)
+        .collect();
+    let mut flood: Vec<Value> = keys40
+        .iter()
+        .enumerate()
+        .map(|(i, k)| key("keyDown", k, &format!("Flood{i}"), 0))
+        .collect();
+    flood.extend(
+        keys40
+            .iter()
+            .enumerate()
+            .map(|(i, k)| key("keyUp", k, &format!("Flood{i}"), 0)),
+    );
+    flood.extend([key("keyDown", "z", "KeyZ", 0), key("keyUp", "z", "KeyZ", 0)]);
+    say(&mut ws, &flood).await;
+    page_until(
+        &mut cdp,
+        "t.value.endsWith('z')",
+        json!(true),
+        "the key after the flood",
+    )
+    .await;
+    let typed = cdp.eval("t.value").await;
+    assert_eq!(
+        typed,
+        json!(format!(
+            "{}z",
+            &"abcdefghijklmnopqrstuvwx0123456789-=[];'"[..32]
+        )),
+        "keys held at once"
+    );
     cdp.close().await;
     d.end_and_wait(KEY_T1, s["session_id"].as_str().unwrap())
         .await;

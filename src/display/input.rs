@@ -22,6 +22,10 @@ use super::{keys, Error};
 mod typing;
 use typing::SPARES;
 
+/// Keys held down at once, at most (by the viewers' `code`s): a key pressed past that is
+/// ignored until some are released.
+pub const MAX_HELD: usize = 32;
+
 /// A mouse button as the live view names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Button {
@@ -284,6 +288,11 @@ impl Input {
                     s.shift = s.shift.saturating_sub(1);
                 }
                 return s.fake(xproto::KEY_RELEASE_EVENT, kc);
+            }
+            if !s.held.contains_key(&id) && s.held.len() >= MAX_HELD {
+                // More keys down at once than any keyboard holds: every one would stay in
+                // the map (and be looked through on each key) until its release.
+                return Ok(());
             }
             if let Some(old) = s.held.remove(&id) {
                 // A repeat: release first, as a real keyboard's autorepeat does under X.
