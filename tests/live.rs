@@ -561,3 +561,42 @@ async fn a_viewer_that_stops_reading_is_let_go() {
     assert_eq!(ended["end_reason"], "offline", "{ended}");
     drop(sock);
 }
+
+/// A viewer that sends more bytes than its share (256 KiB a second, 1 MiB at once) is
+/// disconnected with 4029, as one that sends too many messages is: every message is parsed
+/// before its roles are looked at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_sending_more_than_its_share_is_disconnected() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        StoreKind::Fs,
+        &[("PV_DISPLAY", "headless")],
+    );
+    let s = d.create(KEY_T1, json!({"default_roles": []})).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
+        .await
+        .unwrap();
+    // 40 messages of 60 KiB: each within the size limit, 40 within the message rate.
+    let big = json!({"t": "ping", "p": "x".repeat(60 * 1024)}).to_string();
+    for _ in 0..40 {
+        if ws.send(Message::Text(big.clone().into())).await.is_err() {
+            break;
+        }
+    }
+    let code = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(m) = ws.next().await {
+            match m {
+                Ok(Message::Close(Some(f))) => return Some(u16::from(f.code)),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("the viewer was not disconnected");
+    assert_eq!(code, Some(4029));
+}
