@@ -190,6 +190,9 @@ pub enum Start {
 /// Most `?watch=true` streams of one session's store at once: a watcher that does not read
 /// holds up to [`WATCH_QUEUE`] events (a snapshot is up to `max_bytes`).
 pub const MAX_WATCHERS: usize = 32;
+/// Of those, most opened with viewer tokens: the others are kept for the API key and the
+/// admin token (viewers holding every slot shut the app out of its own session's store).
+pub const MAX_VIEWER_WATCHERS: usize = 24;
 /// Events queued for one watcher.
 pub const WATCH_QUEUE: usize = 4;
 
@@ -198,16 +201,24 @@ pub struct Room {
     cfg: RoomConfig,
     inner: Mutex<Inner>,
     tx: broadcast::Sender<Arc<Change>>,
-    watchers: Arc<std::sync::atomic::AtomicUsize>,
+    /// Watch slots taken: (all, by viewers).
+    watchers: Arc<Mutex<(usize, usize)>>,
 }
 
 /// One of the [`MAX_WATCHERS`] watch slots, given back when dropped.
 #[derive(Debug)]
-pub struct WatchSlot(Arc<std::sync::atomic::AtomicUsize>);
+pub struct WatchSlot {
+    taken: Arc<Mutex<(usize, usize)>>,
+    viewer: bool,
+}
 
 impl Drop for WatchSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        let mut t = self.taken.lock().expect("watch slots");
+        t.0 -= 1;
+        if self.viewer {
+            t.1 -= 1;
+        }
     }
 }
 
@@ -247,15 +258,21 @@ impl Room {
         }
     }
 
-    /// A watch slot, unless [`MAX_WATCHERS`] are taken.
-    pub fn watch_slot(&self) -> Option<WatchSlot> {
-        use std::sync::atomic::Ordering;
-        self.watchers
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < MAX_WATCHERS).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| WatchSlot(self.watchers.clone()))
+    /// A watch slot, unless [`MAX_WATCHERS`] are taken (or, for a `viewer`,
+    /// [`MAX_VIEWER_WATCHERS`] by viewers).
+    pub fn watch_slot(&self, viewer: bool) -> Option<WatchSlot> {
+        let mut t = self.watchers.lock().expect("watch slots");
+        if t.0 >= MAX_WATCHERS || (viewer && t.1 >= MAX_VIEWER_WATCHERS) {
+            return None;
+        }
+        t.0 += 1;
+        if viewer {
+            t.1 += 1;
+        }
+        Some(WatchSlot {
+            taken: self.watchers.clone(),
+            viewer,
+        })
     }
 
     /// Limits.

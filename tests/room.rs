@@ -248,10 +248,11 @@ async fn the_session_store_is_shared_conditional_watched_and_bounded() {
     );
     drop(w);
 
-    // Watchers of one session are bounded (a viewer could open thousands that never read);
-    // one that goes away gives its place back.
+    // Watchers of one session are bounded (a viewer could open thousands that never read),
+    // viewers' to 24 of the 32, so that they cannot shut the app out; one that goes away
+    // gives its place back.
     let mut ws = Vec::new();
-    for _ in 0..32 {
+    for _ in 0..24 {
         let mut w = Watcher::open(a, &format!("{base}?watch=true"), &viewer, None).await;
         assert_eq!(w.next().await.0, "snapshot");
         ws.push(w);
@@ -262,6 +263,19 @@ async fn the_session_store_is_shared_conditional_watched_and_bounded() {
         (429, Some("too_many_watchers")),
         "{v}"
     );
+    let mut owners = Vec::new();
+    for _ in 0..8 {
+        let mut w = Watcher::open(a, &format!("{base}?watch=true"), KEY_T1, None).await;
+        assert_eq!(w.next().await.0, "snapshot");
+        owners.push(w);
+    }
+    let (st, _, v) = req(a, "GET", &format!("{base}?watch=true"), KEY_T1, &[], "").await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (429, Some("too_many_watchers")),
+        "{v}"
+    );
+    drop(owners);
     ws.pop();
     let start = std::time::Instant::now();
     loop {

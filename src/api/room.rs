@@ -196,7 +196,7 @@ fn etag(version: u64) -> (axum::http::HeaderName, HeaderValue) {
 pub(super) async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Reader(s, _): Reader,
+    Reader(s, caller): Reader,
     Params(q): Params<ListQuery>,
 ) -> Result<Response, ApiError> {
     if q.watch != Some(true) {
@@ -215,19 +215,22 @@ pub(super) async fn list(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let max = state.manager.config().store_watch_max;
-    let slot = s.room.watch_slot().ok_or_else(|| {
+    let viewer = matches!(caller, Caller::Viewer { .. });
+    let slot = s.room.watch_slot(viewer).ok_or_else(|| {
         ApiError::new(
             ErrorCode::TooManyWatchers,
             format!(
-                "the session's store has {} watchers; close one",
-                room::MAX_WATCHERS
+                "the session's store has {} watchers ({} of them viewers at most); close one",
+                room::MAX_WATCHERS,
+                room::MAX_VIEWER_WATCHERS
             ),
         )
     })?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(room::WATCH_QUEUE);
     tokio::spawn(async move {
         let _slot = slot;
-        watch(s, after, tx, max).await;
+        // Bounded as a whole: a watcher that stops reading is not waited on past `max`.
+        let _ = tokio::time::timeout(max, watch(s, after, tx, max)).await;
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
