@@ -1,6 +1,7 @@
-//! The head and the lease under writers at once: what a save planned from is still what it
-//! follows when others rewrote the head naming the same generation, and a lease renewal whose
-//! answer was lost keeps the lease.
+//! A profile's head, lease and history under writers at once and failed saves: what a save
+//! planned from is still what it follows when others rewrote the head naming the same
+//! generation, a lease renewal whose answer was lost keeps the lease, and retention keeps
+//! generations a restore can use.
 
 use std::sync::Arc;
 
@@ -187,4 +188,62 @@ async fn a_lease_renewal_whose_answer_was_lost_keeps_the_lease() {
     let theirs = other.acquire_lease(&at, "n2", "s2", ttl).await.unwrap();
     assert!(theirs.is_some());
     assert!(!vault.renew_lease(&mut lease, ttl).await.unwrap());
+}
+
+/// Retention keeps the newest `keep` generations a restore can use: saves that failed before
+/// their record take none of their places (with 3 kept, two such failures left one good one).
+#[tokio::test]
+async fn failed_saves_take_no_place_of_the_generations_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store: Arc<dyn profile_vault::Store> =
+        Arc::new(profile_vault::store::fs::LocalFileSystem::new(&root).unwrap());
+    let mut opts = options(&dir.path().join("spool"));
+    opts.keep = 3;
+    let vault = Vault::new(store.clone(), keyring("k1", 1), opts).unwrap();
+    let at = addr("t1", "p1");
+    for i in 1..=5 {
+        let src = dir.path().join(format!("v{i}"));
+        make_profile(&src, &format!("v{i}"));
+        vault
+            .save(
+                &at,
+                &src,
+                Base::Current,
+                Arc::new(profile_vault::NoProgress),
+            )
+            .await
+            .unwrap();
+    }
+    // Generations 4 and 5 lost their records (what a save failing after its payload leaves).
+    for g in [4, 5] {
+        store
+            .delete(&at.generation(g, profile_vault::layout::GenFile::Record))
+            .await
+            .unwrap();
+    }
+    let src = dir.path().join("v6");
+    make_profile(&src, "v6");
+    let r = vault
+        .save(
+            &at,
+            &src,
+            Base::Current,
+            Arc::new(profile_vault::NoProgress),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.generation, 6);
+    // 1 and 2 went at the fifth save; 3 stays with 6 (it went, and only 6 was left).
+    for g in [3, 6] {
+        vault
+            .restore(
+                &at,
+                Some(g),
+                &dir.path().join(format!("dst{g}")),
+                Arc::new(profile_vault::NoProgress),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("generation {g}: {e}"));
+    }
 }

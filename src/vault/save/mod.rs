@@ -118,13 +118,21 @@ impl Vault {
                     .get(&g)
                     .is_some_and(|&t| now.saturating_sub(t) < super::gc::MAX_SAVE.as_secs())
         };
+        // The newest `keep` generations a restore can use (a payload and its record) up to
+        // the head are kept: a save that failed before its record, or one still running, is
+        // not one of them (it took the place of a good one).
         let keep = self.opts.keep.max(1);
-        let cutoff = all.len().saturating_sub(keep);
+        let complete: Vec<u64> = all
+            .iter()
+            .copied()
+            .filter(|g| *g <= head && payloads.contains(g) && records.contains(g))
+            .collect();
+        let kept = &complete[complete.len().saturating_sub(keep)..];
         // The head now, too: a rollback may have moved it to an old generation.
         let current = self.head_at(at).await?.map(|(h, _)| h.generation);
         let mut removed = Vec::new();
-        for &g in &all[..cutoff] {
-            if g >= head || Some(g) == current || running(g) {
+        for &g in &all {
+            if g >= head || Some(g) == current || running(g) || kept.contains(&g) {
                 continue;
             }
             self.store
