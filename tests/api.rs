@@ -205,7 +205,19 @@ async fn full_cycle(store: StoreKind) {
         .await;
     assert_eq!(v["end_reason"], "inactive");
 
-    // 7. Deleting a profile.
+    // 7. Deleting a profile: not while a session that will save it runs (its save would
+    // leave a generation of a profile no one can list or load), then at once.
+    let s6 = d.create(KEY_T1, json!({"profile": id5})).await;
+    let (st, v) = d
+        .call("DELETE", &format!("/v0/profiles/{id5}"), Some(KEY_T1), None)
+        .await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (409, Some("profile_in_use")),
+        "{v}"
+    );
+    d.end_and_wait(KEY_T1, s6["session_id"].as_str().unwrap())
+        .await;
     let (st, _) = d
         .call("DELETE", &format!("/v0/profiles/{id5}"), Some(KEY_T1), None)
         .await;

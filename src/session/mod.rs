@@ -421,6 +421,20 @@ impl Manager {
         }
     }
 
+    /// Whether a saving session on this node (or its failed save, held for a retry) holds
+    /// `profile` of `tenant`, or a session of any node holds its lease in the store.
+    ///
+    /// # Errors
+    /// The lease cannot be read.
+    pub async fn profile_in_use(&self, at: &crate::layout::ProfileAddr) -> Result<bool, Error> {
+        let here = self
+            .saving
+            .lock()
+            .expect("saving lock")
+            .contains_key(&(at.tenant().to_string(), at.profile().to_string()));
+        Ok(here || self.vault.leased(at).await?)
+    }
+
     fn release_profile(&self, tenant: &str, profile: &str, session: &str) {
         let mut m = self.saving.lock().expect("saving lock");
         if m.get(&(tenant.to_string(), profile.to_string()))

@@ -36,7 +36,7 @@ impl Vault {
     ///
     /// # Errors
     /// Storage errors.
-    pub(super) async fn leased(&self, at: &ProfileAddr) -> Result<bool> {
+    pub async fn leased(&self, at: &ProfileAddr) -> Result<bool> {
         match self.store.get(&at.lease()).await {
             Ok(g) => {
                 let modified_ms = g.meta.modified.saturating_mul(1000);
