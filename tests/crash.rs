@@ -391,3 +391,66 @@ async fn a_client_gone_while_its_lease_is_written_leaves_no_lease_behind() {
     d.end_and_wait(KEY_T1, again["session_id"].as_str().unwrap())
         .await;
 }
+
+/// A node restarted after another took its dead session's profile over does not save that
+/// session under the live one (whose save would then be the conflict): the recovered save
+/// waits, listed, and the live session's save moves the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_save_waits_for_the_session_that_took_its_profile_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "lease.toml", &format!("{FAST}lease_ttl = 3\n"));
+    let prefix = unique("takeover");
+    let env = [("PV_CONFIG", cfg.to_str().unwrap())];
+    let (a_data, b_data) = (dir.path().join("a"), dir.path().join("b"));
+    let mut a = Daemon::start(&a_data, StoreKind::LocalStack(prefix.clone()), &env);
+    let (pid, sid) = continued_profile(&a).await;
+    a.kill9();
+    // Its lease expires; node B takes the profile over (generation 1).
+    let b = Daemon::start(&b_data, StoreKind::LocalStack(prefix.clone()), &env);
+    let start = std::time::Instant::now();
+    let on_b = loop {
+        let (st, v) = b.post_vm(KEY_T1, json!({"profile": pid})).await;
+        if st == 200 {
+            break v;
+        }
+        assert_eq!(st, 409, "{v}");
+        assert!(start.elapsed() < Duration::from_secs(30), "{v}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(on_b["profile"]["generation"], 1, "{on_b}");
+    // A comes back: its orphan's save waits while B's session has the profile.
+    let a2 = Daemon::start(&a_data, StoreKind::LocalStack(prefix), &env);
+    let start = std::time::Instant::now();
+    loop {
+        let (_, v) = a2.call("GET", "/v0/saves", Some(KEY_T1), None).await;
+        if v["failed_saves"][0]["session_id"] == sid.as_str() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the recovered save is not waiting: {v}\n{}",
+            a2.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ended = b
+        .end_and_wait(KEY_T1, on_b["session_id"].as_str().unwrap())
+        .await;
+    assert_eq!(ended["save"]["state"], "saved", "{ended}");
+    assert_eq!(ended["save"]["generation"], 2, "{ended}");
+    // Once B is done, A's save lands, kept beside the head (nothing lost either way).
+    let (st, v) = a2
+        .call(
+            "POST",
+            &format!("/v0/saves/{sid}/retry"),
+            Some(KEY_T1),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (_, v) = a2
+        .call("GET", &format!("/v0/profiles/{pid}"), Some(KEY_T1), None)
+        .await;
+    assert_eq!(v["generation"], 2, "{v}");
+    assert_eq!(v["generations"].as_array().unwrap().len(), 3, "{v}");
+}

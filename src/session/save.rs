@@ -239,6 +239,22 @@ impl Manager {
 
     /// Saves the directory a session record names (see [`Manager::save_dir`]).
     pub(super) async fn save_record(&self, r: &Record, s: Option<&Session>) -> Outcome {
+        if let (Some(p), true) = (&r.profile_id, r.save) {
+            if let Some(other) = self.other_holder(&r.tenant, p, &r.id).await {
+                // Another session (on a node that took the profile over while this one was
+                // down, or once its hold ran out) has it loaded: moving the head now would
+                // leave that session's save a conflict. Retried once it is free.
+                tracing::warn!(session = %r.id, profile = %p, holder = %other, "another session holds the profile: this save waits for it");
+                if let Some(s) = s {
+                    s.status.lock().expect("status lock").save = SaveState::Failed {
+                        error: format!(
+                            "another session ({other}) holds the profile; retried once it is free"
+                        ),
+                    };
+                }
+                return Outcome::Failed;
+            }
+        }
         self.save_dir(
             &r.tenant,
             r.profile_id.as_deref(),
@@ -249,6 +265,19 @@ impl Manager {
             s,
         )
         .await
+    }
+
+    /// The session other than `id` (of this node) holding the live lease of `profile`, if
+    /// any, as "node/session". A lease that cannot be read is no one's here (the save
+    /// fails on the store as well, or its head check guards it).
+    async fn other_holder(&self, tenant: &str, profile: &str, id: &str) -> Option<String> {
+        let at = crate::layout::ProfileAddr::new(tenant, profile).ok()?;
+        match self.vault.lease_holder(&at).await {
+            Ok(Some((node, session))) if !(node == self.node_id && session == id) => {
+                Some(format!("{node}/{session}"))
+            }
+            _ => None,
+        }
     }
 
     /// Removes a finished session's directory and record.

@@ -37,6 +37,15 @@ impl Vault {
     /// # Errors
     /// Storage errors.
     pub async fn leased(&self, at: &ProfileAddr) -> Result<bool> {
+        Ok(self.lease_holder(at).await?.is_some())
+    }
+
+    /// The holder of the profile's live lease, if any: (node, session); both empty for a
+    /// lease this release cannot read.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn lease_holder(&self, at: &ProfileAddr) -> Result<Option<(String, String)>> {
         match self.store.get(&at.lease()).await {
             Ok(g) => {
                 let modified_ms = g.meta.modified.saturating_mul(1000);
@@ -44,11 +53,12 @@ impl Vault {
                 // A lease this release cannot read is live for a day after it was written:
                 // nothing is deleted under a session of a newer node, nor kept forever.
                 Ok(match serde_json::from_slice::<LeaseRecord>(&bytes) {
-                    Ok(l) => l.expires_at_ms > now_ms(),
-                    Err(_) => now_ms().saturating_sub(modified_ms) < 24 * 3600 * 1000,
+                    Ok(l) => (l.expires_at_ms > now_ms()).then_some((l.node, l.session)),
+                    Err(_) => (now_ms().saturating_sub(modified_ms) < 24 * 3600 * 1000)
+                        .then(Default::default),
                 })
             }
-            Err(store::Error::NotFound { .. }) => Ok(false),
+            Err(store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
