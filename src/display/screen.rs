@@ -18,9 +18,10 @@ pub const MAX: (u16, u16) = (3840, 2160);
 pub const LARGEST: (u16, u16) = (7680, 4320);
 
 /// The least time between two changes of a screen's size (a later one waits): each change
-/// re-encodes the whole screen for every viewer, so a viewer sending them as fast as it may
-/// would spend the daemon's CPU.
-pub const SPACING: std::time::Duration = std::time::Duration::from_millis(250);
+/// lays the browser out again and re-encodes the whole screen for every viewer (a 4K
+/// keyframe is megabytes), so a viewer sending them as fast as it may, or two viewers of
+/// different sizes taking turns, would spend the daemon's CPU and flip everyone's picture.
+pub const SPACING: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Names of the modes made here (one per size asked for; the unused ones are removed).
 const PREFIX: &str = "pv-";
