@@ -44,9 +44,13 @@ impl Drop for AdmissionSlot {
     }
 }
 
-/// How long a departed user may come back, and how many are remembered.
+/// How long a departed user may come back, and how many are remembered, of all and of one
+/// viewer token (more than a session's viewers: everyone on a shared `embed_url` comes back
+/// after a network blip), so that a token's holder reconnecting in a loop pushes out only
+/// the users of its own token.
 const RESUME_MS: u64 = 10 * 60 * 1000;
-const RESUME_KEPT: usize = 64;
+const RESUME_KEPT: usize = 256;
+const RESUME_KEPT_PER_TOKEN: usize = 32;
 
 /// Viewer tokens one session holds at most (each viewer request compares against all).
 pub const MAX_TOKENS: usize = 1024;
@@ -349,7 +353,13 @@ impl Live {
         };
         if was_here {
             let mut departed = self.departed.lock().expect("departed");
-            if departed.len() >= RESUME_KEPT {
+            // The oldest of this token's, when it has its share; else the oldest of all.
+            let mine = departed.iter().filter(|d| d.token == user.token).count();
+            if mine >= RESUME_KEPT_PER_TOKEN {
+                if let Some(i) = departed.iter().position(|d| d.token == user.token) {
+                    departed.remove(i);
+                }
+            } else if departed.len() >= RESUME_KEPT {
                 departed.remove(0);
             }
             departed.push(Departed {

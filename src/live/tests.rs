@@ -59,6 +59,24 @@ async fn a_user_that_left_comes_back_once_with_its_secret_and_token() {
 }
 
 #[tokio::test]
+async fn a_token_reconnecting_in_a_loop_pushes_out_no_one_elses_resume() {
+    let l = live();
+    let t1 = l.mint([Role::Control].into()).unwrap();
+    let t2 = l.mint([].into()).unwrap();
+    let (a, _ra) = l.join(&t1, l.token_roles(&t1).unwrap()).unwrap();
+    let secret = a.resume.clone();
+    l.leave(&a);
+    for _ in 0..2 * RESUME_KEPT {
+        let (x, _rx) = l.join(&t2, l.token_roles(&t2).unwrap()).unwrap();
+        l.leave(&x);
+    }
+    let (back, _r) = l
+        .join_resuming(&t1, [Role::Control].into(), Some(&secret))
+        .unwrap();
+    assert_eq!(back.id, a.id, "A's resume was pushed out");
+}
+
+#[tokio::test]
 async fn tokens_roles_preemption_and_limits() {
     let l = live();
     let t = l.mint(roles::DEFAULT.iter().copied().collect()).unwrap();
