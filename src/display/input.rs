@@ -330,6 +330,14 @@ impl Input {
             if !go_on() {
                 return Ok(false);
             }
+            // Spares typed on a moment ago are waited for with the input free: another
+            // viewer's input goes in meanwhile (the run may then wait again).
+            let run = all.clone();
+            let wait = self.with(move |s| Ok(s.run_wait(&run, at))).await?;
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+                continue;
+            }
             let all = all.clone();
             at = self.with(move |s| s.type_run(&all, at)).await?;
         }

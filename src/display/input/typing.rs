@@ -141,6 +141,40 @@ impl State {
         Ok(kc)
     }
 
+    /// How long the run of `all` that starts at `at` would wait in [`State::remap`] for the
+    /// spares it takes (pressed less than [`REUSE_AFTER`] ago): waited with the display's
+    /// input free ([`super::Input::text`]), not under its lock.
+    pub(super) fn run_wait(&self, all: &[u32], at: usize) -> Duration {
+        let held: Vec<u8> = self.held.values().copied().collect();
+        let free: Vec<u8> = self
+            .spare
+            .iter()
+            .copied()
+            .filter(|kc| !held.contains(kc))
+            .collect();
+        let run = &all[at.min(all.len())..all.len().min(at + free.len().max(1))];
+        let mut lacking: Vec<u32> = run
+            .iter()
+            .copied()
+            .filter(|ks| !self.map.contains_key(ks) && !self.remapped.contains_key(ks))
+            .collect();
+        lacking.sort_unstable();
+        lacking.dedup();
+        // The spares `remap` takes: those pressed longest ago (or never) first.
+        let mut pressed: Vec<Option<std::time::Instant>> = free
+            .iter()
+            .map(|kc| self.spare_pressed.get(kc).copied())
+            .collect();
+        pressed.sort_unstable();
+        pressed
+            .iter()
+            .take(lacking.len())
+            .flatten()
+            .map(|t| REUSE_AFTER.saturating_sub(t.elapsed()))
+            .max()
+            .unwrap_or_default()
+    }
+
     /// Types the run of `all` that starts at `at`: at most as many characters as there are
     /// spare keycodes no held key is on. Every character the map lacks is put on a spare of
     /// its own, the browser is given one moment to read the new map, then the run is typed.
