@@ -93,6 +93,19 @@ async fn a_save_follows_a_head_rolled_away_and_back() {
         .await
         .unwrap();
     assert_eq!(restored.generation, 3);
+    // A rollback to the head does not rewrite it (a save planned from it would find another
+    // version there).
+    let store = profile_vault::store::fs::LocalFileSystem::new(dir.path().join("store")).unwrap();
+    let before = profile_vault::Store::head(&store, &at.head())
+        .await
+        .unwrap()
+        .etag;
+    vault.rollback(&at, 3).await.unwrap();
+    let after = profile_vault::Store::head(&store, &at.head())
+        .await
+        .unwrap()
+        .etag;
+    assert_eq!(before, after);
 }
 
 /// A store whose next write of a lease lands and then answers as a retry of it would once
@@ -101,6 +114,8 @@ async fn a_save_follows_a_head_rolled_away_and_back() {
 struct LostLeaseAnswer {
     inner: Arc<dyn profile_vault::Store>,
     armed: std::sync::atomic::AtomicBool,
+    /// The next write of a lease lands and fails as a call whose retries ran out.
+    fail: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -116,6 +131,15 @@ impl profile_vault::Store for LostLeaseAnswer {
             && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst)
         {
             return Err(profile_vault::store::Error::Precondition { key: key.into() });
+        }
+        if key.ends_with("/lease.json")
+            && self.fail.swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(profile_vault::store::Error::Unavailable {
+                op: "put",
+                key: key.into(),
+                message: "timed out".into(),
+            });
         }
         Ok(etag)
     }
@@ -156,6 +180,7 @@ async fn a_lease_renewal_whose_answer_was_lost_keeps_the_lease() {
     let store = Arc::new(LostLeaseAnswer {
         inner: inner.clone(),
         armed: false.into(),
+        fail: false.into(),
     });
     let vault = Vault::new(
         store.clone(),
@@ -177,6 +202,19 @@ async fn a_lease_renewal_whose_answer_was_lost_keeps_the_lease() {
     );
     // Still ours at the version it wrote: the next renewal and the release go through.
     assert!(vault.renew_lease(&mut lease, ttl).await.unwrap());
+    // A renewal that failed after its write landed: the next one finds the version it
+    // wrote there, and renews from it.
+    store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(vault.renew_lease(&mut lease, ttl).await.is_err());
+    assert!(
+        vault.renew_lease(&mut lease, ttl).await.unwrap(),
+        "lost after a failed call"
+    );
+    // A first write of the lease whose answer was lost is ours too.
+    let at2 = addr("t1", "p2");
+    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let first = vault.acquire_lease(&at2, "n1", "s9", ttl).await.unwrap();
+    assert!(first.is_some(), "its own lease refused");
     assert!(vault
         .acquire_lease(&at, "n2", "s2", ttl)
         .await
@@ -246,4 +284,45 @@ async fn failed_saves_take_no_place_of_the_generations_kept() {
             .await
             .unwrap_or_else(|e| panic!("generation {g}: {e}"));
     }
+}
+
+/// A save continuing a profile deleted meanwhile stores nothing (it was a generation nobody
+/// could list or load) and says why.
+#[tokio::test]
+async fn a_save_of_a_profile_deleted_meanwhile_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, root) = fs_vault(dir.path());
+    let at = addr("t1", "p1");
+    let src = dir.path().join("a");
+    make_profile(&src, "a");
+    vault
+        .save(
+            &at,
+            &src,
+            Base::Current,
+            Arc::new(profile_vault::NoProgress),
+        )
+        .await
+        .unwrap();
+    vault.delete(&at).await.unwrap();
+    let e = vault
+        .save(
+            &at,
+            &src,
+            Base::Expect(Some(1)),
+            Arc::new(profile_vault::NoProgress),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, profile_vault::vault::Error::ProfileDeleted { .. }) && e.is_refusal(),
+        "{e}"
+    );
+    let left: Vec<String> = tree(&root).into_iter().map(|(p, _)| p).collect();
+    // Only the audit trail and the filesystem store's lock files.
+    assert!(
+        left.iter()
+            .all(|p| p.starts_with("audit/") || p.starts_with(".pv-locks/")),
+        "stored: {left:?}"
+    );
 }

@@ -503,7 +503,7 @@ async fn a_session_a_restore_would_refuse_ends_refused_and_frees_its_profile() {
     assert_eq!(v["failed_saves"], json!([]), "{v}");
     let refusals = d
         .log_text()
-        .matches("a restore would refuse what it holds")
+        .matches("the save was refused for good")
         .count();
     assert_eq!(refusals, 2, "{}", d.log_text());
 }

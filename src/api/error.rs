@@ -109,6 +109,7 @@ fn vault_code(e: &vault::Error) -> ErrorCode {
         C::Corrupt => ErrorCode::ProfileCorrupt,
         // What a client cannot act on: the node's configuration or a bug.
         C::TargetNotEmpty
+        | C::OverLimits
         | C::UnknownKey
         | C::KeyConfig
         | C::StoreMissing

@@ -283,8 +283,11 @@ impl Conn {
         match n {
             None => false,
             Some(Notice::Roles) => {
+                // What the tab strip shows depends on the roles: sent again as they are now.
+                let tabs = self.s.live.hub.tabs().borrow().clone();
                 self.send(json!({"t": "roles", "roles": roles::names(&user.roles()), "control": user.may_control()}))
                     .await
+                    && self.tabs(tabs).await
             }
             Some(Notice::Clipboard(t)) => self.send(json!({"t": "clipboard", "text": t})).await,
             Some(Notice::Cursor { user_id, x, y }) => {

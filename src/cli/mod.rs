@@ -246,7 +246,7 @@ fn exit_code_class(c: vault::Class) -> u8 {
     use vault::Class as C;
     match c {
         C::Newer | C::BrowserTooOld => 7,
-        C::InvalidId | C::TargetNotEmpty | C::KeyConfig | C::StoreKey => 2,
+        C::InvalidId | C::TargetNotEmpty | C::KeyConfig | C::StoreKey | C::OverLimits => 2,
         C::NotFound | C::StoreMissing => 3,
         C::Conflict | C::StoreRace => 4,
         C::Corrupt | C::UnknownKey => 5,

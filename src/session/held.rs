@@ -128,7 +128,8 @@ impl Manager {
             return false;
         };
         match tokio::time::timeout(HELD_LOAD_WAIT, self.retry_save(Some(tenant), &id)).await {
-            Ok(Ok(saved)) => !saved,
+            // Saved, or refused for good (no longer held either): whether it holds it still.
+            Ok(Ok(_)) => self.holder(tenant, profile).is_some(),
             // Its record is gone (saved by `profile-vault saves --retry` on this node).
             Ok(Err(_)) => {
                 self.unhold(&id).await;

@@ -213,7 +213,7 @@ impl Manager {
             Err(e) if e.is_refusal() => {
                 self.counters.saves_failed.fetch_add(1, Ordering::Relaxed);
                 let keep = self.cfg.keep_refused.as_secs();
-                tracing::error!(tenant, profile, error = %e, dir = %dir.display(), keep_secs = keep, "the profile was not saved: a restore would refuse what it holds; the profile stays at its last generation, and its directory is kept (not retried) for sessions.keep_refused_saves");
+                tracing::error!(tenant, profile, error = %e, dir = %dir.display(), keep_secs = keep, "the save was refused for good (the error says why); the profile stays at its last generation, and the directory is kept, not retried, for sessions.keep_refused_saves");
                 if let Some(s) = s {
                     s.status.lock().expect("status lock").save = SaveState::Refused {
                         error: e.to_string(),

@@ -439,6 +439,14 @@ impl Manager {
                 crate::browser::stop_orphan(r.pid, self.cfg.close_deadline).await;
             }
             self.cfg.browser.cleanup(&r.id);
+            if r.state == RecordState::Refused {
+                // Refused for good: kept as it is (and expired) until an operator retries it.
+                if let (Some(p), true) = (&r.profile_id, r.save) {
+                    self.release_profile(&r.tenant, p, &r.id);
+                }
+                self.recovering.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
             // A retry (the sweeper's, the API's) waits for recovery's save of the directory,
             // and recovery for a retry that came first.
             let (outcome, retrying) = match self.start_retry(&r.id).await {

@@ -49,6 +49,13 @@ pub enum Error {
         /// The head now.
         head: Option<u64>,
     },
+    /// The profile a save continues was deleted while the save's session ran: nothing is
+    /// saved (it would be a generation nobody can list or load).
+    #[error("profile {profile:?} was deleted while this save's session ran; nothing is saved")]
+    ProfileDeleted {
+        /// Profile.
+        profile: String,
+    },
     /// A generation record that cannot be used.
     #[error("generation record {key} is invalid: {reason}")]
     BadRecord {
@@ -171,6 +178,8 @@ pub enum Class {
     StoreKey,
     /// A conditional write to the store lost a race.
     StoreRace,
+    /// A profile to save holds what a restore would refuse (the limits).
+    OverLimits,
     /// Anything else: a bug or a local I/O failure.
     Internal,
 }
@@ -196,7 +205,10 @@ impl Error {
             Error::BrowserTooOld { .. } => Class::BrowserTooOld,
             e if e.is_newer() => Class::Newer,
             Error::InvalidId { .. } => Class::InvalidId,
-            Error::ProfileNotFound { .. } | Error::GenerationNotFound { .. } => Class::NotFound,
+            Error::ProfileNotFound { .. }
+            | Error::GenerationNotFound { .. }
+            | Error::ProfileDeleted { .. } => Class::NotFound,
+            Error::Archive(archive::Error::OverLimits(_)) => Class::OverLimits,
             Error::Conflict { .. } => Class::Conflict,
             Error::PacksCollected { .. } => Class::Unavailable,
             Error::Archive(archive::Error::TargetNotEmpty(_)) => Class::TargetNotEmpty,
@@ -221,10 +233,14 @@ impl Error {
         )
     }
 
-    /// Whether a save was refused for what the profile holds (a restore would refuse it):
-    /// trying it again fails the same way until the profile or the limits change.
+    /// Whether a save was refused for good: the profile holds what a restore would refuse
+    /// (trying again fails the same way until the profile or the limits change), or the
+    /// profile it continues was deleted meanwhile.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Error::Archive(archive::Error::OverLimits(_)))
+        matches!(
+            self,
+            Error::Archive(archive::Error::OverLimits(_)) | Error::ProfileDeleted { .. }
+        )
     }
 
     /// Whether the cause is tampering, corruption, a wrong key or a hostile archive.

@@ -107,7 +107,16 @@ impl Vault {
                 record,
                 etag,
             })),
-            Err(store::Error::AlreadyExists { .. } | store::Error::Precondition { .. }) => Ok(None),
+            // Our own write may have landed with its answer lost (a retry found it there).
+            Err(store::Error::AlreadyExists { .. } | store::Error::Precondition { .. }) => Ok(self
+                .held_by(at, node, session)
+                .await?
+                .filter(|(l, _)| *l == record)
+                .map(|(record, etag)| Lease {
+                    at: at.clone(),
+                    record,
+                    etag,
+                })),
             Err(e) => Err(e.into()),
         }
     }
@@ -158,18 +167,56 @@ impl Vault {
         {
             Ok(etag) => Ok(Some(etag)),
             Err(store::Error::Precondition { .. }) => {
-                // A retried write whose first attempt landed (its answer lost) finds its own
-                // version: the lease is still ours, at that version.
-                match self.store.get(&lease.at.lease()).await {
-                    Ok(g) => {
-                        let etag = g.meta.etag.clone();
-                        let bytes = g.bytes().await?;
-                        let now: Option<LeaseRecord> = serde_json::from_slice(&bytes).ok();
-                        Ok((now.as_ref() == Some(record)).then_some(etag))
+                // A write of ours whose answer was lost (a retry of it, or an earlier call
+                // that failed) landed: the version there is still ours. Nobody else writes
+                // this holder's records.
+                match self
+                    .held_by(&lease.at, &record.node, &record.session)
+                    .await?
+                {
+                    Some((now, etag)) if &now == record => Ok(Some(etag)),
+                    Some((_, etag)) => {
+                        let body =
+                            Bytes::from(serde_json::to_vec(record).expect("lease serializes"));
+                        match self
+                            .store
+                            .put(
+                                &lease.at.lease(),
+                                PutBody::Bytes(body),
+                                PutMode::Update(etag),
+                            )
+                            .await
+                        {
+                            Ok(etag) => Ok(Some(etag)),
+                            Err(
+                                store::Error::Precondition { .. } | store::Error::NotFound { .. },
+                            ) => Ok(None),
+                            Err(e) => Err(e.into()),
+                        }
                     }
-                    Err(store::Error::NotFound { .. }) => Ok(None),
-                    Err(e) => Err(e.into()),
+                    None => Ok(None),
                 }
+            }
+            Err(store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The lease as stored, and its version, when `node`'s `session` holds it (live or not).
+    async fn held_by(
+        &self,
+        at: &ProfileAddr,
+        node: &str,
+        session: &str,
+    ) -> Result<Option<(LeaseRecord, String)>> {
+        match self.store.get(&at.lease()).await {
+            Ok(g) => {
+                let etag = g.meta.etag.clone();
+                let bytes = g.bytes().await?;
+                Ok(serde_json::from_slice::<LeaseRecord>(&bytes)
+                    .ok()
+                    .filter(|l| l.node == node && l.session == session)
+                    .map(|l| (l, etag)))
             }
             Err(store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),

@@ -244,7 +244,11 @@ impl Hub {
                 if t["type"] == "page" {
                     let id = t["targetId"].as_str().unwrap_or_default().to_string();
                     if !pages.iter().any(|p| p.0 == id) {
-                        pages.push((id, str_of(&t["title"]), str_of(&t["url"])));
+                        pages.push((
+                            id,
+                            clipped(&t["title"], TAB_TITLE_MAX),
+                            clipped(&t["url"], TAB_URL_MAX),
+                        ));
                     }
                 }
             }

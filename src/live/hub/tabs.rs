@@ -247,7 +247,11 @@ impl Hub {
         {
             let mut pages = conn.pages.lock().expect("pages");
             if !pages.iter().any(|p| p.0 == id) {
-                pages.push((id.clone(), String::new(), url.to_string()));
+                pages.push((
+                    id.clone(),
+                    String::new(),
+                    super::clipped(&serde_json::Value::from(url), super::TAB_URL_MAX),
+                ));
             }
         }
         self.switch_to(&conn, &id).await

@@ -405,6 +405,11 @@ impl<'a> SaveJob<'a> {
         })
     }
 
+    /// The head the save planned from.
+    pub(super) fn head(&self) -> Option<&Head> {
+        self.head.as_ref().map(|(h, _)| h)
+    }
+
     /// Phase 6: the head moves to the new generation if it is still the one the save read
     /// (and, with [`Base::Expect`], the one the caller expected); otherwise
     /// [`Error::Conflict`], the generation kept.
@@ -466,6 +471,12 @@ impl<'a> SaveJob<'a> {
                         // head this save follows.
                         Some((h, etag)) if Some((h.generation, h.object_id.clone())) == planned => {
                             mode = PutMode::Update(etag);
+                        }
+                        // Deleted under a session that continued it.
+                        None if matches!(base, Base::Expect(Some(_))) => {
+                            return Err(Error::ProfileDeleted {
+                                profile: profile.into(),
+                            })
                         }
                         now => return Err(conflict(now.map(|h| h.0.generation))),
                     }

@@ -79,6 +79,11 @@ impl Vault {
         progress: Arc<dyn Progress>,
     ) -> Result<SaveReport> {
         let (mut job, keys) = job::SaveJob::plan(self, at, progress).await?;
+        if let (Base::Expect(Some(_)), None) = (base, job.head()) {
+            return Err(Error::ProfileDeleted {
+                profile: at.profile().into(),
+            });
+        }
         let packed = job.pack(dir, keys).await?;
         let stored = job.upload(packed).await?;
         job.claim_packs(&stored).await?;
