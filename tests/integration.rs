@@ -35,3 +35,4 @@ mod travel;
 mod trust;
 mod upgrade;
 mod vault;
+mod viewers;
