@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use profile_vault::vault::{Base, Vault};
 
+use crate::common::hooked::{Hooked, PutHook};
 use crate::common::*;
 
 /// Runs, when the save starts uploading, `rollback` to 1 and back to 2 from another vault
@@ -108,33 +109,25 @@ async fn a_save_follows_a_head_rolled_away_and_back() {
     assert_eq!(before, after);
 }
 
-/// A store whose next write of a lease lands and then answers as a retry of it would once
-/// its first attempt's answer was lost: the version it was conditional on is gone.
-#[derive(Debug)]
+/// The next write of a lease lands and then answers as a retry of it would once its first
+/// attempt's answer was lost (`armed`: the version it was conditional on is gone), or as a
+/// call whose retries ran out (`fail`).
+#[derive(Debug, Default)]
 struct LostLeaseAnswer {
-    inner: Arc<dyn profile_vault::Store>,
     armed: std::sync::atomic::AtomicBool,
-    /// The next write of a lease lands and fails as a call whose retries ran out.
     fail: std::sync::atomic::AtomicBool,
 }
 
-#[async_trait::async_trait]
-impl profile_vault::Store for LostLeaseAnswer {
-    async fn put(
-        &self,
-        key: &str,
-        body: profile_vault::PutBody,
-        mode: profile_vault::PutMode,
-    ) -> profile_vault::store::Result<String> {
-        let etag = self.inner.put(key, body, mode).await?;
-        if key.ends_with("/lease.json")
-            && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
+impl PutHook for LostLeaseAnswer {
+    fn after(&self, key: &str, etag: String) -> profile_vault::store::Result<String> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !key.ends_with("/lease.json") {
+            return Ok(etag);
+        }
+        if self.armed.swap(false, SeqCst) {
             return Err(profile_vault::store::Error::Precondition { key: key.into() });
         }
-        if key.ends_with("/lease.json")
-            && self.fail.swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
+        if self.fail.swap(false, SeqCst) {
             return Err(profile_vault::store::Error::Unavailable {
                 op: "put",
                 key: key.into(),
@@ -142,30 +135,6 @@ impl profile_vault::Store for LostLeaseAnswer {
             });
         }
         Ok(etag)
-    }
-    async fn get(
-        &self,
-        key: &str,
-    ) -> profile_vault::store::Result<profile_vault::store::GetResult> {
-        self.inner.get(key).await
-    }
-    async fn head(
-        &self,
-        key: &str,
-    ) -> profile_vault::store::Result<profile_vault::store::ObjectMeta> {
-        self.inner.head(key).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-    ) -> profile_vault::store::Result<Vec<profile_vault::store::ObjectMeta>> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> profile_vault::store::Result<()> {
-        self.inner.delete(key).await
-    }
-    fn describe(&self) -> String {
-        "lost lease answers".into()
     }
 }
 
@@ -177,10 +146,9 @@ async fn a_lease_renewal_whose_answer_was_lost_keeps_the_lease() {
     let dir = tempfile::tempdir().unwrap();
     let inner: Arc<dyn profile_vault::Store> =
         Arc::new(profile_vault::store::fs::LocalFileSystem::new(dir.path().join("store")).unwrap());
-    let store = Arc::new(LostLeaseAnswer {
+    let store = Arc::new(Hooked {
         inner: inner.clone(),
-        armed: false.into(),
-        fail: false.into(),
+        hook: LostLeaseAnswer::default(),
     });
     let vault = Vault::new(
         store.clone(),
@@ -195,7 +163,10 @@ async fn a_lease_renewal_whose_answer_was_lost_keeps_the_lease() {
         .await
         .unwrap()
         .unwrap();
-    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    store
+        .hook
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(
         vault.renew_lease(&mut lease, ttl).await.unwrap(),
         "the renewal landed"
@@ -204,7 +175,10 @@ async fn a_lease_renewal_whose_answer_was_lost_keeps_the_lease() {
     assert!(vault.renew_lease(&mut lease, ttl).await.unwrap());
     // A renewal that failed after its write landed: the next one finds the version it
     // wrote there, and renews from it.
-    store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    store
+        .hook
+        .fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(vault.renew_lease(&mut lease, ttl).await.is_err());
     assert!(
         vault.renew_lease(&mut lease, ttl).await.unwrap(),
@@ -212,7 +186,10 @@ async fn a_lease_renewal_whose_answer_was_lost_keeps_the_lease() {
     );
     // A first write of the lease whose answer was lost is ours too.
     let at2 = addr("t1", "p2");
-    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    store
+        .hook
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let first = vault.acquire_lease(&at2, "n1", "s9", ttl).await.unwrap();
     assert!(first.is_some(), "its own lease refused");
     assert!(vault

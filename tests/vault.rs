@@ -5,6 +5,7 @@ use std::sync::Arc;
 use profile_vault::vault::{Base, Error};
 use profile_vault::{NoProgress, Vault};
 
+use crate::common::hooked::{Hooked, PutHook};
 use crate::common::*;
 
 fn np() -> Arc<dyn profile_vault::Progress> {
@@ -483,54 +484,28 @@ async fn fifty_profiles_ending_at_once_are_all_saved() {
     }
 }
 
-/// A store in which a save's pruning removes `victim` just as a rollback moves the head.
+/// A save's pruning removes `victim` just as a rollback moves the head.
 #[derive(Debug)]
 struct PrunedAsTheHeadMoves {
-    inner: Arc<dyn profile_vault::Store>,
     victim: std::sync::Mutex<Option<String>>,
 }
 
 #[async_trait::async_trait]
-impl profile_vault::Store for PrunedAsTheHeadMoves {
-    async fn put(
+impl PutHook for PrunedAsTheHeadMoves {
+    async fn before(
         &self,
         key: &str,
-        body: profile_vault::PutBody,
-        mode: profile_vault::PutMode,
-    ) -> profile_vault::store::Result<String> {
+        inner: &dyn profile_vault::Store,
+    ) -> profile_vault::store::Result<()> {
         let victim = if key.ends_with("/head.json") {
             self.victim.lock().unwrap().take()
         } else {
             None
         };
-        if let Some(v) = victim {
-            self.inner.delete(&v).await?;
+        match victim {
+            Some(v) => inner.delete(&v).await,
+            None => Ok(()),
         }
-        self.inner.put(key, body, mode).await
-    }
-    async fn get(
-        &self,
-        key: &str,
-    ) -> profile_vault::store::Result<profile_vault::store::GetResult> {
-        self.inner.get(key).await
-    }
-    async fn head(
-        &self,
-        key: &str,
-    ) -> profile_vault::store::Result<profile_vault::store::ObjectMeta> {
-        self.inner.head(key).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-    ) -> profile_vault::store::Result<Vec<profile_vault::store::ObjectMeta>> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> profile_vault::store::Result<()> {
-        self.inner.delete(key).await
-    }
-    fn describe(&self) -> String {
-        "pruned as the head moves".into()
     }
 }
 
@@ -539,9 +514,11 @@ async fn a_rollback_to_a_generation_pruned_meanwhile_leaves_the_head_where_it_wa
     let dir = tempfile::tempdir().unwrap();
     let inner: Arc<dyn profile_vault::Store> =
         Arc::new(profile_vault::store::fs::LocalFileSystem::new(dir.path().join("store")).unwrap());
-    let store = Arc::new(PrunedAsTheHeadMoves {
+    let store = Arc::new(Hooked {
         inner,
-        victim: std::sync::Mutex::new(None),
+        hook: PrunedAsTheHeadMoves {
+            victim: std::sync::Mutex::new(None),
+        },
     });
     let vault = Vault::new(
         store.clone(),
@@ -555,7 +532,8 @@ async fn a_rollback_to_a_generation_pruned_meanwhile_leaves_the_head_where_it_wa
         make_profile(&src, &format!("v{i}"));
         vault.save(&at, &src, Base::Current, np()).await.unwrap();
     }
-    *store.victim.lock().unwrap() = Some(at.generation(1, profile_vault::layout::GenFile::Record));
+    *store.hook.victim.lock().unwrap() =
+        Some(at.generation(1, profile_vault::layout::GenFile::Record));
     let e = vault.rollback(&at, 1).await.unwrap_err();
     assert!(
         matches!(e, Error::GenerationNotFound { generation: 1, .. }),

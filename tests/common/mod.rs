@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod faults;
+pub mod hooked;
 pub mod nginx;
 pub mod site;
 pub mod viewer;

@@ -1,0 +1,51 @@
+//! A store that passes every call to another, with a hook around each write: what tests use
+//! to make a race or a lost answer happen at one chosen write.
+
+use std::sync::Arc;
+
+use profile_vault::store::{GetResult, ObjectMeta, Result};
+use profile_vault::{PutBody, PutMode, Store};
+
+/// What happens around each write of a [`Hooked`] store.
+#[async_trait::async_trait]
+pub trait PutHook: Send + Sync + std::fmt::Debug {
+    /// Before the write of `key` reaches `inner`.
+    async fn before(&self, _key: &str, _inner: &dyn Store) -> Result<()> {
+        Ok(())
+    }
+    /// After it landed with `etag`: what the writer is answered.
+    fn after(&self, _key: &str, etag: String) -> Result<String> {
+        Ok(etag)
+    }
+}
+
+/// `inner`, with `hook` around each write.
+#[derive(Debug)]
+pub struct Hooked<H> {
+    pub inner: Arc<dyn Store>,
+    pub hook: H,
+}
+
+#[async_trait::async_trait]
+impl<H: PutHook> Store for Hooked<H> {
+    async fn put(&self, key: &str, body: PutBody, mode: PutMode) -> Result<String> {
+        self.hook.before(key, self.inner.as_ref()).await?;
+        let etag = self.inner.put(key, body, mode).await?;
+        self.hook.after(key, etag)
+    }
+    async fn get(&self, key: &str) -> Result<GetResult> {
+        self.inner.get(key).await
+    }
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        self.inner.head(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key).await
+    }
+    fn describe(&self) -> String {
+        format!("{:?} over {}", self.hook, self.inner.describe())
+    }
+}
