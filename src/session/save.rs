@@ -68,7 +68,7 @@ impl Manager {
                 }
             }
         }
-        let outcome = self.save_record(&record, Some(&s)).await;
+        let (outcome, shown) = self.save_record(&record, Some(&s)).await;
         self.settle_record(&mut record, &outcome);
         // The store lease first, then the local lock: whoever takes the profile next finds both free.
         // A failed save holds both until it is retried (`held`).
@@ -85,6 +85,8 @@ impl Manager {
                 self.hold(&s.tenant, p, &s.id, lease, std::time::Duration::ZERO);
             }
         }
+        // Shown once the profile is free: a client that sees `saved` loads it at once.
+        Self::show(&s, shown);
         self.counters.ended.fetch_add(1, Ordering::Relaxed);
         self.publish(&s).await;
         s.done.send_replace(true);
@@ -120,7 +122,8 @@ impl Manager {
         }
     }
 
-    /// Saves a stopped browser's directory.
+    /// Saves a stopped browser's directory; the outcome, and the save state to show once
+    /// the caller has done with the profile (a client that sees `saved` may load it at once).
     // Eight plain facts of one save; a struct for them belongs to the session refactor (#25).
     #[allow(clippy::too_many_arguments)]
     async fn save_dir(
@@ -132,12 +135,12 @@ impl Manager {
         dir: &Path,
         identity: &vault::Identity,
         s: Option<&Session>,
-    ) -> Outcome {
+    ) -> (Outcome, Option<SaveState>) {
         let (Some(profile), true) = (profile, save) else {
-            return Outcome::Done;
+            return (Outcome::Done, None);
         };
         if !dir.is_dir() {
-            return Outcome::Done;
+            return (Outcome::Done, None);
         }
         let waiting = &crate::metrics::METRICS.saves_waiting;
         waiting.fetch_add(1, Ordering::Relaxed);
@@ -182,77 +185,90 @@ impl Manager {
             .save_ms
             .fetch_add(t.elapsed().as_millis() as u64, Ordering::Relaxed);
         crate::metrics::METRICS.save_seconds.observe(t.elapsed());
-        match r {
+        let (outcome, shown) = match r {
             Ok(rep) => {
                 self.counters.saves_ok.fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .bytes_saved
                     .fetch_add(rep.bytes_stored, Ordering::Relaxed);
-                if let Some(s) = s {
-                    let mut st = s.status.lock().expect("status lock");
-                    st.save = SaveState::Saved {
+                (
+                    Outcome::Done,
+                    SaveState::Saved {
                         generation: rep.generation,
-                    };
-                    st.generation = Some(rep.generation);
-                }
-                Outcome::Done
+                    },
+                )
             }
             // Another save moved the head first: this generation is stored and listed, so
             // nothing is lost and the directory can go; the head is not moved over theirs.
             Err(vault::Error::Conflict { kept, head, .. }) => {
                 self.counters.saves_ok.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(tenant, profile, kept, ?head, "the profile moved on while this session ran: saved as a non-head generation (roll back to it to use it)");
-                if let Some(s) = s {
-                    s.status.lock().expect("status lock").save = SaveState::Conflict {
+                (
+                    Outcome::Done,
+                    SaveState::Conflict {
                         generation: kept,
                         head,
-                    };
-                }
-                Outcome::Done
+                    },
+                )
             }
             Err(e) if e.is_refusal() => {
                 self.counters.saves_failed.fetch_add(1, Ordering::Relaxed);
                 let keep = self.cfg.keep_refused.as_secs();
                 tracing::error!(tenant, profile, error = %e, dir = %dir.display(), keep_secs = keep, "the save was refused for good (the error says why); the profile stays at its last generation, and the directory is kept, not retried, for sessions.keep_refused_saves");
-                if let Some(s) = s {
-                    s.status.lock().expect("status lock").save = SaveState::Refused {
+                (
+                    Outcome::Refused(Refusal {
+                        at: now_ms() / 1000,
+                        reason: e.to_string(),
+                    }),
+                    SaveState::Refused {
                         error: e.to_string(),
-                    };
-                }
-                Outcome::Refused(Refusal {
-                    at: now_ms() / 1000,
-                    reason: e.to_string(),
-                })
+                    },
+                )
             }
             Err(e) => {
                 self.counters.saves_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(tenant, profile, error = %e, dir = %dir.display(), "saving the profile failed; its directory is kept");
-                if let Some(s) = s {
-                    s.status.lock().expect("status lock").save = SaveState::Failed {
+                (
+                    Outcome::Failed,
+                    SaveState::Failed {
                         error: e.to_string(),
-                    };
-                }
-                Outcome::Failed
+                    },
+                )
             }
+        };
+        (outcome, Some(shown))
+    }
+
+    /// Shows `shown` as session `s`'s save state (and its generation, once saved).
+    pub(super) fn show(s: &Session, shown: Option<SaveState>) {
+        let Some(shown) = shown else { return };
+        let mut st = s.status.lock().expect("status lock");
+        if let SaveState::Saved { generation } = shown {
+            st.generation = Some(generation);
         }
+        st.save = shown;
     }
 
     /// Saves the directory a session record names (see [`Manager::save_dir`]).
-    pub(super) async fn save_record(&self, r: &Record, s: Option<&Session>) -> Outcome {
+    pub(super) async fn save_record(
+        &self,
+        r: &Record,
+        s: Option<&Session>,
+    ) -> (Outcome, Option<SaveState>) {
         if let (Some(p), true) = (&r.profile_id, r.save) {
             if let Some(other) = self.other_holder(&r.tenant, p, &r.id).await {
                 // Another session (on a node that took the profile over while this one was
                 // down, or once its hold ran out) has it loaded: moving the head now would
                 // leave that session's save a conflict. Retried once it is free.
                 tracing::warn!(session = %r.id, profile = %p, holder = %other, "another session holds the profile: this save waits for it");
-                if let Some(s) = s {
-                    s.status.lock().expect("status lock").save = SaveState::Failed {
+                return (
+                    Outcome::Failed,
+                    Some(SaveState::Failed {
                         error: format!(
                             "another session ({other}) holds the profile; retried once it is free"
                         ),
-                    };
-                }
-                return Outcome::Failed;
+                    }),
+                );
             }
         }
         self.save_dir(

@@ -108,12 +108,15 @@ impl Manager {
         let retry = tokio::spawn(async move {
             let mut r = r;
             let session = this.get(&r.id);
-            let outcome = this.save_record(&r, session.as_deref()).await;
+            let (outcome, shown) = this.save_record(&r, session.as_deref()).await;
             if outcome != Outcome::Failed || r.state == RecordState::Refused {
                 // Landed, refused, or a refused one failed (now retried as any failed save):
                 // nothing for the profile to wait for.
                 this.settle_record(&mut r, &outcome);
                 this.unhold(&r.id).await;
+            }
+            if let Some(s) = &session {
+                Self::show(s, shown);
             }
             let ok = outcome.is_done();
             if ok {
@@ -450,7 +453,7 @@ impl Manager {
             // A retry (the sweeper's, the API's) waits for recovery's save of the directory,
             // and recovery for a retry that came first.
             let (outcome, retrying) = match self.start_retry(&r.id).await {
-                Ok(g) => (self.save_record(&r, None).await, Some(g)),
+                Ok(g) => (self.save_record(&r, None).await.0, Some(g)),
                 Err(true) => (Outcome::Done, None),
                 // The retry that came first did not land: its record says whether it was
                 // refused (and written so) or failed.
