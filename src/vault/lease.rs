@@ -46,21 +46,16 @@ impl Vault {
     /// # Errors
     /// Storage errors.
     pub async fn lease_holder(&self, at: &ProfileAddr) -> Result<Option<(String, String)>> {
-        match self.store.get(&at.lease()).await {
-            Ok(g) => {
-                let modified_ms = g.meta.modified.saturating_mul(1000);
-                let bytes = g.bytes().await?;
-                // A lease this release cannot read is live for a day after it was written:
-                // nothing is deleted under a session of a newer node, nor kept forever.
-                Ok(match serde_json::from_slice::<LeaseRecord>(&bytes) {
-                    Ok(l) => (l.expires_at_ms > now_ms()).then_some((l.node, l.session)),
-                    Err(_) => (now_ms().saturating_sub(modified_ms) < 24 * 3600 * 1000)
-                        .then(Default::default),
-                })
-            }
-            Err(store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        let Some((bytes, _, modified)) = self.stored_lease(at).await? else {
+            return Ok(None);
+        };
+        // A lease this release cannot read is live for a day after it was written: nothing
+        // is deleted under a session of a newer node, nor kept forever.
+        Ok(match serde_json::from_slice::<LeaseRecord>(&bytes) {
+            Ok(l) => (l.expires_at_ms > now_ms()).then_some((l.node, l.session)),
+            Err(_) => (now_ms().saturating_sub(modified.saturating_mul(1000)) < 24 * 3600 * 1000)
+                .then(Default::default),
+        })
     }
 
     /// Takes the lease of a profile for `node`/`session` for `ttl`. Returns `Ok(None)` when a
@@ -76,10 +71,8 @@ impl Vault {
         ttl: std::time::Duration,
     ) -> Result<Option<Lease>> {
         let key = at.lease();
-        let mode = match self.store.get(&key).await {
-            Ok(g) => {
-                let etag = g.meta.etag.clone();
-                let bytes = g.bytes().await?;
+        let mode = match self.stored_lease(at).await? {
+            Some((bytes, etag, _)) => {
                 check_not_newer("lease", &key, &bytes, 1)?;
                 let current: Option<LeaseRecord> = serde_json::from_slice(&bytes).ok();
                 match current {
@@ -92,8 +85,7 @@ impl Vault {
                     _ => PutMode::Update(etag),
                 }
             }
-            Err(store::Error::NotFound { .. }) => PutMode::Create,
-            Err(e) => return Err(e.into()),
+            None => PutMode::Create,
         };
         let record = LeaseRecord {
             node: node.into(),
@@ -156,46 +148,46 @@ impl Vault {
     /// last: its new etag, or `None` when the lease was taken over (or is gone).
     async fn rewrite_lease(&self, lease: &Lease, record: &LeaseRecord) -> Result<Option<String>> {
         let body = Bytes::from(serde_json::to_vec(record).expect("lease serializes"));
-        match self
-            .store
-            .put(
-                &lease.at.lease(),
-                PutBody::Bytes(body),
-                PutMode::Update(lease.etag.clone()),
-            )
-            .await
-        {
-            Ok(etag) => Ok(Some(etag)),
-            Err(store::Error::Precondition { .. }) => {
+        let mut version = lease.etag.clone();
+        // A second write only when the first finds a later version of our own.
+        for _ in 0..2 {
+            match self
+                .store
+                .put(
+                    &lease.at.lease(),
+                    PutBody::Bytes(body.clone()),
+                    PutMode::Update(version),
+                )
+                .await
+            {
+                Ok(etag) => return Ok(Some(etag)),
                 // A write of ours whose answer was lost (a retry of it, or an earlier call
                 // that failed) landed: the version there is still ours. Nobody else writes
                 // this holder's records.
-                match self
-                    .held_by(&lease.at, &record.node, &record.session)
-                    .await?
-                {
-                    Some((now, etag)) if &now == record => Ok(Some(etag)),
-                    Some((_, etag)) => {
-                        let body =
-                            Bytes::from(serde_json::to_vec(record).expect("lease serializes"));
-                        match self
-                            .store
-                            .put(
-                                &lease.at.lease(),
-                                PutBody::Bytes(body),
-                                PutMode::Update(etag),
-                            )
-                            .await
-                        {
-                            Ok(etag) => Ok(Some(etag)),
-                            Err(
-                                store::Error::Precondition { .. } | store::Error::NotFound { .. },
-                            ) => Ok(None),
-                            Err(e) => Err(e.into()),
-                        }
+                Err(store::Error::Precondition { .. }) => {
+                    match self
+                        .held_by(&lease.at, &record.node, &record.session)
+                        .await?
+                    {
+                        Some((now, etag)) if &now == record => return Ok(Some(etag)),
+                        Some((_, etag)) => version = etag,
+                        None => return Ok(None),
                     }
-                    None => Ok(None),
                 }
+                Err(store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The lease object as stored, if there is one: its bytes, version, and when it was
+    /// written (Unix seconds).
+    async fn stored_lease(&self, at: &ProfileAddr) -> Result<Option<(Bytes, String, u64)>> {
+        match self.store.get(&at.lease()).await {
+            Ok(g) => {
+                let (etag, modified) = (g.meta.etag.clone(), g.meta.modified);
+                Ok(Some((g.bytes().await?, etag, modified)))
             }
             Err(store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -209,17 +201,11 @@ impl Vault {
         node: &str,
         session: &str,
     ) -> Result<Option<(LeaseRecord, String)>> {
-        match self.store.get(&at.lease()).await {
-            Ok(g) => {
-                let etag = g.meta.etag.clone();
-                let bytes = g.bytes().await?;
-                Ok(serde_json::from_slice::<LeaseRecord>(&bytes)
-                    .ok()
-                    .filter(|l| l.node == node && l.session == session)
-                    .map(|l| (l, etag)))
-            }
-            Err(store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.stored_lease(at).await?.and_then(|(bytes, etag, _)| {
+            serde_json::from_slice::<LeaseRecord>(&bytes)
+                .ok()
+                .filter(|l| l.node == node && l.session == session)
+                .map(|l| (l, etag))
+        }))
     }
 }
