@@ -110,7 +110,8 @@ impl Manager {
                 self.write_record(record);
             }
             Outcome::Refused(why) => {
-                // Kept from the first refusal: retries and restarts do not keep it longer.
+                // When it was first refused (the directory's keep counts from the record's
+                // last write: see `expire_refused`).
                 let at = record.refused.as_ref().map_or(why.at, |w| w.at.min(why.at));
                 record.state = RecordState::Refused;
                 record.refused = Some(Refusal {

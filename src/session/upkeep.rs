@@ -169,11 +169,10 @@ impl Manager {
 
     /// Removes the directories and records of refused saves kept longer than
     /// `sessions.keep_refused_saves` (an operator who raised the limits retried them before)
-    /// since their refusal and since the last retry of them, in any process: a retry started
-    /// touches the record, so a directory is not removed under a save of it (unless that
-    /// runs longer than `keep_refused_saves`).
+    /// since their record was last written: at the refusal, or when a retry of it started in
+    /// any process (it touches the record), so a directory is not removed under a save of it
+    /// (unless that runs longer than `keep_refused_saves`).
     pub fn expire_refused(&self) {
-        let now = now_ms() / 1000;
         let keep = self.cfg.keep_refused.as_secs();
         for r in self.failed_saves(None) {
             let Some(why) = &r.refused else { continue };
@@ -182,7 +181,6 @@ impl Manager {
                 .ok()
                 .and_then(|t| t.elapsed().ok());
             if r.state != RecordState::Refused
-                || now.saturating_sub(why.at) < keep
                 || touched_ago.is_none_or(|a| a.as_secs() < keep)
                 || self
                     .retrying
