@@ -303,3 +303,85 @@ async fn a_save_of_a_profile_deleted_meanwhile_stores_nothing() {
         "stored: {left:?}"
     );
 }
+
+/// At the delete of generation 1's record by a save's pruning, an operator rolls the head
+/// back to 1 (it was pruned after the rollback's own check, and the head named a generation
+/// that no longer was: the profile loaded nothing).
+#[derive(Debug)]
+struct RollbackAtPrune {
+    at: profile_vault::layout::ProfileAddr,
+    root: std::path::PathBuf,
+    spool: std::path::PathBuf,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl PutHook for RollbackAtPrune {
+    async fn before_delete(
+        &self,
+        key: &str,
+        _: &dyn profile_vault::Store,
+    ) -> profile_vault::store::Result<()> {
+        let record = self
+            .at
+            .generation(1, profile_vault::layout::GenFile::Record);
+        if key != record || self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        let store = Arc::new(profile_vault::store::fs::LocalFileSystem::new(&self.root)?);
+        let operator = Vault::new(store, keyring("k1", 1), options(&self.spool)).unwrap();
+        assert_eq!(operator.rollback(&self.at, 1).await.unwrap().generation, 1);
+        Ok(())
+    }
+}
+
+/// A rollback to a generation a running save's pruning is removing: the generation stays
+/// and the head names one a restore takes.
+#[tokio::test]
+async fn a_rollback_to_a_generation_being_pruned_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let at = addr("t1", "p1");
+    let inner: Arc<dyn profile_vault::Store> =
+        Arc::new(profile_vault::store::fs::LocalFileSystem::new(&root).unwrap());
+    let store = Arc::new(Hooked {
+        inner: inner.clone(),
+        hook: RollbackAtPrune {
+            at: at.clone(),
+            root: root.clone(),
+            spool: dir.path().join("spool2"),
+            fired: false.into(),
+        },
+    });
+    let mut opts = options(&dir.path().join("spool"));
+    opts.keep = 2;
+    let vault = Vault::new(store.clone(), keyring("k1", 1), opts).unwrap();
+    for i in 1..=3 {
+        let src = dir.path().join(format!("v{i}"));
+        make_profile(&src, &format!("v{i}"));
+        vault
+            .save(
+                &at,
+                &src,
+                Base::Current,
+                Arc::new(profile_vault::NoProgress),
+            )
+            .await
+            .unwrap();
+    }
+    assert!(store.hook.fired.load(std::sync::atomic::Ordering::SeqCst));
+    let restored = vault
+        .restore(
+            &at,
+            None,
+            &dir.path().join("dst"),
+            Arc::new(profile_vault::NoProgress),
+        )
+        .await
+        .unwrap();
+    assert_eq!(restored.generation, 1);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("dst/Local State")).unwrap(),
+        r#"{"variant":"v1"}"#
+    );
+}

@@ -1,12 +1,12 @@
-//! A store that passes every call to another, with a hook around each write: what tests use
-//! to make a race or a lost answer happen at one chosen write.
+//! A store that passes every call to another, with a hook around each write and delete: what
+//! tests use to make a race or a lost answer happen at one chosen write.
 
 use std::sync::Arc;
 
 use profile_vault::store::{GetResult, ObjectMeta, Result};
 use profile_vault::{PutBody, PutMode, Store};
 
-/// What happens around each write of a [`Hooked`] store.
+/// What happens around each write and delete of a [`Hooked`] store.
 #[async_trait::async_trait]
 pub trait PutHook: Send + Sync + std::fmt::Debug {
     /// Before the write of `key` reaches `inner`.
@@ -17,9 +17,13 @@ pub trait PutHook: Send + Sync + std::fmt::Debug {
     fn after(&self, _key: &str, etag: String) -> Result<String> {
         Ok(etag)
     }
+    /// Before the delete of `key` reaches `inner`.
+    async fn before_delete(&self, _key: &str, _inner: &dyn Store) -> Result<()> {
+        Ok(())
+    }
 }
 
-/// `inner`, with `hook` around each write.
+/// `inner`, with `hook` around each write and delete.
 #[derive(Debug)]
 pub struct Hooked<H> {
     pub inner: Arc<dyn Store>,
@@ -43,6 +47,7 @@ impl<H: PutHook> Store for Hooked<H> {
         self.inner.list(prefix).await
     }
     async fn delete(&self, key: &str) -> Result<()> {
+        self.hook.before_delete(key, self.inner.as_ref()).await?;
         self.inner.delete(key).await
     }
     fn describe(&self) -> String {

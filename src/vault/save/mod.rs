@@ -140,9 +140,9 @@ impl Vault {
             if g >= head || Some(g) == current || running(g) || kept.contains(&g) {
                 continue;
             }
-            self.store
-                .delete(&at.generation(g, GenFile::Record))
-                .await?;
+            if !self.unrecord_unless_head(at, g).await? {
+                continue;
+            }
             self.store
                 .delete(&at.generation(g, GenFile::Payload))
                 .await?;
@@ -150,6 +150,41 @@ impl Vault {
             removed.push(g);
         }
         Ok(removed)
+    }
+
+    /// Removes generation `g`'s record (the first part of pruning it), unless the head names
+    /// `g` once it is gone: a rollback may have moved the head there after the prune read it.
+    /// Then the record is put back and `false` answered (the generation stays). A rollback
+    /// checks that its generation's record is there after its move (and moves the head back
+    /// if not), so either it sees the record gone, or the prune sees the head on `g`.
+    async fn unrecord_unless_head(&self, at: &ProfileAddr, g: u64) -> Result<bool> {
+        let key = at.generation(g, GenFile::Record);
+        let record = match self.store.get(&key).await {
+            Ok(got) => Some(got.bytes().await?),
+            Err(store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        self.store.delete(&key).await?;
+        let Some(record) = record else {
+            return Ok(true);
+        };
+        if self.head_at(at).await?.map(|(h, _)| h.generation) != Some(g) {
+            return Ok(true);
+        }
+        tracing::warn!(
+            tenant = at.tenant(),
+            profile = at.profile(),
+            generation = g,
+            "a generation being pruned became the head (a rollback): it is kept"
+        );
+        match self
+            .store
+            .put(&key, PutBody::Bytes(record), PutMode::Create)
+            .await
+        {
+            Ok(_) | Err(store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The object id in a payload's header (unauthenticated; only used to recognise our own
