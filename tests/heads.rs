@@ -385,3 +385,125 @@ async fn a_rollback_to_a_generation_being_pruned_keeps_it() {
         r#"{"variant":"v1"}"#
     );
 }
+
+/// Once armed, at the next write of the head, a whole save of the same profile by another
+/// vault on the inner store (which moves the head first and prunes).
+#[derive(Debug)]
+struct SaveFirst {
+    root: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl PutHook for SaveFirst {
+    async fn before(
+        &self,
+        key: &str,
+        _: &dyn profile_vault::Store,
+    ) -> profile_vault::store::Result<()> {
+        if !key.ends_with("/head.json")
+            || !self.armed.swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(());
+        }
+        let (root, dir) = (self.root.clone(), self.dir.clone());
+        // On a thread of its own: its future is not part of this hook's.
+        let r = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let store =
+                    Arc::new(profile_vault::store::fs::LocalFileSystem::new(&root).unwrap());
+                let mut opts = options(&dir.join("spool2"));
+                opts.keep = 1;
+                let other = Vault::new(store, keyring("k1", 1), opts).unwrap();
+                let src = dir.join("other");
+                make_profile(&src, "other");
+                other
+                    .save(
+                        &addr("t1", "p1"),
+                        &src,
+                        Base::Current,
+                        Arc::new(profile_vault::NoProgress),
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .join()
+        .unwrap();
+        assert_eq!(r.generation, 3);
+        Ok(())
+    }
+}
+
+/// A save that loses a conflict to one that pruned meanwhile: its generation is kept, as its
+/// report says (with one generation kept, the winner's pruning deleted it before the loser
+/// learned it lost), and by later saves too.
+#[tokio::test]
+async fn a_generation_kept_by_a_conflict_is_never_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let at = addr("t1", "p1");
+    let store = Arc::new(Hooked {
+        inner: Arc::new(profile_vault::store::fs::LocalFileSystem::new(&root).unwrap()),
+        hook: SaveFirst {
+            root: root.clone(),
+            dir: dir.path().to_path_buf(),
+            armed: false.into(),
+        },
+    });
+    let mut opts = options(&dir.path().join("spool"));
+    opts.keep = 1;
+    let vault = Vault::new(store.clone(), keyring("k1", 1), opts).unwrap();
+    let mut errors = Vec::new();
+    for variant in ["v1", "v2", "v4", "v5"] {
+        store
+            .hook
+            .armed
+            .store(variant == "v2", std::sync::atomic::Ordering::SeqCst);
+        let src = dir.path().join(variant);
+        make_profile(&src, variant);
+        if let Err(e) = vault
+            .save(
+                &at,
+                &src,
+                Base::Current,
+                Arc::new(profile_vault::NoProgress),
+            )
+            .await
+        {
+            errors.push((variant, e));
+        }
+    }
+    let [("v2", profile_vault::vault::Error::Conflict { kept, .. })] = &errors[..] else {
+        panic!("{errors:?}");
+    };
+    assert_eq!(*kept, 2);
+    let restored = vault
+        .restore(
+            &at,
+            Some(2),
+            &dir.path().join("dst"),
+            Arc::new(profile_vault::NoProgress),
+        )
+        .await
+        .unwrap();
+    assert_eq!(restored.generation, 2);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("dst/Local State")).unwrap(),
+        r#"{"variant":"v2"}"#
+    );
+    // The line it lost to is pruned as before: one generation and the conflict's.
+    let versions: Vec<u64> = vault
+        .versions(&at)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.generation)
+        .collect();
+    assert_eq!(versions, [2, 5]);
+}

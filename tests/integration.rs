@@ -3,6 +3,9 @@
 //! S3 tests need `PV_TEST_LOCALSTACK` and `PV_TEST_S3S` (set by `scripts/test.sh`, which
 //! starts both servers); without them they FAIL rather than skip.
 
+// A whole save's future, awaited inside a store hook's thread, is deeper than the default.
+#![recursion_limit = "256"]
+
 mod common;
 
 mod api;

@@ -92,12 +92,15 @@ impl Vault {
         Ok(job.finish(written).await)
     }
 
-    /// Keeps the newest `keep` generations and the head; removes older ones (record first).
-    /// A payload without a record stored less than [`super::gc::MAX_SAVE`] ago is a save
-    /// still running (its record comes last): it is left to finish, whatever its number. A
-    /// generation above the head is never removed: a save that wrote its record and has yet
-    /// to move the head, or one kept as a conflict after it. Nor is the head as it is read
-    /// now (a rollback may have moved it back meanwhile).
+    /// Keeps the newest `keep` generations of the head's line and the head; removes older
+    /// ones (record first). A payload without a record stored less than
+    /// [`super::gc::MAX_SAVE`] ago is a save still running (its record comes last): it is
+    /// left to finish, whatever its number. A generation above the head is never removed: a
+    /// save that wrote its record and has yet to move the head. Nor is the head as it is read
+    /// now (a rollback may have moved it back meanwhile). Nor a generation no other record
+    /// names as its `base`: a save that lost a conflict (kept, as its report says: it may
+    /// still be about to learn it lost), or the last of a line rolled away from; those go
+    /// with the profile.
     pub(in crate::vault) async fn prune(&self, at: &ProfileAddr, head: u64) -> Result<Vec<u64>> {
         let p = at.gens();
         let listed = self.store.list(&p).await?;
@@ -127,17 +130,22 @@ impl Vault {
         // the head are kept: a save that failed before its record, or one still running, is
         // not one of them (it took the place of a good one).
         let keep = self.opts.keep.max(1);
+        let superseded = self.bases(at, &records).await?;
         let complete: Vec<u64> = all
             .iter()
             .copied()
             .filter(|g| *g <= head && payloads.contains(g) && records.contains(g))
+            .filter(|g| *g == head || superseded.contains(g))
             .collect();
         let kept = &complete[complete.len().saturating_sub(keep)..];
+        // A complete generation no save continued: a conflict's, or a line's last.
+        let tip =
+            |g: u64| payloads.contains(&g) && records.contains(&g) && !superseded.contains(&g);
         // The head now, too: a rollback may have moved it to an old generation.
         let current = self.head_at(at).await?.map(|(h, _)| h.generation);
         let mut removed = Vec::new();
         for &g in &all {
-            if g >= head || Some(g) == current || running(g) || kept.contains(&g) {
+            if g >= head || Some(g) == current || running(g) || kept.contains(&g) || tip(g) {
                 continue;
             }
             if !self.unrecord_unless_head(at, g).await? {
@@ -150,6 +158,38 @@ impl Vault {
             removed.push(g);
         }
         Ok(removed)
+    }
+
+    /// The generations the given generations' records name as their `base` (what a save
+    /// continued). A record that cannot be read names none (its base is then kept).
+    async fn bases(
+        &self,
+        at: &ProfileAddr,
+        records: &[u64],
+    ) -> Result<std::collections::HashSet<u64>> {
+        #[derive(Deserialize)]
+        struct Based {
+            base: Option<u64>,
+        }
+        let mut out = std::collections::HashSet::new();
+        for &g in records {
+            let key = at.generation(g, GenFile::Record);
+            let bytes = match self.store.get(&key).await {
+                Ok(got) => got.bytes().await?,
+                Err(store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            match serde_json::from_slice::<Based>(&bytes) {
+                Ok(Based { base: Some(b) }) if b < g => {
+                    out.insert(b);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(tenant = at.tenant(), profile = at.profile(), generation = g, error = %e, "a generation record that does not parse: what it continued is kept");
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Removes generation `g`'s record (the first part of pruning it), unless the head names
