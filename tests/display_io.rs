@@ -427,3 +427,60 @@ async fn a_long_paste_lets_others_type_and_stops_when_its_sender_is_removed() {
     cdp.close().await;
     d.end_and_wait(KEY_T1, id).await;
 }
+
+/// One person holds Control down and another types: the other's key goes in as itself, not
+/// as a shortcut (keys held are the holder's: they go up when someone else's input comes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_one_viewer_holds_do_not_change_anothers() {
+    let OnPage {
+        dir: _dir,
+        d,
+        s,
+        mut cdp,
+    } = on_page("text", Some(&["control"])).await;
+    let id = s["session_id"].as_str().unwrap();
+    let (x, y, w, h) = on_screen(&mut cdp, "#t").await;
+    let (mut a, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
+        .await
+        .unwrap();
+    message(&mut a, "hello").await;
+    let minted = mint_viewer(&d, &s, &["control"]).await;
+    let b_socket = format!(
+        "ws://{}/v0/vm/{id}/embed/socket?token={}",
+        d.addr,
+        query_token(minted["embed_url"].as_str().unwrap())
+    );
+    let (mut b, _) = tokio_tungstenite::connect_async(b_socket).await.unwrap();
+    message(&mut b, "hello").await;
+    focus_field(&mut a, &mut cdp, (x, y, w, h)).await;
+    cdp.eval("window.keys_ = []; t.addEventListener('keydown', (e) => keys_.push(e.key + (e.ctrlKey ? '+Ctrl' : ''))); 1")
+        .await;
+    say(&mut a, &[key("keyDown", "Control", "ControlLeft", 2)]).await;
+    page_until(
+        &mut cdp,
+        "keys_.includes('Control+Ctrl')",
+        json!(true),
+        "the first person's Control",
+    )
+    .await;
+    say(
+        &mut b,
+        &[key("keyDown", "v", "KeyV", 0), key("keyUp", "v", "KeyV", 0)],
+    )
+    .await;
+    page_until(
+        &mut cdp,
+        "keys_.some(k => k.startsWith('v'))",
+        json!(true),
+        "the second person's key",
+    )
+    .await;
+    assert_eq!(
+        cdp.eval("keys_.filter(k => k.startsWith('v')).join()")
+            .await,
+        json!("v")
+    );
+    page_until(&mut cdp, "t.value", json!("v"), "the key typed").await;
+    cdp.close().await;
+    d.end_and_wait(KEY_T1, id).await;
+}

@@ -295,6 +295,12 @@ impl Conn {
         match n {
             None => false,
             Some(Notice::Roles) => {
+                // Keys and buttons it holds go up once it may no longer send input.
+                if let Some(d) = &self.s.live.display {
+                    if !self.s.live.accept_input(&user) {
+                        let _ = d.input.release(&user.id).await;
+                    }
+                }
                 // What the tab strip shows depends on the roles: sent again as they are now.
                 let tabs = self.s.live.hub.tabs().borrow().clone();
                 self.send(json!({"t": "roles", "roles": roles::names(&user.roles()), "control": user.may_control()}))
@@ -509,9 +515,7 @@ pub(super) async fn run(
     }
     if let Some(d) = &live.display {
         d.capture.viewer_left();
-        if user.may_control() {
-            let _ = d.input.release_all().await;
-        }
+        let _ = d.input.release(&user.id).await;
     }
     live.leave(&user);
     live.hub.leave().await;

@@ -5,7 +5,10 @@
 //! Keys are found in the server's keyboard map. A character the map has only in the other
 //! Shift column than the one held now is pressed with Shift flipped for that press (a
 //! viewer's "Q" sent without Shift); one the map lacks is put on a spare keycode, so text in
-//! any script arrives exactly. Whatever is held when a viewer leaves is released.
+//! any script arrives exactly. Keys and buttons held belong to the viewer that pressed them:
+//! they are released when another viewer's input comes in (a Control one viewer left down
+//! never turns another's `w` into Ctrl+W, nor a held button another's moves into drags), and
+//! when their viewer leaves or loses control.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -74,6 +77,8 @@ struct State {
     /// Keycodes held, by the viewer's `code` (released by the same keycode).
     held: HashMap<String, u8>,
     buttons: Vec<u8>,
+    /// The viewer whose keys and buttons are held (the last one whose input came in).
+    owner: Option<String>,
     /// An unmapped window of ours that receives the clipboard's text, and the atoms for it.
     clip: Option<(Window, [xproto::Atom; 3])>,
     /// When the latest change of the screen's size is (or was) made (changes are spaced: each one re-encodes the whole
@@ -152,6 +157,7 @@ impl Input {
             shift: 0,
             held: HashMap::new(),
             buttons: Vec::new(),
+            owner: None,
             clip: None,
             resized_at: None,
         }))))
@@ -212,16 +218,29 @@ impl Input {
     ///
     /// # Errors
     /// The display is gone.
-    pub async fn pointer(&self, x: f64, y: f64) -> Result<(), Error> {
-        self.with(move |s| s.motion(x, y)).await
+    pub async fn pointer(&self, by: &str, x: f64, y: f64) -> Result<(), Error> {
+        let by = by.to_string();
+        self.with(move |s| {
+            s.own(by)?;
+            s.motion(x, y)
+        })
+        .await
     }
 
     /// Presses or releases `button` at (`x`, `y`).
     ///
     /// # Errors
     /// The display is gone.
-    pub async fn button(&self, x: f64, y: f64, button: Button, down: bool) -> Result<(), Error> {
+    pub async fn button(
+        &self,
+        by: &str,
+        (x, y): (f64, f64),
+        button: Button,
+        down: bool,
+    ) -> Result<(), Error> {
+        let by = by.to_string();
         self.with(move |s| {
+            s.own(by)?;
             s.motion(x, y)?;
             let b = button.x11();
             if down {
@@ -245,8 +264,10 @@ impl Input {
     ///
     /// # Errors
     /// The display is gone.
-    pub async fn wheel(&self, x: f64, y: f64, dx: f64, dy: f64) -> Result<(), Error> {
+    pub async fn wheel(&self, by: &str, (x, y): (f64, f64), dx: f64, dy: f64) -> Result<(), Error> {
+        let by = by.to_string();
         self.with(move |s| {
+            s.own(by)?;
             s.motion(x, y)?;
             for (d, neg, pos) in [(dy, 4u8, 5u8), (dx, 6, 7)] {
                 if d == 0.0 || !d.is_finite() {
@@ -270,11 +291,13 @@ impl Input {
     ///
     /// # Errors
     /// The display is gone.
-    pub async fn key(&self, code: String, key: String, down: bool) -> Result<(), Error> {
+    pub async fn key(&self, by: &str, code: String, key: String, down: bool) -> Result<(), Error> {
+        let by = by.to_string();
         self.with(move |s| {
             let Some(ks) = keys::keysym(&key) else {
                 return Ok(());
             };
+            s.own(by)?;
             let id = if code.is_empty() { key.clone() } else { code };
             if !down {
                 let kc = match s.held.remove(&id) {
@@ -323,7 +346,12 @@ impl Input {
     ///
     /// # Errors
     /// The display is gone.
-    pub async fn text(&self, text: String, go_on: impl Fn() -> bool) -> Result<bool, Error> {
+    pub async fn text(
+        &self,
+        by: &str,
+        text: String,
+        go_on: impl Fn() -> bool,
+    ) -> Result<bool, Error> {
         let all: Arc<[u32]> = text.chars().map(keys::char_keysym).collect();
         let mut at = 0;
         while at < all.len() {
@@ -338,8 +366,13 @@ impl Input {
                 tokio::time::sleep(wait).await;
                 continue;
             }
-            let all = all.clone();
-            at = self.with(move |s| s.type_run(&all, at)).await?;
+            let (all, by) = (all.clone(), by.to_string());
+            at = self
+                .with(move |s| {
+                    s.own(by)?;
+                    s.type_run(&all, at)
+                })
+                .await?;
         }
         Ok(true)
     }
@@ -352,19 +385,16 @@ impl Input {
         self.with(State::read_clipboard).await
     }
 
-    /// Releases every key and button held (a viewer left or lost control).
+    /// Releases the keys and buttons `by` holds, if any (a viewer left or lost control).
     ///
     /// # Errors
     /// The display is gone.
-    pub async fn release_all(&self) -> Result<(), Error> {
-        self.with(|s| {
-            let held: Vec<u8> = s.held.drain().map(|(_, kc)| kc).collect();
-            for kc in held {
-                s.fake(xproto::KEY_RELEASE_EVENT, kc)?;
-            }
-            s.shift = 0;
-            for b in std::mem::take(&mut s.buttons) {
-                s.fake(xproto::BUTTON_RELEASE_EVENT, b)?;
+    pub async fn release(&self, by: &str) -> Result<(), Error> {
+        let by = by.to_string();
+        self.with(move |s| {
+            if s.owner.as_deref() == Some(by.as_str()) {
+                s.release_held()?;
+                s.owner = None;
             }
             Ok(())
         })
@@ -373,6 +403,27 @@ impl Input {
 }
 
 impl State {
+    /// Input of `by` comes in: keys and buttons another viewer holds are released first.
+    fn own(&mut self, by: String) -> Result<(), Error> {
+        if self.owner.as_deref() != Some(by.as_str()) {
+            self.release_held()?;
+            self.owner = Some(by);
+        }
+        Ok(())
+    }
+
+    fn release_held(&mut self) -> Result<(), Error> {
+        let held: Vec<u8> = self.held.drain().map(|(_, kc)| kc).collect();
+        for kc in held {
+            self.fake(xproto::KEY_RELEASE_EVENT, kc)?;
+        }
+        self.shift = 0;
+        for b in std::mem::take(&mut self.buttons) {
+            self.fake(xproto::BUTTON_RELEASE_EVENT, b)?;
+        }
+        Ok(())
+    }
+
     fn fake(&self, kind: u8, detail: u8) -> Result<(), Error> {
         self.conn
             .xtest_fake_input(kind, detail, x11rb::CURRENT_TIME, x11rb::NONE, 0, 0, 0)?;

@@ -33,7 +33,7 @@ pub(super) async fn handle(
         Message::Mouse(m) => mouse(d, live, user, m).await,
         Message::Wheel(w) => d
             .input
-            .wheel(w.x, w.y, w.dx, w.dy)
+            .wheel(&user.id, (w.x, w.y), w.dx, w.dy)
             .await
             .map(|()| Outcome::Done)
             .map_err(browser),
@@ -50,7 +50,7 @@ pub(super) async fn handle(
                 // Checked again before each run of it: a long paste stops once its sender
                 // is removed or no longer in control.
                 let go_on = || !user.is_removed() && live.accept_input(user);
-                match d.input.text(text.clone(), go_on).await {
+                match d.input.text(&user.id, text.clone(), go_on).await {
                     Ok(true) => Ok(Outcome::Done),
                     Ok(false) => Ok(Outcome::Dropped),
                     Err(e) => Err(browser(e)),
@@ -66,13 +66,18 @@ async fn mouse(d: &Display, live: &Live, user: &User, m: &Mouse) -> Result<Outco
     match (m.action, m.button) {
         (MouseAction::Moved, _) | (_, None) => {
             live.share_cursor(user, m.x, m.y);
-            d.input.pointer(m.x, m.y).await.map_err(browser)?;
+            d.input.pointer(&user.id, m.x, m.y).await.map_err(browser)?;
         }
-        (MouseAction::Pressed, Some(b)) => {
-            d.input.button(m.x, m.y, b, true).await.map_err(browser)?
-        }
+        (MouseAction::Pressed, Some(b)) => d
+            .input
+            .button(&user.id, (m.x, m.y), b, true)
+            .await
+            .map_err(browser)?,
         (MouseAction::Released, Some(b)) => {
-            d.input.button(m.x, m.y, b, false).await.map_err(browser)?;
+            d.input
+                .button(&user.id, (m.x, m.y), b, false)
+                .await
+                .map_err(browser)?;
         }
     }
     Ok(Outcome::Done)
@@ -83,7 +88,7 @@ async fn key(d: &Display, user: &User, k: &Key) -> Result<Outcome, Fault> {
     // find...
     let as_key = if k.key == "Meta" { "Control" } else { &k.key };
     d.input
-        .key(k.code.clone(), as_key.to_string(), k.down)
+        .key(&user.id, k.code.clone(), as_key.to_string(), k.down)
         .await
         .map_err(browser)?;
     // Ctrl/Cmd+C (or X) copied in the browser: the text reaches the viewer's clipboard.
