@@ -68,7 +68,16 @@ async fn no_tenant_viewer_or_page_reaches_outside_its_session() {
     let data = dir.path().join("data");
     let site = test_site().await;
     let inside = internal().await;
-    let d = Daemon::start(&data, StoreKind::Fs, &[]);
+    // Opened by egress_allow and closed by egress_deny: closed (deny wins).
+    let (denied, denied_hits) = counting_server("127.0.0.5:0", "AKIA-denied").await;
+    let d = Daemon::start(
+        &data,
+        StoreKind::Fs,
+        &[
+            ("PV_EGRESS_ALLOW", &format!("{SITE_ALLOW},127.0.0.5/32")),
+            ("PV_EGRESS_DENY", "127.0.0.5/32"),
+        ],
+    );
     let s1 = d.create(KEY_T1, json!({"profile": true})).await;
     let s2 = d.create(KEY_T2, json!({"profile": true})).await;
     let (id1, id2) = (
@@ -165,6 +174,7 @@ async fn no_tenant_viewer_or_page_reaches_outside_its_session() {
     for url in [
         format!("http://{}/metrics", d.addr),
         format!("http://{}/latest/meta-data/", inside.addr),
+        format!("http://{denied}/denied"),
         "http://169.254.169.254/latest/meta-data/".to_string(),
         "http://localhost:9222/json/list".to_string(),
     ] {
@@ -245,6 +255,11 @@ async fn no_tenant_viewer_or_page_reaches_outside_its_session() {
         inside.hits.load(Ordering::SeqCst),
         0,
         "an internal service was reached"
+    );
+    assert_eq!(
+        denied_hits.load(Ordering::SeqCst),
+        0,
+        "a range egress_deny closes was reached"
     );
 
     // --- Seen from the host: who the browsers are and what they hold ---

@@ -23,6 +23,10 @@ pub struct BrowserSection {
     /// Non-public address ranges (CIDRs) pages may reach all the same (`PV_EGRESS_ALLOW`,
     /// comma-separated), e.g. an intranet.
     pub egress_allow: Vec<String>,
+    /// Ranges (CIDRs) no page reaches, whatever else opens them (`PV_EGRESS_DENY`,
+    /// comma-separated), e.g. a host service on a public address; Azure's WireServer
+    /// (168.63.129.16) always is.
+    pub egress_deny: Vec<String>,
     /// Memory limit of one browser (its whole sandbox), MiB.
     pub sandbox_memory_mb: u64,
     /// Process (and thread) limit of one browser.
@@ -58,6 +62,7 @@ impl Default for BrowserSection {
             display: DisplayMode::Virtual,
             unsafe_no_sandbox: false,
             egress_allow: Vec::new(),
+            egress_deny: Vec::new(),
             sandbox_memory_mb: 2048,
             sandbox_pids: 1024,
             sandbox_cpus: 2.0,
@@ -73,23 +78,25 @@ impl BrowserSection {
     /// `max_sessions` browsers at once (the uid range is sized by it).
     ///
     /// # Errors
-    /// A range of `egress_allow` is not a CIDR.
+    /// A range of `egress_allow` or `egress_deny` is not a CIDR.
     pub fn settings(
         &self,
         binary: PathBuf,
         data_dir: &Path,
         max_sessions: usize,
     ) -> Result<Settings, String> {
-        let allow = self
-            .egress_allow
-            .iter()
-            .map(|c| c.parse())
-            .collect::<Result<Vec<_>, _>>()?;
+        let cidrs = |list: &[String], name: &str| {
+            list.iter()
+                .map(|c| c.parse().map_err(|e| format!("browser.{name}: {e}")))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let allow = cidrs(&self.egress_allow, "egress_allow")?;
+        let deny = cidrs(&self.egress_deny, "egress_deny")?;
         Ok(Settings {
             binary,
             unsafe_no_sandbox: self.unsafe_no_sandbox,
             run_dir: data_dir.join("run"),
-            egress: std::sync::Arc::new(super::egress::Policy { allow }),
+            egress: std::sync::Arc::new(super::egress::Policy { allow, deny }),
             limits: super::cgroup::Limits {
                 memory_mb: self.sandbox_memory_mb,
                 pids: self.sandbox_pids,

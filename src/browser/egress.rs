@@ -4,8 +4,10 @@
 //! to is checked **at connect time** against the egress policy, so DNS rebinding cannot
 //! reach an internal address: loopback, link-local, RFC 1918, CGNAT, unique-local,
 //! multicast and other non-public ranges are refused unless `browser.egress_allow` names them,
-//! and so are this host's own addresses, public or not (a page must not reach what the host
-//! itself serves on its public address). A session holds at most [`MAX_TUNNELS`] connections
+//! and so are this host's own addresses and the networks its interfaces are on, public or
+//! not (a page must not reach what the host, or a neighbour on its segment, serves on a public
+//! address), and the ranges of [`ALWAYS_DENIED`] and `browser.egress_deny`, whatever else
+//! opens them (a cloud's host services on a public address). A session holds at most [`MAX_TUNNELS`] connections
 //! and [`MAX_LOOKUPS`] name lookups at once (lookups take threads of the blocking pool the
 //! daemon's saves share).
 
@@ -23,6 +25,15 @@ use tokio::net::{TcpStream, UnixListener, UnixStream};
 pub const MAX_TUNNELS: usize = 512;
 /// Name lookups one session may have running at once.
 pub const MAX_LOOKUPS: usize = 16;
+
+/// Public addresses no page reaches, whatever `browser.egress_allow` says: Azure's WireServer
+/// (and its host agent, port 32526), which hands a VM's goal state and extension settings to
+/// whoever on the VM asks as root, and the daemon may run as root.
+pub const ALWAYS_DENIED: &[&str] = &["168.63.129.16/32"];
+
+/// An interface's network wider than this (IPv4 /16, IPv6 /48) counts as its address alone:
+/// a misconfigured netmask does not close half the internet.
+const WIDEST_OWN: (u8, u8) = (16, 48);
 
 /// A CIDR range (`10.0.0.0/8`, `fd00::/8`, or one address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +61,20 @@ impl std::str::FromStr for Cidr {
                 .ok_or_else(|| format!("`{s}`: bad prefix length"))?
         };
         Ok(Cidr { addr, prefix })
+    }
+}
+
+impl Cidr {
+    /// The network of an interface's `addr` with a netmask of `bits` leading ones (none: the
+    /// address alone; wider than [`WIDEST_OWN`]: likewise).
+    fn network(addr: IpAddr, bits: Option<u8>) -> Cidr {
+        let (max, widest) = if addr.is_ipv4() {
+            (32, WIDEST_OWN.0)
+        } else {
+            (128, WIDEST_OWN.1)
+        };
+        let prefix = bits.filter(|b| (widest..=max).contains(b)).unwrap_or(max);
+        Cidr { addr, prefix }
     }
 }
 
@@ -132,9 +157,10 @@ fn public_v6(a: Ipv6Addr) -> bool {
         || s[..6].iter().all(|&x| x == 0)) // IPv4-compatible ::a.b.c.d (deprecated)
 }
 
-/// The addresses of this host's own interfaces, read again at most every few seconds.
-fn own_addresses() -> Vec<IpAddr> {
-    static CACHE: std::sync::Mutex<Option<(std::time::Instant, Vec<IpAddr>)>> =
+/// The networks of this host's own interfaces (each address with its netmask), read again at
+/// most every few seconds.
+fn own_networks() -> Vec<Cidr> {
+    static CACHE: std::sync::Mutex<Option<(std::time::Instant, Vec<Cidr>)>> =
         std::sync::Mutex::new(None);
     let mut c = CACHE.lock().expect("own addresses");
     match &*c {
@@ -150,9 +176,10 @@ fn own_addresses() -> Vec<IpAddr> {
     }
 }
 
-/// Every address of every interface of this host's network namespace (`getifaddrs`).
+/// The network of every address of every interface of this host's network namespace
+/// (`getifaddrs`): the address with its netmask's prefix (see [`WIDEST_OWN`]).
 #[allow(unsafe_code)]
-fn interface_addresses() -> Option<Vec<IpAddr>> {
+fn interface_addresses() -> Option<Vec<Cidr>> {
     let mut out = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list that is freed below, once.
@@ -167,14 +194,29 @@ fn interface_addresses() -> Option<Vec<IpAddr>> {
             // SAFETY: a non-null ifa_addr points to a sockaddr of the family it names.
             match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
                 libc::AF_INET => {
-                    // SAFETY: as above, an AF_INET address is a sockaddr_in.
+                    // SAFETY: as above, an AF_INET address is a sockaddr_in; a non-null
+                    // netmask is of the address's family.
                     let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                    out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))));
+                    let bits = (!ifa.ifa_netmask.is_null()).then(|| {
+                        // SAFETY: as above.
+                        let m = unsafe { &*(ifa.ifa_netmask as *const libc::sockaddr_in) };
+                        u32::from_be(m.sin_addr.s_addr).leading_ones() as u8
+                    });
+                    let addr = IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)));
+                    out.push(Cidr::network(addr, bits));
                 }
                 libc::AF_INET6 => {
                     // SAFETY: as above, an AF_INET6 address is a sockaddr_in6.
                     let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                    out.push(IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)));
+                    let bits = (!ifa.ifa_netmask.is_null()).then(|| {
+                        // SAFETY: as above.
+                        let m = unsafe { &*(ifa.ifa_netmask as *const libc::sockaddr_in6) };
+                        u128::from_be_bytes(m.sin6_addr.s6_addr).leading_ones() as u8
+                    });
+                    out.push(Cidr::network(
+                        IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)),
+                        bits,
+                    ));
                 }
                 _ => {}
             }
@@ -191,19 +233,26 @@ fn interface_addresses() -> Option<Vec<IpAddr>> {
 pub struct Policy {
     /// Non-public ranges an operator opened (`browser.egress_allow`).
     pub allow: Vec<Cidr>,
+    /// Ranges an operator closed (`browser.egress_deny`), beside [`ALWAYS_DENIED`].
+    pub deny: Vec<Cidr>,
 }
 
 impl Policy {
-    /// Whether a connection to `ip` is allowed: a range the operator opened, or a public
-    /// address that is not this host's own.
+    /// Whether a connection to `ip` is allowed: in no range denied, and in a range the
+    /// operator opened, or a public address not on this host's own networks.
     pub fn allows(&self, ip: IpAddr) -> bool {
-        self.allows_beside(ip, &own_addresses())
+        self.allows_beside(ip, &own_networks())
     }
 
-    /// [`Policy::allows`], with `own` as this host's addresses.
-    fn allows_beside(&self, ip: IpAddr, own: &[IpAddr]) -> bool {
-        self.allow.iter().any(|c| c.contains(ip))
-            || (is_public(ip) && !own.iter().any(|o| canonical(*o) == canonical(ip)))
+    /// [`Policy::allows`], with `own` as this host's networks.
+    fn allows_beside(&self, ip: IpAddr, own: &[Cidr]) -> bool {
+        let denied = ALWAYS_DENIED
+            .iter()
+            .any(|c| c.parse::<Cidr>().is_ok_and(|c| c.contains(ip)))
+            || self.deny.iter().any(|c| c.contains(ip));
+        !denied
+            && (self.allow.iter().any(|c| c.contains(ip))
+                || (is_public(ip) && !own.iter().any(|o| o.contains(ip))))
     }
 
     /// Whether a URL's host is a literal address this policy refuses (names are checked
@@ -462,6 +511,7 @@ mod tests {
                 "127.0.0.2/32".parse().unwrap(),
                 "10.0.0.0/8".parse().unwrap(),
             ],
+            deny: Vec::new(),
         };
         assert!(p.allows("127.0.0.2".parse().unwrap()));
         assert!(!p.allows("127.0.0.1".parse().unwrap()));
@@ -474,24 +524,71 @@ mod tests {
         assert!(!p.refuses_literal("127.0.0.2"));
         assert!(!p.refuses_literal("example.com"));
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
-        // This host's own addresses are refused even when public, unless opened.
-        let own: Vec<IpAddr> = vec![
-            "93.184.216.34".parse().unwrap(),
-            "2606:4700::7".parse().unwrap(),
+        // This host's own networks are refused even when public, unless opened: its
+        // addresses, and the segment an interface is on (its netmask), not wider than
+        // WIDEST_OWN.
+        let own: Vec<Cidr> = vec![
+            Cidr::network("93.184.216.34".parse().unwrap(), Some(24)),
+            Cidr::network("2606:4700::7".parse().unwrap(), Some(64)),
+            Cidr::network("8.8.8.8".parse().unwrap(), Some(1)),
+            Cidr::network("9.9.9.9".parse().unwrap(), None),
         ];
         let none = Policy::default();
-        assert!(none.allows_beside("1.1.1.1".parse().unwrap(), &own));
-        for a in ["93.184.216.34", "::ffff:93.184.216.34", "2606:4700::7"] {
+        for a in [
+            "1.1.1.1",
+            "93.184.217.1",
+            "8.8.4.4",
+            "9.9.9.10",
+            "2606:4700:0:1::7",
+        ] {
+            assert!(none.allows_beside(a.parse().unwrap(), &own), "{a}");
+        }
+        for a in [
+            "93.184.216.34",
+            "93.184.216.200",
+            "::ffff:93.184.216.34",
+            "2606:4700::7",
+            "2606:4700::1:2",
+            "8.8.8.8",
+            "9.9.9.9",
+        ] {
             assert!(!none.allows_beside(a.parse().unwrap(), &own), "{a}");
         }
         let opened = Policy {
             allow: vec!["93.184.216.34/32".parse().unwrap()],
+            deny: Vec::new(),
         };
         assert!(opened.allows_beside("93.184.216.34".parse().unwrap(), &own));
-        // The interfaces are read for real: loopback is among them.
-        assert!(interface_addresses()
-            .unwrap()
-            .contains(&"127.0.0.1".parse().unwrap()));
+        // Denied ranges win over everything: Azure's WireServer always, and the operator's.
+        let closed = Policy {
+            allow: vec![
+                "168.63.0.0/16".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap(),
+            ],
+            deny: vec![
+                "1.1.1.0/24".parse().unwrap(),
+                "10.1.0.0/16".parse().unwrap(),
+            ],
+        };
+        for a in [
+            "168.63.129.16",
+            "::ffff:168.63.129.16",
+            "1.1.1.1",
+            "10.1.2.3",
+        ] {
+            assert!(!closed.allows_beside(a.parse().unwrap(), &[]), "{a}");
+            assert!(
+                !none.allows_beside(a.parse().unwrap(), &[]) || a.starts_with("1."),
+                "{a}"
+            );
+        }
+        assert!(closed.allows_beside("10.2.0.1".parse().unwrap(), &[]));
+        assert!(closed.allows_beside("168.63.129.17".parse().unwrap(), &[]));
+        // The interfaces are read for real: loopback is among them, with its netmask.
+        let read = interface_addresses().unwrap();
+        assert!(read
+            .iter()
+            .any(|c| c.contains("127.0.0.1".parse().unwrap())));
         assert!("nope".parse::<Cidr>().is_err());
     }
 }

@@ -155,11 +155,11 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let browser = chromium::Runtime::new(
         f.browser
             .settings(chromium.clone(), &ctx.cfg.data_dir, f.sessions.max_sessions)
-            .map_err(|e| BadInput(format!("browser.egress_allow: {e}")))?,
+            .map_err(BadInput)?,
     );
     match browser.status() {
         Ok(()) if browser.unsandboxed() => tracing::warn!("browser.unsafe_no_sandbox is set: browsers run UNCONFINED with this daemon's privileges; any tenant or viewer can reach this host"),
-        Ok(()) => tracing::info!(egress_allow = ?f.browser.egress_allow, "browsers run sandboxed"),
+        Ok(()) => tracing::info!(egress_allow = ?f.browser.egress_allow, egress_deny = ?f.browser.egress_deny, "browsers run sandboxed"),
         Err(e) => tracing::error!(reason = %e, "the browser sandbox cannot be built here: sessions are refused (see /readyz; browser.unsafe_no_sandbox turns it off)"),
     }
     let keys = api_keys(ctx)?;

@@ -67,6 +67,7 @@ const VARS: &[(&str, &str, Kind)] = &[
         Kind::UnlessNo,
     ),
     ("PV_EGRESS_ALLOW", "browser.egress_allow", Kind::List),
+    ("PV_EGRESS_DENY", "browser.egress_deny", Kind::List),
     ("PV_CHROMIUM", "browser.chromium", Kind::Text),
     ("PV_API_KEYS_FILE", "http.api_keys_file", Kind::Text),
 ];

@@ -71,6 +71,7 @@ pub(super) const SERVER_KEYS: &[(&str, &str, &str)] = &[
     ("display", "browser", "display"),
     ("unsafe_no_sandbox", "browser", "unsafe_no_sandbox"),
     ("egress_allow", "browser", "egress_allow"),
+    ("egress_deny", "browser", "egress_deny"),
     ("sandbox_memory_mb", "browser", "sandbox_memory_mb"),
     ("sandbox_pids", "browser", "sandbox_pids"),
     ("sandbox_cpus", "browser", "sandbox_cpus"),

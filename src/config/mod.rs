@@ -116,12 +116,20 @@ impl FileConfig {
                 message: "must be at least 16 characters".into(),
             });
         }
-        for c in &self.browser.egress_allow {
-            if let Err(e) = c.parse::<crate::browser::egress::Cidr>() {
-                return Err(Error::Env {
-                    name: "PV_EGRESS_ALLOW / browser.egress_allow",
-                    message: e,
-                });
+        for (list, name) in [
+            (
+                &self.browser.egress_allow,
+                "PV_EGRESS_ALLOW / browser.egress_allow",
+            ),
+            (
+                &self.browser.egress_deny,
+                "PV_EGRESS_DENY / browser.egress_deny",
+            ),
+        ] {
+            for c in list {
+                if let Err(e) = c.parse::<crate::browser::egress::Cidr>() {
+                    return Err(Error::Env { name, message: e });
+                }
             }
         }
         if !matches!(self.archive.format, 1 | 2) {

@@ -147,8 +147,10 @@ impl BenchDaemon {
         let vault = bench_vault(ctx, &url, &data.join("spool")).await?;
         Self::start_with(ctx, vault, data, "bench", None, |s| {
             s.display = display;
-            s.egress =
-                std::sync::Arc::new(profile_vault::browser::egress::Policy { allow: vec![allow] });
+            s.egress = std::sync::Arc::new(profile_vault::browser::egress::Policy {
+                allow: vec![allow],
+                deny: Vec::new(),
+            });
         })
         .await
     }
