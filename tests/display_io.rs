@@ -484,3 +484,89 @@ async fn keys_one_viewer_holds_do_not_change_anothers() {
     cdp.close().await;
     d.end_and_wait(KEY_T1, id).await;
 }
+
+/// The page's tabs (page targets), by URL.
+async fn page_urls(cdp: &mut Cdp) -> Vec<String> {
+    let t = cdp.raw("Target.getTargets", json!({})).await;
+    t["result"]["targetInfos"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["type"] == "page")
+        .map(|t| t["url"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// A person in control uses the browser's own shortcuts: no incognito window the session does
+/// not know opens, and closing the last tab does not end the session for everyone (the
+/// browser ended, and the session with it): a blank tab takes its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_in_control_neither_leaves_the_session_nor_ends_it() {
+    let OnPage {
+        dir: _dir,
+        d,
+        s,
+        mut cdp,
+    } = on_page("text", Some(&["control"])).await;
+    let id = s["session_id"].as_str().unwrap();
+    let (x, y, w, h) = on_screen(&mut cdp, "#t").await;
+    let (mut a, _) = tokio_tungstenite::connect_async(viewer_socket(&d, &s))
+        .await
+        .unwrap();
+    message(&mut a, "hello").await;
+    focus_field(&mut a, &mut cdp, (x, y, w, h)).await;
+    cdp.eval("window.keys_ = []; addEventListener('keydown', (e) => keys_.push(e.key + (e.ctrlKey ? '+Ctrl' : ''))); 1")
+        .await;
+    // Ctrl+Shift+N is no shortcut without incognito windows: the page gets it, and keeps
+    // the focus (an incognito window took it).
+    let chord = |k: &str, code: &str| {
+        vec![
+            key("keyDown", "Control", "ControlLeft", 2),
+            key("keyDown", "Shift", "ShiftLeft", 10),
+            key("keyDown", k, code, 10),
+            key("keyUp", k, code, 10),
+            key("keyUp", "Shift", "ShiftLeft", 2),
+            key("keyUp", "Control", "ControlLeft", 0),
+        ]
+    };
+    say(&mut a, &chord("N", "KeyN")).await;
+    page_until(
+        &mut cdp,
+        "keys_.includes('N+Ctrl') && document.hasFocus()",
+        json!(true),
+        "Ctrl+Shift+N in the page",
+    )
+    .await;
+    assert_eq!(page_urls(&mut cdp).await.len(), 1);
+    // Ctrl+W on the only tab.
+    say(
+        &mut a,
+        &[
+            key("keyDown", "Control", "ControlLeft", 2),
+            key("keyDown", "w", "KeyW", 2),
+            key("keyUp", "w", "KeyW", 2),
+            key("keyUp", "Control", "ControlLeft", 0),
+        ],
+    )
+    .await;
+    // (Target commands go to the browser: this client's page is gone.)
+    let start = std::time::Instant::now();
+    loop {
+        let urls = page_urls(&mut cdp).await;
+        if urls == ["about:blank"] {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "after the last tab closed: {urls:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (st, v) = d
+        .call("GET", &format!("/v0/vm/{id}"), Some(KEY_T1), None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(v["ended_at"].is_null() && v["termination"].is_null(), "{v}");
+    cdp.close().await;
+    d.end_and_wait(KEY_T1, id).await;
+}

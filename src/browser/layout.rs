@@ -60,6 +60,10 @@ pub(super) fn chromium_args(
     if headful {
         // One window filling the display (there is no window manager to place it).
         a.push("--window-position=0,0".into());
+        // A person closing the last tab or window (Ctrl+W, its close button) does not end
+        // the browser, and so the session, for everyone: the live view opens a new tab.
+        // `Browser.close` and SIGINT still end it cleanly.
+        a.push("--keep-alive-for-test".into());
     } else {
         a.push("--headless=new".into());
     }
@@ -463,6 +467,16 @@ pub(super) fn policy_json(_opts: &LaunchOptions) -> serde_json::Value {
         // ExtensionInstallBlocklist ["*"]: Chromium then refuses flag-loaded ones too,
         // allow-listed or not (measured with Chromium 156).
         "BlockExternalExtensions": true,
+        // A person with control gets the browser's own UI (the display): no windows the
+        // session does not know (incognito, guest, another person's profile), no ending a
+        // process from the task manager (the tabs agent, a tab), and no payment cards saved
+        // (chrome://settings shows them to anyone in control; its pages are one app, which
+        // URLBlocklist does not see move between them).
+        "IncognitoModeAvailability": 1,
+        "BrowserGuestModeEnabled": false,
+        "BrowserAddPersonEnabled": false,
+        "TaskManagerEndProcessEnabled": false,
+        "AutofillCreditCardEnabled": false,
     })
 }
 

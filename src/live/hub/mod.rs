@@ -339,7 +339,12 @@ impl Hub {
             }
             "Target.targetDestroyed" => {
                 let id = str_of(&p["targetId"]);
-                conn.pages.lock().expect("pages").retain(|x| x.0 != id);
+                let last_page = {
+                    let mut pages = conn.pages.lock().expect("pages");
+                    let was_page = pages.iter().any(|x| x.0 == id);
+                    pages.retain(|x| x.0 != id);
+                    was_page && pages.is_empty()
+                };
                 conn.attached.lock().expect("attached").remove(&id);
                 let was_active = conn.active_session().is_some_and(|(t, _)| t == id);
                 if was_active {
@@ -353,6 +358,12 @@ impl Hub {
                     if let Some(n) = next {
                         self.spawn_switch(conn, n);
                     }
+                }
+                // The last tab closed (a person's Ctrl+W, a window's close button, a
+                // tenant's CDP): the browser lives on without a window; a new tab is opened
+                // for the people watching (once: the window's other targets go too).
+                if last_page {
+                    self.spawn_new_tab(conn);
                 }
                 self.publish_tabs(conn);
             }

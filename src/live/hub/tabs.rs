@@ -104,6 +104,28 @@ impl Hub {
         });
     }
 
+    /// Opens a blank tab and shows it (the last one closed).
+    pub(super) fn spawn_new_tab(&self, conn: &Arc<Conn>) {
+        let (Some(hub), conn) = (self.me.upgrade(), conn.clone()) else {
+            return;
+        };
+        tokio::spawn(async move {
+            let made = conn
+                .call(None, "Target.createTarget", json!({"url": "about:blank"}))
+                .await;
+            match made {
+                Ok(r) => {
+                    if let Err(e) = hub.switch_to(&conn, &str_of(&r["targetId"])).await {
+                        tracing::debug!(error = %e, "live view: showing the new tab failed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "live view: the last tab closed and no new one could be opened")
+                }
+            }
+        });
+    }
+
     /// The connection, the DevTools session of the tab shown now, and its window
     /// (`Browser.getWindowForTarget`).
     async fn shown_window(&self) -> Result<(Arc<Conn>, String, Value), String> {
