@@ -507,3 +507,86 @@ async fn a_generation_kept_by_a_conflict_is_never_pruned() {
         .collect();
     assert_eq!(versions, [2, 5]);
 }
+
+/// Once armed, the next write of generation 1's record is preceded by its removal (a save's
+/// pruning between a rekey's read of it and its write).
+#[derive(Debug)]
+struct PruneBeforeRewrite {
+    record: String,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl PutHook for PruneBeforeRewrite {
+    async fn before(
+        &self,
+        key: &str,
+        inner: &dyn profile_vault::Store,
+    ) -> profile_vault::store::Result<()> {
+        if key == self.record && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            inner.delete(key).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A rekey meeting a record pruned between its read and its write skips it and goes on (it
+/// stopped there, the rest of the tenant not rekeyed).
+#[tokio::test]
+async fn a_rekey_skips_a_record_pruned_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = addr("t1", "p1");
+    let store = Arc::new(Hooked {
+        inner: Arc::new(
+            profile_vault::store::fs::LocalFileSystem::new(dir.path().join("store")).unwrap(),
+        ),
+        hook: PruneBeforeRewrite {
+            record: at.generation(1, profile_vault::layout::GenFile::Record),
+            armed: false.into(),
+        },
+    });
+    let keys = Arc::new(
+        profile_vault::Keyring::from_keys(
+            vec![("k1".into(), [1; 32]), ("k2".into(), [2; 32])],
+            "k1",
+        )
+        .unwrap(),
+    );
+    let vault = Vault::new(store.clone(), keys, options(&dir.path().join("spool"))).unwrap();
+    for variant in ["v1", "v2", "v3"] {
+        let src = dir.path().join(variant);
+        make_profile(&src, variant);
+        vault
+            .save(
+                &at,
+                &src,
+                Base::Current,
+                Arc::new(profile_vault::NoProgress),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .hook
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(vault.rekey("t1", "k2", false).await.unwrap(), (2, 0));
+    assert!(!store.hook.armed.load(std::sync::atomic::Ordering::SeqCst));
+    // Under k2 alone, the rest still restores.
+    let only_k2 = Vault::new(
+        store.clone(),
+        keyring("k2", 2),
+        options(&dir.path().join("spool2")),
+    )
+    .unwrap();
+    let r = only_k2
+        .restore(
+            &at,
+            None,
+            &dir.path().join("dst"),
+            Arc::new(profile_vault::NoProgress),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.generation, 3);
+}

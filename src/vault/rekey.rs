@@ -31,85 +31,118 @@ impl Vault {
         // Records this build cannot read are left as they are, and reported at the end.
         let mut newer = None;
         for profile in self.data_names(tenant).await? {
-            match self
-                .rekey_data(
-                    &ProfileAddr::new(tenant, &profile)?,
-                    to,
-                    target_arn.as_deref(),
-                    dry_run,
-                )
-                .await
-            {
-                Err(e) if e.is_newer() => {
-                    tracing::warn!(error = %e, "rekey leaves a data document of a newer format alone");
-                    newer.get_or_insert(e);
+            let at = &ProfileAddr::new(tenant, &profile)?;
+            // A document a session wrote meanwhile is read again.
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                match self
+                    .rekey_data(at, to, target_arn.as_deref(), dry_run)
+                    .await
+                {
+                    Err(Error::Store(store::Error::Precondition { .. })) if tries < 4 => continue,
+                    Err(e) if e.is_newer() => {
+                        tracing::warn!(error = %e, "rekey leaves a data document of a newer format alone");
+                        newer.get_or_insert(e);
+                    }
+                    Err(e) => return Err(e),
+                    Ok(Some(true)) => rewrapped += 1,
+                    Ok(Some(false)) => already += 1,
+                    Ok(None) => {}
                 }
-                Err(e) => return Err(e),
-                Ok(Some(true)) => rewrapped += 1,
-                Ok(Some(false)) => already += 1,
-                Ok(None) => {}
+                break;
             }
         }
         for profile in self.profile_names(tenant).await? {
-            let p = ProfileSummary {
-                profile,
-                generation: 0,
-                updated_at: 0,
-            };
-            let at = &ProfileAddr::new(tenant, &p.profile)?;
+            let at = &ProfileAddr::new(tenant, &profile)?;
             let (_, records) = self.generation_numbers(at).await?;
             for g in records {
-                let key = at.generation(g, GenFile::Record);
-                let meta = match self.store.head(&key).await {
-                    // Pruned by a save since it was listed: nothing left to rewrap.
-                    Err(store::Error::NotFound { .. }) => continue,
-                    m => m?,
-                };
-                let mut rec = match self.read_record(at, g).await {
-                    Err(Error::GenerationNotFound { .. }) => continue,
-                    Err(e) if e.is_newer() => {
-                        tracing::warn!(error = %e, "rekey leaves a record of a newer format alone");
-                        newer.get_or_insert(e);
-                        continue;
+                // A record rewritten or pruned meanwhile (a save's pruning, a rollback) is
+                // read again, or skipped once gone.
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    match self
+                        .rekey_record(at, g, to, target_arn.as_deref(), dry_run)
+                        .await
+                    {
+                        Err(Error::Store(store::Error::Precondition { .. })) if tries < 4 => {}
+                        Err(e) if e.is_newer() => {
+                            tracing::warn!(error = %e, "rekey leaves a record of a newer format alone");
+                            newer.get_or_insert(e);
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                        Ok(Some(true)) => {
+                            rewrapped += 1;
+                            break;
+                        }
+                        Ok(Some(false)) => {
+                            already += 1;
+                            break;
+                        }
+                        Ok(None) => break,
                     }
-                    r => r?,
-                };
-                if rec.key_id == to && rec.kms_key_arn == target_arn {
-                    already += 1;
-                    continue;
                 }
-                // Also on a dry run: shows that every record can still be unwrapped.
-                let dek = self.unwrap_record(&rec).await?;
-                if !dry_run {
-                    let ctx = WrapContext {
-                        tenant,
-                        profile: &p.profile,
-                        generation: g,
-                        object_id: &rec.object_id,
-                    };
-                    let w = self.keys.wrap(to, &dek, &ctx).await?;
-                    rec.format = if rec.format == RECORD_FORMAT_CHUNKED {
-                        RECORD_FORMAT_CHUNKED
-                    } else if w.kms_key_arn.is_some() {
-                        RECORD_FORMAT_KMS
-                    } else {
-                        RECORD_FORMAT
-                    };
-                    rec.key_id = w.key_id;
-                    rec.wrapped_key = base64::engine::general_purpose::STANDARD.encode(&w.blob);
-                    rec.kms_key_arn = w.kms_key_arn;
-                    let body =
-                        Bytes::from(serde_json::to_vec_pretty(&rec).expect("record serializes"));
-                    self.store
-                        .put(&key, PutBody::Bytes(body), PutMode::Update(meta.etag))
-                        .await?;
-                }
-                rewrapped += 1;
             }
         }
         match newer {
             Some(e) => Err(e),
             None => Ok((rewrapped, already)),
         }
+    }
+
+    /// Rewraps generation `g`'s record under `to` (`target_arn`: its KMS key, if any):
+    /// `Some(true)` rewrapped (or would be, with `dry_run`), `Some(false)` already under it,
+    /// `None` gone. A record rewritten or removed between its read and its write is
+    /// [`store::Error::Precondition`].
+    async fn rekey_record(
+        &self,
+        at: &ProfileAddr,
+        g: u64,
+        to: &str,
+        target_arn: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Option<bool>> {
+        let key = at.generation(g, GenFile::Record);
+        let meta = match self.store.head(&key).await {
+            // Pruned by a save since it was listed: nothing left to rewrap.
+            Err(store::Error::NotFound { .. }) => return Ok(None),
+            m => m?,
+        };
+        let mut rec = match self.read_record(at, g).await {
+            Err(Error::GenerationNotFound { .. }) => return Ok(None),
+            r => r?,
+        };
+        if rec.key_id == to && rec.kms_key_arn.as_deref() == target_arn {
+            return Ok(Some(false));
+        }
+        // Also on a dry run: shows that every record can still be unwrapped.
+        let dek = self.unwrap_record(&rec).await?;
+        if dry_run {
+            return Ok(Some(true));
+        }
+        let ctx = WrapContext {
+            tenant: at.tenant(),
+            profile: at.profile(),
+            generation: g,
+            object_id: &rec.object_id,
+        };
+        let w = self.keys.wrap(to, &dek, &ctx).await?;
+        rec.format = if rec.format == RECORD_FORMAT_CHUNKED {
+            RECORD_FORMAT_CHUNKED
+        } else if w.kms_key_arn.is_some() {
+            RECORD_FORMAT_KMS
+        } else {
+            RECORD_FORMAT
+        };
+        rec.key_id = w.key_id;
+        rec.wrapped_key = base64::engine::general_purpose::STANDARD.encode(&w.blob);
+        rec.kms_key_arn = w.kms_key_arn;
+        let body = Bytes::from(serde_json::to_vec_pretty(&rec).expect("record serializes"));
+        self.store
+            .put(&key, PutBody::Bytes(body), PutMode::Update(meta.etag))
+            .await?;
+        Ok(Some(true))
     }
 }
