@@ -590,3 +590,74 @@ async fn a_rekey_skips_a_record_pruned_under_it() {
         .unwrap();
     assert_eq!(r.generation, 3);
 }
+
+/// Every delete under `prefix` fails (a store that refuses them, for one profile).
+#[derive(Debug)]
+struct RefuseDeletes {
+    prefix: String,
+}
+
+#[async_trait::async_trait]
+impl PutHook for RefuseDeletes {
+    async fn before_delete(
+        &self,
+        key: &str,
+        _: &dyn profile_vault::Store,
+    ) -> profile_vault::store::Result<()> {
+        if key.starts_with(&self.prefix) {
+            return Err(profile_vault::store::Error::Unavailable {
+                op: "delete",
+                key: key.into(),
+                message: "refused by the test".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Retention goes on past a profile it cannot delete, and says which (the first failure
+/// ended the tenant's pass: the profiles after it were never collected, and the CLI printed
+/// nothing of what it had deleted).
+#[tokio::test]
+async fn retention_goes_on_past_a_profile_it_cannot_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Hooked {
+        inner: Arc::new(
+            profile_vault::store::fs::LocalFileSystem::new(dir.path().join("store")).unwrap(),
+        ),
+        hook: RefuseDeletes {
+            prefix: addr("t1", "a").prefix().to_string(),
+        },
+    });
+    let vault = Vault::new(store, keyring("k1", 1), options(&dir.path().join("spool"))).unwrap();
+    for p in ["a", "b"] {
+        let src = dir.path().join(p);
+        make_profile(&src, p);
+        vault
+            .save(
+                &addr("t1", p),
+                &src,
+                Base::Current,
+                Arc::new(profile_vault::NoProgress),
+            )
+            .await
+            .unwrap();
+    }
+    // Idle for a second (times are kept in whole seconds).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = vault
+        .gc("t1", std::time::Duration::from_millis(1), false, &[])
+        .await
+        .unwrap();
+    assert_eq!(r.deleted, ["b"]);
+    assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
+    assert_eq!(r.failed[0].0, "a");
+    let left: Vec<String> = vault
+        .list("t1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.profile)
+        .collect();
+    assert_eq!(left, ["a"]);
+}

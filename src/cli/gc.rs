@@ -36,16 +36,21 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         vec![ctx.tenant().to_string()]
     };
     let mut out = Vec::new();
+    let mut failed = Vec::new();
     let mut packs = Vec::new();
     for t in &tenants {
-        for p in vault.gc(t, max_idle, a.dry_run, &[]).await? {
+        let r = vault.gc(t, max_idle, a.dry_run, &[]).await?;
+        for p in r.deleted {
             out.push(serde_json::json!({"tenant": t, "profile": p}));
+        }
+        for (p, e) in r.failed {
+            failed.push(serde_json::json!({"tenant": t, "profile": p, "error": e.to_string()}));
         }
         packs.extend(vault.gc_all_packs(t, a.dry_run).await?);
     }
     packs.retain(|r| r.packs > 0);
     ctx.print(
-        &serde_json::json!({"dry_run": a.dry_run, "older_than_days": days, "profiles": out, "packs": packs}),
+        &serde_json::json!({"dry_run": a.dry_run, "older_than_days": days, "profiles": out, "failed": failed, "packs": packs}),
         || {
             let verb = if a.dry_run { "would delete" } else { "deleted" };
             let mut lines: Vec<String> = out
@@ -58,8 +63,16 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
                     )
                 })
                 .collect();
-            if lines.is_empty() {
+            if lines.is_empty() && failed.is_empty() {
                 lines.push(format!("no profile idle for {days} days"));
+            }
+            for f in &failed {
+                lines.push(format!(
+                    "FAILED {}/{}: {}",
+                    f["tenant"].as_str().unwrap_or(""),
+                    f["profile"].as_str().unwrap_or(""),
+                    f["error"].as_str().unwrap_or("")
+                ));
             }
             for r in &packs {
                 let mut l = format!(
@@ -81,6 +94,11 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             }
             lines.join("\n")
         },
+    );
+    anyhow::ensure!(
+        failed.is_empty(),
+        "{} idle profile(s) could not be collected (listed above); the rest were",
+        failed.len()
     );
     Ok(())
 }

@@ -79,13 +79,14 @@ fn spawn_retention(ctx: &Ctx, manager: Arc<Manager>) {
                     .filter_map(|s| s.profile_id.clone())
                     .collect();
                 let swept = if max_idle.is_zero() {
-                    Ok(Vec::new())
+                    Ok(Default::default())
                 } else {
                     vault.gc(&t, max_idle, false, &in_use).await
                 };
+                // Each profile that failed was logged by the pass (the others went on).
                 match swept {
-                    Ok(gone) if !gone.is_empty() => {
-                        tracing::info!(tenant = %t, profiles = ?gone, "retention deleted idle profiles")
+                    Ok(r) if !r.deleted.is_empty() => {
+                        tracing::info!(tenant = %t, profiles = ?r.deleted, "retention deleted idle profiles")
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(tenant = %t, error = %e, "retention sweep failed"),

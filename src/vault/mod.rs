@@ -62,6 +62,7 @@ pub use lease::{Lease, LeaseRecord};
 pub use meta::{GenerationMeta, Identity, META_FORMAT};
 use records::present_string;
 pub use records::{GenerationRecord, Head};
+pub use retention::Retention;
 
 /// Version of the head record.
 pub const HEAD_FORMAT: u32 = 1;

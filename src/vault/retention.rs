@@ -34,51 +34,89 @@ impl Vault {
     }
 
     /// Retention: deletes the tenant's profiles not loaded or saved for `max_idle`, but for
-    /// those `in_use` here or leased by a session of any node.
-    /// Returns the profiles deleted (or that would be, with `dry_run`).
+    /// those `in_use` here or leased by a session of any node. One profile's failure does
+    /// not stop the others': it is reported with the profiles deleted (or that would be,
+    /// with `dry_run`). A profile another process deleted meanwhile is neither.
     ///
     /// # Errors
-    /// Storage errors.
+    /// Storage errors listing the tenant's profiles.
     pub async fn gc(
         &self,
         tenant: &str,
         max_idle: std::time::Duration,
         dry_run: bool,
         in_use: &[String],
-    ) -> Result<Vec<String>> {
+    ) -> Result<Retention> {
         let cutoff = now_ms().saturating_sub(max_idle.as_millis() as u64);
-        let mut out = Vec::new();
+        let mut out = Retention::default();
         for p in self.list(tenant).await? {
             if in_use.contains(&p.profile) {
                 continue;
             }
-            let at = &ProfileAddr::new(tenant, &p.profile)?;
-            let Some(last) = self.last_used_ms(at).await? else {
-                continue;
-            };
-            if last < cutoff {
-                // A session on another node holds it: idle in the store, not in use.
-                match self.leased(at).await {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        tracing::info!(tenant, profile = %p.profile, "idle profile kept: a session holds its lease");
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(tenant, profile = %p.profile, error = %e, "idle profile kept: its lease could not be read");
-                        continue;
-                    }
+            match self.gc_one(tenant, &p.profile, cutoff, dry_run).await {
+                Ok(true) => out.deleted.push(p.profile),
+                Ok(false) | Err(Error::ProfileNotFound { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(tenant, profile = %p.profile, error = %e, "retention could not collect this profile");
+                    out.failed.push((p.profile, e));
                 }
-                if self.has_newer_parts(at).await? {
-                    tracing::warn!(tenant, profile = %p.profile, "idle profile kept: a newer profile-vault wrote some of it");
-                    continue;
-                }
-                if !dry_run {
-                    self.delete(at).await?;
-                }
-                out.push(p.profile);
             }
         }
         Ok(out)
     }
+
+    /// Retention of one profile: whether it was idle since `cutoff` (Unix ms) and deleted
+    /// (or would be, with `dry_run`).
+    async fn gc_one(
+        &self,
+        tenant: &str,
+        profile: &str,
+        cutoff: u64,
+        dry_run: bool,
+    ) -> Result<bool> {
+        let at = &ProfileAddr::new(tenant, profile)?;
+        let Some(last) = self.last_used_ms(at).await? else {
+            return Ok(false);
+        };
+        if last >= cutoff {
+            return Ok(false);
+        }
+        // A session on another node holds it: idle in the store, not in use.
+        match self.leased(at).await {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::info!(
+                    tenant,
+                    profile,
+                    "idle profile kept: a session holds its lease"
+                );
+                return Ok(false);
+            }
+            Err(e) => {
+                tracing::warn!(tenant, profile, error = %e, "idle profile kept: its lease could not be read");
+                return Ok(false);
+            }
+        }
+        if self.has_newer_parts(at).await? {
+            tracing::warn!(
+                tenant,
+                profile,
+                "idle profile kept: a newer profile-vault wrote some of it"
+            );
+            return Ok(false);
+        }
+        if !dry_run {
+            self.delete(at).await?;
+        }
+        Ok(true)
+    }
+}
+
+/// What one retention pass over a tenant did.
+#[derive(Debug, Default)]
+pub struct Retention {
+    /// Profiles deleted (or that would be, on a dry run).
+    pub deleted: Vec<String>,
+    /// Profiles that could not be looked at or deleted, and why (the others went on).
+    pub failed: Vec<(String, Error)>,
 }
