@@ -661,3 +661,94 @@ async fn retention_goes_on_past_a_profile_it_cannot_delete() {
         .collect();
     assert_eq!(left, ["a"]);
 }
+
+/// Once armed, the next write of a key ending with `suffix` lands and its answer is lost:
+/// the writer is told the store's retries ran out.
+#[derive(Debug)]
+struct LoseAnswer {
+    suffix: &'static str,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl PutHook for LoseAnswer {
+    fn after(&self, key: &str, etag: String) -> profile_vault::store::Result<String> {
+        if key.ends_with(self.suffix) && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(profile_vault::store::Error::Unavailable {
+                op: "put",
+                key: key.into(),
+                message: "timed out".into(),
+            });
+        }
+        Ok(etag)
+    }
+}
+
+/// A rollback, a data document's write and a save's head move whose write landed with its
+/// answer lost succeed (they failed, or answered a conflict with their own write, while the
+/// store held what they wrote).
+#[tokio::test]
+async fn writes_whose_answer_was_lost_are_recognised() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = addr("t1", "p1");
+    let store = Arc::new(Hooked {
+        inner: Arc::new(
+            profile_vault::store::fs::LocalFileSystem::new(dir.path().join("store")).unwrap(),
+        ),
+        hook: LoseAnswer {
+            suffix: "/head.json",
+            armed: false.into(),
+        },
+    });
+    let vault = Vault::new(
+        store.clone(),
+        keyring("k1", 1),
+        options(&dir.path().join("spool")),
+    )
+    .unwrap();
+    let arm = || {
+        store
+            .hook
+            .armed
+            .store(true, std::sync::atomic::Ordering::SeqCst)
+    };
+    for (i, variant) in ["v1", "v2", "v3"].into_iter().enumerate() {
+        let src = dir.path().join(variant);
+        make_profile(&src, variant);
+        if i == 2 {
+            arm();
+        }
+        let r = vault
+            .save(
+                &at,
+                &src,
+                Base::Current,
+                Arc::new(profile_vault::NoProgress),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("save {variant}: {e}"));
+        assert_eq!(r.generation, i as u64 + 1);
+    }
+    arm();
+    assert_eq!(vault.rollback(&at, 1).await.unwrap().generation, 1);
+    assert_eq!(vault.head(&at).await.unwrap().unwrap().0.generation, 1);
+    let data = Vault::new(
+        Arc::new(Hooked {
+            inner: store.inner.clone(),
+            hook: LoseAnswer {
+                suffix: "/data.json",
+                armed: true.into(),
+            },
+        }),
+        keyring("k1", 1),
+        options(&dir.path().join("spool2")),
+    )
+    .unwrap();
+    let doc = serde_json::json!({"open": ["https://example.com"]});
+    assert_eq!(
+        data.set_data(&at, &doc, profile_vault::vault::DataCondition::Version(0))
+            .await
+            .unwrap(),
+        1
+    );
+}

@@ -302,18 +302,32 @@ impl Vault {
                 );
                 Ok(rec.version)
             }
-            Err(store::Error::AlreadyExists { .. } | store::Error::Precondition { .. }) => {
-                // Another writer won: report the version it wrote.
-                let current = self
-                    .read_data_record(at)
-                    .await?
-                    .map_or(0, |(r, _)| r.version);
-                Err(DataError::Precondition {
-                    current,
-                    expected: now_version,
-                })
+            Err(e) => {
+                // Our own write may have landed, its answer lost (a retry then finds its own
+                // version there, or the retries ran out): it is ours if it names our object.
+                let landed = self.read_data_record(at).await;
+                if let Ok(Some((r, _))) = &landed {
+                    if r.object_id == rec.object_id {
+                        tracing::info!(
+                            tenant,
+                            profile,
+                            version = rec.version,
+                            "profile data document written (its answer was lost)"
+                        );
+                        return Ok(rec.version);
+                    }
+                }
+                match e {
+                    // Another writer won: report the version it wrote.
+                    store::Error::AlreadyExists { .. } | store::Error::Precondition { .. } => {
+                        Err(DataError::Precondition {
+                            current: landed?.map_or(0, |(r, _)| r.version),
+                            expected: now_version,
+                        })
+                    }
+                    e => Err(Error::from(e).into()),
+                }
             }
-            Err(e) => Err(Error::from(e).into()),
         }
     }
 

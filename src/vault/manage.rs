@@ -214,11 +214,20 @@ impl Vault {
             ..head.clone()
         };
         let body = Bytes::from(serde_json::to_vec_pretty(&new_head).expect("head serializes"));
-        match self
+        let put = match self
             .store
             .put(&at.head(), PutBody::Bytes(body), PutMode::Update(etag))
             .await
         {
+            // Our own write may have landed, its answer lost (its retry then finds its own
+            // version there, or the retries ran out): the head is then what we wrote.
+            Err(e) => match self.head_at(at).await {
+                Ok(Some((h, moved))) if h == new_head => Ok(moved),
+                _ => Err(e),
+            },
+            r => r,
+        };
+        match put {
             Ok(moved) => {
                 // A save's pruning may have removed the generation between the check and
                 // the move: then the head goes back to where it was.

@@ -481,7 +481,13 @@ impl<'a> SaveJob<'a> {
                         now => return Err(conflict(now.map(|h| h.0.generation))),
                     }
                 }
-                Err(e) => return Err(e.into()),
+                // The store's retries ran out: the write may have landed all the same.
+                Err(e) => {
+                    return match v.head_at(self.at).await {
+                        Ok(Some((h, _))) if h.object_id == self.object_id => Ok(()),
+                        _ => Err(e.into()),
+                    }
+                }
             }
         }
         Err(conflict(current))
