@@ -752,3 +752,43 @@ async fn writes_whose_answer_was_lost_are_recognised() {
         1
     );
 }
+
+/// A rollback to a format 2 generation one of whose packs is gone is refused, the head left
+/// where it was (it moved, and every load of the profile failed).
+#[tokio::test]
+async fn a_rollback_to_a_generation_missing_a_pack_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, root) = fs_vault(dir.path());
+    let at = addr("t1", "p1");
+    for variant in ["v1", "v2"] {
+        let src = dir.path().join(variant);
+        make_profile(&src, variant);
+        vault
+            .save(
+                &at,
+                &src,
+                Base::Current,
+                Arc::new(profile_vault::NoProgress),
+            )
+            .await
+            .unwrap();
+    }
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join(at.generation(1, profile_vault::layout::GenFile::Record)))
+            .unwrap(),
+    )
+    .unwrap();
+    let pack = record["packs"][0]
+        .as_str()
+        .expect("a format 2 record names its packs");
+    std::fs::remove_file(root.join(at.pack(pack))).unwrap();
+    let e = vault.rollback(&at, 1).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            profile_vault::vault::Error::PackMissing { generation: 1, .. }
+        ),
+        "{e}"
+    );
+    assert_eq!(vault.head(&at).await.unwrap().unwrap().0.generation, 2);
+}

@@ -168,7 +168,8 @@ impl Vault {
         Ok(out)
     }
 
-    /// Moves the head to an earlier (or any existing) generation after verifying its record and key.
+    /// Moves the head to an earlier (or any existing) generation after verifying its record
+    /// and key, and that its payload and packs are there.
     ///
     /// # Errors
     /// Not found, key, storage errors; [`Error::Conflict`] when the head moved meanwhile.
@@ -207,6 +208,22 @@ impl Vault {
                 },
                 e => e.into(),
             })?;
+        // Every pack a format 2 generation names is there (one lost made every load of it
+        // fail, and an operator rolls back when something is already wrong).
+        for pack in rec.packs.iter().flatten() {
+            match self.store.head(&at.pack(pack)).await {
+                Ok(_) => {}
+                Err(store::Error::NotFound { .. }) => {
+                    return Err(Error::PackMissing {
+                        profile: profile.into(),
+                        generation: to,
+                        pack: pack.clone(),
+                        reason: "not in the store: the head stays".into(),
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let new_head = Head {
             generation: to,
             object_id: rec.object_id,
