@@ -66,6 +66,9 @@ pub enum JoinError {
     /// `live.max_viewers` reached.
     #[error("this session has the most viewers it takes (live.max_viewers = {0})")]
     TooManyViewers(usize),
+    /// The token was revoked (its user removed) while the viewer was being admitted.
+    #[error("this viewer token was revoked")]
+    Revoked,
 }
 
 /// The live-view state of one session.
@@ -288,6 +291,11 @@ impl Live {
         resume: Option<&str>,
         fresh_id: Option<String>,
     ) -> Result<(Arc<User>, tokio::sync::mpsc::Receiver<Notice>), JoinError> {
+        // Admission can take a while (the auth message, the webhook): a user removed
+        // meanwhile took the token with it.
+        if self.token_roles(token).is_none() {
+            return Err(JoinError::Revoked);
+        }
         let mut users = self.users.lock().expect("users");
         if users.len() >= self.cfg.max_viewers {
             return Err(JoinError::TooManyViewers(self.cfg.max_viewers));
@@ -416,6 +424,20 @@ impl Live {
             u.notify(Notice::Roles);
             n += 1;
         }
+        // Users away for a moment come back with the roles they would have now.
+        for d in self
+            .departed
+            .lock()
+            .expect("departed")
+            .iter_mut()
+            .filter(|d| ids.contains(&d.id) != exclusive)
+        {
+            if add {
+                d.roles.extend(roles.iter().copied());
+            } else {
+                d.roles.retain(|x| !roles.contains(x));
+            }
+        }
         n
     }
 
@@ -432,7 +454,8 @@ impl Live {
             )
     }
 
-    /// `setPermissions`: the keys given change, the others stay. False for an unknown user.
+    /// `setPermissions`: the keys given change, the others stay (also of a user away for a
+    /// moment, who comes back with them). False for an unknown user.
     pub fn set_permissions(
         &self,
         id: &str,
@@ -440,11 +463,7 @@ impl Live {
         idle_timeout: Option<u64>,
         control_disabled: Option<bool>,
     ) -> bool {
-        let Some(u) = self.user(id) else {
-            return false;
-        };
-        {
-            let mut p = u.perms.lock().expect("perms");
+        let change = |p: &mut Permissions| {
             if let Some(v) = priority {
                 p.priority = v;
             }
@@ -454,9 +473,20 @@ impl Live {
             if let Some(v) = control_disabled {
                 p.control_disabled = v;
             }
+        };
+        if let Some(u) = self.user(id) {
+            change(&mut u.perms.lock().expect("perms"));
+            u.notify(Notice::Roles);
+            return true;
         }
-        u.notify(Notice::Roles);
-        true
+        let mut departed = self.departed.lock().expect("departed");
+        match departed.iter_mut().find(|d| d.id == id) {
+            Some(d) => {
+                change(&mut d.perms);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Removes a user: revokes the viewer token it joined with (it cannot come back with

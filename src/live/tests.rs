@@ -51,11 +51,36 @@ async fn a_user_that_left_comes_back_once_with_its_secret_and_token() {
         .unwrap();
     assert_ne!(again.id, a.id);
     l.forget(&again);
+    // Removing b revoked its token: a socket of it still being admitted joins no more.
     l.kick(&b.id);
-    let (after_kick, _r) = l
-        .join_resuming(&t2, [Role::Control].into(), Some(&b.resume))
+    assert_eq!(
+        l.join_resuming(&t2, [Role::Control].into(), Some(&b.resume))
+            .unwrap_err(),
+        JoinError::Revoked
+    );
+}
+
+#[tokio::test]
+async fn a_user_away_comes_back_with_the_roles_and_permissions_changed_meanwhile() {
+    let l = live();
+    let t = l.mint([Role::Control].into()).unwrap();
+    let (a, _ra) = l.join(&t, l.token_roles(&t).unwrap()).unwrap();
+    let secret = a.resume.clone();
+    l.leave(&a);
+    l.change_roles(
+        std::slice::from_ref(&a.id),
+        &[Role::Control].into(),
+        false,
+        false,
+    );
+    assert!(l.set_permissions(&a.id, Some(7), None, Some(true)));
+    let (back, _r) = l
+        .join_resuming(&t, [Role::Control].into(), Some(&secret))
         .unwrap();
-    assert_ne!(after_kick.id, b.id);
+    assert_eq!(back.id, a.id);
+    assert!(!back.has(Role::Control), "control came back with the resume");
+    assert_eq!(back.permissions().priority, 7);
+    assert!(back.permissions().control_disabled);
 }
 
 #[tokio::test]
@@ -83,9 +108,10 @@ async fn tokens_roles_preemption_and_limits() {
     assert!(l.token_roles(&t).unwrap().contains(&Role::Control));
     assert!(l.token_roles("nope").is_none());
     let (a, _ra) = l.join(&t, l.token_roles(&t).unwrap()).unwrap();
-    let (b, _rb) = l.join("other", BTreeSet::new()).unwrap();
+    let other = l.mint(BTreeSet::new()).unwrap();
+    let (b, _rb) = l.join(&other, BTreeSet::new()).unwrap();
     assert_eq!(
-        l.join("other", BTreeSet::new()).unwrap_err(),
+        l.join(&other, BTreeSet::new()).unwrap_err(),
         JoinError::TooManyViewers(2)
     );
     assert!(l.accept_input(&a));
