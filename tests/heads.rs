@@ -792,3 +792,107 @@ async fn a_rollback_to_a_generation_missing_a_pack_is_refused() {
     );
     assert_eq!(vault.head(&at).await.unwrap().unwrap().0.generation, 2);
 }
+
+/// At the delete of the head, a session starting on another node tries to take the
+/// profile's lease; what it got is kept.
+#[derive(Debug)]
+struct StartDuringDelete {
+    root: std::path::PathBuf,
+    spool: std::path::PathBuf,
+    got: std::sync::Mutex<Option<bool>>,
+}
+
+#[async_trait::async_trait]
+impl PutHook for StartDuringDelete {
+    async fn before_delete(
+        &self,
+        key: &str,
+        _: &dyn profile_vault::Store,
+    ) -> profile_vault::store::Result<()> {
+        if key.ends_with("/head.json") {
+            let store = Arc::new(profile_vault::store::fs::LocalFileSystem::new(&self.root)?);
+            let other = Vault::new(store, keyring("k1", 1), options(&self.spool)).unwrap();
+            let lease = other
+                .acquire_lease(
+                    &addr("t1", "p1"),
+                    "n2",
+                    "s2",
+                    std::time::Duration::from_secs(30),
+                )
+                .await
+                .unwrap();
+            *self.got.lock().unwrap() = Some(lease.is_some());
+        }
+        Ok(())
+    }
+}
+
+/// A delete holds the profile while it goes: a session starting meanwhile on any node finds
+/// it held (it took the profile, and lost its lease and its work to the delete); a profile a
+/// session holds is not deleted.
+#[tokio::test]
+async fn a_delete_holds_the_profile_while_it_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let at = addr("t1", "p1");
+    let store = Arc::new(Hooked {
+        inner: Arc::new(profile_vault::store::fs::LocalFileSystem::new(&root).unwrap()),
+        hook: StartDuringDelete {
+            root: root.clone(),
+            spool: dir.path().join("spool2"),
+            got: std::sync::Mutex::new(None),
+        },
+    });
+    let vault = Vault::new(
+        store.clone(),
+        keyring("k1", 1),
+        options(&dir.path().join("spool")),
+    )
+    .unwrap();
+    let src = dir.path().join("v1");
+    make_profile(&src, "v1");
+    vault
+        .save(
+            &at,
+            &src,
+            Base::Current,
+            Arc::new(profile_vault::NoProgress),
+        )
+        .await
+        .unwrap();
+    let ttl = std::time::Duration::from_secs(30);
+    // Held by a session: refused, nothing deleted.
+    let session = vault
+        .acquire_lease(&at, "n1", "s1", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let e = vault
+        .delete_unleased(&at, "n3", "delete", ttl)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, profile_vault::vault::Error::Leased { .. }),
+        "{e}"
+    );
+    assert!(vault.head(&at).await.unwrap().is_some());
+    vault.release_lease(&session).await.unwrap();
+    // Free: deleted, and a start in the middle of it was refused the profile.
+    assert!(
+        vault
+            .delete_unleased(&at, "n3", "delete", ttl)
+            .await
+            .unwrap()
+            > 0
+    );
+    assert_eq!(*store.hook.got.lock().unwrap(), Some(false));
+    assert!(vault.list("t1").await.unwrap().is_empty());
+    let e = vault
+        .delete_unleased(&at, "n3", "delete", ttl)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, profile_vault::vault::Error::ProfileNotFound { .. }),
+        "{e}"
+    );
+}

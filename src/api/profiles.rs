@@ -67,18 +67,10 @@ pub(super) async fn delete(
     let actor = super::auth::bearer(&headers)
         .and_then(|k| state.keys.actor_of(k))
         .unwrap_or_else(|| format!("api-key:{}", at.tenant()));
-    // Not under a session that will save it: its save would find no head, and the work of
-    // that session would be a generation of a profile nobody can list or load.
-    if state.manager.profile_in_use(&at).await? {
-        return Err(ApiError::new(
-            ErrorCode::ProfileInUse,
-            format!(
-                "profile {} is in use by a saving session (or its failed save, held for a retry); end it first",
-                at.profile()
-            ),
-        ));
-    }
-    let n = state.manager.vault().with_actor(&actor).delete(&at).await?;
+    // Not under a session that will save it (its save would find no head, and the work of
+    // that session would be a generation of a profile nobody can list or load), and none
+    // starts on it while it goes.
+    let n = state.manager.delete_profile(&at, &actor).await?;
     Ok(Json(
         serde_json::json!({"id": at.profile(), "deleted_objects": n}),
     ))

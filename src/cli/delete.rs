@@ -29,7 +29,17 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let n = vault.delete(&ctx.profile(&a.profile)?).await?;
+    // Held as a session would hold it: refused while a session of any node holds it, and
+    // none starts on it while it goes.
+    let holder = format!("cli-delete:{}", uuid::Uuid::new_v4());
+    let n = vault
+        .delete_unleased(
+            &ctx.profile(&a.profile)?,
+            "cli",
+            &holder,
+            std::time::Duration::from_secs(60),
+        )
+        .await?;
     ctx.print(
         &serde_json::json!({"profile": a.profile, "deleted_objects": n}),
         || format!("deleted profile {} ({n} objects)", a.profile),

@@ -78,7 +78,10 @@ async fn a_user_away_comes_back_with_the_roles_and_permissions_changed_meanwhile
         .join_resuming(&t, [Role::Control].into(), Some(&secret))
         .unwrap();
     assert_eq!(back.id, a.id);
-    assert!(!back.has(Role::Control), "control came back with the resume");
+    assert!(
+        !back.has(Role::Control),
+        "control came back with the resume"
+    );
     assert_eq!(back.permissions().priority, 7);
     assert!(back.permissions().control_disabled);
 }

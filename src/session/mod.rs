@@ -421,18 +421,36 @@ impl Manager {
         }
     }
 
-    /// Whether a saving session on this node (or its failed save, held for a retry) holds
-    /// `profile` of `tenant`, or a session of any node holds its lease in the store.
+    /// Deletes a profile (as `actor`) unless a saving session on this node (or its failed
+    /// save, held for a retry) or a session of any node (its lease) holds it; holding it
+    /// meanwhile, so that no session starts on it while it goes.
     ///
     /// # Errors
-    /// The lease cannot be read.
-    pub async fn profile_in_use(&self, at: &crate::layout::ProfileAddr) -> Result<bool, Error> {
-        let here = self
-            .saving
-            .lock()
-            .expect("saving lock")
-            .contains_key(&(at.tenant().to_string(), at.profile().to_string()));
-        Ok(here || self.vault.leased(at).await?)
+    /// [`Error::ProfileInUse`]; the vault's errors.
+    pub async fn delete_profile(
+        &self,
+        at: &crate::layout::ProfileAddr,
+        actor: &str,
+    ) -> Result<usize, Error> {
+        let key = (at.tenant().to_string(), at.profile().to_string());
+        let holder = format!("delete:{}", uuid::Uuid::new_v4());
+        {
+            let mut m = self.saving.lock().expect("saving lock");
+            if m.contains_key(&key) {
+                return Err(Error::ProfileInUse(at.profile().into()));
+            }
+            m.insert(key.clone(), holder.clone());
+        }
+        let r = self
+            .vault
+            .with_actor(actor)
+            .delete_unleased(at, &self.node_id, &holder, self.cfg.lease_ttl)
+            .await;
+        self.release_profile(&key.0, &key.1, &holder);
+        match r {
+            Err(vault::Error::Leased { .. }) => Err(Error::ProfileInUse(at.profile().into())),
+            r => Ok(r?),
+        }
     }
 
     fn release_profile(&self, tenant: &str, profile: &str, session: &str) {

@@ -56,6 +56,14 @@ pub enum Error {
         /// Profile.
         profile: String,
     },
+    /// A session (of any node) holds the profile's lease: it is not deleted under it.
+    #[error(
+        "profile {profile:?} is in use by a session (it holds the profile's lease); end it first"
+    )]
+    Leased {
+        /// Profile.
+        profile: String,
+    },
     /// A generation record that cannot be used.
     #[error("generation record {key} is invalid: {reason}")]
     BadRecord {
@@ -209,7 +217,7 @@ impl Error {
             | Error::GenerationNotFound { .. }
             | Error::ProfileDeleted { .. } => Class::NotFound,
             Error::Archive(archive::Error::OverLimits(_)) => Class::OverLimits,
-            Error::Conflict { .. } => Class::Conflict,
+            Error::Conflict { .. } | Error::Leased { .. } => Class::Conflict,
             Error::PacksCollected { .. } => Class::Unavailable,
             Error::Archive(archive::Error::TargetNotEmpty(_)) => Class::TargetNotEmpty,
             Error::Keys(crate::keys::Error::UnknownKey(_)) => Class::UnknownKey,

@@ -298,6 +298,35 @@ impl Vault {
         r
     }
 
+    /// Deletes a profile no session holds, holding it meanwhile: its lease is taken for
+    /// the delete (a session starting on any node then finds it held), as `holder` of `node`.
+    ///
+    /// # Errors
+    /// [`Error::Leased`] when a session holds it; not found, storage errors.
+    pub async fn delete_unleased(
+        &self,
+        at: &ProfileAddr,
+        node: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<usize> {
+        // Not there: nothing to hold (the lease would be its only object).
+        if self.store.list(at.prefix()).await?.is_empty() {
+            return Err(not_found(at));
+        }
+        let Some(lease) = self.acquire_lease(at, node, holder, ttl).await? else {
+            return Err(Error::Leased {
+                profile: at.profile().into(),
+            });
+        };
+        let r = self.delete(at).await;
+        if r.is_err() {
+            // What is left stays loadable at once.
+            let _ = self.release_lease(&lease).await;
+        }
+        r
+    }
+
     pub(super) async fn delete_inner(&self, at: &ProfileAddr) -> Result<usize> {
         let objects = self.store.list(at.prefix()).await?;
         if objects.is_empty() {
