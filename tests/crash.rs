@@ -48,7 +48,8 @@ async fn a_failed_save_keeps_the_profile_and_can_be_retried() {
     let p = proxy().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let d = through(&p, &data, &unique("failsave"), &fast_config(dir.path()));
+    let prefix = unique("failsave");
+    let d = through(&p, &data, &prefix, &fast_config(dir.path()));
     let s = d.create(KEY_T1, json!({"profile": true})).await;
     let id = s["session_id"].as_str().unwrap().to_string();
     p.set_rules(vec![Rule::new(
@@ -92,11 +93,47 @@ async fn a_failed_save_keeps_the_profile_and_can_be_retried() {
         .call("POST", &format!("/v0/saves/{id}/retry"), Some(KEY_T1), None)
         .await;
     assert_eq!(st, 503);
-    p.set_rules(vec![]);
+    // The operator's retry from the CLI (held up on its upload) and the daemon's at once:
+    // one saves, the other waits for it and says saved (both ran: one made the generation,
+    // the other a conflict, or failed reading the directory the first removed).
+    p.set_rules(vec![Rule::new(
+        "slow-payload",
+        |q| q.is_put(".pvo"),
+        &[1],
+        Action::Stall(Duration::from_secs(3)),
+    )]);
+    let cli = {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_profile-vault"));
+        c.arg("--data-dir")
+            .arg(&data)
+            .args(["saves", "--json", "--retry", &id])
+            .env("PV_STORE", format!("s3://{BUCKET}/{prefix}"))
+            .env("AWS_ENDPOINT_URL", p.endpoint())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("PV_S3_PATH_STYLE", "true")
+            .env("PV_CONFIG", fast_config(dir.path()))
+            .env(
+                "PV_MASTER_KEYS",
+                "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+            );
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let (st, v) = d
         .call("POST", &format!("/v0/saves/{id}/retry"), Some(KEY_T1), None)
         .await;
     assert_eq!(st, 200, "{v}");
+    let out = cli.await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["saved"], true, "{said}");
+    p.set_rules(vec![]);
     let (_, v) = d
         .call("GET", &format!("/v0/vm/{id}"), Some(KEY_T1), None)
         .await;
@@ -104,6 +141,10 @@ async fn a_failed_save_keeps_the_profile_and_can_be_retried() {
     assert!(!data.join("browsers").join(&id).exists());
     let s2 = d.create(KEY_T1, json!({"profile": {"load": id}})).await;
     assert_eq!(s2["profile"]["generation"], 1);
+    let (_, v) = d
+        .call("GET", &format!("/v0/profiles/{id}"), Some(KEY_T1), None)
+        .await;
+    assert_eq!(v["generations"].as_array().map(Vec::len), Some(1), "{v}");
 }
 
 /// A profile saved once (generation 1), and a second session continuing it: (profile id,

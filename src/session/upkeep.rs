@@ -15,6 +15,9 @@ struct Retrying {
     manager: Arc<Manager>,
     id: String,
     outcome: tokio::sync::watch::Sender<Option<bool>>,
+    /// The directory, locked (`flock`) against other processes on this data directory (a
+    /// daemon's retry and `profile-vault saves --retry` at once); unlocked when dropped.
+    _dir: Option<std::fs::File>,
 }
 
 impl Retrying {
@@ -36,23 +39,35 @@ impl Drop for Retrying {
 
 impl Manager {
     /// Marks session `id`'s directory as being saved; when it already is, the save under
-    /// way's outcome (whether it landed) is awaited and returned instead.
+    /// way's outcome (whether it landed) is awaited and returned instead. Another process
+    /// saving it is waited for too: then `true` if it saved it (its record is gone).
     async fn start_retry(self: &Arc<Self>, id: &str) -> Result<Retrying, bool> {
-        let mut under_way = {
+        let (mut under_way, mark) = {
             let mut m = self.retrying.lock().expect("retrying lock");
             match m.get(id) {
-                Some(rx) => rx.clone(),
+                Some(rx) => (rx.clone(), None),
                 None => {
                     let (outcome, rx) = tokio::sync::watch::channel(None);
-                    m.insert(id.to_string(), rx);
-                    return Ok(Retrying {
+                    m.insert(id.to_string(), rx.clone());
+                    let mark = Retrying {
                         manager: self.clone(),
                         id: id.to_string(),
                         outcome,
-                    });
+                        _dir: None,
+                    };
+                    (rx, Some(mark))
                 }
             }
         };
+        if let Some(mut mark) = mark {
+            let (dir, waited) = lock_dir(self.records.browser_dir(id)).await;
+            mark._dir = dir;
+            if waited && !self.records.path(id).exists() {
+                mark.finish(true);
+                return Err(true);
+            }
+            return Ok(mark);
+        }
         let saved = under_way
             .wait_for(Option::is_some)
             .await
@@ -60,6 +75,21 @@ impl Manager {
             .unwrap_or(false);
         Err(saved)
     }
+}
+
+/// Locks `dir` against other processes (`flock`, waiting for one that holds it); whether
+/// another held it. `None` (nothing to lock) when it cannot be opened: gone, or not a
+/// directory.
+async fn lock_dir(dir: std::path::PathBuf) -> (Option<std::fs::File>, bool) {
+    let Ok(f) = std::fs::File::open(&dir) else {
+        return (None, false);
+    };
+    if f.try_lock().is_ok() {
+        return (Some(f), false);
+    }
+    tracing::info!(dir = %dir.display(), "another process is saving this directory: waiting for it");
+    let locked = tokio::task::spawn_blocking(move || f.lock().map(|()| f)).await;
+    (locked.ok().and_then(Result::ok), true)
 }
 
 /// How often the browsers' disk use is measured against their quota.
@@ -94,7 +124,12 @@ impl Manager {
         // A retry (or recovery) of it under way: its outcome is this one's.
         let retrying = match self.start_retry(&r.id).await {
             Ok(g) => g,
-            Err(saved) => return Ok(saved),
+            Err(saved) => {
+                if saved {
+                    self.saved_elsewhere(&r).await;
+                }
+                return Ok(saved);
+            }
         };
         if r.state == RecordState::Refused {
             // Its directory is not removed under a retry, this process's or another's
@@ -126,6 +161,31 @@ impl Manager {
             ok
         });
         Ok(retry.await.unwrap_or(false))
+    }
+
+    /// Session `r`'s failed save landed by another retry (of this process, or of another
+    /// one on this data directory: `profile-vault saves --retry`): what this node held for it
+    /// is freed (idempotent), and its session, if still known here, shows the head saved.
+    async fn saved_elsewhere(&self, r: &Record) {
+        self.unhold(&r.id).await;
+        let (Some(s), Some(p)) = (self.get(&r.id), &r.profile_id) else {
+            return;
+        };
+        if !matches!(s.info().save, SaveState::Failed { .. }) {
+            return;
+        }
+        let head = match crate::layout::ProfileAddr::new(&r.tenant, p) {
+            Ok(at) => self.vault.head(&at).await.ok().flatten(),
+            Err(_) => None,
+        };
+        if let Some((h, _)) = head {
+            Self::show(
+                &s,
+                Some(SaveState::Saved {
+                    generation: h.generation,
+                }),
+            );
+        }
     }
 
     /// Retries every failed save once, and the refused ones too when `refused_too` (an
