@@ -297,7 +297,7 @@ impl Conn {
             Some(Notice::Roles) => {
                 // Keys and buttons it holds go up once it may no longer send input.
                 if let Some(d) = &self.s.live.display {
-                    if !self.s.live.accept_input(&user) {
+                    if !self.s.live.may_input(&user) {
                         let _ = d.input.release(&user.id).await;
                     }
                 }

@@ -291,12 +291,13 @@ impl Live {
         resume: Option<&str>,
         fresh_id: Option<String>,
     ) -> Result<(Arc<User>, tokio::sync::mpsc::Receiver<Notice>), JoinError> {
+        let mut users = self.users.lock().expect("users");
         // Admission can take a while (the auth message, the webhook): a user removed
-        // meanwhile took the token with it.
+        // meanwhile took the token with it (checked under the users' lock, which a removal
+        // takes before it revokes).
         if self.token_roles(token).is_none() {
             return Err(JoinError::Revoked);
         }
-        let mut users = self.users.lock().expect("users");
         if users.len() >= self.cfg.max_viewers {
             return Err(JoinError::TooManyViewers(self.cfg.max_viewers));
         }
@@ -410,7 +411,9 @@ impl Live {
         exclusive: bool,
         add: bool,
     ) -> usize {
-        let users = self.users.lock().expect("users").clone();
+        // Both lists under the users' lock (as a resume takes them): a user coming back in
+        // between does not miss the change.
+        let users = self.users.lock().expect("users");
         let mut n = 0;
         for u in users.iter().filter(|u| ids.contains(&u.id) != exclusive) {
             {
@@ -474,7 +477,8 @@ impl Live {
                 p.control_disabled = v;
             }
         };
-        if let Some(u) = self.user(id) {
+        let users = self.users.lock().expect("users");
+        if let Some(u) = users.iter().find(|u| u.id == id) {
             change(&mut u.perms.lock().expect("perms"));
             u.notify(Notice::Roles);
             return true;
@@ -493,13 +497,18 @@ impl Live {
     /// it, nor can anyone else holding it) and closes its socket from the server, however
     /// full its queue. False if no such user is connected.
     pub fn kick(&self, id: &str) -> bool {
-        let Some(u) = self.user(id) else {
-            return self.kick_departed(id);
+        let u = {
+            // Revoked under the users' lock: a join checks the token under it.
+            let users = self.users.lock().expect("users");
+            let Some(u) = users.iter().find(|u| u.id == id).cloned() else {
+                return self.kick_departed(&users, id);
+            };
+            self.tokens
+                .lock()
+                .expect("tokens")
+                .retain(|t| !bool::from(t.hash.ct_eq(&u.token)));
+            u
         };
-        self.tokens
-            .lock()
-            .expect("tokens")
-            .retain(|t| !bool::from(t.hash.ct_eq(&u.token)));
         u.kicked.store(true, std::sync::atomic::Ordering::SeqCst);
         u.removed.notify_one();
         self.forget(&u);
@@ -507,8 +516,9 @@ impl Live {
     }
 
     /// Removes a user that is not connected now (it left and could come back): its token is
-    /// revoked and it cannot return. False when there is no such user.
-    fn kick_departed(&self, id: &str) -> bool {
+    /// revoked and it cannot return. False when there is no such user. Called with the
+    /// users' lock held (`_users`), as every revocation is.
+    fn kick_departed(&self, _users: &std::sync::MutexGuard<'_, Vec<Arc<User>>>, id: &str) -> bool {
         let gone = {
             let mut departed = self.departed.lock().expect("departed");
             let i = departed.iter().position(|d| d.id == id);
@@ -530,19 +540,21 @@ impl Live {
             .retain(|u| u.id != user.id);
     }
 
-    fn user(&self, id: &str) -> Option<Arc<User>> {
-        self.users
-            .lock()
-            .expect("users")
-            .iter()
-            .find(|u| u.id == id)
-            .cloned()
-    }
 
     /// Whether `user`'s input is forwarded now: it may control and no connected user of
     /// higher priority that may control is active (input within its `idle_timeout`, or any
     /// time when that is 0). Records the input when it is.
     pub fn accept_input(&self, user: &User) -> bool {
+        let ok = self.may_input(user);
+        if ok {
+            user.last_input_ms.store(now_ms(), Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Whether `user` may send input now ([`Live::accept_input`] without counting it as
+    /// input: asking does not make it active).
+    pub fn may_input(&self, user: &User) -> bool {
         if !user.may_control() || user.is_removed() {
             return false;
         }
@@ -556,9 +568,6 @@ impl Live {
                 && (p.idle_timeout == 0
                     || now.saturating_sub(o.last_input_ms.load(Ordering::Relaxed)) < p.idle_timeout)
         });
-        if !preempted {
-            user.last_input_ms.store(now, Ordering::Relaxed);
-        }
         !preempted
     }
 

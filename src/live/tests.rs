@@ -147,3 +147,17 @@ async fn a_session_holds_a_bounded_number_of_viewer_tokens() {
     assert!(l.mint(BTreeSet::new()).is_some(), "the last one");
     assert!(l.mint(BTreeSet::new()).is_none(), "one past the bound");
 }
+
+#[tokio::test]
+async fn asking_whether_a_user_may_send_input_does_not_make_it_active() {
+    let l = live();
+    let t = l.mint([Role::Control].into()).unwrap();
+    let (a, _ra) = l.join(&t, l.token_roles(&t).unwrap()).unwrap();
+    let (b, _rb) = l.join(&t, l.token_roles(&t).unwrap()).unwrap();
+    // a outranks b while a is active (input within 60 s); a is idle now.
+    l.set_permissions(&a.id, Some(5), Some(60_000), None);
+    assert!(l.may_input(&a));
+    assert!(l.accept_input(&b), "a only asked: it is still idle");
+    assert!(l.accept_input(&a));
+    assert!(!l.accept_input(&b), "a sent input: b is preempted");
+}
