@@ -463,6 +463,26 @@ async fn keys_one_viewer_holds_do_not_change_anothers() {
         "the first person's Control",
     )
     .await;
+    // The other's pointer moving leaves the first person's Control held (a Ctrl+A of theirs
+    // is still one)...
+    say(
+        &mut b,
+        &[json!({"t": "mouse", "type": "mouseMoved", "x": 5.0, "y": 300.0})],
+    )
+    .await;
+    say(
+        &mut a,
+        &[key("keyDown", "a", "KeyA", 2), key("keyUp", "a", "KeyA", 2)],
+    )
+    .await;
+    page_until(
+        &mut cdp,
+        "keys_.includes('a+Ctrl')",
+        json!(true),
+        "the first person's Ctrl+A after the other's pointer moved",
+    )
+    .await;
+    // ... and the other's key goes in as itself.
     say(
         &mut b,
         &[key("keyDown", "v", "KeyV", 0), key("keyUp", "v", "KeyV", 0)],

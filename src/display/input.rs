@@ -6,9 +6,10 @@
 //! Shift column than the one held now is pressed with Shift flipped for that press (a
 //! viewer's "Q" sent without Shift); one the map lacks is put on a spare keycode, so text in
 //! any script arrives exactly. Keys and buttons held belong to the viewer that pressed them:
-//! they are released when another viewer's input comes in (a Control one viewer left down
-//! never turns another's `w` into Ctrl+W, nor a held button another's moves into drags), and
-//! when their viewer leaves or loses control.
+//! they are released when another viewer's input they would change comes in (a Control one
+//! viewer left down never turns another's `w` into Ctrl+W or a click into Ctrl+click, nor a
+//! held button another's moves into drags; another's pointer moves leave keys held, and
+//! another's keys leave buttons held), and when their viewer leaves or loses control.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -28,6 +29,17 @@ use typing::SPARES;
 /// Keys held down at once, at most (by the viewers' `code`s): a key pressed past that is
 /// ignored until some are released.
 pub const MAX_HELD: usize = 32;
+
+/// What a viewer's input would be changed by, held by another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// Keys (modifiers): keys and text.
+    Keys,
+    /// Buttons: pointer moves (a drag).
+    Buttons,
+    /// Both: clicks and the wheel (Ctrl+click, Ctrl+wheel).
+    Both,
+}
 
 /// A mouse button as the live view names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +89,10 @@ struct State {
     /// Keycodes held, by the viewer's `code` (released by the same keycode).
     held: HashMap<String, u8>,
     buttons: Vec<u8>,
-    /// The viewer whose keys and buttons are held (the last one whose input came in).
-    owner: Option<String>,
+    /// The viewer whose keys are held.
+    key_owner: Option<String>,
+    /// The viewer whose buttons are held.
+    button_owner: Option<String>,
     /// An unmapped window of ours that receives the clipboard's text, and the atoms for it.
     clip: Option<(Window, [xproto::Atom; 3])>,
     /// When the latest change of the screen's size is (or was) made (changes are spaced: each one re-encodes the whole
@@ -157,7 +171,8 @@ impl Input {
             shift: 0,
             held: HashMap::new(),
             buttons: Vec::new(),
-            owner: None,
+            key_owner: None,
+            button_owner: None,
             clip: None,
             resized_at: None,
         }))))
@@ -221,7 +236,7 @@ impl Input {
     pub async fn pointer(&self, by: &str, x: f64, y: f64) -> Result<(), Error> {
         let by = by.to_string();
         self.with(move |s| {
-            s.own(by)?;
+            s.own(&by, Held::Buttons)?;
             s.motion(x, y)
         })
         .await
@@ -240,7 +255,7 @@ impl Input {
     ) -> Result<(), Error> {
         let by = by.to_string();
         self.with(move |s| {
-            s.own(by)?;
+            s.own(&by, Held::Both)?;
             s.motion(x, y)?;
             let b = button.x11();
             if down {
@@ -267,7 +282,7 @@ impl Input {
     pub async fn wheel(&self, by: &str, (x, y): (f64, f64), dx: f64, dy: f64) -> Result<(), Error> {
         let by = by.to_string();
         self.with(move |s| {
-            s.own(by)?;
+            s.own(&by, Held::Both)?;
             s.motion(x, y)?;
             for (d, neg, pos) in [(dy, 4u8, 5u8), (dx, 6, 7)] {
                 if d == 0.0 || !d.is_finite() {
@@ -297,7 +312,7 @@ impl Input {
             let Some(ks) = keys::keysym(&key) else {
                 return Ok(());
             };
-            s.own(by)?;
+            s.own(&by, Held::Keys)?;
             let id = if code.is_empty() { key.clone() } else { code };
             if !down {
                 let kc = match s.held.remove(&id) {
@@ -369,7 +384,7 @@ impl Input {
             let (all, by) = (all.clone(), by.to_string());
             at = self
                 .with(move |s| {
-                    s.own(by)?;
+                    s.own(&by, Held::Keys)?;
                     s.type_run(&all, at)
                 })
                 .await?;
@@ -392,9 +407,13 @@ impl Input {
     pub async fn release(&self, by: &str) -> Result<(), Error> {
         let by = by.to_string();
         self.with(move |s| {
-            if s.owner.as_deref() == Some(by.as_str()) {
-                s.release_held()?;
-                s.owner = None;
+            if s.key_owner.as_deref() == Some(by.as_str()) {
+                s.release_keys()?;
+                s.key_owner = None;
+            }
+            if s.button_owner.as_deref() == Some(by.as_str()) {
+                s.release_buttons()?;
+                s.button_owner = None;
             }
             Ok(())
         })
@@ -403,21 +422,30 @@ impl Input {
 }
 
 impl State {
-    /// Input of `by` comes in: keys and buttons another viewer holds are released first.
-    fn own(&mut self, by: String) -> Result<(), Error> {
-        if self.owner.as_deref() != Some(by.as_str()) {
-            self.release_held()?;
-            self.owner = Some(by);
+    /// Input of `by` that what is `held` would change comes in: what another viewer holds of
+    /// it is released first, and `by` holds it from now on.
+    fn own(&mut self, by: &str, held: Held) -> Result<(), Error> {
+        if held != Held::Buttons && self.key_owner.as_deref() != Some(by) {
+            self.release_keys()?;
+            self.key_owner = Some(by.to_string());
+        }
+        if held != Held::Keys && self.button_owner.as_deref() != Some(by) {
+            self.release_buttons()?;
+            self.button_owner = Some(by.to_string());
         }
         Ok(())
     }
 
-    fn release_held(&mut self) -> Result<(), Error> {
+    fn release_keys(&mut self) -> Result<(), Error> {
         let held: Vec<u8> = self.held.drain().map(|(_, kc)| kc).collect();
         for kc in held {
             self.fake(xproto::KEY_RELEASE_EVENT, kc)?;
         }
         self.shift = 0;
+        Ok(())
+    }
+
+    fn release_buttons(&mut self) -> Result<(), Error> {
         for b in std::mem::take(&mut self.buttons) {
             self.fake(xproto::BUTTON_RELEASE_EVENT, b)?;
         }

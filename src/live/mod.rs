@@ -540,7 +540,6 @@ impl Live {
             .retain(|u| u.id != user.id);
     }
 
-
     /// Whether `user`'s input is forwarded now: it may control and no connected user of
     /// higher priority that may control is active (input within its `idle_timeout`, or any
     /// time when that is 0). Records the input when it is.
