@@ -111,6 +111,8 @@ pub struct Hub {
     tabs: watch::Sender<Vec<Tab>>,
     state: tokio::sync::Mutex<State>,
     seq: AtomicU64,
+    /// The session ended ([`Hub::stop`]): no tab is opened any more.
+    stopped: std::sync::atomic::AtomicBool,
     me: std::sync::Weak<Hub>,
 }
 
@@ -144,6 +146,7 @@ impl Hub {
                 conn: None,
             }),
             seq: AtomicU64::new(0),
+            stopped: false.into(),
             me: me.clone(),
         })
     }
@@ -195,6 +198,7 @@ impl Hub {
 
     /// The session ended: drop the connection whoever is watching.
     pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
         if let Ok(mut st) = self.state.try_lock() {
             st.conn = None;
         } else if let Some(me) = self.me.upgrade() {

@@ -110,6 +110,10 @@ impl Hub {
             return;
         };
         tokio::spawn(async move {
+            // Not while the session ends (its browser is being closed).
+            if hub.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
             let made = conn
                 .call(None, "Target.createTarget", json!({"url": "about:blank"}))
                 .await;
