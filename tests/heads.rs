@@ -442,9 +442,9 @@ impl PutHook for SaveFirst {
 
 /// A save that loses a conflict to one that pruned meanwhile: its generation is kept, as its
 /// report says (with one generation kept, the winner's pruning deleted it before the loser
-/// learned it lost), and by later saves too.
+/// learned it lost), and by later saves too (for `TIP_KEEP`).
 #[tokio::test]
-async fn a_generation_kept_by_a_conflict_is_never_pruned() {
+async fn a_generation_kept_by_a_conflict_is_not_pruned() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let at = addr("t1", "p1");
@@ -895,4 +895,42 @@ async fn a_delete_holds_the_profile_while_it_goes() {
         matches!(e, profile_vault::vault::Error::ProfileNotFound { .. }),
         "{e}"
     );
+}
+
+/// Pruning keeps the head's line: after a rollback from 4 to 2 and a save continuing 2, with
+/// three kept, 2 (the head's base) stays, and so does 4 (rolled away from, kept a while); 3
+/// goes (the newest three, 3, 4 and 5, were kept, and the head's base went).
+#[tokio::test]
+async fn pruning_keeps_the_heads_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn profile_vault::Store> =
+        Arc::new(profile_vault::store::fs::LocalFileSystem::new(dir.path().join("store")).unwrap());
+    let mut opts = options(&dir.path().join("spool"));
+    opts.keep = 3;
+    let vault = Vault::new(store, keyring("k1", 1), opts).unwrap();
+    let at = addr("t1", "p1");
+    for (i, variant) in ["v1", "v2", "v3", "v4", "v5"].into_iter().enumerate() {
+        if i == 4 {
+            vault.rollback(&at, 2).await.unwrap();
+        }
+        let src = dir.path().join(variant);
+        make_profile(&src, variant);
+        vault
+            .save(
+                &at,
+                &src,
+                Base::Current,
+                Arc::new(profile_vault::NoProgress),
+            )
+            .await
+            .unwrap();
+    }
+    let versions: Vec<u64> = vault
+        .versions(&at)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.generation)
+        .collect();
+    assert_eq!(versions, [2, 4, 5]);
 }

@@ -92,15 +92,15 @@ impl Vault {
         Ok(job.finish(written).await)
     }
 
-    /// Keeps the newest `keep` generations of the head's line and the head; removes older
-    /// ones (record first). A payload without a record stored less than
-    /// [`super::gc::MAX_SAVE`] ago is a save still running (its record comes last): it is
-    /// left to finish, whatever its number. A generation above the head is never removed: a
-    /// save that wrote its record and has yet to move the head. Nor is the head as it is read
-    /// now (a rollback may have moved it back meanwhile). Nor a generation no other record
-    /// names as its `base`: a save that lost a conflict (kept, as its report says: it may
-    /// still be about to learn it lost), or the last of a line rolled away from; those go
-    /// with the profile.
+    /// Keeps the head's line (the head, its `base`, that one's, ...) up to `keep` generations
+    /// a restore can use, and removes the others (record first). A payload without a record
+    /// stored less than [`super::gc::MAX_SAVE`] ago is a save still running (its record comes
+    /// last): it is left to finish, whatever its number. A generation above the head is never
+    /// removed: a save that wrote its record and has yet to move the head. Nor is the head as
+    /// it is read now (a rollback may have moved it back meanwhile). Nor, for [`TIP_KEEP`]
+    /// after its record was made, a generation no other record names as its `base`: a save
+    /// that lost a conflict (kept, as its report says: it may still be about to learn it
+    /// lost), a save whose head move failed, or the last of a line rolled away from.
     pub(in crate::vault) async fn prune(&self, at: &ProfileAddr, head: u64) -> Result<Vec<u64>> {
         let p = at.gens();
         let listed = self.store.list(&p).await?;
@@ -126,21 +126,28 @@ impl Vault {
                     .get(&g)
                     .is_some_and(|&t| now.saturating_sub(t) < super::gc::MAX_SAVE.as_secs())
         };
-        // The newest `keep` generations a restore can use (a payload and its record) up to
-        // the head are kept: a save that failed before its record, or one still running, is
-        // not one of them (it took the place of a good one).
+        // The head's line, as far as its generations a restore can use (a payload and its
+        // record) go, `keep` of them: a save that failed before its record, or one still
+        // running, takes no place of theirs.
         let keep = self.opts.keep.max(1);
-        let superseded = self.bases(at, &records).await?;
-        let complete: Vec<u64> = all
-            .iter()
-            .copied()
-            .filter(|g| *g <= head && payloads.contains(g) && records.contains(g))
-            .filter(|g| *g == head || superseded.contains(g))
-            .collect();
-        let kept = &complete[complete.len().saturating_sub(keep)..];
-        // A complete generation no save continued: a conflict's, or a line's last.
-        let tip =
-            |g: u64| payloads.contains(&g) && records.contains(&g) && !superseded.contains(&g);
+        let based = self.bases(at, &records).await?;
+        let complete = |g: u64| payloads.contains(&g) && records.contains(&g);
+        let mut kept = Vec::new();
+        let mut on = Some(head);
+        while let Some(g) = on.filter(|g| kept.len() < keep && complete(*g) && !kept.contains(g)) {
+            kept.push(g);
+            on = based.get(&g).and_then(|b| b.base);
+        }
+        // A complete generation no save continued, made less than TIP_KEEP ago.
+        let superseded: std::collections::HashSet<u64> =
+            based.values().filter_map(|b| b.base).collect();
+        let tip = |g: u64| {
+            complete(g)
+                && !superseded.contains(&g)
+                && based
+                    .get(&g)
+                    .is_some_and(|b| now.saturating_sub(b.created_at) < TIP_KEEP.as_secs())
+        };
         // The head now, too: a rollback may have moved it to an old generation.
         let current = self.head_at(at).await?.map(|(h, _)| h.generation);
         let mut removed = Vec::new();
@@ -160,18 +167,15 @@ impl Vault {
         Ok(removed)
     }
 
-    /// The generations the given generations' records name as their `base` (what a save
-    /// continued). A record that cannot be read names none (its base is then kept).
+    /// What the given generations' records say of their place: the generation each
+    /// continued (`base`) and when it was made. A record that cannot be read is left out
+    /// (what it continued is then a tip, kept a while; it is never on the head's line).
     async fn bases(
         &self,
         at: &ProfileAddr,
         records: &[u64],
-    ) -> Result<std::collections::HashSet<u64>> {
-        #[derive(Deserialize)]
-        struct Based {
-            base: Option<u64>,
-        }
-        let mut out = std::collections::HashSet::new();
+    ) -> Result<std::collections::HashMap<u64, Based>> {
+        let mut out = std::collections::HashMap::new();
         for &g in records {
             let key = at.generation(g, GenFile::Record);
             let bytes = match self.store.get(&key).await {
@@ -180,12 +184,17 @@ impl Vault {
                 Err(e) => return Err(e.into()),
             };
             match serde_json::from_slice::<Based>(&bytes) {
-                Ok(Based { base: Some(b) }) if b < g => {
-                    out.insert(b);
+                Ok(b) => {
+                    out.insert(
+                        g,
+                        Based {
+                            base: b.base.filter(|b| *b < g),
+                            ..b
+                        },
+                    );
                 }
-                Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(tenant = at.tenant(), profile = at.profile(), generation = g, error = %e, "a generation record that does not parse: what it continued is kept");
+                    tracing::warn!(tenant = at.tenant(), profile = at.profile(), generation = g, error = %e, "a generation record that does not parse: what it continued is kept a while");
                 }
             }
         }
@@ -251,6 +260,20 @@ impl Vault {
             .ok()
             .map(|r| r.object_id)
     }
+}
+
+/// How long a generation no other save continued (a conflict's, a save whose head move
+/// failed, the last of a line rolled away from) is kept by pruning, from its record's
+/// `created_at`: 30 days to roll back to it.
+pub const TIP_KEEP: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// A generation record's place, as pruning reads it.
+#[derive(Deserialize)]
+struct Based {
+    /// The generation it continued.
+    base: Option<u64>,
+    /// When it was made, Unix seconds.
+    created_at: u64,
 }
 
 /// Replaces the header of a spool file (same body) after a generation number changed.
