@@ -26,6 +26,7 @@ mod live;
 mod nodes;
 mod operations;
 mod profile_data;
+mod retention;
 mod room;
 mod s3;
 mod sandbox;
