@@ -63,15 +63,7 @@ async fn a_save_follows_a_head_rolled_away_and_back() {
     let (vault, _): (Vault, _) = fs_vault(dir.path());
     let at = addr("t1", "p1");
     for variant in ["a", "b"] {
-        let src = dir.path().join(variant);
-        make_profile(&src, variant);
-        vault
-            .save(
-                &at,
-                &src,
-                Base::Current,
-                Arc::new(profile_vault::NoProgress),
-            )
+        save_variant(&vault, &at, dir.path(), variant)
             .await
             .unwrap();
     }
@@ -212,22 +204,12 @@ async fn a_save_of_a_profile_deleted_meanwhile_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (vault, root) = fs_vault(dir.path());
     let at = addr("t1", "p1");
-    let src = dir.path().join("a");
-    make_profile(&src, "a");
-    vault
-        .save(
-            &at,
-            &src,
-            Base::Current,
-            Arc::new(profile_vault::NoProgress),
-        )
-        .await
-        .unwrap();
+    save_variant(&vault, &at, dir.path(), "a").await.unwrap();
     vault.delete(&at).await.unwrap();
     let e = vault
         .save(
             &at,
-            &src,
+            &dir.path().join("a"),
             Base::Expect(Some(1)),
             Arc::new(profile_vault::NoProgress),
         )
@@ -292,15 +274,7 @@ async fn a_rekey_skips_a_record_pruned_under_it() {
     );
     let vault = Vault::new(store.clone(), keys, options(&dir.path().join("spool"))).unwrap();
     for variant in ["v1", "v2", "v3"] {
-        let src = dir.path().join(variant);
-        make_profile(&src, variant);
-        vault
-            .save(
-                &at,
-                &src,
-                Base::Current,
-                Arc::new(profile_vault::NoProgress),
-            )
+        save_variant(&vault, &at, dir.path(), variant)
             .await
             .unwrap();
     }
@@ -428,15 +402,7 @@ async fn a_rollback_to_a_generation_missing_a_pack_is_refused() {
     let (vault, root) = fs_vault(dir.path());
     let at = addr("t1", "p1");
     for variant in ["v1", "v2"] {
-        let src = dir.path().join(variant);
-        make_profile(&src, variant);
-        vault
-            .save(
-                &at,
-                &src,
-                Base::Current,
-                Arc::new(profile_vault::NoProgress),
-            )
+        save_variant(&vault, &at, dir.path(), variant)
             .await
             .unwrap();
     }
@@ -516,17 +482,7 @@ async fn a_delete_holds_the_profile_while_it_goes() {
         options(&dir.path().join("spool")),
     )
     .unwrap();
-    let src = dir.path().join("v1");
-    make_profile(&src, "v1");
-    vault
-        .save(
-            &at,
-            &src,
-            Base::Current,
-            Arc::new(profile_vault::NoProgress),
-        )
-        .await
-        .unwrap();
+    save_variant(&vault, &at, dir.path(), "v1").await.unwrap();
     let ttl = std::time::Duration::from_secs(30);
     // Held by a session: refused, nothing deleted.
     let session = vault

@@ -359,15 +359,7 @@ async fn pruning_keeps_the_heads_line() {
         if i == 4 {
             vault.rollback(&at, 2).await.unwrap();
         }
-        let src = dir.path().join(variant);
-        make_profile(&src, variant);
-        vault
-            .save(
-                &at,
-                &src,
-                Base::Current,
-                Arc::new(profile_vault::NoProgress),
-            )
+        save_variant(&vault, &at, dir.path(), variant)
             .await
             .unwrap();
     }

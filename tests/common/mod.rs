@@ -27,6 +27,26 @@ pub fn write(root: &Path, rel: &str, data: &[u8]) {
     std::fs::write(p, data).unwrap();
 }
 
+/// Makes the profile `variant` in `dir/<variant>` ([`make_profile`]) and saves it as `at`,
+/// continuing whatever the head is.
+pub async fn save_variant(
+    vault: &Vault,
+    at: &profile_vault::layout::ProfileAddr,
+    dir: &Path,
+    variant: &str,
+) -> Result<profile_vault::vault::SaveReport, profile_vault::vault::Error> {
+    let src = dir.join(variant);
+    make_profile(&src, variant);
+    vault
+        .save(
+            at,
+            &src,
+            profile_vault::vault::Base::Current,
+            Arc::new(profile_vault::NoProgress),
+        )
+        .await
+}
+
 /// A small Chromium-like profile with markers in a cookie, a file name and a file's content.
 pub fn make_profile(root: &Path, variant: &str) {
     write(
