@@ -38,15 +38,29 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let mut out = Vec::new();
     let mut failed = Vec::new();
     let mut packs = Vec::new();
+    // A tenant that fails does not stop the others; what was done is printed either way.
     for t in &tenants {
-        let r = vault.gc(t, max_idle, a.dry_run, &[]).await?;
-        for p in r.deleted {
-            out.push(serde_json::json!({"tenant": t, "profile": p}));
+        match vault.gc(t, max_idle, a.dry_run, &[]).await {
+            Ok(r) => {
+                for p in r.deleted {
+                    out.push(serde_json::json!({"tenant": t, "profile": p}));
+                }
+                for (p, e) in r.failed {
+                    failed.push(
+                        serde_json::json!({"tenant": t, "profile": p, "error": e.to_string()}),
+                    );
+                }
+            }
+            Err(e) => failed.push(
+                serde_json::json!({"tenant": t, "profile": "*", "error": format!("retention: {e}")}),
+            ),
         }
-        for (p, e) in r.failed {
-            failed.push(serde_json::json!({"tenant": t, "profile": p, "error": e.to_string()}));
+        match vault.gc_all_packs(t, a.dry_run).await {
+            Ok(r) => packs.extend(r),
+            Err(e) => failed.push(
+                serde_json::json!({"tenant": t, "profile": "*", "error": format!("pack collection: {e}")}),
+            ),
         }
-        packs.extend(vault.gc_all_packs(t, a.dry_run).await?);
     }
     packs.retain(|r| r.packs > 0);
     ctx.print(
@@ -97,7 +111,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     );
     anyhow::ensure!(
         failed.is_empty(),
-        "{} idle profile(s) could not be collected (listed above); the rest were",
+        "{} profile(s) or tenant(s) could not be collected (listed above); the rest were",
         failed.len()
     );
     Ok(())
