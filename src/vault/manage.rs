@@ -333,8 +333,18 @@ impl Vault {
             return Err(not_found(at));
         }
         self.store.delete(&at.head()).await?;
+        // Once the head is gone the profile is listed nowhere: every other object is tried
+        // (a failure does not leave the rest), and the first failure is answered (a delete
+        // of the same id again takes what is left).
+        let mut failed = None;
         for m in &objects {
-            self.store.delete(&m.key).await?;
+            if let Err(e) = self.store.delete(&m.key).await {
+                tracing::warn!(tenant = at.tenant(), profile = at.profile(), key = %m.key, error = %e, "an object of a deleted profile could not be deleted");
+                failed.get_or_insert(e);
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e.into());
         }
         tracing::info!(
             tenant = at.tenant(),
