@@ -372,3 +372,57 @@ async fn pruning_keeps_the_heads_line() {
         .collect();
     assert_eq!(versions, [2, 4, 5]);
 }
+
+/// A generation no save continued (here a save refused as a conflict: it expected another
+/// head) is kept `TIP_KEEP` (30 days) after it was made, then pruned like the rest.
+#[tokio::test]
+async fn a_generation_no_save_continued_is_kept_thirty_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let mut opts = options(&dir.path().join("spool"));
+    opts.keep = 1;
+    let vault = Vault::new(
+        Arc::new(profile_vault::store::fs::LocalFileSystem::new(&root).unwrap()),
+        keyring("k1", 1),
+        opts,
+    )
+    .unwrap();
+    for (profile, days) in [("p1", 29u64), ("p2", 31)] {
+        let at = addr("t1", profile);
+        let here = dir.path().join(profile);
+        for variant in ["v1", "v2"] {
+            save_variant(&vault, &at, &here, variant).await.unwrap();
+        }
+        let src = here.join("v3");
+        make_profile(&src, "v3");
+        let e = vault
+            .save(
+                &at,
+                &src,
+                Base::Expect(Some(1)),
+                Arc::new(profile_vault::NoProgress),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, profile_vault::vault::Error::Conflict { kept: 3, .. }),
+            "{e}"
+        );
+        // Generation 3 was made `days` ago.
+        let record = root.join(at.generation(3, profile_vault::layout::GenFile::Record));
+        let mut r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+        r["created_at"] = (r["created_at"].as_u64().unwrap() - days * 86_400).into();
+        std::fs::write(&record, serde_json::to_vec_pretty(&r).unwrap()).unwrap();
+        save_variant(&vault, &at, &here, "v4").await.unwrap();
+        let versions: Vec<u64> = vault
+            .versions(&at)
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| v.generation)
+            .collect();
+        let want: &[u64] = if days < 30 { &[3, 4] } else { &[4] };
+        assert_eq!(versions, want, "made {days} days ago");
+    }
+}
