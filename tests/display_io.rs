@@ -130,6 +130,22 @@ async fn without_an_x_server_sessions_fall_back_to_the_page_only_view() {
         .await;
 }
 
+/// The live-view socket of another person: a viewer URL minted with `roles`.
+async fn another_person(
+    d: &Daemon,
+    s: &Value,
+    roles: &[&str],
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let minted = mint_viewer(d, s, roles).await;
+    let socket = format!(
+        "ws://{}/v0/vm/{}/embed/socket?token={}",
+        d.addr,
+        s["session_id"].as_str().unwrap(),
+        query_token(minted["embed_url"].as_str().unwrap())
+    );
+    tokio_tungstenite::connect_async(socket).await.unwrap().0
+}
+
 /// 44 letters no US keyboard map has.
 const MANY: &str = " абвгдежзийклмнопрстуфхцчшщъыьэюя αβγδεζηθικλμ";
 
@@ -372,13 +388,7 @@ async fn a_long_paste_lets_others_type_and_stops_when_its_sender_is_removed() {
         .as_str()
         .unwrap()
         .to_string();
-    let minted = mint_viewer(&d, &s, &["control"]).await;
-    let b_socket = format!(
-        "ws://{}/v0/vm/{id}/embed/socket?token={}",
-        d.addr,
-        query_token(minted["embed_url"].as_str().unwrap())
-    );
-    let (mut b, _) = tokio_tungstenite::connect_async(b_socket).await.unwrap();
+    let mut b = another_person(&d, &s, &["control"]).await;
     focus_field(&mut a, &mut cdp, (x, y, w, h)).await;
     // 400 characters the keyboard map lacks, all different: typed in runs of as many as
     // there are spare keys, each run waiting for the browser (seconds in all).
@@ -444,13 +454,7 @@ async fn keys_one_viewer_holds_do_not_change_anothers() {
         .await
         .unwrap();
     message(&mut a, "hello").await;
-    let minted = mint_viewer(&d, &s, &["control"]).await;
-    let b_socket = format!(
-        "ws://{}/v0/vm/{id}/embed/socket?token={}",
-        d.addr,
-        query_token(minted["embed_url"].as_str().unwrap())
-    );
-    let (mut b, _) = tokio_tungstenite::connect_async(b_socket).await.unwrap();
+    let mut b = another_person(&d, &s, &["control"]).await;
     message(&mut b, "hello").await;
     focus_field(&mut a, &mut cdp, (x, y, w, h)).await;
     cdp.eval("window.keys_ = []; t.addEventListener('keydown', (e) => keys_.push(e.key + (e.ctrlKey ? '+Ctrl' : ''))); 1")

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use profile_vault::vault::{Base, Vault};
 
-use crate::common::hooked::{Hooked, PutHook};
+use crate::common::hooked::{Hooked, PutHook, RefuseDeletes};
 use crate::common::*;
 
 /// Runs, when the save starts uploading, `rollback` to 1 and back to 2 from another vault
@@ -520,31 +520,6 @@ async fn a_delete_holds_the_profile_while_it_goes() {
     );
 }
 
-/// While armed, every delete of `key` fails.
-#[derive(Debug)]
-struct RefuseOneDelete {
-    key: String,
-    armed: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl PutHook for RefuseOneDelete {
-    async fn before_delete(
-        &self,
-        key: &str,
-        _: &dyn profile_vault::Store,
-    ) -> profile_vault::store::Result<()> {
-        if key == self.key && self.armed.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(profile_vault::store::Error::Unavailable {
-                op: "delete",
-                key: key.into(),
-                message: "refused by the test".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
 /// A delete that fails on one object still deletes the others (the profile, headless, is
 /// listed nowhere: what a failure left stayed for good), and a delete of the same id again
 /// takes what is left.
@@ -555,10 +530,7 @@ async fn a_delete_that_fails_half_way_is_finished_by_another() {
     let at = addr("t1", "p1");
     let store = Arc::new(Hooked {
         inner: Arc::new(profile_vault::store::fs::LocalFileSystem::new(&root).unwrap()),
-        hook: RefuseOneDelete {
-            key: at.generation(1, profile_vault::layout::GenFile::Record),
-            armed: true.into(),
-        },
+        hook: RefuseDeletes::of(&at.generation(1, profile_vault::layout::GenFile::Record)),
     });
     let vault = Vault::new(
         store.clone(),
@@ -570,7 +542,7 @@ async fn a_delete_that_fails_half_way_is_finished_by_another() {
     vault.delete(&at).await.unwrap_err();
     let left = store.inner.list(at.prefix()).await.unwrap();
     let keys: Vec<&str> = left.iter().map(|m| m.key.as_str()).collect();
-    assert_eq!(keys, [store.hook.key.as_str()]);
+    assert_eq!(keys, [store.hook.prefix.as_str()]);
     store
         .hook
         .armed

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use profile_vault::vault::{Base, Vault};
 
-use crate::common::hooked::{Hooked, PutHook};
+use crate::common::hooked::{Hooked, PutHook, RefuseDeletes};
 use crate::common::*;
 
 /// Retention keeps the newest `keep` generations a restore can use: saves that failed before
@@ -272,30 +272,6 @@ async fn a_generation_kept_by_a_conflict_is_not_pruned() {
     assert_eq!(versions, [2, 5]);
 }
 
-/// Every delete under `prefix` fails (a store that refuses them, for one profile).
-#[derive(Debug)]
-struct RefuseDeletes {
-    prefix: String,
-}
-
-#[async_trait::async_trait]
-impl PutHook for RefuseDeletes {
-    async fn before_delete(
-        &self,
-        key: &str,
-        _: &dyn profile_vault::Store,
-    ) -> profile_vault::store::Result<()> {
-        if key.starts_with(&self.prefix) {
-            return Err(profile_vault::store::Error::Unavailable {
-                op: "delete",
-                key: key.into(),
-                message: "refused by the test".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
 /// Retention goes on past a profile it cannot delete, and says which (the first failure
 /// ended the tenant's pass: the profiles after it were never collected, and the CLI printed
 /// nothing of what it had deleted).
@@ -306,9 +282,7 @@ async fn retention_goes_on_past_a_profile_it_cannot_delete() {
         inner: Arc::new(
             profile_vault::store::fs::LocalFileSystem::new(dir.path().join("store")).unwrap(),
         ),
-        hook: RefuseDeletes {
-            prefix: addr("t1", "a").prefix().to_string(),
-        },
+        hook: RefuseDeletes::of(addr("t1", "a").prefix()),
     });
     let vault = Vault::new(store, keyring("k1", 1), options(&dir.path().join("spool"))).unwrap();
     for p in ["a", "b"] {

@@ -27,68 +27,26 @@ impl Vault {
         // For a KMS key, the key its alias names now: records still under an older key
         // behind the same alias are moved too (before that key is deleted).
         let target_arn = self.keys.current_arn(to).await?;
-        let (mut rewrapped, mut already) = (0, 0);
-        // Records this build cannot read are left as they are, and reported at the end.
-        let mut newer = None;
+        let mut tally = Tally::default();
+        let arn = target_arn.as_deref();
+        // A document or record rewritten or pruned meanwhile (a session's write, a save's
+        // pruning, a rollback) is read again, or skipped once gone.
         for profile in self.data_names(tenant).await? {
             let at = &ProfileAddr::new(tenant, &profile)?;
-            // A document a session wrote meanwhile is read again.
-            let mut tries = 0;
-            loop {
-                tries += 1;
-                match self
-                    .rekey_data(at, to, target_arn.as_deref(), dry_run)
-                    .await
-                {
-                    Err(Error::Store(store::Error::Precondition { .. })) if tries < 4 => continue,
-                    Err(e) if e.is_newer() => {
-                        tracing::warn!(error = %e, "rekey leaves a data document of a newer format alone");
-                        newer.get_or_insert(e);
-                    }
-                    Err(e) => return Err(e),
-                    Ok(Some(true)) => rewrapped += 1,
-                    Ok(Some(false)) => already += 1,
-                    Ok(None) => {}
-                }
-                break;
-            }
+            let r = settled(|| self.rekey_data(at, to, arn, dry_run)).await;
+            tally.add(r, "data document")?;
         }
         for profile in self.profile_names(tenant).await? {
             let at = &ProfileAddr::new(tenant, &profile)?;
             let (_, records) = self.generation_numbers(at).await?;
             for g in records {
-                // A record rewritten or pruned meanwhile (a save's pruning, a rollback) is
-                // read again, or skipped once gone.
-                let mut tries = 0;
-                loop {
-                    tries += 1;
-                    match self
-                        .rekey_record(at, g, to, target_arn.as_deref(), dry_run)
-                        .await
-                    {
-                        Err(Error::Store(store::Error::Precondition { .. })) if tries < 4 => {}
-                        Err(e) if e.is_newer() => {
-                            tracing::warn!(error = %e, "rekey leaves a record of a newer format alone");
-                            newer.get_or_insert(e);
-                            break;
-                        }
-                        Err(e) => return Err(e),
-                        Ok(Some(true)) => {
-                            rewrapped += 1;
-                            break;
-                        }
-                        Ok(Some(false)) => {
-                            already += 1;
-                            break;
-                        }
-                        Ok(None) => break,
-                    }
-                }
+                let r = settled(|| self.rekey_record(at, g, to, arn, dry_run)).await;
+                tally.add(r, "record")?;
             }
         }
-        match newer {
+        match tally.newer {
             Some(e) => Err(e),
-            None => Ok((rewrapped, already)),
+            None => Ok((tally.rewrapped, tally.already)),
         }
     }
 
@@ -145,4 +103,44 @@ impl Vault {
             .await?;
         Ok(Some(true))
     }
+}
+
+/// What a rekey did so far.
+#[derive(Default)]
+struct Tally {
+    rewrapped: u64,
+    already: u64,
+    /// The first thing this build cannot read (left as it is, reported at the end).
+    newer: Option<Error>,
+}
+
+impl Tally {
+    /// Counts one rewrap's outcome (of a `what`); other errors end the rekey.
+    fn add(&mut self, r: Result<Option<bool>>, what: &str) -> Result<()> {
+        match r {
+            Ok(Some(true)) => self.rewrapped += 1,
+            Ok(Some(false)) => self.already += 1,
+            Ok(None) => {}
+            Err(e) if e.is_newer() => {
+                tracing::warn!(error = %e, "rekey leaves a {what} of a newer format alone");
+                self.newer.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+}
+
+/// Runs `once` again while what it rewrites was rewritten between its read and its write
+/// (a precondition failure), four times at most.
+async fn settled<F: std::future::Future<Output = Result<Option<bool>>>>(
+    mut once: impl FnMut() -> F,
+) -> Result<Option<bool>> {
+    for _ in 1..4 {
+        match once().await {
+            Err(Error::Store(store::Error::Precondition { .. })) => {}
+            r => return r,
+        }
+    }
+    once().await
 }

@@ -54,3 +54,34 @@ impl<H: PutHook> Store for Hooked<H> {
         format!("{:?} over {}", self.hook, self.inner.describe())
     }
 }
+
+/// While armed (from the start), every delete of a key under `prefix` fails: a store that
+/// refuses them (a whole profile's, or one object's).
+#[derive(Debug)]
+pub struct RefuseDeletes {
+    pub prefix: String,
+    pub armed: std::sync::atomic::AtomicBool,
+}
+
+impl RefuseDeletes {
+    pub fn of(prefix: &str) -> Self {
+        RefuseDeletes {
+            prefix: prefix.to_string(),
+            armed: true.into(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl PutHook for RefuseDeletes {
+    async fn before_delete(&self, key: &str, _: &dyn Store) -> Result<()> {
+        if key.starts_with(&self.prefix) && self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(profile_vault::store::Error::Unavailable {
+                op: "delete",
+                key: key.into(),
+                message: "refused by the test".into(),
+            });
+        }
+        Ok(())
+    }
+}
