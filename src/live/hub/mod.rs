@@ -367,7 +367,7 @@ impl Hub {
                 // tenant's CDP): the browser lives on without a window; a new tab is opened
                 // for the people watching (once: the window's other targets go too).
                 if last_page {
-                    self.spawn_new_tab(conn);
+                    self.spawn_new_tab();
                 }
                 self.publish_tabs(conn);
             }

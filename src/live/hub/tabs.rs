@@ -105,8 +105,8 @@ impl Hub {
     }
 
     /// Opens a blank tab and shows it (the last one closed).
-    pub(super) fn spawn_new_tab(&self, conn: &Arc<Conn>) {
-        let (Some(hub), conn) = (self.me.upgrade(), conn.clone()) else {
+    pub(super) fn spawn_new_tab(&self) {
+        let Some(hub) = self.me.upgrade() else {
             return;
         };
         tokio::spawn(async move {
@@ -114,18 +114,8 @@ impl Hub {
             if hub.stopped.load(std::sync::atomic::Ordering::SeqCst) {
                 return;
             }
-            let made = conn
-                .call(None, "Target.createTarget", json!({"url": "about:blank"}))
-                .await;
-            match made {
-                Ok(r) => {
-                    if let Err(e) = hub.switch_to(&conn, &str_of(&r["targetId"])).await {
-                        tracing::debug!(error = %e, "live view: showing the new tab failed");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "live view: the last tab closed and no new one could be opened")
-                }
+            if let Err(e) = hub.new_tab("about:blank").await {
+                tracing::warn!(error = %e, "live view: the last tab closed and no new one could be opened");
             }
         });
     }
